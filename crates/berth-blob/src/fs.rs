@@ -1,0 +1,276 @@
+//! Filesystem blob store.
+//!
+//! Layout under the root directory:
+//! ```text
+//! <root>/
+//!   blobs/
+//!     sha256/ab/ab12…ef      one file per blob, named by its digest, never modified
+//!     sha512/cd/cd34…01
+//!   uploads/
+//!     <upload-id>            bytes of an upload in progress (appended in place)
+//!   tmp/
+//!     <uuid>                 staging for `put`, renamed into blobs/ once fsynced
+//! ```
+//! A blob file appears under `blobs/` only through `rename` of a fully written and fsynced
+//! file, followed by an fsync of its directory, so a crash never leaves a partial blob there.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use berth_types::Digest;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::{BlobBody, BlobError, BlobStore, ByteStream, valid_upload_id};
+
+/// Blobs at or above this size are memory-mapped when served; smaller ones are read.
+const MMAP_THRESHOLD: u64 = 256 * 1024;
+/// Writes are batched into buffers of about this size before they reach the disk thread.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Blob store on a local filesystem directory.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Open (creating if needed) a store rooted at `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
+        let root = root.into();
+        for d in ["blobs/sha256", "blobs/sha512", "uploads", "tmp"] {
+            tokio::fs::create_dir_all(root.join(d)).await?;
+        }
+        // Staging files left by a crash are garbage by definition.
+        let tmp = root.join("tmp");
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            for e in std::fs::read_dir(&tmp)? {
+                let _ = std::fs::remove_file(e?.path());
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(FsBlobStore { root })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        // Safe to join: `Digest` only holds a known algorithm and lowercase hex.
+        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf, BlobError> {
+        if !valid_upload_id(id) {
+            return Err(BlobError::UploadNotFound);
+        }
+        Ok(self.root.join("uploads").join(id))
+    }
+}
+
+fn not_found_as<E>(e: io::Error, err: E) -> BlobError
+where
+    E: Into<BlobError>,
+{
+    if e.kind() == io::ErrorKind::NotFound { err.into() } else { BlobError::Io(e) }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BlobError::Io(io::Error::other(e)))?
+}
+
+/// fsync a file then move it to `dest` and fsync `dest`'s directory.
+fn durable_rename(file: &std::fs::File, from: &Path, dest: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    let dir = dest.parent().expect("blob paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    std::fs::rename(from, dest)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, BlobError> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<BlobBody, BlobError> {
+        let path = self.blob_path(digest);
+        blocking(move || {
+            let file = std::fs::File::open(&path).map_err(|e| not_found_as(e, BlobError::NotFound))?;
+            let len = file.metadata()?.len();
+            let (start, end) = match range {
+                None => (0, len),
+                Some((s, e)) if s <= e && s < len => (s, e.min(len - 1) + 1),
+                Some(_) if len == 0 => (0, 0),
+                Some(_) => return Err(BlobError::RangeNotSatisfiable),
+            };
+            if end - start >= MMAP_THRESHOLD {
+                // SAFETY: blob files are immutable once renamed into place: nothing ever writes
+                // to or truncates them (deletion only unlinks, which leaves the mapping valid).
+                #[expect(unsafe_code, reason = "read-only map of an immutable, content-addressed file")]
+                let map = unsafe { memmap2::Mmap::map(&file)? };
+                let _ = map.advise(memmap2::Advice::Sequential);
+                let bytes = Bytes::from_owner(map);
+                return Ok(BlobBody::Bytes(bytes.slice(start as usize..end as usize)));
+            }
+            use std::io::{Read, Seek};
+            let mut f = file;
+            f.seek(io::SeekFrom::Start(start))?;
+            let mut buf = vec![0u8; (end - start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(BlobBody::Bytes(Bytes::from(buf)))
+        })
+        .await
+    }
+
+    async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), BlobError> {
+        let dest = self.blob_path(digest);
+        let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
+        blocking(move || {
+            if dest.exists() {
+                return Ok(());
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            let r = f.write_all(&data).and_then(|_| durable_rename(&f, &tmp, &dest));
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Ok(r?)
+        })
+        .await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upload_start(&self, id: &str) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await?;
+        Ok(())
+    }
+
+    async fn upload_write(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64, BlobError> {
+        let path = self.upload_path(id)?;
+        let file = blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
+            let actual = f.metadata()?.len();
+            if actual != offset {
+                return Err(BlobError::OffsetMismatch { expected: offset, actual });
+            }
+            Ok(f)
+        })
+        .await?;
+        // A disk thread writes while this task receives (and the caller hashes) the next batch.
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let mut f = file;
+            let mut n = 0u64;
+            while let Some(buf) = rx.blocking_recv() {
+                f.write_all(&buf)?;
+                n += buf.len() as u64;
+            }
+            Ok(n)
+        });
+        let mut batch = bytes::BytesMut::new();
+        let mut body_err = None;
+        while let Some(item) = data.next().await {
+            match item {
+                Ok(chunk) => {
+                    if batch.is_empty() && chunk.len() >= WRITE_BATCH {
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    batch.extend_from_slice(&chunk);
+                    if batch.len() >= WRITE_BATCH && tx.send(batch.split().freeze()).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch.freeze()).await;
+        }
+        drop(tx);
+        let written = writer.await.map_err(io::Error::other)??;
+        match body_err {
+            Some(source) => Err(BlobError::Body { written, source }),
+            None => Ok(offset + written),
+        }
+    }
+
+    async fn upload_size(&self, id: &str) -> Result<u64, BlobError> {
+        let path = self.upload_path(id)?;
+        let m = tokio::fs::metadata(path).await.map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
+        Ok(m.len())
+    }
+
+    async fn upload_read(&self, id: &str) -> Result<ByteStream, BlobError> {
+        let path = self.upload_path(id)?;
+        let f = tokio::fs::File::open(path).await.map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(f, WRITE_BATCH)))
+    }
+
+    async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        let dest = self.blob_path(digest);
+        blocking(move || {
+            let f = std::fs::File::open(&path).map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
+            if dest.exists() {
+                // Deduplicated: the same content is already stored.
+                std::fs::remove_file(&path)?;
+                return Ok(());
+            }
+            Ok(durable_rename(&f, &path, &dest)?)
+        })
+        .await
+    }
+
+    async fn upload_abort(&self, id: &str) -> Result<(), BlobError> {
+        let path = self.upload_path(id)?;
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upload_list(&self) -> Result<Vec<String>, BlobError> {
+        let mut out = Vec::new();
+        let mut rd = tokio::fs::read_dir(self.root.join("uploads")).await?;
+        while let Some(e) = rd.next_entry().await? {
+            if let Some(name) = e.file_name().to_str() {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn fs_backend_passes_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::FsBlobStore::open(dir.path()).await.unwrap();
+        crate::conformance::run(&store).await;
+    }
+}

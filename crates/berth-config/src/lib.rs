@@ -1,0 +1,471 @@
+//! Berth configuration: a TOML file, `BERTH_…` environment variables and command-line flags,
+//! merged in that order of increasing precedence, then validated into a typed [`Config`].
+//!
+//! Two stages: the raw form ([`RawConfig`]) mirrors the file and rejects unknown keys by
+//! name; [`Config`] holds parsed addresses, sizes, durations and backend choices.
+//!
+//! **Environment rule:** every key has a variable named `BERTH_` + the key path in upper case
+//! joined by `_`: `listen` → `BERTH_LISTEN`, `[tls] cert` → `BERTH_TLS_CERT`,
+//! `[limits] max_manifest_bytes` → `BERTH_LIMITS_MAX_MANIFEST_BYTES`. `BERTH_CONFIG` names the
+//! file itself. An unknown `BERTH_` variable is an error, like an unknown key.
+//!
+//! ```
+//! let cfg = berth_config::Config::load(None, std::iter::empty(), &Default::default()).unwrap();
+//! assert_eq!(cfg.listen.to_string(), "0.0.0.0:5000");
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, with the offending key or variable named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid configuration{}: {message}", .path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when the problem is in one.
+        path: Option<PathBuf>,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A `BERTH_…` variable that names no setting.
+    #[error("unknown environment variable {0}: no such setting")]
+    UnknownEnv(String),
+    /// A value that parsed but makes no sense.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A number or a string (so environment variables, always strings, fit numeric settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrString {
+    /// An integer.
+    Num(u64),
+    /// A string such as `"4MiB"` or `"24h"`.
+    Str(String),
+}
+
+/// The file's shape. Unknown keys are rejected with their name.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on, `host:port`.
+    pub listen: Option<String>,
+    /// Directory for all local state.
+    pub data_dir: Option<PathBuf>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// A tracing filter such as `info` or `berth=debug`.
+    pub log_level: Option<String>,
+    /// TLS.
+    pub tls: Option<RawTls>,
+    /// Request limits.
+    pub limits: Option<RawLimits>,
+    /// Upload sessions.
+    pub uploads: Option<RawUploads>,
+    /// Blob storage.
+    pub storage: Option<RawStorage>,
+    /// Metadata storage.
+    pub metadata: Option<RawMetadata>,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest manifest accepted: bytes, or a size such as `"4MiB"`.
+    pub max_manifest_bytes: Option<NumOrString>,
+}
+
+/// `[uploads]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUploads {
+    /// Idle sessions older than this expire: seconds, or a duration such as `"24h"`.
+    pub ttl: Option<NumOrString>,
+    /// How often expiry runs.
+    pub sweep_interval: Option<NumOrString>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// `filesystem` (the default).
+    pub backend: Option<String>,
+    /// Root directory for the filesystem backend (default `<data_dir>/blobs`).
+    pub path: Option<PathBuf>,
+}
+
+/// `[metadata]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// `sqlite` (the default, embedded).
+    pub backend: Option<String>,
+    /// Database file for SQLite (default `<data_dir>/meta.db`).
+    pub path: Option<PathBuf>,
+}
+
+/// Command-line values, which win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--tls-cert`
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`
+    pub tls_key: Option<PathBuf>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A local directory.
+    Filesystem {
+        /// Its root.
+        path: PathBuf,
+    },
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataConfig {
+    /// Embedded SQLite.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Tracing filter.
+    pub log_level: String,
+    /// TLS, when both files are given.
+    pub tls: Option<TlsConfig>,
+    /// Largest manifest accepted.
+    pub max_manifest_bytes: usize,
+    /// Idle upload expiry.
+    pub upload_ttl: Duration,
+    /// How often expiry runs.
+    pub upload_sweep_interval: Duration,
+    /// Blob storage.
+    pub storage: StorageConfig,
+    /// Metadata storage.
+    pub metadata: MetadataConfig,
+}
+
+/// Every key path, for mapping `BERTH_…` variables onto the file's structure.
+const KEYS: &[(&str, Option<&str>, &str)] = &[
+    ("BERTH_LISTEN", None, "listen"),
+    ("BERTH_DATA_DIR", None, "data_dir"),
+    ("BERTH_LOG_FORMAT", None, "log_format"),
+    ("BERTH_LOG_LEVEL", None, "log_level"),
+    ("BERTH_TLS_CERT", Some("tls"), "cert"),
+    ("BERTH_TLS_KEY", Some("tls"), "key"),
+    ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
+    ("BERTH_UPLOADS_TTL", Some("uploads"), "ttl"),
+    ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
+    ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
+    ("BERTH_STORAGE_PATH", Some("storage"), "path"),
+    ("BERTH_METADATA_BACKEND", Some("metadata"), "backend"),
+    ("BERTH_METADATA_PATH", Some("metadata"), "path"),
+];
+
+/// Variables that are not settings but are read elsewhere.
+const NON_SETTING_ENV: &[&str] = &["BERTH_CONFIG"];
+
+fn parse_size(key: &'static str, v: &NumOrString) -> Result<usize, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid { key, message: m };
+    match v {
+        NumOrString::Num(n) => Ok(*n as usize),
+        NumOrString::Str(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 =
+                num.parse().map_err(|_| invalid(format!("{s:?} is not a size such as 4194304 or \"4MiB\"")))?;
+            let mul = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" | "K" | "k" | "KB" => 1024,
+                "MiB" | "M" | "MB" => 1024 * 1024,
+                "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
+                u => return Err(invalid(format!("unknown size unit {u:?} (use B, KiB, MiB or GiB)"))),
+            };
+            Ok((n * mul) as usize)
+        }
+    }
+}
+
+fn parse_duration(key: &'static str, v: &NumOrString) -> Result<Duration, ConfigError> {
+    match v {
+        NumOrString::Num(n) => Ok(Duration::from_secs(*n)),
+        NumOrString::Str(s) => match s.trim().parse::<u64>() {
+            Ok(n) => Ok(Duration::from_secs(n)),
+            Err(_) => humantime::parse_duration(s.trim()).map_err(|e| ConfigError::Invalid {
+                key,
+                message: format!("{s:?} is not a duration such as \"24h\": {e}"),
+            }),
+        },
+    }
+}
+
+impl Config {
+    /// Read `file` (if any), apply `env` (`BERTH_…` pairs) and `cli`, and validate.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        cli: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.to_owned(), source: e })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse { path: Some(p.to_owned()), message: e.to_string() })?
+            }
+            None => toml::Table::new(),
+        };
+        // Check the file alone first, so its errors name the file.
+        if file.is_some() {
+            RawConfig::deserialize(toml::Value::Table(table.clone()))
+                .map_err(|e| ConfigError::Parse { path: file.map(Path::to_owned), message: e.to_string() })?;
+        }
+        for (name, value) in env {
+            if !name.starts_with("BERTH_") || NON_SETTING_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let (_, section, key) =
+                KEYS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+            let target = match section {
+                None => &mut table,
+                Some(s) => table
+                    .entry(s.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ConfigError::Parse { path: None, message: format!("`{s}` must be a table") })?,
+            };
+            target.insert(key.to_string(), toml::Value::String(value));
+        }
+        let raw = RawConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse { path: None, message: e.to_string() })?;
+        Self::validate(raw, cli)
+    }
+
+    /// Turn a raw configuration plus command-line overrides into a validated one.
+    pub fn validate(raw: RawConfig, cli: &Overrides) -> Result<Config, ConfigError> {
+        let listen_s = cli.listen.clone().or(raw.listen).unwrap_or_else(|| "0.0.0.0:5000".into());
+        let listen = listen_s.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{listen_s:?} is not an address such as 0.0.0.0:5000"),
+        })?;
+        let data_dir = cli.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| PathBuf::from("berth-data"));
+        let log_format = match cli.log_format.clone().or(raw.log_format).as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    message: format!("{other:?}: use \"text\" or \"json\""),
+                });
+            }
+        };
+        let tls_raw = raw.tls.unwrap_or_default();
+        let tls = match (cli.tls_cert.clone().or(tls_raw.cert), cli.tls_key.clone().or(tls_raw.key)) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls",
+                    message: "both a certificate and a key are needed for TLS".into(),
+                });
+            }
+        };
+        let limits = raw.limits.unwrap_or_default();
+        let max_manifest_bytes = match &limits.max_manifest_bytes {
+            Some(v) => parse_size("limits.max_manifest_bytes", v)?,
+            None => 4 * 1024 * 1024,
+        };
+        if max_manifest_bytes == 0 {
+            return Err(ConfigError::Invalid { key: "limits.max_manifest_bytes", message: "must be positive".into() });
+        }
+        let uploads = raw.uploads.unwrap_or_default();
+        let upload_ttl = match &uploads.ttl {
+            Some(v) => parse_duration("uploads.ttl", v)?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        let upload_sweep_interval = match &uploads.sweep_interval {
+            Some(v) => parse_duration("uploads.sweep_interval", v)?,
+            None => Duration::from_secs(600),
+        };
+        if upload_sweep_interval.is_zero() {
+            return Err(ConfigError::Invalid { key: "uploads.sweep_interval", message: "must be positive".into() });
+        }
+        let storage_raw = raw.storage.unwrap_or_default();
+        let storage = match storage_raw.backend.as_deref().unwrap_or("filesystem") {
+            "filesystem" => {
+                StorageConfig::Filesystem { path: storage_raw.path.unwrap_or_else(|| data_dir.join("blobs")) }
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "storage.backend",
+                    message: format!("{other:?}: the only storage backend is \"filesystem\""),
+                });
+            }
+        };
+        let meta_raw = raw.metadata.unwrap_or_default();
+        let metadata = match meta_raw.backend.as_deref().unwrap_or("sqlite") {
+            "sqlite" => MetadataConfig::Sqlite { path: meta_raw.path.unwrap_or_else(|| data_dir.join("meta.db")) },
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "metadata.backend",
+                    message: format!("{other:?}: the only metadata backend is \"sqlite\""),
+                });
+            }
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            log_format,
+            log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+            tls,
+            max_manifest_bytes,
+            upload_ttl,
+            upload_sweep_interval,
+            storage,
+            metadata,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("berth-data"));
+        assert_eq!(c.max_manifest_bytes, 4 << 20);
+        assert_eq!(c.upload_ttl, Duration::from_secs(86400));
+        assert_eq!(c.storage, StorageConfig::Filesystem { path: "berth-data/blobs".into() });
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn precedence_file_env_cli() {
+        let f = file(
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n[limits]\nmax_manifest_bytes = \"1MiB\"\n[uploads]\nttl = \"2h\"\n",
+        );
+        let c = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.max_manifest_bytes, 1 << 20);
+        assert_eq!(c.upload_ttl, Duration::from_secs(7200));
+        let c = Config::load(
+            Some(f.path()),
+            env(&[("BERTH_LISTEN", "127.0.0.1:2"), ("BERTH_LIMITS_MAX_MANIFEST_BYTES", "1000"), ("BERTH_CONFIG", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.max_manifest_bytes, 1000);
+        let cli = Overrides { listen: Some("127.0.0.1:3".into()), ..Default::default() };
+        let c = Config::load(Some(f.path()), env(&[("BERTH_LISTEN", "127.0.0.1:2")]), &cli).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = file("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n");
+        let e = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        let f = file("[storage]\nbucket = \"x\"\n");
+        let e = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("bucket"), "{e}");
+        let e = Config::load(None, env(&[("BERTH_LISTN", "x")]), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("BERTH_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        for (k, v) in [
+            ("BERTH_LISTEN", "nowhere"),
+            ("BERTH_LOG_FORMAT", "xml"),
+            ("BERTH_LIMITS_MAX_MANIFEST_BYTES", "4 parsecs"),
+            ("BERTH_UPLOADS_TTL", "soon"),
+            ("BERTH_STORAGE_BACKEND", "tape"),
+            ("BERTH_TLS_CERT", "/only/cert.pem"),
+        ] {
+            assert!(Config::load(None, env(&[(k, v)]), &Overrides::default()).is_err(), "{k}={v}");
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The conformance suite every [`MetaStore`] backend must pass. Call [`run`] on an empty store.
+
+use berth_types::{Digest, RepoName, Tag};
+
+use crate::{ManifestRecord, MetaStore, RefKind, UploadRecord};
+
+fn repo(s: &str) -> RepoName {
+    s.parse().expect("valid test repo")
+}
+
+fn tag(s: &str) -> Tag {
+    s.parse().expect("valid test tag")
+}
+
+fn manifest(content: &str, subject: Option<&Digest>, artifact_type: Option<&str>, at: i64) -> ManifestRecord {
+    ManifestRecord {
+        digest: Digest::sha256_of(content.as_bytes()),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: artifact_type.map(str::to_owned),
+        size: content.len() as i64,
+        subject: subject.cloned(),
+        annotations: None,
+        created_at: at,
+    }
+}
+
+/// Run every check against `store`, which must be empty.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run(store: &dyn MetaStore) {
+    let a = repo("proj/a");
+    let b = repo("proj/b");
+    let blob = Digest::sha256_of(b"layer");
+
+    // blob links are per repository
+    assert!(!store.repo_exists(&a).await.unwrap());
+    assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), None);
+    assert_eq!(store.any_blob(&blob).await.unwrap(), None);
+    store.link_blob(&a, &blob, 5, 1).await.unwrap();
+    store.link_blob(&a, &blob, 5, 2).await.unwrap();
+    assert!(store.repo_exists(&a).await.unwrap());
+    assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), Some(5));
+    assert_eq!(store.repo_blob(&b, &blob).await.unwrap(), None);
+    assert_eq!(store.any_blob(&blob).await.unwrap(), Some(5));
+
+    // manifests, tags, atomic put with refs
+    let m1 = manifest("m1", None, None, 10);
+    store.put_manifest(&a, &m1, &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")]).await.unwrap();
+    assert_eq!(store.get_manifest(&a, &m1.digest).await.unwrap(), Some(m1.clone()));
+    assert_eq!(store.get_manifest(&b, &m1.digest).await.unwrap(), None, "manifests are per repository");
+    assert_eq!(store.resolve_tag(&a, &tag("v1")).await.unwrap(), Some(m1.digest.clone()));
+    // re-putting the same manifest is idempotent and can move tags
+    let m2 = manifest("m2", None, None, 11);
+    store.put_manifest(&a, &m2, &[], &[tag("latest")]).await.unwrap();
+    store.put_manifest(&a, &m1, &[(blob.clone(), RefKind::Blob)], &[]).await.unwrap();
+    assert_eq!(store.resolve_tag(&a, &tag("latest")).await.unwrap(), Some(m2.digest.clone()));
+    assert_eq!(store.list_tags(&a, None, 100).await.unwrap(), vec!["latest", "v1"]);
+
+    // lexical order and pagination
+    for t in ["b", "a", "C", "c10", "c2"] {
+        store.put_manifest(&b, &m1, &[], &[tag(t)]).await.unwrap();
+    }
+    assert_eq!(store.list_tags(&b, None, 100).await.unwrap(), vec!["C", "a", "b", "c10", "c2"]);
+    assert_eq!(store.list_tags(&b, None, 2).await.unwrap(), vec!["C", "a"]);
+    assert_eq!(store.list_tags(&b, Some("a"), 2).await.unwrap(), vec!["b", "c10"]);
+    assert_eq!(store.list_tags(&b, Some("c2"), 2).await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.list_repos(None, 10).await.unwrap(), vec!["proj/a", "proj/b"]);
+    assert_eq!(store.list_repos(Some("proj/a"), 10).await.unwrap(), vec!["proj/b"]);
+    assert_eq!(store.list_repos(None, 1).await.unwrap(), vec!["proj/a"]);
+
+    // referrers, with artifact type filter
+    let sig = manifest("sig", Some(&m1.digest), Some("application/vnd.example.sig"), 20);
+    let sbom = manifest("sbom", Some(&m1.digest), Some("application/spdx+json"), 21);
+    store.put_manifest(&a, &sig, &[], &[]).await.unwrap();
+    store.put_manifest(&a, &sbom, &[], &[]).await.unwrap();
+    let all = store.referrers(&a, &m1.digest, None).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), vec![sig.digest.clone(), sbom.digest.clone()]);
+    let only = store.referrers(&a, &m1.digest, Some("application/spdx+json")).await.unwrap();
+    assert_eq!(only, vec![sbom.clone()]);
+    assert!(store.referrers(&b, &m1.digest, None).await.unwrap().is_empty());
+
+    // deletes
+    assert!(store.delete_tag(&a, &tag("v1")).await.unwrap());
+    assert!(!store.delete_tag(&a, &tag("v1")).await.unwrap());
+    assert_eq!(store.resolve_tag(&a, &tag("v1")).await.unwrap(), None);
+    assert!(store.get_manifest(&a, &m1.digest).await.unwrap().is_some(), "deleting a tag keeps the manifest");
+    assert!(store.delete_manifest(&b, &m1.digest).await.unwrap());
+    assert!(store.list_tags(&b, None, 100).await.unwrap().is_empty(), "deleting a manifest removes its tags");
+    assert!(!store.delete_manifest(&b, &m1.digest).await.unwrap());
+    assert!(store.unlink_blob(&a, &blob).await.unwrap());
+    assert!(!store.unlink_blob(&a, &blob).await.unwrap());
+    assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), None);
+
+    // uploads
+    let up = UploadRecord { id: "u1".into(), repo: a.clone(), created_at: 100, updated_at: 100 };
+    store.create_upload(&up).await.unwrap();
+    assert!(store.create_upload(&up).await.is_err(), "upload ids are unique");
+    assert_eq!(store.get_upload("u1").await.unwrap(), Some(up.clone()));
+    assert_eq!(store.stale_uploads(101).await.unwrap(), vec!["u1"]);
+    store.touch_upload("u1", 200).await.unwrap();
+    assert!(store.stale_uploads(101).await.unwrap().is_empty());
+    assert!(store.delete_upload("u1").await.unwrap());
+    assert_eq!(store.get_upload("u1").await.unwrap(), None);
+}

@@ -1,0 +1,145 @@
+//! Registry metadata for Berth: the [`MetaStore`] trait, the embedded SQLite backend
+//! [`SqliteMetaStore`], and the [`conformance`] suite every backend must pass.
+//!
+//! Metadata is what makes content *visible*: a blob is served from a repository only when
+//! the repository links it here, a manifest only when its row exists, a tag only when it
+//! points at a manifest. Every multi-row change (a manifest with its references and tag) is
+//! one transaction, so a crash leaves either all of it or none.
+//!
+//! SQL is kept portable (SQLite and PostgreSQL): `$n` placeholders, `BIGINT`/`TEXT` columns,
+//! `ON CONFLICT`, no backend-specific functions. Times are Unix milliseconds.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), berth_meta::MetaError> {
+//! use berth_meta::{MetaStore, SqliteMetaStore};
+//! let meta = SqliteMetaStore::open("/tmp/berth/meta.db").await?;
+//! let repo: berth_types::RepoName = "library/app".parse().unwrap();
+//! assert!(meta.list_tags(&repo, None, 100).await?.is_empty());
+//! # Ok(()) }
+//! ```
+
+pub mod conformance;
+mod schema;
+mod sqlite;
+
+use berth_types::{Digest, RepoName, Tag};
+
+pub use sqlite::SqliteMetaStore;
+
+/// Errors of a metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The database failed.
+    #[error("metadata database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored value could not be read back (corruption or a newer schema).
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+}
+
+/// What kind of reference a manifest holds to another object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    /// A blob (config or layer).
+    Blob,
+    /// A child manifest of an index.
+    Manifest,
+}
+
+impl RefKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Blob => "blob",
+            RefKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// A manifest as recorded in metadata (its bytes live in the blob store under `digest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// Digest of the manifest bytes.
+    pub digest: Digest,
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// Effective artifact type (artifactType, else config media type), for referrers.
+    pub artifact_type: Option<String>,
+    /// Size of the manifest bytes.
+    pub size: i64,
+    /// The `subject` manifest digest, if any.
+    pub subject: Option<Digest>,
+    /// Annotations as a JSON object text, for the referrers response.
+    pub annotations: Option<String>,
+    /// Time it was pushed (Unix ms).
+    pub created_at: i64,
+}
+
+/// An upload session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// The session id (also names its bytes in the blob store).
+    pub id: String,
+    /// The repository it uploads into.
+    pub repo: RepoName,
+    /// Start time (Unix ms).
+    pub created_at: i64,
+    /// Last activity (Unix ms).
+    pub updated_at: i64,
+}
+
+/// Registry metadata: repositories, blob links, manifests, tags, upload sessions.
+///
+/// Contract (checked by [`conformance::run`]): listing is in byte-wise lexical order; all
+/// writes are durable when they return; `put_manifest` is atomic.
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Record that a verified blob of `size` exists and link it into `repo` (creating the repo).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: i64, now: i64) -> Result<(), MetaError>;
+    /// Size of the blob if `repo` links it.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError>;
+    /// Size of the blob if any repository links it (for mounts without `from`).
+    async fn any_blob(&self, digest: &Digest) -> Result<Option<i64>, MetaError>;
+    /// Remove the link from `repo`; returns whether it existed.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Atomically record a manifest with its references and, optionally, point `tags` at it.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        refs: &[(Digest, RefKind)],
+        tags: &[Tag],
+    ) -> Result<(), MetaError>;
+    /// The manifest with this digest in `repo`.
+    async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError>;
+    /// The digest a tag points at.
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
+    /// Delete a manifest and every tag pointing at it; returns whether it existed.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Delete one tag; returns whether it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    /// Up to `n` tags after `last`, in lexical order.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
+    /// Manifests whose subject is `subject`, optionally only of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>, MetaError>;
+    /// Does `repo` exist (has it ever received content that is still there)?
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
+    /// Up to `n` repository names after `last`, in lexical order.
+    async fn list_repos(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
+
+    /// Record a new upload session.
+    async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError>;
+    /// The upload session with this id.
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError>;
+    /// Mark activity on a session.
+    async fn touch_upload(&self, id: &str, now: i64) -> Result<(), MetaError>;
+    /// Forget a session; returns whether it existed.
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetaError>;
+    /// Sessions idle since before `before`.
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<String>, MetaError>;
+}

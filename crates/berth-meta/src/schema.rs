@@ -1,0 +1,29 @@
+//! Schema migrations, portable between SQLite and PostgreSQL.
+//!
+//! Each entry runs once, in order, inside a transaction, and is recorded in
+//! `berth_migrations`. Never edit an entry that has shipped: add a new one.
+
+/// `(version, statements)`, applied in order.
+pub const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE repositories (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL)",
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+        "CREATE TABLE repo_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, created_at BIGINT NOT NULL,
+            PRIMARY KEY (repo, digest))",
+        "CREATE INDEX repo_blobs_digest ON repo_blobs (digest)",
+        "CREATE TABLE manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,
+            artifact_type TEXT, size BIGINT NOT NULL, subject TEXT, annotations TEXT,
+            created_at BIGINT NOT NULL, PRIMARY KEY (repo, digest))",
+        "CREATE INDEX manifests_subject ON manifests (repo, subject)",
+        "CREATE TABLE manifest_refs (repo TEXT NOT NULL, digest TEXT NOT NULL, child TEXT NOT NULL,
+            kind TEXT NOT NULL, PRIMARY KEY (repo, digest, child, kind))",
+        "CREATE INDEX manifest_refs_child ON manifest_refs (child)",
+        "CREATE TABLE tags (repo TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,
+            updated_at BIGINT NOT NULL, PRIMARY KEY (repo, name))",
+        "CREATE INDEX tags_digest ON tags (repo, digest)",
+        "CREATE TABLE uploads (id TEXT PRIMARY KEY, repo TEXT NOT NULL, created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        "CREATE INDEX uploads_updated ON uploads (updated_at)",
+    ],
+)];

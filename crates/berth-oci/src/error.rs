@@ -1,0 +1,184 @@
+//! The one place where errors become OCI error codes and HTTP statuses.
+//!
+//! Every lower error converts into [`OciError`] through `From`; [`OciError::code`] and
+//! [`OciError::status`] are exhaustive matches, so a new variant does not compile until it has
+//! both. On a 5xx the client gets a short generic message, and the real error rides in a
+//! response extension ([`InternalError`]) that the request middleware logs once.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use berth_registry::RegistryError;
+use berth_types::NameError;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::route::RouteError;
+
+/// An error as the OCI API reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The repository name is malformed.
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
+    /// A digest is malformed.
+    #[error("{0}")]
+    DigestInvalid(String),
+    /// An algorithm or operation Berth does not support.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A header such as `Content-Range` is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such endpoint.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The endpoint exists but not for this method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// A request body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A handler panicked.
+    #[error("internal panic: {0}")]
+    Panic(String),
+}
+
+/// Extension carrying the real cause of a 5xx to the logging middleware.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub String);
+
+impl From<RouteError> for OciError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound => OciError::NotFound,
+            RouteError::Name(n) => n.into(),
+        }
+    }
+}
+
+impl From<NameError> for OciError {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::Repo(_) => OciError::NameInvalid(e.to_string()),
+            NameError::Tag(_) => OciError::Registry(RegistryError::TagInvalid(e.to_string())),
+            NameError::Digest(berth_types::DigestError::Unsupported(a)) => {
+                OciError::Unsupported(format!("unsupported digest algorithm {a:?}: use sha256 or sha512"))
+            }
+            NameError::Digest(d) => OciError::DigestInvalid(d.to_string()),
+        }
+    }
+}
+
+impl From<berth_types::DigestError> for OciError {
+    fn from(e: berth_types::DigestError) -> Self {
+        NameError::Digest(e).into()
+    }
+}
+
+impl OciError {
+    /// The OCI error code.
+    pub fn code(&self) -> &'static str {
+        use RegistryError as R;
+        match self {
+            OciError::Registry(r) => match r {
+                R::BlobUnknown(_) => "BLOB_UNKNOWN",
+                R::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+                R::OutOfOrder { .. } => "RANGE_INVALID",
+                R::UploadInvalid(_) | R::Body(_) => "BLOB_UPLOAD_INVALID",
+                R::DigestMismatch { .. } | R::DigestInvalid(_) => "DIGEST_INVALID",
+                R::SizeInvalid(_) | R::TooLarge { .. } => "SIZE_INVALID",
+                R::ManifestUnknown(_) => "MANIFEST_UNKNOWN",
+                R::ManifestInvalid(_) => "MANIFEST_INVALID",
+                R::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
+                R::NameUnknown(_) => "NAME_UNKNOWN",
+                R::TagInvalid(_) => "TAG_INVALID",
+                R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
+                R::Blob(_) | R::Meta(_) => "UNKNOWN",
+            },
+            OciError::NameInvalid(_) => "NAME_INVALID",
+            OciError::DigestInvalid(_) => "DIGEST_INVALID",
+            OciError::Unsupported(_) | OciError::MethodNotAllowed | OciError::NotFound => "UNSUPPORTED",
+            OciError::BadRequest(_) => "BLOB_UPLOAD_INVALID",
+            OciError::TooLarge(_) => "SIZE_INVALID",
+            OciError::Panic(_) => "UNKNOWN",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        use RegistryError as R;
+        match self {
+            OciError::Registry(r) => match r {
+                R::BlobUnknown(_) | R::UploadUnknown | R::ManifestUnknown(_) | R::NameUnknown(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                R::OutOfOrder { .. } | R::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+                R::UploadInvalid(_)
+                | R::Body(_)
+                | R::DigestMismatch { .. }
+                | R::DigestInvalid(_)
+                | R::SizeInvalid(_)
+                | R::ManifestInvalid(_)
+                | R::ManifestBlobUnknown(_)
+                | R::TagInvalid(_) => StatusCode::BAD_REQUEST,
+                R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                R::Blob(berth_blob::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
+                R::Blob(_) | R::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            OciError::NameInvalid(_) | OciError::DigestInvalid(_) | OciError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            OciError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            OciError::NotFound => StatusCode::NOT_FOUND,
+            OciError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            OciError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            OciError::Panic(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        use RegistryError as R;
+        match self {
+            OciError::Registry(R::BlobUnknown(d)) => json!({ "digest": d }),
+            OciError::Registry(R::DigestMismatch { expected, actual }) => {
+                json!({ "expected": expected, "actual": actual })
+            }
+            OciError::Registry(R::ManifestBlobUnknown(ds)) => json!({ "digests": ds }),
+            OciError::Registry(R::OutOfOrder { size, .. }) => json!({ "size": size }),
+            OciError::Registry(R::RangeNotSatisfiable { size }) => json!({ "size": size }),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            match status {
+                StatusCode::INSUFFICIENT_STORAGE => "storage is full; nothing was stored".to_owned(),
+                _ => "internal error; see the server log".to_owned(),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut err = json!({ "code": self.code(), "message": message });
+        let detail = self.detail();
+        if !detail.is_null() {
+            err["detail"] = detail;
+        }
+        let mut resp = (status, Json(json!({ "errors": [err] }))).into_response();
+        if let OciError::Registry(RegistryError::RangeNotSatisfiable { size }) = &self
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        if status.is_server_error() {
+            resp.extensions_mut().insert(InternalError(format!("{self:?}")));
+        }
+        resp
+    }
+}

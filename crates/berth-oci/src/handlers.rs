@@ -1,0 +1,387 @@
+//! Request handlers: extract, call the registry, shape the response. Thin by design.
+
+use std::io;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use berth_blob::{BlobBody, ByteStream};
+use berth_registry::{Registry, RegistryError};
+use berth_types::{Digest, Reference, RepoName};
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::json;
+
+use crate::error::OciError;
+use crate::route::Route;
+use crate::{AppState, query};
+
+type Result<T> = std::result::Result<T, OciError>;
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+const UPLOAD_UUID: &str = "docker-upload-uuid";
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+/// Dispatch a parsed route by method.
+pub async fn dispatch(
+    state: &AppState,
+    route: Route,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    use Method as M;
+    let q = query(uri);
+    match (route, method) {
+        (Route::Base, &M::GET | &M::HEAD) => Ok(axum::Json(json!({})).into_response()),
+        (Route::Catalog, &M::GET) => catalog(state, &q).await,
+        (Route::Tags(repo), &M::GET) => tags(state, &repo, &q).await,
+        (Route::Manifest(repo, r), &M::GET) => manifest_get(state, &repo, &r, true).await,
+        (Route::Manifest(repo, r), &M::HEAD) => manifest_get(state, &repo, &r, false).await,
+        (Route::Manifest(repo, r), &M::PUT) => manifest_put(state, &repo, &r, &q, headers, body).await,
+        (Route::Manifest(repo, r), &M::DELETE) => {
+            state.registry.manifest_delete(&repo, &r).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Route::Blob(repo, d), &M::GET) => blob_get(state, &repo, &d, headers, true).await,
+        (Route::Blob(repo, d), &M::HEAD) => blob_get(state, &repo, &d, headers, false).await,
+        (Route::Blob(repo, d), &M::DELETE) => {
+            state.registry.blob_delete(&repo, &d).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (Route::UploadStart(repo), &M::POST) => upload_start(state, &repo, &q, headers, body).await,
+        (Route::Upload(repo, id), &M::GET) => {
+            let size = state.registry.upload_status(&repo, &id).await?;
+            Ok(upload_accepted(StatusCode::NO_CONTENT, &repo, &id, size))
+        }
+        (Route::Upload(repo, id), &M::PATCH) => {
+            let start = content_range_start(headers)?;
+            match state.registry.upload_chunk(&repo, &id, start, body_stream(body)).await {
+                Ok(size) => Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, size)),
+                Err(e) => Ok(out_of_order_with_location(e, &repo, &id)),
+            }
+        }
+        (Route::Upload(repo, id), &M::PUT) => {
+            let digest = required_digest(&q)?;
+            let start = content_range_start(headers)?;
+            let has_body = content_length(headers).is_none_or(|n| n > 0);
+            let body = has_body.then(|| body_stream(body));
+            let done = match state.registry.upload_complete(&repo, &id, start, body, &digest).await {
+                Ok(done) => done,
+                Err(e) => return Ok(out_of_order_with_location(e, &repo, &id)),
+            };
+            state.metrics_bytes_in("/v2/{name}/blobs/uploads/{id}", done.size);
+            Ok(blob_created(&repo, &done.digest))
+        }
+        (Route::Upload(repo, id), &M::DELETE) => {
+            state.registry.upload_cancel(&repo, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Route::Referrers(repo, d), &M::GET) => referrers(state, &repo, &d, &q).await,
+        _ => Err(OciError::MethodNotAllowed),
+    }
+}
+
+fn required_digest(q: &[(String, String)]) -> Result<Digest> {
+    let d = q.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.as_str()).ok_or_else(|| {
+        OciError::DigestInvalid("the digest query parameter is required to complete an upload".into())
+    })?;
+    Ok(d.parse::<Digest>()?)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `Content-Range: <start>-<end>` (also tolerating a `bytes ` prefix); returns `start`.
+fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let bad =
+        || OciError::Registry(RegistryError::SizeInvalid("malformed Content-Range: expected <start>-<end>".into()));
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s.strip_prefix("bytes ").or_else(|| s.strip_prefix("bytes=")).unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end: u64 = b.trim().parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(OciError::Registry(RegistryError::OutOfOrder { requested: start, size: 0 }));
+    }
+    if let Some(len) = content_length(headers)
+        && len != end - start + 1
+    {
+        return Err(OciError::Registry(RegistryError::SizeInvalid(format!(
+            "Content-Range {start}-{end} is {} bytes but Content-Length is {len}",
+            end - start + 1
+        ))));
+    }
+    Ok(Some(start))
+}
+
+fn upload_location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_accepted(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    let mut r = status.into_response();
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, hv(&upload_location(repo, id)));
+    h.insert(header::RANGE, hv(&range_value(size)));
+    h.insert(UPLOAD_UUID, hv(id));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+/// The error response of an upload request. A 416 for an out-of-order chunk carries the
+/// session's `Location` and `Range`, so the client can resume from the right offset.
+fn out_of_order_with_location(e: RegistryError, repo: &RepoName, id: &str) -> Response {
+    let size = match &e {
+        RegistryError::OutOfOrder { size, .. } => Some(*size),
+        _ => None,
+    };
+    let mut r = OciError::Registry(e).into_response();
+    if let Some(size) = size {
+        let h = r.headers_mut();
+        h.insert(header::LOCATION, hv(&upload_location(repo, id)));
+        h.insert(header::RANGE, hv(&range_value(size)));
+        h.insert(UPLOAD_UUID, hv(id));
+    }
+    r
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut r = StatusCode::CREATED.into_response();
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{repo}/blobs/{digest}")));
+    h.insert(DIGEST_HEADER, hv(&digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+async fn upload_start(
+    state: &AppState,
+    repo: &RepoName,
+    q: &[(String, String)],
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if let Some(mount) = get("mount") {
+        let digest: Digest = mount.parse()?;
+        let from = match get("from") {
+            Some(f) => Some(f.parse::<RepoName>()?),
+            None => None,
+        };
+        if state.registry.mount(repo, &digest, from.as_ref()).await?.is_some() {
+            return Ok(blob_created(repo, &digest));
+        }
+        // Not mountable: fall through to an ordinary upload session (202), as the spec says.
+    } else if let Some(d) = get("digest") {
+        let digest: Digest = d.parse()?;
+        let done = state.registry.upload_monolithic(repo, &digest, body_stream(body)).await?;
+        state.metrics_bytes_in("/v2/{name}/blobs/uploads/", done.size);
+        return Ok(blob_created(repo, &done.digest));
+    }
+    let _ = headers;
+    let id = state.registry.upload_start(repo).await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, repo, &id, 0))
+}
+
+/// Parse `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` against a blob of `size` bytes.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::RANGE) else { return Ok(None) };
+    let unsat = || OciError::Registry(RegistryError::RangeNotSatisfiable { size });
+    let s = v.to_str().map_err(|_| unsat())?.trim();
+    let spec = s.strip_prefix("bytes=").ok_or_else(unsat)?;
+    if spec.contains(',') {
+        // Multipart ranges are not served; the whole blob is (allowed by RFC 9110).
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(unsat)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| unsat())?;
+            if n == 0 || size == 0 {
+                return Err(unsat());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().map_err(|_| unsat())?, size.saturating_sub(1)),
+        (a, b) => (a.parse().map_err(|_| unsat())?, b.parse().map_err(|_| unsat())?),
+    };
+    if start > end || start >= size {
+        return Err(unsat());
+    }
+    Ok(Some((start, end.min(size - 1))))
+}
+
+async fn blob_get(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    with_body: bool,
+) -> Result<Response> {
+    let size = state.registry.blob_size(repo, digest).await?;
+    let range = parse_range(headers, size)?;
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(DIGEST_HEADER, digest.to_string())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{digest}\""))
+        .header(header::CACHE_CONTROL, "max-age=31536000");
+    let (status, len) = match range {
+        Some((s, e)) => {
+            builder = builder.header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}"));
+            (StatusCode::PARTIAL_CONTENT, e - s + 1)
+        }
+        None => (StatusCode::OK, size),
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+    if !with_body {
+        return builder.body(Body::empty()).map_err(|e| OciError::Panic(e.to_string()));
+    }
+    let (_, body) = state.registry.blob_get(repo, digest, range).await?;
+    state.metrics_bytes_out("/v2/{name}/blobs/{digest}", len);
+    let body = match body {
+        BlobBody::Bytes(b) => Body::from(b),
+        BlobBody::Stream(s) => Body::from_stream(s),
+    };
+    builder.body(body).map_err(|e| OciError::Panic(e.to_string()))
+}
+
+async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, with_body: bool) -> Result<Response> {
+    let m = state.registry.manifest_get(repo, r, with_body).await?;
+    let builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, &m.record.media_type)
+        .header(DIGEST_HEADER, m.record.digest.to_string())
+        .header(header::ETAG, format!("\"{}\"", m.record.digest))
+        .header(header::CONTENT_LENGTH, m.record.size);
+    let body = match m.bytes {
+        Some(b) => {
+            state.metrics_bytes_out("/v2/{name}/manifests/{reference}", b.len() as u64);
+            Body::from(b)
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).map_err(|e| OciError::Panic(e.to_string()))
+}
+
+async fn manifest_put(
+    state: &AppState,
+    repo: &RepoName,
+    r: &Reference,
+    q: &[(String, String)],
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let limit = state.registry.options().max_manifest_bytes;
+    if content_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(RegistryError::TooLarge { what: "manifest", limit }.into());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            OciError::Registry(RegistryError::TooLarge { what: "manifest", limit })
+        } else {
+            OciError::Registry(RegistryError::Body(io::Error::other(e)))
+        }
+    })?;
+    state.metrics_bytes_in("/v2/{name}/manifests/{reference}", bytes.len() as u64);
+    let tags = Registry::parse_tags(q.iter().filter(|(k, _)| k == "tag").map(|(_, v)| v.as_str()))?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let out = state.registry.manifest_put(repo, r, content_type, bytes, &tags).await?;
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{repo}/manifests/{}", out.digest)));
+    h.insert(DIGEST_HEADER, hv(&out.digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Some(s) = out.subject {
+        h.insert("oci-subject", hv(&s.to_string()));
+    }
+    Ok(resp)
+}
+
+fn pagination(q: &[(String, String)]) -> Result<(Option<String>, Option<usize>)> {
+    let mut last = None;
+    let mut n = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "last" => last = Some(v.clone()),
+            "n" => {
+                n = Some(v.parse::<usize>().map_err(|_| {
+                    OciError::BadRequest(format!("query parameter n must be a non-negative integer, not {v:?}"))
+                })?)
+            }
+            _ => {}
+        }
+    }
+    Ok((last, n))
+}
+
+fn with_next_link(mut resp: Response, path: &str, n: usize, items: &[String], more: bool) -> Response {
+    if more && let Some(last) = items.last() {
+        let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", crate::pct_encode(last));
+        resp.headers_mut().insert(header::LINK, hv(&link));
+    }
+    resp
+}
+
+async fn tags(state: &AppState, repo: &RepoName, q: &[(String, String)]) -> Result<Response> {
+    let (last, n) = pagination(q)?;
+    let (tags, more) = state.registry.tags(repo, last.as_deref(), n).await?;
+    let page = n.unwrap_or(berth_registry::DEFAULT_PAGE).min(berth_registry::MAX_PAGE);
+    let resp = axum::Json(json!({ "name": repo.as_str(), "tags": tags })).into_response();
+    Ok(with_next_link(resp, &format!("/v2/{repo}/tags/list"), page, &tags, more))
+}
+
+async fn catalog(state: &AppState, q: &[(String, String)]) -> Result<Response> {
+    let (last, n) = pagination(q)?;
+    let (repos, more) = state.registry.catalog(last.as_deref(), n).await?;
+    let page = n.unwrap_or(berth_registry::DEFAULT_PAGE).min(berth_registry::MAX_PAGE);
+    let resp = axum::Json(json!({ "repositories": repos })).into_response();
+    Ok(with_next_link(resp, "/v2/_catalog", page, &repos, more))
+}
+
+async fn referrers(state: &AppState, repo: &RepoName, subject: &Digest, q: &[(String, String)]) -> Result<Response> {
+    let artifact_type = q.iter().find(|(k, _)| k == "artifactType").map(|(_, v)| v.as_str());
+    let list = state.registry.referrers(repo, subject, artifact_type).await?;
+    let manifests: Vec<_> = list
+        .iter()
+        .map(|m| {
+            let mut d = json!({ "mediaType": m.media_type, "digest": m.digest, "size": m.size });
+            if let Some(a) = &m.artifact_type {
+                d["artifactType"] = json!(a);
+            }
+            if let Some(Ok(serde_json::Value::Object(ann))) = m.annotations.as_deref().map(serde_json::from_str) {
+                d["annotations"] = serde_json::Value::Object(ann);
+            }
+            d
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": berth_types::media::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, berth_types::media::OCI_INDEX)
+        .body(Body::from(index.to_string()))
+        .map_err(|e| OciError::Panic(e.to_string()))?;
+    if artifact_type.is_some() {
+        resp.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,234 @@
+//! The OCI Distribution HTTP API (`/v2/…`) of Berth, plus `/healthz`, `/readyz` and
+//! `/metrics`, as an axum [`Router`].
+//!
+//! **Boundary:** only this crate knows the OCI wire format (paths, headers, error bodies).
+//! Requests are parsed once into a typed [`route::Route`]; handlers call
+//! [`berth_registry::Registry`] and errors are mapped to OCI codes in [`error`] alone.
+//!
+//! ```no_run
+//! # async fn f(registry: std::sync::Arc<berth_registry::Registry>) {
+//! let app = berth_oci::router(berth_oci::AppState::new(registry));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+
+pub mod error;
+mod handlers;
+pub mod metrics;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use berth_registry::Registry;
+use http::{HeaderValue, StatusCode};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::error::{InternalError, OciError};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    /// The registry service.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State around a registry, with fresh metrics.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        AppState { registry, metrics: Arc::new(Metrics::default()) }
+    }
+
+    fn metrics_bytes_in(&self, route: &str, n: u64) {
+        self.metrics.bytes_in.get_or_create(&RouteLabels { route: route.to_owned() }).inc_by(n);
+    }
+
+    fn metrics_bytes_out(&self, route: &str, n: u64) {
+        self.metrics.bytes_out.get_or_create(&RouteLabels { route: route.to_owned() }).inc_by(n);
+    }
+}
+
+/// Percent-encode a query value (tags and names only hold `[A-Za-z0-9._/-]`, but be safe).
+pub(crate) fn pct_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Query pairs, percent-decoded, in order (keys may repeat, e.g. `tag`).
+pub(crate) fn query(uri: &http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect()
+}
+
+async fn v2(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let result = match route::parse(parts.uri.path()) {
+        Ok(r) => handlers::dispatch(&state, r, &parts.method, &parts.uri, &parts.headers, body).await,
+        Err(e) => Err(OciError::from(e)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.registry.meta().list_repos(None, 1).await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => {
+            warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One span per request (method, route template, request id, repository); one event per
+/// response (status, duration); metrics; the real cause of any 5xx logged here, once.
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let path = req.uri().path();
+    let (template, repo) = if path.starts_with("/v2") {
+        match route::parse(path) {
+            Ok(r) => (r.template(), r.repo().map(|r| r.to_string()).unwrap_or_default()),
+            Err(_) => ("/v2/(invalid)", String::new()),
+        }
+    } else {
+        (
+            match path {
+                "/healthz" | "/readyz" | "/metrics" => path_static(path),
+                _ => "(other)",
+            },
+            String::new(),
+        )
+    };
+    let method = req.method().clone();
+    let span = info_span!("request", method = %method, route = template, request_id = %request_id, repo.name = %repo);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    let elapsed = started.elapsed();
+    let _g = span.enter();
+    if let Some(InternalError(cause)) = resp.extensions_mut().remove::<InternalError>() {
+        error!(status = status.as_u16(), duration_ms = elapsed.as_millis() as u64, cause = %cause, "request failed");
+    } else {
+        info!(status = status.as_u16(), duration_ms = elapsed.as_millis() as u64, "response");
+    }
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: template.to_owned(),
+            method: method.to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
+    state.metrics.duration.get_or_create(&RouteLabels { route: template.to_owned() }).observe(elapsed.as_secs_f64());
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if template.starts_with("/v2") {
+        h.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    }
+    resp
+}
+
+fn path_static(p: &str) -> &'static str {
+    match p {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        _ => "/metrics",
+    }
+}
+
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".into());
+    OciError::Panic(msg).into_response()
+}
+
+/// The complete HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .route("/v2", axum::routing::any(v2))
+        .route("/v2/", axum::routing::any(v2))
+        .route("/v2/{*rest}", axum::routing::any(v2))
+        .fallback(|| async { OciError::NotFound.into_response() })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}

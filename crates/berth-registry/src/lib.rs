@@ -1,0 +1,243 @@
+//! Registry semantics over a [`BlobStore`] and a [`MetaStore`]: upload sessions that hash
+//! while they stream, verified commits, cross-repository mounts, manifest validation,
+//! tags, referrers and upload expiry. No HTTP here: `berth-oci` maps these calls and
+//! [`RegistryError`] onto the wire.
+//!
+//! **Invariant:** content becomes visible only through metadata written *after* its bytes
+//! are durable: blob bytes are committed (fsync + rename) before `link_blob`; manifest bytes
+//! are `put` before `put_manifest`. A crash between the two leaves unreferenced bytes, never a
+//! visible reference to missing or partial bytes.
+
+mod error;
+mod manifest;
+mod upload;
+
+pub use upload::Committed;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_blob::{BlobBody, BlobStore};
+use berth_meta::{ManifestRecord, MetaStore};
+use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+pub use error::RegistryError;
+pub use manifest::PutManifestOutcome;
+
+/// Limits and timeouts of the registry core.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Idle upload sessions older than this are expired and their bytes reclaimed.
+    pub upload_ttl: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions { max_manifest_bytes: 4 * 1024 * 1024, upload_ttl: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// In-memory state of one upload session on this process: a lock that serialises writes,
+/// and the running SHA-256 of the bytes written so far (absent after a restart or a failed
+/// write; then it is rebuilt from storage when needed).
+type UploadSlot = Arc<tokio::sync::Mutex<Option<(u64, Hasher)>>>;
+
+/// The registry service. Cheap to share behind an `Arc`.
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    opts: RegistryOptions,
+    uploads: Mutex<HashMap<String, UploadSlot>>,
+}
+
+/// A manifest read back for a GET or HEAD.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Its metadata (digest, media type, size).
+    pub record: ManifestRecord,
+    /// The exact bytes pushed (absent for HEAD).
+    pub bytes: Option<Bytes>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Registry {
+    /// A registry over the given stores.
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: RegistryOptions) -> Self {
+        Registry { blobs, meta, opts, uploads: Mutex::new(HashMap::new()) }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.opts
+    }
+
+    /// The metadata store (for readiness checks).
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    /// Size of a blob that `repo` links.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
+        match self.meta.repo_blob(repo, digest).await? {
+            Some(size) => Ok(size as u64),
+            None => Err(RegistryError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Bytes of a blob that `repo` links, whole or an inclusive range. Returns `(total size, body)`.
+    pub async fn blob_get(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<(u64, BlobBody), RegistryError> {
+        let size = self.blob_size(repo, digest).await?;
+        let body = self.blobs.open(digest, range).await.map_err(|e| match e {
+            berth_blob::BlobError::RangeNotSatisfiable => RegistryError::RangeNotSatisfiable { size },
+            berth_blob::BlobError::NotFound => RegistryError::BlobUnknown(digest.clone()),
+            e => e.into(),
+        })?;
+        Ok((size, body))
+    }
+
+    /// Unlink a blob from `repo`. Its bytes stay until garbage collection finds them unused.
+    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Cross-repository mount: link an existing blob into `repo`. With `from`, only a blob
+    /// that `from` links is mounted; without it, any repository's copy will do. Returns the
+    /// size when mounted, `None` when the caller should fall back to a normal upload.
+    pub async fn mount(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>, RegistryError> {
+        let size = match from {
+            Some(src) => self.meta.repo_blob(src, digest).await?,
+            None => self.meta.any_blob(digest).await?,
+        };
+        let Some(size) = size else { return Ok(None) };
+        // The bytes must really be there (they could have been collected meanwhile).
+        if self.blobs.stat(digest).await?.is_none() {
+            return Ok(None);
+        }
+        self.meta.link_blob(repo, digest, size, now_ms()).await?;
+        Ok(Some(size as u64))
+    }
+
+    /// Resolve a reference to a manifest of `repo`; `with_body` reads its bytes too.
+    pub async fn manifest_get(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let digest = self.resolve(repo, reference).await?;
+        let record = self
+            .meta
+            .get_manifest(repo, &digest)
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
+        let bytes = if with_body {
+            match self.blobs.open(&digest, None).await? {
+                BlobBody::Bytes(b) => Some(b),
+                BlobBody::Stream(mut s) => {
+                    use futures::StreamExt;
+                    let mut v = Vec::with_capacity(record.size.max(0) as usize);
+                    while let Some(c) = s.next().await {
+                        v.extend_from_slice(&c?);
+                    }
+                    Some(Bytes::from(v))
+                }
+            }
+        } else {
+            None
+        };
+        Ok(FetchedManifest { record, bytes })
+    }
+
+    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, RegistryError> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => {
+                self.meta.resolve_tag(repo, t).await?.ok_or_else(|| RegistryError::ManifestUnknown(t.to_string()))
+            }
+        }
+    }
+
+    /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).
+    pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), RegistryError> {
+        let found = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(reference.to_string())) }
+    }
+
+    /// Up to `n` tags after `last`; the bool says whether more may follow.
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<(Vec<String>, bool), RegistryError> {
+        if !self.meta.repo_exists(repo).await? {
+            return Err(RegistryError::NameUnknown(repo.clone()));
+        }
+        page(n, |limit| self.meta.list_tags(repo, last, limit)).await
+    }
+
+    /// Up to `n` repository names after `last`; the bool says whether more may follow.
+    pub async fn catalog(&self, last: Option<&str>, n: Option<usize>) -> Result<(Vec<String>, bool), RegistryError> {
+        page(n, |limit| self.meta.list_repos(last, limit)).await
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>, RegistryError> {
+        Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+    }
+
+    /// Tags are validated by the caller; this helper parses `?tag=` values.
+    pub fn parse_tags<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Tag>, RegistryError> {
+        values.into_iter().map(|t| t.parse().map_err(|_| RegistryError::TagInvalid(t.to_owned()))).collect()
+    }
+}
+
+/// Most entries returned by one page when the client gives no `n`.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Most entries returned by one page whatever `n` asks.
+pub const MAX_PAGE: usize = 10_000;
+
+async fn page<F, Fut>(n: Option<usize>, fetch: F) -> Result<(Vec<String>, bool), RegistryError>
+where
+    F: FnOnce(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, berth_meta::MetaError>>,
+{
+    let want = n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+    if want == 0 {
+        return Ok((Vec::new(), false));
+    }
+    let mut items = fetch(want as i64 + 1).await?;
+    let more = items.len() > want;
+    items.truncate(want);
+    Ok((items, more))
+}

@@ -1,0 +1,164 @@
+//! Manifest push: parse, validate, verify digest, store bytes, then record atomically.
+//!
+//! Rules (see ARCHITECTURE.md, "Manifest acceptance"):
+//! - accepted kinds: OCI image manifest and index, Docker schema 2 manifest and list; the
+//!   kind comes from `Content-Type`, else the manifest's `mediaType`, else its shape (Helm 4
+//!   omits `mediaType`). When both name a kind they must agree.
+//! - an image manifest's config and layers must be blobs of this repository
+//!   (`MANIFEST_BLOB_UNKNOWN` otherwise), except non-distributable layers and layers with `urls`;
+//! - an index's child manifests must already be manifests of this repository (the spec lets a
+//!   registry refuse; clients push children first, and garbage collection can then trust refs);
+//! - `subject` may name a manifest that does not exist (the spec requires accepting it).
+
+use berth_meta::{ManifestRecord, RefKind};
+use berth_types::media::{self, ManifestView};
+use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+use crate::{Registry, RegistryError, now_ms};
+
+/// The result of a manifest PUT.
+#[derive(Debug, Clone)]
+pub struct PutManifestOutcome {
+    /// Digest of the stored bytes.
+    pub digest: Digest,
+    /// The subject, when the manifest has one (for the `OCI-Subject` header).
+    pub subject: Option<Digest>,
+}
+
+fn is_nondistributable(d: &berth_types::media::Descriptor) -> bool {
+    d.media_type.contains("nondistributable") || d.media_type.contains(".foreign.")
+}
+
+impl Registry {
+    /// Validate and store a manifest under `reference`, plus any extra `tags`.
+    pub async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+    ) -> Result<PutManifestOutcome, RegistryError> {
+        if body.len() > self.opts.max_manifest_bytes {
+            return Err(RegistryError::TooLarge { what: "manifest", limit: self.opts.max_manifest_bytes });
+        }
+        let view: ManifestView = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::ManifestInvalid(format!("not a valid manifest document: {e}")))?;
+        if view.schema_version != Some(2) {
+            return Err(RegistryError::ManifestInvalid("schemaVersion must be 2".into()));
+        }
+        let media_type = decide_media_type(content_type, &view)?;
+        let is_index = media_type == media::OCI_INDEX || media_type == media::DOCKER_MANIFEST_LIST;
+
+        // Digest: the reference's algorithm when pushing by digest, else SHA-256.
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = d.same_algorithm_of(&body);
+                if &actual != d {
+                    return Err(RegistryError::DigestMismatch { expected: d.clone(), actual });
+                }
+                actual
+            }
+            Reference::Tag(_) => {
+                let mut h = Hasher::new(berth_types::Algorithm::Sha256);
+                h.update(&body);
+                h.finish()
+            }
+        };
+
+        let mut refs = Vec::new();
+        let mut missing = Vec::new();
+        if is_index {
+            let children = view
+                .manifests
+                .as_ref()
+                .ok_or_else(|| RegistryError::ManifestInvalid("an index needs a \"manifests\" array".into()))?;
+            for c in children {
+                if self.meta.get_manifest(repo, &c.digest).await?.is_none() {
+                    missing.push(c.digest.clone());
+                }
+                refs.push((c.digest.clone(), RefKind::Manifest));
+            }
+        } else {
+            let config = view.config.as_ref().ok_or_else(|| {
+                RegistryError::ManifestInvalid("an image manifest needs a \"config\" descriptor".into())
+            })?;
+            let layers = view.layers.as_deref().unwrap_or_default();
+            if view.layers.is_none() {
+                return Err(RegistryError::ManifestInvalid("an image manifest needs a \"layers\" array".into()));
+            }
+            for d in std::iter::once(config).chain(layers) {
+                if d.size < 0 {
+                    return Err(RegistryError::ManifestInvalid(format!("negative size for {}", d.digest)));
+                }
+                if is_nondistributable(d) {
+                    continue;
+                }
+                match self.meta.repo_blob(repo, &d.digest).await? {
+                    Some(size) if size != d.size => {
+                        return Err(RegistryError::ManifestInvalid(format!(
+                            "descriptor of {} says {} bytes, the blob has {}",
+                            d.digest, d.size, size
+                        )));
+                    }
+                    Some(_) => refs.push((d.digest.clone(), RefKind::Blob)),
+                    None => missing.push(d.digest.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            missing.dedup();
+            return Err(RegistryError::ManifestBlobUnknown(missing));
+        }
+
+        let subject = view.subject.as_ref().map(|s| s.digest.clone());
+        let annotations = view.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: media_type.to_owned(),
+            artifact_type: view.effective_artifact_type(),
+            size: body.len() as i64,
+            subject: subject.clone(),
+            annotations,
+            created_at: now_ms(),
+        };
+        let mut tags: Vec<Tag> = extra_tags.to_vec();
+        if let Reference::Tag(t) = reference {
+            tags.push(t.clone());
+        }
+        // Bytes first (durable), then the metadata that makes them visible.
+        self.blobs.put(&digest, body).await?;
+        self.meta.put_manifest(repo, &record, &refs, &tags).await?;
+        Ok(PutManifestOutcome { digest, subject })
+    }
+}
+
+fn decide_media_type(content_type: Option<&str>, view: &ManifestView) -> Result<&'static str, RegistryError> {
+    let known = |s: &str| media::ACCEPTED_MANIFESTS.iter().copied().find(|k| *k == s);
+    let header = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| !c.is_empty());
+    let from_header = match header {
+        Some(h) => match known(h) {
+            Some(k) => Some(k),
+            None if h == "application/json" || h == "application/octet-stream" => None,
+            None => return Err(RegistryError::ManifestInvalid(format!("unsupported manifest media type {h:?}"))),
+        },
+        None => None,
+    };
+    let from_body = match view.media_type.as_deref() {
+        Some(m) => Some(
+            known(m).ok_or_else(|| RegistryError::ManifestInvalid(format!("unsupported manifest mediaType {m:?}")))?,
+        ),
+        None => None,
+    };
+    match (from_header, from_body) {
+        (Some(h), Some(b)) if h != b => Err(RegistryError::ManifestInvalid(format!(
+            "Content-Type {h:?} does not match the manifest's mediaType {b:?}"
+        ))),
+        (Some(h), _) => Ok(h),
+        (None, Some(b)) => Ok(b),
+        (None, None) if view.is_index() => Ok(media::OCI_INDEX),
+        (None, None) if view.config.is_some() => Ok(media::OCI_MANIFEST),
+        (None, None) => Err(RegistryError::ManifestInvalid("cannot tell the manifest's media type".into())),
+    }
+}

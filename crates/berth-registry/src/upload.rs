@@ -1,0 +1,240 @@
+//! Upload sessions: start, append chunks, status, complete, cancel, expire.
+//!
+//! Bytes are hashed (SHA-256) as they stream to storage; the running hash is kept in memory
+//! per session, so completing an upload never reads its data again. After a restart, or a
+//! write that failed half-way, the hash is rebuilt once from the stored bytes.
+
+use std::io;
+use std::sync::Arc;
+
+use berth_blob::{BlobError, ByteStream};
+use berth_meta::UploadRecord;
+use berth_types::{Algorithm, Digest, Hasher, RepoName};
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::{Registry, RegistryError, UploadSlot, now_ms};
+
+/// The outcome of a finished upload.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The verified digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+impl Registry {
+    fn slot(&self, id: &str) -> UploadSlot {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget_slot(&self, id: &str) {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<UploadRecord, RegistryError> {
+        if !berth_blob::valid_upload_id(id) {
+            return Err(RegistryError::UploadUnknown);
+        }
+        match self.meta.get_upload(id).await? {
+            Some(up) if &up.repo == repo => Ok(up),
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    /// Start an upload session in `repo`; returns its id.
+    pub async fn upload_start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.blobs.upload_start(&id).await?;
+        let now = now_ms();
+        self.meta
+            .create_upload(&UploadRecord { id: id.clone(), repo: repo.clone(), created_at: now, updated_at: now })
+            .await?;
+        debug!(upload.id = %id, repo.name = %repo, "upload started");
+        Ok(id)
+    }
+
+    /// Current size of an upload session.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<u64, RegistryError> {
+        self.session(repo, id).await?;
+        self.blobs.upload_size(id).await.map_err(upload_err)
+    }
+
+    /// Append a chunk. `start` is the first byte's offset from `Content-Range` (if sent), which
+    /// must equal the current size. Returns the new size.
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, RegistryError> {
+        self.session(repo, id).await?;
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        let size = self.append(id, &mut state, start, body).await?;
+        self.meta.touch_upload(id, now_ms()).await?;
+        Ok(size)
+    }
+
+    /// Write `body` at the end of the upload, hashing it on the way, with `state` locked.
+    async fn append(
+        &self,
+        id: &str,
+        state: &mut Option<(u64, Hasher)>,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, RegistryError> {
+        let size = self.blobs.upload_size(id).await.map_err(upload_err)?;
+        if let Some(s) = start
+            && s != size
+        {
+            return Err(RegistryError::OutOfOrder { requested: s, size });
+        }
+        // Keep the running hash only if it covers exactly the stored bytes.
+        let mut hasher = match state.take() {
+            Some((n, h)) if n == size => Some(h),
+            _ if size == 0 => Some(Hasher::new(Algorithm::Sha256)),
+            _ => None,
+        };
+        let hashing: Arc<std::sync::Mutex<Option<Hasher>>> = Arc::new(std::sync::Mutex::new(hasher.take()));
+        let h2 = hashing.clone();
+        let stream: ByteStream = Box::pin(body.inspect(move |chunk| {
+            if let Ok(c) = chunk
+                && let Some(h) = h2.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            {
+                h.update(c);
+            }
+        }));
+        let result = self.blobs.upload_write(id, size, stream).await;
+        let hasher = hashing.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match result {
+            Ok(new_size) => {
+                *state = hasher.map(|h| (new_size, h));
+                Ok(new_size)
+            }
+            // What arrived before the failure is kept: the client can query the status and resume.
+            Err(BlobError::Body { source, .. }) => Err(RegistryError::Body(source)),
+            Err(e) => Err(upload_err(e)),
+        }
+    }
+
+    /// Finish an upload: append the optional last chunk, verify `digest`, make the blob durable
+    /// and visible in `repo`.
+    pub async fn upload_complete(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: Option<ByteStream>,
+        digest: &Digest,
+    ) -> Result<Committed, RegistryError> {
+        self.session(repo, id).await?;
+        let slot = self.slot(id);
+        let mut state = slot.lock().await;
+        let size = match body {
+            Some(b) => self.append(id, &mut state, start, b).await?,
+            None => self.blobs.upload_size(id).await.map_err(upload_err)?,
+        };
+        let actual = match state.take() {
+            Some((n, h)) if n == size && h.algorithm() == digest.algorithm() => h.finish(),
+            _ => self.rehash(id, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            // The session stays usable: the client may send the right digest or more bytes.
+            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        self.blobs.upload_commit(id, digest).await.map_err(upload_err)?;
+        self.meta.link_blob(repo, digest, size as i64, now_ms()).await?;
+        self.meta.delete_upload(id).await?;
+        drop(state);
+        self.forget_slot(id);
+        debug!(upload.id = %id, %digest, size_bytes = size, "upload committed");
+        Ok(Committed { digest: digest.clone(), size })
+    }
+
+    /// Single-request upload (`POST …/uploads/?digest=`): stream, verify, commit.
+    pub async fn upload_monolithic(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<Committed, RegistryError> {
+        let id = self.upload_start(repo).await?;
+        let r = self.upload_complete(repo, &id, None, Some(body), digest).await;
+        if r.is_err() {
+            let _ = self.upload_cancel(repo, &id).await;
+        }
+        r
+    }
+
+    async fn rehash(&self, id: &str, alg: Algorithm) -> Result<Digest, RegistryError> {
+        let mut h = Hasher::new(alg);
+        let mut s = self.blobs.upload_read(id).await.map_err(upload_err)?;
+        while let Some(c) = s.next().await {
+            h.update(&c?);
+        }
+        Ok(h.finish())
+    }
+
+    /// Cancel a session and free its bytes.
+    pub async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<(), RegistryError> {
+        self.session(repo, id).await?;
+        let slot = self.slot(id);
+        let _state = slot.lock().await;
+        self.meta.delete_upload(id).await?;
+        self.blobs.upload_abort(id).await?;
+        self.forget_slot(id);
+        Ok(())
+    }
+
+    /// Expire sessions idle for longer than the configured TTL and reclaim storage bytes that
+    /// belong to no session (left by a crash). Returns how many sessions were expired.
+    pub async fn expire_uploads(&self) -> Result<usize, RegistryError> {
+        let cutoff = now_ms() - self.opts.upload_ttl.as_millis() as i64;
+        let stale = self.meta.stale_uploads(cutoff).await?;
+        for id in &stale {
+            let slot = self.slot(id);
+            let _g = slot.lock().await;
+            self.meta.delete_upload(id).await?;
+            self.blobs.upload_abort(id).await?;
+            self.forget_slot(id);
+        }
+        for id in self.blobs.upload_list().await? {
+            if self.meta.get_upload(&id).await?.is_none() {
+                // Only reclaim orphans not being written right now.
+                let slot = self.slot(&id);
+                if let Ok(_g) = slot.try_lock()
+                    && self.meta.get_upload(&id).await?.is_none()
+                {
+                    self.blobs.upload_abort(&id).await?;
+                }
+                self.forget_slot(&id);
+            }
+        }
+        if !stale.is_empty() {
+            info!(count = stale.len(), "expired idle upload sessions");
+        }
+        Ok(stale.len())
+    }
+}
+
+fn upload_err(e: BlobError) -> RegistryError {
+    match e {
+        BlobError::UploadNotFound => RegistryError::UploadUnknown,
+        BlobError::OffsetMismatch { expected, actual } => {
+            RegistryError::OutOfOrder { requested: expected, size: actual }
+        }
+        BlobError::Body { source, .. } => RegistryError::Body(source),
+        e => {
+            if let BlobError::Io(io) = &e
+                && io.kind() == io::ErrorKind::StorageFull
+            {
+                warn!("storage full during upload");
+            }
+            RegistryError::Blob(e)
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The `berth` binary's library half: wires configuration to concrete backends and runs
+//! the HTTP server. Integration tests start servers through [`start`].
+//!
+//! **Invariant:** only this crate picks concrete backends (config enum -> `Arc<dyn Trait>`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_blob::{BlobStore, FsBlobStore};
+use berth_config::{Config, MetadataConfig, StorageConfig};
+use berth_meta::{MetaStore, SqliteMetaStore};
+use berth_registry::{Registry, RegistryOptions};
+use tracing::{info, warn};
+
+/// A running server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Whether it serves TLS.
+    pub tls: bool,
+    handle: axum_server::Handle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (up to `grace`), and wait.
+    pub async fn shutdown(self, grace: std::time::Duration) -> anyhow::Result<()> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.sweeper.abort();
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+
+    /// Wait until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+
+    /// A handle to request shutdown from elsewhere (e.g. a signal handler).
+    pub fn handle(&self) -> axum_server::Handle {
+        self.handle.clone()
+    }
+}
+
+/// Open the configured stores and build the registry.
+pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
+    let blobs: Arc<dyn BlobStore> = match &cfg.storage {
+        StorageConfig::Filesystem { path } => Arc::new(
+            FsBlobStore::open(path).await.with_context(|| format!("opening blob storage at {}", path.display()))?,
+        ),
+    };
+    let meta: Arc<dyn MetaStore> = match &cfg.metadata {
+        MetadataConfig::Sqlite { path } => Arc::new(
+            SqliteMetaStore::open(path)
+                .await
+                .with_context(|| format!("opening metadata database {}", path.display()))?,
+        ),
+    };
+    let opts = RegistryOptions { max_manifest_bytes: cfg.max_manifest_bytes, upload_ttl: cfg.upload_ttl };
+    Ok(Arc::new(Registry::new(blobs, meta, opts)))
+}
+
+fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&cfg.cert)
+        .with_context(|| format!("reading TLS certificate {}", cfg.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing TLS certificate {}", cfg.cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&cfg.key).with_context(|| format!("reading TLS key {}", cfg.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(sc)
+}
+
+/// Bind, start serving, and start the upload-expiry sweeper. Returns once listening.
+pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    let registry = open_registry(cfg).await?;
+    // Reclaim what a crash left behind before taking traffic.
+    if let Err(e) = registry.expire_uploads().await {
+        warn!(error = %e, "failed to sweep upload sessions at start");
+    }
+    let app = berth_oci::router(berth_oci::AppState::new(registry.clone()));
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let svc = app.into_make_service();
+    let task = match &cfg.tls {
+        Some(t) => {
+            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?));
+            let server = axum_server::from_tcp_rustls(listener, rc).handle(handle.clone());
+            tokio::spawn(async move { server.serve(svc).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(async move { server.serve(svc).await })
+        }
+    };
+    let interval = cfg.upload_sweep_interval;
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = registry.expire_uploads().await {
+                warn!(error = %e, "failed to expire upload sessions");
+            }
+        }
+    });
+    info!(%addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "berth is serving");
+    Ok(Running { addr, tls: cfg.tls.is_some(), handle, task, sweeper })
+}

@@ -1,0 +1,137 @@
+//! `berth`: the command-line entry point.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_config::{Config, LogFormat, Overrides};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Berth: a container image registry in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// Configuration file (TOML). Also BERTH_CONFIG.
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:5000].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for blobs and the embedded database [default: ./berth-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve(ServeArgs),
+    /// Create or upgrade the metadata database, then exit.
+    Migrate(ServeArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (with the current BERTH_… environment) and print the result.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let cli = Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        log_format: args.log_format.clone(),
+    };
+    Ok(Config::load(args.config.as_deref(), std::env::vars(), &cli)?)
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = load(&args)?;
+            init_logging(&cfg);
+            rt.block_on(async {
+                let running = berth::start(&cfg).await?;
+                let handle = running.handle();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!("shutting down");
+                    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                running.wait().await
+            })
+        }
+        Command::Migrate(args) => {
+            let cfg = load(&args)?;
+            init_logging(&cfg);
+            rt.block_on(async {
+                berth::open_registry(&cfg).await?;
+                println!("metadata database is up to date");
+                Ok(())
+            })
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let args = ServeArgs { config: Some(file.clone()), ..Default::default() };
+            let cfg = load(&args).with_context(|| format!("{} is not valid", file.display()))?;
+            println!("{} is valid", file.display());
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1:0, spoken to over HTTP.
+//! One test binary (link time on two cores); modules by topic.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod api;
+mod clients;
+mod crash;
+mod support;

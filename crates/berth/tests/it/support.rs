@@ -1,0 +1,234 @@
+//! Test support: start a real server, push content, build fixture images.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_config::{Config, Overrides};
+use rand::RngCore;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+/// A Berth server running inside the test process, with its own data directory.
+pub struct TestServer {
+    pub base: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    running: Option<berth::Running>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        let mut cfg = Config::load(None, std::iter::empty(), &cli).unwrap();
+        tweak(&mut cfg);
+        let running = berth::start(&cfg).await.unwrap();
+        let scheme = if running.tls { "https" } else { "http" };
+        let base = format!("{scheme}://{}", running.addr);
+        let client = Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        TestServer { base, client, dir, running: Some(running) }
+    }
+
+    pub fn host(&self) -> String {
+        self.base.split("://").nth(1).unwrap().to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") { path.to_owned() } else { format!("{}{}", self.base, path) }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn head(&self, path: &str) -> Response {
+        self.client.head(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST + PUT monolithic upload; returns the digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let r = self.client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "start upload in {repo}");
+        let loc = location(&r);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .client
+            .put(self.url(&format!("{loc}{sep}digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "complete upload: {:?}", r.text().await);
+        digest
+    }
+
+    /// PUT a manifest; returns the response.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
+        self.client
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Push a small image (config + one layer) and tag it; returns the manifest bytes.
+    pub async fn push_image(&self, repo: &str, tag: &str) -> Vec<u8> {
+        let manifest = self.upload_image_blobs(repo, 1000).await;
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        manifest
+    }
+
+    /// Upload a config and a random layer, and return a manifest referencing them.
+    pub async fn upload_image_blobs(&self, repo: &str, layer_size: usize) -> Vec<u8> {
+        let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "nonce": hex::encode(random_bytes(8))}).to_string();
+        let layer = random_bytes(layer_size);
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, &layer).await;
+        image_manifest(&cd, config.len(), &[(ld, layer.len())], None)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
+    }
+}
+
+pub fn location(r: &Response) -> String {
+    r.headers().get("location").expect("Location header").to_str().unwrap().to_owned()
+}
+
+pub fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn image_manifest(
+    config: &str,
+    config_size: usize,
+    layers: &[(String, usize)],
+    subject: Option<(&str, usize)>,
+) -> Vec<u8> {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
+        "layers": layers.iter().map(|(d, s)| json!({"mediaType": OCI_LAYER, "digest": d, "size": s})).collect::<Vec<_>>(),
+    });
+    if let Some((d, s)) = subject {
+        m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": d, "size": s});
+    }
+    serde_json::to_vec_pretty(&m).unwrap()
+}
+
+/// Assert an OCI error body with `code` and the HTTP `status`; returns the body.
+pub async fn expect_error(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "status for expected {code}");
+    let ct = header(&r, "content-type").unwrap_or("").to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert!(ct.starts_with("application/json"), "error content type {ct}");
+    assert_eq!(body["errors"][0]["code"], code, "body: {body}");
+    assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "message present: {body}");
+    body
+}
+
+/// Make an OCI image layout directory with one single-platform image (`single`) and a
+/// two-platform index (`multi`), from layers generated here. Returns the directory.
+pub fn make_oci_layout(dir: &Path) -> PathBuf {
+    let root = dir.join("layout");
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let write = |data: &[u8]| -> (String, usize) {
+        let d = sha256(data);
+        std::fs::write(blobs.join(&d[7..]), data).unwrap();
+        (d, data.len())
+    };
+    let mut manifests = Vec::new();
+    let mut platform_manifests = Vec::new();
+    for (arch, name) in [("amd64", "single"), ("amd64", "m1"), ("arm64", "m2")] {
+        let layer = targz(&[
+            (format!("etc/{name}-release"), format!("berth test {arch} {name}\n").into_bytes()),
+            ("bin/data".into(), random_bytes(50_000)),
+        ]);
+        let diff_id = sha256(&gunzip(&layer));
+        let (ld, ls) = write(&layer);
+        let config = json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {"Cmd": ["/bin/sh"]}}).to_string();
+        let (cd, cs) = write(config.as_bytes());
+        let m = image_manifest(&cd, cs, &[(ld, ls)], None);
+        let (md, ms) = write(&m);
+        if name == "single" {
+            manifests.push(json!({"mediaType": OCI_MANIFEST, "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "single"}}));
+        } else {
+            platform_manifests.push(json!({"mediaType": OCI_MANIFEST, "digest": md, "size": ms, "platform": {"architecture": arch, "os": "linux"}}));
+        }
+    }
+    let index =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": platform_manifests}))
+            .unwrap();
+    let (id, is) = write(&index);
+    manifests.push(json!({"mediaType": OCI_INDEX, "digest": id, "size": is, "annotations": {"org.opencontainers.image.ref.name": "multi"}}));
+    std::fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap(),
+    )
+    .unwrap();
+    root
+}
+
+pub fn targz(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut t = tar::Builder::new(enc);
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        t.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    t.into_inner().unwrap().finish().unwrap()
+}
+
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    out
+}
