@@ -44,20 +44,32 @@ pub async fn run(store: &dyn MetaStore) {
 
     // manifests, tags, atomic put with refs
     let m1 = manifest("m1", None, None, 10);
-    store.put_manifest(&a, &m1, &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")]).await.unwrap();
+    store.put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")]).await.unwrap();
     assert_eq!(store.get_manifest(&a, &m1.digest).await.unwrap(), Some(m1.clone()));
+    assert_eq!(store.get_tagged_manifest(&a, &tag("v1")).await.unwrap(), Some(m1.clone()));
+    assert_eq!(store.get_tagged_manifest(&b, &tag("v1")).await.unwrap(), None);
+    assert_eq!(store.manifest_content(&m1.digest).await.unwrap().as_deref(), Some(&b"m1"[..]));
+    assert_eq!(store.manifest_content(&blob).await.unwrap(), None);
+    let other = Digest::sha256_of(b"absent");
+    assert_eq!(
+        store.present_manifests(&a, &[m1.digest.clone(), other.clone()]).await.unwrap(),
+        vec![m1.digest.clone()]
+    );
+    assert!(store.present_manifests(&b, &[m1.digest.clone()]).await.unwrap().is_empty());
+    assert_eq!(store.repo_blob_sizes(&a, &[blob.clone(), other.clone()]).await.unwrap(), vec![(blob.clone(), 5)]);
+    assert!(store.repo_blob_sizes(&b, &[blob.clone()]).await.unwrap().is_empty());
     assert_eq!(store.get_manifest(&b, &m1.digest).await.unwrap(), None, "manifests are per repository");
     assert_eq!(store.resolve_tag(&a, &tag("v1")).await.unwrap(), Some(m1.digest.clone()));
     // re-putting the same manifest is idempotent and can move tags
     let m2 = manifest("m2", None, None, 11);
-    store.put_manifest(&a, &m2, &[], &[tag("latest")]).await.unwrap();
-    store.put_manifest(&a, &m1, &[(blob.clone(), RefKind::Blob)], &[]).await.unwrap();
+    store.put_manifest(&a, &m2, b"m2", &[], &[tag("latest")]).await.unwrap();
+    store.put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[]).await.unwrap();
     assert_eq!(store.resolve_tag(&a, &tag("latest")).await.unwrap(), Some(m2.digest.clone()));
     assert_eq!(store.list_tags(&a, None, 100).await.unwrap(), vec!["latest", "v1"]);
 
     // lexical order and pagination
     for t in ["b", "a", "C", "c10", "c2"] {
-        store.put_manifest(&b, &m1, &[], &[tag(t)]).await.unwrap();
+        store.put_manifest(&b, &m1, b"m1", &[], &[tag(t)]).await.unwrap();
     }
     assert_eq!(store.list_tags(&b, None, 100).await.unwrap(), vec!["C", "a", "b", "c10", "c2"]);
     assert_eq!(store.list_tags(&b, None, 2).await.unwrap(), vec!["C", "a"]);
@@ -70,8 +82,8 @@ pub async fn run(store: &dyn MetaStore) {
     // referrers, with artifact type filter
     let sig = manifest("sig", Some(&m1.digest), Some("application/vnd.example.sig"), 20);
     let sbom = manifest("sbom", Some(&m1.digest), Some("application/spdx+json"), 21);
-    store.put_manifest(&a, &sig, &[], &[]).await.unwrap();
-    store.put_manifest(&a, &sbom, &[], &[]).await.unwrap();
+    store.put_manifest(&a, &sig, b"sig", &[], &[]).await.unwrap();
+    store.put_manifest(&a, &sbom, b"sbom", &[], &[]).await.unwrap();
     let all = store.referrers(&a, &m1.digest, None).await.unwrap();
     assert_eq!(all.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), vec![sig.digest.clone(), sbom.digest.clone()]);
     let only = store.referrers(&a, &m1.digest, Some("application/spdx+json")).await.unwrap();

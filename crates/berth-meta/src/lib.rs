@@ -1,18 +1,23 @@
-//! Registry metadata for Berth: the [`MetaStore`] trait, the embedded SQLite backend
-//! [`SqliteMetaStore`], and the [`conformance`] suite every backend must pass.
+//! Registry metadata for Berth: the [`MetaStore`] trait, its SQL implementation
+//! [`SqlMetaStore`] (embedded SQLite, or PostgreSQL), and the [`conformance`] suite every
+//! backend must pass.
 //!
 //! Metadata is what makes content *visible*: a blob is served from a repository only when
 //! the repository links it here, a manifest only when its row exists, a tag only when it
 //! points at a manifest. Every multi-row change (a manifest with its references and tag) is
 //! one transaction, so a crash leaves either all of it or none.
 //!
-//! SQL is kept portable (SQLite and PostgreSQL): `$n` placeholders, `BIGINT`/`TEXT` columns,
-//! `ON CONFLICT`, no backend-specific functions. Times are Unix milliseconds.
+//! Manifest bytes are stored here too (table `manifest_content`), not in the blob store: a
+//! manifest push is then one transaction and one fsync, and a pull one query.
+//!
+//! SQL is kept portable (SQLite and PostgreSQL, through sqlx's `Any` driver): `$n`
+//! placeholders, `BIGINT`/`TEXT` columns, `ON CONFLICT`, no backend-specific functions; the
+//! few DDL differences are placeholders in `schema.rs`. Times are Unix milliseconds.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), berth_meta::MetaError> {
-//! use berth_meta::{MetaStore, SqliteMetaStore};
-//! let meta = SqliteMetaStore::open("/tmp/berth/meta.db").await?;
+//! use berth_meta::{MetaStore, SqlMetaStore};
+//! let meta = SqlMetaStore::open_sqlite("/tmp/berth/meta.db").await?;
 //! let repo: berth_types::RepoName = "library/app".parse().unwrap();
 //! assert!(meta.list_tags(&repo, None, 100).await?.is_empty());
 //! # Ok(()) }
@@ -20,11 +25,11 @@
 
 pub mod conformance;
 mod schema;
-mod sqlite;
+mod sql;
 
 use berth_types::{Digest, RepoName, Tag};
 
-pub use sqlite::SqliteMetaStore;
+pub use sql::SqlMetaStore;
 
 /// Errors of a metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +60,7 @@ impl RefKind {
     }
 }
 
-/// A manifest as recorded in metadata (its bytes live in the blob store under `digest`).
+/// A manifest as recorded in metadata (its bytes are in `manifest_content` under `digest`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestRecord {
     /// Digest of the manifest bytes.
@@ -102,16 +107,26 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Remove the link from `repo`; returns whether it existed.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
-    /// Atomically record a manifest with its references and, optionally, point `tags` at it.
+    /// Sizes of those of `digests` that `repo` links (one query for a whole manifest).
+    async fn repo_blob_sizes(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<(Digest, i64)>, MetaError>;
+
+    /// Atomically record a manifest with its bytes and references and point `tags` at it.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         m: &ManifestRecord,
+        content: &[u8],
         refs: &[(Digest, RefKind)],
         tags: &[Tag],
     ) -> Result<(), MetaError>;
     /// The manifest with this digest in `repo`.
     async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError>;
+    /// The manifest a tag points at (one query).
+    async fn get_tagged_manifest(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>, MetaError>;
+    /// Those of `digests` that are manifests of `repo`.
+    async fn present_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>, MetaError>;
+    /// The bytes of a manifest, by digest (manifest bytes are immutable, so any repository's row will do).
+    async fn manifest_content(&self, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError>;
     /// The digest a tag points at.
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
     /// Delete a manifest and every tag pointing at it; returns whether it existed.

@@ -2,12 +2,16 @@
 //!
 //! Each entry runs once, in order, inside a transaction, and is recorded in
 //! `berth_migrations`. Never edit an entry that has shipped: add a new one.
+//!
+//! Placeholders filled per backend: `{BYTES}` (SQLite `BLOB`, PostgreSQL `BYTEA`) and `{NAME}`
+//! (a text column compared and sorted byte-wise: SQLite `TEXT`, PostgreSQL `TEXT COLLATE "C"`),
+//! so tag and repository listings have the same lexical order everywhere.
 
 /// `(version, statements)`, applied in order.
 pub const MIGRATIONS: &[(i64, &[&str])] = &[(
     1,
     &[
-        "CREATE TABLE repositories (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL)",
+        "CREATE TABLE repositories (name {NAME} PRIMARY KEY, created_at BIGINT NOT NULL)",
         "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
         "CREATE TABLE repo_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, created_at BIGINT NOT NULL,
             PRIMARY KEY (repo, digest))",
@@ -19,11 +23,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
         "CREATE TABLE manifest_refs (repo TEXT NOT NULL, digest TEXT NOT NULL, child TEXT NOT NULL,
             kind TEXT NOT NULL, PRIMARY KEY (repo, digest, child, kind))",
         "CREATE INDEX manifest_refs_child ON manifest_refs (child)",
-        "CREATE TABLE tags (repo TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,
+        "CREATE TABLE tags (repo TEXT NOT NULL, name {NAME} NOT NULL, digest TEXT NOT NULL,
             updated_at BIGINT NOT NULL, PRIMARY KEY (repo, name))",
         "CREATE INDEX tags_digest ON tags (repo, digest)",
         "CREATE TABLE uploads (id TEXT PRIMARY KEY, repo TEXT NOT NULL, created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL)",
         "CREATE INDEX uploads_updated ON uploads (updated_at)",
+        "CREATE TABLE manifest_content (digest TEXT PRIMARY KEY, content {BYTES} NOT NULL)",
     ],
 )];

@@ -4,9 +4,9 @@
 //! [`RegistryError`] onto the wire.
 //!
 //! **Invariant:** content becomes visible only through metadata written *after* its bytes
-//! are durable: blob bytes are committed (fsync + rename) before `link_blob`; manifest bytes
-//! are `put` before `put_manifest`. A crash between the two leaves unreferenced bytes, never a
-//! visible reference to missing or partial bytes.
+//! are durable: blob bytes are committed (fsync + rename) before `link_blob`; a manifest's
+//! bytes, row, references and tags are one metadata transaction. A crash leaves at most
+//! unreferenced blob bytes, never a visible reference to missing or partial bytes.
 
 mod error;
 mod manifest;
@@ -46,12 +46,27 @@ impl Default for RegistryOptions {
 /// write; then it is rebuilt from storage when needed).
 type UploadSlot = Arc<tokio::sync::Mutex<Option<(u64, Hasher)>>>;
 
+/// Weighs cached manifests by their size, so the cache is bounded in bytes.
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl quick_cache::Weighter<Digest, Bytes> for ByteWeighter {
+    fn weight(&self, _key: &Digest, val: &Bytes) -> u64 {
+        val.len() as u64 + 64
+    }
+}
+
+/// Bytes of manifest content kept in memory (content is immutable per digest, so the cache
+/// can never be stale, whichever replica wrote it).
+const MANIFEST_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The registry service. Cheap to share behind an `Arc`.
 pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetaStore>,
     opts: RegistryOptions,
     uploads: Mutex<HashMap<String, UploadSlot>>,
+    manifest_cache: quick_cache::sync::Cache<Digest, Bytes, ByteWeighter>,
 }
 
 /// A manifest read back for a GET or HEAD.
@@ -71,7 +86,13 @@ pub fn now_ms() -> i64 {
 impl Registry {
     /// A registry over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: RegistryOptions) -> Self {
-        Registry { blobs, meta, opts, uploads: Mutex::new(HashMap::new()) }
+        Registry {
+            blobs,
+            meta,
+            opts,
+            uploads: Mutex::new(HashMap::new()),
+            manifest_cache: quick_cache::sync::Cache::with_weighter(4096, MANIFEST_CACHE_BYTES, ByteWeighter),
+        }
     }
 
     /// The options in force.
@@ -146,37 +167,28 @@ impl Registry {
         reference: &Reference,
         with_body: bool,
     ) -> Result<FetchedManifest, RegistryError> {
-        let digest = self.resolve(repo, reference).await?;
-        let record = self
-            .meta
-            .get_manifest(repo, &digest)
-            .await?
-            .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
-        let bytes = if with_body {
-            match self.blobs.open(&digest, None).await? {
-                BlobBody::Bytes(b) => Some(b),
-                BlobBody::Stream(mut s) => {
-                    use futures::StreamExt;
-                    let mut v = Vec::with_capacity(record.size.max(0) as usize);
-                    while let Some(c) = s.next().await {
-                        v.extend_from_slice(&c?);
-                    }
-                    Some(Bytes::from(v))
-                }
-            }
-        } else {
-            None
-        };
+        let record = match reference {
+            Reference::Digest(d) => self.meta.get_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.get_tagged_manifest(repo, t).await?,
+        }
+        .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
+        let bytes = if with_body { Some(self.manifest_bytes(&record.digest).await?) } else { None };
         Ok(FetchedManifest { record, bytes })
     }
 
-    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest, RegistryError> {
-        match reference {
-            Reference::Digest(d) => Ok(d.clone()),
-            Reference::Tag(t) => {
-                self.meta.resolve_tag(repo, t).await?.ok_or_else(|| RegistryError::ManifestUnknown(t.to_string()))
-            }
+    /// Manifest bytes by digest, from the in-memory cache or the metadata store.
+    async fn manifest_bytes(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
+        if let Some(b) = self.manifest_cache.get(digest) {
+            return Ok(b);
         }
+        let content = self
+            .meta
+            .manifest_content(digest)
+            .await?
+            .ok_or_else(|| berth_meta::MetaError::Corrupt(format!("manifest {digest} has a row but no content")))?;
+        let b = Bytes::from(content);
+        self.manifest_cache.insert(digest.clone(), b.clone());
+        Ok(b)
     }
 
     /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).

@@ -10,6 +10,8 @@
 //!   registry refuse; clients push children first, and garbage collection can then trust refs);
 //! - `subject` may name a manifest that does not exist (the spec requires accepting it).
 
+use std::collections::{HashMap, HashSet};
+
 use berth_meta::{ManifestRecord, RefKind};
 use berth_types::media::{self, ManifestView};
 use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
@@ -74,29 +76,35 @@ impl Registry {
                 .manifests
                 .as_ref()
                 .ok_or_else(|| RegistryError::ManifestInvalid("an index needs a \"manifests\" array".into()))?;
-            for c in children {
-                if self.meta.get_manifest(repo, &c.digest).await?.is_none() {
-                    missing.push(c.digest.clone());
+            let wanted: Vec<Digest> = children.iter().map(|c| c.digest.clone()).collect();
+            let present: HashSet<Digest> = self.meta.present_manifests(repo, &wanted).await?.into_iter().collect();
+            for d in wanted {
+                if !present.contains(&d) {
+                    missing.push(d.clone());
                 }
-                refs.push((c.digest.clone(), RefKind::Manifest));
+                refs.push((d, RefKind::Manifest));
             }
         } else {
             let config = view.config.as_ref().ok_or_else(|| {
                 RegistryError::ManifestInvalid("an image manifest needs a \"config\" descriptor".into())
             })?;
-            let layers = view.layers.as_deref().unwrap_or_default();
-            if view.layers.is_none() {
+            let Some(layers) = view.layers.as_deref() else {
                 return Err(RegistryError::ManifestInvalid("an image manifest needs a \"layers\" array".into()));
-            }
+            };
+            let mut wanted = Vec::new();
             for d in std::iter::once(config).chain(layers) {
                 if d.size < 0 {
                     return Err(RegistryError::ManifestInvalid(format!("negative size for {}", d.digest)));
                 }
-                if is_nondistributable(d) {
-                    continue;
+                if !is_nondistributable(d) {
+                    wanted.push(d);
                 }
-                match self.meta.repo_blob(repo, &d.digest).await? {
-                    Some(size) if size != d.size => {
+            }
+            let digests: Vec<Digest> = wanted.iter().map(|d| d.digest.clone()).collect();
+            let sizes: HashMap<Digest, i64> = self.meta.repo_blob_sizes(repo, &digests).await?.into_iter().collect();
+            for d in wanted {
+                match sizes.get(&d.digest) {
+                    Some(&size) if size != d.size => {
                         return Err(RegistryError::ManifestInvalid(format!(
                             "descriptor of {} says {} bytes, the blob has {}",
                             d.digest, d.size, size
@@ -108,6 +116,7 @@ impl Registry {
             }
         }
         if !missing.is_empty() {
+            missing.sort();
             missing.dedup();
             return Err(RegistryError::ManifestBlobUnknown(missing));
         }
@@ -127,9 +136,9 @@ impl Registry {
         if let Reference::Tag(t) = reference {
             tags.push(t.clone());
         }
-        // Bytes first (durable), then the metadata that makes them visible.
-        self.blobs.put(&digest, body).await?;
-        self.meta.put_manifest(repo, &record, &refs, &tags).await?;
+        // Bytes, row, references and tags: one transaction.
+        self.meta.put_manifest(repo, &record, &body, &refs, &tags).await?;
+        self.manifest_cache.insert(digest.clone(), body);
         Ok(PutManifestOutcome { digest, subject })
     }
 }

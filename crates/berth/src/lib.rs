@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use berth_blob::{BlobStore, FsBlobStore};
 use berth_config::{Config, MetadataConfig, StorageConfig};
-use berth_meta::{MetaStore, SqliteMetaStore};
+use berth_meta::{MetaStore, SqlMetaStore};
 use berth_registry::{Registry, RegistryOptions};
 use tracing::{info, warn};
 
@@ -54,7 +54,7 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
     };
     let meta: Arc<dyn MetaStore> = match &cfg.metadata {
         MetadataConfig::Sqlite { path } => Arc::new(
-            SqliteMetaStore::open(path)
+            SqlMetaStore::open_sqlite(path)
                 .await
                 .with_context(|| format!("opening metadata database {}", path.display()))?,
         ),
