@@ -128,10 +128,14 @@ pub struct RawStorage {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetadata {
-    /// `sqlite` (the default, embedded).
+    /// `sqlite` (the default, embedded) or `postgres`.
     pub backend: Option<String>,
     /// Database file for SQLite (default `<data_dir>/meta.db`).
     pub path: Option<PathBuf>,
+    /// PostgreSQL connection URL, `postgres://user:password@host:port/db`.
+    pub url: Option<String>,
+    /// PostgreSQL connection pool size (default 16).
+    pub pool_size: Option<NumOrString>,
 }
 
 /// Command-line values, which win over the file and the environment.
@@ -147,6 +151,29 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// `--log-format`
     pub log_format: Option<String>,
+}
+
+/// A value that must never be logged or printed (a password, a URL holding one).
+/// `Debug` shows only that it is redacted; [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Log output format.
@@ -184,6 +211,13 @@ pub enum MetadataConfig {
     Sqlite {
         /// The database file.
         path: PathBuf,
+    },
+    /// PostgreSQL, shared by any number of replicas.
+    Postgres {
+        /// Connection URL (may hold a password: redacted in `Debug`).
+        url: Secret,
+        /// Connections per replica.
+        pool_size: u32,
     },
 }
 
@@ -227,6 +261,8 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_METADATA_BACKEND", Some("metadata"), "backend"),
     ("BERTH_METADATA_PATH", Some("metadata"), "path"),
+    ("BERTH_METADATA_URL", Some("metadata"), "url"),
+    ("BERTH_METADATA_POOL_SIZE", Some("metadata"), "pool_size"),
 ];
 
 /// Variables that are not settings but are read elsewhere.
@@ -373,10 +409,31 @@ impl Config {
         let meta_raw = raw.metadata.unwrap_or_default();
         let metadata = match meta_raw.backend.as_deref().unwrap_or("sqlite") {
             "sqlite" => MetadataConfig::Sqlite { path: meta_raw.path.unwrap_or_else(|| data_dir.join("meta.db")) },
+            "postgres" => {
+                let url = meta_raw.url.ok_or(ConfigError::Invalid {
+                    key: "metadata.url",
+                    message: "the postgres backend needs a connection URL (postgres://user:password@host:port/db)"
+                        .into(),
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::Invalid {
+                        key: "metadata.url",
+                        message: "must start with postgres:// or postgresql://".into(),
+                    });
+                }
+                let pool_size = match &meta_raw.pool_size {
+                    Some(v) => parse_size("metadata.pool_size", v)? as u32,
+                    None => 16,
+                };
+                if pool_size == 0 {
+                    return Err(ConfigError::Invalid { key: "metadata.pool_size", message: "must be positive".into() });
+                }
+                MetadataConfig::Postgres { url: Secret::new(url), pool_size }
+            }
             other => {
                 return Err(ConfigError::Invalid {
                     key: "metadata.backend",
-                    message: format!("{other:?}: the only metadata backend is \"sqlite\""),
+                    message: format!("{other:?}: use \"sqlite\" or \"postgres\""),
                 });
             }
         };
@@ -453,6 +510,27 @@ mod tests {
         assert!(e.contains("bucket"), "{e}");
         let e = Config::load(None, env(&[("BERTH_LISTN", "x")]), &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("BERTH_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn postgres_settings_and_redaction() {
+        let e = env(&[
+            ("BERTH_METADATA_BACKEND", "postgres"),
+            ("BERTH_METADATA_URL", "postgres://berth:hunter2@db:5432/berth"),
+            ("BERTH_METADATA_POOL_SIZE", "32"),
+        ]);
+        let c = Config::load(None, e, &Overrides::default()).unwrap();
+        match &c.metadata {
+            MetadataConfig::Postgres { url, pool_size } => {
+                assert_eq!(url.expose(), "postgres://berth:hunter2@db:5432/berth");
+                assert_eq!(*pool_size, 32);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("hunter2"), "the password never shows in Debug output");
+        assert!(Config::load(None, env(&[("BERTH_METADATA_BACKEND", "postgres")]), &Overrides::default()).is_err());
+        let e = env(&[("BERTH_METADATA_BACKEND", "postgres"), ("BERTH_METADATA_URL", "mysql://x")]);
+        assert!(Config::load(None, e, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -555,4 +555,16 @@ mod tests {
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn postgres_backend_passes_conformance() {
+        let url = berth_test_support::postgres_database().await;
+        let store = super::SqlMetaStore::open_postgres(&url, 4).await.unwrap();
+        crate::conformance::run(&store).await;
+        // Migrations are idempotent, and safe when several replicas start at once.
+        let (a, b) =
+            tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));
+        a.unwrap();
+        b.unwrap();
+    }
 }

@@ -341,7 +341,7 @@ fn with_next_link(mut resp: Response, path: &str, n: usize, items: &[String], mo
 async fn tags(state: &AppState, repo: &RepoName, q: &[(String, String)]) -> Result<Response> {
     let (last, n) = pagination(q)?;
     let (tags, more) = state.registry.tags(repo, last.as_deref(), n).await?;
-    let page = n.unwrap_or(berth_registry::DEFAULT_PAGE).min(berth_registry::MAX_PAGE);
+    let page = n.unwrap_or(berth_registry::MAX_PAGE).min(berth_registry::MAX_PAGE);
     let resp = axum::Json(json!({ "name": repo.as_str(), "tags": tags })).into_response();
     Ok(with_next_link(resp, &format!("/v2/{repo}/tags/list"), page, &tags, more))
 }
@@ -349,7 +349,7 @@ async fn tags(state: &AppState, repo: &RepoName, q: &[(String, String)]) -> Resu
 async fn catalog(state: &AppState, q: &[(String, String)]) -> Result<Response> {
     let (last, n) = pagination(q)?;
     let (repos, more) = state.registry.catalog(last.as_deref(), n).await?;
-    let page = n.unwrap_or(berth_registry::DEFAULT_PAGE).min(berth_registry::MAX_PAGE);
+    let page = n.unwrap_or(berth_registry::MAX_PAGE).min(berth_registry::MAX_PAGE);
     let resp = axum::Json(json!({ "repositories": repos })).into_response();
     Ok(with_next_link(resp, "/v2/_catalog", page, &repos, more))
 }

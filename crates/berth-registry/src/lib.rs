@@ -234,9 +234,9 @@ impl Registry {
     }
 }
 
-/// Most entries returned by one page when the client gives no `n`.
-pub const DEFAULT_PAGE: usize = 1000;
-/// Most entries returned by one page whatever `n` asks.
+/// Most entries returned by one page when the client asks for `n` (a larger `n` is capped,
+/// and a `Link` header leads on). Without `n` every entry is returned in one response, as
+/// Distribution and zot do and as scripts expect.
 pub const MAX_PAGE: usize = 10_000;
 
 async fn page<F, Fut>(n: Option<usize>, fetch: F) -> Result<(Vec<String>, bool), RegistryError>
@@ -244,7 +244,10 @@ where
     F: FnOnce(i64) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<String>, berth_meta::MetaError>>,
 {
-    let want = n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+    let want = match n {
+        Some(n) => n.min(MAX_PAGE),
+        None => i64::MAX as usize - 1,
+    };
     if want == 0 {
         return Ok((Vec::new(), false));
     }

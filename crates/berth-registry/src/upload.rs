@@ -184,9 +184,11 @@ impl Registry {
         self.session(repo, id).await?;
         let slot = self.slot(id);
         let _state = slot.lock().await;
-        self.meta.delete_upload(id).await?;
+        // Free the bytes first: on a full disk the metadata write may fail until they are gone.
+        // A session row left without bytes reads as unknown, and the expiry sweep removes it.
         self.blobs.upload_abort(id).await?;
         self.forget_slot(id);
+        self.meta.delete_upload(id).await?;
         Ok(())
     }
 

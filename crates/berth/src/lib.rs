@@ -58,6 +58,11 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
                 .await
                 .with_context(|| format!("opening metadata database {}", path.display()))?,
         ),
+        MetadataConfig::Postgres { url, pool_size } => Arc::new(
+            SqlMetaStore::open_postgres(url.expose(), *pool_size)
+                .await
+                .context("connecting to the PostgreSQL metadata database (metadata.url)")?,
+        ),
     };
     let opts = RegistryOptions { max_manifest_bytes: cfg.max_manifest_bytes, upload_ttl: cfg.upload_ttl };
     Ok(Arc::new(Registry::new(blobs, meta, opts)))

@@ -6,4 +6,5 @@
 mod api;
 mod clients;
 mod crash;
+mod disk;
 mod support;
