@@ -74,13 +74,15 @@ fn start_server() -> String {
         pg_ctl = pg_bin("pg_ctl").display(),
         dir = dir.display()
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &script])
+    // `setsid -f` forks the watchdog into its own session and returns at once.
+    let st = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("watchdog");
+    assert!(st.success(), "starting the PostgreSQL watchdog");
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
