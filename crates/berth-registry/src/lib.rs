@@ -33,11 +33,18 @@ pub struct RegistryOptions {
     pub max_manifest_bytes: usize,
     /// Idle upload sessions older than this are expired and their bytes reclaimed.
     pub upload_ttl: Duration,
+    /// Cache manifest records (tag and digest lookups) in memory. Only correct when this
+    /// process is the only writer of the metadata, as with the embedded database.
+    pub cache_records: bool,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { max_manifest_bytes: 4 * 1024 * 1024, upload_ttl: Duration::from_secs(24 * 3600) }
+        RegistryOptions {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            upload_ttl: Duration::from_secs(24 * 3600),
+            cache_records: false,
+        }
     }
 }
 
@@ -67,6 +74,36 @@ pub struct Registry {
     opts: RegistryOptions,
     uploads: Mutex<HashMap<String, UploadSlot>>,
     manifest_cache: quick_cache::sync::Cache<Digest, Bytes, ByteWeighter>,
+    records: Option<RecordCache>,
+}
+
+/// Manifest records by tag and by digest, for a single-writer deployment.
+///
+/// **Invariant:** entries are removed *after* the write that changes them commits, and the
+/// generation is bumped then; a reader stores what it read only if the generation did not
+/// move while it read, so an entry is never older than the last committed write.
+struct RecordCache {
+    by_tag: quick_cache::sync::Cache<(RepoName, Tag), ManifestRecord>,
+    by_digest: quick_cache::sync::Cache<(RepoName, Digest), ManifestRecord>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl RecordCache {
+    fn new() -> Self {
+        RecordCache {
+            by_tag: quick_cache::sync::Cache::new(100_000),
+            by_digest: quick_cache::sync::Cache::new(100_000),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A manifest read back for a GET or HEAD.
@@ -86,12 +123,14 @@ pub fn now_ms() -> i64 {
 impl Registry {
     /// A registry over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: RegistryOptions) -> Self {
+        let opts_cache = opts.cache_records;
         Registry {
             blobs,
             meta,
             opts,
             uploads: Mutex::new(HashMap::new()),
             manifest_cache: quick_cache::sync::Cache::with_weighter(4096, MANIFEST_CACHE_BYTES, ByteWeighter),
+            records: opts_cache.then(RecordCache::new),
         }
     }
 
@@ -167,13 +206,70 @@ impl Registry {
         reference: &Reference,
         with_body: bool,
     ) -> Result<FetchedManifest, RegistryError> {
-        let record = match reference {
-            Reference::Digest(d) => self.meta.get_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.get_tagged_manifest(repo, t).await?,
-        }
-        .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
+        let record = self
+            .lookup_record(repo, reference)
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
         let bytes = if with_body { Some(self.manifest_bytes(&record.digest).await?) } else { None };
         Ok(FetchedManifest { record, bytes })
+    }
+
+    async fn lookup_record(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, RegistryError> {
+        let Some(cache) = &self.records else {
+            return Ok(match reference {
+                Reference::Digest(d) => self.meta.get_manifest(repo, d).await?,
+                Reference::Tag(t) => self.meta.get_tagged_manifest(repo, t).await?,
+            });
+        };
+        let generation = cache.generation();
+        match reference {
+            Reference::Digest(d) => {
+                let key = (repo.clone(), d.clone());
+                if let Some(r) = cache.by_digest.get(&key) {
+                    return Ok(Some(r));
+                }
+                let r = self.meta.get_manifest(repo, d).await?;
+                if let Some(rec) = &r
+                    && cache.generation() == generation
+                {
+                    cache.by_digest.insert(key, rec.clone());
+                }
+                Ok(r)
+            }
+            Reference::Tag(t) => {
+                let key = (repo.clone(), t.clone());
+                if let Some(r) = cache.by_tag.get(&key) {
+                    return Ok(Some(r));
+                }
+                let r = self.meta.get_tagged_manifest(repo, t).await?;
+                if let Some(rec) = &r
+                    && cache.generation() == generation
+                {
+                    cache.by_tag.insert(key, rec.clone());
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// After a committed change to tags or manifests of `repo`: drop affected cache entries.
+    fn invalidate(&self, repo: &RepoName, tags: &[Tag], digest: Option<&Digest>, all_tags: bool) {
+        if let Some(cache) = &self.records {
+            cache.bump();
+            for t in tags {
+                cache.by_tag.remove(&(repo.clone(), t.clone()));
+            }
+            if let Some(d) = digest {
+                cache.by_digest.remove(&(repo.clone(), d.clone()));
+            }
+            if all_tags {
+                cache.by_tag.clear();
+            }
+        }
     }
 
     /// Manifest bytes by digest, from the in-memory cache or the metadata store.
@@ -194,8 +290,16 @@ impl Registry {
     /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).
     pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), RegistryError> {
         let found = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => {
+                let found = self.meta.delete_manifest(repo, d).await?;
+                self.invalidate(repo, &[], Some(d), true);
+                found
+            }
+            Reference::Tag(t) => {
+                let found = self.meta.delete_tag(repo, t).await?;
+                self.invalidate(repo, std::slice::from_ref(t), None, false);
+                found
+            }
         };
         if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(reference.to_string())) }
     }

@@ -137,7 +137,10 @@ impl Registry {
             tags.push(t.clone());
         }
         // Bytes, row, references and tags: one transaction.
-        self.meta.put_manifest(repo, &record, &body, &refs, &tags).await?;
+        let written = self.meta.put_manifest(repo, &record, &body, &refs, &tags).await;
+        // Even a failed write may have committed (e.g. the connection died after COMMIT).
+        self.invalidate(repo, &tags, Some(&digest), false);
+        written?;
         self.manifest_cache.insert(digest.clone(), body);
         Ok(PutManifestOutcome { digest, subject })
     }

@@ -64,7 +64,12 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
                 .context("connecting to the PostgreSQL metadata database (metadata.url)")?,
         ),
     };
-    let opts = RegistryOptions { max_manifest_bytes: cfg.max_manifest_bytes, upload_ttl: cfg.upload_ttl };
+    let opts = RegistryOptions {
+        max_manifest_bytes: cfg.max_manifest_bytes,
+        upload_ttl: cfg.upload_ttl,
+        // The embedded database has exactly one writer, this process: its records can be cached.
+        cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
+    };
     Ok(Arc::new(Registry::new(blobs, meta, opts)))
 }
 
