@@ -1,5 +1,5 @@
 //! Blob storage for Berth: the [`BlobStore`] trait, the filesystem backend [`FsBlobStore`],
-//! and the [`conformance`] suite every backend must pass.
+//! the S3 backend [`S3BlobStore`], and the [`conformance`] suite every backend must pass.
 //!
 //! A blob store knows nothing of HTTP, OCI error codes or repositories: it keeps immutable,
 //! content-addressed byte strings, and upload sessions whose bytes become a blob on commit.
@@ -19,6 +19,7 @@
 
 pub mod conformance;
 mod fs;
+mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use fs::FsBlobStore;
+pub use s3::{MIN_PART_SIZE, S3BlobStore, S3Options};
 
 /// A stream of blob bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

@@ -114,14 +114,40 @@ pub struct RawUploads {
     pub sweep_interval: Option<NumOrString>,
 }
 
+/// A boolean or a string (`"true"`/`"false"`), so environment variables fit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrString {
+    /// A boolean.
+    Bool(bool),
+    /// `"true"`, `"false"`, `"1"`, `"0"`, `"yes"`, `"no"`.
+    Str(String),
+}
+
 /// `[storage]`
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
-    /// `filesystem` (the default).
+    /// `filesystem` (the default) or `s3`.
     pub backend: Option<String>,
     /// Root directory for the filesystem backend (default `<data_dir>/blobs`).
     pub path: Option<PathBuf>,
+    /// S3 endpoint URL (omit for AWS).
+    pub endpoint: Option<String>,
+    /// S3 region (default `us-east-1`).
+    pub region: Option<String>,
+    /// S3 bucket.
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    pub prefix: Option<String>,
+    /// Access key id (else the usual `AWS_…` environment variables).
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Path-style requests (default true: what self-hosted servers need).
+    pub path_style: Option<BoolOrString>,
+    /// First multipart part size (default 8 MiB, at least 5 MiB).
+    pub part_size: Option<NumOrString>,
 }
 
 /// `[metadata]`
@@ -194,6 +220,27 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// S3 settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// Endpoint URL, `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Access key id (`None`: from the environment).
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<Secret>,
+    /// Path-style requests.
+    pub path_style: bool,
+    /// First multipart part size.
+    pub part_size: usize,
+}
+
 /// Where blobs live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageConfig {
@@ -202,6 +249,8 @@ pub enum StorageConfig {
         /// Its root.
         path: PathBuf,
     },
+    /// An S3-compatible bucket.
+    S3(S3Config),
 }
 
 /// Where metadata lives.
@@ -259,6 +308,14 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
+    ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
+    ("BERTH_STORAGE_REGION", Some("storage"), "region"),
+    ("BERTH_STORAGE_BUCKET", Some("storage"), "bucket"),
+    ("BERTH_STORAGE_PREFIX", Some("storage"), "prefix"),
+    ("BERTH_STORAGE_ACCESS_KEY_ID", Some("storage"), "access_key_id"),
+    ("BERTH_STORAGE_SECRET_ACCESS_KEY", Some("storage"), "secret_access_key"),
+    ("BERTH_STORAGE_PATH_STYLE", Some("storage"), "path_style"),
+    ("BERTH_STORAGE_PART_SIZE", Some("storage"), "part_size"),
     ("BERTH_METADATA_BACKEND", Some("metadata"), "backend"),
     ("BERTH_METADATA_PATH", Some("metadata"), "path"),
     ("BERTH_METADATA_URL", Some("metadata"), "url"),
@@ -301,6 +358,53 @@ fn parse_duration(key: &'static str, v: &NumOrString) -> Result<Duration, Config
             }),
         },
     }
+}
+
+fn s3_config(raw: &RawStorage) -> Result<StorageConfig, ConfigError> {
+    let bucket = raw
+        .bucket
+        .clone()
+        .ok_or(ConfigError::Invalid { key: "storage.bucket", message: "the s3 backend needs a bucket".into() })?;
+    let path_style = match &raw.path_style {
+        None => true,
+        Some(BoolOrString::Bool(b)) => *b,
+        Some(BoolOrString::Str(s)) => match s.as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "storage.path_style",
+                    message: format!("{other:?} is not true or false"),
+                });
+            }
+        },
+    };
+    let part_size = match &raw.part_size {
+        Some(v) => parse_size("storage.part_size", v)?,
+        None => 8 * 1024 * 1024,
+    };
+    if part_size < 5 * 1024 * 1024 {
+        return Err(ConfigError::Invalid {
+            key: "storage.part_size",
+            message: "S3 parts must be at least 5 MiB".into(),
+        });
+    }
+    if raw.access_key_id.is_some() != raw.secret_access_key.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "storage.access_key_id",
+            message: "give both access_key_id and secret_access_key, or neither (then AWS_* variables are used)".into(),
+        });
+    }
+    Ok(StorageConfig::S3(S3Config {
+        endpoint: raw.endpoint.clone(),
+        region: raw.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        bucket,
+        prefix: raw.prefix.clone().unwrap_or_default(),
+        access_key_id: raw.access_key_id.clone(),
+        secret_access_key: raw.secret_access_key.clone().map(Secret::new),
+        path_style,
+        part_size,
+    }))
 }
 
 impl Config {
@@ -397,12 +501,13 @@ impl Config {
         let storage_raw = raw.storage.unwrap_or_default();
         let storage = match storage_raw.backend.as_deref().unwrap_or("filesystem") {
             "filesystem" => {
-                StorageConfig::Filesystem { path: storage_raw.path.unwrap_or_else(|| data_dir.join("blobs")) }
+                StorageConfig::Filesystem { path: storage_raw.path.clone().unwrap_or_else(|| data_dir.join("blobs")) }
             }
+            "s3" => s3_config(&storage_raw)?,
             other => {
                 return Err(ConfigError::Invalid {
                     key: "storage.backend",
-                    message: format!("{other:?}: the only storage backend is \"filesystem\""),
+                    message: format!("{other:?}: use \"filesystem\" or \"s3\""),
                 });
             }
         };
@@ -531,6 +636,34 @@ mod tests {
         assert!(Config::load(None, env(&[("BERTH_METADATA_BACKEND", "postgres")]), &Overrides::default()).is_err());
         let e = env(&[("BERTH_METADATA_BACKEND", "postgres"), ("BERTH_METADATA_URL", "mysql://x")]);
         assert!(Config::load(None, e, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn s3_settings() {
+        let e = env(&[
+            ("BERTH_STORAGE_BACKEND", "s3"),
+            ("BERTH_STORAGE_ENDPOINT", "http://127.0.0.1:8333"),
+            ("BERTH_STORAGE_BUCKET", "images"),
+            ("BERTH_STORAGE_PATH_STYLE", "false"),
+            ("BERTH_STORAGE_PART_SIZE", "16MiB"),
+            ("BERTH_STORAGE_ACCESS_KEY_ID", "AKIA"),
+            ("BERTH_STORAGE_SECRET_ACCESS_KEY", "s3cr3t-value"),
+        ]);
+        let c = Config::load(None, e, &Overrides::default()).unwrap();
+        let StorageConfig::S3(s3) = &c.storage else { panic!("{:?}", c.storage) };
+        assert_eq!(s3.bucket, "images");
+        assert!(!s3.path_style);
+        assert_eq!(s3.part_size, 16 << 20);
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        for bad in [
+            vec![("BERTH_STORAGE_BACKEND", "s3")],
+            vec![("BERTH_STORAGE_BACKEND", "s3"), ("BERTH_STORAGE_BUCKET", "b"), ("BERTH_STORAGE_PART_SIZE", "1MiB")],
+            vec![("BERTH_STORAGE_BACKEND", "s3"), ("BERTH_STORAGE_BUCKET", "b"), ("BERTH_STORAGE_PATH_STYLE", "maybe")],
+            vec![("BERTH_STORAGE_BACKEND", "s3"), ("BERTH_STORAGE_BUCKET", "b"), ("BERTH_STORAGE_ACCESS_KEY_ID", "k")],
+        ] {
+            assert!(Config::load(None, env(&bad), &Overrides::default()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

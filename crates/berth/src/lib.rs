@@ -51,6 +51,19 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
         StorageConfig::Filesystem { path } => Arc::new(
             FsBlobStore::open(path).await.with_context(|| format!("opening blob storage at {}", path.display()))?,
         ),
+        StorageConfig::S3(s3) => Arc::new(
+            berth_blob::S3BlobStore::new(&berth_blob::S3Options {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+                path_style: s3.path_style,
+                part_size: s3.part_size,
+            })
+            .context("configuring S3 blob storage")?,
+        ),
     };
     let meta: Arc<dyn MetaStore> = match &cfg.metadata {
         MetadataConfig::Sqlite { path } => Arc::new(

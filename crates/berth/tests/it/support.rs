@@ -24,6 +24,15 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
+/// Which storage a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Filesystem blobs + embedded SQLite (the default).
+    Embedded,
+    /// S3 blobs (SeaweedFS) + PostgreSQL metadata, both real servers.
+    S3Postgres,
+}
+
 /// A Berth server running inside the test process, with its own data directory.
 pub struct TestServer {
     pub base: String,
@@ -35,6 +44,36 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_on(b: Backend) -> TestServer {
+        Self::start_on_with(b, |_| {}).await
+    }
+
+    pub async fn start_on_with(b: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        match b {
+            Backend::Embedded => Self::start_with(tweak).await,
+            Backend::S3Postgres => {
+                let url = berth_test_support::postgres_database().await;
+                let loc = berth_test_support::s3_location();
+                Self::start_with(move |c| {
+                    c.metadata =
+                        berth_config::MetadataConfig::Postgres { url: berth_config::Secret::new(url), pool_size: 8 };
+                    c.storage = berth_config::StorageConfig::S3(berth_config::S3Config {
+                        endpoint: Some(loc.endpoint),
+                        region: "us-east-1".into(),
+                        bucket: loc.bucket,
+                        prefix: loc.prefix,
+                        access_key_id: Some(loc.access_key_id),
+                        secret_access_key: Some(berth_config::Secret::new(loc.secret_access_key)),
+                        path_style: true,
+                        part_size: 5 * 1024 * 1024,
+                    });
+                    tweak(c);
+                })
+                .await
+            }
+        }
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
