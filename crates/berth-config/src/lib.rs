@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     /// A tracing filter such as `info` or `berth=debug`.
     pub log_level: Option<String>,
+    /// `api`, `worker` or `all` (the default).
+    pub role: Option<String>,
     /// TLS.
     pub tls: Option<RawTls>,
     /// Request limits.
@@ -177,6 +179,31 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// `--log-format`
     pub log_format: Option<String>,
+    /// `--role`
+    pub role: Option<String>,
+}
+
+/// What a process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serve the registry API only.
+    Api,
+    /// Run background jobs only (and serve health and metrics).
+    Worker,
+    /// Both.
+    All,
+}
+
+impl Role {
+    /// Does it serve the registry API?
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::Api | Role::All)
+    }
+
+    /// Does it run background jobs?
+    pub fn runs_jobs(self) -> bool {
+        matches!(self, Role::Worker | Role::All)
+    }
 }
 
 /// A value that must never be logged or printed (a password, a URL holding one).
@@ -281,6 +308,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Tracing filter.
     pub log_level: String,
+    /// What this process does.
+    pub role: Role,
     /// TLS, when both files are given.
     pub tls: Option<TlsConfig>,
     /// Largest manifest accepted.
@@ -301,6 +330,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_DATA_DIR", None, "data_dir"),
     ("BERTH_LOG_FORMAT", None, "log_format"),
     ("BERTH_LOG_LEVEL", None, "log_level"),
+    ("BERTH_ROLE", None, "role"),
     ("BERTH_TLS_CERT", Some("tls"), "cert"),
     ("BERTH_TLS_KEY", Some("tls"), "key"),
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
@@ -467,6 +497,17 @@ impl Config {
                 });
             }
         };
+        let role = match cli.role.clone().or(raw.role).as_deref().unwrap_or("all") {
+            "api" => Role::Api,
+            "worker" => Role::Worker,
+            "all" => Role::All,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "role",
+                    message: format!("{other:?}: use api, worker or all"),
+                });
+            }
+        };
         let tls_raw = raw.tls.unwrap_or_default();
         let tls = match (cli.tls_cert.clone().or(tls_raw.cert), cli.tls_key.clone().or(tls_raw.key)) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
@@ -547,6 +588,7 @@ impl Config {
             data_dir,
             log_format,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+            role,
             tls,
             max_manifest_bytes,
             upload_ttl,
@@ -610,9 +652,9 @@ mod tests {
         let f = file("listen = \"127.0.0.1:1\"\nlisten_addr = \"x\"\n");
         let e = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("listen_addr"), "{e}");
-        let f = file("[storage]\nbucket = \"x\"\n");
+        let f = file("[storage]\nbukket = \"x\"\n");
         let e = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err().to_string();
-        assert!(e.contains("bucket"), "{e}");
+        assert!(e.contains("bukket"), "{e}");
         let e = Config::load(None, env(&[("BERTH_LISTN", "x")]), &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("BERTH_LISTN"), "{e}");
     }

@@ -113,3 +113,78 @@ pub async fn run(store: &dyn MetaStore) {
     assert!(store.delete_upload("u1").await.unwrap());
     assert_eq!(store.get_upload("u1").await.unwrap(), None);
 }
+
+/// The job-queue checks, against an empty queue.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_jobs(q: &dyn crate::JobQueue) {
+    use crate::{JobState, NewJob};
+    let job = |kind: &str, key: Option<&str>, at: i64| NewJob {
+        kind: kind.into(),
+        payload: "{\"n\":1}".into(),
+        dedup_key: key.map(str::to_owned),
+        max_attempts: 3,
+        run_after: at,
+    };
+    // enqueue and de-duplicate while queued
+    let a = q.enqueue(&job("scan", Some("scan:x"), 0), 1).await.unwrap().expect("enqueued");
+    assert_eq!(q.enqueue(&job("scan", Some("scan:x"), 0), 2).await.unwrap(), None, "deduplicated while queued");
+    let b = q.enqueue(&job("scan", None, 0), 3).await.unwrap().expect("no key, no dedup");
+    let later = q.enqueue(&job("scan", None, 1_000), 4).await.unwrap().unwrap();
+    assert_eq!(q.job(&a).await.unwrap().unwrap().state, JobState::Queued);
+
+    // claim respects kind, due time and the concurrency limit
+    assert!(q.claim("gc", "w1", 10, 100, 5).await.unwrap().is_none());
+    let c1 = q.claim("scan", "w1", 10, 100, 1).await.unwrap().expect("claimed");
+    assert_eq!(c1.id, a, "oldest due first");
+    assert_eq!((c1.state, c1.attempts, c1.lease_owner.as_deref()), (JobState::Running, 1, Some("w1")));
+    assert!(q.claim("scan", "w2", 11, 100, 1).await.unwrap().is_none(), "limit 1 running");
+    let c2 = q.claim("scan", "w2", 11, 100, 2).await.unwrap().expect("second slot");
+    assert_eq!(c2.id, b);
+    assert!(q.claim("scan", "w3", 12, 100, 5).await.unwrap().is_none(), "the third is not due yet");
+    // dedup holds while running, and frees when finished
+    assert_eq!(q.enqueue(&job("scan", Some("scan:x"), 0), 13).await.unwrap(), None);
+
+    // heartbeat extends; the wrong owner cannot
+    assert!(q.heartbeat(&a, "w1", 200, 50).await.unwrap());
+    assert!(!q.heartbeat(&a, "w2", 300, 50).await.unwrap());
+    assert!(q.succeed(&a, "w1", 60).await.unwrap());
+    let done = q.job(&a).await.unwrap().unwrap();
+    assert_eq!((done.state, done.finished_at), (JobState::Succeeded, Some(60)));
+    assert!(q.enqueue(&job("scan", Some("scan:x"), 0), 61).await.unwrap().is_some(), "key free after success");
+
+    // an expired lease is claimable by another worker; the old owner has lost it
+    let taken = q.claim("scan", "w9", 150, 400, 5).await.unwrap().expect("expired lease reclaimed");
+    assert_eq!((taken.id.as_str(), taken.attempts), (b.as_str(), 2));
+    assert!(!q.heartbeat(&b, "w2", 500, 151).await.unwrap(), "the dead worker's heartbeat fails");
+    assert!(!q.succeed(&b, "w2", 152).await.unwrap(), "and it cannot finish the job");
+
+    // failure with retry, then for good
+    assert!(q.fail(&b, "w9", "boom", Some(170), 160).await.unwrap());
+    let r = q.job(&b).await.unwrap().unwrap();
+    assert_eq!((r.state, r.last_error.as_deref(), r.run_after), (JobState::Queued, Some("boom"), 170));
+    assert!(q.claim("scan", "w9", 165, 400, 5).await.unwrap().is_none_or(|j| j.id != b), "not before retry time");
+    let again = q.jobs(Some("scan"), Some(JobState::Running), 10).await.unwrap();
+    for j in again {
+        q.succeed(&j.id, j.lease_owner.as_deref().unwrap(), 166).await.unwrap();
+    }
+    let r = q.claim("scan", "w9", 171, 400, 5).await.unwrap().unwrap();
+    assert_eq!(r.id, b);
+    assert!(q.fail(&b, "w9", "still broken", None, 172).await.unwrap());
+    let r = q.job(&b).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempts, r.last_error.as_deref()), (JobState::Failed, 3, Some("still broken")));
+
+    // cancel
+    assert!(q.cancel(&later, 180).await.unwrap());
+    assert!(!q.cancel(&later, 181).await.unwrap());
+    assert_eq!(q.job(&later).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert!(
+        q.claim("scan", "w1", 2_000, 3_000, 5).await.unwrap().is_none_or(|j| j.id != later),
+        "cancelled never runs"
+    );
+
+    // listing
+    let failed = q.jobs(None, Some(JobState::Failed), 10).await.unwrap();
+    assert_eq!(failed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
+    assert!(q.jobs(Some("scan"), None, 100).await.unwrap().len() >= 4);
+    assert!(q.job("nope").await.unwrap().is_none());
+}

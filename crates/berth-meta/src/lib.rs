@@ -24,11 +24,13 @@
 //! ```
 
 pub mod conformance;
+mod jobs;
 mod schema;
 mod sql;
 
 use berth_types::{Digest, RepoName, Tag};
 
+pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
 pub use sql::SqlMetaStore;
 
 /// Errors of a metadata store.

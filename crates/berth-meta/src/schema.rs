@@ -8,27 +8,41 @@
 //! so tag and repository listings have the same lexical order everywhere.
 
 /// `(version, statements)`, applied in order.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE repositories (name {NAME} PRIMARY KEY, created_at BIGINT NOT NULL)",
-        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
-        "CREATE TABLE repo_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, created_at BIGINT NOT NULL,
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE repositories (name {NAME} PRIMARY KEY, created_at BIGINT NOT NULL)",
+            "CREATE TABLE blobs (digest TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+            "CREATE TABLE repo_blobs (repo TEXT NOT NULL, digest TEXT NOT NULL, created_at BIGINT NOT NULL,
             PRIMARY KEY (repo, digest))",
-        "CREATE INDEX repo_blobs_digest ON repo_blobs (digest)",
-        "CREATE TABLE manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,
+            "CREATE INDEX repo_blobs_digest ON repo_blobs (digest)",
+            "CREATE TABLE manifests (repo TEXT NOT NULL, digest TEXT NOT NULL, media_type TEXT NOT NULL,
             artifact_type TEXT, size BIGINT NOT NULL, subject TEXT, annotations TEXT,
             created_at BIGINT NOT NULL, PRIMARY KEY (repo, digest))",
-        "CREATE INDEX manifests_subject ON manifests (repo, subject)",
-        "CREATE TABLE manifest_refs (repo TEXT NOT NULL, digest TEXT NOT NULL, child TEXT NOT NULL,
+            "CREATE INDEX manifests_subject ON manifests (repo, subject)",
+            "CREATE TABLE manifest_refs (repo TEXT NOT NULL, digest TEXT NOT NULL, child TEXT NOT NULL,
             kind TEXT NOT NULL, PRIMARY KEY (repo, digest, child, kind))",
-        "CREATE INDEX manifest_refs_child ON manifest_refs (child)",
-        "CREATE TABLE tags (repo TEXT NOT NULL, name {NAME} NOT NULL, digest TEXT NOT NULL,
+            "CREATE INDEX manifest_refs_child ON manifest_refs (child)",
+            "CREATE TABLE tags (repo TEXT NOT NULL, name {NAME} NOT NULL, digest TEXT NOT NULL,
             updated_at BIGINT NOT NULL, PRIMARY KEY (repo, name))",
-        "CREATE INDEX tags_digest ON tags (repo, digest)",
-        "CREATE TABLE uploads (id TEXT PRIMARY KEY, repo TEXT NOT NULL, created_at BIGINT NOT NULL,
+            "CREATE INDEX tags_digest ON tags (repo, digest)",
+            "CREATE TABLE uploads (id TEXT PRIMARY KEY, repo TEXT NOT NULL, created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL)",
-        "CREATE INDEX uploads_updated ON uploads (updated_at)",
-        "CREATE TABLE manifest_content (digest TEXT PRIMARY KEY, content {BYTES} NOT NULL)",
-    ],
-)];
+            "CREATE INDEX uploads_updated ON uploads (updated_at)",
+            "CREATE TABLE manifest_content (digest TEXT PRIMARY KEY, content {BYTES} NOT NULL)",
+        ],
+    ),
+    (
+        2,
+        &[
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, dedup_key TEXT,
+            state TEXT NOT NULL, attempts BIGINT NOT NULL, max_attempts BIGINT NOT NULL,
+            run_after BIGINT NOT NULL, lease_owner TEXT, lease_until BIGINT, last_error TEXT,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, finished_at BIGINT)",
+            "CREATE INDEX jobs_claim ON jobs (kind, state, run_after)",
+            "CREATE UNIQUE INDEX jobs_dedup ON jobs (dedup_key)
+            WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running')",
+        ],
+    ),
+];

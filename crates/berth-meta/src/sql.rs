@@ -13,7 +13,7 @@ use crate::{ManifestRecord, MetaError, MetaStore, RefKind, UploadRecord, schema:
 
 /// Which database is behind the pool (for the few DDL differences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -108,6 +108,14 @@ impl SqlMetaStore {
         let store = SqlMetaStore { pool, backend: Backend::Postgres, writer: None };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
     }
 
     fn ddl(&self, stmt: &str) -> String {
@@ -551,6 +559,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
         crate::conformance::run(&store).await;
+        crate::conformance::run_jobs(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -561,6 +570,7 @@ mod tests {
         let url = berth_test_support::postgres_database().await;
         let store = super::SqlMetaStore::open_postgres(&url, 4).await.unwrap();
         crate::conformance::run(&store).await;
+        crate::conformance::run_jobs(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

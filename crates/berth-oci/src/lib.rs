@@ -218,6 +218,17 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body
     OciError::Panic(msg).into_response()
 }
 
+/// Only `/healthz`, `/readyz` and `/metrics`: what a worker-only process serves.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .fallback(|| async { OciError::NotFound.into_response() })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
 /// The complete HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -11,7 +11,9 @@ use berth_blob::{BlobStore, FsBlobStore};
 use berth_config::{Config, MetadataConfig, StorageConfig};
 use berth_meta::{MetaStore, SqlMetaStore};
 use berth_registry::{Registry, RegistryOptions};
-use tracing::{info, warn};
+use tracing::info;
+
+mod jobs;
 
 /// A running server.
 pub struct Running {
@@ -21,14 +23,16 @@ pub struct Running {
     pub tls: bool,
     handle: axum_server::Handle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    sweeper: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stop accepting, let in-flight requests finish (up to `grace`), and wait.
     pub async fn shutdown(self, grace: std::time::Duration) -> anyhow::Result<()> {
         self.handle.graceful_shutdown(Some(grace));
-        self.sweeper.abort();
+        for t in &self.background {
+            t.abort();
+        }
         self.task.await.context("server task")?.context("server")?;
         Ok(())
     }
@@ -45,8 +49,28 @@ impl Running {
     }
 }
 
+/// Open the configured metadata store (running migrations).
+pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqlMetaStore>> {
+    Ok(match &cfg.metadata {
+        MetadataConfig::Sqlite { path } => Arc::new(
+            SqlMetaStore::open_sqlite(path)
+                .await
+                .with_context(|| format!("opening metadata database {}", path.display()))?,
+        ),
+        MetadataConfig::Postgres { url, pool_size } => Arc::new(
+            SqlMetaStore::open_postgres(url.expose(), *pool_size)
+                .await
+                .context("connecting to the PostgreSQL metadata database (metadata.url)")?,
+        ),
+    })
+}
+
 /// Open the configured stores and build the registry.
 pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
+    Ok(open_all(cfg).await?.0)
+}
+
+async fn open_all(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Arc<SqlMetaStore>)> {
     let blobs: Arc<dyn BlobStore> = match &cfg.storage {
         StorageConfig::Filesystem { path } => Arc::new(
             FsBlobStore::open(path).await.with_context(|| format!("opening blob storage at {}", path.display()))?,
@@ -65,25 +89,15 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
             .context("configuring S3 blob storage")?,
         ),
     };
-    let meta: Arc<dyn MetaStore> = match &cfg.metadata {
-        MetadataConfig::Sqlite { path } => Arc::new(
-            SqlMetaStore::open_sqlite(path)
-                .await
-                .with_context(|| format!("opening metadata database {}", path.display()))?,
-        ),
-        MetadataConfig::Postgres { url, pool_size } => Arc::new(
-            SqlMetaStore::open_postgres(url.expose(), *pool_size)
-                .await
-                .context("connecting to the PostgreSQL metadata database (metadata.url)")?,
-        ),
-    };
+    let sql = open_meta(cfg).await?;
+    let meta: Arc<dyn MetaStore> = sql.clone();
     let opts = RegistryOptions {
         max_manifest_bytes: cfg.max_manifest_bytes,
         upload_ttl: cfg.upload_ttl,
         // The embedded database has exactly one writer, this process: its records can be cached.
         cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
     };
-    Ok(Arc::new(Registry::new(blobs, meta, opts)))
+    Ok((Arc::new(Registry::new(blobs, meta, opts)), sql))
 }
 
 fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
@@ -108,12 +122,9 @@ fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerCon
 
 /// Bind, start serving, and start the upload-expiry sweeper. Returns once listening.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
-    let registry = open_registry(cfg).await?;
-    // Reclaim what a crash left behind before taking traffic.
-    if let Err(e) = registry.expire_uploads().await {
-        warn!(error = %e, "failed to sweep upload sessions at start");
-    }
-    let app = berth_oci::router(berth_oci::AppState::new(registry.clone()));
+    let (registry, sql) = open_all(cfg).await?;
+    let state = berth_oci::AppState::new(registry.clone());
+    let app = if cfg.role.serves_api() { berth_oci::router(state) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -130,17 +141,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             tokio::spawn(async move { server.serve(svc).await })
         }
     };
-    let interval = cfg.upload_sweep_interval;
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = registry.expire_uploads().await {
-                warn!(error = %e, "failed to expire upload sessions");
-            }
-        }
-    });
-    info!(%addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "berth is serving");
-    Ok(Running { addr, tls: cfg.tls.is_some(), handle, task, sweeper })
+    let mut background = Vec::new();
+    if cfg.role.runs_jobs() {
+        background.extend(jobs::start_worker(cfg, registry.clone(), sql));
+    }
+    info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
+    Ok(Running { addr, tls: cfg.tls.is_some(), handle, task, background })
 }

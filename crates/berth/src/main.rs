@@ -34,6 +34,9 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// What this process does: api (registry API), worker (background jobs), or all.
+    #[arg(long)]
+    role: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +49,32 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Background jobs in the metadata database.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this kind, e.g. upload-expiry.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        output: String,
     },
 }
 
@@ -65,6 +94,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         log_format: args.log_format.clone(),
+        role: args.role.clone(),
     };
     Ok(Config::load(args.config.as_deref(), std::env::vars(), &cli)?)
 }
@@ -123,6 +153,41 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async {
                 berth::open_registry(&cfg).await?;
                 println!("metadata database is up to date");
+                Ok(())
+            })
+        }
+        Command::Jobs { command: JobsCommand::List { args, state, kind, limit, output } } => {
+            let cfg = load(&args)?;
+            let state = state.map(|s| s.parse::<berth_meta::JobState>()).transpose()?;
+            rt.block_on(async {
+                use berth_meta::JobQueue;
+                let meta = berth::open_meta(&cfg).await?;
+                let jobs = meta.jobs(kind.as_deref(), state, limit).await?;
+                if output == "json" {
+                    let v: Vec<_> = jobs
+                        .iter()
+                        .map(|j| {
+                            serde_json::json!({
+                                "id": j.id, "kind": j.kind, "state": j.state.as_str(), "attempts": j.attempts,
+                                "max_attempts": j.max_attempts, "last_error": j.last_error, "lease_owner": j.lease_owner,
+                                "created_at": j.created_at, "updated_at": j.updated_at, "finished_at": j.finished_at,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("{:<36}  {:<16}  {:<10}  {:>8}  ERROR", "ID", "KIND", "STATE", "ATTEMPTS");
+                    for j in &jobs {
+                        println!(
+                            "{:<36}  {:<16}  {:<10}  {:>8}  {}",
+                            j.id,
+                            j.kind,
+                            j.state.as_str(),
+                            format!("{}/{}", j.attempts, j.max_attempts),
+                            j.last_error.as_deref().unwrap_or("")
+                        );
+                    }
+                }
                 Ok(())
             })
         }

@@ -18,13 +18,17 @@ use crate::support::*;
 
 /// Start `berth serve` on a free port; returns the child and its address (read from its JSON log).
 pub fn spawn_berth(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    spawn_berth_with(data, None, &[])
+}
+
+/// `spawn_berth` with a config file and extra environment.
+pub fn spawn_berth_with(data: &Path, config: Option<&Path>, env: &[(String, String)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"]).arg(data);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd.envs(env.iter().cloned()).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {

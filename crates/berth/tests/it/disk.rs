@@ -107,3 +107,60 @@ async fn a_full_disk_refuses_the_push_and_leaves_nothing_half_visible() {
     s.push_image("full/app", "after").await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = |role: &str| {
+        vec![
+            ("BERTH_ROLE".to_owned(), role.to_owned()),
+            ("BERTH_UPLOADS_TTL".to_owned(), "1".to_owned()),
+            ("BERTH_UPLOADS_SWEEP_INTERVAL".to_owned(), "1".to_owned()),
+        ]
+    };
+    let (mut api, base) = crate::crash::spawn_berth_with(&data, None, &env("api"));
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{base}/v2/jobs/app/blobs/uploads/")).send().await.unwrap();
+    let loc = location(&r);
+    // the api role runs no jobs: the session outlives its TTL
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(http.get(format!("{base}{loc}")).send().await.unwrap().status(), 204);
+    // a worker on the same data: serves health and metrics, not the registry API, and expires it
+    let (mut worker, wbase) = crate::crash::spawn_berth_with(&data, None, &env("worker"));
+    assert_eq!(http.get(format!("{wbase}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{wbase}/v2/")).send().await.unwrap().status(), 404);
+    let mut gone = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}{loc}")).send().await.unwrap().status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the worker's upload-expiry job removed the idle session");
+    let mut jobs = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = berth()
+            .args(["jobs", "list", "--kind", "upload-expiry", "--output", "json", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        jobs = serde_json::from_slice(&out.stdout).unwrap();
+        if jobs.as_array().unwrap().iter().any(|j| j["state"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        jobs.as_array().unwrap().iter().any(|j| j["state"] == "succeeded" && j["kind"] == "upload-expiry"),
+        "{jobs}"
+    );
+    api.kill().unwrap();
+    worker.kill().unwrap();
+    api.wait().unwrap();
+    worker.wait().unwrap();
+    let text = berth().args(["jobs", "list", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("upload-expiry"));
+}

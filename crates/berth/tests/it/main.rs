@@ -7,4 +7,5 @@ mod api;
 mod clients;
 mod crash;
 mod disk;
+mod replicas;
 mod support;
