@@ -112,11 +112,26 @@ pub(crate) fn query(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn v2(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let has_body = parts.headers.get(http::header::TRANSFER_ENCODING).is_some()
+        || parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
     let result = match route::parse(parts.uri.path()) {
         Ok(r) => handlers::dispatch(&state, r, &parts.method, &parts.uri, &parts.headers, body).await,
         Err(e) => Err(OciError::from(e)),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    // An error may be answered before the request body was read. HTTP/1 then cannot reuse the
+    // connection (hyper closes it), so say so: a client that pooled it would fail its next
+    // request with an incomplete message.
+    let failed = resp.status().is_client_error() || resp.status().is_server_error();
+    if has_body && failed && parts.version <= http::Version::HTTP_11 {
+        resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 async fn healthz() -> &'static str {

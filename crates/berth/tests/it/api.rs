@@ -142,6 +142,9 @@ async fn chunked_upload_status_out_of_order_cancel(b: Backend) {
         .unwrap();
     assert_eq!(header(&r, "range"), Some(format!("0-{}", off - 1).as_str()), "416 tells where the upload is");
     assert!(header(&r, "location").is_some());
+    // Regression (CI, 2026-11-22): answered before its body was read, the connection cannot be
+    // reused; saying so keeps a pooling client from failing its next request.
+    assert_eq!(header(&r, "connection"), Some("close"));
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
     // Content-Range / Content-Length disagreement
     let r = s
