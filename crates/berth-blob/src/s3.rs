@@ -54,6 +54,9 @@ pub struct S3Options {
     pub part_size: usize,
 }
 
+/// Part uploads of one upload request running at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// The S3 minimum part size (except the last part).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const MAX_PART_SIZE: usize = 1024 * 1024 * 1024;
@@ -189,21 +192,15 @@ impl S3BlobStore {
         r.await.map_err(os_err)?.bytes().await.map_err(os_err)
     }
 
-    /// Upload `data` as the next part, starting a multipart upload if none is open.
-    async fn flush_part(&self, id: &str, st: &mut UploadState, data: Bytes) -> Result<(), BlobError> {
+    /// The open multipart upload's path and id, starting one if none is open.
+    async fn ensure_multipart(&self, id: &str, st: &mut UploadState) -> Result<(Path, String), BlobError> {
         if st.multipart.is_none() {
             let path = self.key(&format!("data/{id}-{}", st.segments.len()));
             let mid = self.store.create_multipart(&path).await.map_err(os_err)?;
             st.multipart = Some(Multipart { path: path.to_string(), id: mid, parts: Vec::new() });
         }
-        let mp = st.multipart.as_mut().expect("just set");
-        let part = self
-            .store
-            .put_part(&Path::from(mp.path.as_str()), &mp.id, mp.parts.len(), PutPayload::from(data))
-            .await
-            .map_err(os_err)?;
-        mp.parts.push(part.content_id);
-        Ok(())
+        let mp = st.multipart.as_ref().expect("just ensured");
+        Ok((Path::from(mp.path.as_str()), mp.id.clone()))
     }
 
     /// Complete the open multipart upload (with `last` as its final part) into a segment.
@@ -290,20 +287,32 @@ impl BlobStore for S3BlobStore {
         }
         let mut written = 0u64;
         let mut body_err = None;
+        // Up to PARTS_IN_FLIGHT part uploads run at once; part numbers are fixed when a part is
+        // cut, and confirmed ids are appended in order as the uploads finish.
+        let mut inflight = futures::stream::FuturesOrdered::new();
         while let Some(item) = data.next().await {
             match item {
                 Ok(chunk) => {
                     written += chunk.len() as u64;
                     buf.extend_from_slice(&chunk);
                     loop {
-                        let idx = st.multipart.as_ref().map_or(0, |m| m.parts.len());
+                        let idx = st.multipart.as_ref().map_or(0, |m| m.parts.len()) + inflight.len();
                         let want = self.part_size_for(idx);
                         if buf.len() < want {
                             break;
                         }
                         let part = buf.split_to(want).freeze();
-                        // On failure nothing of this call is recorded: the client resumes from `offset`.
-                        self.flush_part(id, &mut st, part).await?;
+                        let (path, mid) = self.ensure_multipart(id, &mut st).await?;
+                        let store = self.store.clone();
+                        inflight
+                            .push_back(async move { store.put_part(&path, &mid, idx, PutPayload::from(part)).await });
+                        if inflight.len() >= PARTS_IN_FLIGHT
+                            && let Some(done) = inflight.next().await
+                        {
+                            // On failure nothing of this call is recorded: the client resumes from `offset`.
+                            let part: PartId = done.map_err(os_err)?;
+                            st.multipart.as_mut().expect("open").parts.push(part.content_id);
+                        }
                     }
                 }
                 Err(e) => {
@@ -311,6 +320,10 @@ impl BlobStore for S3BlobStore {
                     break;
                 }
             }
+        }
+        while let Some(done) = inflight.next().await {
+            let part: PartId = done.map_err(os_err)?;
+            st.multipart.as_mut().expect("open").parts.push(part.content_id);
         }
         st.size = offset + written;
         st.tail_len = buf.len() as u64;
