@@ -175,7 +175,7 @@ fn start_seaweedfs() -> (String, String) {
     assert!(st.success(), "starting the SeaweedFS watchdog");
     std::mem::forget(child);
     let endpoint = format!("http://127.0.0.1:{port}");
-    // Ready when the S3 port answers and the bucket exists.
+    // Ready when the bucket exists: an anonymous request is then refused (403), not 404.
     for _ in 0..300 {
         let out = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -183,7 +183,7 @@ fn start_seaweedfs() -> (String, String) {
             .output();
         if let Ok(o) = out
             && o.status.success()
-            && !String::from_utf8_lossy(&o.stdout).starts_with('0')
+            && matches!(String::from_utf8_lossy(&o.stdout).trim(), "200" | "403")
         {
             std::thread::sleep(std::time::Duration::from_millis(500));
             return (endpoint, "berth".into());

@@ -16,6 +16,7 @@ use crate::support::*;
 
 struct Cluster {
     replicas: Vec<(Child, String)>,
+    pg_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -35,13 +36,13 @@ impl Cluster {
         .unwrap();
         // Secrets through the environment, as an operator would pass them.
         let env = vec![
-            ("BERTH_METADATA_URL".to_owned(), url),
+            ("BERTH_METADATA_URL".to_owned(), url.clone()),
             ("BERTH_STORAGE_ACCESS_KEY_ID".to_owned(), loc.access_key_id),
             ("BERTH_STORAGE_SECRET_ACCESS_KEY".to_owned(), loc.secret_access_key),
         ];
         let replicas =
             (0..n).map(|i| spawn_berth_with(&dir.path().join(format!("r{i}")), Some(&config), &env)).collect();
-        Cluster { replicas, _dir: dir }
+        Cluster { replicas, pg_url: url, _dir: dir }
     }
 
     fn base(&self, i: usize) -> &str {
@@ -219,6 +220,46 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 12, "most pushes were acknowledged: {}", acked.len());
+
+    // A job held by a replica that died (its lease is never renewed) is finished by a survivor.
+    {
+        use berth_meta::{JobQueue, JobState, NewJob};
+        let q = berth_meta::SqlMetaStore::open_postgres(&c.pg_url, 2).await.unwrap();
+        let now = berth_jobs::now_ms();
+        let not_yet = now + 500; // not due for the live workers before the dead one holds it
+        let job = NewJob {
+            kind: "upload-expiry".into(),
+            payload: "{}".into(),
+            dedup_key: None,
+            max_attempts: 3,
+            run_after: not_yet,
+        };
+        let id = q.enqueue(&job, now).await.unwrap().unwrap();
+        // (The replicas' own scheduled expiry jobs may be claimed first; they get taken over too.)
+        let mut held = false;
+        for _ in 0..10 {
+            match q.claim("upload-expiry", "dead-replica", not_yet, not_yet + 1_500, 100).await.unwrap() {
+                Some(j) if j.id == id => {
+                    held = true;
+                    break;
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        assert!(held, "the dead replica holds the job");
+        let mut finished = None;
+        for _ in 0..200 {
+            let j = q.job(&id).await.unwrap().unwrap();
+            if j.state == JobState::Succeeded {
+                finished = Some(j);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let j = finished.expect("a surviving replica finished the dead replica's job");
+        assert_eq!(j.attempts, 2, "taken over after the lease expired");
+    }
     for survivor in [0, 2] {
         for (tag, d) in &acked {
             let r = http.get(format!("{}/v2/rep/load/manifests/{tag}", c.base(survivor))).send().await.unwrap();
