@@ -76,6 +76,8 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     /// `api`, `worker` or `all` (the default).
     pub role: Option<String>,
+    /// Operator token for the management API (`/api/v2.0`) until users and roles exist.
+    pub admin_token: Option<String>,
     /// TLS.
     pub tls: Option<RawTls>,
     /// Request limits.
@@ -310,6 +312,8 @@ pub struct Config {
     pub log_level: String,
     /// What this process does.
     pub role: Role,
+    /// Operator token for the management API; `None` disables it.
+    pub admin_token: Option<Secret>,
     /// TLS, when both files are given.
     pub tls: Option<TlsConfig>,
     /// Largest manifest accepted.
@@ -331,6 +335,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_LOG_FORMAT", None, "log_format"),
     ("BERTH_LOG_LEVEL", None, "log_level"),
     ("BERTH_ROLE", None, "role"),
+    ("BERTH_ADMIN_TOKEN", None, "admin_token"),
     ("BERTH_TLS_CERT", Some("tls"), "cert"),
     ("BERTH_TLS_KEY", Some("tls"), "key"),
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
@@ -589,6 +594,7 @@ impl Config {
             log_format,
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             role,
+            admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
             tls,
             max_manifest_bytes,
             upload_ttl,

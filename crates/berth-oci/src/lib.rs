@@ -177,6 +177,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         (
             match path {
                 "/healthz" | "/readyz" | "/metrics" => path_static(path),
+                p if p.starts_with("/api/v2.0/") => "/api/v2.0",
                 _ => "(other)",
             },
             String::new(),
@@ -246,6 +247,12 @@ pub fn ops_router(state: AppState) -> Router {
 
 /// The complete HTTP application.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP application plus `extra` routes (e.g. the management API), all behind the same
+/// request span, metrics and panic handling.
+pub fn router_with(state: AppState, extra: Router) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
@@ -253,8 +260,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", axum::routing::any(v2))
         .route("/v2/", axum::routing::any(v2))
         .route("/v2/{*rest}", axum::routing::any(v2))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(|| async { OciError::NotFound.into_response() })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, observe))
 }

@@ -124,7 +124,11 @@ fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerCon
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let (registry, sql) = open_all(cfg).await?;
     let state = berth_oci::AppState::new(registry.clone());
-    let app = if cfg.role.serves_api() { berth_oci::router(state) } else { berth_oci::ops_router(state) };
+    let admin = berth_admin::router(berth_admin::AdminState::new(
+        sql.clone(),
+        cfg.admin_token.as_ref().map(berth_config::Secret::expose),
+    ));
+    let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;

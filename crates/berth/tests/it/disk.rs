@@ -164,3 +164,82 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
     let text = berth().args(["jobs", "list", "--data-dir"]).arg(&data).output().unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("upload-expiry"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobservice_api_needs_the_operator_token_and_shows_and_stops_jobs() {
+    use berth_meta::{JobQueue, NewJob};
+    // without a token the management API is closed
+    let s = TestServer::start().await;
+    let r = s.get("/api/v2.0/jobservice/jobs").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("admin_token"), "{body}");
+    s.stop().await;
+
+    let s = TestServer::start_with(|c| c.admin_token = Some(berth_config::Secret::new("op-secret-123"))).await;
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth("op-secret-123");
+    for bad in [None, Some("wrong"), Some("op-secret-1234")] {
+        let mut req = s.client.get(s.url("/api/v2.0/jobservice/jobs"));
+        if let Some(t) = bad {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+    // a job that is not due yet, to look at and stop
+    let meta = berth_meta::SqlMetaStore::open_sqlite(s.data_dir().join("meta.db")).await.unwrap();
+    let now = berth_jobs::now_ms();
+    let job = NewJob {
+        kind: "upload-expiry".into(),
+        payload: "{}".into(),
+        dedup_key: None,
+        max_attempts: 3,
+        run_after: now + 3_600_000,
+    };
+    let id = meta.enqueue(&job, now).await.unwrap().unwrap();
+    let r = auth(s.client.get(s.url("/api/v2.0/jobservice/jobs?state=queued"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id && j["job_type"] == "upload-expiry" && j["status"] == "queued"),
+        "{list}"
+    );
+    let q: serde_json::Value =
+        auth(s.client.get(s.url("/api/v2.0/jobservice/queues"))).send().await.unwrap().json().await.unwrap();
+    assert!(
+        q.as_array().unwrap().iter().any(|e| e["job_type"] == "upload-expiry" && e["count"].as_i64().unwrap() >= 1),
+        "{q}"
+    );
+    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+        .json(&serde_json::json!({"action": "stop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: serde_json::Value = auth(s.client.get(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["status"], "cancelled");
+    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+        .json(&serde_json::json!({"action": "stop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+        .json(&serde_json::json!({"action": "dance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(auth(s.client.get(s.url("/api/v2.0/jobservice/jobs/nope"))).send().await.unwrap().status(), 404);
+    let r = auth(s.client.get(s.url("/api/v2.0/jobservice/jobs?state=bogus"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
