@@ -110,6 +110,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_abort(&self, id: &str) -> Result<(), BlobError>;
     /// Ids of all upload sessions present in storage (to reclaim orphans).
     async fn upload_list(&self) -> Result<Vec<String>, BlobError>;
+
+    /// A URL from which a client may GET the blob directly for `ttl`, if the backend can
+    /// presign one (S3); `None` otherwise, or when the blob is absent.
+    async fn presigned_get(&self, _digest: &Digest, _ttl: std::time::Duration) -> Result<Option<String>, BlobError> {
+        Ok(None)
+    }
 }
 
 /// Check an upload id before it names anything in storage: uuid-like, `[0-9a-f-]{1,64}`.

@@ -450,6 +450,13 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
+    async fn presigned_get(&self, digest: &Digest, ttl: std::time::Duration) -> Result<Option<String>, BlobError> {
+        use object_store::signer::Signer;
+        let Some(p) = self.pointer(digest).await? else { return Ok(None) };
+        let url = self.store.signed_url(http::Method::GET, &Path::from(p.path.as_str()), ttl).await.map_err(os_err)?;
+        Ok(Some(url.to_string()))
+    }
+
     async fn upload_list(&self) -> Result<Vec<String>, BlobError> {
         let prefix = self.key("uploads");
         let mut out = Vec::new();

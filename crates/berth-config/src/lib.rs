@@ -152,6 +152,10 @@ pub struct RawStorage {
     pub path_style: Option<BoolOrString>,
     /// First multipart part size (default 8 MiB, at least 5 MiB).
     pub part_size: Option<NumOrString>,
+    /// Answer blob GETs with a redirect to a presigned URL (s3 only; default false).
+    pub redirect: Option<BoolOrString>,
+    /// How long a presigned URL is valid (default 15m).
+    pub redirect_ttl: Option<NumOrString>,
 }
 
 /// `[metadata]`
@@ -314,6 +318,8 @@ pub struct Config {
     pub role: Role,
     /// Operator token for the management API; `None` disables it.
     pub admin_token: Option<Secret>,
+    /// Redirect blob GETs to presigned URLs valid this long (S3 only).
+    pub blob_redirect_ttl: Option<Duration>,
     /// TLS, when both files are given.
     pub tls: Option<TlsConfig>,
     /// Largest manifest accepted.
@@ -351,6 +357,8 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_STORAGE_SECRET_ACCESS_KEY", Some("storage"), "secret_access_key"),
     ("BERTH_STORAGE_PATH_STYLE", Some("storage"), "path_style"),
     ("BERTH_STORAGE_PART_SIZE", Some("storage"), "part_size"),
+    ("BERTH_STORAGE_REDIRECT", Some("storage"), "redirect"),
+    ("BERTH_STORAGE_REDIRECT_TTL", Some("storage"), "redirect_ttl"),
     ("BERTH_METADATA_BACKEND", Some("metadata"), "backend"),
     ("BERTH_METADATA_PATH", Some("metadata"), "path"),
     ("BERTH_METADATA_URL", Some("metadata"), "url"),
@@ -395,24 +403,25 @@ fn parse_duration(key: &'static str, v: &NumOrString) -> Result<Duration, Config
     }
 }
 
+fn parse_bool(key: &'static str, v: &BoolOrString) -> Result<bool, ConfigError> {
+    match v {
+        BoolOrString::Bool(b) => Ok(*b),
+        BoolOrString::Str(s) => match s.as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            other => Err(ConfigError::Invalid { key, message: format!("{other:?} is not true or false") }),
+        },
+    }
+}
+
 fn s3_config(raw: &RawStorage) -> Result<StorageConfig, ConfigError> {
     let bucket = raw
         .bucket
         .clone()
         .ok_or(ConfigError::Invalid { key: "storage.bucket", message: "the s3 backend needs a bucket".into() })?;
     let path_style = match &raw.path_style {
+        Some(v) => parse_bool("storage.path_style", v)?,
         None => true,
-        Some(BoolOrString::Bool(b)) => *b,
-        Some(BoolOrString::Str(s)) => match s.as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "storage.path_style",
-                    message: format!("{other:?} is not true or false"),
-                });
-            }
-        },
     };
     let part_size = match &raw.part_size {
         Some(v) => parse_size("storage.part_size", v)?,
@@ -545,6 +554,21 @@ impl Config {
             return Err(ConfigError::Invalid { key: "uploads.sweep_interval", message: "must be positive".into() });
         }
         let storage_raw = raw.storage.unwrap_or_default();
+        let redirect = match &storage_raw.redirect {
+            Some(v) => parse_bool("storage.redirect", v)?,
+            None => false,
+        };
+        let blob_redirect_ttl = match (redirect, &storage_raw.redirect_ttl) {
+            (false, _) => None,
+            (true, Some(v)) => Some(parse_duration("storage.redirect_ttl", v)?),
+            (true, None) => Some(Duration::from_secs(15 * 60)),
+        };
+        if redirect && storage_raw.backend.as_deref() != Some("s3") {
+            return Err(ConfigError::Invalid {
+                key: "storage.redirect",
+                message: "redirects to presigned URLs need the s3 backend".into(),
+            });
+        }
         let storage = match storage_raw.backend.as_deref().unwrap_or("filesystem") {
             "filesystem" => {
                 StorageConfig::Filesystem { path: storage_raw.path.clone().unwrap_or_else(|| data_dir.join("blobs")) }
@@ -595,6 +619,7 @@ impl Config {
             log_level: raw.log_level.unwrap_or_else(|| "info".into()),
             role,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+            blob_redirect_ttl,
             tls,
             max_manifest_bytes,
             upload_ttl,
@@ -704,6 +729,16 @@ mod tests {
         assert_eq!(s3.part_size, 16 << 20);
         assert_eq!(s3.region, "us-east-1");
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        assert_eq!(c.blob_redirect_ttl, None, "redirects are off by default");
+        let e =
+            env(&[("BERTH_STORAGE_BACKEND", "s3"), ("BERTH_STORAGE_BUCKET", "b"), ("BERTH_STORAGE_REDIRECT", "true")]);
+        assert_eq!(
+            Config::load(None, e, &Overrides::default()).unwrap().blob_redirect_ttl,
+            Some(Duration::from_secs(900))
+        );
+        let e = env(&[("BERTH_STORAGE_REDIRECT", "true")]);
+        let err = Config::load(None, e, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("storage.redirect"), "redirects need s3: {err}");
         for bad in [
             vec![("BERTH_STORAGE_BACKEND", "s3")],
             vec![("BERTH_STORAGE_BACKEND", "s3"), ("BERTH_STORAGE_BUCKET", "b"), ("BERTH_STORAGE_PART_SIZE", "1MiB")],

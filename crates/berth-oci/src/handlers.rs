@@ -233,6 +233,13 @@ async fn blob_get(
     headers: &HeaderMap,
     with_body: bool,
 ) -> Result<Response> {
+    if with_body && let Some(url) = state.registry.blob_redirect(repo, digest).await? {
+        // The client fetches the bytes from object storage directly (and sends its Range there).
+        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+        r.headers_mut().insert(header::LOCATION, hv(&url));
+        r.headers_mut().insert(DIGEST_HEADER, hv(&digest.to_string()));
+        return Ok(r);
+    }
     let size = state.registry.blob_size(repo, digest).await?;
     let range = parse_range(headers, size)?;
     let mut builder = Response::builder()

@@ -36,6 +36,9 @@ pub struct RegistryOptions {
     /// Cache manifest records (tag and digest lookups) in memory. Only correct when this
     /// process is the only writer of the metadata, as with the embedded database.
     pub cache_records: bool,
+    /// Answer blob GETs with a redirect to a presigned URL valid this long, where the blob
+    /// store can presign (S3); `None` serves the bytes through Berth.
+    pub blob_redirect_ttl: Option<Duration>,
 }
 
 impl Default for RegistryOptions {
@@ -44,6 +47,7 @@ impl Default for RegistryOptions {
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_ttl: Duration::from_secs(24 * 3600),
             cache_records: false,
+            blob_redirect_ttl: None,
         }
     }
 }
@@ -166,6 +170,14 @@ impl Registry {
             e => e.into(),
         })?;
         Ok((size, body))
+    }
+
+    /// A presigned URL for a blob that `repo` links, when redirects are on and the store can
+    /// presign. The repository check happens here, before any URL is made.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>, RegistryError> {
+        let Some(ttl) = self.opts.blob_redirect_ttl else { return Ok(None) };
+        self.blob_size(repo, digest).await?;
+        Ok(self.blobs.presigned_get(digest, ttl).await?)
     }
 
     /// Unlink a blob from `repo`. Its bytes stay until garbage collection finds them unused.

@@ -96,6 +96,7 @@ async fn open_all(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Arc<SqlMetaSto
         upload_ttl: cfg.upload_ttl,
         // The embedded database has exactly one writer, this process: its records can be cached.
         cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
+        blob_redirect_ttl: cfg.blob_redirect_ttl,
     };
     Ok((Arc::new(Registry::new(blobs, meta, opts)), sql))
 }

@@ -761,3 +761,44 @@ on_both_backends!(
     deletes,
     names_and_digests_are_validated
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_blob_gets_can_redirect_to_presigned_urls() {
+    let s =
+        TestServer::start_on_with(Backend::S3Postgres, |c| c.blob_redirect_ttl = Some(Duration::from_secs(60))).await;
+    let data = random_bytes(2_000_000);
+    let d = s.push_blob("redir/app", &data).await;
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_follow.get(s.url(&format!("/v2/redir/app/blobs/{d}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(header(&r, "docker-content-digest"), Some(d.as_str()));
+    let url = location(&r);
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    // the presigned URL serves the bytes, ranges included
+    assert_eq!(sha256(&s.client.get(&url).send().await.unwrap().bytes().await.unwrap()), d);
+    let part = s.client.get(&url).header("range", "bytes=10-19").send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(part.as_ref(), &data[10..20]);
+    // an ordinary client follows it; HEAD is answered here
+    assert_eq!(sha256(&s.get(&format!("/v2/redir/app/blobs/{d}")).await.bytes().await.unwrap()), d);
+    let r = no_follow.head(s.url(&format!("/v2/redir/app/blobs/{d}"))).send().await.unwrap();
+    assert_eq!((r.status(), header(&r, "content-length")), (StatusCode::OK, Some("2000000")));
+    // no URL for a repository that does not hold the blob
+    let r = no_follow.get(s.url(&format!("/v2/redir/other/blobs/{d}"))).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+    // a real client pulls through the redirects
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    let host = s.host();
+    for (src, dst) in [
+        (format!("oci:{}:single", layout.display()), format!("docker://{host}/redir/img:v1")),
+        (format!("docker://{host}/redir/img:v1"), format!("oci:{}:back", tmp.path().join("back").display())),
+    ] {
+        let out = tokio::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false", &src, &dst])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    s.stop().await;
+}
