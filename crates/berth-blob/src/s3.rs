@@ -478,9 +478,10 @@ impl BlobStore for S3BlobStore {
 mod tests {
     use super::*;
 
-    fn store() -> S3BlobStore {
+    /// Options for a fresh prefix on the test process's SeaweedFS.
+    fn options() -> S3Options {
         let loc = berth_test_support::s3_location();
-        S3BlobStore::new(&S3Options {
+        S3Options {
             endpoint: Some(loc.endpoint),
             region: "us-east-1".into(),
             bucket: loc.bucket,
@@ -489,8 +490,11 @@ mod tests {
             secret_access_key: Some(loc.secret_access_key),
             path_style: true,
             part_size: MIN_PART_SIZE,
-        })
-        .unwrap()
+        }
+    }
+
+    fn store() -> S3BlobStore {
+        S3BlobStore::new(&options()).unwrap()
     }
 
     #[tokio::test]
@@ -501,17 +505,7 @@ mod tests {
     #[tokio::test]
     async fn s3_upload_continues_on_another_store_instance() {
         // Two instances over the same bucket and prefix behave like two replicas.
-        let loc = berth_test_support::s3_location();
-        let opts = S3Options {
-            endpoint: Some(loc.endpoint),
-            region: "us-east-1".into(),
-            bucket: loc.bucket,
-            prefix: loc.prefix,
-            access_key_id: Some(loc.access_key_id),
-            secret_access_key: Some(loc.secret_access_key),
-            path_style: true,
-            part_size: MIN_PART_SIZE,
-        };
+        let opts = options();
         let (r1, r2) = (S3BlobStore::new(&opts).unwrap(), S3BlobStore::new(&opts).unwrap());
         let data: Vec<u8> = (0..7_000_000u32).map(|i| (i % 253) as u8).collect();
         let id = "4b7e8a3c-1d2e-4f50-9a6b-7c8d9e0f1a2b";

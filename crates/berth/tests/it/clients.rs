@@ -55,19 +55,6 @@ fn raw_digest(raw: &str) -> String {
     sha256(raw.as_bytes())
 }
 
-fn layout_digest(layout: &Path, name: &str) -> String {
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_images_and_indexes_both_ways() {
     let s = TestServer::start().await;

@@ -2,7 +2,6 @@
 //! registry: pushes and pulls through different replicas, an upload continued across
 //! replicas, concurrent writes of one tag, and a replica SIGKILLed during pushes.
 
-use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,19 +73,6 @@ async fn skopeo(args: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn index_digest(layout: &Path, name: &str) -> String {
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     let mut c = Cluster::start(3).await;
@@ -110,7 +96,7 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
         format!("docker://{}/rep/app:v1", c.host(1)),
     ])
     .await;
-    assert_eq!(sha256(raw.as_bytes()), index_digest(&layout, "single"));
+    assert_eq!(sha256(raw.as_bytes()), layout_digest(&layout, "single"));
     skopeo(&[
         "copy".into(),
         "-q".into(),
@@ -130,7 +116,7 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
         format!("oci:{}:m", back.display()),
     ])
     .await;
-    assert_eq!(index_digest(&back, "m"), index_digest(&layout, "multi"));
+    assert_eq!(layout_digest(&back, "m"), layout_digest(&layout, "multi"));
 
     // one upload: started on 0, continued on 1, finished on 2
     let data = random_bytes(12 * 1024 * 1024 + 5);

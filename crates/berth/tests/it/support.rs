@@ -251,6 +251,17 @@ pub fn make_oci_layout(dir: &Path) -> PathBuf {
     root
 }
 
+/// The digest of the image named `name` in an OCI layout's `index.json`.
+pub fn layout_digest(layout: &Path, name: &str) -> String {
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name);
+    m.unwrap_or_else(|| panic!("no image {name:?} in {}", layout.display()))["digest"].as_str().unwrap().to_owned()
+}
+
 pub fn targz(files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut t = tar::Builder::new(enc);
