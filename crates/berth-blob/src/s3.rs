@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BlobBody, BlobError, BlobStore, ByteStream, valid_upload_id};
 
-/// Settings of an S3 blob store.
-#[derive(Debug, Clone)]
+/// Settings of an S3 blob store. `Debug` leaves the secret key out.
+#[derive(Clone)]
 pub struct S3Options {
     /// Endpoint URL, e.g. `http://127.0.0.1:8333`; `None` for AWS.
     pub endpoint: Option<String>,
@@ -56,6 +56,21 @@ pub struct S3Options {
 
 /// Part uploads of one upload request running at once.
 const PARTS_IN_FLIGHT: usize = 4;
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("path_style", &self.path_style)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
 
 /// The S3 minimum part size (except the last part).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
