@@ -21,7 +21,7 @@ pub enum OciError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// The repository name is malformed.
-    #[error("invalid repository name: {0}")]
+    #[error("{0}")]
     NameInvalid(String),
     /// A digest is malformed.
     #[error("{0}")]

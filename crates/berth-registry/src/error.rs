@@ -51,13 +51,13 @@ pub enum RegistryError {
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
     /// The manifest references blobs or manifests that the repository does not hold.
-    #[error("manifest references unknown content: {0:?}")]
+    #[error("manifest references content this repository does not have (push it first): {}", list(.0))]
     ManifestBlobUnknown(Vec<Digest>),
     /// The repository is not known.
     #[error("repository name not known to registry: {0}")]
     NameUnknown(RepoName),
     /// A tag is malformed.
-    #[error("invalid tag {0:?}")]
+    #[error("{0}")]
     TagInvalid(String),
     /// The requested byte range lies outside the blob.
     #[error("requested range not satisfiable (blob is {size} bytes)")]
@@ -80,4 +80,8 @@ impl From<std::io::Error> for RegistryError {
     fn from(e: std::io::Error) -> Self {
         RegistryError::Blob(berth_blob::BlobError::Io(e))
     }
+}
+
+fn list(digests: &[Digest]) -> String {
+    digests.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -346,7 +346,10 @@ impl Registry {
 
     /// Tags are validated by the caller; this helper parses `?tag=` values.
     pub fn parse_tags<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Tag>, RegistryError> {
-        values.into_iter().map(|t| t.parse().map_err(|_| RegistryError::TagInvalid(t.to_owned()))).collect()
+        values
+            .into_iter()
+            .map(|t| t.parse().map_err(|e: berth_types::NameError| RegistryError::TagInvalid(e.to_string())))
+            .collect()
     }
 }
 

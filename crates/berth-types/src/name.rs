@@ -12,10 +12,13 @@ pub const MAX_NAME_LEN: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Not a valid repository name.
-    #[error("invalid repository name {0:?}")]
+    #[error(
+        "invalid repository name {0:?}: use lowercase letters and digits, separated by '.', '_', '__' or '-', \
+         in components joined by '/' (at most 255 characters)"
+    )]
     Repo(String),
     /// Not a valid tag.
-    #[error("invalid tag {0:?}")]
+    #[error("invalid tag {0:?}: up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     Tag(String),
     /// Not a valid digest.
     #[error(transparent)]
