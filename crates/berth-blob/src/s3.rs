@@ -17,7 +17,8 @@
 //! **Resumable across replicas:** every chunk ends by writing `state.json`, which lists only
 //! parts that were confirmed; a crash before that leaves the previous state, and the next
 //! attempt re-uploads (overwrites) the same part numbers. Part sizes grow with the part number
-//! (`part_size × 2^(n / 1000)`), so even multi-terabyte layers stay under S3's 10,000 parts.
+//! (`part_size × 2^(n / 1000)`, at most 1 GiB), so layers up to about 4 TiB (with the default
+//! 8 MiB) stay under S3's 10,000 parts; at most 64 MiB (or one part) is in flight per request.
 
 use std::io;
 use std::ops::Range;
@@ -54,8 +55,10 @@ pub struct S3Options {
     pub part_size: usize,
 }
 
-/// Part uploads of one upload request running at once.
+/// Most part uploads of one upload request running at once…
 const PARTS_IN_FLIGHT: usize = 4;
+/// …and most bytes they may hold in memory (at least one part's worth).
+const IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 
 impl std::fmt::Debug for S3Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -321,7 +324,7 @@ impl BlobStore for S3BlobStore {
                         let store = self.store.clone();
                         inflight
                             .push_back(async move { store.put_part(&path, &mid, idx, PutPayload::from(part)).await });
-                        if inflight.len() >= PARTS_IN_FLIGHT
+                        if inflight.len() >= (IN_FLIGHT_BYTES / want).clamp(1, PARTS_IN_FLIGHT)
                             && let Some(done) = inflight.next().await
                         {
                             // On failure nothing of this call is recorded: the client resumes from `offset`.
@@ -510,6 +513,46 @@ mod tests {
 
     fn store() -> S3BlobStore {
         S3BlobStore::new(&options()).unwrap()
+    }
+
+    /// Parts needed for a blob of `size` bytes with the growing part-size schedule.
+    fn parts_for(store: &S3BlobStore, size: u64) -> usize {
+        let (mut n, mut left) = (0usize, size);
+        while left > 0 {
+            left = left.saturating_sub(store.part_size_for(n) as u64);
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn part_sizes_grow_so_huge_layers_fit_in_10000_parts() {
+        let s = S3BlobStore::new(&S3Options { part_size: 8 << 20, ..options_offline() }).unwrap();
+        assert_eq!(s.part_size_for(0), 8 << 20);
+        assert_eq!(s.part_size_for(999), 8 << 20);
+        assert_eq!(s.part_size_for(1000), 16 << 20);
+        assert_eq!(s.part_size_for(5000), 256 << 20);
+        assert_eq!(s.part_size_for(9999), MAX_PART_SIZE, "capped at 1 GiB");
+        // Distribution's fixed parts break at 10,000 parts; these do not, far beyond 100 GB:
+        // with the default 8 MiB first parts a blob may reach about 4 TiB.
+        assert!(parts_for(&s, 100 << 30) < 5_000, "100 GiB: {}", parts_for(&s, 100 << 30));
+        assert!(parts_for(&s, 3_900 << 30) <= 10_000, "3.9 TiB: {}", parts_for(&s, 3_900 << 30));
+        // the configured size never goes below S3's minimum
+        let tiny = S3BlobStore::new(&S3Options { part_size: 1, ..options_offline() }).unwrap();
+        assert_eq!(tiny.part_size_for(0), MIN_PART_SIZE);
+    }
+
+    fn options_offline() -> S3Options {
+        S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: "us-east-1".into(),
+            bucket: "b".into(),
+            prefix: String::new(),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            path_style: true,
+            part_size: MIN_PART_SIZE,
+        }
     }
 
     #[tokio::test]
