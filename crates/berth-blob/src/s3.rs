@@ -556,6 +556,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn s3_presigned_get_serves_the_blob_to_a_plain_http_client() {
+        let store = store();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        assert_eq!(store.presigned_get(&d, std::time::Duration::from_secs(60)).await.unwrap(), None, "absent blob");
+        store.put(&d, Bytes::from(data.clone())).await.unwrap();
+        let url = store.presigned_get(&d, std::time::Duration::from_secs(60)).await.unwrap().expect("a URL");
+        let out = tokio::process::Command::new("curl").args(["-sf", &url]).output().await.unwrap();
+        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == data, "the presigned URL serves the blob's bytes");
+        // the filesystem store has no such URLs
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::FsBlobStore::open(dir.path()).await.unwrap();
+        fs.put(&d, Bytes::from(data)).await.unwrap();
+        assert_eq!(fs.presigned_get(&d, std::time::Duration::from_secs(60)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn s3_backend_passes_conformance_on_seaweedfs() {
         crate::conformance::run(&store()).await;
     }
