@@ -182,6 +182,15 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
         "cancelled never runs"
     );
 
+    // a burst of concurrent claims never exceeds the concurrency limit
+    for _ in 0..12 {
+        q.enqueue(&job("burst", None, 0), 190).await.unwrap().unwrap();
+    }
+    let owners: Vec<String> = (0..16).map(|i| format!("b{i}")).collect();
+    let claims = futures::future::join_all(owners.iter().map(|o| q.claim("burst", o, 200, 10_000, 2))).await;
+    let won = claims.into_iter().map(Result::unwrap).filter(Option::is_some).count();
+    assert_eq!(won, 2, "16 concurrent claims with a limit of 2");
+
     // listing
     let failed = q.jobs(None, Some(JobState::Failed), 10).await.unwrap();
     assert_eq!(failed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);

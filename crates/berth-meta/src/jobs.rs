@@ -5,8 +5,9 @@
 //! renews by heartbeat, then `succeeded`, `failed` (with the error) or `cancelled`. A job whose
 //! lease expires (its worker died) is claimable again by anyone: nothing can stay stuck.
 //! Claiming is one `UPDATE … WHERE id = (SELECT … LIMIT 1)` statement; on PostgreSQL the
-//! inner select takes `FOR UPDATE SKIP LOCKED`, so workers on many replicas never block each
-//! other or claim the same job; SQLite serialises writers anyway.
+//! inner select takes `FOR UPDATE SKIP LOCKED`, so workers never claim the same job, and a
+//! per-kind advisory lock makes the concurrency check (`COUNT(*)` of live leases) exact across
+//! replicas. SQLite serialises writers anyway.
 
 use crate::MetaError;
 use crate::sql::{Backend, SqlMetaStore};
@@ -205,14 +206,22 @@ impl JobQueue for SqlMetaStore {
                AND (SELECT COUNT(*) FROM jobs WHERE kind = $4 AND state = 'running' AND lease_until >= $3) < $5
              RETURNING {JOB_COLS}"
         );
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == Backend::Postgres {
+            // Under READ COMMITTED two claims could both see room under `max_running` and both
+            // take a job; claims of one kind therefore take turns (the lock ends with the
+            // transaction). SQLite serialises writers anyway.
+            sqlx::query("SELECT pg_advisory_xact_lock(727275, hashtext($1))").bind(kind).execute(&mut *tx).await?;
+        }
         let row = sqlx::query(&sql)
             .bind(owner)
             .bind(lease_until)
             .bind(now)
             .bind(kind)
             .bind(max_running)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
