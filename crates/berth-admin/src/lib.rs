@@ -1,28 +1,40 @@
 //! The management API under `/api/v2.0`, in Harbor's paths and JSON shapes where Berth
-//! implements the same thing. Today: the job service.
+//! implements the same thing, plus the web login routes (`/c/oidc/…`).
 //!
-//! - `GET  /api/v2.0/jobservice/queues` — per job kind: `job_type`, `count` (queued),
-//!   `latency` (seconds the oldest queued job has waited), `paused` (always false).
-//! - `GET  /api/v2.0/jobservice/jobs?kind=&state=&limit=` — jobs, newest first.
-//! - `GET  /api/v2.0/jobservice/jobs/{id}` — one job.
-//! - `PUT  /api/v2.0/jobservice/jobs/{id}` with `{"action": "stop"}` — cancel it.
+//! - `system.rs`: `ping`, `health`, `systeminfo`, `audit-logs`, the OpenAPI document, the job service.
+//! - `projects.rs`: projects and their members.
+//! - `repos.rs`: repositories, artifacts, tags and repository policies.
+//! - `users.rs`: users, the current user, passwords, CLI secrets.
+//! - `robots.rs`: robot accounts.
+//! - `web.rs`: OIDC login (`/c/oidc/login`, `/c/oidc/callback`) and logout.
 //!
-//! **Authorization:** until users and roles exist (issue 4), every route requires the
-//! operator token (`admin_token`) as `Authorization: Bearer …`, compared in constant time
-//! over SHA-256 digests; with no token configured the API answers 401. No route is open.
+//! **Authorization:** every handler takes a [`Caller`] (Basic credentials, the
+//! `berth_session` cookie, the operator token, or anonymous) and checks a permission
+//! through `berth-auth` before it does anything; there is no open route but `ping`,
+//! `health`, `systeminfo` and the OpenAPI document. Cookie-authenticated changes need an
+//! `X-Harbor-CSRF-Token` (or `X-Berth-CSRF`) header, which a cross-site form cannot send.
 //!
-//! **Boundary:** only this crate knows the Harbor JSON shapes; it reads `berth_meta` types
+//! **Boundary:** only this crate knows the Harbor JSON shapes; it reads `berth_meta` records
 //! and converts them here.
 
+mod projects;
+mod repos;
+mod robots;
+mod system;
+mod users;
+mod web;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use berth_meta::{JobQueue, JobRecord, JobState};
-use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use berth_auth::{Auth, AuthError, Principal};
+use berth_meta::{AuditRecord, JobQueue, MetaError};
+use berth_registry::{Registry, RegistryError};
+use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -31,163 +43,320 @@ use sha2::{Digest, Sha256};
 pub struct AdminState {
     /// The job queue.
     pub jobs: Arc<dyn JobQueue>,
+    /// The registry (repositories, artifacts, tags).
+    pub registry: Arc<Registry>,
+    /// The access service.
+    pub auth: Arc<Auth>,
+    /// The URL clients reach Berth at, if configured.
+    pub external_url: Option<String>,
+    /// Whether this server speaks TLS.
+    pub tls: bool,
     /// SHA-256 of the operator token, if one is configured (the token itself is not kept).
     token_sha256: Option<[u8; 32]>,
 }
 
 impl AdminState {
-    /// State over a job queue, with an optional operator token.
-    pub fn new(jobs: Arc<dyn JobQueue>, admin_token: Option<&str>) -> Self {
+    /// State over the services, with an optional operator token.
+    pub fn new(jobs: Arc<dyn JobQueue>, registry: Arc<Registry>, auth: Arc<Auth>, admin_token: Option<&str>) -> Self {
         AdminState {
             jobs,
+            registry,
+            auth,
+            external_url: None,
+            tls: false,
             token_sha256: admin_token.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into()),
         }
     }
 }
 
 /// An API error in Harbor's envelope.
-struct ApiError(StatusCode, &'static str, String);
+#[derive(Debug)]
+pub(crate) struct ApiError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "errors": [{ "code": self.1, "message": self.2 }] }))).into_response()
+        let mut r = (self.0, Json(json!({ "errors": [{ "code": self.1, "message": self.2 }] }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
+        }
+        r
     }
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+pub(crate) fn bad_request(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "BAD_REQUEST", m.into())
 }
 
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.token_sha256 else {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "the management API is disabled: set admin_token (BERTH_ADMIN_TOKEN)".into(),
-        ));
-    };
-    let given = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
-    match given {
-        Some(g) if constant_time_eq(&g, expected) => Ok(()),
-        _ => Err(ApiError(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a valid operator token is required".into())),
+pub(crate) fn not_found(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m.into())
+}
+
+pub(crate) fn forbidden(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, "FORBIDDEN", m.into())
+}
+
+pub(crate) fn unauthorized(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.into())
+}
+
+pub(crate) fn db_error(e: MetaError) -> ApiError {
+    match e {
+        MetaError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m),
+        e => {
+            tracing::error!(error = %e, "management API: metadata store failed");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+        }
     }
 }
 
-fn job_json(j: &JobRecord) -> serde_json::Value {
-    json!({
-        "id": j.id, "job_type": j.kind, "status": j.state.as_str(), "attempts": j.attempts,
-        "max_attempts": j.max_attempts, "last_error": j.last_error, "worker": j.lease_owner,
-        "dedup_key": j.dedup_key, "creation_time": j.created_at, "update_time": j.updated_at,
-        "finish_time": j.finished_at,
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        db_error(e)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NameUnknown(n) => not_found(format!("repository {n} not found")),
+            RegistryError::ManifestUnknown(r) => not_found(format!("artifact {r} not found")),
+            RegistryError::TagInvalid(m) => bad_request(m),
+            RegistryError::Meta(m) => db_error(m),
+            other => {
+                tracing::error!(error = %other, "management API: registry failed");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(m) => db_error(m),
+            AuthError::Locked { .. } => ApiError(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", e.to_string()),
+            other => unauthorized(other.to_string()),
+        }
+    }
+}
+
+/// Who is calling, and from where.
+pub(crate) struct Caller {
+    pub p: Principal,
+    pub ip: Option<String>,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
     })
 }
 
-fn db_error(e: berth_meta::MetaError) -> ApiError {
-    tracing::error!(error = %e, "management API: metadata store failed");
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+/// The name of the session cookie.
+pub(crate) const SESSION_COOKIE: &str = "berth_session";
+
+impl FromRequestParts<AdminState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AdminState) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        let h = &parts.headers;
+        let auth_header = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Some(v) = auth_header {
+            let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+            if scheme.eq_ignore_ascii_case("basic") {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+                let (u, pw) = decoded.split_once(':').ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+                let p = s.auth.login(u, pw, ip.as_deref()).await?;
+                return Ok(Caller { p, ip });
+            }
+            if scheme.eq_ignore_ascii_case("bearer") {
+                let given: [u8; 32] = Sha256::digest(rest.trim().as_bytes()).into();
+                return match &s.token_sha256 {
+                    Some(expected) if berth_auth::secret::ct_eq(&given, expected) => {
+                        Ok(Caller { p: Principal::Operator, ip })
+                    }
+                    Some(_) => Err(unauthorized("a valid operator token is required")),
+                    None => Err(unauthorized(
+                        "bearer tokens are not accepted here: no operator token (admin_token, BERTH_ADMIN_TOKEN) is \
+                         configured; use Basic credentials",
+                    )),
+                };
+            }
+            return Err(unauthorized(format!("unsupported authorization scheme {scheme:?}: use Basic")));
+        }
+        if let Some(c) = cookie(h, SESSION_COOKIE) {
+            let p = s.auth.session_principal(c).await.map_err(|_| unauthorized("the session has expired; log in again"))?;
+            let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+            if !safe && !(h.contains_key("x-harbor-csrf-token") || h.contains_key("x-berth-csrf")) {
+                return Err(forbidden(
+                    "changes made with a session cookie need the X-Harbor-CSRF-Token header (any value)",
+                ));
+            }
+            return Ok(Caller { p, ip });
+        }
+        Ok(Caller { p: Principal::Anonymous, ip })
+    }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    kind: Option<String>,
-    state: Option<String>,
-    limit: Option<i64>,
+impl Caller {
+    /// Fail unless authenticated.
+    pub fn authenticated(&self) -> Result<(), ApiError> {
+        if self.p.is_authenticated() { Ok(()) } else { Err(unauthorized("authentication required")) }
+    }
+
+    /// Fail unless a system administrator.
+    pub fn sysadmin(&self) -> Result<(), ApiError> {
+        self.authenticated()?;
+        if self.p.is_sysadmin() { Ok(()) } else { Err(forbidden("only system administrators may do this")) }
+    }
+
+    /// An audit entry by this caller.
+    pub fn audit(&self, s: &AdminState, operation: &str, resource_type: &str, resource: &str, project: Option<&str>) {
+        s.auth.audit().record(AuditRecord {
+            op_time: berth_auth::now_ms(),
+            username: self.p.name().to_owned(),
+            operation: operation.into(),
+            resource_type: resource_type.into(),
+            resource: resource.into(),
+            project: project.map(str::to_owned),
+            client_ip: self.ip.clone(),
+            result: "success".into(),
+            detail: None,
+            ..Default::default()
+        });
+    }
 }
 
-async fn list_jobs(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(v) => Some(v.parse::<JobState>().map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("unknown state {v:?}: use queued, running, succeeded, failed or cancelled"),
-            )
-        })?),
+/// Unix ms as Harbor's time strings.
+pub(crate) fn time(ms: i64) -> String {
+    berth_auth::rfc3339(ms)
+}
+
+/// A stable numeric id for things Berth keys by name (repositories, artifacts, tags).
+pub(crate) fn stable_id(parts: &[&str]) -> i64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    (u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) >> 12) as i64
+}
+
+/// `page` and `page_size` (default 10, at most 100) from a query.
+pub(crate) fn page_of(q: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let num = |k: &str, default: usize| -> Result<usize, ApiError> {
+        match q.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().map_err(|_| bad_request(format!("{k} must be a positive integer, not {v:?}"))),
+        }
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs = s.jobs.jobs(q.kind.as_deref().filter(|k| !k.is_empty()), state, limit).await.map_err(db_error)?;
-    let body: Vec<_> = jobs.iter().map(job_json).collect();
-    let mut resp = Json(body).into_response();
-    resp.headers_mut().insert("x-total-count", http::HeaderValue::from(jobs.len()));
-    Ok(resp)
+    let page = num("page", 1)?.max(1);
+    let size = num("page_size", 10)?;
+    if size == 0 || size > 100 {
+        return Err(bad_request("page_size must be between 1 and 100"));
+    }
+    Ok((page, size))
 }
 
-async fn get_job(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+/// One page of `items` with `X-Total-Count` and a `Link` header (`prev`/`next`), as Harbor sends them.
+pub(crate) fn paginate(
+    items: Vec<serde_json::Value>,
+    q: &HashMap<String, String>,
+    path: &str,
 ) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
-    match s.jobs.job(&id).await.map_err(db_error)? {
-        Some(j) => Ok(Json(job_json(&j)).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no job {id:?}"))),
-    }
+    let (page, size) = page_of(q)?;
+    let total = items.len();
+    let body: Vec<_> = items.into_iter().skip((page - 1) * size).take(size).collect();
+    Ok(with_page_headers(Json(body).into_response(), total, page, size, q, path))
 }
 
-#[derive(Deserialize)]
-struct JobAction {
-    action: String,
+/// Add `X-Total-Count` and `Link` for a page of a list of `total` entries.
+pub(crate) fn with_page_headers(
+    mut r: Response,
+    total: usize,
+    page: usize,
+    size: usize,
+    q: &HashMap<String, String>,
+    path: &str,
+) -> Response {
+    let mut rest: Vec<(String, String)> =
+        q.iter().filter(|(k, _)| *k != "page" && *k != "page_size").map(|(k, v)| (k.clone(), v.clone())).collect();
+    rest.sort();
+    let extra: String = rest.iter().map(|(k, v)| format!("&{}={}", enc(k), enc(v))).collect();
+    let link = |p: usize, rel: &str| format!("<{path}?page={p}&page_size={size}{extra}>; rel=\"{rel}\"");
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(link(page - 1, "prev"));
+    }
+    if page * size < total {
+        links.push(link(page + 1, "next"));
+    }
+    let h = r.headers_mut();
+    h.insert("x-total-count", HeaderValue::from(total));
+    if !links.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&links.join(" , "))
+    {
+        h.insert(header::LINK, v);
+    }
+    r
 }
 
-async fn act_on_job(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<JobAction>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
-    let Json(a) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
-    if a.action != "stop" {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            format!("unknown action {:?}: use \"stop\"", a.action),
-        ));
-    }
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    if s.jobs.cancel(&id, now).await.map_err(db_error)? {
-        return Ok(StatusCode::OK.into_response());
-    }
-    match s.jobs.job(&id).await.map_err(db_error)? {
-        Some(j) => Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("job {id} is already {}", j.state.as_str()))),
-        None => Err(ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no job {id:?}"))),
-    }
+pub(crate) fn enc(s: &str) -> String {
+    berth_auth::oidc::urlencode(s)
 }
 
-async fn queues(State(s): State<AdminState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
-    let queued = s.jobs.jobs(None, Some(JobState::Queued), 10_000).await.map_err(db_error)?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let mut by_kind: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
-    for j in &queued {
-        let e = by_kind.entry(j.kind.as_str()).or_insert((0, now));
-        e.0 += 1;
-        e.1 = e.1.min(j.created_at);
-    }
-    let body: Vec<_> = by_kind
-        .iter()
-        .map(|(k, (count, oldest))| json!({ "job_type": k, "count": count, "latency": (now - oldest).max(0) / 1000, "paused": false }))
-        .collect();
-    Ok(Json(body).into_response())
+/// Harbor's `q` query: `k=v,k2=~fuzzy` pairs. Returns `(key, value, fuzzy)`.
+pub(crate) fn q_terms(q: &HashMap<String, String>) -> Vec<(String, String, bool)> {
+    q.get("q")
+        .map(|v| {
+            v.split(',')
+                .filter_map(|t| {
+                    let (k, v) = t.split_once('=')?;
+                    let (v, fuzzy) = match v.strip_prefix('~') {
+                        Some(f) => (f, true),
+                        None => (v, false),
+                    };
+                    Some((k.trim().to_owned(), v.trim().to_owned(), fuzzy))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// The `/api/v2.0` routes.
+/// `201 Created` with a `Location`.
+pub(crate) fn created(location: &str) -> Response {
+    let mut r = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|e| bad_request(e.body_text()))
+}
+
+/// The `/api/v2.0` routes and the web login routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/api/v2.0/jobservice/queues", axum::routing::get(queues))
-        .route("/api/v2.0/jobservice/jobs", axum::routing::get(list_jobs))
-        .route("/api/v2.0/jobservice/jobs/{id}", axum::routing::get(get_job).put(act_on_job))
+        .merge(system::routes())
+        .merge(projects::routes())
+        .merge(repos::routes())
+        .merge(users::routes())
+        .merge(robots::routes())
+        .merge(web::routes())
         .with_state(state)
 }

@@ -76,8 +76,16 @@ pub struct RawConfig {
     pub log_level: Option<String>,
     /// `api`, `worker` or `all` (the default).
     pub role: Option<String>,
-    /// Operator token for the management API (`/api/v2.0`) until users and roles exist.
+    /// Operator token: a bearer token that acts as a system administrator (optional).
     pub admin_token: Option<String>,
+    /// Password of the `admin` account created on first start (else one is generated and printed).
+    pub admin_password: Option<String>,
+    /// The URL clients reach Berth at (for the token realm and OIDC); default: from the request.
+    pub external_url: Option<String>,
+    /// Access control.
+    pub auth: Option<RawAuth>,
+    /// OIDC login.
+    pub oidc: Option<RawOidc>,
     /// TLS.
     pub tls: Option<RawTls>,
     /// Request limits.
@@ -98,6 +106,52 @@ pub struct RawTls {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Service name tokens are bound to (default `berth`).
+    pub service: Option<String>,
+    /// Issuer name tokens carry (default `berth-token-issuer`).
+    pub issuer: Option<String>,
+    /// Access token lifetime (default 5m).
+    pub token_ttl: Option<NumOrString>,
+    /// Refresh token lifetime (default 30 days).
+    pub refresh_ttl: Option<NumOrString>,
+    /// Web session lifetime (default 8h).
+    pub session_ttl: Option<NumOrString>,
+    /// Create a private project when an authenticated user pushes into a missing one (default false).
+    pub create_projects_on_push: Option<BoolOrString>,
+    /// Who may create projects: `everyone` (default) or `adminonly`.
+    pub project_creation: Option<String>,
+    /// Failed logins before an account is locked (default 5).
+    pub login_max_failures: Option<NumOrString>,
+    /// How long a lock lasts (default 5m).
+    pub login_lockout: Option<NumOrString>,
+}
+
+/// `[oidc]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    /// Issuer URL; setting it enables OIDC login.
+    pub issuer: Option<String>,
+    /// Client id.
+    pub client_id: Option<String>,
+    /// Client secret.
+    pub client_secret: Option<String>,
+    /// Callback URL registered at the provider (default `<external_url>/c/oidc/callback`).
+    pub redirect_url: Option<String>,
+    /// Scopes (default `openid profile email`).
+    pub scope: Option<String>,
+    /// Claim with the user's groups (default `groups`).
+    pub groups_claim: Option<String>,
+    /// Claim used as the username (default `preferred_username`).
+    pub username_claim: Option<String>,
+    /// Members of this group become system administrators.
+    pub admin_group: Option<String>,
 }
 
 /// `[limits]`
@@ -303,6 +357,50 @@ pub enum MetadataConfig {
     },
 }
 
+/// Access control settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Service name (token audience).
+    pub service: String,
+    /// Token issuer name.
+    pub issuer: String,
+    /// Access token lifetime.
+    pub token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// Web session lifetime.
+    pub session_ttl: Duration,
+    /// Create projects on push.
+    pub create_projects_on_push: bool,
+    /// Only administrators create projects.
+    pub project_creation_admin_only: bool,
+    /// Failed logins before a lock.
+    pub login_max_failures: u32,
+    /// Lock duration.
+    pub login_lockout: Duration,
+}
+
+/// OIDC settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcSettings {
+    /// Issuer URL.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// Callback URL; `None`: derived from `external_url`.
+    pub redirect_url: Option<String>,
+    /// Scopes.
+    pub scope: String,
+    /// Groups claim.
+    pub groups_claim: String,
+    /// Username claim.
+    pub username_claim: String,
+    /// Administrators' group.
+    pub admin_group: Option<String>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -316,8 +414,16 @@ pub struct Config {
     pub log_level: String,
     /// What this process does.
     pub role: Role,
-    /// Operator token for the management API; `None` disables it.
+    /// Operator token (acts as a system administrator); `None` disables it.
     pub admin_token: Option<Secret>,
+    /// Password for the `admin` account created on first start.
+    pub admin_password: Option<Secret>,
+    /// The URL clients reach Berth at, without a trailing `/`.
+    pub external_url: Option<String>,
+    /// Access control.
+    pub auth: AuthSettings,
+    /// OIDC login, when configured.
+    pub oidc: Option<OidcSettings>,
     /// Redirect blob GETs to presigned URLs valid this long (S3 only).
     pub blob_redirect_ttl: Option<Duration>,
     /// TLS, when both files are given.
@@ -342,6 +448,25 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_LOG_LEVEL", None, "log_level"),
     ("BERTH_ROLE", None, "role"),
     ("BERTH_ADMIN_TOKEN", None, "admin_token"),
+    ("BERTH_ADMIN_PASSWORD", None, "admin_password"),
+    ("BERTH_EXTERNAL_URL", None, "external_url"),
+    ("BERTH_AUTH_SERVICE", Some("auth"), "service"),
+    ("BERTH_AUTH_ISSUER", Some("auth"), "issuer"),
+    ("BERTH_AUTH_TOKEN_TTL", Some("auth"), "token_ttl"),
+    ("BERTH_AUTH_REFRESH_TTL", Some("auth"), "refresh_ttl"),
+    ("BERTH_AUTH_SESSION_TTL", Some("auth"), "session_ttl"),
+    ("BERTH_AUTH_CREATE_PROJECTS_ON_PUSH", Some("auth"), "create_projects_on_push"),
+    ("BERTH_AUTH_PROJECT_CREATION", Some("auth"), "project_creation"),
+    ("BERTH_AUTH_LOGIN_MAX_FAILURES", Some("auth"), "login_max_failures"),
+    ("BERTH_AUTH_LOGIN_LOCKOUT", Some("auth"), "login_lockout"),
+    ("BERTH_OIDC_ISSUER", Some("oidc"), "issuer"),
+    ("BERTH_OIDC_CLIENT_ID", Some("oidc"), "client_id"),
+    ("BERTH_OIDC_CLIENT_SECRET", Some("oidc"), "client_secret"),
+    ("BERTH_OIDC_REDIRECT_URL", Some("oidc"), "redirect_url"),
+    ("BERTH_OIDC_SCOPE", Some("oidc"), "scope"),
+    ("BERTH_OIDC_GROUPS_CLAIM", Some("oidc"), "groups_claim"),
+    ("BERTH_OIDC_USERNAME_CLAIM", Some("oidc"), "username_claim"),
+    ("BERTH_OIDC_ADMIN_GROUP", Some("oidc"), "admin_group"),
     ("BERTH_TLS_CERT", Some("tls"), "cert"),
     ("BERTH_TLS_KEY", Some("tls"), "key"),
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
@@ -448,6 +573,75 @@ fn s3_config(raw: &RawStorage) -> Result<StorageConfig, ConfigError> {
         secret_access_key: raw.secret_access_key.clone().map(Secret::new),
         path_style,
         part_size,
+    }))
+}
+
+fn auth_settings(a: RawAuth) -> Result<AuthSettings, ConfigError> {
+    let dur = |key: &'static str, v: &Option<NumOrString>, default: u64| match v {
+        Some(v) => parse_duration(key, v),
+        None => Ok(Duration::from_secs(default)),
+    };
+    let token_ttl = dur("auth.token_ttl", &a.token_ttl, 300)?;
+    if token_ttl.is_zero() {
+        return Err(ConfigError::Invalid { key: "auth.token_ttl", message: "must be positive".into() });
+    }
+    let project_creation_admin_only = match a.project_creation.as_deref().unwrap_or("everyone") {
+        "everyone" => false,
+        "adminonly" => true,
+        other => {
+            return Err(ConfigError::Invalid {
+                key: "auth.project_creation",
+                message: format!("{other:?}: use \"everyone\" or \"adminonly\""),
+            });
+        }
+    };
+    Ok(AuthSettings {
+        service: a.service.unwrap_or_else(|| "berth".into()),
+        issuer: a.issuer.unwrap_or_else(|| "berth-token-issuer".into()),
+        token_ttl,
+        refresh_ttl: dur("auth.refresh_ttl", &a.refresh_ttl, 30 * 24 * 3600)?,
+        session_ttl: dur("auth.session_ttl", &a.session_ttl, 8 * 3600)?,
+        create_projects_on_push: match &a.create_projects_on_push {
+            Some(v) => parse_bool("auth.create_projects_on_push", v)?,
+            None => false,
+        },
+        project_creation_admin_only,
+        login_max_failures: match &a.login_max_failures {
+            Some(v) => parse_size("auth.login_max_failures", v)?.max(1) as u32,
+            None => 5,
+        },
+        login_lockout: dur("auth.login_lockout", &a.login_lockout, 300)?,
+    })
+}
+
+fn oidc_settings(o: RawOidc, external_url: Option<&str>) -> Result<Option<OidcSettings>, ConfigError> {
+    let Some(issuer) = o.issuer.filter(|i| !i.is_empty()) else {
+        if o.client_id.is_some() || o.client_secret.is_some() {
+            return Err(ConfigError::Invalid { key: "oidc.issuer", message: "OIDC needs an issuer URL".into() });
+        }
+        return Ok(None);
+    };
+    let need = |key: &'static str, v: Option<String>| {
+        v.filter(|s| !s.is_empty())
+            .ok_or(ConfigError::Invalid { key, message: "is required when oidc.issuer is set".into() })
+    };
+    let client_id = need("oidc.client_id", o.client_id)?;
+    let client_secret = Secret::new(need("oidc.client_secret", o.client_secret)?);
+    if o.redirect_url.is_none() && external_url.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "oidc.redirect_url",
+            message: "set oidc.redirect_url or external_url, so the provider can send users back".into(),
+        });
+    }
+    Ok(Some(OidcSettings {
+        issuer,
+        client_id,
+        client_secret,
+        redirect_url: o.redirect_url,
+        scope: o.scope.unwrap_or_else(|| "openid profile email".into()),
+        groups_claim: o.groups_claim.unwrap_or_else(|| "groups".into()),
+        username_claim: o.username_claim.unwrap_or_else(|| "preferred_username".into()),
+        admin_group: o.admin_group.filter(|g| !g.is_empty()),
     }))
 }
 
@@ -612,7 +806,23 @@ impl Config {
                 });
             }
         };
+        let external_url = match raw.external_url.filter(|u| !u.is_empty()) {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.trim_end_matches('/').to_owned()),
+            Some(u) => {
+                return Err(ConfigError::Invalid {
+                    key: "external_url",
+                    message: format!("{u:?} must start with http:// or https://"),
+                });
+            }
+            None => None,
+        };
+        let auth = auth_settings(raw.auth.unwrap_or_default())?;
+        let oidc = oidc_settings(raw.oidc.unwrap_or_default(), external_url.as_deref())?;
         Ok(Config {
+            admin_password: raw.admin_password.filter(|p| !p.is_empty()).map(Secret::new),
+            external_url,
+            auth,
+            oidc,
             listen,
             data_dir,
             log_format,

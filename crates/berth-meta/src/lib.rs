@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 pub mod conformance;
 mod jobs;
 mod schema;
@@ -30,6 +31,10 @@ mod sql;
 
 use berth_types::{Digest, RepoName, Tag};
 
+pub use access::{
+    AccessStore, AuditQuery, AuditRecord, MemberEntity, MemberRecord, NewUser, ProjectRecord, RobotRecord,
+    SigningKeyRecord, UserRecord,
+};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
 pub use sql::SqlMetaStore;
 
@@ -42,6 +47,37 @@ pub enum MetaError {
     /// A stored value could not be read back (corruption or a newer schema).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// A unique name is already taken.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A repository with the figures the management API shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSummary {
+    /// Full name.
+    pub name: String,
+    /// First content (Unix ms).
+    pub created_at: i64,
+    /// Latest manifest push or tag change (Unix ms).
+    pub updated_at: i64,
+    /// Manifests in it.
+    pub artifact_count: i64,
+    /// Manifest pulls counted so far.
+    pub pull_count: i64,
+}
+
+/// A manifest of a repository with its tags, children and total size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRow {
+    /// The manifest.
+    pub record: ManifestRecord,
+    /// `(tag, updated_at)` pairs pointing at it.
+    pub tags: Vec<(String, i64)>,
+    /// Child manifests (of an index).
+    pub children: Vec<Digest>,
+    /// Manifest bytes plus the blobs it references.
+    pub total_size: i64,
 }
 
 /// What kind of reference a manifest holds to another object.
@@ -133,6 +169,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
     /// Delete a manifest and every tag pointing at it; returns whether it existed.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Point `tag` at the manifest `digest` of `repo`; returns false if there is no such manifest.
+    async fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, now: i64) -> Result<bool, MetaError>;
     /// Delete one tag; returns whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
     /// Up to `n` tags after `last`, in lexical order.
@@ -148,6 +186,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
     /// Up to `n` repository names after `last`, in lexical order.
     async fn list_repos(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
+    /// Repositories of a project (named `project` or `project/…`), by name, with their figures.
+    async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError>;
+    /// Every manifest of `repo`, newest first, with tags, children and sizes.
+    async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError>;
+    /// Delete a repository: its manifests, tags, blob links and record; returns whether it existed.
+    async fn delete_repo(&self, repo: &RepoName) -> Result<bool, MetaError>;
 
     /// Record a new upload session.
     async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError>;

@@ -5,7 +5,9 @@
 //!
 //! Placeholders filled per backend: `{BYTES}` (SQLite `BLOB`, PostgreSQL `BYTEA`) and `{NAME}`
 //! (a text column compared and sorted byte-wise: SQLite `TEXT`, PostgreSQL `TEXT COLLATE "C"`),
-//! so tag and repository listings have the same lexical order everywhere.
+//! so tag and repository listings have the same lexical order everywhere. `{SERIAL}` is an
+//! auto-incrementing 64-bit primary key (SQLite `INTEGER PRIMARY KEY AUTOINCREMENT`,
+//! PostgreSQL `BIGSERIAL PRIMARY KEY`).
 
 /// `(version, statements)`, applied in order.
 pub const MIGRATIONS: &[(i64, &[&str])] = &[
@@ -43,6 +45,37 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX jobs_claim ON jobs (kind, state, run_after)",
             "CREATE UNIQUE INDEX jobs_dedup ON jobs (dedup_key)
             WHERE dedup_key IS NOT NULL AND state IN ('queued', 'running')",
+        ],
+    ),
+    (
+        3,
+        &[
+            "CREATE TABLE users (id {SERIAL}, username {NAME} NOT NULL UNIQUE, email TEXT NOT NULL,
+            realname TEXT NOT NULL, comment TEXT NOT NULL, password_hash TEXT, sysadmin BIGINT NOT NULL,
+            cli_secret_hash TEXT, cli_secret_at BIGINT, oidc_subject TEXT UNIQUE, groups TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE projects (id {SERIAL}, name {NAME} NOT NULL UNIQUE, owner_id BIGINT NOT NULL,
+            public BIGINT NOT NULL, metadata TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE project_members (id {SERIAL}, project_id BIGINT NOT NULL, entity_type TEXT NOT NULL,
+            user_id BIGINT, group_name TEXT, role_id BIGINT NOT NULL, created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+            "CREATE UNIQUE INDEX project_members_user ON project_members (project_id, user_id)
+            WHERE user_id IS NOT NULL",
+            "CREATE UNIQUE INDEX project_members_group ON project_members (project_id, group_name)
+            WHERE group_name IS NOT NULL",
+            "CREATE TABLE robots (id {SERIAL}, name {NAME} NOT NULL UNIQUE, description TEXT NOT NULL,
+            project_id BIGINT, secret_hash TEXT NOT NULL, disabled BIGINT NOT NULL, duration BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL, permissions TEXT NOT NULL, creator TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE repo_policies (repo {NAME} PRIMARY KEY, document TEXT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE audit_log (id {SERIAL}, op_time BIGINT NOT NULL, username TEXT NOT NULL,
+            operation TEXT NOT NULL, resource_type TEXT NOT NULL, resource TEXT NOT NULL, project TEXT,
+            client_ip TEXT, result TEXT NOT NULL, detail TEXT)",
+            "CREATE INDEX audit_log_time ON audit_log (op_time)",
+            "CREATE INDEX audit_log_project ON audit_log (project, op_time)",
+            "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, private_key {BYTES} NOT NULL,
+            created_at BIGINT NOT NULL, retired_at BIGINT)",
+            "ALTER TABLE repositories ADD COLUMN pull_count BIGINT NOT NULL DEFAULT 0",
         ],
     ),
 ];

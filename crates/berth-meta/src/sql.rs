@@ -9,7 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ManifestRecord, MetaError, MetaStore, RefKind, UploadRecord, schema::MIGRATIONS};
+use crate::{ArtifactRow, ManifestRecord, MetaError, MetaStore, RefKind, RepoSummary, UploadRecord, schema::MIGRATIONS};
 
 /// Which database is behind the pool (for the few DDL differences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +119,11 @@ impl SqlMetaStore {
     }
 
     fn ddl(&self, stmt: &str) -> String {
-        let (bytes, name) = match self.backend {
-            Backend::Sqlite => ("BLOB", "TEXT"),
-            Backend::Postgres => ("BYTEA", "TEXT COLLATE \"C\""),
+        let (bytes, name, serial) = match self.backend {
+            Backend::Sqlite => ("BLOB", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+            Backend::Postgres => ("BYTEA", "TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY"),
         };
-        stmt.replace("{BYTES}", bytes).replace("{NAME}", name)
+        stmt.replace("{BYTES}", bytes).replace("{NAME}", name).replace("{SERIAL}", serial)
     }
 
     /// Apply migrations not yet applied. Safe to run from several processes at once on
@@ -446,6 +446,22 @@ impl MetaStore for SqlMetaStore {
         Ok(n > 0)
     }
 
+    async fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, now: i64) -> Result<bool, MetaError> {
+        let n = sqlx::query(
+            "INSERT INTO tags (repo, name, digest, updated_at)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo = $1 AND digest = $3)
+             ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(digest.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
         let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
@@ -505,6 +521,100 @@ impl MetaStore for SqlMetaStore {
             .bind(n)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError> {
+        // `project` itself, and names in the byte range [project/, project0) (`0` follows `/`).
+        let rows = sqlx::query(
+            "SELECT r.name, r.created_at, r.pull_count,
+                (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
+                (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
+                (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
+             FROM repositories r WHERE r.name = $1 OR (r.name >= $2 AND r.name < $3) ORDER BY r.name",
+        )
+        .bind(project)
+        .bind(format!("{project}/"))
+        .bind(format!("{project}0"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let created: i64 = r.try_get("created_at")?;
+                let pushed: Option<i64> = r.try_get("pushed")?;
+                let tagged: Option<i64> = r.try_get("tagged")?;
+                Ok(RepoSummary {
+                    name: r.try_get("name")?,
+                    created_at: created,
+                    updated_at: created.max(pushed.unwrap_or(0)).max(tagged.unwrap_or(0)),
+                    artifact_count: r.try_get("artifacts")?,
+                    pull_count: r.try_get("pull_count")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 ORDER BY m.created_at DESC, m.digest"
+        ))
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<ArtifactRow> = Vec::with_capacity(rows.len());
+        let mut index = std::collections::HashMap::new();
+        for r in &rows {
+            let record = manifest_from_row(r)?;
+            index.insert(record.digest.to_string(), out.len());
+            let total_size = record.size;
+            out.push(ArtifactRow { record, tags: Vec::new(), children: Vec::new(), total_size });
+        }
+        let tags = sqlx::query("SELECT name, digest, updated_at FROM tags WHERE repo = $1 ORDER BY name")
+            .bind(repo.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        for t in &tags {
+            let d: String = t.try_get("digest")?;
+            if let Some(&i) = index.get(&d) {
+                out[i].tags.push((t.try_get("name")?, t.try_get("updated_at")?));
+            }
+        }
+        let refs = sqlx::query(
+            "SELECT r.digest, r.child, r.kind, b.size FROM manifest_refs r LEFT JOIN blobs b ON b.digest = r.child
+             WHERE r.repo = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &refs {
+            let d: String = r.try_get("digest")?;
+            let Some(&i) = index.get(&d) else { continue };
+            let kind: String = r.try_get("kind")?;
+            if kind == "manifest" {
+                out[i].children.push(parse(r.try_get("child")?)?);
+            } else {
+                out[i].total_size += r.try_get::<Option<i64>, _>("size")?.unwrap_or(0);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_repo(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        for q in [
+            "DELETE FROM tags WHERE repo = $1",
+            "DELETE FROM manifest_refs WHERE repo = $1",
+            "DELETE FROM manifests WHERE repo = $1",
+            "DELETE FROM repo_blobs WHERE repo = $1",
+        ] {
+            sqlx::query(q).bind(repo.as_str()).execute(&mut *tx).await?;
+        }
+        let n = sqlx::query("DELETE FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError> {

@@ -44,6 +44,31 @@ pub enum OciError {
     /// A handler panicked.
     #[error("internal panic: {0}")]
     Panic(String),
+    /// Credentials are missing or were refused; `challenge` is the `WWW-Authenticate` value.
+    #[error("{message}")]
+    Unauthorized {
+        /// Why.
+        message: String,
+        /// The challenge telling the client where to get a token.
+        challenge: String,
+    },
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Denied(String),
+    /// The repository's project does not exist.
+    #[error("project {0:?} does not exist; create it first (berth project create {0})")]
+    ProjectUnknown(String),
+    /// Too many failed logins.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Why.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
+    /// The access layer failed (database).
+    #[error("authorization failed: {0}")]
+    Auth(String),
 }
 
 /// Extension carrying the real cause of a 5xx to the logging middleware.
@@ -103,7 +128,11 @@ impl OciError {
             OciError::Unsupported(_) | OciError::MethodNotAllowed | OciError::NotFound => "UNSUPPORTED",
             OciError::BadRequest(_) => "BLOB_UPLOAD_INVALID",
             OciError::TooLarge(_) => "SIZE_INVALID",
-            OciError::Panic(_) => "UNKNOWN",
+            OciError::Panic(_) | OciError::Auth(_) => "UNKNOWN",
+            OciError::Unauthorized { .. } => "UNAUTHORIZED",
+            OciError::Denied(_) => "DENIED",
+            OciError::ProjectUnknown(_) => "NAME_UNKNOWN",
+            OciError::TooManyRequests { .. } => "TOOMANYREQUESTS",
         }
     }
 
@@ -135,7 +164,11 @@ impl OciError {
             OciError::NotFound => StatusCode::NOT_FOUND,
             OciError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             OciError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            OciError::Panic(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OciError::Panic(_) | OciError::Auth(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OciError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            OciError::Denied(_) => StatusCode::FORBIDDEN,
+            OciError::ProjectUnknown(_) => StatusCode::NOT_FOUND,
+            OciError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -175,6 +208,17 @@ impl IntoResponse for OciError {
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        match &self {
+            OciError::Unauthorized { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            OciError::TooManyRequests { retry_after, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            }
+            _ => {}
         }
         if status.is_server_error() {
             resp.extensions_mut().insert(InternalError(format!("{self:?}")));

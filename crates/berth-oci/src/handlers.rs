@@ -31,6 +31,7 @@ fn body_stream(body: Body) -> ByteStream {
 /// Dispatch a parsed route by method.
 pub async fn dispatch(
     state: &AppState,
+    who: &berth_auth::Principal,
     route: Route,
     method: &Method,
     uri: &http::Uri,
@@ -41,7 +42,7 @@ pub async fn dispatch(
     let q = query(uri);
     match (route, method) {
         (Route::Base, &M::GET | &M::HEAD) => Ok(axum::Json(json!({})).into_response()),
-        (Route::Catalog, &M::GET) => catalog(state, &q).await,
+        (Route::Catalog, &M::GET) => catalog(state, who, &q).await,
         (Route::Tags(repo), &M::GET) => tags(state, &repo, &q).await,
         (Route::Manifest(repo, r), &M::GET) => manifest_get(state, &repo, &r, true).await,
         (Route::Manifest(repo, r), &M::HEAD) => manifest_get(state, &repo, &r, false).await,
@@ -56,7 +57,7 @@ pub async fn dispatch(
             state.registry.blob_delete(&repo, &d).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
-        (Route::UploadStart(repo), &M::POST) => upload_start(state, &repo, &q, headers, body).await,
+        (Route::UploadStart(repo), &M::POST) => upload_start(state, who, &repo, &q, headers, body).await,
         (Route::Upload(repo, id), &M::GET) => {
             let size = state.registry.upload_status(&repo, &id).await?;
             Ok(upload_accepted(StatusCode::NO_CONTENT, &repo, &id, size))
@@ -171,6 +172,7 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
 
 async fn upload_start(
     state: &AppState,
+    who: &berth_auth::Principal,
     repo: &RepoName,
     q: &[(String, String)],
     headers: &HeaderMap,
@@ -183,7 +185,22 @@ async fn upload_start(
             Some(f) => Some(f.parse::<RepoName>()?),
             None => None,
         };
-        if state.registry.mount(repo, &digest, from.as_ref()).await?.is_some() {
+        // Mounting copies access: only from a repository the caller may pull, and without
+        // `from` (any repository holding the digest) only for system administrators.
+        let may_mount = match &from {
+            Some(f) => state
+                .auth
+                .authorize_repo(
+                    who,
+                    f.as_str(),
+                    berth_auth::rbac::Perm::Pull,
+                    berth_auth::policy::EcrAction::GetDownloadUrlForLayer,
+                )
+                .await
+                .is_ok(),
+            None => who.is_sysadmin(),
+        };
+        if may_mount && state.registry.mount(repo, &digest, from.as_ref()).await?.is_some() {
             return Ok(blob_created(repo, &digest));
         }
         // Not mountable: fall through to an ordinary upload session (202), as the spec says.
@@ -353,9 +370,26 @@ async fn tags(state: &AppState, repo: &RepoName, q: &[(String, String)]) -> Resu
     Ok(with_next_link(resp, &format!("/v2/{repo}/tags/list"), page, &tags, more))
 }
 
-async fn catalog(state: &AppState, q: &[(String, String)]) -> Result<Response> {
+async fn catalog(state: &AppState, who: &berth_auth::Principal, q: &[(String, String)]) -> Result<Response> {
     let (last, n) = pagination(q)?;
-    let (repos, more) = state.registry.catalog(last.as_deref(), n).await?;
+    let (mut repos, more) = state.registry.catalog(last.as_deref(), n).await?;
+    let everything = who.is_sysadmin()
+        || matches!(who, berth_auth::Principal::Token(c) if c.access.iter().any(|a| a.kind == "registry" && a.name == "catalog"));
+    if !everything {
+        // Only what the caller may pull (a page may then hold fewer than n; Link still leads on).
+        let mut visible = Vec::with_capacity(repos.len());
+        for r in repos {
+            let ok = state
+                .auth
+                .authorize_repo(who, &r, berth_auth::rbac::Perm::Pull, berth_auth::policy::EcrAction::ListImages)
+                .await
+                .is_ok();
+            if ok {
+                visible.push(r);
+            }
+        }
+        repos = visible;
+    }
     let page = n.unwrap_or(berth_registry::MAX_PAGE).min(berth_registry::MAX_PAGE);
     let resp = axum::Json(json!({ "repositories": repos })).into_response();
     Ok(with_next_link(resp, "/v2/_catalog", page, &repos, more))

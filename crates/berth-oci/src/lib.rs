@@ -5,14 +5,18 @@
 //! Requests are parsed once into a typed [`route::Route`]; handlers call
 //! [`berth_registry::Registry`] and errors are mapped to OCI codes in [`error`] alone.
 //!
+//! Every `/v2` request is authenticated and authorized (module `auth`) before its handler
+//! runs; `/service/token` is the Docker token service.
+//!
 //! ```no_run
-//! # async fn f(registry: std::sync::Arc<berth_registry::Registry>) {
-//! let app = berth_oci::router(berth_oci::AppState::new(registry));
+//! # async fn f(registry: std::sync::Arc<berth_registry::Registry>, auth: std::sync::Arc<berth_auth::Auth>) {
+//! let app = berth_oci::router(berth_oci::AppState::new(registry, auth));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # }
 //! ```
 
+mod auth;
 pub mod error;
 mod handlers;
 pub mod metrics;
@@ -38,14 +42,44 @@ use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 pub struct AppState {
     /// The registry service.
     pub registry: Arc<Registry>,
+    /// The access service.
+    pub auth: Arc<berth_auth::Auth>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The URL clients reach Berth at (for token realms), if configured.
+    pub external_url: Option<String>,
+    /// Whether this server speaks TLS (for realms derived from `Host`).
+    pub tls: bool,
+    /// SHA-256 of the operator token, if one is configured.
+    operator_token: Option<[u8; 32]>,
 }
 
 impl AppState {
-    /// State around a registry, with fresh metrics.
-    pub fn new(registry: Arc<Registry>) -> Self {
-        AppState { registry, metrics: Arc::new(Metrics::default()) }
+    /// State around a registry and an access service, with fresh metrics.
+    pub fn new(registry: Arc<Registry>, auth: Arc<berth_auth::Auth>) -> Self {
+        AppState {
+            registry,
+            auth,
+            metrics: Arc::new(Metrics::default()),
+            external_url: None,
+            tls: false,
+            operator_token: None,
+        }
+    }
+
+    /// Accept `token` as a bearer credential of a system administrator (the operator token).
+    pub fn with_operator_token(mut self, token: Option<&str>) -> Self {
+        use sha2::Digest as _;
+        self.operator_token = token.filter(|t| !t.is_empty()).map(|t| sha2::Sha256::digest(t.as_bytes()).into());
+        self
+    }
+
+    /// Is `token` the operator token? (Constant time.)
+    pub fn operator_token_matches(&self, token: &str) -> bool {
+        use sha2::Digest as _;
+        let Some(expected) = &self.operator_token else { return false };
+        let given: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        berth_auth::secret::ct_eq(&given, expected)
     }
 
     fn metrics_bytes_in(&self, route: &str, n: u64) {
@@ -112,6 +146,7 @@ pub(crate) fn query(uri: &http::Uri) -> Vec<(String, String)> {
 
 async fn v2(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let ip = auth::client_ip(&parts.extensions);
     let has_body = parts.headers.get(http::header::TRANSFER_ENCODING).is_some()
         || parts
             .headers
@@ -120,7 +155,17 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n > 0);
     let result = match route::parse(parts.uri.path()) {
-        Ok(r) => handlers::dispatch(&state, r, &parts.method, &parts.uri, &parts.headers, body).await,
+        Ok(r) => match auth::check(&state, &r, &parts.method, &parts.headers, ip.as_deref()).await {
+            Ok(who) => {
+                let audit = (r.clone(), who.clone());
+                let out = handlers::dispatch(&state, &who, r, &parts.method, &parts.uri, &parts.headers, body).await;
+                if let Ok(resp) = &out {
+                    audit_request(&state, &audit.0, &audit.1, &parts.method, resp.status(), ip);
+                }
+                out
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(OciError::from(e)),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
@@ -132,6 +177,54 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Audit pulls, pushes and deletes that succeeded.
+fn audit_request(
+    state: &AppState,
+    route: &route::Route,
+    who: &berth_auth::Principal,
+    method: &http::Method,
+    status: StatusCode,
+    ip: Option<String>,
+) {
+    use route::Route;
+    let (operation, resource_type, resource, repo) = match (route, method) {
+        (Route::Manifest(repo, r), &http::Method::GET) if status == StatusCode::OK => {
+            state.auth.audit().pulled(repo.as_str());
+            ("pull", "artifact", reference_text(repo, r), repo)
+        }
+        (Route::Manifest(repo, r), &http::Method::PUT) if status == StatusCode::CREATED => {
+            ("push", "artifact", reference_text(repo, r), repo)
+        }
+        (Route::Manifest(repo, r), &http::Method::DELETE) if status == StatusCode::ACCEPTED => {
+            let kind = if matches!(r, berth_types::Reference::Tag(_)) { "tag" } else { "artifact" };
+            ("delete", kind, reference_text(repo, r), repo)
+        }
+        (Route::Blob(repo, d), &http::Method::DELETE) if status == StatusCode::ACCEPTED => {
+            ("delete", "blob", format!("{repo}@{d}"), repo)
+        }
+        _ => return,
+    };
+    state.auth.audit().record(berth_meta::AuditRecord {
+        op_time: berth_auth::now_ms(),
+        username: who.name().to_owned(),
+        operation: operation.into(),
+        resource_type: resource_type.into(),
+        resource,
+        project: Some(berth_auth::project_of(repo.as_str()).to_owned()),
+        client_ip: ip,
+        result: "success".into(),
+        detail: None,
+        ..Default::default()
+    });
+}
+
+fn reference_text(repo: &berth_types::RepoName, r: &berth_types::Reference) -> String {
+    match r {
+        berth_types::Reference::Tag(t) => format!("{repo}:{t}"),
+        berth_types::Reference::Digest(d) => format!("{repo}@{d}"),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -176,7 +269,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
     } else {
         (
             match path {
-                "/healthz" | "/readyz" | "/metrics" => path_static(path),
+                "/healthz" | "/readyz" | "/metrics" | "/service/token" => path_static(path),
                 p if p.starts_with("/api/v2.0/") => "/api/v2.0",
                 _ => "(other)",
             },
@@ -221,6 +314,7 @@ fn path_static(p: &str) -> &'static str {
     match p {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
+        "/service/token" => "/service/token",
         _ => "/metrics",
     }
 }
@@ -260,6 +354,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/v2", axum::routing::any(v2))
         .route("/v2/", axum::routing::any(v2))
         .route("/v2/{*rest}", axum::routing::any(v2))
+        .route("/service/token", axum::routing::get(auth::token_get).post(auth::token_post))
         .with_state(state.clone())
         .merge(extra)
         .fallback(|| async { OciError::NotFound.into_response() })

@@ -231,41 +231,32 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<ManifestRecord>, RegistryError> {
-        let Some(cache) = &self.records else {
-            return Ok(match reference {
+        let fetch = async {
+            Ok::<_, RegistryError>(match reference {
                 Reference::Digest(d) => self.meta.get_manifest(repo, d).await?,
                 Reference::Tag(t) => self.meta.get_tagged_manifest(repo, t).await?,
-            });
+            })
         };
+        let Some(cache) = &self.records else { return fetch.await };
         let generation = cache.generation();
-        match reference {
-            Reference::Digest(d) => {
-                let key = (repo.clone(), d.clone());
-                if let Some(r) = cache.by_digest.get(&key) {
-                    return Ok(Some(r));
-                }
-                let r = self.meta.get_manifest(repo, d).await?;
-                if let Some(rec) = &r
-                    && cache.generation() == generation
-                {
-                    cache.by_digest.insert(key, rec.clone());
-                }
-                Ok(r)
-            }
-            Reference::Tag(t) => {
-                let key = (repo.clone(), t.clone());
-                if let Some(r) = cache.by_tag.get(&key) {
-                    return Ok(Some(r));
-                }
-                let r = self.meta.get_tagged_manifest(repo, t).await?;
-                if let Some(rec) = &r
-                    && cache.generation() == generation
-                {
-                    cache.by_tag.insert(key, rec.clone());
-                }
-                Ok(r)
+        let hit = match reference {
+            Reference::Digest(d) => cache.by_digest.get(&(repo.clone(), d.clone())),
+            Reference::Tag(t) => cache.by_tag.get(&(repo.clone(), t.clone())),
+        };
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let found = fetch.await?;
+        // Store only if no write committed while we read (see `RecordCache`).
+        if let Some(rec) = &found
+            && cache.generation() == generation
+        {
+            match reference {
+                Reference::Digest(d) => cache.by_digest.insert((repo.clone(), d.clone()), rec.clone()),
+                Reference::Tag(t) => cache.by_tag.insert((repo.clone(), t.clone()), rec.clone()),
             }
         }
+        Ok(found)
     }
 
     /// After a committed change to tags or manifests of `repo`: drop affected cache entries.
@@ -314,6 +305,29 @@ impl Registry {
             }
         };
         if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(reference.to_string())) }
+    }
+
+    /// Point `tag` at the existing manifest `digest`.
+    pub async fn tag_create(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), RegistryError> {
+        let found = self.meta.put_tag(repo, tag, digest, now_ms()).await?;
+        self.invalidate(repo, std::slice::from_ref(tag), None, false);
+        if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(digest.to_string())) }
+    }
+
+    /// Every manifest of `repo` with its tags, children and total size, newest first.
+    pub async fn artifacts(&self, repo: &RepoName) -> Result<Vec<berth_meta::ArtifactRow>, RegistryError> {
+        Ok(self.meta.repo_artifacts(repo).await?)
+    }
+
+    /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.
+    pub async fn repository_delete(&self, repo: &RepoName) -> Result<(), RegistryError> {
+        let found = self.meta.delete_repo(repo).await?;
+        if let Some(cache) = &self.records {
+            cache.bump();
+            cache.by_tag.clear();
+            cache.by_digest.clear();
+        }
+        if found { Ok(()) } else { Err(RegistryError::NameUnknown(repo.clone())) }
     }
 
     /// Up to `n` tags after `last`; the bool says whether more may follow.

@@ -13,6 +13,7 @@ use berth_meta::{MetaStore, SqlMetaStore};
 use berth_registry::{Registry, RegistryOptions};
 use tracing::info;
 
+pub mod cli;
 mod jobs;
 
 /// A running server.
@@ -70,6 +71,46 @@ pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
     Ok(open_all(cfg).await?.0)
 }
 
+/// The access service's settings from the configuration.
+pub fn auth_config(cfg: &Config) -> berth_auth::AuthConfig {
+    let a = &cfg.auth;
+    berth_auth::AuthConfig {
+        service: a.service.clone(),
+        issuer: a.issuer.clone(),
+        token_ttl: a.token_ttl,
+        refresh_ttl: a.refresh_ttl,
+        session_ttl: a.session_ttl,
+        create_projects_on_push: a.create_projects_on_push,
+        project_creation_admin_only: a.project_creation_admin_only,
+        login_max_failures: a.login_max_failures,
+        login_lockout: a.login_lockout,
+        ..Default::default()
+    }
+}
+
+/// Open the access service over the metadata store, with OIDC when configured.
+pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<Arc<berth_auth::Auth>> {
+    let mut auth = berth_auth::Auth::open(sql, auth_config(cfg)).await.context("opening the access service")?;
+    if let Some(o) = &cfg.oidc {
+        let redirect_url = o
+            .redirect_url
+            .clone()
+            .or_else(|| cfg.external_url.as_ref().map(|u| format!("{u}/c/oidc/callback")))
+            .unwrap_or_default();
+        auth = auth.with_oidc(berth_auth::oidc::OidcConfig {
+            issuer: o.issuer.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.expose().to_owned(),
+            redirect_url,
+            scope: o.scope.clone(),
+            groups_claim: o.groups_claim.clone(),
+            username_claim: o.username_claim.clone(),
+            admin_group: o.admin_group.clone(),
+        });
+    }
+    Ok(Arc::new(auth))
+}
+
 async fn open_all(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Arc<SqlMetaStore>)> {
     let blobs: Arc<dyn BlobStore> = match &cfg.storage {
         StorageConfig::Filesystem { path } => Arc::new(
@@ -124,17 +165,32 @@ fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerCon
 /// Bind, start serving, and start the upload-expiry sweeper. Returns once listening.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let (registry, sql) = open_all(cfg).await?;
-    let state = berth_oci::AppState::new(registry.clone());
-    let admin = berth_admin::router(berth_admin::AdminState::new(
-        sql.clone(),
-        cfg.admin_token.as_ref().map(berth_config::Secret::expose),
-    ));
+    let auth = open_auth(cfg, sql.clone()).await?;
+    if cfg.role.serves_api()
+        && let Some(generated) =
+            auth.bootstrap_admin(cfg.admin_password.as_ref().map(berth_config::Secret::expose)).await?
+    {
+        // Printed once, to the terminal only (never to the log): only its hash is stored.
+        eprintln!(
+            "\nberth: created the system administrator `admin` with the password\n\n    {generated}\n\n\
+             (set BERTH_ADMIN_PASSWORD before the first start to choose it; change it with\n\
+             PUT /api/v2.0/users/{{id}}/password)\n"
+        );
+    }
+    let operator = cfg.admin_token.as_ref().map(berth_config::Secret::expose);
+    let mut state = berth_oci::AppState::new(registry.clone(), auth.clone()).with_operator_token(operator);
+    state.external_url = cfg.external_url.clone();
+    state.tls = cfg.tls.is_some();
+    let mut admin_state = berth_admin::AdminState::new(sql.clone(), registry.clone(), auth.clone(), operator);
+    admin_state.external_url = cfg.external_url.clone();
+    admin_state.tls = cfg.tls.is_some();
+    let admin = berth_admin::router(admin_state);
     let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let svc = app.into_make_service();
+    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match &cfg.tls {
         Some(t) => {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?));

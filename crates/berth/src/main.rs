@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth::cli;
 use berth_config::{Config, LogFormat, Overrides};
 use clap::{Parser, Subcommand};
 
@@ -55,6 +56,38 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Projects, through the management API of a running Berth.
+    Project {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ProjectCommand,
+    },
+    /// Robot accounts, through the management API.
+    Robot {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::RobotCommand,
+    },
+    /// Users and CLI secrets, through the management API.
+    User {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
+    /// The token signing key, in the metadata database.
+    TokenKey {
+        #[command(subcommand)]
+        command: TokenKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenKeyCommand {
+    /// Make a new signing key; tokens signed by the old one stay valid until they expire.
+    Rotate(ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -189,6 +222,19 @@ fn main() -> anyhow::Result<()> {
                         );
                     }
                 }
+                Ok(())
+            })
+        }
+        Command::Project { api, command } => rt.block_on(cli::project(&api, command)),
+        Command::Robot { api, command } => rt.block_on(cli::robot(&api, command)),
+        Command::User { api, command } => rt.block_on(cli::user(&api, command)),
+        Command::TokenKey { command: TokenKeyCommand::Rotate(args) } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                let meta = berth::open_meta(&cfg).await?;
+                let auth = berth::open_auth(&cfg, meta).await?;
+                let kid = auth.rotate_signing_key().await?;
+                println!("new token signing key {kid}; replicas pick it up on the next unknown key id or restart");
                 Ok(())
             })
         }

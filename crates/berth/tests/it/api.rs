@@ -215,7 +215,8 @@ async fn upload_resumes_after_the_client_disconnects_mid_chunk(b: Backend) {
     let sent = data[..120_000].to_vec();
     tokio::task::spawn_blocking(move || {
         let mut c = std::net::TcpStream::connect(&host).unwrap();
-        write!(c, "PATCH {loc2} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: 200000\r\n\r\n").unwrap();
+        let auth = basic(ADMIN, ADMIN_PASSWORD);
+        write!(c, "PATCH {loc2} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: 200000\r\n\r\n").unwrap();
         c.write_all(&sent).unwrap();
         c.flush().unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -768,15 +769,18 @@ async fn s3_blob_gets_can_redirect_to_presigned_urls() {
         TestServer::start_on_with(Backend::S3Postgres, |c| c.blob_redirect_ttl = Some(Duration::from_secs(60))).await;
     let data = random_bytes(2_000_000);
     let d = s.push_blob("redir/app", &data).await;
-    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut admin = reqwest::header::HeaderMap::new();
+    admin.insert(reqwest::header::AUTHORIZATION, basic(ADMIN, ADMIN_PASSWORD).parse().unwrap());
+    let no_follow =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).default_headers(admin).build().unwrap();
     let r = no_follow.get(s.url(&format!("/v2/redir/app/blobs/{d}"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(header(&r, "docker-content-digest"), Some(d.as_str()));
     let url = location(&r);
     assert!(url.contains("X-Amz-Signature="), "{url}");
     // the presigned URL serves the bytes, ranges included
-    assert_eq!(sha256(&s.client.get(&url).send().await.unwrap().bytes().await.unwrap()), d);
-    let part = s.client.get(&url).header("range", "bytes=10-19").send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&s.anon().get(&url).send().await.unwrap().bytes().await.unwrap()), d);
+    let part = s.anon().get(&url).header("range", "bytes=10-19").send().await.unwrap().bytes().await.unwrap();
     assert_eq!(part.as_ref(), &data[10..20]);
     // an ordinary client follows it; HEAD is answered here
     assert_eq!(sha256(&s.get(&format!("/v2/redir/app/blobs/{d}")).await.bytes().await.unwrap()), d);
@@ -794,6 +798,7 @@ async fn s3_blob_gets_can_redirect_to_presigned_urls() {
         (format!("docker://{host}/redir/img:v1"), format!("oci:{}:back", tmp.path().join("back").display())),
     ] {
         let out = tokio::process::Command::new("skopeo")
+            .env("REGISTRY_AUTH_FILE", s.auth_file())
             .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false", &src, &dst])
             .output()
             .await

@@ -23,17 +23,18 @@ async fn run(cmd: &mut Command) -> String {
     stdout
 }
 
-fn skopeo() -> Command {
+/// skopeo with the admin's credentials for `s` (through REGISTRY_AUTH_FILE).
+fn skopeo(s: &TestServer) -> Command {
     let mut c = Command::new("skopeo");
-    c.arg("--insecure-policy");
+    c.arg("--insecure-policy").env("REGISTRY_AUTH_FILE", s.auth_file());
     c
 }
 
 /// Private container storage and config for podman/buildah (never /var/lib/containers).
-fn containers_env(dir: &Path) -> Vec<(String, PathBuf)> {
+fn containers_env(dir: &Path, s: &TestServer) -> Vec<(String, PathBuf)> {
     let pm = dir.join("pm");
     std::fs::create_dir_all(pm.join("tmp")).unwrap();
-    std::fs::write(pm.join("auth.json"), "{}").unwrap();
+    std::fs::copy(s.auth_file(), pm.join("auth.json")).unwrap();
     std::fs::write(
         pm.join("storage.conf"),
         format!("[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n", pm.display()),
@@ -62,38 +63,38 @@ async fn skopeo_copies_images_and_indexes_both_ways() {
     let layout = make_oci_layout(tmp.path());
     let host = s.host();
     // single image in, inspect, back out: same digest
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:single", layout.display()))
         .arg(format!("docker://{host}/sk/app:v1")))
     .await;
     let raw =
-        run(skopeo().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await;
+        run(skopeo(&s).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await;
     assert_eq!(raw_digest(&raw), layout_digest(&layout, "single"), "manifest bytes identical after push");
     let info: Value = serde_json::from_str(
-        &run(skopeo().args(["inspect", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await,
+        &run(skopeo(&s).args(["inspect", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await,
     )
     .unwrap();
     assert_eq!(info["Architecture"], "amd64");
     let back = tmp.path().join("back");
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--src-tls-verify=false"])
         .arg(format!("docker://{host}/sk/app:v1"))
         .arg(format!("oci:{}:v1", back.display())))
     .await;
     assert_eq!(layout_digest(&back, "v1"), layout_digest(&layout, "single"));
     // multi-arch index with --all, both ways
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:multi", layout.display()))
         .arg(format!("docker://{host}/sk/multi:latest")))
     .await;
     let raw =
-        run(skopeo().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{host}/sk/multi:latest")))
+        run(skopeo(&s).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{host}/sk/multi:latest")))
             .await;
     assert_eq!(raw_digest(&raw), layout_digest(&layout, "multi"), "index digest preserved");
     let arm: Value = serde_json::from_str(
-        &run(skopeo()
+        &run(skopeo(&s)
             .args(["inspect", "--tls-verify=false", "--override-arch", "arm64"])
             .arg(format!("docker://{host}/sk/multi:latest")))
         .await,
@@ -101,24 +102,24 @@ async fn skopeo_copies_images_and_indexes_both_ways() {
     .unwrap();
     assert_eq!(arm["Architecture"], "arm64");
     let mback = tmp.path().join("mback");
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--all", "--src-tls-verify=false"])
         .arg(format!("docker://{host}/sk/multi:latest"))
         .arg(format!("oci:{}:m", mback.display())))
     .await;
     assert_eq!(layout_digest(&mback, "m"), layout_digest(&layout, "multi"));
     // tags and delete
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:single", layout.display()))
         .arg(format!("docker://{host}/sk/app:v2")))
     .await;
     let tags: Value = serde_json::from_str(
-        &run(skopeo().args(["list-tags", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app"))).await,
+        &run(skopeo(&s).args(["list-tags", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app"))).await,
     )
     .unwrap();
     assert_eq!(tags["Tags"], serde_json::json!(["v1", "v2"]));
-    run(skopeo().args(["delete", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await;
+    run(skopeo(&s).args(["delete", "--tls-verify=false"]).arg(format!("docker://{host}/sk/app:v1"))).await;
     assert_eq!(s.get("/v2/sk/app/manifests/v2").await.status(), 404, "delete by digest removes every tag on it");
     s.stop().await;
 }
@@ -127,10 +128,10 @@ async fn skopeo_copies_images_and_indexes_both_ways() {
 async fn podman_and_buildah_push_and_pull() {
     let s = TestServer::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = containers_env(tmp.path());
+    let env = containers_env(tmp.path(), &s);
     let host = s.host();
     let layout = make_oci_layout(tmp.path());
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:single", layout.display()))
         .arg(format!("docker://{host}/pm/base:1")))
@@ -221,7 +222,9 @@ async fn oras_pushes_artifacts_and_referrers() {
         r#"
 import hashlib, json, requests, oras.client, oras.oci
 R = "{host}"
+AUTH = ("{ADMIN}", "{ADMIN_PASSWORD}")
 c = oras.client.OrasClient(hostname=R, insecure=True)
+c.login(username=AUTH[0], password=AUTH[1], hostname=R, insecure=True)
 r = c.push(target=f"{{R}}/art/thing:v1", files=["data.bin:application/vnd.berth.test.layer.v1"])
 assert r.status_code == 201, r.status_code
 r = c.push(target=f"{{R}}/art/thing:chunked", files=["data.bin:application/vnd.berth.test.layer.v1"], do_chunked=True, chunk_size=65536)
@@ -229,7 +232,7 @@ assert r.status_code == 201, r.status_code
 files = c.pull(target=f"{{R}}/art/thing:v1", outdir="out")
 assert open(files[0], "rb").read() == open("data.bin", "rb").read()
 assert "v1" in c.get_tags(f"{{R}}/art/thing")
-resp = requests.get(f"http://{{R}}/v2/art/thing/manifests/v1", headers={{"Accept": "application/vnd.oci.image.manifest.v1+json"}})
+resp = requests.get(f"http://{{R}}/v2/art/thing/manifests/v1", auth=AUTH, headers={{"Accept": "application/vnd.oci.image.manifest.v1+json"}})
 subj = {{"mediaType": resp.headers["Content-Type"], "digest": resp.headers["Docker-Content-Digest"], "size": len(resp.content)}}
 container = c.get_container(f"{{R}}/art/thing:sig")
 open("empty.json", "wb").write(b"{{}}")
@@ -239,10 +242,10 @@ layer = oras.oci.NewLayer("data.bin", media_type="application/vnd.berth.sig.v1")
 c.upload_blob("data.bin", container, layer)
 m = {{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": "application/vnd.berth.sig.v1", "config": empty, "layers": [layer], "subject": subj}}
 body = json.dumps(m).encode()
-r = requests.put(f"http://{{R}}/v2/art/thing/manifests/sha256:" + hashlib.sha256(body).hexdigest(), data=body, headers={{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}})
+r = requests.put(f"http://{{R}}/v2/art/thing/manifests/sha256:" + hashlib.sha256(body).hexdigest(), auth=AUTH, data=body, headers={{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}})
 assert r.status_code == 201, (r.status_code, r.text)
 assert r.headers["OCI-Subject"] == subj["digest"]
-ref = requests.get(f"http://{{R}}/v2/art/thing/referrers/" + subj["digest"] + "?artifactType=application/vnd.berth.sig.v1")
+ref = requests.get(f"http://{{R}}/v2/art/thing/referrers/" + subj["digest"] + "?artifactType=application/vnd.berth.sig.v1", auth=AUTH)
 idx = ref.json()
 assert ref.headers["OCI-Filters-Applied"] == "artifactType"
 assert [d["artifactType"] for d in idx["manifests"]] == ["application/vnd.berth.sig.v1"], idx
@@ -318,6 +321,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         c
     }
 
+    /// `ctr images <verb>` with the admin's credentials.
+    fn images(&self, verb: &str) -> Command {
+        let mut c = self.ctr();
+        c.args(["images", verb, "--user", &format!("{ADMIN}:{ADMIN_PASSWORD}")]);
+        c
+    }
+
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
@@ -332,21 +342,21 @@ async fn containerd_ctr_pulls_and_pushes() {
     let tmp = tempfile::tempdir().unwrap();
     let host = s.host();
     let layout = make_oci_layout(tmp.path());
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:single", layout.display()))
         .arg(format!("docker://{host}/ctr/app:v1")))
     .await;
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:multi", layout.display()))
         .arg(format!("docker://{host}/ctr/multi:latest")))
     .await;
     let c = Containerd::start().await;
-    run(c.ctr().args(["images", "pull", "--plain-http", "--snapshotter", "native"]).arg(format!("{host}/ctr/app:v1")))
+    run(c.images("pull").args(["--plain-http", "--snapshotter", "native"]).arg(format!("{host}/ctr/app:v1")))
         .await;
     run(c.ctr().args(["images", "tag"]).arg(format!("{host}/ctr/app:v1")).arg(format!("{host}/ctr/pushed:v1"))).await;
-    run(c.ctr().args(["images", "push", "--plain-http"]).arg(format!("{host}/ctr/pushed:v1"))).await;
+    run(c.images("push").args(["--plain-http"]).arg(format!("{host}/ctr/pushed:v1"))).await;
     let r = s.head("/v2/ctr/pushed/manifests/v1").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -355,8 +365,8 @@ async fn containerd_ctr_pulls_and_pushes() {
         "ctr pushes the same bytes"
     );
     run(c
-        .ctr()
-        .args(["images", "pull", "--plain-http", "--all-platforms", "--snapshotter", "native"])
+        .images("pull")
+        .args(["--plain-http", "--all-platforms", "--snapshotter", "native"])
         .arg(format!("{host}/ctr/multi:latest")))
     .await;
     c.stop().await;
@@ -376,6 +386,8 @@ async fn helm_pushes_pulls_and_shows_charts() {
             .env("HELM_DATA_HOME", t.join("helm/data"));
         c
     };
+    run(helm().args(["registry", "login", &host, "--username", ADMIN, "--password", ADMIN_PASSWORD, "--plain-http"]))
+        .await;
     run(helm().arg("create").arg(t.join("berthchart"))).await;
     let chart_yaml = t.join("berthchart/Chart.yaml");
     let y = std::fs::read_to_string(&chart_yaml).unwrap();
@@ -457,20 +469,20 @@ async fn debian_minbase_image_round_trips_through_skopeo_and_containerd() {
     let layout = debian_layout().await;
     let s = TestServer::start().await;
     let host = s.host();
-    run(skopeo()
+    run(skopeo(&s)
         .args(["copy", "-q", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:bookworm", layout.display()))
         .arg(format!("docker://{host}/debian/minbase:bookworm")))
     .await;
-    let raw = run(skopeo()
+    let raw = run(skopeo(&s)
         .args(["inspect", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{host}/debian/minbase:bookworm")))
     .await;
     assert_eq!(raw_digest(&raw), layout_digest(&layout, "bookworm"));
     let c = Containerd::start().await;
     run(c
-        .ctr()
-        .args(["images", "pull", "--plain-http", "--snapshotter", "native"])
+        .images("pull")
+        .args(["--plain-http", "--snapshotter", "native"])
         .arg(format!("{host}/debian/minbase:bookworm")))
     .await;
     let list = run(c.ctr().args(["images", "ls", "-q"])).await;

@@ -28,6 +28,8 @@ pub fn spawn_berth_with(data: &Path, config: Option<&Path>, env: &[(String, Stri
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
+    // As the in-process test servers: a known admin password, projects created on push.
+    cmd.env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD).env("BERTH_AUTH_CREATE_PROJECTS_ON_PUSH", "true");
     let mut child = cmd.envs(env.iter().cloned()).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
@@ -81,7 +83,7 @@ async fn upload(client: &Client, base: &str, repo: &str, data: &[u8], chunked: b
 }
 
 async fn workload(base: String, worker: usize, acked: Arc<Mutex<Acked>>) {
-    let client = Client::new();
+    let client = client_as(ADMIN, ADMIN_PASSWORD);
     let repo = format!("crash/w{worker}");
     for i in 0.. {
         let (size, chunked) = {
@@ -122,7 +124,7 @@ async fn workload(base: String, worker: usize, acked: Arc<Mutex<Acked>>) {
 }
 
 async fn verify(base: &str, data: &Path, acked: &Acked) {
-    let client = Client::new();
+    let client = client_as(ADMIN, ADMIN_PASSWORD);
     for (repo, d) in &acked.blobs {
         let r = client.get(format!("{base}/v2/{repo}/blobs/{d}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "acknowledged blob {d} in {repo} is served");

@@ -120,7 +120,7 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
         ]
     };
     let (mut api, base) = crate::crash::spawn_berth_with(&data, None, &env("api"));
-    let http = reqwest::Client::new();
+    let http = client_as(ADMIN, ADMIN_PASSWORD);
     let r = http.post(format!("{base}/v2/jobs/app/blobs/uploads/")).send().await.unwrap();
     let loc = location(&r);
     // the api role runs no jobs: the session outlives its TTL
@@ -166,20 +166,28 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobservice_api_needs_the_operator_token_and_shows_and_stops_jobs() {
+async fn jobservice_api_needs_a_system_administrator_and_shows_and_stops_jobs() {
     use berth_meta::{JobQueue, NewJob};
-    // without a token the management API is closed
+    // anonymous callers are refused; a system administrator (here by Basic credentials) is let in
     let s = TestServer::start().await;
-    let r = s.get("/api/v2.0/jobservice/jobs").await;
+    let r = s.anon().get(s.url("/api/v2.0/jobservice/jobs")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("authentication required"), "{body}");
+    // without an operator token configured, bearer tokens are refused with a reason
+    let r = s.anon().get(s.url("/api/v2.0/jobservice/jobs")).bearer_auth("anything").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("admin_token"), "{body}");
+    assert_eq!(s.get("/api/v2.0/jobservice/jobs").await.status(), StatusCode::OK);
     s.stop().await;
 
+    // the operator token acts as a system administrator
     let s = TestServer::start_with(|c| c.admin_token = Some(berth_config::Secret::new("op-secret-123"))).await;
+    let anon = s.anon();
     let auth = |r: reqwest::RequestBuilder| r.bearer_auth("op-secret-123");
     for bad in [None, Some("wrong"), Some("op-secret-1234")] {
-        let mut req = s.client.get(s.url("/api/v2.0/jobservice/jobs"));
+        let mut req = anon.get(s.url("/api/v2.0/jobservice/jobs"));
         if let Some(t) = bad {
             req = req.bearer_auth(t);
         }
@@ -196,7 +204,7 @@ async fn jobservice_api_needs_the_operator_token_and_shows_and_stops_jobs() {
         run_after: now + 3_600_000,
     };
     let id = meta.enqueue(&job, now).await.unwrap().unwrap();
-    let r = auth(s.client.get(s.url("/api/v2.0/jobservice/jobs?state=queued"))).send().await.unwrap();
+    let r = auth(anon.get(s.url("/api/v2.0/jobservice/jobs?state=queued"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let list: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -207,18 +215,18 @@ async fn jobservice_api_needs_the_operator_token_and_shows_and_stops_jobs() {
         "{list}"
     );
     let q: serde_json::Value =
-        auth(s.client.get(s.url("/api/v2.0/jobservice/queues"))).send().await.unwrap().json().await.unwrap();
+        auth(anon.get(s.url("/api/v2.0/jobservice/queues"))).send().await.unwrap().json().await.unwrap();
     assert!(
         q.as_array().unwrap().iter().any(|e| e["job_type"] == "upload-expiry" && e["count"].as_i64().unwrap() >= 1),
         "{q}"
     );
-    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+    let r = auth(anon.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
         .json(&serde_json::json!({"action": "stop"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let j: serde_json::Value = auth(s.client.get(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+    let j: serde_json::Value = auth(anon.get(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
         .send()
         .await
         .unwrap()
@@ -226,20 +234,20 @@ async fn jobservice_api_needs_the_operator_token_and_shows_and_stops_jobs() {
         .await
         .unwrap();
     assert_eq!(j["status"], "cancelled");
-    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+    let r = auth(anon.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
         .json(&serde_json::json!({"action": "stop"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
-    let r = auth(s.client.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
+    let r = auth(anon.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
         .json(&serde_json::json!({"action": "dance"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(auth(s.client.get(s.url("/api/v2.0/jobservice/jobs/nope"))).send().await.unwrap().status(), 404);
-    let r = auth(s.client.get(s.url("/api/v2.0/jobservice/jobs?state=bogus"))).send().await.unwrap();
+    assert_eq!(auth(anon.get(s.url("/api/v2.0/jobservice/jobs/nope"))).send().await.unwrap().status(), 404);
+    let r = auth(anon.get(s.url("/api/v2.0/jobservice/jobs?state=bogus"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }

@@ -44,6 +44,18 @@ impl Cluster {
         Cluster { replicas, pg_url: url, _dir: dir }
     }
 
+    /// An auth file with the admin's credentials for every replica.
+    fn auth_file(&self) -> std::path::PathBuf {
+        let mut auths = serde_json::Map::new();
+        for i in 0..self.replicas.len() {
+            let v: serde_json::Value = serde_json::from_str(&auth_json(&self.host(i), ADMIN, ADMIN_PASSWORD)).unwrap();
+            auths.extend(v["auths"].as_object().unwrap().clone());
+        }
+        let path = self._dir.path().join("auth.json");
+        std::fs::write(&path, serde_json::json!({ "auths": auths }).to_string()).unwrap();
+        path
+    }
+
     fn base(&self, i: usize) -> &str {
         &self.replicas[i].1
     }
@@ -67,8 +79,14 @@ impl Drop for Cluster {
     }
 }
 
-async fn skopeo(args: &[String]) -> String {
-    let out = Command::new("skopeo").arg("--insecure-policy").args(args).output().await.unwrap();
+async fn skopeo(c: &Cluster, args: &[String]) -> String {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .env("REGISTRY_AUTH_FILE", c.auth_file())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -78,10 +96,10 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     let mut c = Cluster::start(3).await;
     let tmp = tempfile::tempdir().unwrap();
     let layout = make_oci_layout(tmp.path());
-    let http = Client::new();
+    let http = client_as(ADMIN, ADMIN_PASSWORD);
 
     // skopeo: push through replica 0, read through 1, index through 2, pull back through 0
-    skopeo(&[
+    skopeo(&c, &[
         "copy".into(),
         "-q".into(),
         "--dest-tls-verify=false".into(),
@@ -89,7 +107,7 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
         format!("docker://{}/rep/app:v1", c.host(0)),
     ])
     .await;
-    let raw = skopeo(&[
+    let raw = skopeo(&c, &[
         "inspect".into(),
         "--raw".into(),
         "--tls-verify=false".into(),
@@ -97,7 +115,7 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     ])
     .await;
     assert_eq!(sha256(raw.as_bytes()), layout_digest(&layout, "single"));
-    skopeo(&[
+    skopeo(&c, &[
         "copy".into(),
         "-q".into(),
         "--all".into(),
@@ -107,7 +125,7 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     ])
     .await;
     let back = tmp.path().join("back");
-    skopeo(&[
+    skopeo(&c, &[
         "copy".into(),
         "-q".into(),
         "--all".into(),

@@ -14,6 +14,31 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
+/// The system administrator every test server is started with.
+pub const ADMIN: &str = "admin";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "Berth-Test-Admin-1";
+
+/// `Basic` credentials header value.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// A client that sends `user:password` as Basic credentials on every request.
+pub fn client_as(user: &str, password: &str) -> Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, basic(user, password).parse().unwrap());
+    Client::builder().danger_accept_invalid_certs(true).default_headers(h).build().unwrap()
+}
+
+/// A containers-auth.json (the `kubernetes.io/dockerconfigjson` format) for `host`.
+pub fn auth_json(host: &str, user: &str, password: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    json!({"auths": {host: {"auth": auth}}}).to_string()
+}
+
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
@@ -84,12 +109,27 @@ impl TestServer {
             ..Default::default()
         };
         let mut cfg = Config::load(None, std::iter::empty(), &cli).unwrap();
+        // The registry-core tests push into projects that do not exist yet, as the admin.
+        cfg.admin_password = Some(berth_config::Secret::new(ADMIN_PASSWORD));
+        cfg.auth.create_projects_on_push = true;
         tweak(&mut cfg);
         let running = berth::start(&cfg).await.unwrap();
         let scheme = if running.tls { "https" } else { "http" };
         let base = format!("{scheme}://{}", running.addr);
-        let client = Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let client = client_as(ADMIN, ADMIN_PASSWORD);
+        let host = base.split("://").nth(1).unwrap().to_owned();
+        std::fs::write(dir.path().join("auth.json"), auth_json(&host, ADMIN, ADMIN_PASSWORD)).unwrap();
         TestServer { base, client, dir, running: Some(running) }
+    }
+
+    /// A client without credentials.
+    pub fn anon(&self) -> Client {
+        Client::builder().danger_accept_invalid_certs(true).build().unwrap()
+    }
+
+    /// An auth file holding the admin's credentials for this server (REGISTRY_AUTH_FILE).
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
     }
 
     pub fn host(&self) -> String {

@@ -1,0 +1,425 @@
+//! Projects (`/projects`) and their members (`/projects/{p}/members`), project logs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use berth_auth::rbac::{Perm, Role};
+use berth_auth::{Principal, project_of};
+use berth_meta::{MemberEntity, MemberRecord, ProjectRecord};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms,
+    time,
+};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v2.0/projects", get(list).post(create).head(exists))
+        .route("/api/v2.0/projects/{p}", get(show).put(update).delete(remove))
+        .route("/api/v2.0/projects/{p}/members", get(members).post(add_member))
+        .route("/api/v2.0/projects/{p}/members/{mid}", get(member).put(update_member).delete(remove_member))
+        .route("/api/v2.0/projects/{p}/logs", get(logs))
+}
+
+/// Metadata keys Berth keeps, with the values each accepts.
+const METADATA_KEYS: &[(&str, &[&str])] = &[
+    ("public", &["true", "false"]),
+    ("auto_scan", &["true", "false"]),
+    ("auto_sbom_generation", &["true", "false"]),
+    ("prevent_vul", &["true", "false"]),
+    ("severity", &["none", "low", "medium", "high", "critical"]),
+    ("enable_content_trust", &["true", "false"]),
+    ("enable_content_trust_cosign", &["true", "false"]),
+    ("reuse_sys_cve_allowlist", &["true", "false"]),
+];
+
+/// Resolve `{project_name_or_id}` as Harbor does: an integer is an id unless
+/// `X-Is-Resource-Name: true` says it is a name.
+pub(crate) async fn resolve(s: &AdminState, headers: &HeaderMap, p: &str) -> Result<ProjectRecord, ApiError> {
+    let by_name = headers.get("x-is-resource-name").and_then(|v| v.to_str().ok()) == Some("true");
+    let found = match p.parse::<i64>() {
+        Ok(id) if !by_name => s.auth.store().project(id).await?,
+        _ => s.auth.store().project_by_name(p).await?,
+    };
+    found.ok_or_else(|| not_found(format!("project {p} not found")))
+}
+
+/// Like [`resolve`], then require `perm`; a project the caller may not even read is reported
+/// as missing to callers who are not members (so private names do not leak), else 403.
+pub(crate) async fn resolve_with(
+    s: &AdminState,
+    c: &Caller,
+    headers: &HeaderMap,
+    p: &str,
+    perm: Perm,
+) -> Result<ProjectRecord, ApiError> {
+    let project = resolve(s, headers, p).await?;
+    let perms = s.auth.perms_in(&c.p, &project);
+    if perms.has(perm) {
+        return Ok(project);
+    }
+    c.authenticated()?;
+    if !perms.has(Perm::Read) {
+        return Err(not_found(format!("project {p} not found")));
+    }
+    Err(forbidden(format!("{} may not {perm:?} in project {:?}", c.p.name(), project.name)))
+}
+
+fn role_ids(c: &Caller, project: &ProjectRecord) -> Vec<i64> {
+    match &c.p {
+        Principal::User(u) => u.roles.iter().filter(|(pid, _)| *pid == project.id).map(|(_, r)| r.id()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) -> Result<Value, ApiError> {
+    let mut metadata: BTreeMap<String, String> = p.metadata.clone();
+    metadata.insert("public".into(), p.public.to_string());
+    let owner = s.auth.store().user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
+    let repo_count = s.registry.meta().project_repos(&p.name).await?.len();
+    let roles = role_ids(c, p);
+    Ok(json!({
+        "project_id": p.id, "owner_id": p.owner_id, "name": p.name, "owner_name": owner,
+        "creation_time": time(p.created_at), "update_time": time(p.updated_at), "deleted": false,
+        "togglable": true, "current_user_role_id": roles.iter().min().copied().unwrap_or(0),
+        "current_user_role_ids": roles, "repo_count": repo_count, "metadata": metadata,
+        "cve_allowlist": {"id": 0, "project_id": p.id, "items": [], "creation_time": time(p.created_at),
+                          "update_time": time(p.updated_at)},
+    }))
+}
+
+async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let mut name_exact = None;
+    let mut name_fuzzy = q.get("name").cloned();
+    let mut public = q.get("public").cloned();
+    for (k, v, fuzzy) in q_terms(&q) {
+        match k.as_str() {
+            "name" if fuzzy => name_fuzzy = Some(v),
+            "name" => name_exact = Some(v),
+            "public" => public = Some(v),
+            _ => {}
+        }
+    }
+    let public = match public.as_deref() {
+        None | Some("") => None,
+        Some("true" | "1") => Some(true),
+        Some("false" | "0") => Some(false),
+        Some(o) => return Err(bad_request(format!("public must be true or false, not {o:?}"))),
+    };
+    let owner = q.get("owner").cloned();
+    let mut out = Vec::new();
+    for p in s.auth.store().projects().await? {
+        if !s.auth.perms_in(&c.p, &p).has(Perm::Read) {
+            continue;
+        }
+        if name_exact.as_deref().is_some_and(|n| n != p.name)
+            || name_fuzzy.as_deref().is_some_and(|n| !p.name.contains(n))
+            || public.is_some_and(|b| b != p.public)
+        {
+            continue;
+        }
+        let j = project_json(&s, &c, &p).await?;
+        if owner.as_deref().is_some_and(|o| j["owner_name"] != o) {
+            continue;
+        }
+        out.push(j);
+    }
+    paginate(out, &q, "/api/v2.0/projects")
+}
+
+async fn exists(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    c.authenticated()?;
+    let name = q.get("project_name").ok_or_else(|| bad_request("project_name is required"))?;
+    Ok(match s.auth.store().project_by_name(name).await? {
+        Some(_) => StatusCode::OK.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectReq {
+    project_name: Option<String>,
+    public: Option<bool>,
+    metadata: Option<HashMap<String, Value>>,
+    #[allow(dead_code)]
+    storage_limit: Option<i64>,
+    #[allow(dead_code)]
+    cve_allowlist: Option<Value>,
+    #[allow(dead_code)]
+    registry_id: Option<i64>,
+}
+
+/// Validate metadata: known keys and values only (values may be JSON strings or booleans).
+fn metadata_of(m: &HashMap<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        let Some((_, allowed)) = METADATA_KEYS.iter().find(|(key, _)| key == k) else {
+            let known: Vec<_> = METADATA_KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(bad_request(format!("metadata.{k}: unknown key; Berth knows {}", known.join(", "))));
+        };
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            other => return Err(bad_request(format!("metadata.{k}: expected a string, not {other}"))),
+        };
+        if !allowed.contains(&text.as_str()) {
+            return Err(bad_request(format!("metadata.{k}: {text:?} is not one of {}", allowed.join(", "))));
+        }
+        out.insert(k.clone(), text);
+    }
+    Ok(out)
+}
+
+fn valid_project_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.contains('/')
+        && name.parse::<berth_types::RepoName>().is_ok_and(|r| project_of(r.as_str()) == name);
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "project_name {name:?} is invalid: use lower-case letters and digits, separated by '.', '_' or '-'"
+        )))
+    }
+}
+
+async fn create(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<ProjectReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.authenticated()?;
+    if !s.auth.may_create_projects(&c.p) {
+        return Err(forbidden("only system administrators may create projects here"));
+    }
+    let req = json_body(body)?;
+    let name = req.project_name.ok_or_else(|| bad_request("project_name is required"))?;
+    valid_project_name(&name)?;
+    let mut metadata = metadata_of(&req.metadata.unwrap_or_default())?;
+    let public = match metadata.remove("public") {
+        Some(v) => v == "true",
+        None => req.public.unwrap_or(false),
+    };
+    let id = s.auth.create_project(&name, &c.p, public, &metadata).await?;
+    c.audit(&s, "create", "project", &name, Some(&name));
+    Ok(created(&format!("/api/v2.0/projects/{id}")))
+}
+
+async fn show(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path(p): Path<String>) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::Read).await?;
+    Ok(Json(project_json(&s, &c, &project).await?).into_response())
+}
+
+async fn update(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    body: Result<Json<ProjectReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::UpdateProject).await?;
+    let req = json_body(body)?;
+    if req.project_name.as_deref().is_some_and(|n| n != project.name) {
+        return Err(bad_request("projects cannot be renamed"));
+    }
+    let mut metadata = project.metadata.clone();
+    let changes = metadata_of(&req.metadata.unwrap_or_default())?;
+    let mut public = req.public.unwrap_or(project.public);
+    for (k, v) in changes {
+        if k == "public" {
+            public = v == "true";
+        } else {
+            metadata.insert(k, v);
+        }
+    }
+    s.auth.store().update_project(project.id, public, &metadata, berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "project", &project.name, Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path(p): Path<String>) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::DeleteProject).await?;
+    let repos = s.registry.meta().project_repos(&project.name).await?;
+    if !repos.is_empty() {
+        return Err(ApiError(
+            StatusCode::PRECONDITION_FAILED,
+            "PRECONDITION",
+            format!("project {:?} still holds {} repositories; delete them first", project.name, repos.len()),
+        ));
+    }
+    s.auth.store().delete_project(project.id).await?;
+    s.auth.invalidate();
+    c.audit(&s, "delete", "project", &project.name, Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+fn member_json(m: &MemberRecord) -> Value {
+    let (entity_id, entity_name, entity_type) = match &m.entity {
+        MemberEntity::User { id, name } => (*id, name.clone(), "u"),
+        MemberEntity::Group(g) => (0, g.clone(), "g"),
+    };
+    json!({
+        "id": m.id, "project_id": m.project_id, "entity_name": entity_name, "entity_id": entity_id,
+        "entity_type": entity_type, "role_id": m.role_id,
+        "role_name": Role::from_id(m.role_id).map(Role::name).unwrap_or("unknown"),
+    })
+}
+
+async fn members(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ReadMembers).await?;
+    let filter = q.get("entityname").cloned();
+    let list: Vec<_> = s
+        .auth
+        .store()
+        .members(project.id)
+        .await?
+        .iter()
+        .map(member_json)
+        .filter(|m| filter.as_deref().is_none_or(|f| m["entity_name"].as_str().is_some_and(|n| n.contains(f))))
+        .collect();
+    paginate(list, &q, &format!("/api/v2.0/projects/{p}/members"))
+}
+
+#[derive(Deserialize)]
+struct UserRef {
+    user_id: Option<i64>,
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GroupRef {
+    group_name: Option<String>,
+    #[allow(dead_code)]
+    group_type: Option<i64>,
+    #[allow(dead_code)]
+    id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct MemberReq {
+    role_id: i64,
+    member_user: Option<UserRef>,
+    member_group: Option<GroupRef>,
+}
+
+fn role(id: i64) -> Result<Role, ApiError> {
+    Role::from_id(id).ok_or_else(|| {
+        bad_request(format!(
+            "role_id {id} is unknown: use 1 (projectAdmin), 2 (developer), 3 (guest), 4 (maintainer), 5 (limitedGuest)"
+        ))
+    })
+}
+
+async fn add_member(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    body: Result<Json<MemberReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
+    let req = json_body(body)?;
+    let r = role(req.role_id)?;
+    let (entity, label) = match (req.member_user, req.member_group) {
+        (Some(u), None) => {
+            let user = match (u.user_id, u.username) {
+                (Some(id), _) => s.auth.store().user(id).await?,
+                (None, Some(name)) => s.auth.store().user_by_name(&name).await?,
+                (None, None) => return Err(bad_request("member_user needs user_id or username")),
+            }
+            .ok_or_else(|| not_found("no such user"))?;
+            (MemberEntity::User { id: user.id, name: String::new() }, user.username)
+        }
+        (None, Some(g)) => {
+            let name = g.group_name.filter(|n| !n.is_empty()).ok_or_else(|| bad_request("member_group needs group_name"))?;
+            (MemberEntity::Group(name.clone()), format!("group:{name}"))
+        }
+        _ => return Err(bad_request("give exactly one of member_user and member_group")),
+    };
+    let id = s.auth.store().add_member(project.id, &entity, r.id(), berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "create", "member", &format!("{label} as {}", r.name()), Some(&project.name));
+    Ok(created(&format!("/api/v2.0/projects/{}/members/{id}", project.id)))
+}
+
+async fn find_member(s: &AdminState, project: &ProjectRecord, mid: i64) -> Result<MemberRecord, ApiError> {
+    s.auth
+        .store()
+        .members(project.id)
+        .await?
+        .into_iter()
+        .find(|m| m.id == mid)
+        .ok_or_else(|| not_found(format!("member {mid} not found in project {}", project.name)))
+}
+
+async fn member(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ReadMembers).await?;
+    Ok(Json(member_json(&find_member(&s, &project, mid).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+struct RoleReq {
+    role_id: i64,
+}
+
+async fn update_member(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+    body: Result<Json<RoleReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
+    let r = role(json_body(body)?.role_id)?;
+    let m = find_member(&s, &project, mid).await?;
+    s.auth.store().update_member(project.id, m.id, r.id(), berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "member", &format!("{} as {}", member_json(&m)["entity_name"], r.name()), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn remove_member(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, mid)): Path<(String, i64)>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
+    let m = find_member(&s, &project, mid).await?;
+    s.auth.store().delete_member(project.id, m.id).await?;
+    s.auth.invalidate();
+    c.audit(&s, "delete", "member", member_json(&m)["entity_name"].as_str().unwrap_or(""), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn logs(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::ReadLogs).await?;
+    crate::system::audit_page(&s, &q, Some(&project.name), &format!("/api/v2.0/projects/{p}/logs")).await
+}

@@ -1,0 +1,340 @@
+//! Repositories, artifacts, tags and repository policies of a project.
+//!
+//! `{r}` is the repository name without the project, with its slashes percent-encoded
+//! (Harbor clients encode them twice, `a%252Fb`; both forms are accepted).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use berth_auth::policy::RepoPolicy;
+use berth_auth::rbac::Perm;
+use berth_meta::{ArtifactRow, ProjectRecord};
+use berth_types::{Digest, Reference, RepoName, Tag};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::projects::resolve_with;
+use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, stable_id, time};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v2.0/projects/{p}/repositories", get(list))
+        .route("/api/v2.0/projects/{p}/repositories/{r}", get(show).delete(remove))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts", get(artifacts))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}", get(artifact).delete(delete_artifact))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags", get(tags).post(create_tag))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}", axum::routing::delete(delete_tag))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/policy", get(get_policy).put(put_policy).delete(delete_policy))
+}
+
+const NEVER: &str = "0001-01-01T00:00:00.000Z";
+
+fn decode(s: &str) -> String {
+    // Undo one more level of percent-encoding (%2F and %252F both become '/').
+    let mut out = s.to_owned();
+    for _ in 0..2 {
+        out = out.replace("%25", "%").replace("%2F", "/").replace("%2f", "/");
+    }
+    out
+}
+
+/// The full repository name for `{p}/{r}`, validated.
+fn repo_name(project: &ProjectRecord, r: &str) -> Result<RepoName, ApiError> {
+    let full = format!("{}/{}", project.name, decode(r));
+    full.parse::<RepoName>().map_err(|e| bad_request(format!("repository name {full:?} is invalid: {e}")))
+}
+
+async fn repo_of(
+    s: &AdminState,
+    c: &Caller,
+    headers: &HeaderMap,
+    p: &str,
+    r: &str,
+    perm: Perm,
+) -> Result<(ProjectRecord, RepoName), ApiError> {
+    let project = resolve_with(s, c, headers, p, perm).await?;
+    let name = repo_name(&project, r)?;
+    Ok((project, name))
+}
+
+fn repo_json(project: &ProjectRecord, r: &berth_meta::RepoSummary) -> Value {
+    json!({
+        "id": stable_id(&[&r.name]), "project_id": project.id, "name": r.name, "description": "",
+        "artifact_count": r.artifact_count, "pull_count": r.pull_count,
+        "creation_time": time(r.created_at), "update_time": time(r.updated_at),
+    })
+}
+
+async fn list(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let project = resolve_with(&s, &c, &headers, &p, Perm::Read).await?;
+    let name_filter = q.get("name").cloned().or_else(|| {
+        crate::q_terms(&q).into_iter().find(|(k, _, _)| k == "name").map(|(_, v, _)| v)
+    });
+    let repos: Vec<_> = s
+        .registry
+        .meta()
+        .project_repos(&project.name)
+        .await?
+        .iter()
+        .filter(|r| name_filter.as_deref().is_none_or(|f| r.name.contains(f)))
+        .map(|r| repo_json(&project, r))
+        .collect();
+    paginate(repos, &q, &format!("/api/v2.0/projects/{p}/repositories"))
+}
+
+async fn show(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path((p, r)): Path<(String, String)>) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    let summary = s.registry.meta().project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
+    match summary {
+        Some(x) => Ok(Json(repo_json(&project, &x)).into_response()),
+        None => Err(not_found(format!("repository {name} not found"))),
+    }
+}
+
+async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path((p, r)): Path<(String, String)>) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepository).await?;
+    s.registry.repository_delete(&name).await?;
+    c.audit(&s, "delete", "repository", name.as_str(), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A repository policy `Deny` applies to the management API too.
+async fn deny_by_policy(
+    s: &AdminState,
+    c: &Caller,
+    repo: &RepoName,
+    action: berth_auth::policy::EcrAction,
+) -> Result<(), ApiError> {
+    if let Some(doc) = s.auth.store().repo_policy(repo.as_str()).await?
+        && let Ok(policy) = RepoPolicy::parse(&doc)
+        && let berth_auth::policy::Verdict::Deny(_) = policy.evaluate(c.p.policy_name(), action)
+    {
+        return Err(crate::forbidden(format!(
+            "{} is denied {} on {repo} by the repository policy",
+            c.p.name(),
+            action.name()
+        )));
+    }
+    Ok(())
+}
+
+fn artifact_type(a: &ArtifactRow) -> &'static str {
+    let t = a.record.artifact_type.as_deref().unwrap_or("");
+    if t == "application/vnd.cncf.helm.config.v1+json" {
+        "CHART"
+    } else if t.is_empty()
+        || t.contains("image.config")
+        || t.contains("container.image")
+        || a.record.media_type.contains("index")
+        || a.record.media_type.contains("manifest.list")
+    {
+        "IMAGE"
+    } else {
+        "UNKNOWN"
+    }
+}
+
+fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> Value {
+    let id = stable_id(&[repo.as_str(), &a.record.digest.to_string()]);
+    let repo_id = stable_id(&[repo.as_str()]);
+    let tags: Vec<Value> = a
+        .tags
+        .iter()
+        .map(|(t, at)| {
+            json!({"id": stable_id(&[repo.as_str(), t]), "repository_id": repo_id, "artifact_id": id, "name": t,
+                   "push_time": time(*at), "pull_time": NEVER, "immutable": false, "signed": false})
+        })
+        .collect();
+    let references: Vec<Value> = a
+        .children
+        .iter()
+        .map(|d| json!({"parent_id": id, "child_id": stable_id(&[repo.as_str(), &d.to_string()]), "child_digest": d}))
+        .collect();
+    let annotations: Value = a
+        .record
+        .annotations
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| json!({}));
+    json!({
+        "id": id, "type": artifact_type(a), "media_type": a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone()),
+        "manifest_media_type": a.record.media_type, "project_id": project.id, "repository_id": repo_id,
+        "repository_name": repo.as_str(),
+        "digest": a.record.digest, "size": a.total_size, "push_time": time(a.record.created_at), "pull_time": NEVER,
+        "extra_attrs": {}, "annotations": annotations, "references": references, "tags": tags, "labels": [],
+        "addition_links": {}, "accessories": [],
+    })
+}
+
+async fn artifacts(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
+    let rows = s.registry.artifacts(&name).await?;
+    // As Harbor: children of an index are listed inside it, not on their own, unless tagged.
+    let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
+    let list: Vec<_> = rows
+        .iter()
+        .filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty())
+        .map(|a| artifact_json(&project, &name, a))
+        .collect();
+    paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts"))
+}
+
+async fn find_artifact(s: &AdminState, repo: &RepoName, reference: &str) -> Result<ArtifactRow, ApiError> {
+    let r: Reference = reference.parse().map_err(|e| bad_request(format!("reference {reference:?}: {e}")))?;
+    let rows = s.registry.artifacts(repo).await?;
+    let found = match &r {
+        Reference::Digest(d) => rows.into_iter().find(|a| &a.record.digest == d),
+        Reference::Tag(t) => rows.into_iter().find(|a| a.tags.iter().any(|(n, _)| n == t.as_str())),
+    };
+    found.ok_or_else(|| not_found(format!("artifact {repo}:{reference} not found")))
+}
+
+async fn artifact(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    Ok(Json(artifact_json(&project, &name, &a)).into_response())
+}
+
+async fn delete_artifact(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    s.registry.manifest_delete(&name, &Reference::Digest(a.record.digest.clone())).await?;
+    c.audit(&s, "delete", "artifact", &format!("{name}@{}", a.record.digest), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn tags(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    let j = artifact_json(&project, &name, &a);
+    let list = j["tags"].as_array().cloned().unwrap_or_default();
+    paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags"))
+}
+
+#[derive(Deserialize)]
+struct TagReq {
+    name: String,
+}
+
+async fn create_tag(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+    body: Result<Json<TagReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::CreateTag).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::PutImage).await?;
+    let req = json_body(body)?;
+    let tag: Tag = req.name.parse().map_err(|e| bad_request(format!("tag {:?}: {e}", req.name)))?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    if a.tags.iter().any(|(t, _)| t == tag.as_str()) {
+        return Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("tag {tag} already points at this artifact")));
+    }
+    s.registry.tag_create(&name, &tag, &a.record.digest).await?;
+    c.audit(&s, "create", "tag", &format!("{name}:{tag}"), Some(&project.name));
+    Ok(created(&format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}")))
+}
+
+async fn delete_tag(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference, tag)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteTag).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    if !a.tags.iter().any(|(t, _)| *t == tag) {
+        return Err(not_found(format!("tag {tag} is not on artifact {reference}")));
+    }
+    let t: Tag = tag.parse().map_err(|e| bad_request(format!("tag {tag:?}: {e}")))?;
+    s.registry.manifest_delete(&name, &Reference::Tag(t)).await?;
+    c.audit(&s, "delete", "tag", &format!("{name}:{tag}"), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn get_policy(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+) -> ApiResult {
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    match s.auth.store().repo_policy(name.as_str()).await? {
+        Some(doc) => {
+            let v: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
+            Ok(Json(v).into_response())
+        }
+        None => Err(not_found(format!("repository {name} has no policy"))),
+    }
+}
+
+async fn put_policy(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+    body: String,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    let policy = RepoPolicy::parse(&body).map_err(|e| bad_request(format!("invalid repository policy: {e}")))?;
+    // Store the document normalised (as JSON text), keeping what the user wrote.
+    let v: Value = serde_json::from_str(&body).map_err(|e| bad_request(e.to_string()))?;
+    s.auth.store().put_repo_policy(name.as_str(), &v.to_string(), berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "policy", name.as_str(), Some(&project.name));
+    Ok(Json(json!({"repository": name.as_str(), "statements": policy.statements.len()})).into_response())
+}
+
+async fn delete_policy(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+) -> ApiResult {
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    if !s.auth.store().delete_repo_policy(name.as_str()).await? {
+        return Err(not_found(format!("repository {name} has no policy")));
+    }
+    s.auth.invalidate();
+    c.audit(&s, "delete", "policy", name.as_str(), Some(&project.name));
+    Ok(StatusCode::OK.into_response())
+}

@@ -1,0 +1,198 @@
+//! `ping`, `health`, `systeminfo`, `audit-logs`, `openapi.json` and the job service.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use berth_meta::{AuditQuery, AuditRecord, JobRecord, JobState};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, not_found, page_of, q_terms, time};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v2.0/ping", get(|| async { ([(http::header::CONTENT_TYPE, "text/plain")], "Pong") }))
+        .route("/api/v2.0/health", get(health))
+        .route("/api/v2.0/systeminfo", get(systeminfo))
+        .route("/api/v2.0/openapi.json", get(openapi))
+        .route("/api/v2.0/audit-logs", get(audit_logs))
+        .route("/api/v2.0/jobservice/queues", get(queues))
+        .route("/api/v2.0/jobservice/jobs", get(list_jobs))
+        .route("/api/v2.0/jobservice/jobs/{id}", get(get_job).put(act_on_job))
+}
+
+/// The OpenAPI document of what Berth implements.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn health(State(s): State<AdminState>) -> Response {
+    let db = s.auth.store().project_by_name("").await;
+    let (status, db_status) = match &db {
+        Ok(_) => ("healthy", json!({"name": "database", "status": "healthy"})),
+        Err(e) => ("unhealthy", json!({"name": "database", "status": "unhealthy", "error": e.to_string()})),
+    };
+    Json(json!({"status": status, "components": [{"name": "core", "status": "healthy"}, db_status]})).into_response()
+}
+
+async fn systeminfo(State(s): State<AdminState>) -> Response {
+    let cfg = s.auth.config();
+    Json(json!({
+        "with_notary": false,
+        "with_chartmuseum": false,
+        "auth_mode": if s.auth.oidc().is_some() { "oidc_auth" } else { "db_auth" },
+        "primary_auth_mode": false,
+        "project_creation_restriction": if cfg.project_creation_admin_only { "adminonly" } else { "everyone" },
+        "self_registration": false,
+        "has_ca_root": false,
+        "harbor_version": concat!("berth-", env!("CARGO_PKG_VERSION")),
+        "registry_url": s.external_url.as_deref().map(|u| u.split("://").nth(1).unwrap_or(u)).unwrap_or(""),
+        "external_url": s.external_url.clone().unwrap_or_default(),
+        "read_only": false,
+        "notification_enable": false,
+        "registry_storage_provider_name": "berth",
+    }))
+    .into_response()
+}
+
+pub(crate) fn audit_json(a: &AuditRecord) -> serde_json::Value {
+    json!({
+        "id": a.id, "username": a.username, "resource": a.resource, "resource_type": a.resource_type,
+        "operation": a.operation, "op_time": time(a.op_time),
+        // Berth's additions.
+        "project": a.project, "client_ip": a.client_ip, "result": a.result, "detail": a.detail,
+    })
+}
+
+/// Audit entries matching the query, as a page (shared with `projects/{p}/logs`).
+pub(crate) async fn audit_page(
+    s: &AdminState,
+    q: &HashMap<String, String>,
+    project: Option<&str>,
+    path: &str,
+) -> ApiResult {
+    let mut aq = AuditQuery { project: project.map(str::to_owned), ..Default::default() };
+    for (k, v, fuzzy) in q_terms(q) {
+        match k.as_str() {
+            "username" => aq.username = Some(v),
+            "operation" => aq.operation = Some(v),
+            "resource_type" => aq.resource_type = Some(v),
+            "resource" if fuzzy => aq.resource_prefix = Some(v),
+            "resource" => aq.resource_prefix = Some(v),
+            "op_time" => {
+                // [from~to] with RFC 3339 or "YYYY-MM-DD hh:mm:ss" ends is not parsed here; use from/to (ms).
+                return Err(bad_request("op_time ranges are not supported; use from and to (Unix ms)"));
+            }
+            other => return Err(bad_request(format!("unknown query key {other:?} in q"))),
+        }
+    }
+    for (k, slot) in [("username", &mut aq.username), ("operation", &mut aq.operation)] {
+        if let Some(v) = q.get(k) {
+            *slot = Some(v.clone());
+        }
+    }
+    let ms = |k: &str| -> Result<Option<i64>, ApiError> {
+        q.get(k).map(|v| v.parse::<i64>().map_err(|_| bad_request(format!("{k} must be Unix milliseconds")))).transpose()
+    };
+    aq.from = ms("from")?;
+    aq.to = ms("to")?;
+    let (page, size) = page_of(q)?;
+    let (rows, total) = s.auth.store().audit_log(&aq, ((page - 1) * size) as i64, size as i64).await?;
+    let body: Vec<_> = rows.iter().map(audit_json).collect();
+    Ok(crate::with_page_headers(Json(body).into_response(), total as usize, page, size, q, path))
+}
+
+async fn audit_logs(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    c.sysadmin()?;
+    audit_page(&s, &q, None, "/api/v2.0/audit-logs").await
+}
+
+fn job_json(j: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": j.id, "job_type": j.kind, "status": j.state.as_str(), "attempts": j.attempts,
+        "max_attempts": j.max_attempts, "last_error": j.last_error, "worker": j.lease_owner,
+        "dedup_key": j.dedup_key, "creation_time": j.created_at, "update_time": j.updated_at,
+        "finish_time": j.finished_at,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_jobs(State(s): State<AdminState>, c: Caller, Query(q): Query<ListQuery>) -> ApiResult {
+    c.sysadmin()?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<JobState>().map_err(|_| {
+            bad_request(format!("unknown state {v:?}: use queued, running, succeeded, failed or cancelled"))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let jobs = s.jobs.jobs(q.kind.as_deref().filter(|k| !k.is_empty()), state, limit).await?;
+    let body: Vec<_> = jobs.iter().map(job_json).collect();
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert("x-total-count", http::HeaderValue::from(jobs.len()));
+    Ok(resp)
+}
+
+async fn get_job(State(s): State<AdminState>, c: Caller, Path(id): Path<String>) -> ApiResult {
+    c.sysadmin()?;
+    match s.jobs.job(&id).await? {
+        Some(j) => Ok(Json(job_json(&j)).into_response()),
+        None => Err(not_found(format!("no job {id:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct JobAction {
+    action: String,
+}
+
+async fn act_on_job(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<JobAction>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin()?;
+    let a = crate::json_body(body)?;
+    if a.action != "stop" {
+        return Err(bad_request(format!("unknown action {:?}: use \"stop\"", a.action)));
+    }
+    if s.jobs.cancel(&id, berth_auth::now_ms()).await? {
+        c.audit(&s, "stop", "job", &id, None);
+        return Ok(StatusCode::OK.into_response());
+    }
+    match s.jobs.job(&id).await? {
+        Some(j) => Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("job {id} is already {}", j.state.as_str()))),
+        None => Err(not_found(format!("no job {id:?}"))),
+    }
+}
+
+async fn queues(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.sysadmin()?;
+    let queued = s.jobs.jobs(None, Some(JobState::Queued), 10_000).await?;
+    let now = berth_auth::now_ms();
+    let mut by_kind: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for j in &queued {
+        let e = by_kind.entry(j.kind.as_str()).or_insert((0, now));
+        e.0 += 1;
+        e.1 = e.1.min(j.created_at);
+    }
+    let body: Vec<_> = by_kind
+        .iter()
+        .map(|(k, (count, oldest))| json!({ "job_type": k, "count": count, "latency": (now - oldest).max(0) / 1000, "paused": false }))
+        .collect();
+    Ok(Json(body).into_response())
+}

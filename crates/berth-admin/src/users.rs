@@ -1,0 +1,270 @@
+//! Users: `/users`, `/users/current`, passwords, system-admin flag and CLI secrets.
+//!
+//! CLI secrets are stored hashed, so unlike Harbor the profile never shows one: a secret is
+//! shown once, when it is set or generated (`PUT /users/{id}/cli_secret`), and can be
+//! revoked (`DELETE`). It stays valid however long or short the user's OIDC session is.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use berth_auth::secret;
+use berth_meta::{NewUser, UserRecord};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms, time};
+
+pub(crate) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v2.0/users", get(list).post(create))
+        .route("/api/v2.0/users/current", get(current))
+        .route("/api/v2.0/users/{id}", get(show).put(update).delete(remove))
+        .route("/api/v2.0/users/{id}/password", put(password))
+        .route("/api/v2.0/users/{id}/sysadmin", put(sysadmin))
+        .route("/api/v2.0/users/{id}/cli_secret", put(set_cli_secret).delete(revoke_cli_secret))
+}
+
+pub(crate) fn user_json(u: &UserRecord) -> Value {
+    let mut v = json!({
+        "user_id": u.id, "username": u.username, "email": u.email, "realname": u.realname, "comment": u.comment,
+        "sysadmin_flag": u.sysadmin, "admin_role_in_auth": false,
+        "creation_time": time(u.created_at), "update_time": time(u.updated_at),
+        // Berth's addition: whether a CLI secret is set (never the secret itself).
+        "cli_secret_set": u.cli_secret_hash.is_some(),
+    });
+    if let Some(sub) = &u.oidc_subject {
+        v["oidc_user_meta"] = json!({
+            "id": u.id, "user_id": u.id, "subiss": sub,
+            "creation_time": time(u.created_at), "update_time": time(u.cli_secret_at.unwrap_or(u.updated_at)),
+        });
+    }
+    v
+}
+
+/// The user `{id}`, if the caller is that user or a system administrator.
+async fn target(s: &AdminState, c: &Caller, id: i64) -> Result<UserRecord, ApiError> {
+    c.authenticated()?;
+    let own = c.p.user().is_some_and(|u| u.id == id);
+    if !own && !c.p.is_sysadmin() {
+        return Err(forbidden("only the user themself or a system administrator may do this"));
+    }
+    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))
+}
+
+async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    c.sysadmin()?;
+    let mut name = q.get("username").cloned();
+    for (k, v, _) in q_terms(&q) {
+        if k == "username" {
+            name = Some(v);
+        }
+    }
+    let list: Vec<_> = s
+        .auth
+        .store()
+        .users()
+        .await?
+        .iter()
+        .filter(|u| name.as_deref().is_none_or(|n| u.username.contains(n)))
+        .map(user_json)
+        .collect();
+    paginate(list, &q, "/api/v2.0/users")
+}
+
+#[derive(Deserialize)]
+struct UserCreationReq {
+    username: String,
+    password: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    realname: String,
+    #[serde(default)]
+    comment: String,
+}
+
+fn valid_username(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.starts_with("robot$")
+        || name.chars().any(|c| c.is_control() || ",\"~#%$:/".contains(c) || c.is_whitespace())
+    {
+        return Err(bad_request(format!(
+            "username {name:?} is invalid: 1 to 255 characters, no spaces and none of , \" ~ # % $ : /"
+        )));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<UserCreationReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin()?;
+    let req = json_body(body)?;
+    valid_username(&req.username)?;
+    secret::check_password_strength(&req.password).map_err(bad_request)?;
+    let id = s
+        .auth
+        .store()
+        .create_user(
+            &NewUser {
+                username: req.username.clone(),
+                email: req.email,
+                realname: req.realname,
+                comment: req.comment,
+                password_hash: Some(secret::hash_password(&req.password)),
+                ..Default::default()
+            },
+            berth_auth::now_ms(),
+        )
+        .await?;
+    c.audit(&s, "create", "user", &req.username, None);
+    Ok(created(&format!("/api/v2.0/users/{id}")))
+}
+
+async fn current(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.authenticated()?;
+    let Some(u) = c.p.user() else {
+        return Err(not_found(format!("{} is not a user account", c.p.name())));
+    };
+    let rec = s.auth.store().user(u.id).await?.ok_or_else(|| not_found("the user no longer exists"))?;
+    Ok(Json(user_json(&rec)).into_response())
+}
+
+async fn show(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    Ok(Json(user_json(&target(&s, &c, id).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+struct UserProfile {
+    email: Option<String>,
+    realname: Option<String>,
+    comment: Option<String>,
+}
+
+async fn update(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    body: Result<Json<UserProfile>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let u = target(&s, &c, id).await?;
+    let p = json_body(body)?;
+    s.auth
+        .store()
+        .update_user_profile(
+            id,
+            p.email.as_deref().unwrap_or(&u.email),
+            p.realname.as_deref().unwrap_or(&u.realname),
+            p.comment.as_deref().unwrap_or(&u.comment),
+            berth_auth::now_ms(),
+        )
+        .await?;
+    c.audit(&s, "update", "user", &u.username, None);
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    c.sysadmin()?;
+    if c.p.user().is_some_and(|u| u.id == id) {
+        return Err(forbidden("you cannot delete your own account"));
+    }
+    let u = s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.store().delete_user(id).await?;
+    s.auth.invalidate();
+    c.audit(&s, "delete", "user", &u.username, None);
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize)]
+struct PasswordReq {
+    #[serde(default)]
+    old_password: String,
+    new_password: String,
+}
+
+async fn password(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    body: Result<Json<PasswordReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let u = target(&s, &c, id).await?;
+    let req = json_body(body)?;
+    let own = c.p.user().is_some_and(|x| x.id == id);
+    if own && !c.p.is_sysadmin() || own && u.password_hash.is_some() {
+        let ok = u.password_hash.as_deref().is_some_and(|h| secret::verify_password(&req.old_password, h));
+        if !ok {
+            return Err(forbidden("old_password is wrong"));
+        }
+    }
+    secret::check_password_strength(&req.new_password).map_err(bad_request)?;
+    s.auth.store().set_password(id, &secret::hash_password(&req.new_password), berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "user", &format!("{} (password)", u.username), None);
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize)]
+struct SysAdminFlag {
+    sysadmin_flag: bool,
+}
+
+async fn sysadmin(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    body: Result<Json<SysAdminFlag>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin()?;
+    let f = json_body(body)?;
+    let u = s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.store().set_sysadmin(id, f.sysadmin_flag, berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "user", &format!("{} (sysadmin={})", u.username, f.sysadmin_flag), None);
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct CliSecretReq {
+    secret: Option<String>,
+}
+
+async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, body: String) -> ApiResult {
+    let u = target(&s, &c, id).await?;
+    let req: CliSecretReq = if body.trim().is_empty() {
+        CliSecretReq::default()
+    } else {
+        serde_json::from_str(&body).map_err(|e| bad_request(format!("expected {{\"secret\": \"…\"}}: {e}")))?
+    };
+    let (value, generated) = match req.secret.filter(|x| !x.is_empty()) {
+        Some(given) => {
+            secret::check_password_strength(&given).map_err(|m| bad_request(m.replace("password", "CLI secret")))?;
+            (given, false)
+        }
+        None => (secret::new_secret(), true),
+    };
+    s.auth.store().set_cli_secret(id, Some(&secret::hash_secret(&value)), berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "update", "user", &format!("{} (cli secret)", u.username), None);
+    if generated {
+        // Shown this once: only its hash is stored.
+        return Ok(Json(json!({"secret": value})).into_response());
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn revoke_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let u = target(&s, &c, id).await?;
+    s.auth.store().set_cli_secret(id, None, berth_auth::now_ms()).await?;
+    s.auth.invalidate();
+    c.audit(&s, "delete", "user", &format!("{} (cli secret)", u.username), None);
+    Ok(StatusCode::OK.into_response())
+}

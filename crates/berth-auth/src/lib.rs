@@ -1,0 +1,981 @@
+//! Identity and access for Berth: who is asking ([`Principal`]), what they may do
+//! ([`rbac`], [`policy`]), and the credentials that prove it (passwords, robot and CLI
+//! secrets, signed [`token`]s, OIDC logins in [`oidc`]).
+//!
+//! [`Auth`] is the service the HTTP crates call. It never speaks HTTP itself: the registry
+//! API (`berth-oci`) turns its answers into OCI errors and `WWW-Authenticate` challenges, the
+//! management API (`berth-admin`) into Harbor's envelope.
+//!
+//! **Invariants:** secrets are stored only as hashes ([`secret`]) and never logged; a
+//! decision is the union of role or robot permissions and policy `Allow`s, minus any policy
+//! `Deny` — a `Deny` always wins; a token grants only what its holder could do when it was
+//! issued, narrowed to what was asked for, and only for the repositories it names.
+//!
+//! ```no_run
+//! # async fn f(store: std::sync::Arc<dyn berth_meta::AccessStore>) -> Result<(), berth_auth::AuthError> {
+//! use berth_auth::{Auth, AuthConfig, rbac::Perm, policy::EcrAction};
+//! let auth = Auth::open(store, AuthConfig::default()).await?;
+//! let who = auth.login("alice", "Secret123", None).await?;
+//! auth.authorize_repo(&who, "proj/app", Perm::Pull, EcrAction::BatchGetImage).await.ok();
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+pub mod oidc;
+pub mod policy;
+pub mod rbac;
+pub mod secret;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_meta::{AccessStore, AuditRecord, MemberEntity, MetaError, ProjectRecord, RobotRecord, UserRecord};
+use sha2::{Digest as _, Sha256};
+use tracing::{info, warn};
+
+pub use audit::AuditSink;
+use policy::{EcrAction, RepoPolicy, Verdict};
+use rbac::{Perm, PermSet, Role, RobotPermission};
+use token::{AccessEntry, Claims, KeyRing, Scope, TokenError, typ};
+
+/// Settings of the access layer.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The service name tokens are bound to (`aud`), also sent in challenges.
+    pub service: String,
+    /// The issuer name tokens carry (`iss`).
+    pub issuer: String,
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// Lifetime of refresh (offline) tokens.
+    pub refresh_ttl: Duration,
+    /// Lifetime of web sessions.
+    pub session_ttl: Duration,
+    /// Create a (private) project when an authenticated user pushes into one that does not exist.
+    pub create_projects_on_push: bool,
+    /// Only system administrators may create projects.
+    pub project_creation_admin_only: bool,
+    /// Failed logins of one account (or from one address, times four) before it is locked.
+    pub login_max_failures: u32,
+    /// How long a lock lasts.
+    pub login_lockout: Duration,
+    /// How long a verified password or secret is remembered (saves argon2 on every request).
+    pub credential_cache_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            service: "berth".into(),
+            issuer: "berth-token-issuer".into(),
+            token_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_ttl: Duration::from_secs(8 * 3600),
+            create_projects_on_push: false,
+            project_creation_admin_only: false,
+            login_max_failures: 5,
+            login_lockout: Duration::from_secs(300),
+            credential_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A user as a principal, with their project roles resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPrincipal {
+    /// User id.
+    pub id: i64,
+    /// Username.
+    pub name: String,
+    /// System administrator?
+    pub sysadmin: bool,
+    /// Identity-provider groups.
+    pub groups: Vec<String>,
+    /// `(project id, role)` of every membership, direct or through a group.
+    pub roles: Vec<(i64, Role)>,
+}
+
+/// A robot account as a principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotPrincipal {
+    /// Robot id.
+    pub id: i64,
+    /// Full name (`robot$…`).
+    pub name: String,
+    /// Project of a project-level robot.
+    pub project_id: Option<i64>,
+    /// Its permissions.
+    pub perms: Vec<RobotPermission>,
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Nobody in particular.
+    Anonymous,
+    /// A user.
+    User(Arc<UserPrincipal>),
+    /// A robot account.
+    Robot(Arc<RobotPrincipal>),
+    /// The holder of the operator token (`admin_token`): a system administrator.
+    Operator,
+    /// The bearer of a registry access token: exactly what the token grants.
+    Token(Arc<Claims>),
+}
+
+impl Principal {
+    /// The name the audit log and policies use.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::User(u) => &u.name,
+            Principal::Robot(r) => &r.name,
+            Principal::Operator => "operator",
+            Principal::Token(c) if c.sub.is_empty() => "anonymous",
+            Principal::Token(c) => &c.sub,
+        }
+    }
+
+    /// The name a policy `Principal` matches; `None` for anonymous.
+    pub fn policy_name(&self) -> Option<&str> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::Token(c) if c.sub.is_empty() => None,
+            p => Some(p.name()),
+        }
+    }
+
+    /// `user`, `robot`, `anonymous` or `operator`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::User(_) => "user",
+            Principal::Robot(_) => "robot",
+            Principal::Operator => "operator",
+            Principal::Token(c) => &c.kind,
+        }
+    }
+
+    /// A system administrator (or the operator)?
+    pub fn is_sysadmin(&self) -> bool {
+        match self {
+            Principal::User(u) => u.sysadmin,
+            Principal::Operator => true,
+            _ => false,
+        }
+    }
+
+    /// Has it proved who it is?
+    pub fn is_authenticated(&self) -> bool {
+        match self {
+            Principal::Anonymous => false,
+            Principal::Token(c) => !c.sub.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// The user behind it, if it is a user.
+    pub fn user(&self) -> Option<&UserPrincipal> {
+        match self {
+            Principal::User(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// Why a credential or token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or secret.
+    #[error("invalid username or password")]
+    BadCredentials,
+    /// The robot account is disabled.
+    #[error("robot account {0} is disabled")]
+    RobotDisabled(String),
+    /// The robot account has expired.
+    #[error("robot account {name} expired at {at}")]
+    RobotExpired {
+        /// Its name.
+        name: String,
+        /// When, RFC 3339.
+        at: String,
+    },
+    /// Too many failed logins: try again later.
+    #[error("too many failed logins for this account or address; try again in {} s", .retry_after.as_secs().max(1))]
+    Locked {
+        /// How long until the lock lifts.
+        retry_after: Duration,
+    },
+    /// A token was refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] MetaError),
+    /// OIDC login failed.
+    #[error("OIDC login failed: {0}")]
+    Oidc(String),
+}
+
+/// Why a request was not authorized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The project does not exist.
+    #[error("project {0:?} does not exist; create it first (berth project create {0})")]
+    NoProject(String),
+    /// Anonymous and not allowed: credentials are needed.
+    #[error("authentication required")]
+    NeedsAuth,
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// A freshly issued access token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// Seconds it is valid.
+    pub expires_in: u64,
+    /// Unix seconds when issued.
+    pub issued_at: i64,
+    /// What it grants.
+    pub access: Vec<AccessEntry>,
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Unix milliseconds as RFC 3339 (UTC, second precision).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The project a repository belongs to: its first path component.
+pub fn project_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
+}
+
+/// Failed-login bookkeeping per account and per client address.
+#[derive(Default)]
+struct Limiter {
+    entries: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Limiter {
+    fn locked(&self, key: &str, max: u32, lockout: Duration) -> Option<Duration> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, last) = map.get(key)?;
+        let since = last.elapsed();
+        (*n >= max && since < lockout).then(|| lockout - since)
+    }
+
+    /// Count a failure; returns true when this failure locks the key.
+    fn fail(&self, key: &str, max: u32, lockout: Duration) -> bool {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (_, t)| t.elapsed() < lockout);
+        }
+        let e = map.entry(key.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= lockout {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        e.1 = Instant::now();
+        e.0 == max
+    }
+
+    fn clear(&self, key: &str) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// A small time-bounded cache.
+struct TtlCache<K, V> {
+    inner: quick_cache::sync::Cache<K, (V, Instant)>,
+    ttl: Duration,
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V: Clone> TtlCache<K, V> {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        TtlCache { inner: quick_cache::sync::Cache::new(capacity), ttl }
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        match self.inner.get(k) {
+            Some((v, at)) if at.elapsed() < self.ttl => Some(v),
+            Some(_) => {
+                self.inner.remove(k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, k: K, v: V) {
+        self.inner.insert(k, (v, Instant::now()));
+    }
+
+    fn clear(&self) {
+        self.inner.clear();
+    }
+}
+
+/// How often the signing keys are re-read from the store.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The access service. Cheap to share behind an `Arc`.
+pub struct Auth {
+    store: Arc<dyn AccessStore>,
+    cfg: AuthConfig,
+    keys: Arc<KeyRing>,
+    /// Verified `(name, secret)` pairs by SHA-256, so argon2 runs once per TTL, not per request.
+    credentials: TtlCache<[u8; 32], ()>,
+    principals: TtlCache<String, Principal>,
+    projects: TtlCache<String, Option<ProjectRecord>>,
+    policies: TtlCache<String, Option<Arc<RepoPolicy>>>,
+    tokens: TtlCache<[u8; 32], Arc<Claims>>,
+    limiter: Limiter,
+    last_key_reload: Mutex<Option<Instant>>,
+    audit: AuditSink,
+    oidc: Option<oidc::OidcClient>,
+}
+
+impl Auth {
+    /// Open the service: load (or, on first start, create) the signing keys and start the
+    /// audit writer.
+    pub async fn open(store: Arc<dyn AccessStore>, cfg: AuthConfig) -> Result<Auth, AuthError> {
+        let newest = store.ensure_signing_key(&token::new_signing_key(now_ms())).await?;
+        let mut records = store.signing_keys().await?;
+        if records.is_empty() {
+            records.push(newest);
+        }
+        let keys = Arc::new(KeyRing::new(&records, &cfg.issuer)?);
+        // Learn rotations made elsewhere (`berth token-key rotate`, another replica) within seconds.
+        let (weak, reload_store) = (Arc::downgrade(&keys), store.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KEY_RELOAD_INTERVAL).await;
+                let Some(keys) = weak.upgrade() else { return };
+                match reload_store.signing_keys().await {
+                    Ok(r) if !r.is_empty() => {
+                        if let Err(e) = keys.reload(&r) {
+                            warn!(error = %e, "failed to reload token signing keys");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "failed to read token signing keys"),
+                }
+            }
+        });
+        let ttl = cfg.credential_cache_ttl;
+        Ok(Auth {
+            audit: AuditSink::start(store.clone()),
+            store,
+            keys,
+            credentials: TtlCache::new(10_000, ttl),
+            principals: TtlCache::new(10_000, ttl.min(Duration::from_secs(10))),
+            projects: TtlCache::new(10_000, Duration::from_secs(5)),
+            policies: TtlCache::new(10_000, Duration::from_secs(5)),
+            tokens: TtlCache::new(50_000, Duration::from_secs(60)),
+            limiter: Limiter::default(),
+            last_key_reload: Mutex::new(None),
+            oidc: None,
+            cfg,
+        })
+    }
+
+    /// Enable OIDC login.
+    pub fn with_oidc(mut self, cfg: oidc::OidcConfig) -> Self {
+        self.oidc = Some(oidc::OidcClient::new(cfg));
+        self
+    }
+
+    /// The OIDC client, when OIDC login is configured.
+    pub fn oidc(&self) -> Option<&oidc::OidcClient> {
+        self.oidc.as_ref()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuthConfig {
+        &self.cfg
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<dyn AccessStore> {
+        &self.store
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &AuditSink {
+        &self.audit
+    }
+
+    /// Forget cached principals, projects and policies (after a change through the API).
+    pub fn invalidate(&self) {
+        self.credentials.clear();
+        self.principals.clear();
+        self.projects.clear();
+        self.policies.clear();
+    }
+
+    /// On first start: create the system administrator `admin` with `password`, or with a
+    /// generated password that is returned (to print once). `None` when `admin` exists.
+    pub async fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>, AuthError> {
+        if self.store.user_by_name("admin").await?.is_some() {
+            return Ok(None);
+        }
+        let (pw, generated) = match password {
+            Some(p) if !p.is_empty() => (p.to_owned(), false),
+            _ => (secret::new_secret(), true),
+        };
+        let u = berth_meta::NewUser {
+            username: "admin".into(),
+            realname: "System administrator".into(),
+            password_hash: Some(secret::hash_password(&pw)),
+            sysadmin: true,
+            ..Default::default()
+        };
+        match self.store.create_user(&u, now_ms()).await {
+            Ok(_) => {}
+            // Another replica created it at the same moment.
+            Err(MetaError::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        info!("created the system administrator account `admin`");
+        Ok(generated.then_some(pw))
+    }
+
+    fn cred_key(kind: &str, name: &str, secret: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [kind, name, secret] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Check a username (or robot name) and password (or CLI secret, or robot secret).
+    /// Failures are counted per account and per address, and audited; too many lock both.
+    pub async fn login(&self, username: &str, password: &str, client_ip: Option<&str>) -> Result<Principal, AuthError> {
+        let (max, lockout) = (self.cfg.login_max_failures.max(1), self.cfg.login_lockout);
+        let account_key = format!("u:{}", username.to_lowercase());
+        let ip_key = client_ip.map(|ip| format!("ip:{ip}"));
+        let key = Self::cred_key("login", username, password);
+        if let Some(retry_after) = self
+            .limiter
+            .locked(&account_key, max, lockout)
+            .or_else(|| ip_key.as_deref().and_then(|k| self.limiter.locked(k, max * 4, lockout)))
+        {
+            self.audit_login(username, client_ip, "failure", Some("refused: locked after too many failures"));
+            return Err(AuthError::Locked { retry_after });
+        }
+        if self.credentials.get(&key).is_some()
+            && let Some(p) = self.principal_by_name(username).await?
+        {
+            return Ok(p);
+        }
+        match self.check_credentials(username, password).await {
+            Ok(p) => {
+                self.limiter.clear(&account_key);
+                self.credentials.insert(key, ());
+                Ok(p)
+            }
+            Err(AuthError::BadCredentials) => {
+                let locked = self.limiter.fail(&account_key, max, lockout)
+                    | ip_key.as_deref().is_some_and(|k| self.limiter.fail(k, max * 4, lockout));
+                warn!(user = %username, client.ip = client_ip.unwrap_or(""), locked, "failed login");
+                let detail = if locked { "invalid credentials; account locked" } else { "invalid credentials" };
+                self.audit_login(username, client_ip, "failure", Some(detail));
+                Err(AuthError::BadCredentials)
+            }
+            Err(e) => {
+                if matches!(e, AuthError::RobotDisabled(_) | AuthError::RobotExpired { .. }) {
+                    self.audit_login(username, client_ip, "failure", Some(&e.to_string()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn audit_login(&self, username: &str, client_ip: Option<&str>, result: &str, detail: Option<&str>) {
+        self.audit.record(AuditRecord {
+            op_time: now_ms(),
+            username: username.to_owned(),
+            operation: "login".into(),
+            resource_type: "user".into(),
+            resource: username.to_owned(),
+            client_ip: client_ip.map(str::to_owned),
+            result: result.into(),
+            detail: detail.map(str::to_owned),
+            ..Default::default()
+        });
+    }
+
+    /// Record a successful login (token endpoint, OIDC) in the audit log.
+    pub fn audit_login_success(&self, p: &Principal, client_ip: Option<&str>, how: &str) {
+        self.audit_login(p.name(), client_ip, "success", Some(how));
+    }
+
+    async fn check_credentials(&self, username: &str, password: &str) -> Result<Principal, AuthError> {
+        if username.starts_with("robot$") {
+            let Some(r) = self.store.robot_by_name(username).await? else {
+                return Err(AuthError::BadCredentials);
+            };
+            if !secret::verify_secret(password, &r.secret_hash) {
+                return Err(AuthError::BadCredentials);
+            }
+            return self.robot_principal(r);
+        }
+        let Some(u) = self.store.user_by_name(username).await? else {
+            // Same work as for a real user, so timing does not tell which names exist.
+            secret::verify_password(password, secret::dummy_password_hash());
+            return Err(AuthError::BadCredentials);
+        };
+        let by_secret = u.cli_secret_hash.as_deref().is_some_and(|h| secret::verify_secret(password, h));
+        let by_password = !by_secret && u.password_hash.as_deref().is_some_and(|h| secret::verify_password(password, h));
+        if !(by_secret || by_password) {
+            return Err(AuthError::BadCredentials);
+        }
+        self.user_principal(u).await
+    }
+
+    fn robot_principal(&self, r: RobotRecord) -> Result<Principal, AuthError> {
+        if r.disabled {
+            return Err(AuthError::RobotDisabled(r.name));
+        }
+        if r.expires_at >= 0 && r.expires_at <= now_ms() {
+            return Err(AuthError::RobotExpired { name: r.name, at: rfc3339(r.expires_at) });
+        }
+        let perms: Vec<RobotPermission> = serde_json::from_str(&r.permissions)
+            .map_err(|e| MetaError::Corrupt(format!("permissions of robot {}: {e}", r.name)))?;
+        Ok(Principal::Robot(Arc::new(RobotPrincipal { id: r.id, name: r.name, project_id: r.project_id, perms })))
+    }
+
+    async fn user_principal(&self, u: UserRecord) -> Result<Principal, AuthError> {
+        let roles = self
+            .store
+            .memberships(u.id, &u.groups)
+            .await?
+            .into_iter()
+            .filter_map(|(p, r)| Role::from_id(r).map(|r| (p, r)))
+            .collect();
+        Ok(Principal::User(Arc::new(UserPrincipal {
+            id: u.id,
+            name: u.username,
+            sysadmin: u.sysadmin,
+            groups: u.groups,
+            roles,
+        })))
+    }
+
+    /// The current principal for a user or robot name (for sessions and refresh tokens):
+    /// `None` if it no longer exists; an error if the robot is disabled or expired.
+    pub async fn principal_by_name(&self, name: &str) -> Result<Option<Principal>, AuthError> {
+        if let Some(p) = self.principals.get(&name.to_owned()) {
+            return Ok(Some(p));
+        }
+        let p = if name.starts_with("robot$") {
+            match self.store.robot_by_name(name).await? {
+                Some(r) => self.robot_principal(r)?,
+                None => return Ok(None),
+            }
+        } else {
+            match self.store.user_by_name(name).await? {
+                Some(u) => self.user_principal(u).await?,
+                None => return Ok(None),
+            }
+        };
+        self.principals.insert(name.to_owned(), p.clone());
+        Ok(Some(p))
+    }
+
+    /// A project by name (cached for a few seconds).
+    pub async fn project(&self, name: &str) -> Result<Option<ProjectRecord>, MetaError> {
+        if let Some(p) = self.projects.get(&name.to_owned()) {
+            return Ok(p);
+        }
+        let p = self.store.project_by_name(name).await?;
+        self.projects.insert(name.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    async fn policy(&self, repo: &str) -> Result<Option<Arc<RepoPolicy>>, MetaError> {
+        if let Some(p) = self.policies.get(&repo.to_owned()) {
+            return Ok(p);
+        }
+        let p = match self.store.repo_policy(repo).await? {
+            // Stored documents were validated when they were put.
+            Some(doc) => RepoPolicy::parse(&doc).ok().map(Arc::new),
+            None => None,
+        };
+        self.policies.insert(repo.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    /// What `p` may do in `project` by its roles, robot permissions or the project's visibility.
+    pub fn perms_in(&self, p: &Principal, project: &ProjectRecord) -> PermSet {
+        let base = if project.public { rbac::public_perms() } else { PermSet::NONE };
+        match p {
+            Principal::Operator => PermSet::all(),
+            Principal::User(u) if u.sysadmin => PermSet::all(),
+            Principal::User(u) => u
+                .roles
+                .iter()
+                .filter(|(pid, _)| *pid == project.id)
+                .fold(base, |acc, (_, r)| acc.union(r.perms())),
+            Principal::Robot(r) => base.union(rbac::robot_perms(&r.perms, &project.name)),
+            Principal::Anonymous | Principal::Token(_) => base,
+        }
+    }
+
+    /// May a user create projects?
+    pub fn may_create_projects(&self, p: &Principal) -> bool {
+        match p {
+            Principal::Operator => true,
+            Principal::User(u) => u.sysadmin || !self.cfg.project_creation_admin_only,
+            _ => false,
+        }
+    }
+
+    /// Create a project owned by `owner` (who becomes its project admin).
+    pub async fn create_project(
+        &self,
+        name: &str,
+        owner: &Principal,
+        public: bool,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<i64, MetaError> {
+        let now = now_ms();
+        let owner_id = match owner {
+            Principal::User(u) => u.id,
+            _ => self.store.user_by_name("admin").await?.map(|u| u.id).unwrap_or(0),
+        };
+        let id = self.store.create_project(name, owner_id, public, metadata, now).await?;
+        if owner_id > 0 {
+            let entity = MemberEntity::User { id: owner_id, name: String::new() };
+            match self.store.add_member(id, &entity, Role::ProjectAdmin.id(), now).await {
+                Ok(_) | Err(MetaError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.invalidate();
+        Ok(id)
+    }
+
+    /// May `p` do `need` (the ECR action `ecr` in policy terms) in repository `repo`?
+    ///
+    /// A missing project is created when `need` is a push, the server creates projects on
+    /// push, and `p` may create projects; otherwise it is [`Denied::NoProject`] for
+    /// authenticated callers (anonymous ones learn nothing about which projects exist).
+    pub async fn authorize_repo(&self, p: &Principal, repo: &str, need: Perm, ecr: EcrAction) -> Result<(), Denied> {
+        let project_name = project_of(repo);
+        let internal = |e: MetaError| {
+            warn!(error = %e, "authorization lookup failed");
+            Denied::Forbidden("authorization is unavailable (metadata database error)".into())
+        };
+        let project = match self.project(project_name).await.map_err(internal)? {
+            Some(pr) => pr,
+            None if !p.is_authenticated() => return Err(Denied::NeedsAuth),
+            None if need == Perm::Push && self.cfg.create_projects_on_push && self.may_create_projects(p) => {
+                match self.create_project(project_name, p, false, &Default::default()).await {
+                    Ok(_) | Err(MetaError::Conflict(_)) => {}
+                    Err(e) => return Err(internal(e)),
+                }
+                self.audit.record(AuditRecord {
+                    op_time: now_ms(),
+                    username: p.name().to_owned(),
+                    operation: "create".into(),
+                    resource_type: "project".into(),
+                    resource: project_name.to_owned(),
+                    project: Some(project_name.to_owned()),
+                    result: "success".into(),
+                    detail: Some("created on push".into()),
+                    ..Default::default()
+                });
+                // Re-resolve: the creator is now a member.
+                let fresh = match p {
+                    Principal::User(u) => self.principal_by_name(&u.name).await.ok().flatten(),
+                    _ => None,
+                };
+                return Box::pin(self.authorize_repo(fresh.as_ref().unwrap_or(p), repo, need, ecr)).await;
+            }
+            None => return Err(Denied::NoProject(project_name.to_owned())),
+        };
+        let verdict = match self.policy(repo).await.map_err(internal)? {
+            Some(pol) => pol.evaluate(p.policy_name(), ecr),
+            None => Verdict::NoOpinion,
+        };
+        if let Verdict::Deny(sid) = verdict {
+            let why = sid.map(|s| format!(" (statement {s:?})")).unwrap_or_default();
+            return Err(Denied::Forbidden(format!(
+                "{} is denied {} on {repo} by the repository policy{why}",
+                p.name(),
+                ecr.name()
+            )));
+        }
+        let granted = match p {
+            Principal::Token(c) => token_grants(c, repo, need),
+            _ => self.perms_in(p, &project).has(need),
+        };
+        if granted || verdict == Verdict::Allow {
+            return Ok(());
+        }
+        if !p.is_authenticated() {
+            return Err(Denied::NeedsAuth);
+        }
+        Err(Denied::Forbidden(format!("{} may not {} in project {project_name:?}", p.name(), perm_words(need))))
+    }
+
+    /// Issue an access token for the granted subset of `scopes`.
+    pub async fn issue_token(&self, p: &Principal, scopes: &[Scope]) -> Result<IssuedToken, AuthError> {
+        let mut access: Vec<AccessEntry> = Vec::new();
+        for s in scopes {
+            let granted: Vec<String> = match s.kind.as_str() {
+                "repository" if s.name.parse::<berth_types::RepoName>().is_ok() => {
+                    let mut want: Vec<&str> = Vec::new();
+                    for a in &s.actions {
+                        match a.as_str() {
+                            "*" => want.extend(["pull", "push", "delete"]),
+                            "pull" | "push" | "delete" => want.push(a),
+                            _ => {}
+                        }
+                    }
+                    want.sort_unstable();
+                    want.dedup();
+                    let mut ok = Vec::new();
+                    for a in want {
+                        let (perm, ecr) = action_perm(a);
+                        if self.authorize_repo(p, &s.name, perm, ecr).await.is_ok() {
+                            ok.push(a.to_owned());
+                        }
+                    }
+                    ok
+                }
+                "registry" if s.name == "catalog" && p.is_sysadmin() => vec!["*".to_owned()],
+                _ => Vec::new(),
+            };
+            if granted.is_empty() {
+                continue;
+            }
+            match access.iter_mut().find(|e| e.kind == s.kind && e.name == s.name) {
+                Some(e) => {
+                    for g in granted {
+                        if !e.actions.contains(&g) {
+                            e.actions.push(g);
+                        }
+                    }
+                }
+                None => access.push(AccessEntry { kind: s.kind.clone(), name: s.name.clone(), actions: granted }),
+            }
+        }
+        let now = now_ms() / 1000;
+        let ttl = self.cfg.token_ttl.as_secs().max(1);
+        let claims = Claims {
+            iss: self.keys.issuer().to_owned(),
+            sub: if p.is_authenticated() { p.name().to_owned() } else { String::new() },
+            aud: self.cfg.service.clone(),
+            exp: now + ttl as i64,
+            nbf: now - 1,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            typ: typ::ACCESS.into(),
+            kind: p.kind().to_owned(),
+            access: access.clone(),
+            data: None,
+        };
+        Ok(IssuedToken { token: self.keys.sign(&claims)?, expires_in: ttl, issued_at: now, access })
+    }
+
+    fn signed(&self, p: &Principal, kind: &str, ttl: Duration, data: Option<serde_json::Value>) -> Result<String, AuthError> {
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            iss: self.keys.issuer().to_owned(),
+            sub: p.name().to_owned(),
+            aud: self.cfg.service.clone(),
+            exp: now + ttl.as_secs() as i64,
+            nbf: now - 1,
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            typ: kind.to_owned(),
+            kind: p.kind().to_owned(),
+            access: Vec::new(),
+            data,
+        };
+        Ok(self.keys.sign(&claims)?)
+    }
+
+    /// A refresh (offline) token for `p`.
+    pub fn refresh_token(&self, p: &Principal) -> Result<String, AuthError> {
+        self.signed(p, typ::REFRESH, self.cfg.refresh_ttl, None)
+    }
+
+    /// Whom a refresh token stands for, re-checked now (deleted, disabled or expired
+    /// accounts are refused).
+    pub async fn redeem_refresh_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let c = self.verify(token, typ::REFRESH).await?;
+        self.principal_by_name(&c.sub).await?.ok_or(AuthError::BadCredentials)
+    }
+
+    /// A web session cookie value for a user.
+    pub fn session_token(&self, p: &Principal) -> Result<String, AuthError> {
+        self.signed(p, typ::SESSION, self.cfg.session_ttl, None)
+    }
+
+    /// The principal of a web session.
+    pub async fn session_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        let c = self.verify(token, typ::SESSION).await?;
+        self.principal_by_name(&c.sub).await?.ok_or(AuthError::BadCredentials)
+    }
+
+    /// Sign short-lived state (OIDC login in flight).
+    pub fn sign_state(&self, data: serde_json::Value, ttl: Duration) -> Result<String, AuthError> {
+        self.signed(&Principal::Anonymous, typ::OIDC_STATE, ttl, Some(data))
+    }
+
+    /// Verify state signed by [`Auth::sign_state`].
+    pub async fn verify_state(&self, token: &str) -> Result<serde_json::Value, AuthError> {
+        Ok(self.verify(token, typ::OIDC_STATE).await?.data.unwrap_or_default())
+    }
+
+    async fn verify(&self, token: &str, want: &str) -> Result<Claims, AuthError> {
+        self.maybe_reload_keys(token).await;
+        Ok(self.keys.verify(token, &self.cfg.service, want)?)
+    }
+
+    /// A key id this replica does not know may be a key another replica made or rotated
+    /// in: reload the ring, at most once every few seconds.
+    async fn maybe_reload_keys(&self, token: &str) {
+        let Some(kid) = KeyRing::kid_of(token) else { return };
+        if self.keys.knows(&kid) {
+            return;
+        }
+        {
+            let mut last = self.last_key_reload.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.store.signing_keys().await {
+            Ok(records) => {
+                if let Err(e) = self.keys.reload(&records) {
+                    warn!(error = %e, "failed to reload token signing keys");
+                }
+            }
+            Err(e) => warn!(error = %e, "failed to read token signing keys"),
+        }
+    }
+
+    /// Verify a registry access token (cached by its hash until it would expire anyway).
+    pub async fn verify_access_token(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(c) = self.tokens.get(&key)
+            && c.exp > now_ms() / 1000
+        {
+            return Ok(c);
+        }
+        let c = Arc::new(self.verify(token, typ::ACCESS).await?);
+        self.tokens.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Rotate the signing key: a new key signs from now on; tokens signed by the old one keep
+    /// verifying until they expire (old keys are pruned after the refresh-token lifetime).
+    pub async fn rotate_signing_key(&self) -> Result<String, AuthError> {
+        let key = token::new_signing_key(now_ms());
+        let forget_before = now_ms() - self.cfg.refresh_ttl.as_millis() as i64;
+        self.store.rotate_signing_key(&key, forget_before).await?;
+        self.keys.reload(&self.store.signing_keys().await?)?;
+        Ok(key.kid)
+    }
+}
+
+/// The permission and ECR action a token action (`pull`, `push`, `delete`) stands for.
+pub fn action_perm(action: &str) -> (Perm, EcrAction) {
+    match action {
+        "push" => (Perm::Push, EcrAction::PutImage),
+        "delete" => (Perm::DeleteArtifact, EcrAction::BatchDeleteImage),
+        _ => (Perm::Pull, EcrAction::BatchGetImage),
+    }
+}
+
+fn token_action(need: Perm) -> &'static str {
+    match need {
+        Perm::Push | Perm::CreateTag => "push",
+        Perm::DeleteArtifact | Perm::DeleteTag => "delete",
+        _ => "pull",
+    }
+}
+
+/// Does an access token grant `need` on `repo`?
+pub fn token_grants(c: &Claims, repo: &str, need: Perm) -> bool {
+    let want = token_action(need);
+    c.access
+        .iter()
+        .any(|e| e.kind == "repository" && e.name == repo && e.actions.iter().any(|a| a == want || a == "*"))
+}
+
+fn perm_words(p: Perm) -> &'static str {
+    match p {
+        Perm::Pull => "pull",
+        Perm::Push => "push",
+        Perm::DeleteArtifact => "delete artifacts",
+        Perm::CreateTag => "create tags",
+        Perm::DeleteTag => "delete tags",
+        Perm::Scan => "scan",
+        Perm::Read => "read",
+        Perm::UpdateProject => "change the project",
+        Perm::DeleteProject => "delete the project",
+        Perm::ReadMembers => "list members",
+        Perm::ManageMembers => "manage members",
+        Perm::ReadRobots => "list robot accounts",
+        Perm::ManageRobots => "manage robot accounts",
+        Perm::ManagePolicy => "manage policies",
+        Perm::ReadLogs => "read the audit log",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_083_200_000), "2026-12-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn limiter_locks_after_max_and_clears() {
+        let l = Limiter::default();
+        let lock = Duration::from_secs(60);
+        assert!(!l.fail("k", 3, lock));
+        assert!(!l.fail("k", 3, lock));
+        assert!(l.locked("k", 3, lock).is_none());
+        assert!(l.fail("k", 3, lock));
+        assert!(l.locked("k", 3, lock).is_some());
+        l.clear("k");
+        assert!(l.locked("k", 3, lock).is_none());
+    }
+}

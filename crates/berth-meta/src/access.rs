@@ -1,0 +1,969 @@
+//! Identity and access records: users, projects, project members, robot accounts,
+//! repository policies, the audit log and the token signing keys ([`AccessStore`]).
+//!
+//! This module stores; it decides nothing. Password and secret *hashes* are stored, never
+//! the secrets (hashing happens in `berth-auth`). Robot permissions and policy documents are
+//! stored as the JSON text `berth-auth` validated.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::MetaError;
+use crate::sql::{Backend, SqlMetaStore};
+
+/// A local or OIDC user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// Unique login name.
+    pub username: String,
+    /// E-mail address (may be empty).
+    pub email: String,
+    /// Display name.
+    pub realname: String,
+    /// Free text.
+    pub comment: String,
+    /// argon2id PHC string; `None` for users who only log in through OIDC.
+    pub password_hash: Option<String>,
+    /// System administrator?
+    pub sysadmin: bool,
+    /// argon2id PHC string of the CLI secret, if one is set.
+    pub cli_secret_hash: Option<String>,
+    /// When the CLI secret was set (Unix ms).
+    pub cli_secret_at: Option<i64>,
+    /// `issuer|subject` for OIDC users.
+    pub oidc_subject: Option<String>,
+    /// Groups from the identity provider at the last login.
+    pub groups: Vec<String>,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+/// The fields of a new user.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Unique login name.
+    pub username: String,
+    /// E-mail address.
+    pub email: String,
+    /// Display name.
+    pub realname: String,
+    /// Free text.
+    pub comment: String,
+    /// argon2id PHC string, if the user has a password.
+    pub password_hash: Option<String>,
+    /// System administrator?
+    pub sysadmin: bool,
+    /// `issuer|subject` for OIDC users.
+    pub oidc_subject: Option<String>,
+    /// Groups from the identity provider.
+    pub groups: Vec<String>,
+}
+
+/// A project: the first path component of its repositories' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The user who created it.
+    pub owner_id: i64,
+    /// Anonymous users may pull.
+    pub public: bool,
+    /// Other settings (`auto_scan`, `prevent_vul`, `severity`, …) as strings, as Harbor keeps them.
+    pub metadata: BTreeMap<String, String>,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+/// Who a project membership is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEntity {
+    /// A user, by id (with the name, filled in when read).
+    User {
+        /// User id.
+        id: i64,
+        /// Username (empty when writing).
+        name: String,
+    },
+    /// A group of the identity provider, by name.
+    Group(String),
+}
+
+/// A project membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// The project.
+    pub project_id: i64,
+    /// The member.
+    pub entity: MemberEntity,
+    /// Harbor role id (1 project admin, 2 developer, 3 guest, 4 maintainer, 5 limited guest).
+    pub role_id: i64,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+/// A robot account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobotRecord {
+    /// Numeric id.
+    pub id: i64,
+    /// Full name: `robot$<project>+<name>` or `robot$<name>`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The project of a project-level robot; `None` for system robots.
+    pub project_id: Option<i64>,
+    /// argon2id PHC string of the secret.
+    pub secret_hash: String,
+    /// Disabled robots are refused.
+    pub disabled: bool,
+    /// Lifetime in days as given (`-1`: never expires).
+    pub duration: i64,
+    /// Expiry (Unix ms), or `-1` for never.
+    pub expires_at: i64,
+    /// Permissions as JSON text (Harbor's `permissions` array, validated by `berth-auth`).
+    pub permissions: String,
+    /// Who created it.
+    pub creator: String,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    /// Numeric id (0 when writing).
+    pub id: i64,
+    /// When (Unix ms).
+    pub op_time: i64,
+    /// Who: a username, robot name, `anonymous` or `operator`.
+    pub username: String,
+    /// What: `pull`, `push`, `delete`, `login`, `create`, `update`, …
+    pub operation: String,
+    /// On what kind of thing: `artifact`, `tag`, `project`, `user`, `robot`, `member`, `policy`, …
+    pub resource_type: String,
+    /// On which thing, e.g. `proj/app:latest` or `proj/app@sha256:…`.
+    pub resource: String,
+    /// The project concerned, if any.
+    pub project: Option<String>,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// `success` or `failure`.
+    pub result: String,
+    /// Extra words (never a secret).
+    pub detail: Option<String>,
+}
+
+/// Filters for [`AccessStore::audit_log`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this user.
+    pub username: Option<String>,
+    /// Only this operation.
+    pub operation: Option<String>,
+    /// Only this resource type.
+    pub resource_type: Option<String>,
+    /// Only resources starting with this.
+    pub resource_prefix: Option<String>,
+    /// From (Unix ms, inclusive).
+    pub from: Option<i64>,
+    /// To (Unix ms, inclusive).
+    pub to: Option<i64>,
+}
+
+/// A token signing key (Ed25519, PKCS#8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// Key id (the JWT `kid`).
+    pub kid: String,
+    /// PKCS#8 document of the private key.
+    pub private_key: Vec<u8>,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// When a newer key replaced it (it still verifies tokens it signed).
+    pub retired_at: Option<i64>,
+}
+
+/// Storage of identities and access rules. Contract (checked by the conformance suite):
+/// names are unique (a duplicate gives [`MetaError::Conflict`]); deleting a project removes
+/// its members and robots; deleting a user removes their memberships.
+#[async_trait::async_trait]
+pub trait AccessStore: Send + Sync + 'static {
+    /// Create a user; returns its id.
+    async fn create_user(&self, u: &NewUser, now: i64) -> Result<i64, MetaError>;
+    /// The user with this id.
+    async fn user(&self, id: i64) -> Result<Option<UserRecord>, MetaError>;
+    /// The user with this username.
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, MetaError>;
+    /// The user with this OIDC `issuer|subject`.
+    async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError>;
+    /// Every user, by id.
+    async fn users(&self) -> Result<Vec<UserRecord>, MetaError>;
+    /// Change e-mail, real name and comment.
+    async fn update_user_profile(
+        &self,
+        id: i64,
+        email: &str,
+        realname: &str,
+        comment: &str,
+        now: i64,
+    ) -> Result<bool, MetaError>;
+    /// Set the password hash.
+    async fn set_password(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError>;
+    /// Grant or revoke system administration.
+    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64) -> Result<bool, MetaError>;
+    /// Set (`Some`) or revoke (`None`) the CLI secret hash.
+    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64) -> Result<bool, MetaError>;
+    /// Replace the user's identity-provider groups.
+    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64) -> Result<bool, MetaError>;
+    /// Delete a user and their memberships.
+    async fn delete_user(&self, id: i64) -> Result<bool, MetaError>;
+
+    /// Create a project; returns its id.
+    async fn create_project(
+        &self,
+        name: &str,
+        owner_id: i64,
+        public: bool,
+        metadata: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<i64, MetaError>;
+    /// The project with this id.
+    async fn project(&self, id: i64) -> Result<Option<ProjectRecord>, MetaError>;
+    /// The project with this name.
+    async fn project_by_name(&self, name: &str) -> Result<Option<ProjectRecord>, MetaError>;
+    /// Every project, by name.
+    async fn projects(&self) -> Result<Vec<ProjectRecord>, MetaError>;
+    /// Change visibility and metadata.
+    async fn update_project(
+        &self,
+        id: i64,
+        public: bool,
+        metadata: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<bool, MetaError>;
+    /// Delete a project with its members and robots.
+    async fn delete_project(&self, id: i64) -> Result<bool, MetaError>;
+
+    /// Add a member; returns the membership id.
+    async fn add_member(&self, project_id: i64, entity: &MemberEntity, role_id: i64, now: i64)
+    -> Result<i64, MetaError>;
+    /// The members of a project.
+    async fn members(&self, project_id: i64) -> Result<Vec<MemberRecord>, MetaError>;
+    /// Change a member's role.
+    async fn update_member(&self, project_id: i64, member_id: i64, role_id: i64, now: i64) -> Result<bool, MetaError>;
+    /// Remove a member.
+    async fn delete_member(&self, project_id: i64, member_id: i64) -> Result<bool, MetaError>;
+    /// `(project_id, role_id)` of every membership of this user, directly or through `groups`.
+    async fn memberships(&self, user_id: i64, groups: &[String]) -> Result<Vec<(i64, i64)>, MetaError>;
+
+    /// Create a robot; returns its id.
+    async fn create_robot(&self, r: &RobotRecord) -> Result<i64, MetaError>;
+    /// The robot with this id.
+    async fn robot(&self, id: i64) -> Result<Option<RobotRecord>, MetaError>;
+    /// The robot with this full name.
+    async fn robot_by_name(&self, name: &str) -> Result<Option<RobotRecord>, MetaError>;
+    /// Every robot, by id.
+    async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError>;
+    /// Replace description, disabled, duration, expiry and permissions.
+    async fn update_robot(&self, r: &RobotRecord) -> Result<bool, MetaError>;
+    /// Replace the secret hash.
+    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError>;
+    /// Delete a robot.
+    async fn delete_robot(&self, id: i64) -> Result<bool, MetaError>;
+
+    /// Store a repository's policy document (replacing any).
+    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64) -> Result<(), MetaError>;
+    /// A repository's policy document.
+    async fn repo_policy(&self, repo: &str) -> Result<Option<String>, MetaError>;
+    /// Delete a repository's policy; returns whether there was one.
+    async fn delete_repo_policy(&self, repo: &str) -> Result<bool, MetaError>;
+
+    /// Append audit entries (one transaction).
+    async fn append_audit(&self, entries: &[AuditRecord]) -> Result<(), MetaError>;
+    /// Matching entries, newest first: `(page, total matching)`.
+    async fn audit_log(&self, q: &AuditQuery, offset: i64, limit: i64) -> Result<(Vec<AuditRecord>, i64), MetaError>;
+    /// Add `n` to the pull counts of repositories.
+    async fn add_pulls(&self, counts: &[(String, i64)]) -> Result<(), MetaError>;
+
+    /// Every signing key, newest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, MetaError>;
+    /// Add a key and retire the others (they keep verifying); keys retired before `forget_before` are deleted.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, forget_before: i64) -> Result<(), MetaError>;
+    /// Add the first key unless one exists (safe when replicas start at once); returns the newest key.
+    async fn ensure_signing_key(&self, key: &SigningKeyRecord) -> Result<SigningKeyRecord, MetaError>;
+}
+
+fn conflict(e: sqlx::Error, what: &str) -> MetaError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => MetaError::Conflict(what.to_owned()),
+        _ => MetaError::Db(e),
+    }
+}
+
+fn b(v: bool) -> i64 {
+    v as i64
+}
+
+fn groups_json(groups: &[String]) -> String {
+    serde_json::to_string(groups).unwrap_or_else(|_| "[]".into())
+}
+
+const USER_COLS: &str = "id, username, email, realname, comment, password_hash, sysadmin, cli_secret_hash, \
+                         cli_secret_at, oidc_subject, groups, created_at, updated_at";
+
+fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
+    let groups: String = r.try_get("groups")?;
+    Ok(UserRecord {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        email: r.try_get("email")?,
+        realname: r.try_get("realname")?,
+        comment: r.try_get("comment")?,
+        password_hash: r.try_get("password_hash")?,
+        sysadmin: r.try_get::<i64, _>("sysadmin")? != 0,
+        cli_secret_hash: r.try_get("cli_secret_hash")?,
+        cli_secret_at: r.try_get("cli_secret_at")?,
+        oidc_subject: r.try_get("oidc_subject")?,
+        groups: serde_json::from_str(&groups).map_err(|e| MetaError::Corrupt(format!("user groups: {e}")))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const PROJECT_COLS: &str = "id, name, owner_id, public, metadata, created_at, updated_at";
+
+fn project_from_row(r: &AnyRow) -> Result<ProjectRecord, MetaError> {
+    let metadata: String = r.try_get("metadata")?;
+    Ok(ProjectRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        owner_id: r.try_get("owner_id")?,
+        public: r.try_get::<i64, _>("public")? != 0,
+        metadata: serde_json::from_str(&metadata).map_err(|e| MetaError::Corrupt(format!("project metadata: {e}")))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const ROBOT_COLS: &str = "id, name, description, project_id, secret_hash, disabled, duration, expires_at, \
+                          permissions, creator, created_at, updated_at";
+
+fn robot_from_row(r: &AnyRow) -> Result<RobotRecord, MetaError> {
+    Ok(RobotRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        description: r.try_get("description")?,
+        project_id: r.try_get("project_id")?,
+        secret_hash: r.try_get("secret_hash")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
+        duration: r.try_get("duration")?,
+        expires_at: r.try_get("expires_at")?,
+        permissions: r.try_get("permissions")?,
+        creator: r.try_get("creator")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn audit_from_row(r: &AnyRow) -> Result<AuditRecord, MetaError> {
+    Ok(AuditRecord {
+        id: r.try_get("id")?,
+        op_time: r.try_get("op_time")?,
+        username: r.try_get("username")?,
+        operation: r.try_get("operation")?,
+        resource_type: r.try_get("resource_type")?,
+        resource: r.try_get("resource")?,
+        project: r.try_get("project")?,
+        client_ip: r.try_get("client_ip")?,
+        result: r.try_get("result")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
+impl SqlMetaStore {
+    async fn user_where(&self, clause: &str, value: &str) -> Result<Option<UserRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE {clause} = $1"))
+            .bind(value)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn exec(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<u64, MetaError> {
+        let mut q = sqlx::query(sql);
+        for v in binds {
+            q = match v {
+                Bind::I(i) => q.bind(i),
+                Bind::S(s) => q.bind(s),
+            };
+        }
+        Ok(q.execute(self.pool()).await?.rows_affected())
+    }
+}
+
+/// A bind value for [`SqlMetaStore::exec`].
+enum Bind<'a> {
+    I(i64),
+    S(&'a str),
+}
+
+#[async_trait::async_trait]
+impl AccessStore for SqlMetaStore {
+    async fn create_user(&self, u: &NewUser, now: i64) -> Result<i64, MetaError> {
+        sqlx::query_scalar(
+            "INSERT INTO users (username, email, realname, comment, password_hash, sysadmin, oidc_subject, groups,
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        )
+        .bind(&u.username)
+        .bind(&u.email)
+        .bind(&u.realname)
+        .bind(&u.comment)
+        .bind(&u.password_hash)
+        .bind(b(u.sysadmin))
+        .bind(&u.oidc_subject)
+        .bind(groups_json(&u.groups))
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| conflict(e, &format!("a user named {:?} already exists", u.username)))
+    }
+
+    async fn user(&self, id: i64) -> Result<Option<UserRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, MetaError> {
+        self.user_where("username", username).await
+    }
+
+    async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError> {
+        self.user_where("oidc_subject", subject).await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, MetaError> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).fetch_all(self.pool()).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user_profile(
+        &self,
+        id: i64,
+        email: &str,
+        realname: &str,
+        comment: &str,
+        now: i64,
+    ) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "UPDATE users SET email = $2, realname = $3, comment = $4, updated_at = $5 WHERE id = $1",
+                vec![Bind::I(id), Bind::S(email), Bind::S(realname), Bind::S(comment), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn set_password(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+                vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "UPDATE users SET sysadmin = $2, updated_at = $3 WHERE id = $1",
+                vec![Bind::I(id), Bind::I(b(sysadmin)), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64) -> Result<bool, MetaError> {
+        let at = hash.map(|_| now);
+        let n = sqlx::query("UPDATE users SET cli_secret_hash = $2, cli_secret_at = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(hash)
+            .bind(at)
+            .bind(now)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64) -> Result<bool, MetaError> {
+        let g = groups_json(groups);
+        let n = self
+            .exec(
+                "UPDATE users SET groups = $2, updated_at = $3 WHERE id = $1",
+                vec![Bind::I(id), Bind::S(&g), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user(&self, id: i64) -> Result<bool, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM project_members WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn create_project(
+        &self,
+        name: &str,
+        owner_id: i64,
+        public: bool,
+        metadata: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<i64, MetaError> {
+        let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        sqlx::query_scalar(
+            "INSERT INTO projects (name, owner_id, public, metadata, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(owner_id)
+        .bind(b(public))
+        .bind(meta)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| conflict(e, &format!("a project named {name:?} already exists")))
+    }
+
+    async fn project(&self, id: i64) -> Result<Option<ProjectRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn project_by_name(&self, name: &str) -> Result<Option<ProjectRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    async fn projects(&self) -> Result<Vec<ProjectRecord>, MetaError> {
+        let rows =
+            sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name")).fetch_all(self.pool()).await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn update_project(
+        &self,
+        id: i64,
+        public: bool,
+        metadata: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<bool, MetaError> {
+        let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let n = self
+            .exec(
+                "UPDATE projects SET public = $2, metadata = $3, updated_at = $4 WHERE id = $1",
+                vec![Bind::I(id), Bind::I(b(public)), Bind::S(&meta), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_project(&self, id: i64) -> Result<bool, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM project_members WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM robots WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn add_member(
+        &self,
+        project_id: i64,
+        entity: &MemberEntity,
+        role_id: i64,
+        now: i64,
+    ) -> Result<i64, MetaError> {
+        let (kind, user, group) = match entity {
+            MemberEntity::User { id, .. } => ("u", Some(*id), None),
+            MemberEntity::Group(g) => ("g", None, Some(g.as_str())),
+        };
+        sqlx::query_scalar(
+            "INSERT INTO project_members (project_id, entity_type, user_id, group_name, role_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(project_id)
+        .bind(kind)
+        .bind(user)
+        .bind(group)
+        .bind(role_id)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| conflict(e, "that member is already in the project"))
+    }
+
+    async fn members(&self, project_id: i64) -> Result<Vec<MemberRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT m.id, m.project_id, m.entity_type, m.user_id, m.group_name, m.role_id, m.created_at,
+             m.updated_at, u.username FROM project_members m LEFT JOIN users u ON u.id = m.user_id
+             WHERE m.project_id = $1 ORDER BY m.id",
+        )
+        .bind(project_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("entity_type")?;
+                let entity = if kind == "u" {
+                    MemberEntity::User {
+                        id: r.try_get::<Option<i64>, _>("user_id")?.unwrap_or_default(),
+                        name: r.try_get::<Option<String>, _>("username")?.unwrap_or_default(),
+                    }
+                } else {
+                    MemberEntity::Group(r.try_get::<Option<String>, _>("group_name")?.unwrap_or_default())
+                };
+                Ok(MemberRecord {
+                    id: r.try_get("id")?,
+                    project_id: r.try_get("project_id")?,
+                    entity,
+                    role_id: r.try_get("role_id")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_member(&self, project_id: i64, member_id: i64, role_id: i64, now: i64) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "UPDATE project_members SET role_id = $3, updated_at = $4 WHERE project_id = $1 AND id = $2",
+                vec![Bind::I(project_id), Bind::I(member_id), Bind::I(role_id), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_member(&self, project_id: i64, member_id: i64) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "DELETE FROM project_members WHERE project_id = $1 AND id = $2",
+                vec![Bind::I(project_id), Bind::I(member_id)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn memberships(&self, user_id: i64, groups: &[String]) -> Result<Vec<(i64, i64)>, MetaError> {
+        let mut sql = String::from("SELECT project_id, role_id FROM project_members WHERE user_id = $1");
+        if !groups.is_empty() {
+            let ph = (2..2 + groups.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            sql.push_str(&format!(" OR group_name IN ({ph})"));
+        }
+        let mut q = sqlx::query(&sql).bind(user_id);
+        for g in groups {
+            q = q.bind(g);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get("project_id")?, r.try_get("role_id")?))).collect()
+    }
+
+    async fn create_robot(&self, r: &RobotRecord) -> Result<i64, MetaError> {
+        sqlx::query_scalar(
+            "INSERT INTO robots (name, description, project_id, secret_hash, disabled, duration, expires_at,
+             permissions, creator, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             RETURNING id",
+        )
+        .bind(&r.name)
+        .bind(&r.description)
+        .bind(r.project_id)
+        .bind(&r.secret_hash)
+        .bind(b(r.disabled))
+        .bind(r.duration)
+        .bind(r.expires_at)
+        .bind(&r.permissions)
+        .bind(&r.creator)
+        .bind(r.created_at)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| conflict(e, &format!("a robot account named {:?} already exists", r.name)))
+    }
+
+    async fn robot(&self, id: i64) -> Result<Option<RobotRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {ROBOT_COLS} FROM robots WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+
+    async fn robot_by_name(&self, name: &str) -> Result<Option<RobotRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {ROBOT_COLS} FROM robots WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+
+    async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError> {
+        let rows = sqlx::query(&format!("SELECT {ROBOT_COLS} FROM robots ORDER BY id")).fetch_all(self.pool()).await?;
+        rows.iter().map(robot_from_row).collect()
+    }
+
+    async fn update_robot(&self, r: &RobotRecord) -> Result<bool, MetaError> {
+        let n = sqlx::query(
+            "UPDATE robots SET description = $2, disabled = $3, duration = $4, expires_at = $5, permissions = $6,
+             updated_at = $7 WHERE id = $1",
+        )
+        .bind(r.id)
+        .bind(&r.description)
+        .bind(b(r.disabled))
+        .bind(r.duration)
+        .bind(r.expires_at)
+        .bind(&r.permissions)
+        .bind(r.updated_at)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
+        let n = self
+            .exec(
+                "UPDATE robots SET secret_hash = $2, updated_at = $3 WHERE id = $1",
+                vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_robot(&self, id: i64) -> Result<bool, MetaError> {
+        Ok(self.exec("DELETE FROM robots WHERE id = $1", vec![Bind::I(id)]).await? > 0)
+    }
+
+    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64) -> Result<(), MetaError> {
+        self.exec(
+            "INSERT INTO repo_policies (repo, document, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (repo) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            vec![Bind::S(repo), Bind::S(document), Bind::I(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn repo_policy(&self, repo: &str) -> Result<Option<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT document FROM repo_policies WHERE repo = $1")
+            .bind(repo)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn delete_repo_policy(&self, repo: &str) -> Result<bool, MetaError> {
+        Ok(self.exec("DELETE FROM repo_policies WHERE repo = $1", vec![Bind::S(repo)]).await? > 0)
+    }
+
+    async fn append_audit(&self, entries: &[AuditRecord]) -> Result<(), MetaError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
+                 result, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(e.op_time)
+            .bind(&e.username)
+            .bind(&e.operation)
+            .bind(&e.resource_type)
+            .bind(&e.resource)
+            .bind(&e.project)
+            .bind(&e.client_ip)
+            .bind(&e.result)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, q: &AuditQuery, offset: i64, limit: i64) -> Result<(Vec<AuditRecord>, i64), MetaError> {
+        let mut clauses = Vec::new();
+        let mut strs: Vec<String> = Vec::new();
+        let mut ints: Vec<i64> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        // Strings bind first ($1..), then integers.
+        let string_filters = [
+            ("project = ", q.project.clone()),
+            ("username = ", q.username.clone()),
+            ("operation = ", q.operation.clone()),
+            ("resource_type = ", q.resource_type.clone()),
+        ];
+        for (col, v) in string_filters {
+            if let Some(v) = v {
+                clauses.push(format!("{col}${}", next()));
+                strs.push(v);
+            }
+        }
+        if let Some(p) = &q.resource_prefix {
+            // A byte range instead of LIKE, so `%` and `_` in names mean themselves.
+            clauses.push(format!("resource >= ${}", next()));
+            strs.push(p.clone());
+            clauses.push(format!("resource < ${}", next()));
+            strs.push(format!("{p}\u{10FFFF}"));
+        }
+        if let Some(f) = q.from {
+            clauses.push(format!("op_time >= ${}", next()));
+            ints.push(f);
+        }
+        if let Some(t) = q.to {
+            clauses.push(format!("op_time <= ${}", next()));
+            ints.push(t);
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let count_sql = format!("SELECT COUNT(*) FROM audit_log{filter}");
+        let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
+        for s in &strs {
+            cq = cq.bind(s);
+        }
+        for i in &ints {
+            cq = cq.bind(i);
+        }
+        let total = cq.fetch_one(self.pool()).await?;
+        let (lp, op) = (next(), next());
+        let page_sql = format!(
+            "SELECT id, op_time, username, operation, resource_type, resource, project, client_ip, result, detail
+             FROM audit_log{filter} ORDER BY op_time DESC, id DESC LIMIT ${lp} OFFSET ${op}"
+        );
+        let mut pq = sqlx::query(&page_sql);
+        for s in &strs {
+            pq = pq.bind(s);
+        }
+        for i in &ints {
+            pq = pq.bind(i);
+        }
+        let rows = pq.bind(limit).bind(offset).fetch_all(self.pool()).await?;
+        Ok((rows.iter().map(audit_from_row).collect::<Result<_, _>>()?, total))
+    }
+
+    async fn add_pulls(&self, counts: &[(String, i64)]) -> Result<(), MetaError> {
+        let mut tx = self.pool().begin().await?;
+        for (repo, n) in counts {
+            sqlx::query("UPDATE repositories SET pull_count = pull_count + $2 WHERE name = $1")
+                .bind(repo)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT kid, private_key, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRecord {
+                    kid: r.try_get("kid")?,
+                    private_key: r.try_get("private_key")?,
+                    created_at: r.try_get("created_at")?,
+                    retired_at: r.try_get("retired_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, forget_before: i64) -> Result<(), MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, private_key, created_at, retired_at) VALUES ($1, $2, $3, NULL)")
+            .bind(&key.kid)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ensure_signing_key(&self, key: &SigningKeyRecord) -> Result<SigningKeyRecord, MetaError> {
+        let mut conn = self.pool().acquire().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock(727275)").execute(&mut *conn).await?;
+        }
+        let result = async {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT kid FROM signing_keys LIMIT 1").fetch_optional(&mut *conn).await?;
+            if existing.is_none() {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, private_key, created_at, retired_at) VALUES ($1, $2, $3, NULL)",
+                )
+                .bind(&key.kid)
+                .bind(&key.private_key)
+                .bind(key.created_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok::<_, MetaError>(())
+        }
+        .await;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock(727275)").execute(&mut *conn).await?;
+        }
+        result?;
+        drop(conn);
+        self.signing_keys()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| MetaError::Corrupt("no signing key after creating one".into()))
+    }
+}
