@@ -231,6 +231,7 @@ class Server:
         _SERVERS.append(self)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     env=dict(os.environ, **BERTH_ENV),
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=_child_setup)
         deadline = t0 + self.start_timeout
@@ -319,6 +320,14 @@ def add_query(path: str, key: str, value: str) -> str:
     return f"{path}{'&' if '?' in path else '?'}{key}={urllib.parse.quote(value, safe=':')}"
 
 
+# Berth requires credentials (Distribution, run without auth, ignores them): every request of
+# the benchmark carries the admin's Basic credentials, as a CI job after `docker login` would,
+# and Berth creates the benchmark's projects on first push.
+BENCH_ADMIN_PASSWORD = "Bench-Admin-Pw-1"
+AUTH_HEADER = "Basic " + __import__("base64").b64encode(f"admin:{BENCH_ADMIN_PASSWORD}".encode()).decode()
+BERTH_ENV = {"BERTH_ADMIN_PASSWORD": BENCH_ADMIN_PASSWORD, "BERTH_AUTH_CREATE_PROJECTS_ON_PUSH": "true"}
+
+
 class Conn:
     def __init__(self, port: int, blocksize: int = MiB):
         self.port, self.blocksize = port, blocksize
@@ -337,6 +346,7 @@ class Conn:
     def request(self, method: str, path: str, body=None, headers: dict | None = None,
                 expect: tuple[int, ...] | None = None):
         headers = dict(headers or {})
+        headers.setdefault("Authorization", AUTH_HEADER)
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         retry = not hasattr(body, "read")  # a file body cannot be replayed
@@ -838,7 +848,7 @@ class Bench:
                      "A < 5 ms" if hi else "", a_below(5) if hi else None)
 
         repo = f"bench/manifest-{self.run_id}"
-        headers = {"Accept": OCI_MANIFEST}
+        headers = {"Accept": OCI_MANIFEST, "Authorization": AUTH_HEADER}
         for side in ("A", "B"):
             srv = self.servers[side]
             c = Conn(srv.port)

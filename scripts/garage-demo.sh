@@ -81,6 +81,7 @@ bucket = "berth"
 path_style = true
 TOML
   BERTH_STORAGE_ACCESS_KEY_ID=$KEY_ID BERTH_STORAGE_SECRET_ACCESS_KEY=$KEY_SECRET \
+  BERTH_ADMIN_PASSWORD=Demo-Admin-Pw-1 BERTH_AUTH_CREATE_PROJECTS_ON_PUSH=true \
     "$BERTH" serve --config "$T/b$i/berth.toml" --data-dir "$T/b$i/data" > "$T/b$i/log" 2>&1 &
   PIDS+=($!); eval "B$i=$!"
 done
@@ -91,9 +92,10 @@ cat > "$T/push.py" <<'PY'
 import hashlib, http.client, json, os, sys, threading, time
 replicas = ["127.0.0.21:5000", "127.0.0.22:5000", "127.0.0.23:5000"]
 acked, lock = [], threading.Lock()
+AUTH = {"Authorization": "Basic " + __import__("base64").b64encode(b"admin:Demo-Admin-Pw-1").decode()}
 def req(host, method, path, body=None, headers=None):
     c = http.client.HTTPConnection(host, timeout=30)
-    c.request(method, path, body=body, headers=headers or {})
+    c.request(method, path, body=body, headers={**AUTH, **(headers or {})})
     r = c.getresponse(); data = r.read(); c.close(); return r, data
 def push_blob(host, repo, data):
     d = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -134,11 +136,11 @@ assert acked, "nothing was acknowledged"
 for host in ["127.0.0.21:5000", "127.0.0.22:5000"]:
     for tag, digest in acked:
         c = http.client.HTTPConnection(host, timeout=60)
-        c.request("GET", f"/v2/demo/app/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        c.request("GET", f"/v2/demo/app/manifests/{tag}", headers={**AUTH, "Accept": "application/vnd.oci.image.manifest.v1+json"})
         r = c.getresponse(); m = r.read()
         assert r.status == 200 and "sha256:" + hashlib.sha256(m).hexdigest() == digest, (host, tag, r.status)
         for l in json.loads(m)["layers"]:
-            c.request("GET", f"/v2/demo/app/blobs/{l['digest']}"); r = c.getresponse(); b = r.read()
+            c.request("GET", f"/v2/demo/app/blobs/{l['digest']}", headers=AUTH); r = c.getresponse(); b = r.read()
             assert r.status == 200 and "sha256:" + hashlib.sha256(b).hexdigest() == l["digest"], (host, tag)
 print(f"all {len(acked)} acknowledged images intact through both survivors")
 PY
@@ -146,6 +148,6 @@ PY
 log "skopeo across the surviving replicas"
 mkdir -p "$T/root/etc" && echo "garage demo" > "$T/root/etc/demo"
 bash scripts/mkoci.sh "$T/root" "$T/oci" v1 >/dev/null
-skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$T/oci:v1" docker://127.0.0.21:5000/demo/skopeo:v1
-skopeo --insecure-policy copy -q --src-tls-verify=false docker://127.0.0.22:5000/demo/skopeo:v1 "oci:$T/back:v1"
+skopeo --insecure-policy copy -q --dest-creds admin:Demo-Admin-Pw-1 --dest-tls-verify=false "oci:$T/oci:v1" docker://127.0.0.21:5000/demo/skopeo:v1
+skopeo --insecure-policy copy -q --src-creds admin:Demo-Admin-Pw-1 --src-tls-verify=false docker://127.0.0.22:5000/demo/skopeo:v1 "oci:$T/back:v1"
 log "done: pushes survived losing one Garage node and one Berth replica"

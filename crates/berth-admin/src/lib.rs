@@ -162,7 +162,8 @@ impl FromRequestParts<AdminState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AdminState) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        let ip =
+            parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
         let h = &parts.headers;
         let auth_header = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if let Some(v) = auth_header {
@@ -194,9 +195,10 @@ impl FromRequestParts<AdminState> for Caller {
             return Err(unauthorized(format!("unsupported authorization scheme {scheme:?}: use Basic")));
         }
         if let Some(c) = cookie(h, SESSION_COOKIE) {
-            let p = s.auth.session_principal(c).await.map_err(|_| unauthorized("the session has expired; log in again"))?;
+            let p =
+                s.auth.session_principal(c).await.map_err(|_| unauthorized("the session has expired; log in again"))?;
             let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
-            if !safe && !(h.contains_key("x-harbor-csrf-token") || h.contains_key("x-berth-csrf")) {
+            if !(safe || h.contains_key("x-harbor-csrf-token") || h.contains_key("x-berth-csrf")) {
                 return Err(forbidden(
                     "changes made with a session cookie need the X-Harbor-CSRF-Token header (any value)",
                 ));
@@ -257,7 +259,9 @@ pub(crate) fn page_of(q: &HashMap<String, String>) -> Result<(usize, usize), Api
     let num = |k: &str, default: usize| -> Result<usize, ApiError> {
         match q.get(k).filter(|v| !v.is_empty()) {
             None => Ok(default),
-            Some(v) => v.parse::<usize>().map_err(|_| bad_request(format!("{k} must be a positive integer, not {v:?}"))),
+            Some(v) => {
+                v.parse::<usize>().map_err(|_| bad_request(format!("{k} must be a positive integer, not {v:?}")))
+            }
         }
     };
     let page = num("page", 1)?.max(1);

@@ -347,7 +347,8 @@ async fn add_member(
             (MemberEntity::User { id: user.id, name: String::new() }, user.username)
         }
         (None, Some(g)) => {
-            let name = g.group_name.filter(|n| !n.is_empty()).ok_or_else(|| bad_request("member_group needs group_name"))?;
+            let name =
+                g.group_name.filter(|n| !n.is_empty()).ok_or_else(|| bad_request("member_group needs group_name"))?;
             (MemberEntity::Group(name.clone()), format!("group:{name}"))
         }
         _ => return Err(bad_request("give exactly one of member_user and member_group")),
@@ -395,7 +396,13 @@ async fn update_member(
     let m = find_member(&s, &project, mid).await?;
     s.auth.store().update_member(project.id, m.id, r.id(), berth_auth::now_ms()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "member", &format!("{} as {}", member_json(&m)["entity_name"], r.name()), Some(&project.name));
+    c.audit(
+        &s,
+        "update",
+        "member",
+        &format!("{} as {}", member_json(&m)["entity_name"], r.name()),
+        Some(&project.name),
+    );
     Ok(StatusCode::OK.into_response())
 }
 

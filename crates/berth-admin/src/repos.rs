@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::projects::resolve_with;
-use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, stable_id, time};
+use crate::{
+    AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, stable_id, time,
+};
 
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
@@ -28,7 +30,10 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts", get(artifacts))
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}", get(artifact).delete(delete_artifact))
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags", get(tags).post(create_tag))
-        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}", axum::routing::delete(delete_tag))
+        .route(
+            "/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}",
+            axum::routing::delete(delete_tag),
+        )
         .route("/api/v2.0/projects/{p}/repositories/{r}/policy", get(get_policy).put(put_policy).delete(delete_policy))
 }
 
@@ -78,9 +83,10 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let project = resolve_with(&s, &c, &headers, &p, Perm::Read).await?;
-    let name_filter = q.get("name").cloned().or_else(|| {
-        crate::q_terms(&q).into_iter().find(|(k, _, _)| k == "name").map(|(_, v, _)| v)
-    });
+    let name_filter = q
+        .get("name")
+        .cloned()
+        .or_else(|| crate::q_terms(&q).into_iter().find(|(k, _, _)| k == "name").map(|(_, v, _)| v));
     let repos: Vec<_> = s
         .registry
         .meta()
@@ -93,7 +99,12 @@ async fn list(
     paginate(repos, &q, &format!("/api/v2.0/projects/{p}/repositories"))
 }
 
-async fn show(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path((p, r)): Path<(String, String)>) -> ApiResult {
+async fn show(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
     let summary = s.registry.meta().project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
     match summary {
@@ -102,7 +113,12 @@ async fn show(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path((
     }
 }
 
-async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path((p, r)): Path<(String, String)>) -> ApiResult {
+async fn remove(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r)): Path<(String, String)>,
+) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepository).await?;
     s.registry.repository_delete(&name).await?;
@@ -162,12 +178,8 @@ fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> V
         .iter()
         .map(|d| json!({"parent_id": id, "child_id": stable_id(&[repo.as_str(), &d.to_string()]), "child_digest": d}))
         .collect();
-    let annotations: Value = a
-        .record
-        .annotations
-        .as_deref()
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_else(|| json!({}));
+    let annotations: Value =
+        a.record.annotations.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_else(|| json!({}));
     json!({
         "id": id, "type": artifact_type(a), "media_type": a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone()),
         "manifest_media_type": a.record.media_type, "project_id": project.id, "repository_id": repo_id,

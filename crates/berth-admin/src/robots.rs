@@ -15,7 +15,9 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, forbidden, json_body, not_found, paginate, q_terms, time};
+use crate::{
+    AdminState, ApiError, ApiResult, Caller, bad_request, forbidden, json_body, not_found, paginate, q_terms, time,
+};
 
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
@@ -222,7 +224,11 @@ async fn update(
     let mut r = load(&s, id).await?;
     allowed(&s, &c, &r, true).await?;
     let req = json_body(body)?;
-    if req.name.as_deref().is_some_and(|n| n != r.name && !r.name.ends_with(&format!("+{n}")) && r.name != format!("robot${n}")) {
+    if req
+        .name
+        .as_deref()
+        .is_some_and(|n| n != r.name && !r.name.ends_with(&format!("+{n}")) && r.name != format!("robot${n}"))
+    {
         return Err(bad_request("robot accounts cannot be renamed"));
     }
     if let Some(d) = req.description {
@@ -261,7 +267,8 @@ async fn refresh(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, bo
     let req: RobotSec = if body.trim().is_empty() {
         RobotSec::default()
     } else {
-        serde_json::from_str(&body).map_err(|e| bad_request(format!("expected {{\"secret\": \"…\"}} or nothing: {e}")))?
+        serde_json::from_str(&body)
+            .map_err(|e| bad_request(format!("expected {{\"secret\": \"…\"}} or nothing: {e}")))?
     };
     let value = match req.secret.filter(|x| !x.is_empty()) {
         Some(v) => {

@@ -99,7 +99,9 @@ pub(crate) async fn audit_page(
         }
     }
     let ms = |k: &str| -> Result<Option<i64>, ApiError> {
-        q.get(k).map(|v| v.parse::<i64>().map_err(|_| bad_request(format!("{k} must be Unix milliseconds")))).transpose()
+        q.get(k)
+            .map(|v| v.parse::<i64>().map_err(|_| bad_request(format!("{k} must be Unix milliseconds"))))
+            .transpose()
     };
     aq.from = ms("from")?;
     aq.to = ms("to")?;

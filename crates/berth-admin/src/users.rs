@@ -17,7 +17,10 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms, time};
+use crate::{
+    AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms,
+    time,
+};
 
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
@@ -199,7 +202,7 @@ async fn password(
     let u = target(&s, &c, id).await?;
     let req = json_body(body)?;
     let own = c.p.user().is_some_and(|x| x.id == id);
-    if own && !c.p.is_sysadmin() || own && u.password_hash.is_some() {
+    if own && (!c.p.is_sysadmin() || u.password_hash.is_some()) {
         let ok = u.password_hash.as_deref().is_some_and(|h| secret::verify_password(&req.old_password, h));
         if !ok {
             return Err(forbidden("old_password is wrong"));

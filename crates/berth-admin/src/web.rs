@@ -46,7 +46,11 @@ fn secure(s: &AdminState) -> &'static str {
 
 async fn login(State(s): State<AdminState>) -> Response {
     let Some(oidc) = s.auth.oidc() else {
-        return page(StatusCode::NOT_FOUND, "OIDC login is not configured", "Set [oidc] issuer, client_id and client_secret.");
+        return page(
+            StatusCode::NOT_FOUND,
+            "OIDC login is not configured",
+            "Set [oidc] issuer, client_id and client_secret.",
+        );
     };
     let (verifier, challenge) = berth_auth::oidc::pkce_pair();
     let state = berth_auth::token::b64url(&rand::random::<[u8; 16]>());
@@ -63,11 +67,18 @@ async fn login(State(s): State<AdminState>) -> Response {
         Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", &e.to_string()),
     };
     let mut r = (StatusCode::FOUND, [(header::LOCATION, url)]).into_response();
-    set_cookie(&mut r, &format!("{STATE_COOKIE}={signed}; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=600{}", secure(&s)));
+    set_cookie(
+        &mut r,
+        &format!("{STATE_COOKIE}={signed}; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=600{}", secure(&s)),
+    );
     r
 }
 
-async fn callback(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn callback(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(oidc) = s.auth.oidc() else {
         return page(StatusCode::NOT_FOUND, "OIDC login is not configured", "");
     };
@@ -79,7 +90,11 @@ async fn callback(State(s): State<AdminState>, headers: HeaderMap, Query(q): Que
         return page(StatusCode::BAD_REQUEST, "Login failed", "The callback needs code and state.");
     };
     let Some(saved) = cookie(&headers, STATE_COOKIE) else {
-        return page(StatusCode::BAD_REQUEST, "Login failed", "The login cookie is missing: start again at /c/oidc/login.");
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Login failed",
+            "The login cookie is missing: start again at /c/oidc/login.",
+        );
     };
     let saved = match s.auth.verify_state(saved).await {
         Ok(v) => v,
@@ -115,7 +130,10 @@ async fn callback(State(s): State<AdminState>, headers: HeaderMap, Query(q): Que
         ),
     );
     let max_age = s.auth.config().session_ttl.as_secs();
-    set_cookie(&mut r, &format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", secure(&s)));
+    set_cookie(
+        &mut r,
+        &format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", secure(&s)),
+    );
     set_cookie(&mut r, &format!("{STATE_COOKIE}=; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=0"));
     r
 }

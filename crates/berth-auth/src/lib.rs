@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 pub use audit::AuditSink;
 use policy::{EcrAction, RepoPolicy, Verdict};
-use rbac::{Perm, PermSet, Role, RobotPermission};
+use rbac::{Perm, PermSet, RobotPermission, Role};
 use token::{AccessEntry, Claims, KeyRing, Scope, TokenError, typ};
 
 /// Settings of the access layer.
@@ -552,7 +552,8 @@ impl Auth {
             return Err(AuthError::BadCredentials);
         };
         let by_secret = u.cli_secret_hash.as_deref().is_some_and(|h| secret::verify_secret(password, h));
-        let by_password = !by_secret && u.password_hash.as_deref().is_some_and(|h| secret::verify_password(password, h));
+        let by_password =
+            !by_secret && u.password_hash.as_deref().is_some_and(|h| secret::verify_password(password, h));
         if !(by_secret || by_password) {
             return Err(AuthError::BadCredentials);
         }
@@ -638,11 +639,9 @@ impl Auth {
         match p {
             Principal::Operator => PermSet::all(),
             Principal::User(u) if u.sysadmin => PermSet::all(),
-            Principal::User(u) => u
-                .roles
-                .iter()
-                .filter(|(pid, _)| *pid == project.id)
-                .fold(base, |acc, (_, r)| acc.union(r.perms())),
+            Principal::User(u) => {
+                u.roles.iter().filter(|(pid, _)| *pid == project.id).fold(base, |acc, (_, r)| acc.union(r.perms()))
+            }
             Principal::Robot(r) => base.union(rbac::robot_perms(&r.perms, &project.name)),
             Principal::Anonymous | Principal::Token(_) => base,
         }
@@ -696,6 +695,10 @@ impl Auth {
         let project = match self.project(project_name).await.map_err(internal)? {
             Some(pr) => pr,
             None if !p.is_authenticated() => return Err(Denied::NeedsAuth),
+            // A token holder may create it by asking the token service for push (401 → new token).
+            None if matches!(p, Principal::Token(_)) && need == Perm::Push && self.cfg.create_projects_on_push => {
+                return Err(Denied::Forbidden(format!("the token does not grant push on {repo}")));
+            }
             None if need == Perm::Push && self.cfg.create_projects_on_push && self.may_create_projects(p) => {
                 match self.create_project(project_name, p, false, &Default::default()).await {
                     Ok(_) | Err(MetaError::Conflict(_)) => {}
@@ -734,7 +737,8 @@ impl Auth {
             )));
         }
         let granted = match p {
-            Principal::Token(c) => token_grants(c, repo, need),
+            // A token grants what it names, and whatever anybody may do (public projects).
+            Principal::Token(c) => token_grants(c, repo, need) || self.perms_in(p, &project).has(need),
             _ => self.perms_in(p, &project).has(need),
         };
         if granted || verdict == Verdict::Allow {
@@ -806,7 +810,13 @@ impl Auth {
         Ok(IssuedToken { token: self.keys.sign(&claims)?, expires_in: ttl, issued_at: now, access })
     }
 
-    fn signed(&self, p: &Principal, kind: &str, ttl: Duration, data: Option<serde_json::Value>) -> Result<String, AuthError> {
+    fn signed(
+        &self,
+        p: &Principal,
+        kind: &str,
+        ttl: Duration,
+        data: Option<serde_json::Value>,
+    ) -> Result<String, AuthError> {
         let now = now_ms() / 1000;
         let claims = Claims {
             iss: self.keys.issuer().to_owned(),
@@ -930,9 +940,7 @@ fn token_action(need: Perm) -> &'static str {
 /// Does an access token grant `need` on `repo`?
 pub fn token_grants(c: &Claims, repo: &str, need: Perm) -> bool {
     let want = token_action(need);
-    c.access
-        .iter()
-        .any(|e| e.kind == "repository" && e.name == repo && e.actions.iter().any(|a| a == want || a == "*"))
+    c.access.iter().any(|e| e.kind == "repository" && e.name == repo && e.actions.iter().any(|a| a == want || a == "*"))
 }
 
 fn perm_words(p: Perm) -> &'static str {

@@ -152,7 +152,8 @@ impl OidcClient {
         if !refresh && let Some((j, _)) = self.jwks.read().await.as_ref() {
             return Ok(j.clone());
         }
-        if refresh && let Some((j, at)) = self.jwks.read().await.as_ref()
+        if refresh
+            && let Some((j, at)) = self.jwks.read().await.as_ref()
             && at.elapsed() < Duration::from_secs(10)
         {
             return Ok(j.clone());

@@ -194,11 +194,7 @@ fn strings(v: &Value, field: &str) -> Result<Vec<String>, PolicyError> {
 }
 
 fn principal_name(s: &str) -> String {
-    if s.starts_with("arn:") {
-        s.rsplit('/').next().unwrap_or(s).to_owned()
-    } else {
-        s.to_owned()
-    }
+    if s.starts_with("arn:") { s.rsplit('/').next().unwrap_or(s).to_owned() } else { s.to_owned() }
 }
 
 impl RepoPolicy {
@@ -351,7 +347,9 @@ mod tests {
             "Statement[1].Action[1]"
         );
         assert_eq!(
-            field(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Other":"x"},"Action":"ecr:*"}]}"#),
+            field(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Other":"x"},"Action":"ecr:*"}]}"#
+            ),
             "Statement[0].Principal.Other"
         );
         assert_eq!(
@@ -360,8 +358,14 @@ mod tests {
             ),
             "Statement[0].Condition"
         );
-        assert_eq!(field(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*"}]}"#), "Statement[0].Action");
-        assert_eq!(field(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*"}]}"#), "Statement[0].Principal");
+        assert_eq!(
+            field(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*"}]}"#),
+            "Statement[0].Action"
+        );
+        assert_eq!(
+            field(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*"}]}"#),
+            "Statement[0].Principal"
+        );
     }
 
     #[test]

@@ -250,14 +250,22 @@ pub fn parse_permissions(
     project: Option<&str>,
 ) -> Result<Vec<RobotPermission>, AccessError> {
     let err = |field: String, message: String| AccessError { field, message };
-    let perms: Vec<RobotPermission> = serde_json::from_value(value.clone())
+    let mut perms: Vec<RobotPermission> = serde_json::from_value(value.clone())
         .map_err(|e| err("permissions".into(), format!("expected a list of {{kind, namespace, access}}: {e}")))?;
     if perms.is_empty() {
         return Err(err("permissions".into(), "at least one permission is needed".into()));
     }
+    for p in &mut perms {
+        for a in &mut p.access {
+            a.effect.get_or_insert_with(|| "allow".into());
+        }
+    }
     for (i, p) in perms.iter().enumerate() {
         if p.kind != "project" {
-            return Err(err(format!("permissions[{i}].kind"), format!("{:?} is not supported; use \"project\"", p.kind)));
+            return Err(err(
+                format!("permissions[{i}].kind"),
+                format!("{:?} is not supported; use \"project\"", p.kind),
+            ));
         }
         if let Some(proj) = project
             && p.namespace != proj
@@ -343,9 +351,11 @@ mod tests {
 
         let e = parse_permissions(&v, Some("q")).unwrap_err();
         assert_eq!(e.field, "permissions[0].namespace");
-        let bad = json!([{"kind": "project", "namespace": "p", "access": [{"resource": "repository", "action": "fly"}]}]);
+        let bad =
+            json!([{"kind": "project", "namespace": "p", "access": [{"resource": "repository", "action": "fly"}]}]);
         assert_eq!(parse_permissions(&bad, None).unwrap_err().field, "permissions[0].access[0]");
-        let all = json!([{"kind": "project", "namespace": "*", "access": [{"resource": "repository", "action": "push"}]}]);
+        let all =
+            json!([{"kind": "project", "namespace": "*", "access": [{"resource": "repository", "action": "push"}]}]);
         assert!(robot_perms(&parse_permissions(&all, None).unwrap(), "anything").has(Perm::Push));
         assert!(parse_permissions(&json!({}), None).is_err());
         assert!(parse_permissions(&json!([]), None).is_err());

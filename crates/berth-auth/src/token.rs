@@ -189,7 +189,8 @@ impl KeyRing {
         }
         let kid = header.kid.ok_or_else(|| TokenError::Invalid("no key id".into()))?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let key = keys.iter().find(|k| k.kid == kid).ok_or_else(|| TokenError::Invalid("unknown signing key".into()))?;
+        let key =
+            keys.iter().find(|k| k.kid == kid).ok_or_else(|| TokenError::Invalid("unknown signing key".into()))?;
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_audience(&[audience]);
         v.set_issuer(&[&self.issuer]);

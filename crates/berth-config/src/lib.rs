@@ -807,7 +807,9 @@ impl Config {
             }
         };
         let external_url = match raw.external_url.filter(|u| !u.is_empty()) {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.trim_end_matches('/').to_owned()),
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
             Some(u) => {
                 return Err(ConfigError::Invalid {
                     key: "external_url",

@@ -263,8 +263,13 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn delete_project(&self, id: i64) -> Result<bool, MetaError>;
 
     /// Add a member; returns the membership id.
-    async fn add_member(&self, project_id: i64, entity: &MemberEntity, role_id: i64, now: i64)
-    -> Result<i64, MetaError>;
+    async fn add_member(
+        &self,
+        project_id: i64,
+        entity: &MemberEntity,
+        role_id: i64,
+        now: i64,
+    ) -> Result<i64, MetaError>;
     /// The members of a project.
     async fn members(&self, project_id: i64) -> Result<Vec<MemberRecord>, MetaError>;
     /// Change a member's role.

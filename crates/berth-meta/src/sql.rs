@@ -9,7 +9,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ArtifactRow, ManifestRecord, MetaError, MetaStore, RefKind, RepoSummary, UploadRecord, schema::MIGRATIONS};
+use crate::{
+    ArtifactRow, ManifestRecord, MetaError, MetaStore, RefKind, RepoSummary, UploadRecord, schema::MIGRATIONS,
+};
 
 /// Which database is behind the pool (for the few DDL differences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -137,7 +137,13 @@ pub(crate) async fn authenticate(
     Ok(Principal::Anonymous)
 }
 
-fn auth_failure(state: &AppState, headers: &HeaderMap, e: AuthError, was_token: bool, scope: Option<String>) -> OciError {
+fn auth_failure(
+    state: &AppState,
+    headers: &HeaderMap,
+    e: AuthError,
+    was_token: bool,
+    scope: Option<String>,
+) -> OciError {
     match e {
         AuthError::Locked { retry_after } => OciError::TooManyRequests { message: e.to_string(), retry_after },
         AuthError::Store(_) => OciError::Auth(e.to_string()),
@@ -162,7 +168,8 @@ pub(crate) async fn check(
         Some(Need::Catalog) => Some("registry:catalog:*".to_owned()),
         _ => None,
     };
-    let p = authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, e, t, scope.clone()))?;
+    let p =
+        authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, e, t, scope.clone()))?;
     let unauthorized = |message: String, error: Option<&str>| OciError::Unauthorized {
         message,
         challenge: challenge(state, headers, scope.clone(), error),
@@ -252,15 +259,16 @@ fn login_error(e: AuthError) -> Response {
     }
 }
 
-fn service_ok(state: &AppState, service: Option<&str>) -> Result<(), Response> {
+/// `Some(error response)` when the request names another service.
+fn wrong_service(state: &AppState, service: Option<&str>) -> Option<Response> {
     match service {
-        Some(s) if !s.is_empty() && s != state.auth.config().service => Err(token_error(
+        Some(s) if !s.is_empty() && s != state.auth.config().service => Some(token_error(
             StatusCode::BAD_REQUEST,
             "UNSUPPORTED",
             format!("this token service issues tokens for {:?}, not {s:?}", state.auth.config().service),
             None,
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
@@ -300,7 +308,7 @@ pub(crate) async fn token_get(
     ext: http::Extensions,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    if let Err(r) = service_ok(&state, q.service.as_deref()) {
+    if let Some(r) = wrong_service(&state, q.service.as_deref()) {
         return r;
     }
     let pairs = crate::query(&uri);
@@ -342,7 +350,7 @@ pub(crate) async fn token_post(
             None,
         );
     };
-    if let Err(r) = service_ok(&state, f.service.as_deref()) {
+    if let Some(r) = wrong_service(&state, f.service.as_deref()) {
         return r;
     }
     let scopes = Scope::parse_all(f.scope.as_deref());

@@ -131,7 +131,8 @@ impl Api {
         let resp = req.send().await.with_context(|| format!("calling {url}"))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let v: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(json!(text)) };
+        let v: Value =
+            if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(json!(text)) };
         if status >= 400 {
             let msg = v["errors"][0]["message"].as_str().map(str::to_owned).unwrap_or_else(|| text.clone());
             bail!("{status}: {msg}");
@@ -173,7 +174,11 @@ pub async fn project(args: &ApiArgs, cmd: ProjectCommand) -> anyhow::Result<()> 
             if api.json() {
                 print_json(&p)?;
             } else {
-                println!("created project {name} (id {}, {})", p["project_id"], if public { "public" } else { "private" });
+                println!(
+                    "created project {name} (id {}, {})",
+                    p["project_id"],
+                    if public { "public" } else { "private" }
+                );
             }
         }
         ProjectCommand::List => {
@@ -209,7 +214,9 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
                     (Some(proj), [r, a]) => (proj.clone(), *r, *a),
                     (None, [ns, r, a]) => ((*ns).to_owned(), *r, *a),
                     (Some(_), _) => bail!("--permission {p:?}: use resource:action, e.g. repository:pull"),
-                    (None, _) => bail!("--permission {p:?}: system robots take project:resource:action (project may be *)"),
+                    (None, _) => {
+                        bail!("--permission {p:?}: system robots take project:resource:action (project may be *)")
+                    }
                 };
                 by_ns.entry(ns).or_default().push(json!({"resource": resource, "action": action}));
             }
@@ -288,7 +295,12 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
             } else {
                 println!("{:<6}  {:<32}  ADMIN", "ID", "USERNAME");
                 for u in list.as_array().into_iter().flatten() {
-                    println!("{:<6}  {:<32}  {}", u["user_id"], u["username"].as_str().unwrap_or(""), u["sysadmin_flag"]);
+                    println!(
+                        "{:<6}  {:<32}  {}",
+                        u["user_id"],
+                        u["username"].as_str().unwrap_or(""),
+                        u["sysadmin_flag"]
+                    );
                 }
             }
         }

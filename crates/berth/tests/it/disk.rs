@@ -226,13 +226,8 @@ async fn jobservice_api_needs_a_system_administrator_and_shows_and_stops_jobs() 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let j: serde_json::Value = auth(anon.get(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let j: serde_json::Value =
+        auth(anon.get(s.url(&format!("/api/v2.0/jobservice/jobs/{id}")))).send().await.unwrap().json().await.unwrap();
     assert_eq!(j["status"], "cancelled");
     let r = auth(anon.put(s.url(&format!("/api/v2.0/jobservice/jobs/{id}"))))
         .json(&serde_json::json!({"action": "stop"}))

@@ -3,9 +3,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod access;
+mod admin_api;
 mod api;
+mod attacks;
+mod cli;
 mod clients;
 mod crash;
 mod disk;
+mod oidc;
 mod replicas;
 mod support;

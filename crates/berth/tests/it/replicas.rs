@@ -99,40 +99,47 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
     let http = client_as(ADMIN, ADMIN_PASSWORD);
 
     // skopeo: push through replica 0, read through 1, index through 2, pull back through 0
-    skopeo(&c, &[
-        "copy".into(),
-        "-q".into(),
-        "--dest-tls-verify=false".into(),
-        format!("oci:{}:single", layout.display()),
-        format!("docker://{}/rep/app:v1", c.host(0)),
-    ])
+    skopeo(
+        &c,
+        &[
+            "copy".into(),
+            "-q".into(),
+            "--dest-tls-verify=false".into(),
+            format!("oci:{}:single", layout.display()),
+            format!("docker://{}/rep/app:v1", c.host(0)),
+        ],
+    )
     .await;
-    let raw = skopeo(&c, &[
-        "inspect".into(),
-        "--raw".into(),
-        "--tls-verify=false".into(),
-        format!("docker://{}/rep/app:v1", c.host(1)),
-    ])
+    let raw = skopeo(
+        &c,
+        &["inspect".into(), "--raw".into(), "--tls-verify=false".into(), format!("docker://{}/rep/app:v1", c.host(1))],
+    )
     .await;
     assert_eq!(sha256(raw.as_bytes()), layout_digest(&layout, "single"));
-    skopeo(&c, &[
-        "copy".into(),
-        "-q".into(),
-        "--all".into(),
-        "--dest-tls-verify=false".into(),
-        format!("oci:{}:multi", layout.display()),
-        format!("docker://{}/rep/multi:latest", c.host(2)),
-    ])
+    skopeo(
+        &c,
+        &[
+            "copy".into(),
+            "-q".into(),
+            "--all".into(),
+            "--dest-tls-verify=false".into(),
+            format!("oci:{}:multi", layout.display()),
+            format!("docker://{}/rep/multi:latest", c.host(2)),
+        ],
+    )
     .await;
     let back = tmp.path().join("back");
-    skopeo(&c, &[
-        "copy".into(),
-        "-q".into(),
-        "--all".into(),
-        "--src-tls-verify=false".into(),
-        format!("docker://{}/rep/multi:latest", c.host(0)),
-        format!("oci:{}:m", back.display()),
-    ])
+    skopeo(
+        &c,
+        &[
+            "copy".into(),
+            "-q".into(),
+            "--all".into(),
+            "--src-tls-verify=false".into(),
+            format!("docker://{}/rep/multi:latest", c.host(0)),
+            format!("oci:{}:m", back.display()),
+        ],
+    )
     .await;
     assert_eq!(layout_digest(&back, "m"), layout_digest(&layout, "multi"));
 

@@ -132,6 +132,68 @@ impl TestServer {
         self.dir.path().join("auth.json")
     }
 
+    /// A management API call as the admin.
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Response {
+        let mut r = self.client.request(method, self.url(&format!("/api/v2.0{path}")));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Create a project; returns its id.
+    pub async fn project(&self, name: &str, public: bool) -> i64 {
+        let body = json!({"project_name": name, "metadata": {"public": public.to_string()}});
+        let r = self.api(reqwest::Method::POST, "/projects", Some(body)).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create project {name}: {:?}", r.text().await);
+        location(&r).rsplit('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Create a user; returns its id.
+    pub async fn user(&self, name: &str, password: &str) -> i64 {
+        let body = json!({"username": name, "password": password, "email": format!("{name}@example.test")});
+        let r = self.api(reqwest::Method::POST, "/users", Some(body)).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create user {name}: {:?}", r.text().await);
+        location(&r).rsplit('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Make `user` a member of `project` with Harbor's role id.
+    pub async fn member(&self, project: &str, user: &str, role_id: i64) {
+        let body = json!({"role_id": role_id, "member_user": {"username": user}});
+        let r = self.api(reqwest::Method::POST, &format!("/projects/{project}/members"), Some(body)).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "add {user} to {project}: {:?}", r.text().await);
+    }
+
+    /// Create a project robot with `(resource, action)` access; returns `(id, name, secret)`.
+    pub async fn robot(
+        &self,
+        project: &str,
+        name: &str,
+        access: &[(&str, &str)],
+        duration: i64,
+    ) -> (i64, String, String) {
+        let access: Vec<Value> = access.iter().map(|(r, a)| json!({"resource": r, "action": a})).collect();
+        let body = json!({"name": name, "level": "project", "duration": duration,
+                          "permissions": [{"kind": "project", "namespace": project, "access": access}]});
+        let r = self.api(reqwest::Method::POST, "/robots", Some(body)).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create robot {name}: {:?}", r.text().await);
+        let v: Value = r.json().await.unwrap();
+        (v["id"].as_i64().unwrap(), v["name"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned())
+    }
+
+    /// An auth file (the `.dockerconfigjson` of a Kubernetes pull secret) for `user`, or an
+    /// empty one for `None` (anonymous).
+    pub fn auth_file_for(&self, creds: Option<(&str, &str)>) -> PathBuf {
+        let name = creds.map(|(u, _)| u.replace('$', "_")).unwrap_or_else(|| "anonymous".into());
+        let path = self.dir.path().join(format!("auth-{name}-{}.json", hex::encode(random_bytes(4))));
+        let text = match creds {
+            Some((u, p)) => auth_json(&self.host(), u, p),
+            None => "{}".into(),
+        };
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     pub fn host(&self) -> String {
         self.base.split("://").nth(1).unwrap().to_owned()
     }
@@ -208,6 +270,26 @@ impl TestServer {
             r.shutdown(Duration::from_secs(5)).await.unwrap();
         }
     }
+}
+
+/// Run a command; panic with its output unless it succeeds. Returns stdout.
+pub async fn run_ok(cmd: &mut tokio::process::Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("command timed out").unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command that must fail; returns its stderr.
+pub async fn run_fails(cmd: &mut tokio::process::Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("command timed out").unwrap();
+    assert!(!out.status.success(), "{cmd:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 pub fn location(r: &Response) -> String {

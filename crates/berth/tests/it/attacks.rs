@@ -1,0 +1,432 @@
+//! Attacks on the access layer: tokens used on other repositories, tampered, expired,
+//! wrong-audience and unsigned tokens, scope escalation, path tricks in names, brute-force
+//! logins, and secrets that must never reach a log file or the database in clear.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use berth_auth::token::{AccessEntry, Claims, KeyRing, typ};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const ALICE_PW: &str = "Alice-Pw-123";
+const GARY_PW: &str = "Gary-Pw-123";
+
+fn b64url(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn payload(token: &str) -> Value {
+    let p = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+}
+
+async fn token(s: &TestServer, user: &str, pw: &str, query: &str) -> Value {
+    let r = s.anon().get(s.url(&format!("/service/token?{query}"))).basic_auth(user, Some(pw)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    r.json().await.unwrap()
+}
+
+async fn with_bearer(s: &TestServer, method: Method, path: &str, t: &str) -> reqwest::Response {
+    s.anon().request(method, s.url(path)).bearer_auth(t).send().await.unwrap()
+}
+
+/// A raw HTTP/1.1 request, so paths reach the server exactly as written (no client
+/// normalises `..` away). Returns the status and body.
+fn raw(host: &str, method: &str, path: &str, auth: &str) -> (u16, String) {
+    let mut c = std::net::TcpStream::connect(host).unwrap();
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_cannot_be_stretched_forged_or_replayed_elsewhere() {
+    let s = TestServer::start().await;
+    s.project("a", false).await;
+    s.project("b", false).await;
+    s.user("alice", ALICE_PW).await;
+    s.user("gary", GARY_PW).await;
+    s.member("a", "alice", 2).await;
+    s.member("b", "alice", 2).await;
+    s.member("a", "gary", 3).await;
+    s.push_image("a/app", "v1").await;
+    s.push_image("b/app", "v1").await;
+
+    // A token for repository A does not open repository B, even for a user allowed both.
+    let t = token(&s, "alice", ALICE_PW, "service=berth&scope=repository:a/app:pull").await;
+    let tok = t["token"].as_str().unwrap().to_owned();
+    assert_eq!(t["access_token"], t["token"]);
+    assert_eq!(t["expires_in"], 300);
+    assert!(t.get("refresh_token").is_none());
+    assert_eq!(with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &tok).await.status(), 200);
+    let r = with_bearer(&s, Method::GET, "/v2/b/app/manifests/v1", &tok).await;
+    let challenge = header(&r, "www-authenticate").unwrap().to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("repository:b/app:pull"),
+        "{challenge}"
+    );
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    // nor does a pull token push
+    let r = with_bearer(&s, Method::POST, "/v2/a/app/blobs/uploads/", &tok).await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+
+    // Scope escalation: a guest asking for everything gets pull only.
+    let t =
+        token(&s, "gary", GARY_PW, "service=berth&scope=repository:a/app:pull,push,delete&scope=repository:b/app:*")
+            .await;
+    let p = payload(t["token"].as_str().unwrap());
+    assert_eq!(p["access"], json!([{"type": "repository", "name": "a/app", "actions": ["pull"]}]), "{p}");
+    assert_eq!(p["sub"], "gary");
+    assert_eq!(p["aud"], "berth");
+    let r = with_bearer(&s, Method::DELETE, "/v2/a/app/manifests/v1", t["token"].as_str().unwrap()).await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    assert_eq!(s.get("/v2/a/app/manifests/v1").await.status(), 200, "nothing was deleted");
+
+    // Several scopes: repeated parameters, or one space-separated value.
+    for q in [
+        "service=berth&scope=repository:a/app:pull&scope=repository:b/app:pull",
+        "service=berth&scope=repository:a/app:pull%20repository:b/app:pull",
+    ] {
+        let p = payload(token(&s, "alice", ALICE_PW, q).await["token"].as_str().unwrap());
+        let names: Vec<_> = p["access"].as_array().unwrap().iter().map(|a| a["name"].clone()).collect();
+        assert_eq!(names, vec![json!("a/app"), json!("b/app")], "{q}");
+    }
+    // Names with path tricks are never granted.
+    for bad in
+        ["repository:../etc:pull", "repository:a/../b/app:pull", "repository:/a/app:pull", "repository:A/app:pull"]
+    {
+        let p = payload(
+            token(&s, "alice", ALICE_PW, &format!("service=berth&scope={bad}")).await["token"].as_str().unwrap(),
+        );
+        assert!(p.get("access").is_none_or(|a| a.as_array().unwrap().is_empty()), "{bad}: {p}");
+    }
+    // A token for another service is not issued.
+    let r = s
+        .anon()
+        .get(s.url("/service/token?service=elsewhere"))
+        .basic_auth("alice", Some(ALICE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Tampered: the payload changed, the signature kept.
+    let parts: Vec<&str> = tok.split('.').collect();
+    let mut forged = payload(&tok);
+    forged["access"][0]["name"] = json!("b/app");
+    let tampered = format!("{}.{}.{}", parts[0], b64url(forged.to_string().as_bytes()), parts[2]);
+    let r = with_bearer(&s, Method::GET, "/v2/b/app/manifests/v1", &tampered).await;
+    assert!(header(&r, "www-authenticate").unwrap().contains("error=\"invalid_token\""));
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    // Unsigned (alg none).
+    let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), b64url(forged.to_string().as_bytes()));
+    expect_error(
+        with_bearer(&s, Method::GET, "/v2/b/app/manifests/v1", &none).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    // Garbage.
+    expect_error(
+        with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", "x.y.z").await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+
+    // Tokens signed with the server's real key, each wrong in one way: expired, for another
+    // audience, from another issuer, of another type. A correct one is the control.
+    use berth_meta::AccessStore;
+    let meta = berth_meta::SqlMetaStore::open_sqlite(s.data_dir().join("meta.db")).await.unwrap();
+    let ring = KeyRing::new(&meta.signing_keys().await.unwrap(), "berth-token-issuer").unwrap();
+    let now = berth_auth::now_ms() / 1000;
+    let claims = |exp: i64, aud: &str, typ_: &str| Claims {
+        iss: "berth-token-issuer".into(),
+        sub: "alice".into(),
+        aud: aud.into(),
+        exp,
+        nbf: now - 10,
+        iat: now - 10,
+        jti: "t".into(),
+        typ: typ_.into(),
+        kind: "user".into(),
+        access: vec![AccessEntry { kind: "repository".into(), name: "a/app".into(), actions: vec!["pull".into()] }],
+        data: None,
+    };
+    let good = ring.sign(&claims(now + 300, "berth", typ::ACCESS)).unwrap();
+    assert_eq!(with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &good).await.status(), 200, "control");
+    let expired = ring.sign(&claims(now - 60, "berth", typ::ACCESS)).unwrap();
+    let r = with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &expired).await;
+    let body = expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("expired"), "{body}");
+    let other_aud = ring.sign(&claims(now + 300, "another-registry", typ::ACCESS)).unwrap();
+    expect_error(
+        with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &other_aud).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let other_iss = KeyRing::new(&meta.signing_keys().await.unwrap(), "someone-else").unwrap();
+    let mut c = claims(now + 300, "berth", typ::ACCESS);
+    c.iss = "someone-else".into();
+    let t = other_iss.sign(&c).unwrap();
+    expect_error(
+        with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &t).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let refresh_as_access = ring.sign(&claims(now + 300, "berth", typ::REFRESH)).unwrap();
+    expect_error(
+        with_bearer(&s, Method::GET, "/v2/a/app/manifests/v1", &refresh_as_access).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+
+    // Refresh tokens: offline_token=true on GET; OAuth2 password and refresh grants on POST.
+    let t = token(&s, "alice", ALICE_PW, "service=berth&scope=repository:a/app:pull&offline_token=true").await;
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    let r = s
+        .anon()
+        .post(s.url("/service/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", "berth"),
+            ("scope", "repository:b/app:pull"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["scope"], "repository:b/app:pull");
+    assert_eq!(
+        with_bearer(&s, Method::GET, "/v2/b/app/manifests/v1", v["access_token"].as_str().unwrap()).await.status(),
+        200
+    );
+    let r = s
+        .anon()
+        .post(s.url("/service/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PW),
+            ("service", "berth"),
+            ("scope", "repository:a/app:pull,push"),
+            ("client_id", "test"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v["refresh_token"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+    assert_eq!(v["scope"], "repository:a/app:pull,push");
+    // an access token is no refresh token
+    let r = s
+        .anon()
+        .post(s.url("/service/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", tok.as_str()), ("service", "berth")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s.anon().post(s.url("/service/token")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Path tricks in names, as raw requests: refused as invalid names, never resolved.
+    let host = s.host();
+    let admin = basic(ADMIN, ADMIN_PASSWORD);
+    for path in [
+        "/v2/a/../b/app/manifests/v1",
+        "/v2/a/%2e%2e/b/app/manifests/v1",
+        "/v2/%2e%2e/etc/tags/list",
+        "/v2//etc/passwd/manifests/v1",
+        "/v2/a%2Fapp/tags/list",
+        "/v2/a/app/blobs/sha256:..%2F..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let (status, body) = raw(&host, "GET", path, &admin);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("NAME_INVALID") || body.contains("DIGEST_INVALID"), "{path}: {body}");
+    }
+    let (status, _) = raw(&host, "GET", "/api/v2.0/projects/a/repositories/..%252F..%252Fb%252Fapp/artifacts", &admin);
+    assert_eq!(status, 400);
+    let (status, _) = raw(&host, "GET", "/api/v2.0/projects/a/repositories/%2Fetc/artifacts", &admin);
+    assert_eq!(status, 400);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_logins_are_locked_out_and_audited() {
+    let s = TestServer::start_with(|c| c.auth.login_max_failures = 3).await;
+    s.user("target", "Target-Pw-1").await;
+    for i in 0..3 {
+        let r = s
+            .anon()
+            .get(s.url("/service/token?service=berth"))
+            .basic_auth("target", Some(format!("guess{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "attempt {i}");
+    }
+    // Locked now: even the right password is refused, with Retry-After, on every entry point.
+    let r = s
+        .anon()
+        .get(s.url("/service/token?service=berth"))
+        .basic_auth("target", Some("Target-Pw-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&r, "retry-after").is_some_and(|v| v.parse::<u64>().unwrap() > 0));
+    let r = client_as("target", "Target-Pw-1").get(s.url("/v2/")).send().await.unwrap();
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    let r = client_as("target", "Target-Pw-1").get(s.url("/api/v2.0/users/current")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // other accounts are unaffected
+    assert_eq!(s.get("/v2/").await.status(), 200);
+    let log = crate::access::audit(&s, "username=target", |v| {
+        v.iter().filter(|e| e["operation"] == "login" && e["result"] == "failure").count() >= 4
+            && v.iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains("locked")))
+    })
+    .await;
+    assert!(log.iter().all(|e| e["client_ip"] == "127.0.0.1"), "{log:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log_and_are_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("berth.log");
+    let admin_pw = "Log-Test-Admin-9";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(&data)
+        .env("BERTH_ADMIN_PASSWORD", admin_pw)
+        .env("BERTH_LOG_LEVEL", "debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lp = log_path.clone();
+    let copier = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(lp).unwrap();
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            writeln!(f, "{line}").unwrap();
+            if !sent
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "berth is serving"
+            {
+                tx.send(v["addr"].as_str().unwrap().to_owned()).unwrap();
+                sent = true;
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let base = format!("http://{addr}");
+    let admin = client_as(ADMIN, admin_pw);
+    let user_pw = "Very-Secret-Pw-42";
+    let r = admin
+        .post(format!("{base}/api/v2.0/users"))
+        .json(&json!({"username": "carol", "password": user_pw}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = admin.post(format!("{base}/api/v2.0/projects")).json(&json!({"project_name": "sec"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = admin
+        .post(format!("{base}/api/v2.0/robots"))
+        .json(&json!({"name": "bot", "level": "project", "duration": -1,
+                      "permissions": [{"kind": "project", "namespace": "sec", "access": [{"resource": "repository", "action": "pull"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    let robot: Value = r.json().await.unwrap();
+    let robot_secret = robot["secret"].as_str().unwrap().to_owned();
+    let carol: Vec<Value> =
+        admin.get(format!("{base}/api/v2.0/users?username=carol")).send().await.unwrap().json().await.unwrap();
+    let cid = carol[0]["user_id"].as_i64().unwrap();
+    let cli: Value = client_as("carol", user_pw)
+        .put(format!("{base}/api/v2.0/users/{cid}/cli_secret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cli_secret = cli["secret"].as_str().unwrap().to_owned();
+    // Use every credential: tokens, Basic on registry requests, a wrong password.
+    let t: Value = reqwest::Client::new()
+        .get(format!("{base}/service/token?service=berth&scope=repository:sec/app:pull&offline_token=true"))
+        .basic_auth("robot$sec+bot", Some(&robot_secret))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = t["token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    let r =
+        reqwest::Client::new().get(format!("{base}/v2/sec/app/tags/list")).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 404, "authorized; the repository just does not exist");
+    assert_eq!(client_as("carol", &cli_secret).get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
+    let wrong = "Wrong-Guess-77";
+    assert_eq!(client_as("carol", wrong).get(format!("{base}/v2/")).send().await.unwrap().status(), 401);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    copier.join().unwrap();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("failed login"), "the failed login is logged (without the password)");
+    let basic_carol = basic("carol", user_pw);
+    for (what, secret) in [
+        ("admin password", admin_pw),
+        ("user password", user_pw),
+        ("robot secret", robot_secret.as_str()),
+        ("CLI secret", cli_secret.as_str()),
+        ("wrong password", wrong),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("Basic header", basic_carol.trim_start_matches("Basic ")),
+    ] {
+        assert!(!log.contains(secret), "the {what} appears in the log");
+    }
+    // At rest: argon2id for passwords, SHA-256 for generated secrets; no secret in the file.
+    use berth_meta::AccessStore;
+    let meta = berth_meta::SqlMetaStore::open_sqlite(data.join("meta.db")).await.unwrap();
+    let u = meta.user_by_name("carol").await.unwrap().unwrap();
+    assert!(u.password_hash.as_deref().unwrap().starts_with("$argon2id$"));
+    assert!(u.cli_secret_hash.as_deref().unwrap().starts_with("sha256:"));
+    let r = meta.robot_by_name("robot$sec+bot").await.unwrap().unwrap();
+    assert!(r.secret_hash.starts_with("sha256:") && !r.secret_hash.contains(&robot_secret));
+    drop(meta);
+    let mut db = Vec::new();
+    for f in ["meta.db", "meta.db-wal"] {
+        if let Ok(b) = std::fs::read(data.join(f)) {
+            db.extend(b);
+        }
+    }
+    let db = String::from_utf8_lossy(&db);
+    for secret in [admin_pw, user_pw, robot_secret.as_str(), cli_secret.as_str()] {
+        assert!(!db.contains(secret), "a secret is stored in clear");
+    }
+}

@@ -1,0 +1,141 @@
+//! The admin CLI (`berth project|robot|user|token-key`) against a running server.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::support::*;
+
+fn berth(s: &TestServer) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.env("BERTH_URL", &s.base).env("BERTH_USERNAME", ADMIN).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+    c
+}
+
+async fn json_out(c: &mut Command) -> Value {
+    let out = run_ok(c).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn kid(token: &str) -> String {
+    use base64::Engine;
+    let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+    serde_json::from_slice::<Value>(&h).unwrap()["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_creates_projects_users_robots_and_secrets() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    let p = json_out(berth(&s).args(["project", "create", "cli-proj", "--public", "--output", "json"])).await;
+    assert_eq!((p["name"].as_str(), p["metadata"]["public"].as_str()), (Some("cli-proj"), Some("true")));
+    let text = run_ok(berth(&s).args(["project", "create", "cli-private"])).await;
+    assert!(text.contains("created project cli-private") && text.contains("private"), "{text}");
+    let list = json_out(berth(&s).args(["project", "list", "--output", "json"])).await;
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, vec!["cli-private", "cli-proj"]);
+    let table = run_ok(berth(&s).args(["project", "list"])).await;
+    assert!(table.lines().next().unwrap().starts_with("ID") && table.contains("cli-proj"), "{table}");
+
+    // Users: a chosen password, and a generated one printed once.
+    let u = json_out(berth(&s).args(["user", "create", "carl", "--user-password", "Carl-Pw-123", "--output", "json"]))
+        .await;
+    assert!(u["user_id"].as_i64().unwrap() > 1);
+    let g = json_out(berth(&s).args(["user", "create", "gen", "--admin", "--output", "json"])).await;
+    let gpw = g["password"].as_str().unwrap();
+    let me: Value =
+        client_as("gen", gpw).get(s.url("/api/v2.0/users/current")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((me["username"].as_str(), me["sysadmin_flag"].as_bool()), (Some("gen"), Some(true)));
+
+    // A robot with permissions and a lifetime; its secret pushes with a real client.
+    let r = json_out(berth(&s).args([
+        "robot",
+        "create",
+        "--project",
+        "cli-proj",
+        "--name",
+        "builder",
+        "--permission",
+        "repository:pull",
+        "--permission",
+        "repository:push",
+        "--duration",
+        "30",
+        "--output",
+        "json",
+    ]))
+    .await;
+    assert_eq!(r["name"], "robot$cli-proj+builder");
+    let secret = r["secret"].as_str().unwrap();
+    let now = berth_auth::now_ms() / 1000;
+    assert!((r["expires_at"].as_i64().unwrap() - now - 30 * 86_400).abs() < 60, "{r}");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    let auth = s.auth_file_for(Some(("robot$cli-proj+builder", secret)));
+    run_ok(
+        Command::new("skopeo")
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:single", layout.display()))
+            .arg(format!("docker://{}/cli-proj/app:v1", s.host())),
+    )
+    .await;
+    let text = run_ok(berth(&s).args([
+        "robot",
+        "create",
+        "--project",
+        "cli-proj",
+        "--name",
+        "reader",
+        "--permission",
+        "repository:pull",
+    ]))
+    .await;
+    assert!(text.contains("robot$cli-proj+reader") && text.contains("secret (shown once"), "{text}");
+    let robots = run_ok(berth(&s).args(["robot", "list"])).await;
+    assert!(robots.contains("robot$cli-proj+builder") && robots.contains("never"), "{robots}");
+
+    // CLI secrets: reset prints a working secret; revoke stops it.
+    let c = json_out(berth(&s).args(["user", "cli-secret", "reset", "carl", "--output", "json"])).await;
+    let cli = c["secret"].as_str().unwrap().to_owned();
+    assert_eq!(client_as("carl", &cli).get(s.url("/v2/")).send().await.unwrap().status(), 200);
+    run_ok(berth(&s).args(["user", "cli-secret", "revoke", "carl"])).await;
+    assert_eq!(client_as("carl", &cli).get(s.url("/v2/")).send().await.unwrap().status(), 401);
+
+    // Errors say why.
+    let err = run_fails(berth(&s).env("BERTH_PASSWORD", "nope").args(["project", "list"])).await;
+    assert!(err.contains("401") && err.contains("invalid username or password"), "{err}");
+    let err = run_fails(berth(&s).args(["project", "create", "cli-proj"])).await;
+    assert!(err.contains("409") && err.contains("already exists"), "{err}");
+    let err =
+        run_fails(berth(&s).args(["robot", "create", "--project", "cli-proj", "--name", "x", "--permission", "pull"]))
+            .await;
+    assert!(err.contains("resource:action"), "{err}");
+
+    // Rotating the signing key: old tokens keep working, new ones carry the new key.
+    let tok = |c: reqwest::Client| {
+        let url = s.url("/service/token?service=berth&scope=repository:cli-proj/app:pull");
+        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned() }
+    };
+    let before = tok(client_as(ADMIN, ADMIN_PASSWORD)).await;
+    let out =
+        run_ok(Command::new(env!("CARGO_BIN_EXE_berth")).args(["token-key", "rotate", "--data-dir"]).arg(s.data_dir()))
+            .await;
+    assert!(out.contains("new token signing key"), "{out}");
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = tok(client_as(ADMIN, ADMIN_PASSWORD)).await;
+        if kid(&after) != kid(&before) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(kid(&after), kid(&before), "the running server signs with the new key");
+    for t in [&before, &after] {
+        let r = s.anon().get(s.url("/v2/cli-proj/app/manifests/v1")).bearer_auth(t).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(s.api(Method::GET, "/projects/cli-proj", None).await.status(), 200);
+    s.stop().await;
+}
