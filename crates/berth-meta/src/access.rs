@@ -848,11 +848,10 @@ impl AccessStore for SqlMetaStore {
             }
         }
         if let Some(p) = &q.resource_prefix {
-            // A byte range instead of LIKE, so `%` and `_` in names mean themselves.
-            clauses.push(format!("resource >= ${}", next()));
+            // substr, not LIKE (so `%` and `_` mean themselves) nor a range (PostgreSQL's
+            // collation need not be byte order).
+            clauses.push(format!("substr(resource, 1, {}) = ${}", p.chars().count(), next()));
             strs.push(p.clone());
-            clauses.push(format!("resource < ${}", next()));
-            strs.push(format!("{p}\u{10FFFF}"));
         }
         if let Some(f) = q.from {
             clauses.push(format!("op_time >= ${}", next()));

@@ -197,3 +197,169 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
     assert!(q.jobs(Some("scan"), None, 100).await.unwrap().len() >= 4);
     assert!(q.job("nope").await.unwrap().is_none());
 }
+
+/// The [`crate::AccessStore`] checks (on an empty store that also implements [`MetaStore`]):
+/// unique names, cascades, memberships through groups, policies, the audit log's filters
+/// and paging, pull counts, artifacts, repository deletion and signing keys.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
+    use crate::{AuditQuery, AuditRecord, MemberEntity, MetaError, NewUser, RobotRecord, SigningKeyRecord};
+    use std::collections::BTreeMap;
+
+    // users: ids, uniqueness, profile, secrets, groups
+    let nu =
+        |name: &str| NewUser { username: name.into(), password_hash: Some("$argon2id$x".into()), ..Default::default() };
+    let alice = store.create_user(&nu("alice"), 10).await.unwrap();
+    let bob = store
+        .create_user(&NewUser { oidc_subject: Some("iss|42".into()), groups: vec!["devs".into()], ..nu("bob") }, 11)
+        .await
+        .unwrap();
+    assert!(bob > alice);
+    assert!(matches!(store.create_user(&nu("alice"), 12).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.user_by_name("alice").await.unwrap().unwrap().id, alice);
+    assert_eq!(store.user_by_oidc_subject("iss|42").await.unwrap().unwrap().groups, vec!["devs".to_owned()]);
+    assert!(store.update_user_profile(alice, "a@x", "Alice", "hi", 13).await.unwrap());
+    assert!(store.set_cli_secret(alice, Some("sha256:ab"), 14).await.unwrap());
+    let a = store.user(alice).await.unwrap().unwrap();
+    assert_eq!((a.email.as_str(), a.cli_secret_hash.as_deref(), a.cli_secret_at), ("a@x", Some("sha256:ab"), Some(14)));
+    assert!(store.set_cli_secret(alice, None, 15).await.unwrap());
+    assert_eq!(store.user(alice).await.unwrap().unwrap().cli_secret_hash, None);
+    assert!(store.set_sysadmin(alice, true, 16).await.unwrap());
+    assert!(store.user(alice).await.unwrap().unwrap().sysadmin);
+    assert!(!store.set_password(9999, "x", 1).await.unwrap());
+
+    // projects, members (direct and by group), cascades
+    let mut meta = BTreeMap::new();
+    meta.insert("auto_scan".to_owned(), "true".to_owned());
+    let p = store.create_project("proj", alice, false, &meta, 20).await.unwrap();
+    assert!(matches!(store.create_project("proj", alice, true, &meta, 21).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.project_by_name("proj").await.unwrap().unwrap().metadata, meta);
+    assert!(store.update_project(p, true, &BTreeMap::new(), 22).await.unwrap());
+    assert!(store.project(p).await.unwrap().unwrap().public);
+    let m1 = store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 1, 23).await.unwrap();
+    store.add_member(p, &MemberEntity::Group("devs".into()), 2, 24).await.unwrap();
+    assert!(matches!(
+        store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 3, 25).await,
+        Err(MetaError::Conflict(_))
+    ));
+    let members = store.members(p).await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].entity, MemberEntity::User { id: alice, name: "alice".into() });
+    assert_eq!(store.memberships(bob, &["devs".into()]).await.unwrap(), vec![(p, 2)]);
+    assert_eq!(store.memberships(bob, &[]).await.unwrap(), vec![]);
+    assert!(store.update_member(p, m1, 4, 26).await.unwrap());
+    assert_eq!(store.memberships(alice, &[]).await.unwrap(), vec![(p, 4)]);
+    let robot = |name: &str, project| RobotRecord {
+        id: 0,
+        name: name.into(),
+        description: String::new(),
+        project_id: project,
+        secret_hash: "sha256:00".into(),
+        disabled: false,
+        duration: -1,
+        expires_at: -1,
+        permissions: "[]".into(),
+        creator: "alice".into(),
+        created_at: 30,
+        updated_at: 30,
+    };
+    let r1 = store.create_robot(&robot("robot$proj+ci", Some(p))).await.unwrap();
+    let r2 = store.create_robot(&robot("robot$sys", None)).await.unwrap();
+    assert!(matches!(store.create_robot(&robot("robot$sys", None)).await, Err(MetaError::Conflict(_))));
+    let mut rr = store.robot(r1).await.unwrap().unwrap();
+    rr.disabled = true;
+    rr.expires_at = 99;
+    rr.updated_at = 31;
+    assert!(store.update_robot(&rr).await.unwrap());
+    assert_eq!(store.robot_by_name("robot$proj+ci").await.unwrap().unwrap(), rr);
+    assert!(store.set_robot_secret(r2, "sha256:11", 32).await.unwrap());
+    assert_eq!(store.robots().await.unwrap().len(), 2);
+    assert!(store.delete_user(bob).await.unwrap());
+    assert_eq!(store.members(p).await.unwrap().len(), 2, "group members stay");
+    assert!(store.delete_project(p).await.unwrap());
+    assert!(store.members(p).await.unwrap().is_empty());
+    assert_eq!(store.robots().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2]);
+
+    // repository policies
+    assert_eq!(store.repo_policy("proj/a").await.unwrap(), None);
+    store.put_repo_policy("proj/a", "{\"v\":1}", 40).await.unwrap();
+    store.put_repo_policy("proj/a", "{\"v\":2}", 41).await.unwrap();
+    assert_eq!(store.repo_policy("proj/a").await.unwrap().as_deref(), Some("{\"v\":2}"));
+    assert!(store.delete_repo_policy("proj/a").await.unwrap());
+    assert!(!store.delete_repo_policy("proj/a").await.unwrap());
+
+    // the audit log: filters, prefix, newest first, paging, totals
+    let e = |t: i64, user: &str, op: &str, res: &str| AuditRecord {
+        op_time: t,
+        username: user.into(),
+        operation: op.into(),
+        resource_type: "artifact".into(),
+        resource: res.into(),
+        project: Some(res.split('/').next().unwrap().into()),
+        client_ip: Some("127.0.0.1".into()),
+        result: "success".into(),
+        ..Default::default()
+    };
+    store
+        .append_audit(&[
+            e(50, "alice", "push", "p1/app:v1"),
+            e(51, "bob", "pull", "p1/app:v1"),
+            e(52, "alice", "pull", "p2/x:1"),
+            e(53, "alice", "pull", "p1%/y:1"),
+        ])
+        .await
+        .unwrap();
+    let (all, total) = store.audit_log(&AuditQuery::default(), 0, 2).await.unwrap();
+    assert_eq!((total, all.iter().map(|a| a.op_time).collect::<Vec<_>>()), (4, vec![53, 52]));
+    let (page2, _) = store.audit_log(&AuditQuery::default(), 2, 2).await.unwrap();
+    assert_eq!(page2.iter().map(|a| a.op_time).collect::<Vec<_>>(), vec![51, 50]);
+    let q = AuditQuery { username: Some("alice".into()), operation: Some("pull".into()), ..Default::default() };
+    assert_eq!(store.audit_log(&q, 0, 10).await.unwrap().1, 2);
+    let q = AuditQuery { resource_prefix: Some("p1/".into()), from: Some(51), ..Default::default() };
+    let (rows, n) = store.audit_log(&q, 0, 10).await.unwrap();
+    assert_eq!((n, rows[0].username.as_str()), (1, "bob"), "only p1/… from 51 on (p1%/… is another prefix)");
+    let q = AuditQuery { project: Some("p2".into()), to: Some(60), ..Default::default() };
+    assert_eq!(store.audit_log(&q, 0, 10).await.unwrap().1, 1);
+
+    // repositories of a project, artifacts with tags and sizes, pull counts, deletion
+    let (r1n, r2n, other) = (repo("team/app"), repo("team/sub/lib"), repo("teamx/app"));
+    let blob = Digest::sha256_of(b"team-layer");
+    for r in [&r1n, &r2n, &other] {
+        store.link_blob(r, &blob, 100, 60).await.unwrap();
+    }
+    let m = manifest("team-manifest", None, None, 61);
+    store.put_manifest(&r1n, &m, b"team-manifest", &[(blob.clone(), RefKind::Blob)], &[tag("v1")]).await.unwrap();
+    assert!(store.put_tag(&r1n, &tag("stable"), &m.digest, 62).await.unwrap());
+    assert!(!store.put_tag(&r1n, &tag("x"), &Digest::sha256_of(b"nope"), 62).await.unwrap());
+    store.add_pulls(&[("team/app".into(), 3)]).await.unwrap();
+    let repos = store.project_repos("team").await.unwrap();
+    assert_eq!(repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["team/app", "team/sub/lib"]);
+    assert_eq!((repos[0].artifact_count, repos[0].pull_count, repos[0].updated_at), (1, 3, 62));
+    let arts = store.repo_artifacts(&r1n).await.unwrap();
+    assert_eq!(arts.len(), 1);
+    assert_eq!(arts[0].tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["stable", "v1"]);
+    assert_eq!(arts[0].total_size, m.size + 100);
+    assert!(store.delete_repo(&r1n).await.unwrap());
+    assert!(!store.repo_exists(&r1n).await.unwrap());
+    assert_eq!(store.get_manifest(&r1n, &m.digest).await.unwrap(), None);
+    assert!(!store.delete_repo(&r1n).await.unwrap());
+
+    // signing keys: the first key is created once; rotation retires, then forgets
+    let k = |kid: &str, at: i64| SigningKeyRecord {
+        kid: kid.into(),
+        private_key: vec![1, 2, 3],
+        created_at: at,
+        retired_at: None,
+    };
+    assert_eq!(store.ensure_signing_key(&k("k1", 70)).await.unwrap().kid, "k1");
+    assert_eq!(store.ensure_signing_key(&k("k2", 71)).await.unwrap().kid, "k1", "only the first start makes a key");
+    store.rotate_signing_key(&k("k3", 80), 0).await.unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.kid.as_str(), k.retired_at)).collect::<Vec<_>>(),
+        vec![("k3", None), ("k1", Some(80))]
+    );
+    store.rotate_signing_key(&k("k4", 90), 85).await.unwrap();
+    let kids: Vec<_> = store.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, vec!["k4", "k3"], "k1 was retired before 85 and is forgotten");
+}

@@ -672,6 +672,7 @@ mod tests {
         let store = super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
         crate::conformance::run(&store).await;
         crate::conformance::run_jobs(&store).await;
+        crate::conformance::run_access(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -683,6 +684,7 @@ mod tests {
         let store = super::SqlMetaStore::open_postgres(&url, 4).await.unwrap();
         crate::conformance::run(&store).await;
         crate::conformance::run_jobs(&store).await;
+        crate::conformance::run_access(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

@@ -169,6 +169,53 @@ async fn public_and_private_projects_roles_and_missing_projects_with_real_client
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_a_generated_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("BERTH_ADMIN_PASSWORD")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        c
+    };
+    let read_start = |child: &mut std::process::Child| {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut before = Vec::new();
+        let addr = loop {
+            let l = lines.next().unwrap().unwrap();
+            if let Ok(v) = serde_json::from_str::<Value>(&l)
+                && v["message"] == "berth is serving"
+            {
+                break v["addr"].as_str().unwrap().to_owned();
+            }
+            before.push(l);
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        (addr, before)
+    };
+    let mut child = serve().spawn().unwrap();
+    let (addr, before) = read_start(&mut child);
+    let i =
+        before.iter().position(|l| l.contains("created the system administrator `admin` with the password")).unwrap();
+    let password = before[i + 2].trim().to_owned();
+    assert_eq!(password.len(), 32, "{before:?}");
+    let r = client_as(ADMIN, &password).get(format!("http://{addr}/api/v2.0/users/current")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["sysadmin_flag"], true);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // the second start keeps the account and prints nothing
+    let mut child = serve().spawn().unwrap();
+    let (addr, before) = read_start(&mut child);
+    assert!(!before.iter().any(|l| l.contains("password")), "{before:?}");
+    assert_eq!(client_as(ADMIN, &password).get(format!("http://{addr}/v2/")).send().await.unwrap().status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Private container storage for podman, with `auth` as its auth file.
 pub fn podman_env(dir: &Path, auth: &Path) -> Vec<(String, std::path::PathBuf)> {
     let pm = dir.join(format!("pm-{}", hex::encode(random_bytes(4))));
@@ -278,6 +325,36 @@ async fn robot_accounts_pull_only_refresh_disabled_and_expired() {
     );
     audit(&s, "operation=login", |v| v.iter().any(|e| e["username"] == ename.as_str() && e["result"] == "failure"))
         .await;
+
+    // A system robot with access to every project ("*"), used with skopeo --creds.
+    let body = json!({"name": "mirror", "level": "system", "duration": -1, "permissions": [
+        {"kind": "project", "namespace": "*", "access": [{"resource": "repository", "action": "pull"}]}]});
+    let r = s.api(Method::POST, "/robots", Some(body.clone())).await;
+    assert_eq!(r.status(), 201);
+    let sys: Value = r.json().await.unwrap();
+    assert_eq!(sys["name"], "robot$mirror");
+    let creds = format!("robot$mirror:{}", sys["secret"].as_str().unwrap());
+    let empty = s.auth_file_for(None);
+    run_ok(
+        skopeo(&empty)
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{host}/rb/app:v1")),
+    )
+    .await;
+    // a project admin cannot make system robots
+    s.user("padmin", "Padmin-Pw-1").await;
+    s.member("rb", "padmin", 1).await;
+    let r = client_as("padmin", "Padmin-Pw-1").post(s.url("/api/v2.0/robots")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // ... but can make robots of their project
+    let r = client_as("padmin", "Padmin-Pw-1")
+        .post(s.url("/api/v2.0/robots"))
+        .json(&json!({"name": "mine", "level": "project", "duration": 7, "permissions": [
+            {"kind": "project", "namespace": "rb", "access": [{"resource": "repository", "action": "pull"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 
     // A push robot, scoped to its project, with tag creation.
     let (_, pname, psecret) = s.robot("rb", "ci", &[("repository", "pull"), ("repository", "push")], 30).await;

@@ -94,8 +94,17 @@ async fn ok_json(r: reqwest::Response) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn management_api_speaks_harbors_shapes() {
-    let s = TestServer::start().await;
+async fn management_api_speaks_harbors_shapes_embedded() {
+    management_api_speaks_harbors_shapes(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_api_speaks_harbors_shapes_on_postgres_and_s3() {
+    management_api_speaks_harbors_shapes(Backend::S3Postgres).await;
+}
+
+async fn management_api_speaks_harbors_shapes(b: Backend) {
+    let s = TestServer::start_on(b).await;
     let get = |p: &str| {
         let p = p.to_owned();
         let s = &s;
