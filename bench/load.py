@@ -412,9 +412,10 @@ def pull_blob_verified(port: int, repo: str, digest: str, size: int, bufsize: in
     """GET the blob, hash every byte, raise unless length and sha256 match. Returns bytes read."""
     path = f"/v2/{repo}/blobs/{digest}"
     host = "127.0.0.1"
+    headers = {"Authorization": AUTH_HEADER}  # for the registry only, not a presigned redirect target
     for _ in range(5):  # follow redirects (a registry may redirect blob GETs)
         c = http.client.HTTPConnection(host, port, timeout=600)
-        c.request("GET", path)
+        c.request("GET", path, headers=headers)
         r = c.getresponse()
         if r.status in (301, 302, 303, 307, 308):
             loc = r.headers["Location"]
@@ -424,6 +425,7 @@ def pull_blob_verified(port: int, repo: str, digest: str, size: int, bufsize: in
             if u.hostname:
                 host, port = u.hostname, u.port or 80
             path = loc_path(loc)
+            headers = {}
             continue
         break
     if r.status != 200:

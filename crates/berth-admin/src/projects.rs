@@ -400,7 +400,7 @@ async fn update_member(
         &s,
         "update",
         "member",
-        &format!("{} as {}", member_json(&m)["entity_name"], r.name()),
+        &format!("{} as {}", member_json(&m)["entity_name"].as_str().unwrap_or(""), r.name()),
         Some(&project.name),
     );
     Ok(StatusCode::OK.into_response())
