@@ -404,12 +404,21 @@ fn audit_from_row(r: &AnyRow) -> Result<AuditRecord, MetaError> {
 }
 
 impl SqlMetaStore {
-    async fn user_where(&self, clause: &str, value: &str) -> Result<Option<UserRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE {clause} = $1"))
-            .bind(value)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+    /// At most one row of `SELECT {cols} FROM {table} WHERE {column} = $1`, converted.
+    async fn one<T>(
+        &self,
+        cols: &str,
+        table: &str,
+        column: &str,
+        value: Bind<'_>,
+        convert: fn(&AnyRow) -> Result<T, MetaError>,
+    ) -> Result<Option<T>, MetaError> {
+        let sql = format!("SELECT {cols} FROM {table} WHERE {column} = $1");
+        let q = match value {
+            Bind::I(i) => sqlx::query(&sql).bind(i),
+            Bind::S(s) => sqlx::query(&sql).bind(s),
+        };
+        q.fetch_optional(self.pool()).await?.as_ref().map(convert).transpose()
     }
 
     async fn exec(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<u64, MetaError> {
@@ -452,19 +461,15 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn user(&self, id: i64) -> Result<Option<UserRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(user_from_row).transpose()
+        self.one(USER_COLS, "users", "id", Bind::I(id), user_from_row).await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, MetaError> {
-        self.user_where("username", username).await
+        self.one(USER_COLS, "users", "username", Bind::S(username), user_from_row).await
     }
 
     async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError> {
-        self.user_where("oidc_subject", subject).await
+        self.one(USER_COLS, "users", "oidc_subject", Bind::S(subject), user_from_row).await
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>, MetaError> {
@@ -565,19 +570,11 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn project(&self, id: i64) -> Result<Option<ProjectRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(project_from_row).transpose()
+        self.one(PROJECT_COLS, "projects", "id", Bind::I(id), project_from_row).await
     }
 
     async fn project_by_name(&self, name: &str) -> Result<Option<ProjectRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {PROJECT_COLS} FROM projects WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(project_from_row).transpose()
+        self.one(PROJECT_COLS, "projects", "name", Bind::S(name), project_from_row).await
     }
 
     async fn projects(&self) -> Result<Vec<ProjectRecord>, MetaError> {
@@ -726,19 +723,11 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn robot(&self, id: i64) -> Result<Option<RobotRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {ROBOT_COLS} FROM robots WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(robot_from_row).transpose()
+        self.one(ROBOT_COLS, "robots", "id", Bind::I(id), robot_from_row).await
     }
 
     async fn robot_by_name(&self, name: &str) -> Result<Option<RobotRecord>, MetaError> {
-        let row = sqlx::query(&format!("SELECT {ROBOT_COLS} FROM robots WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(robot_from_row).transpose()
+        self.one(ROBOT_COLS, "robots", "name", Bind::S(name), robot_from_row).await
     }
 
     async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError> {

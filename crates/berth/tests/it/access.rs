@@ -95,7 +95,7 @@ async fn public_and_private_projects_roles_and_missing_projects_with_real_client
     push(&dev, &layout, &format!("{host}/priv/app:dev")).await.unwrap();
     let err = push(&guest, &layout, &format!("{host}/priv/app:guest")).await.unwrap_err();
     assert!(err.contains("denied"), "{err}");
-    let env = podman_env(tmp.path(), &guest);
+    let env = containers_env(tmp.path(), &guest);
     run_ok(
         Command::new("podman").envs(env).args(["pull", "-q", "--tls-verify=false"]).arg(format!("{host}/priv/app:v1")),
     )
@@ -216,27 +216,6 @@ async fn first_start_prints_a_generated_admin_password_once() {
     child.wait().unwrap();
 }
 
-/// Private container storage for podman, with `auth` as its auth file.
-pub fn podman_env(dir: &Path, auth: &Path) -> Vec<(String, std::path::PathBuf)> {
-    let pm = dir.join(format!("pm-{}", hex::encode(random_bytes(4))));
-    std::fs::create_dir_all(pm.join("tmp")).unwrap();
-    std::fs::write(
-        pm.join("storage.conf"),
-        format!("[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n", pm.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        pm.join("containers.conf"),
-        format!("[engine]\ntmp_dir = \"{}/tmp\"\nevents_logger = \"none\"\n", pm.display()),
-    )
-    .unwrap();
-    vec![
-        ("CONTAINERS_STORAGE_CONF".into(), pm.join("storage.conf")),
-        ("CONTAINERS_CONF".into(), pm.join("containers.conf")),
-        ("REGISTRY_AUTH_FILE".into(), auth.to_owned()),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robot_accounts_pull_only_refresh_disabled_and_expired() {
     let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
@@ -258,7 +237,7 @@ async fn robot_accounts_pull_only_refresh_disabled_and_expired() {
         "data": {".dockerconfigjson": base64_std(&std::fs::read(&pull_secret).unwrap())}});
     let decoded = base64_std_decode(secret_obj["data"][".dockerconfigjson"].as_str().unwrap());
     assert_eq!(decoded, std::fs::read(&pull_secret).unwrap());
-    let env = podman_env(tmp.path(), &pull_secret);
+    let env = containers_env(tmp.path(), &pull_secret);
     run_ok(
         Command::new("podman")
             .envs(env.clone())

@@ -30,28 +30,6 @@ fn skopeo(s: &TestServer) -> Command {
     c
 }
 
-/// Private container storage and config for podman/buildah (never /var/lib/containers).
-fn containers_env(dir: &Path, s: &TestServer) -> Vec<(String, PathBuf)> {
-    let pm = dir.join("pm");
-    std::fs::create_dir_all(pm.join("tmp")).unwrap();
-    std::fs::copy(s.auth_file(), pm.join("auth.json")).unwrap();
-    std::fs::write(
-        pm.join("storage.conf"),
-        format!("[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n", pm.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        pm.join("containers.conf"),
-        format!("[engine]\ntmp_dir = \"{}/tmp\"\nevents_logger = \"none\"\n", pm.display()),
-    )
-    .unwrap();
-    vec![
-        ("CONTAINERS_STORAGE_CONF".into(), pm.join("storage.conf")),
-        ("CONTAINERS_CONF".into(), pm.join("containers.conf")),
-        ("REGISTRY_AUTH_FILE".into(), pm.join("auth.json")),
-    ]
-}
-
 fn raw_digest(raw: &str) -> String {
     sha256(raw.as_bytes())
 }
@@ -130,7 +108,7 @@ async fn skopeo_copies_images_and_indexes_both_ways() {
 async fn podman_and_buildah_push_and_pull() {
     let s = TestServer::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = containers_env(tmp.path(), &s);
+    let env = containers_env(tmp.path(), &s.auth_file());
     let host = s.host();
     let layout = make_oci_layout(tmp.path());
     run(skopeo(&s)

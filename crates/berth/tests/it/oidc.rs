@@ -231,7 +231,7 @@ async fn oidc_login_onboards_users_maps_groups_and_issues_cli_secrets() {
     .await;
     // podman login with the CLI secret, as a user would type it
     let empty = s.auth_file_for(None);
-    run_ok(Command::new("podman").envs(crate::access::podman_env(tmp.path(), &empty)).args([
+    run_ok(Command::new("podman").envs(containers_env(tmp.path(), &empty)).args([
         "login",
         "--tls-verify=false",
         "-u",

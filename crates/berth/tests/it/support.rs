@@ -272,6 +272,28 @@ impl TestServer {
     }
 }
 
+/// Environment for podman and buildah: private vfs storage and config under `dir` (never
+/// /var/lib/containers), with `auth` as the auth file.
+pub fn containers_env(dir: &Path, auth: &Path) -> Vec<(String, PathBuf)> {
+    let pm = dir.join(format!("pm-{}", hex::encode(random_bytes(4))));
+    std::fs::create_dir_all(pm.join("tmp")).unwrap();
+    std::fs::write(
+        pm.join("storage.conf"),
+        format!("[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n", pm.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        pm.join("containers.conf"),
+        format!("[engine]\ntmp_dir = \"{}/tmp\"\nevents_logger = \"none\"\n", pm.display()),
+    )
+    .unwrap();
+    vec![
+        ("CONTAINERS_STORAGE_CONF".into(), pm.join("storage.conf")),
+        ("CONTAINERS_CONF".into(), pm.join("containers.conf")),
+        ("REGISTRY_AUTH_FILE".into(), auth.to_owned()),
+    ]
+}
+
 /// Run a command; panic with its output unless it succeeds. Returns stdout.
 pub async fn run_ok(cmd: &mut tokio::process::Command) -> String {
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("command timed out").unwrap();
