@@ -11,4 +11,29 @@
 //! assert!(Scheme::Dpkg.compare("3.0.11-1~deb12u2", "3.0.11-1").unwrap().is_lt());
 //! ```
 
+pub mod cvss;
+pub mod db;
+pub mod osv;
 pub mod version;
+
+pub use cvss::Severity;
+pub use db::{Database, Finding, Matched, Package};
+pub use osv::OsvRecord;
+pub use version::{Ecosystem, Scheme};
+
+/// Read OSV records from JSON Lines (one record per line; blank lines skipped), calling `f`
+/// for each. Returns the number of lines that were not valid records (they are skipped).
+pub fn read_jsonl(reader: impl std::io::BufRead, mut f: impl FnMut(OsvRecord)) -> std::io::Result<usize> {
+    let mut bad = 0;
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<OsvRecord>(&line) {
+            Ok(r) => f(r),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok(bad)
+}
