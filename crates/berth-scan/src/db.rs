@@ -56,6 +56,9 @@ pub struct Matched {
     pub unparsable: bool,
 }
 
+/// An advisory that matched (its index) and the fixed version its entry gives.
+type Hit = (usize, Option<String>);
+
 /// The index.
 #[derive(Default)]
 pub struct Database {
@@ -121,7 +124,7 @@ impl Database {
         let Some(v) = p.ecosystem.scheme().parse(&p.version) else {
             return Matched { findings: Vec::new(), unparsable: true };
         };
-        let mut hits: Vec<(usize, Option<String>)> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         for (idx, e) in entries {
             if let (Some(want), Some(have)) = (e.ecosystem.release(), p.ecosystem.release())
                 && want != have
@@ -136,9 +139,9 @@ impl Database {
     }
 
     /// Group hits that share an id or alias into one finding each.
-    fn group(&self, p: &Package, hits: Vec<(usize, Option<String>)>) -> Vec<Finding> {
+    fn group(&self, p: &Package, hits: Vec<Hit>) -> Vec<Finding> {
         let scheme = p.ecosystem.scheme();
-        let mut groups: Vec<(Vec<String>, Vec<(usize, Option<String>)>)> = Vec::new();
+        let mut groups: Vec<(Vec<String>, Vec<Hit>)> = Vec::new();
         for (idx, fixed) in hits {
             let a = &self.advisories[idx];
             let ids: Vec<String> = std::iter::once(a.id.clone()).chain(a.aliases.iter().cloned()).collect();
