@@ -13,6 +13,7 @@
 
 pub mod cvss;
 pub mod db;
+pub mod inventory;
 pub mod osv;
 pub mod version;
 

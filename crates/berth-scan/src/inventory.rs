@@ -1,0 +1,902 @@
+//! The inventory of an image: its layers applied in order (whiteouts and opaque directories
+//! honoured), then the package databases and manifests found in the result.
+//!
+//! Layers stream through once (gzip, zstd or plain tar); only the files that can describe
+//! packages are kept in memory: `var/lib/dpkg/status` (and `status.d/`), `lib/apk/db/installed`,
+//! `etc/os-release`, Python `*.dist-info/METADATA` and `*.egg-info`, npm
+//! `node_modules/<name>/package.json` and `package-lock.json`, `Cargo.lock`, RubyGems
+//! `specifications/*.gemspec`, Java archives, and ELF executables (for Go build info and
+//! `cargo auditable` data). Nothing is unpacked to disk.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use serde_json::Value;
+
+use crate::db::Package;
+use crate::version::Ecosystem;
+
+/// Largest file kept for inspection (archives and executables).
+const MAX_CAPTURE: u64 = 128 * 1024 * 1024;
+
+/// What kind of package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Debian package.
+    Deb,
+    /// Alpine package.
+    Apk,
+    /// Python distribution.
+    Python,
+    /// npm package.
+    Npm,
+    /// Rust crate.
+    Cargo,
+    /// Go module.
+    Go,
+    /// The Go standard library a binary was built with.
+    GoStdlib,
+    /// Java archive.
+    Maven,
+    /// Ruby gem.
+    Gem,
+}
+
+impl Kind {
+    /// The PURL type.
+    pub fn purl_type(self) -> &'static str {
+        match self {
+            Kind::Deb => "deb",
+            Kind::Apk => "apk",
+            Kind::Python => "pypi",
+            Kind::Npm => "npm",
+            Kind::Cargo => "cargo",
+            Kind::Go | Kind::GoStdlib => "golang",
+            Kind::Maven => "maven",
+            Kind::Gem => "gem",
+        }
+    }
+
+    /// Is it an operating-system package?
+    pub fn is_os(self) -> bool {
+        matches!(self, Kind::Deb | Kind::Apk)
+    }
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstalledPackage {
+    /// What kind.
+    pub kind: Kind,
+    /// Name (for Maven `group:artifact`).
+    pub name: String,
+    /// Installed version.
+    pub version: String,
+    /// Source package (Debian) or origin (Alpine), when it differs or is known.
+    pub source_name: Option<String>,
+    /// Source version (Debian, when a binNMU makes it differ).
+    pub source_version: Option<String>,
+    /// The layer it came from (index in the manifest, 0 = base).
+    pub layer: usize,
+    /// The file that recorded it.
+    pub path: String,
+    /// Architecture, where recorded.
+    pub arch: Option<String>,
+    /// Licence, where recorded.
+    pub license: Option<String>,
+}
+
+/// The operating system of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsRelease {
+    /// `ID` of os-release (`debian`, `alpine`, `ubuntu`).
+    pub id: String,
+    /// `VERSION_ID` (`12`, `3.19.1`).
+    pub version_id: String,
+    /// `PRETTY_NAME`.
+    pub pretty_name: String,
+}
+
+impl OsRelease {
+    /// The OSV ecosystem of this distribution's packages (`Debian:12`, `Alpine:v3.19`).
+    pub fn ecosystem(&self) -> Option<Ecosystem> {
+        match self.id.as_str() {
+            "debian" => Some(Ecosystem::Debian(self.version_id.split('.').next().map(str::to_owned))),
+            "ubuntu" => Some(Ecosystem::Ubuntu(Some(self.version_id.clone()))),
+            "alpine" => {
+                let mut p = self.version_id.split('.');
+                let release = match (p.next(), p.next()) {
+                    (Some(a), Some(b)) if a.bytes().all(|c| c.is_ascii_digit()) => format!("v{a}.{b}"),
+                    _ => "edge".to_owned(),
+                };
+                Some(Ecosystem::Alpine(Some(release)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The inventory of one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// The distribution, if the image has one.
+    pub os: Option<OsRelease>,
+    /// Packages, sorted.
+    pub packages: Vec<InstalledPackage>,
+    /// Package files that could not be read (counted, never fatal).
+    pub unreadable: usize,
+}
+
+impl Inventory {
+    /// The packages as advisories name them: `(index into packages, package to match)`.
+    /// Debian packages match by source name and version; Alpine by origin; OS packages only
+    /// when the distribution is known.
+    pub fn to_match(&self) -> Vec<(usize, Package)> {
+        let os = self.os.as_ref().and_then(OsRelease::ecosystem);
+        let mut out = Vec::new();
+        for (i, p) in self.packages.iter().enumerate() {
+            let ecosystem = match p.kind {
+                Kind::Deb | Kind::Apk => match &os {
+                    Some(e) => e.clone(),
+                    None => continue,
+                },
+                Kind::Python => Ecosystem::PyPI,
+                Kind::Npm => Ecosystem::Npm,
+                Kind::Cargo => Ecosystem::CratesIo,
+                Kind::Go | Kind::GoStdlib => Ecosystem::Go,
+                Kind::Maven => Ecosystem::Maven,
+                Kind::Gem => Ecosystem::RubyGems,
+            };
+            let name = match p.kind {
+                Kind::Deb | Kind::Apk => p.source_name.clone().unwrap_or_else(|| p.name.clone()),
+                _ => p.name.clone(),
+            };
+            let version = p.source_version.clone().unwrap_or_else(|| p.version.clone());
+            out.push((i, Package { ecosystem, name, version }));
+        }
+        out
+    }
+
+    /// The package URL of a package (`pkg:deb/debian/libssl3@3.0.11-1?arch=amd64&distro=debian-12`).
+    pub fn purl(&self, p: &InstalledPackage) -> String {
+        let enc = |s: &str| {
+            let mut out = String::new();
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        };
+        let (namespace, name) = match p.kind {
+            Kind::Deb | Kind::Apk => (self.os.as_ref().map(|o| o.id.clone()), p.name.clone()),
+            Kind::Maven => match p.name.split_once(':') {
+                Some((g, a)) => (Some(g.to_owned()), a.to_owned()),
+                None => (None, p.name.clone()),
+            },
+            Kind::Npm => match p.name.strip_prefix('@').and_then(|n| n.split_once('/')) {
+                Some((scope, n)) => (Some(format!("@{scope}")), n.to_owned()),
+                None => (None, p.name.clone()),
+            },
+            Kind::GoStdlib => (None, "stdlib".to_owned()),
+            Kind::Go => match p.name.rsplit_once('/') {
+                Some((ns, n)) => (Some(ns.to_owned()), n.to_owned()),
+                None => (None, p.name.clone()),
+            },
+            _ => (None, p.name.clone()),
+        };
+        let mut s = format!("pkg:{}/", p.kind.purl_type());
+        if let Some(ns) = namespace {
+            let parts: Vec<String> = ns
+                .split('/')
+                .map(|x| match x.strip_prefix('@') {
+                    Some(scope) => format!("%40{}", enc(scope)),
+                    None => enc(x),
+                })
+                .collect();
+            s.push_str(&parts.join("/"));
+            s.push('/');
+        }
+        s.push_str(&enc(&name));
+        s.push('@');
+        s.push_str(&enc(&p.version));
+        let mut q = Vec::new();
+        if let Some(a) = &p.arch {
+            q.push(format!("arch={}", enc(a)));
+        }
+        if p.kind.is_os()
+            && let Some(o) = &self.os
+        {
+            q.push(format!("distro={}-{}", enc(&o.id), enc(&o.version_id)));
+        }
+        if !q.is_empty() {
+            s.push('?');
+            s.push_str(&q.join("&"));
+        }
+        s
+    }
+}
+
+/// A file kept from the layers.
+#[derive(Debug, Clone)]
+struct Captured {
+    layer: usize,
+    data: Vec<u8>,
+}
+
+/// Applies layers in order and keeps the files that describe packages.
+#[derive(Default)]
+pub struct LayerStack {
+    files: BTreeMap<String, Captured>,
+    unreadable: usize,
+}
+
+/// Which files to keep, by path (without a leading `/` or `./`).
+fn wanted(path: &str, executable: bool) -> bool {
+    const EXACT: &[&str] = &[
+        "var/lib/dpkg/status",
+        "lib/apk/db/installed",
+        "etc/os-release",
+        "usr/lib/os-release",
+        "etc/alpine-release",
+        "etc/debian_version",
+    ];
+    if EXACT.contains(&path) || path.starts_with("var/lib/dpkg/status.d/") {
+        return true;
+    }
+    let file = path.rsplit('/').next().unwrap_or(path);
+    if path.ends_with(".dist-info/METADATA") || path.ends_with(".egg-info/PKG-INFO") || path.ends_with(".egg-info") {
+        return true;
+    }
+    if file == "package.json" {
+        // node_modules/<name>/package.json or node_modules/@scope/<name>/package.json
+        let parts: Vec<&str> = path.split('/').collect();
+        let n = parts.len();
+        return (n >= 3 && parts[n - 3] == "node_modules")
+            || (n >= 4 && parts[n - 4] == "node_modules" && parts[n - 3].starts_with('@'));
+    }
+    if (file == "package-lock.json" || file == "Cargo.lock") && !path.contains("/node_modules/") {
+        return true;
+    }
+    if file.ends_with(".gemspec") && path.contains("/specifications/") {
+        return true;
+    }
+    if file.ends_with(".jar") || file.ends_with(".war") || file.ends_with(".ear") {
+        return true;
+    }
+    executable
+}
+
+fn clean(path: &str) -> String {
+    let p = path.trim_start_matches("./").trim_start_matches('/');
+    p.trim_end_matches('/').to_owned()
+}
+
+/// Open a layer blob: gzip, zstd or plain tar, recognised by magic bytes.
+pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        match r.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let head = io::Cursor::new(magic[..n].to_vec()).chain(r);
+    Ok(if magic[..n].starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
+    } else if magic[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(ruzstd::decoding::StreamingDecoder::new(head).map_err(io::Error::other)?)
+    } else {
+        Box::new(head)
+    })
+}
+
+impl LayerStack {
+    /// An empty stack.
+    pub fn new() -> LayerStack {
+        LayerStack::default()
+    }
+
+    /// Apply layer `index` (a tar stream, compressed or not) on top of the earlier ones.
+    pub fn apply(&mut self, index: usize, blob: impl Read) -> io::Result<()> {
+        let mut archive = tar::Archive::new(decompress(blob)?);
+        let mut added: BTreeMap<String, Captured> = BTreeMap::new();
+        let mut deleted: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries()? {
+            let mut e = entry?;
+            let path = clean(&String::from_utf8_lossy(&e.path_bytes()));
+            let (dir, file) = match path.rsplit_once('/') {
+                Some((d, f)) => (d.to_owned(), f),
+                None => (String::new(), path.as_str()),
+            };
+            if file == ".wh..wh..opq" {
+                opaque.push(dir);
+                continue;
+            }
+            if let Some(name) = file.strip_prefix(".wh.") {
+                deleted.push(if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") });
+                continue;
+            }
+            let kind = e.header().entry_type();
+            if !kind.is_file() {
+                // A directory or link replaces a file of the same name from below.
+                if !kind.is_dir() {
+                    deleted.push(path.clone());
+                }
+                continue;
+            }
+            let size = e.header().size().unwrap_or(0);
+            let exec = e.header().mode().unwrap_or(0) & 0o111 != 0;
+            if size > MAX_CAPTURE || !wanted(&path, exec) {
+                deleted.push(path);
+                continue;
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            if exec && !wanted(&path, false) {
+                // an executable: keep it only if it is ELF
+                let mut magic = [0u8; 4];
+                let n = e.read(&mut magic)?;
+                if n < 4 || magic != *b"\x7fELF" {
+                    deleted.push(path);
+                    continue;
+                }
+                data.extend_from_slice(&magic);
+            }
+            e.read_to_end(&mut data)?;
+            added.insert(path, Captured { layer: index, data });
+        }
+        // Whiteouts and replacements remove what lower layers had (not this layer's files).
+        for d in opaque {
+            if d.is_empty() {
+                self.files.clear();
+            } else {
+                self.remove_below(&format!("{d}/"));
+            }
+        }
+        for p in deleted {
+            self.files.remove(&p);
+            self.remove_below(&format!("{p}/"));
+        }
+        self.files.extend(added);
+        Ok(())
+    }
+
+    /// Forget every kept file under `prefix` (a range query: layers have many files).
+    fn remove_below(&mut self, prefix: &str) {
+        let doomed: Vec<String> = self
+            .files
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.files.remove(&k);
+        }
+    }
+
+    /// Read the package databases of the stacked filesystem.
+    pub fn inventory(&self) -> Inventory {
+        let mut inv = Inventory { os: self.os_release(), ..Default::default() };
+        let mut unreadable = self.unreadable;
+        for (path, f) in &self.files {
+            let text = || String::from_utf8_lossy(&f.data).into_owned();
+            let found = if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
+                parse_dpkg(&text(), f.layer, path)
+            } else if path == "lib/apk/db/installed" {
+                parse_apk(&text(), f.layer, path)
+            } else if path.ends_with(".dist-info/METADATA")
+                || path.ends_with(".egg-info/PKG-INFO")
+                || path.ends_with(".egg-info")
+            {
+                parse_python(&text(), f.layer, path).map(|p| vec![p])
+            } else if path.ends_with("/package.json") {
+                parse_package_json(&f.data, f.layer, path).map(|p| vec![p])
+            } else if path.ends_with("package-lock.json") {
+                parse_package_lock(&f.data, f.layer, path)
+            } else if path.ends_with("Cargo.lock") {
+                parse_cargo_lock(&text(), f.layer, path)
+            } else if path.ends_with(".gemspec") {
+                parse_gemspec_name(path, f.layer).map(|p| vec![p])
+            } else if path.ends_with(".jar") || path.ends_with(".war") || path.ends_with(".ear") {
+                parse_jar(&f.data, f.layer, path, 0)
+            } else if f.data.starts_with(b"\x7fELF") {
+                let mut v = parse_go_buildinfo(&f.data, f.layer, path);
+                v.extend(parse_cargo_auditable(&f.data, f.layer, path));
+                Some(v)
+            } else {
+                continue;
+            };
+            match found {
+                Some(list) => inv.packages.extend(list),
+                None => unreadable += 1,
+            }
+        }
+        inv.packages.sort();
+        inv.packages
+            .dedup_by(|a, b| a.kind == b.kind && a.name == b.name && a.version == b.version && a.path == b.path);
+        inv.unreadable = unreadable;
+        inv
+    }
+
+    fn os_release(&self) -> Option<OsRelease> {
+        let text = ["etc/os-release", "usr/lib/os-release"].iter().find_map(|p| self.files.get(*p))?;
+        let mut fields = BTreeMap::new();
+        for line in String::from_utf8_lossy(&text.data).lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                fields.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+            }
+        }
+        let mut version_id = fields.get("VERSION_ID").cloned().unwrap_or_default();
+        // Alpine's point release is in /etc/alpine-release.
+        if let Some(a) = self.files.get("etc/alpine-release") {
+            let v = String::from_utf8_lossy(&a.data).trim().to_owned();
+            if !v.is_empty() {
+                version_id = v;
+            }
+        }
+        Some(OsRelease {
+            id: fields.get("ID").cloned().unwrap_or_default(),
+            version_id,
+            pretty_name: fields.get("PRETTY_NAME").cloned().unwrap_or_default(),
+        })
+    }
+}
+
+fn pkg(kind: Kind, name: &str, version: &str, layer: usize, path: &str) -> InstalledPackage {
+    InstalledPackage {
+        kind,
+        name: name.to_owned(),
+        version: version.to_owned(),
+        source_name: None,
+        source_version: None,
+        layer,
+        path: path.to_owned(),
+        arch: None,
+        license: None,
+    }
+}
+
+/// Paragraphs of `Key: value` lines (continuation lines start with a space).
+fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    let mut cur: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            last = None;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(k) = &last
+                && let Some(v) = cur.get_mut(k)
+            {
+                v.push('\n');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            cur.insert(k.trim().to_owned(), v.trim().to_owned());
+            last = Some(k.trim().to_owned());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn parse_dpkg(text: &str, layer: usize, path: &str) -> Option<Vec<InstalledPackage>> {
+    let mut out = Vec::new();
+    for p in paragraphs(text) {
+        let (Some(name), Some(version)) = (p.get("Package"), p.get("Version")) else { continue };
+        // status.d files (distroless) have no Status; dpkg's own file must say installed.
+        if let Some(st) = p.get("Status")
+            && !st.ends_with(" installed")
+        {
+            continue;
+        }
+        let mut ip = pkg(Kind::Deb, name, version, layer, path);
+        ip.arch = p.get("Architecture").cloned();
+        if let Some(src) = p.get("Source") {
+            // `Source: glibc (2.36-9+deb12u4)`: the source name, and its version if it differs
+            let mut it = src.splitn(2, ' ');
+            let sname = it.next().unwrap_or(name).to_owned();
+            let sver = it.next().map(|v| v.trim().trim_start_matches('(').trim_end_matches(')').to_owned());
+            ip.source_name = Some(sname);
+            ip.source_version = sver.filter(|v| !v.is_empty());
+        } else {
+            ip.source_name = Some(name.clone());
+        }
+        out.push(ip);
+    }
+    Some(out)
+}
+
+fn parse_apk(text: &str, layer: usize, path: &str) -> Option<Vec<InstalledPackage>> {
+    let mut out = Vec::new();
+    let mut cur: BTreeMap<char, String> = BTreeMap::new();
+    let mut flush = |cur: &mut BTreeMap<char, String>| {
+        if let (Some(n), Some(v)) = (cur.get(&'P'), cur.get(&'V')) {
+            let mut ip = pkg(Kind::Apk, n, v, layer, path);
+            ip.source_name = Some(cur.get(&'o').cloned().unwrap_or_else(|| n.clone()));
+            ip.arch = cur.get(&'A').cloned();
+            ip.license = cur.get(&'L').cloned();
+            out.push(ip);
+        }
+        cur.clear();
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            flush(&mut cur);
+            continue;
+        }
+        let mut chars = line.chars();
+        if let (Some(k), Some(':')) = (chars.next(), chars.next()) {
+            cur.entry(k).or_insert_with(|| chars.as_str().to_owned());
+        }
+    }
+    flush(&mut cur);
+    Some(out)
+}
+
+fn parse_python(text: &str, layer: usize, path: &str) -> Option<InstalledPackage> {
+    // METADATA / PKG-INFO: RFC 822 headers up to the first blank line.
+    let head = text.split("\n\n").next().unwrap_or(text);
+    let p = paragraphs(head).into_iter().next()?;
+    let mut ip = pkg(Kind::Python, p.get("Name")?, p.get("Version")?, layer, path);
+    ip.license = p.get("License").filter(|l| !l.is_empty() && l.len() < 100).cloned();
+    Some(ip)
+}
+
+fn parse_package_json(data: &[u8], layer: usize, path: &str) -> Option<InstalledPackage> {
+    let v: Value = serde_json::from_slice(data).ok()?;
+    let mut ip = pkg(Kind::Npm, v["name"].as_str()?, v["version"].as_str()?, layer, path);
+    ip.license = v["license"].as_str().map(str::to_owned);
+    Some(ip)
+}
+
+fn parse_package_lock(data: &[u8], layer: usize, path: &str) -> Option<Vec<InstalledPackage>> {
+    let v: Value = serde_json::from_slice(data).ok()?;
+    let mut out = Vec::new();
+    if let Some(pkgs) = v["packages"].as_object() {
+        // lockfile v2/v3: "node_modules/a/node_modules/b": {"version": …}
+        for (k, p) in pkgs {
+            let Some(name) = k.rsplit("node_modules/").next().filter(|n| !n.is_empty() && k.contains("node_modules/"))
+            else {
+                continue;
+            };
+            if p["link"].as_bool() == Some(true) {
+                continue;
+            }
+            if let Some(ver) = p["version"].as_str() {
+                out.push(pkg(Kind::Npm, p["name"].as_str().unwrap_or(name), ver, layer, path));
+            }
+        }
+    } else if let Some(deps) = v["dependencies"].as_object() {
+        // lockfile v1: nested "dependencies"
+        fn walk(deps: &serde_json::Map<String, Value>, layer: usize, path: &str, out: &mut Vec<InstalledPackage>) {
+            for (name, d) in deps {
+                if let Some(ver) = d["version"].as_str() {
+                    out.push(pkg(Kind::Npm, name, ver, layer, path));
+                }
+                if let Some(sub) = d["dependencies"].as_object() {
+                    walk(sub, layer, path, out);
+                }
+            }
+        }
+        walk(deps, layer, path, &mut out);
+    }
+    Some(out)
+}
+
+fn parse_cargo_lock(text: &str, layer: usize, path: &str) -> Option<Vec<InstalledPackage>> {
+    let doc: toml::Table = text.parse().ok()?;
+    let mut out = Vec::new();
+    for p in doc.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+        // Only crates from a registry: path and git dependencies are the project itself.
+        let registry = p.get("source").and_then(|s| s.as_str()).is_some_and(|s| s.starts_with("registry+"));
+        if let (true, Some(n), Some(v)) =
+            (registry, p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str()))
+        {
+            out.push(pkg(Kind::Cargo, n, v, layer, path));
+        }
+    }
+    Some(out)
+}
+
+fn parse_gemspec_name(path: &str, layer: usize) -> Option<InstalledPackage> {
+    // specifications/<name>-<version>.gemspec; the version is the last `-` part that starts with a digit
+    let file = path.rsplit('/').next()?.strip_suffix(".gemspec")?;
+    let (name, version) = file.rsplit_once('-')?;
+    version.as_bytes().first().filter(|b| b.is_ascii_digit())?;
+    Some(pkg(Kind::Gem, name, version, layer, path))
+}
+
+fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<InstalledPackage>> {
+    let mut zip = zip::ZipArchive::new(io::Cursor::new(data)).ok()?;
+    let mut out = Vec::new();
+    let mut nested = Vec::new();
+    for i in 0..zip.len() {
+        let Ok(mut f) = zip.by_index(i) else { continue };
+        let name = f.name().to_owned();
+        if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
+            let mut s = String::new();
+            if f.read_to_string(&mut s).is_ok() {
+                let mut props = BTreeMap::new();
+                for l in s.lines() {
+                    if let Some((k, v)) = l.split_once('=') {
+                        props.insert(k.trim().to_owned(), v.trim().to_owned());
+                    }
+                }
+                if let (Some(g), Some(a), Some(v)) =
+                    (props.get("groupId"), props.get("artifactId"), props.get("version"))
+                {
+                    out.push(pkg(Kind::Maven, &format!("{g}:{a}"), v, layer, &format!("{path}!/{name}")));
+                }
+            }
+        } else if depth == 0 && name.ends_with(".jar") && f.size() <= MAX_CAPTURE {
+            let mut b = Vec::new();
+            if f.read_to_end(&mut b).is_ok() {
+                nested.push((name, b));
+            }
+        }
+    }
+    for (name, b) in nested {
+        out.extend(parse_jar(&b, layer, &format!("{path}!/{name}"), depth + 1).unwrap_or_default());
+    }
+    Some(out)
+}
+
+fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
+    let mut v: usize = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= ((byte & 0x7f) as usize) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Go build info (Go 1.18+ inline format): the toolchain version and the module list.
+fn parse_go_buildinfo(data: &[u8], layer: usize, path: &str) -> Vec<InstalledPackage> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    let Some(at) = data.windows(MAGIC.len()).position(|w| w == MAGIC) else { return Vec::new() };
+    let flags = data.get(at + 15).copied().unwrap_or(0);
+    if flags & 0x2 == 0 {
+        return Vec::new(); // pre-1.18 pointer format: not read
+    }
+    let mut i = at + 32;
+    let mut read = || -> Option<String> {
+        let n = varint(data, &mut i)?;
+        let s = data.get(i..i + n)?;
+        i += n;
+        Some(String::from_utf8_lossy(s).into_owned())
+    };
+    let (Some(go), Some(mut modinfo)) = (read(), read()) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(v) = go.strip_prefix("go").filter(|v| v.as_bytes().first().is_some_and(u8::is_ascii_digit)) {
+        // `go1.21.5` (possibly with ` X:…` experiment suffixes)
+        let v = v.split([' ', '-']).next().unwrap_or(v);
+        out.push(pkg(Kind::GoStdlib, "stdlib", v, layer, path));
+    }
+    if modinfo.len() >= 33 && modinfo.is_char_boundary(16) && modinfo.is_char_boundary(modinfo.len() - 16) {
+        modinfo = modinfo[16..modinfo.len() - 16].to_owned();
+    }
+    for line in modinfo.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["mod" | "dep", p, v, ..] if *v != "(devel)" => {
+                out.push(pkg(Kind::Go, p, v.trim_start_matches('v'), layer, path))
+            }
+            ["=>", p, v, ..] => {
+                // a replacement of the previous dependency
+                if let Some(last) = out.last_mut().filter(|l| l.kind == Kind::Go) {
+                    last.name = (*p).to_owned();
+                    last.version = v.trim_start_matches('v').to_owned();
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The bytes of an ELF section by name (32- or 64-bit, little-endian).
+fn elf_section<'a>(data: &'a [u8], want: &str) -> Option<&'a [u8]> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?) as usize);
+    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?) as usize);
+    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?) as usize);
+    if data.get(5) != Some(&1) {
+        return None; // big-endian
+    }
+    let is64 = data.get(4) == Some(&2);
+    let (shoff, shentsize, shnum, shstrndx) = if is64 {
+        (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?)
+    } else {
+        (u32_at(0x20)?, u16_at(0x2e)?, u16_at(0x30)?, u16_at(0x32)?)
+    };
+    let section = |k: usize| -> Option<(usize, usize, usize)> {
+        let h = shoff + k * shentsize;
+        if is64 {
+            Some((u32_at(h)?, u64_at(h + 0x18)?, u64_at(h + 0x20)?))
+        } else {
+            Some((u32_at(h)?, u32_at(h + 0x10)?, u32_at(h + 0x14)?))
+        }
+    };
+    let (_, str_off, str_size) = section(shstrndx)?;
+    let names = data.get(str_off..str_off + str_size)?;
+    for k in 0..shnum {
+        let (name_off, off, size) = section(k)?;
+        let name = names.get(name_off..)?.split(|b| *b == 0).next()?;
+        if name == want.as_bytes() {
+            return data.get(off..off + size);
+        }
+    }
+    None
+}
+
+/// `cargo auditable` data: zlib-compressed JSON in the `.dep-v0` section.
+fn parse_cargo_auditable(data: &[u8], layer: usize, path: &str) -> Vec<InstalledPackage> {
+    let Some(section) = elf_section(data, ".dep-v0") else { return Vec::new() };
+    let mut json = Vec::new();
+    if flate2::read::ZlibDecoder::new(section).take(16 * 1024 * 1024).read_to_end(&mut json).is_err() {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&json) else { return Vec::new() };
+    v["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["source"].as_str() == Some("crates.io") || p["source"].as_str().is_some_and(|s| s.starts_with("registry"))
+        })
+        .filter_map(|p| Some(pkg(Kind::Cargo, p["name"].as_str()?, p["version"].as_str()?, layer, path)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, mode) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_cksum();
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    const STATUS: &str = "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.11-1~deb12u1\n\n\
+Package: libc6\nStatus: install ok installed\nSource: glibc (2.36-9+deb12u4)\nVersion: 2.36-9+deb12u4+b1\nDescription: x\n continued line\n\n\
+Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
+
+    #[test]
+    fn layers_stack_with_whiteouts_and_packages_are_read() {
+        let base = tar(&[
+            (
+                "etc/os-release",
+                b"ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+                0o644,
+            ),
+            ("var/lib/dpkg/status", STATUS.as_bytes(), 0o644),
+            (
+                "usr/lib/python3/dist-packages/PyYAML-5.3.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: PyYAML\nVersion: 5.3\n\nbody",
+                0o644,
+            ),
+            ("app/node_modules/lodash/package.json", br#"{"name": "lodash", "version": "4.17.15"}"#, 0o644),
+            ("app/node_modules/lodash/node_modules/x/package.json", br#"{"name": "x", "version": "1.0.0"}"#, 0o644),
+            ("app/node_modules/lodash/docs/package.json", br#"{"name": "docs", "version": "0.0.1"}"#, 0o644),
+            ("app/node_modules/@scope/pkg/package.json", br#"{"name": "@scope/pkg", "version": "2.0.0"}"#, 0o644),
+            ("gone/node_modules/minimist/package.json", br#"{"name": "minimist", "version": "1.2.0"}"#, 0o644),
+            ("opaque/node_modules/axios/package.json", br#"{"name": "axios", "version": "0.21.0"}"#, 0o644),
+            ("usr/bin/script", b"#!/bin/sh\necho", 0o755),
+        ]);
+        let top = tar(&[
+            ("gone/.wh.node_modules", b"", 0o644),
+            ("opaque/.wh..wh..opq", b"", 0o644),
+            ("opaque/node_modules/axios/package.json", br#"{"name": "axios", "version": "1.6.0"}"#, 0o644),
+            ("src/Cargo.lock", b"version = 3\n[[package]]\nname = \"smallvec\"\nversion = \"0.6.10\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\nname = \"myapp\"\nversion = \"0.1.0\"\n", 0o644),
+            ("usr/lib/ruby/gems/3.1.0/specifications/rack-2.2.3.gemspec", b"", 0o644),
+        ]);
+        let mut s = LayerStack::new();
+        s.apply(0, &base[..]).unwrap();
+        // the second layer gzipped, as registries store them
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &top).unwrap();
+        s.apply(1, &gz.finish().unwrap()[..]).unwrap();
+        let inv = s.inventory();
+        assert_eq!(inv.os.as_ref().unwrap().ecosystem(), Some(Ecosystem::Debian(Some("12".into()))));
+        let got: Vec<(Kind, &str, &str, usize)> =
+            inv.packages.iter().map(|p| (p.kind, p.name.as_str(), p.version.as_str(), p.layer)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Deb, "libc6", "2.36-9+deb12u4+b1", 0),
+                (Kind::Deb, "libssl3", "3.0.11-1~deb12u1", 0),
+                (Kind::Python, "PyYAML", "5.3", 0),
+                (Kind::Npm, "@scope/pkg", "2.0.0", 0),
+                (Kind::Npm, "axios", "1.6.0", 1),
+                (Kind::Npm, "lodash", "4.17.15", 0),
+                (Kind::Npm, "x", "1.0.0", 0),
+                (Kind::Cargo, "smallvec", "0.6.10", 1),
+                (Kind::Gem, "rack", "2.2.3", 1),
+            ]
+        );
+        let libc = &inv.packages[0];
+        assert_eq!(
+            (libc.source_name.as_deref(), libc.source_version.as_deref()),
+            (Some("glibc"), Some("2.36-9+deb12u4"))
+        );
+        let m = inv.to_match();
+        let glibc = m.iter().find(|(i, _)| *i == 0).unwrap();
+        assert_eq!((glibc.1.name.as_str(), glibc.1.version.as_str()), ("glibc", "2.36-9+deb12u4"));
+        assert_eq!(inv.purl(&inv.packages[1]), "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?arch=amd64&distro=debian-12");
+        assert_eq!(inv.purl(&inv.packages[3]), "pkg:npm/%40scope/pkg@2.0.0");
+    }
+
+    #[test]
+    fn alpine_and_distroless_databases() {
+        let apk = "C:Q1abc\nP:libcrypto3\nV:3.1.4-r0\nA:x86_64\no:openssl\nL:Apache-2.0\n\nP:busybox\nV:1.36.1-r15\n";
+        let layer = tar(&[
+            ("etc/os-release", b"ID=alpine\nVERSION_ID=3.19.0\n", 0o644),
+            ("etc/alpine-release", b"3.19.1\n", 0o644),
+            ("lib/apk/db/installed", apk.as_bytes(), 0o644),
+        ]);
+        let mut s = LayerStack::new();
+        s.apply(0, &layer[..]).unwrap();
+        let inv = s.inventory();
+        assert_eq!(inv.os.as_ref().unwrap().ecosystem(), Some(Ecosystem::Alpine(Some("v3.19".into()))));
+        let m = inv.to_match();
+        assert_eq!(
+            m.iter().map(|(_, p)| (p.name.as_str(), p.version.as_str())).collect::<Vec<_>>(),
+            vec![("busybox", "1.36.1-r15"), ("openssl", "3.1.4-r0")]
+        );
+        // distroless: status.d without Status lines
+        let layer = tar(&[("var/lib/dpkg/status.d/base", b"Package: base-files\nVersion: 12.4+deb12u5\n", 0o644)]);
+        let mut s = LayerStack::new();
+        s.apply(0, &layer[..]).unwrap();
+        assert_eq!(s.inventory().packages[0].name, "base-files");
+    }
+
+    #[test]
+    fn go_build_info_is_read_from_binaries() {
+        let mut modinfo = vec![b'x'; 16];
+        modinfo.extend_from_slice(
+            b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:abc\n",
+        );
+        modinfo.extend(vec![b'y'; 16]);
+        let mut bin = b"\x7fELF".to_vec();
+        bin.extend(vec![0; 60]);
+        bin.extend_from_slice(b"\xff Go buildinf:");
+        bin.push(8);
+        bin.push(2);
+        bin.extend(vec![0; 16]);
+        let go = b"go1.20.2";
+        bin.push(go.len() as u8);
+        bin.extend_from_slice(go);
+        bin.push(modinfo.len() as u8);
+        bin.extend_from_slice(&modinfo);
+        let layer = tar(&[("usr/local/bin/app", &bin, 0o755)]);
+        let mut s = LayerStack::new();
+        s.apply(0, &layer[..]).unwrap();
+        let inv = s.inventory();
+        let got: Vec<_> = inv.packages.iter().map(|p| (p.kind, p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(got, vec![(Kind::Go, "golang.org/x/net", "0.7.0"), (Kind::GoStdlib, "stdlib", "1.20.2")]);
+    }
+}
