@@ -26,6 +26,7 @@
 mod access;
 pub mod conformance;
 mod jobs;
+mod scan;
 mod schema;
 mod sql;
 
@@ -36,6 +37,7 @@ pub use access::{
     SigningKeyRecord, UserRecord,
 };
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
+pub use scan::{ScanRecord, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 
 /// Errors of a metadata store.

@@ -78,4 +78,21 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE repositories ADD COLUMN pull_count BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        4,
+        &[
+            "CREATE TABLE vuln_records (id TEXT PRIMARY KEY, source TEXT NOT NULL, modified TEXT NOT NULL,
+            record TEXT NOT NULL)",
+            "CREATE INDEX vuln_records_source ON vuln_records (source)",
+            "CREATE TABLE vuln_sources (name TEXT PRIMARY KEY, location TEXT NOT NULL, imported_at BIGINT NOT NULL,
+            records BIGINT NOT NULL, withdrawn BIGINT NOT NULL, newest_modified TEXT NOT NULL)",
+            "CREATE TABLE vuln_generation (id BIGINT PRIMARY KEY, generation BIGINT NOT NULL)",
+            "INSERT INTO vuln_generation (id, generation) VALUES (1, 0)",
+            "CREATE TABLE inventories (digest TEXT PRIMARY KEY, inventory TEXT NOT NULL, created_at BIGINT NOT NULL)",
+            "CREATE TABLE scan_reports (digest TEXT PRIMARY KEY, repo TEXT NOT NULL, status TEXT NOT NULL,
+            error TEXT, report TEXT, generation BIGINT NOT NULL, started_at BIGINT, finished_at BIGINT)",
+            "CREATE TABLE cve_allowlist (scope TEXT NOT NULL, cve_id TEXT NOT NULL, expires_at BIGINT NOT NULL,
+            PRIMARY KEY (scope, cve_id))",
+        ],
+    ),
 ];

@@ -25,7 +25,7 @@ pub struct Package {
 }
 
 /// One vulnerability of one package.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {
     /// The id a report shows (a CVE when there is one).
     pub id: String,

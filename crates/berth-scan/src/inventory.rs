@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::Package;
@@ -20,7 +21,8 @@ use crate::version::Ecosystem;
 const MAX_CAPTURE: u64 = 128 * 1024 * 1024;
 
 /// What kind of package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Debian package.
     Deb,
@@ -64,7 +66,7 @@ impl Kind {
 }
 
 /// One installed package.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InstalledPackage {
     /// What kind.
     pub kind: Kind,
@@ -87,7 +89,7 @@ pub struct InstalledPackage {
 }
 
 /// The operating system of the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsRelease {
     /// `ID` of os-release (`debian`, `alpine`, `ubuntu`).
     pub id: String,
@@ -117,7 +119,7 @@ impl OsRelease {
 }
 
 /// The inventory of one image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// The distribution, if the image has one.
     pub os: Option<OsRelease>,

@@ -15,6 +15,7 @@ pub mod cvss;
 pub mod db;
 pub mod inventory;
 pub mod osv;
+pub mod report;
 pub mod sbom;
 pub mod version;
 

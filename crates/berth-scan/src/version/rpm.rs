@@ -13,7 +13,7 @@ pub struct RpmVersion {
 }
 
 impl RpmVersion {
-    /// Parse; `None` when empty or when the epoch is not a number.
+    /// Parse; `None` when empty, holding spaces, or when the epoch is not a number.
     pub fn parse(s: &str) -> Option<RpmVersion> {
         let s = s.trim();
         let (epoch, rest) = match s.split_once(':') {
@@ -24,7 +24,7 @@ impl RpmVersion {
             Some((v, r)) => (v, r),
             None => (rest, ""),
         };
-        if version.is_empty() || !version.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        if version.is_empty() || version.bytes().any(|b| b.is_ascii_whitespace()) {
             return None;
         }
         Some(RpmVersion { epoch, version: version.to_owned(), release: release.to_owned() })

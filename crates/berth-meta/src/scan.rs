@@ -1,0 +1,292 @@
+//! Scanner data: the imported advisory database (OSV records by source, with a generation
+//! that changes on every import), image inventories by manifest digest, scan reports, and
+//! CVE allowlists ([`ScanStore`]). Documents are stored as the JSON `berth-scan` writes.
+
+use sqlx::Row;
+
+use crate::MetaError;
+use crate::sql::SqlMetaStore;
+
+/// An imported advisory source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VulnSource {
+    /// Its name (the file name without extensions, e.g. `debian-12`).
+    pub name: String,
+    /// Where it was imported from.
+    pub location: String,
+    /// When (Unix ms).
+    pub imported_at: i64,
+    /// Records kept.
+    pub records: i64,
+    /// Withdrawn records skipped.
+    pub withdrawn: i64,
+    /// The newest `modified` among its records.
+    pub newest_modified: String,
+}
+
+/// The scan state and report of one manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRecord {
+    /// Manifest digest.
+    pub digest: String,
+    /// Repository it was scanned in.
+    pub repo: String,
+    /// `queued`, `running`, `done`, `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The report (JSON), once done.
+    pub report: Option<String>,
+    /// The advisory generation the report was made with.
+    pub generation: i64,
+    /// Start (Unix ms).
+    pub started_at: Option<i64>,
+    /// End (Unix ms).
+    pub finished_at: Option<i64>,
+}
+
+/// Storage of scanner data. Contract: an import replaces its source's records and bumps the
+/// generation in one transaction.
+#[async_trait::async_trait]
+pub trait ScanStore: Send + Sync + 'static {
+    /// Replace the records of `source` with `records` (`(id, modified, json)`); returns the new generation.
+    async fn import_vulns(&self, source: &VulnSource, records: &[(String, String, String)]) -> Result<i64, MetaError>;
+    /// Every stored record (JSON).
+    async fn vuln_records(&self) -> Result<Vec<String>, MetaError>;
+    /// The current generation (0 before any import).
+    async fn vuln_generation(&self) -> Result<i64, MetaError>;
+    /// Imported sources.
+    async fn vuln_sources(&self) -> Result<Vec<VulnSource>, MetaError>;
+
+    /// Store a manifest's inventory (JSON).
+    async fn put_inventory(&self, digest: &str, inventory: &str, now: i64) -> Result<(), MetaError>;
+    /// A manifest's inventory.
+    async fn inventory(&self, digest: &str) -> Result<Option<String>, MetaError>;
+    /// Digests of every stored inventory.
+    async fn inventory_digests(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Record a scan's state (keeps an earlier report until a new one replaces it).
+    async fn set_scan_state(
+        &self,
+        digest: &str,
+        repo: &str,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), MetaError>;
+    /// Store a finished report.
+    async fn put_report(
+        &self,
+        digest: &str,
+        repo: &str,
+        report: &str,
+        generation: i64,
+        now: i64,
+    ) -> Result<(), MetaError>;
+    /// The scan record of a manifest.
+    async fn scan(&self, digest: &str) -> Result<Option<ScanRecord>, MetaError>;
+    /// Every scan record.
+    async fn scans(&self) -> Result<Vec<ScanRecord>, MetaError>;
+
+    /// Replace the allowlist of `scope` (`""`: system-wide; else a project name).
+    async fn put_allowlist(&self, scope: &str, items: &[(String, i64)]) -> Result<(), MetaError>;
+    /// The allowlist of `scope`: `(cve id, expires at Unix ms or -1)`.
+    async fn allowlist(&self, scope: &str) -> Result<Vec<(String, i64)>, MetaError>;
+}
+
+fn scan_from_row(r: &sqlx::any::AnyRow) -> Result<ScanRecord, MetaError> {
+    Ok(ScanRecord {
+        digest: r.try_get("digest")?,
+        repo: r.try_get("repo")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        report: r.try_get("report")?,
+        generation: r.try_get("generation")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+const SCAN_COLS: &str = "digest, repo, status, error, report, generation, started_at, finished_at";
+
+#[async_trait::async_trait]
+impl ScanStore for SqlMetaStore {
+    async fn import_vulns(&self, source: &VulnSource, records: &[(String, String, String)]) -> Result<i64, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM vuln_records WHERE source = $1").bind(&source.name).execute(&mut *tx).await?;
+        for (id, modified, json) in records {
+            sqlx::query(
+                "INSERT INTO vuln_records (id, source, modified, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET source = excluded.source, modified = excluded.modified,
+                 record = excluded.record",
+            )
+            .bind(id)
+            .bind(&source.name)
+            .bind(modified)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO vuln_sources (name, location, imported_at, records, withdrawn, newest_modified)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET location = excluded.location,
+             imported_at = excluded.imported_at, records = excluded.records, withdrawn = excluded.withdrawn,
+             newest_modified = excluded.newest_modified",
+        )
+        .bind(&source.name)
+        .bind(&source.location)
+        .bind(source.imported_at)
+        .bind(source.records)
+        .bind(source.withdrawn)
+        .bind(&source.newest_modified)
+        .execute(&mut *tx)
+        .await?;
+        let g: i64 = sqlx::query_scalar(
+            "UPDATE vuln_generation SET generation = generation + 1 WHERE id = 1 RETURNING generation",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(g)
+    }
+
+    async fn vuln_records(&self) -> Result<Vec<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT record FROM vuln_records ORDER BY id").fetch_all(self.pool()).await?)
+    }
+
+    async fn vuln_generation(&self) -> Result<i64, MetaError> {
+        Ok(sqlx::query_scalar("SELECT generation FROM vuln_generation WHERE id = 1").fetch_one(self.pool()).await?)
+    }
+
+    async fn vuln_sources(&self) -> Result<Vec<VulnSource>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT name, location, imported_at, records, withdrawn, newest_modified FROM vuln_sources ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VulnSource {
+                    name: r.try_get("name")?,
+                    location: r.try_get("location")?,
+                    imported_at: r.try_get("imported_at")?,
+                    records: r.try_get("records")?,
+                    withdrawn: r.try_get("withdrawn")?,
+                    newest_modified: r.try_get("newest_modified")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_inventory(&self, digest: &str, inventory: &str, now: i64) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO inventories (digest, inventory, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (digest) DO UPDATE SET inventory = excluded.inventory, created_at = excluded.created_at",
+        )
+        .bind(digest)
+        .bind(inventory)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn inventory(&self, digest: &str) -> Result<Option<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT inventory FROM inventories WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn inventory_digests(&self) -> Result<Vec<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT digest FROM inventories ORDER BY digest").fetch_all(self.pool()).await?)
+    }
+
+    async fn set_scan_state(
+        &self,
+        digest: &str,
+        repo: &str,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, NULL, 0, $5, NULL)
+             ON CONFLICT (digest) DO UPDATE SET repo = excluded.repo, status = excluded.status, error = excluded.error,
+             started_at = CASE WHEN excluded.status = 'running' THEN excluded.started_at ELSE scan_reports.started_at END",
+        )
+        .bind(digest)
+        .bind(repo)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn put_report(
+        &self,
+        digest: &str,
+        repo: &str,
+        report: &str,
+        generation: i64,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        sqlx::query(
+            "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
+             VALUES ($1, $2, 'done', NULL, $3, $4, $5, $5)
+             ON CONFLICT (digest) DO UPDATE SET status = 'done', error = NULL, report = excluded.report,
+             generation = excluded.generation, finished_at = excluded.finished_at",
+        )
+        .bind(digest)
+        .bind(repo)
+        .bind(report)
+        .bind(generation)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn scan(&self, digest: &str) -> Result<Option<ScanRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {SCAN_COLS} FROM scan_reports WHERE digest = $1"))
+            .bind(digest)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(scan_from_row).transpose()
+    }
+
+    async fn scans(&self) -> Result<Vec<ScanRecord>, MetaError> {
+        let rows = sqlx::query(&format!("SELECT {SCAN_COLS} FROM scan_reports ORDER BY digest"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(scan_from_row).collect()
+    }
+
+    async fn put_allowlist(&self, scope: &str, items: &[(String, i64)]) -> Result<(), MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM cve_allowlist WHERE scope = $1").bind(scope).execute(&mut *tx).await?;
+        for (cve, exp) in items {
+            sqlx::query(
+                "INSERT INTO cve_allowlist (scope, cve_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(scope)
+            .bind(cve)
+            .bind(exp)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn allowlist(&self, scope: &str) -> Result<Vec<(String, i64)>, MetaError> {
+        let rows = sqlx::query("SELECT cve_id, expires_at FROM cve_allowlist WHERE scope = $1 ORDER BY cve_id")
+            .bind(scope)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("cve_id")?, r.try_get("expires_at")?))).collect()
+    }
+}
