@@ -6,6 +6,7 @@
 //! - `repos.rs`: repositories, artifacts, tags and repository policies.
 //! - `users.rs`: users, the current user, passwords, CLI secrets.
 //! - `robots.rs`: robot accounts.
+//! - `scans.rs`: scans, vulnerability reports and SBOMs (`additions`), scan all, CVE allowlists.
 //! - `web.rs`: OIDC login (`/c/oidc/login`, `/c/oidc/callback`) and logout.
 //!
 //! **Authorization:** every handler takes a [`Caller`] (Basic credentials, the
@@ -20,6 +21,7 @@
 mod projects;
 mod repos;
 mod robots;
+mod scans;
 mod system;
 mod users;
 mod web;
@@ -47,6 +49,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// The access service.
     pub auth: Arc<Auth>,
+    /// Scanner data (reports, inventories, allowlists).
+    pub scans: Arc<dyn berth_meta::ScanStore>,
     /// The URL clients reach Berth at, if configured.
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
@@ -57,9 +61,16 @@ pub struct AdminState {
 
 impl AdminState {
     /// State over the services, with an optional operator token.
-    pub fn new(jobs: Arc<dyn JobQueue>, registry: Arc<Registry>, auth: Arc<Auth>, admin_token: Option<&str>) -> Self {
+    pub fn new(
+        jobs: Arc<dyn JobQueue>,
+        scans: Arc<dyn berth_meta::ScanStore>,
+        registry: Arc<Registry>,
+        auth: Arc<Auth>,
+        admin_token: Option<&str>,
+    ) -> Self {
         AdminState {
             jobs,
+            scans,
             registry,
             auth,
             external_url: None,
@@ -361,6 +372,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(repos::routes())
         .merge(users::routes())
         .merge(robots::routes())
+        .merge(scans::routes())
         .merge(web::routes())
         .with_state(state)
 }

@@ -38,6 +38,9 @@ const METADATA_KEYS: &[(&str, &[&str])] = &[
     ("enable_content_trust", &["true", "false"]),
     ("enable_content_trust_cosign", &["true", "false"]),
     ("reuse_sys_cve_allowlist", &["true", "false"]),
+    ("prevent_unscanned", &["true", "false"]),
+    // comma-separated `*` patterns of repository names to scan on push (empty: all)
+    ("scan_filters", &[]),
 ];
 
 /// Resolve `{project_name_or_id}` as Harbor does: an integer is an id unless
@@ -90,8 +93,7 @@ pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) 
         "creation_time": time(p.created_at), "update_time": time(p.updated_at), "deleted": false,
         "togglable": true, "current_user_role_id": roles.iter().min().copied().unwrap_or(0),
         "current_user_role_ids": roles, "repo_count": repo_count, "metadata": metadata,
-        "cve_allowlist": {"id": 0, "project_id": p.id, "items": [], "creation_time": time(p.created_at),
-                          "update_time": time(p.updated_at)},
+        "cve_allowlist": crate::scans::allowlist_json(s, &p.name, p.id).await?,
     }))
 }
 
@@ -151,8 +153,7 @@ struct ProjectReq {
     metadata: Option<HashMap<String, Value>>,
     #[allow(dead_code)]
     storage_limit: Option<i64>,
-    #[allow(dead_code)]
-    cve_allowlist: Option<Value>,
+    cve_allowlist: Option<crate::scans::AllowlistReq>,
     #[allow(dead_code)]
     registry_id: Option<i64>,
 }
@@ -170,7 +171,7 @@ fn metadata_of(m: &HashMap<String, Value>) -> Result<BTreeMap<String, String>, A
             Value::Bool(b) => b.to_string(),
             other => return Err(bad_request(format!("metadata.{k}: expected a string, not {other}"))),
         };
-        if !allowed.contains(&text.as_str()) {
+        if !allowed.is_empty() && !allowed.contains(&text.as_str()) {
             return Err(bad_request(format!("metadata.{k}: {text:?} is not one of {}", allowed.join(", "))));
         }
         out.insert(k.clone(), text);
@@ -209,7 +210,11 @@ async fn create(
         Some(v) => v == "true",
         None => req.public.unwrap_or(false),
     };
+    let allowlist = req.cve_allowlist.as_ref().map(crate::scans::allowlist_items).transpose()?;
     let id = s.auth.create_project(&name, &c.p, public, &metadata).await?;
+    if let Some(items) = allowlist {
+        s.scans.put_allowlist(&name, &items).await?;
+    }
     c.audit(&s, "create", "project", &name, Some(&name));
     Ok(created(&format!("/api/v2.0/projects/{id}")))
 }
@@ -240,6 +245,9 @@ async fn update(
         } else {
             metadata.insert(k, v);
         }
+    }
+    if let Some(a) = &req.cve_allowlist {
+        s.scans.put_allowlist(&project.name, &crate::scans::allowlist_items(a)?).await?;
     }
     s.auth.store().update_project(project.id, public, &metadata, berth_auth::now_ms()).await?;
     s.auth.invalidate();

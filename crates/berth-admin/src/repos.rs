@@ -54,7 +54,7 @@ fn repo_name(project: &ProjectRecord, r: &str) -> Result<RepoName, ApiError> {
     full.parse::<RepoName>().map_err(|e| bad_request(format!("repository name {full:?} is invalid: {e}")))
 }
 
-async fn repo_of(
+pub(crate) async fn repo_of(
     s: &AdminState,
     c: &Caller,
     headers: &HeaderMap,
@@ -202,15 +202,18 @@ async fn artifacts(
     let rows = s.registry.artifacts(&name).await?;
     // As Harbor: children of an index are listed inside it, not on their own, unless tagged.
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
-    let list: Vec<_> = rows
-        .iter()
-        .filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty())
-        .map(|a| artifact_json(&project, &name, a))
-        .collect();
+    let mut list = Vec::new();
+    for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
+        let mut j = artifact_json(&project, &name, a);
+        if let Some(o) = crate::scans::overview(&s, &project.name, &a.record.digest.to_string()).await? {
+            j["scan_overview"] = o;
+        }
+        list.push(j);
+    }
     paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts"))
 }
 
-async fn find_artifact(s: &AdminState, repo: &RepoName, reference: &str) -> Result<ArtifactRow, ApiError> {
+pub(crate) async fn find_artifact(s: &AdminState, repo: &RepoName, reference: &str) -> Result<ArtifactRow, ApiError> {
     let r: Reference = reference.parse().map_err(|e| bad_request(format!("reference {reference:?}: {e}")))?;
     let rows = s.registry.artifacts(repo).await?;
     let found = match &r {
@@ -229,7 +232,11 @@ async fn artifact(
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
-    Ok(Json(artifact_json(&project, &name, &a)).into_response())
+    let mut j = artifact_json(&project, &name, &a);
+    if let Some(o) = crate::scans::overview(&s, &project.name, &a.record.digest.to_string()).await? {
+        j["scan_overview"] = o;
+    }
+    Ok(Json(j).into_response())
 }
 
 async fn delete_artifact(

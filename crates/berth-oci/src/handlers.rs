@@ -287,6 +287,30 @@ async fn blob_get(
 
 async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, with_body: bool) -> Result<Response> {
     let m = state.registry.manifest_get(repo, r, with_body).await?;
+    if with_body && let Some((_, scans)) = &state.scanning {
+        // The project's vulnerability policy may refuse the pull (HEAD stays allowed).
+        let project = state
+            .auth
+            .project(berth_auth::project_of(repo.as_str()))
+            .await
+            .map_err(|e| OciError::Auth(e.to_string()))?;
+        if let Some(p) = project
+            && p.metadata.get("prevent_vul").is_some_and(|v| v == "true")
+        {
+            let why = berth_scanner::pull_blocked(
+                &**scans,
+                &p,
+                repo.as_str(),
+                &m.record.digest.to_string(),
+                berth_auth::now_ms(),
+            )
+            .await
+            .map_err(|e| OciError::Auth(format!("{e:#}")))?;
+            if let Some(why) = why {
+                return Err(OciError::Denied(why));
+            }
+        }
+    }
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, &m.record.media_type)

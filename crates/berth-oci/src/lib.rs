@@ -52,6 +52,8 @@ pub struct AppState {
     pub tls: bool,
     /// SHA-256 of the operator token, if one is configured.
     operator_token: Option<[u8; 32]>,
+    /// The job queue and scanner data, for scans on push and pull blocking (absent: neither).
+    pub scanning: Option<(Arc<dyn berth_meta::JobQueue>, Arc<dyn berth_meta::ScanStore>)>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             external_url: None,
             tls: false,
             operator_token: None,
+            scanning: None,
         }
     }
 
@@ -161,6 +164,9 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
                 let out = handlers::dispatch(&state, &who, r, &parts.method, &parts.uri, &parts.headers, body).await;
                 if let Ok(resp) = &out {
                     audit_request(&state, &audit.0, &audit.1, &parts.method, resp.status(), ip);
+                    if parts.method == http::Method::PUT && resp.status() == StatusCode::CREATED {
+                        scan_on_push(&state, &audit.0, resp);
+                    }
                 }
                 out
             }
@@ -217,6 +223,27 @@ fn audit_request(
         result: "success".into(),
         detail: None,
         ..Default::default()
+    });
+}
+
+/// Queue a scan of a pushed manifest when its project asks for scans (or SBOMs) on push.
+fn scan_on_push(state: &AppState, route: &route::Route, resp: &Response) {
+    let (route::Route::Manifest(repo, _), Some((jobs, _))) = (route, state.scanning.clone()) else { return };
+    let Some(digest) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    else {
+        return;
+    };
+    let (auth, repo) = (state.auth.clone(), repo.to_string());
+    tokio::spawn(async move {
+        let project = match auth.project(berth_auth::project_of(&repo)).await {
+            Ok(Some(p)) => p,
+            _ => return,
+        };
+        if let Some(sbom) = berth_scanner::wants_scan(&project, &repo)
+            && let Err(e) = berth_scanner::enqueue_scan(&*jobs, &repo, &digest, sbom).await
+        {
+            warn!(error = %e, repo.name = %repo, "failed to queue a scan on push");
+        }
     });
 }
 

@@ -27,13 +27,56 @@ impl JobHandler for UploadExpiry {
     }
 }
 
+/// Scans one manifest (`berth_scanner::SCAN`).
+struct ScanJob {
+    scanner: Arc<berth_scanner::Scanner>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ScanJob {
+    fn kind(&self) -> &'static str {
+        berth_scanner::SCAN
+    }
+
+    fn concurrency(&self) -> usize {
+        2
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        let p: berth_scanner::ScanPayload = serde_json::from_str(payload)?;
+        self.scanner.scan(&p).await
+    }
+}
+
+/// Re-matches stored inventories after an advisory import (`berth_scanner::REEVALUATE`).
+struct Reevaluate {
+    scanner: Arc<berth_scanner::Scanner>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Reevaluate {
+    fn kind(&self) -> &'static str {
+        berth_scanner::REEVALUATE
+    }
+
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        self.scanner.reevaluate().await?;
+        Ok(())
+    }
+}
+
 /// Start the worker loop and the schedulers of periodic jobs.
 pub fn start_worker(cfg: &Config, registry: Arc<Registry>, sql: Arc<SqlMetaStore>) -> Vec<tokio::task::JoinHandle<()>> {
+    let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()));
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut opts = WorkerOptions::named(owner);
     opts.poll = cfg.upload_sweep_interval.min(opts.poll);
-    let handlers: Vec<Arc<dyn JobHandler>> = vec![Arc::new(UploadExpiry { registry })];
+    let handlers: Vec<Arc<dyn JobHandler>> = vec![
+        Arc::new(UploadExpiry { registry }),
+        Arc::new(ScanJob { scanner: scanner.clone() }),
+        Arc::new(Reevaluate { scanner }),
+    ];
     vec![
         Worker::new(queue.clone(), handlers, opts).spawn(),
         berth_jobs::schedule_every(queue, UPLOAD_EXPIRY, cfg.upload_sweep_interval),

@@ -77,10 +77,38 @@ enum Command {
         #[command(subcommand)]
         command: cli::UserCommand,
     },
+    /// The offline vulnerability database (OSV), in the metadata database.
+    Vulndb {
+        #[command(subcommand)]
+        command: VulndbCommand,
+    },
     /// The token signing key, in the metadata database.
     TokenKey {
         #[command(subcommand)]
         command: TokenKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VulndbCommand {
+    /// Import OSV advisories: a directory of *.json, gzipped JSON Lines (*.jsonl.gz) or a zip
+    /// of *.json. Works with or without a running server; stored reports are re-evaluated.
+    Import {
+        /// File or directory.
+        path: PathBuf,
+        #[command(flatten)]
+        args: ServeArgs,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        output: String,
+    },
+    /// Sources, record counts and age of the imported advisories.
+    Status {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        output: String,
     },
 }
 
@@ -228,6 +256,70 @@ fn main() -> anyhow::Result<()> {
         Command::Project { api, command } => rt.block_on(cli::project(&api, command)),
         Command::Robot { api, command } => rt.block_on(cli::robot(&api, command)),
         Command::User { api, command } => rt.block_on(cli::user(&api, command)),
+        Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                let meta = berth::open_meta(&cfg).await?;
+                let started = std::time::Instant::now();
+                let stats = berth_scanner::import(&meta, &path).await?;
+                if output == "json" {
+                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                } else {
+                    println!(
+                        "imported {} advisories ({} withdrawn, {} invalid skipped) from {} source(s) in {:.1} s: {}",
+                        stats.records,
+                        stats.withdrawn,
+                        stats.invalid,
+                        stats.sources.len(),
+                        started.elapsed().as_secs_f64(),
+                        stats.sources.join(", ")
+                    );
+                    println!("generation {}; stored reports are re-evaluated by the worker", stats.generation);
+                }
+                Ok(())
+            })
+        }
+        Command::Vulndb { command: VulndbCommand::Status { args, output } } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                use berth_meta::ScanStore;
+                let meta = berth::open_meta(&cfg).await?;
+                let sources = meta.vuln_sources().await?;
+                let generation = meta.vuln_generation().await?;
+                let now = berth_auth::now_ms();
+                if output == "json" {
+                    let v: Vec<_> = sources
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "name": s.name, "location": s.location, "imported_at": berth_auth::rfc3339(s.imported_at),
+                                "age_seconds": (now - s.imported_at) / 1000, "records": s.records, "withdrawn": s.withdrawn,
+                                "newest_modified": s.newest_modified,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"generation": generation, "sources": v}))?);
+                } else if sources.is_empty() {
+                    println!("no advisories imported yet: berth vulndb import PATH");
+                } else {
+                    println!("generation {generation}");
+                    println!("{:<32}  {:>8}  {:>9}  {:<20}  {:<10}  NEWEST RECORD", "SOURCE", "RECORDS", "WITHDRAWN", "IMPORTED", "AGE");
+                    for s in &sources {
+                        let age = (now - s.imported_at).max(0) / 1000;
+                        println!(
+                            "{:<32}  {:>8}  {:>9}  {:<20}  {:<10}  {}",
+                            s.name,
+                            s.records,
+                            s.withdrawn,
+                            berth_auth::rfc3339(s.imported_at),
+                            format!("{}d {}h", age / 86_400, age % 86_400 / 3600),
+                            s.newest_modified
+                        );
+                    }
+                }
+                Ok(())
+            })
+        }
         Command::TokenKey { command: TokenKeyCommand::Rotate(args) } => {
             let cfg = load(&args)?;
             rt.block_on(async {

@@ -1,0 +1,284 @@
+//! Vulnerability scanning in Harbor's shapes: scan an artifact, its report and SBOM
+//! (`additions`), scan all, and the CVE allowlists (system-wide and per project).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use berth_auth::rbac::Perm;
+use berth_meta::ScanRecord;
+use berth_scan::report::{Report, allowlisted};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, json_body, not_found, time};
+
+/// The report MIME type Harbor keys reports by.
+pub(crate) const REPORT_MIME: &str = "application/vnd.security.vulnerability.report; version=1.1";
+
+pub(crate) fn routes() -> Router<AdminState> {
+    let art = "/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}";
+    Router::new()
+        .route(&format!("{art}/scan"), post(scan))
+        .route(&format!("{art}/additions/vulnerabilities"), get(vulnerabilities))
+        .route(&format!("{art}/additions/sbom"), get(sbom))
+        .route("/api/v2.0/system/scanAll/schedule", post(scan_all).get(scan_all_schedule))
+        .route("/api/v2.0/system/scanAll/metrics", get(scan_all_metrics))
+        .route("/api/v2.0/system/CVEAllowlist", get(get_allowlist).put(put_allowlist))
+}
+
+fn scanner_json() -> Value {
+    json!({"name": "Berth", "vendor": "Berth", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn status_word(rec: &ScanRecord) -> &'static str {
+    match rec.status.as_str() {
+        "done" => "Success",
+        "running" => "Running",
+        "failed" => "Error",
+        _ => "Pending",
+    }
+}
+
+/// The `scan_overview` of an artifact, Harbor's shape (`None` when it was never scanned).
+pub(crate) async fn overview(s: &AdminState, project: &str, digest: &str) -> Result<Option<Value>, ApiError> {
+    let Some(rec) = s.scans.scan(digest).await? else { return Ok(None) };
+    let mut o = json!({
+        "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
+        "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
+        "complete_percent": if rec.status == "done" { 100 } else { 0 },
+    });
+    if let (Some(start), Some(end)) = (rec.started_at, rec.finished_at) {
+        o["duration"] = json!((end - start).max(0) / 1000);
+    }
+    if let Some(e) = &rec.error {
+        o["error"] = json!(e);
+    }
+    if let Some(text) = &rec.report {
+        let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
+        let ids = berth_scanner::allowed_ids(&*s.scans, project, berth_auth::now_ms()).await.map_err(internal)?;
+        let sum = report.summary(&allowlisted(&ids));
+        o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
+        o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
+    }
+    Ok(Some(json!({ REPORT_MIME: o })))
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %format!("{e:#}"), "management API: scanner failed");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+}
+
+async fn artifact_digest(
+    s: &AdminState,
+    c: &Caller,
+    headers: &HeaderMap,
+    p: &str,
+    r: &str,
+    reference: &str,
+    perm: Perm,
+) -> Result<(berth_meta::ProjectRecord, berth_types::RepoName, String, String), ApiError> {
+    let (project, repo) = crate::repos::repo_of(s, c, headers, p, r, perm).await?;
+    let a = crate::repos::find_artifact(s, &repo, reference).await?;
+    Ok((project, repo, a.record.digest.to_string(), a.record.media_type.clone()))
+}
+
+async fn scan(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (project, repo, digest, _) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Scan).await?;
+    let sbom = project.metadata.get("auto_sbom_generation").is_some_and(|v| v == "true");
+    berth_scanner::enqueue_scan(&*s.jobs, repo.as_str(), &digest, sbom).await.map_err(internal)?;
+    if s.scans.scan(&digest).await?.is_none_or(|r| r.status != "running") {
+        s.scans.set_scan_state(&digest, repo.as_str(), "queued", None, berth_auth::now_ms()).await?;
+    }
+    c.audit(&s, "scan", "artifact", &format!("{repo}@{digest}"), Some(&project.name));
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn vulnerabilities(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (project, repo, digest, mime) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Read).await?;
+    let rec = s.scans.scan(&digest).await?.ok_or_else(|| not_found(format!("{repo}@{digest} has not been scanned")))?;
+    let Some(text) = &rec.report else {
+        return Err(not_found(format!("the scan of {repo}@{digest} is {}", status_word(&rec).to_lowercase())));
+    };
+    let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
+    let fixable_only = q.get("fixable").is_some_and(|v| v == "true");
+    let ids = berth_scanner::allowed_ids(&*s.scans, &project.name, berth_auth::now_ms()).await.map_err(internal)?;
+    let allowed = allowlisted(&ids);
+    let vulns: Vec<Value> = report
+        .findings
+        .iter()
+        .filter(|f| !fixable_only || f.fixed_version.is_some())
+        .map(|f| {
+            let mut v = json!({
+                "id": f.id, "package": f.package, "version": f.version, "fix_version": f.fixed_version.clone().unwrap_or_default(),
+                "severity": f.severity.as_str(), "description": f.description, "links": f.links,
+                "artifact_digests": [digest], "cwe_ids": [],
+                "vendor_attributes": {"ids": f.ids, "allowlisted": allowed(f)},
+            });
+            if let Some((score, vector)) = &f.cvss {
+                v["preferred_cvss"] = json!({"score_v3": score, "vector_v3": vector});
+            }
+            v
+        })
+        .collect();
+    let sum = report.summary(&allowed);
+    let body = json!({ REPORT_MIME: {
+        "generated_at": rec.finished_at.map(time), "artifact": {"repository": repo.as_str(), "digest": digest, "mime_type": mime},
+        "scanner": scanner_json(), "severity": sum.highest.map(|h| h.as_str()).unwrap_or("None"),
+        "vulnerabilities": vulns,
+        "summary": {"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity},
+        "packages": report.packages, "unparsable_versions": report.unparsable, "unreadable_files": report.unreadable,
+        "database_generation": rec.generation,
+    }});
+    Ok(Json(body).into_response())
+}
+
+async fn sbom(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (_, repo, digest, _) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Read).await?;
+    let format = match q.get("format").map(String::as_str).unwrap_or("cyclonedx") {
+        f @ ("cyclonedx" | "spdx") => f,
+        other => return Err(bad_request(format!("format {other:?}: use cyclonedx or spdx"))),
+    };
+    let doc = berth_scanner::sbom_document(&*s.scans, repo.as_str(), &digest, format)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found(format!("{repo}@{digest} has no inventory yet: scan it first")))?;
+    Ok(([(http::header::CONTENT_TYPE, berth_scanner::sbom_media_type(format))], doc.to_string()).into_response())
+}
+
+#[derive(Deserialize)]
+struct Schedule {
+    schedule: Option<Value>,
+}
+
+async fn scan_all(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<Schedule>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin()?;
+    let req = json_body(body)?;
+    let kind = req.schedule.as_ref().and_then(|v| v["type"].as_str()).unwrap_or("Manual");
+    if kind != "Manual" {
+        return Err(bad_request(format!("schedule type {kind:?}: Berth runs scan-all on demand (\"Manual\")")));
+    }
+    let mut n = 0;
+    for p in s.auth.store().projects().await? {
+        for r in s.registry.meta().project_repos(&p.name).await? {
+            let Ok(repo) = r.name.parse::<berth_types::RepoName>() else { continue };
+            for a in s.registry.artifacts(&repo).await? {
+                if a.record
+                    .artifact_type
+                    .as_deref()
+                    .is_some_and(|t| t.contains("sbom") || t.contains("spdx") || t.contains("cyclonedx"))
+                {
+                    continue;
+                }
+                let d = a.record.digest.to_string();
+                berth_scanner::enqueue_scan(&*s.jobs, repo.as_str(), &d, false).await.map_err(internal)?;
+                if s.scans.scan(&d).await?.is_none_or(|r| r.status != "running") {
+                    s.scans.set_scan_state(&d, repo.as_str(), "queued", None, berth_auth::now_ms()).await?;
+                }
+                n += 1;
+            }
+        }
+    }
+    c.audit(&s, "scan", "system", &format!("scan all ({n} artifacts)"), None);
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn scan_all_schedule(c: Caller) -> ApiResult {
+    c.sysadmin()?;
+    Ok(Json(json!({"schedule": {"type": "Manual"}})).into_response())
+}
+
+async fn scan_all_metrics(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.sysadmin()?;
+    let scans = s.scans.scans().await?;
+    let mut metrics: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &scans {
+        *metrics.entry(status_word(r)).or_default() += 1;
+    }
+    let completed = metrics.get("Success").copied().unwrap_or(0) + metrics.get("Error").copied().unwrap_or(0);
+    let ongoing = metrics.get("Pending").copied().unwrap_or(0) + metrics.get("Running").copied().unwrap_or(0) > 0;
+    Ok(Json(json!({"total": scans.len(), "completed": completed, "metrics": metrics, "ongoing": ongoing, "trigger": "Manual"}))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AllowlistReq {
+    #[serde(default)]
+    items: Vec<AllowItem>,
+    expires_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AllowItem {
+    cve_id: String,
+}
+
+/// Validate an allowlist body: `(cve id, expiry in Unix ms or -1)` pairs.
+pub(crate) fn allowlist_items(req: &AllowlistReq) -> Result<Vec<(String, i64)>, ApiError> {
+    let exp = match req.expires_at {
+        None => -1,
+        Some(s) if s > 0 => s * 1000,
+        Some(_) => -1,
+    };
+    let mut out = Vec::new();
+    for (i, it) in req.items.iter().enumerate() {
+        let id = it.cve_id.trim();
+        if id.is_empty() || id.len() > 64 || id.contains(char::is_whitespace) {
+            return Err(bad_request(format!("items[{i}].cve_id {:?} is not a vulnerability id", it.cve_id)));
+        }
+        out.push((id.to_owned(), exp));
+    }
+    Ok(out)
+}
+
+/// The allowlist JSON of a scope, Harbor's `CVEAllowlist` shape.
+pub(crate) async fn allowlist_json(s: &AdminState, scope: &str, project_id: i64) -> Result<Value, ApiError> {
+    let items = s.scans.allowlist(scope).await?;
+    let exp = items.iter().map(|(_, e)| *e).find(|e| *e >= 0).map(|e| e / 1000);
+    Ok(json!({
+        "id": 0, "project_id": project_id, "expires_at": exp,
+        "items": items.iter().map(|(id, _)| json!({"cve_id": id})).collect::<Vec<_>>(),
+    }))
+}
+
+async fn get_allowlist(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.authenticated()?;
+    Ok(Json(allowlist_json(&s, "", 0).await?).into_response())
+}
+
+async fn put_allowlist(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<AllowlistReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin()?;
+    let items = allowlist_items(&json_body(body)?)?;
+    s.scans.put_allowlist("", &items).await?;
+    c.audit(&s, "update", "allowlist", "system", None);
+    Ok(StatusCode::OK.into_response())
+}

@@ -1,0 +1,606 @@
+//! The scanner service: importing OSV data (`berth vulndb import`), scanning
+//! manifests as background jobs (inventory from layers, report, optional SBOM referrers),
+//! and re-evaluating every stored inventory when the advisory data changes.
+//!
+//! Jobs: `scan` (payload `{"repo", "digest", "sbom"}`, de-duplicated per digest, so one
+//! digest is never scanned twice at once) and `vulndb-reevaluate` (after an import; re-matches
+//! stored inventories without reading a layer).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use berth_blob::BlobBody;
+use berth_meta::{NewJob, ScanStore, SqlMetaStore, VulnSource};
+use berth_registry::Registry;
+use berth_scan::inventory::{Inventory, LayerStack};
+use berth_scan::report::{Report, scan};
+use berth_scan::{Database, OsvRecord};
+use berth_types::{Digest, Reference, RepoName};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+use tracing::{info, warn};
+
+/// Kind of the scan job.
+pub const SCAN: &str = "scan";
+/// Kind of the re-evaluation job.
+pub const REEVALUATE: &str = "vulndb-reevaluate";
+
+/// The payload of a scan job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanPayload {
+    /// Repository.
+    pub repo: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Also push SBOM referrers.
+    #[serde(default)]
+    pub sbom: bool,
+}
+
+/// What an import read.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ImportStats {
+    /// Sources (files or directories) imported.
+    pub sources: Vec<String>,
+    /// Records stored.
+    pub records: usize,
+    /// Withdrawn records among them.
+    pub withdrawn: usize,
+    /// Lines or files that were not OSV records.
+    pub invalid: usize,
+    /// The advisory generation after the import.
+    pub generation: i64,
+}
+
+fn stem(p: &Path) -> String {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".jsonl")
+        .trim_end_matches(".json")
+        .trim_end_matches(".zip")
+        .to_owned()
+}
+
+/// One source's records: `(id, modified, json)`, withdrawn count, invalid count.
+type Collected = (Vec<(String, String, String)>, usize, usize);
+
+fn collect_jsonl(reader: impl std::io::BufRead) -> anyhow::Result<Collected> {
+    let mut out = Vec::new();
+    let mut withdrawn = 0;
+    let mut invalid = 0;
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        push_record(&line, &mut out, &mut withdrawn, &mut invalid);
+    }
+    Ok((out, withdrawn, invalid))
+}
+
+fn push_record(text: &str, out: &mut Vec<(String, String, String)>, withdrawn: &mut usize, invalid: &mut usize) {
+    match serde_json::from_str::<OsvRecord>(text) {
+        Ok(r) => {
+            if r.withdrawn.is_some() {
+                *withdrawn += 1;
+            }
+            // Store compact JSON (the input may be pretty-printed).
+            let compact =
+                serde_json::from_str::<Value>(text).map(|v| v.to_string()).unwrap_or_else(|_| text.to_owned());
+            out.push((r.id, r.modified, compact));
+        }
+        Err(_) => *invalid += 1,
+    }
+}
+
+/// Read one path: a `*.jsonl[.gz]` file, a `*.json` record, a `*.zip` of records, or a
+/// directory of any of these (each file of JSON Lines is a source; loose `*.json` files of a
+/// directory together are one source named after the directory).
+fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut loose: Collected = (Vec::new(), 0, 0);
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect::<Vec<_>>();
+        entries.sort();
+        for p in entries {
+            let name = p.to_string_lossy();
+            if p.is_dir() {
+                out.extend(read_sources(&p)?);
+            } else if name.ends_with(".json") {
+                let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+                push_record(&text, &mut loose.0, &mut loose.1, &mut loose.2);
+            } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") || name.ends_with(".zip") {
+                out.extend(read_sources(&p)?);
+            }
+        }
+        if !loose.0.is_empty() || loose.2 > 0 {
+            out.push((stem(path), loose));
+        }
+        return Ok(out);
+    }
+    let name = path.to_string_lossy().into_owned();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let collected = if name.ends_with(".gz") {
+        collect_jsonl(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file)))?
+    } else if name.ends_with(".jsonl") {
+        collect_jsonl(std::io::BufReader::new(file))?
+    } else if name.ends_with(".zip") {
+        let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a zip archive", path.display()))?;
+        let mut c: Collected = (Vec::new(), 0, 0);
+        for i in 0..zip.len() {
+            let mut f = zip.by_index(i)?;
+            if f.is_dir() || !f.name().ends_with(".json") {
+                continue;
+            }
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            push_record(&text, &mut c.0, &mut c.1, &mut c.2);
+        }
+        c
+    } else if name.ends_with(".json") {
+        let text = std::fs::read_to_string(path)?;
+        let mut c: Collected = (Vec::new(), 0, 0);
+        push_record(&text, &mut c.0, &mut c.1, &mut c.2);
+        c
+    } else {
+        bail!("{}: expected a directory, *.json, *.jsonl, *.jsonl.gz or *.zip", path.display());
+    };
+    out.push((stem(path), collected));
+    Ok(out)
+}
+
+/// Import OSV data from `path` into the metadata database, then queue a re-evaluation.
+/// Works whether or not a server runs (it only needs the database).
+pub async fn import(store: &SqlMetaStore, path: &Path) -> anyhow::Result<ImportStats> {
+    let p = path.to_owned();
+    let sources = tokio::task::spawn_blocking(move || read_sources(&p)).await??;
+    if sources.is_empty() {
+        bail!("{}: no OSV records found", path.display());
+    }
+    let mut stats = ImportStats::default();
+    let location = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display().to_string();
+    for (name, (records, withdrawn, invalid)) in sources {
+        let newest = records.iter().map(|r| r.1.clone()).max().unwrap_or_default();
+        let src = VulnSource {
+            name: name.clone(),
+            location: location.clone(),
+            imported_at: berth_auth::now_ms(),
+            records: records.len() as i64,
+            withdrawn: withdrawn as i64,
+            newest_modified: newest,
+        };
+        stats.generation = store.import_vulns(&src, &records).await?;
+        stats.records += records.len();
+        stats.withdrawn += withdrawn;
+        stats.invalid += invalid;
+        stats.sources.push(name);
+    }
+    use berth_meta::JobQueue;
+    let job = NewJob {
+        kind: REEVALUATE.into(),
+        payload: "{}".into(),
+        dedup_key: Some(REEVALUATE.into()),
+        max_attempts: 5,
+        run_after: 0,
+    };
+    store.enqueue(&job, berth_auth::now_ms()).await?;
+    Ok(stats)
+}
+
+/// The scanner: the advisory index (reloaded when the generation changes) over the registry.
+pub struct Scanner {
+    registry: Arc<Registry>,
+    store: Arc<SqlMetaStore>,
+    db: RwLock<Option<(i64, Arc<Database>)>>,
+}
+
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// Layer media types that hold a filesystem tar.
+fn is_fs_layer(media_type: &str) -> bool {
+    media_type.contains("tar") || media_type.contains("rootfs")
+}
+
+impl Scanner {
+    /// A scanner over the registry and metadata store.
+    pub fn new(registry: Arc<Registry>, store: Arc<SqlMetaStore>) -> Scanner {
+        Scanner { registry, store, db: RwLock::new(None) }
+    }
+
+    /// The advisory index of the current generation.
+    pub async fn database(&self) -> anyhow::Result<(i64, Arc<Database>)> {
+        let generation = self.store.vuln_generation().await?;
+        if let Some((g, db)) = self.db.read().await.as_ref()
+            && *g == generation
+        {
+            return Ok((*g, db.clone()));
+        }
+        let records = self.store.vuln_records().await?;
+        let db = tokio::task::spawn_blocking(move || {
+            let mut db = Database::new();
+            for r in &records {
+                if let Ok(rec) = serde_json::from_str::<OsvRecord>(r) {
+                    db.add(&rec);
+                }
+            }
+            db
+        })
+        .await?;
+        info!(generation, advisories = db.len(), "loaded the vulnerability database");
+        let db = Arc::new(db);
+        *self.db.write().await = Some((generation, db.clone()));
+        Ok((generation, db))
+    }
+
+    /// Read a blob into the layer stack (on a blocking thread; streams from S3).
+    async fn apply_layer(
+        &self,
+        stack: LayerStack,
+        index: usize,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<LayerStack> {
+        let (_, body) = self.registry.blob_get(repo, digest, None).await?;
+        let mut stack = stack;
+        match body {
+            BlobBody::Bytes(b) => {
+                stack = tokio::task::spawn_blocking(move || -> anyhow::Result<LayerStack> {
+                    stack.apply(index, &b[..])?;
+                    Ok(stack)
+                })
+                .await??;
+            }
+            BlobBody::Stream(s) => {
+                let reader = tokio_util::io::StreamReader::new(s.map_err(std::io::Error::other));
+                let bridge = tokio_util::io::SyncIoBridge::new(reader);
+                stack = tokio::task::spawn_blocking(move || -> anyhow::Result<LayerStack> {
+                    stack.apply(index, bridge)?;
+                    Ok(stack)
+                })
+                .await??;
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Inventory of an image manifest: its layers in order.
+    async fn inventory_of(&self, repo: &RepoName, manifest: &Value) -> anyhow::Result<(Inventory, Vec<String>)> {
+        let mut stack = LayerStack::new();
+        let mut layers = Vec::new();
+        for (i, l) in manifest["layers"].as_array().into_iter().flatten().enumerate() {
+            let d = l["digest"].as_str().unwrap_or("");
+            layers.push(d.to_owned());
+            if !is_fs_layer(l["mediaType"].as_str().unwrap_or("")) {
+                continue;
+            }
+            let digest: Digest = d.parse().with_context(|| format!("layer digest {d:?}"))?;
+            stack = self.apply_layer(stack, i, repo, &digest).await.with_context(|| format!("reading layer {d}"))?;
+        }
+        Ok((stack.inventory(), layers))
+    }
+
+    /// Scan one manifest (an image, or an index and each of its images).
+    pub async fn scan(&self, p: &ScanPayload) -> anyhow::Result<()> {
+        let repo: RepoName = p.repo.parse()?;
+        let digest: Digest = p.digest.parse()?;
+        let now = berth_auth::now_ms();
+        self.store.set_scan_state(&p.digest, &p.repo, "running", None, now).await?;
+        let result = self.scan_inner(&repo, &digest, p.sbom).await;
+        if let Err(e) = &result {
+            self.store
+                .set_scan_state(&p.digest, &p.repo, "failed", Some(&format!("{e:#}")), berth_auth::now_ms())
+                .await?;
+        }
+        result
+    }
+
+    async fn scan_inner(&self, repo: &RepoName, digest: &Digest, sbom: bool) -> anyhow::Result<()> {
+        let (generation, db) = self.database().await?;
+        let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
+        let bytes = m.bytes.context("manifest bytes")?;
+        let manifest: Value = serde_json::from_slice(&bytes)?;
+        if let Some(children) = manifest["manifests"].as_array() {
+            // An index: scan each image; the index's report is the union of theirs.
+            let mut all = Report { findings: Vec::new(), packages: 0, unparsable: 0, unreadable: 0 };
+            for c in children {
+                let Some(cd) = c["digest"].as_str() else { continue };
+                let child: Digest = cd.parse()?;
+                let r = Box::pin(self.scan_image(repo, &child, &db, generation, sbom)).await?;
+                all.packages += r.packages;
+                all.unparsable += r.unparsable;
+                all.unreadable += r.unreadable;
+                for f in r.findings {
+                    if !all.findings.iter().any(|x| x.id == f.id && x.package == f.package && x.version == f.version) {
+                        all.findings.push(f);
+                    }
+                }
+            }
+            all.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+            self.store
+                .put_report(
+                    &digest.to_string(),
+                    repo.as_str(),
+                    &serde_json::to_string(&all)?,
+                    generation,
+                    berth_auth::now_ms(),
+                )
+                .await?;
+            return Ok(());
+        }
+        self.scan_image(repo, digest, &db, generation, sbom).await?;
+        Ok(())
+    }
+
+    async fn scan_image(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        db: &Database,
+        generation: i64,
+        sbom: bool,
+    ) -> anyhow::Result<Report> {
+        let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
+        let bytes = m.bytes.context("manifest bytes")?;
+        let manifest: Value = serde_json::from_slice(&bytes)?;
+        let (inv, layers) = self.inventory_of(repo, &manifest).await?;
+        let now = berth_auth::now_ms();
+        let d = digest.to_string();
+        self.store
+            .put_inventory(&d, &serde_json::to_string(&json!({"inventory": inv, "layers": layers}))?, now)
+            .await?;
+        let report = scan(&inv, db);
+        self.store.put_report(&d, repo.as_str(), &serde_json::to_string(&report)?, generation, now).await?;
+        if sbom {
+            for format in ["cyclonedx", "spdx"] {
+                self.push_sbom(repo, digest, &m.record.media_type, bytes.len(), format).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Push an SBOM of `subject` as a referrer artifact.
+    async fn push_sbom(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        subject_media_type: &str,
+        subject_size: usize,
+        format: &str,
+    ) -> anyhow::Result<Digest> {
+        let doc =
+            sbom_document(&*self.store, repo.as_str(), &subject.to_string(), format).await?.context("no inventory")?;
+        let bytes = serde_json::to_vec_pretty(&doc)?;
+        let media = sbom_media_type(format);
+        let layer = Digest::sha256_of(&bytes);
+        let config = Digest::sha256_of(EMPTY_CONFIG);
+        for (d, b) in [(&config, EMPTY_CONFIG.to_vec()), (&layer, bytes.clone())] {
+            let stream: berth_blob::ByteStream =
+                Box::pin(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(b)) }));
+            self.registry.upload_monolithic(repo, d, stream).await?;
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": berth_types::media::OCI_MANIFEST,
+            "artifactType": media,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": EMPTY_CONFIG.len()},
+            "layers": [{"mediaType": media, "digest": layer.to_string(), "size": bytes.len(),
+                        "annotations": {"org.opencontainers.image.title": format!("sbom.{format}.json")}}],
+            "subject": {"mediaType": subject_media_type, "digest": subject.to_string(), "size": subject_size},
+            "annotations": {"org.opencontainers.image.created": berth_auth::rfc3339(berth_auth::now_ms()),
+                            "dev.berth.sbom.format": format},
+        });
+        let body = bytes::Bytes::from(serde_json::to_vec(&manifest)?);
+        let digest = Digest::sha256_of(&body);
+        self.registry
+            .manifest_put(repo, &Reference::Digest(digest.clone()), Some(berth_types::media::OCI_MANIFEST), body, &[])
+            .await?;
+        Ok(digest)
+    }
+
+    /// Re-match every stored inventory against the current advisories (no layer is read).
+    pub async fn reevaluate(&self) -> anyhow::Result<usize> {
+        let (generation, db) = self.database().await?;
+        let mut n = 0;
+        for digest in self.store.inventory_digests().await? {
+            let Some(text) = self.store.inventory(&digest).await? else { continue };
+            let stored: StoredInventory = serde_json::from_str(&text)?;
+            let Some(rec) = self.store.scan(&digest).await? else { continue };
+            let report = scan(&stored.inventory, &db);
+            self.store
+                .put_report(&digest, &rec.repo, &serde_json::to_string(&report)?, generation, berth_auth::now_ms())
+                .await?;
+            n += 1;
+        }
+        // Indexes: rebuild from their images' reports.
+        for rec in self.store.scans().await? {
+            if rec.generation == generation || self.store.inventory(&rec.digest).await?.is_some() {
+                continue;
+            }
+            let repo: RepoName = match rec.repo.parse() {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            let digest: Digest = match rec.digest.parse() {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            if let Err(e) = self.scan_inner(&repo, &digest, false).await {
+                warn!(error = %e, digest = %rec.digest, "re-evaluating an index failed");
+            }
+        }
+        info!(generation, inventories = n, "re-evaluated stored inventories");
+        Ok(n)
+    }
+}
+
+/// An inventory as stored, with the layer digests SBOMs name.
+#[derive(Debug, Deserialize)]
+pub struct StoredInventory {
+    /// The inventory.
+    pub inventory: Inventory,
+    /// Layer digests in order.
+    #[serde(default)]
+    pub layers: Vec<String>,
+}
+
+/// The media type of an SBOM format.
+pub fn sbom_media_type(format: &str) -> &'static str {
+    if format == "spdx" { "application/spdx+json" } else { "application/vnd.cyclonedx+json" }
+}
+
+/// The SBOM of a stored inventory, in `cyclonedx` or `spdx` format (deterministic: its time
+/// is the scan's, its id derives from the digest).
+pub async fn sbom_document(
+    store: &dyn ScanStore,
+    repo: &str,
+    digest: &str,
+    format: &str,
+) -> anyhow::Result<Option<Value>> {
+    let Some(text) = store.inventory(digest).await? else { return Ok(None) };
+    let stored: StoredInventory = serde_json::from_str(&text)?;
+    let created = store.scan(digest).await?.and_then(|r| r.finished_at).unwrap_or(0);
+    let created = berth_auth::rfc3339(created);
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(format!("{digest}/{format}").as_bytes()));
+    let uuid = format!("{}-{}-5{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32]);
+    let subject = berth_scan::sbom::Subject { repository: repo, digest, layers: &stored.layers };
+    let info = berth_scan::sbom::DocInfo { created: &created, uuid: &uuid, tool_version: env!("CARGO_PKG_VERSION") };
+    Ok(Some(match format {
+        "spdx" => berth_scan::sbom::spdx(&stored.inventory, &subject, &info),
+        _ => berth_scan::sbom::cyclonedx(&stored.inventory, &subject, &info),
+    }))
+}
+
+/// Queue a scan of `digest` in `repo` (a no-op while one is queued or running).
+pub async fn enqueue_scan(
+    queue: &dyn berth_meta::JobQueue,
+    repo: &str,
+    digest: &str,
+    sbom: bool,
+) -> anyhow::Result<()> {
+    let payload = serde_json::to_string(&ScanPayload { repo: repo.to_owned(), digest: digest.to_owned(), sbom })?;
+    let job =
+        NewJob { kind: SCAN.into(), payload, dedup_key: Some(format!("scan:{digest}")), max_attempts: 3, run_after: 0 };
+    queue.enqueue(&job, berth_auth::now_ms()).await?;
+    Ok(())
+}
+
+/// Does a project want this push scanned (`auto_scan`, or `auto_sbom_generation`), given its
+/// `scan_filters` (comma-separated `*` patterns on the repository name within the project,
+/// as ECR's scanning filters)? Returns `Some(sbom)` when it does.
+pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<bool> {
+    let on = |k: &str| project.metadata.get(k).is_some_and(|v| v == "true");
+    let (scan, sbom) = (on("auto_scan"), on("auto_sbom_generation"));
+    if !scan && !sbom {
+        return None;
+    }
+    let short = repo.strip_prefix(&format!("{}/", project.name)).unwrap_or(repo);
+    if let Some(filters) = project.metadata.get("scan_filters").filter(|f| !f.trim().is_empty())
+        && !filters.split(',').map(str::trim).any(|f| glob(f, short) || glob(f, repo))
+    {
+        return None;
+    }
+    Some(sbom)
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| glob(rest, &text[head.len() + i..]))
+        }
+    }
+}
+
+/// The CVE ids exempt for a project now: the system allowlist and the project's own (items
+/// past their expiry do not count).
+pub async fn allowed_ids(store: &dyn ScanStore, project: &str, now: i64) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for scope in ["", project] {
+        for (id, exp) in store.allowlist(scope).await? {
+            if exp < 0 || exp > now {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Why a pull of `digest` must be refused under the project's `prevent_vul` policy, if it
+/// must: findings at or above `severity` (not allowlisted), or, with `prevent_unscanned`, no
+/// report yet.
+pub async fn pull_blocked(
+    store: &dyn ScanStore,
+    project: &berth_meta::ProjectRecord,
+    repo: &str,
+    digest: &str,
+    now: i64,
+) -> anyhow::Result<Option<String>> {
+    if project.metadata.get("prevent_vul").is_none_or(|v| v != "true") {
+        return Ok(None);
+    }
+    let threshold = project
+        .metadata
+        .get("severity")
+        .and_then(|s| berth_scan::Severity::parse(s))
+        .unwrap_or(berth_scan::Severity::Low);
+    let rec = store.scan(digest).await?;
+    let Some(text) = rec.as_ref().and_then(|r| r.report.as_deref()) else {
+        if project.metadata.get("prevent_unscanned").is_some_and(|v| v == "true") {
+            return Ok(Some(format!(
+                "{repo}@{digest} has not been scanned yet; project {} blocks unscanned images",
+                project.name
+            )));
+        }
+        return Ok(None);
+    };
+    let report: Report = serde_json::from_str(text)?;
+    let ids = allowed_ids(store, &project.name, now).await?;
+    let (count, highest) = report.blocking(threshold, &berth_scan::report::allowlisted(&ids));
+    Ok((count > 0).then(|| {
+        format!(
+            "{repo}@{digest} has {count} vulnerabilit{} at or above {threshold} (highest: {}); project {} \
+             prevents pulling it (prevent_vul); fix them or allowlist the CVE ids",
+            if count == 1 { "y" } else { "ies" },
+            highest.unwrap_or(threshold),
+            project.name
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_filters_are_wildcards() {
+        assert!(glob("prod-*", "prod-web"));
+        assert!(glob("*", "anything"));
+        assert!(glob("team/*/api", "team/a/api"));
+        assert!(!glob("prod-*", "dev-web"));
+        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+        let mut p = berth_meta::ProjectRecord {
+            id: 1,
+            name: "p".into(),
+            owner_id: 1,
+            public: false,
+            metadata: Default::default(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert_eq!(wants_scan(&p, "p/app"), None);
+        p.metadata.insert("auto_scan".into(), "true".into());
+        assert_eq!(wants_scan(&p, "p/app"), Some(false));
+        p.metadata.insert("scan_filters".into(), "prod-*, web".into());
+        assert_eq!(wants_scan(&p, "p/app"), None);
+        assert_eq!(wants_scan(&p, "p/prod-api"), Some(false));
+        assert_eq!(wants_scan(&p, "p/web"), Some(false));
+        p.metadata.insert("auto_sbom_generation".into(), "true".into());
+        assert_eq!(wants_scan(&p, "p/web"), Some(true));
+    }
+}

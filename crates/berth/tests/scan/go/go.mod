@@ -1,0 +1,3 @@
+module example.com/berth/scanfixture
+
+go 1.21
