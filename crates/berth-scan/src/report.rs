@@ -39,12 +39,18 @@ pub struct Summary {
 pub fn scan(inv: &Inventory, db: &Database) -> Report {
     let mut findings = Vec::new();
     let mut unparsable = 0;
-    for (_, p) in inv.to_match() {
+    for (i, p) in inv.to_match() {
         let m = db.matches(&p);
         if m.unparsable {
             unparsable += 1;
         }
-        findings.extend(m.findings);
+        // Report the package as installed (the binary package, not its source).
+        let installed = &inv.packages[i];
+        findings.extend(m.findings.into_iter().map(|mut f| {
+            f.package = installed.name.clone();
+            f.version = installed.version.clone();
+            f
+        }));
     }
     // One finding per (id, package, version) even when several binaries share a source.
     findings.sort_by(|a, b| {

@@ -112,7 +112,7 @@ pub fn spdx(inv: &Inventory, s: &Subject<'_>, d: &DocInfo<'_>) -> Value {
     if let Some(os) = &inv.os {
         packages.push(json!({
             "SPDXID": "SPDXRef-OperatingSystem", "name": os.id, "versionInfo": os.version_id,
-            "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "OPERATING-SYSTEM",
+            "downloadLocation": "NOASSERTION", "filesAnalyzed": false, "primaryPackagePurpose": "OPERATING_SYSTEM",
             "copyrightText": "NOASSERTION", "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION",
         }));
         relationships.push(json!({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-OperatingSystem"}));

@@ -2,7 +2,7 @@
 //! `ctr`, Helm 4, and a Debian image made with debootstrap. `.ci/install.sh` installs them.
 //! Exact invocations and their traps are in `docs/clients.md`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -414,34 +414,6 @@ async fn helm_pushes_pulls_and_shows_charts() {
     .await;
     assert!(shown.contains("name: berthchart"), "{shown}");
     s.stop().await;
-}
-
-/// A real Debian minbase image from debootstrap, cached in /var/cache/berth-test between runs
-/// (about a minute to build when the cache is cold).
-async fn debian_layout() -> PathBuf {
-    let cache = PathBuf::from("/var/cache/berth-test/debian-minbase");
-    if cache.join("index.json").exists() {
-        return cache;
-    }
-    let work = tempfile::Builder::new().prefix("deb").tempdir_in("/var/tmp").unwrap();
-    let rootfs = work.path().join("rootfs");
-    run(Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&rootfs)
-        .arg("http://deb.debian.org/debian"))
-    .await;
-    run(Command::new("sh").arg("-c").arg(format!(
-        "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* {r}/var/log/* && find {r}/dev -mindepth 1 -delete",
-        r = rootfs.display()
-    )))
-    .await;
-    let staging = work.path().join("layout");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mkoci.sh");
-    run(Command::new("bash").arg(script).arg(&rootfs).arg(&staging).arg("bookworm")).await;
-    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::rename(&staging, &cache).unwrap();
-    cache
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,4 +13,5 @@ mod crash;
 mod disk;
 mod oidc;
 mod replicas;
+mod scan;
 mod support;

@@ -294,6 +294,42 @@ pub fn containers_env(dir: &Path, auth: &Path) -> Vec<(String, PathBuf)> {
     ]
 }
 
+/// A real Debian minbase image from debootstrap, cached in /var/cache/berth-test between runs
+/// (about a minute to build when the cache is cold).
+pub async fn debian_layout() -> PathBuf {
+    // Built once per test process, whichever test asks first.
+    static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT.get_or_init(build_debian_layout).await.clone()
+}
+
+async fn build_debian_layout() -> PathBuf {
+    let cache = PathBuf::from("/var/cache/berth-test/debian-minbase");
+    if cache.join("index.json").exists() {
+        return cache;
+    }
+    let work = tempfile::Builder::new().prefix("deb").tempdir_in("/var/tmp").unwrap();
+    let rootfs = work.path().join("rootfs");
+    run_ok(
+        tokio::process::Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&rootfs)
+            .arg("http://deb.debian.org/debian"),
+    )
+    .await;
+    run_ok(tokio::process::Command::new("sh").arg("-c").arg(format!(
+        "rm -rf {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/* {r}/var/log/* && find {r}/dev -mindepth 1 -delete",
+        r = rootfs.display()
+    )))
+    .await;
+    let staging = work.path().join("layout");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mkoci.sh");
+    run_ok(tokio::process::Command::new("bash").arg(script).arg(&rootfs).arg(&staging).arg("bookworm")).await;
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::rename(&staging, &cache).unwrap();
+    cache
+}
+
 /// Run a command; panic with its output unless it succeeds. Returns stdout.
 pub async fn run_ok(cmd: &mut tokio::process::Command) -> String {
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("command timed out").unwrap();

@@ -58,7 +58,7 @@ section() {
         return 1
     fi
     log "building $name/"
-    rm -rf "$DIR/$name.new" "$STAMPS/$name"
+    rm -rf "${DIR:?}/${name:?}.new" "$STAMPS/${name:?}"
     NEW=$DIR/$name.new
     mkdir -p "$NEW"
     SPEC=$spec
@@ -67,7 +67,7 @@ section() {
 # done_section NAME: move the new tree into place and write its stamp.
 done_section() {
     local name=$1
-    rm -rf "$DIR/$name"
+    rm -rf "${DIR:?}/${name:?}"
     mv "$NEW" "$DIR/$name"
     printf '%s' "$SPEC" >"$STAMPS/$name"
 }
@@ -118,7 +118,7 @@ if section python "${PY_PINS[*]}"; then
         n=${pin%%==*}
         v=${pin#*==}
         # wheel file names use the distribution name with '-' turned into '_'
-        w=$(ls "$CACHE/python/"* | grep -i -E "/${n//-/_}-${v}-[^/]*\.whl$" | head -1)
+        w=$(find "$CACHE/python" -maxdepth 1 -iname "${n//-/_}-${v}-*.whl" | head -1)
         [[ -n "$w" ]] || { log "no wheel for $pin"; exit 1; }
         wheels+=("$w")
     done
