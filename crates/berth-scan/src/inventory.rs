@@ -28,6 +28,8 @@ pub enum Kind {
     Deb,
     /// Alpine package.
     Apk,
+    /// RPM package.
+    Rpm,
     /// Python distribution.
     Python,
     /// npm package.
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::Deb => "deb",
             Kind::Apk => "apk",
+            Kind::Rpm => "rpm",
             Kind::Python => "pypi",
             Kind::Npm => "npm",
             Kind::Cargo => "cargo",
@@ -61,7 +64,7 @@ impl Kind {
 
     /// Is it an operating-system package?
     pub fn is_os(self) -> bool {
-        matches!(self, Kind::Deb | Kind::Apk)
+        matches!(self, Kind::Deb | Kind::Apk | Kind::Rpm)
     }
 }
 
@@ -105,6 +108,16 @@ impl OsRelease {
         match self.id.as_str() {
             "debian" => Some(Ecosystem::Debian(self.version_id.split('.').next().map(str::to_owned))),
             "ubuntu" => Some(Ecosystem::Ubuntu(Some(self.version_id.clone()))),
+            "rhel" | "centos" | "rocky" | "almalinux" | "fedora" | "ol" | "amzn" | "opensuse-leap" | "sles" => {
+                let name = match self.id.as_str() {
+                    "rhel" | "centos" | "ol" | "amzn" | "fedora" => "Red Hat",
+                    "rocky" => "Rocky Linux",
+                    "almalinux" => "AlmaLinux",
+                    "sles" => "SUSE",
+                    _ => "openSUSE",
+                };
+                Some(Ecosystem::Rpm(name.to_owned(), self.version_id.split('.').next().map(str::to_owned)))
+            }
             "alpine" => {
                 let mut p = self.version_id.split('.');
                 let release = match (p.next(), p.next()) {
@@ -131,14 +144,14 @@ pub struct Inventory {
 
 impl Inventory {
     /// The packages as advisories name them: `(index into packages, package to match)`.
-    /// Debian packages match by source name and version; Alpine by origin; OS packages only
-    /// when the distribution is known.
+    /// Debian packages match by source name and version; Alpine by origin; RPM by package
+    /// name and EVR; OS packages only when the distribution is known.
     pub fn to_match(&self) -> Vec<(usize, Package)> {
         let os = self.os.as_ref().and_then(OsRelease::ecosystem);
         let mut out = Vec::new();
         for (i, p) in self.packages.iter().enumerate() {
             let ecosystem = match p.kind {
-                Kind::Deb | Kind::Apk => match &os {
+                Kind::Deb | Kind::Apk | Kind::Rpm => match &os {
                     Some(e) => e.clone(),
                     None => continue,
                 },
@@ -149,6 +162,8 @@ impl Inventory {
                 Kind::Maven => Ecosystem::Maven,
                 Kind::Gem => Ecosystem::RubyGems,
             };
+            // Debian advisories name source packages, Alpine's origins; RPM distributions'
+            // OSV records name binary packages.
             let name = match p.kind {
                 Kind::Deb | Kind::Apk => p.source_name.clone().unwrap_or_else(|| p.name.clone()),
                 _ => p.name.clone(),
@@ -173,7 +188,7 @@ impl Inventory {
             out
         };
         let (namespace, name) = match p.kind {
-            Kind::Deb | Kind::Apk => (self.os.as_ref().map(|o| o.id.clone()), p.name.clone()),
+            Kind::Deb | Kind::Apk | Kind::Rpm => (self.os.as_ref().map(|o| o.id.clone()), p.name.clone()),
             Kind::Maven => match p.name.split_once(':') {
                 Some((g, a)) => (Some(g.to_owned()), a.to_owned()),
                 None => (None, p.name.clone()),
@@ -203,7 +218,12 @@ impl Inventory {
         }
         s.push_str(&enc(&name));
         s.push('@');
-        s.push_str(&enc(&p.version));
+        // RPM and Debian epochs are a qualifier in PURLs, not part of the version.
+        let (epoch, version) = match (p.kind, p.version.split_once(':')) {
+            (Kind::Rpm | Kind::Deb, Some((e, v))) if e.bytes().all(|b| b.is_ascii_digit()) => (Some(e), v),
+            _ => (None, p.version.as_str()),
+        };
+        s.push_str(&enc(version));
         let mut q = Vec::new();
         if let Some(a) = &p.arch {
             q.push(format!("arch={}", enc(a)));
@@ -212,6 +232,9 @@ impl Inventory {
             && let Some(o) = &self.os
         {
             q.push(format!("distro={}-{}", enc(&o.id), enc(&o.version_id)));
+        }
+        if let Some(e) = epoch {
+            q.push(format!("epoch={e}"));
         }
         if !q.is_empty() {
             s.push('?');
@@ -245,7 +268,7 @@ fn wanted(path: &str, executable: bool) -> bool {
         "etc/alpine-release",
         "etc/debian_version",
     ];
-    if EXACT.contains(&path) || path.starts_with("var/lib/dpkg/status.d/") {
+    if EXACT.contains(&path) || path.starts_with("var/lib/dpkg/status.d/") || is_rpmdb(path) {
         return true;
     }
     let file = path.rsplit('/').next().unwrap_or(path);
@@ -269,6 +292,11 @@ fn wanted(path: &str, executable: bool) -> bool {
         return true;
     }
     executable
+}
+
+/// The RPM database (SQLite, rpm 4.16 and later).
+pub fn is_rpmdb(path: &str) -> bool {
+    path == "var/lib/rpm/rpmdb.sqlite" || path == "usr/lib/sysimage/rpm/rpmdb.sqlite"
 }
 
 fn clean(path: &str) -> String {
@@ -367,6 +395,13 @@ impl LayerStack {
         Ok(())
     }
 
+    /// The RPM database of the stacked filesystem, if any: `(layer, path, SQLite file bytes)`.
+    /// Reading SQLite is the caller's (this crate has no database engine); each row's header
+    /// blob then goes to [`rpm_header`].
+    pub fn rpm_database(&self) -> Option<(usize, &str, &[u8])> {
+        self.files.iter().find(|(p, _)| is_rpmdb(p)).map(|(p, f)| (f.layer, p.as_str(), &f.data[..]))
+    }
+
     /// Forget every kept file under `prefix` (a range query: layers have many files).
     fn remove_below(&mut self, prefix: &str) {
         let doomed: Vec<String> = self
@@ -395,6 +430,8 @@ impl LayerStack {
                 || path.ends_with(".egg-info")
             {
                 parse_python(&text(), f.layer, path).map(|p| vec![p])
+            } else if is_rpmdb(path) {
+                continue; // read by the caller through rpm_database()
             } else if path.ends_with("/package.json") {
                 parse_package_json(&f.data, f.layer, path).map(|p| vec![p])
             } else if path.ends_with("package-lock.json") {
@@ -668,6 +705,59 @@ fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// One RPM header blob (as the `Packages` table of `rpmdb.sqlite` stores it: entry count and
+/// data length, big-endian, then 16-byte index entries, then the data) as a package;
+/// `None` for unreadable blobs and for `gpg-pubkey` pseudo-packages.
+pub fn rpm_header(blob: &[u8], layer: usize, path: &str) -> Option<InstalledPackage> {
+    let u32_at = |o: usize| Some(u32::from_be_bytes(blob.get(o..o + 4)?.try_into().ok()?) as usize);
+    let (il, dl) = (u32_at(0)?, u32_at(4)?);
+    let data_start = 8 + il.checked_mul(16)?;
+    let data = blob.get(data_start..data_start.checked_add(dl)?)?;
+    let mut tags: BTreeMap<u32, (u32, usize)> = BTreeMap::new();
+    for k in 0..il {
+        let e = 8 + k * 16;
+        tags.insert(u32_at(e)? as u32, (u32_at(e + 4)? as u32, u32_at(e + 8)?));
+    }
+    let string = |tag: u32| -> Option<String> {
+        let (ty, off) = *tags.get(&tag)?;
+        // STRING (6), STRING_ARRAY (8) and I18NSTRING (9): take the first string
+        if !matches!(ty, 6 | 8 | 9) {
+            return None;
+        }
+        let s = data.get(off..)?;
+        let end = s.iter().position(|b| *b == 0)?;
+        Some(String::from_utf8_lossy(&s[..end]).into_owned())
+    };
+    let name = string(1000)?;
+    if name == "gpg-pubkey" {
+        return None;
+    }
+    let version = string(1001)?;
+    let release = string(1002)?;
+    let epoch = tags
+        .get(&1003)
+        .filter(|(ty, _)| *ty == 4)
+        .and_then(|(_, off)| Some(u32::from_be_bytes(data.get(*off..*off + 4)?.try_into().ok()?)));
+    let evr = match epoch {
+        Some(e) if e > 0 => format!("{e}:{version}-{release}"),
+        _ => format!("{version}-{release}"),
+    };
+    let mut p = pkg(Kind::Rpm, &name, &evr, layer, path);
+    p.arch = string(1022);
+    p.license = string(1014);
+    // SOURCERPM `openssl-1.1.1k-7.el8.src.rpm`: the source name is what precedes version-release.
+    if let Some(src) = string(1044) {
+        let base = src.strip_suffix(".src.rpm").or_else(|| src.strip_suffix(".nosrc.rpm")).unwrap_or(&src);
+        let mut parts = base.rsplitn(3, '-');
+        let (_rel, _ver, n) = (parts.next(), parts.next(), parts.next());
+        p.source_name = n.map(str::to_owned);
+    }
+    if p.source_name.is_none() {
+        p.source_name = Some(name);
+    }
+    Some(p)
 }
 
 /// Go build info (Go 1.18+ inline format): the toolchain version and the module list.

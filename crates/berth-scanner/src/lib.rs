@@ -281,7 +281,20 @@ impl Scanner {
             let digest: Digest = d.parse().with_context(|| format!("layer digest {d:?}"))?;
             stack = self.apply_layer(stack, i, repo, &digest).await.with_context(|| format!("reading layer {d}"))?;
         }
-        Ok((stack.inventory(), layers))
+        let mut inv = stack.inventory();
+        if let Some((layer, path, bytes)) = stack.rpm_database() {
+            match read_rpmdb(bytes, layer, path).await {
+                Ok(pkgs) => {
+                    inv.packages.extend(pkgs);
+                    inv.packages.sort();
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "failed to read the RPM database");
+                    inv.unreadable += 1;
+                }
+            }
+        }
+        Ok((inv, layers))
     }
 
     /// Scan one manifest (an image, or an index and each of its images).
@@ -436,6 +449,29 @@ impl Scanner {
         info!(generation, inventories = n, "re-evaluated stored inventories");
         Ok(n)
     }
+}
+
+/// The packages of an RPM database (`rpmdb.sqlite`): the file is written to a temporary
+/// place and opened read-only with SQLite; each header blob is decoded by `berth-scan`.
+async fn read_rpmdb(
+    bytes: &[u8],
+    layer: usize,
+    path: &str,
+) -> anyhow::Result<Vec<berth_scan::inventory::InstalledPackage>> {
+    use sqlx::{ConnectOptions, Row};
+    let tmp = tempfile::tempdir()?;
+    let file = tmp.path().join("rpmdb.sqlite");
+    tokio::fs::write(&file, bytes).await?;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).read_only(true).connect().await?;
+    let rows = sqlx::query("SELECT blob FROM Packages").fetch_all(&mut conn).await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let blob: Vec<u8> = r.try_get("blob")?;
+        if let Some(p) = berth_scan::inventory::rpm_header(&blob, layer, path) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// An inventory as stored, with the layer digests SBOMs name.

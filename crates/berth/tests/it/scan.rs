@@ -587,3 +587,100 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
     assert!(metrics["total"].as_i64().unwrap() >= 2, "{metrics}");
     s.stop().await;
 }
+
+/// A real RPM database made by rpm itself: two packages built with rpmbuild from one spec
+/// (`openssl` and its subpackage `openssl-libs`), recorded with `rpm -i --justdb`.
+async fn rpm_database(dir: &Path) -> PathBuf {
+    let top = dir.join("rpmbuild");
+    let db = dir.join("db");
+    std::fs::create_dir_all(top.join("SPECS")).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let spec = top.join("SPECS/openssl.spec");
+    std::fs::write(
+        &spec,
+        "Name: openssl\nEpoch: 1\nVersion: 1.1.1k\nRelease: 4.el8\nSummary: test\nLicense: OpenSSL\nBuildArch: noarch\n\
+         %description\ntest\n%package libs\nSummary: libs\n%description libs\nlibs\n%files\n%files libs\n",
+    )
+    .unwrap();
+    let defs = ["--define", "_db_backend sqlite"];
+    run_ok(
+        Command::new("rpmbuild")
+            .args(["-bb", "--quiet", "--define"])
+            .arg(format!("_topdir {}", top.display()))
+            .args(defs)
+            .arg(&spec),
+    )
+    .await;
+    run_ok(Command::new("rpm").args(["--initdb", "--dbpath"]).arg(&db).args(defs)).await;
+    let rpms: Vec<PathBuf> = std::fs::read_dir(top.join("RPMS/noarch")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(rpms.len(), 2);
+    run_ok(
+        Command::new("rpm")
+            .args(["-i", "--justdb", "--nodeps", "--noscripts", "--dbpath"])
+            .arg(&db)
+            .args(defs)
+            .args(&rpms),
+    )
+    .await;
+    db.join("rpmdb.sqlite")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_databases_are_read_and_matched_by_package_name_and_evr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rpmdb = std::fs::read(rpm_database(tmp.path()).await).unwrap();
+    let s = TestServer::start().await;
+    let osv = tmp.path().join("rocky");
+    std::fs::create_dir_all(&osv).unwrap();
+    for (id, eco, fixed) in [
+        ("TEST-RPM-8", "Rocky Linux:8", "1:1.1.1k-5.el8"),
+        ("TEST-RPM-9", "Rocky Linux:9", "1:3.0.7-1.el9"),
+        ("TEST-RPM-OLD", "Rocky Linux:8", "1:1.1.1k-4.el8"),
+    ] {
+        let r = json!({"id": id, "modified": "2026-01-01T00:00:00Z", "affected": [{"package": {"ecosystem": eco, "name": "openssl-libs"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]});
+        std::fs::write(osv.join(format!("{id}.json")), r.to_string()).unwrap();
+    }
+    assert_eq!(import(&s, &osv).await["records"], 3);
+    let m = image_of(
+        &s,
+        "rocky/app",
+        &[("etc/os-release", b"ID=\"rocky\"\nVERSION_ID=\"8.9\"\n"), ("var/lib/rpm/rpmdb.sqlite", &rpmdb)],
+    )
+    .await;
+    assert_eq!(s.put_manifest("rocky/app", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    assert_eq!(s.api(Method::POST, "/projects/rocky/repositories/app/artifacts/v1/scan", None).await.status(), 202);
+    scanned(&s, "rocky", "app", "v1").await;
+    let rep = report(&s, "rocky", "app", "v1", "").await;
+    let got: Vec<(String, String, String)> = rep["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().into(),
+                v["package"].as_str().unwrap().into(),
+                v["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("TEST-RPM-8".into(), "openssl-libs".into(), "1:1.1.1k-4.el8".into())]);
+    assert_eq!(rep["packages"], 2);
+    let cdx: Value = s
+        .api(Method::GET, "/projects/rocky/repositories/app/artifacts/v1/additions/sbom", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    validate_sbom("cyclonedx", &cdx).await;
+    let libs = cdx["components"].as_array().unwrap().iter().find(|c| c["name"] == "openssl-libs").unwrap();
+    assert_eq!(libs["purl"], "pkg:rpm/rocky/openssl-libs@1.1.1k-4.el8?arch=noarch&distro=rocky-8.9&epoch=1");
+    assert!(
+        libs["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "berth:source:name" && p["value"] == "openssl")
+    );
+    s.stop().await;
+}
