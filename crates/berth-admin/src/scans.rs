@@ -92,9 +92,22 @@ async fn scan(
     c: Caller,
     headers: HeaderMap,
     Path((p, r, reference)): Path<(String, String, String)>,
+    body: String,
 ) -> ApiResult {
     let (project, repo, digest, _) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Scan).await?;
-    let sbom = project.metadata.get("auto_sbom_generation").is_some_and(|v| v == "true");
+    // Harbor's body `{"scan_type": "sbom"}` asks for an SBOM (pushed as referrers) too.
+    let scan_type = if body.trim().is_empty() {
+        "vulnerability".to_owned()
+    } else {
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| bad_request(format!("expected {{\"scan_type\": …}}: {e}")))?;
+        v["scan_type"].as_str().unwrap_or("vulnerability").to_owned()
+    };
+    let sbom = match scan_type.as_str() {
+        "sbom" => true,
+        "vulnerability" => project.metadata.get("auto_sbom_generation").is_some_and(|v| v == "true"),
+        other => return Err(bad_request(format!("scan_type {other:?}: use vulnerability or sbom"))),
+    };
     berth_scanner::enqueue_scan(&*s.jobs, repo.as_str(), &digest, sbom).await.map_err(internal)?;
     if s.scans.scan(&digest).await?.is_none_or(|r| r.status != "running") {
         s.scans.set_scan_state(&digest, repo.as_str(), "queued", None, berth_auth::now_ms()).await?;

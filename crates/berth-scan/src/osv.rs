@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cvss::{Severity, cvss3_base_score};
+use crate::cvss::{Severity, base_score};
 use crate::version::{Ecosystem, Scheme, Version};
 
 /// An OSV record as stored (unknown fields are ignored).
@@ -266,7 +266,7 @@ pub struct Advisory {
     pub description: String,
     /// Severity.
     pub severity: Severity,
-    /// CVSS v3 base score and vector, when the record has one.
+    /// CVSS base score and vector (v3 preferred, else v4), when the record has one.
     pub cvss: Option<(f64, String)>,
     /// Links.
     pub links: Vec<String>,
@@ -279,10 +279,11 @@ pub struct Advisory {
 impl Advisory {
     /// From a record (the caller skips withdrawn ones).
     pub fn from_record(r: &OsvRecord) -> Advisory {
+        // CVSS v3 when there is one (what NVD and Harbor show), else v4.
         let mut cvss = None;
-        for s in &r.severity {
-            if s.kind == "CVSS_V3"
-                && let Some(score) = cvss3_base_score(&s.score)
+        for kind in ["CVSS_V3", "CVSS_V4"] {
+            if let Some(s) = r.severity.iter().find(|s| s.kind == kind)
+                && let Some(score) = base_score(&s.score)
             {
                 cvss = Some((score, s.score.clone()));
                 break;

@@ -74,6 +74,12 @@ fn the_real_pack_loads_and_matches() {
     assert!(!c("1.6.1").contains(&"RUSTSEC-2021-0003".to_owned()));
     assert!(!c("0.6.2").contains(&"RUSTSEC-2021-0003".to_owned()));
 
+    // A record with only a CVSS v4 vector still gets a severity.
+    let m = db.matches(&pkg("crates.io", "cap-primitives", "3.4.0"));
+    let f = m.findings.iter().find(|f| f.ids.contains(&"RUSTSEC-2024-0445".to_owned())).unwrap();
+    assert!(f.cvss.as_ref().is_some_and(|(_, v)| v.starts_with("CVSS:4.0/")), "{f:?}");
+    assert_ne!(f.severity, Severity::Unknown);
+
     // Go stdlib: 1.20.0-0 is the lowest pre-release of 1.20.
     let g = |v: &str| ids(&db, &pkg("Go", "stdlib", v));
     assert!(g("1.20.2").contains(&"GO-2023-1704".to_owned()));

@@ -539,6 +539,17 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
     .unwrap();
     let g = import(&s, &db2).await["generation"].as_i64().unwrap();
     assert_eq!(g, 2);
+    // a zip of *.json imports too (an empty advisory set here: nothing changes)
+    let zip = tmp.path().join("db3.zip");
+    run_ok(Command::new("python3").arg("-c").arg(format!(
+        "import json, zipfile; z = zipfile.ZipFile({:?}, 'w'); z.writestr('x/TEST-C.json', json.dumps({{'id': 'TEST-C', 'modified': '2026-03-01T00:00:00Z', 'affected': []}})); z.writestr('README.txt', 'not a record'); z.close()",
+        zip.display().to_string()
+    )))
+    .await;
+    let z = import(&s, &zip).await;
+    assert_eq!((z["records"].as_i64(), z["sources"][0].as_str()), (Some(1), Some("db3")));
+    let g = z["generation"].as_i64().unwrap();
+    assert_eq!(g, 3);
     let mut ids = Vec::new();
     for _ in 0..300 {
         let rep = report(&s, "safe", "app", "v1", "").await;
@@ -570,6 +581,26 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
     assert_eq!(s.api(Method::POST, "/projects/safe/repositories/other/artifacts/v1/scan", None).await.status(), 202);
     scanned(&s, "safe", "other", "v1").await;
     assert_eq!(s.client.get(s.url("/v2/safe/other/manifests/v1")).send().await.unwrap().status(), 200);
+    // an SBOM on demand (Harbor's scan_type), pushed as referrers
+    let r = s
+        .api(Method::POST, "/projects/safe/repositories/other/artifacts/v1/scan", Some(json!({"scan_type": "sbom"})))
+        .await;
+    assert_eq!(r.status(), 202);
+    let other = sha256(&m);
+    let mut n = 0;
+    for _ in 0..300 {
+        let refs: Value = s.get(&format!("/v2/safe/other/referrers/{other}")).await.json().await.unwrap();
+        n = refs["manifests"].as_array().unwrap().len();
+        if n == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n, 2, "CycloneDX and SPDX referrers");
+    let r = s
+        .api(Method::POST, "/projects/safe/repositories/other/artifacts/v1/scan", Some(json!({"scan_type": "magic"})))
+        .await;
+    assert_eq!(r.status(), 400);
     // Scan all reports its progress.
     assert_eq!(
         s.api(Method::POST, "/system/scanAll/schedule", Some(json!({"schedule": {"type": "Manual"}}))).await.status(),
