@@ -93,7 +93,7 @@ pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) 
         "creation_time": time(p.created_at), "update_time": time(p.updated_at), "deleted": false,
         "togglable": true, "current_user_role_id": roles.iter().min().copied().unwrap_or(0),
         "current_user_role_ids": roles, "repo_count": repo_count, "metadata": metadata,
-        "cve_allowlist": crate::scans::allowlist_json(s, &p.name, p.id).await?,
+        "cve_allowlist": crate::scans::allowlist_json(s, &p.name, p.id, (p.created_at, p.updated_at)).await?,
     }))
 }
 

@@ -270,18 +270,24 @@ pub(crate) fn allowlist_items(req: &AllowlistReq) -> Result<Vec<(String, i64)>, 
 }
 
 /// The allowlist JSON of a scope, Harbor's `CVEAllowlist` shape.
-pub(crate) async fn allowlist_json(s: &AdminState, scope: &str, project_id: i64) -> Result<Value, ApiError> {
+pub(crate) async fn allowlist_json(
+    s: &AdminState,
+    scope: &str,
+    project_id: i64,
+    times: (i64, i64),
+) -> Result<Value, ApiError> {
     let items = s.scans.allowlist(scope).await?;
     let exp = items.iter().map(|(_, e)| *e).find(|e| *e >= 0).map(|e| e / 1000);
     Ok(json!({
         "id": 0, "project_id": project_id, "expires_at": exp,
+        "creation_time": time(times.0), "update_time": time(times.1),
         "items": items.iter().map(|(id, _)| json!({"cve_id": id})).collect::<Vec<_>>(),
     }))
 }
 
 async fn get_allowlist(State(s): State<AdminState>, c: Caller) -> ApiResult {
     c.authenticated()?;
-    Ok(Json(allowlist_json(&s, "", 0).await?).into_response())
+    Ok(Json(allowlist_json(&s, "", 0, (0, 0)).await?).into_response())
 }
 
 async fn put_allowlist(
