@@ -688,6 +688,29 @@ fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<
             }
         }
     }
+    if out.is_empty() {
+        // No Maven metadata: the manifest's implementation (or OSGi bundle) name and version.
+        if let Ok(mut f) = zip.by_name("META-INF/MANIFEST.MF") {
+            let mut s = String::new();
+            if f.read_to_string(&mut s).is_ok() {
+                let field = |k: &str| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_owned()))
+                };
+                let name = field("Implementation-Title")
+                    .or_else(|| field("Bundle-SymbolicName").map(|b| b.split(';').next().unwrap_or(&b).to_owned()));
+                let version = field("Implementation-Version").or_else(|| field("Bundle-Version"));
+                let group = field("Implementation-Vendor-Id");
+                if let (Some(n), Some(v)) = (name, version) {
+                    let full = match group {
+                        Some(g) => format!("{g}:{n}"),
+                        None => n,
+                    };
+                    out.push(pkg(Kind::Maven, &full, &v, layer, &format!("{path}!/META-INF/MANIFEST.MF")));
+                }
+            }
+        }
+    }
     for (name, b) in nested {
         out.extend(parse_jar(&b, layer, &format!("{path}!/{name}"), depth + 1).unwrap_or_default());
     }
@@ -940,6 +963,34 @@ Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
         assert_eq!((glibc.1.name.as_str(), glibc.1.version.as_str()), ("glibc", "2.36-9+deb12u4"));
         assert_eq!(inv.purl(&inv.packages[1]), "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?arch=amd64&distro=debian-12");
         assert_eq!(inv.purl(&inv.packages[3]), "pkg:npm/%40scope/pkg@2.0.0");
+    }
+
+    #[test]
+    fn zstd_layers_egg_info_and_jar_manifests() {
+        let mut jar = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        jar.start_file("META-INF/MANIFEST.MF", zip::write::SimpleFileOptions::default()).unwrap();
+        std::io::Write::write_all(&mut jar, b"Manifest-Version: 1.0\r\nImplementation-Title: commons-text\r\nImplementation-Version: 1.9\r\nImplementation-Vendor-Id: org.apache.commons\r\n").unwrap();
+        let jar = jar.finish().unwrap().into_inner();
+        let layer = tar(&[
+            (
+                "usr/lib/python3/site-packages/six-1.15.0-py3.9.egg-info",
+                b"Metadata-Version: 1.0\nName: six\nVersion: 1.15.0\n",
+                0o644,
+            ),
+            ("opt/app/lib/commons-text.jar", &jar, 0o644),
+        ]);
+        let zst = ruzstd::encoding::compress_to_vec(&layer[..], ruzstd::encoding::CompressionLevel::Fastest);
+        assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        let mut s = LayerStack::new();
+        s.apply(0, &zst[..]).unwrap();
+        let got: Vec<_> = s.inventory().packages.into_iter().map(|p| (p.kind, p.name, p.version)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Python, "six".to_owned(), "1.15.0".to_owned()),
+                (Kind::Maven, "org.apache.commons:commons-text".to_owned(), "1.9".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -715,3 +715,55 @@ async fn rpm_databases_are_read_and_matched_by_package_name_and_evr() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_scanned_image_by_image() {
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db.jsonl");
+    let rec = |id: &str, name: &str, fixed: &str| {
+        json!({"id": id, "modified": "2026-01-01T00:00:00Z", "database_specific": {"severity": "HIGH"},
+               "affected": [{"package": {"ecosystem": "npm", "name": name},
+                             "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]})
+        .to_string()
+    };
+    std::fs::write(
+        &db,
+        format!("{}\n{}\n", rec("TEST-AMD", "left-pad", "1.3.0"), rec("TEST-ARM", "right-pad", "2.0.0")),
+    )
+    .unwrap();
+    import(&s, &db).await;
+    let amd = image_of(
+        &s,
+        "multi/app",
+        &[("app/node_modules/left-pad/package.json", br#"{"name": "left-pad", "version": "1.1.0"}"#)],
+    )
+    .await;
+    let arm = image_of(
+        &s,
+        "multi/app",
+        &[("app/node_modules/right-pad/package.json", br#"{"name": "right-pad", "version": "1.0.0"}"#)],
+    )
+    .await;
+    for m in [&amd, &arm] {
+        assert_eq!(s.put_manifest("multi/app", &sha256(m), OCI_MANIFEST, m).await.status(), 201);
+    }
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": sha256(&amd), "size": amd.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": OCI_MANIFEST, "digest": sha256(&arm), "size": arm.len(), "platform": {"architecture": "arm64", "os": "linux"}}]}))
+    .unwrap();
+    assert_eq!(s.put_manifest("multi/app", "latest", OCI_INDEX, &index).await.status(), 201);
+    assert_eq!(s.api(Method::POST, "/projects/multi/repositories/app/artifacts/latest/scan", None).await.status(), 202);
+    scanned(&s, "multi", "app", "latest").await;
+    let ids = |r: Value| -> Vec<String> {
+        r["vulnerabilities"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(
+        ids(report(&s, "multi", "app", "latest", "").await),
+        vec!["TEST-AMD", "TEST-ARM"],
+        "the index: both images"
+    );
+    assert_eq!(ids(report(&s, "multi", "app", &sha256(&amd), "").await), vec!["TEST-AMD"]);
+    assert_eq!(ids(report(&s, "multi", "app", &sha256(&arm), "").await), vec!["TEST-ARM"]);
+    s.stop().await;
+}
