@@ -380,7 +380,27 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
             .push(v);
     }
     let mut checked = 0;
-    for eco in ["python", "npm", "rust", "go", "debian"] {
+    // Debian: dpkg's own verdicts over the content's status file (the .deb versions follow the archive).
+    let status = std::fs::read_to_string(content.join("debian/var/lib/dpkg/status")).unwrap();
+    let deb_want = dpkg_oracle(&status).await;
+    let deb_got: BTreeSet<(String, String)> = rep["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| {
+            let pkg = v["package"].as_str().unwrap().to_owned();
+            v["vendor_attributes"]["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i.as_str().unwrap().starts_with("DEBIAN-"))
+                .map(move |i| (pkg.clone(), i.as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(deb_got, deb_want, "Debian findings differ from dpkg's verdicts");
+    assert!(!deb_want.is_empty(), "the old .debs have findings");
+    for eco in ["python", "npm", "rust", "go"] {
         for (pkg, ids) in expected[eco].as_object().unwrap() {
             let want: BTreeSet<&str> = ids.as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
             let found = by_pkg.get(pkg).cloned().unwrap_or_default();
@@ -402,7 +422,7 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
             checked += 1;
         }
     }
-    assert!(checked >= 50, "{checked}");
+    assert!(checked >= 45, "{checked}");
     // Java archives are inventoried (the pack has no Maven advisories).
     let cdx: Value = s
         .api(Method::GET, "/projects/mix/repositories/app/artifacts/v1/additions/sbom?format=cyclonedx", None)
@@ -412,16 +432,13 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
         .unwrap();
     validate_sbom("cyclonedx", &cdx).await;
     let purls: Vec<&str> = cdx["components"].as_array().unwrap().iter().filter_map(|c| c["purl"].as_str()).collect();
-    for want in [
-        "pkg:maven/org.apache.logging.log4j/log4j-core@2.19.0",
-        "pkg:golang/stdlib@1.21.13",
-        "pkg:pypi/requests@2.19.1",
-        "pkg:npm/lodash@4.17.15",
-        "pkg:cargo/smallvec@0.6.9",
-    ] {
+    for want in
+        ["pkg:golang/stdlib@1.21.13", "pkg:pypi/requests@2.19.1", "pkg:npm/lodash@4.17.15", "pkg:cargo/smallvec@0.6.9"]
+    {
         assert!(purls.contains(&want), "{want} not in {purls:?}");
     }
-    assert!(purls.iter().any(|p| p.starts_with("pkg:deb/debian/libssl3@3.0.17-1~deb12u2")), "{purls:?}");
+    assert!(purls.iter().any(|p| p.starts_with("pkg:deb/debian/libssl3@")), "{purls:?}");
+    assert!(purls.iter().any(|p| p.starts_with("pkg:maven/org.apache.logging.log4j/log4j-core@")), "{purls:?}");
     let layer_of_lodash = cdx["components"]
         .as_array()
         .unwrap()

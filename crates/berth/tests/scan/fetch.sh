@@ -102,7 +102,15 @@ apt_fetch() {
             # apt downloads into the cwd; _apt cannot write to a root-only cache: that is fine.
             (cd "$dest" && apt-get download -qq "$p" 2>&1 | grep -v 'unsandboxed' >&2 || true)
             f=$(ls "$dest/${name}_${ver/:/%3a}_"*.deb 2>/dev/null | head -1 || true)
-            [[ -n "$f" ]] || { log "apt-get download $p failed"; exit 1; }
+            if [[ -z "$f" ]]; then
+                # The archive moved on: take the oldest version it still offers (the tests
+                # compute their Debian expectations with dpkg, so any old version will do).
+                ver=$(apt-cache madison "$name" | awk '{print $3}' | sort -V | head -1)
+                log "apt-get download $p failed; using $name=$ver"
+                (cd "$dest" && apt-get download -qq "$name=$ver" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+                f=$(ls "$dest/${name}_${ver/:/%3a}_"*.deb 2>/dev/null | head -1 || true)
+                [[ -n "$f" ]] || { log "apt-get download $name=$ver failed"; exit 1; }
+            fi
         fi
         echo "$f"
     done
