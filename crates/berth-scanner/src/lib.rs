@@ -366,8 +366,15 @@ impl Scanner {
         self.store
             .put_inventory(&d, &serde_json::to_string(&json!({"inventory": inv, "layers": layers}))?, now)
             .await?;
-        let report = scan(&inv, db);
+        let mut report = scan(&inv, db);
         self.store.put_report(&d, repo.as_str(), &serde_json::to_string(&report)?, generation, now).await?;
+        // An import that landed while the layers were read: match again (a re-evaluation that
+        // ran meanwhile may not have seen this inventory yet).
+        if self.store.vuln_generation().await? != generation {
+            let (g, fresh) = self.database().await?;
+            report = scan(&inv, &fresh);
+            self.store.put_report(&d, repo.as_str(), &serde_json::to_string(&report)?, g, berth_auth::now_ms()).await?;
+        }
         if sbom {
             for format in ["cyclonedx", "spdx"] {
                 self.push_sbom(repo, digest, &m.record.media_type, bytes.len(), format).await?;
@@ -415,8 +422,18 @@ impl Scanner {
         Ok(digest)
     }
 
-    /// Re-match every stored inventory against the current advisories (no layer is read).
+    /// Re-match every stored inventory against the current advisories (no layer is read),
+    /// again if another import landed meanwhile (its own job was a no-op while this ran).
     pub async fn reevaluate(&self) -> anyhow::Result<usize> {
+        loop {
+            let (n, generation) = self.reevaluate_once().await?;
+            if self.store.vuln_generation().await? == generation {
+                return Ok(n);
+            }
+        }
+    }
+
+    async fn reevaluate_once(&self) -> anyhow::Result<(usize, i64)> {
         let (generation, db) = self.database().await?;
         let mut n = 0;
         for digest in self.store.inventory_digests().await? {
@@ -447,7 +464,7 @@ impl Scanner {
             }
         }
         info!(generation, inventories = n, "re-evaluated stored inventories");
-        Ok(n)
+        Ok((n, generation))
     }
 }
 
