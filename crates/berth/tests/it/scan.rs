@@ -67,6 +67,20 @@ async fn validate_sbom(format: &str, doc: &Value) {
     run_ok(Command::new("python3").arg(script).arg(format).arg(f.path())).await;
 }
 
+/// `(package, DEBIAN-CVE id)` pairs of a report, to compare with [`dpkg_oracle`].
+fn debian_pairs(rep: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for v in rep["vulnerabilities"].as_array().unwrap() {
+        for id in v["vendor_attributes"]["ids"].as_array().unwrap() {
+            let id = id.as_str().unwrap();
+            if id.starts_with("DEBIAN-") {
+                out.insert((v["package"].as_str().unwrap().to_owned(), id.to_owned()));
+            }
+        }
+    }
+    out
+}
+
 /// Paragraphs of a dpkg status file (the oracle's own reader).
 fn dpkg_status(text: &str) -> Vec<BTreeMap<String, String>> {
     text.split("\n\n")
@@ -177,21 +191,7 @@ async fn a_debian_image_is_scanned_on_push_matches_dpkg_and_gets_sbom_referrers(
         run_ok(Command::new("tar").arg("-xzOf").arg(&layer).args(["--wildcards", "*var/lib/dpkg/status"])).await;
     let want = dpkg_oracle(&status_file).await;
     let rep = report(&s, "deb", "minbase", "bookworm", "").await;
-    let got: BTreeSet<(String, String)> = rep["vulnerabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|v| {
-            let pkg = v["package"].as_str().unwrap().to_owned();
-            v["vendor_attributes"]["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|i| i.as_str().unwrap().starts_with("DEBIAN-"))
-                .map(move |i| (pkg.clone(), i.as_str().unwrap().to_owned()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let got = debian_pairs(&rep);
     assert_eq!(got, want, "Berth's Debian findings differ from dpkg's verdicts");
     eprintln!("debian minbase: {} findings, {} packages", got.len(), rep["packages"]);
     for v in rep["vulnerabilities"].as_array().unwrap() {
@@ -383,21 +383,7 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
     // Debian: dpkg's own verdicts over the content's status file (the .deb versions follow the archive).
     let status = std::fs::read_to_string(content.join("debian/var/lib/dpkg/status")).unwrap();
     let deb_want = dpkg_oracle(&status).await;
-    let deb_got: BTreeSet<(String, String)> = rep["vulnerabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|v| {
-            let pkg = v["package"].as_str().unwrap().to_owned();
-            v["vendor_attributes"]["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|i| i.as_str().unwrap().starts_with("DEBIAN-"))
-                .map(move |i| (pkg.clone(), i.as_str().unwrap().to_owned()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let deb_got = debian_pairs(&rep);
     assert_eq!(deb_got, deb_want, "Debian findings differ from dpkg's verdicts");
     assert!(!deb_want.is_empty(), "the old .debs have findings");
     for eco in ["python", "npm", "rust", "go"] {
