@@ -363,3 +363,59 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let kids: Vec<_> = store.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec!["k4", "k3"], "k1 was retired before 85 and is forgotten");
 }
+
+/// The [`crate::ScanStore`] checks: imports replace a source's records and bump the
+/// generation, inventories and reports by digest, scan states keep the last report,
+/// allowlists replace per scope.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_scan(store: &dyn crate::ScanStore) {
+    use crate::VulnSource;
+    assert_eq!(store.vuln_generation().await.unwrap(), 0);
+    let src = |name: &str, n: i64| VulnSource {
+        name: name.into(),
+        location: "/x".into(),
+        imported_at: 5,
+        records: n,
+        withdrawn: 0,
+        newest_modified: "2026".into(),
+    };
+    let rec = |id: &str| (id.to_owned(), "2026".to_owned(), format!("{{\"id\":\"{id}\"}}"));
+    assert_eq!(store.import_vulns(&src("a", 2), &[rec("A-1"), rec("A-2")]).await.unwrap(), 1);
+    assert_eq!(store.import_vulns(&src("b", 1), &[rec("B-1")]).await.unwrap(), 2);
+    assert_eq!(store.vuln_records().await.unwrap().len(), 3);
+    // a re-import replaces its source only
+    assert_eq!(store.import_vulns(&src("a", 1), &[rec("A-3")]).await.unwrap(), 3);
+    let all = store.vuln_records().await.unwrap();
+    assert_eq!(all, vec!["{\"id\":\"A-3\"}".to_owned(), "{\"id\":\"B-1\"}".to_owned()]);
+    let sources = store.vuln_sources().await.unwrap();
+    assert_eq!(sources.iter().map(|s| (s.name.as_str(), s.records)).collect::<Vec<_>>(), vec![("a", 1), ("b", 1)]);
+    assert_eq!(store.vuln_generation().await.unwrap(), 3);
+
+    store.put_inventory("sha256:1", "{\"inventory\":1}", 10).await.unwrap();
+    store.put_inventory("sha256:1", "{\"inventory\":2}", 11).await.unwrap();
+    assert_eq!(store.inventory("sha256:1").await.unwrap().as_deref(), Some("{\"inventory\":2}"));
+    assert_eq!(store.inventory_digests().await.unwrap(), vec!["sha256:1".to_owned()]);
+    assert_eq!(store.scan("sha256:1").await.unwrap(), None);
+    store.set_scan_state("sha256:1", "p/a", "queued", None, 20).await.unwrap();
+    store.set_scan_state("sha256:1", "p/a", "running", None, 21).await.unwrap();
+    store.put_report("sha256:1", "p/a", "{\"r\":1}", 3, 22).await.unwrap();
+    let s = store.scan("sha256:1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.status.as_str(), s.report.as_deref(), s.generation, s.started_at, s.finished_at),
+        ("done", Some("{\"r\":1}"), 3, Some(21), Some(22))
+    );
+    // a new scan that fails keeps the previous report, with the reason
+    store.set_scan_state("sha256:1", "p/a", "failed", Some("broken layer"), 30).await.unwrap();
+    let s = store.scan("sha256:1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.status.as_str(), s.error.as_deref(), s.report.as_deref()),
+        ("failed", Some("broken layer"), Some("{\"r\":1}"))
+    );
+    assert_eq!(store.scans().await.unwrap().len(), 1);
+
+    store.put_allowlist("", &[("CVE-1".into(), -1)]).await.unwrap();
+    store.put_allowlist("p", &[("CVE-2".into(), 99), ("CVE-3".into(), -1)]).await.unwrap();
+    store.put_allowlist("p", &[("CVE-3".into(), -1)]).await.unwrap();
+    assert_eq!(store.allowlist("").await.unwrap(), vec![("CVE-1".to_owned(), -1)]);
+    assert_eq!(store.allowlist("p").await.unwrap(), vec![("CVE-3".to_owned(), -1)]);
+}

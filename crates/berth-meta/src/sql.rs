@@ -673,6 +673,7 @@ mod tests {
         crate::conformance::run(&store).await;
         crate::conformance::run_jobs(&store).await;
         crate::conformance::run_access(&store).await;
+        crate::conformance::run_scan(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -685,6 +686,7 @@ mod tests {
         crate::conformance::run(&store).await;
         crate::conformance::run_jobs(&store).await;
         crate::conformance::run_access(&store).await;
+        crate::conformance::run_scan(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

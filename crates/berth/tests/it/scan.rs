@@ -23,7 +23,13 @@ fn berth() -> Command {
 
 pub async fn import(s: &TestServer, path: &Path) -> Value {
     let out = run_ok(
-        berth().args(["vulndb", "import"]).arg(path).arg("--data-dir").arg(s.data_dir()).args(["--output", "json"]),
+        berth()
+            .args(["vulndb", "import"])
+            .arg(path)
+            .arg("--data-dir")
+            .arg(s.data_dir())
+            .envs(s.meta_env.iter().cloned())
+            .args(["--output", "json"]),
     )
     .await;
     serde_json::from_str(&out).unwrap()
@@ -721,7 +727,17 @@ async fn rpm_databases_are_read_and_matched_by_package_name_and_evr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_is_scanned_image_by_image() {
-    let s = TestServer::start().await;
+    index_scan(Backend::Embedded).await;
+}
+
+/// On PostgreSQL + S3 the layers stream from the bucket (no memory map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_scanned_image_by_image_on_postgres_and_s3() {
+    index_scan(Backend::S3Postgres).await;
+}
+
+async fn index_scan(b: Backend) {
+    let s = TestServer::start_on(b).await;
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db.jsonl");
     let rec = |id: &str, name: &str, fixed: &str| {

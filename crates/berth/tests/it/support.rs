@@ -60,6 +60,8 @@ pub enum Backend {
 
 /// A Berth server running inside the test process, with its own data directory.
 pub struct TestServer {
+    /// `BERTH_…` variables that point the `berth` CLI at this server's metadata database.
+    pub meta_env: Vec<(String, String)>,
     pub base: String,
     pub client: Client,
     pub dir: tempfile::TempDir,
@@ -113,13 +115,22 @@ impl TestServer {
         cfg.admin_password = Some(berth_config::Secret::new(ADMIN_PASSWORD));
         cfg.auth.create_projects_on_push = true;
         tweak(&mut cfg);
+        let meta_env = match &cfg.metadata {
+            berth_config::MetadataConfig::Postgres { url, .. } => vec![
+                ("BERTH_METADATA_BACKEND".to_owned(), "postgres".to_owned()),
+                ("BERTH_METADATA_URL".to_owned(), url.expose().to_owned()),
+            ],
+            berth_config::MetadataConfig::Sqlite { path } => {
+                vec![("BERTH_METADATA_PATH".to_owned(), path.display().to_string())]
+            }
+        };
         let running = berth::start(&cfg).await.unwrap();
         let scheme = if running.tls { "https" } else { "http" };
         let base = format!("{scheme}://{}", running.addr);
         let client = client_as(ADMIN, ADMIN_PASSWORD);
         let host = base.split("://").nth(1).unwrap().to_owned();
         std::fs::write(dir.path().join("auth.json"), auth_json(&host, ADMIN, ADMIN_PASSWORD)).unwrap();
-        TestServer { base, client, dir, running: Some(running) }
+        TestServer { meta_env, base, client, dir, running: Some(running) }
     }
 
     /// A client without credentials.
