@@ -106,6 +106,7 @@ async fn show(
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeRepositories).await?;
     let summary = s.registry.meta().project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
     match summary {
         Some(x) => Ok(Json(repo_json(&project, &x)).into_response()),
@@ -127,7 +128,7 @@ async fn remove(
 }
 
 /// A repository policy `Deny` applies to the management API too.
-async fn deny_by_policy(
+pub(crate) async fn deny_by_policy(
     s: &AdminState,
     c: &Caller,
     repo: &RepoName,
@@ -205,7 +206,7 @@ async fn artifacts(
     let mut list = Vec::new();
     for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
         let mut j = artifact_json(&project, &name, a);
-        if let Some(o) = crate::scans::overview(&s, &project.name, &a.record.digest.to_string()).await? {
+        if let Some(o) = crate::scans::overview(&s, &project, &a.record.digest.to_string()).await? {
             j["scan_overview"] = o;
         }
         list.push(j);
@@ -233,7 +234,7 @@ async fn artifact(
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     let mut j = artifact_json(&project, &name, &a);
-    if let Some(o) = crate::scans::overview(&s, &project.name, &a.record.digest.to_string()).await? {
+    if let Some(o) = crate::scans::overview(&s, &project, &a.record.digest.to_string()).await? {
         j["scan_overview"] = o;
     }
     Ok(Json(j).into_response())
@@ -261,6 +262,7 @@ async fn tags(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::ListImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     let j = artifact_json(&project, &name, &a);
     let list = j["tags"].as_array().cloned().unwrap_or_default();
@@ -317,6 +319,7 @@ async fn get_policy(
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
     let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::GetRepositoryPolicy).await?;
     match s.auth.store().repo_policy(name.as_str()).await? {
         Some(doc) => {
             let v: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
@@ -334,6 +337,7 @@ async fn put_policy(
     body: String,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::SetRepositoryPolicy).await?;
     let policy = RepoPolicy::parse(&body).map_err(|e| bad_request(format!("invalid repository policy: {e}")))?;
     // Store the document normalised (as JSON text), keeping what the user wrote.
     let v: Value = serde_json::from_str(&body).map_err(|e| bad_request(e.to_string()))?;
@@ -350,6 +354,7 @@ async fn delete_policy(
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepositoryPolicy).await?;
     if !s.auth.store().delete_repo_policy(name.as_str()).await? {
         return Err(not_found(format!("repository {name} has no policy")));
     }

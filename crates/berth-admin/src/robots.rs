@@ -173,6 +173,7 @@ async fn create(
         expires_at: expires_at(now, duration),
         permissions: serde_json::to_string(&perms).map_err(|e| bad_request(e.to_string()))?,
         creator: c.p.name().to_owned(),
+        credentials_at: 0,
         created_at: now,
         updated_at: now,
     };
@@ -270,14 +271,15 @@ async fn refresh(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, bo
         serde_json::from_str(&body)
             .map_err(|e| bad_request(format!("expected {{\"secret\": \"…\"}} or nothing: {e}")))?
     };
-    let value = match req.secret.filter(|x| !x.is_empty()) {
+    let (value, generated) = match req.secret.filter(|x| !x.is_empty()) {
         Some(v) => {
             secret::check_password_strength(&v).map_err(|m| bad_request(m.replace("password", "secret")))?;
-            v
+            (v, false)
         }
-        None => secret::new_secret(),
+        None => (secret::new_secret(), true),
     };
-    s.auth.store().set_robot_secret(id, &secret::hash_secret(&value), berth_auth::now_ms()).await?;
+    let stored = secret::hash_chosen_or_generated(&value, generated);
+    s.auth.store().set_robot_secret(id, &stored, berth_auth::now_ms()).await?;
     s.auth.invalidate();
     c.audit(&s, "update", "robot", &format!("{} (secret refreshed)", r.name), project_of_robot(&r.name));
     Ok(Json(json!({"secret": value})).into_response())

@@ -45,7 +45,11 @@ fn status_word(rec: &ScanRecord) -> &'static str {
 }
 
 /// The `scan_overview` of an artifact, Harbor's shape (`None` when it was never scanned).
-pub(crate) async fn overview(s: &AdminState, project: &str, digest: &str) -> Result<Option<Value>, ApiError> {
+pub(crate) async fn overview(
+    s: &AdminState,
+    project: &berth_meta::ProjectRecord,
+    digest: &str,
+) -> Result<Option<Value>, ApiError> {
     let Some(rec) = s.scans.scan(digest).await? else { return Ok(None) };
     let mut o = json!({
         "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
@@ -73,6 +77,7 @@ fn internal(e: anyhow::Error) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
 }
 
+#[expect(clippy::too_many_arguments, reason = "the route's parts, its permission and its policy action")]
 async fn artifact_digest(
     s: &AdminState,
     c: &Caller,
@@ -81,8 +86,10 @@ async fn artifact_digest(
     r: &str,
     reference: &str,
     perm: Perm,
+    ecr: berth_auth::policy::EcrAction,
 ) -> Result<(berth_meta::ProjectRecord, berth_types::RepoName, String, String), ApiError> {
     let (project, repo) = crate::repos::repo_of(s, c, headers, p, r, perm).await?;
+    crate::repos::deny_by_policy(s, c, &repo, ecr).await?;
     let a = crate::repos::find_artifact(s, &repo, reference).await?;
     Ok((project, repo, a.record.digest.to_string(), a.record.media_type.clone()))
 }
@@ -94,7 +101,17 @@ async fn scan(
     Path((p, r, reference)): Path<(String, String, String)>,
     body: String,
 ) -> ApiResult {
-    let (project, repo, digest, _) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Scan).await?;
+    let (project, repo, digest, _) = artifact_digest(
+        &s,
+        &c,
+        &headers,
+        &p,
+        &r,
+        &reference,
+        Perm::Scan,
+        berth_auth::policy::EcrAction::StartImageScan,
+    )
+    .await?;
     // Harbor's body `{"scan_type": "sbom"}` asks for an SBOM (pushed as referrers) too.
     let scan_type = if body.trim().is_empty() {
         "vulnerability".to_owned()
@@ -123,14 +140,24 @@ async fn vulnerabilities(
     Path((p, r, reference)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let (project, repo, digest, mime) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Read).await?;
+    let (project, repo, digest, mime) = artifact_digest(
+        &s,
+        &c,
+        &headers,
+        &p,
+        &r,
+        &reference,
+        Perm::Read,
+        berth_auth::policy::EcrAction::DescribeImageScanFindings,
+    )
+    .await?;
     let rec = s.scans.scan(&digest).await?.ok_or_else(|| not_found(format!("{repo}@{digest} has not been scanned")))?;
     let Some(text) = &rec.report else {
         return Err(not_found(format!("the scan of {repo}@{digest} is {}", status_word(&rec).to_lowercase())));
     };
     let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
     let fixable_only = q.get("fixable").is_some_and(|v| v == "true");
-    let ids = berth_scanner::allowed_ids(&*s.scans, &project.name, berth_auth::now_ms()).await.map_err(internal)?;
+    let ids = berth_scanner::allowed_ids(&*s.scans, &project, berth_auth::now_ms()).await.map_err(internal)?;
     let allowed = allowlisted(&ids);
     let vulns: Vec<Value> = report
         .findings
@@ -168,7 +195,17 @@ async fn sbom(
     Path((p, r, reference)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let (_, repo, digest, _) = artifact_digest(&s, &c, &headers, &p, &r, &reference, Perm::Read).await?;
+    let (_, repo, digest, _) = artifact_digest(
+        &s,
+        &c,
+        &headers,
+        &p,
+        &r,
+        &reference,
+        Perm::Read,
+        berth_auth::policy::EcrAction::DescribeImages,
+    )
+    .await?;
     let format = match q.get("format").map(String::as_str).unwrap_or("cyclonedx") {
         f @ ("cyclonedx" | "spdx") => f,
         other => return Err(bad_request(format!("format {other:?}: use cyclonedx or spdx"))),

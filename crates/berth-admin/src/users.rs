@@ -92,11 +92,7 @@ struct UserCreationReq {
 }
 
 fn valid_username(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.starts_with("robot$")
-        || name.chars().any(|c| c.is_control() || ",\"~#%$:/".contains(c) || c.is_whitespace())
-    {
+    if !berth_auth::valid_username(name) {
         return Err(bad_request(format!(
             "username {name:?} is invalid: 1 to 255 characters, no spaces and none of , \" ~ # % $ : /"
         )));
@@ -254,7 +250,8 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
         }
         None => (secret::new_secret(), true),
     };
-    s.auth.store().set_cli_secret(id, Some(&secret::hash_secret(&value)), berth_auth::now_ms()).await?;
+    let stored = secret::hash_chosen_or_generated(&value, generated);
+    s.auth.store().set_cli_secret(id, Some(&stored), berth_auth::now_ms()).await?;
     s.auth.invalidate();
     c.audit(&s, "update", "user", &format!("{} (cli secret)", u.username), None);
     if generated {

@@ -95,6 +95,8 @@ pub struct UserPrincipal {
     pub groups: Vec<String>,
     /// `(project id, role)` of every membership, direct or through a group.
     pub roles: Vec<(i64, Role)>,
+    /// When the password or CLI secret last changed (tokens from before are void).
+    pub credentials_at: i64,
 }
 
 /// A robot account as a principal.
@@ -108,6 +110,8 @@ pub struct RobotPrincipal {
     pub project_id: Option<i64>,
     /// Its permissions.
     pub perms: Vec<RobotPermission>,
+    /// When its secret last changed (tokens from before are void).
+    pub credentials_at: i64,
 }
 
 /// Who is making a request.
@@ -268,6 +272,15 @@ pub fn rfc3339(ms: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Can this be a username? 1 to 255 characters, not starting with `robot$` (robot names),
+/// no spaces, control characters or any of `, " ~ # % $ : /`.
+pub fn valid_username(name: &str) -> bool {
+    !(name.is_empty()
+        || name.len() > 255
+        || name.starts_with("robot$")
+        || name.chars().any(|c| c.is_control() || ",\"~#%$:/".contains(c) || c.is_whitespace()))
 }
 
 /// The project a repository belongs to: its first path component.
@@ -541,7 +554,7 @@ impl Auth {
             let Some(r) = self.store.robot_by_name(username).await? else {
                 return Err(AuthError::BadCredentials);
             };
-            if !secret::verify_secret(password, &r.secret_hash) {
+            if !secret::verify_stored(password, &r.secret_hash) {
                 return Err(AuthError::BadCredentials);
             }
             return self.robot_principal(r);
@@ -551,7 +564,7 @@ impl Auth {
             secret::verify_password(password, secret::dummy_password_hash());
             return Err(AuthError::BadCredentials);
         };
-        let by_secret = u.cli_secret_hash.as_deref().is_some_and(|h| secret::verify_secret(password, h));
+        let by_secret = u.cli_secret_hash.as_deref().is_some_and(|h| secret::verify_stored(password, h));
         let by_password =
             !by_secret && u.password_hash.as_deref().is_some_and(|h| secret::verify_password(password, h));
         if !(by_secret || by_password) {
@@ -569,7 +582,13 @@ impl Auth {
         }
         let perms: Vec<RobotPermission> = serde_json::from_str(&r.permissions)
             .map_err(|e| MetaError::Corrupt(format!("permissions of robot {}: {e}", r.name)))?;
-        Ok(Principal::Robot(Arc::new(RobotPrincipal { id: r.id, name: r.name, project_id: r.project_id, perms })))
+        Ok(Principal::Robot(Arc::new(RobotPrincipal {
+            id: r.id,
+            name: r.name,
+            project_id: r.project_id,
+            perms,
+            credentials_at: r.credentials_at,
+        })))
     }
 
     async fn user_principal(&self, u: UserRecord) -> Result<Principal, AuthError> {
@@ -586,6 +605,7 @@ impl Auth {
             sysadmin: u.sysadmin,
             groups: u.groups,
             roles,
+            credentials_at: u.credentials_at,
         })))
     }
 
@@ -834,27 +854,53 @@ impl Auth {
         Ok(self.keys.sign(&claims)?)
     }
 
+    /// `(id, credentials stamp)` of a user or robot, which refresh tokens and sessions carry.
+    fn identity(p: &Principal) -> Option<(i64, i64)> {
+        match p {
+            Principal::User(u) => Some((u.id, u.credentials_at)),
+            Principal::Robot(r) => Some((r.id, r.credentials_at)),
+            _ => None,
+        }
+    }
+
+    /// The principal a refresh token or session names, if it is still the same account (a
+    /// re-created name does not inherit it) and, with `check_stamp`, its password or secret
+    /// has not changed since.
+    async fn holder(&self, c: &Claims, check_stamp: bool) -> Result<Principal, AuthError> {
+        let p = self.principal_by_name(&c.sub).await?.ok_or(AuthError::BadCredentials)?;
+        let want = c.data.as_ref().map(|d| (d["id"].as_i64(), d["stamp"].as_i64()));
+        match (Self::identity(&p), want) {
+            (Some((id, stamp)), Some((Some(wid), Some(wstamp)))) if id == wid && (!check_stamp || stamp == wstamp) => {
+                Ok(p)
+            }
+            _ => Err(AuthError::Token(TokenError::Invalid("the account's credentials changed; log in again".into()))),
+        }
+    }
+
     /// A refresh (offline) token for `p`.
     pub fn refresh_token(&self, p: &Principal) -> Result<String, AuthError> {
-        self.signed(p, typ::REFRESH, self.cfg.refresh_ttl, None)
+        let (id, stamp) = Self::identity(p).ok_or(AuthError::BadCredentials)?;
+        self.signed(p, typ::REFRESH, self.cfg.refresh_ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
     }
 
     /// Whom a refresh token stands for, re-checked now (deleted, disabled or expired
     /// accounts are refused).
     pub async fn redeem_refresh_token(&self, token: &str) -> Result<Principal, AuthError> {
         let c = self.verify(token, typ::REFRESH).await?;
-        self.principal_by_name(&c.sub).await?.ok_or(AuthError::BadCredentials)
+        self.holder(&c, true).await
     }
 
     /// A web session cookie value for a user.
     pub fn session_token(&self, p: &Principal) -> Result<String, AuthError> {
-        self.signed(p, typ::SESSION, self.cfg.session_ttl, None)
+        let (id, stamp) = Self::identity(p).ok_or(AuthError::BadCredentials)?;
+        self.signed(p, typ::SESSION, self.cfg.session_ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
     }
 
     /// The principal of a web session.
     pub async fn session_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        // A web session is not ended by a new CLI secret made in it; deleting the account ends it.
         let c = self.verify(token, typ::SESSION).await?;
-        self.principal_by_name(&c.sub).await?.ok_or(AuthError::BadCredentials)
+        self.holder(&c, false).await
     }
 
     /// Sign short-lived state (OIDC login in flight).

@@ -278,15 +278,24 @@ impl crate::Auth {
             .oidc()
             .and_then(|o| o.config().admin_group.as_deref())
             .is_some_and(|g| id.groups.iter().any(|x| x == g));
+        let admin_group_set = self.oidc().is_some_and(|o| o.config().admin_group.is_some());
         let user = match self.store().user_by_oidc_subject(&id.subject).await? {
             Some(u) => {
                 self.store().set_user_groups(u.id, &id.groups, now).await?;
-                if admin && !u.sysadmin {
-                    self.store().set_sysadmin(u.id, true, now).await?;
+                // With an admin group configured, membership decides at every login.
+                if admin_group_set && admin != u.sysadmin {
+                    self.store().set_sysadmin(u.id, admin, now).await?;
                 }
                 u
             }
             None => {
+                if !crate::valid_username(&id.username) {
+                    return Err(fail(format!(
+                        "the identity provider's username {:?} cannot be a Berth username (robot$ names and \
+                         characters such as , \" ~ # % $ : / or spaces are not allowed)",
+                        id.username
+                    )));
+                }
                 if self.store().user_by_name(&id.username).await?.is_some() {
                     return Err(fail(format!(
                         "a local user named {:?} already exists; an administrator must rename one of them",

@@ -1,8 +1,8 @@
 //! Roles, permissions and robot access lists: who may do what inside a project.
 //!
 //! The five project roles and their permissions follow Harbor's: a project admin may do
-//! everything in the project; a maintainer everything but membership and deleting the
-//! project; a developer may pull, push and tag but not delete; a guest and a limited guest
+//! everything in the project; a maintainer everything but membership, repository policies
+//! (which can grant access, like membership) and deleting the project; a developer may pull, push and tag but not delete; a guest and a limited guest
 //! may only read and pull (a limited guest cannot list members or read the project's logs).
 
 use std::fmt;
@@ -180,7 +180,6 @@ impl Role {
                 Read,
                 ReadMembers,
                 ReadRobots,
-                ManagePolicy,
                 ReadLogs,
             ]),
             Role::Developer => PermSet::of(&[Pull, Push, CreateTag, Read, ReadMembers, ReadLogs]),
@@ -329,6 +328,7 @@ mod tests {
         assert!(Role::ProjectAdmin.perms().has(Perm::ManageMembers));
         assert!(!Role::Maintainer.perms().has(Perm::ManageMembers));
         assert!(Role::Maintainer.perms().has(Perm::DeleteArtifact));
+        assert!(!Role::Maintainer.perms().has(Perm::ManagePolicy), "a policy Allow grants access");
         assert!(Role::Developer.perms().has(Perm::Push));
         assert!(!Role::Developer.perms().has(Perm::DeleteArtifact));
         assert!(!Role::Guest.perms().has(Perm::Push));

@@ -68,6 +68,17 @@ pub fn verify_secret(secret: &str, stored: &str) -> bool {
     computed.len() == stored.len() && bool::from(computed.as_bytes().ct_eq(stored.as_bytes()))
 }
 
+/// The stored form of a secret: SHA-256 for ones generated here, argon2id for ones a person
+/// chose (guessable, so salted and slow).
+pub fn hash_chosen_or_generated(secret: &str, generated: bool) -> String {
+    if generated { hash_secret(secret) } else { hash_password(secret) }
+}
+
+/// Check a secret against either stored form.
+pub fn verify_stored(secret: &str, stored: &str) -> bool {
+    if stored.starts_with("$argon2") { verify_password(secret, stored) } else { verify_secret(secret, stored) }
+}
+
 /// Constant-time equality of two byte strings of any length.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
@@ -96,5 +107,8 @@ mod tests {
         assert!(check_password_strength("short1A").is_err());
         assert!(check_password_strength("alllowercase1").is_err());
         assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd"));
+        let chosen = hash_chosen_or_generated("Chosen-Secret-1", false);
+        assert!(chosen.starts_with("$argon2id$") && verify_stored("Chosen-Secret-1", &chosen));
+        assert!(verify_stored(&s, &hash_chosen_or_generated(&s, true)) && !verify_stored("x", &chosen));
     }
 }

@@ -38,6 +38,8 @@ pub struct UserRecord {
     pub oidc_subject: Option<String>,
     /// Groups from the identity provider at the last login.
     pub groups: Vec<String>,
+    /// When the password or CLI secret last changed (Unix ms).
+    pub credentials_at: i64,
     /// Created (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -138,6 +140,8 @@ pub struct RobotRecord {
     pub permissions: String,
     /// Who created it.
     pub creator: String,
+    /// When the secret last changed (Unix ms; 0 for the one it was created with).
+    pub credentials_at: i64,
     /// Created (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -332,7 +336,7 @@ fn groups_json(groups: &[String]) -> String {
 }
 
 const USER_COLS: &str = "id, username, email, realname, comment, password_hash, sysadmin, cli_secret_hash, \
-                         cli_secret_at, oidc_subject, groups, created_at, updated_at";
+                         cli_secret_at, oidc_subject, groups, credentials_at, created_at, updated_at";
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
     let groups: String = r.try_get("groups")?;
@@ -348,6 +352,7 @@ fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
         cli_secret_at: r.try_get("cli_secret_at")?,
         oidc_subject: r.try_get("oidc_subject")?,
         groups: serde_json::from_str(&groups).map_err(|e| MetaError::Corrupt(format!("user groups: {e}")))?,
+        credentials_at: r.try_get("credentials_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -369,7 +374,7 @@ fn project_from_row(r: &AnyRow) -> Result<ProjectRecord, MetaError> {
 }
 
 const ROBOT_COLS: &str = "id, name, description, project_id, secret_hash, disabled, duration, expires_at, \
-                          permissions, creator, created_at, updated_at";
+                          permissions, creator, credentials_at, created_at, updated_at";
 
 fn robot_from_row(r: &AnyRow) -> Result<RobotRecord, MetaError> {
     Ok(RobotRecord {
@@ -383,6 +388,7 @@ fn robot_from_row(r: &AnyRow) -> Result<RobotRecord, MetaError> {
         expires_at: r.try_get("expires_at")?,
         permissions: r.try_get("permissions")?,
         creator: r.try_get("creator")?,
+        credentials_at: r.try_get("credentials_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -497,7 +503,7 @@ impl AccessStore for SqlMetaStore {
     async fn set_password(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
         let n = self
             .exec(
-                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+                "UPDATE users SET password_hash = $2, updated_at = $3, credentials_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
             )
             .await?;
@@ -516,7 +522,7 @@ impl AccessStore for SqlMetaStore {
 
     async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64) -> Result<bool, MetaError> {
         let at = hash.map(|_| now);
-        let n = sqlx::query("UPDATE users SET cli_secret_hash = $2, cli_secret_at = $3, updated_at = $4 WHERE id = $1")
+        let n = sqlx::query("UPDATE users SET cli_secret_hash = $2, cli_secret_at = $3, updated_at = $4, credentials_at = $4 WHERE id = $1")
             .bind(id)
             .bind(hash)
             .bind(at)
@@ -602,8 +608,21 @@ impl AccessStore for SqlMetaStore {
 
     async fn delete_project(&self, id: i64) -> Result<bool, MetaError> {
         let mut tx = self.pool().begin().await?;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM projects WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
         sqlx::query("DELETE FROM project_members WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM robots WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
+        if let Some(name) = name {
+            // Nothing keyed by the name may outlive it: a project made later under the same
+            // name must not inherit policies or allowlisted CVEs.
+            let len = name.chars().count() + 1; // a number, not user text
+            sqlx::query(&format!("DELETE FROM repo_policies WHERE repo = $1 OR substr(repo, 1, {len}) = $2"))
+                .bind(&name)
+                .bind(format!("{name}/"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM cve_allowlist WHERE scope = $1").bind(&name).execute(&mut *tx).await?;
+        }
         let n = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         tx.commit().await?;
         Ok(n > 0)
@@ -756,7 +775,7 @@ impl AccessStore for SqlMetaStore {
     async fn set_robot_secret(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
         let n = self
             .exec(
-                "UPDATE robots SET secret_hash = $2, updated_at = $3 WHERE id = $1",
+                "UPDATE robots SET secret_hash = $2, updated_at = $3, credentials_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
             )
             .await?;
@@ -792,23 +811,46 @@ impl AccessStore for SqlMetaStore {
         if entries.is_empty() {
             return Ok(());
         }
+        // Multi-row INSERTs, 100 rows (900 parameters) each: a burst of pulls costs a few
+        // statements, not one per pull.
         let mut tx = self.pool().begin().await?;
-        for e in entries {
-            sqlx::query(
+        for chunk in entries.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 9;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5,
+                        b + 6,
+                        b + 7,
+                        b + 8,
+                        b + 9
+                    )
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
-                 result, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(e.op_time)
-            .bind(&e.username)
-            .bind(&e.operation)
-            .bind(&e.resource_type)
-            .bind(&e.resource)
-            .bind(&e.project)
-            .bind(&e.client_ip)
-            .bind(&e.result)
-            .bind(&e.detail)
-            .execute(&mut *tx)
-            .await?;
+                 result, detail) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.op_time)
+                    .bind(&e.username)
+                    .bind(&e.operation)
+                    .bind(&e.resource_type)
+                    .bind(&e.resource)
+                    .bind(&e.project)
+                    .bind(&e.client_ip)
+                    .bind(&e.result)
+                    .bind(&e.detail);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

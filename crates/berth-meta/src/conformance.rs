@@ -260,6 +260,7 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
         expires_at: -1,
         permissions: "[]".into(),
         creator: "alice".into(),
+        credentials_at: 0,
         created_at: 30,
         updated_at: 30,
     };
@@ -276,8 +277,13 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(store.robots().await.unwrap().len(), 2);
     assert!(store.delete_user(bob).await.unwrap());
     assert_eq!(store.members(p).await.unwrap().len(), 2, "group members stay");
+    store.put_repo_policy("proj/app", "{}", 33).await.unwrap();
+    store.put_repo_policy("projx/app", "{}", 33).await.unwrap();
     assert!(store.delete_project(p).await.unwrap());
     assert!(store.members(p).await.unwrap().is_empty());
+    assert_eq!(store.repo_policy("proj/app").await.unwrap(), None, "policies go with their project");
+    assert!(store.repo_policy("projx/app").await.unwrap().is_some(), "only that project's");
+    assert!(store.delete_repo_policy("projx/app").await.unwrap());
     assert_eq!(store.robots().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2]);
 
     // repository policies

@@ -95,4 +95,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (scope, cve_id))",
         ],
     ),
+    (
+        5,
+        &[
+            // When a password or secret last changed: refresh tokens and sessions from before are void.
+            "ALTER TABLE users ADD COLUMN credentials_at BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE robots ADD COLUMN credentials_at BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

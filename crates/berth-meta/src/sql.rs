@@ -607,6 +607,7 @@ impl MetaStore for SqlMetaStore {
             "DELETE FROM manifest_refs WHERE repo = $1",
             "DELETE FROM manifests WHERE repo = $1",
             "DELETE FROM repo_blobs WHERE repo = $1",
+            "DELETE FROM repo_policies WHERE repo = $1",
         ] {
             sqlx::query(q).bind(repo.as_str()).execute(&mut *tx).await?;
         }

@@ -302,6 +302,7 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, with_bod
                 &p,
                 repo.as_str(),
                 &m.record.digest.to_string(),
+                m.record.artifact_type.as_deref(),
                 berth_auth::now_ms(),
             )
             .await

@@ -6,10 +6,10 @@ use std::fmt;
 /// A qualitative severity, ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Severity {
-    /// No rating could be had.
-    Unknown,
     /// 0.0 (CVSS "None").
     None,
+    /// No rating could be had (above None, as Harbor orders them: a `none` threshold blocks it).
+    Unknown,
     /// 0.1 – 3.9.
     Low,
     /// 4.0 – 6.9.
@@ -115,5 +115,6 @@ mod tests {
         assert_eq!(Severity::of_score(0.0), Severity::None);
         assert_eq!(Severity::parse("MODERATE"), Some(Severity::Medium));
         assert!(Severity::High > Severity::Medium && Severity::Unknown < Severity::Low);
+        assert!(Severity::None < Severity::Unknown);
     }
 }

@@ -121,9 +121,10 @@ impl Database {
         let Some(entries) = self.entries.get(&(p.ecosystem.family(), name)) else {
             return Matched::default();
         };
-        let Some(v) = p.ecosystem.scheme().parse(&p.version) else {
+        let Some(native) = p.ecosystem.scheme().parse(&p.version) else {
             return Matched { findings: Vec::new(), unparsable: true };
         };
+        let semver = crate::version::Scheme::SemVer.parse(&p.version);
         let mut hits: Vec<Hit> = Vec::new();
         for (idx, e) in entries {
             if let (Some(want), Some(have)) = (e.ecosystem.release(), p.ecosystem.release())
@@ -131,7 +132,7 @@ impl Database {
             {
                 continue;
             }
-            if let Some(fixed) = e.affects(&v) {
+            if let Some(fixed) = e.affects_parsed(Some(&native), semver.as_ref()) {
                 hits.push((*idx, fixed));
             }
         }

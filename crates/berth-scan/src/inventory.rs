@@ -19,6 +19,9 @@ use crate::version::Ecosystem;
 
 /// Largest file kept for inspection (archives and executables).
 const MAX_CAPTURE: u64 = 128 * 1024 * 1024;
+/// Most bytes kept for one image, all files together; past it, files are skipped and counted
+/// as unreadable (a layer of many large executables cannot exhaust memory).
+const MAX_CAPTURE_TOTAL: u64 = 1024 * 1024 * 1024;
 
 /// What kind of package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -256,6 +259,7 @@ struct Captured {
 pub struct LayerStack {
     files: BTreeMap<String, Captured>,
     unreadable: usize,
+    captured_bytes: u64,
 }
 
 /// Which files to keep, by path (without a leading `/` or `./`).
@@ -353,8 +357,10 @@ impl LayerStack {
             }
             let kind = e.header().entry_type();
             if !kind.is_file() {
-                // A directory or link replaces a file of the same name from below.
+                // A directory or link replaces a file of the same name, from below or from
+                // earlier in this layer (the runtime extracts the last entry).
                 if !kind.is_dir() {
+                    added.remove(&path);
                     deleted.push(path.clone());
                 }
                 continue;
@@ -362,6 +368,13 @@ impl LayerStack {
             let size = e.header().size().unwrap_or(0);
             let exec = e.header().mode().unwrap_or(0) & 0o111 != 0;
             if size > MAX_CAPTURE || !wanted(&path, exec) {
+                added.remove(&path);
+                deleted.push(path);
+                continue;
+            }
+            if self.captured_bytes + size > MAX_CAPTURE_TOTAL {
+                self.unreadable += 1;
+                added.remove(&path);
                 deleted.push(path);
                 continue;
             }
@@ -371,12 +384,14 @@ impl LayerStack {
                 let mut magic = [0u8; 4];
                 let n = e.read(&mut magic)?;
                 if n < 4 || magic != *b"\x7fELF" {
+                    added.remove(&path);
                     deleted.push(path);
                     continue;
                 }
                 data.extend_from_slice(&magic);
             }
             e.read_to_end(&mut data)?;
+            self.captured_bytes += data.len() as u64;
             added.insert(path, Captured { layer: index, data });
         }
         // Whiteouts and replacements remove what lower layers had (not this layer's files).

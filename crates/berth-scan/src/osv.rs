@@ -120,9 +120,11 @@ impl Event {
     }
 }
 
-/// An evaluable range.
+/// An evaluable range, with the ordering its events were parsed in (a `SEMVER` range is
+/// SemVer whatever the ecosystem).
 #[derive(Debug, Clone)]
 pub struct Range {
+    scheme: Scheme,
     events: Vec<Event>,
 }
 
@@ -156,7 +158,7 @@ impl Range {
             (_, None) => Ordering::Greater,
             (Some(x), Some(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
         });
-        Some(Range { events })
+        Some(Range { scheme, events })
     }
 
     /// Is `v` in the range? With the fixed version that ends its affected span, if any.
@@ -236,12 +238,20 @@ impl Entry {
         Some(Entry { name: ecosystem.normalize_name(&pkg.name), ecosystem, ranges, versions, unparsable })
     }
 
-    /// Does the entry affect `v`? `Some(fixed)` carries the fixed version where one is known.
-    pub fn affects(&self, v: &Version) -> Option<Option<String>> {
-        let mut hit = self.versions.iter().any(|x| x == v);
+    /// Does the entry affect version `v` (parsed here per range: a `SEMVER` range of a PyPI
+    /// package compares as SemVer)? `Some(fixed)` carries the fixed version where one is known.
+    pub fn affects(&self, v: &str) -> Option<Option<String>> {
+        self.affects_parsed(self.ecosystem.scheme().parse(v).as_ref(), Scheme::SemVer.parse(v).as_ref())
+    }
+
+    /// [`Entry::affects`] with the version already parsed in the ecosystem's scheme and as SemVer.
+    pub fn affects_parsed(&self, native: Option<&Version>, semver: Option<&Version>) -> Option<Option<String>> {
+        let mut hit = native.is_some_and(|n| self.versions.iter().any(|x| x == n));
         let mut fixed = None;
         for r in &self.ranges {
-            let (yes, f) = r.contains(v);
+            let parsed = if r.scheme == self.ecosystem.scheme() { native } else { semver };
+            let Some(pv) = parsed else { continue };
+            let (yes, f) = r.contains(pv);
             if yes {
                 hit = true;
                 if fixed.is_none() {
@@ -332,8 +342,7 @@ mod tests {
 
     fn check(e: &Entry, cases: &[(&str, Option<Option<&str>>)]) {
         for (v, want) in cases {
-            let parsed = e.ecosystem.scheme().parse(v).unwrap();
-            assert_eq!(e.affects(&parsed), want.map(|f| f.map(str::to_owned)), "{v}");
+            assert_eq!(e.affects(v), want.map(|f| f.map(str::to_owned)), "{v}");
         }
     }
 

@@ -281,8 +281,14 @@ impl Scanner {
             let digest: Digest = d.parse().with_context(|| format!("layer digest {d:?}"))?;
             stack = self.apply_layer(stack, i, repo, &digest).await.with_context(|| format!("reading layer {d}"))?;
         }
-        let mut inv = stack.inventory();
-        if let Some((layer, path, bytes)) = stack.rpm_database() {
+        // Parsing is CPU work: off the async threads.
+        let (mut inv, rpmdb) = tokio::task::spawn_blocking(move || {
+            let inv = stack.inventory();
+            let rpmdb = stack.rpm_database().map(|(l, p, b)| (l, p.to_owned(), b.to_vec()));
+            (inv, rpmdb)
+        })
+        .await?;
+        if let Some((layer, path, bytes)) = rpmdb.as_ref().map(|(l, p, b)| (*l, p.as_str(), &b[..])) {
             match read_rpmdb(bytes, layer, path).await {
                 Ok(pkgs) => {
                     inv.packages.extend(pkgs);
@@ -319,21 +325,12 @@ impl Scanner {
         let manifest: Value = serde_json::from_slice(&bytes)?;
         if let Some(children) = manifest["manifests"].as_array() {
             // An index: scan each image; the index's report is the union of theirs.
-            let mut all = Report { findings: Vec::new(), packages: 0, unparsable: 0, unreadable: 0 };
             for c in children {
                 let Some(cd) = c["digest"].as_str() else { continue };
                 let child: Digest = cd.parse()?;
-                let r = Box::pin(self.scan_image(repo, &child, &db, generation, sbom)).await?;
-                all.packages += r.packages;
-                all.unparsable += r.unparsable;
-                all.unreadable += r.unreadable;
-                for f in r.findings {
-                    if !all.findings.iter().any(|x| x.id == f.id && x.package == f.package && x.version == f.version) {
-                        all.findings.push(f);
-                    }
-                }
+                Box::pin(self.scan_image(repo, &child, &db, generation, sbom)).await?;
             }
-            all.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+            let all = self.index_report(repo, digest).await?.context("an index")?;
             self.store
                 .put_report(
                     &digest.to_string(),
@@ -381,6 +378,29 @@ impl Scanner {
             }
         }
         Ok(report)
+    }
+
+    /// The union of the stored reports of an index's images (`None` if it is not an index).
+    async fn index_report(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<Option<Report>> {
+        let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
+        let manifest: Value = serde_json::from_slice(&m.bytes.context("manifest bytes")?)?;
+        let Some(children) = manifest["manifests"].as_array() else { return Ok(None) };
+        let mut all = Report { findings: Vec::new(), packages: 0, unparsable: 0, unreadable: 0 };
+        for c in children {
+            let Some(cd) = c["digest"].as_str() else { continue };
+            let Some(text) = self.store.scan(cd).await?.and_then(|r| r.report) else { continue };
+            let r: Report = serde_json::from_str(&text)?;
+            all.packages += r.packages;
+            all.unparsable += r.unparsable;
+            all.unreadable += r.unreadable;
+            for f in r.findings {
+                if !all.findings.iter().any(|x| x.id == f.id && x.package == f.package && x.version == f.version) {
+                    all.findings.push(f);
+                }
+            }
+        }
+        all.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+        Ok(Some(all))
     }
 
     /// Push an SBOM of `subject` as a referrer artifact.
@@ -446,21 +466,27 @@ impl Scanner {
                 .await?;
             n += 1;
         }
-        // Indexes: rebuild from their images' reports.
+        // Indexes have no inventory of their own: their report is the union of their images'
+        // (just re-evaluated); only manifest bytes are read, never a layer.
         for rec in self.store.scans().await? {
-            if rec.generation == generation || self.store.inventory(&rec.digest).await?.is_some() {
+            if rec.report.is_none() || self.store.inventory(&rec.digest).await?.is_some() {
                 continue;
             }
-            let repo: RepoName = match rec.repo.parse() {
-                Ok(r) => r,
-                Err(_) => continue,
-            };
-            let digest: Digest = match rec.digest.parse() {
-                Ok(d) => d,
-                Err(_) => continue,
-            };
-            if let Err(e) = self.scan_inner(&repo, &digest, false).await {
-                warn!(error = %e, digest = %rec.digest, "re-evaluating an index failed");
+            let (Ok(repo), Ok(digest)) = (rec.repo.parse::<RepoName>(), rec.digest.parse::<Digest>()) else { continue };
+            match self.index_report(&repo, &digest).await {
+                Ok(Some(all)) => {
+                    self.store
+                        .put_report(
+                            &rec.digest,
+                            &rec.repo,
+                            &serde_json::to_string(&all)?,
+                            generation,
+                            berth_auth::now_ms(),
+                        )
+                        .await?;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %format!("{e:#}"), digest = %rec.digest, "re-evaluating an index failed"),
             }
         }
         info!(generation, inventories = n, "re-evaluated stored inventories");
@@ -479,8 +505,19 @@ async fn read_rpmdb(
     let tmp = tempfile::tempdir()?;
     let file = tmp.path().join("rpmdb.sqlite");
     tokio::fs::write(&file, bytes).await?;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).read_only(true).connect().await?;
-    let rows = sqlx::query("SELECT blob FROM Packages").fetch_all(&mut conn).await?;
+    // The file comes from an image: trust nothing in its schema, and give up after a while.
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .read_only(true)
+        .pragma("trusted_schema", "OFF")
+        .connect()
+        .await?;
+    let rows = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sqlx::query("SELECT blob FROM Packages").fetch_all(&mut conn),
+    )
+    .await
+    .context("reading the RPM database took too long")??;
     let mut out = Vec::new();
     for r in rows {
         let blob: Vec<u8> = r.try_get("blob")?;
@@ -561,20 +598,47 @@ pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<boo
     Some(sbom)
 }
 
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            text.starts_with(head) && (0..=text.len() - head.len()).any(|i| glob(rest, &text[head.len() + i..]))
-        }
-    }
+/// Is this an SBOM artifact (which the scanner itself pushes)?
+pub fn is_sbom(artifact_type: Option<&str>) -> bool {
+    artifact_type.is_some_and(|t| t == "application/spdx+json" || t == "application/vnd.cyclonedx+json")
 }
 
-/// The CVE ids exempt for a project now: the system allowlist and the project's own (items
-/// past their expiry do not count).
-pub async fn allowed_ids(store: &dyn ScanStore, project: &str, now: i64) -> anyhow::Result<Vec<String>> {
+/// `*` wildcard matching in O(pattern × text) (no backtracking blow-up).
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // reach[j]: the pattern prefix read so far matches t[..j]
+    let mut reach = vec![false; t.len() + 1];
+    reach[0] = true;
+    for &c in p {
+        if c == b'*' {
+            for j in 1..=t.len() {
+                reach[j] = reach[j] || reach[j - 1];
+            }
+        } else {
+            for j in (1..=t.len()).rev() {
+                reach[j] = reach[j - 1] && t[j - 1] == c;
+            }
+            reach[0] = false;
+        }
+    }
+    reach[t.len()]
+}
+
+/// The CVE ids exempt for a project now (items past their expiry do not count): as Harbor,
+/// metadata `reuse_sys_cve_allowlist` `true` means the system list only and `false` the
+/// project's only; unset, both.
+pub async fn allowed_ids(
+    store: &dyn ScanStore,
+    project: &berth_meta::ProjectRecord,
+    now: i64,
+) -> anyhow::Result<Vec<String>> {
+    let scopes: &[&str] = match project.metadata.get("reuse_sys_cve_allowlist").map(String::as_str) {
+        Some("true") => &[""],
+        Some("false") => &[project.name.as_str()],
+        _ => &["", project.name.as_str()],
+    };
     let mut ids = Vec::new();
-    for scope in ["", project] {
+    for scope in scopes {
         for (id, exp) in store.allowlist(scope).await? {
             if exp < 0 || exp > now {
                 ids.push(id);
@@ -592,6 +656,7 @@ pub async fn pull_blocked(
     project: &berth_meta::ProjectRecord,
     repo: &str,
     digest: &str,
+    artifact_type: Option<&str>,
     now: i64,
 ) -> anyhow::Result<Option<String>> {
     if project.metadata.get("prevent_vul").is_none_or(|v| v != "true") {
@@ -604,7 +669,7 @@ pub async fn pull_blocked(
         .unwrap_or(berth_scan::Severity::Low);
     let rec = store.scan(digest).await?;
     let Some(text) = rec.as_ref().and_then(|r| r.report.as_deref()) else {
-        if project.metadata.get("prevent_unscanned").is_some_and(|v| v == "true") {
+        if project.metadata.get("prevent_unscanned").is_some_and(|v| v == "true") && !is_sbom(artifact_type) {
             return Ok(Some(format!(
                 "{repo}@{digest} has not been scanned yet; project {} blocks unscanned images",
                 project.name
@@ -613,7 +678,7 @@ pub async fn pull_blocked(
         return Ok(None);
     };
     let report: Report = serde_json::from_str(text)?;
-    let ids = allowed_ids(store, &project.name, now).await?;
+    let ids = allowed_ids(store, project, now).await?;
     let (count, highest) = report.blocking(threshold, &berth_scan::report::allowlisted(&ids));
     Ok((count > 0).then(|| {
         format!(
@@ -637,6 +702,8 @@ mod tests {
         assert!(glob("team/*/api", "team/a/api"));
         assert!(!glob("prod-*", "dev-web"));
         assert!(glob("exact", "exact") && !glob("exact", "exactly"));
+        assert!(!glob(&"*a".repeat(40), &"a".repeat(30)), "linear, not exponential");
+        assert!(glob("*", "") && glob("a*b*c", "abxxbc") && !glob("a*b*c", "abxxb"));
         let mut p = berth_meta::ProjectRecord {
             id: 1,
             name: "p".into(),

@@ -123,8 +123,12 @@ pub enum Ecosystem {
 impl Ecosystem {
     /// Parse an OSV `ecosystem` string; `None` for ecosystems Berth does not match.
     pub fn parse(s: &str) -> Option<Ecosystem> {
+        // `Ubuntu:22.04:LTS`, `Ubuntu:Pro:18.04:LTS`: the release is the numeric part.
         let (name, release) = match s.split_once(':') {
-            Some((n, r)) => (n, Some(r.to_owned()).filter(|r| !r.is_empty())),
+            Some((n, r)) => {
+                let r = r.split(':').find(|p| p.starts_with(|c: char| c.is_ascii_digit())).unwrap_or(r);
+                (n, Some(r.to_owned()).filter(|r| !r.is_empty()))
+            }
             None => (s, None),
         };
         Some(match name {
@@ -371,6 +375,8 @@ mod tests {
         assert_eq!(Ecosystem::parse("crates.io").unwrap().scheme(), Scheme::SemVer);
         assert_eq!(Ecosystem::parse("Rocky Linux:9").unwrap().scheme(), Scheme::Rpm);
         assert_eq!(Ecosystem::parse("Hackage"), None);
+        assert_eq!(Ecosystem::parse("Ubuntu:22.04:LTS").unwrap().release(), Some("22.04"));
+        assert_eq!(Ecosystem::parse("Ubuntu:Pro:18.04:LTS").unwrap().release(), Some("18.04"));
         assert_eq!(Ecosystem::PyPI.normalize_name("Django_Rest.Framework"), "django-rest-framework");
         assert_eq!(Ecosystem::CratesIo.normalize_name("Foo_Bar"), "foo-bar");
         // Different schemes never compare.

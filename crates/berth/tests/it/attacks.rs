@@ -243,6 +243,19 @@ async fn tokens_cannot_be_stretched_forged_or_replayed_elsewhere() {
     assert_eq!(r.status(), 401);
     let r = s.anon().post(s.url("/service/token")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // A password change voids refresh tokens issued before it.
+    let alice: Vec<Value> = s.api(Method::GET, "/users?username=alice", None).await.json().await.unwrap();
+    let aid = alice[0]["user_id"].as_i64().unwrap();
+    let r = s.api(Method::PUT, &format!("/users/{aid}/password"), Some(json!({"new_password": "Alice-Pw-456"}))).await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .anon()
+        .post(s.url("/service/token"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("service", "berth")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the refresh token outlived the password");
 
     // Path tricks in names, as raw requests: refused as invalid names, never resolved.
     let host = s.host();
