@@ -353,6 +353,59 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// Run a credential check (argon2 takes tens of milliseconds of CPU) on the blocking pool,
+/// so it does not stall the requests sharing its async worker. A check that cannot finish
+/// (the runtime is shutting down) counts as failed.
+async fn off_thread(check: impl FnOnce() -> bool + Send + 'static) -> bool {
+    tokio::task::spawn_blocking(check).await.unwrap_or(false)
+}
+
+/// Per-key gates for credential checks in progress: the gate and how many requests hold
+/// or wait for it.
+#[derive(Default)]
+struct InFlight {
+    gates: Mutex<HashMap<[u8; 32], (Gate, usize)>>,
+}
+
+/// One key's gate.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// A request's place at a key's gate; dropping it (also when the request is cancelled while
+/// waiting) opens the gate and forgets it once nobody else holds or waits for it.
+struct Flight<'a> {
+    owner: &'a InFlight,
+    key: [u8; 32],
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl InFlight {
+    /// Wait until no other check of `key` runs, then hold the gate.
+    async fn enter(&self, key: [u8; 32]) -> Flight<'_> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = gates.entry(key).or_default();
+            entry.1 += 1;
+            entry.0.clone()
+        };
+        let mut flight = Flight { owner: self, key, guard: None };
+        flight.guard = Some(gate.lock_owned().await);
+        flight
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut gates = self.owner.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = gates.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                gates.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// How often the signing keys are re-read from the store.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -367,6 +420,9 @@ pub struct Auth {
     projects: TtlCache<String, Option<ProjectRecord>>,
     policies: TtlCache<String, Option<Arc<RepoPolicy>>>,
     tokens: TtlCache<[u8; 32], Arc<Claims>>,
+    /// Credential checks in progress, by the same key as `credentials`: concurrent requests
+    /// with the same credentials wait for one check instead of each running argon2.
+    in_flight: InFlight,
     limiter: Limiter,
     last_key_reload: Mutex<Option<Instant>>,
     audit: AuditSink,
@@ -410,6 +466,7 @@ impl Auth {
             projects: TtlCache::new(10_000, Duration::from_secs(5)),
             policies: TtlCache::new(10_000, Duration::from_secs(5)),
             tokens: TtlCache::new(50_000, Duration::from_secs(60)),
+            in_flight: InFlight::default(),
             limiter: Limiter::default(),
             last_key_reload: Mutex::new(None),
             oidc: None,
@@ -507,6 +564,14 @@ impl Auth {
         {
             return Ok(p);
         }
+        // When a cached check expires under load, every concurrent request with those
+        // credentials misses at once; let one of them check and the others wait for it.
+        let _flight = self.in_flight.enter(key).await;
+        if self.credentials.get(&key).is_some()
+            && let Some(p) = self.principal_by_name(username).await?
+        {
+            return Ok(p);
+        }
         match self.check_credentials(username, password).await {
             Ok(p) => {
                 self.limiter.clear(&account_key);
@@ -554,20 +619,25 @@ impl Auth {
             let Some(r) = self.store.robot_by_name(username).await? else {
                 return Err(AuthError::BadCredentials);
             };
-            if !secret::verify_stored(password, &r.secret_hash) {
+            let (pw, hash) = (password.to_owned(), r.secret_hash.clone());
+            if !off_thread(move || secret::verify_stored(&pw, &hash)).await {
                 return Err(AuthError::BadCredentials);
             }
             return self.robot_principal(r);
         }
+        let pw = password.to_owned();
         let Some(u) = self.store.user_by_name(username).await? else {
             // Same work as for a real user, so timing does not tell which names exist.
-            secret::verify_password(password, secret::dummy_password_hash());
+            off_thread(move || secret::verify_password(&pw, secret::dummy_password_hash())).await;
             return Err(AuthError::BadCredentials);
         };
-        let by_secret = u.cli_secret_hash.as_deref().is_some_and(|h| secret::verify_stored(password, h));
-        let by_password =
-            !by_secret && u.password_hash.as_deref().is_some_and(|h| secret::verify_password(password, h));
-        if !(by_secret || by_password) {
+        let (secret_hash, password_hash) = (u.cli_secret_hash.clone(), u.password_hash.clone());
+        let ok = off_thread(move || {
+            secret_hash.as_deref().is_some_and(|h| secret::verify_stored(&pw, h))
+                || password_hash.as_deref().is_some_and(|h| secret::verify_password(&pw, h))
+        })
+        .await;
+        if !ok {
             return Err(AuthError::BadCredentials);
         }
         self.user_principal(u).await
@@ -1031,5 +1101,33 @@ mod tests {
         assert!(l.locked("k", 3, lock).is_some());
         l.clear("k");
         assert!(l.locked("k", 3, lock).is_none());
+    }
+
+    #[tokio::test]
+    async fn in_flight_admits_one_check_per_key_and_forgets_finished_keys() {
+        let gates = Arc::new(InFlight::default());
+        let first = gates.enter([1; 32]).await;
+        // Another key is not held up.
+        drop(gates.enter([2; 32]).await);
+        // The same key waits for the first holder.
+        let g = gates.clone();
+        let second = tokio::spawn(async move {
+            let _f = g.enter([1; 32]).await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a second check of the same key ran while the first held the gate");
+        // A waiter cancelled while waiting leaves nothing behind.
+        let g = gates.clone();
+        let cancelled = tokio::spawn(async move {
+            let _f = g.enter([1; 32]).await;
+            unreachable!("the gate is held");
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        assert_eq!(gates.gates.lock().unwrap()[&[1; 32]].1, 2, "holder and the one live waiter");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), second).await.expect("the waiter got the gate").unwrap();
+        assert!(gates.gates.lock().unwrap().is_empty(), "finished keys are forgotten");
     }
 }
