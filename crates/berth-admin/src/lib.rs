@@ -112,6 +112,15 @@ pub(crate) fn unauthorized(m: impl Into<String>) -> ApiError {
     ApiError(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.into())
 }
 
+/// Run argon2 hashing or verification on the blocking pool, so its tens of milliseconds
+/// of CPU do not stall the other requests on this async worker.
+pub(crate) async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "management API: password hashing failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+    })
+}
+
 pub(crate) fn db_error(e: MetaError) -> ApiError {
     match e {
         MetaError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m),

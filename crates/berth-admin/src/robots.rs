@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    AdminState, ApiError, ApiResult, Caller, bad_request, forbidden, json_body, not_found, paginate, q_terms, time,
+    AdminState, ApiError, ApiResult, Caller, bad_request, forbidden, hashing, json_body, not_found, paginate, q_terms,
+    time,
 };
 
 pub(crate) fn routes() -> Router<AdminState> {
@@ -278,7 +279,8 @@ async fn refresh(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, bo
         }
         None => (secret::new_secret(), true),
     };
-    let stored = secret::hash_chosen_or_generated(&value, generated);
+    let v = value.clone();
+    let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
     s.auth.store().set_robot_secret(id, &stored, berth_auth::now_ms()).await?;
     s.auth.invalidate();
     c.audit(&s, "update", "robot", &format!("{} (secret refreshed)", r.name), project_of_robot(&r.name));

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms,
-    time,
+    AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, hashing, json_body, not_found, paginate,
+    q_terms, time,
 };
 
 pub(crate) fn routes() -> Router<AdminState> {
@@ -109,6 +109,8 @@ async fn create(
     let req = json_body(body)?;
     valid_username(&req.username)?;
     secret::check_password_strength(&req.password).map_err(bad_request)?;
+    let pw = req.password.clone();
+    let password_hash = hashing(move || secret::hash_password(&pw)).await?;
     let id = s
         .auth
         .store()
@@ -118,7 +120,7 @@ async fn create(
                 email: req.email,
                 realname: req.realname,
                 comment: req.comment,
-                password_hash: Some(secret::hash_password(&req.password)),
+                password_hash: Some(password_hash),
                 ..Default::default()
             },
             berth_auth::now_ms(),
@@ -199,13 +201,16 @@ async fn password(
     let req = json_body(body)?;
     let own = c.p.user().is_some_and(|x| x.id == id);
     if own && (!c.p.is_sysadmin() || u.password_hash.is_some()) {
-        let ok = u.password_hash.as_deref().is_some_and(|h| secret::verify_password(&req.old_password, h));
+        let (old, hash) = (req.old_password.clone(), u.password_hash.clone());
+        let ok = hashing(move || hash.as_deref().is_some_and(|h| secret::verify_password(&old, h))).await?;
         if !ok {
             return Err(forbidden("old_password is wrong"));
         }
     }
     secret::check_password_strength(&req.new_password).map_err(bad_request)?;
-    s.auth.store().set_password(id, &secret::hash_password(&req.new_password), berth_auth::now_ms()).await?;
+    let new = req.new_password.clone();
+    let hash = hashing(move || secret::hash_password(&new)).await?;
+    s.auth.store().set_password(id, &hash, berth_auth::now_ms()).await?;
     s.auth.invalidate();
     c.audit(&s, "update", "user", &format!("{} (password)", u.username), None);
     Ok(StatusCode::OK.into_response())
@@ -250,7 +255,8 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
         }
         None => (secret::new_secret(), true),
     };
-    let stored = secret::hash_chosen_or_generated(&value, generated);
+    let v = value.clone();
+    let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
     s.auth.store().set_cli_secret(id, Some(&stored), berth_auth::now_ms()).await?;
     s.auth.invalidate();
     c.audit(&s, "update", "user", &format!("{} (cli secret)", u.username), None);
