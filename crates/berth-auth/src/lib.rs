@@ -949,8 +949,7 @@ impl Auth {
 
     /// A refresh (offline) token for `p`.
     pub fn refresh_token(&self, p: &Principal) -> Result<String, AuthError> {
-        let (id, stamp) = Self::identity(p).ok_or(AuthError::BadCredentials)?;
-        self.signed(p, typ::REFRESH, self.cfg.refresh_ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
+        self.account_token(p, typ::REFRESH, self.cfg.refresh_ttl)
     }
 
     /// Whom a refresh token stands for, re-checked now (deleted, disabled or expired
@@ -962,8 +961,13 @@ impl Auth {
 
     /// A web session cookie value for a user.
     pub fn session_token(&self, p: &Principal) -> Result<String, AuthError> {
+        self.account_token(p, typ::SESSION, self.cfg.session_ttl)
+    }
+
+    /// A token of type `kind` bound to `p`'s account id and credentials stamp.
+    fn account_token(&self, p: &Principal, kind: &str, ttl: Duration) -> Result<String, AuthError> {
         let (id, stamp) = Self::identity(p).ok_or(AuthError::BadCredentials)?;
-        self.signed(p, typ::SESSION, self.cfg.session_ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
+        self.signed(p, kind, ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
     }
 
     /// The principal of a web session.

@@ -69,17 +69,13 @@ pub struct OidcClient {
     jwks: RwLock<Option<(Value, Instant)>>,
 }
 
+/// Everything but RFC 3986's unreserved characters is percent-encoded.
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Form-urlencode one value (RFC 3986 unreserved characters stay as they are).
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// A fresh PKCE verifier and its S256 challenge.

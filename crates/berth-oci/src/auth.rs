@@ -163,18 +163,18 @@ pub(crate) async fn check(
     ip: Option<&str>,
 ) -> Result<Principal, OciError> {
     let need = need(route, method);
-    let scope = match &need {
+    // The scope a challenge names; only built when the request is refused.
+    let scope = || match &need {
         Some(Need::Repo { repo, scope_actions, .. }) => Some(format!("repository:{repo}:{scope_actions}")),
         Some(Need::Catalog) => Some("registry:catalog:*".to_owned()),
         _ => None,
     };
-    let p =
-        authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, e, t, scope.clone()))?;
+    let p = authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, e, t, scope()))?;
     let unauthorized = |message: String, error: Option<&str>| OciError::Unauthorized {
         message,
-        challenge: challenge(state, headers, scope.clone(), error),
+        challenge: challenge(state, headers, scope(), error),
     };
-    match need {
+    match &need {
         None => Ok(p),
         Some(Need::Authenticated) => match &p {
             Principal::Anonymous => Err(unauthorized("authentication required".into(), None)),
@@ -187,7 +187,7 @@ pub(crate) async fn check(
             }
             _ => Ok(p),
         },
-        Some(Need::Repo { repo, perm, ecr, .. }) => match state.auth.authorize_repo(&p, &repo, perm, ecr).await {
+        Some(Need::Repo { repo, perm, ecr, .. }) => match state.auth.authorize_repo(&p, repo, *perm, *ecr).await {
             Ok(()) => Ok(p),
             Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
             Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),

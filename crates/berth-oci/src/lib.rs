@@ -96,15 +96,9 @@ impl AppState {
 
 /// Percent-encode a query value (tags and names only hold `[A-Za-z0-9._/-]`, but be safe).
 pub(crate) fn pct_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const KEPT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+    percent_encoding::utf8_percent_encode(s, KEPT).to_string()
 }
 
 fn pct_decode(s: &str) -> String {

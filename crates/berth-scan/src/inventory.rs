@@ -179,17 +179,10 @@ impl Inventory {
 
     /// The package URL of a package (`pkg:deb/debian/libssl3@3.0.11-1?arch=amd64&distro=debian-12`).
     pub fn purl(&self, p: &InstalledPackage) -> String {
-        let enc = |s: &str| {
-            let mut out = String::new();
-            for b in s.bytes() {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    out.push(b as char);
-                } else {
-                    out.push_str(&format!("%{b:02X}"));
-                }
-            }
-            out
-        };
+        // The PURL spec percent-encodes all but RFC 3986's unreserved characters.
+        const UNRESERVED: &percent_encoding::AsciiSet =
+            &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string();
         let (namespace, name) = match p.kind {
             Kind::Deb | Kind::Apk | Kind::Rpm => (self.os.as_ref().map(|o| o.id.clone()), p.name.clone()),
             Kind::Maven => match p.name.split_once(':') {
