@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use berth_blob::BlobBody;
 use berth_meta::{NewJob, ScanStore, SqlMetaStore, VulnSource};
+use berth_policy::{PatternOptions, PatternSet, Syntax};
 use berth_registry::Registry;
 use berth_scan::inventory::{Inventory, LayerStack};
 use berth_scan::report::{Report, scan};
@@ -582,7 +583,7 @@ pub async fn enqueue_scan(
 
 /// Does a project want this push scanned (`auto_scan`, or `auto_sbom_generation`), given its
 /// `scan_filters` (comma-separated `*` patterns on the repository name within the project,
-/// as ECR's scanning filters)? Returns `Some(sbom)` when it does.
+/// as ECR's scanning filters; `?` is one character)? Returns `Some(sbom)` when it does.
 pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<bool> {
     let on = |k: &str| project.metadata.get(k).is_some_and(|v| v == "true");
     let (scan, sbom) = (on("auto_scan"), on("auto_sbom_generation"));
@@ -591,7 +592,8 @@ pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<boo
     }
     let short = repo.strip_prefix(&format!("{}/", project.name)).unwrap_or(repo);
     if let Some(filters) = project.metadata.get("scan_filters").filter(|f| !f.trim().is_empty())
-        && !filters.split(',').map(str::trim).any(|f| glob(f, short) || glob(f, repo))
+        && !PatternSet::comma_separated(filters, Syntax::Wildcard, PatternOptions::default())
+            .is_ok_and(|set| set.matches(short) || set.matches(repo))
     {
         return None;
     }
@@ -601,27 +603,6 @@ pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<boo
 /// Is this an SBOM artifact (which the scanner itself pushes)?
 pub fn is_sbom(artifact_type: Option<&str>) -> bool {
     artifact_type.is_some_and(|t| t == "application/spdx+json" || t == "application/vnd.cyclonedx+json")
-}
-
-/// `*` wildcard matching in O(pattern × text) (no backtracking blow-up).
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    // reach[j]: the pattern prefix read so far matches t[..j]
-    let mut reach = vec![false; t.len() + 1];
-    reach[0] = true;
-    for &c in p {
-        if c == b'*' {
-            for j in 1..=t.len() {
-                reach[j] = reach[j] || reach[j - 1];
-            }
-        } else {
-            for j in (1..=t.len()).rev() {
-                reach[j] = reach[j - 1] && t[j - 1] == c;
-            }
-            reach[0] = false;
-        }
-    }
-    reach[t.len()]
 }
 
 /// The CVE ids exempt for a project now (items past their expiry do not count): as Harbor,
@@ -694,6 +675,10 @@ pub async fn pull_blocked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob(pattern: &str, text: &str) -> bool {
+        berth_policy::Pattern::new(pattern, Syntax::Wildcard, PatternOptions::default()).unwrap().matches(text)
+    }
 
     #[test]
     fn scan_filters_are_wildcards() {
