@@ -241,6 +241,11 @@ impl Caller {
         if self.p.is_sysadmin() { Ok(()) } else { Err(forbidden("only system administrators may do this")) }
     }
 
+    /// This caller as the origin of a change (for the event log).
+    pub fn origin(&self) -> berth_meta::Origin {
+        berth_meta::Origin::new(self.p.name(), self.ip.clone())
+    }
+
     /// An audit entry by this caller.
     pub fn audit(&self, s: &AdminState, operation: &str, resource_type: &str, resource: &str, project: Option<&str>) {
         s.auth.audit().record(AuditRecord {

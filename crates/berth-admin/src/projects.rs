@@ -211,11 +211,10 @@ async fn create(
         None => req.public.unwrap_or(false),
     };
     let allowlist = req.cve_allowlist.as_ref().map(crate::scans::allowlist_items).transpose()?;
-    let id = s.auth.create_project(&name, &c.p, public, &metadata).await?;
+    let id = s.auth.create_project(&name, &c.p, public, &metadata, &c.origin()).await?;
     if let Some(items) = allowlist {
         s.scans.put_allowlist(&name, &items).await?;
     }
-    c.audit(&s, "create", "project", &name, Some(&name));
     Ok(created(&format!("/api/v2.0/projects/{id}")))
 }
 
@@ -249,9 +248,8 @@ async fn update(
     if let Some(a) = &req.cve_allowlist {
         s.scans.put_allowlist(&project.name, &crate::scans::allowlist_items(a)?).await?;
     }
-    s.auth.store().update_project(project.id, public, &metadata, berth_auth::now_ms()).await?;
+    s.auth.store().update_project(project.id, public, &metadata, berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "project", &project.name, Some(&project.name));
     Ok(StatusCode::OK.into_response())
 }
 
@@ -265,9 +263,8 @@ async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path
             format!("project {:?} still holds {} repositories; delete them first", project.name, repos.len()),
         ));
     }
-    s.auth.store().delete_project(project.id).await?;
+    s.auth.store().delete_project(project.id, &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "delete", "project", &project.name, Some(&project.name));
     Ok(StatusCode::OK.into_response())
 }
 
@@ -344,7 +341,7 @@ async fn add_member(
     let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
     let req = json_body(body)?;
     let r = role(req.role_id)?;
-    let (entity, label) = match (req.member_user, req.member_group) {
+    let entity = match (req.member_user, req.member_group) {
         (Some(u), None) => {
             let user = match (u.user_id, u.username) {
                 (Some(id), _) => s.auth.store().user(id).await?,
@@ -352,18 +349,17 @@ async fn add_member(
                 (None, None) => return Err(bad_request("member_user needs user_id or username")),
             }
             .ok_or_else(|| not_found("no such user"))?;
-            (MemberEntity::User { id: user.id, name: String::new() }, user.username)
+            MemberEntity::User { id: user.id, name: String::new() }
         }
         (None, Some(g)) => {
             let name =
                 g.group_name.filter(|n| !n.is_empty()).ok_or_else(|| bad_request("member_group needs group_name"))?;
-            (MemberEntity::Group(name.clone()), format!("group:{name}"))
+            MemberEntity::Group(name)
         }
         _ => return Err(bad_request("give exactly one of member_user and member_group")),
     };
-    let id = s.auth.store().add_member(project.id, &entity, r.id(), berth_auth::now_ms()).await?;
+    let id = s.auth.store().add_member(project.id, &entity, r.id(), berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "create", "member", &format!("{label} as {}", r.name()), Some(&project.name));
     Ok(created(&format!("/api/v2.0/projects/{}/members/{id}", project.id)))
 }
 
@@ -402,15 +398,8 @@ async fn update_member(
     let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
     let r = role(json_body(body)?.role_id)?;
     let m = find_member(&s, &project, mid).await?;
-    s.auth.store().update_member(project.id, m.id, r.id(), berth_auth::now_ms()).await?;
+    s.auth.store().update_member(project.id, m.id, r.id(), berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(
-        &s,
-        "update",
-        "member",
-        &format!("{} as {}", member_json(&m)["entity_name"].as_str().unwrap_or(""), r.name()),
-        Some(&project.name),
-    );
     Ok(StatusCode::OK.into_response())
 }
 
@@ -422,9 +411,8 @@ async fn remove_member(
 ) -> ApiResult {
     let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
     let m = find_member(&s, &project, mid).await?;
-    s.auth.store().delete_member(project.id, m.id).await?;
+    s.auth.store().delete_member(project.id, m.id, &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "delete", "member", member_json(&m)["entity_name"].as_str().unwrap_or(""), Some(&project.name));
     Ok(StatusCode::OK.into_response())
 }
 

@@ -120,10 +120,9 @@ async fn remove(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepository).await?;
-    s.registry.repository_delete(&name).await?;
-    c.audit(&s, "delete", "repository", name.as_str(), Some(&project.name));
+    s.registry.repository_delete(&name, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -185,7 +184,8 @@ fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> V
         "id": id, "type": artifact_type(a), "media_type": a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone()),
         "manifest_media_type": a.record.media_type, "project_id": project.id, "repository_id": repo_id,
         "repository_name": repo.as_str(),
-        "digest": a.record.digest, "size": a.total_size, "push_time": time(a.record.created_at), "pull_time": NEVER,
+        "digest": a.record.digest, "size": a.total_size, "push_time": time(a.record.created_at),
+        "pull_time": a.pull_time.map(time).unwrap_or_else(|| NEVER.to_owned()),
         "extra_attrs": {}, "annotations": annotations, "references": references, "tags": tags, "labels": [],
         "addition_links": {}, "accessories": [],
     })
@@ -246,11 +246,10 @@ async fn delete_artifact(
     headers: HeaderMap,
     Path((p, r, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
     let a = find_artifact(&s, &name, &reference).await?;
-    s.registry.manifest_delete(&name, &Reference::Digest(a.record.digest.clone())).await?;
-    c.audit(&s, "delete", "artifact", &format!("{name}@{}", a.record.digest), Some(&project.name));
+    s.registry.manifest_delete(&name, &Reference::Digest(a.record.digest.clone()), &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -281,7 +280,7 @@ async fn create_tag(
     Path((p, r, reference)): Path<(String, String, String)>,
     body: Result<Json<TagReq>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::CreateTag).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::CreateTag).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::PutImage).await?;
     let req = json_body(body)?;
     let tag: Tag = req.name.parse().map_err(|e| bad_request(format!("tag {:?}: {e}", req.name)))?;
@@ -289,8 +288,7 @@ async fn create_tag(
     if a.tags.iter().any(|(t, _)| t == tag.as_str()) {
         return Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("tag {tag} already points at this artifact")));
     }
-    s.registry.tag_create(&name, &tag, &a.record.digest).await?;
-    c.audit(&s, "create", "tag", &format!("{name}:{tag}"), Some(&project.name));
+    s.registry.tag_create(&name, &tag, &a.record.digest, &c.origin()).await?;
     Ok(created(&format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}")))
 }
 
@@ -300,15 +298,14 @@ async fn delete_tag(
     headers: HeaderMap,
     Path((p, r, reference, tag)): Path<(String, String, String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteTag).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteTag).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     if !a.tags.iter().any(|(t, _)| *t == tag) {
         return Err(not_found(format!("tag {tag} is not on artifact {reference}")));
     }
     let t: Tag = tag.parse().map_err(|e| bad_request(format!("tag {tag:?}: {e}")))?;
-    s.registry.manifest_delete(&name, &Reference::Tag(t)).await?;
-    c.audit(&s, "delete", "tag", &format!("{name}:{tag}"), Some(&project.name));
+    s.registry.manifest_delete(&name, &Reference::Tag(t), &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -336,14 +333,13 @@ async fn put_policy(
     Path((p, r)): Path<(String, String)>,
     body: String,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::SetRepositoryPolicy).await?;
     let policy = RepoPolicy::parse(&body).map_err(|e| bad_request(format!("invalid repository policy: {e}")))?;
     // Store the document normalised (as JSON text), keeping what the user wrote.
     let v: Value = serde_json::from_str(&body).map_err(|e| bad_request(e.to_string()))?;
-    s.auth.store().put_repo_policy(name.as_str(), &v.to_string(), berth_auth::now_ms()).await?;
+    s.auth.store().put_repo_policy(name.as_str(), &v.to_string(), berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "policy", name.as_str(), Some(&project.name));
     Ok(Json(json!({"repository": name.as_str(), "statements": policy.statements.len()})).into_response())
 }
 
@@ -353,12 +349,11 @@ async fn delete_policy(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
     deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepositoryPolicy).await?;
-    if !s.auth.store().delete_repo_policy(name.as_str()).await? {
+    if !s.auth.store().delete_repo_policy(name.as_str(), &c.origin()).await? {
         return Err(not_found(format!("repository {name} has no policy")));
     }
     s.auth.invalidate();
-    c.audit(&s, "delete", "policy", name.as_str(), Some(&project.name));
     Ok(StatusCode::OK.into_response())
 }

@@ -178,8 +178,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    let id = s.auth.store().create_robot(&rec).await?;
-    c.audit(&s, "create", "robot", &full_name, project_of_robot(&full_name));
+    let id = s.auth.store().create_robot(&rec, &c.origin()).await?;
     let mut r = (
         StatusCode::CREATED,
         Json(json!({
@@ -192,10 +191,6 @@ async fn create(
         r.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(r)
-}
-
-fn project_of_robot(name: &str) -> Option<&str> {
-    name.strip_prefix("robot$")?.split_once('+').map(|(p, _)| p)
 }
 
 async fn load(s: &AdminState, id: i64) -> Result<RobotRecord, ApiError> {
@@ -252,9 +247,8 @@ async fn update(
         r.permissions = serde_json::to_string(&perms).map_err(|e| bad_request(e.to_string()))?;
     }
     r.updated_at = berth_auth::now_ms();
-    s.auth.store().update_robot(&r).await?;
+    s.auth.store().update_robot(&r, &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "robot", &r.name, project_of_robot(&r.name));
     Ok(StatusCode::OK.into_response())
 }
 
@@ -281,17 +275,15 @@ async fn refresh(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, bo
     };
     let v = value.clone();
     let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
-    s.auth.store().set_robot_secret(id, &stored, berth_auth::now_ms()).await?;
+    s.auth.store().set_robot_secret(id, &stored, berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "robot", &format!("{} (secret refreshed)", r.name), project_of_robot(&r.name));
     Ok(Json(json!({"secret": value})).into_response())
 }
 
 async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
     let r = load(&s, id).await?;
     allowed(&s, &c, &r, true).await?;
-    s.auth.store().delete_robot(id).await?;
+    s.auth.store().delete_robot(id, &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "delete", "robot", &r.name, project_of_robot(&r.name));
     Ok(StatusCode::OK.into_response())
 }

@@ -124,9 +124,9 @@ async fn create(
                 ..Default::default()
             },
             berth_auth::now_ms(),
+            &c.origin(),
         )
         .await?;
-    c.audit(&s, "create", "user", &req.username, None);
     Ok(created(&format!("/api/v2.0/users/{id}")))
 }
 
@@ -166,9 +166,9 @@ async fn update(
             p.realname.as_deref().unwrap_or(&u.realname),
             p.comment.as_deref().unwrap_or(&u.comment),
             berth_auth::now_ms(),
+            &c.origin(),
         )
         .await?;
-    c.audit(&s, "update", "user", &u.username, None);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -177,10 +177,9 @@ async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> 
     if c.p.user().is_some_and(|u| u.id == id) {
         return Err(forbidden("you cannot delete your own account"));
     }
-    let u = s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
-    s.auth.store().delete_user(id).await?;
+    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.store().delete_user(id, &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "delete", "user", &u.username, None);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -210,9 +209,8 @@ async fn password(
     secret::check_password_strength(&req.new_password).map_err(bad_request)?;
     let new = req.new_password.clone();
     let hash = hashing(move || secret::hash_password(&new)).await?;
-    s.auth.store().set_password(id, &hash, berth_auth::now_ms()).await?;
+    s.auth.store().set_password(id, &hash, berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "user", &format!("{} (password)", u.username), None);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -229,10 +227,9 @@ async fn sysadmin(
 ) -> ApiResult {
     c.sysadmin()?;
     let f = json_body(body)?;
-    let u = s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
-    s.auth.store().set_sysadmin(id, f.sysadmin_flag, berth_auth::now_ms()).await?;
+    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.store().set_sysadmin(id, f.sysadmin_flag, berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "user", &format!("{} (sysadmin={})", u.username, f.sysadmin_flag), None);
     Ok(StatusCode::OK.into_response())
 }
 
@@ -242,7 +239,7 @@ struct CliSecretReq {
 }
 
 async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, body: String) -> ApiResult {
-    let u = target(&s, &c, id).await?;
+    target(&s, &c, id).await?;
     let req: CliSecretReq = if body.trim().is_empty() {
         CliSecretReq::default()
     } else {
@@ -257,9 +254,8 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
     };
     let v = value.clone();
     let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
-    s.auth.store().set_cli_secret(id, Some(&stored), berth_auth::now_ms()).await?;
+    s.auth.store().set_cli_secret(id, Some(&stored), berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "update", "user", &format!("{} (cli secret)", u.username), None);
     if generated {
         // Shown this once: only its hash is stored.
         return Ok(Json(json!({"secret": value})).into_response());
@@ -268,9 +264,8 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
 }
 
 async fn revoke_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
-    let u = target(&s, &c, id).await?;
-    s.auth.store().set_cli_secret(id, None, berth_auth::now_ms()).await?;
+    target(&s, &c, id).await?;
+    s.auth.store().set_cli_secret(id, None, berth_auth::now_ms(), &c.origin()).await?;
     s.auth.invalidate();
-    c.audit(&s, "delete", "user", &format!("{} (cli secret)", u.username), None);
     Ok(StatusCode::OK.into_response())
 }

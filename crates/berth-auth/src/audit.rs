@@ -1,21 +1,22 @@
-//! The audit writer: entries (and pull counts) go through a channel to one task that
-//! writes them in batches, so a pull does not wait for an audit insert and a burst of
-//! pulls costs one transaction, not one each.
+//! The audit log.
 //!
-//! Entries are written within about 100 ms; entries still queued when the process is
-//! killed are lost (the registry operation itself is not affected).
+//! [`AuditConsumer`] writes it from the event log: every push, pull, delete, tag change and
+//! login becomes an entry, committed together with the consumer's cursor, so an entry is
+//! written exactly once even if Berth is killed between a change and its entry.
+//!
+//! [`AuditSink`] is the older path for management-API changes that do not log events yet:
+//! entries go through a channel to one task that writes them in batches (within about
+//! 100 ms; entries still queued when the process is killed are lost).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::{AccessStore, AuditRecord};
+use berth_meta::{AccessStore, AuditRecord, Consumer, ConsumerError, Effect, EventKind, EventRecord};
 use tokio::sync::mpsc;
 use tracing::warn;
 
 enum Msg {
     Entry(AuditRecord),
-    Pull(String),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -43,23 +44,15 @@ impl AuditSink {
                     }
                 }
                 let mut entries = Vec::new();
-                let mut pulls: HashMap<String, i64> = HashMap::new();
                 let mut flushed = Vec::new();
                 for m in buf.drain(..) {
                     match m {
                         Msg::Entry(e) => entries.push(e),
-                        Msg::Pull(r) => *pulls.entry(r).or_default() += 1,
                         Msg::Flush(done) => flushed.push(done),
                     }
                 }
                 if let Err(e) = store.append_audit(&entries).await {
                     warn!(error = %e, lost = entries.len(), "failed to write audit entries");
-                }
-                if !pulls.is_empty() {
-                    let counts: Vec<_> = pulls.into_iter().collect();
-                    if let Err(e) = store.add_pulls(&counts).await {
-                        warn!(error = %e, "failed to update pull counts");
-                    }
                 }
                 for d in flushed {
                     let _ = d.send(());
@@ -74,16 +67,134 @@ impl AuditSink {
         let _ = self.tx.send(Msg::Entry(e));
     }
 
-    /// Count one manifest pull of `repo`.
-    pub fn pulled(&self, repo: &str) {
-        let _ = self.tx.send(Msg::Pull(repo.to_owned()));
-    }
-
     /// Wait until everything queued before this call is written.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// Writes the audit log from the event log (consumer `audit`).
+pub struct AuditConsumer;
+
+/// The audit entry an event stands for, if any.
+pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
+    let ev = &e.event;
+    let repo = ev.repo.as_deref().unwrap_or("");
+    let at_ref = || match (&ev.tag, &ev.digest) {
+        (Some(t), _) => format!("{repo}:{t}"),
+        (None, Some(d)) => format!("{repo}@{d}"),
+        (None, None) => repo.to_owned(),
+    };
+    let at_digest = || format!("{repo}@{}", ev.digest.as_deref().unwrap_or(""));
+    let at_tag = || format!("{repo}:{}", ev.tag.as_deref().unwrap_or(""));
+    let detail = |k: &str| ev.data.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let name = || detail("name").unwrap_or_default();
+    let op = detail("op").unwrap_or_default();
+    let (operation, resource_type, resource, result, detail) = match ev.kind {
+        EventKind::ArtifactPushed => ("push", "artifact", at_ref(), "success", None),
+        EventKind::ArtifactPulled => {
+            let n = ev.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1);
+            ("pull", "artifact", at_ref(), "success", (n > 1).then(|| format!("pulled {n} times")))
+        }
+        EventKind::ArtifactDeleted => ("delete", "artifact", at_digest(), "success", None),
+        EventKind::TagDeleted => ("delete", "tag", at_tag(), "success", None),
+        // Tags set by a push are part of the push's entry.
+        EventKind::TagCreated | EventKind::TagMoved if ev.data.get("push").is_some() => return None,
+        EventKind::TagCreated => ("create", "tag", at_tag(), "success", None),
+        EventKind::TagMoved => {
+            ("create", "tag", at_tag(), "success", detail("from").map(|f| format!("moved from {f}")))
+        }
+        EventKind::BlobDeleted => ("delete", "blob", at_digest(), "success", None),
+        EventKind::RepositoryDeleted => ("delete", "repository", repo.to_owned(), "success", None),
+        EventKind::LoginSucceeded => ("login", "user", ev.origin.actor.clone(), "success", detail("how")),
+        EventKind::LoginFailed => ("login", "user", ev.origin.actor.clone(), "failure", detail("detail")),
+        EventKind::ProjectCreated => ("create", "project", name(), "success", None),
+        EventKind::ProjectUpdated => ("update", "project", name(), "success", None),
+        EventKind::ProjectDeleted => ("delete", "project", name(), "success", None),
+        EventKind::MemberChanged => {
+            let member = detail("member").unwrap_or_default();
+            let role = ev.data.get("role_id").and_then(|r| r.as_i64()).and_then(crate::rbac::Role::from_id);
+            let as_role = |m: String| match role {
+                Some(r) => format!("{m} as {}", r.name()),
+                None => m,
+            };
+            match op.as_str() {
+                "create" => ("create", "member", as_role(member), "success", None),
+                "update" => ("update", "member", as_role(member), "success", None),
+                _ => ("delete", "member", member, "success", None),
+            }
+        }
+        EventKind::RobotChanged => match op.as_str() {
+            "create" => ("create", "robot", name(), "success", None),
+            "secret" => ("update", "robot", format!("{} (secret refreshed)", name()), "success", None),
+            "delete" => ("delete", "robot", name(), "success", None),
+            _ => ("update", "robot", name(), "success", None),
+        },
+        EventKind::UserChanged => match op.as_str() {
+            "create" => ("create", "user", name(), "success", None),
+            "delete" => ("delete", "user", name(), "success", None),
+            "password" => ("update", "user", format!("{} (password)", name()), "success", None),
+            "sysadmin" => ("update", "user", format!("{} (sysadmin=true)", name()), "success", None),
+            "no-sysadmin" => ("update", "user", format!("{} (sysadmin=false)", name()), "success", None),
+            "cli-secret" => ("update", "user", format!("{} (cli secret)", name()), "success", None),
+            "cli-secret-revoked" => ("delete", "user", format!("{} (cli secret)", name()), "success", None),
+            // Groups follow the identity provider at each login: not an administrator's act.
+            "groups" => return None,
+            _ => ("update", "user", name(), "success", None),
+        },
+        EventKind::PolicyChanged if op == "delete" => ("delete", "policy", repo.to_owned(), "success", None),
+        EventKind::PolicyChanged => ("update", "policy", repo.to_owned(), "success", None),
+        EventKind::ScanCompleted => return None,
+    };
+    Some(AuditRecord {
+        op_time: ev.at,
+        username: ev.origin.actor.clone(),
+        operation: operation.into(),
+        resource_type: resource_type.into(),
+        resource,
+        project: ev.project.clone(),
+        client_ip: ev.origin.client_ip.clone(),
+        result: result.into(),
+        detail,
+        ..Default::default()
+    })
+}
+
+#[async_trait::async_trait]
+impl Consumer for AuditConsumer {
+    fn name(&self) -> &str {
+        "audit"
+    }
+
+    async fn effects(&self, events: &[EventRecord]) -> Result<Vec<Effect>, ConsumerError> {
+        Ok(events.iter().filter_map(audit_entry).map(Effect::Audit).collect())
+    }
+}
+
+/// Counts pulls and keeps pull times from `artifact.pulled` events (consumer `pulls`).
+pub struct PullConsumer;
+
+#[async_trait::async_trait]
+impl Consumer for PullConsumer {
+    fn name(&self) -> &str {
+        "pulls"
+    }
+
+    async fn effects(&self, events: &[EventRecord]) -> Result<Vec<Effect>, ConsumerError> {
+        Ok(events
+            .iter()
+            .filter(|e| e.event.kind == EventKind::ArtifactPulled)
+            .filter_map(|e| {
+                Some(Effect::Pulls {
+                    repo: e.event.repo.clone()?,
+                    digest: e.event.digest.clone(),
+                    count: e.event.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1),
+                    at: e.event.at,
+                })
+            })
+            .collect())
     }
 }

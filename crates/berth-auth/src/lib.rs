@@ -31,11 +31,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_meta::{AccessStore, AuditRecord, MemberEntity, MetaError, ProjectRecord, RobotRecord, UserRecord};
+use berth_meta::{
+    AccessStore, EventBuffer, EventKind, MemberEntity, MetaError, NewEvent, Origin, ProjectRecord, RobotRecord,
+    UserRecord,
+};
 use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
-pub use audit::AuditSink;
+pub use audit::{AuditConsumer, AuditSink, PullConsumer};
 use policy::{EcrAction, RepoPolicy, Verdict};
 use rbac::{Perm, PermSet, RobotPermission, Role};
 use token::{AccessEntry, Claims, KeyRing, Scope, TokenError, typ};
@@ -426,6 +429,7 @@ pub struct Auth {
     limiter: Limiter,
     last_key_reload: Mutex<Option<Instant>>,
     audit: AuditSink,
+    events: EventBuffer,
     oidc: Option<oidc::OidcClient>,
 }
 
@@ -457,8 +461,10 @@ impl Auth {
             }
         });
         let ttl = cfg.credential_cache_ttl;
+        let log: Arc<dyn berth_meta::EventLog> = store.clone();
         Ok(Auth {
             audit: AuditSink::start(store.clone()),
+            events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
             credentials: TtlCache::new(10_000, ttl),
@@ -495,9 +501,14 @@ impl Auth {
         &self.store
     }
 
-    /// The audit sink.
+    /// The audit sink (management-API changes that do not log events yet).
     pub fn audit(&self) -> &AuditSink {
         &self.audit
+    }
+
+    /// The batching writer of events that are not part of a stored change (pulls, logins).
+    pub fn events(&self) -> &EventBuffer {
+        &self.events
     }
 
     /// Forget cached principals, projects and policies (after a change through the API).
@@ -525,7 +536,7 @@ impl Auth {
             sysadmin: true,
             ..Default::default()
         };
-        match self.store.create_user(&u, now_ms()).await {
+        match self.store.create_user(&u, now_ms(), &Origin::system()).await {
             Ok(_) => {}
             // Another replica created it at the same moment.
             Err(MetaError::Conflict(_)) => return Ok(None),
@@ -596,17 +607,11 @@ impl Auth {
     }
 
     fn audit_login(&self, username: &str, client_ip: Option<&str>, result: &str, detail: Option<&str>) {
-        self.audit.record(AuditRecord {
-            op_time: now_ms(),
-            username: username.to_owned(),
-            operation: "login".into(),
-            resource_type: "user".into(),
-            resource: username.to_owned(),
-            client_ip: client_ip.map(str::to_owned),
-            result: result.into(),
-            detail: detail.map(str::to_owned),
-            ..Default::default()
-        });
+        let (kind, key) =
+            if result == "success" { (EventKind::LoginSucceeded, "how") } else { (EventKind::LoginFailed, "detail") };
+        let origin = Origin::new(username, client_ip.map(str::to_owned));
+        let data = detail.map(|d| serde_json::json!({ key: d })).unwrap_or_default();
+        self.events.push(NewEvent::new(kind, now_ms(), &origin).data(data));
     }
 
     /// Record a successful login (token endpoint, OIDC) in the audit log.
@@ -753,16 +758,17 @@ impl Auth {
         owner: &Principal,
         public: bool,
         metadata: &std::collections::BTreeMap<String, String>,
+        origin: &Origin,
     ) -> Result<i64, MetaError> {
         let now = now_ms();
         let owner_id = match owner {
             Principal::User(u) => u.id,
             _ => self.store.user_by_name("admin").await?.map(|u| u.id).unwrap_or(0),
         };
-        let id = self.store.create_project(name, owner_id, public, metadata, now).await?;
+        let id = self.store.create_project(name, owner_id, public, metadata, now, origin).await?;
         if owner_id > 0 {
             let entity = MemberEntity::User { id: owner_id, name: String::new() };
-            match self.store.add_member(id, &entity, Role::ProjectAdmin.id(), now).await {
+            match self.store.add_member(id, &entity, Role::ProjectAdmin.id(), now, origin).await {
                 Ok(_) | Err(MetaError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -790,21 +796,11 @@ impl Auth {
                 return Err(Denied::Forbidden(format!("the token does not grant push on {repo}")));
             }
             None if need == Perm::Push && self.cfg.create_projects_on_push && self.may_create_projects(p) => {
-                match self.create_project(project_name, p, false, &Default::default()).await {
+                let origin = Origin::new(p.name(), None);
+                match self.create_project(project_name, p, false, &Default::default(), &origin).await {
                     Ok(_) | Err(MetaError::Conflict(_)) => {}
                     Err(e) => return Err(internal(e)),
                 }
-                self.audit.record(AuditRecord {
-                    op_time: now_ms(),
-                    username: p.name().to_owned(),
-                    operation: "create".into(),
-                    resource_type: "project".into(),
-                    resource: project_name.to_owned(),
-                    project: Some(project_name.to_owned()),
-                    result: "success".into(),
-                    detail: Some("created on push".into()),
-                    ..Default::default()
-                });
                 // Re-resolve: the creator is now a member.
                 let fresh = match p {
                     Principal::User(u) => self.principal_by_name(&u.name).await.ok().flatten(),

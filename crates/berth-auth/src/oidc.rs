@@ -277,10 +277,13 @@ impl crate::Auth {
         let admin_group_set = self.oidc().is_some_and(|o| o.config().admin_group.is_some());
         let user = match self.store().user_by_oidc_subject(&id.subject).await? {
             Some(u) => {
-                self.store().set_user_groups(u.id, &id.groups, now).await?;
+                let origin = berth_meta::Origin::new(&u.username, None);
+                if u.groups != id.groups {
+                    self.store().set_user_groups(u.id, &id.groups, now, &origin).await?;
+                }
                 // With an admin group configured, membership decides at every login.
                 if admin_group_set && admin != u.sysadmin {
-                    self.store().set_sysadmin(u.id, admin, now).await?;
+                    self.store().set_sysadmin(u.id, admin, now, &origin).await?;
                 }
                 u
             }
@@ -308,7 +311,7 @@ impl crate::Auth {
                     oidc_subject: Some(id.subject.clone()),
                     groups: id.groups.clone(),
                 };
-                let uid = self.store().create_user(&nu, now).await?;
+                let uid = self.store().create_user(&nu, now, &berth_meta::Origin::new(&id.username, None)).await?;
                 self.store().user(uid).await?.ok_or_else(|| fail("the new user vanished"))?
             }
         };

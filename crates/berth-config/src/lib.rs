@@ -92,6 +92,8 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     /// Upload sessions.
     pub uploads: Option<RawUploads>,
+    /// The event log.
+    pub events: Option<RawEvents>,
     /// Blob storage.
     pub storage: Option<RawStorage>,
     /// Metadata storage.
@@ -170,6 +172,14 @@ pub struct RawUploads {
     pub ttl: Option<NumOrString>,
     /// How often expiry runs.
     pub sweep_interval: Option<NumOrString>,
+}
+
+/// `[events]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    /// Events older than this are deleted: seconds, or a duration such as `"7d"`.
+    pub retention: Option<NumOrString>,
 }
 
 /// A boolean or a string (`"true"`/`"false"`), so environment variables fit.
@@ -434,6 +444,8 @@ pub struct Config {
     pub upload_ttl: Duration,
     /// How often expiry runs.
     pub upload_sweep_interval: Duration,
+    /// How long events are kept in the event log.
+    pub event_retention: Duration,
     /// Blob storage.
     pub storage: StorageConfig,
     /// Metadata storage.
@@ -472,6 +484,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
     ("BERTH_UPLOADS_TTL", Some("uploads"), "ttl"),
     ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
+    ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
@@ -747,6 +760,16 @@ impl Config {
         if upload_sweep_interval.is_zero() {
             return Err(ConfigError::Invalid { key: "uploads.sweep_interval", message: "must be positive".into() });
         }
+        let event_retention = match &raw.events.unwrap_or_default().retention {
+            Some(v) => parse_duration("events.retention", v)?,
+            None => Duration::from_secs(7 * 24 * 3600),
+        };
+        if event_retention < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid {
+                key: "events.retention",
+                message: "must be at least a minute (consumers need time to read the log)".into(),
+            });
+        }
         let storage_raw = raw.storage.unwrap_or_default();
         let redirect = match &storage_raw.redirect {
             Some(v) => parse_bool("storage.redirect", v)?,
@@ -836,6 +859,7 @@ impl Config {
             max_manifest_bytes,
             upload_ttl,
             upload_sweep_interval,
+            event_retention,
             storage,
             metadata,
         })

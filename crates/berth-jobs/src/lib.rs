@@ -15,6 +15,10 @@
 //! # }
 //! ```
 
+mod events;
+
+pub use events::{ConsumerOptions, consume_once, run_consumer, tail};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

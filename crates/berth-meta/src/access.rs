@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use serde_json::json;
+
 use crate::MetaError;
+use crate::events::{EventKind, NewEvent, Origin, insert_events};
 use crate::sql::{Backend, SqlMetaStore};
 
 /// A local or OIDC user.
@@ -207,11 +210,13 @@ pub struct SigningKeyRecord {
 
 /// Storage of identities and access rules. Contract (checked by the conformance suite):
 /// names are unique (a duplicate gives [`MetaError::Conflict`]); deleting a project removes
-/// its members and robots; deleting a user removes their memberships.
+/// its members and robots; deleting a user removes their memberships. Every change logs its
+/// event (`user.changed`, `project.*`, `member.changed`, `robot.changed`, `policy.changed`,
+/// with `data.op`) by `origin` in the same transaction.
 #[async_trait::async_trait]
-pub trait AccessStore: Send + Sync + 'static {
+pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     /// Create a user; returns its id.
-    async fn create_user(&self, u: &NewUser, now: i64) -> Result<i64, MetaError>;
+    async fn create_user(&self, u: &NewUser, now: i64, origin: &Origin) -> Result<i64, MetaError>;
     /// The user with this id.
     async fn user(&self, id: i64) -> Result<Option<UserRecord>, MetaError>;
     /// The user with this username.
@@ -228,17 +233,18 @@ pub trait AccessStore: Send + Sync + 'static {
         realname: &str,
         comment: &str,
         now: i64,
+        origin: &Origin,
     ) -> Result<bool, MetaError>;
     /// Set the password hash.
-    async fn set_password(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError>;
+    async fn set_password(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Grant or revoke system administration.
-    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64) -> Result<bool, MetaError>;
+    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Set (`Some`) or revoke (`None`) the CLI secret hash.
-    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64) -> Result<bool, MetaError>;
+    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Replace the user's identity-provider groups.
-    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64) -> Result<bool, MetaError>;
+    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Delete a user and their memberships.
-    async fn delete_user(&self, id: i64) -> Result<bool, MetaError>;
+    async fn delete_user(&self, id: i64, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Create a project; returns its id.
     async fn create_project(
@@ -248,6 +254,7 @@ pub trait AccessStore: Send + Sync + 'static {
         public: bool,
         metadata: &BTreeMap<String, String>,
         now: i64,
+        origin: &Origin,
     ) -> Result<i64, MetaError>;
     /// The project with this id.
     async fn project(&self, id: i64) -> Result<Option<ProjectRecord>, MetaError>;
@@ -262,9 +269,10 @@ pub trait AccessStore: Send + Sync + 'static {
         public: bool,
         metadata: &BTreeMap<String, String>,
         now: i64,
+        origin: &Origin,
     ) -> Result<bool, MetaError>;
     /// Delete a project with its members and robots.
-    async fn delete_project(&self, id: i64) -> Result<bool, MetaError>;
+    async fn delete_project(&self, id: i64, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Add a member; returns the membership id.
     async fn add_member(
@@ -273,18 +281,26 @@ pub trait AccessStore: Send + Sync + 'static {
         entity: &MemberEntity,
         role_id: i64,
         now: i64,
+        origin: &Origin,
     ) -> Result<i64, MetaError>;
     /// The members of a project.
     async fn members(&self, project_id: i64) -> Result<Vec<MemberRecord>, MetaError>;
     /// Change a member's role.
-    async fn update_member(&self, project_id: i64, member_id: i64, role_id: i64, now: i64) -> Result<bool, MetaError>;
+    async fn update_member(
+        &self,
+        project_id: i64,
+        member_id: i64,
+        role_id: i64,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<bool, MetaError>;
     /// Remove a member.
-    async fn delete_member(&self, project_id: i64, member_id: i64) -> Result<bool, MetaError>;
+    async fn delete_member(&self, project_id: i64, member_id: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// `(project_id, role_id)` of every membership of this user, directly or through `groups`.
     async fn memberships(&self, user_id: i64, groups: &[String]) -> Result<Vec<(i64, i64)>, MetaError>;
 
     /// Create a robot; returns its id.
-    async fn create_robot(&self, r: &RobotRecord) -> Result<i64, MetaError>;
+    async fn create_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<i64, MetaError>;
     /// The robot with this id.
     async fn robot(&self, id: i64) -> Result<Option<RobotRecord>, MetaError>;
     /// The robot with this full name.
@@ -292,18 +308,18 @@ pub trait AccessStore: Send + Sync + 'static {
     /// Every robot, by id.
     async fn robots(&self) -> Result<Vec<RobotRecord>, MetaError>;
     /// Replace description, disabled, duration, expiry and permissions.
-    async fn update_robot(&self, r: &RobotRecord) -> Result<bool, MetaError>;
+    async fn update_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<bool, MetaError>;
     /// Replace the secret hash.
-    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError>;
+    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Delete a robot.
-    async fn delete_robot(&self, id: i64) -> Result<bool, MetaError>;
+    async fn delete_robot(&self, id: i64, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Store a repository's policy document (replacing any).
-    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64) -> Result<(), MetaError>;
+    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64, origin: &Origin) -> Result<(), MetaError>;
     /// A repository's policy document.
     async fn repo_policy(&self, repo: &str) -> Result<Option<String>, MetaError>;
     /// Delete a repository's policy; returns whether there was one.
-    async fn delete_repo_policy(&self, repo: &str) -> Result<bool, MetaError>;
+    async fn delete_repo_policy(&self, repo: &str, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Append audit entries (one transaction).
     async fn append_audit(&self, entries: &[AuditRecord]) -> Result<(), MetaError>;
@@ -427,7 +443,11 @@ impl SqlMetaStore {
         q.fetch_optional(self.pool()).await?.as_ref().map(convert).transpose()
     }
 
-    async fn exec(&self, sql: &str, binds: Vec<Bind<'_>>) -> Result<u64, MetaError> {
+    /// Run one statement and, when it changed a row, log `change` in the same transaction.
+    async fn logged(&self, sql: &str, binds: Vec<Bind<'_>>, change: Change<'_>) -> Result<u64, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        // Built first: a delete's subject is gone afterwards.
+        let event = change_event(&mut tx, change).await?;
         let mut q = sqlx::query(sql);
         for v in binds {
             q = match v {
@@ -435,8 +455,103 @@ impl SqlMetaStore {
                 Bind::S(s) => q.bind(s),
             };
         }
-        Ok(q.execute(self.pool()).await?.rows_affected())
+        let n = q.execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), &[event]).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
+}
+
+/// What an access change touched, for its event.
+enum Subject<'a> {
+    User(i64),
+    Project(i64),
+    /// `(project id, membership id)`.
+    Member(i64, i64),
+    Robot(i64),
+    Repo(&'a str),
+}
+
+/// One access change: its event kind, `data.op`, subject, time and author.
+struct Change<'a> {
+    kind: EventKind,
+    op: &'static str,
+    subject: Subject<'a>,
+    at: i64,
+    origin: &'a Origin,
+}
+
+/// The event of `change`, with the names of what it touched as they are now (inside the
+/// change's transaction, before it runs).
+async fn change_event(tx: &mut sqlx::Transaction<'_, sqlx::Any>, change: Change<'_>) -> Result<NewEvent, MetaError> {
+    let Change { kind, op, subject, at, origin } = change;
+    let e = NewEvent::new(kind, at, origin);
+    let text = |row: Option<AnyRow>, col: &str| -> Result<Option<String>, MetaError> {
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>(col)?,
+            None => None,
+        })
+    };
+    Ok(match subject {
+        Subject::User(id) => {
+            let row =
+                sqlx::query("SELECT username FROM users WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+            e.data(json!({ "op": op, "id": id, "name": text(row, "username")? }))
+        }
+        Subject::Project(id) => {
+            let row = sqlx::query("SELECT name FROM projects WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+            let name = text(row, "name")?;
+            let e = e.data(json!({ "op": op, "id": id, "name": name }));
+            match name {
+                Some(n) => e.project(&n),
+                None => e,
+            }
+        }
+        Subject::Member(project_id, id) => {
+            let row = sqlx::query(
+                "SELECT p.name AS project, m.role_id, m.group_name, u.username FROM project_members m
+                 JOIN projects p ON p.id = m.project_id LEFT JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = $1 AND m.id = $2",
+            )
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (project, role, member) = match &row {
+                Some(r) => (
+                    r.try_get::<String, _>("project")?,
+                    r.try_get::<i64, _>("role_id")?,
+                    match r.try_get::<Option<String>, _>("group_name")? {
+                        Some(g) => format!("group:{g}"),
+                        None => r.try_get::<Option<String>, _>("username")?.unwrap_or_default(),
+                    },
+                ),
+                None => return Ok(e.data(json!({ "op": op, "id": id }))),
+            };
+            e.project(&project).data(json!({ "op": op, "id": id, "member": member, "role_id": role }))
+        }
+        Subject::Robot(id) => {
+            let row = sqlx::query(
+                "SELECT r.name, p.name AS project FROM robots r LEFT JOIN projects p ON p.id = r.project_id
+                 WHERE r.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (name, project) = match &row {
+                Some(r) => (r.try_get::<String, _>("name").ok(), r.try_get::<Option<String>, _>("project")?),
+                None => (None, None),
+            };
+            let e = e.data(json!({ "op": op, "id": id, "name": name }));
+            match project {
+                Some(p) => e.project(&p),
+                None => e,
+            }
+        }
+        Subject::Repo(repo) => e.repo(repo).data(json!({ "op": op })),
+    })
 }
 
 /// A bind value for [`SqlMetaStore::exec`].
@@ -445,10 +560,58 @@ enum Bind<'a> {
     S(&'a str),
 }
 
+/// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (900
+/// parameters) each, so a burst of pulls costs a few statements, not one per pull.
+pub(crate) async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entries: &[AuditRecord],
+) -> Result<(), MetaError> {
+    for chunk in entries.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
+             result, detail) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.op_time)
+                .bind(&e.username)
+                .bind(&e.operation)
+                .bind(&e.resource_type)
+                .bind(&e.resource)
+                .bind(&e.project)
+                .bind(&e.client_ip)
+                .bind(&e.result)
+                .bind(&e.detail);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl AccessStore for SqlMetaStore {
-    async fn create_user(&self, u: &NewUser, now: i64) -> Result<i64, MetaError> {
-        sqlx::query_scalar(
+    async fn create_user(&self, u: &NewUser, now: i64, origin: &Origin) -> Result<i64, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, email, realname, comment, password_hash, sysadmin, oidc_subject, groups,
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
         )
@@ -461,9 +624,14 @@ impl AccessStore for SqlMetaStore {
         .bind(&u.oidc_subject)
         .bind(groups_json(&u.groups))
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict(e, &format!("a user named {:?} already exists", u.username)))
+        .map_err(|e| conflict(e, &format!("a user named {:?} already exists", u.username)))?;
+        let e = NewEvent::new(EventKind::UserChanged, now, origin)
+            .data(json!({ "op": "create", "id": id, "name": u.username, "sysadmin": u.sysadmin }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn user(&self, id: i64) -> Result<Option<UserRecord>, MetaError> {
@@ -490,64 +658,92 @@ impl AccessStore for SqlMetaStore {
         realname: &str,
         comment: &str,
         now: i64,
+        origin: &Origin,
     ) -> Result<bool, MetaError> {
         let n = self
-            .exec(
+            .logged(
                 "UPDATE users SET email = $2, realname = $3, comment = $4, updated_at = $5 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(email), Bind::S(realname), Bind::S(comment), Bind::I(now)],
+                Change { kind: EventKind::UserChanged, op: "update", subject: Subject::User(id), at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn set_password(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
+    async fn set_password(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError> {
         let n = self
-            .exec(
+            .logged(
                 "UPDATE users SET password_hash = $2, updated_at = $3, credentials_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
+                Change { kind: EventKind::UserChanged, op: "password", subject: Subject::User(id), at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64) -> Result<bool, MetaError> {
+    async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let op = if sysadmin { "sysadmin" } else { "no-sysadmin" };
         let n = self
-            .exec(
+            .logged(
                 "UPDATE users SET sysadmin = $2, updated_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::I(b(sysadmin)), Bind::I(now)],
+                Change { kind: EventKind::UserChanged, op, subject: Subject::User(id), at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64) -> Result<bool, MetaError> {
+    async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64, origin: &Origin) -> Result<bool, MetaError> {
         let at = hash.map(|_| now);
+        let mut tx = self.pool().begin().await?;
         let n = sqlx::query("UPDATE users SET cli_secret_hash = $2, cli_secret_at = $3, updated_at = $4, credentials_at = $4 WHERE id = $1")
             .bind(id)
             .bind(hash)
             .bind(at)
             .bind(now)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n > 0 {
+            let op = if hash.is_some() { "cli-secret" } else { "cli-secret-revoked" };
+            let e = change_event(
+                &mut tx,
+                Change { kind: EventKind::UserChanged, op, subject: Subject::User(id), at: now, origin },
+            )
+            .await?;
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64) -> Result<bool, MetaError> {
+    async fn set_user_groups(&self, id: i64, groups: &[String], now: i64, origin: &Origin) -> Result<bool, MetaError> {
         let g = groups_json(groups);
         let n = self
-            .exec(
+            .logged(
                 "UPDATE users SET groups = $2, updated_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(&g), Bind::I(now)],
+                Change { kind: EventKind::UserChanged, op: "groups", subject: Subject::User(id), at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn delete_user(&self, id: i64) -> Result<bool, MetaError> {
+    async fn delete_user(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.pool().begin().await?;
+        let change = Change {
+            kind: EventKind::UserChanged,
+            op: "delete",
+            subject: Subject::User(id),
+            at: crate::now_ms(),
+            origin,
+        };
+        let e = change_event(&mut tx, change).await?;
         sqlx::query("DELETE FROM project_members WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
         let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -559,9 +755,11 @@ impl AccessStore for SqlMetaStore {
         public: bool,
         metadata: &BTreeMap<String, String>,
         now: i64,
+        origin: &Origin,
     ) -> Result<i64, MetaError> {
         let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        sqlx::query_scalar(
+        let mut tx = self.pool().begin().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (name, owner_id, public, metadata, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
         )
@@ -570,9 +768,15 @@ impl AccessStore for SqlMetaStore {
         .bind(b(public))
         .bind(meta)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict(e, &format!("a project named {name:?} already exists")))
+        .map_err(|e| conflict(e, &format!("a project named {name:?} already exists")))?;
+        let e = NewEvent::new(EventKind::ProjectCreated, now, origin)
+            .project(name)
+            .data(json!({ "op": "create", "id": id, "name": name, "public": public, "metadata": metadata }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn project(&self, id: i64) -> Result<Option<ProjectRecord>, MetaError> {
@@ -595,19 +799,35 @@ impl AccessStore for SqlMetaStore {
         public: bool,
         metadata: &BTreeMap<String, String>,
         now: i64,
+        origin: &Origin,
     ) -> Result<bool, MetaError> {
         let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let n = self
-            .exec(
+            .logged(
                 "UPDATE projects SET public = $2, metadata = $3, updated_at = $4 WHERE id = $1",
                 vec![Bind::I(id), Bind::I(b(public)), Bind::S(&meta), Bind::I(now)],
+                Change {
+                    kind: EventKind::ProjectUpdated,
+                    op: "update",
+                    subject: Subject::Project(id),
+                    at: now,
+                    origin,
+                },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn delete_project(&self, id: i64) -> Result<bool, MetaError> {
+    async fn delete_project(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.pool().begin().await?;
+        let change = Change {
+            kind: EventKind::ProjectDeleted,
+            op: "delete",
+            subject: Subject::Project(id),
+            at: crate::now_ms(),
+            origin,
+        };
+        let e = change_event(&mut tx, change).await?;
         let name: Option<String> =
             sqlx::query_scalar("SELECT name FROM projects WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
         sqlx::query("DELETE FROM project_members WHERE project_id = $1").bind(id).execute(&mut *tx).await?;
@@ -624,6 +844,9 @@ impl AccessStore for SqlMetaStore {
             sqlx::query("DELETE FROM cve_allowlist WHERE scope = $1").bind(&name).execute(&mut *tx).await?;
         }
         let n = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -634,12 +857,14 @@ impl AccessStore for SqlMetaStore {
         entity: &MemberEntity,
         role_id: i64,
         now: i64,
+        origin: &Origin,
     ) -> Result<i64, MetaError> {
         let (kind, user, group) = match entity {
             MemberEntity::User { id, .. } => ("u", Some(*id), None),
             MemberEntity::Group(g) => ("g", None, Some(g.as_str())),
         };
-        sqlx::query_scalar(
+        let mut tx = self.pool().begin().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO project_members (project_id, entity_type, user_id, group_name, role_id, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
         )
@@ -649,9 +874,20 @@ impl AccessStore for SqlMetaStore {
         .bind(group)
         .bind(role_id)
         .bind(now)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict(e, "that member is already in the project"))
+        .map_err(|e| conflict(e, "that member is already in the project"))?;
+        let change = Change {
+            kind: EventKind::MemberChanged,
+            op: "create",
+            subject: Subject::Member(project_id, id),
+            at: now,
+            origin,
+        };
+        let e = change_event(&mut tx, change).await?;
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn members(&self, project_id: i64) -> Result<Vec<MemberRecord>, MetaError> {
@@ -686,21 +922,32 @@ impl AccessStore for SqlMetaStore {
             .collect()
     }
 
-    async fn update_member(&self, project_id: i64, member_id: i64, role_id: i64, now: i64) -> Result<bool, MetaError> {
+    async fn update_member(
+        &self,
+        project_id: i64,
+        member_id: i64,
+        role_id: i64,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<bool, MetaError> {
+        let subject = Subject::Member(project_id, member_id);
         let n = self
-            .exec(
+            .logged(
                 "UPDATE project_members SET role_id = $3, updated_at = $4 WHERE project_id = $1 AND id = $2",
                 vec![Bind::I(project_id), Bind::I(member_id), Bind::I(role_id), Bind::I(now)],
+                Change { kind: EventKind::MemberChanged, op: "update", subject, at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn delete_member(&self, project_id: i64, member_id: i64) -> Result<bool, MetaError> {
+    async fn delete_member(&self, project_id: i64, member_id: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let subject = Subject::Member(project_id, member_id);
         let n = self
-            .exec(
+            .logged(
                 "DELETE FROM project_members WHERE project_id = $1 AND id = $2",
                 vec![Bind::I(project_id), Bind::I(member_id)],
+                Change { kind: EventKind::MemberChanged, op: "delete", subject, at: crate::now_ms(), origin },
             )
             .await?;
         Ok(n > 0)
@@ -720,8 +967,9 @@ impl AccessStore for SqlMetaStore {
         rows.iter().map(|r| Ok((r.try_get("project_id")?, r.try_get("role_id")?))).collect()
     }
 
-    async fn create_robot(&self, r: &RobotRecord) -> Result<i64, MetaError> {
-        sqlx::query_scalar(
+    async fn create_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<i64, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO robots (name, description, project_id, secret_hash, disabled, duration, expires_at,
              permissions, creator, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
              RETURNING id",
@@ -736,9 +984,20 @@ impl AccessStore for SqlMetaStore {
         .bind(&r.permissions)
         .bind(&r.creator)
         .bind(r.created_at)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| conflict(e, &format!("a robot account named {:?} already exists", r.name)))
+        .map_err(|e| conflict(e, &format!("a robot account named {:?} already exists", r.name)))?;
+        let change = Change {
+            kind: EventKind::RobotChanged,
+            op: "create",
+            subject: Subject::Robot(id),
+            at: r.created_at,
+            origin,
+        };
+        let e = change_event(&mut tx, change).await?;
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn robot(&self, id: i64) -> Result<Option<RobotRecord>, MetaError> {
@@ -754,7 +1013,8 @@ impl AccessStore for SqlMetaStore {
         rows.iter().map(robot_from_row).collect()
     }
 
-    async fn update_robot(&self, r: &RobotRecord) -> Result<bool, MetaError> {
+    async fn update_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.pool().begin().await?;
         let n = sqlx::query(
             "UPDATE robots SET description = $2, disabled = $3, duration = $4, expires_at = $5, permissions = $6,
              updated_at = $7 WHERE id = $1",
@@ -766,31 +1026,52 @@ impl AccessStore for SqlMetaStore {
         .bind(r.expires_at)
         .bind(&r.permissions)
         .bind(r.updated_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n > 0 {
+            let change = Change {
+                kind: EventKind::RobotChanged,
+                op: "update",
+                subject: Subject::Robot(r.id),
+                at: r.updated_at,
+                origin,
+            };
+            let e = change_event(&mut tx, change).await?;
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 
-    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64) -> Result<bool, MetaError> {
+    async fn set_robot_secret(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError> {
         let n = self
-            .exec(
+            .logged(
                 "UPDATE robots SET secret_hash = $2, updated_at = $3, credentials_at = $3 WHERE id = $1",
                 vec![Bind::I(id), Bind::S(hash), Bind::I(now)],
+                Change { kind: EventKind::RobotChanged, op: "secret", subject: Subject::Robot(id), at: now, origin },
             )
             .await?;
         Ok(n > 0)
     }
 
-    async fn delete_robot(&self, id: i64) -> Result<bool, MetaError> {
-        Ok(self.exec("DELETE FROM robots WHERE id = $1", vec![Bind::I(id)]).await? > 0)
+    async fn delete_robot(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let change = Change {
+            kind: EventKind::RobotChanged,
+            op: "delete",
+            subject: Subject::Robot(id),
+            at: crate::now_ms(),
+            origin,
+        };
+        Ok(self.logged("DELETE FROM robots WHERE id = $1", vec![Bind::I(id)], change).await? > 0)
     }
 
-    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64) -> Result<(), MetaError> {
-        self.exec(
+    async fn put_repo_policy(&self, repo: &str, document: &str, now: i64, origin: &Origin) -> Result<(), MetaError> {
+        self.logged(
             "INSERT INTO repo_policies (repo, document, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (repo) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
             vec![Bind::S(repo), Bind::S(document), Bind::I(now)],
+            Change { kind: EventKind::PolicyChanged, op: "update", subject: Subject::Repo(repo), at: now, origin },
         )
         .await?;
         Ok(())
@@ -803,55 +1084,23 @@ impl AccessStore for SqlMetaStore {
             .await?)
     }
 
-    async fn delete_repo_policy(&self, repo: &str) -> Result<bool, MetaError> {
-        Ok(self.exec("DELETE FROM repo_policies WHERE repo = $1", vec![Bind::S(repo)]).await? > 0)
+    async fn delete_repo_policy(&self, repo: &str, origin: &Origin) -> Result<bool, MetaError> {
+        let change = Change {
+            kind: EventKind::PolicyChanged,
+            op: "delete",
+            subject: Subject::Repo(repo),
+            at: crate::now_ms(),
+            origin,
+        };
+        Ok(self.logged("DELETE FROM repo_policies WHERE repo = $1", vec![Bind::S(repo)], change).await? > 0)
     }
 
     async fn append_audit(&self, entries: &[AuditRecord]) -> Result<(), MetaError> {
         if entries.is_empty() {
             return Ok(());
         }
-        // Multi-row INSERTs, 100 rows (900 parameters) each: a burst of pulls costs a few
-        // statements, not one per pull.
         let mut tx = self.pool().begin().await?;
-        for chunk in entries.chunks(100) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 9;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7,
-                        b + 8,
-                        b + 9
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
-                 result, detail) VALUES {}",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(e.op_time)
-                    .bind(&e.username)
-                    .bind(&e.operation)
-                    .bind(&e.resource_type)
-                    .bind(&e.resource)
-                    .bind(&e.project)
-                    .bind(&e.client_ip)
-                    .bind(&e.result)
-                    .bind(&e.detail);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        insert_audit(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use berth_types::{Digest, RepoName, Tag};
 
-use crate::{ManifestRecord, MetaStore, RefKind, UploadRecord};
+use crate::{ManifestRecord, MetaStore, Origin, RefKind, UploadRecord};
 
 fn repo(s: &str) -> RepoName {
     s.parse().expect("valid test repo")
@@ -27,6 +27,7 @@ fn manifest(content: &str, subject: Option<&Digest>, artifact_type: Option<&str>
 /// Run every check against `store`, which must be empty.
 #[expect(clippy::unwrap_used, reason = "test suite")]
 pub async fn run(store: &dyn MetaStore) {
+    let o = Origin::new("tester", Some("127.0.0.1".into()));
     let a = repo("proj/a");
     let b = repo("proj/b");
     let blob = Digest::sha256_of(b"layer");
@@ -44,7 +45,10 @@ pub async fn run(store: &dyn MetaStore) {
 
     // manifests, tags, atomic put with refs
     let m1 = manifest("m1", None, None, 10);
-    store.put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")]).await.unwrap();
+    store
+        .put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")], &o)
+        .await
+        .unwrap();
     assert_eq!(store.get_manifest(&a, &m1.digest).await.unwrap(), Some(m1.clone()));
     assert_eq!(store.get_tagged_manifest(&a, &tag("v1")).await.unwrap(), Some(m1.clone()));
     assert_eq!(store.get_tagged_manifest(&b, &tag("v1")).await.unwrap(), None);
@@ -62,14 +66,14 @@ pub async fn run(store: &dyn MetaStore) {
     assert_eq!(store.resolve_tag(&a, &tag("v1")).await.unwrap(), Some(m1.digest.clone()));
     // re-putting the same manifest is idempotent and can move tags
     let m2 = manifest("m2", None, None, 11);
-    store.put_manifest(&a, &m2, b"m2", &[], &[tag("latest")]).await.unwrap();
-    store.put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[]).await.unwrap();
+    store.put_manifest(&a, &m2, b"m2", &[], &[tag("latest")], &o).await.unwrap();
+    store.put_manifest(&a, &m1, b"m1", &[(blob.clone(), RefKind::Blob)], &[], &o).await.unwrap();
     assert_eq!(store.resolve_tag(&a, &tag("latest")).await.unwrap(), Some(m2.digest.clone()));
     assert_eq!(store.list_tags(&a, None, 100).await.unwrap(), vec!["latest", "v1"]);
 
     // lexical order and pagination
     for t in ["b", "a", "C", "c10", "c2"] {
-        store.put_manifest(&b, &m1, b"m1", &[], &[tag(t)]).await.unwrap();
+        store.put_manifest(&b, &m1, b"m1", &[], &[tag(t)], &o).await.unwrap();
     }
     assert_eq!(store.list_tags(&b, None, 100).await.unwrap(), vec!["C", "a", "b", "c10", "c2"]);
     assert_eq!(store.list_tags(&b, None, 2).await.unwrap(), vec!["C", "a"]);
@@ -82,8 +86,8 @@ pub async fn run(store: &dyn MetaStore) {
     // referrers, with artifact type filter
     let sig = manifest("sig", Some(&m1.digest), Some("application/vnd.example.sig"), 20);
     let sbom = manifest("sbom", Some(&m1.digest), Some("application/spdx+json"), 21);
-    store.put_manifest(&a, &sig, b"sig", &[], &[]).await.unwrap();
-    store.put_manifest(&a, &sbom, b"sbom", &[], &[]).await.unwrap();
+    store.put_manifest(&a, &sig, b"sig", &[], &[], &o).await.unwrap();
+    store.put_manifest(&a, &sbom, b"sbom", &[], &[], &o).await.unwrap();
     let all = store.referrers(&a, &m1.digest, None).await.unwrap();
     assert_eq!(all.iter().map(|m| m.digest.clone()).collect::<Vec<_>>(), vec![sig.digest.clone(), sbom.digest.clone()]);
     let only = store.referrers(&a, &m1.digest, Some("application/spdx+json")).await.unwrap();
@@ -91,15 +95,15 @@ pub async fn run(store: &dyn MetaStore) {
     assert!(store.referrers(&b, &m1.digest, None).await.unwrap().is_empty());
 
     // deletes
-    assert!(store.delete_tag(&a, &tag("v1")).await.unwrap());
-    assert!(!store.delete_tag(&a, &tag("v1")).await.unwrap());
+    assert!(store.delete_tag(&a, &tag("v1"), &o).await.unwrap());
+    assert!(!store.delete_tag(&a, &tag("v1"), &o).await.unwrap());
     assert_eq!(store.resolve_tag(&a, &tag("v1")).await.unwrap(), None);
     assert!(store.get_manifest(&a, &m1.digest).await.unwrap().is_some(), "deleting a tag keeps the manifest");
-    assert!(store.delete_manifest(&b, &m1.digest).await.unwrap());
+    assert!(store.delete_manifest(&b, &m1.digest, &o).await.unwrap());
     assert!(store.list_tags(&b, None, 100).await.unwrap().is_empty(), "deleting a manifest removes its tags");
-    assert!(!store.delete_manifest(&b, &m1.digest).await.unwrap());
-    assert!(store.unlink_blob(&a, &blob).await.unwrap());
-    assert!(!store.unlink_blob(&a, &blob).await.unwrap());
+    assert!(!store.delete_manifest(&b, &m1.digest, &o).await.unwrap());
+    assert!(store.unlink_blob(&a, &blob, &o).await.unwrap());
+    assert!(!store.unlink_blob(&a, &blob, &o).await.unwrap());
     assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), None);
 
     // uploads
@@ -203,43 +207,44 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
 /// and paging, pull counts, artifacts, repository deletion and signing keys.
 #[expect(clippy::unwrap_used, reason = "test suite")]
 pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
+    let o = Origin::system();
     use crate::{AuditQuery, AuditRecord, MemberEntity, MetaError, NewUser, RobotRecord, SigningKeyRecord};
     use std::collections::BTreeMap;
 
     // users: ids, uniqueness, profile, secrets, groups
     let nu =
         |name: &str| NewUser { username: name.into(), password_hash: Some("$argon2id$x".into()), ..Default::default() };
-    let alice = store.create_user(&nu("alice"), 10).await.unwrap();
+    let alice = store.create_user(&nu("alice"), 10, &o).await.unwrap();
     let bob = store
-        .create_user(&NewUser { oidc_subject: Some("iss|42".into()), groups: vec!["devs".into()], ..nu("bob") }, 11)
+        .create_user(&NewUser { oidc_subject: Some("iss|42".into()), groups: vec!["devs".into()], ..nu("bob") }, 11, &o)
         .await
         .unwrap();
     assert!(bob > alice);
-    assert!(matches!(store.create_user(&nu("alice"), 12).await, Err(MetaError::Conflict(_))));
+    assert!(matches!(store.create_user(&nu("alice"), 12, &o).await, Err(MetaError::Conflict(_))));
     assert_eq!(store.user_by_name("alice").await.unwrap().unwrap().id, alice);
     assert_eq!(store.user_by_oidc_subject("iss|42").await.unwrap().unwrap().groups, vec!["devs".to_owned()]);
-    assert!(store.update_user_profile(alice, "a@x", "Alice", "hi", 13).await.unwrap());
-    assert!(store.set_cli_secret(alice, Some("sha256:ab"), 14).await.unwrap());
+    assert!(store.update_user_profile(alice, "a@x", "Alice", "hi", 13, &o).await.unwrap());
+    assert!(store.set_cli_secret(alice, Some("sha256:ab"), 14, &o).await.unwrap());
     let a = store.user(alice).await.unwrap().unwrap();
     assert_eq!((a.email.as_str(), a.cli_secret_hash.as_deref(), a.cli_secret_at), ("a@x", Some("sha256:ab"), Some(14)));
-    assert!(store.set_cli_secret(alice, None, 15).await.unwrap());
+    assert!(store.set_cli_secret(alice, None, 15, &o).await.unwrap());
     assert_eq!(store.user(alice).await.unwrap().unwrap().cli_secret_hash, None);
-    assert!(store.set_sysadmin(alice, true, 16).await.unwrap());
+    assert!(store.set_sysadmin(alice, true, 16, &o).await.unwrap());
     assert!(store.user(alice).await.unwrap().unwrap().sysadmin);
-    assert!(!store.set_password(9999, "x", 1).await.unwrap());
+    assert!(!store.set_password(9999, "x", 1, &o).await.unwrap());
 
     // projects, members (direct and by group), cascades
     let mut meta = BTreeMap::new();
     meta.insert("auto_scan".to_owned(), "true".to_owned());
-    let p = store.create_project("proj", alice, false, &meta, 20).await.unwrap();
-    assert!(matches!(store.create_project("proj", alice, true, &meta, 21).await, Err(MetaError::Conflict(_))));
+    let p = store.create_project("proj", alice, false, &meta, 20, &o).await.unwrap();
+    assert!(matches!(store.create_project("proj", alice, true, &meta, 21, &o).await, Err(MetaError::Conflict(_))));
     assert_eq!(store.project_by_name("proj").await.unwrap().unwrap().metadata, meta);
-    assert!(store.update_project(p, true, &BTreeMap::new(), 22).await.unwrap());
+    assert!(store.update_project(p, true, &BTreeMap::new(), 22, &o).await.unwrap());
     assert!(store.project(p).await.unwrap().unwrap().public);
-    let m1 = store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 1, 23).await.unwrap();
-    store.add_member(p, &MemberEntity::Group("devs".into()), 2, 24).await.unwrap();
+    let m1 = store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 1, 23, &o).await.unwrap();
+    store.add_member(p, &MemberEntity::Group("devs".into()), 2, 24, &o).await.unwrap();
     assert!(matches!(
-        store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 3, 25).await,
+        store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 3, 25, &o).await,
         Err(MetaError::Conflict(_))
     ));
     let members = store.members(p).await.unwrap();
@@ -247,7 +252,7 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(members[0].entity, MemberEntity::User { id: alice, name: "alice".into() });
     assert_eq!(store.memberships(bob, &["devs".into()]).await.unwrap(), vec![(p, 2)]);
     assert_eq!(store.memberships(bob, &[]).await.unwrap(), vec![]);
-    assert!(store.update_member(p, m1, 4, 26).await.unwrap());
+    assert!(store.update_member(p, m1, 4, 26, &o).await.unwrap());
     assert_eq!(store.memberships(alice, &[]).await.unwrap(), vec![(p, 4)]);
     let robot = |name: &str, project| RobotRecord {
         id: 0,
@@ -264,35 +269,35 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
         created_at: 30,
         updated_at: 30,
     };
-    let r1 = store.create_robot(&robot("robot$proj+ci", Some(p))).await.unwrap();
-    let r2 = store.create_robot(&robot("robot$sys", None)).await.unwrap();
-    assert!(matches!(store.create_robot(&robot("robot$sys", None)).await, Err(MetaError::Conflict(_))));
+    let r1 = store.create_robot(&robot("robot$proj+ci", Some(p)), &o).await.unwrap();
+    let r2 = store.create_robot(&robot("robot$sys", None), &o).await.unwrap();
+    assert!(matches!(store.create_robot(&robot("robot$sys", None), &o).await, Err(MetaError::Conflict(_))));
     let mut rr = store.robot(r1).await.unwrap().unwrap();
     rr.disabled = true;
     rr.expires_at = 99;
     rr.updated_at = 31;
-    assert!(store.update_robot(&rr).await.unwrap());
+    assert!(store.update_robot(&rr, &o).await.unwrap());
     assert_eq!(store.robot_by_name("robot$proj+ci").await.unwrap().unwrap(), rr);
-    assert!(store.set_robot_secret(r2, "sha256:11", 32).await.unwrap());
+    assert!(store.set_robot_secret(r2, "sha256:11", 32, &o).await.unwrap());
     assert_eq!(store.robots().await.unwrap().len(), 2);
-    assert!(store.delete_user(bob).await.unwrap());
+    assert!(store.delete_user(bob, &o).await.unwrap());
     assert_eq!(store.members(p).await.unwrap().len(), 2, "group members stay");
-    store.put_repo_policy("proj/app", "{}", 33).await.unwrap();
-    store.put_repo_policy("projx/app", "{}", 33).await.unwrap();
-    assert!(store.delete_project(p).await.unwrap());
+    store.put_repo_policy("proj/app", "{}", 33, &o).await.unwrap();
+    store.put_repo_policy("projx/app", "{}", 33, &o).await.unwrap();
+    assert!(store.delete_project(p, &o).await.unwrap());
     assert!(store.members(p).await.unwrap().is_empty());
     assert_eq!(store.repo_policy("proj/app").await.unwrap(), None, "policies go with their project");
     assert!(store.repo_policy("projx/app").await.unwrap().is_some(), "only that project's");
-    assert!(store.delete_repo_policy("projx/app").await.unwrap());
+    assert!(store.delete_repo_policy("projx/app", &o).await.unwrap());
     assert_eq!(store.robots().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2]);
 
     // repository policies
     assert_eq!(store.repo_policy("proj/a").await.unwrap(), None);
-    store.put_repo_policy("proj/a", "{\"v\":1}", 40).await.unwrap();
-    store.put_repo_policy("proj/a", "{\"v\":2}", 41).await.unwrap();
+    store.put_repo_policy("proj/a", "{\"v\":1}", 40, &o).await.unwrap();
+    store.put_repo_policy("proj/a", "{\"v\":2}", 41, &o).await.unwrap();
     assert_eq!(store.repo_policy("proj/a").await.unwrap().as_deref(), Some("{\"v\":2}"));
-    assert!(store.delete_repo_policy("proj/a").await.unwrap());
-    assert!(!store.delete_repo_policy("proj/a").await.unwrap());
+    assert!(store.delete_repo_policy("proj/a", &o).await.unwrap());
+    assert!(!store.delete_repo_policy("proj/a", &o).await.unwrap());
 
     // the audit log: filters, prefix, newest first, paging, totals
     let e = |t: i64, user: &str, op: &str, res: &str| AuditRecord {
@@ -334,9 +339,9 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
         store.link_blob(r, &blob, 100, 60).await.unwrap();
     }
     let m = manifest("team-manifest", None, None, 61);
-    store.put_manifest(&r1n, &m, b"team-manifest", &[(blob.clone(), RefKind::Blob)], &[tag("v1")]).await.unwrap();
-    assert!(store.put_tag(&r1n, &tag("stable"), &m.digest, 62).await.unwrap());
-    assert!(!store.put_tag(&r1n, &tag("x"), &Digest::sha256_of(b"nope"), 62).await.unwrap());
+    store.put_manifest(&r1n, &m, b"team-manifest", &[(blob.clone(), RefKind::Blob)], &[tag("v1")], &o).await.unwrap();
+    assert!(store.put_tag(&r1n, &tag("stable"), &m.digest, 62, &o).await.unwrap());
+    assert!(!store.put_tag(&r1n, &tag("x"), &Digest::sha256_of(b"nope"), 62, &o).await.unwrap());
     store.add_pulls(&[("team/app".into(), 3)]).await.unwrap();
     let repos = store.project_repos("team").await.unwrap();
     assert_eq!(repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["team/app", "team/sub/lib"]);
@@ -345,10 +350,10 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["stable", "v1"]);
     assert_eq!(arts[0].total_size, m.size + 100);
-    assert!(store.delete_repo(&r1n).await.unwrap());
+    assert!(store.delete_repo(&r1n, &o).await.unwrap());
     assert!(!store.repo_exists(&r1n).await.unwrap());
     assert_eq!(store.get_manifest(&r1n, &m.digest).await.unwrap(), None);
-    assert!(!store.delete_repo(&r1n).await.unwrap());
+    assert!(!store.delete_repo(&r1n, &o).await.unwrap());
 
     // signing keys: the first key is created once; rotation retires, then forgets
     let k = |kid: &str, at: i64| SigningKeyRecord {
@@ -424,4 +429,159 @@ pub async fn run_scan(store: &dyn crate::ScanStore) {
     store.put_allowlist("p", &[("CVE-3".into(), -1)]).await.unwrap();
     assert_eq!(store.allowlist("").await.unwrap(), vec![("CVE-1".to_owned(), -1)]);
     assert_eq!(store.allowlist("p").await.unwrap(), vec![("CVE-3".to_owned(), -1)]);
+}
+
+/// The [`crate::EventLog`] checks, on an empty store: every registry change logs its events
+/// in its own transaction, in order; consumers move atomically with their effects and never
+/// twice from the same place; concurrent writers never let a reader skip an event; pruning.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueue + MetaStore + Clone>(store: &S) {
+    use crate::{AuditQuery, AuditRecord, Effect, EventKind as K, EventQuery, NewEvent, NewJob};
+
+    let o = Origin::new("alice", Some("10.0.0.7".into()));
+    let a = repo("ev/app");
+    let blob = Digest::sha256_of(b"ev-layer");
+    assert_eq!(store.last_event_seq().await.unwrap(), 0);
+    store.link_blob(&a, &blob, 7, 1).await.unwrap();
+    let m1 = manifest("ev-m1", None, None, 10);
+    let m2 = manifest("ev-m2", None, None, 11);
+    store
+        .put_manifest(&a, &m1, b"ev-m1", &[(blob.clone(), RefKind::Blob)], &[tag("v1"), tag("latest")], &o)
+        .await
+        .unwrap();
+    store.put_manifest(&a, &m2, b"ev-m2", &[], &[tag("latest")], &o).await.unwrap();
+    // Re-pushing the same manifest with the same tag changes nothing but logs the push.
+    store.put_manifest(&a, &m2, b"ev-m2", &[], &[tag("latest")], &o).await.unwrap();
+    assert!(store.put_tag(&a, &tag("stable"), &m1.digest, 12, &o).await.unwrap());
+    assert!(!store.put_tag(&a, &tag("nope"), &Digest::sha256_of(b"missing"), 12, &o).await.unwrap());
+    assert!(store.delete_tag(&a, &tag("v1"), &o).await.unwrap());
+    assert!(!store.delete_tag(&a, &tag("v1"), &o).await.unwrap());
+    assert!(store.delete_manifest(&a, &m1.digest, &o).await.unwrap());
+    assert!(store.unlink_blob(&a, &blob, &o).await.unwrap());
+    assert!(store.delete_repo(&a, &o).await.unwrap());
+
+    let all = store.events_after(0, 1000).await.unwrap();
+    let kinds: Vec<(K, Option<&str>)> = all.iter().map(|e| (e.event.kind, e.event.tag.as_deref())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (K::ArtifactPushed, Some("v1")),
+            (K::TagCreated, Some("v1")),
+            (K::TagCreated, Some("latest")),
+            (K::ArtifactPushed, Some("latest")),
+            (K::TagMoved, Some("latest")),
+            (K::ArtifactPushed, Some("latest")),
+            (K::TagCreated, Some("stable")),
+            (K::TagDeleted, Some("v1")),
+            (K::ArtifactDeleted, None),
+            (K::BlobDeleted, None),
+            (K::RepositoryDeleted, None),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "seq grows");
+    let moved = &all[4].event;
+    assert_eq!(moved.data["from"], m1.digest.to_string());
+    assert_eq!(moved.digest.as_deref(), Some(m2.digest.to_string().as_str()));
+    assert_eq!((moved.origin.actor.as_str(), moved.origin.client_ip.as_deref()), ("alice", Some("10.0.0.7")));
+    assert_eq!((moved.project.as_deref(), moved.repo.as_deref()), (Some("ev"), Some("ev/app")));
+    assert_eq!(all[0].event.data["tags"], serde_json::json!(["v1", "latest"]));
+    assert_eq!(all[8].event.data["tags"], serde_json::json!(["stable"]), "tags removed with the manifest");
+    assert_eq!(all[7].event.digest.as_deref(), Some(m1.digest.to_string().as_str()));
+    let last = store.last_event_seq().await.unwrap();
+    assert_eq!(last, all[10].seq);
+    assert_eq!(store.events_after(all[8].seq, 1000).await.unwrap().len(), 2);
+    assert_eq!(store.events_after(0, 3).await.unwrap().len(), 3);
+
+    // Queries for operators: newest first, by kind, repository, actor, position.
+    let q = |kinds: Vec<K>| EventQuery { kinds, limit: 100, ..Default::default() };
+    let tags = store.query_events(&q(vec![K::TagCreated, K::TagDeleted])).await.unwrap();
+    assert_eq!(tags.iter().map(|e| e.event.tag.clone().unwrap()).collect::<Vec<_>>(), ["v1", "stable", "latest", "v1"]);
+    let by_repo = EventQuery { repo: Some("ev/app".into()), limit: 2, ..Default::default() };
+    assert_eq!(store.query_events(&by_repo).await.unwrap()[0].seq, last);
+    let by_actor = EventQuery { actor: Some("bob".into()), limit: 100, ..Default::default() };
+    assert!(store.query_events(&by_actor).await.unwrap().is_empty());
+    let after = EventQuery { after: Some(all[9].seq), limit: 100, ..Default::default() };
+    assert_eq!(store.query_events(&after).await.unwrap().len(), 1);
+
+    // Consumers: effects and cursor move together, once.
+    let p = repo("ev/pulled");
+    store.link_blob(&p, &blob, 7, 20).await.unwrap();
+    store.put_manifest(&p, &m1, b"ev-m1", &[], &[], &o).await.unwrap();
+    assert_eq!(store.consumer_cursor("audit").await.unwrap(), 0);
+    let audit = |what: &str| AuditRecord {
+        op_time: 30,
+        username: "alice".into(),
+        operation: what.into(),
+        resource_type: "artifact".into(),
+        resource: "ev/pulled".into(),
+        result: "success".into(),
+        ..Default::default()
+    };
+    let job = NewJob {
+        kind: "ev-test".into(),
+        payload: "{}".into(),
+        dedup_key: Some("ev-test:1".into()),
+        max_attempts: 1,
+        run_after: 0,
+    };
+    let pulls = |count, at| Effect::Pulls { repo: p.to_string(), digest: Some(m1.digest.to_string()), count, at };
+    let effects = [Effect::Audit(audit("pull")), pulls(2, 40), Effect::Job(job.clone())];
+    assert!(store.advance_consumer("audit", 0, last, &effects, 50).await.unwrap());
+    assert_eq!(store.consumer_cursor("audit").await.unwrap(), last);
+    // The same batch again (another replica, or a retry after a crash) applies nothing.
+    assert!(!store.advance_consumer("audit", 0, last, &effects, 51).await.unwrap());
+    let (entries, total) =
+        store.audit_log(&AuditQuery { operation: Some("pull".into()), ..Default::default() }, 0, 10).await.unwrap();
+    assert_eq!((total, entries[0].username.as_str()), (1, "alice"));
+    assert_eq!(store.jobs(Some("ev-test"), None, 10).await.unwrap().len(), 1);
+    // Pull times only move forward; counts add up.
+    assert!(store.advance_consumer("audit", last, last + 1, &[pulls(1, 35)], 52).await.unwrap());
+    let repos = store.project_repos("ev").await.unwrap();
+    let pulled = repos.iter().find(|r| r.name == "ev/pulled").unwrap();
+    assert_eq!((pulled.pull_count, pulled.pull_time), (3, Some(40)));
+    assert_eq!(store.repo_artifacts(&p).await.unwrap()[0].pull_time, Some(40));
+    let cursors = store.consumer_cursors().await.unwrap();
+    assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 1));
+
+    // Appended events (pulls, logins) and concurrent writers: a reader that follows the log
+    // while eight writers append sees every event exactly once, in order.
+    let start = store.last_event_seq().await.unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let e = NewEvent::new(K::LoginFailed, 100 + i, &Origin::new(format!("w{w}"), None))
+                        .data(serde_json::json!({ "i": i }));
+                    s.append_events(&[e.clone(), e]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let (mut cursor, mut seen) = (start, 0usize);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen < 400 {
+        assert!(std::time::Instant::now() < deadline, "reader saw only {seen} of 400 events");
+        let batch = store.events_after(cursor, 64).await.unwrap();
+        for e in &batch {
+            assert!(e.seq > cursor);
+            cursor = e.seq;
+            seen += 1;
+        }
+        if batch.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(store.events_after(cursor, 10).await.unwrap().len(), 0, "nothing appeared behind the reader");
+    assert_eq!(seen, 400);
+
+    // Retention: events before a time go, the rest stay.
+    let before = store.events_after(0, 10_000).await.unwrap().len();
+    let pruned = store.prune_events(100).await.unwrap() as usize;
+    assert!(pruned > 0);
+    assert_eq!(store.events_after(0, 10_000).await.unwrap().len(), before - pruned);
+    assert!(store.events_after(0, 10_000).await.unwrap().iter().all(|e| e.event.at >= 100));
 }

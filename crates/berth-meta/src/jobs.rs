@@ -168,25 +168,36 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn jobs(&self, kind: Option<&str>, state: Option<JobState>, limit: i64) -> Result<Vec<JobRecord>, MetaError>;
 }
 
+/// Enqueue `job` on `conn` (inside a transaction when the caller holds one); `None` when a
+/// job with the same de-duplication key is queued or running.
+pub(crate) async fn insert_job(
+    conn: &mut sqlx::AnyConnection,
+    job: &NewJob,
+    now: i64,
+) -> Result<Option<String>, MetaError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let n = sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, dedup_key, state, attempts, max_attempts, run_after, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&job.kind)
+    .bind(&job.payload)
+    .bind(&job.dedup_key)
+    .bind(job.max_attempts.max(1))
+    .bind(job.run_after)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((n > 0).then_some(id))
+}
+
 #[async_trait::async_trait]
 impl JobQueue for SqlMetaStore {
     async fn enqueue(&self, job: &NewJob, now: i64) -> Result<Option<String>, MetaError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let n = sqlx::query(
-            "INSERT INTO jobs (id, kind, payload, dedup_key, state, attempts, max_attempts, run_after, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(&job.dedup_key)
-        .bind(job.max_attempts.max(1))
-        .bind(job.run_after)
-        .bind(now)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok((n > 0).then_some(id))
+        let mut conn = self.pool().acquire().await?;
+        insert_job(&mut conn, job, now).await
     }
 
     async fn claim(

@@ -25,6 +25,7 @@
 
 mod access;
 pub mod conformance;
+mod events;
 mod jobs;
 mod scan;
 mod schema;
@@ -36,9 +37,18 @@ pub use access::{
     AccessStore, AuditQuery, AuditRecord, MemberEntity, MemberRecord, NewUser, ProjectRecord, RobotRecord,
     SigningKeyRecord, UserRecord,
 };
+pub use events::{
+    Consumer, ConsumerCursor, ConsumerError, EVENT_BUFFER_MAX, Effect, EventBuffer, EventKind, EventLog, EventQuery,
+    EventRecord, NewEvent, Origin,
+};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
 pub use scan::{ScanRecord, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 /// Errors of a metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,8 @@ pub struct RepoSummary {
     pub artifact_count: i64,
     /// Manifest pulls counted so far.
     pub pull_count: i64,
+    /// Latest counted pull (Unix ms), if any.
+    pub pull_time: Option<i64>,
 }
 
 /// A manifest of a repository with its tags, children and total size.
@@ -80,6 +92,8 @@ pub struct ArtifactRow {
     pub children: Vec<Digest>,
     /// Manifest bytes plus the blobs it references.
     pub total_size: i64,
+    /// Latest counted pull (Unix ms), if any.
+    pub pull_time: Option<i64>,
 }
 
 /// What kind of reference a manifest holds to another object.
@@ -144,13 +158,14 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError>;
     /// Size of the blob if any repository links it (for mounts without `from`).
     async fn any_blob(&self, digest: &Digest) -> Result<Option<i64>, MetaError>;
-    /// Remove the link from `repo`; returns whether it existed.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    /// Remove the link from `repo` (event `blob.deleted`); returns whether it existed.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Sizes of those of `digests` that `repo` links (one query for a whole manifest).
     async fn repo_blob_sizes(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<(Digest, i64)>, MetaError>;
 
-    /// Atomically record a manifest with its bytes and references and point `tags` at it.
+    /// Atomically record a manifest with its bytes and references, point `tags` at it, and
+    /// log `artifact.pushed` plus `tag.created`/`tag.moved` for each tag that changed.
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -158,6 +173,7 @@ pub trait MetaStore: Send + Sync + 'static {
         content: &[u8],
         refs: &[(Digest, RefKind)],
         tags: &[Tag],
+        origin: &Origin,
     ) -> Result<(), MetaError>;
     /// The manifest with this digest in `repo`.
     async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError>;
@@ -169,12 +185,21 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn manifest_content(&self, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError>;
     /// The digest a tag points at.
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError>;
-    /// Delete a manifest and every tag pointing at it; returns whether it existed.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
-    /// Point `tag` at the manifest `digest` of `repo`; returns false if there is no such manifest.
-    async fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, now: i64) -> Result<bool, MetaError>;
-    /// Delete one tag; returns whether it existed.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+    /// Delete a manifest and every tag pointing at it (event `artifact.deleted`); returns
+    /// whether it existed.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError>;
+    /// Point `tag` at the manifest `digest` of `repo` (event `tag.created` or `tag.moved`);
+    /// returns false if there is no such manifest.
+    async fn put_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<bool, MetaError>;
+    /// Delete one tag (event `tag.deleted`); returns whether it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError>;
     /// Up to `n` tags after `last`, in lexical order.
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
     /// Manifests whose subject is `subject`, optionally only of one artifact type.
@@ -192,8 +217,9 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError>;
     /// Every manifest of `repo`, newest first, with tags, children and sizes.
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError>;
-    /// Delete a repository: its manifests, tags, blob links and record; returns whether it existed.
-    async fn delete_repo(&self, repo: &RepoName) -> Result<bool, MetaError>;
+    /// Delete a repository: its manifests, tags, blob links and record (event
+    /// `repository.deleted`); returns whether it existed.
+    async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Record a new upload session.
     async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError>;

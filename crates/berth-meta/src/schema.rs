@@ -103,4 +103,18 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE robots ADD COLUMN credentials_at BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        6,
+        &[
+            // The event log (`events.rs`): every state change, in commit order.
+            "CREATE TABLE events (seq {SERIAL}, at BIGINT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+            client_ip TEXT, project TEXT, repo TEXT, digest TEXT, tag TEXT, data TEXT NOT NULL)",
+            "CREATE INDEX events_at ON events (at)",
+            "CREATE INDEX events_repo ON events (repo, seq)",
+            "CREATE TABLE event_cursors (consumer TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            // Pull times, kept by the `pulls` consumer.
+            "ALTER TABLE repositories ADD COLUMN pull_time BIGINT",
+            "ALTER TABLE manifests ADD COLUMN pull_time BIGINT",
+        ],
+    ),
 ];

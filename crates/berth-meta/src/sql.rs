@@ -9,6 +9,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::events::{EventKind, NewEvent, Origin, insert_events};
 use crate::{
     ArtifactRow, ManifestRecord, MetaError, MetaStore, RefKind, RepoSummary, UploadRecord, schema::MIGRATIONS,
 };
@@ -27,6 +28,7 @@ struct ManifestWrite {
     content: Vec<u8>,
     refs: Vec<(Digest, RefKind)>,
     tags: Vec<Tag>,
+    origin: Origin,
     done: oneshot::Sender<Result<(), MetaError>>,
 }
 
@@ -171,14 +173,17 @@ impl SqlMetaStore {
     }
 }
 
-/// The statements of one manifest write, inside the caller's transaction.
+/// The statements of one manifest write and its events, inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
 async fn write_manifest(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     repo: &RepoName,
     m: &ManifestRecord,
     content: &[u8],
     refs: &[(Digest, RefKind)],
     tags: &[Tag],
+    origin: &Origin,
 ) -> Result<(), MetaError> {
     let d = m.digest.to_string();
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -219,19 +224,63 @@ async fn write_manifest(
             .await?;
         }
     }
+    let mut events =
+        vec![NewEvent::new(EventKind::ArtifactPushed, m.created_at, origin).repo(repo.as_str()).digest(&d).data(
+            serde_json::json!({
+                "media_type": m.media_type,
+                "artifact_type": m.artifact_type,
+                "size": m.size,
+                "tags": tags.iter().map(Tag::as_str).collect::<Vec<_>>(),
+            }),
+        )];
+    if let Some(first) = tags.first() {
+        events[0].tag = Some(first.to_string());
+    }
     for tag in tags {
-        sqlx::query(
-            "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-        )
+        if let Some(mut e) = upsert_tag(tx, repo, tag, &d, m.created_at, origin).await? {
+            // Part of the push (the audit log shows the push, not each tag).
+            match e.data.as_object_mut() {
+                Some(o) => {
+                    o.insert("push".into(), true.into());
+                }
+                None => e.data = serde_json::json!({ "push": true }),
+            }
+            events.push(e);
+        }
+    }
+    insert_events(tx, backend, &events).await
+}
+
+/// Point `tag` at `digest` inside a transaction; the event to record, if the tag changed.
+async fn upsert_tag(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &RepoName,
+    tag: &Tag,
+    digest: &str,
+    now: i64,
+    origin: &Origin,
+) -> Result<Option<NewEvent>, MetaError> {
+    let before: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
         .bind(repo.as_str())
         .bind(tag.as_str())
-        .bind(&d)
-        .bind(m.created_at)
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
-    }
-    Ok(())
+    sqlx::query(
+        "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+    )
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let event = |kind| NewEvent::new(kind, now, origin).repo(repo.as_str()).digest(digest).tag(tag);
+    Ok(match before {
+        None => Some(event(EventKind::TagCreated)),
+        Some(old) if old != digest => Some(event(EventKind::TagMoved).data(serde_json::json!({ "from": old }))),
+        Some(_) => None,
+    })
 }
 
 /// The group-commit loop: take every waiting write (up to [`GROUP_COMMIT_MAX`]), commit them
@@ -249,7 +298,8 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         let together: Result<(), MetaError> = async {
             let mut tx = pool.begin().await?;
             for w in &batch {
-                write_manifest(&mut tx, &w.repo, &w.record, &w.content, &w.refs, &w.tags).await?;
+                write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
+                    .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -264,7 +314,8 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         for w in batch {
             let alone: Result<(), MetaError> = async {
                 let mut tx = pool.begin().await?;
-                write_manifest(&mut tx, &w.repo, &w.record, &w.content, &w.refs, &w.tags).await?;
+                write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -319,13 +370,20 @@ impl MetaStore for SqlMetaStore {
         .await?)
     }
 
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let r = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() > 0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            let e = NewEvent::new(EventKind::BlobDeleted, crate::now_ms(), origin).repo(repo.as_str()).digest(digest);
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn repo_blob_sizes(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<(Digest, i64)>, MetaError> {
@@ -354,6 +412,7 @@ impl MetaStore for SqlMetaStore {
         content: &[u8],
         refs: &[(Digest, RefKind)],
         tags: &[Tag],
+        origin: &Origin,
     ) -> Result<(), MetaError> {
         if let Some(writer) = &self.writer {
             let (done, wait) = oneshot::channel();
@@ -363,13 +422,14 @@ impl MetaStore for SqlMetaStore {
                 content: content.to_vec(),
                 refs: refs.to_vec(),
                 tags: tags.to_vec(),
+                origin: origin.clone(),
                 done,
             };
             writer.send(w).await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
             return wait.await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
         }
         let mut tx = self.pool.begin().await?;
-        write_manifest(&mut tx, repo, m, content, refs, tags).await?;
+        write_manifest(&mut tx, self.backend, repo, m, content, refs, tags, origin).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -429,7 +489,7 @@ impl MetaStore for SqlMetaStore {
         opt_digest(d)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.pool.begin().await?;
         let d = digest.to_string();
         let n = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
@@ -438,39 +498,71 @@ impl MetaStore for SqlMetaStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
+                .bind(repo.as_str())
+                .bind(&d)
+                .fetch_all(&mut *tx)
+                .await?;
         for q in [
             "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
             "DELETE FROM tags WHERE repo = $1 AND digest = $2",
         ] {
             sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut *tx).await?;
         }
+        if n > 0 {
+            let e = NewEvent::new(EventKind::ArtifactDeleted, crate::now_ms(), origin)
+                .repo(repo.as_str())
+                .digest(&d)
+                .data(serde_json::json!({ "tags": tags }));
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
 
-    async fn put_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest, now: i64) -> Result<bool, MetaError> {
-        let n = sqlx::query(
-            "INSERT INTO tags (repo, name, digest, updated_at)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM manifests WHERE repo = $1 AND digest = $3)
-             ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .bind(digest.to_string())
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n > 0)
+    async fn put_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let d = digest.to_string();
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(&d)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        if let Some(e) = upsert_tag(&mut tx, repo, tag, &d, now, origin).await? {
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
-        let r = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        let was: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
             .bind(tag.as_str())
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(r.rows_affected() > 0)
+        let Some(was) = was else { return Ok(false) };
+        sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let e = NewEvent::new(EventKind::TagDeleted, crate::now_ms(), origin).repo(repo.as_str()).digest(was).tag(tag);
+        insert_events(&mut tx, self.backend, &[e]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
@@ -528,7 +620,7 @@ impl MetaStore for SqlMetaStore {
     async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError> {
         // `project` itself, and names in the byte range [project/, project0) (`0` follows `/`).
         let rows = sqlx::query(
-            "SELECT r.name, r.created_at, r.pull_count,
+            "SELECT r.name, r.created_at, r.pull_count, r.pull_time,
                 (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
                 (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
                 (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
@@ -550,6 +642,7 @@ impl MetaStore for SqlMetaStore {
                     updated_at: created.max(pushed.unwrap_or(0)).max(tagged.unwrap_or(0)),
                     artifact_count: r.try_get("artifacts")?,
                     pull_count: r.try_get("pull_count")?,
+                    pull_time: r.try_get("pull_time")?,
                 })
             })
             .collect()
@@ -557,7 +650,7 @@ impl MetaStore for SqlMetaStore {
 
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError> {
         let rows = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 ORDER BY m.created_at DESC, m.digest"
+            "SELECT {MANIFEST_COLS}, m.pull_time FROM manifests m WHERE m.repo = $1 ORDER BY m.created_at DESC, m.digest"
         ))
         .bind(repo.as_str())
         .fetch_all(&self.pool)
@@ -568,7 +661,8 @@ impl MetaStore for SqlMetaStore {
             let record = manifest_from_row(r)?;
             index.insert(record.digest.to_string(), out.len());
             let total_size = record.size;
-            out.push(ArtifactRow { record, tags: Vec::new(), children: Vec::new(), total_size });
+            let pull_time = r.try_get("pull_time")?;
+            out.push(ArtifactRow { record, tags: Vec::new(), children: Vec::new(), total_size, pull_time });
         }
         let tags = sqlx::query("SELECT name, digest, updated_at FROM tags WHERE repo = $1 ORDER BY name")
             .bind(repo.as_str())
@@ -600,7 +694,7 @@ impl MetaStore for SqlMetaStore {
         Ok(out)
     }
 
-    async fn delete_repo(&self, repo: &RepoName) -> Result<bool, MetaError> {
+    async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.pool.begin().await?;
         for q in [
             "DELETE FROM tags WHERE repo = $1",
@@ -616,6 +710,10 @@ impl MetaStore for SqlMetaStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n > 0 {
+            let e = NewEvent::new(EventKind::RepositoryDeleted, crate::now_ms(), origin).repo(repo.as_str());
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -678,6 +776,20 @@ mod tests {
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_event_log_passes_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
+        crate::conformance::run_events(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_event_log_passes_conformance() {
+        let url = berth_test_support::postgres_database().await;
+        let store = super::SqlMetaStore::open_postgres(&url, 8).await.unwrap();
+        crate::conformance::run_events(&store).await;
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::io;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use berth_blob::{BlobBody, ByteStream};
+use berth_meta::Origin;
 use berth_registry::{Registry, RegistryError};
 use berth_types::{Digest, Reference, RepoName};
 use futures::TryStreamExt;
@@ -32,29 +33,29 @@ fn body_stream(body: Body) -> ByteStream {
 pub async fn dispatch(
     state: &AppState,
     who: &berth_auth::Principal,
+    origin: &Origin,
     route: Route,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     body: Body,
 ) -> Result<Response> {
     use Method as M;
-    let q = query(uri);
+    let (method, headers) = (&parts.method, &parts.headers);
+    let q = query(&parts.uri);
     match (route, method) {
         (Route::Base, &M::GET | &M::HEAD) => Ok(axum::Json(json!({})).into_response()),
         (Route::Catalog, &M::GET) => catalog(state, who, &q).await,
         (Route::Tags(repo), &M::GET) => tags(state, &repo, &q).await,
-        (Route::Manifest(repo, r), &M::GET) => manifest_get(state, &repo, &r, true).await,
-        (Route::Manifest(repo, r), &M::HEAD) => manifest_get(state, &repo, &r, false).await,
-        (Route::Manifest(repo, r), &M::PUT) => manifest_put(state, &repo, &r, &q, headers, body).await,
+        (Route::Manifest(repo, r), &M::GET) => manifest_get(state, &repo, &r, Some(origin)).await,
+        (Route::Manifest(repo, r), &M::HEAD) => manifest_get(state, &repo, &r, None).await,
+        (Route::Manifest(repo, r), &M::PUT) => manifest_put(state, &repo, &r, &q, headers, body, origin).await,
         (Route::Manifest(repo, r), &M::DELETE) => {
-            state.registry.manifest_delete(&repo, &r).await?;
+            state.registry.manifest_delete(&repo, &r, origin).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::Blob(repo, d), &M::GET) => blob_get(state, &repo, &d, headers, true).await,
         (Route::Blob(repo, d), &M::HEAD) => blob_get(state, &repo, &d, headers, false).await,
         (Route::Blob(repo, d), &M::DELETE) => {
-            state.registry.blob_delete(&repo, &d).await?;
+            state.registry.blob_delete(&repo, &d, origin).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (Route::UploadStart(repo), &M::POST) => upload_start(state, who, &repo, &q, headers, body).await,
@@ -285,9 +286,11 @@ async fn blob_get(
     builder.body(body).map_err(|e| OciError::Panic(e.to_string()))
 }
 
-async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, with_body: bool) -> Result<Response> {
+/// `GET` (a pull, by `origin`) or `HEAD` (`origin` is `None`) of a manifest.
+async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, origin: Option<&Origin>) -> Result<Response> {
+    let with_body = origin.is_some();
     let m = state.registry.manifest_get(repo, r, with_body).await?;
-    if with_body && let Some((_, scans)) = &state.scanning {
+    if with_body && let Some(scans) = &state.scanning {
         // The project's vulnerability policy may refuse the pull (HEAD stays allowed).
         let project = state
             .auth
@@ -312,6 +315,9 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, with_bod
             }
         }
     }
+    if let Some(origin) = origin {
+        state.registry.record_pull(repo, r, &m.record.digest, origin);
+    }
     let builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, &m.record.media_type)
@@ -335,6 +341,7 @@ async fn manifest_put(
     q: &[(String, String)],
     headers: &HeaderMap,
     body: Body,
+    origin: &Origin,
 ) -> Result<Response> {
     let limit = state.registry.options().max_manifest_bytes;
     if content_length(headers).is_some_and(|n| n > limit as u64) {
@@ -350,7 +357,7 @@ async fn manifest_put(
     state.metrics_bytes_in("/v2/{name}/manifests/{reference}", bytes.len() as u64);
     let tags = Registry::parse_tags(q.iter().filter(|(k, _)| k == "tag").map(|(_, v)| v.as_str()))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let out = state.registry.manifest_put(repo, r, content_type, bytes, &tags).await?;
+    let out = state.registry.manifest_put(repo, r, content_type, bytes, &tags, origin).await?;
     let mut resp = StatusCode::CREATED.into_response();
     let h = resp.headers_mut();
     h.insert(header::LOCATION, hv(&format!("/v2/{repo}/manifests/{}", out.digest)));

@@ -52,8 +52,8 @@ pub struct AppState {
     pub tls: bool,
     /// SHA-256 of the operator token, if one is configured.
     operator_token: Option<[u8; 32]>,
-    /// The job queue and scanner data, for scans on push and pull blocking (absent: neither).
-    pub scanning: Option<(Arc<dyn berth_meta::JobQueue>, Arc<dyn berth_meta::ScanStore>)>,
+    /// Scanner data, for pull blocking (absent: no pull blocking).
+    pub scanning: Option<Arc<dyn berth_meta::ScanStore>>,
 }
 
 impl AppState {
@@ -154,15 +154,8 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
     let result = match route::parse(parts.uri.path()) {
         Ok(r) => match auth::check(&state, &r, &parts.method, &parts.headers, ip.as_deref()).await {
             Ok(who) => {
-                let audit = (r.clone(), who.clone());
-                let out = handlers::dispatch(&state, &who, r, &parts.method, &parts.uri, &parts.headers, body).await;
-                if let Ok(resp) = &out {
-                    audit_request(&state, &audit.0, &audit.1, &parts.method, resp.status(), ip);
-                    if parts.method == http::Method::PUT && resp.status() == StatusCode::CREATED {
-                        scan_on_push(&state, &audit.0, resp);
-                    }
-                }
-                out
+                let origin = berth_meta::Origin::new(who.name(), ip);
+                handlers::dispatch(&state, &who, &origin, r, &parts, body).await
             }
             Err(e) => Err(e),
         },
@@ -177,75 +170,6 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
         resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-/// Audit pulls, pushes and deletes that succeeded.
-fn audit_request(
-    state: &AppState,
-    route: &route::Route,
-    who: &berth_auth::Principal,
-    method: &http::Method,
-    status: StatusCode,
-    ip: Option<String>,
-) {
-    use route::Route;
-    let (operation, resource_type, resource, repo) = match (route, method) {
-        (Route::Manifest(repo, r), &http::Method::GET) if status == StatusCode::OK => {
-            state.auth.audit().pulled(repo.as_str());
-            ("pull", "artifact", reference_text(repo, r), repo)
-        }
-        (Route::Manifest(repo, r), &http::Method::PUT) if status == StatusCode::CREATED => {
-            ("push", "artifact", reference_text(repo, r), repo)
-        }
-        (Route::Manifest(repo, r), &http::Method::DELETE) if status == StatusCode::ACCEPTED => {
-            let kind = if matches!(r, berth_types::Reference::Tag(_)) { "tag" } else { "artifact" };
-            ("delete", kind, reference_text(repo, r), repo)
-        }
-        (Route::Blob(repo, d), &http::Method::DELETE) if status == StatusCode::ACCEPTED => {
-            ("delete", "blob", format!("{repo}@{d}"), repo)
-        }
-        _ => return,
-    };
-    state.auth.audit().record(berth_meta::AuditRecord {
-        op_time: berth_auth::now_ms(),
-        username: who.name().to_owned(),
-        operation: operation.into(),
-        resource_type: resource_type.into(),
-        resource,
-        project: Some(berth_auth::project_of(repo.as_str()).to_owned()),
-        client_ip: ip,
-        result: "success".into(),
-        detail: None,
-        ..Default::default()
-    });
-}
-
-/// Queue a scan of a pushed manifest when its project asks for scans (or SBOMs) on push.
-fn scan_on_push(state: &AppState, route: &route::Route, resp: &Response) {
-    let (route::Route::Manifest(repo, _), Some((jobs, _))) = (route, state.scanning.clone()) else { return };
-    let Some(digest) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned)
-    else {
-        return;
-    };
-    let (auth, repo) = (state.auth.clone(), repo.to_string());
-    tokio::spawn(async move {
-        let project = match auth.project(berth_auth::project_of(&repo)).await {
-            Ok(Some(p)) => p,
-            _ => return,
-        };
-        if let Some(sbom) = berth_scanner::wants_scan(&project, &repo)
-            && let Err(e) = berth_scanner::enqueue_scan(&*jobs, &repo, &digest, sbom).await
-        {
-            warn!(error = %e, repo.name = %repo, "failed to queue a scan on push");
-        }
-    });
-}
-
-fn reference_text(repo: &berth_types::RepoName, r: &berth_types::Reference) -> String {
-    match r {
-        berth_types::Reference::Tag(t) => format!("{repo}:{t}"),
-        berth_types::Reference::Digest(d) => format!("{repo}@{d}"),
-    }
 }
 
 async fn healthz() -> &'static str {

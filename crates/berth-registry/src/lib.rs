@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_blob::{BlobBody, BlobStore};
-use berth_meta::{ManifestRecord, MetaStore};
+use berth_meta::{EventBuffer, EventKind, ManifestRecord, MetaStore, NewEvent, Origin};
 use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 
@@ -79,6 +79,8 @@ pub struct Registry {
     uploads: Mutex<HashMap<String, UploadSlot>>,
     manifest_cache: quick_cache::sync::Cache<Digest, Bytes, ByteWeighter>,
     records: Option<RecordCache>,
+    /// Where pulls are logged (absent: pulls are not counted).
+    events: Option<EventBuffer>,
 }
 
 /// Manifest records by tag and by digest, for a single-writer deployment.
@@ -135,6 +137,25 @@ impl Registry {
             uploads: Mutex::new(HashMap::new()),
             manifest_cache: quick_cache::sync::Cache::with_weighter(4096, MANIFEST_CACHE_BYTES, ByteWeighter),
             records: opts_cache.then(RecordCache::new),
+            events: None,
+        }
+    }
+
+    /// Log pulls (`artifact.pulled`) through `events`.
+    pub fn with_events(mut self, events: EventBuffer) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Count a pull of `digest` (asked for as `reference`) by `origin`: batched, never a
+    /// synchronous write.
+    pub fn record_pull(&self, repo: &RepoName, reference: &Reference, digest: &Digest, origin: &Origin) {
+        if let Some(events) = &self.events {
+            let mut e = NewEvent::new(EventKind::ArtifactPulled, now_ms(), origin).repo(repo.as_str()).digest(digest);
+            if let Reference::Tag(t) = reference {
+                e.tag = Some(t.to_string());
+            }
+            events.push(e);
         }
     }
 
@@ -181,8 +202,8 @@ impl Registry {
     }
 
     /// Unlink a blob from `repo`. Its bytes stay until garbage collection finds them unused.
-    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
-        if self.meta.unlink_blob(repo, digest).await? {
+    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<(), RegistryError> {
+        if self.meta.unlink_blob(repo, digest, origin).await? {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))
@@ -291,15 +312,20 @@ impl Registry {
     }
 
     /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).
-    pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<(), RegistryError> {
+    pub async fn manifest_delete(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        origin: &Origin,
+    ) -> Result<(), RegistryError> {
         let found = match reference {
             Reference::Digest(d) => {
-                let found = self.meta.delete_manifest(repo, d).await?;
+                let found = self.meta.delete_manifest(repo, d, origin).await?;
                 self.invalidate(repo, &[], Some(d), true);
                 found
             }
             Reference::Tag(t) => {
-                let found = self.meta.delete_tag(repo, t).await?;
+                let found = self.meta.delete_tag(repo, t, origin).await?;
                 self.invalidate(repo, std::slice::from_ref(t), None, false);
                 found
             }
@@ -308,8 +334,14 @@ impl Registry {
     }
 
     /// Point `tag` at the existing manifest `digest`.
-    pub async fn tag_create(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), RegistryError> {
-        let found = self.meta.put_tag(repo, tag, digest, now_ms()).await?;
+    pub async fn tag_create(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        origin: &Origin,
+    ) -> Result<(), RegistryError> {
+        let found = self.meta.put_tag(repo, tag, digest, now_ms(), origin).await?;
         self.invalidate(repo, std::slice::from_ref(tag), None, false);
         if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(digest.to_string())) }
     }
@@ -320,8 +352,8 @@ impl Registry {
     }
 
     /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.
-    pub async fn repository_delete(&self, repo: &RepoName) -> Result<(), RegistryError> {
-        let found = self.meta.delete_repo(repo).await?;
+    pub async fn repository_delete(&self, repo: &RepoName, origin: &Origin) -> Result<(), RegistryError> {
+        let found = self.meta.delete_repo(repo, origin).await?;
         if let Some(cache) = &self.records {
             cache.bump();
             cache.by_tag.clear();

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_meta::{ManifestRecord, RefKind};
+use berth_meta::{ManifestRecord, Origin, RefKind};
 use berth_types::media::{self, ManifestView};
 use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
@@ -41,6 +41,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         extra_tags: &[Tag],
+        origin: &Origin,
     ) -> Result<PutManifestOutcome, RegistryError> {
         if body.len() > self.opts.max_manifest_bytes {
             return Err(RegistryError::TooLarge { what: "manifest", limit: self.opts.max_manifest_bytes });
@@ -132,12 +133,14 @@ impl Registry {
             annotations,
             created_at: now_ms(),
         };
-        let mut tags: Vec<Tag> = extra_tags.to_vec();
+        // The reference's tag first: the `artifact.pushed` event names it.
+        let mut tags: Vec<Tag> = Vec::with_capacity(extra_tags.len() + 1);
         if let Reference::Tag(t) = reference {
             tags.push(t.clone());
         }
-        // Bytes, row, references and tags: one transaction.
-        let written = self.meta.put_manifest(repo, &record, &body, &refs, &tags).await;
+        tags.extend(extra_tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
+        // Bytes, row, references, tags and their events: one transaction.
+        let written = self.meta.put_manifest(repo, &record, &body, &refs, &tags, origin).await;
         // Even a failed write may have committed (e.g. the connection died after COMMIT).
         self.invalidate(repo, &tags, Some(&digest), false);
         written?;

@@ -438,7 +438,14 @@ impl Scanner {
         let body = bytes::Bytes::from(serde_json::to_vec(&manifest)?);
         let digest = Digest::sha256_of(&body);
         self.registry
-            .manifest_put(repo, &Reference::Digest(digest.clone()), Some(berth_types::media::OCI_MANIFEST), body, &[])
+            .manifest_put(
+                repo,
+                &Reference::Digest(digest.clone()),
+                Some(berth_types::media::OCI_MANIFEST),
+                body,
+                &[],
+                &berth_meta::Origin::system(),
+            )
             .await?;
         Ok(digest)
     }
@@ -567,6 +574,18 @@ pub async fn sbom_document(
     }))
 }
 
+/// The job that scans `digest` in `repo` (de-duplicated while one is queued or running).
+pub fn scan_job(repo: &str, digest: &str, sbom: bool) -> NewJob {
+    let payload = ScanPayload { repo: repo.to_owned(), digest: digest.to_owned(), sbom };
+    NewJob {
+        kind: SCAN.into(),
+        payload: serde_json::to_string(&payload).unwrap_or_default(),
+        dedup_key: Some(format!("scan:{digest}")),
+        max_attempts: 3,
+        run_after: 0,
+    }
+}
+
 /// Queue a scan of `digest` in `repo` (a no-op while one is queued or running).
 pub async fn enqueue_scan(
     queue: &dyn berth_meta::JobQueue,
@@ -574,11 +593,47 @@ pub async fn enqueue_scan(
     digest: &str,
     sbom: bool,
 ) -> anyhow::Result<()> {
-    let payload = serde_json::to_string(&ScanPayload { repo: repo.to_owned(), digest: digest.to_owned(), sbom })?;
-    let job =
-        NewJob { kind: SCAN.into(), payload, dedup_key: Some(format!("scan:{digest}")), max_attempts: 3, run_after: 0 };
-    queue.enqueue(&job, berth_auth::now_ms()).await?;
+    queue.enqueue(&scan_job(repo, digest, sbom), berth_auth::now_ms()).await?;
     Ok(())
+}
+
+/// Queues a scan of every pushed manifest whose project asks for scans or SBOMs on push
+/// (consumer `scan-on-push`); the job is enqueued in the same transaction as the cursor
+/// moves, so a push is scanned once even across a crash. SBOMs Berth pushes are not scanned.
+pub struct ScanOnPush {
+    auth: std::sync::Arc<berth_auth::Auth>,
+}
+
+impl ScanOnPush {
+    /// The consumer, reading project settings through `auth`.
+    pub fn new(auth: std::sync::Arc<berth_auth::Auth>) -> Self {
+        ScanOnPush { auth }
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_meta::Consumer for ScanOnPush {
+    fn name(&self) -> &str {
+        "scan-on-push"
+    }
+
+    async fn effects(
+        &self,
+        events: &[berth_meta::EventRecord],
+    ) -> Result<Vec<berth_meta::Effect>, berth_meta::ConsumerError> {
+        let mut out = Vec::new();
+        for e in events.iter().map(|e| &e.event).filter(|e| e.kind == berth_meta::EventKind::ArtifactPushed) {
+            let (Some(repo), Some(digest)) = (e.repo.as_deref(), e.digest.as_deref()) else { continue };
+            if is_sbom(e.data.get("artifact_type").and_then(|t| t.as_str())) {
+                continue;
+            }
+            let Some(project) = self.auth.project(berth_auth::project_of(repo)).await? else { continue };
+            if let Some(sbom) = wants_scan(&project, repo) {
+                out.push(berth_meta::Effect::Job(scan_job(repo, digest, sbom)));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Does a project want this push scanned (`auto_scan`, or `auto_sbom_generation`), given its

@@ -27,6 +27,29 @@ impl JobHandler for UploadExpiry {
     }
 }
 
+/// Kind of the job that deletes events older than `events.retention`.
+pub const EVENT_PRUNE: &str = "event-prune";
+
+/// Deletes events older than the retention.
+struct EventPrune {
+    log: Arc<dyn berth_meta::EventLog>,
+    retention: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for EventPrune {
+    fn kind(&self) -> &'static str {
+        EVENT_PRUNE
+    }
+
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        let before = berth_jobs::now_ms() - self.retention.as_millis() as i64;
+        let n = self.log.prune_events(before).await?;
+        tracing::info!(deleted = n, "pruned the event log");
+        Ok(())
+    }
+}
+
 /// Scans one manifest (`berth_scanner::SCAN`).
 struct ScanJob {
     scanner: Arc<berth_scanner::Scanner>,
@@ -68,6 +91,7 @@ impl JobHandler for Reevaluate {
 /// Start the worker loop and the schedulers of periodic jobs.
 pub fn start_worker(cfg: &Config, registry: Arc<Registry>, sql: Arc<SqlMetaStore>) -> Vec<tokio::task::JoinHandle<()>> {
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()));
+    let log: Arc<dyn berth_meta::EventLog> = sql.clone();
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut opts = WorkerOptions::named(owner);
@@ -76,9 +100,11 @@ pub fn start_worker(cfg: &Config, registry: Arc<Registry>, sql: Arc<SqlMetaStore
         Arc::new(UploadExpiry { registry }),
         Arc::new(ScanJob { scanner: scanner.clone() }),
         Arc::new(Reevaluate { scanner }),
+        Arc::new(EventPrune { log, retention: cfg.event_retention }),
     ];
     vec![
         Worker::new(queue.clone(), handlers, opts).spawn(),
-        berth_jobs::schedule_every(queue, UPLOAD_EXPIRY, cfg.upload_sweep_interval),
+        berth_jobs::schedule_every(queue.clone(), UPLOAD_EXPIRY, cfg.upload_sweep_interval),
+        berth_jobs::schedule_every(queue, EVENT_PRUNE, std::time::Duration::from_secs(3600)),
     ]
 }

@@ -14,6 +14,9 @@ use berth_registry::{Registry, RegistryOptions};
 use tracing::info;
 
 pub mod cli;
+mod events;
+
+pub use events::{event_json, events_table};
 mod jobs;
 
 /// A running server.
@@ -68,7 +71,7 @@ pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqlMetaStore>> {
 
 /// Open the configured stores and build the registry.
 pub async fn open_registry(cfg: &Config) -> anyhow::Result<Arc<Registry>> {
-    Ok(open_all(cfg).await?.0)
+    Ok(Arc::new(open_all(cfg).await?.0))
 }
 
 /// The access service's settings from the configuration.
@@ -111,7 +114,7 @@ pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<A
     Ok(Arc::new(auth))
 }
 
-async fn open_all(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Arc<SqlMetaStore>)> {
+async fn open_all(cfg: &Config) -> anyhow::Result<(Registry, Arc<SqlMetaStore>)> {
     let blobs: Arc<dyn BlobStore> = match &cfg.storage {
         StorageConfig::Filesystem { path } => Arc::new(
             FsBlobStore::open(path).await.with_context(|| format!("opening blob storage at {}", path.display()))?,
@@ -139,7 +142,7 @@ async fn open_all(cfg: &Config) -> anyhow::Result<(Arc<Registry>, Arc<SqlMetaSto
         cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
         blob_redirect_ttl: cfg.blob_redirect_ttl,
     };
-    Ok((Arc::new(Registry::new(blobs, meta, opts)), sql))
+    Ok((Registry::new(blobs, meta, opts), sql))
 }
 
 fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
@@ -166,6 +169,8 @@ fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerCon
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let (registry, sql) = open_all(cfg).await?;
     let auth = open_auth(cfg, sql.clone()).await?;
+    // Pulls and logins share one batching writer of events.
+    let registry = Arc::new(registry.with_events(auth.events().clone()));
     if cfg.role.serves_api()
         && let Some(generated) =
             auth.bootstrap_admin(cfg.admin_password.as_ref().map(berth_config::Secret::expose)).await?
@@ -181,7 +186,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let mut state = berth_oci::AppState::new(registry.clone(), auth.clone()).with_operator_token(operator);
     state.external_url = cfg.external_url.clone();
     state.tls = cfg.tls.is_some();
-    state.scanning = Some((sql.clone(), sql.clone()));
+    state.scanning = Some(sql.clone());
     let mut admin_state =
         berth_admin::AdminState::new(sql.clone(), sql.clone(), registry.clone(), auth.clone(), operator);
     admin_state.external_url = cfg.external_url.clone();
@@ -205,8 +210,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         }
     };
     let mut background = Vec::new();
+    // Changes made through any replica reach this one's caches through the event log.
+    background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
     if cfg.role.runs_jobs() {
-        background.extend(jobs::start_worker(cfg, registry.clone(), sql));
+        background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone()));
+        background.extend(events::start_consumers(sql, auth.clone()));
     }
     info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
     Ok(Running { addr, tls: cfg.tls.is_some(), handle, task, background })

@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The event log in the metadata database: every change, and where each consumer stands.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Projects, through the management API of a running Berth.
     Project {
         #[command(flatten)]
@@ -116,6 +121,47 @@ enum VulndbCommand {
 enum TokenKeyCommand {
     /// Make a new signing key; tokens signed by the old one stay valid until they expire.
     Rotate(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// List events, newest first.
+    List {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Only events of this kind (repeatable), e.g. artifact.pushed, tag.deleted, login.failed.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only events of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only events of this repository (full name, e.g. library/app).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only events by this user or robot.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events after this sequence number.
+        #[arg(long)]
+        after: Option<i64>,
+        /// Only events from the last DURATION (e.g. 30m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        output: String,
+    },
+    /// Where each consumer stands in the log, and how far behind it is.
+    Consumers {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        output: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +261,77 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async {
                 berth::open_registry(&cfg).await?;
                 println!("metadata database is up to date");
+                Ok(())
+            })
+        }
+        Command::Events {
+            command: EventsCommand::List { args, kind, project, repo, actor, after, since, limit, output },
+        } => {
+            let cfg = load(&args)?;
+            let kinds = kind
+                .iter()
+                .map(|k| {
+                    k.parse::<berth_meta::EventKind>().map_err(|_| {
+                        let all: Vec<_> = berth_meta::EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                        anyhow::anyhow!("unknown event kind {k:?}; the kinds are: {}", all.join(", "))
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let since = since
+                .map(|s| {
+                    humantime::parse_duration(&s)
+                        .map_err(|e| anyhow::anyhow!("--since {s:?} is not a duration such as 30m, 2h or 7d: {e}"))
+                })
+                .transpose()?
+                .map(|d| berth_auth::now_ms() - d.as_millis() as i64);
+            let q = berth_meta::EventQuery { kinds, project, repo, actor, after, since, limit: limit.clamp(1, 10_000) };
+            rt.block_on(async {
+                use berth_meta::EventLog;
+                let meta = berth::open_meta(&cfg).await?;
+                let events = meta.query_events(&q).await?;
+                if output == "json" {
+                    let v: Vec<_> = events.iter().map(berth::event_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    print!("{}", berth::events_table(&events));
+                }
+                Ok(())
+            })
+        }
+        Command::Events { command: EventsCommand::Consumers { args, output } } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                use berth_meta::EventLog;
+                let meta = berth::open_meta(&cfg).await?;
+                let last = meta.last_event_seq().await?;
+                let cursors = meta.consumer_cursors().await?;
+                if output == "json" {
+                    let v: Vec<_> = cursors
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({
+                                "consumer": c.consumer, "seq": c.seq, "behind": (last - c.seq).max(0),
+                                "updated_at": berth_auth::rfc3339(c.updated_at),
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({"last_seq": last, "consumers": v}))?
+                    );
+                } else {
+                    println!("last event: {last}");
+                    println!("{:<16}  {:>10}  {:>8}  UPDATED", "CONSUMER", "AT", "BEHIND");
+                    for c in &cursors {
+                        println!(
+                            "{:<16}  {:>10}  {:>8}  {}",
+                            c.consumer,
+                            c.seq,
+                            (last - c.seq).max(0),
+                            berth_auth::rfc3339(c.updated_at)
+                        );
+                    }
+                }
                 Ok(())
             })
         }

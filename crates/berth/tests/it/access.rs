@@ -162,9 +162,16 @@ async fn public_and_private_projects_roles_and_missing_projects_with_real_client
     audit(&s, "operation=login", |v| v.iter().any(|e| e["username"] == "guest" && e["result"] == "failure")).await;
     audit(&s, "operation=create", |v| v.iter().any(|e| e["resource_type"] == "project" && e["resource"] == "priv"))
         .await;
-    // Repository pull counts come from the same stream.
-    let repos: Vec<Value> = s.api(Method::GET, "/projects/pub/repositories", None).await.json().await.unwrap();
-    let app = repos.iter().find(|r| r["name"] == "pub/app").unwrap();
+    // Repository pull counts come from the same event log (their own consumer).
+    let mut app = Value::Null;
+    for _ in 0..50 {
+        let repos: Vec<Value> = s.api(Method::GET, "/projects/pub/repositories", None).await.json().await.unwrap();
+        app = repos.iter().find(|r| r["name"] == "pub/app").unwrap().clone();
+        if app["pull_count"].as_i64().unwrap() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(app["pull_count"].as_i64().unwrap() >= 1, "{app}");
     s.stop().await;
 }
@@ -290,7 +297,7 @@ async fn robot_accounts_pull_only_refresh_disabled_and_expired() {
         let meta = berth_meta::SqlMetaStore::open_sqlite(s.data_dir().join("meta.db")).await.unwrap();
         let mut rec = meta.robot(eid).await.unwrap().unwrap();
         rec.expires_at = (now - 5) * 1000;
-        assert!(meta.update_robot(&rec).await.unwrap());
+        assert!(meta.update_robot(&rec, &berth_meta::Origin::system()).await.unwrap());
     }
     let efile = tmp.path().join("expired.json");
     std::fs::write(&efile, auth_json(&host, &ename, &esecret)).unwrap();

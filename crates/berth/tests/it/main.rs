@@ -11,6 +11,7 @@ mod cli;
 mod clients;
 mod crash;
 mod disk;
+mod events;
 mod oidc;
 mod replicas;
 mod scan;

@@ -13,14 +13,14 @@ use tokio::process::Command;
 use crate::crash::spawn_berth_with;
 use crate::support::*;
 
-struct Cluster {
+pub(crate) struct Cluster {
     replicas: Vec<(Child, String)>,
     pg_url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    async fn start(n: usize) -> Cluster {
+    pub(crate) async fn start(n: usize) -> Cluster {
         let url = berth_test_support::postgres_database().await;
         let loc = berth_test_support::s3_location();
         let dir = tempfile::tempdir().unwrap();
@@ -56,7 +56,7 @@ impl Cluster {
         path
     }
 
-    fn base(&self, i: usize) -> &str {
+    pub(crate) fn base(&self, i: usize) -> &str {
         &self.replicas[i].1
     }
 

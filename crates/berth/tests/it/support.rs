@@ -133,6 +133,15 @@ impl TestServer {
         TestServer { meta_env, base, client, dir, running: Some(running) }
     }
 
+    /// The helpers of a test server, for a `berth` already serving at `base` (a child
+    /// process), as the admin. `meta_env` points the CLI at its metadata database.
+    pub fn attach(base: &str, meta_env: Vec<(String, String)>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let host = base.split("://").nth(1).unwrap().to_owned();
+        std::fs::write(dir.path().join("auth.json"), auth_json(&host, ADMIN, ADMIN_PASSWORD)).unwrap();
+        TestServer { meta_env, base: base.to_owned(), client: client_as(ADMIN, ADMIN_PASSWORD), dir, running: None }
+    }
+
     /// A client without credentials.
     pub fn anon(&self) -> Client {
         Client::builder().danger_accept_invalid_certs(true).build().unwrap()

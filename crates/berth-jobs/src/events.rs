@@ -1,0 +1,104 @@
+//! Event-log consumers: the loop that moves a [`Consumer`] along the log with its durable
+//! cursor, and [`tail`], a per-process follower without one (for cache invalidation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_meta::{Consumer, EventLog, EventRecord};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::now_ms;
+
+/// How a consumer reads the log.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerOptions {
+    /// How long to wait when the log has nothing new.
+    pub poll: Duration,
+    /// Most events per batch (one transaction).
+    pub batch: i64,
+    /// First wait after a failure; doubles up to a minute.
+    pub backoff: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions { poll: Duration::from_millis(250), batch: 500, backoff: Duration::from_millis(500) }
+    }
+}
+
+/// One step: read a batch after the stored cursor, compute its effects, apply them with the
+/// cursor move. Returns how many events were consumed (0: nothing new, or another process
+/// took the batch).
+pub async fn consume_once(
+    log: &dyn EventLog,
+    consumer: &dyn Consumer,
+    batch: i64,
+) -> Result<usize, berth_meta::ConsumerError> {
+    let from = log.consumer_cursor(consumer.name()).await?;
+    let events = log.events_after(from, batch).await?;
+    let Some(last) = events.last() else { return Ok(0) };
+    let to = last.seq;
+    let effects = consumer.effects(&events).await?;
+    if log.advance_consumer(consumer.name(), from, to, &effects, now_ms()).await? {
+        debug!(consumer = consumer.name(), from, to, effects = effects.len(), "consumed events");
+        Ok(events.len())
+    } else {
+        Ok(0)
+    }
+}
+
+/// Run `consumer` until the task is aborted: at least once for every event, its effects
+/// applied exactly once (they commit with the cursor).
+pub fn run_consumer(
+    log: Arc<dyn EventLog>,
+    consumer: Arc<dyn Consumer>,
+    opts: ConsumerOptions,
+) -> tokio::task::JoinHandle<()> {
+    let span = info_span!("consumer", consumer = consumer.name().to_owned());
+    tokio::spawn(
+        async move {
+            let mut backoff = opts.backoff;
+            loop {
+                match consume_once(&*log, &*consumer, opts.batch).await {
+                    Ok(n) => {
+                        backoff = opts.backoff;
+                        if n == 0 {
+                            tokio::time::sleep(opts.poll).await;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event consumer failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    )
+}
+
+/// Follow the log from its current end, calling `on_events` with every new batch, in order,
+/// until the task is aborted. Nothing is stored: a restarted process starts at the end again
+/// (what it follows for, like cache invalidation, starts empty too).
+pub async fn tail(
+    log: Arc<dyn EventLog>,
+    poll: Duration,
+    on_events: impl Fn(&[EventRecord]) + Send + Sync + 'static,
+) -> Result<tokio::task::JoinHandle<()>, berth_meta::MetaError> {
+    let mut cursor = log.last_event_seq().await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match log.events_after(cursor, 1000).await {
+                Ok(events) if !events.is_empty() => {
+                    on_events(&events);
+                    cursor = events.last().map_or(cursor, |e| e.seq);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "failed to follow the event log"),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }))
+}

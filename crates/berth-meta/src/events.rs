@@ -1,0 +1,669 @@
+//! The event log: a durable, ordered record of every state change (a transactional outbox).
+//!
+//! A change and its events are written in **one transaction** (a manifest push, its tags and
+//! `artifact.pushed` commit together or not at all), so a consumer can never see an event
+//! for a change that did not happen, nor miss one that did. Events that are not changes of
+//! stored state (pulls, logins) are appended in batches by their own writer.
+//!
+//! Consumers ([`EventLog::advance_consumer`]) read the log after a stored cursor and apply
+//! their [`Effect`]s *in the same transaction* as the cursor move, so a consumer killed at any
+//! point resumes where it stopped with no effect lost or applied twice. Two processes running
+//! the same consumer cannot both apply a batch: the cursor moves only from the value the
+//! batch was read after (compare-and-set).
+//!
+//! **Order:** `seq` grows with commit order. SQLite has one writer at a time; on PostgreSQL a
+//! transaction takes a transaction-scoped advisory lock just before it inserts its events,
+//! so a transaction holding a lower `seq` has always committed (or rolled back) before a
+//! higher one is assigned. A reader that has seen `seq` n has seen everything below n that
+//! will ever exist. (Gaps are possible, from rolled-back transactions; they are never filled.)
+//!
+//! Tables:
+//! ```text
+//! events         seq (serial) | at | kind | actor | client_ip | project | repo | digest | tag | data (JSON)
+//! event_cursors  consumer (PK) | seq (last applied) | updated_at
+//! ```
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::MetaError;
+use crate::access::{AuditRecord, insert_audit};
+use crate::jobs::{NewJob, insert_job};
+use crate::sql::{Backend, SqlMetaStore};
+
+/// The advisory lock that orders event inserts on PostgreSQL.
+const EVENT_ORDER_LOCK: i64 = 727_275;
+
+/// Who made a change: the name the audit log shows, and where the request came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// User or robot name, `anonymous`, `operator`, or `system` for Berth's own jobs.
+    pub actor: String,
+    /// The client's address, when the change came over the network.
+    pub client_ip: Option<String>,
+}
+
+impl Origin {
+    /// A change made by Berth itself (jobs, start-up).
+    pub fn system() -> Origin {
+        Origin { actor: "system".into(), client_ip: None }
+    }
+
+    /// A change made by `actor` from `client_ip`.
+    pub fn new(actor: impl Into<String>, client_ip: Option<String>) -> Origin {
+        Origin { actor: actor.into(), client_ip }
+    }
+}
+
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// What happened. Stored as its dotted name (`artifact.pushed`); the set only grows.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $name,)*
+                }
+            }
+        }
+
+        impl std::str::FromStr for EventKind {
+            type Err = MetaError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(EventKind::$variant),)*
+                    other => Err(MetaError::Corrupt(format!("unknown event kind {other:?}"))),
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// A manifest was pushed (`digest`; `tag` when pushed by tag; `data.tags`, `data.media_type`).
+    ArtifactPushed => "artifact.pushed",
+    /// Manifests were pulled (`digest`; `tag` when pulled by tag; `data.count` pulls, last at `at`).
+    ArtifactPulled => "artifact.pulled",
+    /// A manifest and its tags were deleted (`digest`).
+    ArtifactDeleted => "artifact.deleted",
+    /// A tag was created (`tag` → `digest`).
+    TagCreated => "tag.created",
+    /// A tag moved to another manifest (`tag` → `digest`; `data.from` the old digest).
+    TagMoved => "tag.moved",
+    /// A tag was deleted (`tag`; `digest` it pointed at).
+    TagDeleted => "tag.deleted",
+    /// A blob was unlinked from a repository (`digest`).
+    BlobDeleted => "blob.deleted",
+    /// A repository was deleted with everything in it.
+    RepositoryDeleted => "repository.deleted",
+    /// A project was created (`project`; `data.public`, `data.metadata`).
+    ProjectCreated => "project.created",
+    /// A project's visibility or settings changed (`project`).
+    ProjectUpdated => "project.updated",
+    /// A project was deleted (`project`).
+    ProjectDeleted => "project.deleted",
+    /// A project member was added, changed or removed (`project`; `data.op`, `data.member`).
+    MemberChanged => "member.changed",
+    /// A robot account was created, changed, given a new secret or deleted (`data.op`, `data.name`).
+    RobotChanged => "robot.changed",
+    /// A user was created, changed or deleted (`data.op`, `data.name`).
+    UserChanged => "user.changed",
+    /// A repository policy was set or removed (`repo`; `data.op`).
+    PolicyChanged => "policy.changed",
+    /// A vulnerability scan finished (`digest`; `data.status`).
+    ScanCompleted => "scan.completed",
+    /// A login succeeded (`actor`; `data.how`).
+    LoginSucceeded => "login.succeeded",
+    /// A login failed (`actor` is the name tried; `data.detail`).
+    LoginFailed => "login.failed",
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// When (Unix ms).
+    pub at: i64,
+    /// Who did it.
+    pub origin: Origin,
+    /// The project concerned.
+    pub project: Option<String>,
+    /// The repository concerned (full name).
+    pub repo: Option<String>,
+    /// The manifest or blob digest concerned.
+    pub digest: Option<String>,
+    /// The tag concerned.
+    pub tag: Option<String>,
+    /// Details, by kind.
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event of `kind` at `at` by `origin`, with nothing else filled in.
+    pub fn new(kind: EventKind, at: i64, origin: &Origin) -> NewEvent {
+        NewEvent {
+            kind,
+            at,
+            origin: origin.clone(),
+            project: None,
+            repo: None,
+            digest: None,
+            tag: None,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// Concerning repository `repo` (and its project, the first path component).
+    pub fn repo(mut self, repo: &str) -> NewEvent {
+        self.project = Some(repo.split('/').next().unwrap_or(repo).to_owned());
+        self.repo = Some(repo.to_owned());
+        self
+    }
+
+    /// Concerning project `project`.
+    pub fn project(mut self, project: &str) -> NewEvent {
+        self.project = Some(project.to_owned());
+        self
+    }
+
+    /// Concerning `digest`.
+    pub fn digest(mut self, digest: impl ToString) -> NewEvent {
+        self.digest = Some(digest.to_string());
+        self
+    }
+
+    /// Concerning `tag`.
+    pub fn tag(mut self, tag: impl ToString) -> NewEvent {
+        self.tag = Some(tag.to_string());
+        self
+    }
+
+    /// With details.
+    pub fn data(mut self, data: serde_json::Value) -> NewEvent {
+        self.data = data;
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Position in the log (grows with commit order; gaps possible).
+    pub seq: i64,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// What `berth events list` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<EventKind>,
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this repository.
+    pub repo: Option<String>,
+    /// Only by this actor.
+    pub actor: Option<String>,
+    /// Only events after this `seq`.
+    pub after: Option<i64>,
+    /// Only events at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// A consumer's effect on the metadata database, applied atomically with its cursor move.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Append an audit log entry.
+    Audit(AuditRecord),
+    /// Count `count` pulls of `repo` (and of manifest `digest`), the last at `at`.
+    Pulls {
+        /// Repository.
+        repo: String,
+        /// Manifest pulled, if known.
+        digest: Option<String>,
+        /// How many pulls.
+        count: i64,
+        /// When the last one happened (Unix ms).
+        at: i64,
+    },
+    /// Enqueue a job (de-duplicated by its key as usual).
+    Job(NewJob),
+}
+
+/// A consumer's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerCursor {
+    /// Consumer name.
+    pub consumer: String,
+    /// Last `seq` applied.
+    pub seq: i64,
+    /// When it last moved (Unix ms).
+    pub updated_at: i64,
+}
+
+/// The event log. Contract checked by [`crate::conformance::run_events`].
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Append events that are not part of another change (pulls, logins), in one transaction.
+    async fn append_events(&self, events: &[NewEvent]) -> Result<(), MetaError>;
+    /// Up to `limit` events with `seq > after`, in `seq` order.
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, MetaError>;
+    /// The highest `seq` committed so far (0 when the log is empty).
+    async fn last_event_seq(&self) -> Result<i64, MetaError>;
+    /// Events matching `q`, newest first.
+    async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>, MetaError>;
+    /// Where `consumer` stands (0 when it never ran).
+    async fn consumer_cursor(&self, consumer: &str) -> Result<i64, MetaError>;
+    /// Every consumer's position.
+    async fn consumer_cursors(&self) -> Result<Vec<ConsumerCursor>, MetaError>;
+    /// Apply `effects` and move `consumer` from `from` to `to`, in one transaction. Returns
+    /// `false` (and applies nothing) if the cursor was not at `from`: another process took
+    /// this batch.
+    async fn advance_consumer(
+        &self,
+        consumer: &str,
+        from: i64,
+        to: i64,
+        effects: &[Effect],
+        now: i64,
+    ) -> Result<bool, MetaError>;
+    /// Delete events older than `before` (Unix ms); returns how many.
+    async fn prune_events(&self, before: i64) -> Result<u64, MetaError>;
+}
+
+/// Insert `events` inside the caller's transaction (the only way events are written).
+pub(crate) async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    events: &[NewEvent],
+) -> Result<(), MetaError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if backend == Backend::Postgres {
+        // Held until commit: sequence numbers are handed out in commit order (module doc).
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut **tx).await?;
+    }
+    for chunk in events.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (at, kind, actor, client_ip, project, repo, digest, tag, data) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.at)
+                .bind(e.kind.as_str())
+                .bind(&e.origin.actor)
+                .bind(&e.origin.client_ip)
+                .bind(&e.project)
+                .bind(&e.repo)
+                .bind(&e.digest)
+                .bind(&e.tag)
+                .bind(e.data.to_string());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+const EVENT_COLS: &str = "seq, at, kind, actor, client_ip, project, repo, digest, tag, data";
+
+fn event_from_row(r: &AnyRow) -> Result<EventRecord, MetaError> {
+    let kind: String = r.try_get("kind")?;
+    let data: String = r.try_get("data")?;
+    Ok(EventRecord {
+        seq: r.try_get("seq")?,
+        event: NewEvent {
+            kind: kind.parse()?,
+            at: r.try_get("at")?,
+            origin: Origin { actor: r.try_get("actor")?, client_ip: r.try_get("client_ip")? },
+            project: r.try_get("project")?,
+            repo: r.try_get("repo")?,
+            digest: r.try_get("digest")?,
+            tag: r.try_get("tag")?,
+            data: serde_json::from_str(&data).map_err(|e| MetaError::Corrupt(format!("event data: {e}")))?,
+        },
+    })
+}
+
+/// Most recent pull first wins: `pull_time` only moves forward.
+const LATER: &str = "CASE WHEN pull_time IS NULL OR pull_time < $3 THEN $3 ELSE pull_time END";
+
+async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect, now: i64) -> Result<(), MetaError> {
+    match effect {
+        Effect::Audit(a) => insert_audit(tx, std::slice::from_ref(a)).await,
+        Effect::Pulls { repo, digest, count, at } => {
+            sqlx::query(&format!(
+                "UPDATE repositories SET pull_count = pull_count + $2, pull_time = {LATER} WHERE name = $1"
+            ))
+            .bind(repo)
+            .bind(count)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            if let Some(d) = digest {
+                sqlx::query(&format!("UPDATE manifests SET pull_time = {LATER} WHERE repo = $1 AND digest = $2"))
+                    .bind(repo)
+                    .bind(d)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+        Effect::Job(job) => insert_job(tx, job, now).await.map(drop),
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for SqlMetaStore {
+    async fn append_events(&self, events: &[NewEvent]) -> Result<(), MetaError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        insert_events(&mut tx, self.backend(), events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, MetaError> {
+        let rows = sqlx::query(&format!("SELECT {EVENT_COLS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, MetaError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(self.pool()).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn query_events(&self, q: &EventQuery) -> Result<Vec<EventRecord>, MetaError> {
+        let mut clauses = Vec::new();
+        let mut strs: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if !q.kinds.is_empty() {
+            let ps: Vec<String> = q.kinds.iter().map(|_| format!("${}", next())).collect();
+            clauses.push(format!("kind IN ({})", ps.join(", ")));
+            strs.extend(q.kinds.iter().map(|k| k.as_str().to_owned()));
+        }
+        for (col, v) in [("project", &q.project), ("repo", &q.repo), ("actor", &q.actor)] {
+            if let Some(v) = v {
+                clauses.push(format!("{col} = ${}", next()));
+                strs.push(v.clone());
+            }
+        }
+        let mut ints = Vec::new();
+        if let Some(a) = q.after {
+            clauses.push(format!("seq > ${}", next()));
+            ints.push(a);
+        }
+        if let Some(s) = q.since {
+            clauses.push(format!("at >= ${}", next()));
+            ints.push(s);
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let sql = format!("SELECT {EVENT_COLS} FROM events{filter} ORDER BY seq DESC LIMIT ${}", next());
+        let mut query = sqlx::query(&sql);
+        for s in &strs {
+            query = query.bind(s);
+        }
+        for i in &ints {
+            query = query.bind(i);
+        }
+        let rows = query.bind(q.limit.max(1)).fetch_all(self.pool()).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn consumer_cursor(&self, consumer: &str) -> Result<i64, MetaError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT seq FROM event_cursors WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn consumer_cursors(&self) -> Result<Vec<ConsumerCursor>, MetaError> {
+        let rows = sqlx::query("SELECT consumer, seq, updated_at FROM event_cursors ORDER BY consumer")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConsumerCursor {
+                    consumer: r.try_get("consumer")?,
+                    seq: r.try_get("seq")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn advance_consumer(
+        &self,
+        consumer: &str,
+        from: i64,
+        to: i64,
+        effects: &[Effect],
+        now: i64,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("INSERT INTO event_cursors (consumer, seq, updated_at) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING")
+            .bind(consumer)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let moved = sqlx::query("UPDATE event_cursors SET seq = $3, updated_at = $4 WHERE consumer = $1 AND seq = $2")
+            .bind(consumer)
+            .bind(from)
+            .bind(to)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for e in effects {
+            apply_effect(&mut tx, e, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn prune_events(&self, before: i64) -> Result<u64, MetaError> {
+        Ok(sqlx::query("DELETE FROM events WHERE at < $1").bind(before).execute(self.pool()).await?.rows_affected())
+    }
+}
+
+/// Why a consumer could not compute its effects (the batch is retried later).
+pub type ConsumerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A reader of the event log with a durable cursor (run by `berth_jobs::run_consumer`).
+///
+/// `effects` may be called more than once for the same events (after a crash, or on two
+/// replicas at once); only one call's effects are ever applied, atomically with the cursor.
+#[async_trait::async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// The name its cursor is stored under.
+    fn name(&self) -> &str;
+    /// The effects of `events` (in `seq` order).
+    async fn effects(&self, events: &[EventRecord]) -> Result<Vec<Effect>, ConsumerError>;
+}
+
+/// Most distinct pending entries an [`EventBuffer`] holds; past it, new ones are dropped
+/// (and counted) until a flush succeeds, so a database outage cannot grow memory.
+pub const EVENT_BUFFER_MAX: usize = 50_000;
+
+/// What pulls are aggregated by: (repository, digest, tag, actor, client address).
+type PullKey = (String, String, Option<String>, String, Option<String>);
+
+/// Pending appended events: pulls aggregated by [`PullKey`] into (count, latest time),
+/// everything else in order.
+#[derive(Default)]
+struct Pending {
+    pulls: std::collections::HashMap<PullKey, (i64, i64)>,
+    other: Vec<NewEvent>,
+    dropped: u64,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.pulls.len() + self.other.len()
+    }
+
+    fn take(&mut self) -> Vec<NewEvent> {
+        let mut out = std::mem::take(&mut self.other);
+        for ((repo, digest, tag, actor, ip), (count, at)) in self.pulls.drain() {
+            let mut e = NewEvent::new(EventKind::ArtifactPulled, at, &Origin { actor, client_ip: ip })
+                .repo(&repo)
+                .digest(digest)
+                .data(serde_json::json!({ "count": count }));
+            e.tag = tag;
+            out.push(e);
+        }
+        out.sort_by_key(|e| e.at);
+        out
+    }
+}
+
+/// A batching writer for events that are not part of a stored change (pulls, logins): a
+/// pull must not cost a synchronous write. Entries are appended about once a second (or
+/// sooner when many are waiting), in one transaction; repeated pulls of one artifact by one
+/// client in that time are one `artifact.pulled` event with a count. Entries still pending
+/// when the process is killed are lost; what was appended is not.
+#[derive(Clone)]
+pub struct EventBuffer {
+    pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    flushed: std::sync::Arc<tokio::sync::Notify>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl EventBuffer {
+    /// Start the writer task over `log`, flushing every `interval`.
+    pub fn start(log: std::sync::Arc<dyn EventLog>, interval: std::time::Duration) -> EventBuffer {
+        let buffer = EventBuffer {
+            pending: Default::default(),
+            wake: Default::default(),
+            flushed: Default::default(),
+            generation: Default::default(),
+        };
+        let b = buffer.clone();
+        // The task holds only weak references, so it ends with the last `EventBuffer`.
+        let (pending, wake) = (std::sync::Arc::downgrade(&b.pending), b.wake.clone());
+        let (flushed, generation) = (b.flushed.clone(), b.generation.clone());
+        drop(b);
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(interval, wake.notified()).await;
+                let Some(pending) = pending.upgrade() else { return };
+                let (events, dropped) = {
+                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    (p.take(), std::mem::take(&mut p.dropped))
+                };
+                drop(pending);
+                if dropped > 0 {
+                    tracing::warn!(dropped, "event buffer was full: pull and login events were dropped");
+                }
+                if let Err(e) = log.append_events(&events).await {
+                    tracing::warn!(error = %e, lost = events.len(), "failed to append pull and login events");
+                }
+                generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                flushed.notify_waiters();
+            }
+        });
+        buffer
+    }
+
+    /// Queue an event; pulls are aggregated.
+    pub fn push(&self, e: NewEvent) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let full = p.len() >= EVENT_BUFFER_MAX;
+        if e.kind == EventKind::ArtifactPulled {
+            let key = (
+                e.repo.clone().unwrap_or_default(),
+                e.digest.clone().unwrap_or_default(),
+                e.tag.clone(),
+                e.origin.actor.clone(),
+                e.origin.client_ip.clone(),
+            );
+            let n = e.data.get("count").and_then(serde_json::Value::as_i64).unwrap_or(1);
+            match p.pulls.get_mut(&key) {
+                Some((count, at)) => {
+                    *count += n;
+                    *at = (*at).max(e.at);
+                }
+                None if full => p.dropped += 1,
+                None => {
+                    p.pulls.insert(key, (n, e.at));
+                }
+            }
+        } else if full {
+            p.dropped += 1;
+        } else {
+            p.other.push(e);
+        }
+        if p.len() >= EVENT_BUFFER_MAX / 2 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Entries waiting to be written (for tests and metrics).
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Write what is pending now and wait for it.
+    pub async fn flush(&self) {
+        let start = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        loop {
+            let done = self.flushed.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            // Two rounds: the one running now may have started before this call.
+            if self.generation.load(std::sync::atomic::Ordering::Acquire) >= start + 2 {
+                return;
+            }
+            self.wake.notify_one();
+            done.await;
+        }
+    }
+}
