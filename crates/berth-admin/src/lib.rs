@@ -90,6 +90,9 @@ impl IntoResponse for ApiError {
         if self.0 == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
         }
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         r
     }
 }
@@ -124,6 +127,14 @@ pub(crate) async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 's
 pub(crate) fn db_error(e: MetaError) -> ApiError {
     match e {
         MetaError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m),
+        MetaError::Unavailable(m) => {
+            tracing::warn!(error = %m, "management API: metadata database unavailable");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the registry's metadata database is unavailable; try again in a few seconds".into(),
+            )
+        }
         e => {
             tracing::error!(error = %e, "management API: metadata store failed");
             ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
@@ -215,8 +226,10 @@ impl FromRequestParts<AdminState> for Caller {
             return Err(unauthorized(format!("unsupported authorization scheme {scheme:?}: use Basic")));
         }
         if let Some(c) = cookie(h, SESSION_COOKIE) {
-            let p =
-                s.auth.session_principal(c).await.map_err(|_| unauthorized("the session has expired; log in again"))?;
+            let p = s.auth.session_principal(c).await.map_err(|e| match e {
+                AuthError::Store(m) => db_error(m),
+                _ => unauthorized("the session has expired; log in again"),
+            })?;
             let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
             if !(safe || h.contains_key("x-harbor-csrf-token") || h.contains_key("x-berth-csrf")) {
                 return Err(forbidden(

@@ -238,6 +238,21 @@ pub enum Denied {
     /// Authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// No decision: the metadata database cannot be reached (answered `503`, never a refusal).
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
+    /// No decision: the lookup failed (answered `500`).
+    #[error("authorization failed: {0}")]
+    Failed(String),
+}
+
+impl From<MetaError> for Denied {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::Unavailable(m) => Denied::Unavailable(m),
+            e => Denied::Failed(e.to_string()),
+        }
+    }
 }
 
 /// A freshly issued access token.
@@ -786,7 +801,7 @@ impl Auth {
         let project_name = project_of(repo);
         let internal = |e: MetaError| {
             warn!(error = %e, "authorization lookup failed");
-            Denied::Forbidden("authorization is unavailable (metadata database error)".into())
+            Denied::from(e)
         };
         let project = match self.project(project_name).await.map_err(internal)? {
             Some(pr) => pr,
@@ -855,8 +870,11 @@ impl Auth {
                     let mut ok = Vec::new();
                     for a in want {
                         let (perm, ecr) = action_perm(a);
-                        if self.authorize_repo(p, &s.name, perm, ecr).await.is_ok() {
-                            ok.push(a.to_owned());
+                        match self.authorize_repo(p, &s.name, perm, ecr).await {
+                            Ok(()) => ok.push(a.to_owned()),
+                            // No token rather than a narrower one while no decision can be made.
+                            Err(Denied::Unavailable(m)) => return Err(AuthError::Store(MetaError::Unavailable(m))),
+                            Err(_) => {}
                         }
                     }
                     ok

@@ -379,7 +379,7 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
 /// generation, inventories and reports by digest, scan states keep the last report,
 /// allowlists replace per scope.
 #[expect(clippy::unwrap_used, reason = "test suite")]
-pub async fn run_scan(store: &dyn crate::ScanStore) {
+pub async fn run_scan<S: crate::ScanStore + crate::EventLog>(store: &S) {
     use crate::VulnSource;
     assert_eq!(store.vuln_generation().await.unwrap(), 0);
     let src = |name: &str, n: i64| VulnSource {
@@ -409,20 +409,27 @@ pub async fn run_scan(store: &dyn crate::ScanStore) {
     assert_eq!(store.scan("sha256:1").await.unwrap(), None);
     store.set_scan_state("sha256:1", "p/a", "queued", None, 20).await.unwrap();
     store.set_scan_state("sha256:1", "p/a", "running", None, 21).await.unwrap();
-    store.put_report("sha256:1", "p/a", "{\"r\":1}", 3, 22).await.unwrap();
+    store.complete_scan("sha256:1", "p/a", Ok(("{\"r\":1}", 3)), 22).await.unwrap();
     let s = store.scan("sha256:1").await.unwrap().unwrap();
     assert_eq!(
         (s.status.as_str(), s.report.as_deref(), s.generation, s.started_at, s.finished_at),
         ("done", Some("{\"r\":1}"), 3, Some(21), Some(22))
     );
     // a new scan that fails keeps the previous report, with the reason
-    store.set_scan_state("sha256:1", "p/a", "failed", Some("broken layer"), 30).await.unwrap();
+    store.complete_scan("sha256:1", "p/a", Err("broken layer"), 30).await.unwrap();
     let s = store.scan("sha256:1").await.unwrap().unwrap();
     assert_eq!(
         (s.status.as_str(), s.error.as_deref(), s.report.as_deref()),
         ("failed", Some("broken layer"), Some("{\"r\":1}"))
     );
     assert_eq!(store.scans().await.unwrap().len(), 1);
+    // Both outcomes are logged as `scan.completed`, in the same transactions.
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::ScanCompleted], limit: 10, ..Default::default() };
+    let done = store.query_events(&q).await.unwrap();
+    let statuses: Vec<_> = done.iter().map(|e| e.event.data["status"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(statuses, ["failed", "done"]);
+    assert_eq!((done[0].event.repo.as_deref(), done[0].event.digest.as_deref()), (Some("p/a"), Some("sha256:1")));
+    assert_eq!(done[0].event.data["error"], "broken layer");
 
     store.put_allowlist("", &[("CVE-1".into(), -1)]).await.unwrap();
     store.put_allowlist("p", &[("CVE-2".into(), 99), ("CVE-3".into(), -1)]).await.unwrap();

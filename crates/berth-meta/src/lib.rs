@@ -55,7 +55,12 @@ pub(crate) fn now_ms() -> i64 {
 pub enum MetaError {
     /// The database failed.
     #[error("metadata database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+    /// The database cannot be reached (down, restarting, out of connections): nothing was
+    /// changed, and the same request may succeed shortly. Every surface answers `503` with
+    /// `Retry-After` for it, never an authorization failure.
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
     /// A stored value could not be read back (corruption or a newer schema).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -63,6 +68,29 @@ pub enum MetaError {
     #[error("{0}")]
     Conflict(String),
 }
+
+impl From<sqlx::Error> for MetaError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) { MetaError::Unavailable(e.to_string()) } else { MetaError::Db(e) }
+    }
+}
+
+/// Is this the database being out of reach, rather than a query going wrong?
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (08…), shutdown and start-up (57P01–57P03),
+        // too many connections (53300).
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300")
+        }
+        _ => false,
+    }
+}
+
+/// How long a request waits for a database connection before it is answered `503`.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// A repository with the figures the management API shows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,15 @@ pub trait ScanStore: Send + Sync + 'static {
         generation: i64,
         now: i64,
     ) -> Result<(), MetaError>;
+    /// Store the outcome of a scan — `Ok((report, generation))` or `Err(error)` — and log
+    /// `scan.completed` (by `system`), in one transaction.
+    async fn complete_scan(
+        &self,
+        digest: &str,
+        repo: &str,
+        outcome: Result<(&str, i64), &str>,
+        now: i64,
+    ) -> Result<(), MetaError>;
     /// The scan record of a manifest.
     async fn scan(&self, digest: &str) -> Result<Option<ScanRecord>, MetaError>;
     /// Every scan record.
@@ -247,6 +256,44 @@ impl ScanStore for SqlMetaStore {
         .bind(now)
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    async fn complete_scan(
+        &self,
+        digest: &str,
+        repo: &str,
+        outcome: Result<(&str, i64), &str>,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.pool().begin().await?;
+        let (status, error, report, generation) = match outcome {
+            Ok((report, generation)) => ("done", None, Some(report), generation),
+            Err(e) => ("failed", Some(e), None, 0),
+        };
+        sqlx::query(
+            "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (digest) DO UPDATE SET status = excluded.status, error = excluded.error,
+             report = CASE WHEN excluded.report IS NULL THEN scan_reports.report ELSE excluded.report END,
+             generation = CASE WHEN excluded.report IS NULL THEN scan_reports.generation ELSE excluded.generation END,
+             finished_at = excluded.finished_at",
+        )
+        .bind(digest)
+        .bind(repo)
+        .bind(status)
+        .bind(error)
+        .bind(report)
+        .bind(generation)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let e = crate::NewEvent::new(crate::EventKind::ScanCompleted, now, &crate::Origin::system())
+            .repo(repo)
+            .digest(digest)
+            .data(serde_json::json!({ "status": status, "error": error }));
+        crate::events::insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
         Ok(())
     }
 

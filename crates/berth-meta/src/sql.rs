@@ -88,6 +88,7 @@ impl SqlMetaStore {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;")
@@ -108,7 +109,11 @@ impl SqlMetaStore {
     /// Connect to PostgreSQL (`postgres://…`) with a pool of `pool_size` and run pending migrations.
     pub async fn open_postgres(url: &str, pool_size: u32) -> Result<Self, MetaError> {
         sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new().max_connections(pool_size.max(1)).connect(url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(crate::ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
         let store = SqlMetaStore { pool, backend: Backend::Postgres, writer: None };
         store.migrate().await?;
         Ok(store)

@@ -146,7 +146,7 @@ fn auth_failure(
 ) -> OciError {
     match e {
         AuthError::Locked { retry_after } => OciError::TooManyRequests { message: e.to_string(), retry_after },
-        AuthError::Store(_) => OciError::Auth(e.to_string()),
+        AuthError::Store(m) => m.into(),
         _ => OciError::Unauthorized {
             message: e.to_string(),
             challenge: challenge(state, headers, scope, was_token.then_some("invalid_token")),
@@ -191,6 +191,8 @@ pub(crate) async fn check(
             Ok(()) => Ok(p),
             Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
             Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),
+            Err(Denied::Unavailable(m)) => Err(OciError::Unavailable(m)),
+            Err(Denied::Failed(m)) => Err(OciError::Auth(m)),
             Err(Denied::Forbidden(why)) => match &p {
                 // A wider token may help: the client asks the token service again.
                 Principal::Token(_) => Err(unauthorized(
@@ -251,6 +253,15 @@ fn login_error(e: AuthError) -> Response {
             e.to_string(),
             Some(("retry-after", retry_after.as_secs().max(1).to_string())),
         ),
+        AuthError::Store(berth_meta::MetaError::Unavailable(ref m)) => {
+            tracing::warn!(error = %m, "token service: metadata database unavailable");
+            token_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the registry's metadata database is unavailable; try again in a few seconds".into(),
+                Some(("retry-after", crate::error::RETRY_AFTER_SECS.to_string())),
+            )
+        }
         AuthError::Store(ref m) => {
             tracing::error!(error = %m, "token service: metadata store failed");
             token_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into(), None)

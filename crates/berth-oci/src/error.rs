@@ -69,6 +69,21 @@ pub enum OciError {
     /// The access layer failed (database).
     #[error("authorization failed: {0}")]
     Auth(String),
+    /// The metadata database cannot be reached: `503` with `Retry-After`, whatever the route.
+    #[error("the registry's metadata database is unavailable; try again in a few seconds")]
+    Unavailable(String),
+}
+
+/// `Retry-After` of a `503` (seconds).
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+impl From<berth_meta::MetaError> for OciError {
+    fn from(e: berth_meta::MetaError) -> Self {
+        match e {
+            berth_meta::MetaError::Unavailable(m) => OciError::Unavailable(m),
+            e => OciError::Auth(e.to_string()),
+        }
+    }
 }
 
 /// Extension carrying the real cause of a 5xx to the logging middleware.
@@ -108,6 +123,9 @@ impl OciError {
     pub fn code(&self) -> &'static str {
         use RegistryError as R;
         match self {
+            OciError::Registry(R::Meta(berth_meta::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
+                "UNAVAILABLE"
+            }
             OciError::Registry(r) => match r {
                 R::BlobUnknown(_) => "BLOB_UNKNOWN",
                 R::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
@@ -140,6 +158,9 @@ impl OciError {
     pub fn status(&self) -> StatusCode {
         use RegistryError as R;
         match self {
+            OciError::Registry(R::Meta(berth_meta::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             OciError::Registry(r) => match r {
                 R::BlobUnknown(_) | R::UploadUnknown | R::ManifestUnknown(_) | R::NameUnknown(_) => {
                     StatusCode::NOT_FOUND
@@ -193,6 +214,9 @@ impl IntoResponse for OciError {
         let message = if status.is_server_error() {
             match status {
                 StatusCode::INSUFFICIENT_STORAGE => "storage is full; nothing was stored".to_owned(),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "the registry's metadata database is unavailable; try again in a few seconds".to_owned()
+                }
                 _ => "internal error; see the server log".to_owned(),
             }
         } else {
@@ -217,6 +241,9 @@ impl IntoResponse for OciError {
             }
             OciError::TooManyRequests { retry_after, .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             _ => {}
         }

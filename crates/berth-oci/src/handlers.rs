@@ -292,11 +292,7 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, origin: 
     let m = state.registry.manifest_get(repo, r, with_body).await?;
     if with_body && let Some(scans) = &state.scanning {
         // The project's vulnerability policy may refuse the pull (HEAD stays allowed).
-        let project = state
-            .auth
-            .project(berth_auth::project_of(repo.as_str()))
-            .await
-            .map_err(|e| OciError::Auth(e.to_string()))?;
+        let project = state.auth.project(berth_auth::project_of(repo.as_str())).await?;
         if let Some(p) = project
             && p.metadata.get("prevent_vul").is_some_and(|v| v == "true")
         {

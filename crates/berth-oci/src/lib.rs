@@ -181,7 +181,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(_) => "ready".into_response(),
         Err(e) => {
             warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(http::header::RETRY_AFTER, crate::error::RETRY_AFTER_SECS.to_string())],
+                "metadata store unavailable",
+            )
+                .into_response()
         }
     }
 }

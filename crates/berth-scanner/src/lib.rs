@@ -312,9 +312,7 @@ impl Scanner {
         self.store.set_scan_state(&p.digest, &p.repo, "running", None, now).await?;
         let result = self.scan_inner(&repo, &digest, p.sbom).await;
         if let Err(e) = &result {
-            self.store
-                .set_scan_state(&p.digest, &p.repo, "failed", Some(&format!("{e:#}")), berth_auth::now_ms())
-                .await?;
+            self.store.complete_scan(&p.digest, &p.repo, Err(&format!("{e:#}")), berth_auth::now_ms()).await?;
         }
         result
     }
@@ -332,14 +330,9 @@ impl Scanner {
                 Box::pin(self.scan_image(repo, &child, &db, generation, sbom)).await?;
             }
             let all = self.index_report(repo, digest).await?.context("an index")?;
+            let all = serde_json::to_string(&all)?;
             self.store
-                .put_report(
-                    &digest.to_string(),
-                    repo.as_str(),
-                    &serde_json::to_string(&all)?,
-                    generation,
-                    berth_auth::now_ms(),
-                )
+                .complete_scan(&digest.to_string(), repo.as_str(), Ok((&all, generation)), berth_auth::now_ms())
                 .await?;
             return Ok(());
         }
@@ -365,7 +358,7 @@ impl Scanner {
             .put_inventory(&d, &serde_json::to_string(&json!({"inventory": inv, "layers": layers}))?, now)
             .await?;
         let mut report = scan(&inv, db);
-        self.store.put_report(&d, repo.as_str(), &serde_json::to_string(&report)?, generation, now).await?;
+        self.store.complete_scan(&d, repo.as_str(), Ok((&serde_json::to_string(&report)?, generation)), now).await?;
         // An import that landed while the layers were read: match again (a re-evaluation that
         // ran meanwhile may not have seen this inventory yet).
         if self.store.vuln_generation().await? != generation {

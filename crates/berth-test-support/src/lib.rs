@@ -68,30 +68,58 @@ fn start_server() -> String {
     if let Ok(url) = std::env::var("BERTH_TEST_PG_URL") {
         return url;
     }
-    let dir = tempfile::Builder::new().prefix("berth-pg").tempdir_in("/tmp").expect("temp dir").keep();
-    let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().expect("chown");
-    assert!(st.success(), "chown the PostgreSQL dir to postgres (tests run as root)");
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    as_postgres(
-        &dir,
-        "initdb",
-        &["-D", &data_s, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"],
-    );
-    let port = free_port();
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c shared_buffers=32MB",
-        dir.display()
-    );
-    let log = dir.join("log").to_string_lossy().into_owned();
-    as_postgres(&dir, "pg_ctl", &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"]);
-    let stop = format!(
-        "runuser -u postgres -- {} -D {data_s} -m immediate stop >/dev/null 2>&1; rm -rf {}",
-        pg_bin("pg_ctl").display(),
-        dir.display()
-    );
-    on_exit(&stop, "PostgreSQL");
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    PgServer::start().url
+}
+
+/// A PostgreSQL server of its own (stopped when the test process exits), for tests that
+/// stop and start it; `url` names its `postgres` database.
+pub struct PgServer {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+    dir: PathBuf,
+    data: String,
+    opts: String,
+    log: String,
+}
+
+impl PgServer {
+    /// `initdb` and start a server on a free loopback port.
+    pub fn start() -> PgServer {
+        let dir = tempfile::Builder::new().prefix("berth-pg").tempdir_in("/tmp").expect("temp dir").keep();
+        let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().expect("chown");
+        assert!(st.success(), "chown the PostgreSQL dir to postgres (tests run as root)");
+        let data = dir.join("data").to_string_lossy().into_owned();
+        as_postgres(
+            &dir,
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"],
+        );
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 -c shared_buffers=32MB",
+            dir.display()
+        );
+        let log = dir.join("log").to_string_lossy().into_owned();
+        let stop = format!(
+            "runuser -u postgres -- {} -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {}",
+            pg_bin("pg_ctl").display(),
+            dir.display()
+        );
+        on_exit(&stop, "PostgreSQL");
+        let server = PgServer { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, data, opts, log };
+        server.resume();
+        server
+    }
+
+    /// Stop the server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        as_postgres(&self.dir, "pg_ctl", &["-D", &self.data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Start it again (after [`PgServer::stop`]); returns once it accepts connections.
+    pub fn resume(&self) {
+        as_postgres(&self.dir, "pg_ctl", &["-D", &self.data, "-o", &self.opts, "-l", &self.log, "-w", "start"]);
+    }
 }
 
 /// A URL to a new, empty database on this process's PostgreSQL server.

@@ -13,6 +13,7 @@ mod crash;
 mod disk;
 mod events;
 mod oidc;
+mod outage;
 mod replicas;
 mod scan;
 mod support;
