@@ -59,7 +59,12 @@ fn subject(e: &berth_meta::NewEvent) -> String {
         (Some(r), Some(t), _) => format!("{r}:{t}"),
         (Some(r), None, Some(d)) => format!("{r}@{d}"),
         (Some(r), None, None) => r.clone(),
-        _ => data("name").or_else(|| data("member")).or_else(|| e.project.clone()).unwrap_or_default(),
+        _ => data("name")
+            .or_else(|| data("member"))
+            .or_else(|| e.project.clone())
+            .or_else(|| data("detail"))
+            .or_else(|| data("how"))
+            .unwrap_or_default(),
     }
 }
 
