@@ -567,27 +567,11 @@ pub(crate) async fn insert_audit(
     entries: &[AuditRecord],
 ) -> Result<(), MetaError> {
     for chunk in entries.chunks(100) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 9;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                )
-            })
-            .collect();
+        let rows = crate::sql::value_rows(chunk.len(), 9);
         let sql = format!(
             "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
              result, detail) VALUES {}",
-            rows.join(", ")
+            rows
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {

@@ -297,26 +297,10 @@ pub(crate) async fn insert_events(
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut **tx).await?;
     }
     for chunk in events.chunks(100) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 9;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                )
-            })
-            .collect();
+        let rows = crate::sql::value_rows(chunk.len(), 9);
         let sql = format!(
             "INSERT INTO events (at, kind, actor, client_ip, project, repo, digest, tag, data) VALUES {}",
-            rows.join(", ")
+            rows
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {

@@ -70,6 +70,11 @@ fn manifest_from_row(r: &AnyRow) -> Result<ManifestRecord, MetaError> {
 
 const MANIFEST_COLS: &str = "m.digest, m.media_type, m.artifact_type, m.size, m.subject, m.annotations, m.created_at";
 
+/// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row INSERT of `rows` rows.
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
+}
+
 /// `$first, $first+1, …` for an IN list of `n` values.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
