@@ -445,7 +445,7 @@ impl SqlMetaStore {
 
     /// Run one statement and, when it changed a row, log `change` in the same transaction.
     async fn logged(&self, sql: &str, binds: Vec<Bind<'_>>, change: Change<'_>) -> Result<u64, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         // Built first: a delete's subject is gone afterwards.
         let event = change_event(&mut tx, change).await?;
         let mut q = sqlx::query(sql);
@@ -594,7 +594,7 @@ pub(crate) async fn insert_audit(
 #[async_trait::async_trait]
 impl AccessStore for SqlMetaStore {
     async fn create_user(&self, u: &NewUser, now: i64, origin: &Origin) -> Result<i64, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, email, realname, comment, password_hash, sysadmin, oidc_subject, groups,
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
@@ -679,7 +679,7 @@ impl AccessStore for SqlMetaStore {
 
     async fn set_cli_secret(&self, id: i64, hash: Option<&str>, now: i64, origin: &Origin) -> Result<bool, MetaError> {
         let at = hash.map(|_| now);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query("UPDATE users SET cli_secret_hash = $2, cli_secret_at = $3, updated_at = $4, credentials_at = $4 WHERE id = $1")
             .bind(id)
             .bind(hash)

@@ -124,6 +124,17 @@ impl SqlMetaStore {
         Ok(store)
     }
 
+    /// A transaction that holds SQLite's write lock from its start: one that reads first
+    /// and writes later would fail at once (`database is locked`) if another writer
+    /// committed in between, busy timeout or not.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, MetaError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("UPDATE event_cursors SET seq = seq WHERE 1 = 0").execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -539,7 +550,7 @@ impl MetaStore for SqlMetaStore {
         now: i64,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let d = digest.to_string();
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
@@ -557,7 +568,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let was: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
             .bind(tag.as_str())

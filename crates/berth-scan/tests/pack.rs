@@ -1,4 +1,4 @@
-//! The real advisory pack (`../shared/vulndb`, beside the checkout): every file loads, and
+//! The real advisory pack (`testdata/vulndb`, vendored with its licences): every file loads, and
 //! known records match the versions they should — and not the ones they should not.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -9,7 +9,7 @@ use std::time::Instant;
 use berth_scan::{Database, Ecosystem, Package, Severity, read_jsonl};
 
 fn pack() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndb/osv")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vulndb/osv")
 }
 
 fn load() -> Database {

@@ -157,6 +157,20 @@ fn start_seaweedfs() -> (String, String) {
     if let Ok(ep) = std::env::var("BERTH_TEST_S3_ENDPOINT") {
         return (ep, std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth".into()));
     }
+    // A start can fail when another process takes one of the free ports picked for it
+    // before SeaweedFS binds it: try again on new ports.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match try_start_seaweedfs() {
+            Ok(started) => return started,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!("SeaweedFS did not start in three tries:\n{}", failures.join("\n---\n"));
+}
+
+/// Start `weed mini` on fresh ports; the error holds the end of its log.
+fn try_start_seaweedfs() -> Result<(String, String), String> {
     let dir = tempfile::Builder::new().prefix("berth-s3").tempdir_in("/tmp").expect("temp dir").keep();
     let port = free_port();
     let flag = |name: &str| format!("-{name}={}", free_port());
@@ -209,11 +223,14 @@ fn start_seaweedfs() -> (String, String) {
             && matches!(String::from_utf8_lossy(&o.stdout).trim(), "200" | "403")
         {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            return (endpoint, "berth".into());
+            return Ok((endpoint, "berth".into()));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("SeaweedFS did not start; see {}/weed.log", dir.display());
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
 }
 
 /// A fresh place in the test process's S3 server.

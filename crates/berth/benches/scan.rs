@@ -4,7 +4,7 @@
 //!
 //!     cargo bench -p berth --bench scan
 //!
-//! Needs the advisory pack beside the checkout (`../shared/vulndb`) and the Debian layout the
+//! Needs the advisory pack in `testdata/vulndb` (vendored with its licences) and the Debian layout the
 //! tests build (`/var/cache/berth-test/debian-minbase`); a missing input skips its part.
 
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -17,7 +17,7 @@ use berth_scan::{Database, OsvRecord, read_jsonl};
 use criterion::Criterion;
 
 fn pack() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndb/osv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vulndb/osv")
 }
 
 fn load_db() -> Option<Database> {

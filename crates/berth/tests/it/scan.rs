@@ -14,7 +14,7 @@ use tokio::process::Command;
 use crate::support::*;
 
 pub fn pack_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vulndb/osv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vulndb/osv")
 }
 
 fn berth() -> Command {
