@@ -223,8 +223,12 @@ fn check(ps: Vec<P>, syntax: Syntax, ci: bool, inputs: &[String]) -> Result<(), 
     let ps = normalise(ps, syntax);
     let mut text = String::new();
     render(&ps, &mut text);
-    let p = Pattern::new(&text, syntax, PatternOptions { case_insensitive: ci })
-        .map_err(|e| TestCaseError::fail(format!("{text:?} refused: {e}")))?;
+    let p = match Pattern::new(&text, syntax, PatternOptions { case_insensitive: ci }) {
+        Ok(p) => p,
+        // Nested groups can multiply past the documented limit; refusing them is the contract.
+        Err(berth_policy::PatternError::TooManyAlternatives { .. }) => return Ok(()),
+        Err(e) => return Err(TestCaseError::fail(format!("{text:?} refused: {e}"))),
+    };
     let mut inputs = inputs.to_vec();
     for (i, fill) in ["", "a", "b/", "/", "a/b"].iter().enumerate() {
         let mut w = String::new();
