@@ -10,13 +10,14 @@
 //! - `web.rs`: OIDC login (`/c/oidc/login`, `/c/oidc/callback`) and logout.
 //!
 //! **Authorization:** every handler takes a [`Caller`] (Basic credentials, the
-//! `berth_session` cookie, the operator token, or anonymous) and checks a permission
-//! through `berth-auth` before it does anything; there is no open route but `ping`,
+//! `berth_session` cookie, the operator token, or anonymous) and asks `Auth::decide` — the
+//! one decision `/v2` asks too — before it does anything; there is no open route but `ping`,
 //! `health`, `systeminfo` and the OpenAPI document. Cookie-authenticated changes need an
 //! `X-Harbor-CSRF-Token` (or `X-Berth-CSRF`) header, which a cross-site form cannot send.
 //!
-//! **Boundary:** only this crate knows the Harbor JSON shapes; it reads `berth_meta` records
-//! and converts them here.
+//! **Boundary:** only this crate knows the Harbor JSON shapes. It calls the domain services
+//! (`Auth`, `Registry`, `Scanning`, `Jobs`), never a store, and converts their records here.
+//! Errors become Harbor's envelope in one place, `From` impls in this file.
 
 mod projects;
 mod repos;
@@ -33,9 +34,11 @@ use axum::Json;
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use berth_auth::{Auth, AuthError, Principal};
-use berth_meta::{AuditRecord, JobQueue, MetaError};
+use berth_auth::rbac::Perm;
+use berth_auth::{Auth, AuthError, Denied, MetaError, Principal, Target};
+use berth_jobs::Jobs;
 use berth_registry::{Registry, RegistryError};
+use berth_scanner::Scanning;
 use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -43,14 +46,14 @@ use sha2::{Digest, Sha256};
 /// State of the management API.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The job queue.
-    pub jobs: Arc<dyn JobQueue>,
+    /// The job service.
+    pub jobs: Jobs,
     /// The registry (repositories, artifacts, tags).
     pub registry: Arc<Registry>,
     /// The access service.
     pub auth: Arc<Auth>,
-    /// Scanner data (reports, inventories, allowlists).
-    pub scans: Arc<dyn berth_meta::ScanStore>,
+    /// The scanning service (reports, requests, allowlists, SBOMs).
+    pub scans: Arc<Scanning>,
     /// The URL clients reach Berth at, if configured.
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
@@ -62,8 +65,8 @@ pub struct AdminState {
 impl AdminState {
     /// State over the services, with an optional operator token.
     pub fn new(
-        jobs: Arc<dyn JobQueue>,
-        scans: Arc<dyn berth_meta::ScanStore>,
+        jobs: Jobs,
+        scans: Arc<Scanning>,
         registry: Arc<Registry>,
         auth: Arc<Auth>,
         admin_token: Option<&str>,
@@ -80,18 +83,106 @@ impl AdminState {
     }
 }
 
-/// An API error in Harbor's envelope.
-#[derive(Debug)]
-pub(crate) struct ApiError(pub StatusCode, pub &'static str, pub String);
+/// An error of the management API, in Harbor's words. [`ApiError::status`] and
+/// [`ApiError::code`] are exhaustive matches and [`IntoResponse`] the one place an error
+/// becomes Harbor's envelope `{"errors":[{"code","message"}]}`; lower errors convert through
+/// the `From` impls below. A 5xx says only what the user can act on; its cause is logged once,
+/// here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ApiError {
+    /// The request is malformed or a value is out of range.
+    BadRequest(String),
+    /// Credentials are missing or were refused.
+    Unauthorized(String),
+    /// The caller may not do this.
+    Forbidden(String),
+    /// The thing does not exist (or the caller may not know it does).
+    NotFound(String),
+    /// It already exists, or is already in that state.
+    Conflict(String),
+    /// Something else must happen first (e.g. empty the project).
+    PreconditionFailed(String),
+    /// Too many failed logins: try again in `retry_after` seconds.
+    TooManyRequests {
+        /// Why.
+        message: String,
+        /// Seconds until the lock lifts.
+        retry_after: u64,
+    },
+    /// The metadata database cannot be reached (the cause, logged).
+    Unavailable(String),
+    /// Berth failed (the cause, logged).
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Harbor's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::PreconditionFailed(_) => "PRECONDITION",
+            ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Internal(_) => "UNKNOWN",
+        }
+    }
+
+    /// What the user reads.
+    pub fn message(&self) -> &str {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::PreconditionFailed(m)
+            | ApiError::TooManyRequests { message: m, .. } => m,
+            ApiError::Unavailable(_) => "the registry's metadata database is unavailable; try again in a few seconds",
+            ApiError::Internal(_) => "internal error; see the server log",
+        }
+    }
+
+    /// A 500 whose cause is logged (once, now) with `what` failed.
+    pub fn internal(what: &str, cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "management API: {what} failed");
+        ApiError::Internal(format!("{what}: {cause}"))
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.0, Json(json!({ "errors": [{ "code": self.1, "message": self.2 }] }))).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
-        }
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let body = json!({ "errors": [{ "code": self.code(), "message": self.message() }] });
+        let mut r = (self.status(), Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized(_) => {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"berth\""));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            ApiError::Unavailable(_) => {
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         r
     }
@@ -100,51 +191,37 @@ impl IntoResponse for ApiError {
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn bad_request(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "BAD_REQUEST", m.into())
+    ApiError::BadRequest(m.into())
 }
 
 pub(crate) fn not_found(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m.into())
+    ApiError::NotFound(m.into())
 }
 
 pub(crate) fn forbidden(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, "FORBIDDEN", m.into())
+    ApiError::Forbidden(m.into())
 }
 
 pub(crate) fn unauthorized(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.into())
+    ApiError::Unauthorized(m.into())
 }
 
 /// Run argon2 hashing or verification on the blocking pool, so its tens of milliseconds
 /// of CPU do not stall the other requests on this async worker.
 pub(crate) async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        tracing::error!(error = %e, "management API: password hashing failed");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
-    })
-}
-
-pub(crate) fn db_error(e: MetaError) -> ApiError {
-    match e {
-        MetaError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m),
-        MetaError::Unavailable(m) => {
-            tracing::warn!(error = %m, "management API: metadata database unavailable");
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "the registry's metadata database is unavailable; try again in a few seconds".into(),
-            )
-        }
-        e => {
-            tracing::error!(error = %e, "management API: metadata store failed");
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
-        }
-    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("password hashing", e))
 }
 
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
-        db_error(e)
+        match e {
+            MetaError::Conflict(m) => ApiError::Conflict(m),
+            MetaError::Unavailable(m) => {
+                tracing::warn!(error = %m, "management API: metadata database unavailable");
+                ApiError::Unavailable(m)
+            }
+            e => ApiError::internal("the metadata store", e),
+        }
     }
 }
 
@@ -154,11 +231,29 @@ impl From<RegistryError> for ApiError {
             RegistryError::NameUnknown(n) => not_found(format!("repository {n} not found")),
             RegistryError::ManifestUnknown(r) => not_found(format!("artifact {r} not found")),
             RegistryError::TagInvalid(m) => bad_request(m),
-            RegistryError::Meta(m) => db_error(m),
-            other => {
-                tracing::error!(error = %other, "management API: registry failed");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
-            }
+            RegistryError::Meta(m) => m.into(),
+            other => ApiError::internal("the registry", other),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::NeedsAuth => unauthorized("authentication required"),
+            Denied::NoProject(p) | Denied::Hidden { project: p, .. } => not_found(format!("project {p} not found")),
+            Denied::Forbidden(why) => forbidden(why),
+            Denied::Unavailable(m) => MetaError::Unavailable(m).into(),
+            Denied::Failed(m) => ApiError::internal("an authorization lookup", m),
+        }
+    }
+}
+
+impl From<berth_auth::PolicyChangeError> for ApiError {
+    fn from(e: berth_auth::PolicyChangeError) -> Self {
+        match e {
+            berth_auth::PolicyChangeError::Invalid(e) => bad_request(format!("invalid repository policy: {e}")),
+            berth_auth::PolicyChangeError::Store(m) => m.into(),
         }
     }
 }
@@ -166,8 +261,10 @@ impl From<RegistryError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Store(m) => db_error(m),
-            AuthError::Locked { .. } => ApiError(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", e.to_string()),
+            AuthError::Store(m) => m.into(),
+            AuthError::Locked { retry_after } => {
+                ApiError::TooManyRequests { message: e.to_string(), retry_after: retry_after.as_secs() }
+            }
             other => unauthorized(other.to_string()),
         }
     }
@@ -227,7 +324,7 @@ impl FromRequestParts<AdminState> for Caller {
         }
         if let Some(c) = cookie(h, SESSION_COOKIE) {
             let p = s.auth.session_principal(c).await.map_err(|e| match e {
-                AuthError::Store(m) => db_error(m),
+                AuthError::Store(m) => ApiError::from(m),
                 _ => unauthorized("the session has expired; log in again"),
             })?;
             let safe = matches!(parts.method, http::Method::GET | http::Method::HEAD);
@@ -248,31 +345,19 @@ impl Caller {
         if self.p.is_authenticated() { Ok(()) } else { Err(unauthorized("authentication required")) }
     }
 
+    /// Fail unless the one authorization decision allows `perm` on `target`.
+    pub async fn require(&self, s: &AdminState, target: Target<'_>, perm: Perm) -> Result<(), ApiError> {
+        Ok(s.auth.decide(&self.p, target, perm).await?)
+    }
+
     /// Fail unless a system administrator.
-    pub fn sysadmin(&self) -> Result<(), ApiError> {
-        self.authenticated()?;
-        if self.p.is_sysadmin() { Ok(()) } else { Err(forbidden("only system administrators may do this")) }
+    pub async fn sysadmin(&self, s: &AdminState) -> Result<(), ApiError> {
+        self.require(s, Target::System, Perm::Administer).await
     }
 
     /// This caller as the origin of a change (for the event log).
-    pub fn origin(&self) -> berth_meta::Origin {
-        berth_meta::Origin::new(self.p.name(), self.ip.clone())
-    }
-
-    /// An audit entry by this caller.
-    pub fn audit(&self, s: &AdminState, operation: &str, resource_type: &str, resource: &str, project: Option<&str>) {
-        s.auth.audit().record(AuditRecord {
-            op_time: berth_auth::now_ms(),
-            username: self.p.name().to_owned(),
-            operation: operation.into(),
-            resource_type: resource_type.into(),
-            resource: resource.into(),
-            project: project.map(str::to_owned),
-            client_ip: self.ip.clone(),
-            result: "success".into(),
-            detail: None,
-            ..Default::default()
-        });
+    pub fn origin(&self) -> berth_auth::Origin {
+        berth_auth::Origin::new(self.p.name(), self.ip.clone())
     }
 }
 
@@ -402,4 +487,76 @@ pub fn router(state: AdminState) -> Router {
         .merge(scans::routes())
         .merge(web::routes())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+
+    use berth_auth::token::TokenError;
+    use berth_registry::{BlobError, RegistryError as R};
+
+    use super::*;
+
+    /// Every error the management API can answer: each variant, and every lower error that
+    /// converts into one.
+    fn examples() -> Vec<(&'static str, ApiError)> {
+        let unavailable = || MetaError::Unavailable("pool timed out".into());
+        let invalid_policy = berth_auth::policy::RepoPolicy::parse("{\"Statement\": []}").unwrap_err();
+        vec![
+            ("bad request", bad_request("page_size must be between 1 and 100")),
+            ("unauthorized", unauthorized("authentication required")),
+            ("forbidden", forbidden("only system administrators may do this")),
+            ("not found", not_found("user 7 not found")),
+            ("conflict", ApiError::Conflict("job 1 is already succeeded".into())),
+            ("precondition", ApiError::PreconditionFailed("project \"p\" still holds 2 repositories".into())),
+            ("internal", ApiError::internal("password hashing", "the task panicked")),
+            ("store conflict", MetaError::Conflict("a project named \"p\" already exists".into()).into()),
+            ("store unavailable", unavailable().into()),
+            ("store corrupt", MetaError::Corrupt("bad row".into()).into()),
+            ("repository unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
+            ("artifact unknown", R::ManifestUnknown("p/app:v1".into()).into()),
+            ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
+            ("registry store unavailable", R::Meta(unavailable()).into()),
+            ("registry failed", R::Blob(BlobError::NotFound).into()),
+            ("needs authentication", Denied::NeedsAuth.into()),
+            ("project missing", Denied::NoProject("p".into()).into()),
+            ("project hidden", Denied::Hidden { project: "p".into(), why: "x may not read".into() }.into()),
+            ("refused", Denied::Forbidden("dev may not delete artifacts in project \"p\"".into()).into()),
+            ("no decision: unavailable", Denied::Unavailable("pool timed out".into()).into()),
+            ("no decision: failed", Denied::Failed("bad row".into()).into()),
+            ("invalid policy", berth_auth::PolicyChangeError::Invalid(invalid_policy).into()),
+            ("policy store unavailable", berth_auth::PolicyChangeError::Store(unavailable()).into()),
+            ("bad credentials", AuthError::BadCredentials.into()),
+            ("robot disabled", AuthError::RobotDisabled("robot$p+ci".into()).into()),
+            (
+                "robot expired",
+                AuthError::RobotExpired { name: "robot$p+ci".into(), at: "2026-01-01T00:00:00Z".into() }.into(),
+            ),
+            ("locked", AuthError::Locked { retry_after: Duration::from_secs(60) }.into()),
+            ("token expired", AuthError::Token(TokenError::Expired).into()),
+            ("token invalid", AuthError::Token(TokenError::Invalid("bad signature".into())).into()),
+            ("auth store unavailable", AuthError::Store(unavailable()).into()),
+            ("oidc", AuthError::Oidc("the state is missing".into()).into()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_error_body() {
+        let mut out = String::new();
+        for (name, e) in examples() {
+            let r = e.into_response();
+            writeln!(out, "== {name}: {}", r.status()).unwrap();
+            for h in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+                if let Some(v) = r.headers().get(&h) {
+                    writeln!(out, "{h}: {}", v.to_str().unwrap()).unwrap();
+                }
+            }
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            writeln!(out, "{}\n", serde_json::to_string(&v).unwrap()).unwrap();
+        }
+        insta::assert_snapshot!(out);
+    }
 }

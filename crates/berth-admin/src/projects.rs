@@ -8,15 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use berth_auth::rbac::{Perm, Role};
-use berth_auth::{Principal, project_of};
-use berth_meta::{MemberEntity, MemberRecord, ProjectRecord};
+use berth_auth::{
+    MemberEntity, MemberRecord, Principal, ProjectRecord, ProjectSettings, SettingError, Target, project_of,
+};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    AdminState, ApiError, ApiResult, Caller, bad_request, created, forbidden, json_body, not_found, paginate, q_terms,
-    time,
+    AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, q_terms, time,
 };
 
 pub(crate) fn routes() -> Router<AdminState> {
@@ -28,28 +28,13 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/projects/{p}/logs", get(logs))
 }
 
-/// Metadata keys Berth keeps, with the values each accepts.
-const METADATA_KEYS: &[(&str, &[&str])] = &[
-    ("public", &["true", "false"]),
-    ("auto_scan", &["true", "false"]),
-    ("auto_sbom_generation", &["true", "false"]),
-    ("prevent_vul", &["true", "false"]),
-    ("severity", &["none", "low", "medium", "high", "critical"]),
-    ("enable_content_trust", &["true", "false"]),
-    ("enable_content_trust_cosign", &["true", "false"]),
-    ("reuse_sys_cve_allowlist", &["true", "false"]),
-    ("prevent_unscanned", &["true", "false"]),
-    // comma-separated `*` patterns of repository names to scan on push (empty: all)
-    ("scan_filters", &[]),
-];
-
 /// Resolve `{project_name_or_id}` as Harbor does: an integer is an id unless
 /// `X-Is-Resource-Name: true` says it is a name.
 pub(crate) async fn resolve(s: &AdminState, headers: &HeaderMap, p: &str) -> Result<ProjectRecord, ApiError> {
     let by_name = headers.get("x-is-resource-name").and_then(|v| v.to_str().ok()) == Some("true");
     let found = match p.parse::<i64>() {
-        Ok(id) if !by_name => s.auth.store().project(id).await?,
-        _ => s.auth.store().project_by_name(p).await?,
+        Ok(id) if !by_name => s.auth.project_by_id(id).await?,
+        _ => s.auth.project(p).await?,
     };
     found.ok_or_else(|| not_found(format!("project {p} not found")))
 }
@@ -64,15 +49,8 @@ pub(crate) async fn resolve_with(
     perm: Perm,
 ) -> Result<ProjectRecord, ApiError> {
     let project = resolve(s, headers, p).await?;
-    let perms = s.auth.perms_in(&c.p, &project);
-    if perms.has(perm) {
-        return Ok(project);
-    }
-    c.authenticated()?;
-    if !perms.has(Perm::Read) {
-        return Err(not_found(format!("project {p} not found")));
-    }
-    Err(forbidden(format!("{} may not {perm:?} in project {:?}", c.p.name(), project.name)))
+    c.require(s, Target::Project(&project), perm).await?;
+    Ok(project)
 }
 
 fn role_ids(c: &Caller, project: &ProjectRecord) -> Vec<i64> {
@@ -83,10 +61,9 @@ fn role_ids(c: &Caller, project: &ProjectRecord) -> Vec<i64> {
 }
 
 pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) -> Result<Value, ApiError> {
-    let mut metadata: BTreeMap<String, String> = p.metadata.clone();
-    metadata.insert("public".into(), p.public.to_string());
-    let owner = s.auth.store().user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
-    let repo_count = s.registry.meta().project_repos(&p.name).await?.len();
+    let metadata: BTreeMap<String, String> = p.settings.to_map();
+    let owner = s.auth.user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
+    let repo_count = s.registry.project_repos(&p.name).await?.len();
     let roles = role_ids(c, p);
     Ok(json!({
         "project_id": p.id, "owner_id": p.owner_id, "name": p.name, "owner_name": owner,
@@ -117,13 +94,13 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
     };
     let owner = q.get("owner").cloned();
     let mut out = Vec::new();
-    for p in s.auth.store().projects().await? {
-        if !s.auth.perms_in(&c.p, &p).has(Perm::Read) {
+    for p in s.auth.projects().await? {
+        if s.auth.decide(&c.p, Target::Project(&p), Perm::Read).await.is_err() {
             continue;
         }
         if name_exact.as_deref().is_some_and(|n| n != p.name)
             || name_fuzzy.as_deref().is_some_and(|n| !p.name.contains(n))
-            || public.is_some_and(|b| b != p.public)
+            || public.is_some_and(|b| b != p.settings.public())
         {
             continue;
         }
@@ -139,7 +116,7 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
 async fn exists(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     c.authenticated()?;
     let name = q.get("project_name").ok_or_else(|| bad_request("project_name is required"))?;
-    Ok(match s.auth.store().project_by_name(name).await? {
+    Ok(match s.auth.project(name).await? {
         Some(_) => StatusCode::OK.into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     })
@@ -158,25 +135,38 @@ struct ProjectReq {
     registry_id: Option<i64>,
 }
 
-/// Validate metadata: known keys and values only (values may be JSON strings or booleans).
-fn metadata_of(m: &HashMap<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for (k, v) in m {
-        let Some((_, allowed)) = METADATA_KEYS.iter().find(|(key, _)| key == k) else {
-            let known: Vec<_> = METADATA_KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(bad_request(format!("metadata.{k}: unknown key; Berth knows {}", known.join(", "))));
-        };
+/// Apply Harbor's `public` and `metadata` (values JSON strings or booleans) to `settings`:
+/// the one place Harbor's strings become typed settings; a bad key or value is a 400 naming it.
+fn apply_settings(
+    settings: &mut ProjectSettings,
+    public: Option<bool>,
+    m: &HashMap<String, Value>,
+) -> Result<(), ApiError> {
+    if let Some(public) = public {
+        settings.set("public", if public { "true" } else { "false" }).map_err(|e| bad_request(e.to_string()))?;
+    }
+    // Sorted, so the first bad entry reported does not depend on hashing.
+    let mut entries: Vec<_> = m.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in entries {
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             other => return Err(bad_request(format!("metadata.{k}: expected a string, not {other}"))),
         };
-        if !allowed.is_empty() && !allowed.contains(&text.as_str()) {
-            return Err(bad_request(format!("metadata.{k}: {text:?} is not one of {}", allowed.join(", "))));
-        }
-        out.insert(k.clone(), text);
+        settings.set(k, &text).map_err(|e| match e {
+            SettingError::UnknownKey { key } => bad_request(format!(
+                "metadata.{key}: unknown setting; Berth knows {}",
+                ProjectSettings::KEYS.join(", ")
+            )),
+            bad_value => bad_request(format!("metadata.{bad_value}")),
+        })?;
     }
-    Ok(out)
+    if !settings.scan_filters.is_empty() {
+        let filters = settings.scan_filters.iter().map(String::as_str);
+        berth_scanner::check_scan_filters(filters).map_err(|e| bad_request(format!("metadata.scan_filters: {e}")))?;
+    }
+    Ok(())
 }
 
 fn valid_project_name(name: &str) -> Result<(), ApiError> {
@@ -198,22 +188,16 @@ async fn create(
     c: Caller,
     body: Result<Json<ProjectReq>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.authenticated()?;
-    if !s.auth.may_create_projects(&c.p) {
-        return Err(forbidden("only system administrators may create projects here"));
-    }
+    c.require(&s, Target::System, Perm::CreateProject).await?;
     let req = json_body(body)?;
     let name = req.project_name.ok_or_else(|| bad_request("project_name is required"))?;
     valid_project_name(&name)?;
-    let mut metadata = metadata_of(&req.metadata.unwrap_or_default())?;
-    let public = match metadata.remove("public") {
-        Some(v) => v == "true",
-        None => req.public.unwrap_or(false),
-    };
+    let mut settings = ProjectSettings::default();
+    apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
     let allowlist = req.cve_allowlist.as_ref().map(crate::scans::allowlist_items).transpose()?;
-    let id = s.auth.create_project(&name, &c.p, public, &metadata, &c.origin()).await?;
+    let id = s.auth.create_project(&name, &c.p, &settings, &c.origin()).await?;
     if let Some(items) = allowlist {
-        s.scans.put_allowlist(&name, &items).await?;
+        s.scans.put_allowlist(&name, &items, &c.origin()).await?;
     }
     Ok(created(&format!("/api/v2.0/projects/{id}")))
 }
@@ -235,36 +219,26 @@ async fn update(
     if req.project_name.as_deref().is_some_and(|n| n != project.name) {
         return Err(bad_request("projects cannot be renamed"));
     }
-    let mut metadata = project.metadata.clone();
-    let changes = metadata_of(&req.metadata.unwrap_or_default())?;
-    let mut public = req.public.unwrap_or(project.public);
-    for (k, v) in changes {
-        if k == "public" {
-            public = v == "true";
-        } else {
-            metadata.insert(k, v);
-        }
-    }
+    let mut settings = project.settings.clone();
+    apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
     if let Some(a) = &req.cve_allowlist {
-        s.scans.put_allowlist(&project.name, &crate::scans::allowlist_items(a)?).await?;
+        s.scans.put_allowlist(&project.name, &crate::scans::allowlist_items(a)?, &c.origin()).await?;
     }
-    s.auth.store().update_project(project.id, public, &metadata, berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.update_project(project.id, &settings, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path(p): Path<String>) -> ApiResult {
     let project = resolve_with(&s, &c, &headers, &p, Perm::DeleteProject).await?;
-    let repos = s.registry.meta().project_repos(&project.name).await?;
+    let repos = s.registry.project_repos(&project.name).await?;
     if !repos.is_empty() {
-        return Err(ApiError(
-            StatusCode::PRECONDITION_FAILED,
-            "PRECONDITION",
-            format!("project {:?} still holds {} repositories; delete them first", project.name, repos.len()),
-        ));
+        return Err(ApiError::PreconditionFailed(format!(
+            "project {:?} still holds {} repositories; delete them first",
+            project.name,
+            repos.len()
+        )));
     }
-    s.auth.store().delete_project(project.id, &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.delete_project(project.id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -291,7 +265,6 @@ async fn members(
     let filter = q.get("entityname").cloned();
     let list: Vec<_> = s
         .auth
-        .store()
         .members(project.id)
         .await?
         .iter()
@@ -344,8 +317,8 @@ async fn add_member(
     let entity = match (req.member_user, req.member_group) {
         (Some(u), None) => {
             let user = match (u.user_id, u.username) {
-                (Some(id), _) => s.auth.store().user(id).await?,
-                (None, Some(name)) => s.auth.store().user_by_name(&name).await?,
+                (Some(id), _) => s.auth.user(id).await?,
+                (None, Some(name)) => s.auth.user_by_name(&name).await?,
                 (None, None) => return Err(bad_request("member_user needs user_id or username")),
             }
             .ok_or_else(|| not_found("no such user"))?;
@@ -358,14 +331,12 @@ async fn add_member(
         }
         _ => return Err(bad_request("give exactly one of member_user and member_group")),
     };
-    let id = s.auth.store().add_member(project.id, &entity, r.id(), berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    let id = s.auth.add_member(project.id, &entity, r, &c.origin()).await?;
     Ok(created(&format!("/api/v2.0/projects/{}/members/{id}", project.id)))
 }
 
 async fn find_member(s: &AdminState, project: &ProjectRecord, mid: i64) -> Result<MemberRecord, ApiError> {
     s.auth
-        .store()
         .members(project.id)
         .await?
         .into_iter()
@@ -398,8 +369,7 @@ async fn update_member(
     let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
     let r = role(json_body(body)?.role_id)?;
     let m = find_member(&s, &project, mid).await?;
-    s.auth.store().update_member(project.id, m.id, r.id(), berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.update_member(project.id, m.id, r, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -411,8 +381,7 @@ async fn remove_member(
 ) -> ApiResult {
     let project = resolve_with(&s, &c, &headers, &p, Perm::ManageMembers).await?;
     let m = find_member(&s, &project, mid).await?;
-    s.auth.store().delete_member(project.id, m.id, &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.delete_member(project.id, m.id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 

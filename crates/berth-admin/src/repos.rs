@@ -10,9 +10,10 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use berth_auth::policy::RepoPolicy;
+use berth_auth::policy::{EcrAction, RepoPolicy};
 use berth_auth::rbac::Perm;
-use berth_meta::{ArtifactRow, ProjectRecord};
+use berth_auth::{ProjectRecord, Target};
+use berth_registry::ArtifactRow;
 use berth_types::{Digest, Reference, RepoName, Tag};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -54,6 +55,8 @@ fn repo_name(project: &ProjectRecord, r: &str) -> Result<RepoName, ApiError> {
     full.parse::<RepoName>().map_err(|e| bad_request(format!("repository name {full:?} is invalid: {e}")))
 }
 
+/// The project and repository of `{p}/{r}`, if the caller may do `perm` there — the
+/// decision `/v2` makes too, repository policy (`ecr`) included.
 pub(crate) async fn repo_of(
     s: &AdminState,
     c: &Caller,
@@ -61,13 +64,15 @@ pub(crate) async fn repo_of(
     p: &str,
     r: &str,
     perm: Perm,
+    ecr: EcrAction,
 ) -> Result<(ProjectRecord, RepoName), ApiError> {
-    let project = resolve_with(s, c, headers, p, perm).await?;
+    let project = crate::projects::resolve(s, headers, p).await?;
     let name = repo_name(&project, r)?;
+    c.require(s, Target::Repository(name.as_str(), ecr), perm).await?;
     Ok((project, name))
 }
 
-fn repo_json(project: &ProjectRecord, r: &berth_meta::RepoSummary) -> Value {
+fn repo_json(project: &ProjectRecord, r: &berth_registry::RepoSummary) -> Value {
     json!({
         "id": stable_id(&[&r.name]), "project_id": project.id, "name": r.name, "description": "",
         "artifact_count": r.artifact_count, "pull_count": r.pull_count,
@@ -89,7 +94,6 @@ async fn list(
         .or_else(|| crate::q_terms(&q).into_iter().find(|(k, _, _)| k == "name").map(|(_, v, _)| v));
     let repos: Vec<_> = s
         .registry
-        .meta()
         .project_repos(&project.name)
         .await?
         .iter()
@@ -105,9 +109,8 @@ async fn show(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeRepositories).await?;
-    let summary = s.registry.meta().project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read, EcrAction::DescribeRepositories).await?;
+    let summary = s.registry.project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
     match summary {
         Some(x) => Ok(Json(repo_json(&project, &x)).into_response()),
         None => Err(not_found(format!("repository {name} not found"))),
@@ -120,30 +123,9 @@ async fn remove(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepository).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact, EcrAction::DeleteRepository).await?;
     s.registry.repository_delete(&name, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
-}
-
-/// A repository policy `Deny` applies to the management API too.
-pub(crate) async fn deny_by_policy(
-    s: &AdminState,
-    c: &Caller,
-    repo: &RepoName,
-    action: berth_auth::policy::EcrAction,
-) -> Result<(), ApiError> {
-    if let Some(doc) = s.auth.store().repo_policy(repo.as_str()).await?
-        && let Ok(policy) = RepoPolicy::parse(&doc)
-        && let berth_auth::policy::Verdict::Deny(_) = policy.evaluate(c.p.policy_name(), action)
-    {
-        return Err(crate::forbidden(format!(
-            "{} is denied {} on {repo} by the repository policy",
-            c.p.name(),
-            action.name()
-        )));
-    }
-    Ok(())
 }
 
 fn artifact_type(a: &ArtifactRow) -> &'static str {
@@ -198,8 +180,7 @@ async fn artifacts(
     Path((p, r)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
     let rows = s.registry.artifacts(&name).await?;
     // As Harbor: children of an index are listed inside it, not on their own, unless tagged.
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
@@ -230,8 +211,7 @@ async fn artifact(
     headers: HeaderMap,
     Path((p, r, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DescribeImages).await?;
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     let mut j = artifact_json(&project, &name, &a);
     if let Some(o) = crate::scans::overview(&s, &project, &a.record.digest.to_string()).await? {
@@ -246,8 +226,7 @@ async fn delete_artifact(
     headers: HeaderMap,
     Path((p, r, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteArtifact, EcrAction::BatchDeleteImage).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     s.registry.manifest_delete(&name, &Reference::Digest(a.record.digest.clone()), &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
@@ -260,8 +239,7 @@ async fn tags(
     Path((p, r, reference)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::ListImages).await?;
+    let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::ListImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     let j = artifact_json(&project, &name, &a);
     let list = j["tags"].as_array().cloned().unwrap_or_default();
@@ -280,13 +258,12 @@ async fn create_tag(
     Path((p, r, reference)): Path<(String, String, String)>,
     body: Result<Json<TagReq>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::CreateTag).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::PutImage).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::CreateTag, EcrAction::PutImage).await?;
     let req = json_body(body)?;
     let tag: Tag = req.name.parse().map_err(|e| bad_request(format!("tag {:?}: {e}", req.name)))?;
     let a = find_artifact(&s, &name, &reference).await?;
     if a.tags.iter().any(|(t, _)| t == tag.as_str()) {
-        return Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("tag {tag} already points at this artifact")));
+        return Err(ApiError::Conflict(format!("tag {tag} already points at this artifact")));
     }
     s.registry.tag_create(&name, &tag, &a.record.digest, &c.origin()).await?;
     Ok(created(&format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}")))
@@ -298,8 +275,7 @@ async fn delete_tag(
     headers: HeaderMap,
     Path((p, r, reference, tag)): Path<(String, String, String, String)>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteTag).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::BatchDeleteImage).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::DeleteTag, EcrAction::BatchDeleteImage).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     if !a.tags.iter().any(|(t, _)| *t == tag) {
         return Err(not_found(format!("tag {tag} is not on artifact {reference}")));
@@ -315,9 +291,8 @@ async fn get_policy(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::GetRepositoryPolicy).await?;
-    match s.auth.store().repo_policy(name.as_str()).await? {
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read, EcrAction::GetRepositoryPolicy).await?;
+    match s.auth.repo_policy(name.as_str()).await? {
         Some(doc) => {
             let v: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
             Ok(Json(v).into_response())
@@ -333,13 +308,11 @@ async fn put_policy(
     Path((p, r)): Path<(String, String)>,
     body: String,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::SetRepositoryPolicy).await?;
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy, EcrAction::SetRepositoryPolicy).await?;
     let policy = RepoPolicy::parse(&body).map_err(|e| bad_request(format!("invalid repository policy: {e}")))?;
     // Store the document normalised (as JSON text), keeping what the user wrote.
     let v: Value = serde_json::from_str(&body).map_err(|e| bad_request(e.to_string()))?;
-    s.auth.store().put_repo_policy(name.as_str(), &v.to_string(), berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.put_repo_policy(name.as_str(), &v.to_string(), &c.origin()).await?;
     Ok(Json(json!({"repository": name.as_str(), "statements": policy.statements.len()})).into_response())
 }
 
@@ -349,11 +322,9 @@ async fn delete_policy(
     headers: HeaderMap,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
-    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy).await?;
-    deny_by_policy(&s, &c, &name, berth_auth::policy::EcrAction::DeleteRepositoryPolicy).await?;
-    if !s.auth.store().delete_repo_policy(name.as_str(), &c.origin()).await? {
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy, EcrAction::DeleteRepositoryPolicy).await?;
+    if !s.auth.delete_repo_policy(name.as_str(), &c.origin()).await? {
         return Err(not_found(format!("repository {name} has no policy")));
     }
-    s.auth.invalidate();
     Ok(StatusCode::OK.into_response())
 }

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use berth_auth::rbac::{Perm, parse_permissions};
 use berth_auth::secret;
-use berth_meta::RobotRecord;
+use berth_auth::{Denied, RobotRecord, Target};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -43,20 +43,29 @@ fn robot_json(r: &RobotRecord) -> Value {
     })
 }
 
-/// May the caller manage (`write`) or see this robot?
+/// May the caller manage (`write`) or see this robot? A project robot is decided in its
+/// project, a system robot on the system.
 async fn allowed(s: &AdminState, c: &Caller, r: &RobotRecord, write: bool) -> Result<(), ApiError> {
     c.authenticated()?;
-    if c.p.is_sysadmin() {
-        return Ok(());
-    }
     let need = if write { Perm::ManageRobots } else { Perm::ReadRobots };
-    if let Some(pid) = r.project_id
-        && let Some(project) = s.auth.store().project(pid).await?
-        && s.auth.perms_in(&c.p, &project).has(need)
-    {
-        return Ok(());
+    let project = match r.project_id {
+        Some(pid) => s.auth.project_by_id(pid).await?,
+        None => None,
+    };
+    let decision = match &project {
+        Some(project) => s.auth.decide(&c.p, Target::Project(project), need).await,
+        None => s.auth.decide(&c.p, Target::System, Perm::Administer).await,
+    };
+    match decision {
+        Ok(()) => Ok(()),
+        Err(Denied::Forbidden(_) | Denied::Hidden { .. }) => Err(forbidden(format!(
+            "{} may not {} robot account {}",
+            c.p.name(),
+            if write { "manage" } else { "see" },
+            r.name
+        ))),
+        Err(other) => Err(other.into()),
     }
-    Err(forbidden(format!("{} may not {} robot account {}", c.p.name(), if write { "manage" } else { "see" }, r.name)))
 }
 
 async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
@@ -73,7 +82,7 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
         }
     }
     let mut out = Vec::new();
-    for r in s.auth.store().robots().await? {
+    for r in s.auth.robots().await? {
         let lvl = if r.project_id.is_some() { "project" } else { "system" };
         if level.as_deref().is_some_and(|l| l != lvl)
             || project_id.is_some_and(|p| r.project_id != Some(p))
@@ -142,20 +151,19 @@ async fn create(
                 .and_then(|a| a[0]["namespace"].as_str())
                 .ok_or_else(|| bad_request("permissions: a project robot has exactly one permission, of its project"))?
                 .to_owned();
-            let project = s
-                .auth
-                .store()
-                .project_by_name(&ns)
-                .await?
-                .ok_or_else(|| not_found(format!("project {ns} not found")))?;
-            if !s.auth.perms_in(&c.p, &project).has(Perm::ManageRobots) {
-                return Err(forbidden(format!("{} may not create robot accounts in project {ns}", c.p.name())));
+            let project = s.auth.project(&ns).await?.ok_or_else(|| not_found(format!("project {ns} not found")))?;
+            match s.auth.decide(&c.p, Target::Project(&project), Perm::ManageRobots).await {
+                Ok(()) => {}
+                Err(Denied::Forbidden(_) | Denied::Hidden { .. }) => {
+                    return Err(forbidden(format!("{} may not create robot accounts in project {ns}", c.p.name())));
+                }
+                Err(other) => return Err(other.into()),
             }
             let perms = parse_permissions(&req.permissions, Some(&ns)).map_err(|e| bad_request(e.to_string()))?;
             (format!("robot${ns}+{}", req.name), Some(project.id), perms)
         }
         "system" => {
-            c.sysadmin()?;
+            c.sysadmin(&s).await?;
             let perms = parse_permissions(&req.permissions, None).map_err(|e| bad_request(e.to_string()))?;
             (format!("robot${}", req.name), None, perms)
         }
@@ -178,7 +186,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    let id = s.auth.store().create_robot(&rec, &c.origin()).await?;
+    let id = s.auth.create_robot(&rec, &c.origin()).await?;
     let mut r = (
         StatusCode::CREATED,
         Json(json!({
@@ -194,7 +202,7 @@ async fn create(
 }
 
 async fn load(s: &AdminState, id: i64) -> Result<RobotRecord, ApiError> {
-    s.auth.store().robot(id).await?.ok_or_else(|| not_found(format!("robot account {id} not found")))
+    s.auth.robot(id).await?.ok_or_else(|| not_found(format!("robot account {id} not found")))
 }
 
 async fn show(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
@@ -240,15 +248,14 @@ async fn update(
     }
     if let Some(p) = req.permissions {
         let project = match r.project_id {
-            Some(pid) => s.auth.store().project(pid).await?.map(|p| p.name),
+            Some(pid) => s.auth.project_by_id(pid).await?.map(|p| p.name),
             None => None,
         };
         let perms = parse_permissions(&p, project.as_deref()).map_err(|e| bad_request(e.to_string()))?;
         r.permissions = serde_json::to_string(&perms).map_err(|e| bad_request(e.to_string()))?;
     }
     r.updated_at = berth_auth::now_ms();
-    s.auth.store().update_robot(&r, &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.update_robot(&r, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -275,15 +282,13 @@ async fn refresh(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>, bo
     };
     let v = value.clone();
     let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
-    s.auth.store().set_robot_secret(id, &stored, berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.set_robot_secret(id, &stored, &c.origin()).await?;
     Ok(Json(json!({"secret": value})).into_response())
 }
 
 async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
     let r = load(&s, id).await?;
     allowed(&s, &c, &r, true).await?;
-    s.auth.store().delete_robot(id, &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.delete_robot(id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }

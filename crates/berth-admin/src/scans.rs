@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use berth_auth::rbac::Perm;
-use berth_meta::ScanRecord;
 use berth_scan::report::{Report, allowlisted};
+use berth_scanner::{ScanRecord, ScanRequest};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -47,10 +47,10 @@ fn status_word(rec: &ScanRecord) -> &'static str {
 /// The `scan_overview` of an artifact, Harbor's shape (`None` when it was never scanned).
 pub(crate) async fn overview(
     s: &AdminState,
-    project: &berth_meta::ProjectRecord,
+    project: &berth_auth::ProjectRecord,
     digest: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let Some(rec) = s.scans.scan(digest).await? else { return Ok(None) };
+    let Some(rec) = s.scans.record(digest).await? else { return Ok(None) };
     let mut o = json!({
         "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
         "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
@@ -64,7 +64,7 @@ pub(crate) async fn overview(
     }
     if let Some(text) = &rec.report {
         let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
-        let ids = berth_scanner::allowed_ids(&*s.scans, project, berth_auth::now_ms()).await.map_err(internal)?;
+        let ids = s.scans.allowed_ids(project).await.map_err(internal)?;
         let sum = report.summary(&allowlisted(&ids));
         o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
         o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
@@ -73,8 +73,7 @@ pub(crate) async fn overview(
 }
 
 fn internal(e: anyhow::Error) -> ApiError {
-    tracing::error!(error = %format!("{e:#}"), "management API: scanner failed");
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into())
+    ApiError::internal("the scanner", format!("{e:#}"))
 }
 
 #[expect(clippy::too_many_arguments, reason = "the route's parts, its permission and its policy action")]
@@ -87,9 +86,8 @@ async fn artifact_digest(
     reference: &str,
     perm: Perm,
     ecr: berth_auth::policy::EcrAction,
-) -> Result<(berth_meta::ProjectRecord, berth_types::RepoName, String, String), ApiError> {
-    let (project, repo) = crate::repos::repo_of(s, c, headers, p, r, perm).await?;
-    crate::repos::deny_by_policy(s, c, &repo, ecr).await?;
+) -> Result<(berth_auth::ProjectRecord, berth_types::RepoName, String, String), ApiError> {
+    let (project, repo) = crate::repos::repo_of(s, c, headers, p, r, perm, ecr).await?;
     let a = crate::repos::find_artifact(s, &repo, reference).await?;
     Ok((project, repo, a.record.digest.to_string(), a.record.media_type.clone()))
 }
@@ -122,14 +120,10 @@ async fn scan(
     };
     let sbom = match scan_type.as_str() {
         "sbom" => true,
-        "vulnerability" => project.metadata.get("auto_sbom_generation").is_some_and(|v| v == "true"),
+        "vulnerability" => project.settings.auto_sbom,
         other => return Err(bad_request(format!("scan_type {other:?}: use vulnerability or sbom"))),
     };
-    berth_scanner::enqueue_scan(&*s.jobs, repo.as_str(), &digest, sbom).await.map_err(internal)?;
-    if s.scans.scan(&digest).await?.is_none_or(|r| r.status != "running") {
-        s.scans.set_scan_state(&digest, repo.as_str(), "queued", None, berth_auth::now_ms()).await?;
-    }
-    c.audit(&s, "scan", "artifact", &format!("{repo}@{digest}"), Some(&project.name));
+    s.scans.request(&[ScanRequest { digest, repo: repo.to_string(), sbom }], &c.origin()).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -147,17 +141,18 @@ async fn vulnerabilities(
         &p,
         &r,
         &reference,
-        Perm::Read,
+        Perm::Pull,
         berth_auth::policy::EcrAction::DescribeImageScanFindings,
     )
     .await?;
-    let rec = s.scans.scan(&digest).await?.ok_or_else(|| not_found(format!("{repo}@{digest} has not been scanned")))?;
+    let rec =
+        s.scans.record(&digest).await?.ok_or_else(|| not_found(format!("{repo}@{digest} has not been scanned")))?;
     let Some(text) = &rec.report else {
         return Err(not_found(format!("the scan of {repo}@{digest} is {}", status_word(&rec).to_lowercase())));
     };
     let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
     let fixable_only = q.get("fixable").is_some_and(|v| v == "true");
-    let ids = berth_scanner::allowed_ids(&*s.scans, &project, berth_auth::now_ms()).await.map_err(internal)?;
+    let ids = s.scans.allowed_ids(&project).await.map_err(internal)?;
     let allowed = allowlisted(&ids);
     let vulns: Vec<Value> = report
         .findings
@@ -202,7 +197,7 @@ async fn sbom(
         &p,
         &r,
         &reference,
-        Perm::Read,
+        Perm::Pull,
         berth_auth::policy::EcrAction::DescribeImages,
     )
     .await?;
@@ -210,7 +205,9 @@ async fn sbom(
         f @ ("cyclonedx" | "spdx") => f,
         other => return Err(bad_request(format!("format {other:?}: use cyclonedx or spdx"))),
     };
-    let doc = berth_scanner::sbom_document(&*s.scans, repo.as_str(), &digest, format)
+    let doc = s
+        .scans
+        .sbom_document(repo.as_str(), &digest, format)
         .await
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("{repo}@{digest} has no inventory yet: scan it first")))?;
@@ -227,15 +224,15 @@ async fn scan_all(
     c: Caller,
     body: Result<Json<Schedule>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let req = json_body(body)?;
     let kind = req.schedule.as_ref().and_then(|v| v["type"].as_str()).unwrap_or("Manual");
     if kind != "Manual" {
         return Err(bad_request(format!("schedule type {kind:?}: Berth runs scan-all on demand (\"Manual\")")));
     }
-    let mut n = 0;
-    for p in s.auth.store().projects().await? {
-        for r in s.registry.meta().project_repos(&p.name).await? {
+    let mut requests = Vec::new();
+    for p in s.auth.projects().await? {
+        for r in s.registry.project_repos(&p.name).await? {
             let Ok(repo) = r.name.parse::<berth_types::RepoName>() else { continue };
             for a in s.registry.artifacts(&repo).await? {
                 if a.record
@@ -245,27 +242,24 @@ async fn scan_all(
                 {
                     continue;
                 }
-                let d = a.record.digest.to_string();
-                berth_scanner::enqueue_scan(&*s.jobs, repo.as_str(), &d, false).await.map_err(internal)?;
-                if s.scans.scan(&d).await?.is_none_or(|r| r.status != "running") {
-                    s.scans.set_scan_state(&d, repo.as_str(), "queued", None, berth_auth::now_ms()).await?;
-                }
-                n += 1;
+                requests.push(ScanRequest { digest: a.record.digest.to_string(), repo: repo.to_string(), sbom: false });
             }
         }
     }
-    c.audit(&s, "scan", "system", &format!("scan all ({n} artifacts)"), None);
+    for chunk in requests.chunks(1000) {
+        s.scans.request(chunk, &c.origin()).await?;
+    }
     Ok(StatusCode::CREATED.into_response())
 }
 
-async fn scan_all_schedule(c: Caller) -> ApiResult {
-    c.sysadmin()?;
+async fn scan_all_schedule(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.sysadmin(&s).await?;
     Ok(Json(json!({"schedule": {"type": "Manual"}})).into_response())
 }
 
 async fn scan_all_metrics(State(s): State<AdminState>, c: Caller) -> ApiResult {
-    c.sysadmin()?;
-    let scans = s.scans.scans().await?;
+    c.sysadmin(&s).await?;
+    let scans = s.scans.records().await?;
     let mut metrics: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in &scans {
         *metrics.entry(status_word(r)).or_default() += 1;
@@ -332,9 +326,8 @@ async fn put_allowlist(
     c: Caller,
     body: Result<Json<AllowlistReq>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let items = allowlist_items(&json_body(body)?)?;
-    s.scans.put_allowlist("", &items).await?;
-    c.audit(&s, "update", "allowlist", "system", None);
+    s.scans.put_allowlist("", &items, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -7,7 +7,8 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use berth_meta::{AuditQuery, AuditRecord, JobRecord, JobState};
+use berth_auth::{AuditQuery, AuditRecord};
+use berth_jobs::{JobRecord, JobState};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,7 +35,7 @@ async fn openapi() -> Response {
 }
 
 async fn health(State(s): State<AdminState>) -> Response {
-    let db = s.auth.store().project_by_name("").await;
+    let db = s.auth.ping().await;
     let (status, db_status) = match &db {
         Ok(_) => ("healthy", json!({"name": "database", "status": "healthy"})),
         Err(e) => ("unhealthy", json!({"name": "database", "status": "unhealthy", "error": e.to_string()})),
@@ -106,13 +107,13 @@ pub(crate) async fn audit_page(
     aq.from = ms("from")?;
     aq.to = ms("to")?;
     let (page, size) = page_of(q)?;
-    let (rows, total) = s.auth.store().audit_log(&aq, ((page - 1) * size) as i64, size as i64).await?;
+    let (rows, total) = s.auth.audit_log(&aq, ((page - 1) * size) as i64, size as i64).await?;
     let body: Vec<_> = rows.iter().map(audit_json).collect();
     Ok(crate::with_page_headers(Json(body).into_response(), total as usize, page, size, q, path))
 }
 
 async fn audit_logs(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     audit_page(&s, &q, None, "/api/v2.0/audit-logs").await
 }
 
@@ -133,7 +134,7 @@ struct ListQuery {
 }
 
 async fn list_jobs(State(s): State<AdminState>, c: Caller, Query(q): Query<ListQuery>) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(v) => Some(v.parse::<JobState>().map_err(|_| {
@@ -141,7 +142,7 @@ async fn list_jobs(State(s): State<AdminState>, c: Caller, Query(q): Query<ListQ
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs = s.jobs.jobs(q.kind.as_deref().filter(|k| !k.is_empty()), state, limit).await?;
+    let jobs = s.jobs.list(q.kind.as_deref().filter(|k| !k.is_empty()), state, limit).await?;
     let body: Vec<_> = jobs.iter().map(job_json).collect();
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert("x-total-count", http::HeaderValue::from(jobs.len()));
@@ -149,8 +150,8 @@ async fn list_jobs(State(s): State<AdminState>, c: Caller, Query(q): Query<ListQ
 }
 
 async fn get_job(State(s): State<AdminState>, c: Caller, Path(id): Path<String>) -> ApiResult {
-    c.sysadmin()?;
-    match s.jobs.job(&id).await? {
+    c.sysadmin(&s).await?;
+    match s.jobs.get(&id).await? {
         Some(j) => Ok(Json(job_json(&j)).into_response()),
         None => Err(not_found(format!("no job {id:?}"))),
     }
@@ -167,24 +168,23 @@ async fn act_on_job(
     Path(id): Path<String>,
     body: Result<Json<JobAction>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let a = crate::json_body(body)?;
     if a.action != "stop" {
         return Err(bad_request(format!("unknown action {:?}: use \"stop\"", a.action)));
     }
-    if s.jobs.cancel(&id, berth_auth::now_ms()).await? {
-        c.audit(&s, "stop", "job", &id, None);
+    if s.jobs.stop(&id, &c.origin()).await? {
         return Ok(StatusCode::OK.into_response());
     }
-    match s.jobs.job(&id).await? {
-        Some(j) => Err(ApiError(StatusCode::CONFLICT, "CONFLICT", format!("job {id} is already {}", j.state.as_str()))),
+    match s.jobs.get(&id).await? {
+        Some(j) => Err(ApiError::Conflict(format!("job {id} is already {}", j.state.as_str()))),
         None => Err(not_found(format!("no job {id:?}"))),
     }
 }
 
 async fn queues(State(s): State<AdminState>, c: Caller) -> ApiResult {
-    c.sysadmin()?;
-    let queued = s.jobs.jobs(None, Some(JobState::Queued), 10_000).await?;
+    c.sysadmin(&s).await?;
+    let queued = s.jobs.list(None, Some(JobState::Queued), 10_000).await?;
     let now = berth_auth::now_ms();
     let mut by_kind: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
     for j in &queued {

@@ -11,8 +11,9 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::{get, put};
+use berth_auth::rbac::Perm;
 use berth_auth::secret;
-use berth_meta::{NewUser, UserRecord};
+use berth_auth::{NewUser, Target, UserRecord};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,14 +54,16 @@ pub(crate) fn user_json(u: &UserRecord) -> Value {
 async fn target(s: &AdminState, c: &Caller, id: i64) -> Result<UserRecord, ApiError> {
     c.authenticated()?;
     let own = c.p.user().is_some_and(|u| u.id == id);
-    if !own && !c.p.is_sysadmin() {
-        return Err(forbidden("only the user themself or a system administrator may do this"));
+    if !own {
+        c.require(s, Target::System, Perm::Administer)
+            .await
+            .map_err(|_| forbidden("only the user themself or a system administrator may do this"))?;
     }
-    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))
+    s.auth.user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))
 }
 
 async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let mut name = q.get("username").cloned();
     for (k, v, _) in q_terms(&q) {
         if k == "username" {
@@ -69,7 +72,6 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
     }
     let list: Vec<_> = s
         .auth
-        .store()
         .users()
         .await?
         .iter()
@@ -105,7 +107,7 @@ async fn create(
     c: Caller,
     body: Result<Json<UserCreationReq>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let req = json_body(body)?;
     valid_username(&req.username)?;
     secret::check_password_strength(&req.password).map_err(bad_request)?;
@@ -113,7 +115,6 @@ async fn create(
     let password_hash = hashing(move || secret::hash_password(&pw)).await?;
     let id = s
         .auth
-        .store()
         .create_user(
             &NewUser {
                 username: req.username.clone(),
@@ -123,7 +124,6 @@ async fn create(
                 password_hash: Some(password_hash),
                 ..Default::default()
             },
-            berth_auth::now_ms(),
             &c.origin(),
         )
         .await?;
@@ -135,7 +135,7 @@ async fn current(State(s): State<AdminState>, c: Caller) -> ApiResult {
     let Some(u) = c.p.user() else {
         return Err(not_found(format!("{} is not a user account", c.p.name())));
     };
-    let rec = s.auth.store().user(u.id).await?.ok_or_else(|| not_found("the user no longer exists"))?;
+    let rec = s.auth.user(u.id).await?.ok_or_else(|| not_found("the user no longer exists"))?;
     Ok(Json(user_json(&rec)).into_response())
 }
 
@@ -159,13 +159,11 @@ async fn update(
     let u = target(&s, &c, id).await?;
     let p = json_body(body)?;
     s.auth
-        .store()
         .update_user_profile(
             id,
             p.email.as_deref().unwrap_or(&u.email),
             p.realname.as_deref().unwrap_or(&u.realname),
             p.comment.as_deref().unwrap_or(&u.comment),
-            berth_auth::now_ms(),
             &c.origin(),
         )
         .await?;
@@ -173,13 +171,12 @@ async fn update(
 }
 
 async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     if c.p.user().is_some_and(|u| u.id == id) {
         return Err(forbidden("you cannot delete your own account"));
     }
-    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
-    s.auth.store().delete_user(id, &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.delete_user(id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -209,8 +206,7 @@ async fn password(
     secret::check_password_strength(&req.new_password).map_err(bad_request)?;
     let new = req.new_password.clone();
     let hash = hashing(move || secret::hash_password(&new)).await?;
-    s.auth.store().set_password(id, &hash, berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.set_password(id, &hash, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -225,11 +221,10 @@ async fn sysadmin(
     Path(id): Path<i64>,
     body: Result<Json<SysAdminFlag>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    c.sysadmin()?;
+    c.sysadmin(&s).await?;
     let f = json_body(body)?;
-    s.auth.store().user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
-    s.auth.store().set_sysadmin(id, f.sysadmin_flag, berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    s.auth.set_sysadmin(id, f.sysadmin_flag, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -254,8 +249,7 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
     };
     let v = value.clone();
     let stored = hashing(move || secret::hash_chosen_or_generated(&v, generated)).await?;
-    s.auth.store().set_cli_secret(id, Some(&stored), berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.set_cli_secret(id, Some(&stored), &c.origin()).await?;
     if generated {
         // Shown this once: only its hash is stored.
         return Ok(Json(json!({"secret": value})).into_response());
@@ -265,7 +259,6 @@ async fn set_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i
 
 async fn revoke_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
     target(&s, &c, id).await?;
-    s.auth.store().set_cli_secret(id, None, berth_auth::now_ms(), &c.origin()).await?;
-    s.auth.invalidate();
+    s.auth.set_cli_secret(id, None, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }

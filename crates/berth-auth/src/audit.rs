@@ -4,77 +4,9 @@
 //! login becomes an entry, committed together with the consumer's cursor, so an entry is
 //! written exactly once even if Berth is killed between a change and its entry.
 //!
-//! [`AuditSink`] is the older path for management-API changes that do not log events yet:
-//! entries go through a channel to one task that writes them in batches (within about
-//! 100 ms; entries still queued when the process is killed are lost).
+//! Nothing else writes it: every change that deserves an entry logs an event.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use berth_meta::{AccessStore, AuditRecord, Consumer, ConsumerError, Effect, EventKind, EventRecord};
-use tokio::sync::mpsc;
-use tracing::warn;
-
-enum Msg {
-    Entry(AuditRecord),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Where audit entries are sent.
-#[derive(Clone)]
-pub struct AuditSink {
-    tx: mpsc::UnboundedSender<Msg>,
-}
-
-const BATCH: usize = 512;
-
-impl AuditSink {
-    /// Start the writer task over `store`.
-    pub fn start(store: Arc<dyn AccessStore>) -> AuditSink {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut buf, BATCH).await > 0 {
-                // Let a burst gather for a moment.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                while buf.len() < BATCH * 4 {
-                    match rx.try_recv() {
-                        Ok(m) => buf.push(m),
-                        Err(_) => break,
-                    }
-                }
-                let mut entries = Vec::new();
-                let mut flushed = Vec::new();
-                for m in buf.drain(..) {
-                    match m {
-                        Msg::Entry(e) => entries.push(e),
-                        Msg::Flush(done) => flushed.push(done),
-                    }
-                }
-                if let Err(e) = store.append_audit(&entries).await {
-                    warn!(error = %e, lost = entries.len(), "failed to write audit entries");
-                }
-                for d in flushed {
-                    let _ = d.send(());
-                }
-            }
-        });
-        AuditSink { tx }
-    }
-
-    /// Queue an entry.
-    pub fn record(&self, e: AuditRecord) {
-        let _ = self.tx.send(Msg::Entry(e));
-    }
-
-    /// Wait until everything queued before this call is written.
-    pub async fn flush(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
-    }
-}
+use berth_meta::{AuditRecord, Consumer, ConsumerError, Effect, EventKind, EventRecord};
 
 /// Writes the audit log from the event log (consumer `audit`).
 pub struct AuditConsumer;
@@ -148,6 +80,11 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         EventKind::PolicyChanged if op == "delete" => ("delete", "policy", repo.to_owned(), "success", None),
         EventKind::PolicyChanged => ("update", "policy", repo.to_owned(), "success", None),
         EventKind::ScanCompleted => return None,
+        EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
+        EventKind::AllowlistChanged => {
+            ("update", "allowlist", detail("scope").unwrap_or_else(|| "system".into()), "success", None)
+        }
+        EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
     };
     Some(AuditRecord {
         op_time: ev.at,

@@ -2,8 +2,12 @@
 //! ([`rbac`], [`policy`]), and the credentials that prove it (passwords, robot and CLI
 //! secrets, signed [`token`]s, OIDC logins in [`oidc`]).
 //!
-//! [`Auth`] is the service the HTTP crates call. It never speaks HTTP itself: the registry
-//! API (`berth-oci`) turns its answers into OCI errors and `WWW-Authenticate` challenges, the
+//! [`Auth`] is the access domain's service, the only way the HTTP crates, the CLI and jobs
+//! read or change users, projects, members, robots and repository policies (`service.rs`;
+//! each change logs its event and drops the caches). [`Auth::decide`] is the **one
+//! authorization decision** every surface asks: principal × [`Target`] × [`rbac::Perm`] →
+//! allowed, or [`Denied`] with a reason. It never speaks HTTP itself: the registry API
+//! (`berth-oci`) turns its answers into OCI errors and `WWW-Authenticate` challenges, the
 //! management API (`berth-admin`) into Harbor's envelope.
 //!
 //! **Invariants:** secrets are stored only as hashes ([`secret`]) and never logged; a
@@ -13,10 +17,10 @@
 //!
 //! ```no_run
 //! # async fn f(store: std::sync::Arc<dyn berth_meta::AccessStore>) -> Result<(), berth_auth::AuthError> {
-//! use berth_auth::{Auth, AuthConfig, rbac::Perm, policy::EcrAction};
+//! use berth_auth::{Auth, AuthConfig, Target, rbac::Perm, policy::EcrAction};
 //! let auth = Auth::open(store, AuthConfig::default()).await?;
 //! let who = auth.login("alice", "Secret123", None).await?;
-//! auth.authorize_repo(&who, "proj/app", Perm::Pull, EcrAction::BatchGetImage).await.ok();
+//! auth.decide(&who, Target::Repository("proj/app", EcrAction::BatchGetImage), Perm::Pull).await.ok();
 //! # Ok(()) }
 //! ```
 
@@ -25,22 +29,26 @@ pub mod oidc;
 pub mod policy;
 pub mod rbac;
 pub mod secret;
+mod service;
 pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_meta::{
-    AccessStore, EventBuffer, EventKind, MemberEntity, MetaError, NewEvent, Origin, ProjectRecord, RobotRecord,
-    UserRecord,
-};
+use berth_meta::{AccessStore, EventBuffer, EventKind, NewEvent};
 use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
-pub use audit::{AuditConsumer, AuditSink, PullConsumer};
+pub use audit::{AuditConsumer, PullConsumer};
+pub use berth_meta::{
+    AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord, RobotRecord,
+    UserRecord,
+};
+pub use berth_types::{ProjectSettings, SettingError, SeverityThreshold, Visibility};
 use policy::{EcrAction, RepoPolicy, Verdict};
 use rbac::{Perm, PermSet, RobotPermission, Role};
+pub use service::PolicyChangeError;
 use token::{AccessEntry, Claims, KeyRing, Scope, TokenError, typ};
 
 /// Settings of the access layer.
@@ -241,6 +249,15 @@ pub enum Denied {
     /// No decision: the metadata database cannot be reached (answered `503`, never a refusal).
     #[error("the metadata database is unavailable: {0}")]
     Unavailable(String),
+    /// Authenticated, but may not even see the project: the management API answers as if
+    /// it did not exist; `/v2` refuses with `why`.
+    #[error("{why}")]
+    Hidden {
+        /// The project.
+        project: String,
+        /// The refusal in words.
+        why: String,
+    },
     /// No decision: the lookup failed (answered `500`).
     #[error("authorization failed: {0}")]
     Failed(String),
@@ -443,7 +460,6 @@ pub struct Auth {
     in_flight: InFlight,
     limiter: Limiter,
     last_key_reload: Mutex<Option<Instant>>,
-    audit: AuditSink,
     events: EventBuffer,
     oidc: Option<oidc::OidcClient>,
 }
@@ -478,7 +494,6 @@ impl Auth {
         let ttl = cfg.credential_cache_ttl;
         let log: Arc<dyn berth_meta::EventLog> = store.clone();
         Ok(Auth {
-            audit: AuditSink::start(store.clone()),
             events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
@@ -511,14 +526,9 @@ impl Auth {
         &self.cfg
     }
 
-    /// The store behind the service.
-    pub fn store(&self) -> &Arc<dyn AccessStore> {
-        &self.store
-    }
-
-    /// The audit sink (management-API changes that do not log events yet).
-    pub fn audit(&self) -> &AuditSink {
-        &self.audit
+    /// The event log behind the service (for the event-log consumers and operators' queries).
+    pub fn event_log(&self) -> Arc<dyn berth_meta::EventLog> {
+        self.store.clone()
     }
 
     /// The batching writer of events that are not part of a stored change (pulls, logins).
@@ -744,8 +754,8 @@ impl Auth {
     }
 
     /// What `p` may do in `project` by its roles, robot permissions or the project's visibility.
-    pub fn perms_in(&self, p: &Principal, project: &ProjectRecord) -> PermSet {
-        let base = if project.public { rbac::public_perms() } else { PermSet::NONE };
+    fn perms_in(&self, p: &Principal, project: &ProjectRecord) -> PermSet {
+        let base = if project.settings.public() { rbac::public_perms() } else { PermSet::NONE };
         match p {
             Principal::Operator => PermSet::all(),
             Principal::User(u) if u.sysadmin => PermSet::all(),
@@ -757,8 +767,51 @@ impl Auth {
         }
     }
 
+    /// The one authorization decision: may `p` do `need` on `target`? Every surface — `/v2`,
+    /// the management API, the CLI through it — asks this and only this.
+    ///
+    /// - [`Target::System`]: [`Perm::Administer`] needs a system administrator;
+    ///   [`Perm::CreateProject`] a user allowed to create projects; [`Perm::Read`] anybody
+    ///   authenticated.
+    /// - [`Target::Project`]: the caller's roles or robot permissions there, plus what the
+    ///   project's visibility gives everybody.
+    /// - [`Target::Repository`]: the same in its project, then the repository policy for the
+    ///   ECR action: a `Deny` wins over everything, an `Allow` grants. A missing project is
+    ///   created on push when the server does that and `p` may create projects; otherwise it
+    ///   is [`Denied::NoProject`] for authenticated callers (anonymous ones learn nothing
+    ///   about which projects exist).
+    ///
+    /// A refusal says why: [`Denied::NeedsAuth`] (anonymous), [`Denied::Hidden`] (may not
+    /// even see the project), [`Denied::Forbidden`]; [`Denied::Unavailable`] and
+    /// [`Denied::Failed`] are no decision at all (the data could not be read).
+    pub async fn decide(&self, p: &Principal, target: Target<'_>, need: Perm) -> Result<(), Denied> {
+        match target {
+            Target::System => {
+                let ok = match need {
+                    Perm::CreateProject => self.may_create_projects(p),
+                    Perm::Read => p.is_authenticated(),
+                    _ => p.is_sysadmin(),
+                };
+                if ok {
+                    Ok(())
+                } else if !p.is_authenticated() {
+                    Err(Denied::NeedsAuth)
+                } else if need == Perm::CreateProject {
+                    Err(Denied::Forbidden("only system administrators may create projects here".into()))
+                } else {
+                    Err(Denied::Forbidden("only system administrators may do this".into()))
+                }
+            }
+            Target::Project(project) => {
+                let perms = self.perms_in(p, project);
+                if perms.has(need) { Ok(()) } else { Err(refusal(p, perms, &project.name, need)) }
+            }
+            Target::Repository(repo, ecr) => self.decide_repo(p, repo, need, ecr).await,
+        }
+    }
+
     /// May a user create projects?
-    pub fn may_create_projects(&self, p: &Principal) -> bool {
+    fn may_create_projects(&self, p: &Principal) -> bool {
         match p {
             Principal::Operator => true,
             Principal::User(u) => u.sysadmin || !self.cfg.project_creation_admin_only,
@@ -766,38 +819,8 @@ impl Auth {
         }
     }
 
-    /// Create a project owned by `owner` (who becomes its project admin).
-    pub async fn create_project(
-        &self,
-        name: &str,
-        owner: &Principal,
-        public: bool,
-        metadata: &std::collections::BTreeMap<String, String>,
-        origin: &Origin,
-    ) -> Result<i64, MetaError> {
-        let now = now_ms();
-        let owner_id = match owner {
-            Principal::User(u) => u.id,
-            _ => self.store.user_by_name("admin").await?.map(|u| u.id).unwrap_or(0),
-        };
-        let id = self.store.create_project(name, owner_id, public, metadata, now, origin).await?;
-        if owner_id > 0 {
-            let entity = MemberEntity::User { id: owner_id, name: String::new() };
-            match self.store.add_member(id, &entity, Role::ProjectAdmin.id(), now, origin).await {
-                Ok(_) | Err(MetaError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.invalidate();
-        Ok(id)
-    }
-
-    /// May `p` do `need` (the ECR action `ecr` in policy terms) in repository `repo`?
-    ///
-    /// A missing project is created when `need` is a push, the server creates projects on
-    /// push, and `p` may create projects; otherwise it is [`Denied::NoProject`] for
-    /// authenticated callers (anonymous ones learn nothing about which projects exist).
-    pub async fn authorize_repo(&self, p: &Principal, repo: &str, need: Perm, ecr: EcrAction) -> Result<(), Denied> {
+    /// [`Auth::decide`] for a repository.
+    async fn decide_repo(&self, p: &Principal, repo: &str, need: Perm, ecr: EcrAction) -> Result<(), Denied> {
         let project_name = project_of(repo);
         let internal = |e: MetaError| {
             warn!(error = %e, "authorization lookup failed");
@@ -812,7 +835,7 @@ impl Auth {
             }
             None if need == Perm::Push && self.cfg.create_projects_on_push && self.may_create_projects(p) => {
                 let origin = Origin::new(p.name(), None);
-                match self.create_project(project_name, p, false, &Default::default(), &origin).await {
+                match self.create_project(project_name, p, &ProjectSettings::default(), &origin).await {
                     Ok(_) | Err(MetaError::Conflict(_)) => {}
                     Err(e) => return Err(internal(e)),
                 }
@@ -821,7 +844,7 @@ impl Auth {
                     Principal::User(u) => self.principal_by_name(&u.name).await.ok().flatten(),
                     _ => None,
                 };
-                return Box::pin(self.authorize_repo(fresh.as_ref().unwrap_or(p), repo, need, ecr)).await;
+                return Box::pin(self.decide_repo(fresh.as_ref().unwrap_or(p), repo, need, ecr)).await;
             }
             None => return Err(Denied::NoProject(project_name.to_owned())),
         };
@@ -837,18 +860,16 @@ impl Auth {
                 ecr.name()
             )));
         }
+        let perms = self.perms_in(p, &project);
         let granted = match p {
             // A token grants what it names, and whatever anybody may do (public projects).
-            Principal::Token(c) => token_grants(c, repo, need) || self.perms_in(p, &project).has(need),
-            _ => self.perms_in(p, &project).has(need),
+            Principal::Token(c) => token_grants(c, repo, need) || perms.has(need),
+            _ => perms.has(need),
         };
         if granted || verdict == Verdict::Allow {
             return Ok(());
         }
-        if !p.is_authenticated() {
-            return Err(Denied::NeedsAuth);
-        }
-        Err(Denied::Forbidden(format!("{} may not {} in project {project_name:?}", p.name(), perm_words(need))))
+        Err(refusal(p, perms, project_name, need))
     }
 
     /// Issue an access token for the granted subset of `scopes`.
@@ -870,7 +891,7 @@ impl Auth {
                     let mut ok = Vec::new();
                     for a in want {
                         let (perm, ecr) = action_perm(a);
-                        match self.authorize_repo(p, &s.name, perm, ecr).await {
+                        match self.decide(p, Target::Repository(&s.name, ecr), perm).await {
                             Ok(()) => ok.push(a.to_owned()),
                             // No token rather than a narrower one while no decision can be made.
                             Err(Denied::Unavailable(m)) => return Err(AuthError::Store(MetaError::Unavailable(m))),
@@ -1054,6 +1075,26 @@ impl Auth {
     }
 }
 
+/// What an authorization decision is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The registry as a whole: users, system robots, the system audit log, jobs, scan-all.
+    System,
+    /// A project: its settings, members, robot accounts, logs and list of repositories.
+    Project(&'a ProjectRecord),
+    /// A repository (full name), with the ECR action its repository policy is asked about.
+    Repository(&'a str, EcrAction),
+}
+
+/// Why `p`, holding `perms` in `project`, may not do `need` there.
+fn refusal(p: &Principal, perms: PermSet, project: &str, need: Perm) -> Denied {
+    if !p.is_authenticated() {
+        return Denied::NeedsAuth;
+    }
+    let why = format!("{} may not {} in project {project:?}", p.name(), perm_words(need));
+    if perms.has(Perm::Read) { Denied::Forbidden(why) } else { Denied::Hidden { project: project.to_owned(), why } }
+}
+
 /// The permission and ECR action a token action (`pull`, `push`, `delete`) stands for.
 pub fn action_perm(action: &str) -> (Perm, EcrAction) {
     match action {
@@ -1094,6 +1135,8 @@ fn perm_words(p: Perm) -> &'static str {
         Perm::ManageRobots => "manage robot accounts",
         Perm::ManagePolicy => "manage policies",
         Perm::ReadLogs => "read the audit log",
+        Perm::CreateProject => "create projects",
+        Perm::Administer => "administer the registry",
     }
 }
 

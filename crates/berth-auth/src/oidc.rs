@@ -275,15 +275,15 @@ impl crate::Auth {
             .and_then(|o| o.config().admin_group.as_deref())
             .is_some_and(|g| id.groups.iter().any(|x| x == g));
         let admin_group_set = self.oidc().is_some_and(|o| o.config().admin_group.is_some());
-        let user = match self.store().user_by_oidc_subject(&id.subject).await? {
+        let user = match self.store.user_by_oidc_subject(&id.subject).await? {
             Some(u) => {
                 let origin = berth_meta::Origin::new(&u.username, None);
                 if u.groups != id.groups {
-                    self.store().set_user_groups(u.id, &id.groups, now, &origin).await?;
+                    self.store.set_user_groups(u.id, &id.groups, now, &origin).await?;
                 }
                 // With an admin group configured, membership decides at every login.
                 if admin_group_set && admin != u.sysadmin {
-                    self.store().set_sysadmin(u.id, admin, now, &origin).await?;
+                    self.store.set_sysadmin(u.id, admin, now, &origin).await?;
                 }
                 u
             }
@@ -295,7 +295,7 @@ impl crate::Auth {
                         id.username
                     )));
                 }
-                if self.store().user_by_name(&id.username).await?.is_some() {
+                if self.store.user_by_name(&id.username).await?.is_some() {
                     return Err(fail(format!(
                         "a local user named {:?} already exists; an administrator must rename one of them",
                         id.username
@@ -311,8 +311,8 @@ impl crate::Auth {
                     oidc_subject: Some(id.subject.clone()),
                     groups: id.groups.clone(),
                 };
-                let uid = self.store().create_user(&nu, now, &berth_meta::Origin::new(&id.username, None)).await?;
-                self.store().user(uid).await?.ok_or_else(|| fail("the new user vanished"))?
+                let uid = self.store.create_user(&nu, now, &berth_meta::Origin::new(&id.username, None)).await?;
+                self.store.user(uid).await?.ok_or_else(|| fail("the new user vanished"))?
             }
         };
         self.invalidate();

@@ -42,11 +42,15 @@ pub enum Perm {
     ManagePolicy,
     /// Read the project's audit log.
     ReadLogs,
+    /// Create projects (a system permission).
+    CreateProject,
+    /// Manage users, system robots, jobs and system settings (a system permission).
+    Administer,
 }
 
 impl Perm {
     /// Every permission.
-    pub const ALL: [Perm; 15] = [
+    pub const ALL: [Perm; 17] = [
         Perm::Pull,
         Perm::Push,
         Perm::DeleteArtifact,
@@ -62,7 +66,14 @@ impl Perm {
         Perm::ManageRobots,
         Perm::ManagePolicy,
         Perm::ReadLogs,
+        Perm::CreateProject,
+        Perm::Administer,
     ];
+
+    /// A permission on the registry as a whole rather than in a project.
+    pub fn is_system(self) -> bool {
+        matches!(self, Perm::CreateProject | Perm::Administer)
+    }
 
     fn bit(self) -> u32 {
         1 << (self as u32)
@@ -80,6 +91,15 @@ impl PermSet {
     /// Every permission.
     pub fn all() -> PermSet {
         PermSet::of(&Perm::ALL)
+    }
+
+    /// Every permission in a project (no system permission).
+    pub fn project_all() -> PermSet {
+        let mut set = PermSet::NONE;
+        for p in Perm::ALL.into_iter().filter(|p| !p.is_system()) {
+            set.insert(p);
+        }
+        set
     }
 
     /// The set of these permissions.
@@ -169,7 +189,7 @@ impl Role {
     pub fn perms(self) -> PermSet {
         use Perm::*;
         match self {
-            Role::ProjectAdmin => PermSet::all(),
+            Role::ProjectAdmin => PermSet::project_all(),
             Role::Maintainer => PermSet::of(&[
                 Pull,
                 Push,

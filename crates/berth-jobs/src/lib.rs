@@ -17,14 +17,48 @@
 
 mod events;
 
+pub use berth_meta::{JobRecord, JobState, MetaError, Origin};
 pub use events::{ConsumerOptions, consume_once, run_consumer, tail};
+
+/// The job service as the management API sees it: list, inspect and stop jobs.
+#[derive(Clone)]
+pub struct Jobs {
+    queue: Arc<dyn JobQueue>,
+}
+
+impl Jobs {
+    /// The service over `queue`.
+    pub fn new(queue: Arc<dyn JobQueue>) -> Self {
+        Jobs { queue }
+    }
+
+    /// Jobs, newest first, optionally of one kind and state.
+    pub async fn list(
+        &self,
+        kind: Option<&str>,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, MetaError> {
+        self.queue.jobs(kind, state, limit).await
+    }
+
+    /// One job.
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, MetaError> {
+        self.queue.job(id).await
+    }
+
+    /// Stop a queued or running job (logged as `job.stopped`); `false` if it was neither.
+    pub async fn stop(&self, id: &str, origin: &Origin) -> Result<bool, MetaError> {
+        self.queue.cancel(id, now_ms(), origin).await
+    }
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_meta::{JobQueue, JobRecord, NewJob};
+use berth_meta::{JobQueue, NewJob};
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Runs jobs of one kind. Handlers must be idempotent: a job may run again after a crash.

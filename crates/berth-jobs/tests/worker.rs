@@ -97,7 +97,7 @@ async fn scenarios(q: Arc<dyn JobQueue>) {
     w.abort();
     let id = q.enqueue(&new_job(), now_ms()).await.unwrap().unwrap();
     wait_for(&*q, &id, JobState::Running).await;
-    assert!(q.cancel(&id, now_ms()).await.unwrap());
+    assert!(q.cancel(&id, now_ms(), &berth_meta::Origin::system()).await.unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(q.job(&id).await.unwrap().unwrap().state, JobState::Cancelled);
     w2.abort();

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use berth_types::{ProjectSettings, Visibility};
 use serde_json::json;
 
 use crate::MetaError;
@@ -79,10 +80,8 @@ pub struct ProjectRecord {
     pub name: String,
     /// The user who created it.
     pub owner_id: i64,
-    /// Anonymous users may pull.
-    pub public: bool,
-    /// Other settings (`auto_scan`, `prevent_vul`, `severity`, …) as strings, as Harbor keeps them.
-    pub metadata: BTreeMap<String, String>,
+    /// Visibility, scanning and pull policies, typed.
+    pub settings: ProjectSettings,
     /// Created (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -251,8 +250,7 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
         &self,
         name: &str,
         owner_id: i64,
-        public: bool,
-        metadata: &BTreeMap<String, String>,
+        settings: &ProjectSettings,
         now: i64,
         origin: &Origin,
     ) -> Result<i64, MetaError>;
@@ -262,12 +260,11 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn project_by_name(&self, name: &str) -> Result<Option<ProjectRecord>, MetaError>;
     /// Every project, by name.
     async fn projects(&self) -> Result<Vec<ProjectRecord>, MetaError>;
-    /// Change visibility and metadata.
+    /// Change the project's settings.
     async fn update_project(
         &self,
         id: i64,
-        public: bool,
-        metadata: &BTreeMap<String, String>,
+        settings: &ProjectSettings,
         now: i64,
         origin: &Origin,
     ) -> Result<bool, MetaError>;
@@ -374,16 +371,30 @@ fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
     })
 }
 
+/// The `public` column and the `metadata` JSON (Harbor's keys, as strings) of `settings`.
+fn stored_settings(s: &ProjectSettings) -> (bool, BTreeMap<String, String>) {
+    let mut map = s.to_map();
+    map.remove("public");
+    (s.public(), map)
+}
+
 const PROJECT_COLS: &str = "id, name, owner_id, public, metadata, created_at, updated_at";
 
 fn project_from_row(r: &AnyRow) -> Result<ProjectRecord, MetaError> {
     let metadata: String = r.try_get("metadata")?;
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(&metadata).map_err(|e| MetaError::Corrupt(format!("project metadata: {e}")))?;
+    let mut settings = ProjectSettings::default();
+    for (k, v) in &map {
+        // Written only after the same parse succeeded; a key a later version dropped is ignored.
+        let _ = settings.set(k, v);
+    }
+    settings.visibility = if r.try_get::<i64, _>("public")? != 0 { Visibility::Public } else { Visibility::Private };
     Ok(ProjectRecord {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         owner_id: r.try_get("owner_id")?,
-        public: r.try_get::<i64, _>("public")? != 0,
-        metadata: serde_json::from_str(&metadata).map_err(|e| MetaError::Corrupt(format!("project metadata: {e}")))?,
+        settings,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -736,12 +747,12 @@ impl AccessStore for SqlMetaStore {
         &self,
         name: &str,
         owner_id: i64,
-        public: bool,
-        metadata: &BTreeMap<String, String>,
+        settings: &ProjectSettings,
         now: i64,
         origin: &Origin,
     ) -> Result<i64, MetaError> {
-        let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let (public, metadata) = stored_settings(settings);
+        let meta = serde_json::to_string(&metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let mut tx = self.pool().begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (name, owner_id, public, metadata, created_at, updated_at)
@@ -780,12 +791,12 @@ impl AccessStore for SqlMetaStore {
     async fn update_project(
         &self,
         id: i64,
-        public: bool,
-        metadata: &BTreeMap<String, String>,
+        settings: &ProjectSettings,
         now: i64,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
-        let meta = serde_json::to_string(metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let (public, metadata) = stored_settings(settings);
+        let meta = serde_json::to_string(&metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let n = self
             .logged(
                 "UPDATE projects SET public = $2, metadata = $3, updated_at = $4 WHERE id = $1",

@@ -178,8 +178,8 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
     assert_eq!((r.state, r.attempts, r.last_error.as_deref()), (JobState::Failed, 3, Some("still broken")));
 
     // cancel
-    assert!(q.cancel(&later, 180).await.unwrap());
-    assert!(!q.cancel(&later, 181).await.unwrap());
+    assert!(q.cancel(&later, 180, &Origin::new("admin", None)).await.unwrap());
+    assert!(!q.cancel(&later, 181, &Origin::new("admin", None)).await.unwrap());
     assert_eq!(q.job(&later).await.unwrap().unwrap().state, JobState::Cancelled);
     assert!(
         q.claim("scan", "w1", 2_000, 3_000, 5).await.unwrap().is_none_or(|j| j.id != later),
@@ -209,7 +209,6 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
 pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let o = Origin::system();
     use crate::{AuditQuery, AuditRecord, MemberEntity, MetaError, NewUser, RobotRecord, SigningKeyRecord};
-    use std::collections::BTreeMap;
 
     // users: ids, uniqueness, profile, secrets, groups
     let nu =
@@ -234,13 +233,17 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert!(!store.set_password(9999, "x", 1, &o).await.unwrap());
 
     // projects, members (direct and by group), cascades
-    let mut meta = BTreeMap::new();
-    meta.insert("auto_scan".to_owned(), "true".to_owned());
-    let p = store.create_project("proj", alice, false, &meta, 20, &o).await.unwrap();
-    assert!(matches!(store.create_project("proj", alice, true, &meta, 21, &o).await, Err(MetaError::Conflict(_))));
-    assert_eq!(store.project_by_name("proj").await.unwrap().unwrap().metadata, meta);
-    assert!(store.update_project(p, true, &BTreeMap::new(), 22, &o).await.unwrap());
-    assert!(store.project(p).await.unwrap().unwrap().public);
+    let mut settings = berth_types::ProjectSettings { auto_scan: true, ..Default::default() };
+    settings.severity = berth_types::SeverityThreshold::High;
+    settings.scan_filters = vec!["prod-*".into(), "web".into()];
+    let p = store.create_project("proj", alice, &settings, 20, &o).await.unwrap();
+    assert!(matches!(store.create_project("proj", alice, &settings, 21, &o).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.project_by_name("proj").await.unwrap().unwrap().settings, settings);
+    settings.visibility = berth_types::Visibility::Public;
+    settings.reuse_sys_cve_allowlist = Some(false);
+    assert!(store.update_project(p, &settings, 22, &o).await.unwrap());
+    assert_eq!(store.project(p).await.unwrap().unwrap().settings, settings);
+    assert!(store.project(p).await.unwrap().unwrap().settings.public());
     let m1 = store.add_member(p, &MemberEntity::User { id: alice, name: String::new() }, 1, 23, &o).await.unwrap();
     store.add_member(p, &MemberEntity::Group("devs".into()), 2, 24, &o).await.unwrap();
     assert!(matches!(
@@ -431,11 +434,35 @@ pub async fn run_scan<S: crate::ScanStore + crate::EventLog>(store: &S) {
     assert_eq!((done[0].event.repo.as_deref(), done[0].event.digest.as_deref()), (Some("p/a"), Some("sha256:1")));
     assert_eq!(done[0].event.data["error"], "broken layer");
 
-    store.put_allowlist("", &[("CVE-1".into(), -1)]).await.unwrap();
-    store.put_allowlist("p", &[("CVE-2".into(), 99), ("CVE-3".into(), -1)]).await.unwrap();
-    store.put_allowlist("p", &[("CVE-3".into(), -1)]).await.unwrap();
+    let o = Origin::new("alice", None);
+    store.put_allowlist("", &[("CVE-1".into(), -1)], 40, &o).await.unwrap();
+    store.put_allowlist("p", &[("CVE-2".into(), 99), ("CVE-3".into(), -1)], 41, &o).await.unwrap();
+    store.put_allowlist("p", &[("CVE-3".into(), -1)], 42, &o).await.unwrap();
     assert_eq!(store.allowlist("").await.unwrap(), vec![("CVE-1".to_owned(), -1)]);
     assert_eq!(store.allowlist("p").await.unwrap(), vec![("CVE-3".to_owned(), -1)]);
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::AllowlistChanged], limit: 10, ..Default::default() };
+    let changed = store.query_events(&q).await.unwrap();
+    assert_eq!(changed.len(), 3);
+    assert_eq!(
+        (changed[0].event.project.as_deref(), &changed[0].event.data["count"]),
+        (Some("p"), &serde_json::json!(1))
+    );
+    assert_eq!(changed[2].event.data["scope"], "system");
+
+    // Asking for scans marks them queued (a running one stays running) and logs each request.
+    let req = |d: &str, sbom| crate::ScanRequest { digest: d.into(), repo: "p/a".into(), sbom };
+    store.set_scan_state("sha256:2", "p/a", "running", None, 50).await.unwrap();
+    store.request_scans(&[req("sha256:1", false), req("sha256:2", true)], 51, &o).await.unwrap();
+    assert_eq!(store.scan("sha256:1").await.unwrap().unwrap().status, "queued");
+    assert_eq!(store.scan("sha256:2").await.unwrap().unwrap().status, "running");
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::ScanRequested], limit: 10, ..Default::default() };
+    let asked = store.query_events(&q).await.unwrap();
+    assert_eq!(asked.len(), 2);
+    assert_eq!(
+        (asked[0].event.digest.as_deref(), &asked[0].event.data["sbom"]),
+        (Some("sha256:2"), &serde_json::json!(true))
+    );
+    assert_eq!(asked[0].event.origin.actor, "alice");
 }
 
 /// The [`crate::EventLog`] checks, on an empty store: every registry change logs its events

@@ -120,6 +120,12 @@ event_kinds! {
     PolicyChanged => "policy.changed",
     /// A vulnerability scan finished (`digest`; `data.status`).
     ScanCompleted => "scan.completed",
+    /// Somebody asked for a scan (`digest`; `data.sbom`); the scan consumer queues the job.
+    ScanRequested => "scan.requested",
+    /// A CVE allowlist was replaced (`project`, none for the system's; `data.count`).
+    AllowlistChanged => "allowlist.changed",
+    /// A job was stopped by an administrator (`data.id`, `data.kind`).
+    JobStopped => "job.stopped",
     /// A login succeeded (`actor`; `data.how`).
     LoginSucceeded => "login.succeeded",
     /// A login failed (`actor` is the name tried; `data.detail`).

@@ -10,6 +10,7 @@
 //! replicas. SQLite serialises writers anyway.
 
 use crate::MetaError;
+use crate::events::{EventKind, NewEvent, Origin, insert_events};
 use crate::sql::{Backend, SqlMetaStore};
 use sqlx::Row;
 
@@ -161,7 +162,8 @@ pub trait JobQueue: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, MetaError>;
     /// Cancel a queued or running job; returns whether it was.
-    async fn cancel(&self, id: &str, now: i64) -> Result<bool, MetaError>;
+    /// (Logs `job.stopped` by `origin` in the same transaction.)
+    async fn cancel(&self, id: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// One job.
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, MetaError>;
     /// Newest first, optionally of one kind and/or state.
@@ -294,17 +296,21 @@ impl JobQueue for SqlMetaStore {
         Ok(n > 0)
     }
 
-    async fn cancel(&self, id: &str, now: i64) -> Result<bool, MetaError> {
-        let n = sqlx::query(
+    async fn cancel(&self, id: &str, now: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let kind: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'cancelled', lease_owner = NULL, lease_until = NULL, finished_at = $2, updated_at = $2
-             WHERE id = $1 AND state IN ('queued', 'running')",
+             WHERE id = $1 AND state IN ('queued', 'running') RETURNING kind",
         )
         .bind(id)
         .bind(now)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(n > 0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(kind) = kind else { return Ok(false) };
+        let e = NewEvent::new(EventKind::JobStopped, now, origin).data(serde_json::json!({ "id": id, "kind": kind }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, MetaError> {

@@ -42,7 +42,7 @@ pub use events::{
     EventRecord, NewEvent, Origin,
 };
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
-pub use scan::{ScanRecord, ScanStore, VulnSource};
+pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 
 /// Milliseconds since the Unix epoch.

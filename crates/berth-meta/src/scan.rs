@@ -5,7 +5,19 @@
 use sqlx::Row;
 
 use crate::MetaError;
+use crate::events::{EventKind, NewEvent, Origin, insert_events};
 use crate::sql::SqlMetaStore;
+
+/// A scan somebody asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// The manifest.
+    pub digest: String,
+    /// The repository it was found in.
+    pub repo: String,
+    /// Push an SBOM too.
+    pub sbom: bool,
+}
 
 /// An imported advisory source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +110,16 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn scans(&self) -> Result<Vec<ScanRecord>, MetaError>;
 
     /// Replace the allowlist of `scope` (`""`: system-wide; else a project name).
-    async fn put_allowlist(&self, scope: &str, items: &[(String, i64)]) -> Result<(), MetaError>;
+    async fn put_allowlist(
+        &self,
+        scope: &str,
+        items: &[(String, i64)],
+        now: i64,
+        origin: &Origin,
+    ) -> Result<(), MetaError>;
+    /// Ask for scans: mark each artifact `queued` (unless a scan is running) and log
+    /// `scan.requested` for it, in one transaction; the scan consumer queues the jobs.
+    async fn request_scans(&self, requests: &[ScanRequest], now: i64, origin: &Origin) -> Result<(), MetaError>;
     /// The allowlist of `scope`: `(cve id, expires at Unix ms or -1)`.
     async fn allowlist(&self, scope: &str) -> Result<Vec<(String, i64)>, MetaError>;
 }
@@ -312,8 +333,43 @@ impl ScanStore for SqlMetaStore {
         rows.iter().map(scan_from_row).collect()
     }
 
-    async fn put_allowlist(&self, scope: &str, items: &[(String, i64)]) -> Result<(), MetaError> {
-        let mut tx = self.pool().begin().await?;
+    async fn request_scans(&self, requests: &[ScanRequest], now: i64, origin: &Origin) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        let mut events = Vec::with_capacity(requests.len());
+        for r in requests {
+            sqlx::query(
+                "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
+                 VALUES ($1, $2, 'queued', NULL, NULL, 0, $3, NULL)
+                 ON CONFLICT (digest) DO UPDATE SET repo = excluded.repo, status = 'queued', error = NULL
+                 WHERE scan_reports.status <> 'running'",
+            )
+            .bind(&r.digest)
+            .bind(&r.repo)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            events.push(
+                NewEvent::new(EventKind::ScanRequested, now, origin)
+                    .repo(&r.repo)
+                    .digest(&r.digest)
+                    .data(serde_json::json!({ "sbom": r.sbom })),
+            );
+        }
+        for chunk in events.chunks(500) {
+            insert_events(&mut tx, self.backend(), chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_allowlist(
+        &self,
+        scope: &str,
+        items: &[(String, i64)],
+        now: i64,
+        origin: &Origin,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM cve_allowlist WHERE scope = $1").bind(scope).execute(&mut *tx).await?;
         for (cve, exp) in items {
             sqlx::query(
@@ -325,6 +381,13 @@ impl ScanStore for SqlMetaStore {
             .execute(&mut *tx)
             .await?;
         }
+        let mut e = NewEvent::new(EventKind::AllowlistChanged, now, origin).data(
+            serde_json::json!({ "scope": if scope.is_empty() { "system" } else { scope }, "count": items.len() }),
+        );
+        if !scope.is_empty() {
+            e = e.project(scope);
+        }
+        insert_events(&mut tx, self.backend(), &[e]).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -18,7 +18,7 @@ use base64::Engine;
 use berth_auth::policy::EcrAction;
 use berth_auth::rbac::Perm;
 use berth_auth::token::Scope;
-use berth_auth::{AuthError, Denied, Principal};
+use berth_auth::{AuthError, Denied, Principal, Target};
 use berth_types::Reference;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde::Deserialize;
@@ -187,21 +187,23 @@ pub(crate) async fn check(
             }
             _ => Ok(p),
         },
-        Some(Need::Repo { repo, perm, ecr, .. }) => match state.auth.authorize_repo(&p, repo, *perm, *ecr).await {
-            Ok(()) => Ok(p),
-            Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
-            Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),
-            Err(Denied::Unavailable(m)) => Err(OciError::Unavailable(m)),
-            Err(Denied::Failed(m)) => Err(OciError::Auth(m)),
-            Err(Denied::Forbidden(why)) => match &p {
-                // A wider token may help: the client asks the token service again.
-                Principal::Token(_) => Err(unauthorized(
-                    format!("requested access to the resource is denied: {why}"),
-                    Some("insufficient_scope"),
-                )),
-                _ => Err(OciError::Denied(why)),
-            },
-        },
+        Some(Need::Repo { repo, perm, ecr, .. }) => {
+            match state.auth.decide(&p, Target::Repository(repo, *ecr), *perm).await {
+                Ok(()) => Ok(p),
+                Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
+                Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),
+                Err(Denied::Unavailable(m)) => Err(OciError::Unavailable(m)),
+                Err(Denied::Failed(m)) => Err(OciError::Auth(m)),
+                Err(Denied::Forbidden(why) | Denied::Hidden { why, .. }) => match &p {
+                    // A wider token may help: the client asks the token service again.
+                    Principal::Token(_) => Err(unauthorized(
+                        format!("requested access to the resource is denied: {why}"),
+                        Some("insufficient_scope"),
+                    )),
+                    _ => Err(OciError::Denied(why)),
+                },
+            }
+        }
     }
 }
 
@@ -253,7 +255,7 @@ fn login_error(e: AuthError) -> Response {
             e.to_string(),
             Some(("retry-after", retry_after.as_secs().max(1).to_string())),
         ),
-        AuthError::Store(berth_meta::MetaError::Unavailable(ref m)) => {
+        AuthError::Store(berth_registry::MetaError::Unavailable(ref m)) => {
             tracing::warn!(error = %m, "token service: metadata database unavailable");
             token_error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -77,10 +77,10 @@ pub enum OciError {
 /// `Retry-After` of a `503` (seconds).
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-impl From<berth_meta::MetaError> for OciError {
-    fn from(e: berth_meta::MetaError) -> Self {
+impl From<berth_registry::MetaError> for OciError {
+    fn from(e: berth_registry::MetaError) -> Self {
         match e {
-            berth_meta::MetaError::Unavailable(m) => OciError::Unavailable(m),
+            berth_registry::MetaError::Unavailable(m) => OciError::Unavailable(m),
             e => OciError::Auth(e.to_string()),
         }
     }
@@ -123,7 +123,7 @@ impl OciError {
     pub fn code(&self) -> &'static str {
         use RegistryError as R;
         match self {
-            OciError::Registry(R::Meta(berth_meta::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
+            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
                 "UNAVAILABLE"
             }
             OciError::Registry(r) => match r {
@@ -158,7 +158,7 @@ impl OciError {
     pub fn status(&self) -> StatusCode {
         use RegistryError as R;
         match self {
-            OciError::Registry(R::Meta(berth_meta::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
+            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             OciError::Registry(r) => match r {
@@ -175,7 +175,7 @@ impl OciError {
                 | R::ManifestBlobUnknown(_)
                 | R::TagInvalid(_) => StatusCode::BAD_REQUEST,
                 R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                R::Blob(berth_blob::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
                 R::Blob(_) | R::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -251,5 +251,114 @@ impl IntoResponse for OciError {
             resp.extensions_mut().insert(InternalError(format!("{self:?}")));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::time::Duration;
+
+    use berth_registry::{BlobError, MetaError, RegistryError as R};
+    use berth_types::Digest;
+
+    use super::*;
+
+    /// One of each error `/v2` can answer, with the inner errors that change its answer.
+    fn examples() -> Vec<(&'static str, OciError)> {
+        let d = || Digest::sha256_of(b"layer");
+        let io = |k: std::io::ErrorKind| std::io::Error::new(k, "device said no");
+        vec![
+            ("blob unknown", R::BlobUnknown(d()).into()),
+            ("upload unknown", R::UploadUnknown.into()),
+            ("chunk out of order", R::OutOfOrder { requested: 10, size: 4 }.into()),
+            ("upload invalid", R::UploadInvalid("Content-Range does not match the body".into()).into()),
+            ("digest mismatch", R::DigestMismatch { expected: d(), actual: Digest::sha256_of(b"other") }.into()),
+            ("digest invalid (registry)", R::DigestInvalid("the digest parameter is required".into()).into()),
+            ("size invalid", R::SizeInvalid("layer size 5 does not match the blob's 4 bytes".into()).into()),
+            ("too large", R::TooLarge { what: "manifest", limit: 4_194_304 }.into()),
+            ("manifest unknown", R::ManifestUnknown("p/app:latest".into()).into()),
+            ("manifest invalid", R::ManifestInvalid("schemaVersion must be 2".into()).into()),
+            ("manifest blob unknown", R::ManifestBlobUnknown(vec![d()]).into()),
+            ("name unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
+            ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
+            ("range not satisfiable", R::RangeNotSatisfiable { size: 4 }.into()),
+            ("request body failed", R::Body(io(std::io::ErrorKind::ConnectionReset)).into()),
+            ("disk full", R::Blob(BlobError::Io(io(std::io::ErrorKind::StorageFull))).into()),
+            ("blob store failed", R::Blob(BlobError::Io(io(std::io::ErrorKind::PermissionDenied))).into()),
+            ("metadata corrupt", R::Meta(MetaError::Corrupt("bad row".into())).into()),
+            ("metadata unavailable (registry)", R::Meta(MetaError::Unavailable("pool timed out".into())).into()),
+            ("metadata unavailable (auth)", MetaError::Unavailable("pool timed out".into()).into()),
+            ("name invalid", OciError::NameInvalid("repository name \"A\" is invalid".into())),
+            ("digest invalid", OciError::DigestInvalid("\"sha256:xyz\" is not a digest".into())),
+            ("unsupported", OciError::Unsupported("unsupported digest algorithm \"md5\": use sha256 or sha512".into())),
+            ("bad header", OciError::BadRequest("Content-Range \"x\" is malformed".into())),
+            ("no such endpoint", OciError::NotFound),
+            ("method not allowed", OciError::MethodNotAllowed),
+            ("body too large", OciError::TooLarge("manifest exceeds the limit of 4194304 bytes".into())),
+            ("panic", OciError::Panic("index out of bounds".into())),
+            (
+                "unauthorized",
+                OciError::Unauthorized {
+                    message: "authentication required".into(),
+                    challenge:
+                        "Bearer realm=\"http://r/service/token\",service=\"berth\",scope=\"repository:p/app:pull\""
+                            .into(),
+                },
+            ),
+            ("denied", OciError::Denied("dev may not push in project \"p\"".into())),
+            ("project unknown", OciError::ProjectUnknown("p".into())),
+            (
+                "too many requests",
+                OciError::TooManyRequests {
+                    message: "too many failed logins for this account or address; try again in 60 s".into(),
+                    retry_after: Duration::from_secs(60),
+                },
+            ),
+            ("authorization failed", OciError::Auth("corrupt metadata: bad row".into())),
+            ("unavailable", OciError::Unavailable("pool timed out".into())),
+        ]
+    }
+
+    /// Fails to compile when a variant is added without an example above.
+    #[allow(dead_code)]
+    fn every_variant_has_an_example(e: &OciError) {
+        match e {
+            OciError::Registry(_)
+            | OciError::NameInvalid(_)
+            | OciError::DigestInvalid(_)
+            | OciError::Unsupported(_)
+            | OciError::BadRequest(_)
+            | OciError::NotFound
+            | OciError::MethodNotAllowed
+            | OciError::TooLarge(_)
+            | OciError::Panic(_)
+            | OciError::Unauthorized { .. }
+            | OciError::Denied(_)
+            | OciError::ProjectUnknown(_)
+            | OciError::TooManyRequests { .. }
+            | OciError::Auth(_)
+            | OciError::Unavailable(_) => {}
+        }
+    }
+
+    #[tokio::test]
+    async fn every_error_body() {
+        let mut out = String::new();
+        for (name, e) in examples() {
+            let r = e.into_response();
+            writeln!(out, "== {name}: {}", r.status()).unwrap();
+            for h in [header::WWW_AUTHENTICATE, header::RETRY_AFTER, header::CONTENT_RANGE] {
+                if let Some(v) = r.headers().get(&h) {
+                    writeln!(out, "{h}: {}", v.to_str().unwrap()).unwrap();
+                }
+            }
+            let internal = r.extensions().get::<InternalError>().is_some();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            writeln!(out, "{}{}\n", serde_json::to_string(&v).unwrap(), if internal { "  (cause logged)" } else { "" })
+                .unwrap();
+        }
+        insta::assert_snapshot!(out);
     }
 }

@@ -4,8 +4,8 @@ use std::io;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use berth_blob::{BlobBody, ByteStream};
-use berth_meta::Origin;
+use berth_registry::Origin;
+use berth_registry::{BlobBody, ByteStream};
 use berth_registry::{Registry, RegistryError};
 use berth_types::{Digest, Reference, RepoName};
 use futures::TryStreamExt;
@@ -191,11 +191,10 @@ async fn upload_start(
         let may_mount = match &from {
             Some(f) => state
                 .auth
-                .authorize_repo(
+                .decide(
                     who,
-                    f.as_str(),
+                    berth_auth::Target::Repository(f.as_str(), berth_auth::policy::EcrAction::GetDownloadUrlForLayer),
                     berth_auth::rbac::Perm::Pull,
-                    berth_auth::policy::EcrAction::GetDownloadUrlForLayer,
                 )
                 .await
                 .is_ok(),
@@ -294,18 +293,12 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, origin: 
         // The project's vulnerability policy may refuse the pull (HEAD stays allowed).
         let project = state.auth.project(berth_auth::project_of(repo.as_str())).await?;
         if let Some(p) = project
-            && p.metadata.get("prevent_vul").is_some_and(|v| v == "true")
+            && p.settings.prevent_vulnerable
         {
-            let why = berth_scanner::pull_blocked(
-                &**scans,
-                &p,
-                repo.as_str(),
-                &m.record.digest.to_string(),
-                m.record.artifact_type.as_deref(),
-                berth_auth::now_ms(),
-            )
-            .await
-            .map_err(|e| OciError::Auth(format!("{e:#}")))?;
+            let why = scans
+                .pull_blocked(&p, repo.as_str(), &m.record.digest.to_string(), m.record.artifact_type.as_deref())
+                .await
+                .map_err(|e| OciError::Auth(format!("{e:#}")))?;
             if let Some(why) = why {
                 return Err(OciError::Denied(why));
             }
@@ -409,7 +402,11 @@ async fn catalog(state: &AppState, who: &berth_auth::Principal, q: &[(String, St
         for r in repos {
             let ok = state
                 .auth
-                .authorize_repo(who, &r, berth_auth::rbac::Perm::Pull, berth_auth::policy::EcrAction::ListImages)
+                .decide(
+                    who,
+                    berth_auth::Target::Repository(&r, berth_auth::policy::EcrAction::ListImages),
+                    berth_auth::rbac::Perm::Pull,
+                )
                 .await
                 .is_ok();
             if ok {

@@ -53,7 +53,7 @@ pub struct AppState {
     /// SHA-256 of the operator token, if one is configured.
     operator_token: Option<[u8; 32]>,
     /// Scanner data, for pull blocking (absent: no pull blocking).
-    pub scanning: Option<Arc<dyn berth_meta::ScanStore>>,
+    pub scanning: Option<Arc<berth_scanner::Scanning>>,
 }
 
 impl AppState {
@@ -154,7 +154,7 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
     let result = match route::parse(parts.uri.path()) {
         Ok(r) => match auth::check(&state, &r, &parts.method, &parts.headers, ip.as_deref()).await {
             Ok(who) => {
-                let origin = berth_meta::Origin::new(who.name(), ip);
+                let origin = berth_registry::Origin::new(who.name(), ip);
                 handlers::dispatch(&state, &who, &origin, r, &parts, body).await
             }
             Err(e) => Err(e),
@@ -177,7 +177,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.registry.meta().list_repos(None, 1).await {
+    match state.registry.ping().await {
         Ok(_) => "ready".into_response(),
         Err(e) => {
             warn!(error = %e, "readiness check failed");

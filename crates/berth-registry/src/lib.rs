@@ -18,11 +18,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_blob::{BlobBody, BlobStore};
-use berth_meta::{EventBuffer, EventKind, ManifestRecord, MetaStore, NewEvent, Origin};
+use berth_blob::BlobStore;
+use berth_meta::{EventBuffer, EventKind, ManifestRecord, MetaStore, NewEvent};
 use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 
+pub use berth_blob::{BlobBody, BlobError, ByteStream};
+pub use berth_meta::{ArtifactRow, MetaError, Origin, RepoSummary};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;
 
@@ -162,11 +164,6 @@ impl Registry {
     /// The options in force.
     pub fn options(&self) -> &RegistryOptions {
         &self.opts
-    }
-
-    /// The metadata store (for readiness checks).
-    pub fn meta(&self) -> &Arc<dyn MetaStore> {
-        &self.meta
     }
 
     /// Size of a blob that `repo` links.
@@ -349,6 +346,17 @@ impl Registry {
     /// Every manifest of `repo` with its tags, children and total size, newest first.
     pub async fn artifacts(&self, repo: &RepoName) -> Result<Vec<berth_meta::ArtifactRow>, RegistryError> {
         Ok(self.meta.repo_artifacts(repo).await?)
+    }
+
+    /// The repositories of a project, with their counts and times, by name.
+    pub async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, RegistryError> {
+        Ok(self.meta.project_repos(project).await?)
+    }
+
+    /// Is the metadata database reachable? (A cheap read.)
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        self.meta.list_repos(None, 1).await?;
+        Ok(())
     }
 
     /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use berth_blob::BlobBody;
+pub use berth_meta::{MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest};
 use berth_meta::{NewJob, ScanStore, SqlMetaStore, VulnSource};
 use berth_policy::{PatternOptions, PatternSet, Syntax};
 use berth_registry::Registry;
@@ -579,20 +580,74 @@ pub fn scan_job(repo: &str, digest: &str, sbom: bool) -> NewJob {
     }
 }
 
-/// Queue a scan of `digest` in `repo` (a no-op while one is queued or running).
-pub async fn enqueue_scan(
-    queue: &dyn berth_meta::JobQueue,
-    repo: &str,
-    digest: &str,
-    sbom: bool,
-) -> anyhow::Result<()> {
-    queue.enqueue(&scan_job(repo, digest, sbom), berth_auth::now_ms()).await?;
-    Ok(())
+/// The scanner's severity for a project's threshold.
+fn severity_of(t: berth_types::SeverityThreshold) -> berth_scan::Severity {
+    berth_scan::Severity::parse(t.as_str()).unwrap_or(berth_scan::Severity::Low)
 }
 
-/// Queues a scan of every pushed manifest whose project asks for scans or SBOMs on push
-/// (consumer `scan-on-push`); the job is enqueued in the same transaction as the cursor
-/// moves, so a push is scanned once even across a crash. SBOMs Berth pushes are not scanned.
+/// The scanning service as the HTTP crates see it: scan records, requests for scans,
+/// CVE allowlists, pull blocking and SBOM documents.
+pub struct Scanning {
+    store: Arc<dyn ScanStore>,
+}
+
+impl Scanning {
+    /// The service over `store`.
+    pub fn new(store: Arc<dyn ScanStore>) -> Self {
+        Scanning { store }
+    }
+
+    /// The scan record of a manifest.
+    pub async fn record(&self, digest: &str) -> Result<Option<ScanRecord>, MetaError> {
+        self.store.scan(digest).await
+    }
+
+    /// Every scan record.
+    pub async fn records(&self) -> Result<Vec<ScanRecord>, MetaError> {
+        self.store.scans().await
+    }
+
+    /// Ask for scans (logged as `scan.requested`; the `scan-on-push` consumer queues the jobs).
+    pub async fn request(&self, requests: &[ScanRequest], origin: &Origin) -> Result<(), MetaError> {
+        self.store.request_scans(requests, berth_auth::now_ms(), origin).await
+    }
+
+    /// The allowlist of `scope` (`""` the system's, else a project name).
+    pub async fn allowlist(&self, scope: &str) -> Result<Vec<(String, i64)>, MetaError> {
+        self.store.allowlist(scope).await
+    }
+
+    /// Replace the allowlist of `scope` (logged as `allowlist.changed`).
+    pub async fn put_allowlist(&self, scope: &str, items: &[(String, i64)], origin: &Origin) -> Result<(), MetaError> {
+        self.store.put_allowlist(scope, items, berth_auth::now_ms(), origin).await
+    }
+
+    /// The CVE ids exempt in `project` now.
+    pub async fn allowed_ids(&self, project: &ProjectRecord) -> anyhow::Result<Vec<String>> {
+        allowed_ids(&*self.store, project, berth_auth::now_ms()).await
+    }
+
+    /// Why a pull must be refused by the project's vulnerability policy, if it must.
+    pub async fn pull_blocked(
+        &self,
+        project: &ProjectRecord,
+        repo: &str,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        pull_blocked(&*self.store, project, repo, digest, artifact_type, berth_auth::now_ms()).await
+    }
+
+    /// The SBOM (`spdx` or `cyclonedx`) of a scanned manifest.
+    pub async fn sbom_document(&self, repo: &str, digest: &str, format: &str) -> anyhow::Result<Option<Value>> {
+        sbom_document(&*self.store, repo, digest, format).await
+    }
+}
+
+/// Queues a scan of every pushed manifest whose project asks for scans or SBOMs on push,
+/// and of every manifest somebody asked to scan (`scan.requested`) (consumer
+/// `scan-on-push`); the job is enqueued in the same transaction as the cursor moves, so a
+/// push is scanned once even across a crash. SBOMs Berth pushes are not scanned.
 pub struct ScanOnPush {
     auth: std::sync::Arc<berth_auth::Auth>,
 }
@@ -615,8 +670,16 @@ impl berth_meta::Consumer for ScanOnPush {
         events: &[berth_meta::EventRecord],
     ) -> Result<Vec<berth_meta::Effect>, berth_meta::ConsumerError> {
         let mut out = Vec::new();
-        for e in events.iter().map(|e| &e.event).filter(|e| e.kind == berth_meta::EventKind::ArtifactPushed) {
+        for e in events.iter().map(|e| &e.event) {
             let (Some(repo), Some(digest)) = (e.repo.as_deref(), e.digest.as_deref()) else { continue };
+            if e.kind == berth_meta::EventKind::ScanRequested {
+                let sbom = e.data.get("sbom").and_then(|v| v.as_bool()).unwrap_or(false);
+                out.push(berth_meta::Effect::Job(scan_job(repo, digest, sbom)));
+                continue;
+            }
+            if e.kind != berth_meta::EventKind::ArtifactPushed {
+                continue;
+            }
             if is_sbom(e.data.get("artifact_type").and_then(|t| t.as_str())) {
                 continue;
             }
@@ -633,19 +696,27 @@ impl berth_meta::Consumer for ScanOnPush {
 /// `scan_filters` (comma-separated `*` patterns on the repository name within the project,
 /// as ECR's scanning filters; `?` is one character)? Returns `Some(sbom)` when it does.
 pub fn wants_scan(project: &berth_meta::ProjectRecord, repo: &str) -> Option<bool> {
-    let on = |k: &str| project.metadata.get(k).is_some_and(|v| v == "true");
-    let (scan, sbom) = (on("auto_scan"), on("auto_sbom_generation"));
-    if !scan && !sbom {
+    let settings = &project.settings;
+    if !settings.auto_scan && !settings.auto_sbom {
         return None;
     }
     let short = repo.strip_prefix(&format!("{}/", project.name)).unwrap_or(repo);
-    if let Some(filters) = project.metadata.get("scan_filters").filter(|f| !f.trim().is_empty())
-        && !PatternSet::comma_separated(filters, Syntax::Wildcard, PatternOptions::default())
-            .is_ok_and(|set| set.matches(short) || set.matches(repo))
+    if !settings.scan_filters.is_empty()
+        && !PatternSet::new(
+            settings.scan_filters.iter().map(String::as_str),
+            Syntax::Wildcard,
+            PatternOptions::default(),
+        )
+        .is_ok_and(|set| set.matches(short) || set.matches(repo))
     {
         return None;
     }
-    Some(sbom)
+    Some(settings.auto_sbom)
+}
+
+/// Do these scan filters compile as patterns (within the engine's limits)?
+pub fn check_scan_filters<'a>(filters: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    PatternSet::new(filters, Syntax::Wildcard, PatternOptions::default()).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Is this an SBOM artifact (which the scanner itself pushes)?
@@ -661,10 +732,10 @@ pub async fn allowed_ids(
     project: &berth_meta::ProjectRecord,
     now: i64,
 ) -> anyhow::Result<Vec<String>> {
-    let scopes: &[&str] = match project.metadata.get("reuse_sys_cve_allowlist").map(String::as_str) {
-        Some("true") => &[""],
-        Some("false") => &[project.name.as_str()],
-        _ => &["", project.name.as_str()],
+    let scopes: &[&str] = match project.settings.reuse_sys_cve_allowlist {
+        Some(true) => &[""],
+        Some(false) => &[project.name.as_str()],
+        None => &["", project.name.as_str()],
     };
     let mut ids = Vec::new();
     for scope in scopes {
@@ -688,17 +759,13 @@ pub async fn pull_blocked(
     artifact_type: Option<&str>,
     now: i64,
 ) -> anyhow::Result<Option<String>> {
-    if project.metadata.get("prevent_vul").is_none_or(|v| v != "true") {
+    if !project.settings.prevent_vulnerable {
         return Ok(None);
     }
-    let threshold = project
-        .metadata
-        .get("severity")
-        .and_then(|s| berth_scan::Severity::parse(s))
-        .unwrap_or(berth_scan::Severity::Low);
+    let threshold = severity_of(project.settings.severity);
     let rec = store.scan(digest).await?;
     let Some(text) = rec.as_ref().and_then(|r| r.report.as_deref()) else {
-        if project.metadata.get("prevent_unscanned").is_some_and(|v| v == "true") && !is_sbom(artifact_type) {
+        if project.settings.prevent_unscanned && !is_sbom(artifact_type) {
             return Ok(Some(format!(
                 "{repo}@{digest} has not been scanned yet; project {} blocks unscanned images",
                 project.name
@@ -741,19 +808,18 @@ mod tests {
             id: 1,
             name: "p".into(),
             owner_id: 1,
-            public: false,
-            metadata: Default::default(),
+            settings: Default::default(),
             created_at: 0,
             updated_at: 0,
         };
         assert_eq!(wants_scan(&p, "p/app"), None);
-        p.metadata.insert("auto_scan".into(), "true".into());
+        p.settings.auto_scan = true;
         assert_eq!(wants_scan(&p, "p/app"), Some(false));
-        p.metadata.insert("scan_filters".into(), "prod-*, web".into());
+        p.settings.scan_filters = vec!["prod-*".into(), "web".into()];
         assert_eq!(wants_scan(&p, "p/app"), None);
         assert_eq!(wants_scan(&p, "p/prod-api"), Some(false));
         assert_eq!(wants_scan(&p, "p/web"), Some(false));
-        p.metadata.insert("auto_sbom_generation".into(), "true".into());
+        p.settings.auto_sbom = true;
         assert_eq!(wants_scan(&p, "p/web"), Some(true));
     }
 }

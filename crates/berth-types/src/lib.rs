@@ -15,6 +15,8 @@
 mod digest;
 pub mod media;
 mod name;
+mod settings;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, RepoName, Tag};
+pub use settings::{ProjectSettings, SettingError, SeverityThreshold, Visibility};

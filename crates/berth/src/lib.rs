@@ -186,9 +186,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let mut state = berth_oci::AppState::new(registry.clone(), auth.clone()).with_operator_token(operator);
     state.external_url = cfg.external_url.clone();
     state.tls = cfg.tls.is_some();
-    state.scanning = Some(sql.clone());
-    let mut admin_state =
-        berth_admin::AdminState::new(sql.clone(), sql.clone(), registry.clone(), auth.clone(), operator);
+    let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
+    state.scanning = Some(scanning.clone());
+    let mut admin_state = berth_admin::AdminState::new(
+        berth_jobs::Jobs::new(sql.clone()),
+        scanning,
+        registry.clone(),
+        auth.clone(),
+        operator,
+    );
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
     let admin = berth_admin::router(admin_state);

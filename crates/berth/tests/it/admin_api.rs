@@ -145,7 +145,23 @@ async fn management_api_speaks_harbors_shapes(b: Backend) {
         .await;
     assert_eq!(r.status(), 200);
     let p = ok_json(get("/projects/shapes").await).await;
-    assert_eq!(p["metadata"], json!({"public": "true", "auto_scan": "true", "severity": "high"}));
+    // Every setting is shown with its value in force (typed underneath, Harbor's strings here).
+    assert_eq!(
+        p["metadata"],
+        json!({"public": "true", "auto_scan": "true", "severity": "high", "auto_sbom_generation": "false",
+               "enable_content_trust": "false", "enable_content_trust_cosign": "false", "prevent_unscanned": "false",
+               "prevent_vul": "false", "scan_filters": ""})
+    );
+    // A bad value is refused by name, and changes nothing.
+    for (body, says) in [
+        (json!({"metadata": {"severity": "urgent"}}), "metadata.severity: \"urgent\" is not one of none, low"),
+        (json!({"metadata": {"prevent_vul": "yes"}}), "metadata.prevent_vul: \"yes\" is not true or false"),
+        (json!({"metadata": {"auto_scan": 1}}), "metadata.auto_scan: expected a string, not 1"),
+    ] {
+        let e = ok_or(s.api(Method::PUT, "/projects/shapes", Some(body)).await, StatusCode::BAD_REQUEST).await;
+        assert!(e["errors"][0]["message"].as_str().unwrap().starts_with(says), "{e}");
+    }
+    assert_eq!(ok_json(get("/projects/shapes").await).await["metadata"]["severity"], "high");
     conforms_all(&ok_json(get("/projects").await).await, "Project");
 
     // Pagination: X-Total-Count and Link, as Harbor sends them.

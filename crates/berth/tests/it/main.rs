@@ -7,6 +7,7 @@ mod access;
 mod admin_api;
 mod api;
 mod attacks;
+mod authz;
 mod cli;
 mod clients;
 mod crash;
