@@ -8,6 +8,8 @@
 //! - `robots.rs`: robot accounts.
 //! - `scans.rs`: scans, vulnerability reports and SBOMs (`additions`), scan all, CVE allowlists.
 //! - `web.rs`: OIDC login (`/c/oidc/login`, `/c/oidc/callback`) and logout.
+//! - `lookup.rs` (what a path names, authorized) and `shapes.rs` (report and allowlist JSON):
+//!   leaves the endpoint modules share, so no endpoint module calls another.
 //!
 //! **Authorization:** every handler takes a [`Caller`] (Basic credentials, the
 //! `berth_session` cookie, the operator token, or anonymous) and asks `Auth::decide` — the
@@ -19,10 +21,12 @@
 //! (`Auth`, `Registry`, `Scanning`, `Jobs`), never a store, and converts their records here.
 //! Errors become Harbor's envelope in one place, `From` impls in this file.
 
+mod lookup;
 mod projects;
 mod repos;
 mod robots;
 mod scans;
+mod shapes;
 mod system;
 mod users;
 mod web;

@@ -15,6 +15,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::lookup::resolve_with;
 use crate::{
     AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, q_terms, time,
 };
@@ -26,31 +27,6 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/projects/{p}/members", get(members).post(add_member))
         .route("/api/v2.0/projects/{p}/members/{mid}", get(member).put(update_member).delete(remove_member))
         .route("/api/v2.0/projects/{p}/logs", get(logs))
-}
-
-/// Resolve `{project_name_or_id}` as Harbor does: an integer is an id unless
-/// `X-Is-Resource-Name: true` says it is a name.
-pub(crate) async fn resolve(s: &AdminState, headers: &HeaderMap, p: &str) -> Result<ProjectRecord, ApiError> {
-    let by_name = headers.get("x-is-resource-name").and_then(|v| v.to_str().ok()) == Some("true");
-    let found = match p.parse::<i64>() {
-        Ok(id) if !by_name => s.auth.project_by_id(id).await?,
-        _ => s.auth.project(p).await?,
-    };
-    found.ok_or_else(|| not_found(format!("project {p} not found")))
-}
-
-/// Like [`resolve`], then require `perm`; a project the caller may not even read is reported
-/// as missing to callers who are not members (so private names do not leak), else 403.
-pub(crate) async fn resolve_with(
-    s: &AdminState,
-    c: &Caller,
-    headers: &HeaderMap,
-    p: &str,
-    perm: Perm,
-) -> Result<ProjectRecord, ApiError> {
-    let project = resolve(s, headers, p).await?;
-    c.require(s, Target::Project(&project), perm).await?;
-    Ok(project)
 }
 
 fn role_ids(c: &Caller, project: &ProjectRecord) -> Vec<i64> {
@@ -70,7 +46,7 @@ pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) 
         "creation_time": time(p.created_at), "update_time": time(p.updated_at), "deleted": false,
         "togglable": true, "current_user_role_id": roles.iter().min().copied().unwrap_or(0),
         "current_user_role_ids": roles, "repo_count": repo_count, "metadata": metadata,
-        "cve_allowlist": crate::scans::allowlist_json(s, &p.name, p.id, (p.created_at, p.updated_at)).await?,
+        "cve_allowlist": crate::shapes::allowlist_json(s, &p.name, p.id, (p.created_at, p.updated_at)).await?,
     }))
 }
 
@@ -130,7 +106,7 @@ struct ProjectReq {
     metadata: Option<HashMap<String, Value>>,
     #[allow(dead_code)]
     storage_limit: Option<i64>,
-    cve_allowlist: Option<crate::scans::AllowlistReq>,
+    cve_allowlist: Option<crate::shapes::AllowlistReq>,
     #[allow(dead_code)]
     registry_id: Option<i64>,
 }
@@ -194,7 +170,7 @@ async fn create(
     valid_project_name(&name)?;
     let mut settings = ProjectSettings::default();
     apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
-    let allowlist = req.cve_allowlist.as_ref().map(crate::scans::allowlist_items).transpose()?;
+    let allowlist = req.cve_allowlist.as_ref().map(crate::shapes::allowlist_items).transpose()?;
     let id = s.auth.create_project(&name, &c.p, &settings, &c.origin()).await?;
     if let Some(items) = allowlist {
         s.scans.put_allowlist(&name, &items, &c.origin()).await?;
@@ -222,7 +198,7 @@ async fn update(
     let mut settings = project.settings.clone();
     apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
     if let Some(a) = &req.cve_allowlist {
-        s.scans.put_allowlist(&project.name, &crate::scans::allowlist_items(a)?, &c.origin()).await?;
+        s.scans.put_allowlist(&project.name, &crate::shapes::allowlist_items(a)?, &c.origin()).await?;
     }
     s.auth.update_project(project.id, &settings, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())

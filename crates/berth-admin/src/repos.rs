@@ -10,16 +10,16 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use berth_auth::ProjectRecord;
 use berth_auth::policy::{EcrAction, RepoPolicy};
 use berth_auth::rbac::Perm;
-use berth_auth::{ProjectRecord, Target};
 use berth_registry::ArtifactRow;
 use berth_types::{Digest, Reference, RepoName, Tag};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::projects::resolve_with;
+use crate::lookup::{find_artifact, repo_of, resolve_with};
 use crate::{
     AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, stable_id, time,
 };
@@ -39,38 +39,6 @@ pub(crate) fn routes() -> Router<AdminState> {
 }
 
 const NEVER: &str = "0001-01-01T00:00:00.000Z";
-
-fn decode(s: &str) -> String {
-    // Undo one more level of percent-encoding (%2F and %252F both become '/').
-    let mut out = s.to_owned();
-    for _ in 0..2 {
-        out = out.replace("%25", "%").replace("%2F", "/").replace("%2f", "/");
-    }
-    out
-}
-
-/// The full repository name for `{p}/{r}`, validated.
-fn repo_name(project: &ProjectRecord, r: &str) -> Result<RepoName, ApiError> {
-    let full = format!("{}/{}", project.name, decode(r));
-    full.parse::<RepoName>().map_err(|e| bad_request(format!("repository name {full:?} is invalid: {e}")))
-}
-
-/// The project and repository of `{p}/{r}`, if the caller may do `perm` there — the
-/// decision `/v2` makes too, repository policy (`ecr`) included.
-pub(crate) async fn repo_of(
-    s: &AdminState,
-    c: &Caller,
-    headers: &HeaderMap,
-    p: &str,
-    r: &str,
-    perm: Perm,
-    ecr: EcrAction,
-) -> Result<(ProjectRecord, RepoName), ApiError> {
-    let project = crate::projects::resolve(s, headers, p).await?;
-    let name = repo_name(&project, r)?;
-    c.require(s, Target::Repository(name.as_str(), ecr), perm).await?;
-    Ok((project, name))
-}
 
 fn repo_json(project: &ProjectRecord, r: &berth_registry::RepoSummary) -> Value {
     json!({
@@ -187,22 +155,12 @@ async fn artifacts(
     let mut list = Vec::new();
     for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
         let mut j = artifact_json(&project, &name, a);
-        if let Some(o) = crate::scans::overview(&s, &project, &a.record.digest.to_string()).await? {
+        if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
             j["scan_overview"] = o;
         }
         list.push(j);
     }
     paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts"))
-}
-
-pub(crate) async fn find_artifact(s: &AdminState, repo: &RepoName, reference: &str) -> Result<ArtifactRow, ApiError> {
-    let r: Reference = reference.parse().map_err(|e| bad_request(format!("reference {reference:?}: {e}")))?;
-    let rows = s.registry.artifacts(repo).await?;
-    let found = match &r {
-        Reference::Digest(d) => rows.into_iter().find(|a| &a.record.digest == d),
-        Reference::Tag(t) => rows.into_iter().find(|a| a.tags.iter().any(|(n, _)| n == t.as_str())),
-    };
-    found.ok_or_else(|| not_found(format!("artifact {repo}:{reference} not found")))
 }
 
 async fn artifact(
@@ -214,7 +172,7 @@ async fn artifact(
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
     let mut j = artifact_json(&project, &name, &a);
-    if let Some(o) = crate::scans::overview(&s, &project, &a.record.digest.to_string()).await? {
+    if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
         j["scan_overview"] = o;
     }
     Ok(Json(j).into_response())

@@ -337,11 +337,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Jobs { command: JobsCommand::List { args, state, kind, limit, output } } => {
             let cfg = load(&args)?;
-            let state = state.map(|s| s.parse::<berth_meta::JobState>()).transpose()?;
+            let state = state.map(|s| s.parse::<berth_jobs::JobState>()).transpose()?;
             rt.block_on(async {
-                use berth_meta::JobQueue;
-                let meta = berth::open_meta(&cfg).await?;
-                let jobs = meta.jobs(kind.as_deref(), state, limit).await?;
+                let jobs = berth_jobs::Jobs::new(berth::open_meta(&cfg).await?);
+                let jobs = jobs.list(kind.as_deref(), state, limit).await?;
                 if output == "json" {
                     let v: Vec<_> = jobs
                         .iter()
