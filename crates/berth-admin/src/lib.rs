@@ -106,6 +106,8 @@ pub(crate) enum ApiError {
     Conflict(String),
     /// Something else must happen first (e.g. empty the project).
     PreconditionFailed(String),
+    /// The request body is larger than allowed.
+    TooLarge(String),
     /// Too many failed logins: try again in `retry_after` seconds.
     TooManyRequests {
         /// Why.
@@ -129,6 +131,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +147,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PreconditionFailed(_) => "PRECONDITION",
+            ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "UNKNOWN",
@@ -159,6 +163,7 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::PreconditionFailed(m)
+            | ApiError::TooLarge(m)
             | ApiError::TooManyRequests { message: m, .. } => m,
             ApiError::Unavailable(_) => "the registry's metadata database is unavailable; try again in a few seconds",
             ApiError::Internal(_) => "internal error; see the server log",
@@ -490,7 +495,34 @@ pub fn router(state: AdminState) -> Router {
         .merge(robots::routes())
         .merge(scans::routes())
         .merge(web::routes())
+        .layer(axum::middleware::from_fn(strict_json))
         .with_state(state)
+}
+
+/// Largest request body the management API reads (policies, robot permission lists…).
+const MAX_BODY: usize = 1 << 20;
+
+/// Every JSON request body is checked for repeated keys before a handler sees it: a policy
+/// with `"Effect": "Allow", "Effect": "Deny"` is a 400, not whichever a parser keeps.
+async fn strict_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if matches!(*req.method(), http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::TooLarge(format!("request bodies are limited to {MAX_BODY} bytes")).into_response();
+        }
+    };
+    let starts_json = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[');
+    if starts_json
+        && let Err(e) = berth_types::json::reject_duplicate_keys(&bytes)
+        && e.starts_with("duplicate key")
+    {
+        return bad_request(e).into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 #[cfg(test)]
@@ -515,6 +547,8 @@ mod tests {
             ("not found", not_found("user 7 not found")),
             ("conflict", ApiError::Conflict("job 1 is already succeeded".into())),
             ("precondition", ApiError::PreconditionFailed("project \"p\" still holds 2 repositories".into())),
+            ("too large", ApiError::TooLarge("request bodies are limited to 1048576 bytes".into())),
+            ("duplicate key", bad_request(berth_types::json::reject_duplicate_keys(b"{\"a\":1,\"a\":2}").unwrap_err())),
             ("internal", ApiError::internal("password hashing", "the task panicked")),
             ("store conflict", MetaError::Conflict("a project named \"p\" already exists".into()).into()),
             ("store unavailable", unavailable().into()),

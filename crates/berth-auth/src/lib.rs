@@ -848,6 +848,15 @@ impl Auth {
             }
             None => return Err(Denied::NoProject(project_name.to_owned())),
         };
+        // A system administrator can always read, replace and delete a policy, so no policy
+        // (not even a Deny of everything to everybody) can lock the registry's owners out.
+        let managing_policy = matches!(
+            ecr,
+            EcrAction::GetRepositoryPolicy | EcrAction::SetRepositoryPolicy | EcrAction::DeleteRepositoryPolicy
+        );
+        if managing_policy && p.is_sysadmin() {
+            return Ok(());
+        }
         let verdict = match self.policy(repo).await.map_err(internal)? {
             Some(pol) => pol.evaluate(p.policy_name(), ecr),
             None => Verdict::NoOpinion,
@@ -1092,7 +1101,8 @@ fn refusal(p: &Principal, perms: PermSet, project: &str, need: Perm) -> Denied {
         return Denied::NeedsAuth;
     }
     let why = format!("{} may not {} in project {project:?}", p.name(), perm_words(need));
-    if perms.has(Perm::Read) { Denied::Forbidden(why) } else { Denied::Hidden { project: project.to_owned(), why } }
+    // Anything at all in the project (even only pull) means the caller knows it exists.
+    if perms.is_empty() { Denied::Hidden { project: project.to_owned(), why } } else { Denied::Forbidden(why) }
 }
 
 /// The permission and ECR action a token action (`pull`, `push`, `delete`) stands for.

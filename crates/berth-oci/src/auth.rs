@@ -6,7 +6,8 @@
 //! the caller is anonymous, a Basic-auth user or robot, or the bearer of an access token.
 //! Failures become the responses clients expect: `401` with a `WWW-Authenticate: Bearer
 //! realm=…,service=…,scope=…` challenge when credentials or a wider token would help, `403
-//! DENIED` when an authenticated caller may not, `404 NAME_UNKNOWN` for a missing project,
+//! DENIED` when an authenticated caller may not, `404 NAME_UNKNOWN` for a missing project or
+//! one the caller may not see (the same answer, so private names do not leak),
 //! `429 TOOMANYREQUESTS` while a login is locked.
 
 use std::net::SocketAddr;
@@ -191,10 +192,18 @@ pub(crate) async fn check(
             match state.auth.decide(&p, Target::Repository(repo, *ecr), *perm).await {
                 Ok(()) => Ok(p),
                 Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
-                Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),
+                // A project the caller may not see answers exactly as a missing one, so
+                // nobody learns which private projects exist.
+                Err(Denied::NoProject(name) | Denied::Hidden { project: name, .. }) => match &p {
+                    Principal::Token(_) => Err(unauthorized(
+                        format!("requested access to the resource is denied: {}", OciError::ProjectUnknown(name)),
+                        Some("insufficient_scope"),
+                    )),
+                    _ => Err(OciError::ProjectUnknown(name)),
+                },
                 Err(Denied::Unavailable(m)) => Err(OciError::Unavailable(m)),
                 Err(Denied::Failed(m)) => Err(OciError::Auth(m)),
-                Err(Denied::Forbidden(why) | Denied::Hidden { why, .. }) => match &p {
+                Err(Denied::Forbidden(why)) => match &p {
                     // A wider token may help: the client asks the token service again.
                     Principal::Token(_) => Err(unauthorized(
                         format!("requested access to the resource is denied: {why}"),

@@ -55,8 +55,10 @@ pub enum OciError {
     /// The caller is known but may not do this.
     #[error("{0}")]
     Denied(String),
-    /// The repository's project does not exist.
-    #[error("project {0:?} does not exist; create it first (berth project create {0})")]
+    /// The repository's project does not exist, or the caller may not see it.
+    #[error(
+        "project {0:?} does not exist or you may not access it (an administrator creates projects: berth project create {0})"
+    )]
     ProjectUnknown(String),
     /// Too many failed logins.
     #[error("{message}")]

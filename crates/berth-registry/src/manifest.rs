@@ -48,6 +48,8 @@ impl Registry {
         }
         let view: ManifestView = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::ManifestInvalid(format!("not a valid manifest document: {e}")))?;
+        // Clients and scanners with other JSON parsers must read the same document we checked.
+        berth_types::json::reject_duplicate_keys(&body).map_err(RegistryError::ManifestInvalid)?;
         if view.schema_version != Some(2) {
             return Err(RegistryError::ManifestInvalid("schemaVersion must be 2".into()));
         }

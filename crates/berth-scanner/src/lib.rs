@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use berth_blob::BlobBody;
-pub use berth_meta::{MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest};
-use berth_meta::{NewJob, ScanStore, SqlMetaStore, VulnSource};
+pub use berth_meta::{MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest, VulnSource};
+use berth_meta::{NewJob, ScanStore, SqlMetaStore};
 use berth_policy::{PatternOptions, PatternSet, Syntax};
 use berth_registry::Registry;
 use berth_scan::inventory::{Inventory, LayerStack};
@@ -636,6 +636,11 @@ impl Scanning {
         artifact_type: Option<&str>,
     ) -> anyhow::Result<Option<String>> {
         pull_blocked(&*self.store, project, repo, digest, artifact_type, berth_auth::now_ms()).await
+    }
+
+    /// The imported advisory sources and the import generation (`berth vulndb status`).
+    pub async fn vulndb_status(&self) -> Result<(Vec<VulnSource>, i64), MetaError> {
+        Ok((self.store.vuln_sources().await?, self.store.vuln_generation().await?))
     }
 
     /// The SBOM (`spdx` or `cyclonedx`) of a scanned manifest.

@@ -13,6 +13,7 @@
 //! ```
 
 mod digest;
+pub mod json;
 pub mod media;
 mod name;
 mod settings;

@@ -398,10 +398,8 @@ fn main() -> anyhow::Result<()> {
         Command::Vulndb { command: VulndbCommand::Status { args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {
-                use berth_meta::ScanStore;
-                let meta = berth::open_meta(&cfg).await?;
-                let sources = meta.vuln_sources().await?;
-                let generation = meta.vuln_generation().await?;
+                let scanning = berth_scanner::Scanning::new(berth::open_meta(&cfg).await?);
+                let (sources, generation) = scanning.vulndb_status().await?;
                 let now = berth_auth::now_ms();
                 if output == "json" {
                     let v: Vec<_> = sources

@@ -109,7 +109,26 @@ async fn public_and_private_projects_roles_and_missing_projects_with_real_client
     assert!(err.contains("nosuch"), "{err}");
     let r = s.client.post(s.url("/v2/nosuch/app/blobs/uploads/")).send().await.unwrap();
     let body = expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("project \"nosuch\" does not exist"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("project \"nosuch\" does not exist or you may not access it"),
+        "{body}"
+    );
+    // A private project looks exactly like a missing one to a non-member, on both surfaces.
+    let outsider_c = client_as("outsider", OUT_PW);
+    let hidden = outsider_c.post(s.url("/v2/priv/app/blobs/uploads/")).send().await.unwrap();
+    let missing = outsider_c.post(s.url("/v2/nosuch2/app/blobs/uploads/")).send().await.unwrap();
+    let (hs, ms) = (hidden.status(), missing.status());
+    let (hb, mb) = (hidden.text().await.unwrap(), missing.text().await.unwrap());
+    assert_eq!((hs, hb.replace("priv", "X")), (ms, mb.replace("nosuch2", "X")));
+    assert_eq!(hs, StatusCode::NOT_FOUND);
+    let hidden = outsider_c.get(s.url("/api/v2.0/projects/priv/repositories")).send().await.unwrap();
+    let missing = outsider_c.get(s.url("/api/v2.0/projects/nosuch2/repositories")).send().await.unwrap();
+    let (hs, ms) = (hidden.status(), missing.status());
+    let (hb, mb) = (hidden.text().await.unwrap(), missing.text().await.unwrap());
+    assert_eq!((hs, hb.replace("priv", "X")), (ms, mb.replace("nosuch2", "X")));
 
     // The challenge tells clients where the token service is.
     let r = s.anon().get(s.url("/v2/")).send().await.unwrap();

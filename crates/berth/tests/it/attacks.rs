@@ -443,3 +443,45 @@ async fn secrets_never_reach_the_log_and_are_stored_hashed() {
         assert!(!db.contains(secret), "a secret is stored in clear");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_with_repeated_keys_is_refused_everywhere() {
+    let s = TestServer::start().await;
+    s.push_image("dup/app", "v1").await;
+    // A policy two parsers would read differently (Allow to one, Deny to the other).
+    let doc = r#"{"Version": "2012-10-17", "Statement": [{"Sid": "x", "Effect": "Deny", "Effect": "Allow",
+                 "Principal": "*", "Action": "ecr:BatchGetImage"}]}"#;
+    let r = s
+        .client
+        .put(s.url("/api/v2.0/projects/dup/repositories/app/policy"))
+        .header("content-type", "application/json")
+        .body(doc)
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().starts_with("duplicate key \"Statement[0].Effect\""),
+        "{body}"
+    );
+    assert_eq!(s.api(Method::GET, "/projects/dup/repositories/app/policy", None).await.status(), 404, "nothing stored");
+    // The same for any JSON body, e.g. a project's settings.
+    let r = s
+        .client
+        .post(s.url("/api/v2.0/projects"))
+        .header("content-type", "application/json")
+        .body(r#"{"project_name": "a", "project_name": "b"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    // A manifest with a repeated key is not stored.
+    let manifest = s.upload_image_blobs("dup/app", 100).await;
+    let text = String::from_utf8(manifest).unwrap();
+    // (A key the registry does not read: serde would otherwise ignore the repetition.)
+    let twice = text.replacen('{', r#"{"io.example": "a", "io.example": "b","#, 1);
+    let r = s.put_manifest("dup/app", "v2", OCI_MANIFEST, twice.as_bytes()).await;
+    let body = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("duplicate key \"io.example\""), "{body}");
+    assert_eq!(s.get("/v2/dup/app/manifests/v2").await.status(), 404);
+}

@@ -129,3 +129,21 @@ async fn both_surfaces_make_the_same_decisions() {
     }
     assert!(mismatches.is_empty(), "decisions differ:\n{}", mismatches.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sysadmin_can_always_remove_a_policy_that_denies_everything() {
+    let s = TestServer::start().await;
+    s.push_image("lock/app", "v1").await;
+    let deny_all = json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "nobody", "Effect": "Deny", "Principal": "*", "Action": "ecr:*"}]});
+    let r = s.api(Method::PUT, "/projects/lock/repositories/app/policy", Some(deny_all.clone())).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // It binds the administrator too, for everything but managing the policy itself.
+    assert_eq!(s.get("/v2/lock/app/manifests/v1").await.status(), 403);
+    let r = s.api(Method::PUT, "/projects/lock/repositories/app/policy", Some(deny_all.clone())).await;
+    assert_eq!(r.status(), 200, "a sysadmin may replace it");
+    let got = s.api(Method::GET, "/projects/lock/repositories/app/policy", None).await;
+    assert_eq!(got.json::<serde_json::Value>().await.unwrap(), deny_all);
+    assert_eq!(s.api(Method::DELETE, "/projects/lock/repositories/app/policy", None).await.status(), 200);
+    assert_eq!(s.get("/v2/lock/app/manifests/v1").await.status(), 200, "the repository is usable again");
+}
