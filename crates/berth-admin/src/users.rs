@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/users/{id}/password", put(password))
         .route("/api/v2.0/users/{id}/sysadmin", put(sysadmin))
         .route("/api/v2.0/users/{id}/cli_secret", put(set_cli_secret).delete(revoke_cli_secret))
+        .route("/api/v2.0/users/{id}/login_locks", axum::routing::delete(unlock))
 }
 
 pub(crate) fn user_json(u: &UserRecord) -> Value {
@@ -261,4 +262,12 @@ async fn revoke_cli_secret(State(s): State<AdminState>, c: Caller, Path(id): Pat
     target(&s, &c, id).await?;
     s.auth.set_cli_secret(id, None, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// Lift a user's login locks (every client address, every replica).
+async fn unlock(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    c.sysadmin(&s).await?;
+    let u = s.auth.user(id).await?.ok_or_else(|| not_found(format!("user {id} not found")))?;
+    let lifted = s.auth.unlock(&u.username, &c.origin()).await?;
+    Ok(Json(json!({"username": u.username, "locks_lifted_here": lifted})).into_response())
 }

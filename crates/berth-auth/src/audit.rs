@@ -71,6 +71,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             "password" => ("update", "user", format!("{} (password)", name()), "success", None),
             "sysadmin" => ("update", "user", format!("{} (sysadmin=true)", name()), "success", None),
             "no-sysadmin" => ("update", "user", format!("{} (sysadmin=false)", name()), "success", None),
+            "unlock" => ("update", "user", format!("{} (login locks lifted)", name()), "success", None),
             "cli-secret" => ("update", "user", format!("{} (cli secret)", name()), "success", None),
             "cli-secret-revoked" => ("delete", "user", format!("{} (cli secret)", name()), "success", None),
             // Groups follow the identity provider at each login: not an administrator's act.

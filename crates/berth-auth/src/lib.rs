@@ -355,6 +355,24 @@ impl Limiter {
     fn clear(&self, key: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
+
+    /// Forget every key starting with `prefix`; returns how many were locked.
+    fn clear_prefix(&self, prefix: &str, max: u32, lockout: Duration) -> usize {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locked = 0;
+        map.retain(|k, (n, t)| {
+            let hit = k.starts_with(prefix);
+            locked += usize::from(hit && *n >= max && t.elapsed() < lockout);
+            !hit
+        });
+        locked
+    }
+
+    /// Keys locked now.
+    fn locked_count(&self, max: u32, lockout: Duration) -> usize {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|(n, t)| *n >= max && t.elapsed() < lockout).count()
+    }
 }
 
 /// A small time-bounded cache.
@@ -451,6 +469,8 @@ pub struct Auth {
     keys: Arc<KeyRing>,
     /// Verified `(name, secret)` pairs by SHA-256, so argon2 runs once per TTL, not per request.
     credentials: TtlCache<[u8; 32], ()>,
+    /// Refused `(name, secret)` pairs, same key: repeating a wrong secret costs no hash.
+    refused: TtlCache<[u8; 32], ()>,
     principals: TtlCache<String, Principal>,
     projects: TtlCache<String, Option<ProjectRecord>>,
     policies: TtlCache<String, Option<Arc<RepoPolicy>>>,
@@ -459,6 +479,8 @@ pub struct Auth {
     /// with the same credentials wait for one check instead of each running argon2.
     in_flight: InFlight,
     limiter: Limiter,
+    /// Locks reached since start (for metrics).
+    lockouts: std::sync::atomic::AtomicU64,
     last_key_reload: Mutex<Option<Instant>>,
     events: EventBuffer,
     oidc: Option<oidc::OidcClient>,
@@ -498,12 +520,14 @@ impl Auth {
             store,
             keys,
             credentials: TtlCache::new(10_000, ttl),
+            refused: TtlCache::new(10_000, ttl),
             principals: TtlCache::new(10_000, ttl.min(Duration::from_secs(10))),
             projects: TtlCache::new(10_000, Duration::from_secs(5)),
             policies: TtlCache::new(10_000, Duration::from_secs(5)),
             tokens: TtlCache::new(50_000, Duration::from_secs(60)),
             in_flight: InFlight::default(),
             limiter: Limiter::default(),
+            lockouts: Default::default(),
             last_key_reload: Mutex::new(None),
             oidc: None,
             cfg,
@@ -539,6 +563,7 @@ impl Auth {
     /// Forget cached principals, projects and policies (after a change through the API).
     pub fn invalidate(&self) {
         self.credentials.clear();
+        self.refused.clear();
         self.principals.clear();
         self.projects.clear();
         self.policies.clear();
@@ -584,7 +609,10 @@ impl Auth {
     /// Failures are counted per account and per address, and audited; too many lock both.
     pub async fn login(&self, username: &str, password: &str, client_ip: Option<&str>) -> Result<Principal, AuthError> {
         let (max, lockout) = (self.cfg.login_max_failures.max(1), self.cfg.login_lockout);
-        let account_key = format!("u:{}", username.to_lowercase());
+        // Failures count per (account, address): a stranger elsewhere cannot lock out an
+        // account, its owner or the CI robot using it; and per address across accounts, so
+        // one address cannot try many accounts.
+        let account_key = account_lock_key(username, client_ip);
         let ip_key = client_ip.map(|ip| format!("ip:{ip}"));
         let key = Self::cred_key("login", username, password);
         if let Some(retry_after) = self
@@ -608,18 +636,31 @@ impl Auth {
         {
             return Ok(p);
         }
-        match self.check_credentials(username, password).await {
+        let checked = if self.refused.get(&key).is_some() {
+            Err(AuthError::BadCredentials)
+        } else {
+            self.check_credentials(username, password).await
+        };
+        match checked {
             Ok(p) => {
                 self.limiter.clear(&account_key);
                 self.credentials.insert(key, ());
                 Ok(p)
             }
             Err(AuthError::BadCredentials) => {
+                self.refused.insert(key, ());
                 let locked = self.limiter.fail(&account_key, max, lockout)
                     | ip_key.as_deref().is_some_and(|k| self.limiter.fail(k, max * 4, lockout));
+                if locked {
+                    self.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 warn!(user = %username, client.ip = client_ip.unwrap_or(""), locked, "failed login");
-                let detail = if locked { "invalid credentials; account locked" } else { "invalid credentials" };
-                self.audit_login(username, client_ip, "failure", Some(detail));
+                let detail = if locked {
+                    "invalid credentials; locked for this address".to_owned()
+                } else {
+                    "invalid credentials".to_owned()
+                };
+                self.audit_login(username, client_ip, "failure", Some(&detail));
                 Err(AuthError::BadCredentials)
             }
             Err(e) => {
@@ -629,6 +670,29 @@ impl Auth {
                 Err(e)
             }
         }
+    }
+
+    /// Lift every login lock of `username` on this process; returns how many there were.
+    /// [`Auth::unlock`] does it on every replica.
+    pub fn unlock_local(&self, username: &str) -> usize {
+        let (max, lockout) = (self.cfg.login_max_failures.max(1), self.cfg.login_lockout);
+        self.limiter.clear_prefix(&account_lock_prefix(username), max, lockout)
+    }
+
+    /// Lift the login locks of `username` everywhere: here at once, on other replicas when
+    /// their follower sees the `user.changed` (`op` `unlock`) event this logs.
+    pub async fn unlock(&self, username: &str, origin: &Origin) -> Result<usize, MetaError> {
+        let n = self.unlock_local(username);
+        let e = NewEvent::new(EventKind::UserChanged, now_ms(), origin)
+            .data(serde_json::json!({ "op": "unlock", "name": username }));
+        self.store.append_events(&[e]).await?;
+        Ok(n)
+    }
+
+    /// Logins refused so far because a lock was reached, and the keys locked now.
+    pub fn lock_stats(&self) -> (u64, usize) {
+        let (max, lockout) = (self.cfg.login_max_failures.max(1), self.cfg.login_lockout);
+        (self.lockouts.load(std::sync::atomic::Ordering::Relaxed), self.limiter.locked_count(max, lockout))
     }
 
     fn audit_login(&self, username: &str, client_ip: Option<&str>, result: &str, detail: Option<&str>) {
@@ -1082,6 +1146,15 @@ impl Auth {
         self.keys.reload(&self.store.signing_keys().await?)?;
         Ok(key.kid)
     }
+}
+
+/// The lock key of failed logins of `username` from `client_ip`.
+fn account_lock_key(username: &str, client_ip: Option<&str>) -> String {
+    format!("{}{}", account_lock_prefix(username), client_ip.unwrap_or("-"))
+}
+
+fn account_lock_prefix(username: &str) -> String {
+    format!("u:{}|", username.to_lowercase())
 }
 
 /// What an authorization decision is about.

@@ -127,6 +127,10 @@ pub(crate) async fn authenticate(
     ip: Option<&str>,
 ) -> Result<Principal, (AuthError, bool)> {
     if let Some((u, p)) = basic_credentials(headers) {
+        // `Basic Og==` (empty user and password) is what clients send for "nobody".
+        if u.is_empty() && p.is_empty() {
+            return Ok(Principal::Anonymous);
+        }
         return state.auth.login(&u, &p, ip).await.map_err(|e| (e, false));
     }
     if let Some(t) = bearer(headers) {
@@ -337,6 +341,7 @@ pub(crate) async fn token_get(
     let scopes = Scope::parse_all(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()));
     let ip = client_ip(&ext);
     let p = match basic_credentials(&headers) {
+        Some((u, pw)) if u.is_empty() && pw.is_empty() => Principal::Anonymous,
         Some((u, pw)) => match state.auth.login(&u, &pw, ip.as_deref()).await {
             Ok(p) => {
                 state.auth.audit_login_success(&p, ip.as_deref(), "token service");

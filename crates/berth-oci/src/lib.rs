@@ -192,6 +192,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
+    let (lockouts, locked) = state.auth.lock_stats();
+    state.metrics.set_login_locks(lockouts, locked);
     (
         [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),
@@ -245,7 +247,7 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .requests
         .get_or_create(&RequestLabels {
             route: template.to_owned(),
-            method: method.to_string(),
+            method: metrics::method_label(&method).to_owned(),
             status: status.as_u16(),
         })
         .inc();

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,25 @@ pub struct Metrics {
     pub bytes_out: Family<RouteLabels, Counter>,
     /// Request durations in seconds, by route (upload routes give upload durations).
     pub duration: Family<RouteLabels, Histogram>,
+    /// Logins that reached a lock since start (read from the access service at scrape).
+    login_lockouts: Gauge,
+    /// (account, address) pairs and addresses locked now.
+    login_locked: Gauge,
+}
+
+/// The method as a label: one of the methods Berth serves, else `other` (a client cannot
+/// create label values).
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl Default for Metrics {
@@ -50,11 +70,21 @@ impl Default for Metrics {
         registry.register("http_request_body_bytes", "Request body bytes received", bytes_in.clone());
         registry.register("http_response_body_bytes", "Response body bytes sent", bytes_out.clone());
         registry.register("http_request_duration_seconds", "Request durations", duration.clone());
-        Metrics { registry, requests, bytes_in, bytes_out, duration }
+        let login_lockouts = Gauge::default();
+        let login_locked = Gauge::default();
+        registry.register("login_lockouts", "Logins that reached a lock since start", login_lockouts.clone());
+        registry.register("login_locked", "Account-address pairs and addresses locked now", login_locked.clone());
+        Metrics { registry, requests, bytes_in, bytes_out, duration, login_lockouts, login_locked }
     }
 }
 
 impl Metrics {
+    /// Update the login-lock gauges (at scrape).
+    pub fn set_login_locks(&self, lockouts: u64, locked: usize) {
+        self.login_lockouts.set(lockouts as i64);
+        self.login_locked.set(locked as i64);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -85,6 +85,11 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+    /// Lift the login locks failed logins put on a user (from every address, on every replica).
+    Unlock {
+        /// Username.
+        name: String,
+    },
     /// CLI secrets (the password for docker/podman/helm login).
     #[command(name = "cli-secret")]
     CliSecret {
@@ -302,6 +307,15 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
                         u["sysadmin_flag"]
                     );
                 }
+            }
+        }
+        UserCommand::Unlock { name } => {
+            let id = api.user_id(&name).await?;
+            let (_, v) = api.call(reqwest::Method::DELETE, &format!("/users/{id}/login_locks"), None).await?;
+            if api.json() {
+                print_json(&v)?;
+            } else {
+                println!("lifted the login locks of {name}");
             }
         }
         UserCommand::CliSecret { command: CliSecretCommand::Reset { name } } => {

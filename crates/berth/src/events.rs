@@ -37,6 +37,13 @@ pub async fn follow_changes(
         if events.iter().any(|e| changes_access(e.event.kind)) {
             auth.invalidate();
         }
+        for e in events.iter().map(|e| &e.event).filter(|e| e.kind == EventKind::UserChanged) {
+            if e.data["op"] == "unlock"
+                && let Some(name) = e.data["name"].as_str()
+            {
+                auth.unlock_local(name);
+            }
+        }
     })
     .await?)
 }

@@ -309,6 +309,56 @@ async fn brute_force_logins_are_locked_out_and_audited() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     // other accounts are unaffected
     assert_eq!(s.get("/v2/").await.status(), 200);
+    // The lock holds for this address only: the account's owner elsewhere (another loopback
+    // address here) logs in, so a stranger cannot lock anybody out.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap()
+        .get(s.url("/v2/"))
+        .basic_auth("target", Some("Target-Pw-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 200, "another address is not locked");
+    // Empty Basic credentials (`Basic Og==`, which clients send) are anonymous, never a failure.
+    for _ in 0..10 {
+        let r = s.anon().get(s.url("/v2/")).header("authorization", "Basic Og==").send().await.unwrap();
+        let body = expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+        assert_eq!(body["errors"][0]["message"], "authentication required");
+        let r = s
+            .anon()
+            .get(s.url("/service/token?service=berth"))
+            .header("authorization", "Basic Og==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "an anonymous token");
+    }
+    // Locks and their count show in the metrics; a client cannot invent label values.
+    let r = s.anon().request(Method::from_bytes(b"BREW").unwrap(), s.url("/v2/")).send().await.unwrap();
+    assert!(r.status().is_client_error());
+    let metrics = s.anon().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("berth_login_lockouts ") && !l.ends_with(" 0")), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("berth_login_locked ") && !l.ends_with(" 0")), "{metrics}");
+    assert!(!metrics.contains("BREW") && metrics.contains("method=\"other\""), "{metrics}");
+    // An administrator lifts the lock (on every replica; logged).
+    let users: Vec<Value> = s.api(Method::GET, "/users?username=target", None).await.json().await.unwrap();
+    let id = users[0]["user_id"].as_i64().unwrap();
+    let r = client_as("target", "Target-Pw-1")
+        .delete(s.url(&format!("/api/v2.0/users/{id}/login_locks")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "still locked, and not an administrator anyway");
+    let r = s.api(Method::DELETE, &format!("/users/{id}/login_locks"), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["locks_lifted_here"], 1);
+    assert_eq!(client_as("target", "Target-Pw-1").get(s.url("/v2/")).send().await.unwrap().status(), 200);
+    crate::access::audit(&s, "operation=update", |v| {
+        v.iter().any(|e| e["resource"] == "target (login locks lifted)" && e["username"] == "admin")
+    })
+    .await;
     let log = crate::access::audit(&s, "username=target", |v| {
         v.iter().filter(|e| e["operation"] == "login" && e["result"] == "failure").count() >= 4
             && v.iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains("locked")))

@@ -101,6 +101,15 @@ async fn admin_cli_creates_projects_users_robots_and_secrets() {
     let cli = c["secret"].as_str().unwrap().to_owned();
     assert_eq!(client_as("carl", &cli).get(s.url("/v2/")).send().await.unwrap().status(), 200);
     run_ok(berth(&s).args(["user", "cli-secret", "revoke", "carl"])).await;
+    // Lock carl out from this address, then lift it.
+    for _ in 0..5 {
+        let r = client_as("carl", "Wrong-Pw-123").get(s.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(client_as("carl", "Carl-Pw-123").get(s.url("/v2/")).send().await.unwrap().status(), 429);
+    let text = run_ok(berth(&s).args(["user", "unlock", "carl"])).await;
+    assert_eq!(text.trim(), "lifted the login locks of carl");
+    assert_eq!(client_as("carl", "Carl-Pw-123").get(s.url("/v2/")).send().await.unwrap().status(), 200);
     assert_eq!(client_as("carl", &cli).get(s.url("/v2/")).send().await.unwrap().status(), 401);
 
     // Errors say why.
