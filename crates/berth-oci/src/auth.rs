@@ -198,12 +198,15 @@ pub(crate) async fn check(
                 Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
                 // A project the caller may not see answers exactly as a missing one, so
                 // nobody learns which private projects exist.
-                Err(Denied::NoProject(name) | Denied::Hidden { project: name, .. }) => match &p {
-                    Principal::Token(_) => Err(unauthorized(
-                        format!("requested access to the resource is denied: {}", OciError::ProjectUnknown(name)),
+                Err(Denied::NoProject(name)) => Err(OciError::ProjectUnknown(name)),
+                Err(Denied::Hidden { project, why }) => match &p {
+                    // A token's holder who could get a wider token is told to get one; one
+                    // who could not sees the project as missing, like everybody else.
+                    Principal::Token(c) if holder_may_see(state, &c.sub, repo, *ecr, *perm).await => Err(unauthorized(
+                        format!("requested access to the resource is denied: {why}"),
                         Some("insufficient_scope"),
                     )),
-                    _ => Err(OciError::ProjectUnknown(name)),
+                    _ => Err(OciError::ProjectUnknown(project)),
                 },
                 Err(Denied::Unavailable(m)) => Err(OciError::Unavailable(m)),
                 Err(Denied::Failed(m)) => Err(OciError::Auth(m)),
@@ -218,6 +221,15 @@ pub(crate) async fn check(
             }
         }
     }
+}
+
+/// Could the user or robot `name` see `repo`'s project (with a token naming it)?
+async fn holder_may_see(state: &AppState, name: &str, repo: &str, ecr: EcrAction, perm: Perm) -> bool {
+    let Ok(Some(holder)) = state.auth.principal_by_name(name).await else { return false };
+    !matches!(
+        state.auth.decide(&holder, Target::Repository(repo, ecr), perm).await,
+        Err(Denied::Hidden { .. } | Denied::NoProject(_) | Denied::NeedsAuth)
+    )
 }
 
 /// Query of `GET /service/token`.

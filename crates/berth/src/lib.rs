@@ -14,6 +14,7 @@ use berth_registry::{Registry, RegistryOptions};
 use tracing::info;
 
 pub mod cli;
+pub mod datadir;
 mod events;
 
 pub use events::{event_json, events_table};
@@ -21,6 +22,8 @@ mod jobs;
 
 /// A running server.
 pub struct Running {
+    /// The data directory's lock (embedded metadata), released on drop.
+    _lock: Option<datadir::DataDirLock>,
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     /// Whether it serves TLS.
@@ -167,6 +170,14 @@ fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerCon
 
 /// Bind, start serving, and start the upload-expiry sweeper. Returns once listening.
 pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+    // An embedded data directory: private, and served by one process at a time.
+    let embedded = matches!(cfg.metadata, MetadataConfig::Sqlite { .. });
+    let lock = if embedded || matches!(cfg.storage, StorageConfig::Filesystem { .. }) {
+        datadir::secure(&cfg.data_dir)?;
+        if embedded { Some(datadir::lock(&cfg.data_dir)?) } else { None }
+    } else {
+        None
+    };
     let (registry, sql) = open_all(cfg).await?;
     let auth = open_auth(cfg, sql.clone()).await?;
     // Pulls and logins share one batching writer of events.
@@ -223,5 +234,5 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         background.extend(events::start_consumers(sql, auth.clone()));
     }
     info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
-    Ok(Running { addr, tls: cfg.tls.is_some(), handle, task, background })
+    Ok(Running { _lock: lock, addr, tls: cfg.tls.is_some(), handle, task, background })
 }

@@ -238,6 +238,8 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Files Berth creates (database, blobs, uploads, keys) are private to its user.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     match cli.command {

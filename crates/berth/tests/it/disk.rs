@@ -110,14 +110,20 @@ async fn a_full_disk_refuses_the_push_and_leaves_nothing_half_visible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
+    // Split roles share a PostgreSQL database (an embedded data directory is served by one
+    // process only); blobs stay on the filesystem.
+    let url = berth_test_support::postgres_database().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let meta_env = [("BERTH_METADATA_BACKEND", "postgres".to_owned()), ("BERTH_METADATA_URL", url.clone())];
     let env = |role: &str| {
-        vec![
+        let mut e = vec![
             ("BERTH_ROLE".to_owned(), role.to_owned()),
             ("BERTH_UPLOADS_TTL".to_owned(), "1".to_owned()),
             ("BERTH_UPLOADS_SWEEP_INTERVAL".to_owned(), "1".to_owned()),
-        ]
+        ];
+        e.extend(meta_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        e
     };
     let (mut api, base) = crate::crash::spawn_berth_with(&data, None, &env("api"));
     let http = client_as(ADMIN, ADMIN_PASSWORD);
@@ -144,6 +150,7 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
         let out = berth()
             .args(["jobs", "list", "--kind", "upload-expiry", "--output", "json", "--data-dir"])
             .arg(&data)
+            .envs(meta_env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -161,7 +168,12 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
     worker.kill().unwrap();
     api.wait().unwrap();
     worker.wait().unwrap();
-    let text = berth().args(["jobs", "list", "--data-dir"]).arg(&data).output().unwrap();
+    let text = berth()
+        .args(["jobs", "list", "--data-dir"])
+        .arg(&data)
+        .envs(meta_env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("upload-expiry"));
 }
 
@@ -245,4 +257,67 @@ async fn jobservice_api_needs_a_system_administrator_and_shows_and_stops_jobs() 
     let r = auth(anon.get(s.url("/api/v2.0/jobservice/jobs?state=bogus"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_and_served_by_one_process() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // An installation from before the rule: a world-readable directory and database.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = berth().args(["migrate", "--data-dir"]).arg(&data).env_remove("BERTH_LISTEN").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::set_permissions(data.join("meta.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let (mut first, base) = crate::crash::spawn_berth(&data);
+    assert_eq!((mode(&data), mode(&data.join("meta.db"))), (0o700, 0o600), "fixed on start");
+    // What it creates is private too: a pushed blob, the lock file.
+    let client = client_as(ADMIN, ADMIN_PASSWORD);
+    let digest = sha256(b"private bytes");
+    let r = client
+        .post(format!("{base}/v2/p/app/blobs/uploads/?digest={digest}"))
+        .body(&b"private bytes"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let hex = digest.trim_start_matches("sha256:");
+    let blob = walk(&data).into_iter().find(|p| p.ends_with(hex)).expect("the blob file");
+    assert_eq!(mode(&blob), 0o600, "{}", blob.display());
+    assert_eq!(mode(&data.join("berth.lock")), 0o600);
+
+    // A second server on the same directory refuses to start, naming the first.
+    let out = berth()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("BERTH_LISTEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("another berth (PID {}) is already serving the data directory", first.id())),
+        "{err}"
+    );
+    // Once the first is gone (even killed), the directory can be served again.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut again, _) = crate::crash::spawn_berth(&data);
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
