@@ -215,10 +215,9 @@ pub(crate) fn unauthorized(m: impl Into<String>) -> ApiError {
     ApiError::Unauthorized(m.into())
 }
 
-/// Run argon2 hashing or verification on the blocking pool, so its tens of milliseconds
-/// of CPU do not stall the other requests on this async worker.
+/// Run argon2 hashing or verification through the access service's bounded hashing pool.
 pub(crate) async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("password hashing", e))
+    Ok(berth_auth::hashing(f).await?)
 }
 
 impl From<MetaError> for ApiError {
@@ -271,7 +270,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(m) => m.into(),
-            AuthError::Locked { retry_after } => {
+            AuthError::Locked { retry_after } | AuthError::Busy { retry_after } => {
                 ApiError::TooManyRequests { message: e.to_string(), retry_after: retry_after.as_secs() }
             }
             other => unauthorized(other.to_string()),
@@ -577,6 +576,7 @@ mod tests {
                 AuthError::RobotExpired { name: "robot$p+ci".into(), at: "2026-01-01T00:00:00Z".into() }.into(),
             ),
             ("locked", AuthError::Locked { retry_after: Duration::from_secs(60) }.into()),
+            ("hashing busy", AuthError::Busy { retry_after: Duration::from_secs(1) }.into()),
             ("token expired", AuthError::Token(TokenError::Expired).into()),
             ("token invalid", AuthError::Token(TokenError::Invalid("bad signature".into())).into()),
             ("auth store unavailable", AuthError::Store(unavailable()).into()),

@@ -223,6 +223,12 @@ pub enum AuthError {
         /// How long until the lock lifts.
         retry_after: Duration,
     },
+    /// Too many password checks are waiting: try again shortly.
+    #[error("too many logins are being checked right now; try again in {} s", .retry_after.as_secs().max(1))]
+    Busy {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A token was refused.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -406,11 +412,74 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
-/// Run a credential check (argon2 takes tens of milliseconds of CPU) on the blocking pool,
-/// so it does not stall the requests sharing its async worker. A check that cannot finish
-/// (the runtime is shutting down) counts as failed.
-async fn off_thread(check: impl FnOnce() -> bool + Send + 'static) -> bool {
-    tokio::task::spawn_blocking(check).await.unwrap_or(false)
+/// Password hashing, process-wide: argon2id takes ~19 MiB and tens of milliseconds of CPU
+/// per call, so a flood of logins must queue, not multiply them. The work runs on a few
+/// dedicated threads (one per CPU): the allocator keeps freed memory per thread, so hashing
+/// on the shared blocking pool would leave ~19 MiB behind on every thread it ever touched.
+struct HashPool {
+    slots: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
+    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+/// Hashes that may wait for a slot; beyond this a login is refused with `429` at once.
+const HASH_QUEUE: usize = 64;
+
+static HASH_POOL: std::sync::LazyLock<HashPool> = std::sync::LazyLock::new(|| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..threads {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new().name(format!("berth-hash-{i}")).spawn(move || {
+            loop {
+                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "could not start a password-hashing thread");
+        }
+    }
+    HashPool { slots: tokio::sync::Semaphore::new(threads), waiting: Default::default(), jobs: Mutex::new(tx) }
+});
+
+/// Counts a waiter while it waits (also when its request is dropped).
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        HASH_POOL.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Run password hashing or verification on the hashing threads, at most one per CPU at a
+/// time with at most [`HASH_QUEUE`] waiting: beyond that [`AuthError::Busy`] (`429` +
+/// `Retry-After`). Every argon2 call in Berth goes through here.
+pub async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+    let busy = || AuthError::Busy { retry_after: Duration::from_secs(1) };
+    let pool = &*HASH_POOL;
+    if pool.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= HASH_QUEUE {
+        pool.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(busy());
+    }
+    let waiting = Waiting;
+    let _slot = pool.slots.acquire().await.map_err(|_| busy())?;
+    drop(waiting);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(work());
+    });
+    pool.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| busy())?;
+    rx.await.map_err(|_| busy())
+}
+
+/// A credential check through [`hashing`].
+async fn off_thread(check: impl FnOnce() -> bool + Send + 'static) -> Result<bool, AuthError> {
+    hashing(check).await
 }
 
 /// Per-key gates for credential checks in progress: the gate and how many requests hold
@@ -714,7 +783,7 @@ impl Auth {
                 return Err(AuthError::BadCredentials);
             };
             let (pw, hash) = (password.to_owned(), r.secret_hash.clone());
-            if !off_thread(move || secret::verify_stored(&pw, &hash)).await {
+            if !off_thread(move || secret::verify_stored(&pw, &hash)).await? {
                 return Err(AuthError::BadCredentials);
             }
             return self.robot_principal(r);
@@ -722,7 +791,7 @@ impl Auth {
         let pw = password.to_owned();
         let Some(u) = self.store.user_by_name(username).await? else {
             // Same work as for a real user, so timing does not tell which names exist.
-            off_thread(move || secret::verify_password(&pw, secret::dummy_password_hash())).await;
+            off_thread(move || secret::verify_password(&pw, secret::dummy_password_hash())).await?;
             return Err(AuthError::BadCredentials);
         };
         let (secret_hash, password_hash) = (u.cli_secret_hash.clone(), u.password_hash.clone());
@@ -730,7 +799,7 @@ impl Auth {
             secret_hash.as_deref().is_some_and(|h| secret::verify_stored(&pw, h))
                 || password_hash.as_deref().is_some_and(|h| secret::verify_password(&pw, h))
         })
-        .await;
+        .await?;
         if !ok {
             return Err(AuthError::BadCredentials);
         }

@@ -5,26 +5,64 @@
 //! nothing against guessing; they are stored as SHA-256 and compared in constant time,
 //! which keeps the `docker login`-per-CI-job path cheap.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::cell::RefCell;
+
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Hash a password with argon2id (PHC string).
-pub fn hash_password(password: &str) -> String {
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .expect("argon2 with default parameters hashes any input")
+/// Most memory a stored hash may ask for (64 MiB); Berth's own use 19 MiB.
+const MAX_BLOCKS: usize = 64 * 1024;
+
+thread_local! {
+    /// argon2's working memory, kept per thread and reused: allocating ~19 MiB per hash
+    /// leaves it behind in the allocator's per-thread arenas, so RSS would grow with every
+    /// thread that ever hashed (hashing runs on a few dedicated threads, `crate::hashing`).
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Check a password against a PHC string (constant-time inside argon2).
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
-        Err(_) => false,
+/// argon2 of `password` with `salt` into `out`, on this thread's reusable memory.
+fn argon2_into(a: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    let n = a.params().block_count();
+    if n > MAX_BLOCKS {
+        return Err(argon2::Error::MemoryTooMuch);
     }
+    BLOCKS.with(|b| {
+        let mut blocks = b.borrow_mut();
+        if blocks.len() < n {
+            blocks.resize(n, Block::default());
+        }
+        a.hash_password_into_with_memory(password, salt, out, &mut blocks[..n])
+    })
+}
+
+/// Hash a password with argon2id, default parameters (PHC string).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    let mut raw_salt = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut raw_salt).expect("a generated salt decodes");
+    let params = Params::default();
+    let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; 32];
+    argon2_into(&a, password.as_bytes(), salt_bytes, &mut out)
+        .expect("argon2 with default parameters hashes any input");
+    let hash = Output::new(&out).expect("32 bytes is a valid output length");
+    format!("$argon2id$v=19$m={},t={},p={}${}${hash}", params.m_cost(), params.t_cost(), params.p_cost(), salt.as_str())
+}
+
+/// Check a password against a PHC string, comparing in constant time.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let (Ok(alg), Ok(params)) = (Algorithm::try_from(h.algorithm), Params::try_from(&h)) else { return false };
+    let version = h.version.map_or(Ok(Version::V0x13), Version::try_from);
+    let (Ok(version), Some(salt), Some(expected)) = (version, h.salt, h.hash) else { return false };
+    let mut raw_salt = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut raw_salt) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let a = Argon2::new(alg, version, params);
+    argon2_into(&a, password.as_bytes(), salt, &mut out).is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
 /// A hash to verify against when the user does not exist, so that unknown and known
@@ -88,6 +126,30 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_interoperate_with_the_argon2_crates_own_phc_code() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Ours verify with the reference implementation…
+        let ours = hash_password("Correct1horse");
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"Correct1horse", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
+        // …and theirs (stored by earlier versions of Berth) with ours, other parameters too.
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let theirs = Argon2::default().hash_password(b"Older1pass", &salt).unwrap().to_string();
+        assert!(verify_password("Older1pass", &theirs) && !verify_password("Older1Pass", &theirs));
+        let light = Argon2::new(Algorithm::Argon2i, Version::V0x10, Params::new(1024, 1, 1, Some(16)).unwrap());
+        let theirs = light.hash_password(b"Light1pass", &salt).unwrap().to_string();
+        assert!(verify_password("Light1pass", &theirs), "{theirs}");
+        // A stored hash asking for absurd memory (2 GiB) is refused, not computed.
+        let fake = format!(
+            "$argon2id$v=19$m={},t=1,p=1${}$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            1 << 21,
+            salt.as_str()
+        );
+        assert!(!verify_password("x", &fake));
+    }
 
     #[test]
     fn passwords_and_secrets() {

@@ -150,7 +150,9 @@ fn auth_failure(
     scope: Option<String>,
 ) -> OciError {
     match e {
-        AuthError::Locked { retry_after } => OciError::TooManyRequests { message: e.to_string(), retry_after },
+        AuthError::Locked { retry_after } | AuthError::Busy { retry_after } => {
+            OciError::TooManyRequests { message: e.to_string(), retry_after }
+        }
         AuthError::Store(m) => m.into(),
         _ => OciError::Unauthorized {
             message: e.to_string(),
@@ -274,7 +276,7 @@ fn token_error(status: StatusCode, code: &str, message: String, headers: Option<
 
 fn login_error(e: AuthError) -> Response {
     match e {
-        AuthError::Locked { retry_after } => token_error(
+        AuthError::Locked { retry_after } | AuthError::Busy { retry_after } => token_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TOOMANYREQUESTS",
             e.to_string(),

@@ -535,3 +535,48 @@ async fn json_with_repeated_keys_is_refused_everywhere() {
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("duplicate key \"io.example\""), "{body}");
     assert_eq!(s.get("/v2/dup/app/manifests/v2").await.status(), 404);
 }
+
+/// `VmRSS` or `VmHWM` of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_cannot_exhaust_memory_with_password_hashing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("BERTH_AUTH_LOGIN_MAX_FAILURES".to_owned(), "1000000".to_owned())];
+    let (mut child, base) = crate::crash::spawn_berth_with(&tmp.path().join("data"), None, &env);
+    let pid = child.id();
+    let admin = client_as(ADMIN, ADMIN_PASSWORD);
+    assert_eq!(admin.get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
+    let idle = proc_kib(pid, "VmRSS:");
+    // 200 concurrent logins, each with a different wrong password (nothing to cache or share).
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let attempts = (0..200).map(|i| {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move {
+            let r =
+                client.get(format!("{base}/v2/")).basic_auth(ADMIN, Some(format!("wrong-{i}"))).send().await.unwrap();
+            (r.status(), r.headers().get("retry-after").is_some())
+        })
+    });
+    let mut refused_busy = 0;
+    for a in attempts {
+        let (status, retry_after) = a.await.unwrap();
+        assert!(status == 401 || status == 429, "{status}");
+        if status == 429 {
+            assert!(retry_after, "a 429 says when to come back");
+            refused_busy += 1;
+        }
+    }
+    let peak = proc_kib(pid, "VmHWM:");
+    let grown_mib = peak.saturating_sub(idle) / 1024;
+    assert!(grown_mib < 300, "peak RSS grew {grown_mib} MiB above idle ({idle} KiB) under 200 concurrent logins");
+    eprintln!("login flood: peak +{grown_mib} MiB, {refused_busy} of 200 refused with 429 while hashing was saturated");
+    // The right password still works afterwards.
+    assert_eq!(admin.get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
