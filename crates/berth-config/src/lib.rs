@@ -162,6 +162,12 @@ pub struct RawOidc {
 pub struct RawLimits {
     /// Largest manifest accepted: bytes, or a size such as `"4MiB"`.
     pub max_manifest_bytes: Option<NumOrString>,
+    /// Time a client has to send a request's headers, also the idle keep-alive time.
+    pub header_read_timeout: Option<NumOrString>,
+    /// Slowest upload accepted, bytes per second, judged over each `header_read_timeout` (`0`: no minimum).
+    pub min_upload_rate: Option<NumOrString>,
+    /// Open connections at most; beyond, a new connection gets `503` and is closed.
+    pub max_connections: Option<NumOrString>,
 }
 
 /// `[uploads]`
@@ -440,6 +446,12 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Largest manifest accepted.
     pub max_manifest_bytes: usize,
+    /// Time to send a request's headers; also how long an idle connection is kept.
+    pub header_read_timeout: Duration,
+    /// Slowest upload accepted (bytes per second, judged over each `header_read_timeout`); 0 for none.
+    pub min_upload_rate: usize,
+    /// Most open connections.
+    pub max_connections: usize,
     /// Idle upload expiry.
     pub upload_ttl: Duration,
     /// How often expiry runs.
@@ -482,6 +494,9 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_TLS_CERT", Some("tls"), "cert"),
     ("BERTH_TLS_KEY", Some("tls"), "key"),
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
+    ("BERTH_LIMITS_HEADER_READ_TIMEOUT", Some("limits"), "header_read_timeout"),
+    ("BERTH_LIMITS_MIN_UPLOAD_RATE", Some("limits"), "min_upload_rate"),
+    ("BERTH_LIMITS_MAX_CONNECTIONS", Some("limits"), "max_connections"),
     ("BERTH_UPLOADS_TTL", Some("uploads"), "ttl"),
     ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
@@ -748,6 +763,24 @@ impl Config {
         if max_manifest_bytes == 0 {
             return Err(ConfigError::Invalid { key: "limits.max_manifest_bytes", message: "must be positive".into() });
         }
+        let header_read_timeout = match &limits.header_read_timeout {
+            Some(v) => parse_duration("limits.header_read_timeout", v)?,
+            None => Duration::from_secs(30),
+        };
+        if header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid { key: "limits.header_read_timeout", message: "must be positive".into() });
+        }
+        let min_upload_rate = match &limits.min_upload_rate {
+            Some(v) => parse_size("limits.min_upload_rate", v)?,
+            None => 1024,
+        };
+        let max_connections = match &limits.max_connections {
+            Some(v) => parse_size("limits.max_connections", v)?,
+            None => 10_000,
+        };
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid { key: "limits.max_connections", message: "must be positive".into() });
+        }
         let uploads = raw.uploads.unwrap_or_default();
         let upload_ttl = match &uploads.ttl {
             Some(v) => parse_duration("uploads.ttl", v)?,
@@ -857,6 +890,9 @@ impl Config {
             blob_redirect_ttl,
             tls,
             max_manifest_bytes,
+            header_read_timeout,
+            min_upload_rate,
+            max_connections,
             upload_ttl,
             upload_sweep_interval,
             event_retention,

@@ -25,8 +25,51 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn body_stream(body: Body) -> ByteStream {
-    Box::pin(body.into_data_stream().map_err(io::Error::other))
+/// A request body as a byte stream that fails (keeping what arrived: the upload can resume)
+/// when fewer than `min_rate` bytes per second arrive over a window of `window`, so a client
+/// trickling bytes cannot hold a connection and an upload open for ever.
+fn body_stream(body: Body, (min_rate, window): (usize, std::time::Duration)) -> ByteStream {
+    let inner = body.into_data_stream().map_err(io::Error::other);
+    if min_rate == 0 {
+        return Box::pin(inner);
+    }
+    let need = (min_rate as f64 * window.as_secs_f64()) as u64;
+    let start = tokio::time::Instant::now();
+    Box::pin(futures::stream::unfold(
+        (Box::pin(inner), start + window, 0u64, false),
+        move |(mut inner, deadline, got, failed)| async move {
+            if failed {
+                return None;
+            }
+            let (mut deadline, mut got) = (deadline, got);
+            loop {
+                match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut inner)).await {
+                    Ok(Some(Ok(chunk))) => {
+                        got += chunk.len() as u64;
+                        if tokio::time::Instant::now() >= deadline {
+                            if got < need {
+                                break;
+                            }
+                            (deadline, got) = (deadline + window, 0);
+                        }
+                        return Some((Ok(chunk), (inner, deadline, got, false)));
+                    }
+                    Ok(other) => return other.map(|r| (r, (inner, deadline, got, false))),
+                    Err(_) if got >= need => (deadline, got) = (deadline + window, 0),
+                    Err(_) => break,
+                }
+            }
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the upload is slower than the registry's minimum of {min_rate} bytes/s over {} s; what arrived \
+                     is kept: resume from the offset in the Range header",
+                    window.as_secs_f64()
+                ),
+            );
+            Some((Err(e), (inner, deadline, got, true)))
+        },
+    ))
 }
 
 /// Dispatch a parsed route by method.
@@ -65,7 +108,7 @@ pub async fn dispatch(
         }
         (Route::Upload(repo, id), &M::PATCH) => {
             let start = content_range_start(headers)?;
-            match state.registry.upload_chunk(&repo, &id, start, body_stream(body)).await {
+            match state.registry.upload_chunk(&repo, &id, start, body_stream(body, state.min_upload_rate)).await {
                 Ok(size) => Ok(upload_accepted(StatusCode::ACCEPTED, &repo, &id, size)),
                 Err(e) => Ok(out_of_order_with_location(e, &repo, &id)),
             }
@@ -74,7 +117,7 @@ pub async fn dispatch(
             let digest = required_digest(&q)?;
             let start = content_range_start(headers)?;
             let has_body = content_length(headers).is_none_or(|n| n > 0);
-            let body = has_body.then(|| body_stream(body));
+            let body = has_body.then(|| body_stream(body, state.min_upload_rate));
             let done = match state.registry.upload_complete(&repo, &id, start, body, &digest).await {
                 Ok(done) => done,
                 Err(e) => return Ok(out_of_order_with_location(e, &repo, &id)),
@@ -206,7 +249,7 @@ async fn upload_start(
         // Not mountable: fall through to an ordinary upload session (202), as the spec says.
     } else if let Some(d) = get("digest") {
         let digest: Digest = d.parse()?;
-        let done = state.registry.upload_monolithic(repo, &digest, body_stream(body)).await?;
+        let done = state.registry.upload_monolithic(repo, &digest, body_stream(body, state.min_upload_rate)).await?;
         state.metrics_bytes_in("/v2/{name}/blobs/uploads/", done.size);
         return Ok(blob_created(repo, &done.digest));
     }

@@ -50,6 +50,9 @@ pub struct AppState {
     pub external_url: Option<String>,
     /// Whether this server speaks TLS (for realms derived from `Host`).
     pub tls: bool,
+    /// Slowest upload body accepted: bytes per second, judged over each window of the given
+    /// length (0 bytes: any rate).
+    pub min_upload_rate: (usize, std::time::Duration),
     /// SHA-256 of the operator token, if one is configured.
     operator_token: Option<[u8; 32]>,
     /// Scanner data, for pull blocking (absent: no pull blocking).
@@ -65,6 +68,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             external_url: None,
             tls: false,
+            min_upload_rate: (1024, std::time::Duration::from_secs(30)),
             operator_token: None,
             scanning: None,
         }

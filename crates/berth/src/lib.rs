@@ -14,6 +14,7 @@ use berth_registry::{Registry, RegistryOptions};
 use tracing::info;
 
 pub mod cli;
+mod conn;
 pub mod datadir;
 mod events;
 
@@ -197,6 +198,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let mut state = berth_oci::AppState::new(registry.clone(), auth.clone()).with_operator_token(operator);
     state.external_url = cfg.external_url.clone();
     state.tls = cfg.tls.is_some();
+    state.min_upload_rate = (cfg.min_upload_rate, cfg.header_read_timeout);
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
     let mut admin_state = berth_admin::AdminState::new(
@@ -215,14 +217,30 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    conn::raise_nofile_limit();
+    // Slow or idle clients: headers (and the next request on a kept-alive connection) must
+    // arrive within limits.header_read_timeout; bodies at limits.min_upload_rate (berth-oci).
+    let http = |b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
+        b.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(cfg.header_read_timeout);
+        b.http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(cfg.header_read_timeout)
+            .keep_alive_timeout(cfg.header_read_timeout);
+    };
     let task = match &cfg.tls {
         Some(t) => {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?));
-            let server = axum_server::from_tcp_rustls(listener, rc).handle(handle.clone());
+            let mut server = axum_server::from_tcp_rustls(listener, rc)
+                .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
+                .handle(handle.clone());
+            http(server.http_builder());
             tokio::spawn(async move { server.serve(svc).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(conn::LimitAcceptor::new(cfg.max_connections, true))
+                .handle(handle.clone());
+            http(server.http_builder());
             tokio::spawn(async move { server.serve(svc).await })
         }
     };

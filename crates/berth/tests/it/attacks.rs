@@ -580,3 +580,117 @@ async fn a_login_flood_cannot_exhaust_memory_with_password_hashing() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_connections_and_trickled_uploads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // This test opens more sockets than the default soft limit of 1024.
+    let mut lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    lim.current = lim.maximum;
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, lim).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("BERTH_LIMITS_HEADER_READ_TIMEOUT".to_owned(), "2s".to_owned())];
+    let (mut child, base) = crate::crash::spawn_berth_with(&tmp.path().join("data"), None, &env);
+    let addr = base.trim_start_matches("http://").to_owned();
+    // The server raised its own open-files limit to the hard one.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let files =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(files[3], files[4], "soft = hard: {files:?}");
+
+    // 1,100 clients that send half a request head and then a byte now and then.
+    let mut loris = Vec::new();
+    for _ in 0..1100 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        loris.push(c);
+    }
+    let dribble = tokio::spawn(async move {
+        let mut closed = 0;
+        for _ in 0..8 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            closed = 0;
+            for c in &mut loris {
+                if c.write_all(b"a").await.is_err() {
+                    closed += 1;
+                }
+            }
+        }
+        // Whatever is still "open" on our side must read EOF: the server hung up.
+        for c in &mut loris {
+            let mut b = [0u8; 1];
+            if matches!(
+                tokio::time::timeout(std::time::Duration::from_millis(50), c.read(&mut b)).await,
+                Ok(Ok(0) | Err(_))
+            ) {
+                closed += 1;
+            }
+        }
+        closed
+    });
+    // Meanwhile a normal client pushes and pulls.
+    let http = client_as(ADMIN, ADMIN_PASSWORD);
+    let data = random_bytes(256 * 1024);
+    let digest = sha256(&data);
+    let r = http
+        .post(format!("{base}/v2/loris/app/blobs/uploads/?digest={digest}"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "a push during the attack");
+    let got = http.get(format!("{base}/v2/loris/app/blobs/{digest}")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&got), digest, "a pull during the attack");
+    let closed = dribble.await.unwrap();
+    assert!(closed >= 1000, "the server closed {closed} of 1,100 slow connections within 4 s");
+
+    // An upload trickling a byte every 300 ms (3 B/s, under the 1 KiB/s minimum) is cut off
+    // after one window, keeping what arrived.
+    let r = http.post(format!("{base}/v2/loris/app/blobs/uploads/")).send().await.unwrap();
+    let loc = location(&r);
+    let body = futures::stream::unfold(0, |i| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        (i < 100).then(|| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), i + 1))
+    });
+    let r = http
+        .patch(format!("{base}{loc}"))
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(r, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("slower than the registry's minimum"), "{e}");
+    let r = http.get(format!("{base}{loc}")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let kept: u64 = header(&r, "range").unwrap().rsplit('-').next().unwrap().parse::<u64>().unwrap() + 1;
+    assert!((3..=10).contains(&kept), "the bytes that arrived are kept: {kept}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limit_a_client_gets_503_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("BERTH_LIMITS_MAX_CONNECTIONS".to_owned(), "20".to_owned())];
+    let (mut child, base) = crate::crash::spawn_berth_with(&tmp.path().join("data"), None, &env);
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), reqwest::get(format!("{base}/healthz")))
+        .await
+        .expect("answered, not hung")
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "retry-after"), Some("1"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200, "slots come back");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

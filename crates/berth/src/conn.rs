@@ -1,0 +1,130 @@
+//! Connection limits: at most `limits.max_connections` open at once (a new one beyond gets
+//! `503` with `Retry-After` and is closed, rather than accepted and left hanging), and the
+//! process's soft open-files limit raised to its hard limit at start.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum_server::accept::Accept;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+/// Counts connections; see the module doc.
+#[derive(Clone)]
+pub struct LimitAcceptor {
+    open: Arc<Semaphore>,
+    max: usize,
+    /// Answer refused connections with an HTTP `503` (plain HTTP only: on TLS the bytes
+    /// would be garbage to the client, so the connection is just closed).
+    plain: bool,
+}
+
+impl LimitAcceptor {
+    /// At most `max` connections; `plain` for plain HTTP.
+    pub fn new(max: usize, plain: bool) -> Self {
+        LimitAcceptor { open: Arc::new(Semaphore::new(max)), max, plain }
+    }
+}
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+Connection: close\r\nContent-Length: 97\r\n\r\n\
+{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"the registry has too many open connections; retry\"}]}";
+
+impl<S: Send + 'static> Accept<TcpStream, S> for LimitAcceptor {
+    type Stream = Counted;
+    type Service = S;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Counted, S)>> + Send>>;
+
+    fn accept(&self, mut stream: TcpStream, service: S) -> Self::Future {
+        let permit = self.open.clone().try_acquire_owned();
+        let (max, plain) = (self.max, self.plain);
+        Box::pin(async move {
+            match permit {
+                Ok(permit) => Ok((Counted { inner: stream, _permit: permit }, service)),
+                Err(_) => {
+                    warn!(max, "connection refused: limits.max_connections reached");
+                    if plain {
+                        // Let the request arrive first (clients treat an answer before their
+                        // request as a broken connection), for at most a second.
+                        let second = std::time::Duration::from_secs(1);
+                        let mut head = [0u8; 8192];
+                        let _ = tokio::time::timeout(second, stream.read(&mut head)).await;
+                        let _ = tokio::time::timeout(second, stream.write_all(BUSY)).await;
+                        let _ = stream.shutdown().await;
+                    }
+                    Err(io::Error::other("too many connections"))
+                }
+            }
+        })
+    }
+}
+
+/// A connection holding its slot until dropped.
+pub struct Counted {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Raise the soft open-files limit to the hard one (each connection is a file), and log both.
+pub fn raise_nofile_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    let before = lim.current;
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            warn!(error = %e, "could not raise the open-files limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    info!(before = ?before, now = ?now.current, hard = ?now.maximum, "open-files limit (RLIMIT_NOFILE)");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_response_is_well_formed() {
+        let text = std::str::from_utf8(super::BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE");
+    }
+}
