@@ -62,6 +62,10 @@ pub struct AdminState {
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
     pub tls: bool,
+    /// How long audit entries are kept (`[audit] retention`).
+    pub audit_retention: std::time::Duration,
+    /// Most audit entries kept (`[audit] max_entries`).
+    pub audit_max_entries: usize,
     /// SHA-256 of the operator token, if one is configured (the token itself is not kept).
     token_sha256: Option<[u8; 32]>,
 }
@@ -82,6 +86,8 @@ impl AdminState {
             auth,
             external_url: None,
             tls: false,
+            audit_retention: std::time::Duration::from_secs(180 * 24 * 3600),
+            audit_max_entries: 10_000_000,
             token_sha256: admin_token.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into()),
         }
     }

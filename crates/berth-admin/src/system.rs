@@ -22,6 +22,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/systeminfo", get(systeminfo))
         .route("/api/v2.0/openapi.json", get(openapi))
         .route("/api/v2.0/audit-logs", get(audit_logs))
+        .route("/api/v2.0/system/purgeaudit/schedule", get(purge_schedule).post(purge_now))
         .route("/api/v2.0/jobservice/queues", get(queues))
         .route("/api/v2.0/jobservice/jobs", get(list_jobs))
         .route("/api/v2.0/jobservice/jobs/{id}", get(get_job).put(act_on_job))
@@ -197,4 +198,79 @@ async fn queues(State(s): State<AdminState>, c: Caller) -> ApiResult {
         .map(|(k, (count, oldest))| json!({ "job_type": k, "count": count, "latency": (now - oldest).max(0) / 1000, "paused": false }))
         .collect();
     Ok(Json(body).into_response())
+}
+
+/// The operations audit entries record, as `include_operations` names them.
+const AUDIT_OPERATIONS: &[&str] = &["push", "pull", "create", "update", "delete", "login", "scan", "stop", "purge"];
+
+#[derive(Deserialize)]
+struct PurgeReq {
+    schedule: Option<serde_json::Value>,
+    #[serde(default)]
+    parameters: PurgeParams,
+}
+
+#[derive(Deserialize, Default)]
+struct PurgeParams {
+    audit_retention_hour: Option<i64>,
+    include_operations: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Harbor's purge of the audit log, run at once (`"schedule": {"type": "Manual"}`):
+/// entries older than `audit_retention_hour` hours, of `include_operations` (all when
+/// omitted). Automatic purging follows `[audit]` in the configuration.
+async fn purge_now(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<PurgeReq>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin(&s).await?;
+    let req = crate::json_body(body)?;
+    let kind = req.schedule.as_ref().and_then(|v| v["type"].as_str()).unwrap_or("Manual");
+    if kind != "Manual" {
+        return Err(bad_request(format!(
+            "schedule type {kind:?}: Berth purges on demand (\"Manual\"); automatic purging follows [audit] retention \
+             and max_entries in its configuration"
+        )));
+    }
+    let hours = req.parameters.audit_retention_hour.unwrap_or(0);
+    if hours < 0 {
+        return Err(bad_request("parameters.audit_retention_hour must be 0 or more"));
+    }
+    let operations = match req.parameters.include_operations.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
+        None => None,
+        Some(list) => {
+            let ops: Vec<String> = list.split(',').map(|o| o.trim().to_ascii_lowercase()).collect();
+            if let Some(bad) = ops.iter().find(|o| !AUDIT_OPERATIONS.contains(&o.as_str())) {
+                return Err(bad_request(format!(
+                    "parameters.include_operations: {bad:?} is not an operation; use {}",
+                    AUDIT_OPERATIONS.join(", ")
+                )));
+            }
+            Some(ops)
+        }
+    };
+    let purge = berth_auth::AuditPurge {
+        before: berth_auth::now_ms() - hours.saturating_mul(3_600_000),
+        operations,
+        keep_at_most: None,
+        dry_run: req.parameters.dry_run,
+    };
+    let n = s.auth.purge_audit(&purge, &c.origin()).await?;
+    let mut r = (StatusCode::CREATED, Json(json!({"purged": n, "dry_run": purge.dry_run}))).into_response();
+    r.headers_mut()
+        .insert(http::header::LOCATION, http::HeaderValue::from_static("/api/v2.0/system/purgeaudit/schedule"));
+    Ok(r)
+}
+
+async fn purge_schedule(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.sysadmin(&s).await?;
+    Ok(Json(json!({
+        "schedule": {"type": "Hourly"},
+        "parameters": {"audit_retention_hour": s.audit_retention.as_secs() / 3600, "max_entries": s.audit_max_entries,
+                       "include_operations": AUDIT_OPERATIONS.join(",")},
+    }))
+    .into_response())
 }

@@ -85,6 +85,10 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         EventKind::AllowlistChanged => {
             ("update", "allowlist", detail("scope").unwrap_or_else(|| "system".into()), "success", None)
         }
+        EventKind::AuditPurged => {
+            let n = ev.data.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
+            ("purge", "audit_log", format!("{n} entries"), "success", None)
+        }
         EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
     };
     Some(AuditRecord {

@@ -42,8 +42,8 @@ use tracing::{info, warn};
 
 pub use audit::{AuditConsumer, PullConsumer};
 pub use berth_meta::{
-    AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord, RobotRecord,
-    UserRecord,
+    AuditPurge, AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord,
+    RobotRecord, UserRecord,
 };
 pub use berth_types::{ProjectSettings, SettingError, SeverityThreshold, Visibility};
 use policy::{EcrAction, RepoPolicy, Verdict};

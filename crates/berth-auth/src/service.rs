@@ -7,8 +7,8 @@
 //! when their event follower sees the event.
 
 use berth_meta::{
-    AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord, RobotRecord,
-    UserRecord,
+    AuditPurge, AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord,
+    RobotRecord, UserRecord,
 };
 use berth_types::ProjectSettings;
 
@@ -256,6 +256,11 @@ impl Auth {
     }
 
     // ---- audit log ----
+
+    /// Purge audit entries (see `AuditPurge`); returns how many went (or would go).
+    pub async fn purge_audit(&self, purge: &AuditPurge, origin: &Origin) -> Result<u64, MetaError> {
+        self.store.purge_audit(purge, now_ms(), origin).await
+    }
 
     /// Audit entries matching `q`, newest first: `(page, total matching)`.
     pub async fn audit_log(

@@ -94,6 +94,8 @@ pub struct RawConfig {
     pub uploads: Option<RawUploads>,
     /// The event log.
     pub events: Option<RawEvents>,
+    /// The audit log.
+    pub audit: Option<RawAudit>,
     /// Blob storage.
     pub storage: Option<RawStorage>,
     /// Metadata storage.
@@ -186,6 +188,16 @@ pub struct RawUploads {
 pub struct RawEvents {
     /// Events older than this are deleted: seconds, or a duration such as `"7d"`.
     pub retention: Option<NumOrString>,
+}
+
+/// `[audit]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Entries older than this are purged (hourly): seconds, or a duration such as `"180d"`.
+    pub retention: Option<NumOrString>,
+    /// Beyond this many entries the oldest are purged too.
+    pub max_entries: Option<NumOrString>,
 }
 
 /// A boolean or a string (`"true"`/`"false"`), so environment variables fit.
@@ -458,6 +470,10 @@ pub struct Config {
     pub upload_sweep_interval: Duration,
     /// How long events are kept in the event log.
     pub event_retention: Duration,
+    /// How long audit entries are kept.
+    pub audit_retention: Duration,
+    /// Most audit entries kept.
+    pub audit_max_entries: usize,
     /// Blob storage.
     pub storage: StorageConfig,
     /// Metadata storage.
@@ -500,6 +516,8 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_UPLOADS_TTL", Some("uploads"), "ttl"),
     ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
+    ("BERTH_AUDIT_RETENTION", Some("audit"), "retention"),
+    ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
@@ -803,6 +821,21 @@ impl Config {
                 message: "must be at least a minute (consumers need time to read the log)".into(),
             });
         }
+        let audit = raw.audit.unwrap_or_default();
+        let audit_retention = match &audit.retention {
+            Some(v) => parse_duration("audit.retention", v)?,
+            None => Duration::from_secs(180 * 24 * 3600),
+        };
+        if audit_retention < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid { key: "audit.retention", message: "must be at least an hour".into() });
+        }
+        let audit_max_entries = match &audit.max_entries {
+            Some(v) => parse_size("audit.max_entries", v)?,
+            None => 10_000_000,
+        };
+        if audit_max_entries == 0 {
+            return Err(ConfigError::Invalid { key: "audit.max_entries", message: "must be positive".into() });
+        }
         let storage_raw = raw.storage.unwrap_or_default();
         let redirect = match &storage_raw.redirect {
             Some(v) => parse_bool("storage.redirect", v)?,
@@ -896,6 +929,8 @@ impl Config {
             upload_ttl,
             upload_sweep_interval,
             event_retention,
+            audit_retention,
+            audit_max_entries,
             storage,
             metadata,
         })

@@ -71,6 +71,19 @@ pub struct NewUser {
     pub groups: Vec<String>,
 }
 
+/// What to purge from the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditPurge {
+    /// Entries older than this (Unix ms).
+    pub before: i64,
+    /// Only entries of these operations (`pull`, `push`, `create`, …); `None`: all.
+    pub operations: Option<Vec<String>>,
+    /// Then keep at most this many of the newest entries.
+    pub keep_at_most: Option<i64>,
+    /// Only count.
+    pub dry_run: bool,
+}
+
 /// A project: the first path component of its repositories' names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectRecord {
@@ -322,6 +335,10 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn append_audit(&self, entries: &[AuditRecord]) -> Result<(), MetaError>;
     /// Matching entries, newest first: `(page, total matching)`.
     async fn audit_log(&self, q: &AuditQuery, offset: i64, limit: i64) -> Result<(Vec<AuditRecord>, i64), MetaError>;
+    /// Delete audit entries older than `before` (only those whose operation is one of
+    /// `operations`, when given), then the oldest beyond the newest `keep_at_most`; logs
+    /// `audit.purged` in the same transaction. Returns how many (only counted, with `dry_run`).
+    async fn purge_audit(&self, purge: &AuditPurge, now: i64, origin: &Origin) -> Result<u64, MetaError>;
     /// Add `n` to the pull counts of repositories.
     async fn add_pulls(&self, counts: &[(String, i64)]) -> Result<(), MetaError>;
 
@@ -1160,6 +1177,57 @@ impl AccessStore for SqlMetaStore {
         }
         let rows = pq.bind(limit).bind(offset).fetch_all(self.pool()).await?;
         Ok((rows.iter().map(audit_from_row).collect::<Result<_, _>>()?, total))
+    }
+
+    async fn purge_audit(&self, purge: &AuditPurge, now: i64, origin: &Origin) -> Result<u64, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let mut filter = "op_time < $1".to_owned();
+        if let Some(ops) = &purge.operations {
+            if ops.is_empty() {
+                return Ok(0);
+            }
+            let list: Vec<String> = (0..ops.len()).map(|i| format!("${}", i + 2)).collect();
+            filter.push_str(&format!(" AND operation IN ({})", list.join(", ")));
+        }
+        let verb = if purge.dry_run { "SELECT COUNT(*) FROM audit_log" } else { "DELETE FROM audit_log" };
+        let sql = format!("{verb} WHERE {filter}");
+        let mut n = if purge.dry_run {
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(purge.before);
+            for o in purge.operations.iter().flatten() {
+                q = q.bind(o);
+            }
+            q.fetch_one(&mut *tx).await? as u64
+        } else {
+            let mut q = sqlx::query(&sql).bind(purge.before);
+            for o in purge.operations.iter().flatten() {
+                q = q.bind(o);
+            }
+            q.execute(&mut *tx).await?.rows_affected()
+        };
+        if let Some(keep) = purge.keep_at_most {
+            // Everything at or below the id of the (keep+1)-th newest entry.
+            let cut = "id <= (SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET $1)";
+            n += if purge.dry_run {
+                sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM audit_log WHERE {cut}"))
+                    .bind(keep.max(0))
+                    .fetch_one(&mut *tx)
+                    .await? as u64
+            } else {
+                sqlx::query(&format!("DELETE FROM audit_log WHERE {cut}"))
+                    .bind(keep.max(0))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            };
+        }
+        if !purge.dry_run && n > 0 {
+            let e = NewEvent::new(EventKind::AuditPurged, now, origin).data(json!({
+                "count": n, "before": purge.before, "operations": purge.operations, "keep_at_most": purge.keep_at_most,
+            }));
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn add_pulls(&self, counts: &[(String, i64)]) -> Result<(), MetaError> {

@@ -335,6 +335,23 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let q = AuditQuery { project: Some("p2".into()), to: Some(60), ..Default::default() };
     assert_eq!(store.audit_log(&q, 0, 10).await.unwrap().1, 1);
 
+    // purging: by age and operation (a dry run only counts), then down to a size
+    let pulls = crate::AuditPurge { before: 53, operations: Some(vec!["pull".into()]), ..Default::default() };
+    let dry = crate::AuditPurge { dry_run: true, ..pulls.clone() };
+    assert_eq!(store.purge_audit(&dry, 70, &o).await.unwrap(), 2, "bob's and alice's pulls before 53");
+    assert_eq!(store.audit_log(&AuditQuery::default(), 0, 10).await.unwrap().1, 4, "a dry run deletes nothing");
+    assert_eq!(store.purge_audit(&pulls, 70, &o).await.unwrap(), 2);
+    let left: Vec<i64> =
+        store.audit_log(&AuditQuery::default(), 0, 10).await.unwrap().0.iter().map(|a| a.op_time).collect();
+    assert_eq!(left, vec![53, 50]);
+    let cap = crate::AuditPurge { before: 0, keep_at_most: Some(1), ..Default::default() };
+    assert_eq!(store.purge_audit(&cap, 71, &o).await.unwrap(), 1);
+    let left: Vec<i64> =
+        store.audit_log(&AuditQuery::default(), 0, 10).await.unwrap().0.iter().map(|a| a.op_time).collect();
+    assert_eq!(left, vec![53], "the newest entry is kept");
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::AuditPurged], limit: 10, ..Default::default() };
+    assert_eq!(store.query_events(&q).await.unwrap().len(), 2, "each purge is logged");
+
     // repositories of a project, artifacts with tags and sizes, pull counts, deletion
     let (r1n, r2n, other) = (repo("team/app"), repo("team/sub/lib"), repo("teamx/app"));
     let blob = Digest::sha256_of(b"team-layer");

@@ -126,6 +126,8 @@ event_kinds! {
     AllowlistChanged => "allowlist.changed",
     /// A job was stopped by an administrator (`data.id`, `data.kind`).
     JobStopped => "job.stopped",
+    /// Audit entries were purged (`data.count`, `data.before`, `data.operations`).
+    AuditPurged => "audit.purged",
     /// A login succeeded (`actor`; `data.how`).
     LoginSucceeded => "login.succeeded",
     /// A login failed (`actor` is the name tried; `data.detail`).

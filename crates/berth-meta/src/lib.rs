@@ -34,7 +34,7 @@ mod sql;
 use berth_types::{Digest, RepoName, Tag};
 
 pub use access::{
-    AccessStore, AuditQuery, AuditRecord, MemberEntity, MemberRecord, NewUser, ProjectRecord, RobotRecord,
+    AccessStore, AuditPurge, AuditQuery, AuditRecord, MemberEntity, MemberRecord, NewUser, ProjectRecord, RobotRecord,
     SigningKeyRecord, UserRecord,
 };
 pub use events::{

@@ -66,6 +66,23 @@ pub enum RobotCommand {
     List,
 }
 
+/// `berth audit …`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Delete audit entries older than a duration (of some operations only, with --operation).
+    Purge {
+        /// Entries older than this go, e.g. `30d`, `12h` (`0s`: all).
+        #[arg(long = "older-than")]
+        older_than: humantime::Duration,
+        /// Only entries of this operation (push, pull, create, update, delete, login, scan, stop, purge); repeatable.
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        /// Only say how many would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 /// `berth user …`
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -335,6 +352,35 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
                 print_json(&json!({"user_id": id, "username": name, "revoked": true}))?;
             } else {
                 println!("revoked the CLI secret of {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `berth audit …`
+pub async fn audit(args: &ApiArgs, cmd: AuditCommand) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    match cmd {
+        AuditCommand::Purge { older_than, operations, dry_run } => {
+            let secs = std::time::Duration::from(older_than).as_secs();
+            if secs % 3600 != 0 {
+                anyhow::bail!(
+                    "--older-than counts whole hours (as Harbor's audit_retention_hour): {older_than} is not"
+                );
+            }
+            let mut parameters = json!({"audit_retention_hour": secs / 3600, "dry_run": dry_run});
+            if !operations.is_empty() {
+                parameters["include_operations"] = json!(operations.join(","));
+            }
+            let body = json!({"schedule": {"type": "Manual"}, "parameters": parameters});
+            let (_, v) = api.call(reqwest::Method::POST, "/system/purgeaudit/schedule", Some(body)).await?;
+            if api.json() {
+                print_json(&v)?;
+            } else if dry_run {
+                println!("would purge {} audit entries older than {older_than}", v["purged"]);
+            } else {
+                println!("purged {} audit entries older than {older_than}", v["purged"]);
             }
         }
     }

@@ -50,6 +50,34 @@ impl JobHandler for EventPrune {
     }
 }
 
+/// Kind of the job that purges audit entries beyond `audit.retention` and `audit.max_entries`.
+pub const AUDIT_PURGE: &str = "audit-purge";
+
+/// Purges the audit log down to its retention.
+struct AuditPurge {
+    auth: Arc<berth_auth::Auth>,
+    retention: std::time::Duration,
+    max_entries: usize,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for AuditPurge {
+    fn kind(&self) -> &'static str {
+        AUDIT_PURGE
+    }
+
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        let purge = berth_auth::AuditPurge {
+            before: berth_jobs::now_ms() - self.retention.as_millis() as i64,
+            keep_at_most: Some(self.max_entries as i64),
+            ..Default::default()
+        };
+        let n = self.auth.purge_audit(&purge, &berth_auth::Origin::system()).await?;
+        tracing::info!(deleted = n, "purged the audit log to its retention");
+        Ok(())
+    }
+}
+
 /// Scans one manifest (`berth_scanner::SCAN`).
 struct ScanJob {
     scanner: Arc<berth_scanner::Scanner>,
@@ -89,7 +117,12 @@ impl JobHandler for Reevaluate {
 }
 
 /// Start the worker loop and the schedulers of periodic jobs.
-pub fn start_worker(cfg: &Config, registry: Arc<Registry>, sql: Arc<SqlMetaStore>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start_worker(
+    cfg: &Config,
+    registry: Arc<Registry>,
+    sql: Arc<SqlMetaStore>,
+    auth: Arc<berth_auth::Auth>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()));
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
     let queue: Arc<dyn JobQueue> = sql;
@@ -101,10 +134,12 @@ pub fn start_worker(cfg: &Config, registry: Arc<Registry>, sql: Arc<SqlMetaStore
         Arc::new(ScanJob { scanner: scanner.clone() }),
         Arc::new(Reevaluate { scanner }),
         Arc::new(EventPrune { log, retention: cfg.event_retention }),
+        Arc::new(AuditPurge { auth, retention: cfg.audit_retention, max_entries: cfg.audit_max_entries }),
     ];
     vec![
         Worker::new(queue.clone(), handlers, opts).spawn(),
         berth_jobs::schedule_every(queue.clone(), UPLOAD_EXPIRY, cfg.upload_sweep_interval),
-        berth_jobs::schedule_every(queue, EVENT_PRUNE, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue.clone(), EVENT_PRUNE, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue, AUDIT_PURGE, std::time::Duration::from_secs(3600)),
     ]
 }

@@ -210,6 +210,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     );
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
+    admin_state.audit_retention = cfg.audit_retention;
+    admin_state.audit_max_entries = cfg.audit_max_entries;
     let admin = berth_admin::router(admin_state);
     let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
@@ -248,7 +250,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // Changes made through any replica reach this one's caches through the event log.
     background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
     if cfg.role.runs_jobs() {
-        background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone()));
+        background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone(), auth.clone()));
         background.extend(events::start_consumers(sql, auth.clone()));
     }
     info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");

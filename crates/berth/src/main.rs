@@ -82,6 +82,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::UserCommand,
     },
+    /// The audit log, through the management API.
+    Audit {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::AuditCommand,
+    },
     /// The offline vulnerability database (OSV), in the metadata database.
     Vulndb {
         #[command(subcommand)]
@@ -374,6 +381,7 @@ fn main() -> anyhow::Result<()> {
         Command::Project { api, command } => rt.block_on(cli::project(&api, command)),
         Command::Robot { api, command } => rt.block_on(cli::robot(&api, command)),
         Command::User { api, command } => rt.block_on(cli::user(&api, command)),
+        Command::Audit { api, command } => rt.block_on(cli::audit(&api, command)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::support::*;
@@ -147,4 +147,48 @@ async fn admin_cli_creates_projects_users_robots_and_secrets() {
     }
     assert_eq!(s.api(Method::GET, "/projects/cli-proj", None).await.status(), 200);
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_purged_by_age_and_operation() {
+    let s = TestServer::start().await;
+    s.push_image("aud/app", "v1").await;
+    for _ in 0..3 {
+        assert_eq!(s.get("/v2/aud/app/manifests/v1").await.status(), 200);
+    }
+    // Wait for the audit consumer: the push and the pulls (aggregated per client).
+    let entries = crate::access::audit(&s, "", |v| {
+        v.iter().any(|e| e["operation"] == "push") && v.iter().any(|e| e["operation"] == "pull")
+    })
+    .await;
+    let pulls = entries.iter().filter(|e| e["operation"] == "pull").count();
+    let text =
+        run_ok(berth(&s).args(["audit", "purge", "--older-than", "0s", "--operation", "pull", "--dry-run"])).await;
+    assert_eq!(text.trim(), format!("would purge {pulls} audit entries older than 0s"));
+    let v =
+        json_out(berth(&s).args(["audit", "purge", "--older-than", "0s", "--operation", "pull", "--output", "json"]))
+            .await;
+    assert_eq!(v["purged"], pulls as i64);
+    let left = crate::access::audit(&s, "", |v| v.iter().any(|e| e["operation"] == "purge")).await;
+    assert!(!left.iter().any(|e| e["operation"] == "pull"), "pulls gone: {left:?}");
+    assert!(left.iter().any(|e| e["operation"] == "push"), "the push stays");
+    let purge = left.iter().find(|e| e["operation"] == "purge").unwrap();
+    assert_eq!(
+        (purge["username"].as_str(), purge["resource"].as_str()),
+        (Some("admin"), Some(format!("{pulls} entries").as_str()))
+    );
+    // Bad parameters are refused by name; a retention too fine for Harbor's hours too.
+    let r = s
+        .api(
+            reqwest::Method::POST,
+            "/system/purgeaudit/schedule",
+            Some(json!({"schedule": {"type": "Manual"}, "parameters": {"include_operations": "pull,fly"}})),
+        )
+        .await;
+    let e: Value = r.json().await.unwrap();
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("\"fly\" is not an operation"), "{e}");
+    let err = run_fails(berth(&s).args(["audit", "purge", "--older-than", "90m"])).await;
+    assert!(err.contains("whole hours"), "{err}");
+    let sched: Value = s.api(reqwest::Method::GET, "/system/purgeaudit/schedule", None).await.json().await.unwrap();
+    assert_eq!(sched["parameters"]["audit_retention_hour"], 180 * 24);
 }
