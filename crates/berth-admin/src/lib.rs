@@ -123,6 +123,8 @@ pub(crate) enum ApiError {
     },
     /// The metadata database cannot be reached (the cause, logged).
     Unavailable(String),
+    /// The disk under the metadata database is full (the cause, logged).
+    StorageFull(String),
     /// Berth failed (the cause, logged).
     Internal(String),
 }
@@ -140,6 +142,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +159,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::StorageFull(_) => "INSUFFICIENT_STORAGE",
             ApiError::Internal(_) => "UNKNOWN",
         }
     }
@@ -172,6 +176,7 @@ impl ApiError {
             | ApiError::TooLarge(m)
             | ApiError::TooManyRequests { message: m, .. } => m,
             ApiError::Unavailable(_) => "the registry's metadata database is unavailable; try again in a few seconds",
+            ApiError::StorageFull(_) => "the registry's storage is full; nothing was changed",
             ApiError::Internal(_) => "internal error; see the server log",
         }
     }
@@ -233,6 +238,10 @@ impl From<MetaError> for ApiError {
             MetaError::Unavailable(m) => {
                 tracing::warn!(error = %m, "management API: metadata database unavailable");
                 ApiError::Unavailable(m)
+            }
+            MetaError::StorageFull(m) => {
+                tracing::error!(error = %m, "management API: the metadata database's disk is full");
+                ApiError::StorageFull(m)
             }
             e => ApiError::internal("the metadata store", e),
         }
@@ -562,6 +571,7 @@ mod tests {
             ("store conflict", MetaError::Conflict("a project named \"p\" already exists".into()).into()),
             ("store unavailable", unavailable().into()),
             ("store corrupt", MetaError::Corrupt("bad row".into()).into()),
+            ("store disk full", MetaError::StorageFull("database or disk is full".into()).into()),
             ("repository unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
             ("artifact unknown", R::ManifestUnknown("p/app:v1".into()).into()),
             ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),

@@ -67,11 +67,32 @@ pub enum MetaError {
     /// A unique name is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// The disk under the database is full: the transaction was rolled back, nothing
+    /// changed, and writes succeed again once there is space (`507` on every surface).
+    #[error("the metadata database's disk is full: {0}")]
+    StorageFull(String),
 }
 
 impl From<sqlx::Error> for MetaError {
     fn from(e: sqlx::Error) -> Self {
-        if is_unavailable(&e) { MetaError::Unavailable(e.to_string()) } else { MetaError::Db(e) }
+        if is_full(&e) {
+            MetaError::StorageFull(e.to_string())
+        } else if is_unavailable(&e) {
+            MetaError::Unavailable(e.to_string())
+        } else {
+            MetaError::Db(e)
+        }
+    }
+}
+
+/// Is this the disk being full (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`, `ENOSPC`)?
+fn is_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c == "13" || c == "53100") || d.message().contains("database or disk is full")
+        }
+        _ => false,
     }
 }
 

@@ -83,6 +83,7 @@ impl From<berth_registry::MetaError> for OciError {
     fn from(e: berth_registry::MetaError) -> Self {
         match e {
             berth_registry::MetaError::Unavailable(m) => OciError::Unavailable(m),
+            e @ berth_registry::MetaError::StorageFull(_) => OciError::Registry(RegistryError::Meta(e)),
             e => OciError::Auth(e.to_string()),
         }
     }
@@ -180,6 +181,7 @@ impl OciError {
                 R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
+                R::Meta(berth_registry::MetaError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
                 R::Blob(_) | R::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             OciError::NameInvalid(_) | OciError::DigestInvalid(_) | OciError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -289,6 +291,7 @@ mod tests {
             ("disk full", R::Blob(BlobError::Io(io(std::io::ErrorKind::StorageFull))).into()),
             ("blob store failed", R::Blob(BlobError::Io(io(std::io::ErrorKind::PermissionDenied))).into()),
             ("metadata corrupt", R::Meta(MetaError::Corrupt("bad row".into())).into()),
+            ("metadata disk full", R::Meta(MetaError::StorageFull("database or disk is full".into())).into()),
             ("metadata unavailable (registry)", R::Meta(MetaError::Unavailable("pool timed out".into())).into()),
             ("metadata unavailable (auth)", MetaError::Unavailable("pool timed out".into()).into()),
             ("name invalid", OciError::NameInvalid("repository name \"A\" is invalid".into())),

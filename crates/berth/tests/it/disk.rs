@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use reqwest::StatusCode;
+use serde_json::Value;
 
 use crate::support::*;
 
@@ -105,6 +106,30 @@ async fn a_full_disk_refuses_the_push_and_leaves_nothing_half_visible() {
     let r = s.get("/v2/full/app/manifests/ok").await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), &before[..]);
     s.push_image("full/app", "after").await;
+
+    // The metadata database's disk full: a manifest (its bytes live in the database) is
+    // refused with 507, nothing of it is visible, and writes resume once there is space.
+    let blobs = s.upload_image_blobs("full/app", 1000).await;
+    let mut doc: Value = serde_json::from_slice(&blobs).unwrap();
+    doc["annotations"] = serde_json::json!({"pad": "x".repeat(1 << 20)});
+    let manifest = serde_json::to_vec(&doc).unwrap();
+    let filler = disk.dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let r = s.put_manifest("full/app", "meta-full", OCI_MANIFEST, &manifest).await;
+    let body = expect_error(r, StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN").await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("full"), "{body}");
+    let r = s.api(reqwest::Method::POST, "/projects", Some(serde_json::json!({"project_name": "while-full"}))).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE, "the management API too: {:?}", r.text().await);
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(s.get("/v2/full/app/manifests/meta-full").await.status(), 404, "nothing half-visible");
+    assert_eq!(s.put_manifest("full/app", "meta-full", OCI_MANIFEST, &manifest).await.status(), 201);
+    assert_eq!(s.get("/v2/full/app/manifests/ok").await.bytes().await.unwrap().as_ref(), &before[..]);
     s.stop().await;
 }
 
