@@ -180,6 +180,10 @@ pub struct RawUploads {
     pub ttl: Option<NumOrString>,
     /// How often expiry runs.
     pub sweep_interval: Option<NumOrString>,
+    /// Open sessions one repository may have at once.
+    pub max_per_repository: Option<NumOrString>,
+    /// Open sessions one account may have at once.
+    pub max_per_account: Option<NumOrString>,
 }
 
 /// `[events]`
@@ -468,6 +472,10 @@ pub struct Config {
     pub upload_ttl: Duration,
     /// How often expiry runs.
     pub upload_sweep_interval: Duration,
+    /// Open upload sessions per repository.
+    pub max_uploads_per_repository: u64,
+    /// Open upload sessions per account.
+    pub max_uploads_per_account: u64,
     /// How long events are kept in the event log.
     pub event_retention: Duration,
     /// How long audit entries are kept.
@@ -515,6 +523,8 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_LIMITS_MAX_CONNECTIONS", Some("limits"), "max_connections"),
     ("BERTH_UPLOADS_TTL", Some("uploads"), "ttl"),
     ("BERTH_UPLOADS_SWEEP_INTERVAL", Some("uploads"), "sweep_interval"),
+    ("BERTH_UPLOADS_MAX_PER_REPOSITORY", Some("uploads"), "max_per_repository"),
+    ("BERTH_UPLOADS_MAX_PER_ACCOUNT", Some("uploads"), "max_per_account"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
     ("BERTH_AUDIT_RETENTION", Some("audit"), "retention"),
     ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
@@ -811,6 +821,20 @@ impl Config {
         if upload_sweep_interval.is_zero() {
             return Err(ConfigError::Invalid { key: "uploads.sweep_interval", message: "must be positive".into() });
         }
+        let max_uploads_per_repository = match &uploads.max_per_repository {
+            Some(v) => parse_size("uploads.max_per_repository", v)? as u64,
+            None => 1000,
+        };
+        let max_uploads_per_account = match &uploads.max_per_account {
+            Some(v) => parse_size("uploads.max_per_account", v)? as u64,
+            None => 1000,
+        };
+        if max_uploads_per_repository == 0 || max_uploads_per_account == 0 {
+            return Err(ConfigError::Invalid {
+                key: "uploads.max_per_repository",
+                message: "upload session limits must be positive".into(),
+            });
+        }
         let event_retention = match &raw.events.unwrap_or_default().retention {
             Some(v) => parse_duration("events.retention", v)?,
             None => Duration::from_secs(7 * 24 * 3600),
@@ -928,6 +952,8 @@ impl Config {
             max_connections,
             upload_ttl,
             upload_sweep_interval,
+            max_uploads_per_repository,
+            max_uploads_per_account,
             event_retention,
             audit_retention,
             audit_max_entries,

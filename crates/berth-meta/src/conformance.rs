@@ -107,9 +107,23 @@ pub async fn run(store: &dyn MetaStore) {
     assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), None);
 
     // uploads
-    let up = UploadRecord { id: "u1".into(), repo: a.clone(), created_at: 100, updated_at: 100 };
-    store.create_upload(&up).await.unwrap();
-    assert!(store.create_upload(&up).await.is_err(), "upload ids are unique");
+    let up = UploadRecord { id: "u1".into(), repo: a.clone(), owner: "alice".into(), created_at: 100, updated_at: 100 };
+    assert_eq!(store.create_upload(&up, 10, 10).await.unwrap(), None);
+    assert!(store.create_upload(&up, 10, 10).await.is_err(), "upload ids are unique");
+    // Caps: per repository, then per owner.
+    let other = |id: &str, repo: &RepoName, owner: &str| UploadRecord {
+        id: id.into(),
+        repo: repo.clone(),
+        owner: owner.into(),
+        created_at: 100,
+        updated_at: 100,
+    };
+    let b = repo("capped/b");
+    assert_eq!(store.create_upload(&other("u2", &a, "bob"), 2, 10).await.unwrap(), None);
+    assert_eq!(store.create_upload(&other("u3", &a, "carol"), 2, 10).await.unwrap(), Some("repository"));
+    assert_eq!(store.create_upload(&other("u4", &b, "alice"), 10, 1).await.unwrap(), Some("account"));
+    assert_eq!(store.get_upload("u3").await.unwrap(), None, "a refused session is not recorded");
+    assert!(store.delete_upload("u2").await.unwrap());
     assert_eq!(store.get_upload("u1").await.unwrap(), Some(up.clone()));
     assert_eq!(store.stale_uploads(101).await.unwrap(), vec!["u1"]);
     store.touch_upload("u1", 200).await.unwrap();

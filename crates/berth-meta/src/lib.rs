@@ -189,6 +189,8 @@ pub struct UploadRecord {
     pub id: String,
     /// The repository it uploads into.
     pub repo: RepoName,
+    /// Who started it (user or robot name; `anonymous`, `operator`).
+    pub owner: String,
     /// Start time (Unix ms).
     pub created_at: i64,
     /// Last activity (Unix ms).
@@ -271,7 +273,15 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError>;
 
     /// Record a new upload session.
-    async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError>;
+    /// Record a new session unless its repository already has `max_per_repo` open sessions
+    /// or its owner `max_per_owner`; returns which limit refused it (`"repository"`,
+    /// `"account"`), or `None` when it was recorded.
+    async fn create_upload(
+        &self,
+        up: &UploadRecord,
+        max_per_repo: u64,
+        max_per_owner: u64,
+    ) -> Result<Option<&'static str>, MetaError>;
     /// The upload session with this id.
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError>;
     /// Mark activity on a session.

@@ -117,4 +117,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE manifests ADD COLUMN pull_time BIGINT",
         ],
     ),
+    (
+        7,
+        &[
+            // Who opened each upload session, so sessions can be capped per account.
+            "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX uploads_repo ON uploads (repo)",
+            "CREATE INDEX uploads_owner ON uploads (owner)",
+        ],
+    ),
 ];

@@ -739,19 +739,40 @@ impl MetaStore for SqlMetaStore {
         Ok(n > 0)
     }
 
-    async fn create_upload(&self, up: &UploadRecord) -> Result<(), MetaError> {
-        sqlx::query("INSERT INTO uploads (id, repo, created_at, updated_at) VALUES ($1, $2, $3, $4)")
+    async fn create_upload(
+        &self,
+        up: &UploadRecord,
+        max_per_repo: u64,
+        max_per_owner: u64,
+    ) -> Result<Option<&'static str>, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let count = |col: &'static str, v: String| {
+            sqlx::query_scalar::<_, i64>(match col {
+                "repo" => "SELECT COUNT(*) FROM uploads WHERE repo = $1",
+                _ => "SELECT COUNT(*) FROM uploads WHERE owner = $1",
+            })
+            .bind(v)
+        };
+        if count("repo", up.repo.to_string()).fetch_one(&mut *tx).await? as u64 >= max_per_repo {
+            return Ok(Some("repository"));
+        }
+        if count("owner", up.owner.clone()).fetch_one(&mut *tx).await? as u64 >= max_per_owner {
+            return Ok(Some("account"));
+        }
+        sqlx::query("INSERT INTO uploads (id, repo, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&up.id)
             .bind(up.repo.as_str())
+            .bind(&up.owner)
             .bind(up.created_at)
             .bind(up.updated_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(None)
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
-        let row = sqlx::query("SELECT id, repo, created_at, updated_at FROM uploads WHERE id = $1")
+        let row = sqlx::query("SELECT id, repo, owner, created_at, updated_at FROM uploads WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -759,6 +780,7 @@ impl MetaStore for SqlMetaStore {
             Ok(UploadRecord {
                 id: r.try_get("id")?,
                 repo: parse(r.try_get("repo")?)?,
+                owner: r.try_get("owner")?,
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
             })

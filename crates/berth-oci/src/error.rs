@@ -141,6 +141,7 @@ impl OciError {
                 R::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
                 R::NameUnknown(_) => "NAME_UNKNOWN",
                 R::TagInvalid(_) => "TAG_INVALID",
+                R::TooManyUploads(..) => "TOOMANYREQUESTS",
                 R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
                 R::Blob(_) | R::Meta(_) => "UNKNOWN",
             },
@@ -178,6 +179,7 @@ impl OciError {
                 | R::ManifestBlobUnknown(_)
                 | R::TagInvalid(_) => StatusCode::BAD_REQUEST,
                 R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                R::TooManyUploads(..) => StatusCode::TOO_MANY_REQUESTS,
                 R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
@@ -286,6 +288,7 @@ mod tests {
             ("manifest blob unknown", R::ManifestBlobUnknown(vec![d()]).into()),
             ("name unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
             ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
+            ("too many uploads", R::TooManyUploads("account", 1000).into()),
             ("range not satisfiable", R::RangeNotSatisfiable { size: 4 }.into()),
             ("request body failed", R::Body(io(std::io::ErrorKind::ConnectionReset)).into()),
             ("disk full", R::Blob(BlobError::Io(io(std::io::ErrorKind::StorageFull))).into()),

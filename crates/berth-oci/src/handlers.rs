@@ -249,12 +249,15 @@ async fn upload_start(
         // Not mountable: fall through to an ordinary upload session (202), as the spec says.
     } else if let Some(d) = get("digest") {
         let digest: Digest = d.parse()?;
-        let done = state.registry.upload_monolithic(repo, &digest, body_stream(body, state.min_upload_rate)).await?;
+        let done = state
+            .registry
+            .upload_monolithic(repo, who.name(), &digest, body_stream(body, state.min_upload_rate))
+            .await?;
         state.metrics_bytes_in("/v2/{name}/blobs/uploads/", done.size);
         return Ok(blob_created(repo, &done.digest));
     }
     let _ = headers;
-    let id = state.registry.upload_start(repo).await?;
+    let id = state.registry.upload_start(repo, who.name()).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, &id, 0))
 }
 

@@ -59,6 +59,9 @@ pub enum RegistryError {
     /// A tag is malformed.
     #[error("{0}")]
     TagInvalid(String),
+    /// Too many upload sessions are open (the limit that was reached: `repository`, `account`).
+    #[error("this {0} has too many open upload sessions ({1}); finish or cancel some (idle ones expire)")]
+    TooManyUploads(&'static str, u64),
     /// The requested byte range lies outside the blob.
     #[error("requested range not satisfiable (blob is {size} bytes)")]
     RangeNotSatisfiable {

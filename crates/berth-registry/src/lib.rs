@@ -41,6 +41,10 @@ pub struct RegistryOptions {
     /// Answer blob GETs with a redirect to a presigned URL valid this long, where the blob
     /// store can presign (S3); `None` serves the bytes through Berth.
     pub blob_redirect_ttl: Option<Duration>,
+    /// Open upload sessions a repository may have at once.
+    pub max_uploads_per_repository: u64,
+    /// Open upload sessions one account may have at once.
+    pub max_uploads_per_account: u64,
 }
 
 impl Default for RegistryOptions {
@@ -50,6 +54,8 @@ impl Default for RegistryOptions {
             upload_ttl: Duration::from_secs(24 * 3600),
             cache_records: false,
             blob_redirect_ttl: None,
+            max_uploads_per_repository: 1000,
+            max_uploads_per_account: 1000,
         }
     }
 }

@@ -45,15 +45,24 @@ impl Registry {
     }
 
     /// Start an upload session in `repo`; returns its id.
-    pub async fn upload_start(&self, repo: &RepoName) -> Result<String, RegistryError> {
+    pub async fn upload_start(&self, repo: &RepoName, owner: &str) -> Result<String, RegistryError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         // The session row comes first: the expiry sweep deletes upload bytes that have no row,
         // so bytes created before their row could be swept away in between. A row without
         // bytes (a crash here) reads as an unknown upload and is expired with the rest.
-        self.meta
-            .create_upload(&UploadRecord { id: id.clone(), repo: repo.clone(), created_at: now, updated_at: now })
-            .await?;
+        let up = UploadRecord {
+            id: id.clone(),
+            repo: repo.clone(),
+            owner: owner.to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        let (per_repo, per_owner) = (self.opts.max_uploads_per_repository, self.opts.max_uploads_per_account);
+        if let Some(limit) = self.meta.create_upload(&up, per_repo, per_owner).await? {
+            let max = if limit == "repository" { per_repo } else { per_owner };
+            return Err(RegistryError::TooManyUploads(limit, max));
+        }
         self.blobs.upload_start(&id).await?;
         debug!(upload.id = %id, repo.name = %repo, "upload started");
         Ok(id)
@@ -162,10 +171,11 @@ impl Registry {
     pub async fn upload_monolithic(
         &self,
         repo: &RepoName,
+        owner: &str,
         digest: &Digest,
         body: ByteStream,
     ) -> Result<Committed, RegistryError> {
-        let id = self.upload_start(repo).await?;
+        let id = self.upload_start(repo, owner).await?;
         let r = self.upload_complete(repo, &id, None, Some(body), digest).await;
         if r.is_err() {
             let _ = self.upload_cancel(repo, &id).await;

@@ -32,7 +32,7 @@ async fn uploads_started_during_the_expiry_sweep_keep_their_bytes() {
         starts.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..40 {
-                ids.push(reg.upload_start(&repo).await.unwrap());
+                ids.push(reg.upload_start(&repo, "tester").await.unwrap());
             }
             ids
         }));

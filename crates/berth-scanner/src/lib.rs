@@ -416,7 +416,7 @@ impl Scanner {
         for (d, b) in [(&config, EMPTY_CONFIG.to_vec()), (&layer, bytes.clone())] {
             let stream: berth_blob::ByteStream =
                 Box::pin(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(b)) }));
-            self.registry.upload_monolithic(repo, d, stream).await?;
+            self.registry.upload_monolithic(repo, "system", d, stream).await?;
         }
         let manifest = json!({
             "schemaVersion": 2,

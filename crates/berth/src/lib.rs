@@ -145,6 +145,8 @@ async fn open_all(cfg: &Config) -> anyhow::Result<(Registry, Arc<SqlMetaStore>)>
         // The embedded database has exactly one writer, this process: its records can be cached.
         cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
         blob_redirect_ttl: cfg.blob_redirect_ttl,
+        max_uploads_per_repository: cfg.max_uploads_per_repository,
+        max_uploads_per_account: cfg.max_uploads_per_account,
     };
     Ok((Registry::new(blobs, meta, opts), sql))
 }

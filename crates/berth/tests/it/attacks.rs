@@ -694,3 +694,50 @@ async fn beyond_the_connection_limit_a_client_gets_503_not_a_hang() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_upload_sessions_are_capped_per_repository_and_per_account() {
+    let s = TestServer::start_with(|c| {
+        c.max_uploads_per_repository = 3;
+        c.max_uploads_per_account = 5;
+    })
+    .await;
+    let start = |c: reqwest::Client, repo: &'static str| {
+        let url = s.url(&format!("/v2/{repo}/blobs/uploads/"));
+        async move { c.post(url).send().await.unwrap() }
+    };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let r = start(s.client.clone(), "caps/a").await;
+        assert_eq!(r.status(), 202);
+        open.push(location(&r));
+    }
+    let body =
+        expect_error(start(s.client.clone(), "caps/a").await, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this repository has too many open upload sessions (3)"),
+        "{body}"
+    );
+    for _ in 0..2 {
+        assert_eq!(start(s.client.clone(), "caps/b").await.status(), 202);
+    }
+    let body =
+        expect_error(start(s.client.clone(), "caps/c").await, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS").await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this account has too many open upload sessions (5)"),
+        "{body}"
+    );
+    // Another account is not held back by this one's sessions.
+    s.user("other", "Other-Pw-123").await;
+    s.member("caps", "other", 2).await;
+    assert_eq!(start(client_as("other", "Other-Pw-123"), "caps/c").await.status(), 202);
+    // Finishing or cancelling frees a slot.
+    assert_eq!(s.delete(&open.pop().unwrap()).await.status(), 204);
+    assert_eq!(start(s.client.clone(), "caps/a").await.status(), 202);
+}
