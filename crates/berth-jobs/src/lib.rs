@@ -72,6 +72,11 @@ pub trait JobHandler: Send + Sync + 'static {
     }
     /// Run one job.
     async fn run(&self, payload: &str) -> anyhow::Result<()>;
+    /// A job given up for good without [`JobHandler::run`] returning (its worker died on
+    /// every attempt): record the failure where users see it. The default does nothing.
+    async fn given_up(&self, _payload: &str, _reason: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// How a worker behaves.
@@ -133,6 +138,18 @@ impl Worker {
                     continue;
                 }
                 let now = now_ms();
+                match self.queue.reap(h.kind(), now).await {
+                    Ok(dead) => {
+                        for job in dead {
+                            let reason = job.last_error.clone().unwrap_or_default();
+                            warn!(job.id = %job.id, job.kind = %job.kind, %reason, "job given up");
+                            if let Err(e) = h.given_up(&job.payload, &reason).await {
+                                warn!(job.id = %job.id, error = %format!("{e:#}"), "recording a given-up job failed");
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "reaping dead jobs failed"),
+                }
                 let lease_until = now + self.opts.lease.as_millis() as i64;
                 match self.queue.claim(h.kind(), &self.opts.owner, now, lease_until, h.concurrency() as i64).await {
                     Ok(Some(job)) => {

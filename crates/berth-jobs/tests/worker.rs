@@ -11,6 +11,7 @@ use berth_jobs::{JobHandler, Worker, WorkerOptions, now_ms};
 use berth_meta::{JobQueue, JobState, NewJob, SqlMetaStore};
 
 struct Flaky {
+    given_up: std::sync::Mutex<Vec<String>>,
     calls: AtomicUsize,
     running: AtomicUsize,
     max_seen: AtomicUsize,
@@ -34,10 +35,15 @@ impl JobHandler for Flaky {
         self.running.fetch_sub(1, Ordering::SeqCst);
         if self.fail_first && n == 0 { anyhow::bail!("transient failure") } else { Ok(()) }
     }
+    async fn given_up(&self, _payload: &str, reason: &str) -> anyhow::Result<()> {
+        self.given_up.lock().unwrap().push(reason.to_owned());
+        Ok(())
+    }
 }
 
 fn handler(sleep_ms: u64, fail_first: bool) -> Arc<Flaky> {
     Arc::new(Flaky {
+        given_up: Default::default(),
         calls: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
         max_seen: AtomicUsize::new(0),
@@ -90,6 +96,17 @@ async fn scenarios(q: Arc<dyn JobQueue>) {
     let j = wait_for(&*q, &id, JobState::Succeeded).await;
     assert_eq!(j.attempts, 2, "the survivor's attempt is the second");
     assert!(!q.heartbeat(&id, "dead-worker", now_ms() + 1000, now_ms()).await.unwrap());
+
+    // a job whose worker died on its last attempt is given up, and its handler told why
+    let mut once = new_job();
+    once.max_attempts = 1;
+    let id = q.enqueue(&once, now_ms()).await.unwrap().unwrap();
+    let now = now_ms();
+    assert_eq!(q.claim("flaky", "doomed-worker", now, now + 300, 2).await.unwrap().unwrap().id, id);
+    let j = wait_for(&*q, &id, JobState::Failed).await;
+    assert!(j.last_error.as_deref().unwrap().contains("stopped (crashed or was killed)"), "{j:?}");
+    assert_eq!(h.given_up.lock().unwrap().len(), 1, "the survivor's handler recorded it");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1, "and never ran it again");
 
     // cancelling a running job stops it; it stays cancelled
     let slow = handler(5_000, false);

@@ -200,6 +200,24 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
         "cancelled never runs"
     );
 
+    // a job whose worker dies on every attempt is given up, not retried for ever
+    let mut crashy = job("crashy", None, 0);
+    crashy.max_attempts = 2;
+    let c = q.enqueue(&crashy, 200).await.unwrap().unwrap();
+    assert_eq!(q.claim("crashy", "w1", 201, 210, 5).await.unwrap().unwrap().attempts, 1);
+    assert!(q.reap("crashy", 205).await.unwrap().is_empty(), "its lease still runs");
+    assert_eq!(q.claim("crashy", "w2", 211, 220, 5).await.unwrap().unwrap().attempts, 2, "retried once");
+    assert!(q.claim("crashy", "w3", 221, 230, 5).await.unwrap().is_none(), "not a third time");
+    let dead = q.reap("crashy", 222).await.unwrap();
+    assert_eq!(dead.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![c.as_str()]);
+    let r = q.job(&c).await.unwrap().unwrap();
+    assert_eq!(r.state, JobState::Failed);
+    assert!(
+        r.last_error.as_deref().unwrap().contains("stopped (crashed or was killed) on each of its 2 attempts"),
+        "{r:?}"
+    );
+    assert!(q.reap("crashy", 223).await.unwrap().is_empty(), "reaped once");
+
     // a burst of concurrent claims never exceeds the concurrency limit
     for _ in 0..12 {
         q.enqueue(&job("burst", None, 0), 190).await.unwrap().unwrap();
@@ -210,8 +228,9 @@ pub async fn run_jobs(q: &dyn crate::JobQueue) {
     assert_eq!(won, 2, "16 concurrent claims with a limit of 2");
 
     // listing
-    let failed = q.jobs(None, Some(JobState::Failed), 10).await.unwrap();
+    let failed = q.jobs(Some("scan"), Some(JobState::Failed), 10).await.unwrap();
     assert_eq!(failed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![b.clone()]);
+    assert_eq!(q.jobs(None, Some(JobState::Failed), 10).await.unwrap().len(), 2, "and the crashy one");
     assert!(q.jobs(Some("scan"), None, 100).await.unwrap().len() >= 4);
     assert!(q.job("nope").await.unwrap().is_none());
 }

@@ -148,6 +148,10 @@ pub trait JobQueue: Send + Sync + 'static {
         lease_until: i64,
         max_running: i64,
     ) -> Result<Option<JobRecord>, MetaError>;
+    /// Jobs of `kind` whose worker vanished (lease expired while `running`) on their last
+    /// attempt: marked `failed` ("the worker running it stopped …") and returned, so a job
+    /// that kills its process is not retried for ever. [`JobQueue::claim`] never takes them.
+    async fn reap(&self, kind: &str, now: i64) -> Result<Vec<JobRecord>, MetaError>;
     /// Extend the lease; `false` if `owner` no longer holds it (expired and taken, or cancelled).
     async fn heartbeat(&self, id: &str, owner: &str, lease_until: i64, now: i64) -> Result<bool, MetaError>;
     /// Record success; `false` if `owner` no longer held the lease.
@@ -214,7 +218,8 @@ impl JobQueue for SqlMetaStore {
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3
              WHERE id = (SELECT id FROM jobs WHERE kind = $4
-                           AND ((state = 'queued' AND run_after <= $3) OR (state = 'running' AND lease_until < $3))
+                           AND ((state = 'queued' AND run_after <= $3)
+                                OR (state = 'running' AND lease_until < $3 AND attempts < max_attempts))
                          ORDER BY run_after, created_at LIMIT 1 {lock})
                AND (SELECT COUNT(*) FROM jobs WHERE kind = $4 AND state = 'running' AND lease_until >= $3) < $5
              RETURNING {JOB_COLS}"
@@ -236,6 +241,20 @@ impl JobQueue for SqlMetaStore {
             .await?;
         tx.commit().await?;
         row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn reap(&self, kind: &str, now: i64) -> Result<Vec<JobRecord>, MetaError> {
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'failed', lease_owner = NULL, lease_until = NULL, finished_at = $2, updated_at = $2,
+                    last_error = 'the worker running it stopped (crashed or was killed) on each of its ' || attempts || ' attempts'
+             WHERE kind = $1 AND state = 'running' AND lease_until < $2 AND attempts >= max_attempts
+             RETURNING {JOB_COLS}"
+        ))
+        .bind(kind)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn heartbeat(&self, id: &str, owner: &str, lease_until: i64, now: i64) -> Result<bool, MetaError> {

@@ -318,6 +318,13 @@ impl Scanner {
         result
     }
 
+    /// Record that a scan will not be tried again (its job was given up): the artifact's scan
+    /// status becomes `failed` with `reason`, never `running` for ever.
+    pub async fn give_up(&self, p: &ScanPayload, reason: &str) -> anyhow::Result<()> {
+        self.store.complete_scan(&p.digest, &p.repo, Err(reason), berth_auth::now_ms()).await?;
+        Ok(())
+    }
+
     async fn scan_inner(&self, repo: &RepoName, digest: &Digest, sbom: bool) -> anyhow::Result<()> {
         let (generation, db) = self.database().await?;
         let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;

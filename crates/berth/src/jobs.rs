@@ -97,6 +97,11 @@ impl JobHandler for ScanJob {
         let p: berth_scanner::ScanPayload = serde_json::from_str(payload)?;
         self.scanner.scan(&p).await
     }
+
+    async fn given_up(&self, payload: &str, reason: &str) -> anyhow::Result<()> {
+        let p: berth_scanner::ScanPayload = serde_json::from_str(payload)?;
+        self.scanner.give_up(&p, &format!("the scan never finished: {reason}")).await
+    }
 }
 
 /// Re-matches stored inventories after an advisory import (`berth_scanner::REEVALUATE`).
