@@ -742,7 +742,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn delete_user(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let change = Change {
             kind: EventKind::UserChanged,
             op: "delete",
@@ -770,7 +770,7 @@ impl AccessStore for SqlMetaStore {
     ) -> Result<i64, MetaError> {
         let (public, metadata) = stored_settings(settings);
         let meta = serde_json::to_string(&metadata).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (name, owner_id, public, metadata, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
@@ -831,7 +831,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn delete_project(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let change = Change {
             kind: EventKind::ProjectDeleted,
             op: "delete",
@@ -875,7 +875,7 @@ impl AccessStore for SqlMetaStore {
             MemberEntity::User { id, .. } => ("u", Some(*id), None),
             MemberEntity::Group(g) => ("g", None, Some(g.as_str())),
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO project_members (project_id, entity_type, user_id, group_name, role_id, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
@@ -980,7 +980,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn create_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<i64, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO robots (name, description, project_id, secret_hash, disabled, duration, expires_at,
              permissions, creator, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
@@ -1026,7 +1026,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn update_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE robots SET description = $2, disabled = $3, duration = $4, expires_at = $5, permissions = $6,
              updated_at = $7 WHERE id = $1",
@@ -1111,7 +1111,7 @@ impl AccessStore for SqlMetaStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_audit(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(())
@@ -1231,7 +1231,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn add_pulls(&self, counts: &[(String, i64)]) -> Result<(), MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         for (repo, n) in counts {
             sqlx::query("UPDATE repositories SET pull_count = pull_count + $2 WHERE name = $1")
                 .bind(repo)
@@ -1262,7 +1262,7 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn rotate_signing_key(&self, key: &SigningKeyRecord, forget_before: i64) -> Result<(), MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
             .bind(forget_before)
             .execute(&mut *tx)

@@ -383,7 +383,7 @@ impl EventLog for SqlMetaStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_events(&mut tx, self.backend(), events).await?;
         tx.commit().await?;
         Ok(())
@@ -475,7 +475,7 @@ impl EventLog for SqlMetaStore {
         effects: &[Effect],
         now: i64,
     ) -> Result<bool, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO event_cursors (consumer, seq, updated_at) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING")
             .bind(consumer)
             .bind(now)

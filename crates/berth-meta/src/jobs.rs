@@ -224,7 +224,7 @@ impl JobQueue for SqlMetaStore {
                AND (SELECT COUNT(*) FROM jobs WHERE kind = $4 AND state = 'running' AND lease_until >= $3) < $5
              RETURNING {JOB_COLS}"
         );
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
             // Under READ COMMITTED two claims could both see room under `max_running` and both
             // take a job; claims of one kind therefore take turns (the lock ends with the

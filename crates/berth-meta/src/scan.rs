@@ -142,7 +142,7 @@ const SCAN_COLS: &str = "digest, repo, status, error, report, generation, starte
 #[async_trait::async_trait]
 impl ScanStore for SqlMetaStore {
     async fn import_vulns(&self, source: &VulnSource, records: &[(String, String, String)]) -> Result<i64, MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM vuln_records WHERE source = $1").bind(&source.name).execute(&mut *tx).await?;
         for (id, modified, json) in records {
             sqlx::query(
@@ -287,7 +287,7 @@ impl ScanStore for SqlMetaStore {
         outcome: Result<(&str, i64), &str>,
         now: i64,
     ) -> Result<(), MetaError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let (status, error, report, generation) = match outcome {
             Ok((report, generation)) => ("done", None, Some(report), generation),
             Err(e) => ("failed", Some(e), None, 0),

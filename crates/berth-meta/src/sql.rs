@@ -349,7 +349,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
 #[async_trait::async_trait]
 impl MetaStore for SqlMetaStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: i64, now: i64) -> Result<(), MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let d = digest.to_string();
         sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
@@ -392,7 +392,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.to_string())
@@ -449,7 +449,7 @@ impl MetaStore for SqlMetaStore {
             writer.send(w).await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
             return wait.await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         write_manifest(&mut tx, self.backend, repo, m, content, refs, tags, origin).await?;
         tx.commit().await?;
         Ok(())
@@ -511,7 +511,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let d = digest.to_string();
         let n = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
@@ -716,7 +716,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for q in [
             "DELETE FROM tags WHERE repo = $1",
             "DELETE FROM manifest_refs WHERE repo = $1",
