@@ -439,13 +439,25 @@ async fn tags(state: &AppState, repo: &RepoName, q: &[(String, String)]) -> Resu
 
 async fn catalog(state: &AppState, who: &berth_auth::Principal, q: &[(String, String)]) -> Result<Response> {
     let (last, n) = pagination(q)?;
-    let (mut repos, more) = state.registry.catalog(last.as_deref(), n).await?;
+    let page = n.unwrap_or(berth_registry::MAX_PAGE).min(berth_registry::MAX_PAGE);
     let everything = who.is_sysadmin()
         || matches!(who, berth_auth::Principal::Token(c) if c.access.iter().any(|a| a.kind == "registry" && a.name == "catalog"));
-    if !everything {
-        // Only what the caller may pull (a page may then hold fewer than n; Link still leads on).
-        let mut visible = Vec::with_capacity(repos.len());
+    if everything {
+        let (repos, more) = state.registry.catalog(last.as_deref(), n).await?;
+        let resp = axum::Json(json!({ "repositories": repos })).into_response();
+        return Ok(with_next_link(resp, "/v2/_catalog", page, &repos, more));
+    }
+    // Only what the caller may pull. Pages are filled from as many stored pages as it takes,
+    // so the `Link` cursor is always a name the caller may see (a hidden one would leak).
+    let mut visible = Vec::with_capacity(page);
+    let mut cursor = last;
+    let more = loop {
+        let (repos, more) = state.registry.catalog(cursor.as_deref(), Some(page)).await?;
+        cursor = repos.last().cloned();
         for r in repos {
+            if visible.len() == page {
+                break;
+            }
             let ok = state
                 .auth
                 .decide(
@@ -459,11 +471,12 @@ async fn catalog(state: &AppState, who: &berth_auth::Principal, q: &[(String, St
                 visible.push(r);
             }
         }
-        repos = visible;
-    }
-    let page = n.unwrap_or(berth_registry::MAX_PAGE).min(berth_registry::MAX_PAGE);
-    let resp = axum::Json(json!({ "repositories": repos })).into_response();
-    Ok(with_next_link(resp, "/v2/_catalog", page, &repos, more))
+        if visible.len() == page || !more {
+            break more || visible.len() == page;
+        }
+    };
+    let resp = axum::Json(json!({ "repositories": visible })).into_response();
+    Ok(with_next_link(resp, "/v2/_catalog", page, &visible, more))
 }
 
 async fn referrers(state: &AppState, repo: &RepoName, subject: &Digest, q: &[(String, String)]) -> Result<Response> {

@@ -741,3 +741,32 @@ async fn open_upload_sessions_are_capped_per_repository_and_per_account() {
     assert_eq!(s.delete(&open.pop().unwrap()).await.status(), 204);
     assert_eq!(start(s.client.clone(), "caps/a").await.status(), 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_pages_never_reveal_names_the_caller_cannot_read() {
+    let s = TestServer::start().await;
+    for p in ["aa-secret", "bb-secret", "cc-mine", "dd-secret"] {
+        s.project(p, false).await;
+        for r in ["one", "two"] {
+            s.push_image(&format!("{p}/{r}"), "v1").await;
+        }
+    }
+    s.user("reader", "Reader-Pw-123").await;
+    s.member("cc-mine", "reader", 3).await;
+    let c = client_as("reader", "Reader-Pw-123");
+    let mut seen = Vec::new();
+    let mut next = Some(s.url("/v2/_catalog?n=1"));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages < 10, "paging ends");
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let link = header(&r, "link").map(str::to_owned);
+        assert!(!link.as_deref().unwrap_or("").contains("secret"), "a hidden name in Link: {link:?}");
+        let body: Value = r.json().await.unwrap();
+        seen.extend(body["repositories"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()));
+        next = link.map(|l| s.url(l.trim_start_matches('<').split('>').next().unwrap()));
+    }
+    assert_eq!(seen, vec!["cc-mine/one", "cc-mine/two"]);
+}
