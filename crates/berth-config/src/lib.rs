@@ -96,6 +96,8 @@ pub struct RawConfig {
     pub events: Option<RawEvents>,
     /// The audit log.
     pub audit: Option<RawAudit>,
+    /// The vulnerability scanner.
+    pub scanner: Option<RawScanner>,
     /// Blob storage.
     pub storage: Option<RawStorage>,
     /// Metadata storage.
@@ -192,6 +194,14 @@ pub struct RawUploads {
 pub struct RawEvents {
     /// Events older than this are deleted: seconds, or a duration such as `"7d"`.
     pub retention: Option<NumOrString>,
+}
+
+/// `[scanner]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScanner {
+    /// Longest one scan may take before it fails with a reason: seconds or a duration.
+    pub timeout: Option<NumOrString>,
 }
 
 /// `[audit]`
@@ -478,6 +488,8 @@ pub struct Config {
     pub max_uploads_per_account: u64,
     /// How long events are kept in the event log.
     pub event_retention: Duration,
+    /// Longest one scan may take.
+    pub scan_timeout: Duration,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
     /// Most audit entries kept.
@@ -527,6 +539,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_UPLOADS_MAX_PER_ACCOUNT", Some("uploads"), "max_per_account"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
     ("BERTH_AUDIT_RETENTION", Some("audit"), "retention"),
+    ("BERTH_SCANNER_TIMEOUT", Some("scanner"), "timeout"),
     ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
@@ -845,6 +858,13 @@ impl Config {
                 message: "must be at least a minute (consumers need time to read the log)".into(),
             });
         }
+        let scan_timeout = match &raw.scanner.unwrap_or_default().timeout {
+            Some(v) => parse_duration("scanner.timeout", v)?,
+            None => Duration::from_secs(15 * 60),
+        };
+        if scan_timeout.is_zero() {
+            return Err(ConfigError::Invalid { key: "scanner.timeout", message: "must be positive".into() });
+        }
         let audit = raw.audit.unwrap_or_default();
         let audit_retention = match &audit.retention {
             Some(v) => parse_duration("audit.retention", v)?,
@@ -955,6 +975,7 @@ impl Config {
             max_uploads_per_repository,
             max_uploads_per_account,
             event_retention,
+            scan_timeout,
             audit_retention,
             audit_max_entries,
             storage,

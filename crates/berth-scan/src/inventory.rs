@@ -244,7 +244,18 @@ impl Inventory {
 #[derive(Debug, Clone)]
 struct Captured {
     layer: usize,
-    data: Vec<u8>,
+    data: std::sync::Arc<[u8]>,
+}
+
+/// What one layer does to the stack: the package-describing files it adds, and what it
+/// deletes (whiteouts, replacements) or clears (opaque directories). Read once per layer
+/// digest, applied as often as the layer appears, so an image repeating a layer thousands
+/// of times costs one read.
+#[derive(Debug, Default)]
+pub struct LayerDelta {
+    added: BTreeMap<String, Captured>,
+    deleted: Vec<String>,
+    opaque: Vec<String>,
 }
 
 /// Applies layers in order and keeps the files that describe packages.
@@ -329,6 +340,14 @@ impl LayerStack {
 
     /// Apply layer `index` (a tar stream, compressed or not) on top of the earlier ones.
     pub fn apply(&mut self, index: usize, blob: impl Read) -> io::Result<()> {
+        let delta = self.read_layer(blob)?;
+        self.apply_delta(index, &delta);
+        Ok(())
+    }
+
+    /// Read a layer (a tar stream, compressed or not) into what it changes, counting its
+    /// captured bytes against this stack's limit.
+    pub fn read_layer(&mut self, blob: impl Read) -> io::Result<LayerDelta> {
         let mut archive = tar::Archive::new(decompress(blob)?);
         let mut added: BTreeMap<String, Captured> = BTreeMap::new();
         let mut deleted: Vec<String> = Vec::new();
@@ -385,22 +404,28 @@ impl LayerStack {
             }
             e.read_to_end(&mut data)?;
             self.captured_bytes += data.len() as u64;
-            added.insert(path, Captured { layer: index, data });
+            // The layer index is set when the delta is applied.
+            added.insert(path, Captured { layer: 0, data: data.into() });
         }
+        Ok(LayerDelta { added, deleted, opaque })
+    }
+
+    /// Apply a layer read by [`LayerStack::read_layer`] as layer `index`.
+    pub fn apply_delta(&mut self, index: usize, delta: &LayerDelta) {
         // Whiteouts and replacements remove what lower layers had (not this layer's files).
-        for d in opaque {
+        for d in &delta.opaque {
             if d.is_empty() {
                 self.files.clear();
             } else {
                 self.remove_below(&format!("{d}/"));
             }
         }
-        for p in deleted {
-            self.files.remove(&p);
+        for p in &delta.deleted {
+            self.files.remove(p);
             self.remove_below(&format!("{p}/"));
         }
-        self.files.extend(added);
-        Ok(())
+        self.files
+            .extend(delta.added.iter().map(|(p, c)| (p.clone(), Captured { layer: index, data: c.data.clone() })));
     }
 
     /// The RPM database of the stacked filesystem, if any: `(layer, path, SQLite file bytes)`.
@@ -907,6 +932,45 @@ mod tests {
     const STATUS: &str = "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl\nVersion: 3.0.11-1~deb12u1\n\n\
 Package: libc6\nStatus: install ok installed\nSource: glibc (2.36-9+deb12u4)\nVersion: 2.36-9+deb12u4+b1\nDescription: x\n continued line\n\n\
 Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
+
+    #[test]
+    fn gzip_layers_are_read() {
+        use std::io::Write;
+        let t = tar(&[("etc/os-release", b"ID=debian\nVERSION_ID=12\n", 0o644)]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&t).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut s = LayerStack::new();
+        s.apply(0, &gz[..]).unwrap();
+        assert_eq!(s.inventory().os.map(|o| o.id), Some("debian".to_owned()));
+    }
+
+    #[test]
+    fn a_layer_read_once_and_applied_again_is_the_layer_applied_again() {
+        let a = tar(&[
+            ("etc/os-release", b"ID=debian\nVERSION_ID=12\n", 0o644),
+            ("var/lib/dpkg/status", b"Package: a\nStatus: install ok installed\nVersion: 1\n\n", 0o644),
+        ]);
+        let b = tar(&[("var/lib/dpkg/.wh.status", b"", 0o644)]);
+        // a, b, a, b, a by reading each time, and by reading each layer once
+        let mut read = LayerStack::new();
+        let mut once = LayerStack::new();
+        let (da, db) = (once.read_layer(&a[..]).unwrap(), once.read_layer(&b[..]).unwrap());
+        for (i, (blob, delta)) in [(&a, &da), (&b, &db), (&a, &da), (&b, &db), (&a, &da)].into_iter().enumerate() {
+            read.apply(i, &blob[..]).unwrap();
+            once.apply_delta(i, delta);
+        }
+        let (r, o) = (read.inventory(), once.inventory());
+        assert_eq!(format!("{:?}", r.packages), format!("{:?}", o.packages));
+        assert_eq!(o.packages.len(), 1, "the last layer re-adds the status file");
+        assert_eq!(o.packages[0].layer, 4, "attributed to the layer that put it there");
+        assert!(
+            once.captured_bytes < read.captured_bytes,
+            "read once: {} vs {}",
+            once.captured_bytes,
+            read.captured_bytes
+        );
+    }
 
     #[test]
     fn layers_stack_with_whiteouts_and_packages_are_read() {

@@ -16,7 +16,7 @@ pub use berth_meta::{MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest, 
 use berth_meta::{NewJob, ScanStore, SqlMetaStore};
 use berth_policy::{PatternOptions, PatternSet, Syntax};
 use berth_registry::Registry;
-use berth_scan::inventory::{Inventory, LayerStack};
+use berth_scan::inventory::{Inventory, LayerDelta, LayerStack};
 use berth_scan::report::{Report, scan};
 use berth_scan::{Database, OsvRecord};
 use berth_types::{Digest, Reference, RepoName};
@@ -199,6 +199,26 @@ pub struct Scanner {
     registry: Arc<Registry>,
     store: Arc<SqlMetaStore>,
     db: RwLock<Option<(i64, Arc<Database>)>>,
+    budget: std::time::Duration,
+}
+
+/// How long one scan may take by default (`scanner.timeout`).
+pub const DEFAULT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// A reader that fails once its deadline has passed, so layer reading and decompression on
+/// the blocking pool stop with the scan's budget (a blocking task cannot be cancelled).
+struct DeadlineReader<R> {
+    inner: R,
+    deadline: std::time::Instant,
+}
+
+impl<R: Read> Read for DeadlineReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::time::Instant::now() > self.deadline {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the scan ran out of time"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 const EMPTY_CONFIG: &[u8] = b"{}";
@@ -211,7 +231,13 @@ fn is_fs_layer(media_type: &str) -> bool {
 impl Scanner {
     /// A scanner over the registry and metadata store.
     pub fn new(registry: Arc<Registry>, store: Arc<SqlMetaStore>) -> Scanner {
-        Scanner { registry, store, db: RwLock::new(None) }
+        Scanner { registry, store, db: RwLock::new(None), budget: DEFAULT_BUDGET }
+    }
+
+    /// With a time budget per scan (`scanner.timeout`): a scan past it fails with a reason.
+    pub fn with_budget(mut self, budget: std::time::Duration) -> Scanner {
+        self.budget = budget;
+        self
     }
 
     /// The advisory index of the current generation.
@@ -246,34 +272,48 @@ impl Scanner {
         index: usize,
         repo: &RepoName,
         digest: &Digest,
-    ) -> anyhow::Result<LayerStack> {
+        deadline: std::time::Instant,
+    ) -> anyhow::Result<(LayerStack, Arc<LayerDelta>)> {
         let (_, body) = self.registry.blob_get(repo, digest, None).await?;
         let mut stack = stack;
+        let read = move |stack: &mut LayerStack, r: &mut dyn Read| -> anyhow::Result<Arc<LayerDelta>> {
+            let delta = Arc::new(stack.read_layer(DeadlineReader { inner: r, deadline })?);
+            stack.apply_delta(index, &delta);
+            Ok(delta)
+        };
+        let delta;
         match body {
             BlobBody::Bytes(b) => {
-                stack = tokio::task::spawn_blocking(move || -> anyhow::Result<LayerStack> {
-                    stack.apply(index, &b[..])?;
-                    Ok(stack)
+                (stack, delta) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                    let d = read(&mut stack, &mut &b[..])?;
+                    Ok((stack, d))
                 })
                 .await??;
             }
             BlobBody::Stream(s) => {
                 let reader = tokio_util::io::StreamReader::new(s.map_err(std::io::Error::other));
-                let bridge = tokio_util::io::SyncIoBridge::new(reader);
-                stack = tokio::task::spawn_blocking(move || -> anyhow::Result<LayerStack> {
-                    stack.apply(index, bridge)?;
-                    Ok(stack)
+                let mut bridge = tokio_util::io::SyncIoBridge::new(reader);
+                (stack, delta) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                    let d = read(&mut stack, &mut bridge)?;
+                    Ok((stack, d))
                 })
                 .await??;
             }
         }
-        Ok(stack)
+        Ok((stack, delta))
     }
 
     /// Inventory of an image manifest: its layers in order.
-    async fn inventory_of(&self, repo: &RepoName, manifest: &Value) -> anyhow::Result<(Inventory, Vec<String>)> {
+    async fn inventory_of(
+        &self,
+        repo: &RepoName,
+        manifest: &Value,
+        deadline: std::time::Instant,
+    ) -> anyhow::Result<(Inventory, Vec<String>)> {
         let mut stack = LayerStack::new();
         let mut layers = Vec::new();
+        // Each distinct layer is read once, however often the image lists it.
+        let mut read: std::collections::HashMap<Digest, Arc<LayerDelta>> = Default::default();
         for (i, l) in manifest["layers"].as_array().into_iter().flatten().enumerate() {
             let d = l["digest"].as_str().unwrap_or("");
             layers.push(d.to_owned());
@@ -281,7 +321,16 @@ impl Scanner {
                 continue;
             }
             let digest: Digest = d.parse().with_context(|| format!("layer digest {d:?}"))?;
-            stack = self.apply_layer(stack, i, repo, &digest).await.with_context(|| format!("reading layer {d}"))?;
+            if let Some(delta) = read.get(&digest) {
+                stack.apply_delta(i, delta);
+                continue;
+            }
+            let delta;
+            (stack, delta) = self
+                .apply_layer(stack, i, repo, &digest, deadline)
+                .await
+                .with_context(|| format!("reading layer {d}"))?;
+            read.insert(digest, delta);
         }
         // Parsing is CPU work: off the async threads.
         let (mut inv, rpmdb) = tokio::task::spawn_blocking(move || {
@@ -311,7 +360,22 @@ impl Scanner {
         let digest: Digest = p.digest.parse()?;
         let now = berth_auth::now_ms();
         self.store.set_scan_state(&p.digest, &p.repo, "running", None, now).await?;
-        let result = self.scan_inner(&repo, &digest, p.sbom).await;
+        let result = match tokio::time::timeout(self.budget, self.scan_inner(&repo, &digest, p.sbom)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("the scan ran out of time")),
+        };
+        // Running out of time anywhere (reading layers included) gets one readable reason.
+        let result = result.map_err(|e| {
+            if format!("{e:#}").contains("the scan ran out of time") {
+                anyhow::anyhow!(
+                    "the scan took longer than its budget of {:?} (scanner.timeout); the image is too large or too \
+                     complex to scan within it",
+                    self.budget
+                )
+            } else {
+                e
+            }
+        });
         if let Err(e) = &result {
             self.store.complete_scan(&p.digest, &p.repo, Err(&format!("{e:#}")), berth_auth::now_ms()).await?;
         }
@@ -359,7 +423,8 @@ impl Scanner {
         let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
         let bytes = m.bytes.context("manifest bytes")?;
         let manifest: Value = serde_json::from_slice(&bytes)?;
-        let (inv, layers) = self.inventory_of(repo, &manifest).await?;
+        let deadline = std::time::Instant::now() + self.budget;
+        let (inv, layers) = self.inventory_of(repo, &manifest, deadline).await?;
         let now = berth_auth::now_ms();
         let d = digest.to_string();
         self.store

@@ -128,7 +128,7 @@ pub fn start_worker(
     sql: Arc<SqlMetaStore>,
     auth: Arc<berth_auth::Auth>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()));
+    let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()).with_budget(cfg.scan_timeout));
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());

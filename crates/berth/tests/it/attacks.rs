@@ -770,3 +770,53 @@ async fn catalog_pages_never_reveal_names_the_caller_cannot_read() {
     }
     assert_eq!(seen, vec!["cc-mine/one", "cc-mine/two"]);
 }
+
+/// The scan overview of an artifact once its scan ended (`Success` or `Error`).
+async fn scan_ended(s: &TestServer, repo: &str, reference: &str) -> Value {
+    let (p, r) = repo.split_once('/').unwrap();
+    let path = format!("/projects/{p}/repositories/{}/artifacts/{reference}", r.replace('/', "%252F"));
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let a = s.api(Method::GET, &path, None).await;
+        if a.status() == 200 {
+            last = a.json().await.unwrap();
+            let o = &last["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
+            if matches!(o["scan_status"].as_str(), Some("Success" | "Error")) {
+                return o.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the scan never ended: {last}");
+}
+
+/// Push an image of `copies` times one real (tar.gz) layer; returns nothing.
+async fn push_tar_image(s: &TestServer, repo: &str, copies: usize) {
+    let layer = targz(&[("etc/os-release".to_owned(), b"ID=debian\nVERSION_ID=12\n".to_vec())]);
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (cd, ld) = (s.push_blob(repo, config).await, s.push_blob(repo, &layer).await);
+    let layers: Vec<(String, usize)> = (0..copies).map(|_| (ld.clone(), layer.len())).collect();
+    let manifest = image_manifest(&cd, config.len(), &layers, None);
+    assert_eq!(s.put_manifest(repo, "v1", OCI_MANIFEST, &manifest).await.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_past_its_budget_fails_with_a_reason_and_repeated_layers_are_read_once() {
+    // A budget nothing can meet: the scan fails, saying why, and is not left running.
+    let s = TestServer::start_with(|c| c.scan_timeout = Duration::from_millis(1)).await;
+    let body = json!({"project_name": "slow", "metadata": {"auto_scan": "true"}});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), 201);
+    push_tar_image(&s, "slow/app", 1).await;
+    let o = scan_ended(&s, "slow/app", "v1").await;
+    assert_eq!(o["scan_status"], "Error", "{o}");
+    assert!(o["error"].as_str().unwrap().contains("took longer than its budget of 1ms (scanner.timeout)"), "{o}");
+    s.stop().await;
+
+    // An image listing one layer 500 times scans (each distinct layer is read once).
+    let s = TestServer::start().await;
+    let body = json!({"project_name": "dups", "metadata": {"auto_scan": "true"}});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), 201);
+    push_tar_image(&s, "dups/app", 500).await;
+    let o = scan_ended(&s, "dups/app", "v1").await;
+    assert_eq!(o["scan_status"], "Success", "{o}");
+}
