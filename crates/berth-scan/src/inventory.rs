@@ -20,8 +20,14 @@ use crate::version::Ecosystem;
 /// Largest file kept for inspection (archives and executables).
 const MAX_CAPTURE: u64 = 128 * 1024 * 1024;
 /// Most bytes kept for one image, all files together; past it, files are skipped and counted
-/// as unreadable (a layer of many large executables cannot exhaust memory).
-const MAX_CAPTURE_TOTAL: u64 = 1024 * 1024 * 1024;
+/// as unreadable (a layer of many large executables cannot exhaust memory). With the parsing
+/// on top, a scan stays well under 512 MiB whatever the image.
+const MAX_CAPTURE_TOTAL: u64 = 256 * 1024 * 1024;
+/// Most bytes read from one entry of a JAR (metadata files are small; a nested JAR is kept
+/// whole): whatever an entry's header declares, a zip bomb stops here.
+const MAX_JAR_ENTRY: u64 = 32 * 1024 * 1024;
+/// Metadata files inside a JAR (pom.properties, MANIFEST.MF) are read up to this.
+const MAX_JAR_METADATA: u64 = 1024 * 1024;
 
 /// What kind of package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -701,7 +707,7 @@ fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<
         let name = f.name().to_owned();
         if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
             let mut s = String::new();
-            if f.read_to_string(&mut s).is_ok() {
+            if (&mut f).take(MAX_JAR_METADATA).read_to_string(&mut s).is_ok() {
                 let mut props = BTreeMap::new();
                 for l in s.lines() {
                     if let Some((k, v)) = l.split_once('=') {
@@ -714,9 +720,10 @@ fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<
                     out.push(pkg(Kind::Maven, &format!("{g}:{a}"), v, layer, &format!("{path}!/{name}")));
                 }
             }
-        } else if depth == 0 && name.ends_with(".jar") && f.size() <= MAX_CAPTURE {
+        } else if depth == 0 && name.ends_with(".jar") && f.size() <= MAX_JAR_ENTRY {
+            // The declared size may lie: read one byte past the limit to know.
             let mut b = Vec::new();
-            if f.read_to_end(&mut b).is_ok() {
+            if (&mut f).take(MAX_JAR_ENTRY + 1).read_to_end(&mut b).is_ok() && b.len() as u64 <= MAX_JAR_ENTRY {
                 nested.push((name, b));
             }
         }
@@ -725,7 +732,7 @@ fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<
         // No Maven metadata: the manifest's implementation (or OSGi bundle) name and version.
         if let Ok(mut f) = zip.by_name("META-INF/MANIFEST.MF") {
             let mut s = String::new();
-            if f.read_to_string(&mut s).is_ok() {
+            if (&mut f).take(MAX_JAR_METADATA).read_to_string(&mut s).is_ok() {
                 let field = |k: &str| {
                     s.lines()
                         .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_owned()))
@@ -1035,6 +1042,37 @@ Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
         assert_eq!((glibc.1.name.as_str(), glibc.1.version.as_str()), ("glibc", "2.36-9+deb12u4"));
         assert_eq!(inv.purl(&inv.packages[1]), "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?arch=amd64&distro=debian-12");
         assert_eq!(inv.purl(&inv.packages[3]), "pkg:npm/%40scope/pkg@2.0.0");
+    }
+
+    #[test]
+    fn jar_entries_are_read_within_bounds_whatever_they_expand_to() {
+        use std::io::Write;
+        let deflate = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        // A nested JAR of 40 MiB holding a package: past the entry bound, so not read.
+        let mut inner = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        inner.start_file("META-INF/maven/org.x/nested/pom.properties", stored).unwrap();
+        inner.write_all(b"groupId=org.x\nartifactId=nested\nversion=2.0\n").unwrap();
+        inner.start_file("padding.bin", stored).unwrap();
+        inner.write_all(&vec![0u8; 40 << 20]).unwrap();
+        let inner = inner.finish().unwrap().into_inner();
+        let mut jar = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        // pom.properties expanding to 3 MiB: only its first MiB counts (a later `version`
+        // line would win if it were all read).
+        jar.start_file("META-INF/maven/org.x/bomb/pom.properties", deflate).unwrap();
+        jar.write_all(b"groupId=org.x\nartifactId=bomb\nversion=1.0\n").unwrap();
+        for _ in 0..(2 << 20) / 64 {
+            jar.write_all(&[b'#'; 63]).unwrap();
+            jar.write_all(b"\n").unwrap();
+        }
+        jar.write_all(b"version=9.9\n").unwrap();
+        jar.start_file("BOOT-INF/lib/nested.jar", deflate).unwrap();
+        jar.write_all(&inner).unwrap();
+        let jar = jar.finish().unwrap().into_inner();
+        assert!(jar.len() < 1 << 20, "a bomb: {} bytes on disk", jar.len());
+        let got = parse_jar(&jar, 0, "app.jar", 0).unwrap();
+        let got: Vec<_> = got.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(got, vec![("org.x:bomb", "1.0")], "neither the tail of the bomb nor the 40 MiB JAR was read");
     }
 
     #[test]
