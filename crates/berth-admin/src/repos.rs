@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<AdminState> {
             axum::routing::delete(delete_tag),
         )
         .route("/api/v2.0/projects/{p}/repositories/{r}/policy", get(get_policy).put(put_policy).delete(delete_policy))
+        .route("/api/v2.0/repository-policies", get(list_policies))
 }
 
 const NEVER: &str = "0001-01-01T00:00:00.000Z";
@@ -285,4 +286,22 @@ async fn delete_policy(
         return Err(not_found(format!("repository {name} has no policy")));
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// Every repository policy (system administrators): so a policy that locks everybody else
+/// out can always be found and removed.
+async fn list_policies(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    c.sysadmin(&s).await?;
+    let list: Vec<Value> = s
+        .auth
+        .repo_policies()
+        .await?
+        .into_iter()
+        .map(|(repo, doc)| {
+            let document: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
+            let (project, name) = repo.split_once('/').unwrap_or((repo.as_str(), ""));
+            json!({"repository": repo, "project_name": project, "repository_name": name, "policy": document})
+        })
+        .collect();
+    paginate(list, &q, "/api/v2.0/repository-policies")
 }

@@ -240,6 +240,11 @@ impl Auth {
         self.store.repo_policy(repo).await
     }
 
+    /// Every repository policy: `(repository, document)` by repository.
+    pub async fn repo_policies(&self) -> Result<Vec<(String, String)>, MetaError> {
+        self.store.repo_policies().await
+    }
+
     /// Validate and store a repository's policy document (replacing any).
     pub async fn put_repo_policy(&self, repo: &str, document: &str, origin: &Origin) -> Result<(), PolicyChangeError> {
         RepoPolicy::parse(document)?;

@@ -328,6 +328,8 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn put_repo_policy(&self, repo: &str, document: &str, now: i64, origin: &Origin) -> Result<(), MetaError>;
     /// A repository's policy document.
     async fn repo_policy(&self, repo: &str) -> Result<Option<String>, MetaError>;
+    /// Every repository policy: `(repository, document)` by repository.
+    async fn repo_policies(&self) -> Result<Vec<(String, String)>, MetaError>;
     /// Delete a repository's policy; returns whether there was one.
     async fn delete_repo_policy(&self, repo: &str, origin: &Origin) -> Result<bool, MetaError>;
 
@@ -1094,6 +1096,11 @@ impl AccessStore for SqlMetaStore {
             .bind(repo)
             .fetch_optional(self.pool())
             .await?)
+    }
+
+    async fn repo_policies(&self) -> Result<Vec<(String, String)>, MetaError> {
+        let rows = sqlx::query("SELECT repo, document FROM repo_policies ORDER BY repo").fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get("repo")?, r.try_get("document")?))).collect()
     }
 
     async fn delete_repo_policy(&self, repo: &str, origin: &Origin) -> Result<bool, MetaError> {

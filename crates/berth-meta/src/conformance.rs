@@ -320,6 +320,8 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(store.members(p).await.unwrap().len(), 2, "group members stay");
     store.put_repo_policy("proj/app", "{}", 33, &o).await.unwrap();
     store.put_repo_policy("projx/app", "{}", 33, &o).await.unwrap();
+    let all: Vec<String> = store.repo_policies().await.unwrap().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(all, vec!["proj/app", "projx/app"]);
     assert!(store.delete_project(p, &o).await.unwrap());
     assert!(store.members(p).await.unwrap().is_empty());
     assert_eq!(store.repo_policy("proj/app").await.unwrap(), None, "policies go with their project");

@@ -144,6 +144,11 @@ async fn a_sysadmin_can_always_remove_a_policy_that_denies_everything() {
     assert_eq!(r.status(), 200, "a sysadmin may replace it");
     let got = s.api(Method::GET, "/projects/lock/repositories/app/policy", None).await;
     assert_eq!(got.json::<serde_json::Value>().await.unwrap(), deny_all);
+    // …and find every policy there is.
+    let all: serde_json::Value = s.api(Method::GET, "/repository-policies", None).await.json().await.unwrap();
+    assert_eq!(all[0]["repository"], "lock/app");
+    assert_eq!(all[0]["policy"], deny_all);
+    assert_eq!(s.anon().get(s.url("/api/v2.0/repository-policies")).send().await.unwrap().status(), 401);
     assert_eq!(s.api(Method::DELETE, "/projects/lock/repositories/app/policy", None).await.status(), 200);
     assert_eq!(s.get("/v2/lock/app/manifests/v1").await.status(), 200, "the repository is usable again");
 }
