@@ -242,6 +242,63 @@ def attack_metric_labels(host, port):
     return f"500 invented methods and paths: /metrics {before} -> {after} bytes"
 
 
+def push_layer_image(host, port, repo, layer):
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    descs = []
+    for blob, mt in ((cfg, "application/vnd.oci.image.config.v1+json"), (layer, "application/vnd.oci.image.layer.v1.tar+gzip")):
+        d = "sha256:" + hashlib.sha256(blob).hexdigest()
+        st, _ = request(host, port, "POST", f"/v2/{repo}/blobs/uploads/?digest={d}", blob, timeout=300)
+        assert st == 201, st
+        descs.append({"mediaType": mt, "digest": d, "size": len(blob)})
+    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": descs[0], "layers": descs[1:]}).encode()
+    st, _ = request(host, port, "PUT", f"/v2/{repo}/manifests/v1", m,
+                    {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert st == 201, st
+
+
+def targz(files):
+    import gzip
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        for path, data in files:
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), compresslevel=1)
+
+
+def scan_and_wait(host, port, project, files):
+    request(host, port, "POST", "/api/v2.0/projects",
+            json.dumps({"project_name": project, "metadata": {"auto_scan": "true"}}), {"Content-Type": "application/json"})
+    push_layer_image(host, port, f"{project}/app", targz(files))
+    t = time.monotonic()
+    path = f"/api/v2.0/projects/{project}/repositories/app/artifacts/v1"
+    while time.monotonic() - t < 600:
+        st, body = request(host, port, "GET", path)
+        o = json.loads(body).get("scan_overview", {}).get("application/vnd.security.vulnerability.report; version=1.1", {})
+        if o.get("scan_status") in ("Success", "Error"):
+            summary = o.get("summary", {}).get("total", "")
+            return f"scan {o['scan_status']} in {time.monotonic() - t:.1f} s {o.get('error', '')[:60]}{summary}"
+        time.sleep(0.5)
+    return "scan did not end in 600 s"
+
+
+def attack_dpkg_status(host, port):
+    stanza = "Package: pkg{i}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.{i}-1\nDescription: " \
+             + "x" * 180 + "\n\n"
+    text = "".join(stanza.format(i=i) for i in range(450_000)).encode()
+    return f"{len(text) >> 20} MiB dpkg status: " + scan_and_wait(host, port, "dpkg", [
+        ("etc/os-release", b"ID=debian\nVERSION_ID=12\n"), ("var/lib/dpkg/status", text)])
+
+
+def attack_gzip_bomb(host, port):
+    zeros = b"\0" * (1 << 30)
+    return "1 GiB of zeros in an executable: " + scan_and_wait(host, port, "bomb", [("usr/bin/zeros", zeros)])
+
+
 ATTACKS = [
     ("login flood (200 concurrent wrong passwords)", "+300 MiB", attack_login_flood),
     ("stranger locks out an account", "owner unaffected", attack_stranger_lockout),
@@ -250,6 +307,8 @@ ATTACKS = [
     ("JSON with repeated keys", "400", attack_duplicate_json),
     ("pathological policy pattern", "linear matching", attack_pattern),
     ("metrics label flood", "bounded labels", attack_metric_labels),
+    ("scan: 120 MiB dpkg status", "+512 MiB", attack_dpkg_status),
+    ("scan: gzip bomb layer", "+512 MiB", attack_gzip_bomb),
 ]
 
 

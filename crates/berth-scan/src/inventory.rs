@@ -26,6 +26,10 @@ const MAX_CAPTURE_TOTAL: u64 = 256 * 1024 * 1024;
 /// Most bytes read from one entry of a JAR (metadata files are small; a nested JAR is kept
 /// whole): whatever an entry's header declares, a zip bomb stops here.
 const MAX_JAR_ENTRY: u64 = 32 * 1024 * 1024;
+/// Most packages one image's inventory holds (a Debian image has a few hundred, the
+/// largest real images tens of thousands); past it the rest count as unreadable, so the
+/// inventory, its report and their JSON stay bounded.
+const MAX_PACKAGES: usize = 50_000;
 /// Metadata files inside a JAR (pom.properties, MANIFEST.MF) are read up to this.
 const MAX_JAR_METADATA: u64 = 1024 * 1024;
 
@@ -250,7 +254,8 @@ impl Inventory {
 #[derive(Debug, Clone)]
 struct Captured {
     layer: usize,
-    data: std::sync::Arc<[u8]>,
+    /// Shared by every application of its layer (`Bytes::from(Vec)` takes the buffer, no copy).
+    data: bytes::Bytes,
 }
 
 /// What one layer does to the stack: the package-describing files it adds, and what it
@@ -459,7 +464,8 @@ impl LayerStack {
         let mut inv = Inventory { os: self.os_release(), ..Default::default() };
         let mut unreadable = self.unreadable;
         for (path, f) in &self.files {
-            let text = || String::from_utf8_lossy(&f.data).into_owned();
+            // Borrowed when the file is valid UTF-8 (no copy of a large status file).
+            let text = || String::from_utf8_lossy(&f.data);
             let found = if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
                 parse_dpkg(&text(), f.layer, path)
             } else if path == "lib/apk/db/installed" {
@@ -491,6 +497,12 @@ impl LayerStack {
             match found {
                 Some(list) => inv.packages.extend(list),
                 None => unreadable += 1,
+            }
+            if inv.packages.len() > MAX_PACKAGES {
+                // No real image comes near this; a crafted one is cut here (and says so).
+                inv.packages.truncate(MAX_PACKAGES);
+                unreadable += 1;
+                break;
             }
         }
         inv.packages.sort();
@@ -539,41 +551,47 @@ fn pkg(kind: Kind, name: &str, version: &str, layer: usize, path: &str) -> Insta
 }
 
 /// Paragraphs of `Key: value` lines (continuation lines start with a space).
-fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut out = Vec::new();
-    let mut cur: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+/// Deb822 paragraphs (`Key: value`, continuation lines, blank-line separated), one at a time:
+/// a status file of hundreds of thousands of entries is never held parsed all at once.
+fn paragraphs(text: &str) -> impl Iterator<Item = BTreeMap<String, String>> + '_ {
+    let mut lines = text.lines();
+    std::iter::from_fn(move || {
+        let mut cur: BTreeMap<String, String> = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for line in lines.by_ref() {
+            if line.trim().is_empty() {
+                if !cur.is_empty() {
+                    return Some(cur);
+                }
+                last = None;
+                continue;
             }
-            last = None;
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(k) = &last
-                && let Some(v) = cur.get_mut(k)
-            {
-                v.push('\n');
-                v.push_str(line.trim());
+            if line.starts_with([' ', '\t']) {
+                // Continuation lines (descriptions) are not read by any parser: skip them.
+                if let Some(k) = &last
+                    && k != "Description"
+                    && let Some(v) = cur.get_mut(k)
+                {
+                    v.push('\n');
+                    v.push_str(line.trim());
+                }
+                continue;
             }
-            continue;
+            if let Some((k, v)) = line.split_once(':') {
+                cur.insert(k.trim().to_owned(), v.trim().to_owned());
+                last = Some(k.trim().to_owned());
+            }
         }
-        if let Some((k, v)) = line.split_once(':') {
-            cur.insert(k.trim().to_owned(), v.trim().to_owned());
-            last = Some(k.trim().to_owned());
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+        (!cur.is_empty()).then_some(cur)
+    })
 }
 
 fn parse_dpkg(text: &str, layer: usize, path: &str) -> Option<Vec<InstalledPackage>> {
     let mut out = Vec::new();
     for p in paragraphs(text) {
+        if out.len() > MAX_PACKAGES {
+            break;
+        }
         let (Some(name), Some(version)) = (p.get("Package"), p.get("Version")) else { continue };
         // status.d files (distroless) have no Status; dpkg's own file must say installed.
         if let Some(st) = p.get("Status")
@@ -628,7 +646,7 @@ fn parse_apk(text: &str, layer: usize, path: &str) -> Option<Vec<InstalledPackag
 fn parse_python(text: &str, layer: usize, path: &str) -> Option<InstalledPackage> {
     // METADATA / PKG-INFO: RFC 822 headers up to the first blank line.
     let head = text.split("\n\n").next().unwrap_or(text);
-    let p = paragraphs(head).into_iter().next()?;
+    let p = paragraphs(head).next()?;
     let mut ip = pkg(Kind::Python, p.get("Name")?, p.get("Version")?, layer, path);
     ip.license = p.get("License").filter(|l| !l.is_empty() && l.len() < 100).cloned();
     Some(ip)
