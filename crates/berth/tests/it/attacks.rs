@@ -820,3 +820,39 @@ async fn a_scan_past_its_budget_fails_with_a_reason_and_repeated_layers_are_read
     let o = scan_ended(&s, "dups/app", "v1").await;
     assert_eq!(o["scan_status"], "Success", "{o}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_a_120_mib_dpkg_status_stays_under_512_mib() {
+    use std::fmt::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, base) = crate::crash::spawn_berth(&tmp.path().join("data"));
+    let s = TestServer::attach(&base, Vec::new());
+    let body = json!({"project_name": "huge", "metadata": {"auto_scan": "true"}});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), 201);
+    let mut status = String::with_capacity(125 << 20);
+    for i in 0..450_000 {
+        let _ = write!(
+            status,
+            "Package: pkg{i}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.{i}-1\nDescription: {}\n\n",
+            "x".repeat(180)
+        );
+    }
+    assert!(status.len() > 120 << 20);
+    let layer = targz(&[
+        ("etc/os-release".to_owned(), b"ID=debian\nVERSION_ID=12\n".to_vec()),
+        ("var/lib/dpkg/status".to_owned(), status.into_bytes()),
+    ]);
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (cd, ld) = (s.push_blob("huge/app", config).await, s.push_blob("huge/app", &layer).await);
+    let idle = proc_kib(child.id(), "VmRSS:");
+    std::fs::write(format!("/proc/{}/clear_refs", child.id()), "5").unwrap();
+    let manifest = image_manifest(&cd, config.len(), &[(ld, layer.len())], None);
+    assert_eq!(s.put_manifest("huge/app", "v1", OCI_MANIFEST, &manifest).await.status(), 201);
+    let o = scan_ended(&s, "huge/app", "v1").await;
+    let grown = proc_kib(child.id(), "VmHWM:").saturating_sub(idle) / 1024;
+    assert_eq!(o["scan_status"], "Success", "{o}");
+    assert!(grown < 512, "scanning grew peak RSS by {grown} MiB");
+    eprintln!("120 MiB dpkg status: peak RSS +{grown} MiB");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
