@@ -24,6 +24,7 @@ pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/api/v2.0/robots", get(list).post(create))
         .route("/api/v2.0/robots/{id}", get(show).put(update).patch(refresh).delete(remove))
+        .route("/api/v2.0/robots/{id}/login_locks", axum::routing::delete(unlock))
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -291,4 +292,12 @@ async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> 
     allowed(&s, &c, &r, true).await?;
     s.auth.delete_robot(id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// Lift a robot's login locks (every client address, every replica).
+async fn unlock(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    let lifted = s.auth.unlock(&r.name, &c.origin()).await?;
+    Ok(Json(json!({"name": r.name, "locks_lifted_here": lifted})).into_response())
 }

@@ -64,6 +64,11 @@ pub enum RobotCommand {
     },
     /// List robot accounts.
     List,
+    /// Lift the login locks failed logins put on a robot account (full name, `robot$…`).
+    Unlock {
+        /// Full name.
+        name: String,
+    },
 }
 
 /// `berth audit …`
@@ -257,6 +262,22 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
             } else {
                 println!("created robot account {} (id {})", r["name"].as_str().unwrap_or(""), r["id"]);
                 println!("secret (shown once, store it now): {}", r["secret"].as_str().unwrap_or(""));
+            }
+        }
+        RobotCommand::Unlock { name } => {
+            let (_, list) = api.call(reqwest::Method::GET, &format!("/robots?q=name%3D~{}", enc(&name)), None).await?;
+            let id = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["name"] == name.as_str())
+                .and_then(|r| r["id"].as_i64())
+                .with_context(|| format!("no robot account named {name}"))?;
+            let (_, v) = api.call(reqwest::Method::DELETE, &format!("/robots/{id}/login_locks"), None).await?;
+            if api.json() {
+                print_json(&v)?;
+            } else {
+                println!("lifted the login locks of {name}");
             }
         }
         RobotCommand::List => {

@@ -110,6 +110,15 @@ async fn admin_cli_creates_projects_users_robots_and_secrets() {
     let text = run_ok(berth(&s).args(["user", "unlock", "carl"])).await;
     assert_eq!(text.trim(), "lifted the login locks of carl");
     assert_eq!(client_as("carl", "Carl-Pw-123").get(s.url("/v2/")).send().await.unwrap().status(), 200);
+    // The same for a robot account.
+    let (_, rname, rsecret) = s.robot("cli-proj", "locky", &[("repository", "pull")], -1).await;
+    for _ in 0..5 {
+        assert_eq!(client_as(&rname, "wrong").get(s.url("/v2/")).send().await.unwrap().status(), 401);
+    }
+    assert_eq!(client_as(&rname, &rsecret).get(s.url("/v2/")).send().await.unwrap().status(), 429);
+    let text = run_ok(berth(&s).args(["robot", "unlock", &rname])).await;
+    assert_eq!(text.trim(), format!("lifted the login locks of {rname}"));
+    assert_eq!(client_as(&rname, &rsecret).get(s.url("/v2/")).send().await.unwrap().status(), 200);
     assert_eq!(client_as("carl", &cli).get(s.url("/v2/")).send().await.unwrap().status(), 401);
 
     // Errors say why.
