@@ -42,7 +42,11 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         EventKind::BlobDeleted => ("delete", "blob", at_digest(), "success", None),
         EventKind::RepositoryDeleted => ("delete", "repository", repo.to_owned(), "success", None),
         EventKind::LoginSucceeded => ("login", "user", ev.origin.actor.clone(), "success", detail("how")),
-        EventKind::LoginFailed => ("login", "user", ev.origin.actor.clone(), "failure", detail("detail")),
+        EventKind::LoginFailed => {
+            let n = ev.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1);
+            let d = detail("detail").map(|d| if n > 1 { format!("{d} ({n} times)") } else { d });
+            ("login", "user", ev.origin.actor.clone(), "failure", d)
+        }
         EventKind::ProjectCreated => ("create", "project", name(), "success", None),
         EventKind::ProjectUpdated => ("update", "project", name(), "success", None),
         EventKind::ProjectDeleted => ("delete", "project", name(), "success", None),

@@ -527,22 +527,32 @@ pub const EVENT_BUFFER_MAX: usize = 50_000;
 /// What pulls are aggregated by: (repository, digest, tag, actor, client address).
 type PullKey = (String, String, Option<String>, String, Option<String>);
 
-/// Pending appended events: pulls aggregated by [`PullKey`] into (count, latest time),
-/// everything else in order.
+/// A failed login's key: who was tried, from where, and why it failed.
+type FailureKey = (String, Option<String>, String);
+
+/// Pending appended events: pulls aggregated by [`PullKey`] and failed logins by
+/// [`FailureKey`] into (count, latest time), everything else in order.
 #[derive(Default)]
 struct Pending {
     pulls: std::collections::HashMap<PullKey, (i64, i64)>,
+    failures: std::collections::HashMap<FailureKey, (i64, i64)>,
     other: Vec<NewEvent>,
     dropped: u64,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.pulls.len() + self.other.len()
+        self.pulls.len() + self.failures.len() + self.other.len()
     }
 
     fn take(&mut self) -> Vec<NewEvent> {
         let mut out = std::mem::take(&mut self.other);
+        for ((actor, ip, detail), (count, at)) in self.failures.drain() {
+            out.push(
+                NewEvent::new(EventKind::LoginFailed, at, &Origin { actor, client_ip: ip })
+                    .data(serde_json::json!({ "detail": detail, "count": count })),
+            );
+        }
         for ((repo, digest, tag, actor, ip), (count, at)) in self.pulls.drain() {
             let mut e = NewEvent::new(EventKind::ArtifactPulled, at, &Origin { actor, client_ip: ip })
                 .repo(&repo)
@@ -559,7 +569,10 @@ impl Pending {
 /// A batching writer for events that are not part of a stored change (pulls, logins): a
 /// pull must not cost a synchronous write. Entries are appended about once a second (or
 /// sooner when many are waiting), in one transaction; repeated pulls of one artifact by one
-/// client in that time are one `artifact.pulled` event with a count. Entries still pending
+/// client in that time are one `artifact.pulled` event with a count, and repeated failed logins
+/// of one name from one address for one reason one `login.failed` with a count; at most
+/// 50,000 distinct entries wait (more are counted as dropped), so a flood cannot grow memory
+/// or the database faster than that per second. Entries still pending
 /// when the process is killed are lost; what was appended is not.
 #[derive(Clone)]
 pub struct EventBuffer {
@@ -626,6 +639,20 @@ impl EventBuffer {
                 None if full => p.dropped += 1,
                 None => {
                     p.pulls.insert(key, (n, e.at));
+                }
+            }
+        } else if e.kind == EventKind::LoginFailed {
+            // A flood of failures from one place is one event per second with a count.
+            let detail = e.data.get("detail").and_then(|d| d.as_str()).unwrap_or("").to_owned();
+            let key = (e.origin.actor.clone(), e.origin.client_ip.clone(), detail);
+            match p.failures.get_mut(&key) {
+                Some((count, at)) => {
+                    *count += 1;
+                    *at = (*at).max(e.at);
+                }
+                None if full => p.dropped += 1,
+                None => {
+                    p.failures.insert(key, (1, e.at));
                 }
             }
         } else if full {

@@ -829,6 +829,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_failed_logins_is_one_event_per_source() {
+        use crate::{EventBuffer, EventKind, EventLog, EventQuery, NewEvent, Origin};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap());
+        let buffer = EventBuffer::start(store.clone(), std::time::Duration::from_secs(60));
+        let fail = |who: &str, ip: &str| {
+            NewEvent::new(EventKind::LoginFailed, 1, &Origin::new(who, Some(ip.into())))
+                .data(serde_json::json!({"detail": "invalid credentials"}))
+        };
+        for _ in 0..10_000 {
+            buffer.push(fail("admin", "10.0.0.1"));
+        }
+        for _ in 0..10 {
+            buffer.push(fail("admin", "10.0.0.2"));
+        }
+        buffer.flush().await;
+        let q = EventQuery { kinds: vec![EventKind::LoginFailed], limit: 100, ..Default::default() };
+        let mut counts: Vec<(String, i64)> = store
+            .query_events(&q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.event.origin.client_ip.clone().unwrap(), e.event.data["count"].as_i64().unwrap()))
+            .collect();
+        counts.sort();
+        assert_eq!(counts, vec![("10.0.0.1".to_owned(), 10_000), ("10.0.0.2".to_owned(), 10)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_event_log_passes_conformance() {
         let url = berth_test_support::postgres_database().await;
         let store = super::SqlMetaStore::open_postgres(&url, 8).await.unwrap();
