@@ -417,7 +417,7 @@ impl<K: Eq + std::hash::Hash + Clone, V: Clone> TtlCache<K, V> {
 /// dedicated threads (one per CPU): the allocator keeps freed memory per thread, so hashing
 /// on the shared blocking pool would leave ~19 MiB behind on every thread it ever touched.
 struct HashPool {
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
     waiting: std::sync::atomic::AtomicUsize,
     jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
 }
@@ -444,7 +444,11 @@ static HASH_POOL: std::sync::LazyLock<HashPool> = std::sync::LazyLock::new(|| {
             warn!(error = %e, "could not start a password-hashing thread");
         }
     }
-    HashPool { slots: tokio::sync::Semaphore::new(threads), waiting: Default::default(), jobs: Mutex::new(tx) }
+    HashPool {
+        slots: Arc::new(tokio::sync::Semaphore::new(threads)),
+        waiting: Default::default(),
+        jobs: Mutex::new(tx),
+    }
 });
 
 /// Counts a waiter while it waits (also when its request is dropped).
@@ -467,11 +471,14 @@ pub async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stati
         return Err(busy());
     }
     let waiting = Waiting;
-    let _slot = pool.slots.acquire().await.map_err(|_| busy())?;
+    let slot = pool.slots.clone().acquire_owned().await.map_err(|_| busy())?;
     drop(waiting);
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // The slot is held until the work is done, even if the request goes away meanwhile, so
+    // abandoned requests cannot queue hashing beyond the slots.
     let job: Box<dyn FnOnce() + Send> = Box::new(move || {
         let _ = tx.send(work());
+        drop(slot);
     });
     pool.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).map_err(|_| busy())?;
     rx.await.map_err(|_| busy())
