@@ -114,7 +114,13 @@ pub fn raise_nofile_limit() {
         }
     }
     let now = getrlimit(Resource::Nofile);
-    info!(before = ?before, now = ?now.current, hard = ?now.maximum, "open-files limit (RLIMIT_NOFILE)");
+    let show = |v: Option<u64>| v.map_or("unlimited".to_owned(), |n| n.to_string());
+    info!(
+        before = %show(before),
+        now = %show(now.current),
+        hard = %show(now.maximum),
+        "open-files limit (RLIMIT_NOFILE)"
+    );
 }
 
 #[cfg(test)]
