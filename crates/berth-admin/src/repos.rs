@@ -121,7 +121,9 @@ fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> V
         .iter()
         .map(|(t, at)| {
             json!({"id": stable_id(&[repo.as_str(), t]), "repository_id": repo_id, "artifact_id": id, "name": t,
-                   "push_time": time(*at), "pull_time": NEVER, "immutable": false, "signed": false})
+                   "push_time": time(*at),
+                   "pull_time": a.tag_pull_times.get(t).map(|p| time(*p)).unwrap_or_else(|| NEVER.to_owned()),
+                   "immutable": false, "signed": false})
         })
         .collect();
     let references: Vec<Value> = a

@@ -137,6 +137,7 @@ impl Consumer for PullConsumer {
                 Some(Effect::Pulls {
                     repo: e.event.repo.clone()?,
                     digest: e.event.digest.clone(),
+                    tag: e.event.tag.clone(),
                     count: e.event.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1),
                     at: e.event.at,
                 })

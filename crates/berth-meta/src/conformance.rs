@@ -592,7 +592,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     // Consumers: effects and cursor move together, once.
     let p = repo("ev/pulled");
     store.link_blob(&p, &blob, 7, 20).await.unwrap();
-    store.put_manifest(&p, &m1, b"ev-m1", &[], &[], &o).await.unwrap();
+    store.put_manifest(&p, &m1, b"ev-m1", &[], &[tag("v1")], &o).await.unwrap();
     assert_eq!(store.consumer_cursor("audit").await.unwrap(), 0);
     let audit = |what: &str| AuditRecord {
         op_time: 30,
@@ -610,7 +610,13 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
         max_attempts: 1,
         run_after: 0,
     };
-    let pulls = |count, at| Effect::Pulls { repo: p.to_string(), digest: Some(m1.digest.to_string()), count, at };
+    let pulls = |count, at| Effect::Pulls {
+        repo: p.to_string(),
+        digest: Some(m1.digest.to_string()),
+        tag: Some("v1".to_owned()),
+        count,
+        at,
+    };
     let effects = [Effect::Audit(audit("pull")), pulls(2, 40), Effect::Job(job.clone())];
     assert!(store.advance_consumer("audit", 0, last, &effects, 50).await.unwrap());
     assert_eq!(store.consumer_cursor("audit").await.unwrap(), last);
@@ -625,7 +631,9 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     let repos = store.project_repos("ev").await.unwrap();
     let pulled = repos.iter().find(|r| r.name == "ev/pulled").unwrap();
     assert_eq!((pulled.pull_count, pulled.pull_time), (3, Some(40)));
-    assert_eq!(store.repo_artifacts(&p).await.unwrap()[0].pull_time, Some(40));
+    let art = store.repo_artifacts(&p).await.unwrap().remove(0);
+    assert_eq!(art.pull_time, Some(40));
+    assert_eq!(art.tag_pull_times.get("v1"), Some(&40), "the tag it was pulled by, too");
     let cursors = store.consumer_cursors().await.unwrap();
     assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 1));
 

@@ -241,6 +241,8 @@ pub enum Effect {
         repo: String,
         /// Manifest pulled, if known.
         digest: Option<String>,
+        /// The tag it was pulled by, if any.
+        tag: Option<String>,
         /// How many pulls.
         count: i64,
         /// When the last one happened (Unix ms).
@@ -354,7 +356,7 @@ const LATER: &str = "CASE WHEN pull_time IS NULL OR pull_time < $3 THEN $3 ELSE 
 async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect, now: i64) -> Result<(), MetaError> {
     match effect {
         Effect::Audit(a) => insert_audit(tx, std::slice::from_ref(a)).await,
-        Effect::Pulls { repo, digest, count, at } => {
+        Effect::Pulls { repo, digest, tag, count, at } => {
             sqlx::query(&format!(
                 "UPDATE repositories SET pull_count = pull_count + $2, pull_time = {LATER} WHERE name = $1"
             ))
@@ -367,6 +369,14 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
                 sqlx::query(&format!("UPDATE manifests SET pull_time = {LATER} WHERE repo = $1 AND digest = $2"))
                     .bind(repo)
                     .bind(d)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            if let Some(t) = tag {
+                sqlx::query(&format!("UPDATE tags SET pull_time = {LATER} WHERE repo = $1 AND name = $2"))
+                    .bind(repo)
+                    .bind(t)
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;

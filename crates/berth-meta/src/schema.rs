@@ -126,4 +126,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX uploads_owner ON uploads (owner)",
         ],
     ),
+    (
+        8,
+        &[
+            // The latest pull through each tag, kept by the `pulls` consumer.
+            "ALTER TABLE tags ADD COLUMN pull_time BIGINT",
+        ],
+    ),
 ];

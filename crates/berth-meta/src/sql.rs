@@ -683,16 +683,27 @@ impl MetaStore for SqlMetaStore {
             index.insert(record.digest.to_string(), out.len());
             let total_size = record.size;
             let pull_time = r.try_get("pull_time")?;
-            out.push(ArtifactRow { record, tags: Vec::new(), children: Vec::new(), total_size, pull_time });
+            out.push(ArtifactRow {
+                record,
+                tags: Vec::new(),
+                children: Vec::new(),
+                total_size,
+                pull_time,
+                tag_pull_times: Default::default(),
+            });
         }
-        let tags = sqlx::query("SELECT name, digest, updated_at FROM tags WHERE repo = $1 ORDER BY name")
+        let tags = sqlx::query("SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1 ORDER BY name")
             .bind(repo.as_str())
             .fetch_all(&self.pool)
             .await?;
         for t in &tags {
             let d: String = t.try_get("digest")?;
             if let Some(&i) = index.get(&d) {
-                out[i].tags.push((t.try_get("name")?, t.try_get("updated_at")?));
+                let name: String = t.try_get("name")?;
+                if let Some(at) = t.try_get::<Option<i64>, _>("pull_time")? {
+                    out[i].tag_pull_times.insert(name.clone(), at);
+                }
+                out[i].tags.push((name, t.try_get("updated_at")?));
             }
         }
         let refs = sqlx::query(

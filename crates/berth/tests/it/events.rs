@@ -95,6 +95,8 @@ async fn consumers_resume_after_kill_9_with_nothing_lost_or_doubled() {
     })
     .await;
     assert!(a["pull_time"].as_str().unwrap() >= a["push_time"].as_str().unwrap(), "{a}");
+    let v1 = a["tags"].as_array().unwrap().iter().find(|t| t["name"] == "v1").unwrap();
+    assert_eq!(v1["pull_time"], a["pull_time"], "the tag it was pulled by shows the pull: {a}");
     eventually(10, "audit entries and the scan job", || async {
         let done = audit(&s, "operation=push").await.len() == 1
             && audit(&s, "operation=pull").await.len() == 1
