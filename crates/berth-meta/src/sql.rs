@@ -135,6 +135,23 @@ impl SqlMetaStore {
         Ok(tx)
     }
 
+    /// Write a consistent copy of the embedded database to `dest` (SQLite's `VACUUM INTO`,
+    /// safe while other connections read and write). PostgreSQL has its own tools.
+    pub async fn snapshot_to(&self, dest: &Path) -> Result<(), MetaError> {
+        if self.backend != Backend::Sqlite {
+            return Err(MetaError::Corrupt("snapshots are for the embedded database; use pg_dump".into()));
+        }
+        let dest = dest.to_str().ok_or_else(|| MetaError::Corrupt("the backup path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO $1").bind(dest).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Every blob the metadata knows, with its size.
+    pub async fn blob_digests(&self) -> Result<Vec<(Digest, i64)>, MetaError> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?))).collect()
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }

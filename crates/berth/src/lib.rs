@@ -13,6 +13,7 @@ use berth_meta::{MetaStore, SqlMetaStore};
 use berth_registry::{Registry, RegistryOptions};
 use tracing::info;
 
+pub mod backup;
 pub mod cli;
 mod conn;
 pub mod datadir;

@@ -46,6 +46,23 @@ enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the metadata database, then exit.
     Migrate(ServeArgs),
+    /// Back up the embedded data (database snapshot + the blobs it references), also while
+    /// Berth runs.
+    Backup {
+        /// A new or empty directory for the backup.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
+    /// Restore a backup into a new data directory (then start Berth on it).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -262,6 +279,34 @@ fn main() -> anyhow::Result<()> {
                     handle.graceful_shutdown(Some(Duration::from_secs(10)));
                 });
                 running.wait().await
+            })
+        }
+        Command::Backup { to, args } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                let t = std::time::Instant::now();
+                let st = berth::backup::backup(&cfg, &to).await?;
+                println!(
+                    "backed up {} blobs ({} MiB) and the database to {} in {:.1} s",
+                    st.blobs,
+                    st.bytes >> 20,
+                    to.display(),
+                    t.elapsed().as_secs_f64()
+                );
+                Ok(())
+            })
+        }
+        Command::Restore { from, args } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                let st = berth::backup::restore(&cfg, &from).await?;
+                println!(
+                    "restored {} blobs ({} MiB) and the database into {}",
+                    st.blobs,
+                    st.bytes >> 20,
+                    cfg.data_dir.display()
+                );
+                Ok(())
             })
         }
         Command::Migrate(args) => {

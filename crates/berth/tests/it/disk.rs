@@ -346,3 +346,56 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_running_and_restore_into_a_fresh_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (mut child, base) = crate::crash::spawn_berth(&data);
+    let s = TestServer::attach(&base, Vec::new());
+    let mut images = Vec::new();
+    for (repo, tag) in [("bk/one", "v1"), ("bk/two", "v1"), ("bk/two", "v2"), ("other/app", "latest")] {
+        images.push((repo, tag, s.push_image(repo, tag).await));
+    }
+    // A push racing the backup must not break it.
+    let racing = {
+        let s2 = TestServer::attach(&base, Vec::new());
+        tokio::spawn(async move {
+            for i in 0..5 {
+                s2.push_image("bk/racing", &format!("r{i}")).await;
+            }
+        })
+    };
+    let backup = tmp.path().join("backup");
+    let out = berth().args(["backup", "--to"]).arg(&backup).arg("--data-dir").arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("backed up ") && said.contains("blobs"), "{said}");
+    racing.await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A backup goes only into an empty directory; a restore only into a new data directory.
+    let err = berth().args(["backup", "--to"]).arg(&backup).arg("--data-dir").arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("is not empty"));
+    let err = berth().args(["restore", "--from"]).arg(&backup).arg("--data-dir").arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("restore into a new data directory"));
+
+    let fresh = tmp.path().join("fresh");
+    let out = berth().args(["restore", "--from"]).arg(&backup).arg("--data-dir").arg(&fresh).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (mut child, base) = crate::crash::spawn_berth(&fresh);
+    let s = TestServer::attach(&base, Vec::new());
+    for (repo, tag, manifest) in &images {
+        let r = s.get(&format!("/v2/{repo}/manifests/{tag}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{repo}:{tag}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &manifest[..]);
+        let m: Value = serde_json::from_slice(manifest).unwrap();
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+            let digest = d["digest"].as_str().unwrap();
+            let bytes = s.get(&format!("/v2/{repo}/blobs/{digest}")).await.bytes().await.unwrap();
+            assert_eq!(sha256(&bytes), digest, "{repo} blob reads back with its digest");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
