@@ -271,5 +271,26 @@ async fn a_change_through_one_replica_is_honoured_by_another_within_a_second() {
         "Principal": {"AWS": ["dev"]}, "Action": ["ecr:BatchGetImage"]}]});
     assert_eq!(a.api(Method::PUT, "/projects/pub/repositories/app/policy", Some(policy)).await.status(), 200);
     measure("deny policy set", 403, &dev_pull).await;
+
+    // 4. Login locks lifted on A are lifted on B (where they are kept, per process).
+    let dev_id = {
+        let users: Vec<serde_json::Value> = a.api(Method::GET, "/users?username=dev", None).await.json().await.unwrap();
+        users[0]["user_id"].as_i64().unwrap()
+    };
+    for _ in 0..5 {
+        let r = client_as("dev", "wrong-guess").get(b.url("/v2/")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let dev_on_b = {
+        let url = b.url("/v2/");
+        let client = client_as("dev", "Dev-Passw0rd");
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> {
+            let (client, url) = (client.clone(), url.clone());
+            Box::pin(async move { client.get(url).send().await.unwrap().status().as_u16() })
+        }
+    };
+    assert_eq!(dev_on_b().await, 429, "locked on B");
+    assert_eq!(a.api(Method::DELETE, &format!("/users/{dev_id}/login_locks"), None).await.status(), 200);
+    measure("login lock lifted", 200, &dev_on_b).await;
     eprintln!("slowest replica follow-up: {worst:?}");
 }
