@@ -69,8 +69,11 @@ fn subject(e: &berth_meta::NewEvent) -> String {
         _ => data("name")
             .or_else(|| data("member"))
             .or_else(|| e.project.clone())
+            .or_else(|| data("scope"))
+            .or_else(|| data("id").map(|id| format!("job {id}")))
             .or_else(|| data("detail"))
             .or_else(|| data("how"))
+            .or_else(|| e.data.get("count").and_then(|c| c.as_u64()).map(|n| format!("{n} entries")))
             .unwrap_or_default(),
     }
 }
