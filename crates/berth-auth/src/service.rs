@@ -28,6 +28,14 @@ pub enum PolicyChangeError {
 }
 
 impl Auth {
+    /// The outcome of a change: on success, this process's caches are dropped first.
+    fn changed<T>(&self, outcome: Result<T, MetaError>) -> Result<T, MetaError> {
+        if outcome.is_ok() {
+            self.invalidate();
+        }
+        outcome
+    }
+
     /// Is the metadata database reachable? (A cheap read.)
     pub async fn ping(&self) -> Result<(), MetaError> {
         self.store.project_by_name("").await.map(|_| ())
@@ -77,16 +85,12 @@ impl Auth {
         settings: &ProjectSettings,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
-        let changed = self.store.update_project(id, settings, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.update_project(id, settings, now_ms(), origin).await)
     }
 
     /// Delete a project with its members and robots.
     pub async fn delete_project(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let deleted = self.store.delete_project(id, origin).await?;
-        self.invalidate();
-        Ok(deleted)
+        self.changed(self.store.delete_project(id, origin).await)
     }
 
     /// The members of a project.
@@ -102,9 +106,7 @@ impl Auth {
         role: Role,
         origin: &Origin,
     ) -> Result<i64, MetaError> {
-        let id = self.store.add_member(project_id, entity, role.id(), now_ms(), origin).await?;
-        self.invalidate();
-        Ok(id)
+        self.changed(self.store.add_member(project_id, entity, role.id(), now_ms(), origin).await)
     }
 
     /// Change a member's role.
@@ -115,16 +117,12 @@ impl Auth {
         role: Role,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
-        let changed = self.store.update_member(project_id, member_id, role.id(), now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.update_member(project_id, member_id, role.id(), now_ms(), origin).await)
     }
 
     /// Remove a member.
     pub async fn delete_member(&self, project_id: i64, member_id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let deleted = self.store.delete_member(project_id, member_id, origin).await?;
-        self.invalidate();
-        Ok(deleted)
+        self.changed(self.store.delete_member(project_id, member_id, origin).await)
     }
 
     // ---- users ----
@@ -146,9 +144,7 @@ impl Auth {
 
     /// Create a user; returns the id.
     pub async fn create_user(&self, u: &NewUser, origin: &Origin) -> Result<i64, MetaError> {
-        let id = self.store.create_user(u, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(id)
+        self.changed(self.store.create_user(u, now_ms(), origin).await)
     }
 
     /// Change a user's e-mail, real name and comment.
@@ -160,37 +156,27 @@ impl Auth {
         comment: &str,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
-        let changed = self.store.update_user_profile(id, email, realname, comment, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.update_user_profile(id, email, realname, comment, now_ms(), origin).await)
     }
 
     /// Set a user's password hash (argon2id PHC string); tokens issued before are void.
     pub async fn set_password(&self, id: i64, hash: &str, origin: &Origin) -> Result<bool, MetaError> {
-        let changed = self.store.set_password(id, hash, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.set_password(id, hash, now_ms(), origin).await)
     }
 
     /// Grant or revoke system administration.
     pub async fn set_sysadmin(&self, id: i64, sysadmin: bool, origin: &Origin) -> Result<bool, MetaError> {
-        let changed = self.store.set_sysadmin(id, sysadmin, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.set_sysadmin(id, sysadmin, now_ms(), origin).await)
     }
 
     /// Set (`Some(hash)`) or revoke (`None`) a user's CLI secret.
     pub async fn set_cli_secret(&self, id: i64, hash: Option<&str>, origin: &Origin) -> Result<bool, MetaError> {
-        let changed = self.store.set_cli_secret(id, hash, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.set_cli_secret(id, hash, now_ms(), origin).await)
     }
 
     /// Delete a user and their memberships.
     pub async fn delete_user(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let deleted = self.store.delete_user(id, origin).await?;
-        self.invalidate();
-        Ok(deleted)
+        self.changed(self.store.delete_user(id, origin).await)
     }
 
     // ---- robots ----
@@ -207,30 +193,22 @@ impl Auth {
 
     /// Create a robot account; returns its id.
     pub async fn create_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<i64, MetaError> {
-        let id = self.store.create_robot(r, origin).await?;
-        self.invalidate();
-        Ok(id)
+        self.changed(self.store.create_robot(r, origin).await)
     }
 
     /// Replace a robot's description, state, expiry and permissions.
     pub async fn update_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<bool, MetaError> {
-        let changed = self.store.update_robot(r, origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.update_robot(r, origin).await)
     }
 
     /// Replace a robot's secret hash; tokens issued before are void.
     pub async fn set_robot_secret(&self, id: i64, hash: &str, origin: &Origin) -> Result<bool, MetaError> {
-        let changed = self.store.set_robot_secret(id, hash, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(changed)
+        self.changed(self.store.set_robot_secret(id, hash, now_ms(), origin).await)
     }
 
     /// Delete a robot account.
     pub async fn delete_robot(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
-        let deleted = self.store.delete_robot(id, origin).await?;
-        self.invalidate();
-        Ok(deleted)
+        self.changed(self.store.delete_robot(id, origin).await)
     }
 
     // ---- repository policies ----
@@ -248,16 +226,12 @@ impl Auth {
     /// Validate and store a repository's policy document (replacing any).
     pub async fn put_repo_policy(&self, repo: &str, document: &str, origin: &Origin) -> Result<(), PolicyChangeError> {
         RepoPolicy::parse(document)?;
-        self.store.put_repo_policy(repo, document, now_ms(), origin).await?;
-        self.invalidate();
-        Ok(())
+        Ok(self.changed(self.store.put_repo_policy(repo, document, now_ms(), origin).await)?)
     }
 
     /// Delete a repository's policy; returns whether there was one.
     pub async fn delete_repo_policy(&self, repo: &str, origin: &Origin) -> Result<bool, MetaError> {
-        let deleted = self.store.delete_repo_policy(repo, origin).await?;
-        self.invalidate();
-        Ok(deleted)
+        self.changed(self.store.delete_repo_policy(repo, origin).await)
     }
 
     // ---- audit log ----

@@ -35,6 +35,12 @@ pub struct FsBlobStore {
     root: PathBuf,
 }
 
+/// Where the blob `d` lives under a filesystem store rooted at `root` (backups copy it).
+pub fn blob_file(root: &Path, d: &Digest) -> PathBuf {
+    // Safe to join: `Digest` only holds a known algorithm and lowercase hex.
+    root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+}
+
 impl FsBlobStore {
     /// Open (creating if needed) a store rooted at `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
@@ -56,8 +62,7 @@ impl FsBlobStore {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        // Safe to join: `Digest` only holds a known algorithm and lowercase hex.
-        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+        blob_file(&self.root, d)
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, BlobError> {

@@ -28,7 +28,7 @@ use berth_types::Digest;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use fs::FsBlobStore;
+pub use fs::{FsBlobStore, blob_file};
 pub use s3::{MIN_PART_SIZE, S3BlobStore, S3Options};
 
 /// A stream of blob bytes.

@@ -365,18 +365,12 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             .bind(at)
             .execute(&mut **tx)
             .await?;
-            if let Some(d) = digest {
-                sqlx::query(&format!("UPDATE manifests SET pull_time = {LATER} WHERE repo = $1 AND digest = $2"))
+            // The manifest pulled, and the tag it was pulled by.
+            for (table, key, value) in [("manifests", "digest", digest), ("tags", "name", tag)] {
+                let Some(value) = value else { continue };
+                sqlx::query(&format!("UPDATE {table} SET pull_time = {LATER} WHERE repo = $1 AND {key} = $2"))
                     .bind(repo)
-                    .bind(d)
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            if let Some(t) = tag {
-                sqlx::query(&format!("UPDATE tags SET pull_time = {LATER} WHERE repo = $1 AND name = $2"))
-                    .bind(repo)
-                    .bind(t)
+                    .bind(value)
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use berth_blob::blob_file;
 use berth_config::{Config, MetadataConfig, StorageConfig};
-use berth_types::Digest;
 
 /// What a backup holds.
 #[derive(Debug, Clone, Copy)]
@@ -33,11 +33,6 @@ fn embedded(cfg: &Config) -> anyhow::Result<(PathBuf, PathBuf)> {
              copy the bucket prefix (see the README)"
         ),
     }
-}
-
-/// Where a blob lives under a filesystem store's root (as `berth_blob::FsBlobStore` keeps it).
-fn blob_file(root: &Path, d: &Digest) -> PathBuf {
-    root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
 }
 
 fn empty_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
