@@ -21,8 +21,10 @@
 //! (`Auth`, `Registry`, `Scanning`, `Jobs`), never a store, and converts their records here.
 //! Errors become Harbor's envelope in one place, `From` impls in this file.
 
+mod gc;
 mod lookup;
 mod projects;
+mod quotas;
 mod repos;
 mod robots;
 mod scans;
@@ -52,6 +54,8 @@ use sha2::{Digest, Sha256};
 pub struct AdminState {
     /// The job service.
     pub jobs: Jobs,
+    /// Garbage collection: runs and schedule.
+    pub gc: berth_jobs::GcService,
     /// The registry (repositories, artifacts, tags).
     pub registry: Arc<Registry>,
     /// The access service.
@@ -74,6 +78,7 @@ impl AdminState {
     /// State over the services, with an optional operator token.
     pub fn new(
         jobs: Jobs,
+        gc: berth_jobs::GcService,
         scans: Arc<Scanning>,
         registry: Arc<Registry>,
         auth: Arc<Auth>,
@@ -81,6 +86,7 @@ impl AdminState {
     ) -> Self {
         AdminState {
             jobs,
+            gc,
             scans,
             registry,
             auth,
@@ -239,6 +245,7 @@ impl From<MetaError> for ApiError {
                 tracing::warn!(error = %m, "management API: metadata database unavailable");
                 ApiError::Unavailable(m)
             }
+            e @ MetaError::QuotaExceeded { .. } => ApiError::Forbidden(e.to_string()),
             MetaError::StorageFull(m) => {
                 tracing::error!(error = %m, "management API: the metadata database's disk is full");
                 ApiError::StorageFull(m)
@@ -254,6 +261,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NameUnknown(n) => not_found(format!("repository {n} not found")),
             RegistryError::ManifestUnknown(r) => not_found(format!("artifact {r} not found")),
             RegistryError::TagInvalid(m) => bad_request(m),
+            RegistryError::QuotaExceeded(m) => ApiError::Forbidden(m),
             RegistryError::Meta(m) => m.into(),
             other => ApiError::internal("the registry", other),
         }
@@ -507,6 +515,8 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(gc::routes())
+        .merge(quotas::routes())
         .merge(projects::routes())
         .merge(repos::routes())
         .merge(users::routes())

@@ -104,7 +104,6 @@ struct ProjectReq {
     project_name: Option<String>,
     public: Option<bool>,
     metadata: Option<HashMap<String, Value>>,
-    #[allow(dead_code)]
     storage_limit: Option<i64>,
     cve_allowlist: Option<crate::shapes::AllowlistReq>,
     #[allow(dead_code)]
@@ -171,7 +170,11 @@ async fn create(
     let mut settings = ProjectSettings::default();
     apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
     let allowlist = req.cve_allowlist.as_ref().map(crate::shapes::allowlist_items).transpose()?;
+    let limit = req.storage_limit.map(crate::quotas::storage_limit).transpose()?;
     let id = s.auth.create_project(&name, &c.p, &settings, &c.origin()).await?;
+    if let Some(limit) = limit {
+        s.registry.set_quota(&name, limit).await?;
+    }
     if let Some(items) = allowlist {
         s.scans.put_allowlist(&name, &items, &c.origin()).await?;
     }

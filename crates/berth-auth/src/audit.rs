@@ -93,6 +93,13 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             let n = ev.data.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
             ("purge", "audit_log", format!("{n} entries"), "success", None)
         }
+        EventKind::GcCompleted => {
+            let blobs = ev.data.get("blobs_deleted").and_then(|v| v.as_u64()).unwrap_or(0);
+            let bytes = ev.data.get("bytes_freed").and_then(|v| v.as_u64()).unwrap_or(0);
+            let dry = ev.data.get("dry_run").and_then(|v| v.as_bool()).unwrap_or(false);
+            let what = format!("{blobs} blobs, {bytes} bytes{}", if dry { " (dry run)" } else { "" });
+            ("gc", "storage", what, "success", None)
+        }
         EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
     };
     Some(AuditRecord {

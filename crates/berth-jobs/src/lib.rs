@@ -16,9 +16,11 @@
 //! ```
 
 mod events;
+mod gc;
 
-pub use berth_meta::{JobRecord, JobState, MetaError, Origin};
+pub use berth_meta::{GcRunRecord, JobRecord, JobState, MetaError, Origin, ScheduleRecord};
 pub use events::{ConsumerOptions, consume_once, run_consumer, tail};
+pub use gc::{GC, GcJobPayload, GcParameters, GcRequestError, GcService, Schedule, next_fire};
 
 /// The job service as the management API sees it: list, inspect and stop jobs.
 #[derive(Clone)]

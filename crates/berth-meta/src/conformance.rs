@@ -36,8 +36,8 @@ pub async fn run(store: &dyn MetaStore) {
     assert!(!store.repo_exists(&a).await.unwrap());
     assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), None);
     assert_eq!(store.any_blob(&blob).await.unwrap(), None);
-    store.link_blob(&a, &blob, 5, 1).await.unwrap();
-    store.link_blob(&a, &blob, 5, 2).await.unwrap();
+    link(store, &a, &blob, 5, 1).await;
+    link(store, &a, &blob, 5, 2).await;
     assert!(store.repo_exists(&a).await.unwrap());
     assert_eq!(store.repo_blob(&a, &blob).await.unwrap(), Some(5));
     assert_eq!(store.repo_blob(&b, &blob).await.unwrap(), None);
@@ -391,7 +391,7 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let (r1n, r2n, other) = (repo("team/app"), repo("team/sub/lib"), repo("teamx/app"));
     let blob = Digest::sha256_of(b"team-layer");
     for r in [&r1n, &r2n, &other] {
-        store.link_blob(r, &blob, 100, 60).await.unwrap();
+        link(store, r, &blob, 100, 60).await;
     }
     let m = manifest("team-manifest", None, None, 61);
     store.put_manifest(&r1n, &m, b"team-manifest", &[(blob.clone(), RefKind::Blob)], &[tag("v1")], &o).await.unwrap();
@@ -528,7 +528,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     let a = repo("ev/app");
     let blob = Digest::sha256_of(b"ev-layer");
     assert_eq!(store.last_event_seq().await.unwrap(), 0);
-    store.link_blob(&a, &blob, 7, 1).await.unwrap();
+    link(store, &a, &blob, 7, 1).await;
     let m1 = manifest("ev-m1", None, None, 10);
     let m2 = manifest("ev-m2", None, None, 11);
     store
@@ -591,7 +591,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
 
     // Consumers: effects and cursor move together, once.
     let p = repo("ev/pulled");
-    store.link_blob(&p, &blob, 7, 20).await.unwrap();
+    link(store, &p, &blob, 7, 20).await;
     store.put_manifest(&p, &m1, b"ev-m1", &[], &[tag("v1")], &o).await.unwrap();
     assert_eq!(store.consumer_cursor("audit").await.unwrap(), 0);
     let audit = |what: &str| AuditRecord {
@@ -678,4 +678,172 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     assert!(pruned > 0);
     assert_eq!(store.events_after(0, 10_000).await.unwrap().len(), before - pruned);
     assert!(store.events_after(0, 10_000).await.unwrap().iter().all(|e| e.event.at >= 100));
+}
+
+/// Store a blob's record and link it into `repo`, as an upload does (pin, then link).
+async fn link<S: MetaStore + ?Sized>(store: &S, repo: &RepoName, digest: &Digest, size: i64, now: i64) {
+    store.pin_blob(digest, size, now, now + 60_000).await.expect("pin a blob");
+    store.link_blob(repo, digest, now, now).await.expect("link a blob");
+}
+
+/// Garbage collection's guarded deletes, runs and schedules. Call on an empty store.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_gc<S: MetaStore + crate::GcStore>(store: &S) {
+    use std::sync::{Arc, Mutex};
+    let o = Origin::new("tester", None);
+    let a = repo("gc/a");
+    let (x, y, z) = (Digest::sha256_of(b"x"), Digest::sha256_of(b"y"), Digest::sha256_of(b"z"));
+    for d in [&x, &y, &z] {
+        link(store, &a, d, 10, 100).await;
+    }
+    let kept = manifest("kept", None, None, 100);
+    store.put_manifest(&a, &kept, b"kept", &[(x.clone(), RefKind::Blob)], &[tag("v1")], &o).await.unwrap();
+    let untagged = manifest("untagged", None, None, 100);
+    store.put_manifest(&a, &untagged, b"untagged", &[(y.clone(), RefKind::Blob)], &[], &o).await.unwrap();
+    let referrer = manifest("sig", Some(&kept.digest), Some("sig"), 100);
+    store.put_manifest(&a, &referrer, b"sig", &[], &[], &o).await.unwrap();
+
+    let snap = store.gc_snapshot().await.unwrap();
+    let ours = |d: &str| [&x, &y, &z].iter().any(|o| o.to_string() == d);
+    assert_eq!(snap.links.iter().filter(|l| l.repo == "gc/a").count(), 3);
+    let blobs: Vec<_> = snap.blobs.iter().filter(|b| ours(&b.digest)).collect();
+    assert_eq!(blobs.len(), 3);
+    assert!(blobs.iter().all(|b| b.pending_until.is_none()), "linking lifts the pin");
+    assert_eq!(snap.manifests.iter().filter(|m| m.repo == "gc/a" && m.tagged).count(), 1);
+    assert_eq!(snap.refs.iter().filter(|r| r.0 == "gc/a").count(), 2);
+
+    // Only unreferenced links older than the cutoff go.
+    let all = [(a.clone(), x.clone()), (a.clone(), y.clone()), (a.clone(), z.clone())];
+    assert!(store.gc_unlink(&all, 100).await.unwrap().is_empty(), "linked at the cutoff: kept");
+    assert_eq!(store.gc_unlink(&all, 1_000).await.unwrap(), vec![(a.clone(), z.clone())]);
+
+    // Untagged manifests: tagged, young or referrers of a live subject stay.
+    assert!(!store.gc_delete_manifest(&a, &kept.digest, 1_000, &o).await.unwrap());
+    assert!(!store.gc_delete_manifest(&a, &untagged.digest, 100, &o).await.unwrap());
+    assert!(!store.gc_delete_manifest(&a, &referrer.digest, 1_000, &o).await.unwrap());
+    assert!(store.gc_delete_manifest(&a, &untagged.digest, 1_000, &o).await.unwrap());
+    assert_eq!(store.get_manifest(&a, &untagged.digest).await.unwrap(), None);
+    assert_eq!(store.gc_unlink(&all, 1_000).await.unwrap(), vec![(a.clone(), y.clone())]);
+
+    // Blobs: only unlinked, old and unreserved ones; bytes are deleted under the row lock.
+    let deleted: Arc<Mutex<Vec<Digest>>> = Arc::default();
+    let seen = deleted.clone();
+    let bytes = move |ds: Vec<Digest>| -> futures::future::BoxFuture<'static, Result<(), String>> {
+        seen.lock().unwrap().extend(ds);
+        Box::pin(async { Ok(()) })
+    };
+    let digests = [x.clone(), y.clone(), z.clone()];
+    assert!(store.gc_delete_blobs(&digests, 100, 2_000, &bytes).await.unwrap().is_empty(), "young blobs stay");
+    store.pin_blob(&z, 10, 150, 5_000).await.unwrap();
+    let mut freed = store.gc_delete_blobs(&digests, 1_000, 2_000, &bytes).await.unwrap();
+    freed.sort();
+    assert_eq!(freed, vec![(y.clone(), 10)], "x is linked, z is reserved by an upload");
+    assert_eq!(*deleted.lock().unwrap(), vec![y.clone()]);
+    let failing = |_: Vec<Digest>| -> futures::future::BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Err("disk on fire".to_owned()) })
+    };
+    assert!(store.gc_delete_blobs(&digests, 1_000, 6_000, &failing).await.is_err());
+    let left = store.gc_snapshot().await.unwrap().blobs.iter().filter(|b| ours(&b.digest)).count();
+    assert_eq!(left, 2, "a failed byte delete keeps the rows");
+    assert_eq!(store.gc_delete_blobs(&digests, 1_000, 6_000, &bytes).await.unwrap(), vec![(z.clone(), 10)]);
+
+    // A push that references a collected blob, or a child that is gone, fails and changes nothing.
+    let late = manifest("late", None, None, 2_000);
+    match store.put_manifest(&a, &late, b"late", &[(y.clone(), RefKind::Blob)], &[tag("late")], &o).await {
+        Err(crate::MetaError::Gone(d)) => assert_eq!(d, vec![y.clone()]),
+        other => panic!("expected Gone, got {other:?}"),
+    }
+    let index = manifest("index", None, None, 2_000);
+    let r = store.put_manifest(&a, &index, b"index", &[(untagged.digest.clone(), RefKind::Manifest)], &[], &o).await;
+    assert!(matches!(r, Err(crate::MetaError::Gone(_))), "{r:?}");
+    assert_eq!(store.resolve_tag(&a, &tag("late")).await.unwrap(), None);
+    // A link whose blob was collected after its pin ran out is refused.
+    store.pin_blob(&y, 10, 3_000, 4_000).await.unwrap();
+    assert!(matches!(store.link_blob(&a, &y, 2_500, 3_100).await, Err(crate::MetaError::Gone(_))));
+    store.link_blob(&a, &y, 3_000, 3_100).await.unwrap();
+    // Mounts need a link to mount from.
+    let b = repo("gc/b");
+    assert_eq!(store.mount_blob(&b, &z, None, 3_000).await.unwrap(), None);
+    assert_eq!(store.mount_blob(&b, &x, Some(&b), 3_000).await.unwrap(), None);
+    assert_eq!(store.mount_blob(&b, &x, Some(&a), 3_000).await.unwrap(), Some(10));
+    assert_eq!(store.repo_blob(&b, &x).await.unwrap(), Some(10));
+
+    // Manifest bytes nobody holds any more.
+    assert!(store.gc_orphan_content().await.unwrap() >= 1);
+    assert_eq!(store.manifest_content(&untagged.digest).await.unwrap(), None);
+    assert!(store.manifest_content(&kept.digest).await.unwrap().is_some());
+
+    // Runs and schedules.
+    let id = store.create_gc_run("Manual", r#"{"dry_run":true}"#, 10).await.unwrap();
+    let id2 = store.create_gc_run("Schedule", "{}", 11).await.unwrap();
+    assert!(id2 > id);
+    store.update_gc_run(id, "Success", Some(r#"{"blobs":1}"#), Some("done\n"), 12, None).await.unwrap();
+    let run = store.gc_run(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.result.as_deref(), run.log.as_str()),
+        ("Success", Some(r#"{"blobs":1}"#), "done\n")
+    );
+    let (page, total) = store.gc_runs(0, 1).await.unwrap();
+    assert_eq!((page.len(), page[0].id, total), (1, id2, 2));
+    assert_eq!(store.schedule("gc").await.unwrap(), None);
+    let s = crate::ScheduleRecord {
+        name: "gc".into(),
+        kind: "Custom".into(),
+        cron: Some("0 0 * * * *".into()),
+        parameters: "{}".into(),
+        next_at: Some(500),
+        created_at: 1,
+        updated_at: 1,
+    };
+    store.put_schedule(&s).await.unwrap();
+    assert!(!store.claim_schedule("gc", 500, Some(900), 400).await.unwrap(), "not due yet");
+    assert!(store.claim_schedule("gc", 500, Some(900), 600).await.unwrap());
+    assert!(!store.claim_schedule("gc", 500, Some(900), 600).await.unwrap(), "claimed once");
+    assert_eq!(store.schedule("gc").await.unwrap().unwrap().next_at, Some(900));
+}
+
+/// Quotas: each object once per project, limits enforced in the write, exact recomputation.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_quota(store: &dyn MetaStore) {
+    let o = Origin::new("tester", None);
+    let (qa, qb, other) = (repo("quota/a"), repo("quota/b"), repo("elsewhere/c"));
+    let (x, y) = (Digest::sha256_of(b"quota-x"), Digest::sha256_of(b"quota-y"));
+    let used = |p: &'static str| async move { store.quota(p).await.unwrap().used };
+    assert_eq!(store.quota("quota").await.unwrap().hard, -1, "no limit until one is set");
+    link(store, &qa, &x, 10, 100).await;
+    link(store, &qb, &x, 10, 101).await;
+    link(store, &other, &x, 10, 102).await;
+    assert_eq!(used("quota").await, 10, "one blob in two repositories of a project counts once");
+    assert_eq!(used("elsewhere").await, 10);
+    let m = manifest("quota-manifest", None, None, 103);
+    store.put_manifest(&qa, &m, b"quota-manifest", &[(x.clone(), RefKind::Blob)], &[tag("v1")], &o).await.unwrap();
+    assert_eq!(used("quota").await, 10 + m.size);
+
+    store.set_quota_limit("quota", 30, 104).await.unwrap();
+    store.pin_blob(&y, 25, 105, 100_000).await.unwrap();
+    match store.link_blob(&qa, &y, 105, 105).await {
+        Err(crate::MetaError::QuotaExceeded { project, limit, used, adding }) => {
+            assert_eq!((project.as_str(), limit, used, adding), ("quota", 30, 10 + m.size, 25));
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    assert_eq!(store.repo_blob(&qa, &y).await.unwrap(), None, "a refused link changes nothing");
+    assert_eq!(used("quota").await, 10 + m.size);
+    // Linking what the project already holds costs nothing, at the limit or not.
+    store.set_quota_limit("quota", 1, 106).await.unwrap();
+    assert_eq!(store.mount_blob(&repo("quota/c"), &x, Some(&qa), 107).await.unwrap(), Some(10));
+
+    assert!(store.unlink_blob(&qb, &x, &o).await.unwrap());
+    assert_eq!(used("quota").await, 10 + m.size, "still held by quota/a and quota/c");
+    assert!(store.delete_manifest(&qa, &m.digest, &o).await.unwrap());
+    assert_eq!(used("quota").await, 10);
+    assert!(store.delete_repo(&qa, &o).await.unwrap());
+    assert!(store.delete_repo(&repo("quota/c"), &o).await.unwrap());
+    assert_eq!(used("quota").await, 0);
+    assert_eq!(used("elsewhere").await, 10);
+    let checks = store.verify_quotas(false).await.unwrap();
+    for c in &checks {
+        assert_eq!((c.stored, c.objects_off), (c.computed, 0), "{c:?}");
+    }
+    assert!(checks.iter().any(|c| c.project == "elsewhere" && c.computed == 10));
 }

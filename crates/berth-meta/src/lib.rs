@@ -26,7 +26,9 @@
 mod access;
 pub mod conformance;
 mod events;
+mod gc;
 mod jobs;
+mod quota;
 mod scan;
 mod schema;
 mod sql;
@@ -41,7 +43,9 @@ pub use events::{
     Consumer, ConsumerCursor, ConsumerError, EVENT_BUFFER_MAX, Effect, EventBuffer, EventKind, EventLog, EventQuery,
     EventRecord, NewEvent, Origin,
 };
+pub use gc::{DeleteBytes, GcBlob, GcLink, GcManifest, GcRunRecord, GcSnapshot, GcStore, ScheduleRecord};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
+pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 
@@ -67,6 +71,25 @@ pub enum MetaError {
     /// A unique name is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// Objects a write refers to are gone (garbage-collected, or deleted) by the time it
+    /// committed: nothing was changed; the client uploads them again and retries.
+    #[error("referenced content is no longer stored: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
+    Gone(Vec<Digest>),
+    /// The write would take a project over its storage quota: nothing was changed.
+    #[error(
+        "this push would exceed project {project}'s storage quota: the limit is {}, {} is used, and this adds {}",
+        berth_types::human_bytes(*.limit as u64), berth_types::human_bytes(*.used as u64), berth_types::human_bytes(*.adding as u64)
+    )]
+    QuotaExceeded {
+        /// The project.
+        project: String,
+        /// Its limit in bytes.
+        limit: i64,
+        /// Bytes used before this write.
+        used: i64,
+        /// Bytes this write adds.
+        adding: i64,
+    },
     /// The disk under the database is full: the transaction was rolled back, nothing
     /// changed, and writes succeed again once there is space (`507` on every surface).
     #[error("the metadata database's disk is full: {0}")]
@@ -204,9 +227,26 @@ pub struct UploadRecord {
 /// Contract (checked by [`conformance::run`]): listing is in byte-wise lexical order; all
 /// writes are durable when they return; `put_manifest` is atomic.
 #[async_trait::async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// Record that a verified blob of `size` exists and link it into `repo` (creating the repo).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: i64, now: i64) -> Result<(), MetaError>;
+pub trait MetaStore: QuotaStore + Send + Sync + 'static {
+    /// Reserve a blob before its bytes are committed to the blob store: create its row (or
+    /// keep the existing one) and protect it from garbage collection until `until`. Waits for
+    /// a collection of the same blob that is deleting its bytes right now, so bytes written
+    /// after this returns are never deleted by a collection that started before.
+    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<(), MetaError>;
+    /// Link a blob reserved by [`MetaStore::pin_blob`] at `pinned_at` (and since committed to
+    /// the blob store) into `repo`, creating the repository, and lift its pin. Fails with
+    /// [`MetaError::Gone`] when the blob was collected after all (its pin ran out first).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, pinned_at: i64, now: i64) -> Result<(), MetaError>;
+    /// Cross-repository mount: link the blob into `repo` if `from` links it (or, without
+    /// `from`, any repository does), atomically with respect to garbage collection. Returns
+    /// its size, or `None` when there is nothing to mount.
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        now: i64,
+    ) -> Result<Option<i64>, MetaError>;
     /// Size of the blob if `repo` links it.
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError>;
     /// Size of the blob if any repository links it (for mounts without `from`).

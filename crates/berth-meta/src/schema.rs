@@ -133,4 +133,28 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE tags ADD COLUMN pull_time BIGINT",
         ],
     ),
+    (
+        9,
+        &[
+            // Garbage collection (`gc.rs`): a blob reserved by an upload that is committing
+            // its bytes is not collected before this time (Unix ms).
+            "ALTER TABLE blobs ADD COLUMN pending_until BIGINT",
+            "CREATE TABLE gc_runs (id {SERIAL}, run_kind TEXT NOT NULL, parameters TEXT NOT NULL,
+            status TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, result TEXT,
+            log TEXT NOT NULL)",
+            "CREATE TABLE schedules (name TEXT PRIMARY KEY, kind TEXT NOT NULL, cron TEXT, parameters TEXT NOT NULL,
+            next_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        ],
+    ),
+    (
+        10,
+        &[
+            // Quotas (`quota.rs`): per project, each object (blob or manifest digest) once,
+            // with how many links hold it; filled from existing links after migrating.
+            "CREATE TABLE quota_objects (project {NAME} NOT NULL, digest TEXT NOT NULL, size BIGINT NOT NULL,
+            refs BIGINT NOT NULL, PRIMARY KEY (project, digest))",
+            "CREATE TABLE quotas (project {NAME} PRIMARY KEY, hard BIGINT NOT NULL, used BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

@@ -76,7 +76,7 @@ pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
 }
 
 /// `$first, $first+1, …` for an IN list of `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -128,11 +128,7 @@ impl SqlMetaStore {
     /// and writes later would fail at once (`database is locked`) if another writer
     /// committed in between, busy timeout or not.
     pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, MetaError> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Sqlite {
-            sqlx::query("UPDATE event_cursors SET seq = seq WHERE 1 = 0").execute(&mut *tx).await?;
-        }
-        Ok(tx)
+        begin_write_on(&self.pool, self.backend).await
     }
 
     /// Write a consistent copy of the embedded database to `dest` (SQLite's `VACUUM INTO`,
@@ -150,6 +146,15 @@ impl SqlMetaStore {
     pub async fn blob_digests(&self) -> Result<Vec<(Digest, i64)>, MetaError> {
         let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?))).collect()
+    }
+
+    /// ` FOR SHARE` on PostgreSQL: a row a write depends on cannot be deleted under it
+    /// (SQLite serialises writers, so it needs nothing).
+    pub(crate) fn lock_share(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -179,15 +184,21 @@ impl SqlMetaStore {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut *conn).await?;
         }
-        result
+        drop(conn);
+        if result?.contains(&10) {
+            // Quotas start from what is already stored.
+            crate::QuotaStore::verify_quotas(self, true).await?;
+        }
+        Ok(())
     }
 
-    async fn migrate_on(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<(), MetaError> {
+    async fn migrate_on(&self, conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<Vec<i64>, MetaError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS berth_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
         .execute(&mut **conn)
         .await?;
+        let mut applied = Vec::new();
         for (version, stmts) in MIGRATIONS {
             let done: Option<i64> = sqlx::query_scalar("SELECT version FROM berth_migrations WHERE version = $1")
                 .bind(version)
@@ -206,9 +217,30 @@ impl SqlMetaStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            applied.push(*version);
         }
-        Ok(())
+        Ok(applied)
     }
+}
+
+/// A link of `digest` in `repo` was removed: take it out of the project's quota.
+pub(crate) async fn unlinked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &str,
+    digest: &str,
+) -> Result<(), MetaError> {
+    let size: Option<i64> =
+        sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1").bind(digest).fetch_optional(&mut **tx).await?;
+    crate::quota::adjust(tx, repo, digest, size.unwrap_or(0), -1, crate::now_ms()).await
+}
+
+/// See [`SqlMetaStore::begin_write`].
+async fn begin_write_on(pool: &AnyPool, backend: Backend) -> Result<sqlx::Transaction<'static, sqlx::Any>, MetaError> {
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Sqlite {
+        sqlx::query("UPDATE event_cursors SET seq = seq WHERE 1 = 0").execute(&mut *tx).await?;
+    }
+    Ok(tx)
 }
 
 /// The statements of one manifest write and its events, inside the caller's transaction.
@@ -224,16 +256,50 @@ async fn write_manifest(
     origin: &Origin,
 ) -> Result<(), MetaError> {
     let d = m.digest.to_string();
+    // What it references must still be there, and stay while we commit (see `gc.rs`).
+    let share = match backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    let mut missing = Vec::new();
+    for (kind, sql) in [
+        (RefKind::Blob, "SELECT digest FROM repo_blobs WHERE repo = $1 AND digest IN"),
+        (RefKind::Manifest, "SELECT digest FROM manifests WHERE repo = $1 AND digest IN"),
+    ] {
+        let wanted: Vec<String> = refs.iter().filter(|(_, k)| *k == kind).map(|(c, _)| c.to_string()).collect();
+        for chunk in wanted.chunks(500) {
+            let sql = format!("{sql} ({}) ORDER BY digest{share}", placeholders(2, chunk.len()));
+            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(repo.as_str());
+            for c in chunk {
+                q = q.bind(c);
+            }
+            let found: std::collections::HashSet<String> = q.fetch_all(&mut **tx).await?.into_iter().collect();
+            missing.extend(chunk.iter().filter(|c| !found.contains(*c)).filter_map(|c| c.parse::<Digest>().ok()));
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        return Err(MetaError::Gone(missing));
+    }
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(repo.as_str())
         .bind(m.created_at)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO manifest_content (digest, content) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(&d)
-        .bind(content.to_vec())
-        .execute(&mut **tx)
-        .await?;
+    // On PostgreSQL the no-op update locks an existing row, so a collection cannot delete the
+    // content under this manifest.
+    sqlx::query(match backend {
+        Backend::Postgres => {
+            "INSERT INTO manifest_content (digest, content) VALUES ($1, $2)
+             ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest"
+        }
+        Backend::Sqlite => "INSERT INTO manifest_content (digest, content) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    })
+    .bind(&d)
+    .bind(content.to_vec())
+    .execute(&mut **tx)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -250,6 +316,7 @@ async fn write_manifest(
     .await?
     .rows_affected();
     if inserted > 0 {
+        crate::quota::adjust(tx, repo.as_str(), &d, m.size, 1, m.created_at).await?;
         for (child, kind) in refs {
             sqlx::query(
                 "INSERT INTO manifest_refs (repo, digest, child, kind) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -334,7 +401,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
             }
         }
         let together: Result<(), MetaError> = async {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
             for w in &batch {
                 write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
                     .await?;
@@ -351,7 +418,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         }
         for w in batch {
             let alone: Result<(), MetaError> = async {
-                let mut tx = pool.begin().await?;
+                let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
                 write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
                     .await?;
                 tx.commit().await?;
@@ -365,28 +432,111 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
 
 #[async_trait::async_trait]
 impl MetaStore for SqlMetaStore {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: i64, now: i64) -> Result<(), MetaError> {
+    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<(), MetaError> {
+        // An upsert takes the row lock, so it waits for a collection deleting this blob's bytes.
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, pending_until) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (digest) DO UPDATE SET pending_until = CASE
+               WHEN blobs.pending_until IS NULL OR blobs.pending_until < excluded.pending_until
+               THEN excluded.pending_until ELSE blobs.pending_until END",
+        )
+        .bind(digest.to_string())
+        .bind(size)
+        .bind(now)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, pinned_at: i64, now: i64) -> Result<(), MetaError> {
         let mut tx = self.begin_write().await?;
         let d = digest.to_string();
+        let row = sqlx::query(&format!("SELECT created_at, size FROM blobs WHERE digest = $1{}", self.lock_share()))
+            .bind(&d)
+            .fetch_optional(&mut *tx)
+            .await?;
+        // A row made after our pin is another upload's: ours was collected in between.
+        let size: i64 = match row {
+            Some(r) if r.try_get::<i64, _>("created_at")? <= pinned_at => r.try_get("size")?,
+            _ => return Err(MetaError::Gone(vec![digest.clone()])),
+        };
         sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(repo.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&d)
-            .bind(size)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(&d)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let linked =
+            sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(repo.as_str())
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if linked > 0 {
+            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, 1, now).await?;
+        }
+        // The link protects it now (and the row lock taken above keeps collections out).
+        sqlx::query("UPDATE blobs SET pending_until = NULL WHERE digest = $1").bind(&d).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        now: i64,
+    ) -> Result<Option<i64>, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let d = digest.to_string();
+        let size: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT size FROM blobs WHERE digest = $1{}", self.lock_share()))
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(size) = size else { return Ok(None) };
+        let linked: Option<i64> = match from {
+            Some(src) => {
+                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE repo = $1 AND digest = $2")
+                    .bind(src.as_str())
+                    .bind(&d)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT 1 FROM repo_blobs WHERE digest = $1 LIMIT 1")
+                    .bind(&d)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        // Only a linked blob is sure to have its bytes (a collection removes links first).
+        if linked.is_none() {
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let linked =
+            sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(repo.as_str())
+                .bind(&d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if linked > 0 {
+            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, 1, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(size))
     }
 
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError> {
@@ -417,6 +567,7 @@ impl MetaStore for SqlMetaStore {
             .await?
             .rows_affected();
         if n > 0 {
+            unlinked(&mut tx, repo.as_str(), &digest.to_string()).await?;
             let e = NewEvent::new(EventKind::BlobDeleted, crate::now_ms(), origin).repo(repo.as_str()).digest(digest);
             insert_events(&mut tx, self.backend, &[e]).await?;
         }
@@ -530,12 +681,16 @@ impl MetaStore for SqlMetaStore {
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         let d = digest.to_string();
-        let n = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let size: Option<i64> =
+            sqlx::query_scalar("DELETE FROM manifests WHERE repo = $1 AND digest = $2 RETURNING size")
+                .bind(repo.as_str())
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let n = u64::from(size.is_some());
+        if let Some(size) = size {
+            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, -1, crate::now_ms()).await?;
+        }
         let tags: Vec<String> =
             sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
                 .bind(repo.as_str())
@@ -569,11 +724,14 @@ impl MetaStore for SqlMetaStore {
     ) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         let d = digest.to_string();
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(&d)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2{}",
+            self.lock_share()
+        ))
+        .bind(repo.as_str())
+        .bind(&d)
+        .fetch_optional(&mut *tx)
+        .await?;
         if exists.is_none() {
             return Ok(false);
         }
@@ -745,6 +903,22 @@ impl MetaStore for SqlMetaStore {
 
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
+        // Everything it holds leaves its project's quota.
+        let held: Vec<(String, i64)> = sqlx::query(
+            "SELECT l.digest AS digest, b.size AS size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
+             WHERE l.repo = $1
+             UNION ALL SELECT digest, size FROM manifests WHERE repo = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok::<_, MetaError>((r.try_get("digest")?, r.try_get("size")?)))
+        .collect::<Result<_, _>>()?;
+        let now = crate::now_ms();
+        for (d, size) in &held {
+            crate::quota::adjust(&mut tx, repo.as_str(), d, *size, -1, now).await?;
+        }
         for q in [
             "DELETE FROM tags WHERE repo = $1",
             "DELETE FROM manifest_refs WHERE repo = $1",
@@ -844,6 +1018,8 @@ mod tests {
         crate::conformance::run_jobs(&store).await;
         crate::conformance::run_access(&store).await;
         crate::conformance::run_scan(&store).await;
+        crate::conformance::run_gc(&store).await;
+        crate::conformance::run_quota(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -885,6 +1061,30 @@ mod tests {
         assert_eq!(counts, vec![("10.0.0.1".to_owned(), 10_000), ("10.0.0.2".to_owned(), 10)]);
     }
 
+    #[tokio::test]
+    async fn quota_verify_finds_and_fixes_drift_to_the_byte() {
+        use crate::{MetaStore, QuotaStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
+        let repo: berth_types::RepoName = "team/app".parse().unwrap();
+        let d = berth_types::Digest::sha256_of(b"blob");
+        store.pin_blob(&d, 1234, 1, 100_000).await.unwrap();
+        store.link_blob(&repo, &d, 1, 2).await.unwrap();
+        let clean = store.verify_quotas(false).await.unwrap();
+        assert_eq!((clean[0].stored, clean[0].computed, clean[0].objects_off), (1234, 1234, 0));
+        // Drift by hand (as a bug or a manual edit would).
+        sqlx::query("UPDATE quotas SET used = 99").execute(store.pool()).await.unwrap();
+        sqlx::query("DELETE FROM quota_objects").execute(store.pool()).await.unwrap();
+        let found = store.verify_quotas(true).await.unwrap();
+        assert_eq!((found[0].stored, found[0].computed, found[0].objects_off), (99, 1234, 1));
+        let after = store.verify_quotas(false).await.unwrap();
+        assert_eq!((after[0].stored, after[0].computed, after[0].objects_off), (1234, 1234, 0));
+        assert_eq!(store.quota("team").await.unwrap().used, 1234);
+        // Usage keeps counting correctly from the fixed figures.
+        assert!(store.unlink_blob(&repo, &d, &crate::Origin::system()).await.unwrap());
+        assert_eq!(store.quota("team").await.unwrap().used, 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_event_log_passes_conformance() {
         let url = berth_test_support::postgres_database().await;
@@ -900,6 +1100,8 @@ mod tests {
         crate::conformance::run_jobs(&store).await;
         crate::conformance::run_access(&store).await;
         crate::conformance::run_scan(&store).await;
+        crate::conformance::run_gc(&store).await;
+        crate::conformance::run_quota(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

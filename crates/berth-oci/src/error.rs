@@ -84,6 +84,7 @@ impl From<berth_registry::MetaError> for OciError {
         match e {
             berth_registry::MetaError::Unavailable(m) => OciError::Unavailable(m),
             e @ berth_registry::MetaError::StorageFull(_) => OciError::Registry(RegistryError::Meta(e)),
+            e @ berth_registry::MetaError::QuotaExceeded { .. } => OciError::Registry(e.into()),
             e => OciError::Auth(e.to_string()),
         }
     }
@@ -142,6 +143,7 @@ impl OciError {
                 R::NameUnknown(_) => "NAME_UNKNOWN",
                 R::TagInvalid(_) => "TAG_INVALID",
                 R::TooManyUploads(..) => "TOOMANYREQUESTS",
+                R::QuotaExceeded(_) => "DENIED",
                 R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
                 R::Blob(_) | R::Meta(_) => "UNKNOWN",
             },
@@ -180,6 +182,7 @@ impl OciError {
                 | R::TagInvalid(_) => StatusCode::BAD_REQUEST,
                 R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 R::TooManyUploads(..) => StatusCode::TOO_MANY_REQUESTS,
+                R::QuotaExceeded(_) => StatusCode::FORBIDDEN,
                 R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
@@ -289,6 +292,16 @@ mod tests {
             ("name unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
             ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
             ("too many uploads", R::TooManyUploads("account", 1000).into()),
+            (
+                "over quota",
+                R::from(berth_registry::MetaError::QuotaExceeded {
+                    project: "team".into(),
+                    limit: 10 << 20,
+                    used: 9 << 20,
+                    adding: 2 << 20,
+                })
+                .into(),
+            ),
             ("range not satisfiable", R::RangeNotSatisfiable { size: 4 }.into()),
             ("request body failed", R::Body(io(std::io::ErrorKind::ConnectionReset)).into()),
             ("disk full", R::Blob(BlobError::Io(io(std::io::ErrorKind::StorageFull))).into()),

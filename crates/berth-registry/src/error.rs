@@ -62,6 +62,10 @@ pub enum RegistryError {
     /// Too many upload sessions are open (the limit that was reached: `repository`, `account`).
     #[error("this {0} has too many open upload sessions ({1}); finish or cancel some (idle ones expire)")]
     TooManyUploads(&'static str, u64),
+    /// The push would take the project over its storage quota (the message says the quota,
+    /// the usage and the size).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The requested byte range lies outside the blob.
     #[error("requested range not satisfiable (blob is {size} bytes)")]
     RangeNotSatisfiable {
@@ -76,7 +80,16 @@ pub enum RegistryError {
     Blob(#[from] berth_blob::BlobError),
     /// Metadata failed.
     #[error(transparent)]
-    Meta(#[from] berth_meta::MetaError),
+    Meta(berth_meta::MetaError),
+}
+
+impl From<berth_meta::MetaError> for RegistryError {
+    fn from(e: berth_meta::MetaError) -> Self {
+        match e {
+            e @ berth_meta::MetaError::QuotaExceeded { .. } => RegistryError::QuotaExceeded(e.to_string()),
+            e => RegistryError::Meta(e),
+        }
+    }
 }
 
 impl From<std::io::Error> for RegistryError {

@@ -9,9 +9,11 @@
 //! unreferenced blob bytes, never a visible reference to missing or partial bytes.
 
 mod error;
+mod gc;
 mod manifest;
 mod upload;
 
+pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use upload::Committed;
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
-pub use berth_meta::{ArtifactRow, MetaError, Origin, RepoSummary};
+pub use berth_meta::{ArtifactRow, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;
 
@@ -222,17 +224,11 @@ impl Registry {
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<u64>, RegistryError> {
-        let size = match from {
-            Some(src) => self.meta.repo_blob(src, digest).await?,
-            None => self.meta.any_blob(digest).await?,
-        };
-        let Some(size) = size else { return Ok(None) };
-        // The bytes must really be there (they could have been collected meanwhile).
+        // The bytes must really be there (a link vouches for them; check anyway).
         if self.blobs.stat(digest).await?.is_none() {
             return Ok(None);
         }
-        self.meta.link_blob(repo, digest, size, now_ms()).await?;
-        Ok(Some(size as u64))
+        Ok(self.meta.mount_blob(repo, digest, from, now_ms()).await?.map(|s| s as u64))
     }
 
     /// Resolve a reference to a manifest of `repo`; `with_body` reads its bytes too.
@@ -374,6 +370,36 @@ impl Registry {
             cache.by_digest.clear();
         }
         if found { Ok(()) } else { Err(RegistryError::NameUnknown(repo.clone())) }
+    }
+
+    /// A project's storage quota and usage (no limit and nothing used if never set).
+    pub async fn quota(&self, project: &str) -> Result<QuotaRecord, RegistryError> {
+        Ok(self.meta.quota(project).await?)
+    }
+
+    /// Every stored quota, by project.
+    pub async fn quotas(&self) -> Result<Vec<QuotaRecord>, RegistryError> {
+        Ok(self.meta.quotas().await?)
+    }
+
+    /// Set a project's storage limit in bytes (`-1`: unlimited).
+    pub async fn set_quota(&self, project: &str, hard: i64) -> Result<(), RegistryError> {
+        Ok(self.meta.set_quota_limit(project, hard, now_ms()).await?)
+    }
+
+    /// Recompute every project's usage from what it holds; with `fix`, correct what differs.
+    pub async fn verify_quotas(&self, fix: bool) -> Result<Vec<QuotaCheck>, RegistryError> {
+        Ok(self.meta.verify_quotas(fix).await?)
+    }
+
+    /// Drop every cached manifest record (after deletions this process did not make
+    /// through `Registry`, e.g. garbage collection).
+    pub fn forget_cached_records(&self) {
+        if let Some(cache) = &self.records {
+            cache.bump();
+            cache.by_tag.clear();
+            cache.by_digest.clear();
+        }
     }
 
     /// Up to `n` tags after `last`; the bool says whether more may follow.

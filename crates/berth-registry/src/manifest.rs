@@ -145,7 +145,11 @@ impl Registry {
         let written = self.meta.put_manifest(repo, &record, &body, &refs, &tags, origin).await;
         // Even a failed write may have committed (e.g. the connection died after COMMIT).
         self.invalidate(repo, &tags, Some(&digest), false);
-        written?;
+        match written {
+            // Collected between our check and the commit: the client uploads them again.
+            Err(berth_meta::MetaError::Gone(missing)) => return Err(RegistryError::ManifestBlobUnknown(missing)),
+            r => r?,
+        }
         self.manifest_cache.insert(digest.clone(), body);
         Ok(PutManifestOutcome { digest, subject })
     }

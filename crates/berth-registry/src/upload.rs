@@ -15,6 +15,10 @@ use tracing::{debug, info, warn};
 
 use crate::{Registry, RegistryError, UploadSlot, now_ms};
 
+/// How long a blob reserved by a committing upload is safe from garbage collection. A commit
+/// takes milliseconds on a filesystem and seconds on S3; one that takes longer fails safely.
+const PIN_LEASE_MS: i64 = 60 * 60 * 1000;
+
 /// The outcome of a finished upload.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -86,7 +90,7 @@ impl Registry {
         self.session(repo, id).await?;
         let slot = self.slot(id);
         let mut state = slot.lock().await;
-        let size = self.append(id, &mut state, start, body).await?;
+        let size = self.append(repo, None, id, &mut state, start, body).await?;
         self.meta.touch_upload(id, now_ms()).await?;
         Ok(size)
     }
@@ -94,6 +98,8 @@ impl Registry {
     /// Write `body` at the end of the upload, hashing it on the way, with `state` locked.
     async fn append(
         &self,
+        repo: &RepoName,
+        digest: Option<&Digest>,
         id: &str,
         state: &mut Option<(u64, Hasher)>,
         start: Option<u64>,
@@ -120,8 +126,46 @@ impl Registry {
                 h.update(c);
             }
         }));
+        // The project's quota is checked while bytes arrive (and again, exactly, when the
+        // blob is linked): past the room left, the body is cut off.
+        // Content the project already holds costs nothing (its digest is known when the
+        // last chunk comes with it).
+        let project = berth_meta::project_of(repo.as_str());
+        let room = self.meta.quota(project).await?;
+        let held = match digest {
+            Some(d) if room.hard >= 0 => self.meta.project_holds(project, &d.to_string()).await?,
+            _ => false,
+        };
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream: ByteStream = if room.hard >= 0 && !held {
+            let left = (room.hard - room.used).max(0) as u64;
+            let (over2, mut seen) = (over.clone(), size);
+            Box::pin(stream.map(move |chunk| {
+                if let Ok(c) = &chunk {
+                    seen += c.len() as u64;
+                    if seen > left {
+                        over2.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(io::Error::other("over the project's storage quota"));
+                    }
+                }
+                chunk
+            }))
+        } else {
+            stream
+        };
         let result = self.blobs.upload_write(id, size, stream).await;
         let hasher = hashing.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if over.load(std::sync::atomic::Ordering::Relaxed) {
+            *state = None;
+            return Err(RegistryError::QuotaExceeded(format!(
+                "this upload would exceed project {}'s storage quota: the limit is {}, {} is used, and the upload \
+                 passed the {} left",
+                berth_meta::project_of(repo.as_str()),
+                berth_types::human_bytes(room.hard as u64),
+                berth_types::human_bytes(room.used as u64),
+                berth_types::human_bytes((room.hard - room.used).max(0) as u64)
+            )));
+        }
         match result {
             Ok(new_size) => {
                 *state = hasher.map(|h| (new_size, h));
@@ -147,7 +191,7 @@ impl Registry {
         let slot = self.slot(id);
         let mut state = slot.lock().await;
         let size = match body {
-            Some(b) => self.append(id, &mut state, start, b).await?,
+            Some(b) => self.append(repo, Some(digest), id, &mut state, start, b).await?,
             None => self.blobs.upload_size(id).await.map_err(upload_err)?,
         };
         let actual = match state.take() {
@@ -158,8 +202,26 @@ impl Registry {
             // The session stays usable: the client may send the right digest or more bytes.
             return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
         }
+        // Reserve the blob first, so that a garbage collection cannot delete the bytes this
+        // commit writes (see `berth_meta`'s `gc.rs`).
+        let pinned_at = now_ms();
+        self.meta.pin_blob(digest, size as i64, pinned_at, pinned_at + PIN_LEASE_MS).await?;
         self.blobs.upload_commit(id, digest).await.map_err(upload_err)?;
-        self.meta.link_blob(repo, digest, size as i64, now_ms()).await?;
+        match self.meta.link_blob(repo, digest, pinned_at, now_ms()).await {
+            Err(berth_meta::MetaError::Gone(_)) => {
+                return Err(RegistryError::UploadInvalid(
+                    "the blob was garbage-collected while this upload committed it; upload it again".into(),
+                ));
+            }
+            Err(e @ berth_meta::MetaError::QuotaExceeded { .. }) => {
+                // The session's bytes are committed (unlinked: GC frees them); it is over.
+                self.meta.delete_upload(id).await?;
+                drop(state);
+                self.forget_slot(id);
+                return Err(e.into());
+            }
+            r => r?,
+        }
         self.meta.delete_upload(id).await?;
         drop(state);
         self.forget_slot(id);

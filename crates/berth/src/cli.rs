@@ -88,6 +88,112 @@ pub enum AuditCommand {
     },
 }
 
+/// `berth gc …`
+#[derive(Subcommand, Debug)]
+pub enum GcCommand {
+    /// Start a garbage collection (and, with --wait, follow it to the end).
+    Run {
+        /// Only report what would be freed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete manifests no tag points at (not those an index lists or that refer to a manifest still there).
+        #[arg(long)]
+        delete_untagged: bool,
+        /// Keep what was uploaded or pushed less than this many hours ago (0: collect at once).
+        #[arg(long, default_value_t = 2)]
+        time_window: u64,
+        /// Wait for it to finish and print what it freed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a run (the latest without an id): status and what it freed.
+    Status {
+        /// Run id.
+        id: Option<i64>,
+    },
+    /// List recent runs.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print a run's log.
+    Log {
+        /// Run id.
+        id: i64,
+    },
+    /// Stop a running collection (it stops between batches).
+    Stop {
+        /// Run id.
+        id: i64,
+    },
+    /// Show or set the schedule: --type None|Hourly|Daily|Weekly, or --cron for Custom.
+    Schedule {
+        /// None, Hourly, Daily, Weekly (or Custom with --cron).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Six-field cron, seconds first, in UTC: "0 0 3 * * *" is 03:00 every day.
+        #[arg(long)]
+        cron: Option<String>,
+        /// Scheduled runs also delete untagged manifests.
+        #[arg(long)]
+        delete_untagged: bool,
+        /// Hours (as for `gc run`).
+        #[arg(long, default_value_t = 2)]
+        time_window: u64,
+    },
+}
+
+/// `berth quota …`
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Every project's storage quota and usage.
+    List,
+    /// Set a project's storage limit: a size like `10GiB`, `500MB`, or -1 for unlimited.
+    Set {
+        /// Project name.
+        project: String,
+        /// The limit.
+        #[arg(allow_hyphen_values = true)]
+        limit: String,
+    },
+    /// Recompute every project's usage from what it holds and compare with the stored
+    /// figures; exits 1 if any differ (unless --fix corrected them).
+    Verify {
+        /// Correct any difference.
+        #[arg(long)]
+        fix: bool,
+    },
+}
+
+/// `10GiB`, `500 MB`, `1048576`, `-1` → bytes (`-1`: unlimited).
+pub fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("{s:?} is not a size (e.g. 10GiB, 500MB, -1)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        other => bail!("unknown unit {other:?} in {s:?}: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"),
+    };
+    let bytes = (n * mult).round();
+    if bytes < 1.0 {
+        bail!("{s:?}: a limit must be at least one byte (or -1 for unlimited)");
+    }
+    Ok(bytes as i64)
+}
+
 /// `berth user …`
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -402,6 +508,238 @@ pub async fn audit(args: &ApiArgs, cmd: AuditCommand) -> anyhow::Result<()> {
                 println!("would purge {} audit entries older than {older_than}", v["purged"]);
             } else {
                 println!("purged {} audit entries older than {older_than}", v["purged"]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line about a run: id, status, kind, when, what it freed.
+fn gc_line(r: &Value) -> String {
+    let res = &r["result"];
+    let freed = if res.is_object() {
+        let verb = if res["dry_run"].as_bool() == Some(true) { "would free" } else { "freed" };
+        format!(
+            "{verb} {} blobs ({}), {} untagged manifests",
+            res["blobs_deleted"],
+            berth_types::human_bytes(res["bytes_freed"].as_u64().unwrap_or(0)),
+            res["manifests_deleted"]
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{:<6}  {:<8}  {:<8}  {:<24}  {freed}",
+        r["id"],
+        r["job_status"].as_str().unwrap_or(""),
+        r["job_kind"].as_str().unwrap_or(""),
+        r["creation_time"].as_str().unwrap_or("")
+    )
+}
+
+fn print_gc_report(r: &Value) {
+    println!("{:<6}  {:<8}  {:<8}  {:<24}  RESULT", "ID", "STATUS", "KIND", "STARTED");
+    println!("{}", gc_line(r));
+    let repos = r["result"]["repositories"].as_object();
+    if let Some(repos) = repos.filter(|m| !m.is_empty()) {
+        println!();
+        println!("{:<48}  {:>8}  {:>12}  {:>10}", "REPOSITORY", "BLOBS", "BYTES", "MANIFESTS");
+        for (name, f) in repos {
+            let name = if name.is_empty() { "(deleted earlier)" } else { name.as_str() };
+            println!(
+                "{:<48}  {:>8}  {:>12}  {:>10}",
+                name,
+                f["blobs"],
+                berth_types::human_bytes(f["bytes"].as_u64().unwrap_or(0)),
+                f["manifests"]
+            );
+        }
+    }
+}
+
+/// Run `berth gc …`.
+pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    match cmd {
+        GcCommand::Run { dry_run, delete_untagged, time_window, wait } => {
+            let body = json!({
+                "schedule": {"type": "Manual"},
+                "parameters": {"dry_run": dry_run, "delete_untagged": delete_untagged, "time_window": time_window},
+            });
+            let (_, v) = api.call(Method::POST, "/system/gc/schedule", Some(body)).await?;
+            let id = v["id"].as_i64().context("the server did not say which run it started")?;
+            if !wait {
+                if api.json() {
+                    print_json(&v)?;
+                } else {
+                    println!("started garbage collection run {id}; follow it with `berth gc status {id}`");
+                }
+                return Ok(());
+            }
+            loop {
+                let (_, r) = api.call(Method::GET, &format!("/system/gc/{id}"), None).await?;
+                match r["job_status"].as_str() {
+                    Some("Pending" | "Running" | "Stopping") => {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    status => {
+                        if api.json() {
+                            print_json(&r)?;
+                        } else {
+                            print_gc_report(&r);
+                        }
+                        if status != Some("Success") {
+                            let (_, log) = api.call(Method::GET, &format!("/system/gc/{id}/log"), None).await?;
+                            bail!("run {id} ended {}: {}", status.unwrap_or("?"), log.as_str().unwrap_or("").trim());
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        GcCommand::Status { id } => {
+            let r = match id {
+                Some(id) => api.call(Method::GET, &format!("/system/gc/{id}"), None).await?.1,
+                None => {
+                    let (_, list) = api.call(Method::GET, "/system/gc?page_size=1", None).await?;
+                    list.as_array().and_then(|a| a.first()).cloned().context("no garbage collection has run yet")?
+                }
+            };
+            if api.json() {
+                print_json(&r)?;
+            } else {
+                print_gc_report(&r);
+            }
+        }
+        GcCommand::History { limit } => {
+            let (_, list) =
+                api.call(Method::GET, &format!("/system/gc?page_size={}", limit.clamp(1, 100)), None).await?;
+            if api.json() {
+                print_json(&list)?;
+            } else {
+                println!("{:<6}  {:<8}  {:<8}  {:<24}  RESULT", "ID", "STATUS", "KIND", "STARTED");
+                for r in list.as_array().into_iter().flatten() {
+                    println!("{}", gc_line(r));
+                }
+            }
+        }
+        GcCommand::Log { id } => {
+            let (_, log) = api.call(Method::GET, &format!("/system/gc/{id}/log"), None).await?;
+            print!("{}", log.as_str().unwrap_or(""));
+        }
+        GcCommand::Stop { id } => {
+            api.call(Method::PUT, &format!("/system/gc/{id}"), None).await?;
+            println!("asked run {id} to stop");
+        }
+        GcCommand::Schedule { kind: None, cron: None, .. } => {
+            let (_, v) = api.call(Method::GET, "/system/gc/schedule", None).await?;
+            if api.json() {
+                print_json(&v)?;
+            } else {
+                let s = &v["schedule"];
+                match s["type"].as_str() {
+                    None | Some("None") => println!("no garbage collection is scheduled"),
+                    Some(t) => println!(
+                        "{t} ({}), next at {}; parameters {}",
+                        s["cron"].as_str().unwrap_or(""),
+                        s["next_scheduled_time"].as_str().unwrap_or("?"),
+                        v["job_parameters"].as_str().unwrap_or("{}")
+                    ),
+                }
+            }
+        }
+        GcCommand::Schedule { kind, cron, delete_untagged, time_window } => {
+            let kind = kind.unwrap_or_else(|| "Custom".into());
+            let body = json!({
+                "schedule": {"type": kind, "cron": cron},
+                "parameters": {"delete_untagged": delete_untagged, "time_window": time_window},
+            });
+            api.call(Method::PUT, "/system/gc/schedule", Some(body)).await?;
+            let (_, v) = api.call(Method::GET, "/system/gc/schedule", None).await?;
+            match v["schedule"]["next_scheduled_time"].as_str() {
+                Some(next) => println!("garbage collection scheduled {kind}; next run at {next}"),
+                None => println!("garbage collection is no longer scheduled"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn limit_text(hard: i64) -> String {
+    if hard < 0 { "unlimited".into() } else { berth_types::human_bytes(hard as u64) }
+}
+
+/// Run `berth quota …`.
+pub async fn quota(args: &ApiArgs, cmd: QuotaCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    match cmd {
+        QuotaCommand::List => {
+            let mut all = Vec::new();
+            for page in 1.. {
+                let (_, list) = api.call(Method::GET, &format!("/quotas?page={page}&page_size=100"), None).await?;
+                let items = list.as_array().cloned().unwrap_or_default();
+                let n = items.len();
+                all.extend(items);
+                if n < 100 {
+                    break;
+                }
+            }
+            if api.json() {
+                print_json(&Value::Array(all))?;
+            } else {
+                println!("{:<32}  {:>12}  {:>12}  {:>6}", "PROJECT", "USED", "LIMIT", "USE%");
+                for q in &all {
+                    let (used, hard) =
+                        (q["used"]["storage"].as_i64().unwrap_or(0), q["hard"]["storage"].as_i64().unwrap_or(-1));
+                    let pct = if hard > 0 { format!("{:.0}%", used as f64 * 100.0 / hard as f64) } else { "-".into() };
+                    println!(
+                        "{:<32}  {:>12}  {:>12}  {:>6}",
+                        q["ref"]["name"].as_str().unwrap_or(""),
+                        berth_types::human_bytes(used.max(0) as u64),
+                        limit_text(hard),
+                        pct
+                    );
+                }
+            }
+        }
+        QuotaCommand::Set { project, limit } => {
+            let bytes = parse_size(&limit)?;
+            let (_, p) = api.call(Method::GET, &format!("/projects/{}", enc(&project)), None).await?;
+            let id = p["project_id"].as_i64().context("the server did not give the project's id")?;
+            api.call(Method::PUT, &format!("/quotas/{id}"), Some(json!({"hard": {"storage": bytes}}))).await?;
+            println!("project {project}: storage limit {}", limit_text(bytes));
+        }
+        QuotaCommand::Verify { fix } => {
+            let path = if fix { "/quotas/verify?fix=true" } else { "/quotas/verify" };
+            let (_, list) = api.call(Method::POST, path, None).await?;
+            if api.json() {
+                print_json(&list)?;
+            }
+            let mut off = 0;
+            for c in list.as_array().into_iter().flatten() {
+                if c["consistent"].as_bool() == Some(true) {
+                    continue;
+                }
+                off += 1;
+                if !api.json() {
+                    println!(
+                        "{}: stored {} bytes, computed {} bytes ({} objects off){}",
+                        c["project"].as_str().unwrap_or(""),
+                        c["stored"],
+                        c["computed"],
+                        c["objects_off"],
+                        if fix { " — fixed" } else { "" }
+                    );
+                }
+            }
+            let total = list.as_array().map_or(0, Vec::len);
+            if !api.json() && off == 0 {
+                println!("{total} projects checked: every stored usage equals what the projects hold, to the byte");
+            }
+            if off > 0 && !fix {
+                bail!("{off} of {total} projects' stored usage differs; run `berth quota verify --fix` to correct it");
             }
         }
     }

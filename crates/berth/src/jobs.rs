@@ -121,6 +121,86 @@ impl JobHandler for Reevaluate {
     }
 }
 
+/// Runs one garbage collection (`berth_jobs::GC`): the run's record says what to do, and
+/// receives the outcome and the log.
+struct GcJob {
+    collector: berth_registry::Collector,
+    store: Arc<dyn berth_meta::GcStore>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for GcJob {
+    fn kind(&self) -> &'static str {
+        berth_jobs::GC
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        let p: berth_jobs::GcJobPayload = serde_json::from_str(payload)?;
+        let Some(run) = self.store.gc_run(p.run).await? else { return Ok(()) };
+        if run.status != "Pending" {
+            return Ok(());
+        }
+        let params: berth_jobs::GcParameters = serde_json::from_str(&run.parameters)?;
+        let now = berth_jobs::now_ms;
+        self.store.update_gc_run(run.id, "Running", None, None, now(), None).await?;
+        let opts = berth_registry::GcOptions {
+            delete_untagged: params.delete_untagged,
+            dry_run: params.dry_run,
+            time_window: std::time::Duration::from_secs(params.time_window * 3600),
+            workers: params.workers as usize * 4,
+        };
+        let store = self.store.clone();
+        let id = run.id;
+        let stop: berth_registry::StopCheck = Box::new(move || {
+            let store = store.clone();
+            Box::pin(async move { matches!(store.gc_run(id).await, Ok(Some(r)) if r.status == "Stopping") })
+        });
+        let mut log = String::new();
+        match self.collector.run(&opts, &stop, &mut log).await {
+            Ok(report) => {
+                let result = serde_json::to_value(&report)?;
+                let mut data = result.clone();
+                data["run"] = id.into();
+                let event =
+                    berth_meta::NewEvent::new(berth_meta::EventKind::GcCompleted, now(), &berth_meta::Origin::system())
+                        .data(data);
+                let status = if report.stopped { "Stopped" } else { "Success" };
+                self.store
+                    .update_gc_run(id, status, Some(&result.to_string()), Some(&log), now(), Some(&event))
+                    .await?;
+            }
+            Err(e) => {
+                log.push_str(&format!("garbage collection failed: {e}\n"));
+                tracing::error!(error = %e, run = id, "garbage collection failed");
+                self.store.update_gc_run(id, "Error", None, Some(&log), now(), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn given_up(&self, payload: &str, reason: &str) -> anyhow::Result<()> {
+        let p: berth_jobs::GcJobPayload = serde_json::from_str(payload)?;
+        let log = format!("the collection never finished: {reason}\n");
+        self.store.update_gc_run(p.run, "Error", None, Some(&log), berth_jobs::now_ms(), None).await?;
+        Ok(())
+    }
+}
+
+/// Fire the garbage-collection schedule when due (every worker replica ticks; one wins).
+fn gc_schedule(service: berth_jobs::GcService) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            match service.tick(berth_jobs::now_ms()).await {
+                Ok(Some(id)) => tracing::info!(run = id, "scheduled garbage collection started"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "garbage collection schedule"),
+            }
+        }
+    })
+}
+
 /// Start the worker loop and the schedulers of periodic jobs.
 pub fn start_worker(
     cfg: &Config,
@@ -130,11 +210,15 @@ pub fn start_worker(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()).with_budget(cfg.scan_timeout));
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
+    let gc_store: Arc<dyn berth_meta::GcStore> = sql.clone();
+    let gc_service = berth_jobs::GcService::new(gc_store.clone(), sql.clone());
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut opts = WorkerOptions::named(owner);
     opts.poll = cfg.upload_sweep_interval.min(opts.poll);
+    let collector = berth_registry::Collector::new(registry.clone(), gc_store.clone());
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
+        Arc::new(GcJob { collector, store: gc_store }),
         Arc::new(UploadExpiry { registry }),
         Arc::new(ScanJob { scanner: scanner.clone() }),
         Arc::new(Reevaluate { scanner }),
@@ -146,5 +230,6 @@ pub fn start_worker(
         berth_jobs::schedule_every(queue.clone(), UPLOAD_EXPIRY, cfg.upload_sweep_interval),
         berth_jobs::schedule_every(queue.clone(), EVENT_PRUNE, std::time::Duration::from_secs(3600)),
         berth_jobs::schedule_every(queue, AUDIT_PURGE, std::time::Duration::from_secs(3600)),
+        gc_schedule(gc_service),
     ]
 }

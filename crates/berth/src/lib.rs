@@ -206,6 +206,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     state.scanning = Some(scanning.clone());
     let mut admin_state = berth_admin::AdminState::new(
         berth_jobs::Jobs::new(sql.clone()),
+        berth_jobs::GcService::new(sql.clone(), sql.clone()),
         scanning,
         registry.clone(),
         auth.clone(),

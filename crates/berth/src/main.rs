@@ -106,6 +106,20 @@ enum Command {
         #[command(subcommand)]
         command: cli::AuditCommand,
     },
+    /// Garbage collection (free the storage of deleted content), through the management API.
+    Gc {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::GcCommand,
+    },
+    /// Per-project storage quotas, through the management API.
+    Quota {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::QuotaCommand,
+    },
     /// The offline vulnerability database (OSV), in the metadata database.
     Vulndb {
         #[command(subcommand)]
@@ -427,6 +441,8 @@ fn main() -> anyhow::Result<()> {
         Command::Robot { api, command } => rt.block_on(cli::robot(&api, command)),
         Command::User { api, command } => rt.block_on(cli::user(&api, command)),
         Command::Audit { api, command } => rt.block_on(cli::audit(&api, command)),
+        Command::Gc { api, command } => rt.block_on(cli::gc(&api, command)),
+        Command::Quota { api, command } => rt.block_on(cli::quota(&api, command)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {

@@ -1,0 +1,277 @@
+//! Per-project storage quotas that never drift.
+//!
+//! A project's usage is the size of every distinct object (blob or manifest, by digest) that
+//! any of its repositories holds, each counted once. `quota_objects` keeps, per project and
+//! digest, how many links (repository ↔ blob, repository ↔ manifest) hold it; `quotas` keeps
+//! the sum and the limit. Both change **in the same transaction** as the link that causes
+//! it ([`adjust`], called by every write that adds or removes a link), so usage cannot lag or
+//! drift, and the limit is checked there too: a write that would take the project over its
+//! limit fails with [`MetaError::QuotaExceeded`] and changes nothing. (An event consumer
+//! would lag behind pushes, and a push checked against a lagging figure overshoots.)
+//! [`QuotaStore::verify_quotas`] recomputes everything from the links and can rewrite it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::MetaError;
+use crate::sql::{Backend, SqlMetaStore};
+use sqlx::Row;
+
+/// A project's quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaRecord {
+    /// Project name.
+    pub project: String,
+    /// Limit in bytes; `-1` is unlimited.
+    pub hard: i64,
+    /// Bytes used.
+    pub used: i64,
+    /// Last change (Unix ms).
+    pub updated_at: i64,
+}
+
+/// What `verify_quotas` found for one project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCheck {
+    /// Project name.
+    pub project: String,
+    /// Usage as stored.
+    pub stored: i64,
+    /// Usage recomputed from the links.
+    pub computed: i64,
+    /// Objects whose stored link count was wrong (or missing, or extra).
+    pub objects_off: u64,
+}
+
+/// The project a repository belongs to (its first path component).
+pub fn project_of(repo: &str) -> &str {
+    repo.split('/').next().unwrap_or(repo)
+}
+
+/// Add (`delta` 1) or remove (`delta` -1) one link of `digest` (`size` bytes) in `repo`'s
+/// project, inside the caller's transaction. When the first link adds the object's bytes,
+/// the project's limit is checked.
+pub(crate) async fn adjust(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &str,
+    digest: &str,
+    size: i64,
+    delta: i64,
+    now: i64,
+) -> Result<(), MetaError> {
+    let project = project_of(repo);
+    let refs: i64 = if delta > 0 {
+        sqlx::query_scalar(
+            "INSERT INTO quota_objects (project, digest, size, refs) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (project, digest) DO UPDATE SET refs = quota_objects.refs + 1 RETURNING refs",
+        )
+        .bind(project)
+        .bind(digest)
+        .bind(size)
+        .fetch_one(&mut **tx)
+        .await?
+    } else {
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE quota_objects SET refs = refs - 1 WHERE project = $1 AND digest = $2 RETURNING refs",
+        )
+        .bind(project)
+        .bind(digest)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match left {
+            Some(0) => {
+                sqlx::query("DELETE FROM quota_objects WHERE project = $1 AND digest = $2")
+                    .bind(project)
+                    .bind(digest)
+                    .execute(&mut **tx)
+                    .await?;
+                0
+            }
+            Some(n) => n,
+            // Not counted (cannot happen unless the tables were edited by hand): nothing to take.
+            None => return Ok(()),
+        }
+    };
+    // Only the first link adds the object's bytes, only the last one removes them.
+    let change = match (delta > 0, refs) {
+        (true, 1) => size,
+        (false, 0) => -size,
+        _ => return Ok(()),
+    };
+    let row = sqlx::query(
+        "INSERT INTO quotas (project, hard, used, updated_at) VALUES ($1, -1, $2, $3)
+         ON CONFLICT (project) DO UPDATE SET used = quotas.used + excluded.used, updated_at = excluded.updated_at
+         RETURNING hard, used",
+    )
+    .bind(project)
+    .bind(change)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (hard, used): (i64, i64) = (row.try_get("hard")?, row.try_get("used")?);
+    if change > 0 && hard >= 0 && used > hard {
+        return Err(MetaError::QuotaExceeded {
+            project: project.to_owned(),
+            limit: hard,
+            used: used - change,
+            adding: change,
+        });
+    }
+    Ok(())
+}
+
+/// Quotas.
+#[async_trait::async_trait]
+pub trait QuotaStore: Send + Sync + 'static {
+    /// One project's quota (usage 0 and no limit if nothing was ever stored).
+    async fn quota(&self, project: &str) -> Result<QuotaRecord, MetaError>;
+    /// Every stored quota, by project name.
+    async fn quotas(&self) -> Result<Vec<QuotaRecord>, MetaError>;
+    /// Does the project already hold (and count) this object?
+    async fn project_holds(&self, project: &str, digest: &str) -> Result<bool, MetaError>;
+    /// Set a project's limit (`-1`: unlimited). A limit below current usage is allowed (as
+    /// in Harbor): nothing is deleted, further pushes that add bytes are refused.
+    async fn set_quota_limit(&self, project: &str, hard: i64, now: i64) -> Result<(), MetaError>;
+    /// Recompute every project's usage from its links and compare with what is stored; with
+    /// `fix`, rewrite what differs (atomically with respect to pushes).
+    async fn verify_quotas(&self, fix: bool) -> Result<Vec<QuotaCheck>, MetaError>;
+}
+
+fn record(r: &sqlx::any::AnyRow) -> Result<QuotaRecord, MetaError> {
+    Ok(QuotaRecord {
+        project: r.try_get("project")?,
+        hard: r.try_get("hard")?,
+        used: r.try_get("used")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl QuotaStore for SqlMetaStore {
+    async fn quota(&self, project: &str) -> Result<QuotaRecord, MetaError> {
+        let row = sqlx::query("SELECT project, hard, used, updated_at FROM quotas WHERE project = $1")
+            .bind(project)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => record(&r),
+            None => Ok(QuotaRecord { project: project.to_owned(), hard: -1, used: 0, updated_at: 0 }),
+        }
+    }
+
+    async fn quotas(&self) -> Result<Vec<QuotaRecord>, MetaError> {
+        let rows = sqlx::query("SELECT project, hard, used, updated_at FROM quotas ORDER BY project")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn project_holds(&self, project: &str, digest: &str) -> Result<bool, MetaError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM quota_objects WHERE project = $1 AND digest = $2")
+            .bind(project)
+            .bind(digest)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn set_quota_limit(&self, project: &str, hard: i64, now: i64) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO quotas (project, hard, used, updated_at) VALUES ($1, $2, 0, $3)
+             ON CONFLICT (project) DO UPDATE SET hard = excluded.hard, updated_at = excluded.updated_at",
+        )
+        .bind(project)
+        .bind(hard.max(-1))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn verify_quotas(&self, fix: bool) -> Result<Vec<QuotaCheck>, MetaError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend() == Backend::Postgres {
+            // Every link change updates its project's `quotas` row; holding them all (and
+            // making new ones wait) freezes usage while we count.
+            sqlx::query("LOCK TABLE quotas IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        // (project, digest) → (size, links), from the links themselves.
+        let mut truth: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for sql in [
+            "SELECT l.repo AS repo, l.digest AS digest, b.size AS size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest",
+            "SELECT repo, digest, size FROM manifests",
+        ] {
+            for r in sqlx::query(sql).fetch_all(&mut *tx).await? {
+                let repo: String = r.try_get("repo")?;
+                let e = truth
+                    .entry((project_of(&repo).to_owned(), r.try_get("digest")?))
+                    .or_insert((r.try_get("size")?, 0));
+                e.1 += 1;
+            }
+        }
+        let mut stored: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for r in sqlx::query("SELECT project, digest, size, refs FROM quota_objects").fetch_all(&mut *tx).await? {
+            stored.insert((r.try_get("project")?, r.try_get("digest")?), (r.try_get("size")?, r.try_get("refs")?));
+        }
+        let mut usage: BTreeMap<String, QuotaCheck> = BTreeMap::new();
+        let entry = |usage: &mut BTreeMap<String, QuotaCheck>, p: &str| {
+            usage.entry(p.to_owned()).or_insert_with(|| QuotaCheck {
+                project: p.to_owned(),
+                stored: 0,
+                computed: 0,
+                objects_off: 0,
+            });
+        };
+        for r in sqlx::query("SELECT project, used FROM quotas").fetch_all(&mut *tx).await? {
+            let p: String = r.try_get("project")?;
+            entry(&mut usage, &p);
+            if let Some(c) = usage.get_mut(&p) {
+                c.stored = r.try_get("used")?;
+            }
+        }
+        for ((p, d), (size, links)) in &truth {
+            entry(&mut usage, p);
+            if let Some(c) = usage.get_mut(p) {
+                c.computed += size;
+                if stored.get(&(p.clone(), d.clone())) != Some(&(*size, *links)) {
+                    c.objects_off += 1;
+                }
+            }
+        }
+        for (p, d) in stored.keys() {
+            if !truth.contains_key(&(p.clone(), d.clone())) {
+                entry(&mut usage, p);
+                if let Some(c) = usage.get_mut(p) {
+                    c.objects_off += 1;
+                }
+            }
+        }
+        if fix {
+            let now = crate::now_ms();
+            for c in usage.values().filter(|c| c.stored != c.computed || c.objects_off > 0) {
+                sqlx::query("DELETE FROM quota_objects WHERE project = $1").bind(&c.project).execute(&mut *tx).await?;
+                for ((p, d), (size, links)) in truth.iter().filter(|((p, _), _)| p == &c.project) {
+                    sqlx::query("INSERT INTO quota_objects (project, digest, size, refs) VALUES ($1, $2, $3, $4)")
+                        .bind(p)
+                        .bind(d)
+                        .bind(size)
+                        .bind(links)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO quotas (project, hard, used, updated_at) VALUES ($1, -1, $2, $3)
+                     ON CONFLICT (project) DO UPDATE SET used = excluded.used, updated_at = excluded.updated_at",
+                )
+                .bind(&c.project)
+                .bind(c.computed)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(usage.into_values().collect())
+    }
+}
