@@ -568,38 +568,61 @@ impl Scanner {
     }
 }
 
+/// Most RPM header rows read from one database, and most bytes of them in all.
+const RPMDB_MAX_ROWS: usize = 50_000;
+const RPMDB_MAX_BYTES: usize = 256 * 1024 * 1024;
+
 /// The packages of an RPM database (`rpmdb.sqlite`): the file is written to a temporary
 /// place and opened read-only with SQLite; each header blob is decoded by `berth-scan`.
+///
+/// The file comes from an image and is hostile until proven otherwise: `Packages` must be a
+/// plain table (a view could compute rows without end), rows are streamed with a cap on their
+/// number and bytes, and the whole read has a deadline.
 async fn read_rpmdb(
     bytes: &[u8],
     layer: usize,
     path: &str,
 ) -> anyhow::Result<Vec<berth_scan::inventory::InstalledPackage>> {
+    use futures::TryStreamExt;
     use sqlx::{ConnectOptions, Row};
     let tmp = tempfile::tempdir()?;
     let file = tmp.path().join("rpmdb.sqlite");
     tokio::fs::write(&file, bytes).await?;
-    // The file comes from an image: trust nothing in its schema, and give up after a while.
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&file)
         .read_only(true)
         .pragma("trusted_schema", "OFF")
         .connect()
         .await?;
-    let rows = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        sqlx::query("SELECT blob FROM Packages").fetch_all(&mut conn),
-    )
-    .await
-    .context("reading the RPM database took too long")??;
-    let mut out = Vec::new();
-    for r in rows {
-        let blob: Vec<u8> = r.try_get("blob")?;
-        if let Some(p) = berth_scan::inventory::rpm_header(&blob, layer, path) {
-            out.push(p);
+    let read = async {
+        let kind: Option<String> = sqlx::query_scalar("SELECT type FROM sqlite_master WHERE name = 'Packages'")
+            .fetch_optional(&mut conn)
+            .await?;
+        if kind.as_deref() != Some("table") {
+            anyhow::bail!("the RPM database has no Packages table (found {})", kind.as_deref().unwrap_or("nothing"));
         }
-    }
-    Ok(out)
+        let mut out = Vec::new();
+        let (mut rows, mut total) = (0usize, 0usize);
+        let mut stream = sqlx::query("SELECT blob FROM Packages").fetch(&mut conn);
+        while let Some(r) = stream.try_next().await? {
+            let blob: Vec<u8> = r.try_get("blob")?;
+            rows += 1;
+            total += blob.len();
+            if rows > RPMDB_MAX_ROWS || total > RPMDB_MAX_BYTES {
+                anyhow::bail!(
+                    "the RPM database holds more than {RPMDB_MAX_ROWS} packages or {} of headers; not read",
+                    berth_types::human_bytes(RPMDB_MAX_BYTES as u64)
+                );
+            }
+            if let Some(p) = berth_scan::inventory::rpm_header(&blob, layer, path) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .context("reading the RPM database took too long")?
 }
 
 /// An inventory as stored, with the layer digests SBOMs name.
@@ -870,6 +893,51 @@ mod tests {
 
     fn glob(pattern: &str, text: &str) -> bool {
         berth_policy::Pattern::new(pattern, Syntax::Wildcard, PatternOptions::default()).unwrap().matches(text)
+    }
+
+    /// An rpmdb.sqlite built by `sql`, as bytes.
+    async fn rpmdb(sql: &[&str]) -> Vec<u8> {
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rpmdb.sqlite");
+        let mut conn =
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).connect().await.unwrap();
+        for q in sql {
+            sqlx::query(q).execute(&mut conn).await.unwrap();
+        }
+        drop(conn);
+        std::fs::read(&path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn crafted_rpm_databases_are_refused_within_bounds() {
+        // A view that would compute megabyte rows without end.
+        let endless =
+            rpmdb(&["CREATE VIEW Packages AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)
+             SELECT zeroblob(1000000) AS blob FROM c"])
+            .await;
+        let started = std::time::Instant::now();
+        let err = read_rpmdb(&endless, 0, "var/lib/rpm/rpmdb.sqlite").await.unwrap_err();
+        assert!(format!("{err:#}").contains("no Packages table (found view)"), "{err:#}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Too many rows: refused once past the cap, not read to the end.
+        let many = rpmdb(&[
+            "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB)",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000)
+             INSERT INTO Packages (blob) SELECT x'00' FROM c",
+        ])
+        .await;
+        let err = read_rpmdb(&many, 0, "var/lib/rpm/rpmdb.sqlite").await.unwrap_err();
+        assert!(format!("{err:#}").contains("more than 50000 packages"), "{err:#}");
+        // Garbage headers (lying counts and offsets) are skipped, not trusted.
+        let lying = rpmdb(&[
+            "CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB)",
+            "INSERT INTO Packages (blob) VALUES (x'ffffffffffffffff'), (x'0000000100000010000003e8000000067fffffff'), (x'')",
+        ])
+        .await;
+        assert!(read_rpmdb(&lying, 0, "var/lib/rpm/rpmdb.sqlite").await.unwrap().is_empty());
+        // Not a database at all.
+        assert!(read_rpmdb(b"not sqlite", 0, "var/lib/rpm/rpmdb.sqlite").await.is_err());
     }
 
     #[test]
