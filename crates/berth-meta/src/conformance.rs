@@ -735,6 +735,15 @@ pub async fn run_gc<S: MetaStore + crate::GcStore>(store: &S) {
     let digests = [x.clone(), y.clone(), z.clone()];
     assert!(store.gc_delete_blobs(&digests, 100, 2_000, &bytes).await.unwrap().is_empty(), "young blobs stay");
     store.pin_blob(&z, 10, 150, 5_000).await.unwrap();
+    // A backup's fence keeps every blob.
+    assert!(store.hold_fence("gc", "backup-1", 10_000, 2_000).await.unwrap());
+    assert!(!store.hold_fence("gc", "backup-2", 10_000, 2_000).await.unwrap(), "held by another");
+    let fenced = store.gc_delete_blobs(&digests, 1_000, 2_000, &bytes).await;
+    assert!(matches!(&fenced, Err(crate::MetaError::Conflict(m)) if m.contains("backup-1")), "{fenced:?}");
+    store.release_fence("gc", "backup-1").await.unwrap();
+    assert!(store.hold_fence("gc", "crashed", 1_500, 1_000).await.unwrap());
+    assert!(store.hold_fence("gc", "backup-2", 10_000, 2_000).await.unwrap(), "an expired fence is taken over");
+    store.release_fence("gc", "backup-2").await.unwrap();
     let mut freed = store.gc_delete_blobs(&digests, 1_000, 2_000, &bytes).await.unwrap();
     freed.sort();
     assert_eq!(freed, vec![(y.clone(), 10)], "x is linked, z is reserved by an upload");

@@ -155,6 +155,13 @@ pub trait GcStore: Send + Sync + 'static {
     /// a manifest any more; returns how many manifest contents were deleted.
     async fn gc_orphan_content(&self) -> Result<usize, MetaError>;
 
+    /// Hold the fence `name` until `until` (Unix ms), replacing an expired holder. While the
+    /// `gc` fence is held, [`GcStore::gc_delete_blobs`] deletes nothing (a backup copying the
+    /// blobs of its snapshot holds it). Returns false if someone else holds it.
+    async fn hold_fence(&self, name: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError>;
+    /// Release a fence held by `holder`.
+    async fn release_fence(&self, name: &str, holder: &str) -> Result<(), MetaError>;
+
     /// Record a new run; returns its id.
     async fn create_gc_run(&self, kind: &str, parameters: &str, now: i64) -> Result<i64, MetaError>;
     /// Update a run's status (and, when given, result and log), logging `event` with it.
@@ -370,6 +377,16 @@ impl GcStore for SqlMetaStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
+        let fenced: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT holder FROM fences WHERE name = 'gc' AND until_at > $1{}",
+            self.lock_rows()
+        ))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(holder) = fenced {
+            return Err(MetaError::Conflict(format!("{holder} holds the garbage-collection fence: blobs are kept")));
+        }
         let sql = format!(
             "SELECT digest, size, created_at, pending_until FROM blobs WHERE digest IN ({}) ORDER BY digest{}",
             placeholders(1, digests.len()),
@@ -466,6 +483,34 @@ impl GcStore for SqlMetaStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn hold_fence(&self, name: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM fences WHERE name = $1 AND (until_at <= $2 OR holder = $3)")
+            .bind(name)
+            .bind(now)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("INSERT INTO fences (name, holder, until_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(holder)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn release_fence(&self, name: &str, holder: &str) -> Result<(), MetaError> {
+        sqlx::query("DELETE FROM fences WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     async fn create_gc_run(&self, kind: &str, parameters: &str, now: i64) -> Result<i64, MetaError> {

@@ -157,4 +157,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        11,
+        &[
+            // Fences (`gc.rs`): while `berth backup` holds the `gc` fence, no blob bytes are deleted.
+            "CREATE TABLE fences (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

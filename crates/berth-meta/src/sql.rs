@@ -142,9 +142,15 @@ impl SqlMetaStore {
         Ok(())
     }
 
-    /// Every blob the metadata knows, with its size.
+    /// Every blob some repository links, with its size (what a backup must copy).
     pub async fn blob_digests(&self) -> Result<Vec<(Digest, i64)>, MetaError> {
-        let rows = sqlx::query("SELECT digest, size FROM blobs ORDER BY digest").fetch_all(&self.pool).await?;
+        // Linked blobs only: an unlinked row may be a collection's leftover without bytes.
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs b WHERE EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
+             ORDER BY digest",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?))).collect()
     }
 

@@ -305,7 +305,15 @@ impl Collector {
                     report.stopped = true;
                     break;
                 }
-                for (d, size) in self.store.gc_delete_blobs(batch, cutoff, now, &delete_bytes).await? {
+                let deleted = match self.store.gc_delete_blobs(batch, cutoff, now, &delete_bytes).await {
+                    Err(berth_meta::MetaError::Conflict(why)) => {
+                        line(log, format!("blob deletion stopped: {why}; the next run frees them"));
+                        report.stopped = true;
+                        break;
+                    }
+                    r => r?,
+                };
+                for (d, size) in deleted {
                     report.blobs_deleted += 1;
                     report.bytes_freed += size as u64;
                     self.credit(&mut report, &marked.blob_repos, &d.to_string(), size as u64);

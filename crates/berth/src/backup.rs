@@ -59,12 +59,25 @@ pub async fn backup(cfg: &Config, dest: &Path) -> anyhow::Result<BackupStats> {
     let meta = berth_meta::SqlMetaStore::open_sqlite(&meta_path)
         .await
         .with_context(|| format!("opening {}", meta_path.display()))?;
+    // Garbage collection deletes no blob bytes while we copy what the snapshot references.
+    use berth_meta::GcStore;
+    let holder = format!("berth backup (pid {})", std::process::id());
+    let now = berth_registry::now_ms();
+    if !meta.hold_fence("gc", &holder, now + 24 * 3600 * 1000, now).await? {
+        bail!("another backup is running (it holds the garbage-collection fence); try again when it is done");
+    }
+    let copied = copy_snapshot(&meta, dest, &blob_root).await;
+    meta.release_fence("gc", &holder).await?;
+    copied
+}
+
+async fn copy_snapshot(meta: &berth_meta::SqlMetaStore, dest: &Path, blob_root: &Path) -> anyhow::Result<BackupStats> {
     let snapshot_path = dest.join("meta.db");
     meta.snapshot_to(&snapshot_path).await.context("writing the database snapshot")?;
     let snapshot = berth_meta::SqlMetaStore::open_sqlite(&snapshot_path).await?;
     let mut stats = BackupStats { blobs: 0, bytes: 0 };
     for (digest, size) in snapshot.blob_digests().await? {
-        let from = blob_file(&blob_root, &digest);
+        let from = blob_file(blob_root, &digest);
         let n = copy_synced(&from, &blob_file(&dest.join("blobs"), &digest))?;
         if n != size as u64 {
             bail!("blob {digest} is {n} bytes on disk but {size} in the metadata; the data directory needs checking");
