@@ -22,6 +22,7 @@
 //! Errors become Harbor's envelope in one place, `From` impls in this file.
 
 mod gc;
+mod immutable;
 mod lookup;
 mod projects;
 mod quotas;
@@ -262,6 +263,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::ManifestUnknown(r) => not_found(format!("artifact {r} not found")),
             RegistryError::TagInvalid(m) => bad_request(m),
             RegistryError::QuotaExceeded(m) => ApiError::Forbidden(m),
+            e @ RegistryError::TagImmutable { .. } => ApiError::PreconditionFailed(e.to_string()),
+            RegistryError::PolicyInvalid(m) => bad_request(m),
             RegistryError::Meta(m) => m.into(),
             other => ApiError::internal("the registry", other),
         }
@@ -517,6 +520,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(system::routes())
         .merge(gc::routes())
         .merge(quotas::routes())
+        .merge(immutable::routes())
         .merge(projects::routes())
         .merge(repos::routes())
         .merge(users::routes())

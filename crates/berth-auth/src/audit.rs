@@ -82,8 +82,16 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             "groups" => return None,
             _ => ("update", "user", name(), "success", None),
         },
-        EventKind::PolicyChanged if op == "delete" => ("delete", "policy", repo.to_owned(), "success", None),
-        EventKind::PolicyChanged => ("update", "policy", repo.to_owned(), "success", None),
+        EventKind::PolicyChanged => {
+            let what = match (detail("kind").as_deref(), ev.data.get("id").and_then(|v| v.as_i64())) {
+                (Some("immutable_tag_rule"), Some(id)) => {
+                    format!("{} (immutable tag rule {id})", ev.project.as_deref().unwrap_or(""))
+                }
+                (Some("tag_mutability"), _) => format!("{repo} (tag mutability)"),
+                _ => repo.to_owned(),
+            };
+            (if op == "delete" { "delete" } else { "update" }, "policy", what, "success", None)
+        }
         EventKind::ScanCompleted => return None,
         EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
         EventKind::AllowlistChanged => {

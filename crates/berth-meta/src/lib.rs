@@ -75,6 +75,9 @@ pub enum MetaError {
     /// committed: nothing was changed; the client uploads them again and retries.
     #[error("referenced content is no longer stored: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))]
     Gone(Vec<Digest>),
+    /// The write would move an immutable tag: nothing was changed.
+    #[error("tag {0} is immutable")]
+    TagImmutable(String),
     /// The write would take a project over its storage quota: nothing was changed.
     #[error(
         "this push would exceed project {project}'s storage quota: the limit is {}, {} is used, and this adds {}",
@@ -267,6 +270,21 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
         refs: &[(Digest, RefKind)],
         tags: &[Tag],
         origin: &Origin,
+    ) -> Result<(), MetaError> {
+        self.put_manifest_guarded(repo, m, content, refs, tags, &[], origin).await
+    }
+    /// [`MetaStore::put_manifest`], refusing ([`MetaError::TagImmutable`], nothing changed)
+    /// to move any of `immutable` that already points at another manifest.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_manifest_guarded(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        content: &[u8],
+        refs: &[(Digest, RefKind)],
+        tags: &[Tag],
+        immutable: &[Tag],
+        origin: &Origin,
     ) -> Result<(), MetaError>;
     /// The manifest with this digest in `repo`.
     async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError>;
@@ -290,9 +308,44 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
         digest: &Digest,
         now: i64,
         origin: &Origin,
+    ) -> Result<bool, MetaError> {
+        self.put_tag_guarded(repo, tag, digest, false, now, origin).await
+    }
+    /// [`MetaStore::put_tag`]; with `immutable`, refuses ([`MetaError::TagImmutable`]) to
+    /// move the tag if it points at another manifest.
+    async fn put_tag_guarded(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        immutable: bool,
+        now: i64,
+        origin: &Origin,
     ) -> Result<bool, MetaError>;
+
+    /// Harbor's immutable tag rules of `project`: `(id, rule JSON)`, by id.
+    async fn immutable_rules(&self, project: &str) -> Result<Vec<(i64, String)>, MetaError>;
+    /// Create (`id` none; refused with `Conflict` beyond `max` rules) or replace a rule;
+    /// returns its id, or `None` when there is no rule `id`. Logs `policy.changed`.
+    async fn put_immutable_rule(
+        &self,
+        project: &str,
+        id: Option<i64>,
+        rule: &str,
+        max: usize,
+        origin: &Origin,
+    ) -> Result<Option<i64>, MetaError>;
+    /// Delete a rule; returns whether it existed. Logs `policy.changed`.
+    async fn delete_immutable_rule(&self, project: &str, id: i64, origin: &Origin) -> Result<bool, MetaError>;
+    /// ECR's tag mutability setting of a repository (its JSON), if set.
+    async fn tag_mutability(&self, repo: &RepoName) -> Result<Option<String>, MetaError>;
+    /// Set (or with `None` clear) a repository's tag mutability. Logs `policy.changed`.
+    async fn put_tag_mutability(&self, repo: &RepoName, config: Option<&str>, origin: &Origin)
+    -> Result<(), MetaError>;
     /// Delete one tag (event `tag.deleted`); returns whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError>;
+    /// The tags pointing at `digest` in `repo`, by name.
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
     /// Up to `n` tags after `last`, in lexical order.
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
     /// Manifests whose subject is `subject`, optionally only of one artifact type.

@@ -164,4 +164,15 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE TABLE fences (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        12,
+        &[
+            // Tag immutability: Harbor's rules per project (`rule`: its JSON), ECR's setting per
+            // repository (`config`: its JSON).
+            "CREATE TABLE immutable_rules (id {SERIAL}, project {NAME} NOT NULL, rule TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE INDEX immutable_rules_project ON immutable_rules (project)",
+            "CREATE TABLE tag_mutability (repo {NAME} PRIMARY KEY, config TEXT NOT NULL, updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

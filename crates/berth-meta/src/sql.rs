@@ -28,6 +28,7 @@ struct ManifestWrite {
     content: Vec<u8>,
     refs: Vec<(Digest, RefKind)>,
     tags: Vec<Tag>,
+    immutable: Vec<Tag>,
     origin: Origin,
     done: oneshot::Sender<Result<(), MetaError>>,
 }
@@ -259,6 +260,7 @@ async fn write_manifest(
     content: &[u8],
     refs: &[(Digest, RefKind)],
     tags: &[Tag],
+    immutable: &[Tag],
     origin: &Origin,
 ) -> Result<(), MetaError> {
     let d = m.digest.to_string();
@@ -348,7 +350,7 @@ async fn write_manifest(
         events[0].tag = Some(first.to_string());
     }
     for tag in tags {
-        if let Some(mut e) = upsert_tag(tx, repo, tag, &d, m.created_at, origin).await? {
+        if let Some(mut e) = upsert_tag(tx, repo, tag, &d, immutable.contains(tag), m.created_at, origin).await? {
             // Part of the push (the audit log shows the push, not each tag).
             match e.data.as_object_mut() {
                 Some(o) => {
@@ -368,6 +370,7 @@ async fn upsert_tag(
     repo: &RepoName,
     tag: &Tag,
     digest: &str,
+    immutable: bool,
     now: i64,
     origin: &Origin,
 ) -> Result<Option<NewEvent>, MetaError> {
@@ -376,6 +379,9 @@ async fn upsert_tag(
         .bind(tag.as_str())
         .fetch_optional(&mut **tx)
         .await?;
+    if immutable && before.as_deref().is_some_and(|b| b != digest) {
+        return Err(MetaError::TagImmutable(tag.to_string()));
+    }
     sqlx::query(
         "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -409,8 +415,18 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         let together: Result<(), MetaError> = async {
             let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
             for w in &batch {
-                write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
-                    .await?;
+                write_manifest(
+                    &mut tx,
+                    Backend::Sqlite,
+                    &w.repo,
+                    &w.record,
+                    &w.content,
+                    &w.refs,
+                    &w.tags,
+                    &w.immutable,
+                    &w.origin,
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -425,8 +441,18 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         for w in batch {
             let alone: Result<(), MetaError> = async {
                 let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
-                write_manifest(&mut tx, Backend::Sqlite, &w.repo, &w.record, &w.content, &w.refs, &w.tags, &w.origin)
-                    .await?;
+                write_manifest(
+                    &mut tx,
+                    Backend::Sqlite,
+                    &w.repo,
+                    &w.record,
+                    &w.content,
+                    &w.refs,
+                    &w.tags,
+                    &w.immutable,
+                    &w.origin,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -600,13 +626,14 @@ impl MetaStore for SqlMetaStore {
         Ok(out)
     }
 
-    async fn put_manifest(
+    async fn put_manifest_guarded(
         &self,
         repo: &RepoName,
         m: &ManifestRecord,
         content: &[u8],
         refs: &[(Digest, RefKind)],
         tags: &[Tag],
+        immutable: &[Tag],
         origin: &Origin,
     ) -> Result<(), MetaError> {
         if let Some(writer) = &self.writer {
@@ -617,6 +644,7 @@ impl MetaStore for SqlMetaStore {
                 content: content.to_vec(),
                 refs: refs.to_vec(),
                 tags: tags.to_vec(),
+                immutable: immutable.to_vec(),
                 origin: origin.clone(),
                 done,
             };
@@ -624,7 +652,7 @@ impl MetaStore for SqlMetaStore {
             return wait.await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
         }
         let mut tx = self.begin_write().await?;
-        write_manifest(&mut tx, self.backend, repo, m, content, refs, tags, origin).await?;
+        write_manifest(&mut tx, self.backend, repo, m, content, refs, tags, immutable, origin).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -720,11 +748,12 @@ impl MetaStore for SqlMetaStore {
         Ok(n > 0)
     }
 
-    async fn put_tag(
+    async fn put_tag_guarded(
         &self,
         repo: &RepoName,
         tag: &Tag,
         digest: &Digest,
+        immutable: bool,
         now: i64,
         origin: &Origin,
     ) -> Result<bool, MetaError> {
@@ -741,7 +770,7 @@ impl MetaStore for SqlMetaStore {
         if exists.is_none() {
             return Ok(false);
         }
-        if let Some(e) = upsert_tag(&mut tx, repo, tag, &d, now, origin).await? {
+        if let Some(e) = upsert_tag(&mut tx, repo, tag, &d, immutable, now, origin).await? {
             insert_events(&mut tx, self.backend, &[e]).await?;
         }
         tx.commit().await?;
@@ -765,6 +794,14 @@ impl MetaStore for SqlMetaStore {
         insert_events(&mut tx, self.backend, &[e]).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
@@ -931,6 +968,7 @@ impl MetaStore for SqlMetaStore {
             "DELETE FROM manifests WHERE repo = $1",
             "DELETE FROM repo_blobs WHERE repo = $1",
             "DELETE FROM repo_policies WHERE repo = $1",
+            "DELETE FROM tag_mutability WHERE repo = $1",
         ] {
             sqlx::query(q).bind(repo.as_str()).execute(&mut *tx).await?;
         }
@@ -945,6 +983,126 @@ impl MetaStore for SqlMetaStore {
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn immutable_rules(&self, project: &str) -> Result<Vec<(i64, String)>, MetaError> {
+        let rows = sqlx::query("SELECT id, rule FROM immutable_rules WHERE project = $1 ORDER BY id")
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("rule")?))).collect()
+    }
+
+    async fn put_immutable_rule(
+        &self,
+        project: &str,
+        id: Option<i64>,
+        rule: &str,
+        max: usize,
+        origin: &Origin,
+    ) -> Result<Option<i64>, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let now = crate::now_ms();
+        let id = match id {
+            Some(id) => {
+                let n =
+                    sqlx::query("UPDATE immutable_rules SET rule = $3, updated_at = $4 WHERE project = $1 AND id = $2")
+                        .bind(project)
+                        .bind(id)
+                        .bind(rule)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if n == 0 {
+                    return Ok(None);
+                }
+                id
+            }
+            None => {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM immutable_rules WHERE project = $1")
+                    .bind(project)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count as usize >= max {
+                    return Err(MetaError::Conflict(format!(
+                        "project {project} already has {count} immutable tag rules, the most it may have"
+                    )));
+                }
+                sqlx::query_scalar(
+                    "INSERT INTO immutable_rules (project, rule, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                     RETURNING id",
+                )
+                .bind(project)
+                .bind(rule)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let e = NewEvent::new(EventKind::PolicyChanged, now, origin)
+            .project(project)
+            .data(serde_json::json!({ "op": "update", "kind": "immutable_tag_rule", "id": id }));
+        insert_events(&mut tx, self.backend, &[e]).await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    async fn delete_immutable_rule(&self, project: &str, id: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM immutable_rules WHERE project = $1 AND id = $2")
+            .bind(project)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            let e = NewEvent::new(EventKind::PolicyChanged, crate::now_ms(), origin)
+                .project(project)
+                .data(serde_json::json!({ "op": "delete", "kind": "immutable_tag_rule", "id": id }));
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn tag_mutability(&self, repo: &RepoName) -> Result<Option<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT config FROM tag_mutability WHERE repo = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_tag_mutability(
+        &self,
+        repo: &RepoName,
+        config: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        let now = crate::now_ms();
+        match config {
+            Some(c) => {
+                sqlx::query(
+                    "INSERT INTO tag_mutability (repo, config, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                )
+                .bind(repo.as_str())
+                .bind(c)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM tag_mutability WHERE repo = $1").bind(repo.as_str()).execute(&mut *tx).await?;
+            }
+        }
+        let e = NewEvent::new(EventKind::PolicyChanged, now, origin).repo(repo.as_str()).data(
+            serde_json::json!({ "op": if config.is_some() { "update" } else { "delete" }, "kind": "tag_mutability" }),
+        );
+        insert_events(&mut tx, self.backend, &[e]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_upload(

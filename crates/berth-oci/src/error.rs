@@ -143,7 +143,8 @@ impl OciError {
                 R::NameUnknown(_) => "NAME_UNKNOWN",
                 R::TagInvalid(_) => "TAG_INVALID",
                 R::TooManyUploads(..) => "TOOMANYREQUESTS",
-                R::QuotaExceeded(_) => "DENIED",
+                R::QuotaExceeded(_) | R::TagImmutable { .. } => "DENIED",
+                R::PolicyInvalid(_) => "UNSUPPORTED",
                 R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
                 R::Blob(_) | R::Meta(_) => "UNKNOWN",
             },
@@ -183,6 +184,9 @@ impl OciError {
                 R::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 R::TooManyUploads(..) => StatusCode::TOO_MANY_REQUESTS,
                 R::QuotaExceeded(_) => StatusCode::FORBIDDEN,
+                // As Harbor answers a push over an immutable tag.
+                R::TagImmutable { .. } => StatusCode::PRECONDITION_FAILED,
+                R::PolicyInvalid(_) => StatusCode::BAD_REQUEST,
                 R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
@@ -292,6 +296,15 @@ mod tests {
             ("name unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
             ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
             ("too many uploads", R::TooManyUploads("account", 1000).into()),
+            (
+                "immutable tag",
+                R::TagImmutable {
+                    repo: "team/app".parse().unwrap(),
+                    tag: "v1".into(),
+                    why: "immutable tag rule 3 of the project".into(),
+                }
+                .into(),
+            ),
             (
                 "over quota",
                 R::from(berth_registry::MetaError::QuotaExceeded {

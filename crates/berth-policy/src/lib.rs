@@ -1,5 +1,5 @@
-//! Policy evaluation for Berth, without I/O: one linear-time pattern engine ([`pattern`])
-//! and the ECR-style repository policies built on it ([`ecr`]).
+//! Policy evaluation for Berth, without I/O: one linear-time pattern engine ([`pattern`]),
+//! the ECR-style repository policies built on it ([`ecr`]) and tag immutability ([`immutable`]).
 //!
 //! **Boundary:** pure: data in, decision out. No database, no network, no clock, no async;
 //! callers load documents and pass the time where it matters. **Invariant:** every glob on
@@ -23,6 +23,7 @@
 //! ```
 
 pub mod ecr;
+pub mod immutable;
 pub mod pattern;
 
 pub use pattern::{Pattern, PatternError, PatternOptions, PatternSet, Syntax};

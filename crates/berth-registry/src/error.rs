@@ -62,6 +62,19 @@ pub enum RegistryError {
     /// Too many upload sessions are open (the limit that was reached: `repository`, `account`).
     #[error("this {0} has too many open upload sessions ({1}); finish or cancel some (idle ones expire)")]
     TooManyUploads(&'static str, u64),
+    /// An immutable tag would be moved or deleted.
+    #[error("tag {repo}:{tag} is immutable ({why}): it cannot be overwritten or deleted; push under another tag")]
+    TagImmutable {
+        /// The repository.
+        repo: RepoName,
+        /// The tag.
+        tag: String,
+        /// Which rule or setting makes it immutable.
+        why: String,
+    },
+    /// A policy document (immutable tag rule, tag mutability) is invalid.
+    #[error("{0}")]
+    PolicyInvalid(String),
     /// The push would take the project over its storage quota (the message says the quota,
     /// the usage and the size).
     #[error("{0}")]

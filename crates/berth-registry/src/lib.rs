@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
 pub use berth_meta::{ArtifactRow, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary};
+pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;
 
@@ -310,13 +311,65 @@ impl Registry {
         Ok(b)
     }
 
-    /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).
+    /// The tag immutability that applies to `repo`: its project's Harbor rules and its own
+    /// ECR setting, compiled.
+    pub async fn immutability(&self, repo: &RepoName) -> Result<Immutability, RegistryError> {
+        let project = berth_meta::project_of(repo.as_str());
+        let corrupt =
+            |what: &str, e: String| RegistryError::Meta(berth_meta::MetaError::Corrupt(format!("{what}: {e}")));
+        let mut rules = Vec::new();
+        for (id, text) in self.meta.immutable_rules(project).await? {
+            let mut r: ImmutableRule =
+                serde_json::from_str(&text).map_err(|e| corrupt("immutable tag rule", e.to_string()))?;
+            r.id = id;
+            rules.push(r);
+        }
+        let ecr = match self.meta.tag_mutability(repo).await? {
+            Some(text) => Some(TagMutability::parse(&text).map_err(|e| corrupt("tag mutability", e))?),
+            None => None,
+        };
+        Immutability::compile(&rules, ecr.as_ref()).map_err(|e| corrupt("immutability", e))
+    }
+
+    /// Those of `tags` that are immutable in `repo`, with the reason.
+    async fn immutable_tags(&self, repo: &RepoName, tags: &[Tag]) -> Result<Vec<(Tag, String)>, RegistryError> {
+        let im = self.immutability(repo).await?;
+        if im.is_empty() {
+            return Ok(Vec::new());
+        }
+        let short = repo.as_str().split_once('/').map_or(repo.as_str(), |(_, r)| r);
+        Ok(tags.iter().filter_map(|t| im.immutable(short, t.as_str()).map(|why| (t.clone(), why))).collect())
+    }
+
+    /// Refuse if any of `tags` of `repo` is immutable.
+    async fn check_mutable(&self, repo: &RepoName, tags: &[Tag]) -> Result<(), RegistryError> {
+        match self.immutable_tags(repo, tags).await?.into_iter().next() {
+            Some((tag, why)) => Err(RegistryError::TagImmutable { repo: repo.clone(), tag: tag.to_string(), why }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every tag of `repo`.
+    async fn all_tags(&self, repo: &RepoName, digest: Option<&Digest>) -> Result<Vec<Tag>, RegistryError> {
+        let names = match digest {
+            Some(d) => self.meta.tags_of(repo, d).await?,
+            None => self.meta.list_tags(repo, None, i64::MAX).await?,
+        };
+        Ok(names.iter().filter_map(|t| t.parse().ok()).collect())
+    }
+
+    /// Delete by digest (the manifest and every tag on it) or by tag (only the tag). An
+    /// immutable tag is neither deleted nor deleted with its manifest.
     pub async fn manifest_delete(
         &self,
         repo: &RepoName,
         reference: &Reference,
         origin: &Origin,
     ) -> Result<(), RegistryError> {
+        match reference {
+            Reference::Digest(d) => self.check_mutable(repo, &self.all_tags(repo, Some(d)).await?).await?,
+            Reference::Tag(t) => self.check_mutable(repo, std::slice::from_ref(t)).await?,
+        }
         let found = match reference {
             Reference::Digest(d) => {
                 let found = self.meta.delete_manifest(repo, d, origin).await?;
@@ -340,8 +393,15 @@ impl Registry {
         digest: &Digest,
         origin: &Origin,
     ) -> Result<(), RegistryError> {
-        let found = self.meta.put_tag(repo, tag, digest, now_ms(), origin).await?;
+        let immutable = self.immutable_tags(repo, std::slice::from_ref(tag)).await?.into_iter().next();
+        let written = self.meta.put_tag_guarded(repo, tag, digest, immutable.is_some(), now_ms(), origin).await;
         self.invalidate(repo, std::slice::from_ref(tag), None, false);
+        let found = match (written, immutable) {
+            (Err(berth_meta::MetaError::TagImmutable(_)), Some((tag, why))) => {
+                return Err(RegistryError::TagImmutable { repo: repo.clone(), tag: tag.to_string(), why });
+            }
+            (r, _) => r?,
+        };
         if found { Ok(()) } else { Err(RegistryError::ManifestUnknown(digest.to_string())) }
     }
 
@@ -363,6 +423,7 @@ impl Registry {
 
     /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.
     pub async fn repository_delete(&self, repo: &RepoName, origin: &Origin) -> Result<(), RegistryError> {
+        self.check_mutable(repo, &self.all_tags(repo, None).await?).await?;
         let found = self.meta.delete_repo(repo, origin).await?;
         if let Some(cache) = &self.records {
             cache.bump();
@@ -390,6 +451,61 @@ impl Registry {
     /// Recompute every project's usage from what it holds; with `fix`, correct what differs.
     pub async fn verify_quotas(&self, fix: bool) -> Result<Vec<QuotaCheck>, RegistryError> {
         Ok(self.meta.verify_quotas(fix).await?)
+    }
+
+    /// The immutable tag rules of a project, by id.
+    pub async fn immutable_rules(&self, project: &str) -> Result<Vec<ImmutableRule>, RegistryError> {
+        let mut out = Vec::new();
+        for (id, text) in self.meta.immutable_rules(project).await? {
+            let mut r: ImmutableRule = serde_json::from_str(&text)
+                .map_err(|e| berth_meta::MetaError::Corrupt(format!("immutable tag rule {id}: {e}")))?;
+            r.id = id;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Create (`id` none) or replace an immutable tag rule of `project` (validated first);
+    /// returns its id, or `None` if there is no rule `id`.
+    pub async fn put_immutable_rule(
+        &self,
+        project: &str,
+        id: Option<i64>,
+        rule: &ImmutableRule,
+        origin: &Origin,
+    ) -> Result<Option<i64>, RegistryError> {
+        rule.validate().map_err(RegistryError::PolicyInvalid)?;
+        let mut stored = rule.clone();
+        stored.id = 0;
+        let text = serde_json::to_string(&stored).map_err(|e| RegistryError::PolicyInvalid(e.to_string()))?;
+        Ok(self.meta.put_immutable_rule(project, id, &text, berth_policy::immutable::MAX_RULES, origin).await?)
+    }
+
+    /// Delete an immutable tag rule; returns whether it existed.
+    pub async fn delete_immutable_rule(&self, project: &str, id: i64, origin: &Origin) -> Result<bool, RegistryError> {
+        Ok(self.meta.delete_immutable_rule(project, id, origin).await?)
+    }
+
+    /// A repository's ECR tag mutability (`MUTABLE` when never set).
+    pub async fn tag_mutability(&self, repo: &RepoName) -> Result<TagMutability, RegistryError> {
+        Ok(match self.meta.tag_mutability(repo).await? {
+            Some(text) => TagMutability::parse(&text)
+                .map_err(|e| berth_meta::MetaError::Corrupt(format!("tag mutability of {repo}: {e}")))?,
+            None => TagMutability { mode: MutabilityMode::Mutable, exclusion_filters: Vec::new() },
+        })
+    }
+
+    /// Set a repository's ECR tag mutability (validated first).
+    pub async fn set_tag_mutability(
+        &self,
+        repo: &RepoName,
+        m: &TagMutability,
+        origin: &Origin,
+    ) -> Result<(), RegistryError> {
+        m.validate().map_err(RegistryError::PolicyInvalid)?;
+        let text = serde_json::to_string(m).map_err(|e| RegistryError::PolicyInvalid(e.to_string()))?;
+        let config = (m.mode != MutabilityMode::Mutable).then_some(text);
+        Ok(self.meta.put_tag_mutability(repo, config.as_deref(), origin).await?)
     }
 
     /// Drop every cached manifest record (after deletions this process did not make

@@ -142,7 +142,16 @@ impl Registry {
         }
         tags.extend(extra_tags.iter().filter(|t| !tags.contains(t)).cloned().collect::<Vec<_>>());
         // Bytes, row, references, tags and their events: one transaction.
-        let written = self.meta.put_manifest(repo, &record, &body, &refs, &tags, origin).await;
+        // Tags that may not move (the check is in the write's transaction, so racing pushes
+        // cannot both win); pushing the same manifest again is fine.
+        let immutable = if tags.is_empty() { Vec::new() } else { self.immutable_tags(repo, &tags).await? };
+        let guard: Vec<Tag> = immutable.iter().map(|(t, _)| t.clone()).collect();
+        let written = self.meta.put_manifest_guarded(repo, &record, &body, &refs, &tags, &guard, origin).await;
+        if let Err(berth_meta::MetaError::TagImmutable(t)) = &written
+            && let Some((tag, why)) = immutable.iter().find(|(x, _)| x.as_str() == t)
+        {
+            return Err(RegistryError::TagImmutable { repo: repo.clone(), tag: tag.to_string(), why: why.clone() });
+        }
         // Even a failed write may have committed (e.g. the connection died after COMMIT).
         self.invalidate(repo, &tags, Some(&digest), false);
         match written {

@@ -14,6 +14,7 @@ mod crash;
 mod disk;
 mod events;
 mod gc;
+mod immutable;
 mod oidc;
 mod outage;
 mod quota;
