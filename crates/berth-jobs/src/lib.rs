@@ -189,21 +189,32 @@ async fn execute(queue: Arc<dyn JobQueue>, handler: Arc<dyn JobHandler>, job: Jo
     }
     let run = handler.run(&job.payload);
     tokio::pin!(run);
-    let mut beat = tokio::time::interval((opts.lease / 3).max(Duration::from_millis(50)));
-    beat.tick().await;
-    let result = loop {
-        tokio::select! {
-            r = &mut run => break Some(r),
-            _ = beat.tick() => {
+    // Heartbeats run beside the handler, never instead of it: a heartbeat waiting for the
+    // database must not stop the handler from finishing what the database waits for (a
+    // handler holding SQLite's write lock while the heartbeat queues behind it).
+    let heartbeat = {
+        let (queue, id, owner, lease) = (queue.clone(), job.id.clone(), opts.owner.clone(), opts.lease);
+        async move {
+            let mut beat = tokio::time::interval((lease / 3).max(Duration::from_millis(50)));
+            beat.tick().await;
+            loop {
+                beat.tick().await;
                 let now = now_ms();
-                match queue.heartbeat(&job.id, owner, now + opts.lease.as_millis() as i64, now).await {
+                match queue.heartbeat(&id, &owner, now + lease.as_millis() as i64, now).await {
                     Ok(true) => {}
-                    Ok(false) => break None,
+                    Ok(false) => return,
                     Err(e) => warn!(error = %e, "failed to renew a job lease"),
                 }
             }
         }
     };
+    let heartbeat = tokio::spawn(heartbeat.in_current_span());
+    tokio::pin!(heartbeat);
+    let result = tokio::select! {
+        r = &mut run => Some(r),
+        _ = &mut heartbeat => None,
+    };
+    heartbeat.abort();
     let now = now_ms();
     match result {
         None => warn!("job lease lost or job cancelled; stopped it"),

@@ -153,3 +153,45 @@ async fn worker_on_postgres() {
     let q: Arc<dyn JobQueue> = Arc::new(SqlMetaStore::open_postgres(&url, 8).await.unwrap());
     scenarios(q).await;
 }
+
+/// Holds SQLite's write lock (inside a garbage-collection transaction) for longer than a
+/// heartbeat interval.
+struct HoldsWriteLock {
+    store: Arc<SqlMetaStore>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for HoldsWriteLock {
+    fn kind(&self) -> &'static str {
+        "holds-lock"
+    }
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        use berth_meta::{GcStore, MetaStore};
+        let d = berth_types::Digest::sha256_of(b"held");
+        self.store.pin_blob(&d, 1, 0, 1).await?;
+        let slow = |_: Vec<berth_types::Digest>| -> futures::future::BoxFuture<'static, Result<(), String>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok(())
+            })
+        };
+        self.store.gc_delete_blobs(&[d], i64::MAX, i64::MAX - 1, &slow).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_holding_the_write_lock_is_not_starved_by_its_own_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlMetaStore::open_sqlite(dir.path().join("m.db")).await.unwrap());
+    let q: Arc<dyn JobQueue> = store.clone();
+    let w = Worker::new(q.clone(), vec![Arc::new(HoldsWriteLock { store })], fast("w")).spawn();
+    let mut job = new_job();
+    job.kind = "holds-lock".into();
+    let id = q.enqueue(&job, now_ms()).await.unwrap().unwrap();
+    // Heartbeats every 200 ms queue behind the handler's transaction; the handler must keep
+    // running (before the fix it waited for the heartbeat, which waited for it: 30 s).
+    let j = wait_for(&*q, &id, JobState::Succeeded).await;
+    assert_eq!(j.attempts, 1, "its lease was renewed throughout: never taken over");
+    w.abort();
+}
