@@ -194,6 +194,52 @@ pub fn parse_size(s: &str) -> anyhow::Result<i64> {
     Ok(bytes as i64)
 }
 
+/// `berth immutable …`
+#[derive(Subcommand, Debug)]
+pub enum ImmutableCommand {
+    /// A project's immutable tag rules.
+    List {
+        /// Project name.
+        project: String,
+    },
+    /// Add a rule: tags matching --tags in repositories matching --repos can no longer be
+    /// overwritten or deleted (doublestar patterns: `v*`, `release-{a,b}`, `team/**`).
+    Add {
+        /// Project name.
+        project: String,
+        /// Tag pattern.
+        #[arg(long)]
+        tags: String,
+        /// Repository pattern (the name without the project), default every repository.
+        #[arg(long, default_value = "**")]
+        repos: String,
+        /// The rule selects tags that do NOT match --tags.
+        #[arg(long)]
+        exclude_tags: bool,
+        /// The rule selects repositories that do NOT match --repos.
+        #[arg(long)]
+        exclude_repos: bool,
+    },
+    /// Delete a rule.
+    Delete {
+        /// Project name.
+        project: String,
+        /// Rule id (from `berth immutable list`).
+        id: i64,
+    },
+    /// Show or set a repository's ECR tag mutability: MUTABLE, IMMUTABLE,
+    /// IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION (with --exclude filters).
+    Mutability {
+        /// Repository, `project/name`.
+        repository: String,
+        /// The new setting; shows the current one when omitted.
+        mode: Option<String>,
+        /// A wildcard filter (`latest`, `dev-*`), repeatable.
+        #[arg(long = "exclude")]
+        exclude: Vec<String>,
+    },
+}
+
 /// `berth user …`
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -740,6 +786,79 @@ pub async fn quota(args: &ApiArgs, cmd: QuotaCommand) -> anyhow::Result<()> {
             }
             if off > 0 && !fix {
                 bail!("{off} of {total} projects' stored usage differs; run `berth quota verify --fix` to correct it");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth immutable …`.
+pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let sel = |v: &Value, i: usize| -> String {
+        let s = &v[i];
+        let not = matches!(s["decoration"].as_str(), Some("excludes" | "repoExcludes"));
+        format!("{}{}", if not { "not " } else { "" }, s["pattern"].as_str().unwrap_or(""))
+    };
+    match cmd {
+        ImmutableCommand::List { project } => {
+            let (_, list) =
+                api.call(Method::GET, &format!("/projects/{}/immutabletagrules", enc(&project)), None).await?;
+            if api.json() {
+                print_json(&list)?;
+            } else {
+                println!("{:<6}  {:<9}  {:<32}  TAGS", "ID", "ENABLED", "REPOSITORIES");
+                for r in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<6}  {:<9}  {:<32}  {}",
+                        r["id"],
+                        if r["disabled"].as_bool() == Some(true) { "no" } else { "yes" },
+                        sel(&r["scope_selectors"]["repository"], 0),
+                        sel(&r["tag_selectors"], 0)
+                    );
+                }
+            }
+        }
+        ImmutableCommand::Add { project, tags, repos, exclude_tags, exclude_repos } => {
+            let body = json!({
+                "tag_selectors": [{"kind": "doublestar", "decoration": if exclude_tags { "excludes" } else { "matches" }, "pattern": tags}],
+                "scope_selectors": {"repository": [{"kind": "doublestar",
+                    "decoration": if exclude_repos { "repoExcludes" } else { "repoMatches" }, "pattern": repos}]},
+            });
+            api.call(Method::POST, &format!("/projects/{}/immutabletagrules", enc(&project)), Some(body)).await?;
+            println!("added an immutable tag rule to project {project}");
+        }
+        ImmutableCommand::Delete { project, id } => {
+            api.call(Method::DELETE, &format!("/projects/{}/immutabletagrules/{id}", enc(&project)), None).await?;
+            println!("deleted immutable tag rule {id} of project {project}");
+        }
+        ImmutableCommand::Mutability { repository, mode, exclude } => {
+            let (project, name) = repository
+                .split_once('/')
+                .with_context(|| format!("{repository:?}: give the repository as project/name"))?;
+            let path = format!("/projects/{}/repositories/{}/tag_mutability", enc(project), enc(name));
+            let v = match mode {
+                None => api.call(Method::GET, &path, None).await?.1,
+                Some(mode) => {
+                    let filters: Vec<Value> =
+                        exclude.iter().map(|f| json!({"filterType": "WILDCARD", "filter": f})).collect();
+                    let body = json!({"imageTagMutability": mode.to_ascii_uppercase(), "imageTagMutabilityExclusionFilters": filters});
+                    api.call(Method::PUT, &path, Some(body)).await?.1
+                }
+            };
+            if api.json() {
+                print_json(&v)?;
+            } else {
+                let filters: Vec<&str> = v["imageTagMutabilityExclusionFilters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["filter"].as_str())
+                    .collect();
+                let except =
+                    if filters.is_empty() { String::new() } else { format!(" (except {})", filters.join(", ")) };
+                println!("{repository}: {}{except}", v["imageTagMutability"].as_str().unwrap_or("MUTABLE"));
             }
         }
     }

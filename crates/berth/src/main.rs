@@ -120,6 +120,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::QuotaCommand,
     },
+    /// Immutable tags: Harbor's rules per project, ECR's mutability per repository.
+    Immutable {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ImmutableCommand,
+    },
     /// The offline vulnerability database (OSV), in the metadata database.
     Vulndb {
         #[command(subcommand)]
@@ -443,6 +450,7 @@ fn main() -> anyhow::Result<()> {
         Command::Audit { api, command } => rt.block_on(cli::audit(&api, command)),
         Command::Gc { api, command } => rt.block_on(cli::gc(&api, command)),
         Command::Quota { api, command } => rt.block_on(cli::quota(&api, command)),
+        Command::Immutable { api, command } => rt.block_on(cli::immutable(&api, command)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {

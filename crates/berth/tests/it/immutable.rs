@@ -165,5 +165,30 @@ async fn ecr_tag_mutability_per_repository_with_exclusions() {
     let r = s.api(Method::PUT, path, Some(json!({"imageTagMutability": "MUTABLE"}))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(s.put_manifest("ecr/svc", "1.0", OCI_MANIFEST, &next).await.status(), 201);
+
+    // The command line.
+    let berth = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+    let out =
+        run_ok(berth().args(["immutable", "mutability", "ecr/svc", "immutable_with_exclusion", "--exclude", "latest"]))
+            .await;
+    assert_eq!(out.trim(), "ecr/svc: IMMUTABLE_WITH_EXCLUSION (except latest)");
+    refused(s.put_manifest("ecr/svc", "1.0", OCI_MANIFEST, &s.upload_image_blobs("ecr/svc", 9).await).await).await;
+    run_ok(berth().args(["immutable", "add", "ecr", "--tags", "rel-*", "--repos", "other"])).await;
+    let out = run_ok(berth().args(["immutable", "list", "ecr"])).await;
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.contains("yes") && l.contains("other") && l.contains("rel-*")),
+        "{out}"
+    );
+    s.push_image("ecr/other", "rel-1").await;
+    refused(s.put_manifest("ecr/other", "rel-1", OCI_MANIFEST, &s.upload_image_blobs("ecr/other", 9).await).await)
+        .await;
+    let id = out.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    run_ok(berth().args(["immutable", "delete", "ecr", &id])).await;
+    let err = run_fails(berth().args(["immutable", "mutability", "ecr/svc", "SOMETIMES"])).await;
+    assert!(err.contains("400"), "{err}");
     s.stop().await;
 }
