@@ -40,6 +40,9 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             ("create", "tag", at_tag(), "success", detail("from").map(|f| format!("moved from {f}")))
         }
         EventKind::BlobDeleted => ("delete", "blob", at_digest(), "success", None),
+        EventKind::BlobQuarantined => {
+            ("quarantine", "blob", ev.digest.clone().unwrap_or_default(), "success", detail("reason"))
+        }
         EventKind::RepositoryDeleted => ("delete", "repository", repo.to_owned(), "success", None),
         EventKind::LoginSucceeded => ("login", "user", ev.origin.actor.clone(), "success", detail("how")),
         EventKind::LoginFailed => {

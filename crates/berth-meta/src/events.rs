@@ -128,6 +128,8 @@ event_kinds! {
     JobStopped => "job.stopped",
     /// Audit entries were purged (`data.count`, `data.before`, `data.operations`).
     AuditPurged => "audit.purged",
+    /// A blob's stored bytes failed verification and it was quarantined (`digest`; `data.reason`).
+    BlobQuarantined => "blob.quarantined",
     /// A garbage collection finished (`data`: the run's id, what it freed, whether a dry run).
     GcCompleted => "gc.completed",
     /// A login succeeded (`actor`; `data.how`).

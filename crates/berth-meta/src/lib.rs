@@ -235,7 +235,8 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
     /// keep the existing one) and protect it from garbage collection until `until`. Waits for
     /// a collection of the same blob that is deleting its bytes right now, so bytes written
     /// after this returns are never deleted by a collection that started before.
-    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<(), MetaError>;
+    /// Returns whether the blob is quarantined (its stored bytes are bad: the upload replaces them).
+    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<bool, MetaError>;
     /// Link a blob reserved by [`MetaStore::pin_blob`] at `pinned_at` (and since committed to
     /// the blob store) into `repo`, creating the repository, and lift its pin. Fails with
     /// [`MetaError::Gone`] when the blob was collected after all (its pin ran out first).
@@ -251,7 +252,23 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<i64>, MetaError>;
     /// Size of the blob if `repo` links it.
-    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError>;
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError> {
+        Ok(self.repo_blob_checked(repo, digest).await?.map(|(size, _)| size))
+    }
+    /// Size of the blob if `repo` links it, and why it is quarantined if it is.
+    async fn repo_blob_checked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(i64, Option<String>)>, MetaError>;
+    /// Up to `limit` linked, unquarantined blobs last verified before `before` (never verified
+    /// first), for the scrubber.
+    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64)>, MetaError>;
+    /// Record a scrub's verdict on a blob: verified at `at`, or quarantined for `reason`
+    /// (logged as `blob.quarantined`).
+    async fn scrub_verdict(&self, digest: &Digest, at: i64, quarantine: Option<&str>) -> Result<(), MetaError>;
+    /// Quarantined blobs: digest, reason, the repositories linking it.
+    async fn quarantined(&self) -> Result<Vec<(Digest, String, Vec<String>)>, MetaError>;
     /// Size of the blob if any repository links it (for mounts without `from`).
     async fn any_blob(&self, digest: &Digest) -> Result<Option<i64>, MetaError>;
     /// Remove the link from `repo` (event `blob.deleted`); returns whether it existed.

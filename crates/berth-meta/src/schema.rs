@@ -175,4 +175,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE TABLE tag_mutability (repo {NAME} PRIMARY KEY, config TEXT NOT NULL, updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        13,
+        &[
+            // Scrub: when a blob's bytes were last re-hashed, and why it is quarantined (its
+            // bytes do not match its digest, or are missing): never served while set.
+            "ALTER TABLE blobs ADD COLUMN checked_at BIGINT",
+            "ALTER TABLE blobs ADD COLUMN quarantined TEXT",
+        ],
+    ),
 ];

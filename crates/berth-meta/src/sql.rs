@@ -464,7 +464,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
 
 #[async_trait::async_trait]
 impl MetaStore for SqlMetaStore {
-    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<(), MetaError> {
+    async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<bool, MetaError> {
         // An upsert takes the row lock, so it waits for a collection deleting this blob's bytes.
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -479,8 +479,12 @@ impl MetaStore for SqlMetaStore {
         .bind(until)
         .execute(&mut *tx)
         .await?;
+        let quarantined: Option<String> = sqlx::query_scalar("SELECT quarantined FROM blobs WHERE digest = $1")
+            .bind(digest.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(quarantined.is_some())
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, pinned_at: i64, now: i64) -> Result<(), MetaError> {
@@ -526,11 +530,13 @@ impl MetaStore for SqlMetaStore {
     ) -> Result<Option<i64>, MetaError> {
         let mut tx = self.begin_write().await?;
         let d = digest.to_string();
-        let size: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT size FROM blobs WHERE digest = $1{}", self.lock_share()))
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let size: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT size FROM blobs WHERE digest = $1 AND quarantined IS NULL{}",
+            self.lock_share()
+        ))
+        .bind(&d)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(size) = size else { return Ok(None) };
         let linked: Option<i64> = match from {
             Some(src) => {
@@ -571,14 +577,71 @@ impl MetaStore for SqlMetaStore {
         Ok(Some(size))
     }
 
-    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<i64>, MetaError> {
-        Ok(sqlx::query_scalar(
-            "SELECT b.size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = $1 AND r.digest = $2",
+    async fn repo_blob_checked(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<(i64, Option<String>)>, MetaError> {
+        let row = sqlx::query(
+            "SELECT b.size, b.quarantined FROM repo_blobs r JOIN blobs b ON b.digest = r.digest
+             WHERE r.repo = $1 AND r.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.to_string())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        row.map(|r| Ok((r.try_get("size")?, r.try_get("quarantined")?))).transpose()
+    }
+
+    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT digest, size FROM blobs b
+             WHERE quarantined IS NULL AND COALESCE(checked_at, 0) < $1
+             AND EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
+             ORDER BY COALESCE(checked_at, 0), digest LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?))).collect()
+    }
+
+    async fn scrub_verdict(&self, digest: &Digest, at: i64, quarantine: Option<&str>) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE blobs SET checked_at = $2, quarantined = $3 WHERE digest = $1")
+            .bind(digest.to_string())
+            .bind(at)
+            .bind(quarantine)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(reason) = quarantine {
+            let e = NewEvent::new(EventKind::BlobQuarantined, at, &Origin::system())
+                .digest(digest)
+                .data(serde_json::json!({ "reason": reason }));
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn quarantined(&self) -> Result<Vec<(Digest, String, Vec<String>)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT b.digest, b.quarantined, l.repo FROM blobs b LEFT JOIN repo_blobs l ON l.digest = b.digest
+             WHERE b.quarantined IS NOT NULL ORDER BY b.digest, l.repo",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(Digest, String, Vec<String>)> = Vec::new();
+        for r in rows {
+            let d: Digest = parse(r.try_get("digest")?)?;
+            let repo: Option<String> = r.try_get("repo")?;
+            match out.last_mut() {
+                Some(last) if last.0 == d => last.2.extend(repo),
+                _ => out.push((d, r.try_get("quarantined")?, repo.into_iter().collect())),
+            }
+        }
+        Ok(out)
     }
 
     async fn any_blob(&self, digest: &Digest) -> Result<Option<i64>, MetaError> {

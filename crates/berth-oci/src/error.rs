@@ -132,6 +132,7 @@ impl OciError {
             }
             OciError::Registry(r) => match r {
                 R::BlobUnknown(_) => "BLOB_UNKNOWN",
+                R::BlobQuarantined { .. } => "UNKNOWN",
                 R::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
                 R::OutOfOrder { .. } => "RANGE_INVALID",
                 R::UploadInvalid(_) | R::Body(_) => "BLOB_UPLOAD_INVALID",
@@ -173,6 +174,8 @@ impl OciError {
                     StatusCode::NOT_FOUND
                 }
                 R::OutOfOrder { .. } | R::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+                // A server-side fault the client cannot fix here: mirrors fall back to another.
+                R::BlobQuarantined { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 R::UploadInvalid(_)
                 | R::Body(_)
                 | R::DigestMismatch { .. }
@@ -224,7 +227,10 @@ impl OciError {
 impl IntoResponse for OciError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        // A quarantined blob's message is for the user (what is wrong, what to do); other 5xx
+        // causes are logged, not shown.
+        let speaks = matches!(self, OciError::Registry(RegistryError::BlobQuarantined { .. }));
+        let message = if status.is_server_error() && !speaks {
             match status {
                 StatusCode::INSUFFICIENT_STORAGE => "storage is full; nothing was stored".to_owned(),
                 StatusCode::SERVICE_UNAVAILABLE => {
@@ -296,6 +302,14 @@ mod tests {
             ("name unknown", R::NameUnknown("p/app".parse().unwrap()).into()),
             ("tag invalid", R::TagInvalid("tag \"-x\" is invalid".into()).into()),
             ("too many uploads", R::TooManyUploads("account", 1000).into()),
+            (
+                "quarantined blob",
+                R::BlobQuarantined {
+                    digest: Digest::sha256_of(b"x"),
+                    reason: "its stored bytes are 3 long, not 4".into(),
+                }
+                .into(),
+            ),
             (
                 "immutable tag",
                 R::TagImmutable {

@@ -303,7 +303,11 @@ async fn blob_get(
         r.headers_mut().insert(DIGEST_HEADER, hv(&digest.to_string()));
         return Ok(r);
     }
-    let size = state.registry.blob_size(repo, digest).await?;
+    let size = if with_body {
+        state.registry.blob_size_to_serve(repo, digest).await?
+    } else {
+        state.registry.blob_size(repo, digest).await?
+    };
     let range = parse_range(headers, size)?;
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -8,6 +8,17 @@ pub enum RegistryError {
     /// The repository links no blob with this digest.
     #[error("blob unknown to registry: {0}")]
     BlobUnknown(Digest),
+    /// The stored copy failed verification and is not served (a fresh push repairs it).
+    #[error(
+        "blob {digest} is damaged in this registry's storage ({reason}) and is not served; pull it from \
+             another registry, or push it again to repair it"
+    )]
+    BlobQuarantined {
+        /// The blob.
+        digest: Digest,
+        /// What the scrub found.
+        reason: String,
+    },
     /// No such upload session (never started, finished, cancelled or expired).
     #[error("blob upload unknown to registry")]
     UploadUnknown,

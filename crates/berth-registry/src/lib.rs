@@ -11,9 +11,11 @@
 mod error;
 mod gc;
 mod manifest;
+mod scrub;
 mod upload;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
+pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::Committed;
 
 use std::collections::HashMap;
@@ -176,11 +178,28 @@ impl Registry {
     }
 
     /// Size of a blob that `repo` links.
+    /// (A quarantined blob is unknown here, so that a client pushing it uploads it again and
+    /// the upload repairs it.)
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
-        match self.meta.repo_blob(repo, digest).await? {
-            Some(size) => Ok(size as u64),
+        match self.meta.repo_blob_checked(repo, digest).await? {
+            Some((size, None)) => Ok(size as u64),
+            _ => Err(RegistryError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Size of a blob that `repo` links, about to be served: a quarantined blob is an error
+    /// that says so (see [`Registry::blob_size`] for `HEAD`).
+    pub async fn blob_size_to_serve(&self, repo: &RepoName, digest: &Digest) -> Result<u64, RegistryError> {
+        match self.meta.repo_blob_checked(repo, digest).await? {
+            Some((size, None)) => Ok(size as u64),
+            Some((_, Some(reason))) => Err(RegistryError::BlobQuarantined { digest: digest.clone(), reason }),
             None => Err(RegistryError::BlobUnknown(digest.clone())),
         }
+    }
+
+    /// Quarantined blobs (digest, reason, repositories linking them), for the operator.
+    pub async fn quarantined(&self) -> Result<Vec<(Digest, String, Vec<String>)>, RegistryError> {
+        Ok(self.meta.quarantined().await?)
     }
 
     /// Bytes of a blob that `repo` links, whole or an inclusive range. Returns `(total size, body)`.
@@ -190,7 +209,7 @@ impl Registry {
         digest: &Digest,
         range: Option<(u64, u64)>,
     ) -> Result<(u64, BlobBody), RegistryError> {
-        let size = self.blob_size(repo, digest).await?;
+        let size = self.blob_size_to_serve(repo, digest).await?;
         let body = self.blobs.open(digest, range).await.map_err(|e| match e {
             berth_blob::BlobError::RangeNotSatisfiable => RegistryError::RangeNotSatisfiable { size },
             berth_blob::BlobError::NotFound => RegistryError::BlobUnknown(digest.clone()),
@@ -203,7 +222,7 @@ impl Registry {
     /// presign. The repository check happens here, before any URL is made.
     pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>, RegistryError> {
         let Some(ttl) = self.opts.blob_redirect_ttl else { return Ok(None) };
-        self.blob_size(repo, digest).await?;
+        self.blob_size_to_serve(repo, digest).await?;
         Ok(self.blobs.presigned_get(digest, ttl).await?)
     }
 

@@ -205,8 +205,16 @@ impl Registry {
         // Reserve the blob first, so that a garbage collection cannot delete the bytes this
         // commit writes (see `berth_meta`'s `gc.rs`).
         let pinned_at = now_ms();
-        self.meta.pin_blob(digest, size as i64, pinned_at, pinned_at + PIN_LEASE_MS).await?;
+        let repair = self.meta.pin_blob(digest, size as i64, pinned_at, pinned_at + PIN_LEASE_MS).await?;
+        if repair {
+            // The stored copy failed verification: these verified bytes replace it.
+            self.blobs.delete(digest).await?;
+        }
         self.blobs.upload_commit(id, digest).await.map_err(upload_err)?;
+        if repair {
+            self.meta.scrub_verdict(digest, now_ms(), None).await?;
+            info!(%digest, "a quarantined blob was repaired by a fresh upload");
+        }
         match self.meta.link_blob(repo, digest, pinned_at, now_ms()).await {
             Err(berth_meta::MetaError::Gone(_)) => {
                 return Err(RegistryError::UploadInvalid(

@@ -78,6 +78,33 @@ impl JobHandler for AuditPurge {
     }
 }
 
+/// Kind of the job that re-hashes stored blobs (`Registry::scrub`).
+pub const SCRUB: &str = "scrub";
+/// Each blob is re-hashed when it was last verified longer ago than this.
+pub const SCRUB_RECHECK: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Re-hashes blobs unchecked for [`SCRUB_RECHECK`], at most 64 MiB/s and 50 minutes a run.
+struct ScrubJob {
+    registry: Arc<Registry>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ScrubJob {
+    fn kind(&self) -> &'static str {
+        SCRUB
+    }
+
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        let opts = berth_registry::ScrubOptions {
+            rate: 64 << 20,
+            recheck_after: SCRUB_RECHECK,
+            max_time: Some(std::time::Duration::from_secs(50 * 60)),
+        };
+        self.registry.scrub(&opts).await?;
+        Ok(())
+    }
+}
+
 /// Scans one manifest (`berth_scanner::SCAN`).
 struct ScanJob {
     scanner: Arc<berth_scanner::Scanner>,
@@ -219,6 +246,7 @@ pub fn start_worker(
     let collector = berth_registry::Collector::new(registry.clone(), gc_store.clone());
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(GcJob { collector, store: gc_store }),
+        Arc::new(ScrubJob { registry: registry.clone() }),
         Arc::new(UploadExpiry { registry }),
         Arc::new(ScanJob { scanner: scanner.clone() }),
         Arc::new(Reevaluate { scanner }),
@@ -229,7 +257,8 @@ pub fn start_worker(
         Worker::new(queue.clone(), handlers, opts).spawn(),
         berth_jobs::schedule_every(queue.clone(), UPLOAD_EXPIRY, cfg.upload_sweep_interval),
         berth_jobs::schedule_every(queue.clone(), EVENT_PRUNE, std::time::Duration::from_secs(3600)),
-        berth_jobs::schedule_every(queue, AUDIT_PURGE, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue.clone(), AUDIT_PURGE, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue, SCRUB, std::time::Duration::from_secs(3600)),
         gc_schedule(gc_service),
     ]
 }

@@ -20,7 +20,7 @@ pub mod datadir;
 mod events;
 
 pub use events::{event_json, events_table};
-mod jobs;
+pub mod jobs;
 
 /// A running server.
 pub struct Running {

@@ -55,6 +55,21 @@ enum Command {
         #[command(flatten)]
         args: ServeArgs,
     },
+    /// Re-hash stored blobs and quarantine any whose bytes do not match their digest (also
+    /// while Berth runs; a job does the same hourly for blobs unchecked for 30 days).
+    Scrub {
+        /// Check every blob, not only those unchecked for 30 days.
+        #[arg(long)]
+        all: bool,
+        /// Most bytes read per second, e.g. `100MiB` (0: unlimited).
+        #[arg(long, default_value = "0")]
+        rate: String,
+        /// Only list the quarantined blobs.
+        #[arg(long)]
+        list: bool,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
     /// Restore a backup into a new data directory (then start Berth on it).
     Restore {
         /// The backup directory.
@@ -314,6 +329,39 @@ fn main() -> anyhow::Result<()> {
                     to.display(),
                     t.elapsed().as_secs_f64()
                 );
+                Ok(())
+            })
+        }
+        Command::Scrub { all, rate, list, args } => {
+            let cfg = load(&args)?;
+            rt.block_on(async {
+                let registry = berth::open_registry(&cfg).await?;
+                if !list {
+                    let rate = if rate.trim() == "0" { 0 } else { berth::cli::parse_size(&rate)? as u64 };
+                    let opts = berth_registry::ScrubOptions {
+                        rate,
+                        recheck_after: if all { Duration::ZERO } else { berth::jobs::SCRUB_RECHECK },
+                        max_time: None,
+                    };
+                    let r = registry.scrub(&opts).await?;
+                    println!(
+                        "checked {} blobs ({}) in {:.1} s: {} quarantined",
+                        r.checked,
+                        berth_types::human_bytes(r.bytes),
+                        r.duration_ms as f64 / 1000.0,
+                        r.quarantined.len()
+                    );
+                }
+                let q = registry.quarantined().await?;
+                if !q.is_empty() {
+                    println!("{:<71}  {:<32}  REASON", "QUARANTINED BLOB", "REPOSITORIES");
+                    for (d, reason, repos) in &q {
+                        let repos = if repos.is_empty() { "(none: GC frees it)".to_owned() } else { repos.join(",") };
+                        println!("{d:<71}  {repos:<32}  {reason}");
+                    }
+                } else if list {
+                    println!("no blob is quarantined");
+                }
                 Ok(())
             })
         }

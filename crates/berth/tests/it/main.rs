@@ -20,4 +20,5 @@ mod outage;
 mod quota;
 mod replicas;
 mod scan;
+mod scrub;
 mod support;
