@@ -26,6 +26,81 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/quotas/verify", post(verify))
         .route("/api/v2.0/quotas/{id}", get(show).put(update))
         .route("/api/v2.0/projects/{p}/summary", get(summary))
+        .route("/api/v2.0/usage", get(usage))
+        .route("/api/v2.0/statistics", get(statistics))
+}
+
+/// Berth's metering: `?project=P&from=YYYY-MM-DD&to=YYYY-MM-DD` (UTC days, both included;
+/// default the last 30 days). A project's members may read its usage; all projects (no
+/// `project`) need a system administrator.
+async fn usage(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let project = match q.get("project").filter(|p| !p.is_empty()) {
+        Some(p) => Some(resolve_with(&s, &c, &headers, p, Perm::Read).await?.name),
+        None => {
+            c.sysadmin(&s).await?;
+            None
+        }
+    };
+    let today = berth_auth::now_ms().div_euclid(86_400_000);
+    let day = |k: &str, default: i64| -> Result<i64, ApiError> {
+        match q.get(k).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => berth_registry::day_of(v)
+                .ok_or_else(|| bad_request(format!("{k} must be a date like 2026-12-05, not {v:?}"))),
+        }
+    };
+    let to = day("to", today)?;
+    let from = day("from", to - 29)?;
+    if from > to || to - from > 3660 {
+        return Err(bad_request("from must be on or before to, at most ten years apart"));
+    }
+    let rows = s.registry.usage(project.as_deref(), from, to).await?;
+    let body: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "project": r.project, "date": berth_registry::date_of(r.day), "stored_bytes": r.stored_bytes,
+                "pushed_bytes": r.pushed_bytes, "pulled_bytes": r.pulled_bytes, "pushes": r.pushes, "pulls": r.pulls,
+            })
+        })
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+/// Harbor's statistics: project and repository counts (those the caller can see) and the
+/// storage all projects use.
+async fn statistics(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    use berth_auth::Target;
+    let (mut public, mut private, mut public_repos, mut private_repos) = (0, 0, 0, 0);
+    for p in s.auth.projects().await? {
+        if s.auth.decide(&c.p, Target::Project(&p), Perm::Read).await.is_err() {
+            continue;
+        }
+        let repos = s.registry.project_repos(&p.name).await?.len();
+        if p.settings.public() {
+            public += 1;
+            public_repos += repos;
+        } else {
+            private += 1;
+            private_repos += repos;
+        }
+    }
+    let mut body = json!({
+        "public_project_count": public, "private_project_count": private, "total_project_count": public + private,
+        "public_repo_count": public_repos, "private_repo_count": private_repos,
+        "total_repo_count": public_repos + private_repos,
+    });
+    // Storage is a system figure, shown to system administrators as Harbor does.
+    if c.sysadmin(&s).await.is_ok() {
+        let total: i64 = s.registry.quotas().await?.iter().map(|q| q.used).sum();
+        body["total_storage_consumption"] = json!(total);
+    }
+    Ok(Json(body).into_response())
 }
 
 async fn owner_name(s: &AdminState, p: &ProjectRecord) -> String {

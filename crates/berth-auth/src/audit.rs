@@ -95,7 +95,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             };
             (if op == "delete" { "delete" } else { "update" }, "policy", what, "success", None)
         }
-        EventKind::ScanCompleted => return None,
+        EventKind::ScanCompleted | EventKind::BlobPushed | EventKind::BlobPulled => return None,
         EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
         EventKind::AllowlistChanged => {
             ("update", "allowlist", detail("scope").unwrap_or_else(|| "system".into()), "success", None)

@@ -128,6 +128,10 @@ event_kinds! {
     JobStopped => "job.stopped",
     /// Audit entries were purged (`data.count`, `data.before`, `data.operations`).
     AuditPurged => "audit.purged",
+    /// Blob bytes were uploaded (`repo`; `data.bytes`, `data.count`: aggregated per second).
+    BlobPushed => "blob.pushed",
+    /// Blob bytes were served (`repo`; `data.bytes`, `data.count`: aggregated per second).
+    BlobPulled => "blob.pulled",
     /// A blob's stored bytes failed verification and it was quarantined (`digest`; `data.reason`).
     BlobQuarantined => "blob.quarantined",
     /// A garbage collection finished (`data`: the run's id, what it freed, whether a dry run).
@@ -254,6 +258,22 @@ pub enum Effect {
     },
     /// Enqueue a job (de-duplicated by its key as usual).
     Job(NewJob),
+    /// Add to a project's usage of one day (UTC days since the epoch), and record the
+    /// project's storage usage then.
+    Usage {
+        /// Project.
+        project: String,
+        /// Day.
+        day: i64,
+        /// Bytes uploaded (blobs and manifests).
+        pushed_bytes: i64,
+        /// Bytes served (blobs).
+        pulled_bytes: i64,
+        /// Manifests pushed.
+        pushes: i64,
+        /// Manifests pulled.
+        pulls: i64,
+    },
 }
 
 /// A consumer's position.
@@ -382,6 +402,27 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             Ok(())
         }
         Effect::Job(job) => insert_job(tx, job, now).await.map(drop),
+        Effect::Usage { project, day, pushed_bytes, pulled_bytes, pushes, pulls } => {
+            sqlx::query(
+                "INSERT INTO usage_daily (project, day, stored_bytes, pushed_bytes, pulled_bytes, pushes, pulls)
+                 VALUES ($1, $2, COALESCE((SELECT used FROM quotas WHERE project = $1), 0), $3, $4, $5, $6)
+                 ON CONFLICT (project, day) DO UPDATE SET
+                   stored_bytes = excluded.stored_bytes,
+                   pushed_bytes = usage_daily.pushed_bytes + excluded.pushed_bytes,
+                   pulled_bytes = usage_daily.pulled_bytes + excluded.pulled_bytes,
+                   pushes = usage_daily.pushes + excluded.pushes,
+                   pulls = usage_daily.pulls + excluded.pulls",
+            )
+            .bind(project)
+            .bind(day)
+            .bind(pushed_bytes)
+            .bind(pulled_bytes)
+            .bind(pushes)
+            .bind(pulls)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
     }
 }
 
@@ -543,6 +584,8 @@ type FailureKey = (String, Option<String>, String);
 #[derive(Default)]
 struct Pending {
     pulls: std::collections::HashMap<PullKey, (i64, i64)>,
+    /// (kind, repository) → (bytes, count, latest time).
+    transfers: std::collections::HashMap<(EventKind, String), (i64, i64, i64)>,
     failures: std::collections::HashMap<FailureKey, (i64, i64)>,
     other: Vec<NewEvent>,
     dropped: u64,
@@ -550,11 +593,18 @@ struct Pending {
 
 impl Pending {
     fn len(&self) -> usize {
-        self.pulls.len() + self.failures.len() + self.other.len()
+        self.pulls.len() + self.failures.len() + self.transfers.len() + self.other.len()
     }
 
     fn take(&mut self) -> Vec<NewEvent> {
         let mut out = std::mem::take(&mut self.other);
+        for ((kind, repo), (bytes, count, at)) in self.transfers.drain() {
+            out.push(
+                NewEvent::new(kind, at, &Origin::system())
+                    .repo(&repo)
+                    .data(serde_json::json!({ "bytes": bytes, "count": count })),
+            );
+        }
         for ((actor, ip, detail), (count, at)) in self.failures.drain() {
             out.push(
                 NewEvent::new(EventKind::LoginFailed, at, &Origin { actor, client_ip: ip })
@@ -647,6 +697,20 @@ impl EventBuffer {
                 None if full => p.dropped += 1,
                 None => {
                     p.pulls.insert(key, (n, e.at));
+                }
+            }
+        } else if matches!(e.kind, EventKind::BlobPushed | EventKind::BlobPulled) {
+            // Byte counts for metering: one event per repository and second.
+            let bytes = e.data.get("bytes").and_then(serde_json::Value::as_i64).unwrap_or(0);
+            match p.transfers.get_mut(&(e.kind, e.repo.clone().unwrap_or_default())) {
+                Some((b, count, at)) => {
+                    *b += bytes;
+                    *count += 1;
+                    *at = (*at).max(e.at);
+                }
+                None if full => p.dropped += 1,
+                None => {
+                    p.transfers.insert((e.kind, e.repo.clone().unwrap_or_default()), (bytes, 1, e.at));
                 }
             }
         } else if e.kind == EventKind::LoginFailed {

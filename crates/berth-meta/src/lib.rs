@@ -45,7 +45,7 @@ pub use events::{
 };
 pub use gc::{DeleteBytes, GcBlob, GcLink, GcManifest, GcRunRecord, GcSnapshot, GcStore, ScheduleRecord};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
-pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, project_of};
+pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 

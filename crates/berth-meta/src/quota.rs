@@ -119,9 +119,31 @@ pub(crate) async fn adjust(
     Ok(())
 }
 
-/// Quotas.
+/// One project's usage on one day (UTC), for charge-back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// Project.
+    pub project: String,
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    /// Storage used at the day's last recorded activity (each object once per project).
+    pub stored_bytes: i64,
+    /// Bytes uploaded (blobs and manifests).
+    pub pushed_bytes: i64,
+    /// Blob bytes served.
+    pub pulled_bytes: i64,
+    /// Manifests pushed.
+    pub pushes: i64,
+    /// Manifests pulled.
+    pub pulls: i64,
+}
+
+/// Quotas (and the usage rows metering keeps beside them).
 #[async_trait::async_trait]
 pub trait QuotaStore: Send + Sync + 'static {
+    /// Usage rows of `project` (every project when `None`) for days `from..=to`, by project
+    /// and day.
+    async fn usage(&self, project: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRecord>, MetaError>;
     /// One project's quota (usage 0 and no limit if nothing was ever stored).
     async fn quota(&self, project: &str) -> Result<QuotaRecord, MetaError>;
     /// Every stored quota, by project name.
@@ -163,6 +185,31 @@ impl QuotaStore for SqlMetaStore {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(record).collect()
+    }
+
+    async fn usage(&self, project: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT project, day, stored_bytes, pushed_bytes, pulled_bytes, pushes, pulls FROM usage_daily
+             WHERE ($1 = '' OR project = $1) AND day >= $2 AND day <= $3 ORDER BY project, day",
+        )
+        .bind(project.unwrap_or(""))
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRecord {
+                    project: r.try_get("project")?,
+                    day: r.try_get("day")?,
+                    stored_bytes: r.try_get("stored_bytes")?,
+                    pushed_bytes: r.try_get("pushed_bytes")?,
+                    pulled_bytes: r.try_get("pulled_bytes")?,
+                    pushes: r.try_get("pushes")?,
+                    pulls: r.try_get("pulls")?,
+                })
+            })
+            .collect()
     }
 
     async fn project_holds(&self, project: &str, digest: &str) -> Result<bool, MetaError> {

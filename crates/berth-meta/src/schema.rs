@@ -184,4 +184,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE blobs ADD COLUMN quarantined TEXT",
         ],
     ),
+    (
+        14,
+        &[
+            // Usage metering (the `usage` consumer): per project and UTC day.
+            "CREATE TABLE usage_daily (project {NAME} NOT NULL, day BIGINT NOT NULL, stored_bytes BIGINT NOT NULL,
+            pushed_bytes BIGINT NOT NULL, pulled_bytes BIGINT NOT NULL, pushes BIGINT NOT NULL, pulls BIGINT NOT NULL,
+            PRIMARY KEY (project, day))",
+        ],
+    ),
 ];

@@ -301,6 +301,10 @@ async fn blob_get(
         let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
         r.headers_mut().insert(header::LOCATION, hv(&url));
         r.headers_mut().insert(DIGEST_HEADER, hv(&digest.to_string()));
+        // Metered as served (the whole blob: a ranged request goes to the store).
+        if let Ok(size) = state.registry.blob_size(repo, digest).await {
+            state.registry.record_transfer(repo, true, size);
+        }
         return Ok(r);
     }
     let size = if with_body {
@@ -328,6 +332,7 @@ async fn blob_get(
     }
     let (_, body) = state.registry.blob_get(repo, digest, range).await?;
     state.metrics_bytes_out("/v2/{name}/blobs/{digest}", len);
+    state.registry.record_transfer(repo, true, len);
     let body = match body {
         BlobBody::Bytes(b) => Body::from(b),
         BlobBody::Stream(s) => Body::from_stream(s),

@@ -13,10 +13,12 @@ mod gc;
 mod manifest;
 mod scrub;
 mod upload;
+mod usage;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::Committed;
+pub use usage::{UsageConsumer, date_of, day_of};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,7 @@ use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
-pub use berth_meta::{ArtifactRow, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary};
+pub use berth_meta::{ArtifactRow, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UsageRecord};
 pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;
@@ -170,6 +172,23 @@ impl Registry {
             }
             events.push(e);
         }
+    }
+
+    /// Count blob bytes moved for metering (`blob.pushed` / `blob.pulled`, batched).
+    pub fn record_transfer(&self, repo: &RepoName, pulled: bool, bytes: u64) {
+        if let Some(events) = &self.events {
+            let kind = if pulled { EventKind::BlobPulled } else { EventKind::BlobPushed };
+            events.push(
+                NewEvent::new(kind, now_ms(), &Origin::system())
+                    .repo(repo.as_str())
+                    .data(serde_json::json!({ "bytes": bytes })),
+            );
+        }
+    }
+
+    /// Usage rows of a project (all when `None`) for UTC days `from..=to`.
+    pub async fn usage(&self, project: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRecord>, RegistryError> {
+        Ok(self.meta.usage(project, from, to).await?)
     }
 
     /// The options in force.

@@ -233,6 +233,7 @@ impl Registry {
         self.meta.delete_upload(id).await?;
         drop(state);
         self.forget_slot(id);
+        self.record_transfer(repo, false, size);
         debug!(upload.id = %id, %digest, size_bytes = size, "upload committed");
         Ok(Committed { digest: digest.clone(), size })
     }

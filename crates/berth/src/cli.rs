@@ -864,3 +864,66 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// Run `berth usage`: per project and day, stored, pushed and pulled bytes and counts.
+pub async fn usage(
+    args: &ApiArgs,
+    project: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let mut q = Vec::new();
+    if let Some(p) = &project {
+        q.push(format!("project={}", enc(p)));
+    }
+    if let Some(f) = &from {
+        q.push(format!("from={}", enc(f)));
+    }
+    if let Some(t) = &to {
+        q.push(format!("to={}", enc(t)));
+    }
+    let (_, rows) = api.call(reqwest::Method::GET, &format!("/usage?{}", q.join("&")), None).await?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let cols = ["project", "date", "stored_bytes", "pushed_bytes", "pulled_bytes", "pushes", "pulls"];
+    match api.args.output.as_str() {
+        "json" => print_json(&Value::Array(rows))?,
+        "csv" => {
+            println!("{}", cols.join(","));
+            for r in &rows {
+                let cells: Vec<String> = cols
+                    .iter()
+                    .map(|c| match &r[*c] {
+                        Value::String(s) if s.contains([',', '"']) => format!("\"{}\"", s.replace('"', "\"\"")),
+                        Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    })
+                    .collect();
+                println!("{}", cells.join(","));
+            }
+        }
+        _ => {
+            let hb = |v: &Value| berth_types::human_bytes(v.as_u64().unwrap_or(0));
+            println!(
+                "{:<24}  {:<10}  {:>12}  {:>12}  {:>12}  {:>7}  {:>7}",
+                "PROJECT", "DATE", "STORED", "PUSHED", "PULLED", "PUSHES", "PULLS"
+            );
+            for r in &rows {
+                println!(
+                    "{:<24}  {:<10}  {:>12}  {:>12}  {:>12}  {:>7}  {:>7}",
+                    r["project"].as_str().unwrap_or(""),
+                    r["date"].as_str().unwrap_or(""),
+                    hb(&r["stored_bytes"]),
+                    hb(&r["pushed_bytes"]),
+                    hb(&r["pulled_bytes"]),
+                    r["pushes"],
+                    r["pulls"]
+                );
+            }
+            if rows.is_empty() {
+                println!("no usage recorded in that period");
+            }
+        }
+    }
+    Ok(())
+}

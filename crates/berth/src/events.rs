@@ -54,6 +54,7 @@ pub fn start_consumers(sql: Arc<SqlMetaStore>, auth: Arc<berth_auth::Auth>) -> V
     let consumers: Vec<Arc<dyn Consumer>> = vec![
         Arc::new(berth_auth::AuditConsumer),
         Arc::new(berth_auth::PullConsumer),
+        Arc::new(berth_registry::UsageConsumer),
         Arc::new(berth_scanner::ScanOnPush::new(auth)),
     ];
     consumers.into_iter().map(|c| run_consumer(log.clone(), c, ConsumerOptions::default())).collect()

@@ -142,6 +142,21 @@ enum Command {
         #[command(subcommand)]
         command: cli::ImmutableCommand,
     },
+    /// Usage for charge-back, per project and UTC day, through the management API
+    /// (`--output text|json|csv`).
+    Usage {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        /// One project (all projects need a system administrator).
+        #[arg(long)]
+        project: Option<String>,
+        /// First day, e.g. 2026-12-01 (default 30 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (default today).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// The offline vulnerability database (OSV), in the metadata database.
     Vulndb {
         #[command(subcommand)]
@@ -499,6 +514,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gc { api, command } => rt.block_on(cli::gc(&api, command)),
         Command::Quota { api, command } => rt.block_on(cli::quota(&api, command)),
         Command::Immutable { api, command } => rt.block_on(cli::immutable(&api, command)),
+        Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {

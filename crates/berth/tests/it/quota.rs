@@ -130,3 +130,77 @@ async fn a_project_quota_refuses_what_would_exceed_it_and_counts_each_blob_once(
     assert!(err.contains("unknown unit"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_metered_per_project_and_day_and_statistics_agree() {
+    let s = TestServer::start().await;
+    let id = s.project("meter", false).await;
+    let m = s.push_image("meter/app", "v1").await;
+    let blobs: Vec<String> = {
+        let v: Value = serde_json::from_slice(&m).unwrap();
+        std::iter::once(&v["config"])
+            .chain(v["layers"].as_array().unwrap())
+            .map(|d| d["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut blob_bytes = 0;
+    for d in &blobs {
+        let got = s.get(&format!("/v2/meter/app/blobs/{d}")).await.bytes().await.unwrap();
+        blob_bytes += got.len() as i64;
+    }
+    for _ in 0..3 {
+        assert_eq!(s.get("/v2/meter/app/manifests/v1").await.status(), 200);
+    }
+    s.push_image("other/app", "v1").await;
+    // Events are batched (about a second) and applied by the `usage` consumer.
+    let want_stored = used(&s, id).await;
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let rows: Vec<Value> = s.api(Method::GET, "/usage?project=meter", None).await.json().await.unwrap();
+        if let Some(r) = rows.first()
+            && r["pulls"] == 3
+            && r["pulled_bytes"] == blob_bytes
+        {
+            row = r.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["project"], "meter", "usage never arrived: {row}");
+    assert_eq!(row["pushes"], 1);
+    assert_eq!(row["pushed_bytes"].as_i64(), Some(blob_bytes + m.len() as i64), "blobs and the manifest");
+    assert_eq!(row["stored_bytes"].as_i64(), Some(want_stored), "the project's storage, as its quota counts it");
+    let today = row["date"].as_str().unwrap().to_owned();
+    // Every project, for a system administrator; a bad date is a 400 saying what is wanted.
+    let all: Vec<Value> =
+        s.api(Method::GET, &format!("/usage?from={today}&to={today}"), None).await.json().await.unwrap();
+    assert!(all.iter().any(|r| r["project"] == "other"), "{all:?}");
+    let r = s.api(Method::GET, "/usage?from=last-week", None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("2026-12-05"));
+    s.user("meter-user", "Meter-User-Password-1").await;
+    let r = client_as("meter-user", "Meter-User-Password-1")
+        .get(s.url("/api/v2.0/usage?project=meter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a private project's usage is its members' business");
+    // Harbor's statistics: the storage all projects use is the sum of their quotas' usage.
+    let stats: Value = s.api(Method::GET, "/statistics", None).await.json().await.unwrap();
+    let quotas: Vec<Value> = s.api(Method::GET, "/quotas", None).await.json().await.unwrap();
+    let total: i64 = quotas.iter().map(|q| q["used"]["storage"].as_i64().unwrap()).sum();
+    assert_eq!(stats["total_storage_consumption"].as_i64(), Some(total));
+    assert_eq!(stats["private_project_count"], 2);
+    // The command line, as CSV for a spreadsheet.
+    let out = run_ok(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["usage", "--project", "meter", "--from", &today, "--to", &today, "--output", "csv"])
+            .env("BERTH_URL", &s.base)
+            .env("BERTH_PASSWORD", ADMIN_PASSWORD),
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "project,date,stored_bytes,pushed_bytes,pulled_bytes,pushes,pulls");
+    assert_eq!(lines[1], format!("meter,{today},{want_stored},{},{blob_bytes},1,3", blob_bytes + m.len() as i64));
+    s.stop().await;
+}
