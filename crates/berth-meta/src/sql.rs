@@ -515,8 +515,13 @@ impl MetaStore for SqlMetaStore {
         if linked > 0 {
             crate::quota::adjust(&mut tx, repo.as_str(), &d, size, 1, now).await?;
         }
-        // The link protects it now (and the row lock taken above keeps collections out).
-        sqlx::query("UPDATE blobs SET pending_until = NULL WHERE digest = $1").bind(&d).execute(&mut *tx).await?;
+        // The link protects it now (and the row lock taken above keeps collections out). A new
+        // blob's bytes were hashed on the way in: the scrubber need not read them for a while.
+        sqlx::query("UPDATE blobs SET pending_until = NULL, checked_at = COALESCE(checked_at, $2) WHERE digest = $1")
+            .bind(&d)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
