@@ -856,6 +856,15 @@ impl AccessStore for SqlMetaStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM cve_allowlist WHERE scope = $1").bind(&name).execute(&mut *tx).await?;
+            // Nor its immutable tag rules, nor its storage limit (unless repositories of that
+            // name still hold content: their accounting stays right).
+            sqlx::query("DELETE FROM immutable_rules WHERE project = $1").bind(&name).execute(&mut *tx).await?;
+            sqlx::query(
+                "DELETE FROM quotas WHERE project = $1 AND NOT EXISTS (SELECT 1 FROM quota_objects WHERE project = $1)",
+            )
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
         }
         let n = sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n > 0 {

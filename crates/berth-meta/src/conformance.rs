@@ -682,7 +682,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
 
 /// Store a blob's record and link it into `repo`, as an upload does (pin, then link).
 async fn link<S: MetaStore + ?Sized>(store: &S, repo: &RepoName, digest: &Digest, size: i64, now: i64) {
-    store.pin_blob(digest, size, now, now + 60_000).await.expect("pin a blob");
+    store.pin_blob(digest, size, now, now + crate::PIN_LEASE_MS).await.expect("pin a blob");
     store.link_blob(repo, digest, now, now).await.expect("link a blob");
 }
 
@@ -850,9 +850,21 @@ pub async fn run_quota(store: &dyn MetaStore) {
     assert!(store.delete_repo(&repo("quota/c"), &o).await.unwrap());
     assert_eq!(used("quota").await, 0);
     assert_eq!(used("elsewhere").await, 10);
+    // An immutable tag never moves, also when two pushes race to create it.
+    let (im, other_m) = (manifest("imm-1", None, None, 200), manifest("imm-2", None, None, 201));
+    let t = [tag("release")];
+    store.put_manifest_guarded(&other, &im, b"imm-1", &[], &t, &t, &o).await.unwrap();
+    let moved = store.put_manifest_guarded(&other, &other_m, b"imm-2", &[], &t, &t, &o).await;
+    assert!(matches!(moved, Err(crate::MetaError::TagImmutable(ref n)) if n == "release"), "{moved:?}");
+    store.put_manifest_guarded(&other, &im, b"imm-1", &[], &t, &t, &o).await.unwrap();
+    assert_eq!(store.resolve_tag(&other, &t[0]).await.unwrap(), Some(im.digest.clone()));
+    assert!(matches!(
+        store.put_tag_guarded(&other, &t[0], &other_m.digest, true, 202, &o).await,
+        Err(crate::MetaError::TagImmutable(_)) | Ok(false)
+    ));
     let checks = store.verify_quotas(false).await.unwrap();
     for c in &checks {
         assert_eq!((c.stored, c.objects_off), (c.computed, 0), "{c:?}");
     }
-    assert!(checks.iter().any(|c| c.project == "elsewhere" && c.computed == 10));
+    assert!(checks.iter().any(|c| c.project == "elsewhere" && c.computed == 10 + im.size), "{checks:?}");
 }

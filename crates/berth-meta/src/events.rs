@@ -273,6 +273,9 @@ pub enum Effect {
         pushes: i64,
         /// Manifests pulled.
         pulls: i64,
+        /// Is `day` today? Only then is the stored figure (today's usage) recorded: a consumer
+        /// catching up on older events must not write today's figure into past days.
+        today: bool,
     },
 }
 
@@ -402,12 +405,12 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             Ok(())
         }
         Effect::Job(job) => insert_job(tx, job, now).await.map(drop),
-        Effect::Usage { project, day, pushed_bytes, pulled_bytes, pushes, pulls } => {
+        Effect::Usage { project, day, pushed_bytes, pulled_bytes, pushes, pulls, today } => {
             sqlx::query(
                 "INSERT INTO usage_daily (project, day, stored_bytes, pushed_bytes, pulled_bytes, pushes, pulls)
                  VALUES ($1, $2, COALESCE((SELECT used FROM quotas WHERE project = $1), 0), $3, $4, $5, $6)
                  ON CONFLICT (project, day) DO UPDATE SET
-                   stored_bytes = excluded.stored_bytes,
+                   stored_bytes = CASE WHEN $7 = 1 THEN excluded.stored_bytes ELSE usage_daily.stored_bytes END,
                    pushed_bytes = usage_daily.pushed_bytes + excluded.pushed_bytes,
                    pulled_bytes = usage_daily.pulled_bytes + excluded.pulled_bytes,
                    pushes = usage_daily.pushes + excluded.pushes,
@@ -419,6 +422,7 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             .bind(pulled_bytes)
             .bind(pushes)
             .bind(pulls)
+            .bind(i64::from(*today))
             .execute(&mut **tx)
             .await?;
             Ok(())

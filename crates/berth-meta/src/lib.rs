@@ -50,6 +50,11 @@ pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 
 /// Milliseconds since the Unix epoch.
+/// How long [`MetaStore::pin_blob`] protects a blob whose bytes an upload is committing. A
+/// commit takes milliseconds on a filesystem and seconds on S3; one that takes longer fails
+/// safely (`Gone`).
+pub const PIN_LEASE_MS: i64 = 60 * 60 * 1000;
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -263,10 +268,19 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
     ) -> Result<Option<(i64, Option<String>)>, MetaError>;
     /// Up to `limit` linked, unquarantined blobs last verified before `before` (never verified
     /// first), for the scrubber.
-    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64)>, MetaError>;
+    /// Each as `(digest, size, created_at)`.
+    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64, i64)>, MetaError>;
     /// Record a scrub's verdict on a blob: verified at `at`, or quarantined for `reason`
-    /// (logged as `blob.quarantined`).
-    async fn scrub_verdict(&self, digest: &Digest, at: i64, quarantine: Option<&str>) -> Result<(), MetaError>;
+    /// (logged as `blob.quarantined`) — only if its row is still the one created at
+    /// `created_at` (when given): a blob collected and uploaded again meanwhile is not judged
+    /// by the old bytes.
+    async fn scrub_verdict(
+        &self,
+        digest: &Digest,
+        created_at: Option<i64>,
+        at: i64,
+        quarantine: Option<&str>,
+    ) -> Result<(), MetaError>;
     /// Quarantined blobs: digest, reason, the repositories linking it.
     async fn quarantined(&self) -> Result<Vec<(Digest, String, Vec<String>)>, MetaError>;
     /// Size of the blob if any repository links it (for mounts without `from`).
@@ -361,6 +375,8 @@ pub trait MetaStore: QuotaStore + Send + Sync + 'static {
     -> Result<(), MetaError>;
     /// Delete one tag (event `tag.deleted`); returns whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError>;
+    /// The indexes of `repo` that list the manifest `digest`.
+    async fn parents_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, MetaError>;
     /// The tags pointing at `digest` in `repo`, by name.
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
     /// Up to `n` tags after `last`, in lexical order.

@@ -239,9 +239,11 @@ impl QuotaStore for SqlMetaStore {
     async fn verify_quotas(&self, fix: bool) -> Result<Vec<QuotaCheck>, MetaError> {
         let mut tx = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
-            // Every link change updates its project's `quotas` row; holding them all (and
-            // making new ones wait) freezes usage while we count.
-            sqlx::query("LOCK TABLE quotas IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            // Freeze links, manifests and the figures kept from them while we count (every
+            // writer of these tables waits; an administrator's occasional check).
+            sqlx::query("LOCK TABLE repo_blobs, manifests, quota_objects, quotas IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
         }
         // (project, digest) → (size, links), from the links themselves.
         let mut truth: HashMap<(String, String), (i64, i64)> = HashMap::new();

@@ -323,6 +323,18 @@ async fn write_manifest(
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if inserted == 0 && backend == Backend::Postgres {
+        // Already there: hold it, so that a collection deleting untagged manifests cannot
+        // delete it under the tags this push sets (it re-checks for tags after its lock).
+        let held: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE")
+            .bind(repo.as_str())
+            .bind(&d)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if held.is_none() {
+            return Err(MetaError::Gone(vec![m.digest.clone()]));
+        }
+    }
     if inserted > 0 {
         crate::quota::adjust(tx, repo.as_str(), &d, m.size, 1, m.created_at).await?;
         for (child, kind) in refs {
@@ -382,16 +394,23 @@ async fn upsert_tag(
     if immutable && before.as_deref().is_some_and(|b| b != digest) {
         return Err(MetaError::TagImmutable(tag.to_string()));
     }
-    sqlx::query(
+    // An immutable tag only ever "moves" to the digest it has: a racing push that created it
+    // meanwhile (PostgreSQL; `before` was read without a lock) makes this write a no-op.
+    let guard = if immutable { " WHERE tags.digest = excluded.digest" } else { "" };
+    let n = sqlx::query(&format!(
         "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-    )
+         ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at{guard}"
+    ))
     .bind(repo.as_str())
     .bind(tag.as_str())
     .bind(digest)
     .bind(now)
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if immutable && n == 0 {
+        return Err(MetaError::TagImmutable(tag.to_string()));
+    }
     let event = |kind| NewEvent::new(kind, now, origin).repo(repo.as_str()).digest(digest).tag(tag);
     Ok(match before {
         None => Some(event(EventKind::TagCreated)),
@@ -490,7 +509,13 @@ impl MetaStore for SqlMetaStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, pinned_at: i64, now: i64) -> Result<(), MetaError> {
         let mut tx = self.begin_write().await?;
         let d = digest.to_string();
-        let row = sqlx::query(&format!("SELECT created_at, size FROM blobs WHERE digest = $1{}", self.lock_share()))
+        // `FOR UPDATE`, not `FOR SHARE`: two links of one digest would each wait on the
+        // other's share lock at the `UPDATE` below.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!("SELECT created_at, size FROM blobs WHERE digest = $1{lock}"))
             .bind(&d)
             .fetch_optional(&mut *tx)
             .await?;
@@ -517,11 +542,17 @@ impl MetaStore for SqlMetaStore {
         }
         // The link protects it now (and the row lock taken above keeps collections out). A new
         // blob's bytes were hashed on the way in: the scrubber need not read them for a while.
-        sqlx::query("UPDATE blobs SET pending_until = NULL, checked_at = COALESCE(checked_at, $2) WHERE digest = $1")
-            .bind(&d)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        // Lift our pin only: another upload of the same digest may still be committing.
+        sqlx::query(
+            "UPDATE blobs SET checked_at = COALESCE(checked_at, $2),
+             pending_until = CASE WHEN pending_until <= $3 THEN NULL ELSE pending_until END
+             WHERE digest = $1",
+        )
+        .bind(&d)
+        .bind(now)
+        .bind(pinned_at + crate::PIN_LEASE_MS)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -598,9 +629,9 @@ impl MetaStore for SqlMetaStore {
         row.map(|r| Ok((r.try_get("size")?, r.try_get("quarantined")?))).transpose()
     }
 
-    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64)>, MetaError> {
+    async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64, i64)>, MetaError> {
         let rows = sqlx::query(
-            "SELECT digest, size FROM blobs b
+            "SELECT digest, size, created_at FROM blobs b
              WHERE quarantined IS NULL AND COALESCE(checked_at, 0) < $1
              AND EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest)
              ORDER BY COALESCE(checked_at, 0), digest LIMIT $2",
@@ -609,18 +640,30 @@ impl MetaStore for SqlMetaStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?))).collect()
+        rows.iter().map(|r| Ok((parse(r.try_get("digest")?)?, r.try_get("size")?, r.try_get("created_at")?))).collect()
     }
 
-    async fn scrub_verdict(&self, digest: &Digest, at: i64, quarantine: Option<&str>) -> Result<(), MetaError> {
+    async fn scrub_verdict(
+        &self,
+        digest: &Digest,
+        created_at: Option<i64>,
+        at: i64,
+        quarantine: Option<&str>,
+    ) -> Result<(), MetaError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE blobs SET checked_at = $2, quarantined = $3 WHERE digest = $1")
-            .bind(digest.to_string())
-            .bind(at)
-            .bind(quarantine)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(reason) = quarantine {
+        let n = sqlx::query(
+            "UPDATE blobs SET checked_at = $2, quarantined = $3 WHERE digest = $1 AND ($4 < 0 OR created_at = $4)",
+        )
+        .bind(digest.to_string())
+        .bind(at)
+        .bind(quarantine)
+        .bind(created_at.unwrap_or(-1))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0
+            && let Some(reason) = quarantine
+        {
             let e = NewEvent::new(EventKind::BlobQuarantined, at, &Origin::system())
                 .digest(digest)
                 .data(serde_json::json!({ "reason": reason }));
@@ -864,6 +907,18 @@ impl MetaStore for SqlMetaStore {
         Ok(true)
     }
 
+    async fn parents_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Digest>, MetaError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT r.digest FROM manifest_refs r WHERE r.repo = $1 AND r.child = $2 AND r.kind = 'manifest'
+             ORDER BY r.digest",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(parse).collect()
+    }
+
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
         Ok(sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
             .bind(repo.as_str())
@@ -1014,27 +1069,26 @@ impl MetaStore for SqlMetaStore {
 
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
-        // Everything it holds leaves its project's quota.
-        let held: Vec<(String, i64)> = sqlx::query(
-            "SELECT l.digest AS digest, b.size AS size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest
-             WHERE l.repo = $1
-             UNION ALL SELECT digest, size FROM manifests WHERE repo = $1",
-        )
-        .bind(repo.as_str())
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| Ok::<_, MetaError>((r.try_get("digest")?, r.try_get("size")?)))
-        .collect::<Result<_, _>>()?;
+        // Everything it holds leaves its project's quota: what this transaction deleted.
         let now = crate::now_ms();
-        for (d, size) in &held {
-            crate::quota::adjust(&mut tx, repo.as_str(), d, *size, -1, now).await?;
+        let manifests = sqlx::query("DELETE FROM manifests WHERE repo = $1 RETURNING digest, size")
+            .bind(repo.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &manifests {
+            let (d, size): (String, i64) = (r.try_get("digest")?, r.try_get("size")?);
+            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, -1, now).await?;
+        }
+        let links: Vec<String> = sqlx::query_scalar("DELETE FROM repo_blobs WHERE repo = $1 RETURNING digest")
+            .bind(repo.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        for d in &links {
+            unlinked(&mut tx, repo.as_str(), d).await?;
         }
         for q in [
             "DELETE FROM tags WHERE repo = $1",
             "DELETE FROM manifest_refs WHERE repo = $1",
-            "DELETE FROM manifests WHERE repo = $1",
-            "DELETE FROM repo_blobs WHERE repo = $1",
             "DELETE FROM repo_policies WHERE repo = $1",
             "DELETE FROM tag_mutability WHERE repo = $1",
         ] {

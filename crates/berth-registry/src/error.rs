@@ -74,7 +74,7 @@ pub enum RegistryError {
     #[error("this {0} has too many open upload sessions ({1}); finish or cancel some (idle ones expire)")]
     TooManyUploads(&'static str, u64),
     /// An immutable tag would be moved or deleted.
-    #[error("tag {repo}:{tag} is immutable ({why}): it cannot be overwritten or deleted; push under another tag")]
+    #[error("tag {repo}:{tag} is immutable ({why}): it cannot be overwritten, moved or deleted")]
     TagImmutable {
         /// The repository.
         repo: RepoName,

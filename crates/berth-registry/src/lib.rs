@@ -405,7 +405,15 @@ impl Registry {
         origin: &Origin,
     ) -> Result<(), RegistryError> {
         match reference {
-            Reference::Digest(d) => self.check_mutable(repo, &self.all_tags(repo, Some(d)).await?).await?,
+            Reference::Digest(d) => {
+                // Its own tags, and those of the indexes that list it (deleting a child would
+                // break an image whose tag may not change).
+                let mut tags = self.all_tags(repo, Some(d)).await?;
+                for parent in self.meta.parents_of(repo, d).await? {
+                    tags.extend(self.all_tags(repo, Some(&parent)).await?);
+                }
+                self.check_mutable(repo, &tags).await?
+            }
             Reference::Tag(t) => self.check_mutable(repo, std::slice::from_ref(t)).await?,
         }
         let found = match reference {

@@ -54,7 +54,7 @@ impl Registry {
             if batch.is_empty() {
                 break;
             }
-            for (digest, size) in batch {
+            for (digest, size, created_at) in batch {
                 if opts.max_time.is_some_and(|m| started.elapsed() >= m) {
                     report.unfinished = true;
                     break 'outer;
@@ -66,7 +66,9 @@ impl Registry {
                     warn!(%digest, %reason, "scrub: blob quarantined");
                     report.quarantined.push((digest.to_string(), reason.clone()));
                 }
-                self.meta.scrub_verdict(&digest, now_ms().max(before + 1), verdict.as_deref()).await?;
+                self.meta
+                    .scrub_verdict(&digest, Some(created_at), now_ms().max(before + 1), verdict.as_deref())
+                    .await?;
                 if opts.rate > 0 {
                     let due = Duration::from_secs_f64(report.bytes as f64 / opts.rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {

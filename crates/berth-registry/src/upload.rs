@@ -15,10 +15,6 @@ use tracing::{debug, info, warn};
 
 use crate::{Registry, RegistryError, UploadSlot, now_ms};
 
-/// How long a blob reserved by a committing upload is safe from garbage collection. A commit
-/// takes milliseconds on a filesystem and seconds on S3; one that takes longer fails safely.
-const PIN_LEASE_MS: i64 = 60 * 60 * 1000;
-
 /// The outcome of a finished upload.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -205,14 +201,14 @@ impl Registry {
         // Reserve the blob first, so that a garbage collection cannot delete the bytes this
         // commit writes (see `berth_meta`'s `gc.rs`).
         let pinned_at = now_ms();
-        let repair = self.meta.pin_blob(digest, size as i64, pinned_at, pinned_at + PIN_LEASE_MS).await?;
+        let repair = self.meta.pin_blob(digest, size as i64, pinned_at, pinned_at + berth_meta::PIN_LEASE_MS).await?;
         if repair {
             // The stored copy failed verification: these verified bytes replace it.
             self.blobs.delete(digest).await?;
         }
         self.blobs.upload_commit(id, digest).await.map_err(upload_err)?;
         if repair {
-            self.meta.scrub_verdict(digest, now_ms(), None).await?;
+            self.meta.scrub_verdict(digest, None, now_ms(), None).await?;
             info!(%digest, "a quarantined blob was repaired by a fresh upload");
         }
         match self.meta.link_blob(repo, digest, pinned_at, now_ms()).await {

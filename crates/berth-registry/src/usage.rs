@@ -43,6 +43,7 @@ impl Consumer for UsageConsumer {
             d.2 += delta.2;
             d.3 += delta.3;
         }
+        let today = crate::now_ms().div_euclid(DAY_MS);
         Ok(days
             .into_iter()
             .map(|((project, day), (pushed_bytes, pulled_bytes, pushes, pulls))| Effect::Usage {
@@ -52,6 +53,7 @@ impl Consumer for UsageConsumer {
                 pulled_bytes,
                 pushes,
                 pulls,
+                today: day == today,
             })
             .collect())
     }

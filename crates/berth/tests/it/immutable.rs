@@ -66,6 +66,19 @@ async fn immutable_tags_cannot_be_overwritten_or_deleted_anywhere() {
     // Untouched: the old `latest` manifest can go.
     assert_eq!(s.delete(&format!("/v2/imm/app/manifests/{}", sha256(&latest))).await.status(), 202);
 
+    // A manifest listed by an index whose tag is immutable cannot be deleted either.
+    let child = s.upload_image_blobs("imm/app", 200).await;
+    assert_eq!(s.put_manifest("imm/app", &sha256(&child), OCI_MANIFEST, &child).await.status(), 201);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(&child), "size": child.len(),
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap();
+    assert_eq!(s.put_manifest("imm/app", "v5", OCI_INDEX, &index).await.status(), 201);
+    let msg = refused(s.delete(&format!("/v2/imm/app/manifests/{}", sha256(&child))).await).await;
+    assert!(msg.contains("imm/app:v5"), "{msg}");
+
     // Two pushes racing for a new immutable tag: exactly one wins.
     let (a, b) = (s.upload_image_blobs("imm/app", 300).await, s.upload_image_blobs("imm/app", 301).await);
     let (ra, rb) = tokio::join!(
