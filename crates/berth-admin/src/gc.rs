@@ -23,6 +23,38 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/system/gc/schedule", get(get_schedule).post(post_schedule).put(put_schedule))
         .route("/api/v2.0/system/gc/{id}", get(get_run).put(stop_run))
         .route("/api/v2.0/system/gc/{id}/log", get(run_log))
+        .route("/api/v2.0/system/gc/pause", axum::routing::post(pause).delete(resume))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    /// How long, in seconds (at most a week).
+    seconds: u64,
+}
+
+/// Berth: hold off blob deletion (for a PostgreSQL + S3 backup: dump, then copy the bucket).
+async fn pause(
+    State(s): State<AdminState>,
+    c: Caller,
+    body: Result<Json<PauseBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    c.sysadmin(&s).await?;
+    let req = crate::json_body(body)?;
+    if req.seconds == 0 || req.seconds > 7 * 24 * 3600 {
+        return Err(bad_request("seconds must be between 1 and 604800 (a week)"));
+    }
+    let until = berth_auth::now_ms() + (req.seconds as i64) * 1000;
+    if !s.gc.pause(until).await? {
+        return Err(ApiError::Conflict("a running berth backup holds off garbage collection already".into()));
+    }
+    Ok(Json(json!({"paused_until": time(until)})).into_response())
+}
+
+async fn resume(State(s): State<AdminState>, c: Caller) -> ApiResult {
+    c.sysadmin(&s).await?;
+    s.gc.resume().await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 impl From<GcRequestError> for ApiError {

@@ -185,6 +185,9 @@ pub struct GcService {
 /// Name of the collection's schedule.
 const SCHEDULE: &str = "gc";
 
+/// Who holds the GC fence during an operator's pause.
+const PAUSE_HOLDER: &str = "an operator's pause (berth gc pause)";
+
 impl GcService {
     /// The service over its stores.
     pub fn new(store: Arc<dyn GcStore>, queue: Arc<dyn JobQueue>) -> Self {
@@ -245,6 +248,18 @@ impl GcService {
             "Running" => Ok(self.store.update_gc_run(id, "Stopping", None, None, now_ms(), None).await?),
             other => Err(GcRequestError::Invalid(format!("run {id} is {other}, not running"))),
         }
+    }
+
+    /// Hold off blob deletion until `until` (Unix ms) — while an operator copies the bucket
+    /// after a database dump, for example. Returns false if something else (a running
+    /// `berth backup`) holds it.
+    pub async fn pause(&self, until: i64) -> Result<bool, MetaError> {
+        self.store.hold_fence("gc", PAUSE_HOLDER, until, now_ms()).await
+    }
+
+    /// Lift a pause made by [`GcService::pause`].
+    pub async fn resume(&self) -> Result<(), MetaError> {
+        self.store.release_fence("gc", PAUSE_HOLDER).await
     }
 
     /// The schedule, if one was ever set.

@@ -127,6 +127,15 @@ pub enum GcCommand {
         /// Run id.
         id: i64,
     },
+    /// Hold off blob deletion for a while (runs stop before deleting bytes), e.g. while you
+    /// copy the bucket after dumping the database.
+    Pause {
+        /// For how long, e.g. `2h`.
+        #[arg(long = "for")]
+        duration: humantime::Duration,
+    },
+    /// Lift a pause.
+    Resume,
     /// Show or set the schedule: --type None|Hourly|Daily|Weekly, or --cron for Custom.
     Schedule {
         /// None, Hourly, Daily, Weekly (or Custom with --cron).
@@ -677,6 +686,15 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
         GcCommand::Stop { id } => {
             api.call(Method::PUT, &format!("/system/gc/{id}"), None).await?;
             println!("asked run {id} to stop");
+        }
+        GcCommand::Pause { duration } => {
+            let seconds = std::time::Duration::from(duration).as_secs().max(1);
+            let (_, v) = api.call(Method::POST, "/system/gc/pause", Some(json!({"seconds": seconds}))).await?;
+            println!("garbage collection deletes nothing until {}", v["paused_until"].as_str().unwrap_or("?"));
+        }
+        GcCommand::Resume => {
+            api.call(Method::DELETE, "/system/gc/pause", None).await?;
+            println!("garbage collection may delete again");
         }
         GcCommand::Schedule { kind: None, cron: None, .. } => {
             let (_, v) = api.call(Method::GET, "/system/gc/schedule", None).await?;

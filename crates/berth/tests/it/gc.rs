@@ -229,6 +229,19 @@ async fn berth_gc_runs_reports_and_schedules_from_the_command_line() {
     assert!(out.starts_with("Daily (0 0 0 * * *)"), "{out}");
     let err = run_fails(berth().args(["gc", "schedule", "--cron", "every night"])).await;
     assert!(err.contains("400") && err.contains("cron"), "{err}");
+
+    // Paused (for a PostgreSQL + S3 backup), a run deletes no bytes and says why; resumed, it does.
+    let m2 = s.push_image("cli/gc", "v2").await;
+    assert_eq!(s.delete(&format!("/v2/cli/gc/manifests/{}", sha256(&m2))).await.status(), 202);
+    let out = run_ok(berth().args(["gc", "pause", "--for", "1h"])).await;
+    assert!(out.contains("deletes nothing until"), "{out}");
+    let err = run_fails(berth().args(["gc", "run", "--time-window", "0", "--wait"])).await;
+    assert!(err.contains("Stopped") && err.contains("pause"), "{err}");
+    assert!(blobs_of(&m2).iter().all(|d| blob_file(&s, d).exists()));
+    run_ok(berth().args(["gc", "resume"])).await;
+    let out = run_ok(berth().args(["gc", "run", "--time-window", "0", "--wait"])).await;
+    assert!(out.contains("freed 2 blobs"), "{out}");
+    assert!(blobs_of(&m2).iter().all(|d| !blob_file(&s, d).exists()));
     s.stop().await;
 }
 
