@@ -3,7 +3,7 @@
 //! Key layout under the configured prefix:
 //! ```text
 //! <prefix>/
-//!   blobs/sha256/ab/ab12…ef     pointer: {"path": "<prefix>/data/<upload>-<n>", "size": N}
+//!   blobs/sha256/ab/ab12…ef     pointer: {"path": "data/<upload>-<n>", "size": N, "relative": true}
 //!   data/<upload-id>-<n>        the bytes of a committed blob (one multipart upload)
 //!   uploads/<upload-id>/
 //!     state.json                the session: size, multipart id and part ids, tail object
@@ -93,10 +93,15 @@ impl std::fmt::Debug for S3BlobStore {
     }
 }
 
+/// A blob's pointer object. `path` is relative to the store's prefix when `relative` is set
+/// (every pointer written now), so a copy of the prefix elsewhere — a backup into another
+/// bucket or prefix — is self-contained; older pointers hold the full key.
 #[derive(Debug, Serialize, Deserialize)]
 struct Pointer {
     path: String,
     size: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    relative: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -146,6 +151,20 @@ impl S3BlobStore {
 
     fn key(&self, rest: &str) -> Path {
         if self.prefix.is_empty() { Path::from(rest) } else { Path::from(format!("{}/{rest}", self.prefix)) }
+    }
+
+    /// The pointer for the data at the full key `full`, written relative to the prefix.
+    fn pointer_to(&self, full: &str, size: u64) -> Pointer {
+        let rel = if self.prefix.is_empty() { Some(full) } else { full.strip_prefix(&format!("{}/", self.prefix)) };
+        match rel {
+            Some(r) => Pointer { path: r.to_owned(), size, relative: true },
+            None => Pointer { path: full.to_owned(), size, relative: false },
+        }
+    }
+
+    /// The full key of the data a pointer names.
+    fn data_key(&self, p: &Pointer) -> Path {
+        if p.relative { self.key(&p.path) } else { Path::from(p.path.as_str()) }
     }
 
     fn pointer_key(&self, d: &Digest) -> Path {
@@ -268,7 +287,7 @@ impl BlobStore for S3BlobStore {
         if p.size == 0 {
             return Ok(BlobBody::Bytes(Bytes::new()));
         }
-        Ok(BlobBody::Stream(self.get_range(&Path::from(p.path.as_str()), r).await?))
+        Ok(BlobBody::Stream(self.get_range(&self.data_key(&p), r).await?))
     }
 
     async fn put(&self, digest: &Digest, data: Bytes) -> Result<(), BlobError> {
@@ -278,13 +297,13 @@ impl BlobStore for S3BlobStore {
         let path = self.key(&format!("data/{}", uuid::Uuid::new_v4()));
         let size = data.len() as u64;
         self.store.put(&path, PutPayload::from(data)).await.map_err(os_err)?;
-        self.write_pointer(digest, &Pointer { path: path.to_string(), size }).await
+        self.write_pointer(digest, &self.pointer_to(path.as_ref(), size)).await
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError> {
         if let Some(p) = self.pointer(digest).await? {
             self.store.delete(&self.pointer_key(digest)).await.map_err(os_err)?;
-            self.delete_quiet(&Path::from(p.path.as_str())).await;
+            self.delete_quiet(&self.data_key(&p)).await;
         }
         Ok(())
     }
@@ -441,7 +460,7 @@ impl BlobStore for S3BlobStore {
                 (path.to_string(), total)
             }
         };
-        self.write_pointer(digest, &Pointer { path, size }).await?;
+        self.write_pointer(digest, &self.pointer_to(&path, size)).await?;
         if let Some(t) = &st.tail {
             self.delete_quiet(&Path::from(t.as_str())).await;
         }
@@ -471,7 +490,7 @@ impl BlobStore for S3BlobStore {
     async fn presigned_get(&self, digest: &Digest, ttl: std::time::Duration) -> Result<Option<String>, BlobError> {
         use object_store::signer::Signer;
         let Some(p) = self.pointer(digest).await? else { return Ok(None) };
-        let url = self.store.signed_url(http::Method::GET, &Path::from(p.path.as_str()), ttl).await.map_err(os_err)?;
+        let url = self.store.signed_url(http::Method::GET, &self.data_key(&p), ttl).await.map_err(os_err)?;
         Ok(Some(url.to_string()))
     }
 

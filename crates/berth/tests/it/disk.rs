@@ -399,3 +399,82 @@ async fn backup_while_running_and_restore_into_a_fresh_data_directory() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The documented PostgreSQL + S3 backup: pause GC, `pg_dump`, copy the bucket prefix,
+/// resume; restored into a new database and a new prefix, every image pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_s3_backup_by_the_documented_procedure_restores_every_image() {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let s = TestServer::start_on(Backend::S3Postgres).await;
+    let mut images = Vec::new();
+    for (repo, tag) in [("pgbk/one", "v1"), ("pgbk/two", "v1"), ("pgbk/two", "v2")] {
+        images.push((repo, tag, s.push_image(repo, tag).await));
+    }
+    let url = s.meta_env.iter().find(|(k, _)| k == "BERTH_METADATA_URL").unwrap().1.clone();
+    let berth = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+    run_ok(berth().args(["gc", "pause", "--for", "1h"])).await;
+    let keep = tempfile::tempdir().unwrap();
+    let dump = keep.path().join("berth.dump");
+    run_ok(tokio::process::Command::new("pg_dump").args(["-Fc", "-f"]).arg(&dump).arg(&url)).await;
+    // A copy of the prefix under another one (as `aws s3 sync` would do).
+    let loc = berth_test_support::s3_location();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&loc.endpoint)
+        .with_bucket_name(&loc.bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(&loc.access_key_id)
+        .with_secret_access_key(&loc.secret_access_key)
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let from = s.s3_prefix.clone().unwrap();
+    let listed: Vec<object_store::ObjectMeta> =
+        store.list(Some(&object_store::path::Path::from(from.as_str()))).try_collect().await.unwrap();
+    assert!(!listed.is_empty());
+    for o in &listed {
+        let rest = o.location.as_ref().strip_prefix(&format!("{from}/")).unwrap().to_owned();
+        let to = object_store::path::Path::from(format!("{}/{rest}", loc.prefix));
+        store.copy(&o.location, &to).await.unwrap();
+    }
+    run_ok(berth().args(["gc", "resume"])).await;
+    s.stop().await;
+    // The original is lost: the copy must stand on its own.
+    for o in &listed {
+        store.delete(&o.location).await.unwrap();
+    }
+
+    // Restore: a new database from the dump, the copied prefix, a new server.
+    let restored = berth_test_support::postgres_database().await;
+    run_ok(tokio::process::Command::new("pg_restore").args(["--no-owner", "-d"]).arg(&restored).arg(&dump)).await;
+    let r = TestServer::start_with(move |c| {
+        c.metadata = berth_config::MetadataConfig::Postgres { url: berth_config::Secret::new(restored), pool_size: 4 };
+        c.storage = berth_config::StorageConfig::S3(berth_config::S3Config {
+            endpoint: Some(loc.endpoint),
+            region: "us-east-1".into(),
+            bucket: loc.bucket,
+            prefix: loc.prefix,
+            access_key_id: Some(loc.access_key_id),
+            secret_access_key: Some(berth_config::Secret::new(loc.secret_access_key)),
+            path_style: true,
+            part_size: 5 * 1024 * 1024,
+        });
+    })
+    .await;
+    for (repo, tag, manifest) in &images {
+        let got = r.get(&format!("/v2/{repo}/manifests/{tag}")).await.bytes().await.unwrap();
+        assert_eq!(got.as_ref(), &manifest[..], "{repo}:{tag}");
+        let m: Value = serde_json::from_slice(manifest).unwrap();
+        for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+            let d = d["digest"].as_str().unwrap();
+            let body = r.get(&format!("/v2/{repo}/blobs/{d}")).await.bytes().await.unwrap();
+            assert_eq!(sha256(&body), d, "{repo}@{d} restored from the copied prefix");
+        }
+    }
+    r.stop().await;
+}

@@ -65,6 +65,8 @@ pub struct TestServer {
     pub base: String,
     pub client: Client,
     pub dir: tempfile::TempDir,
+    /// The S3 key prefix of its blobs, on the S3 backend.
+    pub s3_prefix: Option<String>,
     running: Option<berth::Running>,
 }
 
@@ -130,7 +132,11 @@ impl TestServer {
         let client = client_as(ADMIN, ADMIN_PASSWORD);
         let host = base.split("://").nth(1).unwrap().to_owned();
         std::fs::write(dir.path().join("auth.json"), auth_json(&host, ADMIN, ADMIN_PASSWORD)).unwrap();
-        TestServer { meta_env, base, client, dir, running: Some(running) }
+        let s3_prefix = match &cfg.storage {
+            berth_config::StorageConfig::S3(s3) => Some(s3.prefix.clone()),
+            _ => None,
+        };
+        TestServer { meta_env, base, client, dir, s3_prefix, running: Some(running) }
     }
 
     /// The helpers of a test server, for a `berth` already serving at `base` (a child
@@ -139,7 +145,14 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let host = base.split("://").nth(1).unwrap().to_owned();
         std::fs::write(dir.path().join("auth.json"), auth_json(&host, ADMIN, ADMIN_PASSWORD)).unwrap();
-        TestServer { meta_env, base: base.to_owned(), client: client_as(ADMIN, ADMIN_PASSWORD), dir, running: None }
+        TestServer {
+            meta_env,
+            base: base.to_owned(),
+            client: client_as(ADMIN, ADMIN_PASSWORD),
+            dir,
+            s3_prefix: None,
+            running: None,
+        }
     }
 
     /// A client without credentials.
