@@ -33,6 +33,24 @@ struct ManifestWrite {
     done: oneshot::Sender<Result<(), MetaError>>,
 }
 
+impl ManifestWrite {
+    /// Its statements, inside `tx`.
+    async fn write(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), MetaError> {
+        write_manifest(
+            tx,
+            Backend::Sqlite,
+            &self.repo,
+            &self.record,
+            &self.content,
+            &self.refs,
+            &self.tags,
+            &self.immutable,
+            &self.origin,
+        )
+        .await
+    }
+}
+
 /// Most manifest writes committed in one SQLite transaction.
 const GROUP_COMMIT_MAX: usize = 64;
 
@@ -434,18 +452,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         let together: Result<(), MetaError> = async {
             let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
             for w in &batch {
-                write_manifest(
-                    &mut tx,
-                    Backend::Sqlite,
-                    &w.repo,
-                    &w.record,
-                    &w.content,
-                    &w.refs,
-                    &w.tags,
-                    &w.immutable,
-                    &w.origin,
-                )
-                .await?;
+                w.write(&mut tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -460,18 +467,7 @@ async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite
         for w in batch {
             let alone: Result<(), MetaError> = async {
                 let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
-                write_manifest(
-                    &mut tx,
-                    Backend::Sqlite,
-                    &w.repo,
-                    &w.record,
-                    &w.content,
-                    &w.refs,
-                    &w.tags,
-                    &w.immutable,
-                    &w.origin,
-                )
-                .await?;
+                w.write(&mut tx).await?;
                 tx.commit().await?;
                 Ok(())
             }
