@@ -24,6 +24,7 @@
 
 pub mod ecr;
 pub mod immutable;
+pub mod lifecycle;
 pub mod pattern;
 
 pub use pattern::{Pattern, PatternError, PatternOptions, PatternSet, Syntax};
