@@ -121,7 +121,11 @@ fn is_full(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
         sqlx::Error::Database(d) => {
-            d.code().is_some_and(|c| c == "13" || c == "53100") || d.message().contains("database or disk is full")
+            // 4874 is SQLITE_IOERR_SHMSIZE: SQLite grows its `-shm` index by writing to it, and
+            // on a full disk (tmpfs above all) that write's ENOSPC surfaces as this, not as
+            // SQLITE_FULL.
+            d.code().is_some_and(|c| c == "13" || c == "4874" || c == "53100")
+                || d.message().contains("database or disk is full")
         }
         _ => false,
     }
