@@ -10,9 +10,9 @@
 //!
 //! | a writer that…                   | locks (`FOR SHARE` / update)       | so a collection…                     |
 //! |----------------------------------|------------------------------------|--------------------------------------|
-//! | pushes a manifest                | the repository's links to its blobs, its child manifests, its content row | never unlinks a blob or deletes a child it references; a link already removed makes the push fail with [`MetaError::Gone`] (`BLOB_UNKNOWN`) |
+//! | pushes a manifest                | the repository's links to its blobs, its child manifests, its content row, and (re-pushed) its own row | never unlinks a blob or deletes a child it references, nor the manifest it tags; a link already removed makes the push fail with [`MetaError::Gone`] (`BLOB_UNKNOWN`) |
 //! | tags a manifest                  | the manifest row                   | never deletes an untagged manifest being tagged |
-//! | mounts a blob                    | the blob row                       | never deletes a blob being linked    |
+//! | mounts a blob, links an upload   | the blob row                       | never deletes a blob being linked    |
 //! | reserves a blob before its bytes (`pin_blob`) | the blob row (upsert)  | deletes bytes only while holding the row, so bytes written after a pin survive |
 //!
 //! A blob's bytes are deleted inside the transaction that deletes its row, while the row is
