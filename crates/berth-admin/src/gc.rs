@@ -170,11 +170,7 @@ async fn post_schedule(
     body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     c.sysadmin(&s).await?;
-    let req = crate::json_body(body)?;
-    let params = req.parameters.unwrap_or_default();
-    let sched =
-        req.schedule.ok_or_else(|| bad_request("schedule is required: {\"schedule\": {\"type\": \"Manual\"}}"))?;
-    let kind = sched.kind.unwrap_or_default();
+    let (kind, cron, params) = schedule_request(body, "Manual")?;
     if kind == "Manual" {
         let id = s.gc.start("Manual", &params).await?;
         let mut r = (StatusCode::CREATED, Json(json!({"id": id}))).into_response();
@@ -183,7 +179,7 @@ async fn post_schedule(
         r.headers_mut().insert(http::header::LOCATION, loc);
         return Ok(r);
     }
-    set_schedule(&s, &kind, sched.cron.as_deref(), &params).await?;
+    set_schedule(&s, &kind, cron.as_deref(), &params).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -193,16 +189,24 @@ async fn put_schedule(
     body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     c.sysadmin(&s).await?;
-    let req = crate::json_body(body)?;
-    let params = req.parameters.unwrap_or_default();
-    let sched =
-        req.schedule.ok_or_else(|| bad_request("schedule is required: {\"schedule\": {\"type\": \"Daily\"}}"))?;
-    let kind = sched.kind.unwrap_or_default();
+    let (kind, cron, params) = schedule_request(body, "Daily")?;
     if kind == "Manual" {
         return Err(bad_request("a Manual run is started with POST /api/v2.0/system/gc/schedule"));
     }
-    set_schedule(&s, &kind, sched.cron.as_deref(), &params).await?;
+    set_schedule(&s, &kind, cron.as_deref(), &params).await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// A schedule request's type, cron and parameters (`example`: a type for the error message).
+fn schedule_request(
+    body: Result<Json<ScheduleBody>, axum::extract::rejection::JsonRejection>,
+    example: &str,
+) -> Result<(String, Option<String>, GcParameters), ApiError> {
+    let req = crate::json_body(body)?;
+    let sched = req
+        .schedule
+        .ok_or_else(|| bad_request(format!("schedule is required: {{\"schedule\": {{\"type\": \"{example}\"}}}}")))?;
+    Ok((sched.kind.unwrap_or_default(), sched.cron, req.parameters.unwrap_or_default()))
 }
 
 async fn set_schedule(s: &AdminState, kind: &str, cron: Option<&str>, params: &GcParameters) -> Result<(), ApiError> {

@@ -248,6 +248,34 @@ impl SqlMetaStore {
     }
 }
 
+/// Link blob `digest` (of `size` bytes) into `repo`, creating the repository; a new link is
+/// counted in the project's quota (and refused past its limit).
+async fn link_into(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    repo: &RepoName,
+    digest: &str,
+    size: i64,
+    now: i64,
+) -> Result<(), MetaError> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    let linked =
+        sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(digest)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if linked > 0 {
+        crate::quota::adjust(tx, repo.as_str(), digest, size, 1, now).await?;
+    }
+    Ok(())
+}
+
 /// A link of `digest` in `repo` was removed: take it out of the project's quota.
 pub(crate) async fn unlinked(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -520,22 +548,7 @@ impl MetaStore for SqlMetaStore {
             Some(r) if r.try_get::<i64, _>("created_at")? <= pinned_at => r.try_get("size")?,
             _ => return Err(MetaError::Gone(vec![digest.clone()])),
         };
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let linked =
-            sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(repo.as_str())
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if linked > 0 {
-            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, 1, now).await?;
-        }
+        link_into(&mut tx, repo, &d, size, now).await?;
         // The link protects it now (and the row lock taken above keeps collections out). A new
         // blob's bytes were hashed on the way in: the scrubber need not read them for a while.
         // Lift our pin only: another upload of the same digest may still be committing.
@@ -589,22 +602,7 @@ impl MetaStore for SqlMetaStore {
         if linked.is_none() {
             return Ok(None);
         }
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let linked =
-            sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(repo.as_str())
-                .bind(&d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if linked > 0 {
-            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, 1, now).await?;
-        }
+        link_into(&mut tx, repo, &d, size, now).await?;
         tx.commit().await?;
         Ok(Some(size))
     }

@@ -180,11 +180,7 @@ impl Collector {
         let now = now_ms();
         let cutoff = now - opts.time_window.as_millis() as i64;
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
-        let say = |log: &mut String, line: String| {
-            info!(target: "berth::gc", "{line}");
-            let _ = writeln!(log, "{} {line}", chrono_like(now_ms()));
-        };
-        say(
+        log_line(
             log,
             format!(
                 "garbage collection started: delete_untagged={} dry_run={} time_window={}h",
@@ -194,7 +190,7 @@ impl Collector {
             ),
         );
         let snap = self.store.gc_snapshot().await?;
-        say(
+        log_line(
             log,
             format!(
                 "snapshot: {} manifests, {} blob links, {} blobs",
@@ -205,7 +201,7 @@ impl Collector {
         );
         let marked = mark(&snap, opts, now);
         drop(snap);
-        say(
+        log_line(
             log,
             format!(
                 "marked: {} untagged manifests, {} unreferenced links, {} blobs ({} bytes)",
@@ -230,7 +226,7 @@ impl Collector {
             report.blobs_deleted = marked.blobs.len() as u64;
             report.bytes_freed = marked.blobs.iter().map(|b| b.1 as u64).sum();
             report.duration_ms = started.elapsed().as_millis() as u64;
-            say(log, format!("dry run: would free {} blobs, {} bytes", report.blobs_deleted, report.bytes_freed));
+            log_line(log, format!("dry run: would free {} blobs, {} bytes", report.blobs_deleted, report.bytes_freed));
             return Ok(report);
         }
 
@@ -244,7 +240,7 @@ impl Collector {
         }
         if report.manifests_deleted > 0 {
             self.registry.forget_cached_records();
-            say(log, format!("deleted {} untagged manifests", report.manifests_deleted));
+            log_line(log, format!("deleted {} untagged manifests", report.manifests_deleted));
             // Their blobs are garbage now too: look again.
             let snap = self.store.gc_snapshot().await?;
             let again = mark(&snap, &GcOptions { delete_untagged: false, ..opts.clone() }, now);
@@ -265,10 +261,6 @@ impl Collector {
         log: &mut String,
         started: Instant,
     ) -> Result<GcReport, RegistryError> {
-        let line = |log: &mut String, line: String| {
-            info!(target: "berth::gc", "{line}");
-            let _ = writeln!(log, "{} {line}", chrono_like(now_ms()));
-        };
         for batch in marked.links.chunks(200) {
             if stop().await {
                 report.stopped = true;
@@ -281,7 +273,7 @@ impl Collector {
                 report.repositories.entry(repo.to_string()).or_default().links += 1;
             }
         }
-        line(log, format!("removed {} unreferenced blob links", report.links_removed));
+        log_line(log, format!("removed {} unreferenced blob links", report.links_removed));
         let blobs = self.registry.blobs.clone();
         let workers = opts.workers.max(1);
         let delete_bytes = move |ds: Vec<Digest>| -> futures::future::BoxFuture<'static, Result<(), String>> {
@@ -307,7 +299,7 @@ impl Collector {
                 }
                 let deleted = match self.store.gc_delete_blobs(batch, cutoff, now, &delete_bytes).await {
                     Err(berth_meta::MetaError::Conflict(why)) => {
-                        line(log, format!("blob deletion stopped: {why}; the next run frees them"));
+                        log_line(log, format!("blob deletion stopped: {why}; the next run frees them"));
                         report.stopped = true;
                         break;
                     }
@@ -319,12 +311,12 @@ impl Collector {
                     self.credit(&mut report, &marked.blob_repos, &d.to_string(), size as u64);
                 }
             }
-            line(log, format!("deleted {} blobs, {} bytes", report.blobs_deleted, report.bytes_freed));
+            log_line(log, format!("deleted {} blobs, {} bytes", report.blobs_deleted, report.bytes_freed));
         }
         if !report.stopped {
             report.manifest_contents_deleted = self.store.gc_orphan_content().await? as u64;
             report.uploads_expired = self.registry.expire_uploads().await? as u64;
-            line(
+            log_line(
                 log,
                 format!(
                     "deleted {} unreferenced manifest contents; expired {} idle upload sessions",
@@ -333,7 +325,7 @@ impl Collector {
             );
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
-        line(
+        log_line(
             log,
             format!(
                 "garbage collection {} in {} ms: {} blobs, {} bytes freed",
@@ -354,6 +346,12 @@ impl Collector {
             e.bytes += size;
         }
     }
+}
+
+/// Append a line to a run's log (and the process log), with its time.
+fn log_line(log: &mut String, line: String) {
+    info!(target: "berth::gc", "{line}");
+    let _ = writeln!(log, "{} {line}", chrono_like(now_ms()));
 }
 
 /// `2026-12-05T20:46:28.123Z` for log lines.

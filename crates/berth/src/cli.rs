@@ -346,6 +346,14 @@ fn enc(s: &str) -> String {
     berth_auth::oidc::urlencode(s)
 }
 
+/// A JSON value as a table cell (`Value`'s `Display` ignores widths, so columns would not align).
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -378,7 +386,7 @@ pub async fn project(args: &ApiArgs, cmd: ProjectCommand) -> anyhow::Result<()> 
                 for p in list.as_array().into_iter().flatten() {
                     println!(
                         "{:<6}  {:<32}  {:<8}  {}",
-                        p["project_id"],
+                        cell(&p["project_id"]),
                         p["name"].as_str().unwrap_or(""),
                         p["metadata"]["public"].as_str().unwrap_or(""),
                         p["repo_count"]
@@ -451,10 +459,10 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
                     let exp = r["expires_at"].as_i64().unwrap_or(-1);
                     println!(
                         "{:<6}  {:<40}  {:<8}  {:<8}  {}",
-                        r["id"],
+                        cell(&r["id"]),
                         r["name"].as_str().unwrap_or(""),
                         r["level"].as_str().unwrap_or(""),
-                        r["disable"],
+                        cell(&r["disable"]),
                         if exp < 0 { "never".to_owned() } else { berth_auth::rfc3339(exp * 1000) }
                     );
                 }
@@ -501,7 +509,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
                 for u in list.as_array().into_iter().flatten() {
                     println!(
                         "{:<6}  {:<32}  {}",
-                        u["user_id"],
+                        cell(&u["user_id"]),
                         u["username"].as_str().unwrap_or(""),
                         u["sysadmin_flag"]
                     );
@@ -585,7 +593,7 @@ fn gc_line(r: &Value) -> String {
     };
     format!(
         "{:<6}  {:<8}  {:<8}  {:<24}  {freed}",
-        r["id"],
+        cell(&r["id"]),
         r["job_status"].as_str().unwrap_or(""),
         r["job_kind"].as_str().unwrap_or(""),
         r["creation_time"].as_str().unwrap_or("")
@@ -604,9 +612,9 @@ fn print_gc_report(r: &Value) {
             println!(
                 "{:<48}  {:>8}  {:>12}  {:>10}",
                 name,
-                f["blobs"],
+                cell(&f["blobs"]),
                 berth_types::human_bytes(f["bytes"].as_u64().unwrap_or(0)),
-                f["manifests"]
+                cell(&f["manifests"])
             );
         }
     }
@@ -830,7 +838,7 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
                 for r in list.as_array().into_iter().flatten() {
                     println!(
                         "{:<6}  {:<9}  {:<32}  {}",
-                        r["id"],
+                        cell(&r["id"]),
                         if r["disabled"].as_bool() == Some(true) { "no" } else { "yes" },
                         sel(&r["scope_selectors"]["repository"], 0),
                         sel(&r["tag_selectors"], 0)
@@ -934,8 +942,8 @@ pub async fn usage(
                     hb(&r["stored_bytes"]),
                     hb(&r["pushed_bytes"]),
                     hb(&r["pulled_bytes"]),
-                    r["pushes"],
-                    r["pulls"]
+                    cell(&r["pushes"]),
+                    cell(&r["pulls"])
                 );
             }
             if rows.is_empty() {
