@@ -23,10 +23,12 @@
 
 mod gc;
 mod immutable;
+mod lifecycle;
 mod lookup;
 mod projects;
 mod quotas;
 mod repos;
+mod retention;
 mod robots;
 mod scans;
 mod shapes;
@@ -57,6 +59,8 @@ pub struct AdminState {
     pub jobs: Jobs,
     /// Garbage collection: runs and schedule.
     pub gc: berth_jobs::GcService,
+    /// Lifecycle and retention policies.
+    pub policies: berth_jobs::PolicyService,
     /// The registry (repositories, artifacts, tags).
     pub registry: Arc<Registry>,
     /// The access service.
@@ -80,6 +84,7 @@ impl AdminState {
     pub fn new(
         jobs: Jobs,
         gc: berth_jobs::GcService,
+        policies: berth_jobs::PolicyService,
         scans: Arc<Scanning>,
         registry: Arc<Registry>,
         auth: Arc<Auth>,
@@ -88,6 +93,7 @@ impl AdminState {
         AdminState {
             jobs,
             gc,
+            policies,
             scans,
             registry,
             auth,
@@ -521,6 +527,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(gc::routes())
         .merge(quotas::routes())
         .merge(immutable::routes())
+        .merge(lifecycle::routes())
+        .merge(retention::routes())
         .merge(projects::routes())
         .merge(repos::routes())
         .merge(users::routes())

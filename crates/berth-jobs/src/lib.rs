@@ -17,10 +17,14 @@
 
 mod events;
 mod gc;
+mod policy;
 
-pub use berth_meta::{GcRunRecord, JobRecord, JobState, MetaError, Origin, ScheduleRecord};
+pub use berth_meta::{
+    GcRunRecord, JobRecord, JobState, MetaError, Origin, PolicyRecord, PolicyRunRecord, ScheduleRecord,
+};
 pub use events::{ConsumerOptions, consume_once, run_consumer, tail};
 pub use gc::{GC, GcJobPayload, GcParameters, GcRequestError, GcService, Schedule, next_fire};
+pub use policy::{LIFECYCLE_SWEEP, POLICY_RUN, PolicyError, PolicyService};
 
 /// The job service as the management API sees it: list, inspect and stop jobs.
 #[derive(Clone)]

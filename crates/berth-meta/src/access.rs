@@ -859,6 +859,17 @@ impl AccessStore for SqlMetaStore {
             // Nor its immutable tag rules, nor its storage limit (unless repositories of that
             // name still hold content: their accounting stays right).
             sqlx::query("DELETE FROM immutable_rules WHERE project = $1").bind(&name).execute(&mut *tx).await?;
+            // Nor its retention policy and its repositories' lifecycle policies.
+            let owned = format!(
+                "SELECT id FROM policies WHERE (kind = 'retention' AND scope = $1)
+                 OR (kind IN ('lifecycle', 'lifecycle-preview-only') AND substr(scope, 1, {len}) = $2)"
+            );
+            for q in [
+                format!("DELETE FROM policy_runs WHERE policy_id IN ({owned})"),
+                format!("DELETE FROM policies WHERE id IN ({owned})"),
+            ] {
+                sqlx::query(&q).bind(&name).bind(format!("{name}/")).execute(&mut *tx).await?;
+            }
             sqlx::query(
                 "DELETE FROM quotas WHERE project = $1 AND NOT EXISTS (SELECT 1 FROM quota_objects WHERE project = $1)",
             )

@@ -193,4 +193,17 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (project, day))",
         ],
     ),
+    (
+        15,
+        &[
+            // Lifecycle (per repository) and retention (per project) policies, and their runs
+            // (`policy.rs`).
+            "CREATE TABLE policies (id {SERIAL}, kind TEXT NOT NULL, scope {NAME} NOT NULL, document TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, evaluated_at BIGINT, UNIQUE (kind, scope))",
+            "CREATE TABLE policy_runs (id {SERIAL}, policy_id BIGINT NOT NULL, kind TEXT NOT NULL,
+            trigger_kind TEXT NOT NULL, dry_run BIGINT NOT NULL, status TEXT NOT NULL, document TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, result TEXT)",
+            "CREATE INDEX policy_runs_policy ON policy_runs (policy_id, kind)",
+        ],
+    ),
 ];

@@ -1085,6 +1085,8 @@ impl MetaStore for SqlMetaStore {
             "DELETE FROM manifest_refs WHERE repo = $1",
             "DELETE FROM repo_policies WHERE repo = $1",
             "DELETE FROM tag_mutability WHERE repo = $1",
+            "DELETE FROM policy_runs WHERE policy_id IN (SELECT id FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1)",
+            "DELETE FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1",
         ] {
             sqlx::query(q).bind(repo.as_str()).execute(&mut *tx).await?;
         }

@@ -60,11 +60,21 @@ pub enum EcrAction {
     StartImageScan,
     /// Read scan findings.
     DescribeImageScanFindings,
+    /// Read the lifecycle policy.
+    GetLifecyclePolicy,
+    /// Set the lifecycle policy.
+    PutLifecyclePolicy,
+    /// Delete the lifecycle policy.
+    DeleteLifecyclePolicy,
+    /// Start a lifecycle policy preview.
+    StartLifecyclePolicyPreview,
+    /// Read a lifecycle policy preview.
+    GetLifecyclePolicyPreview,
 }
 
 impl EcrAction {
     /// Every action Berth knows.
-    pub const ALL: [EcrAction; 17] = [
+    pub const ALL: [EcrAction; 22] = [
         EcrAction::BatchGetImage,
         EcrAction::GetDownloadUrlForLayer,
         EcrAction::BatchCheckLayerAvailability,
@@ -82,6 +92,11 @@ impl EcrAction {
         EcrAction::DeleteRepositoryPolicy,
         EcrAction::StartImageScan,
         EcrAction::DescribeImageScanFindings,
+        EcrAction::GetLifecyclePolicy,
+        EcrAction::PutLifecyclePolicy,
+        EcrAction::DeleteLifecyclePolicy,
+        EcrAction::StartLifecyclePolicyPreview,
+        EcrAction::GetLifecyclePolicyPreview,
     ];
 
     /// The `ecr:…` name.
@@ -104,6 +119,11 @@ impl EcrAction {
             EcrAction::DeleteRepositoryPolicy => "ecr:DeleteRepositoryPolicy",
             EcrAction::StartImageScan => "ecr:StartImageScan",
             EcrAction::DescribeImageScanFindings => "ecr:DescribeImageScanFindings",
+            EcrAction::GetLifecyclePolicy => "ecr:GetLifecyclePolicy",
+            EcrAction::PutLifecyclePolicy => "ecr:PutLifecyclePolicy",
+            EcrAction::DeleteLifecyclePolicy => "ecr:DeleteLifecyclePolicy",
+            EcrAction::StartLifecyclePolicyPreview => "ecr:StartLifecyclePolicyPreview",
+            EcrAction::GetLifecyclePolicyPreview => "ecr:GetLifecyclePolicyPreview",
         }
     }
 }

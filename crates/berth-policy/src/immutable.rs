@@ -166,18 +166,18 @@ impl TagMutability {
 
 /// A compiled selector: a pattern and whether it selects what matches or what does not.
 #[derive(Debug, Clone)]
-struct Compiled {
-    pattern: Pattern,
-    exclude: bool,
+pub(crate) struct Compiled {
+    pub(crate) pattern: Pattern,
+    pub(crate) exclude: bool,
 }
 
 impl Compiled {
-    fn selects(&self, text: &str) -> bool {
+    pub(crate) fn selects(&self, text: &str) -> bool {
         self.pattern.matches(text) != self.exclude
     }
 }
 
-fn compile_selector(s: &Selector, what: &str, matches: &str, excludes: &str) -> Result<Compiled, String> {
+pub(crate) fn compile_selector(s: &Selector, what: &str, matches: &str, excludes: &str) -> Result<Compiled, String> {
     if s.kind != "doublestar" {
         return Err(format!("{what} selector kind {:?} is not supported; use doublestar", s.kind));
     }

@@ -26,5 +26,6 @@ pub mod ecr;
 pub mod immutable;
 pub mod lifecycle;
 pub mod pattern;
+pub mod retention;
 
 pub use pattern::{Pattern, PatternError, PatternOptions, PatternSet, Syntax};

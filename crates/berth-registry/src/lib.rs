@@ -11,11 +11,13 @@
 mod error;
 mod gc;
 mod manifest;
+mod policy;
 mod scrub;
 mod upload;
 mod usage;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
+pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::Committed;
 pub use usage::{UsageConsumer, date_of, day_of};

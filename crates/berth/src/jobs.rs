@@ -213,6 +213,59 @@ impl JobHandler for GcJob {
     }
 }
 
+/// Executes one lifecycle or retention run (`berth_jobs::POLICY_RUN`).
+struct PolicyRunJob {
+    registry: Arc<Registry>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for PolicyRunJob {
+    fn kind(&self) -> &'static str {
+        berth_jobs::POLICY_RUN
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        let p: berth_jobs::GcJobPayload = serde_json::from_str(payload)?;
+        self.registry.execute_policy_run(p.run).await?;
+        Ok(())
+    }
+}
+
+/// Starts runs of the lifecycle policies that are due (`berth_jobs::LIFECYCLE_SWEEP`).
+struct LifecycleSweep {
+    service: berth_jobs::PolicyService,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for LifecycleSweep {
+    fn kind(&self) -> &'static str {
+        berth_jobs::LIFECYCLE_SWEEP
+    }
+
+    async fn run(&self, _payload: &str) -> anyhow::Result<()> {
+        let started = self.service.sweep_lifecycle(berth_jobs::now_ms()).await?;
+        if !started.is_empty() {
+            tracing::info!(runs = ?started, "lifecycle policies applied");
+        }
+        Ok(())
+    }
+}
+
+/// Fire retention schedules when due (every worker replica ticks; one wins each firing).
+fn retention_schedule(service: berth_jobs::PolicyService) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            match service.tick(berth_jobs::now_ms()).await {
+                Ok(started) if !started.is_empty() => tracing::info!(runs = ?started, "scheduled retention started"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention schedule"),
+            }
+        }
+    })
+}
+
 /// Fire the garbage-collection schedule when due (every worker replica ticks; one wins).
 fn gc_schedule(service: berth_jobs::GcService) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -239,6 +292,7 @@ pub fn start_worker(
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
     let gc_store: Arc<dyn berth_meta::GcStore> = sql.clone();
     let gc_service = berth_jobs::GcService::new(gc_store.clone(), sql.clone());
+    let policies = berth_jobs::PolicyService::new(sql.clone(), sql.clone(), sql.clone());
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut opts = WorkerOptions::named(owner);
@@ -247,6 +301,8 @@ pub fn start_worker(
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(GcJob { collector, store: gc_store }),
         Arc::new(ScrubJob { registry: registry.clone() }),
+        Arc::new(PolicyRunJob { registry: registry.clone() }),
+        Arc::new(LifecycleSweep { service: policies.clone() }),
         Arc::new(UploadExpiry { registry }),
         Arc::new(ScanJob { scanner: scanner.clone() }),
         Arc::new(Reevaluate { scanner }),
@@ -258,7 +314,9 @@ pub fn start_worker(
         berth_jobs::schedule_every(queue.clone(), UPLOAD_EXPIRY, cfg.upload_sweep_interval),
         berth_jobs::schedule_every(queue.clone(), EVENT_PRUNE, std::time::Duration::from_secs(3600)),
         berth_jobs::schedule_every(queue.clone(), AUDIT_PURGE, std::time::Duration::from_secs(3600)),
-        berth_jobs::schedule_every(queue, SCRUB, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue.clone(), SCRUB, std::time::Duration::from_secs(3600)),
+        berth_jobs::schedule_every(queue, berth_jobs::LIFECYCLE_SWEEP, std::time::Duration::from_secs(3600)),
         gc_schedule(gc_service),
+        retention_schedule(policies),
     ]
 }

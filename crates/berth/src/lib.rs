@@ -207,6 +207,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let mut admin_state = berth_admin::AdminState::new(
         berth_jobs::Jobs::new(sql.clone()),
         berth_jobs::GcService::new(sql.clone(), sql.clone()),
+        berth_jobs::PolicyService::new(sql.clone(), sql.clone(), sql.clone()),
         scanning,
         registry.clone(),
         auth.clone(),

@@ -15,6 +15,7 @@ mod disk;
 mod events;
 mod gc;
 mod immutable;
+mod lifecycle;
 mod oidc;
 mod outage;
 mod quota;

@@ -1,0 +1,301 @@
+//! Running lifecycle and retention policies: ECR lifecycle previews and executions per
+//! repository, Harbor tag-retention executions (dry run or not) per project. The policy crate
+//! decides; this module gathers each repository's images, deletes what was decided through
+//! the same checks as every other delete (immutable tags are never deleted: such an image is
+//! reported as kept), and records the outcome on the run.
+//!
+//! An *image* is a manifest that stands on its own: not an untagged child of an index in the
+//! same repository, and not a referrer (signature, SBOM) whose subject is in the repository.
+//! Deleting an image deletes its referrers first, then the manifest, then those of its child
+//! manifests that nothing else holds (no tag, no other index).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use berth_meta::{ArtifactRow, PolicyRunRecord};
+use berth_policy::lifecycle::{Image, LifecyclePolicy};
+use berth_policy::retention::RetentionPolicy;
+use berth_types::{Digest, Reference, RepoName};
+use serde_json::{Value, json};
+
+use crate::{Registry, RegistryError, now_ms};
+
+/// Run kinds.
+pub const LIFECYCLE_PREVIEW: &str = "lifecycle-preview";
+/// An ECR lifecycle execution.
+pub const LIFECYCLE: &str = "lifecycle";
+/// A Harbor retention execution.
+pub const RETENTION: &str = "retention";
+
+/// What happened to one image a policy did not retain.
+enum Removal {
+    /// Deleted (or, in a dry run, would be).
+    Deleted,
+    /// Kept: a tag of it (or of an index holding it) is immutable.
+    Immutable(String),
+    /// Gone already (deleted by someone else meanwhile).
+    Gone,
+}
+
+fn as_image(a: &ArtifactRow) -> Image {
+    Image {
+        tags: a.tags.iter().map(|(t, _)| t.clone()).collect(),
+        pushed_at: a.record.created_at,
+        pulled_at: a.pull_time,
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn short_name(repo: &RepoName) -> &str {
+    repo.as_str().split_once('/').map_or(repo.as_str(), |(_, r)| r)
+}
+
+impl Registry {
+    /// The images of `repo` as policies see them, oldest first (the order the policy engine
+    /// breaks push-time ties by).
+    pub async fn policy_images(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, RegistryError> {
+        let mut rows = self.meta.repo_artifacts(repo).await?;
+        rows.reverse();
+        let present: HashSet<&Digest> = rows.iter().map(|r| &r.record.digest).collect();
+        let children: HashSet<&Digest> = rows.iter().flat_map(|r| r.children.iter()).collect();
+        let keep: Vec<bool> = rows
+            .iter()
+            .map(|r| {
+                let child = children.contains(&r.record.digest) && r.tags.is_empty();
+                let referrer = r.record.subject.as_ref().is_some_and(|s| present.contains(s));
+                !child && !referrer
+            })
+            .collect();
+        Ok(rows.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect())
+    }
+
+    /// Delete one image with its referrers and the children only it held.
+    async fn delete_image(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        origin: &berth_meta::Origin,
+    ) -> Result<Removal, RegistryError> {
+        let children = self
+            .meta
+            .repo_artifacts(repo)
+            .await?
+            .into_iter()
+            .find(|a| &a.record.digest == digest)
+            .map(|a| a.children)
+            .unwrap_or_default();
+        // Refuse before touching anything if a tag of it is immutable.
+        let mut tags: Vec<berth_types::Tag> =
+            self.meta.tags_of(repo, digest).await?.iter().filter_map(|t| t.parse().ok()).collect();
+        for parent in self.meta.parents_of(repo, digest).await? {
+            tags.extend(self.meta.tags_of(repo, &parent).await?.iter().filter_map(|t| t.parse().ok()));
+        }
+        if let Some((tag, why)) = self.immutable_tags(repo, &tags).await?.into_iter().next() {
+            return Ok(Removal::Immutable(format!("tag {tag} is immutable ({why})")));
+        }
+        // Referrers (and theirs), deepest first.
+        let mut referrers = Vec::new();
+        let mut frontier = vec![digest.clone()];
+        while let Some(d) = frontier.pop() {
+            if referrers.len() > 10_000 {
+                break;
+            }
+            for r in self.meta.referrers(repo, &d, None).await? {
+                frontier.push(r.digest.clone());
+                referrers.push(r.digest);
+            }
+        }
+        for r in referrers.iter().rev() {
+            self.delete_quietly(repo, r, origin).await?;
+        }
+        match self.manifest_delete(repo, &Reference::Digest(digest.clone()), origin).await {
+            Ok(()) => {}
+            Err(RegistryError::ManifestUnknown(_)) => return Ok(Removal::Gone),
+            Err(RegistryError::TagImmutable { tag, why, .. }) => {
+                return Ok(Removal::Immutable(format!("tag {tag} is immutable ({why})")));
+            }
+            Err(e) => return Err(e),
+        }
+        for c in children {
+            let held =
+                !self.meta.tags_of(repo, &c).await?.is_empty() || !self.meta.parents_of(repo, &c).await?.is_empty();
+            if !held {
+                self.delete_quietly(repo, &c, origin).await?;
+            }
+        }
+        Ok(Removal::Deleted)
+    }
+
+    async fn delete_quietly(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        origin: &berth_meta::Origin,
+    ) -> Result<(), RegistryError> {
+        match self.manifest_delete(repo, &Reference::Digest(d.clone()), origin).await {
+            Ok(()) | Err(RegistryError::ManifestUnknown(_)) | Err(RegistryError::TagImmutable { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run the policy run `id` if it is still pending: evaluate, delete unless it is a preview
+    /// or dry run, and store the outcome on the run (`Success`, `Stopped` or `Error`).
+    pub async fn execute_policy_run(&self, id: i64) -> Result<(), RegistryError> {
+        let Some(run) = self.meta.policy_run(id).await? else { return Ok(()) };
+        if run.status != "Pending" {
+            return Ok(());
+        }
+        self.meta.update_policy_run(id, "Running", None, now_ms()).await?;
+        let outcome = match run.kind.as_str() {
+            LIFECYCLE_PREVIEW | LIFECYCLE => self.run_lifecycle(&run).await,
+            RETENTION => self.run_retention(&run).await,
+            other => Err(format!("unknown policy run kind {other:?}")),
+        };
+        let (status, result) = match outcome {
+            Ok((status, result)) => (status, result),
+            Err(e) => {
+                tracing::error!(run = id, error = %e, "policy run failed");
+                ("Error", json!({ "error": e }))
+            }
+        };
+        self.meta.update_policy_run(id, status, Some(&result.to_string()), now_ms()).await?;
+        if run.kind != LIFECYCLE_PREVIEW && !run.dry_run && status == "Success" {
+            self.meta.mark_policy_evaluated(run.policy_id, now_ms()).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_lifecycle(&self, run: &PolicyRunRecord) -> Result<(&'static str, Value), String> {
+        let policy = LifecyclePolicy::parse(&run.document)?;
+        let repo: RepoName = run.scope.parse().map_err(|e| format!("repository {:?}: {e}", run.scope))?;
+        let err = |e: RegistryError| e.to_string();
+        let images = self.policy_images(&repo).await.map_err(err)?;
+        let now = now_ms();
+        let views: Vec<Image> = images.iter().map(as_image).collect();
+        let verdicts = policy.evaluate(&views, now)?;
+        let apply = run.kind == LIFECYCLE && !run.dry_run;
+        let origin = berth_meta::Origin::new("lifecycle-policy", None);
+        let mut results = Vec::new();
+        let mut kept = Vec::new();
+        for (i, priority) in verdicts {
+            let a = &images[i];
+            let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
+            let removal = if apply {
+                self.delete_image(&repo, &a.record.digest, &origin).await.map_err(err)?
+            } else {
+                let tags: Vec<berth_types::Tag> = tags.iter().filter_map(|t| t.parse().ok()).collect();
+                match self.immutable_tags(&repo, &tags).await.map_err(err)?.into_iter().next() {
+                    Some((tag, why)) => Removal::Immutable(format!("tag {tag} is immutable ({why})")),
+                    None => Removal::Deleted,
+                }
+            };
+            let entry = json!({
+                "imageTags": tags, "imageDigest": a.record.digest.to_string(),
+                "imagePushedAt": a.record.created_at as f64 / 1000.0,
+                "action": {"type": "EXPIRE"}, "appliedRulePriority": priority,
+            });
+            match removal {
+                Removal::Deleted => results.push(entry),
+                Removal::Gone => {}
+                Removal::Immutable(why) => {
+                    let mut e = entry;
+                    e["reason"] = why.into();
+                    kept.push(e);
+                }
+            }
+        }
+        let n = results.len();
+        Ok((
+            "Success",
+            json!({
+                "previewResults": results,
+                "summary": {"expiringImageTotalCount": n},
+                "keptImmutable": kept,
+                "evaluatedImageCount": images.len(),
+            }),
+        ))
+    }
+
+    async fn run_retention(&self, run: &PolicyRunRecord) -> Result<(&'static str, Value), String> {
+        let policy = RetentionPolicy::parse(&run.document)?;
+        let err = |e: RegistryError| e.to_string();
+        let origin = berth_meta::Origin::new("retention-policy", None);
+        let mut tasks = Vec::new();
+        let mut stopped = false;
+        for summary in self.project_repos(&run.scope).await.map_err(err)? {
+            if matches!(self.meta.policy_run(run.id).await, Ok(Some(r)) if r.status == "Stopping") {
+                stopped = true;
+                break;
+            }
+            let Ok(repo) = summary.name.parse::<RepoName>() else { continue };
+            let start = now_ms();
+            let images = self.policy_images(&repo).await.map_err(err)?;
+            let views: Vec<Image> = images.iter().map(as_image).collect();
+            let Some(kept) = policy.evaluate(short_name(&repo), &views, start)? else { continue };
+            let mut log = Vec::new();
+            let mut retained = 0;
+            let mut status = "Success";
+            for (a, k) in images.iter().zip(&kept) {
+                let verdict = match k {
+                    Some(rule) => format!("RETAIN (rule {})", rule + 1),
+                    None if run.dry_run => "DEL (dry run)".to_string(),
+                    None => match self.delete_image(&repo, &a.record.digest, &origin).await {
+                        Ok(Removal::Deleted) => "DEL".to_string(),
+                        Ok(Removal::Gone) => "GONE (deleted meanwhile)".to_string(),
+                        Ok(Removal::Immutable(why)) => format!("RETAIN ({why})"),
+                        Err(e) => {
+                            status = "Error";
+                            format!("ERROR ({e})")
+                        }
+                    },
+                };
+                if verdict.starts_with("RETAIN") {
+                    retained += 1;
+                }
+                let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
+                log.push([
+                    a.record.digest.to_string(),
+                    if tags.is_empty() { "<none>".to_string() } else { tags.join(",") },
+                    rfc3339(a.record.created_at),
+                    a.pull_time.map(rfc3339).unwrap_or_else(|| "-".into()),
+                    verdict,
+                ]);
+            }
+            tasks.push(json!({
+                "id": tasks.len() + 1, "repository": summary.name, "status": status,
+                "total": images.len(), "retained": retained,
+                "start_time": start, "end_time": now_ms(), "log": table(&log),
+            }));
+        }
+        Ok((if stopped { "Stopped" } else { "Success" }, json!({ "tasks": tasks })))
+    }
+}
+
+/// A plain text table, as Harbor's retention task log is.
+fn table(rows: &[[String; 5]]) -> String {
+    let head = ["Digest", "Tags", "PushedTime", "PulledTime", "Retention"];
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let rule: String = w.iter().map(|n| format!("+{}", "-".repeat(n + 2))).collect::<String>() + "+\n";
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (c, n) in cells.iter().zip(&w) {
+            let _ = write!(s, "| {c:<n$} ");
+        }
+        s + "|\n"
+    };
+    let mut out = rule.clone() + &line(&head) + &rule;
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        out += &line(&cells);
+    }
+    out + &rule
+}
