@@ -37,7 +37,11 @@ fn role_ids(c: &Caller, project: &ProjectRecord) -> Vec<i64> {
 }
 
 pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) -> Result<Value, ApiError> {
-    let metadata: BTreeMap<String, String> = p.settings.to_map();
+    let mut metadata: BTreeMap<String, String> = p.settings.to_map();
+    // Harbor names the project's retention policy in its metadata.
+    if let Some(r) = s.policies.project_retention(&p.name).await? {
+        metadata.insert("retention_id".into(), r.id.to_string());
+    }
     let owner = s.auth.user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
     let repo_count = s.registry.project_repos(&p.name).await?.len();
     let roles = role_ids(c, p);
@@ -124,6 +128,9 @@ fn apply_settings(
     let mut entries: Vec<_> = m.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     for (k, v) in entries {
+        if k == "retention_id" {
+            continue; // shown by GET, set through /retentions: a client sending it back changes nothing
+        }
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),

@@ -98,11 +98,14 @@ async fn scenarios(q: Arc<dyn JobQueue>) {
     assert!(!q.heartbeat(&id, "dead-worker", now_ms() + 1000, now_ms()).await.unwrap());
 
     // a job whose worker died on its last attempt is given up, and its handler told why
+    // (the survivor is paused while the doomed worker claims it, so it cannot win the claim)
+    w.abort();
     let mut once = new_job();
     once.max_attempts = 1;
     let id = q.enqueue(&once, now_ms()).await.unwrap().unwrap();
     let now = now_ms();
     assert_eq!(q.claim("flaky", "doomed-worker", now, now + 300, 2).await.unwrap().unwrap().id, id);
+    let w = Worker::new(q.clone(), vec![h.clone()], fast("survivor")).spawn();
     let j = wait_for(&*q, &id, JobState::Failed).await;
     assert!(j.last_error.as_deref().unwrap().contains("stopped (crashed or was killed)"), "{j:?}");
     assert_eq!(h.given_up.lock().unwrap().len(), 1, "the survivor's handler recorded it");

@@ -868,3 +868,49 @@ pub async fn run_quota(store: &dyn MetaStore) {
     }
     assert!(checks.iter().any(|c| c.project == "elsewhere" && c.computed == 10 + im.size), "{checks:?}");
 }
+
+/// Lifecycle and retention policies and their runs: one per kind and scope, ids kept when
+/// replaced, runs newest first, a preview replacing the last, and deletes that cascade.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_policies(store: &dyn MetaStore) {
+    let o = Origin::new("tester", None);
+    let e = || crate::NewEvent::new(crate::EventKind::PolicyChanged, 1, &o).repo("pol/app");
+    assert_eq!(store.policy("lifecycle", "pol/app").await.unwrap(), None);
+    let id = store.put_policy("lifecycle", "pol/app", "{\"rules\":[]}", 10, &e()).await.unwrap();
+    let again = store.put_policy("lifecycle", "pol/app", "{\"rules\":[1]}", 20, &e()).await.unwrap();
+    assert_eq!(id, again, "replacing keeps the id");
+    let other = store.put_policy("retention", "pol", "{}", 20, &e()).await.unwrap();
+    assert_ne!(other, id);
+    let p = store.policy("lifecycle", "pol/app").await.unwrap().unwrap();
+    assert_eq!((p.document.as_str(), p.created_at, p.updated_at, p.evaluated_at), ("{\"rules\":[1]}", 10, 20, None));
+    assert_eq!(store.policy_by_id(other).await.unwrap().unwrap().scope, "pol");
+    assert_eq!(store.policies("lifecycle").await.unwrap().len(), 1);
+    store.mark_policy_evaluated(id, 30).await.unwrap();
+    assert_eq!(store.policy_by_id(id).await.unwrap().unwrap().evaluated_at, Some(30));
+
+    let r1 = store.create_policy_run(&p, "lifecycle-preview", "MANUAL", true, "doc1", true, 40).await.unwrap();
+    let r2 = store.create_policy_run(&p, "lifecycle-preview", "MANUAL", true, "doc2", true, 41).await.unwrap();
+    assert_eq!(store.policy_run(r1).await.unwrap(), None, "a new preview replaces the last");
+    let x1 = store.create_policy_run(&p, "lifecycle", "SCHEDULE", false, "doc", false, 42).await.unwrap();
+    let x2 = store.create_policy_run(&p, "lifecycle", "MANUAL", false, "doc", false, 43).await.unwrap();
+    store.update_policy_run(x1, "Success", Some("{\"n\":1}"), 44).await.unwrap();
+    store.update_policy_run(x1, "Success", None, 45).await.unwrap();
+    let run = store.policy_run(x1).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.result.as_deref(), run.scope.as_str(), run.trigger.as_str(), run.dry_run),
+        ("Success", Some("{\"n\":1}"), "pol/app", "SCHEDULE", false)
+    );
+    let (page, total) = store.policy_runs(id, "lifecycle", 0, 1).await.unwrap();
+    assert_eq!((page.len(), page[0].id, total), (1, x2, 2));
+    let (previews, _) = store.policy_runs(id, "lifecycle-preview", 0, 10).await.unwrap();
+    assert_eq!(
+        (previews.len(), previews[0].id, previews[0].document.as_str(), previews[0].dry_run),
+        (1, r2, "doc2", true)
+    );
+
+    let gone = store.delete_policy("lifecycle", "pol/app", &e()).await.unwrap().unwrap();
+    assert_eq!(gone.id, id);
+    assert_eq!(store.policy_run(x2).await.unwrap(), None, "runs go with their policy");
+    assert_eq!(store.delete_policy("lifecycle", "pol/app", &e()).await.unwrap(), None);
+    assert!(store.policy_by_id(other).await.unwrap().is_some());
+}

@@ -206,4 +206,14 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX policy_runs_policy ON policy_runs (policy_id, kind)",
         ],
     ),
+    (
+        16,
+        &[
+            // "Which manifests of this repository reference X" (parents of a child manifest,
+            // GC's is-it-still-referenced checks) without walking the repository's references:
+            // `manifest_refs_child` alone is a scan when one layer is shared by many manifests,
+            // and SQLite prefers the covering primary key to an index it must look up from.
+            "CREATE INDEX manifest_refs_repo_child ON manifest_refs (repo, child, kind, digest)",
+        ],
+    ),
 ];

@@ -77,17 +77,10 @@ impl Registry {
     async fn delete_image(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        image: &ArtifactRow,
         origin: &berth_meta::Origin,
     ) -> Result<Removal, RegistryError> {
-        let children = self
-            .meta
-            .repo_artifacts(repo)
-            .await?
-            .into_iter()
-            .find(|a| &a.record.digest == digest)
-            .map(|a| a.children)
-            .unwrap_or_default();
+        let digest = &image.record.digest;
         // Refuse before touching anything if a tag of it is immutable.
         let mut tags: Vec<berth_types::Tag> =
             self.meta.tags_of(repo, digest).await?.iter().filter_map(|t| t.parse().ok()).collect();
@@ -120,11 +113,11 @@ impl Registry {
             }
             Err(e) => return Err(e),
         }
-        for c in children {
+        for c in &image.children {
             let held =
-                !self.meta.tags_of(repo, &c).await?.is_empty() || !self.meta.parents_of(repo, &c).await?.is_empty();
+                !self.meta.tags_of(repo, c).await?.is_empty() || !self.meta.parents_of(repo, c).await?.is_empty();
             if !held {
-                self.delete_quietly(repo, &c, origin).await?;
+                self.delete_quietly(repo, c, origin).await?;
             }
         }
         Ok(Removal::Deleted)
@@ -178,6 +171,7 @@ impl Registry {
         let views: Vec<Image> = images.iter().map(as_image).collect();
         let verdicts = policy.evaluate(&views, now)?;
         let apply = run.kind == LIFECYCLE && !run.dry_run;
+        let im = self.immutability(&repo).await.map_err(err)?;
         let origin = berth_meta::Origin::new("lifecycle-policy", None);
         let mut results = Vec::new();
         let mut kept = Vec::new();
@@ -185,10 +179,9 @@ impl Registry {
             let a = &images[i];
             let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
             let removal = if apply {
-                self.delete_image(&repo, &a.record.digest, &origin).await.map_err(err)?
+                self.delete_image(&repo, a, &origin).await.map_err(err)?
             } else {
-                let tags: Vec<berth_types::Tag> = tags.iter().filter_map(|t| t.parse().ok()).collect();
-                match self.immutable_tags(&repo, &tags).await.map_err(err)?.into_iter().next() {
+                match tags.iter().find_map(|t| im.immutable(short_name(&repo), t).map(|why| (t, why))) {
                     Some((tag, why)) => Removal::Immutable(format!("tag {tag} is immutable ({why})")),
                     None => Removal::Deleted,
                 }
@@ -243,7 +236,7 @@ impl Registry {
                 let verdict = match k {
                     Some(rule) => format!("RETAIN (rule {})", rule + 1),
                     None if run.dry_run => "DEL (dry run)".to_string(),
-                    None => match self.delete_image(&repo, &a.record.digest, &origin).await {
+                    None => match self.delete_image(&repo, a, &origin).await {
                         Ok(Removal::Deleted) => "DEL".to_string(),
                         Ok(Removal::Gone) => "GONE (deleted meanwhile)".to_string(),
                         Ok(Removal::Immutable(why)) => format!("RETAIN ({why})"),

@@ -249,6 +249,88 @@ pub enum ImmutableCommand {
     },
 }
 
+/// `berth lifecycle …`
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Show a repository's ECR lifecycle policy.
+    Get {
+        /// Repository, `project/name`.
+        repository: String,
+    },
+    /// Set it from a file of ECR's lifecycle policy JSON (`-` reads standard input). It is
+    /// applied within the hour, then daily.
+    Put {
+        /// Repository, `project/name`.
+        repository: String,
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Delete it.
+    Delete {
+        /// Repository, `project/name`.
+        repository: String,
+    },
+    /// Show which images it would expire, and by which rule, deleting nothing.
+    Preview {
+        /// Repository, `project/name`.
+        repository: String,
+        /// Preview this policy file instead of the stored policy.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Apply it now and show what expired.
+    Apply {
+        /// Repository, `project/name`.
+        repository: String,
+    },
+}
+
+/// `berth retention …`
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    /// Show a project's tag retention policy.
+    Show {
+        /// Project name.
+        project: String,
+    },
+    /// Set it from a file of Harbor's retention policy JSON (its `rules`, and `trigger` for a
+    /// schedule); `-` reads standard input.
+    Set {
+        /// Project name.
+        project: String,
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Delete it.
+    Delete {
+        /// Project name.
+        project: String,
+    },
+    /// Run it now and show, per repository, how many artifacts it kept.
+    Run {
+        /// Project name.
+        project: String,
+        /// Delete nothing; only log what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Its executions, newest first.
+    History {
+        /// Project name.
+        project: String,
+    },
+    /// The log of an execution: per repository, every artifact and its verdict.
+    Log {
+        /// Project name.
+        project: String,
+        /// Execution id (from `berth retention history`).
+        execution: i64,
+        /// Only this repository (`project/name`).
+        #[arg(long)]
+        repository: Option<String>,
+    },
+}
+
 /// `berth user …`
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -311,6 +393,22 @@ impl Api {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let (status, _, v) = self.call_full(method, path, body).await?;
+        Ok((status, v))
+    }
+
+    /// Like [`Api::call`], with the `Location` of what was created.
+    async fn create(&self, path: &str, body: Option<Value>) -> anyhow::Result<String> {
+        let (_, location, _) = self.call_full(reqwest::Method::POST, path, body).await?;
+        location.with_context(|| format!("POST {path} answered without a Location"))
+    }
+
+    async fn call_full(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Option<String>, Value)> {
         let url = format!("{}/api/v2.0{path}", self.args.url.trim_end_matches('/'));
         let mut req = self.http.request(method, &url).basic_auth(&self.args.username, self.args.password.as_deref());
         if let Some(b) = body {
@@ -318,6 +416,7 @@ impl Api {
         }
         let resp = req.send().await.with_context(|| format!("calling {url}"))?;
         let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
         let v: Value =
             if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(json!(text)) };
@@ -325,7 +424,7 @@ impl Api {
             let msg = v["errors"][0]["message"].as_str().map(str::to_owned).unwrap_or_else(|| text.clone());
             bail!("{status}: {msg}");
         }
-        Ok((status, v))
+        Ok((status, location, v))
     }
 
     fn json(&self) -> bool {
@@ -885,6 +984,256 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
                 let except =
                     if filters.is_empty() { String::new() } else { format!(" (except {})", filters.join(", ")) };
                 println!("{repository}: {}{except}", v["imageTagMutability"].as_str().unwrap_or("MUTABLE"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_file_or_stdin(file: &std::path::Path) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading standard input")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// Poll `path` until `done` says so (ten minutes at most).
+async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let (_, v) = api.call(reqwest::Method::GET, path, None).await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{path} did not finish within ten minutes; look again later");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Epoch seconds as an RFC 3339 time (to the second).
+fn epoch_cell(v: &Value) -> String {
+    match v.as_f64() {
+        Some(secs) if secs >= 0.0 => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+                .to_string()
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Images in ECR's preview shape, as a table.
+fn print_images(images: &Value, last: &str, last_of: impl Fn(&Value) -> String) {
+    println!("{:<19}  {:<30}  {:<20}  {last}", "DIGEST", "TAGS", "PUSHED");
+    for i in images.as_array().into_iter().flatten() {
+        let digest = i["imageDigest"].as_str().unwrap_or("");
+        let tags: Vec<&str> = i["imageTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        let tags = if tags.is_empty() { "<untagged>".to_string() } else { tags.join(",") };
+        println!(
+            "{:<19}  {:<30}  {:<20}  {}",
+            digest.get(..19).unwrap_or(digest),
+            tags,
+            epoch_cell(&i["imagePushedAt"]),
+            last_of(i)
+        );
+    }
+}
+
+/// Run `berth lifecycle …`.
+pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let path_of = |repository: &str| -> anyhow::Result<String> {
+        let (project, name) = repository
+            .split_once('/')
+            .with_context(|| format!("{repository:?}: give the repository as project/name"))?;
+        Ok(format!("/projects/{}/repositories/{}/lifecycle_policy", enc(project), enc(name)))
+    };
+    let rule = |i: &Value| format!("rule {}", cell(&i["appliedRulePriority"]));
+    match cmd {
+        LifecycleCommand::Get { repository } => {
+            let (_, v) = api.call(Method::GET, &path_of(&repository)?, None).await?;
+            if api.json() {
+                print_json(&v)?;
+            } else {
+                let text = v["lifecyclePolicyText"].as_str().unwrap_or("");
+                let pretty = serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|p| serde_json::to_string_pretty(&p).ok())
+                    .unwrap_or_else(|| text.to_string());
+                println!("{pretty}");
+                println!("last applied: {}", epoch_cell(&v["lastEvaluatedAt"]));
+            }
+        }
+        LifecycleCommand::Put { repository, file } => {
+            let text = read_file_or_stdin(&file)?;
+            api.call(Method::PUT, &path_of(&repository)?, Some(json!({"lifecyclePolicyText": text}))).await?;
+            println!("set the lifecycle policy of {repository}; it is applied within the hour, then daily");
+        }
+        LifecycleCommand::Delete { repository } => {
+            api.call(Method::DELETE, &path_of(&repository)?, None).await?;
+            println!("deleted the lifecycle policy of {repository}");
+        }
+        LifecycleCommand::Preview { repository, file } => {
+            let path = format!("{}/preview", path_of(&repository)?);
+            let body = match file {
+                Some(f) => Some(json!({"lifecyclePolicyText": read_file_or_stdin(&f)?})),
+                None => None,
+            };
+            api.call(Method::POST, &path, body).await?;
+            let done = wait_for(&api, &format!("{path}?maxResults=1000"), |v| v["status"] != "IN_PROGRESS").await?;
+            if api.json() {
+                print_json(&done)?;
+            } else if done["status"] != "COMPLETE" {
+                bail!("the preview failed: {}", cell(&done["failureReason"]));
+            } else {
+                print_images(&done["previewResults"], "RULE", rule);
+                println!("{} images would expire", cell(&done["summary"]["expiringImageTotalCount"]));
+            }
+        }
+        LifecycleCommand::Apply { repository } => {
+            let location = api.create(&format!("{}/executions", path_of(&repository)?), None).await?;
+            let path = location.trim_start_matches("/api/v2.0");
+            let done = wait_for(&api, path, |v| v["status"] != "IN_PROGRESS").await?;
+            if api.json() {
+                print_json(&done)?;
+            } else if done["status"] != "COMPLETE" {
+                bail!("applying the policy failed: {}", cell(&done["failureReason"]));
+            } else {
+                print_images(&done["expiredImages"], "RULE", rule);
+                let kept = done["keptImmutable"].as_array().map_or(0, Vec::len);
+                if kept > 0 {
+                    println!("kept, because a tag is immutable:");
+                    print_images(&done["keptImmutable"], "WHY", |i| cell(&i["reason"]));
+                }
+                println!("{} images expired", done["expiredImages"].as_array().map_or(0, Vec::len));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth retention …`.
+pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    // The project's id and its retention policy's id (Harbor keeps it in the metadata).
+    let lookup = |project: String| {
+        let api = &api;
+        async move {
+            let (_, p) = api.call(Method::GET, &format!("/projects/{}", enc(&project)), None).await?;
+            let id = p["project_id"].as_i64().with_context(|| format!("project {project:?} has no id"))?;
+            let retention = p["metadata"]["retention_id"].as_str().and_then(|r| r.parse::<i64>().ok());
+            anyhow::Ok((id, retention))
+        }
+    };
+    let need = |project: &str, r: Option<i64>| {
+        r.with_context(|| format!("project {project} has no retention policy (set one with berth retention set)"))
+    };
+    match cmd {
+        RetentionCommand::Show { project } => {
+            let (_, r) = lookup(project.clone()).await?;
+            let (_, v) = api.call(Method::GET, &format!("/retentions/{}", need(&project, r)?), None).await?;
+            print_json(&v)?;
+        }
+        RetentionCommand::Set { project, file } => {
+            let (id, r) = lookup(project.clone()).await?;
+            let mut body: Value =
+                serde_json::from_str(&read_file_or_stdin(&file)?).context("the policy file is not JSON")?;
+            if body.is_array() {
+                body = json!({ "rules": body });
+            }
+            body["algorithm"] = body.get("algorithm").cloned().unwrap_or_else(|| json!("or"));
+            body["scope"] = json!({"level": "project", "ref": id});
+            match r {
+                Some(r) => {
+                    api.call(Method::PUT, &format!("/retentions/{r}"), Some(body)).await?;
+                }
+                None => {
+                    api.create("/retentions", Some(body)).await?;
+                }
+            }
+            println!("set the retention policy of project {project}");
+        }
+        RetentionCommand::Delete { project } => {
+            let (_, r) = lookup(project.clone()).await?;
+            api.call(Method::DELETE, &format!("/retentions/{}", need(&project, r)?), None).await?;
+            println!("deleted the retention policy of project {project}");
+        }
+        RetentionCommand::Run { project, dry_run } => {
+            let (_, r) = lookup(project.clone()).await?;
+            let policy = need(&project, r)?;
+            let location =
+                api.create(&format!("/retentions/{policy}/executions"), Some(json!({"dry_run": dry_run}))).await?;
+            let id: i64 = location.rsplit('/').next().and_then(|i| i.parse().ok()).context("execution id")?;
+            let list = format!("/retentions/{policy}/executions?page_size=100");
+            let done = wait_for(&api, &list, |v| {
+                v.as_array().into_iter().flatten().any(|e| {
+                    e["id"].as_i64() == Some(id)
+                        && !matches!(e["status"].as_str(), Some("Pending" | "Running" | "Stopping"))
+                })
+            })
+            .await?;
+            let run = done.as_array().into_iter().flatten().find(|e| e["id"].as_i64() == Some(id)).cloned();
+            let (_, tasks) = api
+                .call(Method::GET, &format!("/retentions/{policy}/executions/{id}/tasks?page_size=100"), None)
+                .await?;
+            if api.json() {
+                print_json(&json!({"execution": run, "tasks": tasks}))?;
+            } else {
+                println!("{:<40}  {:<8}  {:>7}  {:>8}  {:>7}", "REPOSITORY", "STATUS", "TOTAL", "RETAINED", "DELETED");
+                for t in tasks.as_array().into_iter().flatten() {
+                    let (total, kept) = (t["total"].as_i64().unwrap_or(0), t["retained"].as_i64().unwrap_or(0));
+                    println!(
+                        "{:<40}  {:<8}  {:>7}  {:>8}  {:>7}",
+                        cell(&t["repository"]),
+                        cell(&t["status"]),
+                        total,
+                        kept,
+                        total - kept
+                    );
+                }
+                let what = if dry_run { "dry run" } else { "execution" };
+                let status = run.as_ref().map(|r| cell(&r["status"])).unwrap_or_default();
+                println!("{what} {id}: {status} (berth retention log {project} {id} shows every artifact)");
+            }
+        }
+        RetentionCommand::History { project } => {
+            let (_, r) = lookup(project.clone()).await?;
+            let (_, list) = api
+                .call(Method::GET, &format!("/retentions/{}/executions?page_size=100", need(&project, r)?), None)
+                .await?;
+            if api.json() {
+                print_json(&list)?;
+            } else {
+                println!("{:<6}  {:<8}  {:<8}  {:<9}  STARTED", "ID", "STATUS", "TRIGGER", "DRY RUN");
+                for e in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<6}  {:<8}  {:<8}  {:<9}  {}",
+                        cell(&e["id"]),
+                        cell(&e["status"]),
+                        cell(&e["trigger"]),
+                        if e["dry_run"].as_bool() == Some(true) { "yes" } else { "no" },
+                        cell(&e["start_time"])
+                    );
+                }
+            }
+        }
+        RetentionCommand::Log { project, execution, repository } => {
+            let (_, r) = lookup(project.clone()).await?;
+            let policy = need(&project, r)?;
+            let base = format!("/retentions/{policy}/executions/{execution}/tasks");
+            let (_, tasks) = api.call(Method::GET, &format!("{base}?page_size=100"), None).await?;
+            for t in tasks.as_array().into_iter().flatten() {
+                if repository.as_deref().is_some_and(|r| t["repository"] != r) {
+                    continue;
+                }
+                let (_, log) = api.call(Method::GET, &format!("{base}/{}", cell(&t["id"])), None).await?;
+                println!("{}:\n{}", cell(&t["repository"]), log.as_str().unwrap_or(""));
             }
         }
     }

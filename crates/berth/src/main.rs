@@ -142,6 +142,20 @@ enum Command {
         #[command(subcommand)]
         command: cli::ImmutableCommand,
     },
+    /// ECR lifecycle policies of a repository: get, put, delete, preview, apply.
+    Lifecycle {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::LifecycleCommand,
+    },
+    /// Harbor tag retention of a project: show, set, delete, run (or dry-run), history, log.
+    Retention {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::RetentionCommand,
+    },
     /// Usage for charge-back, per project and UTC day, through the management API
     /// (`--output text|json|csv`).
     Usage {
@@ -514,6 +528,8 @@ fn main() -> anyhow::Result<()> {
         Command::Gc { api, command } => rt.block_on(cli::gc(&api, command)),
         Command::Quota { api, command } => rt.block_on(cli::quota(&api, command)),
         Command::Immutable { api, command } => rt.block_on(cli::immutable(&api, command)),
+        Command::Lifecycle { api, command } => rt.block_on(cli::lifecycle(&api, command)),
+        Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;

@@ -312,3 +312,60 @@ async fn harbor_retention_keeps_what_any_rule_retains_with_dry_runs_tasks_and_lo
     assert_eq!(s.api(Method::GET, &format!("/retentions/{id}"), None).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.api(Method::GET, &format!("/retentions/{id}/executions"), None).await.status(), StatusCode::NOT_FOUND);
 }
+
+fn berth(s: &TestServer) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.env("BERTH_URL", &s.base).env("BERTH_USERNAME", ADMIN).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_previews_and_applies_lifecycle_policies_and_runs_retention() {
+    let s = TestServer::start().await;
+    s.project("cl", false).await;
+    let v1 = push(&s, "cl/app", "v1", 300).await;
+    let v2 = push(&s, "cl/app", "v2", 301).await;
+    push(&s, "cl/app", "v3", 302).await;
+    let file = s.dir.path().join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPatternList": ["v*"],
+            "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#,
+    )
+    .unwrap();
+    let out = run_ok(berth(&s).args(["lifecycle", "put", "cl/app"]).arg(&file)).await;
+    assert!(out.contains("set the lifecycle policy of cl/app"), "{out}");
+    let out = run_ok(berth(&s).args(["lifecycle", "get", "cl/app"])).await;
+    assert!(out.contains("\"tagPatternList\"") && out.contains("last applied: -"), "{out}");
+    let out = run_ok(berth(&s).args(["lifecycle", "preview", "cl/app"])).await;
+    assert!(out.starts_with("DIGEST") && out.contains("2 images would expire"), "{out}");
+    assert!(out.contains(&v1[..19]) && out.contains(&v2[..19]) && out.contains("rule 1"), "{out}");
+    let out = run_ok(berth(&s).args(["lifecycle", "apply", "cl/app"])).await;
+    assert!(out.contains("2 images expired"), "{out}");
+    assert!(!exists(&s, "cl/app", "v1").await && exists(&s, "cl/app", "v3").await);
+    let err = run_fails(berth(&s).args(["lifecycle", "put", "cl/app", "/nonexistent/policy.json"])).await;
+    assert!(err.contains("reading /nonexistent/policy.json"), "{err}");
+
+    // Retention: rules from a file, a dry run, its history and log.
+    push(&s, "cl/web", "a", 303).await;
+    let newest = push(&s, "cl/web", "b", 304).await;
+    let rules = s.dir.path().join("retention.json");
+    std::fs::write(
+        &rules,
+        serde_json::to_vec(&json!([retention_rule("latestPushedK", 1, "**", ("repoMatches", "web"))])).unwrap(),
+    )
+    .unwrap();
+    let out = run_ok(berth(&s).args(["retention", "set", "cl"]).arg(&rules)).await;
+    assert!(out.contains("set the retention policy of project cl"), "{out}");
+    let out = run_ok(berth(&s).args(["retention", "run", "cl", "--dry-run"])).await;
+    let row = out.lines().find(|l| l.starts_with("cl/web")).unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["cl/web", "Success", "2", "1", "1"], "{out}");
+    assert!(!out.contains("cl/app"), "no rule applies to cl/app: {out}");
+    let out = run_ok(berth(&s).args(["retention", "history", "cl"])).await;
+    let id = out.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    assert!(out.lines().nth(1).unwrap().contains("yes"), "{out}");
+    let out = run_ok(berth(&s).args(["retention", "log", "cl", &id])).await;
+    assert!(out.contains("DEL (dry run)") && out.contains(&newest) && out.contains("RETAIN (rule 1)"), "{out}");
+    assert!(exists(&s, "cl/web", "a").await, "a dry run deletes nothing");
+}
