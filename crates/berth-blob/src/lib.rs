@@ -20,6 +20,7 @@
 pub mod conformance;
 mod fs;
 mod s3;
+pub mod sigv4;
 
 use std::io;
 use std::pin::Pin;
@@ -110,6 +111,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_abort(&self, id: &str) -> Result<(), BlobError>;
     /// Ids of all upload sessions present in storage (to reclaim orphans).
     async fn upload_list(&self) -> Result<Vec<String>, BlobError>;
+
+    /// Abort storage-level uploads begun before `older_than` that no session holds (S3
+    /// multipart uploads a crash left behind, whose parts are stored and billed but never
+    /// listed as objects); returns how many. Nothing to do on a filesystem.
+    async fn reap_orphan_parts(&self, _older_than: std::time::SystemTime) -> Result<usize, BlobError> {
+        Ok(0)
+    }
 
     /// A URL from which a client may GET the blob directly for `ttl`, if the backend can
     /// presign one (S3); `None` otherwise, or when the blob is absent.

@@ -85,6 +85,17 @@ pub struct S3BlobStore {
     store: Arc<object_store::aws::AmazonS3>,
     prefix: String,
     part_size: usize,
+    /// For the requests `object_store` does not make (listing multipart uploads).
+    raw: RawS3,
+}
+
+/// Where raw S3 requests go.
+#[derive(Clone)]
+struct RawS3 {
+    http: reqwest::Client,
+    /// The bucket's base URL, ending in `/`.
+    base: String,
+    region: String,
 }
 
 impl std::fmt::Debug for S3BlobStore {
@@ -142,10 +153,20 @@ impl S3BlobStore {
             b = b.with_access_key_id(k).with_secret_access_key(s);
         }
         let store = b.build().map_err(|e| BlobError::Io(io::Error::other(e)))?;
+        let base = match (&o.endpoint, o.path_style) {
+            (Some(ep), true) => format!("{}/{}/", ep.trim_end_matches('/'), o.bucket),
+            (Some(ep), false) => match ep.split_once("://") {
+                Some((scheme, host)) => format!("{scheme}://{}.{}/", o.bucket, host.trim_end_matches('/')),
+                None => format!("https://{}.{}/", o.bucket, ep.trim_end_matches('/')),
+            },
+            (None, true) => format!("https://s3.{}.amazonaws.com/{}/", o.region, o.bucket),
+            (None, false) => format!("https://{}.s3.{}.amazonaws.com/", o.bucket, o.region),
+        };
         Ok(S3BlobStore {
             store: Arc::new(store),
             prefix: o.prefix.trim_matches('/').to_owned(),
             part_size: o.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
+            raw: RawS3 { http: reqwest::Client::new(), base, region: o.region.clone() },
         })
     }
 
@@ -268,6 +289,106 @@ impl S3BlobStore {
     async fn delete_quiet(&self, path: &Path) {
         let _ = self.store.delete(path).await;
     }
+
+    /// The key prefix of upload data, with its trailing `/`.
+    fn data_prefix(&self) -> String {
+        if self.prefix.is_empty() { "data/".into() } else { format!("{}/data/", self.prefix) }
+    }
+
+    /// Multipart uploads in progress under the data prefix: S3's ListMultipartUploads, signed
+    /// here (SigV4) since `object_store` cannot list them. Returns (key, upload id, started).
+    pub async fn multipart_uploads(&self) -> Result<Vec<(String, String, std::time::SystemTime)>, BlobError> {
+        let cred = self.store.credentials().get_credential().await.map_err(os_err)?;
+        let url = reqwest::Url::parse(&self.raw.base).map_err(|e| BlobError::Io(io::Error::other(e)))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(BlobError::Io(io::Error::other(format!("no host in {}", self.raw.base)))),
+        };
+        let prefix = self.data_prefix();
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        loop {
+            let mut query = vec![("uploads", ""), ("prefix", prefix.as_str())];
+            if !key_marker.is_empty() {
+                query.push(("key-marker", key_marker.as_str()));
+                query.push(("upload-id-marker", id_marker.as_str()));
+            }
+            let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let mut headers = vec![
+                ("host", host.as_str()),
+                ("x-amz-content-sha256", crate::sigv4::EMPTY_SHA256),
+                ("x-amz-date", amz_date.as_str()),
+            ];
+            if let Some(t) = &cred.token {
+                headers.push(("x-amz-security-token", t.as_str()));
+            }
+            let request = crate::sigv4::Request {
+                method: "GET",
+                path: url.path(),
+                query: &query,
+                headers: &headers,
+                payload_sha256: crate::sigv4::EMPTY_SHA256,
+            };
+            let scope = crate::sigv4::Scope {
+                key_id: &cred.key_id,
+                secret: &cred.secret_key,
+                region: &self.raw.region,
+                service: "s3",
+                amz_date: &amz_date,
+            };
+            let auth = crate::sigv4::authorization(&request, &scope);
+            let target = format!("{}?{}", self.raw.base, crate::sigv4::canonical_query(&query));
+            let mut req = self.raw.http.get(&target).header("authorization", auth);
+            for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
+                req = req.header(*k, *v);
+            }
+            let resp = req.send().await.map_err(|e| BlobError::Io(io::Error::other(e)))?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(|e| BlobError::Io(io::Error::other(e)))?;
+            if !status.is_success() {
+                let msg =
+                    format!("ListMultipartUploads answered {status}: {}", body.chars().take(300).collect::<String>());
+                return Err(BlobError::Io(io::Error::other(msg)));
+            }
+            let page: ListUploads = quick_xml::de::from_str(&body)
+                .map_err(|e| BlobError::Io(io::Error::other(format!("ListMultipartUploads: {e}"))))?;
+            for u in page.upload {
+                let started = chrono::DateTime::parse_from_rfc3339(&u.initiated)
+                    .map(std::time::SystemTime::from)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push((u.key, u.upload_id, started));
+            }
+            match (page.is_truncated, page.next_key_marker) {
+                (true, Some(k)) if !k.is_empty() && k != key_marker => {
+                    key_marker = k;
+                    id_marker = page.next_upload_id_marker.unwrap_or_default();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The part of S3's ListMultipartUploadsResult Berth reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListUploads {
+    #[serde(default)]
+    upload: Vec<ListedUpload>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
+    initiated: String,
 }
 
 #[async_trait::async_trait]
@@ -494,6 +615,31 @@ impl BlobStore for S3BlobStore {
         Ok(Some(url.to_string()))
     }
 
+    async fn reap_orphan_parts(&self, older_than: std::time::SystemTime) -> Result<usize, BlobError> {
+        let prefix = self.data_prefix();
+        let mut aborted = 0;
+        for (key, upload_id, started) in self.multipart_uploads().await? {
+            if started >= older_than {
+                continue; // possibly a session between starting the upload and saving its state
+            }
+            // `data/<session>-<n>`: live if that session's state holds this very upload.
+            let session = key.strip_prefix(&prefix).and_then(|r| r.rsplit_once('-')).map(|(s, _)| s);
+            let live = match session.filter(|s| valid_upload_id(s)) {
+                Some(s) => match self.load(s).await {
+                    Ok(st) => st.multipart.as_ref().is_some_and(|m| m.id == upload_id),
+                    Err(BlobError::UploadNotFound) => false,
+                    Err(e) => return Err(e),
+                },
+                None => false,
+            };
+            if !live {
+                self.store.abort_multipart(&Path::from(key.as_str()), &upload_id).await.map_err(os_err)?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
     async fn upload_list(&self) -> Result<Vec<String>, BlobError> {
         let prefix = self.key("uploads");
         let mut out = Vec::new();
@@ -619,5 +765,43 @@ mod tests {
         }
         assert!(back == data);
         assert!(r2.upload_list().await.unwrap().is_empty(), "a committed upload leaves no session behind");
+    }
+    /// A crash between starting a multipart upload and saving the session's state leaves an
+    /// upload S3 keeps (and bills) but never lists as an object: listed through a SigV4-signed
+    /// request (which SeaweedFS verifies), it is aborted; a live session's upload is not.
+    #[tokio::test]
+    async fn s3_orphaned_multipart_uploads_are_found_and_aborted() {
+        let s = store();
+        let live = "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70";
+        s.upload_start(live).await.unwrap();
+        let six: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from(vec![7u8; 6_000_000]))]));
+        let n = s.upload_write(live, 0, six).await.unwrap();
+        // The orphan: a session that never saved its state, with a part stored.
+        let orphan = s.key("data/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee-0");
+        let mid = s.store.create_multipart(&orphan).await.unwrap();
+        s.store.put_part(&orphan, &mid, 0, PutPayload::from(vec![1u8; MIN_PART_SIZE])).await.unwrap();
+        let listed = s.multipart_uploads().await.unwrap();
+        let ids: Vec<&str> = listed.iter().map(|(_, id, _)| id.as_str()).collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(ids.contains(&mid.as_str()));
+        let started = listed.iter().find(|(_, id, _)| *id == mid).unwrap().2;
+        let age = std::time::SystemTime::now().duration_since(started).unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(300), "initiated just now: {age:?}");
+        // Younger than the cut-off: left alone (it may be a session about to save its state).
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(s.reap_orphan_parts(an_hour_ago).await.unwrap(), 0);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(s.reap_orphan_parts(later).await.unwrap(), 1);
+        let left = s.multipart_uploads().await.unwrap();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].0.contains(live), "{left:?}");
+        // The live session goes on and commits.
+        let rest: ByteStream = Box::pin(futures::stream::iter(vec![Ok(Bytes::from(vec![7u8; 1000]))]));
+        s.upload_write(live, n, rest).await.unwrap();
+        let mut data = vec![7u8; 6_000_000];
+        data.extend_from_slice(&[7u8; 1000]);
+        s.upload_commit(live, &Digest::sha256_of(&data)).await.unwrap();
+        assert_eq!(s.stat(&Digest::sha256_of(&data)).await.unwrap(), Some(data.len() as u64));
+        assert!(s.multipart_uploads().await.unwrap().is_empty());
     }
 }

@@ -79,6 +79,8 @@ pub struct GcReport {
     pub manifest_contents_deleted: u64,
     /// Idle upload sessions expired.
     pub uploads_expired: u64,
+    /// S3 multipart uploads no session held, aborted (their parts freed).
+    pub orphan_parts_aborted: u64,
     /// Per repository (blobs unlinked earlier by a blob or repository deletion are listed
     /// under `""`).
     pub repositories: BTreeMap<String, RepoFreed>,
@@ -315,12 +317,15 @@ impl Collector {
         }
         if !report.stopped {
             report.manifest_contents_deleted = self.store.gc_orphan_content().await? as u64;
-            report.uploads_expired = self.registry.expire_uploads().await? as u64;
+            let sweep = self.registry.expire_uploads().await?;
+            report.uploads_expired = sweep.expired as u64;
+            report.orphan_parts_aborted = sweep.orphan_parts as u64;
             log_line(
                 log,
                 format!(
-                    "deleted {} unreferenced manifest contents; expired {} idle upload sessions",
-                    report.manifest_contents_deleted, report.uploads_expired
+                    "deleted {} unreferenced manifest contents; expired {} idle upload sessions; aborted {} \
+                     orphaned multipart uploads",
+                    report.manifest_contents_deleted, report.uploads_expired, report.orphan_parts_aborted
                 ),
             );
         }

@@ -19,7 +19,7 @@ mod usage;
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use scrub::{ScrubOptions, ScrubReport};
-pub use upload::Committed;
+pub use upload::{Committed, UploadSweep};
 pub use usage::{UsageConsumer, date_of, day_of};
 
 use std::collections::HashMap;

@@ -273,8 +273,9 @@ impl Registry {
     }
 
     /// Expire sessions idle for longer than the configured TTL and reclaim storage bytes that
-    /// belong to no session (left by a crash). Returns how many sessions were expired.
-    pub async fn expire_uploads(&self) -> Result<usize, RegistryError> {
+    /// belong to no session (left by a crash): session bytes, and on S3 multipart uploads
+    /// begun more than an hour ago that no session holds.
+    pub async fn expire_uploads(&self) -> Result<UploadSweep, RegistryError> {
         let cutoff = now_ms() - self.opts.upload_ttl.as_millis() as i64;
         let stale = self.meta.stale_uploads(cutoff).await?;
         for id in &stale {
@@ -299,8 +300,33 @@ impl Registry {
         if !stale.is_empty() {
             info!(count = stale.len(), "expired idle upload sessions");
         }
-        Ok(stale.len())
+        let cutoff = std::time::SystemTime::now() - ORPHAN_PART_AGE;
+        let orphan_parts = match self.blobs.reap_orphan_parts(cutoff).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Listing needs credentials the store may not have (S3 permissions): say so, go on.
+                warn!(error = %e, "could not list storage-level uploads to reclaim orphaned parts");
+                0
+            }
+        };
+        if orphan_parts > 0 {
+            info!(count = orphan_parts, "aborted multipart uploads no session holds");
+        }
+        Ok(UploadSweep { expired: stale.len(), orphan_parts })
     }
+}
+
+/// A multipart upload this old that no session holds is an orphan (younger, it may be a
+/// session between starting it and saving its state).
+const ORPHAN_PART_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What [`Registry::expire_uploads`] reclaimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadSweep {
+    /// Idle sessions expired.
+    pub expired: usize,
+    /// Storage-level uploads (S3 multipart) aborted because no session held them.
+    pub orphan_parts: usize,
 }
 
 fn upload_err(e: BlobError) -> RegistryError {
