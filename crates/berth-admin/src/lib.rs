@@ -23,6 +23,7 @@
 
 mod gc;
 mod immutable;
+mod labels;
 mod lifecycle;
 mod lookup;
 mod projects;
@@ -528,6 +529,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(quotas::routes())
         .merge(immutable::routes())
         .merge(lifecycle::routes())
+        .merge(labels::routes())
         .merge(retention::routes())
         .merge(projects::routes())
         .merge(repos::routes())

@@ -113,7 +113,7 @@ fn artifact_type(a: &ArtifactRow) -> &'static str {
     }
 }
 
-fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> Value {
+fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow, labels: Vec<Value>) -> Value {
     let id = stable_id(&[repo.as_str(), &a.record.digest.to_string()]);
     let repo_id = stable_id(&[repo.as_str()]);
     let tags: Vec<Value> = a
@@ -139,9 +139,22 @@ fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow) -> V
         "repository_name": repo.as_str(),
         "digest": a.record.digest, "size": a.total_size, "push_time": time(a.record.created_at),
         "pull_time": a.pull_time.map(time).unwrap_or_else(|| NEVER.to_owned()),
-        "extra_attrs": {}, "annotations": annotations, "references": references, "tags": tags, "labels": [],
+        "extra_attrs": {}, "annotations": annotations, "references": references, "tags": tags, "labels": labels,
         "addition_links": {}, "accessories": [],
     })
+}
+
+/// An artifact's labels in Harbor's shape.
+async fn labels_of(
+    s: &AdminState,
+    labels: &HashMap<String, Vec<berth_registry::LabelRecord>>,
+    a: &ArtifactRow,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for l in labels.get(&a.record.digest.to_string()).into_iter().flatten() {
+        out.push(crate::labels::label_json(s, l).await?);
+    }
+    Ok(out)
 }
 
 async fn artifacts(
@@ -156,8 +169,9 @@ async fn artifacts(
     // As Harbor: children of an index are listed inside it, not on their own, unless tagged.
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
     let mut list = Vec::new();
+    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
     for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
-        let mut j = artifact_json(&project, &name, a);
+        let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
         if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
             j["scan_overview"] = o;
         }
@@ -174,7 +188,8 @@ async fn artifact(
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
-    let mut j = artifact_json(&project, &name, &a);
+    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
+    let mut j = artifact_json(&project, &name, &a, labels_of(&s, &labels, &a).await?);
     if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
         j["scan_overview"] = o;
     }
@@ -202,7 +217,7 @@ async fn tags(
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::ListImages).await?;
     let a = find_artifact(&s, &name, &reference).await?;
-    let j = artifact_json(&project, &name, &a);
+    let j = artifact_json(&project, &name, &a, Vec::new());
     let list = j["tags"].as_array().cloned().unwrap_or_default();
     paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags"))
 }

@@ -47,7 +47,10 @@ async fn metadatas(c: Caller) -> ApiResult {
         "templates": templates,
         "scope_selectors": [{"display_text": "Repositories", "kind": "doublestar",
             "decorations": ["repoMatches", "repoExcludes"]}],
-        "tag_selectors": [{"display_text": "Tags", "kind": "doublestar", "decorations": ["matches", "excludes"]}],
+        "tag_selectors": [
+            {"display_text": "Tags", "kind": "doublestar", "decorations": ["matches", "excludes"]},
+            {"display_text": "Labels", "kind": "label", "decorations": ["withLabels", "withoutLabels"]},
+        ],
     }))
     .into_response())
 }

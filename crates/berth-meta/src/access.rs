@@ -859,6 +859,12 @@ impl AccessStore for SqlMetaStore {
             // Nor its immutable tag rules, nor its storage limit (unless repositories of that
             // name still hold content: their accounting stays right).
             sqlx::query("DELETE FROM immutable_rules WHERE project = $1").bind(&name).execute(&mut *tx).await?;
+            // Nor its labels.
+            sqlx::query("DELETE FROM artifact_labels WHERE label_id IN (SELECT id FROM labels WHERE scope = 'p' AND project = $1)")
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM labels WHERE scope = 'p' AND project = $1").bind(&name).execute(&mut *tx).await?;
             // Nor its retention policy and its repositories' lifecycle policies.
             let owned = format!(
                 "SELECT id FROM policies WHERE (kind = 'retention' AND scope = $1)

@@ -914,3 +914,50 @@ pub async fn run_policies(store: &dyn MetaStore) {
     assert_eq!(store.delete_policy("lifecycle", "pol/app", &e()).await.unwrap(), None);
     assert!(store.policy_by_id(other).await.unwrap().is_some());
 }
+
+/// Labels: unique per scope, attached to present artifacts only, detached with their artifact
+/// or their deletion.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_labels(store: &dyn MetaStore) {
+    let o = Origin::new("tester", None);
+    let l = |name: &str, scope: &str, project: &str| crate::LabelRecord {
+        id: 0,
+        name: name.into(),
+        description: "d".into(),
+        color: "#000".into(),
+        scope: scope.into(),
+        project: project.into(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    let g = store.create_label(&l("keep", "g", "")).await.unwrap().unwrap();
+    assert_eq!(store.create_label(&l("keep", "g", "")).await.unwrap(), None, "unique per scope");
+    let p = store.create_label(&l("keep", "p", "lab")).await.unwrap().unwrap();
+    assert_ne!(g, p, "the same name in another scope is another label");
+    assert_eq!(store.labels("p", "lab").await.unwrap().len(), 1);
+    let mut renamed = store.label(p).await.unwrap().unwrap();
+    renamed.name = "team".into();
+    assert!(store.update_label(&renamed).await.unwrap());
+    let taken = store.create_label(&l("other", "p", "lab")).await.unwrap().unwrap();
+    let mut clash = store.label(taken).await.unwrap().unwrap();
+    clash.name = "team".into();
+    assert!(matches!(store.update_label(&clash).await, Err(crate::MetaError::Conflict(_))));
+
+    let repo = repo("lab/app");
+    let m = manifest("labelled", None, None, 5);
+    store.put_manifest(&repo, &m, b"labelled", &[], &[tag("v1")], &o).await.unwrap();
+    let d = m.digest.to_string();
+    assert!(store.attach_label("lab/app", &d, g, 6).await.unwrap());
+    assert!(store.attach_label("lab/app", &d, g, 6).await.unwrap(), "idempotent");
+    assert!(store.attach_label("lab/app", &d, p, 6).await.unwrap());
+    assert!(!store.attach_label("lab/app", "sha256:00", g, 6).await.unwrap(), "no such artifact");
+    let names: Vec<String> = store.repo_labels("lab/app").await.unwrap()[&d].iter().map(|l| l.name.clone()).collect();
+    assert_eq!(names, ["keep", "team"]);
+    assert!(store.detach_label("lab/app", &d, p).await.unwrap());
+    assert!(!store.detach_label("lab/app", &d, p).await.unwrap());
+    assert!(store.delete_label(taken).await.unwrap());
+    store.delete_manifest(&repo, &m.digest, &o).await.unwrap();
+    assert!(store.repo_labels("lab/app").await.unwrap().is_empty(), "gone with the artifact");
+    assert!(store.delete_label(g).await.unwrap());
+    assert_eq!(store.label(g).await.unwrap(), None);
+}

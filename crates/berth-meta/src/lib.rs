@@ -28,6 +28,7 @@ pub mod conformance;
 mod events;
 mod gc;
 mod jobs;
+mod label;
 mod policy;
 mod quota;
 mod scan;
@@ -46,6 +47,7 @@ pub use events::{
 };
 pub use gc::{DeleteBytes, GcBlob, GcLink, GcManifest, GcRunRecord, GcSnapshot, GcStore, ScheduleRecord};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
+pub use label::{LabelRecord, LabelStore};
 pub use policy::{PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
@@ -241,7 +243,7 @@ pub struct UploadRecord {
 /// Contract (checked by [`conformance::run`]): listing is in byte-wise lexical order; all
 /// writes are durable when they return; `put_manifest` is atomic.
 #[async_trait::async_trait]
-pub trait MetaStore: QuotaStore + PolicyStore + Send + Sync + 'static {
+pub trait MetaStore: QuotaStore + PolicyStore + LabelStore + Send + Sync + 'static {
     /// Reserve a blob before its bytes are committed to the blob store: create its row (or
     /// keep the existing one) and protect it from garbage collection until `until`. Waits for
     /// a collection of the same blob that is deleting its bytes right now, so bytes written

@@ -216,4 +216,17 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX manifest_refs_repo_child ON manifest_refs (repo, child, kind, digest)",
         ],
     ),
+    (
+        17,
+        &[
+            // Harbor's labels (`label.rs`): global (`g`, project '') or per project (`p`), and
+            // which artifacts carry them.
+            "CREATE TABLE labels (id {SERIAL}, name {NAME} NOT NULL, description TEXT NOT NULL, color TEXT NOT NULL,
+            scope TEXT NOT NULL, project {NAME} NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+            UNIQUE (scope, project, name))",
+            "CREATE TABLE artifact_labels (repo {NAME} NOT NULL, digest TEXT NOT NULL, label_id BIGINT NOT NULL,
+            created_at BIGINT NOT NULL, PRIMARY KEY (repo, digest, label_id))",
+            "CREATE INDEX artifact_labels_label ON artifact_labels (label_id)",
+        ],
+    ),
 ];

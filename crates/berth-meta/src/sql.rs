@@ -844,6 +844,7 @@ impl MetaStore for SqlMetaStore {
         for q in [
             "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
             "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+            "DELETE FROM artifact_labels WHERE repo = $1 AND digest = $2",
         ] {
             sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut *tx).await?;
         }
@@ -1087,6 +1088,7 @@ impl MetaStore for SqlMetaStore {
             "DELETE FROM manifest_refs WHERE repo = $1",
             "DELETE FROM repo_policies WHERE repo = $1",
             "DELETE FROM tag_mutability WHERE repo = $1",
+            "DELETE FROM artifact_labels WHERE repo = $1",
             "DELETE FROM policy_runs WHERE policy_id IN (SELECT id FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1)",
             "DELETE FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1",
         ] {
@@ -1333,6 +1335,7 @@ mod tests {
         crate::conformance::run_gc(&store).await;
         crate::conformance::run_quota(&store).await;
         crate::conformance::run_policies(&store).await;
+        crate::conformance::run_labels(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -1416,6 +1419,7 @@ mod tests {
         crate::conformance::run_gc(&store).await;
         crate::conformance::run_quota(&store).await;
         crate::conformance::run_policies(&store).await;
+        crate::conformance::run_labels(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

@@ -106,6 +106,8 @@ pub struct Image {
     pub pushed_at: i64,
     /// When it was last pulled (Unix ms), if ever.
     pub pulled_at: Option<i64>,
+    /// Names of its labels (Harbor's; retention may select by them).
+    pub labels: Vec<String>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -302,6 +304,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pushed_at: NOW - hours_ago * 3_600_000,
             pulled_at: None,
+            labels: Vec::new(),
         }
     }
 

@@ -9,8 +9,9 @@
 //! applies to are left alone). Tag selectors: `matches` selects an artifact when any of its tags
 //! matches, `excludes` when any of its tags does not; an untagged artifact is selected by
 //! `matches` unless the selector's `extras` says `{"untagged": false}`, and by `excludes`
-//! unless it says `{"untagged": true}` (Harbor's defaults). Label selectors are refused:
-//! Berth has no artifact labels.
+//! unless it says `{"untagged": true}` (Harbor's defaults). Label selectors (`kind: label`)
+//! take comma-separated label names: `withLabels` selects artifacts carrying all of them,
+//! `withoutLabels` those carrying none.
 //!
 //! ```
 //! use berth_policy::lifecycle::Image;
@@ -19,8 +20,8 @@
 //!     "template": "latestPushedK", "params": {"latestPushedK": 1},
 //!     "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**"}],
 //!     "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}]}}]}"#).unwrap();
-//! let images = [Image { tags: vec!["old".into()], pushed_at: 1, pulled_at: None },
-//!               Image { tags: vec!["new".into()], pushed_at: 2, pulled_at: None }];
+//! let images = [Image { tags: vec!["old".into()], pushed_at: 1, pulled_at: None, labels: vec![] },
+//!               Image { tags: vec!["new".into()], pushed_at: 2, pulled_at: None, labels: vec![] }];
 //! let kept = p.evaluate("app", &images, 10).unwrap().unwrap();
 //! assert_eq!(kept, vec![None, Some(0)]);
 //! ```
@@ -133,19 +134,20 @@ pub struct RetentionRule {
     pub scope_selectors: BTreeMap<String, Vec<Selector>>,
 }
 
-/// A tag selector, compiled.
-struct TagSelect {
-    compiled: Compiled,
-    untagged: bool,
+/// A tag selector, compiled: a doublestar pattern over tags, or a label list.
+enum TagSelect {
+    Pattern { compiled: Box<Compiled>, untagged: bool },
+    Labels { names: Vec<String>, with: bool },
 }
 
 impl TagSelect {
     fn selects(&self, image: &Image) -> bool {
-        if image.tags.is_empty() {
+        match self {
             // Harbor: `matches` takes untagged artifacts when `untagged`; `excludes` when not.
-            self.untagged != self.compiled.exclude
-        } else {
-            image.tags.iter().any(|t| self.compiled.selects(t))
+            TagSelect::Pattern { compiled, untagged } if image.tags.is_empty() => *untagged != compiled.exclude,
+            TagSelect::Pattern { compiled, .. } => image.tags.iter().any(|t| compiled.selects(t)),
+            TagSelect::Labels { names, with: true } => names.iter().all(|n| image.labels.contains(n)),
+            TagSelect::Labels { names, with: false } => !names.iter().any(|n| image.labels.contains(n)),
         }
     }
 }
@@ -207,7 +209,18 @@ impl RetentionRule {
         let mut tags = Vec::new();
         for s in &self.tag_selectors {
             if s.kind == "label" {
-                return Err(format!("rule {n}: label selectors are not supported (Berth has no artifact labels)"));
+                let with = match s.decoration.as_str() {
+                    "withLabels" => true,
+                    "withoutLabels" => false,
+                    other => {
+                        return Err(format!(
+                            "rule {n}: label selector decoration {other:?}: use withLabels or withoutLabels"
+                        ));
+                    }
+                };
+                let names = s.pattern.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                tags.push(TagSelect::Labels { names, with });
+                continue;
             }
             let default_untagged = s.decoration != "excludes";
             let untagged = match s.extras.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
@@ -223,7 +236,7 @@ impl RetentionRule {
             };
             let compiled = compile_selector(&with_default(s), "tag", "matches", "excludes")
                 .map_err(|e| format!("rule {n}: {e}"))?;
-            tags.push(TagSelect { compiled, untagged });
+            tags.push(TagSelect::Pattern { compiled: Box::new(compiled), untagged });
         }
         if let Some(other) = self.scope_selectors.keys().find(|k| k.as_str() != "repository") {
             return Err(format!("rule {n}: scope selector {other:?}: only \"repository\" is supported"));
@@ -355,6 +368,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             pushed_at: NOW - days_ago * DAY_MS,
             pulled_at: pulled_days_ago.map(|d| NOW - d * DAY_MS),
+            labels: Vec::new(),
         }
     }
 
@@ -428,6 +442,24 @@ mod tests {
     }
 
     #[test]
+    fn label_selectors_take_all_or_none_of_their_labels() {
+        let mut images = [img(&["a"], 3, None), img(&["b"], 2, None), img(&["c"], 1, None)];
+        images[0].labels = vec!["prod".into(), "eu".into()];
+        images[1].labels = vec!["prod".into()];
+        let labels = |decoration: &str, names: &str| {
+            let mut r = rule("always", 0, ("matches", "**"), None, ("repoMatches", "**"));
+            r["tag_selectors"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"kind": "label", "decoration": decoration, "pattern": names}));
+            kept(vec![r], "app", &images)
+        };
+        assert_eq!(labels("withLabels", "prod"), Some(vec![0, 1]));
+        assert_eq!(labels("withLabels", "prod,eu"), Some(vec![0]), "all of them");
+        assert_eq!(labels("withoutLabels", "eu,dev"), Some(vec![1, 2]), "none of them");
+    }
+
+    #[test]
     fn invalid_policies_are_explained() {
         let bad = |rules: serde_json::Value| {
             RetentionPolicy::parse(&serde_json::json!({"algorithm": "or", "rules": rules}).to_string()).unwrap_err()
@@ -440,8 +472,8 @@ mod tests {
         p["params"] = serde_json::json!({"latestPushedK": -1});
         assert!(bad(serde_json::json!([p])).contains("whole number"));
         let mut l = r.clone();
-        l["tag_selectors"][0]["kind"] = "label".into();
-        assert!(bad(serde_json::json!([l])).contains("no artifact labels"));
+        l["tag_selectors"][0] = serde_json::json!({"kind": "label", "decoration": "with", "pattern": "prod"});
+        assert!(bad(serde_json::json!([l])).contains("use withLabels or withoutLabels"));
         assert!(bad(serde_json::json!([r, r])).contains("same as an earlier rule"));
         let many: Vec<_> =
             (0..16).map(|i| rule("latestPushedK", i, ("matches", "**"), None, ("repoMatches", "**"))).collect();

@@ -32,7 +32,9 @@ use berth_types::{Digest, Hasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
-pub use berth_meta::{ArtifactRow, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UsageRecord};
+pub use berth_meta::{
+    ArtifactRow, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UsageRecord,
+};
 pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;
@@ -461,6 +463,11 @@ impl Registry {
     /// The repositories of a project, with their counts and times, by name.
     pub async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, RegistryError> {
         Ok(self.meta.project_repos(project).await?)
+    }
+
+    /// Harbor's labels and their attachments.
+    pub fn labels(&self) -> &dyn berth_meta::LabelStore {
+        &*self.meta
     }
 
     /// Is the metadata database reachable? (A cheap read.)

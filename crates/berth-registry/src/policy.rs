@@ -9,10 +9,10 @@
 //! Deleting an image deletes its referrers first, then the manifest, then those of its child
 //! manifests that nothing else holds (no tag, no other index).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use berth_meta::{ArtifactRow, PolicyRunRecord};
+use berth_meta::{ArtifactRow, LabelRecord, PolicyRunRecord};
 use berth_policy::lifecycle::{Image, LifecyclePolicy};
 use berth_policy::retention::RetentionPolicy;
 use berth_types::{Digest, Reference, RepoName};
@@ -37,11 +37,12 @@ enum Removal {
     Gone,
 }
 
-fn as_image(a: &ArtifactRow) -> Image {
+fn as_image(a: &ArtifactRow, labels: &HashMap<String, Vec<LabelRecord>>) -> Image {
     Image {
         tags: a.tags.iter().map(|(t, _)| t.clone()).collect(),
         pushed_at: a.record.created_at,
         pulled_at: a.pull_time,
+        labels: labels.get(&a.record.digest.to_string()).into_iter().flatten().map(|l| l.name.clone()).collect(),
     }
 }
 
@@ -168,7 +169,7 @@ impl Registry {
         let err = |e: RegistryError| e.to_string();
         let images = self.policy_images(&repo).await.map_err(err)?;
         let now = now_ms();
-        let views: Vec<Image> = images.iter().map(as_image).collect();
+        let views: Vec<Image> = images.iter().map(|a| as_image(a, &HashMap::new())).collect();
         let verdicts = policy.evaluate(&views, now)?;
         let apply = run.kind == LIFECYCLE && !run.dry_run;
         let im = self.immutability(&repo).await.map_err(err)?;
@@ -227,7 +228,8 @@ impl Registry {
             let Ok(repo) = summary.name.parse::<RepoName>() else { continue };
             let start = now_ms();
             let images = self.policy_images(&repo).await.map_err(err)?;
-            let views: Vec<Image> = images.iter().map(as_image).collect();
+            let labels = self.meta.repo_labels(repo.as_str()).await.map_err(|e| e.to_string())?;
+            let views: Vec<Image> = images.iter().map(|a| as_image(a, &labels)).collect();
             let Some(kept) = policy.evaluate(short_name(&repo), &views, start)? else { continue };
             let mut log = Vec::new();
             let mut retained = 0;

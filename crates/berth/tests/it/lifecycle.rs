@@ -292,10 +292,10 @@ async fn harbor_retention_keeps_what_any_rule_retains_with_dry_runs_tasks_and_lo
 
     // Bad policies say what is wrong.
     let mut bad = policy.clone();
-    bad["rules"][0]["tag_selectors"][0]["kind"] = "label".into();
+    bad["rules"][0]["tag_selectors"][0] = json!({"kind": "label", "decoration": "labelled", "pattern": "x"});
     let r = s.api(Method::PUT, &format!("/retentions/{id}"), Some(bad)).await;
     let body = expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("label selectors"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("withLabels or withoutLabels"), "{body}");
     let mut many = policy.clone();
     many["rules"] =
         json!((0..16).map(|i| retention_rule("latestPushedK", i, "**", ("repoMatches", "**"))).collect::<Vec<_>>());
@@ -368,4 +368,75 @@ async fn the_cli_previews_and_applies_lifecycle_policies_and_runs_retention() {
     let out = run_ok(berth(&s).args(["retention", "log", "cl", &id])).await;
     assert!(out.contains("DEL (dry run)") && out.contains(&newest) && out.contains("RETAIN (rule 1)"), "{out}");
     assert!(exists(&s, "cl/web", "a").await, "a dry run deletes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_labels_mark_artifacts_and_retention_selects_by_them() {
+    let s = TestServer::start().await;
+    let project = s.project("lb", false).await;
+    for tag in ["a", "b", "c"] {
+        push(&s, "lb/app", tag, 400).await;
+    }
+    // Labels: global and per project, unique in their scope, names without commas.
+    let r = s.api(Method::POST, "/labels", Some(json!({"name": "keep", "color": "#0065AB", "scope": "g"}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let keep: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, "/labels", Some(json!({"name": "team", "scope": "p", "project_id": project}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let team: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, "/labels", Some(json!({"name": "keep", "scope": "g"}))).await;
+    expect_error(r, StatusCode::CONFLICT, "CONFLICT").await;
+    let r = s.api(Method::POST, "/labels", Some(json!({"name": "a,b", "scope": "g"}))).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let r = s.anon().post(s.url("/api/v2.0/labels")).json(&json!({"name": "x", "scope": "g"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let global: Vec<Value> = s.api(Method::GET, "/labels?scope=g", None).await.json().await.unwrap();
+    assert_eq!(
+        (global.len(), global[0]["name"].as_str(), global[0]["color"].as_str()),
+        (1, Some("keep"), Some("#0065AB"))
+    );
+    let mine: Vec<Value> =
+        s.api(Method::GET, &format!("/labels?scope=p&project_id={project}"), None).await.json().await.unwrap();
+    assert_eq!((mine[0]["name"].as_str(), mine[0]["project_id"].as_i64()), (Some("team"), Some(project)));
+
+    // Attached to artifact a, shown on it; twice is a conflict.
+    let base = "/projects/lb/repositories/app/artifacts";
+    assert_eq!(
+        s.api(Method::POST, &format!("{base}/a/labels"), Some(json!({"id": keep}))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.api(Method::POST, &format!("{base}/a/labels"), Some(json!({"id": team}))).await.status(),
+        StatusCode::OK
+    );
+    let again = s.api(Method::POST, &format!("{base}/a/labels"), Some(json!({"id": keep}))).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let a: Value = s.api(Method::GET, &format!("{base}/a"), None).await.json().await.unwrap();
+    let names: Vec<&str> = a["labels"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["keep", "team"]);
+    assert_eq!(s.api(Method::DELETE, &format!("{base}/a/labels/{team}"), None).await.status(), StatusCode::OK);
+    assert_eq!(s.api(Method::DELETE, &format!("{base}/a/labels/{team}"), None).await.status(), StatusCode::NOT_FOUND);
+
+    // Retention: labelled `keep`, or the newest; b goes.
+    let mut labelled = retention_rule("always", 0, "**", ("repoMatches", "**"));
+    labelled["tag_selectors"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kind": "label", "decoration": "withLabels", "pattern": "keep"}));
+    let policy = json!({"algorithm": "or", "rules": [labelled, retention_rule("latestPushedK", 1, "**", ("repoMatches", "**"))],
+        "scope": {"level": "project", "ref": project}});
+    let r = s.api(Method::POST, "/retentions", Some(policy)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": false}))).await;
+    let run: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(wait_execution(&s, id, run).await["status"], "Success");
+    assert!(exists(&s, "lb/app", "a").await && exists(&s, "lb/app", "c").await);
+    assert!(!exists(&s, "lb/app", "b").await);
+
+    // A deleted label is gone from the artifact too.
+    assert_eq!(s.api(Method::DELETE, &format!("/labels/{keep}"), None).await.status(), StatusCode::OK);
+    assert_eq!(s.api(Method::GET, &format!("/labels/{keep}"), None).await.status(), StatusCode::NOT_FOUND);
+    let a: Value = s.api(Method::GET, &format!("{base}/a"), None).await.json().await.unwrap();
+    assert_eq!(a["labels"], json!([]));
 }
