@@ -195,8 +195,8 @@ async fn attach(
     let l = store(&s).label(b.id).await?.ok_or_else(|| not_found(format!("label {} not found", b.id)))?;
     if l.scope == "p" && l.project != project.name {
         return Err(bad_request(format!(
-            "label {} belongs to project {}; only global labels and project {}'s own apply here",
-            l.id, l.project, project.name
+            "label {} is neither a global label nor one of project {}'s",
+            l.id, project.name
         )));
     }
     let a = find_artifact(&s, &name, &reference).await?;

@@ -249,7 +249,7 @@ async fn execution(
     Ok(Json(json!({
         "id": run.id, "repositoryName": name.as_str(), "status": ecr_status(&run), "trigger": run.trigger,
         "startedAt": seconds(run.created_at), "updatedAt": seconds(run.updated_at),
-        "expiredImages": result["previewResults"], "keptImmutable": result["keptImmutable"],
+        "expiredImages": result["previewResults"], "keptImages": result["keptImages"],
         "failureReason": result["error"],
     }))
     .into_response())

@@ -622,11 +622,14 @@ impl BlobStore for S3BlobStore {
             if started >= older_than {
                 continue; // possibly a session between starting the upload and saving its state
             }
-            // `data/<session>-<n>`: live if that session's state holds this very upload.
+            // `data/<session>-<n>` (or `-joined`): live while that session exists. A session
+            // saves the upload it writes only when a request ends (an hour-long PATCH is
+            // normal), and one left over by a crash inside a live session goes once the
+            // session ends (committed, aborted or expired).
             let session = key.strip_prefix(&prefix).and_then(|r| r.rsplit_once('-')).map(|(s, _)| s);
             let live = match session.filter(|s| valid_upload_id(s)) {
                 Some(s) => match self.load(s).await {
-                    Ok(st) => st.multipart.as_ref().is_some_and(|m| m.id == upload_id),
+                    Ok(_) => true,
                     Err(BlobError::UploadNotFound) => false,
                     Err(e) => return Err(e),
                 },
@@ -790,8 +793,13 @@ mod tests {
         // Younger than the cut-off: left alone (it may be a session about to save its state).
         let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         assert_eq!(s.reap_orphan_parts(an_hour_ago).await.unwrap(), 0);
+        // Older: the orphan goes; the live session's upload stays, even one it has not saved
+        // yet (a request still streaming), since the session exists.
+        let unsaved = s.key(&format!("data/{live}-7"));
+        let unsaved_id = s.store.create_multipart(&unsaved).await.unwrap();
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
         assert_eq!(s.reap_orphan_parts(later).await.unwrap(), 1);
+        s.store.abort_multipart(&unsaved, &unsaved_id).await.unwrap();
         let left = s.multipart_uploads().await.unwrap();
         assert_eq!(left.len(), 1, "{left:?}");
         assert!(left[0].0.contains(live), "{left:?}");

@@ -129,13 +129,13 @@ impl PolicyService {
         self.store.policy(kind, repo).await?.ok_or_else(|| MetaError::Corrupt("placeholder policy vanished".into()))
     }
 
-    /// The latest preview of `repo`.
+    /// The latest preview of `repo`, with its result.
     pub async fn preview(&self, repo: &str) -> Result<Option<PolicyRunRecord>, MetaError> {
         for kind in [LIFECYCLE, PREVIEW_ONLY] {
             if let Some(p) = self.store.policy(kind, repo).await? {
                 let (runs, _) = self.store.policy_runs(p.id, PREVIEW, 0, 1).await?;
                 if let Some(r) = runs.into_iter().next() {
-                    return Ok(Some(r));
+                    return self.store.policy_run(r.id).await;
                 }
             }
         }
@@ -162,9 +162,9 @@ impl PolicyService {
                 Some(at) => at < p.updated_at || at <= now - DAY_MS,
             };
             if due {
-                // One pending run per policy is enough.
+                // One run per policy at a time.
                 let (runs, _) = self.store.policy_runs(p.id, LIFECYCLE, 0, 1).await?;
-                if runs.first().is_some_and(|r| matches!(r.status.as_str(), "Pending" | "Running")) {
+                if runs.first().is_some_and(|r| busy(r, now)) {
                     continue;
                 }
                 started.push(self.apply_lifecycle(&p.scope, "SCHEDULE").await?);
@@ -240,17 +240,14 @@ impl PolicyService {
             .await?
             .ok_or_else(|| PolicyError::NotFound(format!("retention policy {id} not found")))?;
         let (runs, _) = self.store.policy_runs(p.id, RETENTION, 0, 1).await?;
-        if let Some(r) = runs.first().filter(|r| matches!(r.status.as_str(), "Pending" | "Running")) {
-            let alive = self.queue.jobs(Some(POLICY_RUN), None, 200).await?.iter().any(|j| {
-                matches!(j.state, berth_meta::JobState::Queued | berth_meta::JobState::Running)
-                    && serde_json::from_str::<serde_json::Value>(&j.payload).is_ok_and(|v| v["run"] == r.id)
-            });
-            if alive {
+        if let Some(r) = runs.first() {
+            if busy(r, now_ms()) {
                 return Err(PolicyError::Invalid(format!("execution {} of this policy is still running", r.id)));
             }
-            self.store
-                .update_policy_run(r.id, "Error", Some(r#"{"error": "the job carrying this run is gone"}"#), now_ms())
-                .await?;
+            if matches!(r.status.as_str(), "Pending" | "Running") {
+                let gone = r#"{"error": "the job carrying this run never started"}"#;
+                self.store.update_policy_run(r.id, "Error", Some(gone), now_ms()).await?;
+            }
         }
         let run = self.store.create_policy_run(&p, RETENTION, trigger, dry_run, &p.document, false, now_ms()).await?;
         self.enqueue(run).await?;
@@ -312,6 +309,17 @@ impl PolicyService {
         };
         self.queue.enqueue(&job, now_ms()).await?;
         Ok(())
+    }
+}
+
+/// Whether a run still holds its policy: running (a worker that dies gives its job up, and
+/// the job's `given_up` marks the run failed), or pending for less than an hour (a queued
+/// job starts within seconds; one pending longer lost its job).
+fn busy(r: &PolicyRunRecord, now: i64) -> bool {
+    match r.status.as_str() {
+        "Running" | "Stopping" => true,
+        "Pending" => r.updated_at > now - 3_600_000,
+        _ => false,
     }
 }
 

@@ -908,6 +908,29 @@ pub async fn run_policies(store: &dyn MetaStore) {
         (1, r2, "doc2", true)
     );
 
+    // Guarded deletes: only what is still as evaluated.
+    let r = repo("pol/app");
+    let child = manifest("guarded-child", None, None, 50);
+    store.put_manifest(&r, &child, b"guarded-child", &[], &[tag("c1")], &o).await.unwrap();
+    let index = manifest("guarded-index", None, None, 51);
+    let refs = [(child.digest.clone(), RefKind::Manifest)];
+    store.put_manifest(&r, &index, b"guarded-index", &refs, &[tag("i1")], &o).await.unwrap();
+    let g = |d: &Digest, tags: &[&str]| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let d = d.clone();
+        let r = r.clone();
+        let o = o.clone();
+        async move { store.delete_manifest_guarded(&r, &d, &tags, &o).await.unwrap() }
+    };
+    assert!(
+        matches!(g(&index.digest, &[]).await, crate::GuardedDelete::Changed(w) if w.contains("i1")),
+        "tags changed"
+    );
+    assert!(matches!(g(&child.digest, &["c1"]).await, crate::GuardedDelete::Changed(w) if w.contains("index")));
+    assert_eq!(g(&index.digest, &["i1"]).await, crate::GuardedDelete::Deleted);
+    assert_eq!(g(&child.digest, &["c1"]).await, crate::GuardedDelete::Deleted, "no index lists it now");
+    assert_eq!(g(&child.digest, &["c1"]).await, crate::GuardedDelete::Gone);
+
     let gone = store.delete_policy("lifecycle", "pol/app", &e()).await.unwrap().unwrap();
     assert_eq!(gone.id, id);
     assert_eq!(store.policy_run(x2).await.unwrap(), None, "runs go with their policy");

@@ -311,6 +311,7 @@ impl GcStore for SqlMetaStore {
         for q in [
             "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
             "DELETE FROM manifests WHERE repo = $1 AND digest = $2",
+            "DELETE FROM artifact_labels WHERE repo = $1 AND digest = $2",
         ] {
             sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut *tx).await?;
         }

@@ -48,7 +48,7 @@ pub use events::{
 pub use gc::{DeleteBytes, GcBlob, GcLink, GcManifest, GcRunRecord, GcSnapshot, GcStore, ScheduleRecord};
 pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
 pub use label::{LabelRecord, LabelStore};
-pub use policy::{PolicyRecord, PolicyRunRecord, PolicyStore};
+pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;

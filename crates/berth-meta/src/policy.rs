@@ -58,6 +58,17 @@ pub struct PolicyRunRecord {
     pub result: Option<String>,
 }
 
+/// What a guarded delete of an image found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardedDelete {
+    /// Deleted.
+    Deleted,
+    /// Not there any more.
+    Gone,
+    /// Kept: it changed since it was evaluated (the reason says how).
+    Changed(String),
+}
+
 /// Where policies and their runs are kept.
 #[async_trait::async_trait]
 pub trait PolicyStore: Send + Sync {
@@ -101,7 +112,21 @@ pub trait PolicyStore: Send + Sync {
     async fn update_policy_run(&self, id: i64, status: &str, result: Option<&str>, now: i64) -> Result<(), MetaError>;
     /// One run.
     async fn policy_run(&self, id: i64) -> Result<Option<PolicyRunRecord>, MetaError>;
-    /// Runs of a policy of `kind`, newest first, and how many there are.
+    /// Delete the manifest `digest` of `repo` only if it is exactly as a policy evaluated it:
+    /// its tags are `expected_tags` (any order) and no index of the repository lists it. The
+    /// check and the delete are one transaction that locks the manifest row, so a tag or an
+    /// index pushed meanwhile either lands first (and the image is kept) or after (and fails
+    /// as a push of a reference to a deleted manifest does).
+    async fn delete_manifest_guarded(
+        &self,
+        repo: &berth_types::RepoName,
+        digest: &berth_types::Digest,
+        expected_tags: &[String],
+        origin: &crate::Origin,
+    ) -> Result<GuardedDelete, MetaError>;
+
+    /// Runs of a policy of `kind`, newest first, and how many there are (without their
+    /// results, which can be large: read one run for that).
     async fn policy_runs(
         &self,
         policy_id: i64,
@@ -113,6 +138,9 @@ pub trait PolicyStore: Send + Sync {
 
 const POLICY_COLUMNS: &str = "id, kind, scope, document, created_at, updated_at, evaluated_at";
 const RUN_COLUMNS: &str = "r.id, r.policy_id, r.kind, p.scope, r.trigger_kind, r.dry_run, r.status, r.document, r.created_at, r.updated_at, r.result";
+/// The same without the result.
+const RUN_LIST_COLUMNS: &str = "r.id, r.policy_id, r.kind, p.scope, r.trigger_kind, r.dry_run, r.status, r.document, \
+     r.created_at, r.updated_at, CAST(NULL AS TEXT)";
 
 fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<PolicyRecord, MetaError> {
     Ok(PolicyRecord {
@@ -280,6 +308,49 @@ impl PolicyStore for SqlMetaStore {
         row.as_ref().map(run_from_row).transpose()
     }
 
+    async fn delete_manifest_guarded(
+        &self,
+        repo: &berth_types::RepoName,
+        digest: &berth_types::Digest,
+        expected_tags: &[String],
+        origin: &crate::Origin,
+    ) -> Result<GuardedDelete, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let d = digest.to_string();
+        let lock = match self.backend() {
+            crate::sql::Backend::Postgres => " FOR UPDATE",
+            crate::sql::Backend::Sqlite => "",
+        };
+        let present: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2{lock}"))
+                .bind(repo.as_str())
+                .bind(&d)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if present.is_none() {
+            return Ok(GuardedDelete::Gone);
+        }
+        let mut tags: Vec<String> =
+            sqlx::query_scalar(crate::sql::TAGS_OF).bind(repo.as_str()).bind(&d).fetch_all(&mut *tx).await?;
+        tags.sort_unstable();
+        let mut expected = expected_tags.to_vec();
+        expected.sort_unstable();
+        if tags != expected {
+            return Ok(GuardedDelete::Changed(format!(
+                "its tags changed to [{}] since it was evaluated",
+                tags.join(", ")
+            )));
+        }
+        let parents: Vec<String> =
+            sqlx::query_scalar(crate::sql::PARENTS_OF).bind(repo.as_str()).bind(&d).fetch_all(&mut *tx).await?;
+        if let Some(p) = parents.first() {
+            return Ok(GuardedDelete::Changed(format!("the index {p} lists it")));
+        }
+        crate::sql::delete_manifest_in(&mut tx, self.backend(), repo, digest, origin).await?;
+        tx.commit().await?;
+        Ok(GuardedDelete::Deleted)
+    }
+
     async fn policy_runs(
         &self,
         policy_id: i64,
@@ -293,7 +364,7 @@ impl PolicyStore for SqlMetaStore {
             .fetch_one(self.pool())
             .await?;
         let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM policy_runs r JOIN policies p ON p.id = r.policy_id
+            "SELECT {RUN_LIST_COLUMNS} FROM policy_runs r JOIN policies p ON p.id = r.policy_id
              WHERE r.policy_id = $1 AND r.kind = $2 ORDER BY r.id DESC LIMIT $3 OFFSET $4"
         ))
         .bind(policy_id)

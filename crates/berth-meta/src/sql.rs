@@ -57,6 +57,45 @@ pub(crate) const PARENTS_OF: &str =
 /// The tags of a repository on one manifest (unsorted: see `tags_of`).
 pub(crate) const TAGS_OF: &str = "SELECT name FROM tags WHERE repo = $1 AND digest = $2";
 
+/// Delete a manifest with its tags, references and labels inside `tx`, adjusting the quota
+/// and logging `artifact.deleted`; returns whether it was there.
+pub(crate) async fn delete_manifest_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    repo: &RepoName,
+    digest: &Digest,
+    origin: &Origin,
+) -> Result<bool, MetaError> {
+    let d = digest.to_string();
+    let size: Option<i64> = sqlx::query_scalar("DELETE FROM manifests WHERE repo = $1 AND digest = $2 RETURNING size")
+        .bind(repo.as_str())
+        .bind(&d)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(size) = size {
+        crate::quota::adjust(tx, repo.as_str(), &d, size, -1, crate::now_ms()).await?;
+    }
+    // No ORDER BY: SQLite would walk the primary key (every tag of the repository) to
+    // avoid a sort, instead of the (repo, digest) index.
+    let mut tags: Vec<String> = sqlx::query_scalar(TAGS_OF).bind(repo.as_str()).bind(&d).fetch_all(&mut **tx).await?;
+    tags.sort_unstable();
+    for q in [
+        "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
+        "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+        "DELETE FROM artifact_labels WHERE repo = $1 AND digest = $2",
+    ] {
+        sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut **tx).await?;
+    }
+    if size.is_some() {
+        let e = NewEvent::new(EventKind::ArtifactDeleted, crate::now_ms(), origin)
+            .repo(repo.as_str())
+            .digest(&d)
+            .data(serde_json::json!({ "tags": tags }));
+        insert_events(tx, backend, &[e]).await?;
+    }
+    Ok(size.is_some())
+}
+
 /// Most manifest writes committed in one SQLite transaction.
 const GROUP_COMMIT_MAX: usize = 64;
 
@@ -825,38 +864,9 @@ impl MetaStore for SqlMetaStore {
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
-        let d = digest.to_string();
-        let size: Option<i64> =
-            sqlx::query_scalar("DELETE FROM manifests WHERE repo = $1 AND digest = $2 RETURNING size")
-                .bind(repo.as_str())
-                .bind(&d)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let n = u64::from(size.is_some());
-        if let Some(size) = size {
-            crate::quota::adjust(&mut tx, repo.as_str(), &d, size, -1, crate::now_ms()).await?;
-        }
-        // No ORDER BY: SQLite would walk the primary key (every tag of the repository) to
-        // avoid a sort, instead of the (repo, digest) index.
-        let mut tags: Vec<String> =
-            sqlx::query_scalar(TAGS_OF).bind(repo.as_str()).bind(&d).fetch_all(&mut *tx).await?;
-        tags.sort_unstable();
-        for q in [
-            "DELETE FROM manifest_refs WHERE repo = $1 AND digest = $2",
-            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
-            "DELETE FROM artifact_labels WHERE repo = $1 AND digest = $2",
-        ] {
-            sqlx::query(q).bind(repo.as_str()).bind(&d).execute(&mut *tx).await?;
-        }
-        if n > 0 {
-            let e = NewEvent::new(EventKind::ArtifactDeleted, crate::now_ms(), origin)
-                .repo(repo.as_str())
-                .digest(&d)
-                .data(serde_json::json!({ "tags": tags }));
-            insert_events(&mut tx, self.backend, &[e]).await?;
-        }
+        let found = delete_manifest_in(&mut tx, self.backend, repo, digest, origin).await?;
         tx.commit().await?;
-        Ok(n > 0)
+        Ok(found)
     }
 
     async fn put_tag_guarded(

@@ -35,6 +35,10 @@ use crate::lifecycle::Image;
 
 /// Most rules a policy may have (Harbor's limit).
 pub const MAX_RULES: usize = 15;
+/// Most tag (and repository) selectors one rule may have.
+pub const MAX_SELECTORS: usize = 10;
+/// Most labels one label selector may name.
+pub const MAX_LABELS: usize = 100;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -206,6 +210,12 @@ impl RetentionRule {
                 return Err(format!("rule {n}: template {other:?} is not one of {}", known.join(", ")));
             }
         };
+        let repo_selectors: usize = self.scope_selectors.values().map(Vec::len).sum();
+        if self.tag_selectors.len() > MAX_SELECTORS || repo_selectors > MAX_SELECTORS {
+            return Err(format!(
+                "rule {n}: at most {MAX_SELECTORS} tag selectors and {MAX_SELECTORS} repository selectors"
+            ));
+        }
         let mut tags = Vec::new();
         for s in &self.tag_selectors {
             if s.kind == "label" {
@@ -218,7 +228,11 @@ impl RetentionRule {
                         ));
                     }
                 };
-                let names = s.pattern.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                let names: Vec<String> =
+                    s.pattern.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                if s.pattern.len() > 4096 || names.len() > MAX_LABELS {
+                    return Err(format!("rule {n}: a label selector names at most {MAX_LABELS} labels (4 KiB)"));
+                }
                 tags.push(TagSelect::Labels { names, with });
                 continue;
             }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use berth_meta::{ArtifactRow, LabelRecord, PolicyRunRecord};
+use berth_meta::{ArtifactRow, GuardedDelete, LabelRecord, PolicyRunRecord};
 use berth_policy::lifecycle::{Image, LifecyclePolicy};
 use berth_policy::retention::RetentionPolicy;
 use berth_types::{Digest, Reference, RepoName};
@@ -31,8 +31,9 @@ pub const RETENTION: &str = "retention";
 enum Removal {
     /// Deleted (or, in a dry run, would be).
     Deleted,
-    /// Kept: a tag of it (or of an index holding it) is immutable.
-    Immutable(String),
+    /// Kept, and why: a tag of it is immutable, an index lists it, or it changed since it
+    /// was evaluated.
+    Kept(String),
     /// Gone already (deleted by someone else meanwhile).
     Gone,
 }
@@ -74,7 +75,25 @@ impl Registry {
         Ok(rows.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect())
     }
 
-    /// Delete one image with its referrers and the children only it held.
+    /// Why an image a policy did not retain must stay anyway, if it must: an index of the
+    /// repository lists it (deleting it would break that image), or a tag of it is immutable.
+    fn keep_reason(
+        im: &berth_policy::immutable::Immutability,
+        repo: &RepoName,
+        image: &ArtifactRow,
+        listed: &HashSet<&Digest>,
+    ) -> Option<String> {
+        if listed.contains(&image.record.digest) {
+            return Some("an index in the repository lists it".into());
+        }
+        image
+            .tags
+            .iter()
+            .find_map(|(t, _)| im.immutable(short_name(repo), t).map(|why| format!("tag {t} is immutable ({why})")))
+    }
+
+    /// Delete one image — only if it is still as evaluated (same tags, no index listing it) —
+    /// then its referrers and the children only it held.
     async fn delete_image(
         &self,
         repo: &RepoName,
@@ -82,43 +101,34 @@ impl Registry {
         origin: &berth_meta::Origin,
     ) -> Result<Removal, RegistryError> {
         let digest = &image.record.digest;
-        // Refuse before touching anything if a tag of it is immutable.
-        let mut tags: Vec<berth_types::Tag> =
-            self.meta.tags_of(repo, digest).await?.iter().filter_map(|t| t.parse().ok()).collect();
-        for parent in self.meta.parents_of(repo, digest).await? {
-            tags.extend(self.meta.tags_of(repo, &parent).await?.iter().filter_map(|t| t.parse().ok()));
+        let tags: Vec<String> = image.tags.iter().map(|(t, _)| t.clone()).collect();
+        // The rules in force now (they may have changed since the run began).
+        let parsed: Vec<berth_types::Tag> = tags.iter().filter_map(|t| t.parse().ok()).collect();
+        if let Some((tag, why)) = self.immutable_tags(repo, &parsed).await?.into_iter().next() {
+            return Ok(Removal::Kept(format!("tag {tag} is immutable ({why})")));
         }
-        if let Some((tag, why)) = self.immutable_tags(repo, &tags).await?.into_iter().next() {
-            return Ok(Removal::Immutable(format!("tag {tag} is immutable ({why})")));
+        match self.meta.delete_manifest_guarded(repo, digest, &tags, origin).await? {
+            GuardedDelete::Deleted => self.invalidate(repo, &[], Some(digest), true),
+            GuardedDelete::Gone => return Ok(Removal::Gone),
+            GuardedDelete::Changed(why) => return Ok(Removal::Kept(why)),
         }
-        // Referrers (and theirs), deepest first.
-        let mut referrers = Vec::new();
+        // Its referrers (signatures, SBOMs, and theirs) have no subject any more.
         let mut frontier = vec![digest.clone()];
+        let mut seen = 0;
         while let Some(d) = frontier.pop() {
-            if referrers.len() > 10_000 {
-                break;
-            }
             for r in self.meta.referrers(repo, &d, None).await? {
+                seen += 1;
+                if seen > 10_000 {
+                    break;
+                }
                 frontier.push(r.digest.clone());
-                referrers.push(r.digest);
+                self.delete_quietly(repo, &r.digest, origin).await?;
             }
         }
-        for r in referrers.iter().rev() {
-            self.delete_quietly(repo, r, origin).await?;
-        }
-        match self.manifest_delete(repo, &Reference::Digest(digest.clone()), origin).await {
-            Ok(()) => {}
-            Err(RegistryError::ManifestUnknown(_)) => return Ok(Removal::Gone),
-            Err(RegistryError::TagImmutable { tag, why, .. }) => {
-                return Ok(Removal::Immutable(format!("tag {tag} is immutable ({why})")));
-            }
-            Err(e) => return Err(e),
-        }
+        // Children nothing else holds (no tag, no other index): checked in their own delete.
         for c in &image.children {
-            let held =
-                !self.meta.tags_of(repo, c).await?.is_empty() || !self.meta.parents_of(repo, c).await?.is_empty();
-            if !held {
-                self.delete_quietly(repo, c, origin).await?;
+            if let GuardedDelete::Deleted = self.meta.delete_manifest_guarded(repo, c, &[], origin).await? {
+                self.invalidate(repo, &[], Some(c), true);
             }
         }
         Ok(Removal::Deleted)
@@ -134,6 +144,16 @@ impl Registry {
             Ok(()) | Err(RegistryError::ManifestUnknown(_)) | Err(RegistryError::TagImmutable { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Mark the run `id` failed (its job was given up: the worker died).
+    pub async fn fail_policy_run(&self, id: i64, why: &str) -> Result<(), RegistryError> {
+        if let Some(run) = self.meta.policy_run(id).await?
+            && matches!(run.status.as_str(), "Pending" | "Running" | "Stopping")
+        {
+            self.meta.update_policy_run(id, "Error", Some(&json!({ "error": why }).to_string()), now_ms()).await?;
+        }
+        Ok(())
     }
 
     /// Run the policy run `id` if it is still pending: evaluate, delete unless it is a preview
@@ -176,16 +196,14 @@ impl Registry {
         let origin = berth_meta::Origin::new("lifecycle-policy", None);
         let mut results = Vec::new();
         let mut kept = Vec::new();
+        let listed: HashSet<&Digest> = images.iter().flat_map(|a| a.children.iter()).collect();
         for (i, priority) in verdicts {
             let a = &images[i];
             let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
-            let removal = if apply {
-                self.delete_image(&repo, a, &origin).await.map_err(err)?
-            } else {
-                match tags.iter().find_map(|t| im.immutable(short_name(&repo), t).map(|why| (t, why))) {
-                    Some((tag, why)) => Removal::Immutable(format!("tag {tag} is immutable ({why})")),
-                    None => Removal::Deleted,
-                }
+            let removal = match Self::keep_reason(&im, &repo, a, &listed) {
+                Some(why) => Removal::Kept(why),
+                None if apply => self.delete_image(&repo, a, &origin).await.map_err(err)?,
+                None => Removal::Deleted,
             };
             let entry = json!({
                 "imageTags": tags, "imageDigest": a.record.digest.to_string(),
@@ -195,7 +213,7 @@ impl Registry {
             match removal {
                 Removal::Deleted => results.push(entry),
                 Removal::Gone => {}
-                Removal::Immutable(why) => {
+                Removal::Kept(why) => {
                     let mut e = entry;
                     e["reason"] = why.into();
                     kept.push(e);
@@ -208,7 +226,7 @@ impl Registry {
             json!({
                 "previewResults": results,
                 "summary": {"expiringImageTotalCount": n},
-                "keptImmutable": kept,
+                "keptImages": kept,
                 "evaluatedImageCount": images.len(),
             }),
         ))
@@ -231,17 +249,21 @@ impl Registry {
             let labels = self.meta.repo_labels(repo.as_str()).await.map_err(|e| e.to_string())?;
             let views: Vec<Image> = images.iter().map(|a| as_image(a, &labels)).collect();
             let Some(kept) = policy.evaluate(short_name(&repo), &views, start)? else { continue };
+            let im = self.immutability(&repo).await.map_err(err)?;
+            let listed: HashSet<&Digest> = images.iter().flat_map(|a| a.children.iter()).collect();
             let mut log = Vec::new();
             let mut retained = 0;
             let mut status = "Success";
             for (a, k) in images.iter().zip(&kept) {
-                let verdict = match k {
-                    Some(rule) => format!("RETAIN (rule {})", rule + 1),
-                    None if run.dry_run => "DEL (dry run)".to_string(),
-                    None => match self.delete_image(&repo, a, &origin).await {
+                let keep = if k.is_none() { Self::keep_reason(&im, &repo, a, &listed) } else { None };
+                let verdict = match (k, keep) {
+                    (Some(rule), _) => format!("RETAIN (rule {})", rule + 1),
+                    (None, Some(why)) => format!("RETAIN ({why})"),
+                    (None, None) if run.dry_run => "DEL (dry run)".to_string(),
+                    (None, None) => match self.delete_image(&repo, a, &origin).await {
                         Ok(Removal::Deleted) => "DEL".to_string(),
                         Ok(Removal::Gone) => "GONE (deleted meanwhile)".to_string(),
-                        Ok(Removal::Immutable(why)) => format!("RETAIN ({why})"),
+                        Ok(Removal::Kept(why)) => format!("RETAIN ({why})"),
                         Err(e) => {
                             status = "Error";
                             format!("ERROR ({e})")

@@ -1092,7 +1092,8 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
                 bail!("the preview failed: {}", cell(&done["failureReason"]));
             } else {
                 print_images(&done["previewResults"], "RULE", rule);
-                println!("{} images would expire", cell(&done["summary"]["expiringImageTotalCount"]));
+                let n = done["summary"]["expiringImageTotalCount"].as_u64().unwrap_or(0);
+                println!("{n} {} would expire", if n == 1 { "image" } else { "images" });
             }
         }
         LifecycleCommand::Apply { repository } => {
@@ -1105,12 +1106,13 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
                 bail!("applying the policy failed: {}", cell(&done["failureReason"]));
             } else {
                 print_images(&done["expiredImages"], "RULE", rule);
-                let kept = done["keptImmutable"].as_array().map_or(0, Vec::len);
+                let kept = done["keptImages"].as_array().map_or(0, Vec::len);
                 if kept > 0 {
-                    println!("kept, because a tag is immutable:");
-                    print_images(&done["keptImmutable"], "WHY", |i| cell(&i["reason"]));
+                    println!("kept although the policy expires them:");
+                    print_images(&done["keptImages"], "WHY", |i| cell(&i["reason"]));
                 }
-                println!("{} images expired", done["expiredImages"].as_array().map_or(0, Vec::len));
+                let n = done["expiredImages"].as_array().map_or(0, Vec::len);
+                println!("{n} {} expired", if n == 1 { "image" } else { "images" });
             }
         }
     }

@@ -229,6 +229,12 @@ impl JobHandler for PolicyRunJob {
         self.registry.execute_policy_run(p.run).await?;
         Ok(())
     }
+
+    async fn given_up(&self, payload: &str, reason: &str) -> anyhow::Result<()> {
+        let p: berth_jobs::GcJobPayload = serde_json::from_str(payload)?;
+        self.registry.fail_policy_run(p.run, &format!("the run never finished: {reason}")).await?;
+        Ok(())
+    }
 }
 
 /// Starts runs of the lifecycle policies that are due (`berth_jobs::LIFECYCLE_SWEEP`).

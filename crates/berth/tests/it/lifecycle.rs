@@ -142,8 +142,8 @@ async fn ecr_lifecycle_policies_preview_then_expire_images_but_never_immutable_t
     let run = poll(&s, loc.trim_start_matches("/api/v2.0"), |v| v["status"] != "IN_PROGRESS").await;
     assert_eq!(run["status"], "COMPLETE", "{run}");
     assert_eq!(digests(&run["expiredImages"]), [&v2, &old_untagged].into_iter().cloned().collect());
-    assert_eq!(digests(&run["keptImmutable"]), [v1.clone()].into_iter().collect());
-    assert!(run["keptImmutable"][0]["reason"].as_str().unwrap().contains("immutable"), "{run}");
+    assert_eq!(digests(&run["keptImages"]), [v1.clone()].into_iter().collect());
+    assert!(run["keptImages"][0]["reason"].as_str().unwrap().contains("immutable"), "{run}");
     assert!(!exists(&s, "lc/app", "v2").await && !exists(&s, "lc/app", &old_untagged).await);
     for kept in ["v1", "v3", "multi", new_untagged.as_str(), &sha256(&child), &v3] {
         assert!(exists(&s, "lc/app", kept).await, "{kept} must survive");
@@ -439,4 +439,48 @@ async fn harbor_labels_mark_artifacts_and_retention_selects_by_them() {
     assert_eq!(s.api(Method::GET, &format!("/labels/{keep}"), None).await.status(), StatusCode::NOT_FOUND);
     let a: Value = s.api(Method::GET, &format!("{base}/a"), None).await.json().await.unwrap();
     assert_eq!(a["labels"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_never_break_an_index_that_stays() {
+    let s = TestServer::start().await;
+    let project = s.project("ix", false).await;
+    // An older, tagged child and the newer index listing it.
+    let child = s.upload_image_blobs("ix/app", 500).await;
+    assert_eq!(s.put_manifest("ix/app", "c-amd64", OCI_MANIFEST, &child).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(&child), "size": child.len(),
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap();
+    assert_eq!(s.put_manifest("ix/app", "release", OCI_INDEX, &index).await.status(), 201);
+    // Keep only the newest: the index stays, so its child must too.
+    let policy = json!({"algorithm": "or", "rules": [retention_rule("latestPushedK", 1, "**", ("repoMatches", "**"))],
+        "scope": {"level": "project", "ref": project}});
+    let r = s.api(Method::POST, "/retentions", Some(policy)).await;
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": false}))).await;
+    let run: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(wait_execution(&s, id, run).await["status"], "Success");
+    assert!(exists(&s, "ix/app", "release").await && exists(&s, "ix/app", "c-amd64").await);
+    let tasks: Vec<Value> =
+        s.api(Method::GET, &format!("/retentions/{id}/executions/{run}/tasks"), None).await.json().await.unwrap();
+    let log = s
+        .api(Method::GET, &format!("/retentions/{id}/executions/{run}/tasks/{}", tasks[0]["id"]), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("RETAIN (an index in the repository lists it)"), "{log}");
+    // An ECR policy expiring everything but the newest says the same in its preview.
+    let lc = "/projects/ix/repositories/app/lifecycle_policy";
+    let text = json!({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any",
+        "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]})
+    .to_string();
+    assert_eq!(s.api(Method::PUT, lc, Some(json!({"lifecyclePolicyText": text}))).await.status(), StatusCode::OK);
+    assert_eq!(s.api(Method::POST, &format!("{lc}/preview"), None).await.status(), StatusCode::OK);
+    let preview = poll(&s, &format!("{lc}/preview"), |v| v["status"] != "IN_PROGRESS").await;
+    assert_eq!(preview["summary"]["expiringImageTotalCount"], 0, "{preview}");
 }
