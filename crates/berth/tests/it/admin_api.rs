@@ -64,7 +64,7 @@ fn conforms(v: &Value, def: &str) {
     }
     let nested: &[(&str, &str)] = match def {
         "Project" => &[("metadata", "ProjectMetadata"), ("cve_allowlist", "CVEAllowlist")],
-        "Artifact" => &[("tags", "Tag"), ("references", "Reference")],
+        "Artifact" => &[("tags", "Tag"), ("references", "Reference"), ("labels", "Label")],
         "Robot" => &[("permissions", "RobotPermission")],
         "RobotPermission" => &[("access", "Access")],
         "OverallHealthStatus" => &[("components", "ComponentHealthStatus")],
@@ -444,5 +444,46 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
         }
     }
     assert!(seen.len() >= 40, "{}", seen.len());
+    s.stop().await;
+}
+
+/// Labels and tag retention answer in Harbor's shapes (harbor-cli reads them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_and_retention_have_harbors_shapes() {
+    let s = TestServer::start().await;
+    let project = s.project("shp", false).await;
+    s.push_image("shp/app", "v1").await;
+    let r = s.api(Method::POST, "/labels", Some(json!({"name": "prod", "color": "#61717D", "scope": "g"}))).await;
+    let label: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    conforms(&ok_json(s.api(Method::GET, &format!("/labels/{label}"), None).await).await, "Label");
+    let path = "/projects/shp/repositories/app/artifacts/v1";
+    assert_eq!(s.api(Method::POST, &format!("{path}/labels"), Some(json!({"id": label}))).await.status(), 200);
+    conforms(&ok_json(s.api(Method::GET, path, None).await).await, "Artifact");
+    let rule = json!({"action": "retain", "template": "latestPushedK", "params": {"latestPushedK": 5},
+        "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**"}],
+        "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}]}});
+    let body = json!({"algorithm": "or", "rules": [rule], "scope": {"level": "project", "ref": project},
+        "trigger": {"kind": "Schedule", "settings": {"cron": ""}}});
+    let r = s.api(Method::POST, "/retentions", Some(body)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let p = ok_json(s.api(Method::GET, "/projects/shp", None).await).await;
+    assert_eq!(p["metadata"]["retention_id"], json!(id.to_string()), "Harbor names the policy in the metadata");
+    let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": true}))).await;
+    let eid: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let execution = loop {
+        let list = ok_json(s.api(Method::GET, &format!("/retentions/{id}/executions"), None).await).await;
+        let e = list.as_array().unwrap().iter().find(|e| e["id"] == eid).cloned().unwrap();
+        if e["status"] != "Pending" && e["status"] != "Running" {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    conforms(&execution, "RetentionExecution");
+    let tasks = ok_json(s.api(Method::GET, &format!("/retentions/{id}/executions/{eid}/tasks"), None).await).await;
+    assert_eq!(tasks.as_array().unwrap().len(), 1);
+    tasks.as_array().unwrap().iter().for_each(|t| conforms(t, "RetentionExecutionTask"));
     s.stop().await;
 }
