@@ -285,6 +285,54 @@ pub enum LifecycleCommand {
     },
 }
 
+/// `berth label …`
+#[derive(Subcommand, Debug)]
+pub enum LabelCommand {
+    /// Global labels, or a project's with --project.
+    List {
+        /// A project's labels instead of the global ones.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Create a label (global; a project's with --project).
+    Create {
+        /// Its name (no commas).
+        name: String,
+        /// Make it a label of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// A colour for the portal (`#0065AB`).
+        #[arg(long, default_value = "")]
+        color: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a label (it leaves every artifact).
+    Delete {
+        /// Label id (from `berth label list`).
+        id: i64,
+    },
+    /// Put a label on an artifact.
+    Add {
+        /// Repository, `project/name`.
+        repository: String,
+        /// Tag or digest of the artifact.
+        reference: String,
+        /// Label id.
+        id: i64,
+    },
+    /// Take a label off an artifact.
+    Remove {
+        /// Repository, `project/name`.
+        repository: String,
+        /// Tag or digest of the artifact.
+        reference: String,
+        /// Label id.
+        id: i64,
+    },
+}
+
 /// `berth retention …`
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -1114,6 +1162,76 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
                 let n = done["expiredImages"].as_array().map_or(0, Vec::len);
                 println!("{n} {} expired", if n == 1 { "image" } else { "images" });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth label …`.
+pub async fn label(args: &ApiArgs, cmd: LabelCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let project_id = |project: String| {
+        let api = &api;
+        async move {
+            let (_, p) = api.call(Method::GET, &format!("/projects/{}", enc(&project)), None).await?;
+            p["project_id"].as_i64().with_context(|| format!("project {project:?} has no id"))
+        }
+    };
+    let artifact = |repository: &str, reference: &str| -> anyhow::Result<String> {
+        let (project, name) = repository
+            .split_once('/')
+            .with_context(|| format!("{repository:?}: give the repository as project/name"))?;
+        Ok(format!("/projects/{}/repositories/{}/artifacts/{}", enc(project), enc(name), enc(reference)))
+    };
+    match cmd {
+        LabelCommand::List { project } => {
+            let query = match project {
+                Some(p) => format!("scope=p&project_id={}", project_id(p).await?),
+                None => "scope=g".into(),
+            };
+            let (_, list) = api.call(Method::GET, &format!("/labels?{query}&page_size=100"), None).await?;
+            if api.json() {
+                print_json(&list)?;
+            } else {
+                println!("{:<6}  {:<24}  {:<9}  DESCRIPTION", "ID", "NAME", "COLOR");
+                for l in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<6}  {:<24}  {:<9}  {}",
+                        cell(&l["id"]),
+                        cell(&l["name"]),
+                        cell(&l["color"]),
+                        cell(&l["description"])
+                    );
+                }
+            }
+        }
+        LabelCommand::Create { name, project, color, description } => {
+            let mut body = json!({"name": name, "color": color, "description": description, "scope": "g"});
+            if let Some(p) = &project {
+                body["scope"] = "p".into();
+                body["project_id"] = project_id(p.clone()).await?.into();
+            }
+            let location = api.create("/labels", Some(body)).await?;
+            let id = location.rsplit('/').next().unwrap_or("?");
+            match project {
+                Some(p) => println!("created label {name} (id {id}) in project {p}"),
+                None => println!("created global label {name} (id {id})"),
+            }
+        }
+        LabelCommand::Delete { id } => {
+            api.call(Method::DELETE, &format!("/labels/{id}"), None).await?;
+            println!("deleted label {id}");
+        }
+        LabelCommand::Add { repository, reference, id } => {
+            let path = format!("{}/labels", artifact(&repository, &reference)?);
+            api.call(Method::POST, &path, Some(json!({ "id": id }))).await?;
+            println!("labelled {repository}:{reference} with label {id}");
+        }
+        LabelCommand::Remove { repository, reference, id } => {
+            let path = format!("{}/labels/{id}", artifact(&repository, &reference)?);
+            api.call(Method::DELETE, &path, None).await?;
+            println!("removed label {id} from {repository}:{reference}");
         }
     }
     Ok(())

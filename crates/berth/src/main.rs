@@ -149,6 +149,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::LifecycleCommand,
     },
+    /// Harbor labels: list, create, delete; add to and remove from artifacts.
+    Label {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::LabelCommand,
+    },
     /// Harbor tag retention of a project: show, set, delete, run (or dry-run), history, log.
     Retention {
         #[command(flatten)]
@@ -530,6 +537,7 @@ fn main() -> anyhow::Result<()> {
         Command::Immutable { api, command } => rt.block_on(cli::immutable(&api, command)),
         Command::Lifecycle { api, command } => rt.block_on(cli::lifecycle(&api, command)),
         Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
+        Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;

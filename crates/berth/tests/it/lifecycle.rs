@@ -368,6 +368,21 @@ async fn the_cli_previews_and_applies_lifecycle_policies_and_runs_retention() {
     let out = run_ok(berth(&s).args(["retention", "log", "cl", &id])).await;
     assert!(out.contains("DEL (dry run)") && out.contains(&newest) && out.contains("RETAIN (rule 1)"), "{out}");
     assert!(exists(&s, "cl/web", "a").await, "a dry run deletes nothing");
+
+    // Labels from the command line.
+    let out = run_ok(berth(&s).args(["label", "create", "gold", "--project", "cl", "--color", "#FFD700"])).await;
+    assert!(out.starts_with("created label gold (id ") && out.contains("in project cl"), "{out}");
+    let id = out.split("(id ").nth(1).and_then(|r| r.split(')').next()).unwrap().to_string();
+    let out = run_ok(berth(&s).args(["label", "list", "--project", "cl"])).await;
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains("gold") && l.contains("#FFD700")), "{out}");
+    let out = run_ok(berth(&s).args(["label", "add", "cl/web", "b", &id])).await;
+    assert!(out.contains("labelled cl/web:b"), "{out}");
+    let a: Value = s.api(Method::GET, "/projects/cl/repositories/web/artifacts/b", None).await.json().await.unwrap();
+    assert_eq!(a["labels"][0]["name"], "gold");
+    run_ok(berth(&s).args(["label", "remove", "cl/web", "b", &id])).await;
+    let err = run_fails(berth(&s).args(["label", "remove", "cl/web", "b", &id])).await;
+    assert!(err.contains("404") && err.contains("has no label"), "{err}");
+    run_ok(berth(&s).args(["label", "delete", &id])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
