@@ -26,6 +26,7 @@ mod immutable;
 mod labels;
 mod lifecycle;
 mod lookup;
+mod portal;
 mod projects;
 mod quotas;
 mod repos;
@@ -530,6 +531,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(immutable::routes())
         .merge(lifecycle::routes())
         .merge(labels::routes())
+        .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())
         .merge(repos::routes())

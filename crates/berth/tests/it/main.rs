@@ -18,6 +18,7 @@ mod immutable;
 mod lifecycle;
 mod oidc;
 mod outage;
+mod portal;
 mod quota;
 mod replicas;
 mod scan;

@@ -1,0 +1,156 @@
+//! The web portal's foundation over HTTP: sign-in and sign-out with CSRF protection, session
+//! cookies with the right flags, security headers on every page, the projects page as each
+//! user may see it, escaping, and a versioned stylesheet. (Browser journeys come with the
+//! portal's pages.)
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+
+use crate::support::*;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// `name=value` of the Set-Cookie for `name`, and the whole header.
+fn set_cookie(h: &HeaderMap, name: &str) -> Option<(String, String)> {
+    h.get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| (v.split(';').next().unwrap().to_string(), v.to_string()))
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// Sign in through the form; returns the cookies to send afterwards.
+async fn sign_in(s: &TestServer, user: &str, password: &str) -> String {
+    let c = client();
+    let r = c.get(s.url("/account/sign-in")).send().await.unwrap();
+    let (csrf_cookie, _) = set_cookie(r.headers(), "berth_csrf").unwrap();
+    let token = hidden(&r.text().await.unwrap(), "csrf");
+    let r = c
+        .post(s.url("/account/sign-in"))
+        .header("cookie", &csrf_cookie)
+        .form(&[("csrf", token.as_str()), ("next", "/harbor/projects"), ("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    let (session, _) = set_cookie(r.headers(), "berth_session").unwrap();
+    format!("{csrf_cookie}; {session}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
+    let s = TestServer::start().await;
+    s.project("alpha", true).await;
+    s.project("beta", false).await;
+    s.user("una", "Una-Passw0rd-1").await;
+    let c = client();
+
+    // Nobody signed in: the portal sends people to the sign-in page, and back afterwards.
+    let r = c.get(s.url("/")).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()[LOCATION], "/harbor/projects");
+    let r = c.get(s.url("/harbor/projects")).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], "/account/sign-in?next=/harbor/projects");
+
+    // The sign-in page: strict headers, a CSRF cookie, a versioned stylesheet.
+    let r = c.get(s.url("/account/sign-in")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let (csrf_cookie, whole) = set_cookie(r.headers(), "berth_csrf").unwrap();
+    assert!(whole.contains("HttpOnly") && whole.contains("SameSite=Strict"), "{whole}");
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("<script"), "no script at all");
+    let css = &html[html.find("/static/portal-").unwrap()..];
+    let css = &css[..css.find('"').unwrap()];
+    let r = c.get(s.url(css)).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    let size = html.len() + r.bytes().await.unwrap().len();
+    assert!(size < 300 * 1024, "first page load is {size} bytes");
+    assert_eq!(c.get(s.url("/static/portal-0000.css")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // A form without the matching CSRF cookie (another site's) is refused; a wrong password says so.
+    let token = hidden(&html, "csrf");
+    let form = |u: &'static str, p: &'static str| {
+        vec![("csrf", token.clone()), ("username", u.into()), ("password", p.into())]
+    };
+    let r = c.post(s.url("/account/sign-in")).form(&form("admin", ADMIN_PASSWORD)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(r.headers(), "berth_session").is_none());
+    let r = c
+        .post(s.url("/account/sign-in"))
+        .header("cookie", &csrf_cookie)
+        .form(&form("una", "wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("Wrong username or password."));
+
+    // Signed in: the session cookie's flags; the projects the user may see.
+    let r = c
+        .post(s.url("/account/sign-in"))
+        .header("cookie", &csrf_cookie)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("next", "https://evil.example/"),
+            ("username", "una"),
+            ("password", "Una-Passw0rd-1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[LOCATION], "/harbor/projects", "never back to another site");
+    let (_, whole) = set_cookie(r.headers(), "berth_session").unwrap();
+    assert!(whole.contains("HttpOnly") && whole.contains("SameSite=Lax") && whole.contains("Max-Age="), "{whole}");
+    let una = sign_in(&s, "una", "Una-Passw0rd-1").await;
+    let page = c.get(s.url("/harbor/projects")).header("cookie", &una).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(">alpha<") && page.contains("Public"), "{page}");
+    assert!(!page.contains(">beta<"), "a private project of others is not shown");
+    let admin = sign_in(&s, "admin", ADMIN_PASSWORD).await;
+    let page = c.get(s.url("/harbor/projects")).header("cookie", &admin).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(">alpha<") && page.contains(">beta<") && page.contains("Private"), "{page}");
+    assert!(page.contains("Signed in as <strong>admin</strong>"));
+    // Search, escaped as it is echoed.
+    let r = c
+        .get(s.url("/harbor/projects?q=%3Cscript%3Ealert(1)%3C/script%3E"))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(!page.contains("<script>") && page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    let page =
+        c.get(s.url("/harbor/projects?q=alp")).header("cookie", &admin).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(">alpha<") && !page.contains(">beta<"));
+
+    // Sign-out needs the token too, and ends the session cookie.
+    let r =
+        c.post(s.url("/account/sign-out")).header("cookie", &admin).form(&[("csrf", "forged")]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let page = c.get(s.url("/harbor/projects")).header("cookie", &admin).send().await.unwrap().text().await.unwrap();
+    let token = hidden(&page, "csrf");
+    let r = c
+        .post(s.url("/account/sign-out"))
+        .header("cookie", &admin)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[LOCATION], "/account/sign-in");
+    let (cleared, whole) = set_cookie(r.headers(), "berth_session").unwrap();
+    assert!(cleared == "berth_session=" && whole.contains("Max-Age=0"), "{whole}");
+}
