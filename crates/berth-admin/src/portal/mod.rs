@@ -32,12 +32,19 @@ use sha2::Digest;
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
 const CSS: &str = include_str!("portal.css");
+const ICON: &str = include_str!("icon.svg");
 const CSRF_COOKIE: &str = "berth_csrf";
 
 /// The stylesheet's versioned path: its content hash, so it can be cached forever.
 static CSS_PATH: LazyLock<String> = LazyLock::new(|| {
     let h = hex::encode(sha2::Sha256::digest(CSS.as_bytes()));
     format!("/static/portal-{}.css", &h[..12])
+});
+
+/// The icon's versioned path.
+static ICON_PATH: LazyLock<String> = LazyLock::new(|| {
+    let h = hex::encode(sha2::Sha256::digest(ICON.as_bytes()));
+    format!("/static/icon-{}.svg", &h[..12])
 });
 
 /// The top navigation: (label, path). Later sections add themselves here.
@@ -66,16 +73,15 @@ async fn secure_headers(mut r: Response) -> Response {
 }
 
 async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    if format!("/static/{file}") != *CSS_PATH {
+    let path = format!("/static/{file}");
+    let (kind, body) = if path == *CSS_PATH {
+        ("text/css; charset=utf-8", CSS)
+    } else if path == *ICON_PATH {
+        ("image/svg+xml", ICON)
+    } else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
-        CSS,
-    )
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], body)
         .into_response()
 }
 
@@ -126,6 +132,7 @@ fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: &str, body:
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Berth" }
                 link rel="stylesheet" href=(*CSS_PATH);
+                link rel="icon" type="image/svg+xml" href=(*ICON_PATH);
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -346,7 +353,7 @@ async fn projects(
         div.toolbar {
             h1 { "Projects" }
             form method="get" action="/harbor/projects" role="search" {
-                label.hide-narrow for="q" { "Search projects" }
+                label.label-narrow for="q" { "Search projects" }
                 input #q type="search" name="q" value=(search) placeholder="Name contains…";
             }
         }

@@ -154,3 +154,28 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     let (cleared, whole) = set_cookie(r.headers(), "berth_session").unwrap();
     assert!(cleared == "berth_session=" && whole.contains("Max-Age=0"), "{whole}");
 }
+
+/// The portal in Debian's Chromium (headless, through Selenium): sign in, the projects page,
+/// no CSP violation or script error, keyboard first stop, dark theme, a phone's width, sign
+/// out (`tests/portal/browser.py`). Screenshots land in a temporary directory;
+/// `scripts/screenshots.sh` refreshes `docs/screenshots/` the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_works_in_chromium() {
+    let s = TestServer::start().await;
+    s.project("library", true).await;
+    s.project("research-genomics", false).await;
+    let shots = s.dir.path().join("shots");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
+    let out = run_ok(
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--base", &s.base, "--user", ADMIN, "--password", ADMIN_PASSWORD, "--shots"])
+            .arg(&shots),
+    )
+    .await;
+    assert_eq!(out.trim(), "ok", "{out}");
+    for shot in ["sign-in.png", "projects.png", "projects-dark.png", "projects-phone.png"] {
+        let png = std::fs::read(shots.join(shot)).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{shot}: {} bytes", png.len());
+    }
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Drive the Berth portal in headless Chromium (Debian's chromium + chromium-driver, Selenium).
+
+    browser.py --base http://127.0.0.1:PORT --user admin --password PW --shots DIR
+
+Signs in through the form, checks the projects page, that the browser reported no Content-
+Security-Policy violation or script error, that the skip link is the first thing the keyboard
+reaches, and that the page fits a phone's width; saves screenshots (light and dark, desktop
+and phone) into DIR. Prints "ok" and exits 0, or explains what failed and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser(dark: bool = False, width: int = 1280, height: int = 860) -> webdriver.Chrome:
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              f"--window-size={width},{height}", "--force-device-scale-factor=1"]:
+        o.add_argument(a)
+    if dark:
+        o.add_argument("--force-dark-mode")
+        o.add_argument("--blink-settings=preferredColorScheme=0")
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+
+
+def fail(msg: str) -> None:
+    print(msg)
+    sys.exit(1)
+
+
+def sign_in(d: webdriver.Chrome, base: str, user: str, password: str) -> None:
+    d.get(base + "/")
+    if "/account/sign-in" not in d.current_url:
+        fail(f"/ did not lead to the sign-in page but to {d.current_url}")
+    d.find_element(By.ID, "username").send_keys(user)
+    d.find_element(By.ID, "password").send_keys(password + Keys.ENTER)
+    settle(d, lambda: "/account/sign-in" not in d.current_url)
+    if not d.current_url.endswith("/harbor/projects"):
+        fail(f"signing in led to {d.current_url}: {d.find_element(By.TAG_NAME, 'main').text}")
+
+
+def settle(d: webdriver.Chrome, done) -> None:
+    """Wait (10 s at most) until a navigation the page started has happened."""
+    try:
+        WebDriverWait(d, 10).until(lambda _: done() and d.execute_script("return document.readyState") == "complete")
+    except Exception:
+        pass  # the caller says what it expected
+
+
+def problems(d: webdriver.Chrome) -> list[str]:
+    return [e["message"] for e in d.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--shots", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.shots, exist_ok=True)
+
+    d = browser()
+    try:
+        d.get(a.base + "/account/sign-in")
+        d.save_screenshot(os.path.join(a.shots, "sign-in.png"))
+        if d.switch_to.active_element.get_attribute("id") != "username":
+            fail("the sign-in page does not start in the username field")
+        sign_in(d, a.base, a.user, a.password)
+        d.save_screenshot(os.path.join(a.shots, "projects.png"))
+        # The keyboard reaches the skip link first.
+        d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        focused = d.switch_to.active_element
+        if focused.text != "Skip to content":
+            fail(f"the first Tab stop is {focused.tag_name} {focused.text!r}, not the skip link")
+        h1 = d.find_element(By.TAG_NAME, "h1").text
+        if h1 != "Projects":
+            fail(f"the projects page's heading is {h1!r}")
+        names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody td strong")]
+        if not names:
+            fail("the projects page lists no project")
+        bad = problems(d)
+        if bad:
+            fail("the browser reported: " + "; ".join(bad))
+        # Sign out through the button.
+        d.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
+        settle(d, lambda: "/account/sign-in" in d.current_url)
+        if "/account/sign-in" not in d.current_url:
+            fail(f"signing out led to {d.current_url}")
+    finally:
+        d.quit()
+
+    # Dark theme and a phone's width.
+    for dark, width, name in [(True, 1280, "projects-dark.png"), (False, 390, "projects-phone.png")]:
+        d = browser(dark=dark, width=width, height=844)
+        try:
+            sign_in(d, a.base, a.user, a.password)
+            overflow = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 0:
+                fail(f"at {width} px the page is {overflow} px wider than the screen")
+            d.save_screenshot(os.path.join(a.shots, name))
+            bad = problems(d)
+            if bad:
+                fail("the browser reported: " + "; ".join(bad))
+        finally:
+            d.quit()
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
