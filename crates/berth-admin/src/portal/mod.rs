@@ -31,6 +31,8 @@ use sha2::Digest;
 
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
+mod profile;
+
 const CSS: &str = include_str!("portal.css");
 const ICON: &str = include_str!("icon.svg");
 const CSRF_COOKIE: &str = "berth_csrf";
@@ -59,6 +61,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/account/sign-in", get(sign_in_page).post(sign_in))
         .route("/account/sign-out", axum::routing::post(sign_out))
         .route("/harbor/projects", get(projects))
+        .merge(profile::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
 }
@@ -85,12 +88,12 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         .into_response()
 }
 
-fn secure(s: &AdminState) -> &'static str {
+pub(super) fn secure(s: &AdminState) -> &'static str {
     if s.tls || s.external_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "; Secure" } else { "" }
 }
 
 /// The request's CSRF token, and the `Set-Cookie` to send when it is new.
-fn csrf(s: &AdminState, headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn csrf(s: &AdminState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 43) {
         Some(t) => (t.to_owned(), None),
         None => {
@@ -101,17 +104,17 @@ fn csrf(s: &AdminState, headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
-fn csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
+pub(super) fn csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
     cookie(headers, CSRF_COOKIE).is_some_and(|c| berth_auth::secret::ct_eq(c.as_bytes(), sent.as_bytes()))
 }
 
 /// Who the session cookie names, if anyone (an expired session is nobody).
-async fn signed_in(s: &AdminState, headers: &HeaderMap) -> Option<Principal> {
+pub(super) async fn signed_in(s: &AdminState, headers: &HeaderMap) -> Option<Principal> {
     let token = cookie(headers, SESSION_COOKIE)?;
     s.auth.session_principal(token).await.ok().filter(|p| !matches!(p, Principal::Anonymous))
 }
 
-fn with_cookies(markup: Markup, status: StatusCode, cookies: &[String]) -> Response {
+pub(super) fn with_cookies(markup: Markup, status: StatusCode, cookies: &[String]) -> Response {
     let mut r = (status, axum::response::Html(markup.into_string())).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for c in cookies {
@@ -123,7 +126,7 @@ fn with_cookies(markup: Markup, status: StatusCode, cookies: &[String]) -> Respo
 }
 
 /// The frame of every page.
-fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -155,7 +158,13 @@ fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: &str, body:
                     }
                     @if let Some(p) = who {
                         div.who {
-                            span { "Signed in as " strong { (p.name()) } }
+                            @if p.user().is_some() {
+                                a href="/harbor/profile" aria-current=[(current == "/harbor/profile").then_some("page")] {
+                                    "Signed in as " strong { (p.name()) }
+                                }
+                            } @else {
+                                span { "Signed in as " strong { (p.name()) } }
+                            }
                             form method="post" action="/account/sign-out" {
                                 input type="hidden" name="csrf" value=(csrf);
                                 button.quiet type="submit" { "Sign out" }
@@ -302,7 +311,7 @@ async fn sign_out(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form
     r
 }
 
-fn human_bytes(n: i64) -> String {
+pub(super) fn human_bytes(n: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n.max(0) as f64;
     let mut u = 0;

@@ -156,7 +156,7 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
 }
 
 /// The portal in Debian's Chromium (headless, through Selenium): sign in, the projects page,
-/// no CSP violation or script error, keyboard first stop, dark theme, a phone's width, sign
+/// a CLI secret from the profile page that then logs skopeo in, no CSP violation or script error, keyboard first stop, dark theme, a phone's width, sign
 /// out (`tests/portal/browser.py`). Screenshots land in a temporary directory;
 /// `scripts/screenshots.sh` refreshes `docs/screenshots/` the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,8 +173,22 @@ async fn the_portal_works_in_chromium() {
             .arg(&shots),
     )
     .await;
-    assert_eq!(out.trim(), "ok", "{out}");
-    for shot in ["sign-in.png", "projects.png", "projects-dark.png", "projects-phone.png"] {
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    // The CLI secret generated in the browser logs a real client in.
+    let secret = out.lines().find_map(|l| l.strip_prefix("secret ")).expect("a secret");
+    assert_ne!(secret, ADMIN_PASSWORD);
+    let auth = s.dir.path().join("auth.json");
+    run_ok(
+        tokio::process::Command::new("skopeo").args(["login", "--tls-verify=false", "--authfile"]).arg(&auth).args([
+            "-u",
+            ADMIN,
+            "-p",
+            secret,
+            &s.host(),
+        ]),
+    )
+    .await;
+    for shot in ["sign-in.png", "projects.png", "profile.png", "projects-dark.png", "projects-phone.png"] {
         let png = std::fs::read(shots.join(shot)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{shot}: {} bytes", png.len());
     }

@@ -3,7 +3,8 @@
 
     browser.py --base http://127.0.0.1:PORT --user admin --password PW --shots DIR
 
-Signs in through the form, checks the projects page, that the browser reported no Content-
+Signs in through the form, checks the projects page, generates a CLI secret on the profile
+page (printed as `secret <value>` for the caller to log in with), that the browser reported no Content-
 Security-Policy violation or script error, that the skip link is the first thing the keyboard
 reaches, and that the page fits a phone's width; saves screenshots (light and dark, desktop
 and phone) into DIR. Prints "ok" and exits 0, or explains what failed and exits 1.
@@ -94,6 +95,23 @@ def main() -> None:
         bad = problems(d)
         if bad:
             fail("the browser reported: " + "; ".join(bad))
+        # The profile: a CLI secret, shown once, for docker/podman/skopeo login.
+        d.find_element(By.CSS_SELECTOR, "header .who a").click()
+        settle(d, lambda: d.current_url.endswith("/harbor/profile"))
+        d.find_element(By.XPATH, "//button[starts-with(normalize-space(), 'Generate')]").click()
+        settle(d, lambda: bool(d.find_elements(By.ID, "cli-secret")))
+        found = d.find_elements(By.ID, "cli-secret")
+        if not found:
+            fail("generating a CLI secret showed none: " + d.find_element(By.TAG_NAME, "main").text)
+        secret = found[0].text
+        login = d.find_element(By.CSS_SELECTOR, ".notice pre").text
+        if f"-u {a.user}" not in login or "docker login" not in login:
+            fail(f"the login instructions read {login!r}")
+        d.save_screenshot(os.path.join(a.shots, "profile.png"))
+        print(f"secret {secret}")
+        d.get(a.base + "/harbor/profile")
+        if d.find_elements(By.ID, "cli-secret"):
+            fail("the CLI secret is shown again after a reload")
         # Sign out through the button.
         d.find_element(By.XPATH, "//button[normalize-space()='Sign out']").click()
         settle(d, lambda: "/account/sign-in" in d.current_url)

@@ -1,0 +1,207 @@
+//! The user profile: who you are, and your CLI secret — the password for `docker login`,
+//! `podman login` and `helm registry login`, which an SSO user has no other way to get. The
+//! secret is stored hashed, so it is shown once, when generated; it can be regenerated, set to
+//! one's own choice (the password rules apply) or revoked.
+
+use axum::Form;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use berth_auth::secret;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{csrf, csrf_ok, layout, signed_in, with_cookies};
+use crate::AdminState;
+
+const PATH: &str = "/harbor/profile";
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new().route(PATH, get(show)).route("/harbor/profile/cli-secret", post(change))
+}
+
+/// The host people type in `docker login`: the configured URL's, else the one they used.
+fn registry_host(s: &AdminState, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.external_url {
+        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
+    }
+    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
+}
+
+enum Notice {
+    None,
+    Secret(String),
+    Done(&'static str),
+    Error(String),
+}
+
+async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: StatusCode) -> Response {
+    let Some(who) = signed_in(s, headers).await else {
+        return Redirect::to("/account/sign-in?next=/harbor/profile").into_response();
+    };
+    let (token, set) = csrf(s, headers);
+    let cookies: Vec<String> = set.into_iter().collect();
+    let Some(me) = who.user() else {
+        let body = html! { h1 { "Profile" } p { "Only user accounts have a profile." } };
+        return with_cookies(layout("Profile", Some(&who), PATH, &token, body), StatusCode::OK, &cookies);
+    };
+    let record = match s.auth.user(me.id).await {
+        Ok(Some(u)) => u,
+        _ => {
+            let body = html! { p.error role="alert" { "Your account cannot be read right now; try again shortly." } };
+            return with_cookies(
+                layout("Profile", Some(&who), PATH, &token, body),
+                StatusCode::SERVICE_UNAVAILABLE,
+                &cookies,
+            );
+        }
+    };
+    let host = registry_host(s, headers);
+    let body: Markup = html! {
+        h1 { "Your profile" }
+        div.panel.stack {
+            dl.facts {
+                dt { "Username" } dd { (record.username) }
+                dt { "Email" } dd { @if record.email.is_empty() { span.muted { "none" } } @else { (record.email) } }
+                dt { "Signs in with" } dd { @if record.oidc_subject.is_some() { "your organisation (SSO)" } @else { "a password" } }
+                @if record.sysadmin { dt { "Role" } dd { "System administrator" } }
+            }
+        }
+        h2 { "CLI secret" }
+        div.panel.stack {
+            p {
+                "Command-line tools sign in with your username and this secret instead of your password: "
+                code { "docker login" } ", " code { "podman login" } ", " code { "helm registry login" } "."
+            }
+            @match &notice {
+                Notice::Secret(secret) => {
+                    div.notice role="status" {
+                        p { strong { "Your new CLI secret — copy it now; it is not shown again:" } }
+                        p { code.secret #cli-secret { (secret) } }
+                        p { "Sign in with it:" }
+                        pre { code { "docker login " (host) " -u " (record.username) "\n" "podman login " (host) " -u " (record.username) } }
+                    }
+                }
+                Notice::Done(msg) => { p.ok role="status" { (msg) } }
+                Notice::Error(e) => { p.error role="alert" { (e) } }
+                Notice::None => {}
+            }
+            p {
+                @if let Some(at) = record.cli_secret_at.filter(|_| record.cli_secret_hash.is_some()) {
+                    "A CLI secret is set (since " (crate::time(at)) ")."
+                } @else {
+                    "You have no CLI secret yet."
+                }
+            }
+            form method="post" action="/harbor/profile/cli-secret" {
+                input type="hidden" name="csrf" value=(token);
+                input type="hidden" name="action" value="generate";
+                button type="submit" { @if record.cli_secret_hash.is_some() { "Generate a new secret" } @else { "Generate a secret" } }
+            }
+            details {
+                summary { "Choose your own secret" }
+                form method="post" action="/harbor/profile/cli-secret" {
+                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="action" value="set";
+                    label for="secret" { "New secret (8–128 characters with upper and lower case letters and a digit)" }
+                    input #secret type="password" name="secret" autocomplete="new-password" required;
+                    p { button.quiet type="submit" { "Set this secret" } }
+                }
+            }
+            @if record.cli_secret_hash.is_some() {
+                form method="post" action="/harbor/profile/cli-secret" {
+                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="action" value="revoke";
+                    button.quiet.danger type="submit" { "Revoke the secret" }
+                }
+            }
+        }
+    };
+    with_cookies(layout("Profile", Some(&who), PATH, &token, body), status, &cookies)
+}
+
+async fn show(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    page(&s, &headers, Notice::None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+struct ChangeForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+async fn change(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<ChangeForm>) -> Response {
+    let Some(who) = signed_in(&s, &headers).await else {
+        return Redirect::to("/account/sign-in?next=/harbor/profile").into_response();
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let e = "This form expired or came from another site; nothing was changed. Try again.";
+        return page(&s, &headers, Notice::Error(e.into()), StatusCode::FORBIDDEN).await;
+    }
+    let Some(me) = who.user() else {
+        return page(
+            &s,
+            &headers,
+            Notice::Error("Only user accounts have a CLI secret.".into()),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    };
+    let origin = berth_auth::Origin::new(me.name.clone(), None);
+    let (value, generated) = match f.action.as_str() {
+        "revoke" => {
+            return match s.auth.set_cli_secret(me.id, None, &origin).await {
+                Ok(_) => page(&s, &headers, Notice::Done("Your CLI secret was revoked."), StatusCode::OK).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "portal: revoking a CLI secret");
+                    page(
+                        &s,
+                        &headers,
+                        Notice::Error("Revoking failed; try again.".into()),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                    .await
+                }
+            };
+        }
+        "generate" => (secret::new_secret(), true),
+        "set" => {
+            let given = f.secret.unwrap_or_default();
+            if let Err(m) = secret::check_password_strength(&given) {
+                let msg = m.replace("password", "CLI secret");
+                return page(&s, &headers, Notice::Error(msg), StatusCode::BAD_REQUEST).await;
+            }
+            (given, false)
+        }
+        other => {
+            return page(&s, &headers, Notice::Error(format!("Unknown action {other:?}.")), StatusCode::BAD_REQUEST)
+                .await;
+        }
+    };
+    let v = value.clone();
+    let stored = match berth_auth::hashing(move || secret::hash_chosen_or_generated(&v, generated)).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "portal: hashing a CLI secret");
+            return page(
+                &s,
+                &headers,
+                Notice::Error("The server is busy; try again.".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .await;
+        }
+    };
+    if let Err(e) = s.auth.set_cli_secret(me.id, Some(&stored), &origin).await {
+        tracing::error!(error = %e, "portal: storing a CLI secret");
+        return page(&s, &headers, Notice::Error("Saving failed; try again.".into()), StatusCode::SERVICE_UNAVAILABLE)
+            .await;
+    }
+    let notice = if generated { Notice::Secret(value) } else { Notice::Done("Your CLI secret was changed.") };
+    page(&s, &headers, notice, StatusCode::OK).await
+}
