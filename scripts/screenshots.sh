@@ -19,4 +19,28 @@ for _ in $(seq 50); do curl -fso /dev/null "$BERTH_URL/v2/" -w '' 2>/dev/null &&
 "$BIN" project create research-genomics >/dev/null
 "$BIN" project create climate-models >/dev/null
 "$BIN" quota set research-genomics 10GiB >/dev/null
+# A few images, pushed over the plain Distribution API.
+python3 - "$BERTH_URL" "$PASSWORD" <<'PY'
+import base64, hashlib, http.client, json, os, sys, urllib.parse
+url, pw = urllib.parse.urlparse(sys.argv[1]), sys.argv[2]
+auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{pw}".encode()).decode()}
+def req(method, path, body=None, headers={}):
+    c = http.client.HTTPConnection(url.hostname, url.port)
+    c.request(method, path, body=body, headers={**auth, **headers})
+    r = c.getresponse(); r.read()
+    if r.status >= 300: raise SystemExit(f"{method} {path}: {r.status}")
+def blob(repo, data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    req("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", data, {"Content-Type": "application/octet-stream"})
+    return d, len(data)
+for repo, tags in [("library/app", ["v1", "v2", "latest"]), ("library/nginx", ["1.27"]), ("research-genomics/bwa", ["0.7.17"])]:
+    for tag in tags:
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"t": tag}}}).encode()
+        (cd, cs), (ld, ls) = blob(repo, cfg), blob(repo, os.urandom(200_000))
+        m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}]}
+        req("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(m).encode(),
+            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+PY
 python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" --shots docs/screenshots

@@ -32,6 +32,7 @@ use sha2::Digest;
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
 mod profile;
+mod project;
 
 const CSS: &str = include_str!("portal.css");
 const ICON: &str = include_str!("icon.svg");
@@ -62,6 +63,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/account/sign-out", axum::routing::post(sign_out))
         .route("/harbor/projects", get(projects))
         .merge(profile::routes())
+        .merge(project::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
 }
@@ -379,7 +381,7 @@ async fn projects(
                     tbody {
                         @for (p, repos, quota) in &rows {
                             tr {
-                                td { strong { (p.name) } }
+                                td { a href=(format!("/harbor/projects/{}/repositories", p.id)) { strong { (p.name) } } }
                                 td {
                                     @if p.settings.public() { span.badge.public { "Public" } }
                                     @else { span.badge { "Private" } }

@@ -124,6 +124,23 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     let page = c.get(s.url("/harbor/projects")).header("cookie", &admin).send().await.unwrap().text().await.unwrap();
     assert!(page.contains(">alpha<") && page.contains(">beta<") && page.contains("Private"), "{page}");
     assert!(page.contains("Signed in as <strong>admin</strong>"));
+    // A project's pages: readable as the project is, private ones "not found" to strangers.
+    let alpha = s.api(reqwest::Method::GET, "/projects/alpha", None).await.json::<serde_json::Value>().await.unwrap();
+    let beta = s.api(reqwest::Method::GET, "/projects/beta", None).await.json::<serde_json::Value>().await.unwrap();
+    let (alpha, beta) = (alpha["project_id"].as_i64().unwrap(), beta["project_id"].as_i64().unwrap());
+    let get = |path: String, cookie: String| {
+        let c = c.clone();
+        let url = s.url(&path);
+        async move { c.get(url).header("cookie", cookie).send().await.unwrap() }
+    };
+    let r = get(format!("/harbor/projects/{alpha}/repositories"), una.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("docker push") && !page.contains("/members\""), "no members tab for a stranger: {page}");
+    assert_eq!(get(format!("/harbor/projects/{beta}/repositories"), una.clone()).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(format!("/harbor/projects/{beta}/members"), una.clone()).await.status(), StatusCode::NOT_FOUND);
+    let page = get(format!("/harbor/projects/{beta}/members"), admin.clone()).await.text().await.unwrap();
+    assert!(page.contains("Project administrator"), "{page}");
     // Search, escaped as it is echoed.
     let r = c
         .get(s.url("/harbor/projects?q=%3Cscript%3Ealert(1)%3C/script%3E"))
@@ -164,6 +181,7 @@ async fn the_portal_works_in_chromium() {
     let s = TestServer::start().await;
     s.project("library", true).await;
     s.project("research-genomics", false).await;
+    s.push_image("library/app", "v1").await;
     let shots = s.dir.path().join("shots");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
     let out = run_ok(
@@ -188,7 +206,7 @@ async fn the_portal_works_in_chromium() {
         ]),
     )
     .await;
-    for shot in ["sign-in.png", "projects.png", "profile.png", "projects-dark.png", "projects-phone.png"] {
+    for shot in ["sign-in.png", "projects.png", "project.png", "repository.png", "profile.png", "projects-dark.png"] {
         let png = std::fs::read(shots.join(shot)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{shot}: {} bytes", png.len());
     }

@@ -92,6 +92,21 @@ def main() -> None:
         names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody td strong")]
         if not names:
             fail("the projects page lists no project")
+        # A project, its repositories, a repository's artifacts and the pull commands.
+        if "library" in names:
+            d.find_element(By.LINK_TEXT, "library").click()
+            settle(d, lambda: d.current_url.endswith("/repositories"))
+            d.save_screenshot(os.path.join(a.shots, "project.png"))
+            repos = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody td a")]
+            if "library/app" not in repos:
+                fail(f"the library project lists {repos}")
+            d.find_element(By.LINK_TEXT, "library/app").click()
+            settle(d, lambda: "artifacts-tab" in d.current_url)
+            page = d.find_element(By.TAG_NAME, "main").text
+            if "v1" not in page or "docker pull " not in page or "/library/app:" not in page:
+                fail("the repository page shows no v1 tag or pull command: " + page)
+            d.save_screenshot(os.path.join(a.shots, "repository.png"))
+            d.get(a.base + "/harbor/projects")
         bad = problems(d)
         if bad:
             fail("the browser reported: " + "; ".join(bad))

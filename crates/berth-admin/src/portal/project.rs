@@ -1,0 +1,270 @@
+//! A project's pages (Harbor's paths): the repositories tab with push commands, the members
+//! tab, and a repository's artifacts with pull commands for each client. Everything shown
+//! passes `Auth::decide`: a project the caller may not read is "not found", and the members
+//! tab appears only to those who may list members.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use berth_auth::MemberEntity;
+use berth_auth::rbac::Perm;
+use berth_auth::{Principal, ProjectRecord, Target};
+use maud::{Markup, html};
+
+use super::{csrf, human_bytes, layout, signed_in, with_cookies};
+use crate::AdminState;
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route(
+            "/harbor/projects/{id}",
+            get(|Path(id): Path<i64>| async move { Redirect::to(&format!("/harbor/projects/{id}/repositories")) }),
+        )
+        .route("/harbor/projects/{id}/repositories", get(repositories))
+        .route("/harbor/projects/{id}/members", get(members))
+        .route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab", get(artifacts))
+}
+
+/// The registry's host as clients name it.
+fn host(s: &AdminState, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.external_url {
+        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
+    }
+    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
+}
+
+fn enc(s: &str) -> String {
+    crate::enc(s)
+}
+
+/// The signed-in caller and the project, if they may read it; else the response to send.
+async fn open(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    next: &str,
+) -> Result<(Principal, ProjectRecord, String, Vec<String>), Response> {
+    let Some(who) = signed_in(s, headers).await else {
+        return Err(Redirect::to(&format!("/account/sign-in?next={}", enc(next))).into_response());
+    };
+    let (token, set) = csrf(s, headers);
+    let cookies: Vec<String> = set.into_iter().collect();
+    let project = match s.auth.project_by_id(id).await {
+        Ok(Some(p)) if s.auth.decide(&who, Target::Project(&p), Perm::Read).await.is_ok() => p,
+        Ok(_) => {
+            let body =
+                html! { h1 { "Project not found" } p { "There is no project " (id) ", or you may not see it." } };
+            return Err(with_cookies(
+                layout("Not found", Some(&who), "", &token, body),
+                StatusCode::NOT_FOUND,
+                &cookies,
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "portal: reading a project");
+            let body = html! { p.error role="alert" { "The project cannot be read right now; try again shortly." } };
+            return Err(with_cookies(
+                layout("Project", Some(&who), "", &token, body),
+                StatusCode::SERVICE_UNAVAILABLE,
+                &cookies,
+            ));
+        }
+    };
+    Ok((who, project, token, cookies))
+}
+
+/// The project's heading and tabs.
+async fn frame(s: &AdminState, who: &Principal, p: &ProjectRecord, tab: &str, content: Markup) -> Markup {
+    let may_members = s.auth.decide(who, Target::Project(p), Perm::ReadMembers).await.is_ok();
+    let tabs: Vec<(&str, String)> = [("Repositories", "repositories"), ("Members", "members")]
+        .into_iter()
+        .filter(|(_, t)| *t != "members" || may_members)
+        .map(|(label, t)| (label, t.to_string()))
+        .collect();
+    html! {
+        p.crumbs { a href="/harbor/projects" { "Projects" } " / " }
+        div.toolbar {
+            h1 { (p.name) " "
+                @if p.settings.public() { span.badge.public { "Public" } } @else { span.badge { "Private" } }
+            }
+        }
+        nav.tabs aria-label="Project" {
+            ul {
+                @for (label, t) in &tabs {
+                    li {
+                        @let href = format!("/harbor/projects/{}/{t}", p.id);
+                        @if t == tab { a href=(href) aria-current="page" { (label) } } @else { a href=(href) { (label) } }
+                    }
+                }
+            }
+        }
+        (content)
+    }
+}
+
+async fn repositories(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    let here = format!("/harbor/projects/{id}/repositories");
+    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let repos = s.registry.project_repos(&p.name).await.unwrap_or_default();
+    let host = host(&s, &headers);
+    let content = html! {
+        div.panel {
+            @if repos.is_empty() {
+                p.muted { "No repositories yet. Push one:" }
+            } @else {
+                table {
+                    thead { tr { th { "Repository" } th { "Artifacts" } th.hide-narrow { "Pulls" } th.hide-narrow { "Updated" } } }
+                    tbody {
+                        @for r in &repos {
+                            @let short = r.name.split_once('/').map_or(r.name.as_str(), |(_, x)| x);
+                            tr {
+                                td { a href=(format!("/harbor/projects/{}/repositories/{}/artifacts-tab", p.id, enc(short))) { (r.name) } }
+                                td { (r.artifact_count) }
+                                td.hide-narrow { (r.pull_count) }
+                                td.hide-narrow { (crate::time(r.updated_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Push to this project" }
+        div.panel {
+            pre { code {
+                "docker tag IMAGE " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
+                "docker push " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
+                "podman push IMAGE " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
+                "helm push CHART.tgz oci://" (host) "/" (p.name) "\n"
+                "oras push " (host) "/" (p.name) "/REPOSITORY:TAG FILE"
+            } }
+        }
+    };
+    let body = frame(&s, &who, &p, "repositories", content).await;
+    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+}
+
+fn role_name(role: i64) -> &'static str {
+    match role {
+        1 => "Project administrator",
+        2 => "Developer",
+        3 => "Guest",
+        4 => "Maintainer",
+        5 => "Limited guest",
+        _ => "Unknown role",
+    }
+}
+
+async fn members(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    let here = format!("/harbor/projects/{id}/members");
+    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if s.auth.decide(&who, Target::Project(&p), Perm::ReadMembers).await.is_err() {
+        let body = html! { h1 { "Members" } p { "You may not see this project's members." } };
+        return with_cookies(
+            layout(&p.name, Some(&who), "/harbor/projects", &token, body),
+            StatusCode::FORBIDDEN,
+            &cookies,
+        );
+    }
+    let list = s.auth.members(p.id).await.unwrap_or_default();
+    let content = html! {
+        div.panel {
+            table {
+                thead { tr { th { "Member" } th { "Type" } th { "Role" } } }
+                tbody {
+                    @for m in &list {
+                        tr {
+                            @match &m.entity {
+                                MemberEntity::User { name, .. } => { td { (name) } td { "User" } }
+                                MemberEntity::Group(g) => { td { (g) } td { "Group" } }
+                            }
+                            td { (role_name(m.role_id)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let body = frame(&s, &who, &p, "members", content).await;
+    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+}
+
+async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, repo)): Path<(i64, String)>) -> Response {
+    let here = format!("/harbor/projects/{id}/repositories/{}/artifacts-tab", enc(&repo));
+    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let full = format!("{}/{}", p.name, repo);
+    let name: Option<berth_types::RepoName> = full.parse().ok();
+    let rows = match &name {
+        Some(n)
+            if s.auth
+                .decide(&who, Target::Repository(n.as_str(), berth_auth::policy::EcrAction::DescribeImages), Perm::Pull)
+                .await
+                .is_ok() =>
+        {
+            s.registry.artifacts(n).await.unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    if rows.is_empty() {
+        let body =
+            html! { h1 { "Repository not found" } p { "There is no repository " (full) ", or you may not see it." } };
+        return with_cookies(
+            layout("Not found", Some(&who), "/harbor/projects", &token, body),
+            StatusCode::NOT_FOUND,
+            &cookies,
+        );
+    }
+    let children: std::collections::HashSet<&berth_types::Digest> =
+        rows.iter().flat_map(|a| a.children.iter()).collect();
+    let host = host(&s, &headers);
+    let body = html! {
+        p.crumbs {
+            a href="/harbor/projects" { "Projects" } " / "
+            a href=(format!("/harbor/projects/{}/repositories", p.id)) { (p.name) } " / "
+        }
+        h1 { (repo) }
+        div.panel {
+            table {
+                thead { tr { th { "Artifact" } th { "Tags" } th { "Size" } th.hide-narrow { "Pushed" } th.hide-narrow { "Pulled" } } }
+                tbody {
+                    @for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
+                        @let digest = a.record.digest.to_string();
+                        tr {
+                            td { code title=(digest) { (digest.get(..19).unwrap_or(&digest)) } }
+                            td {
+                                @for (t, _) in &a.tags { span.badge { (t) } " " }
+                                @if a.tags.is_empty() { span.muted { "untagged" } }
+                            }
+                            td { (human_bytes(a.total_size)) }
+                            td.hide-narrow { (crate::time(a.record.created_at)) }
+                            td.hide-narrow { @if let Some(t) = a.pull_time { (crate::time(t)) } @else { span.muted { "never" } } }
+                        }
+                    }
+                }
+            }
+        }
+        @let first_tag = rows.iter().find_map(|a| a.tags.first().map(|(t, _)| t.clone()));
+        @let reference = first_tag.clone().unwrap_or_else(|| "TAG".into());
+        h2 { "Pull" }
+        div.panel {
+            pre { code {
+                "docker pull " (host) "/" (full) ":" (reference) "\n"
+                "podman pull " (host) "/" (full) ":" (reference) "\n"
+                "oras pull " (host) "/" (full) ":" (reference) "\n"
+                "helm pull oci://" (host) "/" (full) " --version " (reference)
+            } }
+        }
+    };
+    with_cookies(layout(&repo, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+}
