@@ -44,3 +44,4 @@ for repo, tags in [("library/app", ["v1", "v2", "latest"]), ("library/nginx", ["
             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
 PY
 python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" --shots docs/screenshots
+rm -rf docs/screenshots/downloads   # the robot credentials the test downloaded

@@ -98,17 +98,17 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
 }
 
 #[derive(Deserialize)]
-struct RobotCreate {
-    name: String,
+pub(crate) struct RobotCreate {
+    pub(crate) name: String,
     #[serde(default)]
-    description: String,
-    level: String,
+    pub(crate) description: String,
+    pub(crate) level: String,
     #[serde(default)]
-    disable: bool,
-    duration: Option<i64>,
-    permissions: Value,
+    pub(crate) disable: bool,
+    pub(crate) duration: Option<i64>,
+    pub(crate) permissions: Value,
     #[allow(dead_code)]
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
 }
 
 fn valid_robot_name(name: &str) -> Result<(), ApiError> {
@@ -140,6 +140,38 @@ async fn create(
 ) -> ApiResult {
     c.authenticated()?;
     let req = json_body(body)?;
+    let made = create_robot(&s, &c.p, &c.origin(), req).await?;
+    let mut r = (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": made.id, "name": made.name, "secret": made.secret, "creation_time": time(made.created_at),
+            "expires_at": if made.expires_at < 0 { -1 } else { made.expires_at / 1000 },
+        })),
+    )
+        .into_response();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("/api/v2.0/robots/{}", made.id)) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// A robot account just created, with its secret (shown this once).
+pub(crate) struct CreatedRobot {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) secret: String,
+    pub(crate) created_at: i64,
+    /// Unix ms, or -1 for never.
+    pub(crate) expires_at: i64,
+}
+
+/// Create a robot account as `who` may (the API's and the portal's one path).
+pub(crate) async fn create_robot(
+    s: &AdminState,
+    who: &berth_auth::Principal,
+    origin: &berth_auth::Origin,
+    req: RobotCreate,
+) -> Result<CreatedRobot, ApiError> {
     valid_robot_name(&req.name)?;
     let duration = duration_of(req.duration)?;
     let (full_name, project_id, perms) = match req.level.as_str() {
@@ -153,10 +185,10 @@ async fn create(
                 .ok_or_else(|| bad_request("permissions: a project robot has exactly one permission, of its project"))?
                 .to_owned();
             let project = s.auth.project(&ns).await?.ok_or_else(|| not_found(format!("project {ns} not found")))?;
-            match s.auth.decide(&c.p, Target::Project(&project), Perm::ManageRobots).await {
+            match s.auth.decide(who, Target::Project(&project), Perm::ManageRobots).await {
                 Ok(()) => {}
                 Err(Denied::Forbidden(_) | Denied::Hidden { .. }) => {
-                    return Err(forbidden(format!("{} may not create robot accounts in project {ns}", c.p.name())));
+                    return Err(forbidden(format!("{} may not create robot accounts in project {ns}", who.name())));
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -164,7 +196,7 @@ async fn create(
             (format!("robot${ns}+{}", req.name), Some(project.id), perms)
         }
         "system" => {
-            c.sysadmin(&s).await?;
+            s.auth.decide(who, Target::System, Perm::Administer).await?;
             let perms = parse_permissions(&req.permissions, None).map_err(|e| bad_request(e.to_string()))?;
             (format!("robot${}", req.name), None, perms)
         }
@@ -182,24 +214,13 @@ async fn create(
         duration,
         expires_at: expires_at(now, duration),
         permissions: serde_json::to_string(&perms).map_err(|e| bad_request(e.to_string()))?,
-        creator: c.p.name().to_owned(),
+        creator: who.name().to_owned(),
         credentials_at: 0,
         created_at: now,
         updated_at: now,
     };
-    let id = s.auth.create_robot(&rec, &c.origin()).await?;
-    let mut r = (
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id, "name": full_name, "secret": value, "creation_time": time(now),
-            "expires_at": if rec.expires_at < 0 { -1 } else { rec.expires_at / 1000 },
-        })),
-    )
-        .into_response();
-    if let Ok(v) = http::HeaderValue::from_str(&format!("/api/v2.0/robots/{id}")) {
-        r.headers_mut().insert(http::header::LOCATION, v);
-    }
-    Ok(r)
+    let id = s.auth.create_robot(&rec, origin).await?;
+    Ok(CreatedRobot { id, name: full_name, secret: value, created_at: now, expires_at: rec.expires_at })
 }
 
 async fn load(s: &AdminState, id: i64) -> Result<RobotRecord, ApiError> {

@@ -33,6 +33,7 @@ use crate::{AdminState, SESSION_COOKIE, cookie};
 
 mod profile;
 mod project;
+mod robots;
 
 const CSS: &str = include_str!("portal.css");
 const ICON: &str = include_str!("icon.svg");
@@ -64,6 +65,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/harbor/projects", get(projects))
         .merge(profile::routes())
         .merge(project::routes())
+        .merge(robots::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
 }

@@ -28,7 +28,7 @@ pub(super) fn routes() -> Router<AdminState> {
 }
 
 /// The registry's host as clients name it.
-fn host(s: &AdminState, headers: &HeaderMap) -> String {
+pub(super) fn host(s: &AdminState, headers: &HeaderMap) -> String {
     if let Some(u) = &s.external_url {
         let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
         return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
@@ -41,7 +41,7 @@ fn enc(s: &str) -> String {
 }
 
 /// The signed-in caller and the project, if they may read it; else the response to send.
-async fn open(
+pub(super) async fn open(
     s: &AdminState,
     headers: &HeaderMap,
     id: i64,
@@ -77,13 +77,18 @@ async fn open(
 }
 
 /// The project's heading and tabs.
-async fn frame(s: &AdminState, who: &Principal, p: &ProjectRecord, tab: &str, content: Markup) -> Markup {
+pub(super) async fn frame(s: &AdminState, who: &Principal, p: &ProjectRecord, tab: &str, content: Markup) -> Markup {
     let may_members = s.auth.decide(who, Target::Project(p), Perm::ReadMembers).await.is_ok();
-    let tabs: Vec<(&str, String)> = [("Repositories", "repositories"), ("Members", "members")]
-        .into_iter()
-        .filter(|(_, t)| *t != "members" || may_members)
-        .map(|(label, t)| (label, t.to_string()))
-        .collect();
+    let may_robots = s.auth.decide(who, Target::Project(p), Perm::ReadRobots).await.is_ok();
+    let tabs: Vec<(&str, String)> = [
+        ("Repositories", "repositories", true),
+        ("Members", "members", may_members),
+        ("Robot accounts", "robot-account", may_robots),
+    ]
+    .into_iter()
+    .filter(|(_, _, shown)| *shown)
+    .map(|(label, t, _)| (label, t.to_string()))
+    .collect();
     html! {
         p.crumbs { a href="/harbor/projects" { "Projects" } " / " }
         div.toolbar {

@@ -206,7 +206,32 @@ async fn the_portal_works_in_chromium() {
         ]),
     )
     .await;
-    for shot in ["sign-in.png", "projects.png", "project.png", "repository.png", "profile.png", "projects-dark.png"] {
+    // The robot's Kubernetes Secret, downloaded in the browser, pulls the image.
+    let path = out.lines().find_map(|l| l.strip_prefix("k8s ")).expect("a Kubernetes Secret");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    assert!(yaml.contains("type: kubernetes.io/dockerconfigjson") && yaml.contains("namespace: ci-jobs"), "{yaml}");
+    let b64 = yaml.lines().find_map(|l| l.trim().strip_prefix(".dockerconfigjson: ")).unwrap();
+    use base64::Engine;
+    let config: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+    let auth = config["auths"][s.host().as_str()]["auth"].as_str().unwrap_or_else(|| panic!("{config}"));
+    let creds = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(auth).unwrap()).unwrap();
+    assert!(creds.starts_with("robot$library+ci-puller:"), "{creds}");
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{}/library/app:v1", s.host())),
+    )
+    .await;
+    for shot in [
+        "sign-in.png",
+        "projects.png",
+        "project.png",
+        "repository.png",
+        "robot.png",
+        "profile.png",
+        "projects-dark.png",
+    ] {
         let png = std::fs::read(shots.join(shot)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{shot}: {} bytes", png.len());
     }

@@ -106,6 +106,28 @@ def main() -> None:
             if "v1" not in page or "docker pull " not in page or "/library/app:" not in page:
                 fail("the repository page shows no v1 tag or pull command: " + page)
             d.save_screenshot(os.path.join(a.shots, "repository.png"))
+            # A robot account: created here, its Kubernetes Secret downloaded.
+            d.find_element(By.LINK_TEXT, "library").click()
+            settle(d, lambda: d.current_url.endswith("/repositories"))
+            d.find_element(By.LINK_TEXT, "Robot accounts").click()
+            settle(d, lambda: d.current_url.endswith("/robot-account"))
+            d.find_element(By.ID, "robot-name").send_keys("ci-puller")
+            d.find_element(By.ID, "robot-description").send_keys("pulls for CI")
+            d.find_element(By.XPATH, "//button[normalize-space()='Create']").click()
+            settle(d, lambda: bool(d.find_elements(By.ID, "robot-secret")))
+            if not d.find_elements(By.ID, "robot-secret"):
+                fail("creating a robot showed no secret: " + d.find_element(By.TAG_NAME, "main").text)
+            d.save_screenshot(os.path.join(a.shots, "robot.png"))
+            downloads = os.path.join(a.shots, "downloads")
+            os.makedirs(downloads, exist_ok=True)
+            d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
+            ns = d.find_element(By.ID, "namespace")
+            ns.clear()
+            ns.send_keys("ci-jobs")
+            d.find_element(By.XPATH, "//button[normalize-space()='Download Kubernetes Secret']").click()
+            WebDriverWait(d, 10).until(lambda _: any(f.endswith(".yaml") for f in os.listdir(downloads)))
+            yaml = [f for f in os.listdir(downloads) if f.endswith(".yaml")][0]
+            print(f"k8s {os.path.join(downloads, yaml)}")
             d.get(a.base + "/harbor/projects")
         bad = problems(d)
         if bad:

@@ -1,0 +1,257 @@
+//! A project's robot accounts (Harbor's `robot-account` tab): the list, and creation with
+//! permissions and expiry through the API's own path (`robots::create_robot`). The secret is
+//! shown once, with buttons that download it as a Docker `config.json` or as a Kubernetes
+//! `kubernetes.io/dockerconfigjson` Secret for a namespace — made on the server from what the
+//! page posts back (nothing is kept), so no script is needed.
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_auth::Target;
+use berth_auth::rbac::Perm;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::project::{frame, host, open};
+use super::{csrf_ok, layout, with_cookies};
+use crate::AdminState;
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/harbor/projects/{id}/robot-account", get(list).post(create))
+        .route("/harbor/robot-credentials", post(download))
+}
+
+enum Outcome {
+    None,
+    Created { name: String, secret: String, expires_at: i64 },
+    Error(String),
+}
+
+async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, status: StatusCode) -> Response {
+    let here = format!("/harbor/projects/{id}/robot-account");
+    let (who, p, token, cookies) = match open(s, headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if s.auth.decide(&who, Target::Project(&p), Perm::ReadRobots).await.is_err() {
+        let body = html! { h1 { "Robot accounts" } p { "You may not see this project's robot accounts." } };
+        return with_cookies(
+            layout(&p.name, Some(&who), "/harbor/projects", &token, body),
+            StatusCode::FORBIDDEN,
+            &cookies,
+        );
+    }
+    let may_manage = s.auth.decide(&who, Target::Project(&p), Perm::ManageRobots).await.is_ok();
+    let robots: Vec<_> =
+        s.auth.robots().await.unwrap_or_default().into_iter().filter(|r| r.project_id == Some(p.id)).collect();
+    let registry = host(s, headers);
+    let content: Markup = html! {
+        @match &outcome {
+            Outcome::Created { name, secret, expires_at } => {
+                div.panel.notice.stack role="status" {
+                    p { strong { "Robot account " code { (name) } " created. Its secret — copy or download it now; it is not shown again:" } }
+                    p { code.secret #robot-secret { (secret) } }
+                    p.muted { @if *expires_at < 0 { "It never expires." } @else { "It expires " (crate::time(*expires_at)) "." } }
+                    div.downloads {
+                        form method="post" action="/harbor/robot-credentials" {
+                            input type="hidden" name="csrf" value=(token);
+                            input type="hidden" name="name" value=(name);
+                            input type="hidden" name="secret" value=(secret);
+                            input type="hidden" name="registry" value=(registry);
+                            input type="hidden" name="kind" value="docker";
+                            button type="submit" { "Download config.json" }
+                        }
+                        form method="post" action="/harbor/robot-credentials" {
+                            input type="hidden" name="csrf" value=(token);
+                            input type="hidden" name="name" value=(name);
+                            input type="hidden" name="secret" value=(secret);
+                            input type="hidden" name="registry" value=(registry);
+                            input type="hidden" name="kind" value="kubernetes";
+                            label for="namespace" { "Kubernetes namespace" }
+                            input #namespace type="text" name="namespace" value="default" pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" required;
+                            button type="submit" { "Download Kubernetes Secret" }
+                        }
+                    }
+                }
+            }
+            Outcome::Error(e) => { p.error role="alert" { (e) } }
+            Outcome::None => {}
+        }
+        div.panel {
+            @if robots.is_empty() {
+                p.muted { "No robot accounts yet." }
+            } @else {
+                table {
+                    thead { tr { th { "Name" } th { "Status" } th.hide-narrow { "Expires" } th.hide-narrow { "Description" } } }
+                    tbody {
+                        @for r in &robots {
+                            tr {
+                                td { code { (r.name) } }
+                                td { @if r.disabled { span.badge { "Disabled" } } @else { span.badge.public { "Enabled" } } }
+                                td.hide-narrow { @if r.expires_at < 0 { "never" } @else { (crate::time(r.expires_at)) } }
+                                td.hide-narrow { (r.description) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if may_manage {
+            h2 { "New robot account" }
+            div.panel {
+                form method="post" action=(here) {
+                    input type="hidden" name="csrf" value=(token);
+                    label for="robot-name" { "Name (lower-case letters, digits, . _ -)" }
+                    input #robot-name type="text" name="name" required pattern="[a-z0-9][a-z0-9._\\-]*" maxlength="128";
+                    label for="robot-description" { "Description" }
+                    input #robot-description type="text" name="description" maxlength="1024";
+                    label for="robot-days" { "Expires after (days; -1: never)" }
+                    input #robot-days type="text" name="days" value="30" inputmode="numeric" required;
+                    fieldset {
+                        legend { "It may" }
+                        label.check { input type="checkbox" name="pull" value="on" checked; " pull" }
+                        label.check { input type="checkbox" name="push" value="on"; " push" }
+                    }
+                    p { button type="submit" { "Create" } }
+                }
+            }
+        }
+    };
+    let body = frame(s, &who, &p, "robot-account", content).await;
+    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), status, &cookies)
+}
+
+async fn list(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    page(&s, &headers, id, Outcome::None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    days: String,
+    #[serde(default)]
+    pull: Option<String>,
+    #[serde(default)]
+    push: Option<String>,
+}
+
+async fn create(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<CreateForm>,
+) -> Response {
+    if !csrf_ok(&headers, &f.csrf) {
+        let e = "This form expired or came from another site; nothing was created. Try again.";
+        return page(&s, &headers, id, Outcome::Error(e.into()), StatusCode::FORBIDDEN).await;
+    }
+    let here = format!("/harbor/projects/{id}/robot-account");
+    let (who, p, _, _) = match open(&s, &headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Ok(days) = f.days.trim().parse::<i64>() else {
+        let e = format!("Expires after {:?}: give a number of days, or -1 for never.", f.days);
+        return page(&s, &headers, id, Outcome::Error(e), StatusCode::BAD_REQUEST).await;
+    };
+    let mut access = Vec::new();
+    if f.pull.is_some() {
+        access.push(json!({"resource": "repository", "action": "pull"}));
+    }
+    if f.push.is_some() {
+        access.push(json!({"resource": "repository", "action": "push"}));
+    }
+    if access.is_empty() {
+        let e = "Give the robot at least one permission (pull or push).".to_string();
+        return page(&s, &headers, id, Outcome::Error(e), StatusCode::BAD_REQUEST).await;
+    }
+    let req = crate::robots::RobotCreate {
+        name: f.name.trim().to_owned(),
+        description: f.description,
+        level: "project".into(),
+        disable: false,
+        duration: Some(days),
+        permissions: json!([{"kind": "project", "namespace": p.name, "access": access}]),
+        secret: None,
+    };
+    let origin = berth_auth::Origin::new(who.name(), None);
+    match crate::robots::create_robot(&s, &who, &origin, req).await {
+        Ok(made) => {
+            let outcome = Outcome::Created { name: made.name, secret: made.secret, expires_at: made.expires_at };
+            page(&s, &headers, id, outcome, StatusCode::OK).await
+        }
+        Err(e) => {
+            let status = e.status();
+            page(&s, &headers, id, Outcome::Error(e.message().to_owned()), status).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DownloadForm {
+    csrf: String,
+    name: String,
+    secret: String,
+    registry: String,
+    kind: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// A robot's credentials as a file: Docker's `config.json`, or a Kubernetes Secret.
+async fn download(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<DownloadForm>) -> Response {
+    if super::signed_in(&s, &headers).await.is_none() || !csrf_ok(&headers, &f.csrf) {
+        return (StatusCode::FORBIDDEN, "This download form expired; create the credentials again.").into_response();
+    }
+    use base64::Engine;
+    let b64 = |x: &[u8]| base64::engine::general_purpose::STANDARD.encode(x);
+    let auth = b64(format!("{}:{}", f.name, f.secret).as_bytes());
+    let config = json!({"auths": {f.registry.as_str(): {"auth": auth}}});
+    let safe =
+        |x: &str| x.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect::<String>();
+    let (body, file, kind) = match f.kind.as_str() {
+        "docker" => (
+            serde_json::to_string_pretty(&config).unwrap_or_default() + "\n",
+            "config.json".to_string(),
+            "application/json",
+        ),
+        "kubernetes" => {
+            let ns = f.namespace.unwrap_or_default();
+            let ok = !ns.is_empty()
+                && ns.len() <= 63
+                && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !ok {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "The namespace must be a Kubernetes name: lower-case letters, digits and '-'.",
+                )
+                    .into_response();
+            }
+            let name = safe(&f.name.to_ascii_lowercase());
+            let yaml = format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+                b64(config.to_string().as_bytes())
+            );
+            (yaml, format!("{name}-secret.yaml"), "application/yaml")
+        }
+        other => return (StatusCode::BAD_REQUEST, format!("Unknown credentials format {other:?}.")).into_response(),
+    };
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
