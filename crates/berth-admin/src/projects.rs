@@ -151,7 +151,7 @@ fn apply_settings(
     Ok(())
 }
 
-fn valid_project_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_project_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && !name.contains('/')

@@ -62,7 +62,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/", get(|| async { Redirect::to("/harbor/projects") }))
         .route("/account/sign-in", get(sign_in_page).post(sign_in))
         .route("/account/sign-out", axum::routing::post(sign_out))
-        .route("/harbor/projects", get(projects))
+        .route("/harbor/projects", get(projects).post(create_project))
         .merge(profile::routes())
         .merge(project::routes())
         .merge(robots::routes())
@@ -331,12 +331,81 @@ async fn projects(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let search = q.get("q").map(|x| x.trim().to_owned()).unwrap_or_default();
+    projects_page(&s, &headers, &search, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+struct NewProjectForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    public: Option<String>,
+    #[serde(default)]
+    limit_gib: String,
+}
+
+/// Create a project from the form on the projects page, then open it.
+async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<NewProjectForm>) -> Response {
     let Some(who) = signed_in(&s, &headers).await else {
         return Redirect::to("/account/sign-in?next=/harbor/projects").into_response();
     };
-    let (token, set) = csrf(&s, &headers);
+    if !csrf_ok(&headers, &f.csrf) {
+        let e = "This form expired or came from another site; nothing was created. Try again.";
+        return projects_page(&s, &headers, "", Some(e.into()), StatusCode::FORBIDDEN).await;
+    }
+    if s.auth.decide(&who, Target::System, Perm::CreateProject).await.is_err() {
+        return projects_page(&s, &headers, "", Some("You may not create projects.".into()), StatusCode::FORBIDDEN)
+            .await;
+    }
+    let name = f.name.trim().to_owned();
+    if let Err(e) = crate::projects::valid_project_name(&name) {
+        return projects_page(&s, &headers, "", Some(e.message().to_owned()), StatusCode::BAD_REQUEST).await;
+    }
+    let limit = match f.limit_gib.trim() {
+        "" => None,
+        g => match g.parse::<f64>() {
+            Ok(x) if x > 0.0 && x < 1e9 => Some((x * 1024.0 * 1024.0 * 1024.0) as i64),
+            _ => {
+                let e = format!("Storage limit {g:?}: a number of GiB greater than 0, or empty for none.");
+                return projects_page(&s, &headers, "", Some(e), StatusCode::BAD_REQUEST).await;
+            }
+        },
+    };
+    let mut settings = berth_types::ProjectSettings::default();
+    if f.public.is_some() {
+        let _ = settings.set("public", "true");
+    }
+    let origin = berth_auth::Origin::new(who.name(), None);
+    let id = match s.auth.create_project(&name, &who, &settings, &origin).await {
+        Ok(id) => id,
+        Err(e) => {
+            let e = crate::ApiError::from(e);
+            return projects_page(&s, &headers, "", Some(e.message().to_owned()), e.status()).await;
+        }
+    };
+    if let Some(limit) = limit
+        && let Err(e) = s.registry.set_quota(&name, limit).await
+    {
+        tracing::error!(error = %e, "portal: setting a new project's quota");
+    }
+    Redirect::to(&format!("/harbor/projects/{id}/repositories")).into_response()
+}
+
+async fn projects_page(
+    s: &AdminState,
+    headers: &HeaderMap,
+    search: &str,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let Some(who) = signed_in(s, headers).await else {
+        return Redirect::to("/account/sign-in?next=/harbor/projects").into_response();
+    };
+    let (token, set) = csrf(s, headers);
     let cookies: Vec<String> = set.into_iter().collect();
-    let search = q.get("q").map(|x| x.trim().to_owned()).unwrap_or_default();
+    let search = search.to_owned();
+    let may_create = s.auth.decide(&who, Target::System, Perm::CreateProject).await.is_ok();
     let all = match s.auth.projects().await {
         Ok(p) => p,
         Err(e) => {
@@ -363,6 +432,7 @@ async fn projects(
         rows.push((p, repos, quota));
     }
     let body = html! {
+        @if let Some(n) = &notice { p.error role="alert" { (n) } }
         div.toolbar {
             h1 { "Projects" }
             form method="get" action="/harbor/projects" role="search" {
@@ -407,6 +477,20 @@ async fn projects(
                 }
             }
         }
+        @if may_create {
+            h2 { "New project" }
+            div.panel {
+                form method="post" action="/harbor/projects" {
+                    input type="hidden" name="csrf" value=(token);
+                    label for="project-name" { "Name (lower-case letters, digits, . _ -)" }
+                    input #project-name type="text" name="name" required maxlength="255";
+                    label.check { input type="checkbox" name="public" value="on"; " Public: anyone may pull" }
+                    label for="limit" { "Storage limit in GiB (empty: none)" }
+                    input #limit type="text" name="limit_gib" inputmode="decimal";
+                    p { button type="submit" { "Create project" } }
+                }
+            }
+        }
     };
-    with_cookies(layout("Projects", Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+    with_cookies(layout("Projects", Some(&who), "/harbor/projects", &token, body), status, &cookies)
 }

@@ -141,6 +141,43 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     assert_eq!(get(format!("/harbor/projects/{beta}/members"), una.clone()).await.status(), StatusCode::NOT_FOUND);
     let page = get(format!("/harbor/projects/{beta}/members"), admin.clone()).await.text().await.unwrap();
     assert!(page.contains("Project administrator"), "{page}");
+    // Creating a project from the projects page; a bad name is explained.
+    let page = get("/harbor/projects".into(), admin.clone()).await.text().await.unwrap();
+    let token = hidden(&page, "csrf");
+    let post = |form: Vec<(&'static str, String)>| {
+        let (c, url, cookie) = (c.clone(), s.url("/harbor/projects"), admin.clone());
+        async move { c.post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+    };
+    let r = post(vec![
+        ("csrf", token.clone()),
+        ("name", "gamma".into()),
+        ("public", "on".into()),
+        ("limit_gib", "2".into()),
+    ])
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let gamma = s.api(reqwest::Method::GET, "/projects/gamma", None).await.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(gamma["metadata"]["public"], "true");
+    assert_eq!(
+        r.headers()[LOCATION].to_str().unwrap(),
+        format!("/harbor/projects/{}/repositories", gamma["project_id"])
+    );
+    let r = post(vec![("csrf", token.clone()), ("name", "Bad Name".into())]).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+    let r = post(vec![("csrf", "forged".into()), ("name", "delta".into())]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // What users type is escaped where it is shown (a robot's description).
+    let robot = serde_json::json!({"name": "x", "description": "<img src=x onerror=alert(1)>", "level": "project",
+        "duration": -1, "permissions": [{"kind": "project", "namespace": "gamma",
+        "access": [{"resource": "repository", "action": "pull"}]}]});
+    assert_eq!(s.api(reqwest::Method::POST, "/robots", Some(robot)).await.status(), StatusCode::CREATED);
+    let page = get(format!("/harbor/projects/{}/robot-account", gamma["project_id"]), admin.clone())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("<img") && page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
     // Search, escaped as it is echoed.
     let r = c
         .get(s.url("/harbor/projects?q=%3Cscript%3Ealert(1)%3C/script%3E"))
