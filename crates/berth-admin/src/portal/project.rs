@@ -23,7 +23,8 @@ pub(super) fn routes() -> Router<AdminState> {
             get(|Path(id): Path<i64>| async move { Redirect::to(&format!("/harbor/projects/{id}/repositories")) }),
         )
         .route("/harbor/projects/{id}/repositories", get(repositories))
-        .route("/harbor/projects/{id}/members", get(members))
+        .route("/harbor/projects/{id}/members", get(members).post(add_member))
+        .route("/harbor/projects/{id}/members/{mid}/{op}", axum::routing::post(change_member))
         .route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab", get(artifacts))
 }
 
@@ -166,8 +167,21 @@ fn role_name(role: i64) -> &'static str {
 }
 
 async fn members(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    members_page(&s, &headers, id, None, StatusCode::OK).await
+}
+
+const ROLES: [(i64, &str); 5] =
+    [(1, "Project administrator"), (4, "Maintainer"), (2, "Developer"), (3, "Guest"), (5, "Limited guest")];
+
+async fn members_page(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Response {
     let here = format!("/harbor/projects/{id}/members");
-    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+    let (who, p, token, cookies) = match open(s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -179,27 +193,171 @@ async fn members(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path
             &cookies,
         );
     }
+    let may_manage = s.auth.decide(&who, Target::Project(&p), Perm::ManageMembers).await.is_ok();
     let list = s.auth.members(p.id).await.unwrap_or_default();
     let content = html! {
+        @if let Some(n) = &notice { p.error role="alert" { (n) } }
         div.panel {
             table {
-                thead { tr { th { "Member" } th { "Type" } th { "Role" } } }
+                thead { tr { th { "Member" } th.hide-narrow { "Type" } th { "Role" } @if may_manage { th { span.label-narrow { "Remove" } } } } }
                 tbody {
                     @for m in &list {
                         tr {
                             @match &m.entity {
-                                MemberEntity::User { name, .. } => { td { (name) } td { "User" } }
-                                MemberEntity::Group(g) => { td { (g) } td { "Group" } }
+                                MemberEntity::User { name, .. } => { td { (name) } td.hide-narrow { "User" } }
+                                MemberEntity::Group(g) => { td { (g) } td.hide-narrow { "Group" } }
                             }
-                            td { (role_name(m.role_id)) }
+                            td {
+                                @if may_manage {
+                                    form.inline method="post" action=(format!("{here}/{}/role", m.id)) {
+                                        input type="hidden" name="csrf" value=(token);
+                                        label.label-narrow for=(format!("role-{}", m.id)) { "Role" }
+                                        select id=(format!("role-{}", m.id)) name="role_id" {
+                                            @for (rid, label) in ROLES {
+                                                option value=(rid) selected[rid == m.role_id] { (label) }
+                                            }
+                                        }
+                                        " "
+                                        button.quiet type="submit" { "Change" }
+                                    }
+                                } @else {
+                                    (role_name(m.role_id))
+                                }
+                            }
+                            @if may_manage {
+                                td {
+                                    form.inline method="post" action=(format!("{here}/{}/remove", m.id)) {
+                                        input type="hidden" name="csrf" value=(token);
+                                        button.quiet.danger type="submit" { "Remove" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
         }
+        @if may_manage {
+            h2 { "Add a member" }
+            div.panel {
+                form method="post" action=(here) {
+                    input type="hidden" name="csrf" value=(token);
+                    label for="member-name" { "User name, or group name" }
+                    input #member-name type="text" name="name" required maxlength="255";
+                    fieldset {
+                        legend { "It is a" }
+                        label.check { input type="radio" name="kind" value="user" checked; " user" }
+                        label.check { input type="radio" name="kind" value="group"; " group (of your identity provider)" }
+                    }
+                    label for="member-role" { "Role" }
+                    select #member-role name="role_id" {
+                        @for (rid, label) in ROLES { option value=(rid) selected[rid == 2] { (label) } }
+                    }
+                    p { button type="submit" { "Add" } }
+                }
+            }
+        }
     };
-    let body = frame(&s, &who, &p, "members", content).await;
-    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+    let body = frame(s, &who, &p, "members", content).await;
+    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), status, &cookies)
+}
+
+#[derive(serde::Deserialize)]
+struct MemberForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    role_id: i64,
+}
+
+/// Check the form and the caller's right to manage members; the project and who acts.
+async fn managing(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    csrf: &str,
+) -> Result<(ProjectRecord, berth_auth::Origin), (String, StatusCode)> {
+    let who = signed_in(s, headers).await.ok_or(("Sign in first.".to_string(), StatusCode::UNAUTHORIZED))?;
+    if !super::csrf_ok(headers, csrf) {
+        return Err((
+            "This form expired or came from another site; nothing was changed.".into(),
+            StatusCode::FORBIDDEN,
+        ));
+    }
+    let p = match s.auth.project_by_id(id).await {
+        Ok(Some(p)) => p,
+        _ => return Err(("No such project.".into(), StatusCode::NOT_FOUND)),
+    };
+    if s.auth.decide(&who, Target::Project(&p), Perm::ManageMembers).await.is_err() {
+        return Err(("You may not change this project's members.".into(), StatusCode::FORBIDDEN));
+    }
+    Ok((p, berth_auth::Origin::new(who.name(), None)))
+}
+
+fn role_of(id: i64) -> Result<berth_auth::rbac::Role, (String, StatusCode)> {
+    berth_auth::rbac::Role::from_id(id).ok_or((format!("Unknown role {id}."), StatusCode::BAD_REQUEST))
+}
+
+async fn add_member(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    axum::Form(f): axum::Form<MemberForm>,
+) -> Response {
+    let result: Result<(), (String, StatusCode)> = async {
+        let (p, origin) = managing(&s, &headers, id, &f.csrf).await?;
+        let role = role_of(f.role_id)?;
+        let name = f.name.trim();
+        let entity = match f.kind.as_str() {
+            "group" if !name.is_empty() => MemberEntity::Group(name.to_owned()),
+            "user" => match s.auth.user_by_name(name).await {
+                Ok(Some(u)) => MemberEntity::User { id: u.id, name: String::new() },
+                _ => return Err((format!("There is no user named \u{201c}{name}\u{201d}."), StatusCode::NOT_FOUND)),
+            },
+            _ => return Err(("Give a user or group name.".into(), StatusCode::BAD_REQUEST)),
+        };
+        s.auth.add_member(p.id, &entity, role, &origin).await.map(|_| ()).map_err(|e| {
+            let e = crate::ApiError::from(e);
+            (e.message().to_owned(), e.status())
+        })
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to(&format!("/harbor/projects/{id}/members")).into_response(),
+        Err((msg, status)) => members_page(&s, &headers, id, Some(msg), status).await,
+    }
+}
+
+async fn change_member(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, mid, op)): Path<(i64, i64, String)>,
+    axum::Form(f): axum::Form<MemberForm>,
+) -> Response {
+    let result: Result<(), (String, StatusCode)> = async {
+        let (p, origin) = managing(&s, &headers, id, &f.csrf).await?;
+        let known = s.auth.members(p.id).await.unwrap_or_default().iter().any(|m| m.id == mid);
+        if !known {
+            return Err((format!("Member {mid} is not in this project."), StatusCode::NOT_FOUND));
+        }
+        let done = match op.as_str() {
+            "role" => s.auth.update_member(p.id, mid, role_of(f.role_id)?, &origin).await,
+            "remove" => s.auth.delete_member(p.id, mid, &origin).await,
+            _ => return Err(("Unknown change.".into(), StatusCode::NOT_FOUND)),
+        };
+        done.map(|_| ()).map_err(|e| {
+            let e = crate::ApiError::from(e);
+            (e.message().to_owned(), e.status())
+        })
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to(&format!("/harbor/projects/{id}/members")).into_response(),
+        Err((msg, status)) => members_page(&s, &headers, id, Some(msg), status).await,
+    }
 }
 
 async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, repo)): Path<(i64, String)>) -> Response {

@@ -141,6 +141,38 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     assert_eq!(get(format!("/harbor/projects/{beta}/members"), una.clone()).await.status(), StatusCode::NOT_FOUND);
     let page = get(format!("/harbor/projects/{beta}/members"), admin.clone()).await.text().await.unwrap();
     assert!(page.contains("Project administrator"), "{page}");
+    // Members from the members tab: add, change the role, remove — and what the member sees follows.
+    let members = format!("/harbor/projects/{beta}/members");
+    let page = get(members.clone(), admin.clone()).await.text().await.unwrap();
+    let token = hidden(&page, "csrf");
+    let post_to = |path: String, form: Vec<(&'static str, String)>| {
+        let (c, url, cookie) = (c.clone(), s.url(&path), admin.clone());
+        async move { c.post(url).header("cookie", cookie).form(&form).send().await.unwrap() }
+    };
+    let add = vec![("csrf", token.clone()), ("name", "una".into()), ("kind", "user".into()), ("role_id", "3".into())];
+    assert_eq!(post_to(members.clone(), add).await.status(), StatusCode::SEE_OTHER);
+    let page = c.get(s.url("/harbor/projects")).header("cookie", &una).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(">beta<"), "a guest now sees the project: {page}");
+    let ghost =
+        vec![("csrf", token.clone()), ("name", "nobody".into()), ("kind", "user".into()), ("role_id", "3".into())];
+    let r = post_to(members.clone(), ghost).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.unwrap().contains("There is no user named"));
+    let list =
+        s.api(reqwest::Method::GET, "/projects/beta/members", None).await.json::<serde_json::Value>().await.unwrap();
+    let mid = list.as_array().unwrap().iter().find(|m| m["entity_name"] == "una").unwrap()["id"].as_i64().unwrap();
+    let r = post_to(format!("{members}/{mid}/role"), vec![("csrf", token.clone()), ("role_id", "2".into())]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = get(members.clone(), admin.clone()).await.text().await.unwrap();
+    assert!(page.contains("<option value=\"2\" selected>Developer</option>"), "{page}");
+    let forged = post_to(format!("{members}/{mid}/remove"), vec![("csrf", "forged".into())]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        post_to(format!("{members}/{mid}/remove"), vec![("csrf", token.clone())]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let page = c.get(s.url("/harbor/projects")).header("cookie", &una).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains(">beta<"), "removed, the project is private again to una");
     // Creating a project from the projects page; a bad name is explained.
     let page = get("/harbor/projects".into(), admin.clone()).await.text().await.unwrap();
     let token = hidden(&page, "csrf");
