@@ -23,6 +23,7 @@ use crate::AdminState;
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/harbor/projects/{id}/robot-account", get(list).post(create))
+        .route("/harbor/projects/{id}/robot-account/{rid}/{op}", post(act))
         .route("/harbor/robot-credentials", post(download))
 }
 
@@ -87,7 +88,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                 p.muted { "No robot accounts yet." }
             } @else {
                 table {
-                    thead { tr { th { "Name" } th { "Status" } th.hide-narrow { "Expires" } th.hide-narrow { "Description" } } }
+                    thead { tr { th { "Name" } th { "Status" } th.hide-narrow { "Expires" } th.hide-narrow { "Description" } @if may_manage { th { "Actions" } } } }
                     tbody {
                         @for r in &robots {
                             tr {
@@ -95,6 +96,16 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                                 td { @if r.disabled { span.badge { "Disabled" } } @else { span.badge.public { "Enabled" } } }
                                 td.hide-narrow { @if r.expires_at < 0 { "never" } @else { (crate::time(r.expires_at)) } }
                                 td.hide-narrow { (r.description) }
+                                @if may_manage {
+                                    td.actions {
+                                        @for (op, label) in [("refresh", "New secret"), (if r.disabled { "enable" } else { "disable" }, if r.disabled { "Enable" } else { "Disable" }), ("delete", "Delete")] {
+                                            form.inline method="post" action=(format!("{here}/{}/{op}", r.id)) {
+                                                input type="hidden" name="csrf" value=(token);
+                                                @if op == "delete" { button.quiet.danger type="submit" { (label) } } @else { button.quiet type="submit" { (label) } }
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -192,6 +203,78 @@ async fn create(
             let status = e.status();
             page(&s, &headers, id, Outcome::Error(e.message().to_owned()), status).await
         }
+    }
+}
+
+fn api_err<E: Into<crate::ApiError>>(e: E) -> (String, StatusCode) {
+    let e = e.into();
+    (e.message().to_owned(), e.status())
+}
+
+#[derive(Deserialize)]
+struct ActForm {
+    csrf: String,
+}
+
+/// A new secret, disable/enable, or delete, for a robot of this project.
+async fn act(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, rid, op)): Path<(i64, i64, String)>,
+    Form(f): Form<ActForm>,
+) -> Response {
+    let fail = |msg: String, status: StatusCode| (msg, status);
+    let result: Result<Outcome, (String, StatusCode)> = async {
+        let who =
+            super::signed_in(&s, &headers).await.ok_or(fail("Sign in first.".into(), StatusCode::UNAUTHORIZED))?;
+        if !csrf_ok(&headers, &f.csrf) {
+            return Err(fail(
+                "This form expired or came from another site; nothing was changed.".into(),
+                StatusCode::FORBIDDEN,
+            ));
+        }
+        let p = match s.auth.project_by_id(id).await {
+            Ok(Some(p)) => p,
+            _ => return Err(fail("No such project.".into(), StatusCode::NOT_FOUND)),
+        };
+        if s.auth.decide(&who, Target::Project(&p), Perm::ManageRobots).await.is_err() {
+            return Err(fail("You may not manage this project's robot accounts.".into(), StatusCode::FORBIDDEN));
+        }
+        let mut r = match s.auth.robot(rid).await {
+            Ok(Some(r)) if r.project_id == Some(p.id) => r,
+            _ => return Err(fail(format!("Robot account {rid} is not in this project."), StatusCode::NOT_FOUND)),
+        };
+        let origin = berth_auth::Origin::new(who.name(), None);
+        match op.as_str() {
+            "refresh" => {
+                let value = berth_auth::secret::new_secret();
+                let v = value.clone();
+                let stored = berth_auth::hashing(move || berth_auth::secret::hash_chosen_or_generated(&v, true))
+                    .await
+                    .map_err(api_err)?;
+                s.auth.set_robot_secret(rid, &stored, &origin).await.map_err(api_err)?;
+                Ok(Outcome::Created { name: r.name, secret: value, expires_at: r.expires_at })
+            }
+            "disable" | "enable" => {
+                r.disabled = op == "disable";
+                r.updated_at = berth_auth::now_ms();
+                s.auth.update_robot(&r, &origin).await.map_err(api_err)?;
+                Ok(Outcome::None)
+            }
+            "delete" => {
+                s.auth.delete_robot(rid, &origin).await.map_err(api_err)?;
+                Ok(Outcome::None)
+            }
+            _ => Err(fail("Unknown action.".into(), StatusCode::NOT_FOUND)),
+        }
+    }
+    .await;
+    match result {
+        Ok(Outcome::None) => {
+            axum::response::Redirect::to(&format!("/harbor/projects/{id}/robot-account")).into_response()
+        }
+        Ok(outcome) => page(&s, &headers, id, outcome, StatusCode::OK).await,
+        Err((msg, status)) => page(&s, &headers, id, Outcome::Error(msg), status).await,
     }
 }
 

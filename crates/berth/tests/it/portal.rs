@@ -210,6 +210,41 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
         .await
         .unwrap();
     assert!(!page.contains("<img") && page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
+    // A robot's new secret, disabling and deleting it, from its row.
+    let robots_page = format!("/harbor/projects/{}/robot-account", gamma["project_id"]);
+    let rid = s
+        .api(reqwest::Method::GET, "/robots", None)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "robot$gamma+x")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let token = hidden(&get(robots_page.clone(), admin.clone()).await.text().await.unwrap(), "csrf");
+    let act = |op: &'static str, csrf: String| {
+        let (c, url, cookie) = (c.clone(), s.url(&format!("{robots_page}/{rid}/{op}")), admin.clone());
+        async move { c.post(url).header("cookie", cookie).form(&[("csrf", csrf)]).send().await.unwrap() }
+    };
+    let page = act("refresh", token.clone()).await.text().await.unwrap();
+    let secret = &page[page.find("id=\"robot-secret\">").unwrap() + 18..];
+    let secret = secret[..secret.find('<').unwrap()].to_string();
+    let v2 = |creds: (&str, &str)| {
+        let url = s.url("/v2/gamma/none/tags/list");
+        let (u, p) = (creds.0.to_string(), creds.1.to_string());
+        async move { reqwest::Client::new().get(url).basic_auth(u, Some(p)).send().await.unwrap().status() }
+    };
+    assert_ne!(v2(("robot$gamma+x", &secret)).await, StatusCode::UNAUTHORIZED, "the new secret works");
+    assert_eq!(act("disable", token.clone()).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(v2(("robot$gamma+x", &secret)).await, StatusCode::UNAUTHORIZED, "disabled");
+    assert!(get(robots_page.clone(), admin.clone()).await.text().await.unwrap().contains("Disabled"));
+    assert_eq!(act("delete", "forged".into()).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(act("delete", token.clone()).await.status(), StatusCode::SEE_OTHER);
+    assert!(get(robots_page.clone(), admin.clone()).await.text().await.unwrap().contains("No robot accounts yet."));
     // Search, escaped as it is echoed.
     let r = c
         .get(s.url("/harbor/projects?q=%3Cscript%3Ealert(1)%3C/script%3E"))
