@@ -57,6 +57,23 @@ impl Jobs {
     pub async fn stop(&self, id: &str, origin: &Origin) -> Result<bool, MetaError> {
         self.queue.cancel(id, now_ms(), origin).await
     }
+
+    /// Run a failed or stopped job again: a new job of the same kind and payload, with a
+    /// fresh set of attempts. Returns its id, or `None` if the job is not failed or stopped.
+    pub async fn retry(&self, id: &str) -> Result<Option<String>, MetaError> {
+        let Some(j) = self.queue.job(id).await? else { return Ok(None) };
+        if !matches!(j.state, JobState::Failed | JobState::Cancelled) {
+            return Ok(None);
+        }
+        let job = NewJob {
+            kind: j.kind,
+            payload: j.payload,
+            dedup_key: None,
+            max_attempts: j.max_attempts.max(1),
+            run_after: 0,
+        };
+        self.queue.enqueue(&job, now_ms()).await
+    }
 }
 
 use std::collections::HashMap;

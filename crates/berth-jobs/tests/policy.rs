@@ -74,3 +74,25 @@ async fn lifecycle_policies_apply_when_changed_then_daily() {
     assert_eq!(s.sweep_lifecycle(now + 86_400_000).await.unwrap().len(), 1);
     assert_eq!(policy_jobs(&*store).await, 2);
 }
+
+#[tokio::test]
+async fn a_stopped_or_failed_job_can_be_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlMetaStore::open_sqlite(dir.path().join("m.db")).await.unwrap());
+    let jobs = berth_jobs::Jobs::new(store.clone());
+    let job = berth_meta::NewJob {
+        kind: "scan".into(),
+        payload: r#"{"digest":"sha256:00"}"#.into(),
+        dedup_key: Some("scan-00".into()),
+        max_attempts: 3,
+        run_after: 0,
+    };
+    let id = store.enqueue(&job, now_ms()).await.unwrap().unwrap();
+    assert_eq!(jobs.retry(&id).await.unwrap(), None, "a queued job is not retried");
+    assert!(jobs.stop(&id, &Origin::system()).await.unwrap());
+    let again = jobs.retry(&id).await.unwrap().expect("a new job");
+    assert_ne!(again, id);
+    let j = jobs.get(&again).await.unwrap().unwrap();
+    assert_eq!((j.kind.as_str(), j.payload.as_str(), j.attempts, j.max_attempts), ("scan", job.payload.as_str(), 0, 3));
+    assert_eq!(j.state, berth_jobs::JobState::Queued);
+}

@@ -31,6 +31,7 @@ use sha2::Digest;
 
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
+mod jobs;
 mod profile;
 mod project;
 mod robots;
@@ -53,6 +54,8 @@ static ICON_PATH: LazyLock<String> = LazyLock::new(|| {
 
 /// The top navigation: (label, path). Later sections add themselves here.
 const NAV: &[(&str, &str)] = &[("Projects", "/harbor/projects")];
+/// Sections only system administrators see.
+const ADMIN_NAV: &[(&str, &str)] = &[("Jobs", jobs::PATH)];
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
@@ -64,6 +67,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/account/sign-out", axum::routing::post(sign_out))
         .route("/harbor/projects", get(projects).post(create_project))
         .merge(profile::routes())
+        .merge(jobs::routes())
         .merge(project::routes())
         .merge(robots::routes())
         .route("/static/{file}", get(asset))
@@ -148,7 +152,7 @@ pub(super) fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: 
                     @if who.is_some() {
                         nav aria-label="Main" {
                             ul {
-                                @for (label, path) in NAV {
+                                @for (label, path) in NAV.iter().chain(if who.is_some_and(Principal::is_sysadmin) { ADMIN_NAV } else { &[] }) {
                                     li {
                                         @if *path == current {
                                             a href=(path) aria-current="page" { (label) }

@@ -245,6 +245,21 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     assert_eq!(act("delete", "forged".into()).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(act("delete", token.clone()).await.status(), StatusCode::SEE_OTHER);
     assert!(get(robots_page.clone(), admin.clone()).await.text().await.unwrap().contains("No robot accounts yet."));
+    // The job queue: for system administrators only, linked from their navigation.
+    let page = get("/harbor/jobs?state=Succeeded".into(), admin.clone()).await.text().await.unwrap();
+    assert!(page.contains("href=\"/harbor/jobs\"") && page.contains("upload-expiry"), "{page}");
+    assert!(
+        !c.get(s.url("/harbor/projects"))
+            .header("cookie", &una)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("/harbor/jobs")
+    );
+    assert_eq!(get("/harbor/jobs".into(), una.clone()).await.status(), StatusCode::FORBIDDEN);
     // Search, escaped as it is echoed.
     let r = c
         .get(s.url("/harbor/projects?q=%3Cscript%3Ealert(1)%3C/script%3E"))

@@ -132,6 +132,12 @@ def main() -> None:
         bad = problems(d)
         if bad:
             fail("the browser reported: " + "; ".join(bad))
+        # Administration: the job queue (the signed-in user is a system administrator).
+        d.find_element(By.LINK_TEXT, "Jobs").click()
+        settle(d, lambda: "/harbor/jobs" in d.current_url)
+        if d.find_element(By.TAG_NAME, "h1").text != "Jobs" or not d.find_elements(By.CSS_SELECTOR, "tbody tr"):
+            fail("the jobs page lists no job: " + d.find_element(By.TAG_NAME, "main").text)
+        d.save_screenshot(os.path.join(a.shots, "jobs.png"))
         # The profile: a CLI secret, shown once, for docker/podman/skopeo login.
         d.find_element(By.CSS_SELECTOR, "header .who a").click()
         settle(d, lambda: d.current_url.endswith("/harbor/profile"))
