@@ -31,6 +31,7 @@ use sha2::Digest;
 
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
+mod artifact;
 mod jobs;
 mod profile;
 mod project;
@@ -68,6 +69,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/harbor/projects", get(projects).post(create_project))
         .merge(profile::routes())
         .merge(jobs::routes())
+        .merge(artifact::routes())
         .merge(project::routes())
         .merge(robots::routes())
         .route("/static/{file}", get(asset))

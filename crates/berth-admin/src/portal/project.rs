@@ -404,7 +404,7 @@ async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, re
                     @for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
                         @let digest = a.record.digest.to_string();
                         tr {
-                            td { code title=(digest) { (digest.get(..19).unwrap_or(&digest)) } }
+                            td { a href=(format!("/harbor/projects/{}/repositories/{}/artifacts-tab/artifacts/{digest}", p.id, enc(&repo))) { code title=(digest) { (digest.get(..19).unwrap_or(&digest)) } } }
                             td {
                                 @for (t, _) in &a.tags { span.badge { (t) } " " }
                                 @if a.tags.is_empty() { span.muted { "untagged" } }

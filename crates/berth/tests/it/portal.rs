@@ -342,11 +342,37 @@ async fn the_portal_works_in_chromium() {
             .arg(format!("docker://{}/library/app:v1", s.host())),
     )
     .await;
+    // The artifact page: readable to who may pull, "not found" otherwise.
+    let digest = sha256(&s.push_image("research-genomics/bwa", "0.7.17").await);
+    let rg = s
+        .api(reqwest::Method::GET, "/projects/research-genomics", None)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let admin = sign_in(&s, ADMIN, ADMIN_PASSWORD).await;
+    let page = format!("/harbor/projects/{}/repositories/bwa/artifacts-tab/artifacts/{digest}", rg["project_id"]);
+    let r = client().get(s.url(&page)).header("cookie", &admin).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("0.7.17") && html.contains("additions/sbom?format=spdx") && html.contains("Not scanned yet."),
+        "{html}"
+    );
+    let missing = page.replace(&digest[7..15], "00000000");
+    assert_eq!(
+        client().get(s.url(&missing)).header("cookie", &admin).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    s.user("vic", "Vic-Passw0rd-1").await;
+    let vic = sign_in(&s, "vic", "Vic-Passw0rd-1").await;
+    assert_eq!(client().get(s.url(&page)).header("cookie", &vic).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     for shot in [
         "sign-in.png",
         "projects.png",
         "project.png",
         "repository.png",
+        "artifact.png",
         "robot.png",
         "profile.png",
         "projects-dark.png",

@@ -106,6 +106,12 @@ def main() -> None:
             if "v1" not in page or "docker pull " not in page or "/library/app:" not in page:
                 fail("the repository page shows no v1 tag or pull command: " + page)
             d.save_screenshot(os.path.join(a.shots, "repository.png"))
+            d.find_element(By.CSS_SELECTOR, "tbody td a code").click()
+            settle(d, lambda: "/artifacts/sha256:" in d.current_url)
+            heads = [e.text for e in d.find_elements(By.TAG_NAME, "h2")]
+            if heads != ["Vulnerabilities", "Software bill of materials"]:
+                fail(f"the artifact page's sections are {heads}")
+            d.save_screenshot(os.path.join(a.shots, "artifact.png"))
             # A robot account: created here, its Kubernetes Secret downloaded.
             d.find_element(By.LINK_TEXT, "library").click()
             settle(d, lambda: d.current_url.endswith("/repositories"))
