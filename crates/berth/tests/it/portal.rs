@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
 use crate::support::*;
 
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
@@ -28,7 +28,7 @@ fn hidden(html: &str, name: &str) -> String {
 }
 
 /// Sign in through the form; returns the cookies to send afterwards.
-async fn sign_in(s: &TestServer, user: &str, password: &str) -> String {
+pub async fn sign_in(s: &TestServer, user: &str, password: &str) -> String {
     let c = client();
     let r = c.get(s.url("/account/sign-in")).send().await.unwrap();
     let (csrf_cookie, _) = set_cookie(r.headers(), "berth_csrf").unwrap();

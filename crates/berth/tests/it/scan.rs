@@ -496,6 +496,26 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
     let art = scanned(&s, "safe", "app", "v1").await;
     let o = &art["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
     assert_eq!((o["severity"].as_str(), o["summary"]["total"].as_i64()), (Some("Critical"), Some(1)));
+    // The portal's artifact page shows the finding, and its filters work.
+    let cookie = crate::portal::sign_in(&s, ADMIN, ADMIN_PASSWORD).await;
+    let pid = s.api(Method::GET, "/projects/safe", None).await.json::<Value>().await.unwrap()["project_id"].clone();
+    let digest = art["digest"].as_str().unwrap();
+    let page = format!("/harbor/projects/{pid}/repositories/app/artifacts-tab/artifacts/{digest}");
+    let html = |q: &'static str| {
+        let (url, cookie) = (s.url(&format!("{page}{q}")), cookie.clone());
+        async move { crate::portal::client().get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    let all = html("").await;
+    assert!(
+        all.contains("1 Critical")
+            && all.contains(">CVE-2099-0001<")
+            && all.contains("minimist")
+            && all.contains("1.2.6"),
+        "{all}"
+    );
+    assert!(all.contains("9.8"), "the CVSS score: {all}");
+    assert!(!html("?severity=Low").await.contains(">CVE-2099-0001<"));
+    assert!(html("?severity=Critical&fixable=1").await.contains(">CVE-2099-0001<"));
 
     // Blocked: GET refused with DENIED naming the count and the highest severity; HEAD works.
     let get = |c: reqwest::Client| {
