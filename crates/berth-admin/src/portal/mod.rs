@@ -321,6 +321,12 @@ async fn sign_out(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form
     r
 }
 
+/// An error of the services as a message for the page and its status.
+pub(super) fn api_err<E: Into<crate::ApiError>>(e: E) -> (String, StatusCode) {
+    let e = e.into();
+    (e.message().to_owned(), e.status())
+}
+
 pub(super) fn human_bytes(n: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n.max(0) as f64;

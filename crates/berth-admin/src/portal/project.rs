@@ -319,15 +319,22 @@ async fn add_member(
             },
             _ => return Err(("Give a user or group name.".into(), StatusCode::BAD_REQUEST)),
         };
-        s.auth.add_member(p.id, &entity, role, &origin).await.map(|_| ()).map_err(|e| {
-            let e = crate::ApiError::from(e);
-            (e.message().to_owned(), e.status())
-        })
+        s.auth.add_member(p.id, &entity, role, &origin).await.map(|_| ()).map_err(super::api_err)
     }
     .await;
+    members_after(&s, &headers, id, result).await
+}
+
+/// Back to the members tab after a change, or the tab with what went wrong.
+async fn members_after(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    result: Result<(), (String, StatusCode)>,
+) -> Response {
     match result {
         Ok(()) => Redirect::to(&format!("/harbor/projects/{id}/members")).into_response(),
-        Err((msg, status)) => members_page(&s, &headers, id, Some(msg), status).await,
+        Err((msg, status)) => members_page(s, headers, id, Some(msg), status).await,
     }
 }
 
@@ -348,16 +355,10 @@ async fn change_member(
             "remove" => s.auth.delete_member(p.id, mid, &origin).await,
             _ => return Err(("Unknown change.".into(), StatusCode::NOT_FOUND)),
         };
-        done.map(|_| ()).map_err(|e| {
-            let e = crate::ApiError::from(e);
-            (e.message().to_owned(), e.status())
-        })
+        done.map(|_| ()).map_err(super::api_err)
     }
     .await;
-    match result {
-        Ok(()) => Redirect::to(&format!("/harbor/projects/{id}/members")).into_response(),
-        Err((msg, status)) => members_page(&s, &headers, id, Some(msg), status).await,
-    }
+    members_after(&s, &headers, id, result).await
 }
 
 async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, repo)): Path<(i64, String)>) -> Response {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::project::{frame, host, open};
-use super::{csrf_ok, layout, with_cookies};
+use super::{api_err, csrf_ok, layout, with_cookies};
 use crate::AdminState;
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -59,23 +59,21 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                     p { code.secret #robot-secret { (secret) } }
                     p.muted { @if *expires_at < 0 { "It never expires." } @else { "It expires " (crate::time(*expires_at)) "." } }
                     div.downloads {
+                        @for kind in ["docker", "kubernetes"] {
                         form method="post" action="/harbor/robot-credentials" {
                             input type="hidden" name="csrf" value=(token);
                             input type="hidden" name="name" value=(name);
                             input type="hidden" name="secret" value=(secret);
                             input type="hidden" name="registry" value=(registry);
-                            input type="hidden" name="kind" value="docker";
+                            input type="hidden" name="kind" value=(kind);
+                            @if kind == "docker" {
                             button type="submit" { "Download config.json" }
-                        }
-                        form method="post" action="/harbor/robot-credentials" {
-                            input type="hidden" name="csrf" value=(token);
-                            input type="hidden" name="name" value=(name);
-                            input type="hidden" name="secret" value=(secret);
-                            input type="hidden" name="registry" value=(registry);
-                            input type="hidden" name="kind" value="kubernetes";
+                            } @else {
                             label for="namespace" { "Kubernetes namespace" }
                             input #namespace type="text" name="namespace" value="default" pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" required;
                             button type="submit" { "Download Kubernetes Secret" }
+                            }
+                        }
                         }
                     }
                 }
@@ -204,11 +202,6 @@ async fn create(
             page(&s, &headers, id, Outcome::Error(e.message().to_owned()), status).await
         }
     }
-}
-
-fn api_err<E: Into<crate::ApiError>>(e: E) -> (String, StatusCode) {
-    let e = e.into();
-    (e.message().to_owned(), e.status())
 }
 
 #[derive(Deserialize)]
