@@ -40,8 +40,15 @@ fn set_cookie(r: &mut Response, value: &str) {
     }
 }
 
-fn secure(s: &AdminState) -> &'static str {
+/// `; Secure` when the browser reaches Berth over TLS.
+pub(crate) fn secure(s: &AdminState) -> &'static str {
     if s.tls || s.external_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "; Secure" } else { "" }
+}
+
+/// The `Set-Cookie` value of a new session (`token`), or of its end (`None`).
+pub(crate) fn session_cookie(s: &AdminState, token: Option<&str>) -> String {
+    let max_age = if token.is_some() { s.auth.config().session_ttl.as_secs() } else { 0 };
+    format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", token.unwrap_or(""), secure(s))
 }
 
 async fn login(State(s): State<AdminState>) -> Response {
@@ -129,11 +136,7 @@ async fn callback(
             s.auth.config().session_ttl.as_secs() / 3600
         ),
     );
-    let max_age = s.auth.config().session_ttl.as_secs();
-    set_cookie(
-        &mut r,
-        &format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", secure(&s)),
-    );
+    set_cookie(&mut r, &session_cookie(&s, Some(&session)));
     set_cookie(&mut r, &format!("{STATE_COOKIE}=; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=0"));
     r
 }

@@ -200,36 +200,36 @@ impl PolicyService {
         let text = serde_json::to_string(policy).map_err(|e| PolicyError::Invalid(e.to_string()))?;
         let id =
             self.store.put_policy(RETENTION, project, &text, now, &event("put", RETENTION, project, origin)).await?;
-        self.schedules
-            .put_schedule(&ScheduleRecord {
-                name: schedule_name(id),
-                kind: if cron.is_some() { "Custom".into() } else { "None".into() },
-                cron,
-                parameters: "{}".into(),
-                next_at,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
+        self.set_schedule(id, cron, next_at, now).await?;
         self.store.policy_by_id(id).await?.ok_or_else(|| PolicyError::NotFound(format!("retention policy {id}")))
+    }
+
+    /// Set (or, without a cron, clear) the schedule of retention policy `id`.
+    async fn set_schedule(
+        &self,
+        id: i64,
+        cron: Option<String>,
+        next_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let kind = if cron.is_some() { "Custom" } else { "None" };
+        let record = ScheduleRecord {
+            name: schedule_name(id),
+            kind: kind.into(),
+            cron,
+            parameters: "{}".into(),
+            next_at,
+            created_at: now,
+            updated_at: now,
+        };
+        self.schedules.put_schedule(&record).await
     }
 
     /// Delete the retention policy `id` (and stop its schedule).
     pub async fn delete_retention(&self, id: i64, origin: &berth_meta::Origin) -> Result<bool, MetaError> {
         let Some(p) = self.retention(id).await? else { return Ok(false) };
         self.store.delete_policy(RETENTION, &p.scope, &event("delete", RETENTION, &p.scope, origin)).await?;
-        let now = now_ms();
-        self.schedules
-            .put_schedule(&ScheduleRecord {
-                name: schedule_name(id),
-                kind: "None".into(),
-                cron: None,
-                parameters: "{}".into(),
-                next_at: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
+        self.set_schedule(id, None, None, now_ms()).await?;
         Ok(true)
     }
 

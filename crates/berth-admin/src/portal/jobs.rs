@@ -14,7 +14,6 @@ use berth_auth::Target;
 use berth_auth::rbac::Perm;
 use berth_jobs::JobState;
 use maud::html;
-use serde::Deserialize;
 
 use super::{csrf, csrf_ok, layout, signed_in, with_cookies};
 use crate::AdminState;
@@ -107,16 +106,11 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<H
     with_cookies(layout("Jobs", Some(&who), PATH, &token, body), StatusCode::OK, &cookies)
 }
 
-#[derive(Deserialize)]
-struct ActForm {
-    csrf: String,
-}
-
 async fn act(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Path((id, op)): Path<(String, String)>,
-    Form(f): Form<ActForm>,
+    Form(f): Form<super::CsrfForm>,
 ) -> Response {
     let Some(who) = signed_in(&s, &headers).await else {
         return Redirect::to("/account/sign-in?next=/harbor/jobs").into_response();

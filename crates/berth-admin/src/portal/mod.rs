@@ -98,17 +98,13 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         .into_response()
 }
 
-pub(super) fn secure(s: &AdminState) -> &'static str {
-    if s.tls || s.external_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "; Secure" } else { "" }
-}
-
 /// The request's CSRF token, and the `Set-Cookie` to send when it is new.
 pub(super) fn csrf(s: &AdminState, headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE).filter(|t| t.len() == 43) {
         Some(t) => (t.to_owned(), None),
         None => {
             let t = berth_auth::token::b64url(&rand::random::<[u8; 32]>());
-            let set = format!("{CSRF_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict{}", secure(s));
+            let set = format!("{CSRF_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict{}", crate::web::secure(s));
             (t, Some(set))
         }
     }
@@ -272,11 +268,8 @@ async fn sign_in(
                 let page = sign_in_markup(&s, &token, &next, Some("Signing in failed; see the server log."), "");
                 return with_cookies(page, StatusCode::INTERNAL_SERVER_ERROR, &cookies);
             };
-            let max_age = s.auth.config().session_ttl.as_secs();
             let mut r = Redirect::to(&next).into_response();
-            let c =
-                format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", secure(&s));
-            if let Ok(v) = HeaderValue::from_str(&c) {
+            if let Ok(v) = HeaderValue::from_str(&crate::web::session_cookie(&s, Some(&session))) {
                 r.headers_mut().append(header::SET_COOKIE, v);
             }
             r
@@ -304,21 +297,31 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
     }
 }
 
+/// A form whose only field is its CSRF token (a button that changes something).
 #[derive(Deserialize)]
-struct SignOutForm {
-    csrf: String,
+pub(super) struct CsrfForm {
+    pub(super) csrf: String,
 }
 
-async fn sign_out(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<SignOutForm>) -> Response {
+async fn sign_out(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
     if !csrf_ok(&headers, &f.csrf) {
         return (StatusCode::FORBIDDEN, "This sign-out form expired; reload the page and try again.").into_response();
     }
     let mut r = Redirect::to("/account/sign-in").into_response();
-    let c = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(&s));
-    if let Ok(v) = HeaderValue::from_str(&c) {
+    if let Ok(v) = HeaderValue::from_str(&crate::web::session_cookie(&s, None)) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The registry's host as clients name it in `docker login`/`pull`: the configured URL's,
+/// else the one the browser used.
+pub(super) fn registry_host(s: &AdminState, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.external_url {
+        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
+    }
+    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
 }
 
 /// An error of the services as a message for the page and its status.

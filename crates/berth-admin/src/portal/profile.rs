@@ -22,15 +22,6 @@ pub(super) fn routes() -> Router<AdminState> {
     Router::new().route(PATH, get(show)).route("/harbor/profile/cli-secret", post(change))
 }
 
-/// The host people type in `docker login`: the configured URL's, else the one they used.
-fn registry_host(s: &AdminState, headers: &HeaderMap) -> String {
-    if let Some(u) = &s.external_url {
-        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
-    }
-    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
-}
-
 enum Notice {
     None,
     Secret(String),
@@ -59,7 +50,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
             );
         }
     };
-    let host = registry_host(s, headers);
+    let host = super::registry_host(s, headers);
     let body: Markup = html! {
         h1 { "Your profile" }
         div.panel.stack {

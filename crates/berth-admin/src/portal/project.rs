@@ -28,15 +28,6 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab", get(artifacts))
 }
 
-/// The registry's host as clients name it.
-pub(super) fn host(s: &AdminState, headers: &HeaderMap) -> String {
-    if let Some(u) = &s.external_url {
-        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
-    }
-    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
-}
-
 fn enc(s: &str) -> String {
     crate::enc(s)
 }
@@ -118,7 +109,7 @@ async fn repositories(State(s): State<AdminState>, headers: HeaderMap, Path(id):
         Err(r) => return r,
     };
     let repos = s.registry.project_repos(&p.name).await.unwrap_or_default();
-    let host = host(&s, &headers);
+    let host = super::registry_host(&s, &headers);
     let content = html! {
         div.panel {
             @if repos.is_empty() {
@@ -391,7 +382,7 @@ async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, re
     }
     let children: std::collections::HashSet<&berth_types::Digest> =
         rows.iter().flat_map(|a| a.children.iter()).collect();
-    let host = host(&s, &headers);
+    let host = super::registry_host(&s, &headers);
     let body = html! {
         p.crumbs {
             a href="/harbor/projects" { "Projects" } " / "

@@ -16,7 +16,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::project::{frame, host, open};
+use super::project::{frame, open};
 use super::{api_err, csrf_ok, layout, with_cookies};
 use crate::AdminState;
 
@@ -50,7 +50,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
     let may_manage = s.auth.decide(&who, Target::Project(&p), Perm::ManageRobots).await.is_ok();
     let robots: Vec<_> =
         s.auth.robots().await.unwrap_or_default().into_iter().filter(|r| r.project_id == Some(p.id)).collect();
-    let registry = host(s, headers);
+    let registry = super::registry_host(s, headers);
     let content: Markup = html! {
         @match &outcome {
             Outcome::Created { name, secret, expires_at } => {
@@ -204,17 +204,12 @@ async fn create(
     }
 }
 
-#[derive(Deserialize)]
-struct ActForm {
-    csrf: String,
-}
-
 /// A new secret, disable/enable, or delete, for a robot of this project.
 async fn act(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Path((id, rid, op)): Path<(i64, i64, String)>,
-    Form(f): Form<ActForm>,
+    Form(f): Form<super::CsrfForm>,
 ) -> Response {
     let fail = |msg: String, status: StatusCode| (msg, status);
     let result: Result<Outcome, (String, StatusCode)> = async {
