@@ -2,7 +2,7 @@
 
 use berth_types::{Digest, RepoName, Tag};
 
-use crate::{ManifestRecord, MetaStore, Origin, RefKind, UploadRecord};
+use crate::{ManifestRecord, MetaStore, Origin, RefKind, RepoSummary, UploadRecord};
 
 fn repo(s: &str) -> RepoName {
     s.parse().expect("valid test repo")
@@ -401,6 +401,13 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let repos = store.project_repos("team").await.unwrap();
     assert_eq!(repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["team/app", "team/sub/lib"]);
     assert_eq!((repos[0].artifact_count, repos[0].pull_count, repos[0].updated_at), (1, 3, 62));
+    let names = |p: (Vec<RepoSummary>, i64)| (p.0.into_iter().map(|r| r.name).collect::<Vec<_>>(), p.1);
+    assert_eq!(names(store.project_repos_page("team", "", 1, 1).await.unwrap()), (vec!["team/sub/lib".into()], 2));
+    assert_eq!(names(store.project_repos_page("team", "sub", 0, 10).await.unwrap()), (vec!["team/sub/lib".into()], 1));
+    // LIKE's wildcards in the search are plain characters.
+    assert_eq!(names(store.project_repos_page("team", "a_p", 0, 10).await.unwrap()), (vec![], 0));
+    assert_eq!(names(store.project_repos_page("team", "%", 0, 10).await.unwrap()), (vec![], 0));
+    assert_eq!(store.repo_counts(&["nope".into(), "team".into()]).await.unwrap(), vec![0, 2]);
     let arts = store.repo_artifacts(&r1n).await.unwrap();
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["stable", "v1"]);

@@ -402,6 +402,17 @@ pub trait MetaStore: QuotaStore + PolicyStore + LabelStore + Send + Sync + 'stat
     async fn list_repos(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError>;
     /// Repositories of a project (named `project` or `project/…`), by name, with their figures.
     async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError>;
+    /// One page of a project's repositories whose name contains `contains` (empty: all), by
+    /// name, and how many there are in all.
+    async fn project_repos_page(
+        &self,
+        project: &str,
+        contains: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<RepoSummary>, i64), MetaError>;
+    /// How many repositories each of `projects` has, in the same order (one query).
+    async fn repo_counts(&self, projects: &[String]) -> Result<Vec<i64>, MetaError>;
     /// Every manifest of `repo`, newest first, with tags, children and sizes.
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError>;
     /// Delete a repository: its manifests, tags, blob links and record (event

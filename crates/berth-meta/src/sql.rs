@@ -987,20 +987,50 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError> {
+        Ok(self.project_repos_page(project, "", 0, i64::MAX).await?.0)
+    }
+
+    async fn project_repos_page(
+        &self,
+        project: &str,
+        contains: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<RepoSummary>, i64), MetaError> {
         // `project` itself, and names in the byte range [project/, project0) (`0` follows `/`).
-        let rows = sqlx::query(
+        const IN_PROJECT: &str =
+            "(r.name = $1 OR (r.name >= $2 AND r.name < $3)) AND ($4 = '' OR r.name LIKE $5 ESCAPE '\\')";
+        let pattern = format!("%{}%", contains.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let total: i64 = if offset == 0 && limit == i64::MAX {
+            -1
+        } else {
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM repositories r WHERE {IN_PROJECT}"))
+                .bind(project)
+                .bind(format!("{project}/"))
+                .bind(format!("{project}0"))
+                .bind(contains)
+                .bind(&pattern)
+                .fetch_one(&self.pool)
+                .await?
+        };
+        let rows = sqlx::query(&format!(
             "SELECT r.name, r.created_at, r.pull_count, r.pull_time,
                 (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
                 (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
                 (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
-             FROM repositories r WHERE r.name = $1 OR (r.name >= $2 AND r.name < $3) ORDER BY r.name",
-        )
+             FROM repositories r WHERE {IN_PROJECT} ORDER BY r.name LIMIT $6 OFFSET $7"
+        ))
         .bind(project)
         .bind(format!("{project}/"))
         .bind(format!("{project}0"))
+        .bind(contains)
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let list = rows
+            .iter()
             .map(|r| {
                 let created: i64 = r.try_get("created_at")?;
                 let pushed: Option<i64> = r.try_get("pushed")?;
@@ -1014,7 +1044,40 @@ impl MetaStore for SqlMetaStore {
                     pull_time: r.try_get("pull_time")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, MetaError>>()?;
+        let total = if total < 0 { list.len() as i64 } else { total };
+        Ok((list, total))
+    }
+
+    async fn repo_counts(&self, projects: &[String]) -> Result<Vec<i64>, MetaError> {
+        if projects.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement: a range count per project, glued with UNION ALL and put back in order.
+        let parts: Vec<String> = (0..projects.len())
+            .map(|i| {
+                let b = i * 3;
+                format!(
+                    "SELECT CAST({i} AS BIGINT) AS i, COUNT(*) AS n FROM repositories WHERE name = ${} OR (name >= ${} AND name < ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        let mut q = sqlx::query(&sql);
+        for p in projects {
+            q = q.bind(p.clone()).bind(format!("{p}/")).bind(format!("{p}0"));
+        }
+        let mut counts = vec![0; projects.len()];
+        for r in q.fetch_all(&self.pool).await? {
+            let i: i64 = r.try_get("i")?;
+            if let Some(c) = counts.get_mut(i as usize) {
+                *c = r.try_get("n")?;
+            }
+        }
+        Ok(counts)
     }
 
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError> {

@@ -241,6 +241,29 @@ impl Registry {
         Ok((size, body))
     }
 
+    /// A small blob that `repo` links, read whole (an image config, a chart): `None` when it
+    /// is larger than `max` bytes, so a page never reads a big layer into memory.
+    pub async fn blob_bytes(&self, repo: &RepoName, digest: &Digest, max: u64) -> Result<Option<Bytes>, RegistryError> {
+        let size = self.blob_size_to_serve(repo, digest).await?;
+        if size > max {
+            return Ok(None);
+        }
+        match self.blob_get(repo, digest, None).await?.1 {
+            BlobBody::Bytes(b) => Ok(Some(b)),
+            BlobBody::Stream(mut s) => {
+                use futures::StreamExt;
+                let mut out = Vec::with_capacity(size as usize);
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk.map_err(berth_blob::BlobError::from)?);
+                    if out.len() as u64 > max {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(Bytes::from(out)))
+            }
+        }
+    }
+
     /// A presigned URL for a blob that `repo` links, when redirects are on and the store can
     /// presign. The repository check happens here, before any URL is made.
     pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>, RegistryError> {
@@ -463,6 +486,26 @@ impl Registry {
     /// The repositories of a project, with their counts and times, by name.
     pub async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, RegistryError> {
         Ok(self.meta.project_repos(project).await?)
+    }
+
+    /// One page of a project's repositories (name containing `contains`), and how many match.
+    pub async fn project_repos_page(
+        &self,
+        project: &str,
+        contains: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<RepoSummary>, i64), RegistryError> {
+        Ok(self.meta.project_repos_page(project, contains, offset, limit).await?)
+    }
+
+    /// How many repositories each project has, in order (one query; at most 200 projects).
+    pub async fn repo_counts(&self, projects: &[String]) -> Result<Vec<i64>, RegistryError> {
+        let mut out = Vec::with_capacity(projects.len());
+        for chunk in projects.chunks(200) {
+            out.extend(self.meta.repo_counts(chunk).await?);
+        }
+        Ok(out)
     }
 
     /// Harbor's labels and their attachments.

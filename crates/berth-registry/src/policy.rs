@@ -183,6 +183,31 @@ impl Registry {
         Ok(())
     }
 
+    /// What a policy would do now, evaluated in this request and neither stored nor applied:
+    /// `kind` [`LIFECYCLE_PREVIEW`] for an ECR lifecycle policy on the repository `scope` (the
+    /// result is a preview's), [`RETENTION`] for a Harbor retention policy on the project
+    /// `scope` (a dry run's tasks). For the portal's preview before saving.
+    pub async fn policy_dry_run(&self, kind: &str, scope: &str, document: &str) -> Result<Value, String> {
+        let run = PolicyRunRecord {
+            id: 0,
+            policy_id: 0,
+            kind: kind.to_owned(),
+            scope: scope.to_owned(),
+            trigger: "MANUAL".into(),
+            dry_run: true,
+            status: "Running".into(),
+            document: document.to_owned(),
+            created_at: now_ms(),
+            updated_at: now_ms(),
+            result: None,
+        };
+        match kind {
+            LIFECYCLE_PREVIEW => self.run_lifecycle(&run).await.map(|r| r.1),
+            RETENTION => self.run_retention(&run).await.map(|r| r.1),
+            other => Err(format!("unknown policy kind {other:?}")),
+        }
+    }
+
     async fn run_lifecycle(&self, run: &PolicyRunRecord) -> Result<(&'static str, Value), String> {
         let policy = LifecyclePolicy::parse(&run.document)?;
         let repo: RepoName = run.scope.parse().map_err(|e| format!("repository {:?}: {e}", run.scope))?;
@@ -282,11 +307,15 @@ impl Registry {
                     verdict,
                 ]);
             }
-            tasks.push(json!({
+            let mut task = json!({
                 "id": tasks.len() + 1, "repository": summary.name, "status": status,
                 "total": images.len(), "retained": retained,
                 "start_time": start, "end_time": now_ms(), "log": table(&log),
-            }));
+            });
+            if run.id == 0 {
+                task["images"] = json!(log); // a preview (`policy_dry_run`) shows them as a table
+            }
+            tasks.push(task);
         }
         Ok((if stopped { "Stopped" } else { "Success" }, json!({ "tasks": tasks })))
     }

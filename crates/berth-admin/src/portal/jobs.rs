@@ -10,12 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use berth_auth::Target;
-use berth_auth::rbac::Perm;
 use berth_jobs::JobState;
 use maud::html;
 
-use super::{csrf, csrf_ok, layout, signed_in, with_cookies};
 use crate::AdminState;
 
 pub(super) const PATH: &str = "/harbor/jobs";
@@ -44,15 +41,11 @@ fn state_label(s: JobState) -> &'static str {
 }
 
 async fn list(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(who) = signed_in(&s, &headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/jobs").into_response();
+    let c = match super::admin_ctx(&s, &headers, PATH, "Jobs").await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let (token, set) = csrf(&s, &headers);
-    let cookies: Vec<String> = set.into_iter().collect();
-    if s.auth.decide(&who, Target::System, Perm::Administer).await.is_err() {
-        let body = html! { h1 { "Jobs" } p { "Only system administrators see the job queue." } };
-        return with_cookies(layout("Jobs", Some(&who), PATH, &token, body), StatusCode::FORBIDDEN, &cookies);
-    }
+    let token = &c.csrf;
     let chosen = q.get("state").map(String::as_str).unwrap_or("All");
     let state = STATES.iter().find(|(l, _)| *l == chosen).and_then(|(_, st)| *st);
     let jobs = s.jobs.list(None, state, 200).await.unwrap_or_default();
@@ -103,7 +96,7 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<H
             }
         }
     };
-    with_cookies(layout("Jobs", Some(&who), PATH, &token, body), StatusCode::OK, &cookies)
+    c.page("Jobs", PATH, body, StatusCode::OK)
 }
 
 async fn act(
@@ -112,13 +105,10 @@ async fn act(
     Path((id, op)): Path<(String, String)>,
     Form(f): Form<super::CsrfForm>,
 ) -> Response {
-    let Some(who) = signed_in(&s, &headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/jobs").into_response();
+    let who = match super::admin_action(&s, &headers, &f.csrf, PATH).await {
+        Ok(who) => who,
+        Err(r) => return r,
     };
-    if !csrf_ok(&headers, &f.csrf) || s.auth.decide(&who, Target::System, Perm::Administer).await.is_err() {
-        return (StatusCode::FORBIDDEN, "Only system administrators may change jobs, from the jobs page.")
-            .into_response();
-    }
     let origin = berth_auth::Origin::new(who.name(), None);
     let done = match op.as_str() {
         "cancel" => s.jobs.stop(&id, &origin).await.map(|_| ()),

@@ -1,10 +1,11 @@
 //! The web portal, served by the binary: server-rendered HTML (`maud`: escaped by default,
-//! checked at compile time) and one embedded stylesheet, no script. Paths follow Harbor's
+//! checked at compile time), one embedded stylesheet and one small script that only enhances
+//! (copy buttons, sortable tables): every page works without it. Paths follow Harbor's
 //! portal (`/account/sign-in`, `/harbor/projects`) so bookmarks carry over.
 //!
 //! **Security:** every response carries a strict Content-Security-Policy (`default-src
-//! 'none'`, the stylesheet from this origin, no script at all, `frame-ancestors 'none'`,
-//! `form-action 'self'`), `X-Frame-Options: DENY`, `nosniff` and `Referrer-Policy`. Every
+//! 'none'`, the stylesheet and one small script from this origin, no inline script or style,
+//! `frame-ancestors 'none'`, `form-action 'self'`), `X-Frame-Options: DENY`, `nosniff` and `Referrer-Policy`. Every
 //! form that changes something carries a CSRF token that must equal the `berth_csrf`
 //! cookie (double submit; the cookie is `SameSite=Strict`, so a cross-site form cannot send
 //! it). The session is the same `berth_session` cookie as OIDC sign-in and the API's, so
@@ -32,38 +33,46 @@ use sha2::Digest;
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
 mod artifact;
+mod config;
 mod jobs;
+mod logs;
+mod policy;
 mod profile;
 mod project;
 mod robots;
 
-const CSS: &str = include_str!("portal.css");
-const ICON: &str = include_str!("icon.svg");
 const CSRF_COOKIE: &str = "berth_csrf";
 
-/// The stylesheet's versioned path: its content hash, so it can be cached forever.
-static CSS_PATH: LazyLock<String> = LazyLock::new(|| {
-    let h = hex::encode(sha2::Sha256::digest(CSS.as_bytes()));
-    format!("/static/portal-{}.css", &h[..12])
-});
+/// The portal's files: (name, extension, content type, content). Each is served at a path
+/// holding its content hash, so browsers may cache it forever and a new build is never stale.
+const ASSETS: [(&str, &str, &str, &str); 3] = [
+    ("portal", "css", "text/css; charset=utf-8", include_str!("portal.css")),
+    ("portal", "js", "text/javascript; charset=utf-8", include_str!("portal.js")),
+    ("icon", "svg", "image/svg+xml", include_str!("icon.svg")),
+];
 
-/// The icon's versioned path.
-static ICON_PATH: LazyLock<String> = LazyLock::new(|| {
-    let h = hex::encode(sha2::Sha256::digest(ICON.as_bytes()));
-    format!("/static/icon-{}.svg", &h[..12])
+/// Each asset's versioned path, in the order of [`ASSETS`].
+static ASSET_PATHS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|(name, ext, _, body)| {
+            let h = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+            format!("/static/{name}-{}.{ext}", &h[..12])
+        })
+        .collect()
 });
 
 /// The top navigation: (label, path). Later sections add themselves here.
 const NAV: &[(&str, &str)] = &[("Projects", "/harbor/projects")];
 /// Sections only system administrators see.
-const ADMIN_NAV: &[(&str, &str)] = &[("Jobs", jobs::PATH)];
+const ADMIN_NAV: &[(&str, &str)] = &[("Jobs", jobs::PATH), ("Audit log", logs::PATH)];
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/harbor/projects") }))
+        .route("/", get(home))
         .route("/account/sign-in", get(sign_in_page).post(sign_in))
         .route("/account/sign-out", axum::routing::post(sign_out))
         .route("/harbor/projects", get(projects).post(create_project))
@@ -72,8 +81,21 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(artifact::routes())
         .merge(project::routes())
         .merge(robots::routes())
+        .merge(config::routes())
+        .merge(policy::routes())
+        .merge(logs::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
+}
+
+/// `/`: the projects of whoever is signed in, else the sign-in page (which also leads to the
+/// public projects).
+async fn home(State(s): State<AdminState>, headers: HeaderMap) -> Redirect {
+    if signed_in(&s, &headers).await.is_some() {
+        Redirect::to("/harbor/projects")
+    } else {
+        Redirect::to("/account/sign-in")
+    }
 }
 
 async fn secure_headers(mut r: Response) -> Response {
@@ -87,15 +109,14 @@ async fn secure_headers(mut r: Response) -> Response {
 
 async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     let path = format!("/static/{file}");
-    let (kind, body) = if path == *CSS_PATH {
-        ("text/css; charset=utf-8", CSS)
-    } else if path == *ICON_PATH {
-        ("image/svg+xml", ICON)
-    } else {
-        return (StatusCode::NOT_FOUND, "no such asset").into_response();
-    };
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], body)
-        .into_response()
+    match ASSET_PATHS.iter().position(|p| *p == path) {
+        Some(i) => {
+            let (_, _, kind, body) = ASSETS[i];
+            ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")], body)
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
 }
 
 /// The request's CSRF token, and the `Set-Cookie` to send when it is new.
@@ -131,8 +152,79 @@ pub(super) fn with_cookies(markup: Markup, status: StatusCode, cookies: &[String
     r
 }
 
+/// What a page handler starts from: who asks (`Principal::Anonymous` when nobody is signed
+/// in — public projects are readable without an account), the CSRF token its forms carry,
+/// and the cookie to set when that token is new.
+pub(super) struct Ctx {
+    pub(super) who: Principal,
+    pub(super) csrf: String,
+    cookies: Vec<String>,
+}
+
+impl Ctx {
+    /// The context of any request, signed in or not.
+    pub(super) async fn new(s: &AdminState, headers: &HeaderMap) -> Ctx {
+        let who = signed_in(s, headers).await.unwrap_or(Principal::Anonymous);
+        let (csrf, set) = csrf(s, headers);
+        Ctx { who, csrf, cookies: set.into_iter().collect() }
+    }
+
+    /// The context of a page only signed-in users see; else the redirect to sign in.
+    pub(super) async fn user(s: &AdminState, headers: &HeaderMap, next: &str) -> Result<Ctx, Response> {
+        let c = Ctx::new(s, headers).await;
+        if c.anonymous() { Err(to_sign_in(next)) } else { Ok(c) }
+    }
+
+    pub(super) fn anonymous(&self) -> bool {
+        matches!(self.who, Principal::Anonymous)
+    }
+
+    /// Does the one authorization decision allow the caller `perm` on `target`?
+    pub(super) async fn may(&self, s: &AdminState, target: Target<'_>, perm: Perm) -> bool {
+        s.auth.decide(&self.who, target, perm).await.is_ok()
+    }
+
+    /// The page `body` in the frame, `current` marking its navigation entry.
+    pub(super) fn page(&self, title: &str, current: &str, body: Markup, status: StatusCode) -> Response {
+        with_cookies(layout(title, &self.who, current, &self.csrf, body), status, &self.cookies)
+    }
+}
+
+/// The context of an administration page (`path`, titled `title`): system administrators
+/// only; anyone else is told so.
+pub(super) async fn admin_ctx(s: &AdminState, headers: &HeaderMap, path: &str, title: &str) -> Result<Ctx, Response> {
+    let c = Ctx::user(s, headers, path).await?;
+    if c.may(s, Target::System, Perm::Administer).await {
+        return Ok(c);
+    }
+    let body = html! { h1 { (title) } p { "Only system administrators see this page." } };
+    Err(c.page(title, path, body, StatusCode::FORBIDDEN))
+}
+
+/// Check an administration form (CSRF token, a system administrator); who acts.
+pub(super) async fn admin_action(
+    s: &AdminState,
+    headers: &HeaderMap,
+    csrf: &str,
+    back: &str,
+) -> Result<Principal, Response> {
+    let Some(who) = signed_in(s, headers).await else { return Err(to_sign_in(back)) };
+    if !csrf_ok(headers, csrf) || s.auth.decide(&who, Target::System, Perm::Administer).await.is_err() {
+        let msg =
+            "Only system administrators may do this, from the administration pages (reload the page and try again).";
+        return Err((StatusCode::FORBIDDEN, msg).into_response());
+    }
+    Ok(who)
+}
+
+/// The redirect to the sign-in page, coming back to `next` after.
+pub(super) fn to_sign_in(next: &str) -> Response {
+    Redirect::to(&format!("/account/sign-in?next={}", crate::enc(next))).into_response()
+}
+
 /// The frame of every page.
-pub(super) fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, who: &Principal, current: &str, csrf: &str, body: Markup) -> Markup {
+    let signed_in = !matches!(who, Principal::Anonymous);
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -140,17 +232,18 @@ pub(super) fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: 
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Berth" }
-                link rel="stylesheet" href=(*CSS_PATH);
-                link rel="icon" type="image/svg+xml" href=(*ICON_PATH);
+                link rel="stylesheet" href=(ASSET_PATHS[0]);
+                link rel="icon" type="image/svg+xml" href=(ASSET_PATHS[2]);
+                script src=(ASSET_PATHS[1]) defer {}
             }
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/" { "Berth" }
-                    @if who.is_some() {
+                    @if signed_in || !current.is_empty() {
                         nav aria-label="Main" {
                             ul {
-                                @for (label, path) in NAV.iter().chain(if who.is_some_and(Principal::is_sysadmin) { ADMIN_NAV } else { &[] }) {
+                                @for (label, path) in NAV.iter().chain(if who.is_sysadmin() { ADMIN_NAV } else { &[] }) {
                                     li {
                                         @if *path == current {
                                             a href=(path) aria-current="page" { (label) }
@@ -162,7 +255,11 @@ pub(super) fn layout(title: &str, who: Option<&Principal>, current: &str, csrf: 
                             }
                         }
                     }
-                    @if let Some(p) = who {
+                    @if !signed_in && !current.is_empty() {
+                        div.who { a.button.quiet href="/account/sign-in" { "Sign in" } }
+                    }
+                    @if signed_in {
+                        @let p = who;
                         div.who {
                             @if p.user().is_some() {
                                 a href="/harbor/profile" aria-current=[(current == "/harbor/profile").then_some("page")] {
@@ -219,9 +316,10 @@ fn sign_in_markup(s: &AdminState, csrf: &str, next: &str, error: Option<&str>, u
                     a.button.quiet href="/c/oidc/login" { "Sign in with your organisation (SSO)" }
                 }
             }
+            p.muted { a href="/harbor/projects" { "Browse public projects" } " without signing in." }
         }
     };
-    layout("Sign in", None, "", csrf, body)
+    layout("Sign in", &Principal::Anonymous, "", csrf, body)
 }
 
 async fn sign_in_page(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<SignInQuery>) -> Response {
@@ -330,6 +428,26 @@ pub(super) fn api_err<E: Into<crate::ApiError>>(e: E) -> (String, StatusCode) {
     (e.message().to_owned(), e.status())
 }
 
+/// Commands to copy, each under its client's name, with a Copy button (shown by the script).
+pub(super) fn commands(list: &[(&str, String)]) -> Markup {
+    html! {
+        div.commands {
+            @for (label, command) in list {
+                div.command {
+                    span.client { (label) }
+                    pre { code { (command) } }
+                    button.quiet.copy type="button" data-copy hidden aria-live="polite" { "Copy" }
+                }
+            }
+        }
+    }
+}
+
+/// A table header the script can sort by (`key` on a cell overrides its text as sort key).
+pub(super) fn sortable(label: &str) -> Markup {
+    html! { button type="button" data-sort hidden { (label) } span { (label) } }
+}
+
 pub(super) fn human_bytes(n: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n.max(0) as f64;
@@ -347,7 +465,8 @@ async fn projects(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let search = q.get("q").map(|x| x.trim().to_owned()).unwrap_or_default();
-    projects_page(&s, &headers, &search, None, StatusCode::OK).await
+    let page = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+    projects_page(&s, &headers, &search, page, None, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -363,19 +482,19 @@ struct NewProjectForm {
 /// Create a project from the form on the projects page, then open it.
 async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<NewProjectForm>) -> Response {
     let Some(who) = signed_in(&s, &headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/projects").into_response();
+        return to_sign_in("/harbor/projects");
     };
+    let refuse = |e: String, status| projects_page(&s, &headers, "", 1, Some(e), status);
     if !csrf_ok(&headers, &f.csrf) {
         let e = "This form expired or came from another site; nothing was created. Try again.";
-        return projects_page(&s, &headers, "", Some(e.into()), StatusCode::FORBIDDEN).await;
+        return refuse(e.into(), StatusCode::FORBIDDEN).await;
     }
     if s.auth.decide(&who, Target::System, Perm::CreateProject).await.is_err() {
-        return projects_page(&s, &headers, "", Some("You may not create projects.".into()), StatusCode::FORBIDDEN)
-            .await;
+        return refuse("You may not create projects.".into(), StatusCode::FORBIDDEN).await;
     }
     let name = f.name.trim().to_owned();
     if let Err(e) = crate::projects::valid_project_name(&name) {
-        return projects_page(&s, &headers, "", Some(e.message().to_owned()), StatusCode::BAD_REQUEST).await;
+        return refuse(e.message().to_owned(), StatusCode::BAD_REQUEST).await;
     }
     let limit = match f.limit_gib.trim() {
         "" => None,
@@ -383,7 +502,7 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
             Ok(x) if x > 0.0 && x < 1e9 => Some((x * 1024.0 * 1024.0 * 1024.0) as i64),
             _ => {
                 let e = format!("Storage limit {g:?}: a number of GiB greater than 0, or empty for none.");
-                return projects_page(&s, &headers, "", Some(e), StatusCode::BAD_REQUEST).await;
+                return refuse(e, StatusCode::BAD_REQUEST).await;
             }
         },
     };
@@ -395,8 +514,8 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
     let id = match s.auth.create_project(&name, &who, &settings, &origin).await {
         Ok(id) => id,
         Err(e) => {
-            let e = crate::ApiError::from(e);
-            return projects_page(&s, &headers, "", Some(e.message().to_owned()), e.status()).await;
+            let (msg, status) = api_err(e);
+            return refuse(msg, status).await;
         }
     };
     if let Some(limit) = limit
@@ -407,45 +526,69 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
     Redirect::to(&format!("/harbor/projects/{id}/repositories")).into_response()
 }
 
+/// Rows per page in the portal's long lists.
+pub(super) const PAGE_SIZE: usize = 50;
+
+/// "Page 2 of 7" with previous and next links; `link(n)` is page n's address.
+pub(super) fn pager(page: usize, total: usize, link: impl Fn(usize) -> String) -> Markup {
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    html! {
+        @if pages > 1 {
+            nav.pager aria-label="Pages" {
+                @if page > 1 { a href=(link(page - 1)) rel="prev" { "\u{2190} Previous" } }
+                span.muted { "Page " (page) " of " (pages) " \u{b7} " (total) " in all" }
+                @if page < pages { a href=(link(page + 1)) rel="next" { "Next \u{2192}" } }
+            }
+        }
+    }
+}
+
 async fn projects_page(
     s: &AdminState,
     headers: &HeaderMap,
     search: &str,
+    page: usize,
     notice: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let Some(who) = signed_in(s, headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/projects").into_response();
-    };
-    let (token, set) = csrf(s, headers);
-    let cookies: Vec<String> = set.into_iter().collect();
+    let c = Ctx::new(s, headers).await;
     let search = search.to_owned();
-    let may_create = s.auth.decide(&who, Target::System, Perm::CreateProject).await.is_ok();
+    let may_create = !c.anonymous() && c.may(s, Target::System, Perm::CreateProject).await;
     let all = match s.auth.projects().await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "portal: listing projects");
             let body =
                 html! { p.error role="alert" { "The project list cannot be read right now; try again shortly." } };
-            return with_cookies(
-                layout("Projects", Some(&who), "/harbor/projects", &token, body),
-                StatusCode::SERVICE_UNAVAILABLE,
-                &cookies,
-            );
+            return c.page("Projects", "/harbor/projects", body, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
-    let mut rows = Vec::new();
+    let mut visible = Vec::new();
     for p in all {
-        if !search.is_empty() && !p.name.contains(search.as_str()) {
-            continue;
+        if (search.is_empty() || p.name.contains(search.as_str())) && c.may(s, Target::Project(&p), Perm::Read).await {
+            visible.push(p);
         }
-        if s.auth.decide(&who, Target::Project(&p), Perm::Read).await.is_err() {
-            continue;
-        }
-        let repos = s.registry.project_repos(&p.name).await.map(|r| r.len()).unwrap_or(0);
-        let quota = s.registry.quota(&p.name).await.ok();
-        rows.push((p, repos, quota));
     }
+    let total = visible.len();
+    let shown: Vec<_> = visible.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).collect();
+    let names: Vec<String> = shown.iter().map(|p| p.name.clone()).collect();
+    let counts = s.registry.repo_counts(&names).await.unwrap_or_default();
+    let quotas: HashMap<String, berth_registry::QuotaRecord> = s
+        .registry
+        .quotas()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|q| names.contains(&q.project))
+        .map(|q| (q.project.clone(), q))
+        .collect();
+    let link = |n: usize| {
+        if search.is_empty() {
+            format!("/harbor/projects?page={n}")
+        } else {
+            format!("/harbor/projects?q={}&page={n}", crate::enc(&search))
+        }
+    };
     let body = html! {
         @if let Some(n) = &notice { p.error role="alert" { (n) } }
         div.toolbar {
@@ -455,48 +598,54 @@ async fn projects_page(
                 input #q type="search" name="q" value=(search) placeholder="Name contains…";
             }
         }
+        @if c.anonymous() {
+            p.muted { "Public projects, which anyone may pull from. " a href="/account/sign-in" { "Sign in" } " to see your own." }
+        }
         div.panel {
-            @if rows.is_empty() {
+            @if shown.is_empty() {
                 p.muted {
-                    @if search.is_empty() { "You are not a member of any project yet." }
-                    @else { "No project's name contains \u{201c}" (search) "\u{201d}." }
+                    @if !search.is_empty() { "No project's name contains \u{201c}" (search) "\u{201d}." }
+                    @else if c.anonymous() { "There are no public projects." }
+                    @else { "You are not a member of any project yet." }
                 }
             } @else {
                 table {
                     caption.skip { "Projects you can see" }
                     thead { tr { th { "Name" } th { "Access" } th { "Repositories" } th.hide-narrow { "Storage" } } }
                     tbody {
-                        @for (p, repos, quota) in &rows {
+                        @for (i, p) in shown.iter().enumerate() {
                             tr {
                                 td { a href=(format!("/harbor/projects/{}/repositories", p.id)) { strong { (p.name) } } }
                                 td {
                                     @if p.settings.public() { span.badge.public { "Public" } }
                                     @else { span.badge { "Private" } }
                                 }
-                                td { (repos) }
+                                td { (counts.get(i).copied().unwrap_or(0)) }
                                 td.hide-narrow {
-                                    @if let Some(q) = quota {
-                                        @if q.hard > 0 {
-                                            meter min="0" max=(q.hard) value=(q.used.min(q.hard))
-                                                aria-label=(format!("{} of {} used", human_bytes(q.used), human_bytes(q.hard))) {}
+                                    @let q = quotas.get(&p.name);
+                                    @let used = q.map_or(0, |q| q.used);
+                                    @match q.map(|q| q.hard).filter(|h| *h > 0) {
+                                        Some(hard) => {
+                                            meter min="0" max=(hard) value=(used.min(hard))
+                                                aria-label=(format!("{} of {} used", human_bytes(used), human_bytes(hard))) {}
                                             " "
-                                            span.muted { (human_bytes(q.used)) " of " (human_bytes(q.hard)) }
-                                        } @else {
-                                            span.muted { (human_bytes(q.used)) " (no limit)" }
+                                            span.muted { (human_bytes(used)) " of " (human_bytes(hard)) }
                                         }
+                                        None => { span.muted { (human_bytes(used)) " (no limit)" } }
                                     }
                                 }
                             }
                         }
                     }
                 }
+                (pager(page, total, link))
             }
         }
         @if may_create {
             h2 { "New project" }
             div.panel {
                 form method="post" action="/harbor/projects" {
-                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="csrf" value=(c.csrf);
                     label for="project-name" { "Name (lower-case letters, digits, . _ -)" }
                     input #project-name type="text" name="name" required maxlength="255";
                     label.check { input type="checkbox" name="public" value="on"; " Public: anyone may pull" }
@@ -507,5 +656,5 @@ async fn projects_page(
             }
         }
     };
-    with_cookies(layout("Projects", Some(&who), "/harbor/projects", &token, body), status, &cookies)
+    c.page("Projects", "/harbor/projects", body, status)
 }

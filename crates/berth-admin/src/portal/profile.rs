@@ -7,13 +7,13 @@ use axum::Form;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use berth_auth::secret;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{csrf, csrf_ok, layout, signed_in, with_cookies};
+use super::{Ctx, csrf_ok, signed_in};
 use crate::AdminState;
 
 const PATH: &str = "/harbor/profile";
@@ -30,24 +30,20 @@ enum Notice {
 }
 
 async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: StatusCode) -> Response {
-    let Some(who) = signed_in(s, headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/profile").into_response();
+    let c = match Ctx::user(s, headers, PATH).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let (token, set) = csrf(s, headers);
-    let cookies: Vec<String> = set.into_iter().collect();
-    let Some(me) = who.user() else {
+    let token = &c.csrf;
+    let Some(me) = c.who.user() else {
         let body = html! { h1 { "Profile" } p { "Only user accounts have a profile." } };
-        return with_cookies(layout("Profile", Some(&who), PATH, &token, body), StatusCode::OK, &cookies);
+        return c.page("Profile", PATH, body, StatusCode::OK);
     };
     let record = match s.auth.user(me.id).await {
         Ok(Some(u)) => u,
         _ => {
             let body = html! { p.error role="alert" { "Your account cannot be read right now; try again shortly." } };
-            return with_cookies(
-                layout("Profile", Some(&who), PATH, &token, body),
-                StatusCode::SERVICE_UNAVAILABLE,
-                &cookies,
-            );
+            return c.page("Profile", PATH, body, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
     let host = super::registry_host(s, headers);
@@ -111,7 +107,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
             }
         }
     };
-    with_cookies(layout("Profile", Some(&who), PATH, &token, body), status, &cookies)
+    c.page("Profile", PATH, body, status)
 }
 
 async fn show(State(s): State<AdminState>, headers: HeaderMap) -> Response {
@@ -128,7 +124,7 @@ struct ChangeForm {
 
 async fn change(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<ChangeForm>) -> Response {
     let Some(who) = signed_in(&s, &headers).await else {
-        return Redirect::to("/account/sign-in?next=/harbor/profile").into_response();
+        return super::to_sign_in(PATH);
     };
     if !csrf_ok(&headers, &f.csrf) {
         let e = "This form expired or came from another site; nothing was changed. Try again.";

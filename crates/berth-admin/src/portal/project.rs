@@ -4,16 +4,18 @@
 //! tab appears only to those who may list members.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use berth_auth::MemberEntity;
 use berth_auth::rbac::Perm;
-use berth_auth::{Principal, ProjectRecord, Target};
+use berth_auth::{ProjectRecord, Target};
 use maud::{Markup, html};
 
-use super::{csrf, human_bytes, layout, signed_in, with_cookies};
+use super::{Ctx, human_bytes, to_sign_in};
 use crate::AdminState;
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -32,50 +34,58 @@ fn enc(s: &str) -> String {
     crate::enc(s)
 }
 
-/// The signed-in caller and the project, if they may read it; else the response to send.
+/// The caller and the project, if they may read it (anyone may read a public project); else
+/// the response to send: sign in first, or "not found" (never "forbidden": a private
+/// project's existence is not told).
 pub(super) async fn open(
     s: &AdminState,
     headers: &HeaderMap,
     id: i64,
     next: &str,
-) -> Result<(Principal, ProjectRecord, String, Vec<String>), Response> {
-    let Some(who) = signed_in(s, headers).await else {
-        return Err(Redirect::to(&format!("/account/sign-in?next={}", enc(next))).into_response());
-    };
-    let (token, set) = csrf(s, headers);
-    let cookies: Vec<String> = set.into_iter().collect();
-    let project = match s.auth.project_by_id(id).await {
-        Ok(Some(p)) if s.auth.decide(&who, Target::Project(&p), Perm::Read).await.is_ok() => p,
+) -> Result<(Ctx, ProjectRecord), Response> {
+    let c = Ctx::new(s, headers).await;
+    match s.auth.project_by_id(id).await {
+        Ok(Some(p)) if c.may(s, Target::Project(&p), Perm::Read).await => Ok((c, p)),
+        Ok(_) if c.anonymous() => Err(to_sign_in(next)),
         Ok(_) => {
             let body =
                 html! { h1 { "Project not found" } p { "There is no project " (id) ", or you may not see it." } };
-            return Err(with_cookies(
-                layout("Not found", Some(&who), "", &token, body),
-                StatusCode::NOT_FOUND,
-                &cookies,
-            ));
+            Err(c.page("Not found", "/harbor/projects", body, StatusCode::NOT_FOUND))
         }
         Err(e) => {
             tracing::error!(error = %e, "portal: reading a project");
             let body = html! { p.error role="alert" { "The project cannot be read right now; try again shortly." } };
-            return Err(with_cookies(
-                layout("Project", Some(&who), "", &token, body),
-                StatusCode::SERVICE_UNAVAILABLE,
-                &cookies,
-            ));
+            Err(c.page("Project", "/harbor/projects", body, StatusCode::SERVICE_UNAVAILABLE))
         }
-    };
-    Ok((who, project, token, cookies))
+    }
+}
+
+/// A page of a project: its name, the tabs, `content` under them.
+pub(super) async fn project_page(
+    s: &AdminState,
+    c: &Ctx,
+    p: &ProjectRecord,
+    tab: &str,
+    content: Markup,
+    status: StatusCode,
+) -> Response {
+    let body = frame(s, c, p, tab, content).await;
+    c.page(&p.name, "/harbor/projects", body, status)
 }
 
 /// The project's heading and tabs.
-pub(super) async fn frame(s: &AdminState, who: &Principal, p: &ProjectRecord, tab: &str, content: Markup) -> Markup {
-    let may_members = s.auth.decide(who, Target::Project(p), Perm::ReadMembers).await.is_ok();
-    let may_robots = s.auth.decide(who, Target::Project(p), Perm::ReadRobots).await.is_ok();
+async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: Markup) -> Markup {
+    let may_members = c.may(s, Target::Project(p), Perm::ReadMembers).await;
+    let may_robots = c.may(s, Target::Project(p), Perm::ReadRobots).await;
+    let may_logs = c.may(s, Target::Project(p), Perm::ReadLogs).await;
+    let signed_in = !c.anonymous();
     let tabs: Vec<(&str, String)> = [
         ("Repositories", "repositories", true),
         ("Members", "members", may_members),
         ("Robot accounts", "robot-account", may_robots),
+        ("Policy", "policy", signed_in),
+        ("Configuration", "configuration", signed_in),
+        ("Logs", "logs", may_logs),
     ]
     .into_iter()
     .filter(|(_, _, shown)| *shown)
@@ -102,18 +112,39 @@ pub(super) async fn frame(s: &AdminState, who: &Principal, p: &ProjectRecord, ta
     }
 }
 
-async fn repositories(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+async fn repositories(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let here = format!("/harbor/projects/{id}/repositories");
-    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+    let (c, p) = match open(&s, &headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let repos = s.registry.project_repos(&p.name).await.unwrap_or_default();
+    let search = q.get("q").map(|x| x.trim().to_owned()).unwrap_or_default();
+    let page = q.get("page").and_then(|x| x.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let offset = ((page - 1) * super::PAGE_SIZE) as i64;
+    let (repos, total) =
+        s.registry.project_repos_page(&p.name, &search, offset, super::PAGE_SIZE as i64).await.unwrap_or_default();
     let host = super::registry_host(&s, &headers);
+    let may_push = c.may(&s, Target::Project(&p), Perm::Push).await;
+    let link = |n: usize| {
+        let q = if search.is_empty() { String::new() } else { format!("q={}&", enc(&search)) };
+        format!("{here}?{q}page={n}")
+    };
     let content = html! {
+        form.toolbar method="get" action=(here) role="search" {
+            label.label-narrow for="q" { "Search repositories" }
+            input #q type="search" name="q" value=(search) placeholder="Repository name contains…";
+        }
         div.panel {
             @if repos.is_empty() {
-                p.muted { "No repositories yet. Push one:" }
+                p.muted {
+                    @if !search.is_empty() { "No repository's name contains \u{201c}" (search) "\u{201d}." }
+                    @else { "No repositories yet." }
+                }
             } @else {
                 table {
                     thead { tr { th { "Repository" } th { "Artifacts" } th.hide-narrow { "Pulls" } th.hide-narrow { "Updated" } } }
@@ -129,21 +160,22 @@ async fn repositories(State(s): State<AdminState>, headers: HeaderMap, Path(id):
                         }
                     }
                 }
+                (super::pager(page, total as usize, link))
             }
         }
-        h2 { "Push to this project" }
-        div.panel {
-            pre { code {
-                "docker tag IMAGE " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
-                "docker push " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
-                "podman push IMAGE " (host) "/" (p.name) "/REPOSITORY[:TAG]\n"
-                "helm push CHART.tgz oci://" (host) "/" (p.name) "\n"
-                "oras push " (host) "/" (p.name) "/REPOSITORY:TAG FILE"
-            } }
+        @if may_push {
+            h2 { "Push to this project" }
+            div.panel {
+                (super::commands(&[
+                    ("Docker", format!("docker tag IMAGE {host}/{}/REPOSITORY[:TAG]\ndocker push {host}/{}/REPOSITORY[:TAG]", p.name, p.name)),
+                    ("Podman", format!("podman push IMAGE {host}/{}/REPOSITORY[:TAG]", p.name)),
+                    ("Helm", format!("helm push CHART.tgz oci://{host}/{}", p.name)),
+                    ("ORAS", format!("oras push {host}/{}/REPOSITORY:TAG FILE", p.name)),
+                ]))
+            }
         }
     };
-    let body = frame(&s, &who, &p, "repositories", content).await;
-    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+    project_page(&s, &c, &p, "repositories", content, StatusCode::OK).await
 }
 
 fn role_name(role: i64) -> &'static str {
@@ -172,19 +204,16 @@ async fn members_page(
     status: StatusCode,
 ) -> Response {
     let here = format!("/harbor/projects/{id}/members");
-    let (who, p, token, cookies) = match open(s, headers, id, &here).await {
+    let (c, p) = match open(s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if s.auth.decide(&who, Target::Project(&p), Perm::ReadMembers).await.is_err() {
-        let body = html! { h1 { "Members" } p { "You may not see this project's members." } };
-        return with_cookies(
-            layout(&p.name, Some(&who), "/harbor/projects", &token, body),
-            StatusCode::FORBIDDEN,
-            &cookies,
-        );
+    if !c.may(s, Target::Project(&p), Perm::ReadMembers).await {
+        let content = html! { p { "You may not see this project's members." } };
+        return project_page(s, &c, &p, "members", content, StatusCode::FORBIDDEN).await;
     }
-    let may_manage = s.auth.decide(&who, Target::Project(&p), Perm::ManageMembers).await.is_ok();
+    let token = &c.csrf;
+    let may_manage = c.may(s, Target::Project(&p), Perm::ManageMembers).await;
     let list = s.auth.members(p.id).await.unwrap_or_default();
     let content = html! {
         @if let Some(n) = &notice { p.error role="alert" { (n) } }
@@ -249,8 +278,7 @@ async fn members_page(
             }
         }
     };
-    let body = frame(s, &who, &p, "members", content).await;
-    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), status, &cookies)
+    project_page(s, &c, &p, "members", content, status).await
 }
 
 #[derive(serde::Deserialize)]
@@ -271,7 +299,7 @@ async fn managing(
     id: i64,
     csrf: &str,
 ) -> Result<(ProjectRecord, berth_auth::Origin), (String, StatusCode)> {
-    let who = signed_in(s, headers).await.ok_or(("Sign in first.".to_string(), StatusCode::UNAUTHORIZED))?;
+    let who = super::signed_in(s, headers).await.ok_or(("Sign in first.".to_string(), StatusCode::UNAUTHORIZED))?;
     if !super::csrf_ok(headers, csrf) {
         return Err((
             "This form expired or came from another site; nothing was changed.".into(),
@@ -352,9 +380,14 @@ async fn change_member(
     members_after(&s, &headers, id, result).await
 }
 
-async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, repo)): Path<(i64, String)>) -> Response {
+async fn artifacts(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, repo)): Path<(i64, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let here = format!("/harbor/projects/{id}/repositories/{}/artifacts-tab", enc(&repo));
-    let (who, p, token, cookies) = match open(&s, &headers, id, &here).await {
+    let (c, p) = match open(&s, &headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -362,10 +395,8 @@ async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, re
     let name: Option<berth_types::RepoName> = full.parse().ok();
     let rows = match &name {
         Some(n)
-            if s.auth
-                .decide(&who, Target::Repository(n.as_str(), berth_auth::policy::EcrAction::DescribeImages), Perm::Pull)
-                .await
-                .is_ok() =>
+            if c.may(&s, Target::Repository(n.as_str(), berth_auth::policy::EcrAction::DescribeImages), Perm::Pull)
+                .await =>
         {
             s.registry.artifacts(n).await.unwrap_or_default()
         }
@@ -374,52 +405,80 @@ async fn artifacts(State(s): State<AdminState>, headers: HeaderMap, Path((id, re
     if rows.is_empty() {
         let body =
             html! { h1 { "Repository not found" } p { "There is no repository " (full) ", or you may not see it." } };
-        return with_cookies(
-            layout("Not found", Some(&who), "/harbor/projects", &token, body),
-            StatusCode::NOT_FOUND,
-            &cookies,
-        );
+        return c.page("Not found", "/harbor/projects", body, StatusCode::NOT_FOUND);
     }
     let children: std::collections::HashSet<&berth_types::Digest> =
         rows.iter().flat_map(|a| a.children.iter()).collect();
+    // Children of an index and accessories (signatures, SBOMs: manifests with a subject) are
+    // shown on their parent's page, unless tagged themselves.
+    let top: Vec<&berth_registry::ArtifactRow> = rows
+        .iter()
+        .filter(|a| (!children.contains(&a.record.digest) && a.record.subject.is_none()) || !a.tags.is_empty())
+        .collect();
+    let page = q.get("page").and_then(|x| x.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let shown: Vec<&&berth_registry::ArtifactRow> =
+        top.iter().skip((page - 1) * super::PAGE_SIZE).take(super::PAGE_SIZE).collect();
+    let accessories = |d: &berth_types::Digest| rows.iter().filter(|a| a.record.subject.as_ref() == Some(d)).count();
+    let digests: Vec<String> = shown.iter().map(|a| a.record.digest.to_string()).collect();
+    let mut scans = Vec::new();
+    for d in &digests {
+        if let Ok(Some(r)) = s.scans.record(d).await {
+            scans.push(r);
+        }
+    }
+    let labels = s.registry.labels().repo_labels(&full).await.unwrap_or_default();
     let host = super::registry_host(&s, &headers);
     let body = html! {
         p.crumbs {
             a href="/harbor/projects" { "Projects" } " / "
             a href=(format!("/harbor/projects/{}/repositories", p.id)) { (p.name) } " / "
         }
-        h1 { (repo) }
+        div.toolbar {
+            h1 { (repo) }
+            a.button.quiet href=(format!("/harbor/projects/{}/repositories/{}/policies", p.id, enc(&repo))) { "Policies" }
+        }
         div.panel {
             table {
-                thead { tr { th { "Artifact" } th { "Tags" } th { "Size" } th.hide-narrow { "Pushed" } th.hide-narrow { "Pulled" } } }
+                thead { tr {
+                    th { (super::sortable("Artifact")) } th { "Tags" } th { (super::sortable("Size")) }
+                    th.hide-narrow { "Vulnerabilities" } th.hide-narrow { (super::sortable("Pushed")) } th.hide-narrow { (super::sortable("Pulled")) }
+                } }
                 tbody {
-                    @for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
+                    @for a in &shown {
                         @let digest = a.record.digest.to_string();
                         tr {
-                            td { a href=(format!("/harbor/projects/{}/repositories/{}/artifacts-tab/artifacts/{digest}", p.id, enc(&repo))) { code title=(digest) { (digest.get(..19).unwrap_or(&digest)) } } }
+                            td {
+                                a href=(format!("{here}/artifacts/{digest}")) { code title=(digest) { (digest.get(..19).unwrap_or(&digest)) } }
+                                @if !a.children.is_empty() { " " span.badge title="An index of images for several platforms" { (a.children.len()) " platforms" } }
+                                @let n = accessories(&a.record.digest);
+                                @if n > 0 { " " span.badge title="Signatures, SBOMs and other artifacts that refer to this one" { (n) " accessories" } }
+                            }
                             td {
                                 @for (t, _) in &a.tags { span.badge { (t) } " " }
                                 @if a.tags.is_empty() { span.muted { "untagged" } }
+                                @for l in labels.get(&digest).into_iter().flatten() { span.badge.label { (l.name) } " " }
                             }
-                            td { (human_bytes(a.total_size)) }
-                            td.hide-narrow { (crate::time(a.record.created_at)) }
-                            td.hide-narrow { @if let Some(t) = a.pull_time { (crate::time(t)) } @else { span.muted { "never" } } }
+                            td data-key=(a.total_size) { (human_bytes(a.total_size)) }
+                            td.hide-narrow { (super::artifact::scan_badge(scans.iter().find(|r| r.digest == digest))) }
+                            td.hide-narrow data-key=(a.record.created_at) { (crate::time(a.record.created_at)) }
+                            td.hide-narrow data-key=(a.pull_time.unwrap_or(0)) { @if let Some(t) = a.pull_time { (crate::time(t)) } @else { span.muted { "never" } } }
                         }
                     }
                 }
             }
+            (super::pager(page, top.len(), |n| format!("{here}?page={n}")))
         }
-        @let first_tag = rows.iter().find_map(|a| a.tags.first().map(|(t, _)| t.clone()));
+        @let first_tag = top.iter().find_map(|a| a.tags.first().map(|(t, _)| t.clone()));
         @let reference = first_tag.clone().unwrap_or_else(|| "TAG".into());
         h2 { "Pull" }
         div.panel {
-            pre { code {
-                "docker pull " (host) "/" (full) ":" (reference) "\n"
-                "podman pull " (host) "/" (full) ":" (reference) "\n"
-                "oras pull " (host) "/" (full) ":" (reference) "\n"
-                "helm pull oci://" (host) "/" (full) " --version " (reference)
-            } }
+            (super::commands(&[
+                ("Docker", format!("docker pull {host}/{full}:{reference}")),
+                ("Podman", format!("podman pull {host}/{full}:{reference}")),
+                ("Helm", format!("helm pull oci://{host}/{full} --version {reference}")),
+                ("ORAS", format!("oras pull {host}/{full}:{reference}")),
+            ]))
         }
     };
-    with_cookies(layout(&repo, Some(&who), "/harbor/projects", &token, body), StatusCode::OK, &cookies)
+    c.page(&repo, "/harbor/projects", body, StatusCode::OK)
 }

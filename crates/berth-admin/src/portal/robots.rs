@@ -16,8 +16,8 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::project::{frame, open};
-use super::{api_err, csrf_ok, layout, with_cookies};
+use super::project::{open, project_page};
+use super::{api_err, csrf_ok};
 use crate::AdminState;
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -35,19 +35,16 @@ enum Outcome {
 
 async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, status: StatusCode) -> Response {
     let here = format!("/harbor/projects/{id}/robot-account");
-    let (who, p, token, cookies) = match open(s, headers, id, &here).await {
+    let (c, p) = match open(s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if s.auth.decide(&who, Target::Project(&p), Perm::ReadRobots).await.is_err() {
-        let body = html! { h1 { "Robot accounts" } p { "You may not see this project's robot accounts." } };
-        return with_cookies(
-            layout(&p.name, Some(&who), "/harbor/projects", &token, body),
-            StatusCode::FORBIDDEN,
-            &cookies,
-        );
+    if !c.may(s, Target::Project(&p), Perm::ReadRobots).await {
+        let content = html! { p { "You may not see this project's robot accounts." } };
+        return project_page(s, &c, &p, "robot-account", content, StatusCode::FORBIDDEN).await;
     }
-    let may_manage = s.auth.decide(&who, Target::Project(&p), Perm::ManageRobots).await.is_ok();
+    let token = &c.csrf;
+    let may_manage = c.may(s, Target::Project(&p), Perm::ManageRobots).await;
     let robots: Vec<_> =
         s.auth.robots().await.unwrap_or_default().into_iter().filter(|r| r.project_id == Some(p.id)).collect();
     let registry = super::registry_host(s, headers);
@@ -131,8 +128,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
             }
         }
     };
-    let body = frame(s, &who, &p, "robot-account", content).await;
-    with_cookies(layout(&p.name, Some(&who), "/harbor/projects", &token, body), status, &cookies)
+    project_page(s, &c, &p, "robot-account", content, status).await
 }
 
 async fn list(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
@@ -163,10 +159,11 @@ async fn create(
         return page(&s, &headers, id, Outcome::Error(e.into()), StatusCode::FORBIDDEN).await;
     }
     let here = format!("/harbor/projects/{id}/robot-account");
-    let (who, p, _, _) = match open(&s, &headers, id, &here).await {
+    let (c, p) = match open(&s, &headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let who = c.who;
     let Ok(days) = f.days.trim().parse::<i64>() else {
         let e = format!("Expires after {:?}: give a number of days, or -1 for never.", f.days);
         return page(&s, &headers, id, Outcome::Error(e), StatusCode::BAD_REQUEST).await;

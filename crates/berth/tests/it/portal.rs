@@ -53,12 +53,21 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     s.user("una", "Una-Passw0rd-1").await;
     let c = client();
 
-    // Nobody signed in: the portal sends people to the sign-in page, and back afterwards.
+    // Nobody signed in: `/` is the sign-in page; the projects page lists only public projects.
     let r = c.get(s.url("/")).send().await.unwrap();
     assert!(r.status().is_redirection());
-    assert_eq!(r.headers()[LOCATION], "/harbor/projects");
+    assert_eq!(r.headers()[LOCATION], "/account/sign-in");
     let r = c.get(s.url("/harbor/projects")).send().await.unwrap();
-    assert_eq!(r.headers()[LOCATION], "/account/sign-in?next=/harbor/projects");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(">alpha<") && !page.contains(">beta<") && page.contains("href=\"/account/sign-in\""),
+        "{page}"
+    );
+    assert!(!page.contains("New project"), "anonymous people create nothing");
+    // A private page sends them to sign in, and back afterwards.
+    let r = c.get(s.url("/harbor/profile")).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], "/account/sign-in?next=%2Fharbor%2Fprofile");
 
     // The sign-in page: strict headers, a CSRF cookie, a versioned stylesheet.
     let r = c.get(s.url("/account/sign-in")).send().await.unwrap();
@@ -73,12 +82,20 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     let (csrf_cookie, whole) = set_cookie(r.headers(), "berth_csrf").unwrap();
     assert!(whole.contains("HttpOnly") && whole.contains("SameSite=Strict"), "{whole}");
     let html = r.text().await.unwrap();
-    assert!(!html.contains("<script"), "no script at all");
-    let css = &html[html.find("/static/portal-").unwrap()..];
-    let css = &css[..css.find('"').unwrap()];
-    let r = c.get(s.url(css)).send().await.unwrap();
-    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
-    let size = html.len() + r.bytes().await.unwrap().len();
+    // One script, from this origin, and no inline script (the CSP would refuse it anyway).
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    assert!(html.contains("<script src=\"/static/portal-") && html.contains(".js\" defer></script>"), "{html}");
+    let assets: Vec<&str> =
+        html.split('"').filter(|x| x.starts_with("/static/") && (x.ends_with(".css") || x.ends_with(".js"))).collect();
+    assert_eq!(assets.len(), 2, "{assets:?}");
+    let mut size = html.len();
+    for asset in assets {
+        let r = c.get(s.url(asset)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        size += r.bytes().await.unwrap().len();
+    }
     assert!(size < 300 * 1024, "first page load is {size} bytes");
     assert_eq!(c.get(s.url("/static/portal-0000.css")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
@@ -136,7 +153,11 @@ async fn sign_in_projects_and_sign_out_with_csrf_and_strict_headers() {
     let r = get(format!("/harbor/projects/{alpha}/repositories"), una.clone()).await;
     assert_eq!(r.status(), StatusCode::OK);
     let page = r.text().await.unwrap();
-    assert!(page.contains("docker push") && !page.contains("/members\""), "no members tab for a stranger: {page}");
+    assert!(
+        page.contains("No repositories yet.") && !page.contains("/members\""),
+        "no members tab for a stranger: {page}"
+    );
+    assert!(!page.contains("docker push"), "no push commands for who may not push: {page}");
     assert_eq!(get(format!("/harbor/projects/{beta}/repositories"), una.clone()).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(get(format!("/harbor/projects/{beta}/members"), una.clone()).await.status(), StatusCode::NOT_FOUND);
     let page = get(format!("/harbor/projects/{beta}/members"), admin.clone()).await.text().await.unwrap();

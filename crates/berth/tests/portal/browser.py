@@ -136,7 +136,7 @@ def main() -> None:
             d.find_element(By.CSS_SELECTOR, "tbody td a code").click()
             settle(d, lambda: "/artifacts/sha256:" in d.current_url)
             heads = [e.text for e in d.find_elements(By.TAG_NAME, "h2")]
-            if heads != ["Vulnerabilities", "Software bill of materials"]:
+            if heads != ["Layers", "Vulnerabilities", "Software bill of materials"]:
                 fail(f"the artifact page's sections are {heads}")
             d.save_screenshot(os.path.join(a.shots, "artifact.png"))
             accessible(d, "artifact")
