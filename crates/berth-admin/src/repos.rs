@@ -97,7 +97,8 @@ async fn remove(
     Ok(StatusCode::OK.into_response())
 }
 
-fn artifact_type(a: &ArtifactRow) -> &'static str {
+/// Harbor's artifact type: `IMAGE`, `CHART` or `UNKNOWN`.
+pub(crate) fn artifact_type(a: &ArtifactRow) -> &'static str {
     let t = a.record.artifact_type.as_deref().unwrap_or("");
     if t == "application/vnd.cncf.helm.config.v1+json" {
         "CHART"

@@ -187,6 +187,12 @@ async fn scan_all(
     if kind != "Manual" {
         return Err(bad_request(format!("schedule type {kind:?}: Berth runs scan-all on demand (\"Manual\")")));
     }
+    scan_everything(&s, &c.origin()).await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// Ask for a scan of every artifact (SBOM artifacts excepted); returns how many.
+pub(crate) async fn scan_everything(s: &AdminState, origin: &berth_auth::Origin) -> Result<usize, ApiError> {
     let mut requests = Vec::new();
     for p in s.auth.projects().await? {
         for r in s.registry.project_repos(&p.name).await? {
@@ -204,9 +210,9 @@ async fn scan_all(
         }
     }
     for chunk in requests.chunks(1000) {
-        s.scans.request(chunk, &c.origin()).await?;
+        s.scans.request(chunk, origin).await?;
     }
-    Ok(StatusCode::CREATED.into_response())
+    Ok(requests.len())
 }
 
 async fn scan_all_schedule(State(s): State<AdminState>, c: Caller) -> ApiResult {

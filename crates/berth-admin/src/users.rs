@@ -110,25 +110,28 @@ async fn create(
 ) -> ApiResult {
     c.sysadmin(&s).await?;
     let req = json_body(body)?;
-    valid_username(&req.username)?;
-    secret::check_password_strength(&req.password).map_err(bad_request)?;
-    let pw = req.password.clone();
-    let password_hash = hashing(move || secret::hash_password(&pw)).await?;
-    let id = s
-        .auth
-        .create_user(
-            &NewUser {
-                username: req.username.clone(),
-                email: req.email,
-                realname: req.realname,
-                comment: req.comment,
-                password_hash: Some(password_hash),
-                ..Default::default()
-            },
-            &c.origin(),
-        )
-        .await?;
+    let id =
+        create_local_user(&s, &c.origin(), req.username, req.email, req.realname, req.comment, &req.password).await?;
     Ok(created(&format!("/api/v2.0/users/{id}")))
+}
+
+/// Create a local user with a password (the API's and the portal's one path): the username
+/// and password rules apply. The caller checked that a system administrator asks.
+pub(crate) async fn create_local_user(
+    s: &AdminState,
+    origin: &berth_auth::Origin,
+    username: String,
+    email: String,
+    realname: String,
+    comment: String,
+    password: &str,
+) -> Result<i64, ApiError> {
+    valid_username(&username)?;
+    secret::check_password_strength(password).map_err(bad_request)?;
+    let pw = password.to_owned();
+    let password_hash = hashing(move || secret::hash_password(&pw)).await?;
+    let nu = NewUser { username, email, realname, comment, password_hash: Some(password_hash), ..Default::default() };
+    Ok(s.auth.create_user(&nu, origin).await?)
 }
 
 async fn current(State(s): State<AdminState>, c: Caller) -> ApiResult {

@@ -38,6 +38,11 @@ impl Jobs {
         Jobs { queue }
     }
 
+    /// Queue a job; returns its id, or `None` when one with its key is queued already.
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Option<String>, MetaError> {
+        self.queue.enqueue(job, now_ms()).await
+    }
+
     /// Jobs, newest first, optionally of one kind and state.
     pub async fn list(
         &self,

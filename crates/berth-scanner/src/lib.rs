@@ -159,6 +159,25 @@ fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
 /// Import OSV data from `path` into the metadata database, then queue a re-evaluation.
 /// Works whether or not a server runs (it only needs the database).
 pub async fn import(store: &SqlMetaStore, path: &Path) -> anyhow::Result<ImportStats> {
+    let stats = import_into(store, path).await?;
+    use berth_meta::JobQueue;
+    store.enqueue(&reevaluate_job(), berth_auth::now_ms()).await?;
+    Ok(stats)
+}
+
+/// The job that re-evaluates stored inventories against a new advisory generation.
+pub fn reevaluate_job() -> NewJob {
+    NewJob {
+        kind: REEVALUATE.into(),
+        payload: "{}".into(),
+        dedup_key: Some(REEVALUATE.into()),
+        max_attempts: 5,
+        run_after: 0,
+    }
+}
+
+/// Import OSV data from `path` into `store` (the caller queues [`reevaluate_job`]).
+pub async fn import_into(store: &dyn ScanStore, path: &Path) -> anyhow::Result<ImportStats> {
     let p = path.to_owned();
     let sources = tokio::task::spawn_blocking(move || read_sources(&p)).await??;
     if sources.is_empty() {
@@ -182,15 +201,6 @@ pub async fn import(store: &SqlMetaStore, path: &Path) -> anyhow::Result<ImportS
         stats.invalid += invalid;
         stats.sources.push(name);
     }
-    use berth_meta::JobQueue;
-    let job = NewJob {
-        kind: REEVALUATE.into(),
-        payload: "{}".into(),
-        dedup_key: Some(REEVALUATE.into()),
-        max_attempts: 5,
-        run_after: 0,
-    };
-    store.enqueue(&job, berth_auth::now_ms()).await?;
     Ok(stats)
 }
 
@@ -731,6 +741,11 @@ impl Scanning {
         artifact_type: Option<&str>,
     ) -> anyhow::Result<Option<String>> {
         pull_blocked(&*self.store, project, repo, digest, artifact_type, berth_auth::now_ms()).await
+    }
+
+    /// Import OSV data from `path` (the caller queues [`reevaluate_job`]).
+    pub async fn import(&self, path: &Path) -> anyhow::Result<ImportStats> {
+        import_into(&*self.store, path).await
     }
 
     /// The imported advisory sources and the import generation (`berth vulndb status`).

@@ -283,8 +283,12 @@ async fn show(
     if !accessories.is_empty() {
         sections.push(("accessories", "Accessories"));
     }
-    sections.push(("vulnerabilities", "Vulnerabilities"));
-    sections.push(("sbom", "Software bill of materials"));
+    // An accessory (a signature, an SBOM) has no packages of its own to report on.
+    let examined = a.record.subject.is_none();
+    if examined {
+        sections.push(("vulnerabilities", "Vulnerabilities"));
+        sections.push(("sbom", "Software bill of materials"));
+    }
     let body = html! {
         p.crumbs {
             a href="/harbor/projects" { "Projects" } " / "
@@ -300,11 +304,11 @@ async fn show(
                 dt { "Digest" } dd { code.wrap { (digest) } }
                 dt { "Tags" } dd { @for (t, _) in &a.tags { span.badge { (t) } " " } @if a.tags.is_empty() { span.muted { "untagged" } } }
                 @if !labels.is_empty() { dt { "Labels" } dd { @for l in &labels { span.badge.label title=(l.description) { (l.name) } " " } } }
-                dt { "Type" } dd { (a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone())) }
+                dt { "Type" } dd { (super::kind_of(a)) " " span.muted.wrap { "(" (a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone())) ")" } }
                 dt { "Size" } dd { (human_bytes(a.total_size)) }
-                dt { "Pushed" } dd { (crate::time(a.record.created_at)) }
-                dt { "Pulled" } dd { @if let Some(t) = a.pull_time { (crate::time(t)) } @else { span.muted { "never" } } }
-                dt { "Vulnerabilities" } dd { (scan_badge(record.as_ref())) }
+                dt { "Pushed" } dd { (super::when(a.record.created_at)) }
+                dt { "Pulled" } dd { @if let Some(t) = a.pull_time { (super::when(t)) } @else { span.muted { "never" } } }
+                @if examined { dt { "Vulnerabilities" } dd { (scan_badge(record.as_ref())) } }
                 @if let Some(sub) = &a.record.subject {
                     dt { "Refers to" } dd { a href=(page_of(&sub.to_string())) { code { (short(&sub.to_string())) } } }
                 }
@@ -400,12 +404,13 @@ async fn show(
                             td { (x.record.artifact_type.clone().unwrap_or_else(|| x.record.media_type.clone())) }
                             td { a href=(page_of(&d)) { code { (short(&d)) } } }
                             td { (human_bytes(x.total_size)) }
-                            td.hide-narrow { (crate::time(x.record.created_at)) }
+                            td.hide-narrow { (super::when(x.record.created_at)) }
                         }
                     } }
                 }
             }
         }
+        @if examined {
         h2 #vulnerabilities { "Vulnerabilities" }
         div.panel.stack {
             @match (&record, &report) {
@@ -456,7 +461,8 @@ async fn show(
             @match sbom.as_ref().and_then(|d| d["components"].as_array()) {
                 None => { p.muted { "No inventory yet: it is made when the artifact is scanned." } }
                 Some(list) => {
-                    p.muted { (list.len()) " packages" @if list.len() > MAX_PACKAGES { ", the first " (MAX_PACKAGES) " listed here" } "." }
+                    details {
+                    summary { (list.len()) " packages" @if list.len() > MAX_PACKAGES { " (the first " (MAX_PACKAGES) " listed here)" } }
                     table {
                         thead { tr { th { (sortable("Package")) } th { "Version" } th { (sortable("Type")) } th.hide-narrow { "Package URL" } } }
                         tbody { @for comp in list.iter().take(MAX_PACKAGES) {
@@ -468,8 +474,10 @@ async fn show(
                             }
                         } }
                     }
+                    }
                 }
             }
+        }
         }
     };
     c.page(&repo, "/harbor/projects", body, StatusCode::OK)

@@ -77,7 +77,7 @@ async fn page(
             fieldset disabled[dis] {
                 legend { "Deployment security" }
                 label.check { input type="checkbox" name="prevent_vul" value="on" checked[st.prevent_vulnerable]; " Refuse pulls of images with vulnerabilities of severity" }
-                label.label-narrow for="severity" { "Severity" }
+                label.vh for="severity" { "Severity" }
                 select #severity name="severity" {
                     @for (v, label) in SEVERITIES { option value=(v) selected[st.severity.as_str() == v] { (label) } }
                 }
@@ -169,9 +169,10 @@ async fn checked(
     Ok((p, berth_auth::Origin::new(who.name(), None)))
 }
 
-/// The allowlist the form gives: its ids and their expiry (Unix ms, -1 never).
-fn allowlist_of(f: &ConfigForm) -> Result<Vec<(String, i64)>, String> {
-    let expiry = match f.expires.trim() {
+/// The allowlist a form gives (`cves`: ids separated by commas or white space; `expires`: a
+/// date or nothing): its ids and their expiry (Unix ms, -1 never).
+pub(super) fn allowlist_of(cves: &str, expires: &str) -> Result<Vec<(String, i64)>, String> {
+    let expiry = match expires.trim() {
         "" => -1,
         d => match berth_registry::day_of(d) {
             Some(day) => (day + 1) * 86_400_000 - 1,
@@ -179,7 +180,7 @@ fn allowlist_of(f: &ConfigForm) -> Result<Vec<(String, i64)>, String> {
         },
     };
     let mut ids: Vec<String> = Vec::new();
-    for id in f.cves.split([',', '\n', '\r', ' ', '\t']).map(str::trim).filter(|x| !x.is_empty()) {
+    for id in cves.split([',', '\n', '\r', ' ', '\t']).map(str::trim).filter(|x| !x.is_empty()) {
         let ok = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         if !ok {
             return Err(format!(
@@ -224,14 +225,16 @@ async fn save(
             berth_scanner::check_scan_filters(st.scan_filters.iter().map(String::as_str))
                 .map_err(|e| bad(format!("Scan filters: {e}.")))?;
         }
-        let items = allowlist_of(&f).map_err(bad)?;
+        let items = allowlist_of(&f.cves, &f.expires).map_err(bad)?;
         let limit = match f.limit_gib.as_deref().map(str::trim) {
             None => None,
             Some("") => Some(-1),
             Some(g) => match g.parse::<f64>() {
                 Ok(x) if x > 0.0 && x < 1e9 => Some((x * (1u64 << 30) as f64) as i64),
                 _ => {
-                    return Err(bad(format!("Storage limit {g:?}: a number of GiB greater than 0, or empty for none.")));
+                    return Err(bad(format!(
+                        "Storage limit {g:?}: a number of GiB greater than 0, or empty for none."
+                    )));
                 }
             },
         };

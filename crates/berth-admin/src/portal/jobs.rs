@@ -74,7 +74,7 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<H
                                 td { span.badge { (state_label(j.state)) } }
                                 td { (j.attempts) " of " (j.max_attempts) }
                                 td.hide-narrow { @if let Some(e) = &j.last_error { (e) } @else { span.muted { "—" } } }
-                                td.hide-narrow { (crate::time(j.updated_at)) }
+                                td.hide-narrow { (super::when(j.updated_at)) }
                                 td.actions {
                                     @if matches!(j.state, JobState::Queued | JobState::Running) {
                                         form.inline method="post" action=(format!("/harbor/jobs/{}/cancel", j.id)) {
@@ -96,7 +96,7 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query<H
             }
         }
     };
-    c.page("Jobs", PATH, body, StatusCode::OK)
+    super::admin::page(&c, "Jobs", PATH, body, StatusCode::OK)
 }
 
 async fn act(

@@ -90,7 +90,7 @@ async fn table(s: &AdminState, here: &str, mut f: Filter, project: Option<&str>)
                         tbody {
                             @for a in &rows {
                                 tr {
-                                    td { (crate::time(a.op_time)) }
+                                    td { (super::when(a.op_time)) }
                                     td { (a.username) }
                                     td { (a.operation) }
                                     td.wrap { (a.resource) @if let Some(d) = &a.detail { br; span.muted { (d) } } }
@@ -136,5 +136,5 @@ async fn system(State(s): State<AdminState>, headers: HeaderMap, Query(q): Query
         h1 { "Audit log" }
         (table(&s, PATH, filter(&q), None).await)
     };
-    c.page("Audit log", PATH, body, StatusCode::OK)
+    super::admin::page(&c, "Audit log", PATH, body, StatusCode::OK)
 }

@@ -32,6 +32,7 @@ use sha2::Digest;
 
 use crate::{AdminState, SESSION_COOKIE, cookie};
 
+mod admin;
 mod artifact;
 mod config;
 mod jobs;
@@ -65,7 +66,7 @@ static ASSET_PATHS: LazyLock<Vec<String>> = LazyLock::new(|| {
 /// The top navigation: (label, path). Later sections add themselves here.
 const NAV: &[(&str, &str)] = &[("Projects", "/harbor/projects")];
 /// Sections only system administrators see.
-const ADMIN_NAV: &[(&str, &str)] = &[("Jobs", jobs::PATH), ("Audit log", logs::PATH)];
+const ADMIN_NAV: &[(&str, &str)] = &[("Administration", admin::USERS)];
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -84,6 +85,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(config::routes())
         .merge(policy::routes())
         .merge(logs::routes())
+        .merge(admin::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
 }
@@ -198,7 +200,7 @@ pub(super) async fn admin_ctx(s: &AdminState, headers: &HeaderMap, path: &str, t
         return Ok(c);
     }
     let body = html! { h1 { (title) } p { "Only system administrators see this page." } };
-    Err(c.page(title, path, body, StatusCode::FORBIDDEN))
+    Err(c.page(title, "", body, StatusCode::FORBIDDEN))
 }
 
 /// Check an administration form (CSRF token, a system administrator); who acts.
@@ -446,6 +448,32 @@ pub(super) fn commands(list: &[(&str, String)]) -> Markup {
 /// A table header the script can sort by (`key` on a cell overrides its text as sort key).
 pub(super) fn sortable(label: &str) -> Markup {
     html! { button type="button" data-sort hidden { (label) } span { (label) } }
+}
+
+/// A time as people read it: `2026-12-06 05:33 UTC`, the exact instant in its title.
+pub(super) fn when(ms: i64) -> Markup {
+    let exact = crate::time(ms);
+    let short = format!("{} {} UTC", exact.get(..10).unwrap_or(""), exact.get(11..16).unwrap_or(""));
+    html! { time datetime=(exact) title=(exact) { (short) } }
+}
+
+/// What an artifact is, in a word: image, index, Helm chart, SBOM, signature, or its type.
+pub(super) fn kind_of(a: &berth_registry::ArtifactRow) -> String {
+    let t = a.record.artifact_type.as_deref().unwrap_or("");
+    let m = a.record.media_type.as_str();
+    if m.contains("index") || m.contains("manifest.list") {
+        "Image index".into()
+    } else if crate::repos::artifact_type(a) == "CHART" {
+        "Helm chart".into()
+    } else if t.contains("spdx") || t.contains("cyclonedx") || t.contains("sbom") {
+        "SBOM".into()
+    } else if t.contains("signature") || t.contains("cosign") || t.contains("notary") {
+        "Signature".into()
+    } else if crate::repos::artifact_type(a) == "IMAGE" {
+        "Image".into()
+    } else {
+        t.to_owned()
+    }
 }
 
 pub(super) fn human_bytes(n: i64) -> String {

@@ -109,7 +109,12 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status
         Some(r) => s.policies.executions(r.id, 0, 10).await.map(|x| x.0).unwrap_or_default(),
         None => Vec::new(),
     };
-    let form = out.rule.clone().unwrap_or_default();
+    let mut form = out.rule.clone().unwrap_or_default();
+    for pattern in [&mut form.repo_pattern, &mut form.tag_pattern] {
+        if pattern.is_empty() {
+            *pattern = all();
+        }
+    }
     let token = &c.csrf;
     let content = html! {
         (notice(&out.notice))
@@ -230,7 +235,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status
                             tr {
                                 td { a href=(format!("{here}/retention/runs/{}", r.id)) { (r.id) } }
                                 td { (r.status) } td { (r.trigger) } td { @if r.dry_run { "yes" } @else { "no" } }
-                                td.hide-narrow { (crate::time(r.created_at)) }
+                                td.hide-narrow { (super::when(r.created_at)) }
                             }
                         } }
                     }
@@ -579,7 +584,7 @@ async fn run_log(State(s): State<AdminState>, headers: HeaderMap, Path((id, run)
                 dt { "Status" } dd { (r.status) }
                 dt { "Dry run" } dd { @if r.dry_run { "yes: nothing was deleted" } @else { "no" } }
                 dt { "Trigger" } dd { (r.trigger) }
-                dt { "Started" } dd { (crate::time(r.created_at)) }
+                dt { "Started" } dd { (super::when(r.created_at)) }
                 @if let Some(e) = result["error"].as_str() { dt { "Error" } dd.failed { (e) } }
             }
             @for t in result["tasks"].as_array().into_iter().flatten() {

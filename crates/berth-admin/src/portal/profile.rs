@@ -78,7 +78,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
             }
             p {
                 @if let Some(at) = record.cli_secret_at.filter(|_| record.cli_secret_hash.is_some()) {
-                    "A CLI secret is set (since " (crate::time(at)) ")."
+                    "A CLI secret is set (since " (super::when(at)) ")."
                 } @else {
                     "You have no CLI secret yet."
                 }

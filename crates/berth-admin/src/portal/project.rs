@@ -155,7 +155,7 @@ async fn repositories(
                                 td { a href=(format!("/harbor/projects/{}/repositories/{}/artifacts-tab", p.id, enc(short))) { (r.name) } }
                                 td { (r.artifact_count) }
                                 td.hide-narrow { (r.pull_count) }
-                                td.hide-narrow { (crate::time(r.updated_at)) }
+                                td.hide-narrow { (super::when(r.updated_at)) }
                             }
                         }
                     }
@@ -178,7 +178,7 @@ async fn repositories(
     project_page(&s, &c, &p, "repositories", content, StatusCode::OK).await
 }
 
-fn role_name(role: i64) -> &'static str {
+pub(super) fn role_name(role: i64) -> &'static str {
     match role {
         1 => "Project administrator",
         2 => "Developer",
@@ -460,8 +460,8 @@ async fn artifacts(
                             }
                             td data-key=(a.total_size) { (human_bytes(a.total_size)) }
                             td.hide-narrow { (super::artifact::scan_badge(scans.iter().find(|r| r.digest == digest))) }
-                            td.hide-narrow data-key=(a.record.created_at) { (crate::time(a.record.created_at)) }
-                            td.hide-narrow data-key=(a.pull_time.unwrap_or(0)) { @if let Some(t) = a.pull_time { (crate::time(t)) } @else { span.muted { "never" } } }
+                            td.hide-narrow data-key=(a.record.created_at) { (super::when(a.record.created_at)) }
+                            td.hide-narrow data-key=(a.pull_time.unwrap_or(0)) { @if let Some(t) = a.pull_time { (super::when(t)) } @else { span.muted { "never" } } }
                         }
                     }
                 }

@@ -54,7 +54,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                 div.panel.notice.stack role="status" {
                     p { strong { "Robot account " code { (name) } " created. Its secret — copy or download it now; it is not shown again:" } }
                     p { code.secret #robot-secret { (secret) } }
-                    p.muted { @if *expires_at < 0 { "It never expires." } @else { "It expires " (crate::time(*expires_at)) "." } }
+                    p.muted { @if *expires_at < 0 { "It never expires." } @else { "It expires " (super::when(*expires_at)) "." } }
                     div.downloads {
                         @for kind in ["docker", "kubernetes"] {
                         form method="post" action="/harbor/robot-credentials" {
@@ -89,7 +89,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                             tr {
                                 td { code { (r.name) } }
                                 td { @if r.disabled { span.badge { "Disabled" } } @else { span.badge.public { "Enabled" } } }
-                                td.hide-narrow { @if r.expires_at < 0 { "never" } @else { (crate::time(r.expires_at)) } }
+                                td.hide-narrow { @if r.expires_at < 0 { "never" } @else { (super::when(r.expires_at)) } }
                                 td.hide-narrow { (r.description) }
                                 @if may_manage {
                                     td.actions {

@@ -403,3 +403,252 @@ async fn the_portal_works_in_chromium() {
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{shot}: {} bytes", png.len());
     }
 }
+
+/// A signed-in browser without a browser: cookies, and the CSRF token forms carry.
+struct Web {
+    c: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Web {
+    async fn new(s: &TestServer, user: &str, password: &str) -> Web {
+        let cookie = sign_in(s, user, password).await;
+        let csrf = cookie.split("berth_csrf=").nth(1).unwrap().split(';').next().unwrap().to_owned();
+        Web { c: client(), base: s.base.clone(), cookie, csrf }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self.c.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// POST a form (the CSRF token added); the status, the page, and where it redirects.
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let mut f: Vec<(&str, &str)> = vec![("csrf", self.csrf.as_str())];
+        f.extend_from_slice(form);
+        let r =
+            self.c.post(format!("{}{path}", self.base)).header("cookie", &self.cookie).form(&f).send().await.unwrap();
+        let to = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+        (r.status(), r.text().await.unwrap(), to)
+    }
+}
+
+fn id_of(v: &serde_json::Value) -> i64 {
+    v["project_id"].as_i64().unwrap()
+}
+
+/// A project's configuration, policy and logs tabs and a repository's policies, as an
+/// administrator changes them and as a guest sees them; every change lands where the API
+/// reads it, and every refusal is explained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_configuration_policies_and_logs_in_the_portal() {
+    let s = TestServer::start().await;
+    s.project("lab", false).await;
+    s.user("gus", "Gus-Passw0rd-1").await;
+    s.member("lab", "gus", 3).await;
+    for tag in ["v1", "v2", "v3"] {
+        s.push_image("lab/app", tag).await;
+    }
+    let lab = id_of(&s.api(reqwest::Method::GET, "/projects/lab", None).await.json().await.unwrap());
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let gus = Web::new(&s, "gus", "Gus-Passw0rd-1").await;
+    let config = format!("/harbor/projects/{lab}/configuration");
+
+    // Configuration: scanning, deployment security and the project's own allowlist.
+    let (st, page, _) = admin
+        .post(
+            &config,
+            &[
+                ("auto_scan", "on"),
+                ("prevent_vul", "on"),
+                ("severity", "high"),
+                ("allowlist", "project"),
+                ("cves", "CVE-2024-3094\nGHSA-aaaa-bbbb-cccc, CVE-2024-3094"),
+                ("expires", "2031-01-31"),
+                ("scan_filters", "app*"),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page.contains("Saved."), "{page}");
+    let p: serde_json::Value = s.api(reqwest::Method::GET, "/projects/lab", None).await.json().await.unwrap();
+    let m = &p["metadata"];
+    assert_eq!(
+        (m["auto_scan"].as_str(), m["prevent_vul"].as_str(), m["severity"].as_str()),
+        (Some("true"), Some("true"), Some("high")),
+        "{p}"
+    );
+    assert_eq!((m["reuse_sys_cve_allowlist"].as_str(), m["public"].as_str()), (Some("false"), Some("false")), "{p}");
+    let ids: Vec<&str> =
+        p["cve_allowlist"]["items"].as_array().unwrap().iter().map(|i| i["cve_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["CVE-2024-3094", "GHSA-aaaa-bbbb-cccc"], "duplicates dropped: {p}");
+    assert_eq!(p["cve_allowlist"]["expires_at"], 1_927_670_399, "the end of 2031-01-31: {p}");
+    // Bad input is explained, escaped, and changes nothing.
+    let (st, page, _) = admin.post(&config, &[("severity", "high"), ("cves", "<script>x</script>")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("is not a vulnerability id") && !page.contains("<script>x"), "{page}");
+    let (st, page, _) = admin.post(&config, &[("severity", "extreme")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("one of none, low, medium, high, critical"), "{page}");
+    let (st, page, _) = admin.post(&config, &[("severity", "high"), ("expires", "31/01/2031")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("give a date as YYYY-MM-DD"), "{page}");
+    let p: serde_json::Value = s.api(reqwest::Method::GET, "/projects/lab", None).await.json().await.unwrap();
+    assert_eq!(p["metadata"]["auto_scan"], "true", "nothing changed");
+    // A guest reads the settings and may change none of them.
+    let (st, page) = gus.get(&config).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        page.contains("<fieldset disabled>") && !page.contains(">Save<") && !page.contains("Delete the project"),
+        "{page}"
+    );
+    let (st, _, _) = gus.post(&config, &[("public", "on"), ("severity", "low")]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // Deleting a project that holds repositories is refused; a typo in the name too.
+    let (st, page, _) = admin.post(&format!("/harbor/projects/{lab}/delete"), &[("confirm", "lab")]).await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    assert!(page.contains("still holds 1 repositories"), "{page}");
+
+    // Policy: an immutability rule, added, disabled, deleted.
+    let policy = format!("/harbor/projects/{lab}/policy");
+    let (st, _, to) = admin
+        .post(
+            &format!("{policy}/immutable"),
+            &[
+                ("repo_decoration", "repoMatches"),
+                ("repo_pattern", "**"),
+                ("tag_decoration", "matches"),
+                ("tag_pattern", "v1"),
+            ],
+        )
+        .await;
+    assert_eq!((st, to.as_str()), (StatusCode::SEE_OTHER, policy.as_str()));
+    let rules: serde_json::Value =
+        s.api(reqwest::Method::GET, "/projects/lab/immutabletagrules", None).await.json().await.unwrap();
+    assert_eq!(rules[0]["tag_selectors"][0]["pattern"], "v1", "{rules}");
+    assert_eq!(
+        s.delete("/v2/lab/app/manifests/v1").await.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "v1 is immutable now"
+    );
+    let rid = rules[0]["id"].as_i64().unwrap();
+    assert_eq!(gus.post(&format!("{policy}/immutable/{rid}/disable"), &[]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(admin.post(&format!("{policy}/immutable/{rid}/disable"), &[]).await.0, StatusCode::SEE_OTHER);
+    let rules: serde_json::Value =
+        s.api(reqwest::Method::GET, "/projects/lab/immutabletagrules", None).await.json().await.unwrap();
+    assert_eq!(rules[0]["disabled"], true);
+    let (st, page, _) = admin
+        .post(
+            &format!("{policy}/immutable"),
+            &[
+                ("repo_decoration", "repoMatches"),
+                ("repo_pattern", "{"),
+                ("tag_decoration", "matches"),
+                ("tag_pattern", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+
+    // Retention: a rule previewed (nothing deleted), then added, then dry-run.
+    let rule = [
+        ("template", "latestPushedK"),
+        ("count", "1"),
+        ("repo_decoration", "repoMatches"),
+        ("repo_pattern", "**"),
+        ("tag_decoration", "matches"),
+        ("tag_pattern", "**"),
+    ];
+    let mut preview = vec![("op", "preview")];
+    preview.extend_from_slice(&rule);
+    let (st, page, _) = admin.post(&format!("{policy}/retention"), &preview).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page.contains("Preview: 2 of 3 artifacts would be deleted"), "{page}");
+    assert!(page.contains("Delete</strong>") && page.contains("Keep (rule 1)"), "{page}");
+    assert!(page.contains("value=\"1\""), "the form keeps what was typed: {page}");
+    let arts: serde_json::Value =
+        s.api(reqwest::Method::GET, "/projects/lab/repositories/app/artifacts", None).await.json().await.unwrap();
+    assert_eq!(arts.as_array().unwrap().len(), 3, "a preview deletes nothing");
+    let mut bad = preview.clone();
+    bad[2] = ("count", "many");
+    let (st, page, _) = admin.post(&format!("{policy}/retention"), &bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("# must be a whole number"), "{page}");
+    let mut add = vec![("op", "add")];
+    add.extend_from_slice(&rule);
+    let (st, page, _) = admin.post(&format!("{policy}/retention"), &add).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("Rule added.") && page.contains("retain the most recently pushed 1 artifacts"), "{page}");
+    let p: serde_json::Value = s.api(reqwest::Method::GET, "/projects/lab", None).await.json().await.unwrap();
+    let rid = p["metadata"]["retention_id"].as_str().unwrap().to_owned();
+    let ret: serde_json::Value =
+        s.api(reqwest::Method::GET, &format!("/retentions/{rid}"), None).await.json().await.unwrap();
+    assert_eq!(ret["rules"][0]["params"]["latestPushedK"], 1, "{ret}");
+    let (st, page, _) =
+        admin.post(&format!("{policy}/retention"), &[("op", "schedule"), ("cron", "0 0 2 * * *")]).await;
+    assert!(st == StatusCode::OK && page.contains("runs on schedule 0 0 2 * * *"), "{page}");
+    let (st, page, _) = admin.post(&format!("{policy}/retention"), &[("op", "schedule"), ("cron", "every day")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    let (st, page, _) = admin.post(&format!("{policy}/retention"), &[("op", "dry-run")]).await;
+    assert!(st == StatusCode::OK && page.contains("Dry run"), "{page}");
+    let runs: serde_json::Value =
+        s.api(reqwest::Method::GET, &format!("/retentions/{rid}/executions"), None).await.json().await.unwrap();
+    let run = runs[0]["id"].as_i64().unwrap();
+    assert_eq!(runs[0]["dry_run"], true);
+    for _ in 0..100 {
+        let (_, page) = admin.get(&format!("{policy}/retention/runs/{run}")).await;
+        if page.contains("<dd>Success</dd>") {
+            assert!(page.contains("lab/app") && page.contains("DEL (dry run)"), "{page}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, page) = gus.get(&policy).await;
+    assert!(
+        page.contains("retain the most recently pushed 1 artifacts") && !page.contains("Add rule"),
+        "a guest reads: {page}"
+    );
+    assert_eq!(gus.post(&format!("{policy}/retention"), &[("op", "run")]).await.0, StatusCode::FORBIDDEN);
+
+    // A repository's access policy: the validator's words for a bad one; a good one stored.
+    let repo_policies = format!("/harbor/projects/{lab}/repositories/app/policies");
+    let (st, page, _) = admin.post(&repo_policies, &[("op", "save-access"), ("text", "{\"Statement\": 3}")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("The policy is not valid") && page.contains("{&quot;Statement&quot;: 3}"),
+        "kept, escaped: {page}"
+    );
+    let good = r#"{"Version":"2012-10-17","Statement":[{"Sid":"gus-pulls","Effect":"Allow","Principal":{"AWS":["gus"]},"Action":["ecr:BatchGetImage"]}]}"#;
+    let (st, page, _) = admin.post(&repo_policies, &[("op", "save-access"), ("text", good)]).await;
+    assert!(st == StatusCode::OK && page.contains("Access policy saved."), "{page}");
+    let stored: serde_json::Value =
+        s.api(reqwest::Method::GET, "/projects/lab/repositories/app/policy", None).await.json().await.unwrap();
+    assert_eq!(stored["Statement"][0]["Sid"], "gus-pulls");
+    // Its lifecycle policy, previewed then saved.
+    let lc = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+    let (st, page, _) = admin.post(&repo_policies, &[("op", "preview-lifecycle"), ("lifecycle", lc)]).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page.contains("Preview: 2 of 3 images would expire"), "{page}");
+    let (st, page, _) =
+        admin.post(&repo_policies, &[("op", "preview-lifecycle"), ("lifecycle", "{\"rules\": []}")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    let (st, page, _) = admin.post(&repo_policies, &[("op", "save-lifecycle"), ("lifecycle", lc)]).await;
+    assert!(st == StatusCode::OK && page.contains("Lifecycle policy saved"), "{page}");
+    let r = s.api(reqwest::Method::GET, "/projects/lab/repositories/app/lifecycle_policy", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(gus.post(&repo_policies, &[("op", "delete-lifecycle")]).await.0, StatusCode::FORBIDDEN);
+
+    // Logs: the project's audit entries, filtered.
+    let logs = format!("/harbor/projects/{lab}/logs");
+    let (st, page) = admin.get(&format!("{logs}?operation=push")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("lab/app") && page.contains("<td>push</td>") && !page.contains("<td>create</td>"), "{page}");
+    let (_, page) = admin.get(&format!("{logs}?username=nobody-at-all")).await;
+    assert!(page.contains("No entries match."), "{page}");
+    assert_eq!(gus.get(&logs).await.0, StatusCode::OK, "guests read the project's logs, as in Harbor");
+    let r = client().get(s.url(&logs)).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], format!("/account/sign-in?next=%2Fharbor%2Fprojects%2F{lab}%2Flogs"));
+}

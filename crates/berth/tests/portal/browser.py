@@ -168,6 +168,8 @@ def main() -> None:
         if bad:
             fail("the browser reported: " + "; ".join(bad))
         # Administration: the job queue (the signed-in user is a system administrator).
+        d.find_element(By.LINK_TEXT, "Administration").click()
+        settle(d, lambda: "/harbor/users" in d.current_url)
         d.find_element(By.LINK_TEXT, "Jobs").click()
         settle(d, lambda: "/harbor/jobs" in d.current_url)
         if d.find_element(By.TAG_NAME, "h1").text != "Jobs" or not d.find_elements(By.CSS_SELECTOR, "tbody tr"):
