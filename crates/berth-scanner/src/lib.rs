@@ -159,7 +159,8 @@ fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
 /// Import OSV data from `path` into the metadata database, then queue a re-evaluation.
 /// Works whether or not a server runs (it only needs the database).
 pub async fn import(store: &SqlMetaStore, path: &Path) -> anyhow::Result<ImportStats> {
-    let stats = import_into(store, path).await?;
+    let location = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display().to_string();
+    let stats = import_into(store, path, &location).await?;
     use berth_meta::JobQueue;
     store.enqueue(&reevaluate_job(), berth_auth::now_ms()).await?;
     Ok(stats)
@@ -176,20 +177,20 @@ pub fn reevaluate_job() -> NewJob {
     }
 }
 
-/// Import OSV data from `path` into `store` (the caller queues [`reevaluate_job`]).
-pub async fn import_into(store: &dyn ScanStore, path: &Path) -> anyhow::Result<ImportStats> {
+/// Import OSV data from `path` into `store`, recording `location` as where it came from
+/// (the caller queues [`reevaluate_job`]).
+pub async fn import_into(store: &dyn ScanStore, path: &Path, location: &str) -> anyhow::Result<ImportStats> {
     let p = path.to_owned();
     let sources = tokio::task::spawn_blocking(move || read_sources(&p)).await??;
     if sources.is_empty() {
         bail!("{}: no OSV records found", path.display());
     }
     let mut stats = ImportStats::default();
-    let location = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display().to_string();
     for (name, (records, withdrawn, invalid)) in sources {
         let newest = records.iter().map(|r| r.1.clone()).max().unwrap_or_default();
         let src = VulnSource {
             name: name.clone(),
-            location: location.clone(),
+            location: location.to_owned(),
             imported_at: berth_auth::now_ms(),
             records: records.len() as i64,
             withdrawn: withdrawn as i64,
@@ -743,9 +744,10 @@ impl Scanning {
         pull_blocked(&*self.store, project, repo, digest, artifact_type, berth_auth::now_ms()).await
     }
 
-    /// Import OSV data from `path` (the caller queues [`reevaluate_job`]).
-    pub async fn import(&self, path: &Path) -> anyhow::Result<ImportStats> {
-        import_into(&*self.store, path).await
+    /// Import OSV data from `path`, which came from `location` (the caller queues
+    /// [`reevaluate_job`]).
+    pub async fn import(&self, path: &Path, location: &str) -> anyhow::Result<ImportStats> {
+        import_into(&*self.store, path, location).await
     }
 
     /// The imported advisory sources and the import generation (`berth vulndb status`).

@@ -511,7 +511,15 @@ async fn receive(mut form: Multipart, dir: &std::path::Path) -> Result<(String, 
                     .into_iter()
                     .find(|e| name.ends_with(e))
                     .ok_or_else(|| format!("{name:?}: give a .zip, .json, .jsonl or .jsonl.gz file of OSV records."))?;
-                let path = dir.join(format!("upload{ext}"));
+                // The source is named after the file (as by `berth vulndb import`): keep a
+                // safe form of its name, never a path.
+                let stem: String = name[..name.len() - ext.len()]
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+                    .take(100)
+                    .collect();
+                let stem = stem.trim_matches('.');
+                let path = dir.join(format!("{}{ext}", if stem.is_empty() { "upload" } else { stem }));
                 let mut out =
                     tokio::fs::File::create(&path).await.map_err(|e| format!("Saving the upload failed: {e}."))?;
                 use tokio::io::AsyncWriteExt;
@@ -538,7 +546,14 @@ async fn import(State(s): State<AdminState>, headers: HeaderMap, form: Multipart
         if let Err(r) = admin_action(&s, &headers, &csrf, VULNERABILITY).await {
             return Err(("Only system administrators may import, from this page (reload it and try again).".into(), r.status()));
         }
-        let stats = s.scans.import(&path).await.map_err(|e| (format!("The import failed: {e:#}."), StatusCode::BAD_REQUEST))?;
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let who = super::signed_in(&s, &headers).await.map(|p| p.name().to_owned()).unwrap_or_default();
+        let hide = dir.display().to_string();
+        let stats = s
+            .scans
+            .import(&path, &format!("{file}, uploaded by {who}"))
+            .await
+            .map_err(|e| (format!("The import failed: {}.", format!("{e:#}").replace(&hide, "")), StatusCode::BAD_REQUEST))?;
         if let Err(e) = s.jobs.enqueue(&berth_scanner::reevaluate_job()).await {
             tracing::error!(error = %e, "portal: queueing the re-evaluation after an import");
         }

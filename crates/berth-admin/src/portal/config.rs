@@ -47,6 +47,9 @@ async fn page(
         Ok(x) => x,
         Err(r) => return r,
     };
+    if c.anonymous() {
+        return super::to_sign_in(&here);
+    }
     let may_edit = c.may(s, Target::Project(&p), Perm::UpdateProject).await;
     let may_delete = c.may(s, Target::Project(&p), Perm::DeleteProject).await;
     let may_limit = c.may(s, Target::System, Perm::Administer).await;

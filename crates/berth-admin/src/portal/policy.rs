@@ -101,6 +101,9 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status
         Ok(x) => x,
         Err(r) => return r,
     };
+    if c.anonymous() {
+        return super::to_sign_in(&here);
+    }
     let may = c.may(s, Target::Project(&p), Perm::ManagePolicy).await;
     let rules = s.registry.immutable_rules(&p.name).await.unwrap_or_default();
     let stored = s.policies.project_retention(&p.name).await.ok().flatten();
@@ -605,6 +608,9 @@ async fn repo_open(
 ) -> Result<(Ctx, ProjectRecord, RepoName), Response> {
     let here = format!("/harbor/projects/{id}/repositories/{}/policies", crate::enc(repo));
     let (c, p) = open(s, headers, id, &here).await?;
+    if c.anonymous() {
+        return Err(super::to_sign_in(&here));
+    }
     match format!("{}/{repo}", p.name).parse::<RepoName>() {
         Ok(n) if c.may(s, Target::Repository(n.as_str(), EcrAction::GetRepositoryPolicy), Perm::Read).await => {
             Ok((c, p, n))

@@ -652,3 +652,169 @@ async fn project_configuration_policies_and_logs_in_the_portal() {
     let r = client().get(s.url(&logs)).send().await.unwrap();
     assert_eq!(r.headers()[LOCATION], format!("/account/sign-in?next=%2Fharbor%2Fprojects%2F{lab}%2Flogs"));
 }
+
+/// Administration in the portal: users, groups, garbage collection, the vulnerability
+/// database (an OSV file uploaded through the form) and the system allowlist; none of it for
+/// anyone but a system administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administration_in_the_portal() {
+    let s = TestServer::start().await;
+    s.project("ops-tools", false).await;
+    s.user("una", "Una-Passw0rd-1").await;
+    s.push_image("ops-tools/kubectl", "1.31").await;
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let una = Web::new(&s, "una", "Una-Passw0rd-1").await;
+    for page in
+        ["/harbor/users", "/harbor/groups", "/harbor/gc", "/harbor/vulnerability", "/harbor/settings", "/harbor/logs"]
+    {
+        let (st, body) = una.get(page).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{page}");
+        assert!(body.contains("Only system administrators see this page."), "{body}");
+    }
+    let (_, body) = una.get("/harbor/projects").await;
+    assert!(!body.contains("Administration"), "no administration entry for others: {body}");
+    assert_eq!(
+        una.post("/harbor/users", &[("username", "x"), ("password", "Xx-Passw0rd-1")]).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Users: created (the password rules explained), made administrator, password set, deleted.
+    let (st, page, _) = admin.post("/harbor/users", &[("username", "vera"), ("password", "short")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("password"), "{page}");
+    let (st, page, _) = admin
+        .post("/harbor/users", &[("username", "vera"), ("email", "vera@example.org"), ("password", "Vera-Passw0rd-1")])
+        .await;
+    assert!(st == StatusCode::OK && page.contains("User vera created."), "{page}");
+    let users: serde_json::Value =
+        s.api(reqwest::Method::GET, "/users?q=username%3Dvera", None).await.json().await.unwrap();
+    let vera = users[0]["user_id"].as_i64().unwrap();
+    let (st, page, _) = admin.post(&format!("/harbor/users/{vera}/make-admin"), &[]).await;
+    assert!(st == StatusCode::OK && page.contains("vera is now an administrator."), "{page}");
+    let (st, page, _) = admin.post(&format!("/harbor/users/{vera}/password"), &[("password", "Vera-Passw0rd-2")]).await;
+    assert!(st == StatusCode::OK && page.contains("The password of vera was changed."), "{page}");
+    let vera_web = Web::new(&s, "vera", "Vera-Passw0rd-2").await;
+    assert_eq!(vera_web.get("/harbor/users").await.0, StatusCode::OK, "an administrator now");
+    let me = admin.get("/harbor/users").await.1;
+    assert!(me.contains("<span class=\"muted\">you</span>"), "no buttons against oneself: {me}");
+    let (st, page, _) = admin.post(&format!("/harbor/users/{vera}/delete"), &[]).await;
+    assert!(st == StatusCode::OK && page.contains("User vera deleted."), "{page}");
+
+    // Groups: one the identity provider would name, member of a project.
+    let ops = s.api(reqwest::Method::GET, "/projects/ops-tools", None).await.json::<serde_json::Value>().await.unwrap();
+    let members = format!("/harbor/projects/{}/members", id_of(&ops));
+    let (st, _, _) = admin.post(&members, &[("name", "sre-team"), ("kind", "group"), ("role_id", "2")]).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let (_, page) = admin.get("/harbor/groups").await;
+    assert!(page.contains("<strong>sre-team</strong>") && page.contains("ops-tools</a> (Developer)"), "{page}");
+
+    // Garbage collection: a dry run, its log; a schedule; a bad cron explained.
+    let (st, page, _) = admin.post("/harbor/gc", &[("op", "dry-run"), ("time_window", "0")]).await;
+    assert!(st == StatusCode::OK && page.contains("started"), "{page}");
+    let runs: serde_json::Value = s.api(reqwest::Method::GET, "/system/gc", None).await.json().await.unwrap();
+    let run = runs[0]["id"].as_i64().unwrap();
+    assert!(runs[0]["job_parameters"].as_str().unwrap().contains("\"dry_run\":true"), "{runs}");
+    let (st, page) = admin.get(&format!("/harbor/gc/{run}")).await;
+    assert!(st == StatusCode::OK && page.contains("Run ") && page.contains("dry_run"), "{page}");
+    let (st, page, _) = admin.post("/harbor/gc", &[("op", "schedule"), ("kind", "Daily"), ("time_window", "2")]).await;
+    assert!(st == StatusCode::OK && page.contains("Schedule saved: Daily."), "{page}");
+    let sched: serde_json::Value = s.api(reqwest::Method::GET, "/system/gc/schedule", None).await.json().await.unwrap();
+    assert_eq!(sched["schedule"]["type"], "Daily");
+    let (st, page, _) = admin
+        .post("/harbor/gc", &[("op", "schedule"), ("kind", "Custom"), ("cron", "at noon"), ("time_window", "2")])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+
+    // The vulnerability database: an OSV file uploaded through the form, then scan all.
+    let (_, page) = admin.get("/harbor/vulnerability").await;
+    assert!(page.contains("No advisories imported"), "{page}");
+    let osv = serde_json::json!({"id": "BERTH-TEST-1", "modified": "2026-01-01T00:00:00Z", "summary": "test",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "requests"}, "ranges": [{"type": "ECOSYSTEM",
+        "events": [{"introduced": "0"}, {"fixed": "2.0"}]}]}]});
+    let boundary = "berthboundary42";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"test-advisories.json\"\r\nContent-Type: application/json\r\n\r\n{osv}\r\n--{boundary}--\r\n",
+        admin.csrf
+    );
+    let upload = |body: String| {
+        client()
+            .post(s.url("/harbor/vulnerability/import"))
+            .header("cookie", &admin.cookie)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+    };
+    let r = upload(body.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("Imported 1 advisories") && page.contains("test-advisories.json, uploaded by admin"),
+        "{page}"
+    );
+    let r = upload(body.replace("test-advisories.json", "notes.txt")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("give a .zip, .json, .jsonl or .jsonl.gz file"));
+    let r = upload(body.replace(&admin.csrf, "forged")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (st, page, _) = admin.post("/harbor/vulnerability/scan-all", &[]).await;
+    assert!(st == StatusCode::OK && page.contains("1 scans requested."), "{page}");
+
+    // Settings: the system allowlist.
+    let (st, page, _) =
+        admin.post("/harbor/settings", &[("cves", "CVE-2023-44487 CVE-2024-6387"), ("expires", "")]).await;
+    assert!(st == StatusCode::OK && page.contains("names 2 vulnerabilities"), "{page}");
+    let list: serde_json::Value = s.api(reqwest::Method::GET, "/system/CVEAllowlist", None).await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    // The system audit log, filtered by user.
+    let (st, page) = admin.get("/harbor/logs?username=admin&operation=create").await;
+    assert!(st == StatusCode::OK && page.contains("ops-tools") && !page.contains("<td>una</td>"), "{page}");
+}
+
+/// Public projects without an account: listed, their repositories and artifacts readable,
+/// nothing to change; a private project's pages send to sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_projects_are_browsable_without_an_account() {
+    let s = TestServer::start().await;
+    s.project("pub", true).await;
+    s.project("priv", false).await;
+    let digest = sha256(&s.push_image("pub/tool", "2.0").await);
+    s.push_image("priv/secret", "1").await;
+    let id = |name: &str| {
+        let s = &s;
+        let name = name.to_owned();
+        async move { id_of(&s.api(reqwest::Method::GET, &format!("/projects/{name}"), None).await.json().await.unwrap()) }
+    };
+    let (pubid, privid) = (id("pub").await, id("priv").await);
+    let c = client();
+    let get = |path: String| {
+        let c = c.clone();
+        let url = s.url(&path);
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let to = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default();
+            (r.status(), r.text().await.unwrap(), to)
+        }
+    };
+    let (st, page, _) = get(format!("/harbor/projects/{pubid}/repositories")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("pub/tool") && !page.contains(">Members<") && !page.contains(">Configuration<"), "{page}");
+    let (st, page, _) = get(format!("/harbor/projects/{pubid}/repositories/tool/artifacts-tab")).await;
+    assert!(st == StatusCode::OK && page.contains("docker pull") && page.contains(":2.0"), "{page}");
+    let (st, page, _) =
+        get(format!("/harbor/projects/{pubid}/repositories/tool/artifacts-tab/artifacts/{digest}")).await;
+    assert!(st == StatusCode::OK && page.contains("Layers"), "{page}");
+    for path in [
+        format!("/harbor/projects/{privid}/repositories"),
+        format!("/harbor/projects/{pubid}/configuration"),
+        format!("/harbor/projects/{pubid}/members"),
+        format!("/harbor/projects/{pubid}/repositories/tool/policies"),
+    ] {
+        let (st, _, to) = get(path.clone()).await;
+        if st == StatusCode::SEE_OTHER {
+            assert!(to.starts_with("/account/sign-in?next="), "{path}: {to}");
+        } else {
+            assert_eq!(st, StatusCode::FORBIDDEN, "{path}");
+        }
+    }
+}
