@@ -1,6 +1,8 @@
-//! Web login: OIDC (`/c/oidc/login` → provider → `/c/oidc/callback`) and logout
+//! Web login: OIDC (`/c/oidc/login` → provider → `/c/oidc/callback` → the portal) and logout
 //! (`/c/log_out`), at Harbor's paths. The login state (state, nonce, PKCE verifier) rides in
-//! a short-lived signed cookie, so any replica can finish a login another one started.
+//! a short-lived signed cookie, so any replica can finish a login another one started; so
+//! does a first-time user's verified identity on its way to the portal's onboarding page
+//! (`/account/onboard`), where they choose a username.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -118,26 +120,55 @@ async fn callback(
         Err(e) => return page(StatusCode::UNAUTHORIZED, "Login failed", &e.to_string()),
     };
     let p = match s.auth.oidc_login(&identity).await {
-        Ok(p) => p,
+        Ok(berth_auth::oidc::OidcLogin::User(p)) => p,
+        Ok(berth_auth::oidc::OidcLogin::Onboard { identity, .. }) => {
+            // A first-time user chooses a username on the portal's onboarding page; the
+            // verified identity rides there in a signed, short-lived cookie.
+            let token = match s.auth.sign_onboarding(&identity, Duration::from_secs(ONBOARD_TTL)) {
+                Ok(t) => t,
+                Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", &e.to_string()),
+            };
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, ONBOARD_PATH)]).into_response();
+            set_cookie(&mut r, &onboard_cookie(&s, Some(&token)));
+            set_cookie(&mut r, &format!("{STATE_COOKIE}=; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=0"));
+            return r;
+        }
         Err(e) => return page(StatusCode::FORBIDDEN, "Login failed", &e.to_string()),
     };
-    s.auth.audit_login_success(&p, None, "oidc");
-    let session = match s.auth.session_token(&p) {
+    signed_in(&s, &p, "oidc", None)
+}
+
+/// Where a first-time OIDC user chooses a username (the portal's page).
+pub(crate) const ONBOARD_PATH: &str = "/account/onboard";
+/// The cookie carrying the verified identity to that page.
+pub(crate) const ONBOARD_COOKIE: &str = "berth_onboard";
+/// How long the onboarding page may take (seconds).
+const ONBOARD_TTL: u64 = 900;
+
+/// The `Set-Cookie` of the onboarding identity (`None`: its end).
+pub(crate) fn onboard_cookie(s: &AdminState, token: Option<&str>) -> String {
+    let age = if token.is_some() { ONBOARD_TTL } else { 0 };
+    format!(
+        "{ONBOARD_COOKIE}={}; Path={ONBOARD_PATH}; HttpOnly; SameSite=Lax; Max-Age={age}{}",
+        token.unwrap_or(""),
+        secure(s)
+    )
+}
+
+/// Signed in through `how` (`oidc`, `onboarding`): audit it, start the session, and go to
+/// the portal (`extra`: one more cookie to set, e.g. the end of the onboarding one).
+pub(crate) fn signed_in(s: &AdminState, p: &berth_auth::Principal, how: &str, extra: Option<String>) -> Response {
+    s.auth.audit_login_success(p, None, how);
+    let session = match s.auth.session_token(p) {
         Ok(t) => t,
         Err(e) => return page(StatusCode::INTERNAL_SERVER_ERROR, "Login failed", &e.to_string()),
     };
-    let id = p.user().map(|u| u.id).unwrap_or(0);
-    let mut r = page(
-        StatusCode::OK,
-        &format!("Signed in as {}", p.name()),
-        &format!(
-            "Your session lasts {} hours. For docker login, podman login and helm registry login, create a CLI \
-             secret: PUT /api/v2.0/users/{id}/cli_secret (shown once; it stays valid until you revoke it).",
-            s.auth.config().session_ttl.as_secs() / 3600
-        ),
-    );
-    set_cookie(&mut r, &session_cookie(&s, Some(&session)));
+    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/harbor/projects")]).into_response();
+    set_cookie(&mut r, &session_cookie(s, Some(&session)));
     set_cookie(&mut r, &format!("{STATE_COOKIE}=; Path=/c/oidc; HttpOnly; SameSite=Lax; Max-Age=0"));
+    if let Some(c) = extra {
+        set_cookie(&mut r, &c);
+    }
     r
 }
 

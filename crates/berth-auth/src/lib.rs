@@ -1166,6 +1166,33 @@ impl Auth {
         self.signed(&Principal::Anonymous, typ::OIDC_STATE, ttl, Some(data))
     }
 
+    /// A first-time OIDC user's verified identity, signed for the onboarding form (good for
+    /// `ttl`): the browser carries it, so any replica can finish the onboarding.
+    pub fn sign_onboarding(&self, id: &oidc::Identity, ttl: Duration) -> Result<String, AuthError> {
+        let data = serde_json::json!({
+            "subject": id.subject, "username": id.username, "email": id.email, "name": id.name, "groups": id.groups,
+        });
+        self.signed(&Principal::Anonymous, typ::OIDC_ONBOARD, ttl, Some(data))
+    }
+
+    /// The identity signed by [`Auth::sign_onboarding`], if the token is genuine and current.
+    pub async fn verify_onboarding(&self, token: &str) -> Result<oidc::Identity, AuthError> {
+        let d = self.verify(token, typ::OIDC_ONBOARD).await?.data.unwrap_or_default();
+        let text = |k: &str| d[k].as_str().unwrap_or("").to_owned();
+        let subject = text("subject");
+        if subject.is_empty() {
+            return Err(AuthError::Oidc("the onboarding token names no identity".into()));
+        }
+        let groups = d["groups"].as_array().map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect());
+        Ok(oidc::Identity {
+            subject,
+            username: text("username"),
+            email: text("email"),
+            name: text("name"),
+            groups: groups.unwrap_or_default(),
+        })
+    }
+
     /// Verify state signed by [`Auth::sign_state`].
     pub async fn verify_state(&self, token: &str) -> Result<serde_json::Value, AuthError> {
         Ok(self.verify(token, typ::OIDC_STATE).await?.data.unwrap_or_default())

@@ -36,6 +36,10 @@ pub struct OidcConfig {
     pub username_claim: String,
     /// Members of this group are system administrators.
     pub admin_group: Option<String>,
+    /// Create first-time users under the username claim without asking (Harbor's
+    /// `oidc_auto_onboard`); otherwise, or when that name is taken or not a valid username,
+    /// they choose one on the onboarding page.
+    pub auto_onboard: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,56 +270,87 @@ impl OidcClient {
     }
 }
 
+/// What signing in with an OIDC identity came to.
+#[derive(Debug)]
+pub enum OidcLogin {
+    /// A known (or automatically onboarded) user.
+    User(crate::Principal),
+    /// A first-time user who must choose a username; `why` says why it was not automatic.
+    Onboard {
+        /// The verified identity.
+        identity: Identity,
+        /// Why the proposed username cannot be used as it is, if that is the reason.
+        why: Option<String>,
+    },
+}
+
 impl crate::Auth {
-    /// Sign in (or onboard) the user an OIDC identity names; returns the principal.
-    pub async fn oidc_login(&self, id: &Identity) -> Result<crate::Principal, AuthError> {
+    /// Sign in the user an OIDC identity names: a known subject signs in (its groups and,
+    /// with an admin group configured, its administrator right refreshed); a new one is
+    /// onboarded under the username claim when `auto_onboard` is set and the name is valid
+    /// and free, else it must choose a username ([`OidcLogin::Onboard`]).
+    pub async fn oidc_login(&self, id: &Identity) -> Result<OidcLogin, AuthError> {
         let now = crate::now_ms();
-        let admin = self
-            .oidc()
-            .and_then(|o| o.config().admin_group.as_deref())
-            .is_some_and(|g| id.groups.iter().any(|x| x == g));
+        let admin = self.oidc_admin(id);
         let admin_group_set = self.oidc().is_some_and(|o| o.config().admin_group.is_some());
-        let user = match self.store.user_by_oidc_subject(&id.subject).await? {
-            Some(u) => {
-                let origin = berth_meta::Origin::new(&u.username, None);
-                if u.groups != id.groups {
-                    self.store.set_user_groups(u.id, &id.groups, now, &origin).await?;
-                }
-                // With an admin group configured, membership decides at every login.
-                if admin_group_set && admin != u.sysadmin {
-                    self.store.set_sysadmin(u.id, admin, now, &origin).await?;
-                }
-                u
+        if let Some(u) = self.store.user_by_oidc_subject(&id.subject).await? {
+            let origin = berth_meta::Origin::new(&u.username, None);
+            if u.groups != id.groups {
+                self.store.set_user_groups(u.id, &id.groups, now, &origin).await?;
             }
-            None => {
-                if !crate::valid_username(&id.username) {
-                    return Err(fail(format!(
-                        "the identity provider's username {:?} cannot be a Berth username (robot$ names and \
-                         characters such as , \" ~ # % $ : / or spaces are not allowed)",
-                        id.username
-                    )));
-                }
-                if self.store.user_by_name(&id.username).await?.is_some() {
-                    return Err(fail(format!(
-                        "a local user named {:?} already exists; an administrator must rename one of them",
-                        id.username
-                    )));
-                }
-                let nu = berth_meta::NewUser {
-                    username: id.username.clone(),
-                    email: id.email.clone(),
-                    realname: id.name.clone(),
-                    comment: "onboarded through OIDC".into(),
-                    password_hash: None,
-                    sysadmin: admin,
-                    oidc_subject: Some(id.subject.clone()),
-                    groups: id.groups.clone(),
-                };
-                let uid = self.store.create_user(&nu, now, &berth_meta::Origin::new(&id.username, None)).await?;
-                self.store.user(uid).await?.ok_or_else(|| fail("the new user vanished"))?
+            // With an admin group configured, membership decides at every login.
+            if admin_group_set && admin != u.sysadmin {
+                self.store.set_sysadmin(u.id, admin, now, &origin).await?;
             }
+            self.invalidate();
+            let p = self.principal_by_name(&u.username).await?.ok_or_else(|| fail("the user vanished"))?;
+            return Ok(OidcLogin::User(p));
+        }
+        let why = self.username_problem(&id.username).await?;
+        if why.is_none() && self.oidc().is_some_and(|o| o.config().auto_onboard) {
+            return Ok(OidcLogin::User(self.oidc_onboard(id, &id.username).await?));
+        }
+        Ok(OidcLogin::Onboard { identity: id.clone(), why })
+    }
+
+    fn oidc_admin(&self, id: &Identity) -> bool {
+        self.oidc().and_then(|o| o.config().admin_group.as_deref()).is_some_and(|g| id.groups.iter().any(|x| x == g))
+    }
+
+    /// Why `name` cannot be a new user's name, if it cannot.
+    pub async fn username_problem(&self, name: &str) -> Result<Option<String>, AuthError> {
+        if !crate::valid_username(name) {
+            return Ok(Some(format!(
+                "\u{201c}{name}\u{201d} cannot be a Berth username: 1 to 255 characters, not starting with robot$, none of , \" ~ # % $ : / or spaces"
+            )));
+        }
+        if self.store.user_by_name(name).await?.is_some() {
+            return Ok(Some(format!("the username \u{201c}{name}\u{201d} is taken")));
+        }
+        Ok(None)
+    }
+
+    /// Create the user of a verified OIDC identity under the username `name` (which must be
+    /// valid and free; a subject onboards once); returns the principal.
+    pub async fn oidc_onboard(&self, id: &Identity, name: &str) -> Result<crate::Principal, AuthError> {
+        if self.store.user_by_oidc_subject(&id.subject).await?.is_some() {
+            return Err(fail("this identity already has a Berth account; sign in again"));
+        }
+        if let Some(why) = self.username_problem(name).await? {
+            return Err(fail(why));
+        }
+        let nu = berth_meta::NewUser {
+            username: name.to_owned(),
+            email: id.email.clone(),
+            realname: id.name.clone(),
+            comment: "onboarded through OIDC".into(),
+            password_hash: None,
+            sysadmin: self.oidc_admin(id),
+            oidc_subject: Some(id.subject.clone()),
+            groups: id.groups.clone(),
         };
+        self.store.create_user(&nu, crate::now_ms(), &berth_meta::Origin::new(name, None)).await?;
         self.invalidate();
-        self.principal_by_name(&user.username).await?.ok_or_else(|| fail("the user vanished"))
+        self.principal_by_name(name).await?.ok_or_else(|| fail("the new user vanished"))
     }
 }

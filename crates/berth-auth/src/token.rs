@@ -68,6 +68,8 @@ pub mod typ {
     pub const SESSION: &str = "session";
     /// The state of an OIDC login in flight.
     pub const OIDC_STATE: &str = "oidc-state";
+    /// A verified OIDC identity waiting for its user to choose a username (onboarding).
+    pub const OIDC_ONBOARD: &str = "oidc-onboard";
 }
 
 /// The claims of every Berth token.

@@ -158,6 +158,9 @@ pub struct RawOidc {
     pub username_claim: Option<String>,
     /// Members of this group become system administrators.
     pub admin_group: Option<String>,
+    /// Create first-time users under the username claim without asking (default false: they
+    /// choose a username, as in Harbor).
+    pub auto_onboard: Option<bool>,
 }
 
 /// `[limits]`
@@ -441,6 +444,8 @@ pub struct OidcSettings {
     pub username_claim: String,
     /// Administrators' group.
     pub admin_group: Option<String>,
+    /// Onboard first-time users without asking for a username.
+    pub auto_onboard: bool,
 }
 
 /// The validated configuration.
@@ -527,6 +532,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_OIDC_GROUPS_CLAIM", Some("oidc"), "groups_claim"),
     ("BERTH_OIDC_USERNAME_CLAIM", Some("oidc"), "username_claim"),
     ("BERTH_OIDC_ADMIN_GROUP", Some("oidc"), "admin_group"),
+    ("BERTH_OIDC_AUTO_ONBOARD", Some("oidc"), "auto_onboard"),
     ("BERTH_TLS_CERT", Some("tls"), "cert"),
     ("BERTH_TLS_KEY", Some("tls"), "key"),
     ("BERTH_LIMITS_MAX_MANIFEST_BYTES", Some("limits"), "max_manifest_bytes"),
@@ -711,6 +717,7 @@ fn oidc_settings(o: RawOidc, external_url: Option<&str>) -> Result<Option<OidcSe
         groups_claim: o.groups_claim.unwrap_or_else(|| "groups".into()),
         username_claim: o.username_claim.unwrap_or_else(|| "preferred_username".into()),
         admin_group: o.admin_group.filter(|g| !g.is_empty()),
+        auto_onboard: o.auto_onboard.unwrap_or(false),
     }))
 }
 

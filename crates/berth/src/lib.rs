@@ -114,6 +114,7 @@ pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<A
             groups_claim: o.groups_claim.clone(),
             username_claim: o.username_claim.clone(),
             admin_group: o.admin_group.clone(),
+            auto_onboard: o.auto_onboard,
         });
     }
     Ok(Arc::new(auth))

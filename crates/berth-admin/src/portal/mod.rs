@@ -37,6 +37,7 @@ mod artifact;
 mod config;
 mod jobs;
 mod logs;
+mod onboard;
 mod policy;
 mod profile;
 mod project;
@@ -86,6 +87,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(policy::routes())
         .merge(logs::routes())
         .merge(admin::routes())
+        .merge(onboard::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))
 }

@@ -13,9 +13,9 @@ use tokio::process::Command;
 
 use crate::support::*;
 
-struct Provider {
+pub(crate) struct Provider {
     child: Child,
-    issuer: String,
+    pub(crate) issuer: String,
     _dir: tempfile::TempDir,
 }
 
@@ -26,9 +26,9 @@ impl Drop for Provider {
     }
 }
 
-const CLIENT_SECRET: &str = "s3cretS3cretForBerth";
+pub(crate) const CLIENT_SECRET: &str = "s3cretS3cretForBerth";
 
-fn start_provider(redirect_uri: &str) -> Provider {
+pub(crate) fn start_provider(redirect_uri: &str) -> Provider {
     let dir = tempfile::tempdir().unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/provider.py");
     let mut child = std::process::Command::new("python3")
@@ -173,6 +173,7 @@ async fn oidc_login_onboards_users_maps_groups_and_issues_cli_secrets() {
             groups_claim: "groups".into(),
             username_claim: "preferred_username".into(),
             admin_group: Some("berth-admins".into()),
+            auto_onboard: true,
         });
     })
     .await;
@@ -192,8 +193,10 @@ async fn oidc_login_onboards_users_maps_groups_and_issues_cli_secrets() {
     // alice logs in: created on first login, with her groups.
     let mut alice = Browser::new();
     let r = oidc_login(&mut alice, &berth, "alice", "Alice-Idp-1").await;
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("Signed in as alice"));
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/harbor/projects", "on to the portal");
+    let page = alice.send(Method::GET, &format!("{berth}/harbor/projects"), None).await.text().await.unwrap();
+    assert!(page.contains("Signed in as <strong>alice</strong>") && page.contains(">team<"), "{page}");
     assert!(alice.cookie(&berth, "berth_oidc").is_none(), "the login state cookie is cleared");
     let me: Value =
         as_session(&alice, &berth, Method::GET, "/api/v2.0/users/current", false).await.json().await.unwrap();
@@ -246,12 +249,12 @@ async fn oidc_login_onboards_users_maps_groups_and_issues_cli_secrets() {
 
     // bob (no groups) gets an account but no access to the project.
     let mut bob = Browser::new();
-    assert_eq!(oidc_login(&mut bob, &berth, "bob", "Bob-Idp-1").await.status(), 200);
+    assert_eq!(oidc_login(&mut bob, &berth, "bob", "Bob-Idp-1").await.status(), StatusCode::SEE_OTHER);
     let r = as_session(&bob, &berth, Method::GET, "/api/v2.0/projects/team", false).await;
     assert_eq!(r.status(), 404);
     // a member of the admin group becomes a system administrator
     let mut root = Browser::new();
-    assert_eq!(oidc_login(&mut root, &berth, "root", "Root-Idp-1").await.status(), 200);
+    assert_eq!(oidc_login(&mut root, &berth, "root", "Root-Idp-1").await.status(), StatusCode::SEE_OTHER);
     let me: Value =
         as_session(&root, &berth, Method::GET, "/api/v2.0/users/current", false).await.json().await.unwrap();
     assert_eq!(me["sysadmin_flag"], true);
@@ -270,6 +273,123 @@ async fn oidc_login_onboards_users_maps_groups_and_issues_cli_secrets() {
     crate::access::audit(&s, "operation=login", |v| {
         ["alice", "bob", "root"].iter().all(|u| v.iter().any(|e| e["username"] == *u && e["detail"] == "oidc"))
     })
+    .await;
+    s.stop().await;
+}
+
+/// Berth listening on a port the provider knows, with OIDC configured (no automatic
+/// onboarding: first-time users choose a username, as in Harbor).
+pub(crate) async fn with_provider() -> (TestServer, Provider) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let berth = format!("http://127.0.0.1:{port}");
+    let redirect_uri = format!("{berth}/c/oidc/callback");
+    let idp = start_provider(&redirect_uri);
+    let issuer = idp.issuer.clone();
+    let s = TestServer::start_with(|c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.oidc = Some(berth_config::OidcSettings {
+            issuer,
+            client_id: "berth".into(),
+            client_secret: berth_config::Secret::new(CLIENT_SECRET),
+            redirect_url: Some(redirect_uri.clone()),
+            scope: "openid profile email".into(),
+            groups_claim: "groups".into(),
+            username_claim: "preferred_username".into(),
+            admin_group: None,
+            auto_onboard: false,
+        });
+    })
+    .await;
+    (s, idp)
+}
+
+/// A first-time OIDC user chooses a username (proposed from the claim); a taken or invalid
+/// one is explained; the account gets the provider's email and groups; the next login goes
+/// straight in; the onboarding cookie cannot be forged or replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_time_oidc_users_choose_their_username() {
+    let (s, _idp) = with_provider().await;
+    let berth = s.base.clone();
+    s.user("alice", "Local-Alice-1").await; // a local account holds the claimed name
+    let mut b = Browser::new();
+    let r = oidc_login(&mut b, &berth, "alice", "Alice-Idp-1").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/account/onboard");
+    assert!(b.cookie(&berth, "berth_session").is_none(), "no session before the account exists");
+    let page = b.send(Method::GET, &format!("{berth}/account/onboard"), None).await.text().await.unwrap();
+    assert!(
+        page.contains("the username \u{201c}alice\u{201d} is taken") && page.contains("alice@example.test"),
+        "{page}"
+    );
+    let csrf = find(&page, "csrf").to_owned();
+    let choose = |name: &str| format!("csrf={csrf}&username={}", berth_auth::oidc::urlencode(name));
+    let r = b.send(Method::POST, &format!("{berth}/account/onboard"), Some(choose("bad name"))).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("cannot be a Berth username"));
+    let r = b.send(Method::POST, &format!("{berth}/account/onboard"), Some(choose("alice"))).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let spent = b.cookie(&berth, "berth_onboard").unwrap();
+    let r = b.send(Method::POST, &format!("{berth}/account/onboard"), Some(choose("alice.w"))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/harbor/projects");
+    assert!(b.cookie(&berth, "berth_onboard").is_none(), "the onboarding cookie is spent");
+    let me: Value = as_session(&b, &berth, Method::GET, "/api/v2.0/users/current", false).await.json().await.unwrap();
+    assert_eq!((me["username"].as_str(), me["email"].as_str()), (Some("alice.w"), Some("alice@example.test")), "{me}");
+    // A replayed onboarding cookie does not make a second account.
+    let mut replay = Browser::new();
+    replay.jar.entry(Browser::host(&berth)).or_default().insert("berth_onboard".into(), spent);
+    let page = replay.send(Method::GET, &format!("{berth}/account/onboard"), None).await.text().await.unwrap();
+    let csrf2 = find(&page, "csrf").to_owned();
+    let r = replay
+        .send(Method::POST, &format!("{berth}/account/onboard"), Some(format!("csrf={csrf2}&username=alice.x")))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("already has a Berth account"));
+    let users: Value = s.api(Method::GET, "/users?q=username%3Dalice.x", None).await.json().await.unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 0, "{users}");
+    // Known now: the next login goes straight in.
+    let mut again = Browser::new();
+    let r = oidc_login(&mut again, &berth, "alice", "Alice-Idp-1").await;
+    assert_eq!(location(&r), "/harbor/projects");
+    // bob's name is free: it is proposed, and a forged cookie is refused.
+    let mut bob = Browser::new();
+    assert_eq!(location(&oidc_login(&mut bob, &berth, "bob", "Bob-Idp-1").await), "/account/onboard");
+    let page = bob.send(Method::GET, &format!("{berth}/account/onboard"), None).await.text().await.unwrap();
+    assert!(page.contains("name=\"username\" value=\"bob\""), "{page}");
+    let token = bob.cookie(&berth, "berth_onboard").unwrap();
+    let mut forged = Browser::new();
+    forged.jar.entry(Browser::host(&berth)).or_default().insert("berth_onboard".into(), format!("{token}x"));
+    let r = forged.send(Method::GET, &format!("{berth}/account/onboard"), None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("Sign in again"));
+    s.stop().await;
+}
+
+/// The SSO journey in Debian's Chromium: the sign-in page's SSO button, the provider's form,
+/// choosing a username, then a CLI secret from the profile that logs skopeo in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_sign_in_and_onboarding_in_chromium() {
+    let (s, _idp) = with_provider().await;
+    let shots = s.dir.path().join("shots");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
+    let out = run_ok(
+        Command::new("python3")
+            .arg(script)
+            .args(["--base", &s.base, "--oidc-user", "alice", "--oidc-password", "Alice-Idp-1", "--choose", "alice"])
+            .arg("--shots")
+            .arg(&shots),
+    )
+    .await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    let secret = out.lines().find_map(|l| l.strip_prefix("secret ")).expect("a secret");
+    let auth = s.dir.path().join("auth.json");
+    run_ok(Command::new("skopeo").args(["login", "--tls-verify=false", "--authfile"]).arg(&auth).args([
+        "-u",
+        "alice",
+        "-p",
+        secret,
+        &s.host(),
+    ]))
     .await;
     s.stop().await;
 }
