@@ -278,7 +278,7 @@ async fn groups(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                             td { @if users.is_empty() { span.muted { "none yet" } } @else { (users.join(", ")) } }
                             td { @for (i, (name, id, role)) in projects.iter().enumerate() {
                                 @if i > 0 { ", " }
-                                a href=(format!("/harbor/projects/{id}/members")) { (name) } " (" (super::project::role_name(*role)) ")"
+                                a.u href=(format!("/harbor/projects/{id}/members")) { (name) } " (" (super::project::role_name(*role)) ")"
                             } }
                         }
                     } }

@@ -106,7 +106,7 @@ async fn page(
                 }
             }
             @if may_edit { p { button type="submit" { "Save" } } }
-            @else { p.muted { "Only the project's administrators and maintainers may change these." } }
+            @else { p.muted { "Only the project's administrators may change these." } }
         }
         @if may_delete {
             h2 { "Delete the project" }

@@ -818,3 +818,166 @@ async fn public_projects_are_browsable_without_an_account() {
         }
     }
 }
+
+/// What each project role sees of a private project in the portal — tabs, commands and
+/// controls follow the one authorization decision, and no control is shown that would be
+/// refused. Strangers get "not found", anonymous visitors the sign-in page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_sees_what_it_may_do() {
+    let s = TestServer::start().await;
+    s.project("vault", false).await;
+    s.push_image("vault/app", "v1").await;
+    let id = id_of(&s.api(reqwest::Method::GET, "/projects/vault", None).await.json().await.unwrap());
+    // (user, role id): project admin, maintainer, developer, guest, limited guest, none.
+    let roles = [("pa", 1), ("ma", 4), ("de", 2), ("gu", 3), ("lg", 5), ("st", 0)];
+    for (user, role) in roles {
+        s.user(user, "Role-Passw0rd-1").await;
+        if role > 0 {
+            s.member("vault", user, role).await;
+        }
+    }
+    let base = format!("/harbor/projects/{id}");
+    // Expected per role: members tab, robots tab, logs tab, push commands, the add-member
+    // form, the robot form, configuration's Save, policy editing.
+    let expect: [(&str, [bool; 8]); 5] = [
+        ("pa", [true, true, true, true, true, true, true, true]),
+        ("ma", [true, true, true, true, false, false, false, false]),
+        ("de", [true, false, true, true, false, false, false, false]),
+        ("gu", [true, false, true, false, false, false, false, false]),
+        ("lg", [false, false, false, false, false, false, false, false]),
+    ];
+    for (user, want) in expect {
+        let w = Web::new(&s, user, "Role-Passw0rd-1").await;
+        let (st, repos) = w.get(&format!("{base}/repositories")).await;
+        assert_eq!(st, StatusCode::OK, "{user}");
+        let (_, members) = w.get(&format!("{base}/members")).await;
+        let (_, robots) = w.get(&format!("{base}/robot-account")).await;
+        let (_, config) = w.get(&format!("{base}/configuration")).await;
+        let (_, policy) = w.get(&format!("{base}/policy")).await;
+        let got = [
+            repos.contains(&format!("href=\"{base}/members\"")),
+            repos.contains(&format!("href=\"{base}/robot-account\"")),
+            repos.contains(&format!("href=\"{base}/logs\"")),
+            repos.contains("docker push"),
+            members.contains("Add a member"),
+            robots.contains("id=\"robot-name\""),
+            config.contains(">Save</button>"),
+            policy.contains("Add an immutability rule"),
+        ];
+        assert_eq!(got, want, "{user}: members, robots, logs tabs; push; add member; robot form; save; policy");
+        // What a page does not show, its address refuses too.
+        if !want[0] {
+            assert_eq!(w.get(&format!("{base}/members")).await.0, StatusCode::FORBIDDEN, "{user}");
+        }
+        if !want[2] {
+            assert_eq!(w.get(&format!("{base}/logs")).await.0, StatusCode::FORBIDDEN, "{user}");
+        }
+        assert!(!repos.contains("/harbor/users"), "{user}: no administration");
+        assert_eq!(w.get("/harbor/users").await.0, StatusCode::FORBIDDEN, "{user}");
+    }
+    let stranger = Web::new(&s, "st", "Role-Passw0rd-1").await;
+    for tab in ["repositories", "members", "robot-account", "policy", "configuration", "logs"] {
+        assert_eq!(stranger.get(&format!("{base}/{tab}")).await.0, StatusCode::NOT_FOUND, "a stranger: {tab}");
+    }
+    let (st, page) = stranger.get(&format!("{base}/repositories/app/artifacts-tab")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{page}");
+    let r = client().get(s.url(&format!("{base}/repositories"))).send().await.unwrap();
+    assert!(r.headers()[LOCATION].to_str().unwrap().starts_with("/account/sign-in?next="));
+    // A system administrator sees administration.
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    assert!(admin.get("/harbor/projects").await.1.contains("href=\"/harbor/users\""));
+}
+
+/// Markup in everything users can type — label names and descriptions, manifest
+/// annotations, image config labels, environment and command, user names, group names,
+/// robot descriptions, repository policies — is shown as text on every page of the portal,
+/// in Chromium: nothing of it becomes an element, a handler or a running script. axe-core
+/// checks each page on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_input_never_becomes_live_markup() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let x = r#"<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>"#;
+    s.project("xss", false).await;
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "created": x,
+        "config": {"Labels": {"evil": x}, "Env": [format!("X={x}")], "Cmd": ["sh", "-c", x], "User": x},
+        "history": [{"created_by": x}]});
+    let config = serde_json::to_vec(&config).unwrap();
+    let cd = s.push_blob("xss/app", &config).await;
+    let layer = random_bytes(1000);
+    let ld = s.push_blob("xss/app", &layer).await;
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}],
+        "annotations": {"org.opencontainers.image.description": x, x: "key"}});
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let r = s.put_manifest("xss/app", "v1", "application/vnd.oci.image.manifest.v1+json", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let digest = sha256(&body);
+    let r = s.api(Method::POST, "/labels", Some(serde_json::json!({"name": x, "description": x, "scope": "g"}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let label = location(&r).rsplit('/').next().unwrap().parse::<i64>().unwrap();
+    let r = s
+        .api(Method::POST, "/projects/xss/repositories/app/artifacts/v1/labels", Some(serde_json::json!({"id": label})))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s
+        .api(Method::POST, "/users", Some(serde_json::json!({"username": "mallory", "realname": x, "email": "m@example.org", "password": "Mallory-Passw0rd-1"})))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = s
+        .api(
+            Method::POST,
+            "/projects/xss/members",
+            Some(serde_json::json!({"role_id": 3, "member_group": {"group_name": x}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let robot = serde_json::json!({"name": "bot", "description": x, "level": "project", "duration": -1,
+        "permissions": [{"kind": "project", "namespace": "xss", "access": [{"resource": "repository", "action": "pull"}]}]});
+    assert_eq!(s.api(Method::POST, "/robots", Some(robot)).await.status(), StatusCode::CREATED);
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Sid": "x", "Effect": "Deny",
+        "Principal": {"AWS": [x]}, "Action": ["ecr:BatchGetImage"]}]});
+    assert_eq!(
+        s.api(Method::PUT, "/projects/xss/repositories/app/policy", Some(policy)).await.status(),
+        StatusCode::OK
+    );
+    let id = id_of(&s.api(Method::GET, "/projects/xss", None).await.json().await.unwrap());
+    let p = format!("/harbor/projects/{id}");
+    let artifact = format!("{p}/repositories/app/artifacts-tab/artifacts/{digest}");
+    let pages = [
+        "/harbor/projects".to_string(),
+        format!("{p}/repositories"),
+        format!("{p}/members"),
+        format!("{p}/robot-account"),
+        format!("{p}/policy"),
+        format!("{p}/configuration"),
+        format!("{p}/logs"),
+        format!("{p}/repositories/app/artifacts-tab"),
+        artifact.clone(),
+        format!("{p}/repositories/app/policies"),
+        "/harbor/users".into(),
+        "/harbor/groups".into(),
+        "/harbor/jobs".into(),
+        "/harbor/gc".into(),
+        "/harbor/vulnerability".into(),
+        "/harbor/logs".into(),
+        "/harbor/settings".into(),
+        "/harbor/profile".into(),
+    ];
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
+    let shows = [format!("{p}/members"), artifact, "/harbor/users".into(), "/harbor/groups".into()];
+    let out = run_ok(
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--base", &s.base, "--user", ADMIN, "--password", ADMIN_PASSWORD, "--shots"])
+            .arg(s.dir.path().join("shots"))
+            .arg("--visit")
+            .args(&pages)
+            .arg("--shows")
+            .args(&shows)
+            .args(["--expect-text", "onerror=\"window.__xss=1\""]),
+    )
+    .await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+}
