@@ -413,7 +413,52 @@ async fn helm_pushes_pulls_and_shows_charts() {
     ]))
     .await;
     assert!(shown.contains("name: berthchart"), "{shown}");
+    // The portal's artifact page shows the chart: Chart.yaml's fields, values.yaml.
+    let cookie = crate::portal::sign_in(&s, ADMIN, ADMIN_PASSWORD).await;
+    let p: Value = s.api(reqwest::Method::GET, "/projects/charts", None).await.json().await.unwrap();
+    let digest = crate::support::sha256(&run_bytes(&s, "charts/berthchart", "0.1.0_build.7").await);
+    let page = crate::portal::client()
+        .get(s.url(&format!(
+            "/harbor/projects/{}/repositories/berthchart/artifacts-tab/artifacts/{digest}",
+            p["project_id"]
+        )))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Helm chart") && page.contains("<dd>0.1.0+build.7</dd>") && page.contains("<dd>berthchart</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("values.yaml") && page.contains("replicaCount"), "{page}");
+    let page = crate::portal::client()
+        .get(s.url(&format!("/harbor/projects/{}/repositories/berthchart/artifacts-tab", p["project_id"])))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("helm pull oci://{host}/charts/berthchart --version 0.1.0_build.7")), "{page}");
     s.stop().await;
+}
+
+/// The manifest bytes of `repo:tag`, as stored.
+async fn run_bytes(s: &TestServer, repo: &str, tag: &str) -> Vec<u8> {
+    s.client
+        .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

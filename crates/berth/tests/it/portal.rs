@@ -981,3 +981,69 @@ async fn user_input_never_becomes_live_markup() {
     .await;
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
 }
+
+/// An index shows its platforms (each linked to its image), an image the accessories that
+/// refer to it; the repository page lists the index once, with badges, not its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_show_platforms_and_images_their_accessories() {
+    let s = TestServer::start().await;
+    s.project("multi", false).await;
+    let amd = s.push_image("multi/app", "amd64-only").await;
+    let arm = s.push_image("multi/app", "arm64-only").await;
+    let entry = |m: &[u8], arch: &str, variant: Option<&str>| {
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(m),
+            "size": m.len(), "platform": platform})
+    };
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&amd, "amd64", None), entry(&arm, "arm64", Some("v8"))]});
+    let index = serde_json::to_vec(&index).unwrap();
+    let r = s.put_manifest("multi/app", "1.0", "application/vnd.oci.image.index.v1+json", &index).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // An SBOM that refers to the amd64 image.
+    let empty = s.push_blob("multi/app", b"{}").await;
+    let spdx = b"{\"spdxVersion\":\"SPDX-2.3\"}";
+    let doc = s.push_blob("multi/app", spdx).await;
+    let sbom = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": doc, "size": spdx.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&amd), "size": amd.len()}});
+    let sbom = serde_json::to_vec(&sbom).unwrap();
+    let r = s.put_manifest("multi/app", &sha256(&sbom), "application/vnd.oci.image.manifest.v1+json", &sbom).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let id = id_of(&s.api(reqwest::Method::GET, "/projects/multi", None).await.json().await.unwrap());
+    let repo = format!("/harbor/projects/{id}/repositories/app/artifacts-tab");
+    let (_, page) = admin.get(&repo).await;
+    assert!(page.contains("2 platforms</span>") && page.contains("1 accessories</span>"), "{page}");
+    assert!(!page.contains(&sha256(&sbom)[..19]), "the SBOM is shown under its image, not as a row: {page}");
+    let (st, page) = admin.get(&format!("{repo}/artifacts/{}", sha256(&index))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        page.contains("Image index")
+            && page.contains("<td>linux/amd64</td>")
+            && page.contains("<td>linux/arm64/v8</td>"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("href=\"{repo}/artifacts/{}\"", sha256(&arm))), "{page}");
+    let (_, page) = admin.get(&format!("{repo}/artifacts/{}", sha256(&amd))).await;
+    assert!(page.contains("id=\"accessories\"") && page.contains("<td>application/spdx+json</td>"), "{page}");
+    let (_, page) = admin.get(&format!("{repo}/artifacts/{}", sha256(&sbom))).await;
+    assert!(page.contains("SBOM") && page.contains("Refers to") && !page.contains("id=\"vulnerabilities\""), "{page}");
+}
+
+/// A portal session ends when its time is up (`auth.session_ttl`, here a second, plus the
+/// tokens' five seconds of leeway for clock skew): the next page asks to sign in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sessions_expire() {
+    let s = TestServer::start_with(|c| c.auth.session_ttl = std::time::Duration::from_secs(1)).await;
+    let w = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(w.get("/harbor/profile").await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(7_000)).await;
+    let r = w.c.get(s.url("/harbor/profile")).header("cookie", &w.cookie).send().await.unwrap();
+    assert_eq!(r.headers()[LOCATION], "/account/sign-in?next=%2Fharbor%2Fprofile");
+}

@@ -232,6 +232,24 @@ def main() -> None:
                 fail("the repository page shows no v1 tag or pull command: " + page)
             d.save_screenshot(os.path.join(a.shots, "repository.png"))
             accessible(d, "repository")
+            # The script's copy buttons: shown, and copying the command beside them.
+            d.execute_cdp_cmd("Browser.grantPermissions", {"origin": a.base,
+                              "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+            copy = d.find_element(By.CSS_SELECTOR, ".command button[data-copy]")
+            if not copy.is_displayed():
+                fail("the copy buttons are not shown: did the script run?")
+            command = d.find_element(By.CSS_SELECTOR, ".command code").text
+            copy.click()
+            WebDriverWait(d, 5).until(lambda _: copy.text != "Copy")
+            copied = d.execute_async_script(
+                "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done(String(e)));")
+            if copy.text != "Copied" or copied != command:
+                fail(f"the copy button says {copy.text!r} and copied {copied!r}, not {command!r}")
+            # Sortable columns: the header's button sorts and says how.
+            size = d.find_element(By.XPATH, "//th[.//button[normalize-space()='Size']]")
+            size.find_element(By.TAG_NAME, "button").click()
+            if size.get_attribute("aria-sort") != "ascending":
+                fail(f"sorting by size set aria-sort={size.get_attribute('aria-sort')!r}")
             d.find_element(By.CSS_SELECTOR, "tbody td a code").click()
             settle(d, lambda: "/artifacts/sha256:" in d.current_url)
             heads = [e.text for e in d.find_elements(By.TAG_NAME, "h2")]
