@@ -43,5 +43,52 @@ for repo, tags in [("library/app", ["v1", "v2", "latest"]), ("library/nginx", ["
         req("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(m).encode(),
             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
 PY
+# A real Debian image, scanned on push against the vendored advisories, when the tests'
+# cached layout is there (crates/berth/tests/it/support.rs builds it with debootstrap).
+LAYOUT=/var/cache/berth-test/debian-minbase
+if [ -f "$LAYOUT/index.json" ]; then
+    env -u BERTH_URL -u BERTH_USERNAME -u BERTH_PASSWORD "$BIN" vulndb import testdata/vulndb/osv --data-dir "$TMP/data" >/dev/null
+    curl -fs -u "admin:$PASSWORD" -X PUT -H 'content-type: application/json' \
+        -d '{"metadata":{"auto_scan":"true","auto_sbom_generation":"true"}}' "$BERTH_URL/api/v2.0/projects/library"
+    skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds "admin:$PASSWORD" \
+        "oci:$LAYOUT:bookworm" "docker://127.0.0.1:$PORT/library/debian:bookworm"
+    for _ in $(seq 100); do
+        curl -fs -u "admin:$PASSWORD" "$BERTH_URL/api/v2.0/projects/library/repositories/debian/artifacts/bookworm?with_scan_overview=true" \
+            | grep -q '"scan_status":"Success"' && break
+        sleep 0.3
+    done
+fi
 python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" --shots docs/screenshots
 rm -rf docs/screenshots/downloads   # the robot credentials the test downloaded
+# More pages, each as a whole page.
+python3 - "$BERTH_URL" "$PASSWORD" <<'PY'
+import json, os, sys, time, urllib.request, base64
+sys.path.insert(0, "crates/berth/tests/portal")
+from browser import browser, sign_in
+base, pw = sys.argv[1], sys.argv[2]
+def api(path):
+    r = urllib.request.Request(base + "/api/v2.0" + path, headers={
+        "Authorization": "Basic " + base64.b64encode(f"admin:{pw}".encode()).decode()})
+    return json.load(urllib.request.urlopen(r))
+lib = api("/projects/library")["project_id"]
+pages = [("policy.png", f"/harbor/projects/{lib}/policy"),
+         ("configuration.png", f"/harbor/projects/{lib}/configuration"),
+         ("logs.png", f"/harbor/projects/{lib}/logs"),
+         ("users.png", "/harbor/users"),
+         ("vulnerability.png", "/harbor/vulnerability")]
+try:
+    d = api("/projects/library/repositories/debian/artifacts/bookworm")["digest"]
+    pages.insert(0, ("artifact-scanned.png", f"/harbor/projects/{lib}/repositories/debian/artifacts-tab/artifacts/{d}"))
+except Exception:
+    pass
+d = browser(width=1280, height=900)
+try:
+    sign_in(d, base, "admin", pw)
+    for name, path in pages:
+        d.get(base + path)
+        time.sleep(0.3)
+        d.set_window_size(1280, min(max(d.execute_script("return document.body.scrollHeight") + 20, 700), 2400))
+        d.save_screenshot(os.path.join("docs/screenshots", name))
+finally:
+    d.quit()
+PY

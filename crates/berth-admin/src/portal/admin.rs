@@ -423,7 +423,7 @@ async fn gc_log(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<
                 dt { "Started" } dd { (super::when(r.created_at)) }
                 dt { "Updated" } dd { (super::when(r.updated_at)) }
             }
-            pre { code { (r.log) } }
+            pre tabindex="0" { code { (r.log) } }
         }
     };
     page(&c, &format!("Garbage collection run {id}"), GC, body, StatusCode::OK)

@@ -364,7 +364,7 @@ async fn show(
                     @if let Some(m) = meta["maintainers"].as_array() { dt { "Maintainers" } dd { @for x in m { (text(&x["name"])) @if let Some(e) = x["email"].as_str() { " <" (e) ">" } br; } } }
                     @if let Some(d) = meta["dependencies"].as_array() { dt { "Dependencies" } dd { @for x in d { (text(&x["name"])) " " (text(&x["version"])) br; } } }
                 }
-                @if let Some(v) = values { details { summary { "values.yaml" } pre { code { (v) } } } }
+                @if let Some(v) = values { details { summary { "values.yaml" } pre tabindex="0" { code { (v) } } } }
                 @if let Some(r) = readme { details { summary { "README.md" } pre.readme { (r) } } }
             }
         }

@@ -439,7 +439,7 @@ pub(super) fn commands(list: &[(&str, String)]) -> Markup {
             @for (label, command) in list {
                 div.command {
                     span.client { (label) }
-                    pre { code { (command) } }
+                    pre tabindex="0" { code { (command) } }
                     button.quiet.copy type="button" data-copy hidden aria-live="polite" { "Copy" }
                 }
             }

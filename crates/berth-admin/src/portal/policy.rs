@@ -592,7 +592,7 @@ async fn run_log(State(s): State<AdminState>, headers: HeaderMap, Path((id, run)
             }
             @for t in result["tasks"].as_array().into_iter().flatten() {
                 h3 { (t["repository"].as_str().unwrap_or("")) " " span.muted { "(" (t["retained"]) " of " (t["total"]) " kept)" } }
-                pre { code { (t["log"].as_str().unwrap_or("")) } }
+                pre tabindex="0" { code { (t["log"].as_str().unwrap_or("")) } }
             }
         }
     };

@@ -69,7 +69,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
                         p { strong { "Your new CLI secret — copy it now; it is not shown again:" } }
                         p { code.secret #cli-secret { (secret) } }
                         p { "Sign in with it:" }
-                        pre { code { "docker login " (host) " -u " (record.username) "\n" "podman login " (host) " -u " (record.username) } }
+                        pre tabindex="0" { code { "docker login " (host) " -u " (record.username) "\n" "podman login " (host) " -u " (record.username) } }
                     }
                 }
                 Notice::Done(msg) => { p.ok role="status" { (msg) } }

@@ -323,12 +323,39 @@ async fn the_portal_works_in_chromium() {
     s.project("library", true).await;
     s.project("research-genomics", false).await;
     s.push_image("library/app", "v1").await;
+    // A real Debian image pushed by skopeo, scanned on push against the real advisories.
+    crate::scan::import(&s, &crate::scan::pack_dir()).await;
+    let r = s
+        .api(
+            reqwest::Method::PUT,
+            "/projects/library",
+            Some(serde_json::json!({"metadata": {"auto_scan": "true", "auto_sbom_generation": "true"}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let layout = debian_layout().await;
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .env("REGISTRY_AUTH_FILE", s.auth_file())
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:bookworm", layout.display()))
+            .arg(format!("docker://{}/library/debian:bookworm", s.host())),
+    )
+    .await;
+    let debian = crate::scan::scanned(&s, "library", "debian", "bookworm").await;
+    let library =
+        s.api(reqwest::Method::GET, "/projects/library", None).await.json::<serde_json::Value>().await.unwrap();
+    let scanned = format!(
+        "/harbor/projects/{}/repositories/debian/artifacts-tab/artifacts/{}",
+        library["project_id"],
+        debian["digest"].as_str().unwrap()
+    );
     let shots = s.dir.path().join("shots");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
     let out = run_ok(
         tokio::process::Command::new("python3")
             .arg(script)
-            .args(["--base", &s.base, "--user", ADMIN, "--password", ADMIN_PASSWORD, "--shots"])
+            .args(["--base", &s.base, "--user", ADMIN, "--password", ADMIN_PASSWORD, "--scanned", &scanned, "--shots"])
             .arg(&shots),
     )
     .await;

@@ -139,18 +139,25 @@ def visit_journey(a: argparse.Namespace) -> None:
     no markup that users typed became live — no element or handler from a payload, no script
     that is not the portal's own, no script run (`window.__xss`), no CSP violation. In the
     light theme, then the dark one."""
-    for dark in (False, True):
-        visit_pages(a, dark)
+    for dark, width in ((False, 1280), (True, 1280), (False, 390)):
+        visit_pages(a, dark, width)
     print("ok")
 
 
-def visit_pages(a: argparse.Namespace, dark: bool) -> None:
-    d = browser(dark=dark)
+def visit_pages(a: argparse.Namespace, dark: bool, width: int) -> None:
+    d = browser(dark=dark, width=width)
     try:
         sign_in(d, a.base, a.user, a.password)
         for path in a.visit:
             d.get(a.base + path)
             settle(d, lambda: True)
+            overflow = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 0:
+                wide = d.execute_script(
+                    "return [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right"
+                    " > window.innerWidth + 1).slice(-3).map(e => e.tagName + '.' + e.className + ': '"
+                    " + e.textContent.slice(0, 60))")
+                fail(f"{path} at {width} px is {overflow} px wider than the screen: {wide}")
             live = d.execute_script(
                 "return [...document.querySelectorAll('img[src=\"x\"], script:not([src]), svg script,"
                 " iframe, object, embed, [onerror], [onload], [onclick], [onmouseover], a[href^=\"javascript\"]')]"
@@ -160,7 +167,7 @@ def visit_pages(a: argparse.Namespace, dark: bool) -> None:
                 fail(f"{path}: markup from user input is live: {live}")
             if d.execute_script("return window.__xss !== undefined"):
                 fail(f"{path}: a payload ran")
-            accessible(d, path + (" (dark)" if dark else ""))
+            accessible(d, path + (" (dark)" if dark else "") + (f" at {width} px" if width < 1000 else ""))
             if a.expect_text and a.expect_text not in d.find_element(By.TAG_NAME, "body").text and path in a.shows:
                 fail(f"{path}: the payload is not shown as text")
         bad = problems(d, a.base)
@@ -180,6 +187,7 @@ def main() -> None:
     ap.add_argument("--oidc-user", help="sign in through the identity provider as this user instead")
     ap.add_argument("--oidc-password")
     ap.add_argument("--choose", help="the username to choose when onboarding")
+    ap.add_argument("--scanned", help="the page of a scanned image, to check its findings and SBOM")
     ap.add_argument("--visit", nargs="*", default=[], help="sign in and check these pages for live markup instead")
     ap.add_argument("--shows", nargs="*", default=[], help="those of the pages that must show --expect-text")
     ap.add_argument("--expect-text", default="")
@@ -281,6 +289,22 @@ def main() -> None:
             yaml = [f for f in os.listdir(downloads) if f.endswith(".yaml")][0]
             print(f"k8s {os.path.join(downloads, yaml)}")
             d.get(a.base + "/harbor/projects")
+        if a.scanned:
+            # An image pushed by a real client, scanned: its findings and its SBOM's packages.
+            d.get(a.base + a.scanned)
+            rows = d.find_elements(By.CSS_SELECTOR, "#vulnerabilities + .panel tbody tr")
+            if not rows or not rows[0].find_elements(By.CSS_SELECTOR, "span[class^='badge sev-']"):
+                fail("the scanned image's page lists no finding: " + d.find_element(By.TAG_NAME, "main").text[:2000])
+            summary = d.find_element(By.CSS_SELECTOR, "#sbom + .panel details summary").text
+            if not summary.endswith("packages") or int(summary.split()[0]) < 50:
+                fail(f"the SBOM section says {summary!r}")
+            d.find_element(By.CSS_SELECTOR, "#sbom + .panel details summary").click()
+            if "pkg:deb/debian/" not in d.find_element(By.CSS_SELECTOR, "#sbom + .panel details").text:
+                fail("the SBOM's packages carry no Debian package URL")
+            accessible(d, "scanned artifact")
+            d.set_window_size(1280, 2400)
+            d.save_screenshot(os.path.join(a.shots, "artifact-scanned.png"))
+            d.set_window_size(1280, 860)
         bad = problems(d)
         if bad:
             fail("the browser reported: " + "; ".join(bad))
