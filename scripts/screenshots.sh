@@ -17,7 +17,6 @@ export BERTH_URL="http://127.0.0.1:$PORT" BERTH_USERNAME=admin BERTH_PASSWORD=$P
 for _ in $(seq 50); do curl -fso /dev/null "$BERTH_URL/v2/" -w '' 2>/dev/null && break; curl -so /dev/null "$BERTH_URL/v2/" && break; sleep 0.1; done
 "$BIN" project create library --public >/dev/null
 "$BIN" project create research-genomics >/dev/null
-"$BIN" project create climate-models >/dev/null
 "$BIN" quota set research-genomics 10GiB >/dev/null
 # A few images, pushed over the plain Distribution API.
 python3 - "$BERTH_URL" "$PASSWORD" <<'PY'
@@ -60,6 +59,12 @@ if [ -f "$LAYOUT/index.json" ]; then
 fi
 python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" --shots docs/screenshots
 rm -rf docs/screenshots/downloads   # the robot credentials the test downloaded
+# The journeys (they save the retention preview as policy.png).
+curl -fs -u "admin:$PASSWORD" -H 'content-type: application/json' \
+    -d '{"username":"una","email":"una@example.org","realname":"Una Example","password":"Una-Passw0rd-1"}' \
+    "$BERTH_URL/api/v2.0/users" >/dev/null
+python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" \
+    --journeys --shots docs/screenshots
 # More pages, each as a whole page.
 python3 - "$BERTH_URL" "$PASSWORD" <<'PY'
 import json, os, sys, time, urllib.request, base64
@@ -71,8 +76,7 @@ def api(path):
         "Authorization": "Basic " + base64.b64encode(f"admin:{pw}".encode()).decode()})
     return json.load(urllib.request.urlopen(r))
 lib = api("/projects/library")["project_id"]
-pages = [("policy.png", f"/harbor/projects/{lib}/policy"),
-         ("configuration.png", f"/harbor/projects/{lib}/configuration"),
+pages = [("configuration.png", f"/harbor/projects/{lib}/configuration"),
          ("logs.png", f"/harbor/projects/{lib}/logs"),
          ("users.png", "/harbor/users"),
          ("vulnerability.png", "/harbor/vulnerability")]

@@ -500,17 +500,26 @@ async fn scan_all(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form
 
 /// The uploaded OSV file, written to a temporary file (named by the upload's kind, which the
 /// importer reads by extension); the CSRF token, which must come first.
-async fn receive(mut form: Multipart, dir: &std::path::Path) -> Result<(String, std::path::PathBuf), String> {
+async fn receive(
+    mut form: Multipart,
+    headers: &HeaderMap,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, (String, StatusCode)> {
+    let bad = |m: String| (m, StatusCode::BAD_REQUEST);
     let mut csrf = String::new();
-    while let Some(mut field) = form.next_field().await.map_err(|e| format!("The upload failed: {e}."))? {
+    while let Some(mut field) = form.next_field().await.map_err(|e| bad(format!("The upload failed: {e}.")))? {
         match field.name() {
-            Some("csrf") => csrf = field.text().await.map_err(|e| format!("The upload failed: {e}."))?,
+            Some("csrf") => csrf = field.text().await.map_err(|e| bad(format!("The upload failed: {e}.")))?,
             Some("file") => {
+                // Nothing is written before the form has shown it is this site's.
+                if !super::csrf_ok(headers, &csrf) {
+                    let m = "This form expired or came from another site; nothing was imported. Reload the page and try again.";
+                    return Err((m.into(), StatusCode::FORBIDDEN));
+                }
                 let name = field.file_name().unwrap_or("").to_ascii_lowercase();
-                let ext = [".jsonl.gz", ".jsonl", ".json", ".zip"]
-                    .into_iter()
-                    .find(|e| name.ends_with(e))
-                    .ok_or_else(|| format!("{name:?}: give a .zip, .json, .jsonl or .jsonl.gz file of OSV records."))?;
+                let ext = [".jsonl.gz", ".jsonl", ".json", ".zip"].into_iter().find(|e| name.ends_with(e)).ok_or_else(
+                    || bad(format!("{name:?}: give a .zip, .json, .jsonl or .jsonl.gz file of OSV records.")),
+                )?;
                 // The source is named after the file (as by `berth vulndb import`): keep a
                 // safe form of its name, never a path.
                 let stem: String = name[..name.len() - ext.len()]
@@ -520,34 +529,34 @@ async fn receive(mut form: Multipart, dir: &std::path::Path) -> Result<(String, 
                     .collect();
                 let stem = stem.trim_matches('.');
                 let path = dir.join(format!("{}{ext}", if stem.is_empty() { "upload" } else { stem }));
-                let mut out =
-                    tokio::fs::File::create(&path).await.map_err(|e| format!("Saving the upload failed: {e}."))?;
+                let full =
+                    |e: std::io::Error| (format!("Saving the upload failed: {e}."), StatusCode::INSUFFICIENT_STORAGE);
+                let mut out = tokio::fs::File::create(&path).await.map_err(full)?;
                 use tokio::io::AsyncWriteExt;
-                while let Some(chunk) = field.chunk().await.map_err(|e| format!("The upload failed: {e}."))? {
-                    out.write_all(&chunk).await.map_err(|e| format!("Saving the upload failed: {e}."))?;
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("The upload failed: {e}.")))? {
+                    out.write_all(&chunk).await.map_err(full)?;
                 }
-                out.flush().await.map_err(|e| format!("Saving the upload failed: {e}."))?;
-                return Ok((csrf, path));
+                out.flush().await.map_err(full)?;
+                return Ok(path);
             }
             _ => {}
         }
     }
-    Err("Choose a file to import.".into())
+    Err(bad("Choose a file to import.".into()))
 }
 
 async fn import(State(s): State<AdminState>, headers: HeaderMap, form: Multipart) -> Response {
-    if super::signed_in(&s, &headers).await.is_none() {
-        return super::to_sign_in(VULNERABILITY);
-    }
+    // Only an administrator's upload is read (the CSRF token is checked before the file).
+    let c = match admin_ctx(&s, &headers, VULNERABILITY, "Vulnerability database").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let who = c.who.name().to_owned();
     let dir = std::env::temp_dir().join(format!("berth-osv-{}", hex::encode(rand::random::<[u8; 8]>())));
     let r: Result<String, (String, StatusCode)> = async {
         tokio::fs::create_dir_all(&dir).await.map_err(|e| (format!("Saving the upload failed: {e}."), StatusCode::INSUFFICIENT_STORAGE))?;
-        let (csrf, path) = receive(form, &dir).await.map_err(|m| (m, StatusCode::BAD_REQUEST))?;
-        if let Err(r) = admin_action(&s, &headers, &csrf, VULNERABILITY).await {
-            return Err(("Only system administrators may import, from this page (reload it and try again).".into(), r.status()));
-        }
+        let path = receive(form, &headers, &dir).await?;
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let who = super::signed_in(&s, &headers).await.map(|p| p.name().to_owned()).unwrap_or_default();
         let hide = dir.display().to_string();
         let stats = s
             .scans

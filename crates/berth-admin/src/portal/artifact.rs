@@ -16,8 +16,8 @@ use std::io::Read;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use berth_auth::Target;
 use berth_auth::rbac::Perm;
 use berth_registry::ArtifactRow;
@@ -33,7 +33,9 @@ use super::{human_bytes, sortable};
 use crate::AdminState;
 
 pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab/artifacts/{digest}", get(show))
+    Router::new()
+        .route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab/artifacts/{digest}", get(show))
+        .route("/harbor/projects/{id}/repositories/{repo}/artifacts-tab/artifacts/{digest}/{op}", post(act))
 }
 
 const LEVELS: [Severity; 6] =
@@ -215,9 +217,115 @@ async fn show(
     Path((id, repo, digest)): Path<(i64, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    page(&s, &headers, (id, &repo, &digest), &q, None, StatusCode::OK).await
+}
+
+#[derive(serde::Deserialize)]
+struct ActForm {
+    csrf: String,
+    #[serde(default)]
+    tag: String,
+}
+
+/// Scan now, add or remove a tag, or delete the artifact — each through the one decision,
+/// with the permission and ECR action the API asks for the same change.
+async fn act(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, repo, digest, op)): Path<(i64, String, String, String)>,
+    axum::Form(f): axum::Form<ActForm>,
+) -> Response {
+    use berth_auth::policy::EcrAction;
+    let here = format!("/harbor/projects/{id}/repositories/{}/artifacts-tab/artifacts/{digest}", crate::enc(&repo));
+    let r: Result<&'static str, (String, StatusCode)> = async {
+        let who =
+            super::signed_in(&s, &headers).await.ok_or(("Sign in first.".to_string(), StatusCode::UNAUTHORIZED))?;
+        if !super::csrf_ok(&headers, &f.csrf) {
+            return Err((
+                "This form expired or came from another site; nothing was changed.".into(),
+                StatusCode::FORBIDDEN,
+            ));
+        }
+        let missing = || (format!("There is no artifact {digest} here."), StatusCode::NOT_FOUND);
+        let p = match s.auth.project_by_id(id).await {
+            Ok(Some(p)) => p,
+            _ => return Err(missing()),
+        };
+        let name: RepoName = format!("{}/{repo}", p.name).parse().map_err(|_| missing())?;
+        let d: Digest = digest.parse().map_err(|_| missing())?;
+        let (perm, action) = match op.as_str() {
+            "scan" => (Perm::Scan, EcrAction::StartImageScan),
+            "add-tag" => (Perm::CreateTag, EcrAction::PutImage),
+            "remove-tag" => (Perm::DeleteTag, EcrAction::BatchDeleteImage),
+            "delete" => (Perm::DeleteArtifact, EcrAction::BatchDeleteImage),
+            _ => return Err(("Unknown action.".into(), StatusCode::NOT_FOUND)),
+        };
+        if s.auth.decide(&who, Target::Repository(name.as_str(), action), perm).await.is_err() {
+            return Err(("You may not do this here.".into(), StatusCode::FORBIDDEN));
+        }
+        let origin = berth_auth::Origin::new(who.name(), None);
+        let tag = || -> Result<berth_types::Tag, (String, StatusCode)> {
+            f.tag.trim().parse().map_err(|e| (format!("Tag {:?}: {e}.", f.tag.trim()), StatusCode::BAD_REQUEST))
+        };
+        match op.as_str() {
+            "scan" => {
+                let req = berth_scanner::ScanRequest {
+                    digest: digest.clone(),
+                    repo: name.to_string(),
+                    sbom: p.settings.auto_sbom,
+                };
+                s.scans.request(&[req], &origin).await.map_err(super::api_err)?;
+                Ok("Scan requested; its result appears here when it is done.")
+            }
+            "add-tag" => {
+                s.registry.tag_create(&name, &tag()?, &d, &origin).await.map_err(super::api_err)?;
+                Ok("Tag added.")
+            }
+            "remove-tag" => {
+                s.registry
+                    .manifest_delete(&name, &berth_types::Reference::Tag(tag()?), &origin)
+                    .await
+                    .map_err(super::api_err)?;
+                Ok("Tag removed.")
+            }
+            _ => {
+                s.registry
+                    .manifest_delete(&name, &berth_types::Reference::Digest(d), &origin)
+                    .await
+                    .map_err(super::api_err)?;
+                Ok("deleted")
+            }
+        }
+    }
+    .await;
+    match r {
+        Ok("deleted") => axum::response::Redirect::to(&format!(
+            "/harbor/projects/{id}/repositories/{}/artifacts-tab",
+            crate::enc(&repo)
+        ))
+        .into_response(),
+        Ok(m) => {
+            page(&s, &headers, (id, &repo, &digest), &HashMap::new(), Some((m.to_owned(), true)), StatusCode::OK).await
+        }
+        Err((m, st)) => {
+            tracing::debug!(page = %here, error = %m, "portal: an artifact action was refused");
+            page(&s, &headers, (id, &repo, &digest), &HashMap::new(), Some((m, false)), st).await
+        }
+    }
+}
+
+async fn page(
+    s: &AdminState,
+    headers: &HeaderMap,
+    (id, repo, digest): (i64, &str, &str),
+    q: &HashMap<String, String>,
+    notice: Option<(String, bool)>,
+    status: StatusCode,
+) -> Response {
+    let (s, repo, digest) = (s.clone(), repo.to_owned(), digest.to_owned());
     let base = format!("/harbor/projects/{id}/repositories/{}/artifacts-tab", crate::enc(&repo));
     let here = format!("{base}/artifacts/{digest}");
-    let (c, p) = match open(&s, &headers, id, &here).await {
+    let (c, p) = match open(&s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -267,6 +375,15 @@ async fn show(
     let history: Vec<&Value> =
         content.config.as_ref().and_then(|c| c["history"].as_array()).map(|h| h.iter().collect()).unwrap_or_default();
     let cfg = content.config.as_ref().map(|c| &c["config"]);
+    use berth_auth::policy::EcrAction as Ecr;
+    let may = |perm: Perm, action: Ecr| c.may(&s, Target::Repository(name.as_str(), action), perm);
+    let (may_scan, may_tag, may_untag, may_delete) = (
+        !c.anonymous() && may(Perm::Scan, Ecr::StartImageScan).await,
+        !c.anonymous() && may(Perm::CreateTag, Ecr::PutImage).await,
+        !c.anonymous() && may(Perm::DeleteTag, Ecr::BatchDeleteImage).await,
+        !c.anonymous() && may(Perm::DeleteArtifact, Ecr::BatchDeleteImage).await,
+    );
+    let action = |op: &str| format!("{here}/{op}");
     let mut sections: Vec<(&str, &str)> = Vec::new();
     if !content.platforms.is_empty() {
         sections.push(("platforms", "Platforms"));
@@ -295,14 +412,55 @@ async fn show(
             a href=(format!("/harbor/projects/{}/repositories", p.id)) { (p.name) } " / "
             a href=(base) { (repo) } " / "
         }
-        h1 { code { (short(&digest)) } }
+        div.toolbar {
+            h1 { code { (short(&digest)) } }
+            div.actions {
+                @if may_scan && a.record.subject.is_none() {
+                    form.inline method="post" action=(action("scan")) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        button.quiet type="submit" { "Scan now" }
+                    }
+                }
+                @if may_delete {
+                    form.inline method="post" action=(action("delete")) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        button.danger type="submit" { "Delete artifact" }
+                    }
+                }
+            }
+        }
+        @if let Some((msg, ok)) = &notice {
+            @if *ok { p.notice role="status" { (msg) } } @else { p.error role="alert" { (msg) } }
+        }
         nav.tabs aria-label="Sections" {
             ul { @for (anchor, label) in &sections { li { a href=(format!("#{anchor}")) { (label) } } } }
         }
         div.panel {
             dl.facts {
                 dt { "Digest" } dd { code.wrap { (digest) } }
-                dt { "Tags" } dd { @for (t, _) in &a.tags { span.badge { (t) } " " } @if a.tags.is_empty() { span.muted { "untagged" } } }
+                dt { "Tags" } dd {
+                    @for (t, _) in &a.tags {
+                        span.badge { (t)
+                            @if may_untag {
+                                form.inline method="post" action=(action("remove-tag")) {
+                                    input type="hidden" name="csrf" value=(c.csrf);
+                                    input type="hidden" name="tag" value=(t);
+                                    button.x type="submit" aria-label=(format!("Remove tag {t}")) title="Remove this tag" { "\u{d7}" }
+                                }
+                            }
+                        }
+                        " "
+                    }
+                    @if a.tags.is_empty() { span.muted { "untagged" } }
+                    @if may_tag {
+                        form.inline.add-tag method="post" action=(action("add-tag")) {
+                            input type="hidden" name="csrf" value=(c.csrf);
+                            label.vh for="new-tag" { "New tag" }
+                            input #new-tag type="text" name="tag" placeholder="new tag" required maxlength="128";
+                            button.quiet type="submit" { "Add tag" }
+                        }
+                    }
+                }
                 @if !labels.is_empty() { dt { "Labels" } dd { @for l in &labels { span.badge.label title=(l.description) { (l.name) } " " } } }
                 dt { "Type" } dd { (super::kind_of(a)) " " span.muted.wrap { "(" (a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone())) ")" } }
                 dt { "Size" } dd { (human_bytes(a.total_size)) }
@@ -480,5 +638,5 @@ async fn show(
         }
         }
     };
-    c.page(&repo, "/harbor/projects", body, StatusCode::OK)
+    c.page(&repo, "/harbor/projects", body, status)
 }

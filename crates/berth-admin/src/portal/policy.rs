@@ -267,7 +267,7 @@ fn preview_table(rows: &[(String, Vec<[String; 5]>)]) -> Markup {
                     tbody { @for (repo, r) in all.iter().take(MAX_PREVIEW_ROWS) {
                         tr {
                             td { (repo) } td { code title=(r[0]) { (r[0].get(..19).unwrap_or(&r[0])) } } td { (r[1]) }
-                            td.hide-narrow { (r[2]) } td.hide-narrow { (r[3]) }
+                            td.hide-narrow { (readable(&r[2])) } td.hide-narrow { (readable(&r[3])) }
                             td { @if r[4].starts_with("DEL") { strong.failed { "Delete" } } @else { (r[4].replace("RETAIN", "Keep")) } }
                         }
                     } }
@@ -275,6 +275,14 @@ fn preview_table(rows: &[(String, Vec<[String; 5]>)]) -> Markup {
                 @if all.len() > MAX_PREVIEW_ROWS { p.muted { "The first " (MAX_PREVIEW_ROWS) " rows, deletions first." } }
             }
         }
+    }
+}
+
+/// An RFC 3339 time from a run's log as the portal shows times (`-` stays).
+fn readable(t: &str) -> String {
+    match (t.get(..10), t.get(11..16)) {
+        (Some(day), Some(hm)) if t.len() >= 16 => format!("{day} {hm} UTC"),
+        _ => t.to_owned(),
     }
 }
 

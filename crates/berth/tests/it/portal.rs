@@ -1,7 +1,8 @@
-//! The web portal's foundation over HTTP: sign-in and sign-out with CSRF protection, session
-//! cookies with the right flags, security headers on every page, the projects page as each
-//! user may see it, escaping, and a versioned stylesheet. (Browser journeys come with the
-//! portal's pages.)
+//! The web portal: sign-in and sign-out with CSRF protection, session cookies with the right
+//! flags and expiry, security headers, what each role and anonymous visitors see, every tab
+//! and administration page changing what the API then reads, and — in Debian's Chromium
+//! (`tests/portal/browser.py`) — the main journeys, copy buttons, sorting, escaping of
+//! everything users type, and axe-core on every page in both themes and at a phone's width.
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -1073,4 +1074,87 @@ async fn portal_sessions_expire() {
     tokio::time::sleep(std::time::Duration::from_millis(7_000)).await;
     let r = w.c.get(s.url("/harbor/profile")).header("cookie", &w.cookie).send().await.unwrap();
     assert_eq!(r.headers()[LOCATION], "/account/sign-in?next=%2Fharbor%2Fprofile");
+}
+
+/// Every journey of the portal once, in Chromium, as a user clicks through it
+/// (`browser.py --journeys`); then what it changed is checked where clients see it — the
+/// project made public in the browser is pulled anonymously by skopeo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_journeys_in_chromium() {
+    let s = TestServer::start().await;
+    s.project("research-genomics", false).await;
+    s.user("una", "Una-Passw0rd-1").await;
+    for tag in ["v1", "v2"] {
+        s.push_image("research-genomics/bwa", tag).await;
+    }
+    let anonymous_pull = || {
+        tokio::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--no-creds"])
+            .arg(format!("docker://{}/research-genomics/bwa:v2", s.host()))
+            .output()
+    };
+    assert!(!anonymous_pull().await.unwrap().status.success(), "private at first");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
+    let out = run_ok(
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(["--base", &s.base, "--user", ADMIN, "--password", ADMIN_PASSWORD, "--journeys", "--shots"])
+            .arg(s.dir.path().join("shots")),
+    )
+    .await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    let get = |path: &'static str| {
+        let s = &s;
+        async move { s.api(reqwest::Method::GET, path, None).await.json::<serde_json::Value>().await.unwrap() }
+    };
+    assert_eq!(get("/projects/climate-models").await["name"], "climate-models");
+    let members = get("/projects/research-genomics/members").await;
+    let una = members.as_array().unwrap().iter().find(|m| m["entity_name"] == "una").expect("una is a member");
+    assert_eq!(una["role_id"], 3, "{members}");
+    let rules = get("/projects/research-genomics/immutabletagrules").await;
+    assert_eq!(rules[0]["tag_selectors"][0]["pattern"], "v1", "{rules}");
+    let p = get("/projects/research-genomics").await;
+    assert_eq!(p["metadata"]["public"], "true");
+    assert!(p["metadata"]["retention_id"].as_str().is_some(), "{p}");
+    assert!(anonymous_pull().await.unwrap().status.success(), "public now: anyone pulls");
+    let users = get("/users?q=username%3Dvera").await;
+    assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
+    assert_eq!(get("/system/CVEAllowlist").await["items"][0]["cve_id"], "CVE-2024-3094");
+    let runs = get("/system/gc").await;
+    assert!(runs[0]["job_parameters"].as_str().unwrap().contains("\"dry_run\":true"), "{runs}");
+}
+
+/// From an artifact's page: a tag added and removed, a scan requested, the artifact deleted —
+/// by who may; a guest sees none of the buttons and its forms are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_scans_and_deletes_from_the_artifact_page() {
+    let s = TestServer::start().await;
+    s.project("ops", false).await;
+    s.user("gus", "Gus-Passw0rd-1").await;
+    s.member("ops", "gus", 3).await;
+    let digest = sha256(&s.push_image("ops/tool", "1.0").await);
+    s.push_image("ops/tool", "2.0").await;
+    let id = id_of(&s.api(reqwest::Method::GET, "/projects/ops", None).await.json().await.unwrap());
+    let page = format!("/harbor/projects/{id}/repositories/tool/artifacts-tab/artifacts/{digest}");
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let gus = Web::new(&s, "gus", "Gus-Passw0rd-1").await;
+    let (_, html) = gus.get(&page).await;
+    assert!(!html.contains("Delete artifact") && !html.contains("Add tag") && !html.contains("Scan now"), "{html}");
+    assert_eq!(gus.post(&format!("{page}/add-tag"), &[("tag", "mine")]).await.0, StatusCode::FORBIDDEN);
+    let (st, html, _) = admin.post(&format!("{page}/add-tag"), &[("tag", "stable")]).await;
+    assert!(st == StatusCode::OK && html.contains("Tag added."), "{html}");
+    let r = s.get("/v2/ops/tool/manifests/stable").await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(digest.as_str()));
+    let (st, html, _) = admin.post(&format!("{page}/add-tag"), &[("tag", "no spaces")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Tag &quot;no spaces&quot;"), "{html}");
+    let (st, html, _) = admin.post(&format!("{page}/remove-tag"), &[("tag", "1.0")]).await;
+    assert!(st == StatusCode::OK && html.contains("Tag removed."), "{html}");
+    assert_eq!(s.get("/v2/ops/tool/manifests/1.0").await.status(), StatusCode::NOT_FOUND);
+    let (st, html, _) = admin.post(&format!("{page}/scan"), &[]).await;
+    assert!(st == StatusCode::OK && html.contains("Scan requested"), "{html}");
+    let (st, _, to) = admin.post(&format!("{page}/delete"), &[]).await;
+    assert_eq!((st, to), (StatusCode::SEE_OTHER, format!("/harbor/projects/{id}/repositories/tool/artifacts-tab")));
+    assert_eq!(s.get(&format!("/v2/ops/tool/manifests/{digest}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/v2/ops/tool/manifests/2.0").await.status(), StatusCode::OK, "the other artifact stays");
 }

@@ -177,6 +177,128 @@ def visit_pages(a: argparse.Namespace, dark: bool, width: int) -> None:
         d.quit()
 
 
+def navigate(d: webdriver.Chrome, element) -> None:
+    """Click `element` and wait (10 s at most) until the page it leads to has loaded."""
+    from selenium.webdriver.support import expected_conditions
+    old = d.find_element(By.TAG_NAME, "html")
+    element.click()
+    try:
+        WebDriverWait(d, 10).until(expected_conditions.staleness_of(old))
+    except Exception:
+        pass  # the caller says what it expected
+    settle(d, lambda: True)
+
+
+def click(d: webdriver.Chrome, text: str) -> None:
+    """Press the button or follow the link whose text is `text`, and wait for the next page."""
+    navigate(d, d.find_element(By.XPATH, f"//button[normalize-space()='{text}'] | //a[normalize-space()='{text}']"))
+
+
+def says(d: webdriver.Chrome, text: str, where: str) -> None:
+    main = d.find_element(By.TAG_NAME, "main").text
+    if text not in main:
+        fail(f"{where}: the page does not say {text!r}: {main[:1500]}")
+
+
+def type_into(d: webdriver.Chrome, field: str, text: str) -> None:
+    e = d.find_element(By.ID, field)
+    e.clear()
+    e.send_keys(text)
+
+
+def journeys(a: argparse.Namespace) -> None:
+    """The portal's journeys, as a user goes through them, on project --project (which holds
+    an image): a new project; a member added and their role changed; an immutability rule;
+    a retention rule previewed, then added; the project made public; its logs; a repository's
+    lifecycle policy previewed and a bad access policy explained; then, as administrator, a
+    user created, a garbage collection dry run and the system allowlist saved."""
+    d = browser()
+    try:
+        sign_in(d, a.base, a.user, a.password)
+        type_into(d, "project-name", "climate-models")
+        type_into(d, "limit", "5")
+        click(d, "Create project")
+        if d.find_element(By.TAG_NAME, "h1").text.split()[0] != "climate-models":
+            fail(f"creating a project led to {d.current_url}")
+        d.get(a.base + "/harbor/projects?q=" + a.project)
+        navigate(d, d.find_element(By.LINK_TEXT, a.project))
+        project = d.current_url.rsplit("/", 1)[0]
+        # Members: add una as a developer, then make her a guest.
+        click(d, "Members")
+        type_into(d, "member-name", "una")
+        click(d, "Add")
+        row = d.find_element(By.XPATH, "//tr[td[normalize-space()='una']]")
+        from selenium.webdriver.support.ui import Select
+        Select(row.find_element(By.TAG_NAME, "select")).select_by_visible_text("Guest")
+        navigate(d, row.find_element(By.XPATH, ".//button[normalize-space()='Change']"))
+        row = d.find_element(By.XPATH, "//tr[td[normalize-space()='una']]")
+        if Select(row.find_element(By.TAG_NAME, "select")).first_selected_option.text != "Guest":
+            fail("una's role did not change to Guest")
+        # Policy: an immutability rule; a retention rule, previewed first.
+        click(d, "Policy")
+        type_into(d, "im-tags", "v1")
+        navigate(d, d.find_element(By.XPATH, "//form[contains(@action, '/policy/immutable')]//button"))
+        says(d, "enabled", "after adding an immutability rule")
+        Select(d.find_element(By.ID, "rt-template")).select_by_value("latestPushedK")
+        type_into(d, "rt-count", "1")
+        click(d, "Preview")
+        says(d, "would be deleted", "the retention preview")
+        says(d, "Evaluated now, not saved: nothing was deleted.", "the retention preview")
+        accessible(d, "retention preview")
+        d.set_window_size(1280, 2000)
+        d.save_screenshot(os.path.join(a.shots, "policy.png"))
+        d.set_window_size(1280, 860)
+        navigate(d, d.find_element(By.XPATH, "//button[@value='add']"))
+        says(d, "Rule added.", "adding the retention rule")
+        # Configuration: make the project public.
+        click(d, "Configuration")
+        box = d.find_element(By.NAME, "public")
+        if not box.is_selected():
+            box.click()
+        click(d, "Save")
+        says(d, "Saved.", "saving the configuration")
+        # Logs: what happened, filtered to pushes.
+        click(d, "Logs")
+        Select(d.find_element(By.ID, "f-op")).select_by_value("push")
+        click(d, "Filter")
+        says(d, "push", "the project's logs")
+        # A repository's policies: a lifecycle preview; a bad access policy explained.
+        d.get(project + "/repositories")
+        navigate(d, d.find_element(By.CSS_SELECTOR, "tbody td a"))
+        click(d, "Policies")
+        type_into(d, "lifecycle", '{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", '
+                  '"countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}')
+        click(d, "Preview")
+        says(d, "images would expire", "the lifecycle preview")
+        bad = problems(d, a.base)
+        if bad:
+            fail("the browser reported: " + "; ".join(bad))
+        type_into(d, "access", '{"Statement": "nope"}')
+        navigate(d, d.find_element(By.XPATH, "//button[@value='save-access']"))
+        says(d, "The policy is not valid", "a bad access policy")
+        d.get_log("browser")  # the 400 of that page, as intended
+        accessible(d, "repository policies")
+        # Administration: a user, a garbage collection dry run, the system allowlist.
+        click(d, "Administration")
+        type_into(d, "nu-name", "vera")
+        type_into(d, "nu-pw", "Vera-Passw0rd-1")
+        click(d, "Create user")
+        says(d, "User vera created.", "creating a user")
+        click(d, "Garbage collection")
+        click(d, "Dry run")
+        says(d, "started", "a garbage collection dry run")
+        click(d, "Settings")
+        type_into(d, "cves", "CVE-2024-3094")
+        click(d, "Save")
+        says(d, "names 1 vulnerabilities", "the system allowlist")
+        bad = problems(d, a.base)
+        if bad:
+            fail("the browser reported: " + "; ".join(bad))
+    finally:
+        d.quit()
+    print("ok")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True)
@@ -187,6 +309,8 @@ def main() -> None:
     ap.add_argument("--oidc-user", help="sign in through the identity provider as this user instead")
     ap.add_argument("--oidc-password")
     ap.add_argument("--choose", help="the username to choose when onboarding")
+    ap.add_argument("--journeys", action="store_true", help="go through the portal's journeys instead")
+    ap.add_argument("--project", default="research-genomics", help="the project the journeys change")
     ap.add_argument("--scanned", help="the page of a scanned image, to check its findings and SBOM")
     ap.add_argument("--visit", nargs="*", default=[], help="sign in and check these pages for live markup instead")
     ap.add_argument("--shows", nargs="*", default=[], help="those of the pages that must show --expect-text")
@@ -201,6 +325,9 @@ def main() -> None:
         return
     if a.visit:
         visit_journey(a)
+        return
+    if a.journeys:
+        journeys(a)
         return
 
     d = browser()
