@@ -452,6 +452,21 @@ impl Web {
         (r.status(), r.text().await.unwrap())
     }
 
+    /// GET `path` until it shows `needle` (audit entries are written in batches); the page.
+    async fn get_until(&self, path: &str, needle: &str) -> String {
+        let mut page = String::new();
+        for _ in 0..100 {
+            let (st, p) = self.get(path).await;
+            assert_eq!(st, StatusCode::OK, "{path}");
+            page = p;
+            if page.contains(needle) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        page
+    }
+
     /// POST a form (the CSRF token added); the status, the page, and where it redirects.
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
         let mut f: Vec<(&str, &str)> = vec![("csrf", self.csrf.as_str())];
@@ -671,8 +686,7 @@ async fn project_configuration_policies_and_logs_in_the_portal() {
 
     // Logs: the project's audit entries, filtered.
     let logs = format!("/harbor/projects/{lab}/logs");
-    let (st, page) = admin.get(&format!("{logs}?operation=push")).await;
-    assert_eq!(st, StatusCode::OK);
+    let page = admin.get_until(&format!("{logs}?operation=push"), "lab/app").await;
     assert!(page.contains("lab/app") && page.contains("<td>push</td>") && !page.contains("<td>create</td>"), "{page}");
     let (_, page) = admin.get(&format!("{logs}?username=nobody-at-all")).await;
     assert!(page.contains("No entries match."), "{page}");
@@ -795,8 +809,8 @@ async fn administration_in_the_portal() {
     let list: serde_json::Value = s.api(reqwest::Method::GET, "/system/CVEAllowlist", None).await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
     // The system audit log, filtered by user.
-    let (st, page) = admin.get("/harbor/logs?username=admin&operation=create").await;
-    assert!(st == StatusCode::OK && page.contains("ops-tools") && !page.contains("<td>una</td>"), "{page}");
+    let page = admin.get_until("/harbor/logs?username=admin&operation=create", "ops-tools").await;
+    assert!(page.contains("ops-tools") && !page.contains("<td>una</td>"), "{page}");
 }
 
 /// Public projects without an account: listed, their repositories and artifacts readable,
