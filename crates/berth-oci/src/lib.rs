@@ -209,6 +209,13 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 /// response (status, duration); metrics; the real cause of any 5xx logged here, once.
 async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    // HTTP/2 carries the host in `:authority` (the URI), not in a `Host` header: give every
+    // handler one place to read it (token realms, the portal's pull commands).
+    if !req.headers().contains_key(http::header::HOST)
+        && let Some(v) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
     let request_id = req
         .headers()
         .get("x-request-id")

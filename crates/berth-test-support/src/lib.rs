@@ -244,3 +244,162 @@ pub fn s3_location() -> S3Location {
         secret_access_key: std::env::var("BERTH_TEST_S3_SECRET").unwrap_or_else(|_| S3_SECRET.into()),
     }
 }
+
+/// A CNCF Distribution registry (Debian's `docker-registry`, 2.8) on loopback, for the
+/// upstream of caches and replication; stopped (and its files removed) on drop, or when the
+/// test process exits.
+pub struct Distribution {
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// `host:port`.
+    pub host: String,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Distribution {
+    /// Start one; with `htpasswd`, it asks for Basic credentials (that user and password).
+    pub fn start(htpasswd: Option<(&str, &str)>) -> Distribution {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = htpasswd {
+            let out =
+                Command::new("htpasswd").args(["-Bbn", user, password]).output().expect("htpasswd (apache2-utils)");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), out.stdout).expect("writing htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).expect("writing the config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("a log file");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian's package, installed by .ci/install.sh)");
+        on_exit(&format!("kill {} 2>/dev/null", child.id()), "docker-registry");
+        let host = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&host).is_ok() {
+                return Distribution { url: format!("http://{host}"), host, child, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "docker-registry did not start: {}",
+            std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// Its log so far (the access log counts requests).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the fault-injecting proxy does to one connection.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds, if given), then close.
+    Status(u16, Option<u64>),
+    /// Close the connection without answering.
+    Reset,
+    /// Wait this long, then forward.
+    Delay(std::time::Duration),
+}
+
+/// A TCP proxy in front of an upstream that injects faults: the next connections meet the
+/// queued faults in turn, the rest are forwarded untouched (`down` refuses them all). Runs on
+/// its own thread and runtime, so any test can use it.
+pub struct FaultProxy {
+    /// `host:port` to send requests to.
+    pub host: String,
+    faults: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Fault>>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultProxy {
+    /// A proxy to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let host = listener.local_addr().expect("an address").to_string();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let faults = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (f, d, n, up) = (faults.clone(), down.clone(), forwarded.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else { continue };
+                    let fault = f.lock().ok().and_then(|mut q| q.pop_front());
+                    let (down, n, up) = (d.load(Ordering::SeqCst), n.clone(), up.clone());
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        if down {
+                            return; // dropped: the client sees a reset
+                        }
+                        match fault {
+                            Some(Fault::Reset) => return,
+                            Some(Fault::Status(code, after)) => {
+                                let mut buf = [0u8; 8192];
+                                let _ = client.read(&mut buf).await;
+                                let retry = after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+                                let msg = format!(
+                                    "HTTP/1.1 {code} Injected\r\n{retry}Content-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\ninjected"
+                                );
+                                let _ = client.write_all(msg.as_bytes()).await;
+                                let _ = client.shutdown().await;
+                                return;
+                            }
+                            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                            None => {}
+                        }
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&up).await else { return };
+                        n.fetch_add(1, Ordering::SeqCst);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                }
+            });
+        });
+        FaultProxy { host, faults, down, forwarded }
+    }
+
+    /// Queue faults for the next connections.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        if let Ok(mut q) = self.faults.lock() {
+            q.extend(faults);
+        }
+    }
+
+    /// Refuse every connection (the upstream looks down), or forward again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections forwarded to the upstream so far.
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

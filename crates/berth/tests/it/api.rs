@@ -723,6 +723,12 @@ async fn tls_and_http2() {
     let data = random_bytes(100_000);
     let d = s.push_blob("tls/app", &data).await;
     assert_eq!(s.get(&format!("/v2/tls/app/blobs/{d}")).await.bytes().await.unwrap().as_ref(), &data[..]);
+    // Over HTTP/2 the host comes as `:authority`: the token realm still names it.
+    let h2 = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let r = h2.get(s.url("/v2/")).send().await.unwrap();
+    assert_eq!((r.status(), r.version()), (StatusCode::UNAUTHORIZED, reqwest::Version::HTTP_2));
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains(&format!("realm=\"https://{}/service/token\"", s.host())), "{challenge}");
     let h1 = reqwest::Client::builder().danger_accept_invalid_certs(true).http1_only().build().unwrap();
     let r = h1.get(s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);

@@ -24,3 +24,4 @@ mod replicas;
 mod scan;
 mod scrub;
 mod support;
+mod upstream;
