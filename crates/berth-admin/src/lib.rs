@@ -7,6 +7,7 @@
 //! - `users.rs`: users, the current user, passwords, CLI secrets.
 //! - `robots.rs`: robot accounts.
 //! - `scans.rs`: scans, vulnerability reports and SBOMs (`additions`), scan all, CVE allowlists.
+//! - `registries.rs`: registry endpoints (upstreams of caches and replication).
 //! - `web.rs`: OIDC login (`/c/oidc/login`, `/c/oidc/callback`) and logout.
 //! - `lookup.rs` (what a path names, authorized) and `shapes.rs` (report and allowlist JSON):
 //!   leaves the endpoint modules share, so no endpoint module calls another.
@@ -29,6 +30,7 @@ mod lookup;
 mod portal;
 mod projects;
 mod quotas;
+mod registries;
 mod repos;
 mod retention;
 mod robots;
@@ -69,6 +71,8 @@ pub struct AdminState {
     pub auth: Arc<Auth>,
     /// The scanning service (reports, requests, allowlists, SBOMs).
     pub scans: Arc<Scanning>,
+    /// Registry endpoints (upstreams of caches, ends of replication).
+    pub upstreams: Arc<berth_registry::Upstreams>,
     /// The URL clients reach Berth at, if configured.
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
@@ -82,7 +86,7 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// State over the services, with an optional operator token.
+    /// State over the services (no operator token: see [`AdminState::with_operator_token`]).
     pub fn new(
         jobs: Jobs,
         gc: berth_jobs::GcService,
@@ -90,9 +94,10 @@ impl AdminState {
         scans: Arc<Scanning>,
         registry: Arc<Registry>,
         auth: Arc<Auth>,
-        admin_token: Option<&str>,
+        upstreams: Arc<berth_registry::Upstreams>,
     ) -> Self {
         AdminState {
+            upstreams,
             jobs,
             gc,
             policies,
@@ -103,8 +108,14 @@ impl AdminState {
             tls: false,
             audit_retention: std::time::Duration::from_secs(180 * 24 * 3600),
             audit_max_entries: 10_000_000,
-            token_sha256: admin_token.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into()),
+            token_sha256: None,
         }
+    }
+
+    /// The same state, accepting `admin_token` (if set and not empty) as the operator's.
+    pub fn with_operator_token(mut self, admin_token: Option<&str>) -> Self {
+        self.token_sha256 = admin_token.filter(|t| !t.is_empty()).map(|t| Sha256::digest(t.as_bytes()).into());
+        self
     }
 }
 
@@ -531,6 +542,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(immutable::routes())
         .merge(lifecycle::routes())
         .merge(labels::routes())
+        .merge(registries::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

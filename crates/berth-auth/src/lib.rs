@@ -28,6 +28,7 @@ pub mod audit;
 pub mod oidc;
 pub mod policy;
 pub mod rbac;
+pub mod seal;
 pub mod secret;
 mod service;
 pub mod token;

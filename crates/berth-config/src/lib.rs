@@ -82,6 +82,8 @@ pub struct RawConfig {
     pub admin_password: Option<String>,
     /// The URL clients reach Berth at (for the token realm and OIDC); default: from the request.
     pub external_url: Option<String>,
+    /// The key that seals stored upstream credentials (default `<data_dir>/secret.key`).
+    pub secret_key_file: Option<PathBuf>,
     /// Access control.
     pub auth: Option<RawAuth>,
     /// OIDC login.
@@ -467,6 +469,8 @@ pub struct Config {
     pub admin_password: Option<Secret>,
     /// The URL clients reach Berth at, without a trailing `/`.
     pub external_url: Option<String>,
+    /// The key file that seals upstream credentials; the same on every replica.
+    pub secret_key_file: PathBuf,
     /// Access control.
     pub auth: AuthSettings,
     /// OIDC login, when configured.
@@ -514,6 +518,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_ROLE", None, "role"),
     ("BERTH_ADMIN_TOKEN", None, "admin_token"),
     ("BERTH_ADMIN_PASSWORD", None, "admin_password"),
+    ("BERTH_SECRET_KEY_FILE", None, "secret_key_file"),
     ("BERTH_EXTERNAL_URL", None, "external_url"),
     ("BERTH_AUTH_SERVICE", Some("auth"), "service"),
     ("BERTH_AUTH_ISSUER", Some("auth"), "issuer"),
@@ -962,6 +967,10 @@ impl Config {
         let oidc = oidc_settings(raw.oidc.unwrap_or_default(), external_url.as_deref())?;
         Ok(Config {
             admin_password: raw.admin_password.filter(|p| !p.is_empty()).map(Secret::new),
+            secret_key_file: raw
+                .secret_key_file
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| data_dir.join("secret.key")),
             external_url,
             auth,
             oidc,

@@ -266,8 +266,18 @@ async fn execute(queue: Arc<dyn JobQueue>, handler: Arc<dyn JobHandler>, job: Jo
 /// Enqueue a job of `kind` every `interval`, de-duplicated by `kind` so that however many
 /// replicas schedule it, at most one is queued or running at a time.
 pub fn schedule_every(queue: Arc<dyn JobQueue>, kind: &'static str, interval: Duration) -> tokio::task::JoinHandle<()> {
+    schedule_every_from(queue, kind, Duration::ZERO, interval)
+}
+
+/// Like [`schedule_every`], with the first job `first` after now rather than at once.
+pub fn schedule_every_from(
+    queue: Arc<dyn JobQueue>,
+    kind: &'static str,
+    first: Duration,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
         loop {
             tick.tick().await;
             let job = NewJob {

@@ -991,3 +991,47 @@ pub async fn run_labels(store: &dyn MetaStore) {
     assert!(store.delete_label(g).await.unwrap());
     assert_eq!(store.label(g).await.unwrap(), None);
 }
+
+/// Registry endpoints: created (names unique), listed, changed, checked, deleted.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_upstreams(store: &dyn MetaStore) {
+    let u = crate::UpstreamRecord {
+        id: 0,
+        name: "hub".into(),
+        kind: "docker-hub".into(),
+        url: "https://registry-1.docker.io".into(),
+        description: "Docker Hub".into(),
+        insecure: false,
+        access_key: "me".into(),
+        secret: Some("v1:sealed".into()),
+        ca_pem: None,
+        status: "unknown".into(),
+        checked_at: None,
+        created_at: 10,
+        updated_at: 10,
+    };
+    let id = store.create_upstream(&u).await.unwrap().unwrap();
+    assert_eq!(store.create_upstream(&u).await.unwrap(), None, "names are unique");
+    let other = store
+        .create_upstream(&crate::UpstreamRecord { name: "quay".into(), insecure: true, secret: None, ..u.clone() })
+        .await
+        .unwrap()
+        .unwrap();
+    let all = store.upstreams().await.unwrap();
+    assert_eq!(all.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), ["hub", "quay"]);
+    assert_eq!(all[0], crate::UpstreamRecord { id, ..u.clone() });
+    assert!(all[1].insecure && all[1].secret.is_none());
+    let renamed = crate::UpstreamRecord { id: other, name: "hub".into(), ..u.clone() };
+    assert!(matches!(store.update_upstream(&renamed).await, Err(crate::MetaError::Conflict(_))));
+    let changed = crate::UpstreamRecord { id, url: "https://mirror.example".into(), updated_at: 20, ..u.clone() };
+    assert!(store.update_upstream(&changed).await.unwrap());
+    store.set_upstream_status(id, "healthy", 30).await.unwrap();
+    let got = store.upstream(id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.url.as_str(), got.status.as_str(), got.checked_at, got.created_at, got.updated_at),
+        ("https://mirror.example", "healthy", Some(30), 10, 20)
+    );
+    assert!(store.delete_upstream(id).await.unwrap());
+    assert!(!store.delete_upstream(id).await.unwrap());
+    assert_eq!(store.upstream(id).await.unwrap(), None);
+}

@@ -34,6 +34,7 @@ mod quota;
 mod scan;
 mod schema;
 mod sql;
+mod upstream;
 
 use berth_types::{Digest, RepoName, Tag};
 
@@ -52,6 +53,7 @@ pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
+pub use upstream::{UpstreamRecord, UpstreamStore};
 
 /// Milliseconds since the Unix epoch.
 /// How long [`MetaStore::pin_blob`] protects a blob whose bytes an upload is committing. A
@@ -243,7 +245,7 @@ pub struct UploadRecord {
 /// Contract (checked by [`conformance::run`]): listing is in byte-wise lexical order; all
 /// writes are durable when they return; `put_manifest` is atomic.
 #[async_trait::async_trait]
-pub trait MetaStore: QuotaStore + PolicyStore + LabelStore + Send + Sync + 'static {
+pub trait MetaStore: QuotaStore + PolicyStore + LabelStore + UpstreamStore + Send + Sync + 'static {
     /// Reserve a blob before its bytes are committed to the blob store: create its row (or
     /// keep the existing one) and protect it from garbage collection until `until`. Waits for
     /// a collection of the same blob that is deleting its bytes right now, so bytes written

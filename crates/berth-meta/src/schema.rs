@@ -229,4 +229,14 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX artifact_labels_label ON artifact_labels (label_id)",
         ],
     ),
+    (
+        18,
+        &[
+            // Other registries (`upstream.rs`): the upstreams of proxy caches and the ends of
+            // replication. `secret` is sealed under a key outside the database.
+            "CREATE TABLE upstreams (id {SERIAL}, name {NAME} NOT NULL UNIQUE, kind TEXT NOT NULL, url TEXT NOT NULL,
+            description TEXT NOT NULL, insecure BIGINT NOT NULL, access_key TEXT NOT NULL, secret TEXT, ca_pem TEXT,
+            status TEXT NOT NULL, checked_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

@@ -14,12 +14,14 @@ mod manifest;
 mod policy;
 mod scrub;
 mod upload;
+mod upstream;
 mod usage;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::{Committed, UploadSweep};
+pub use upstream::{EndpointSpec, KINDS, UpstreamError, Upstreams};
 pub use usage::{UsageConsumer, date_of, day_of};
 
 use std::collections::HashMap;
@@ -33,7 +35,8 @@ use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
 pub use berth_meta::{
-    ArtifactRow, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UsageRecord,
+    ArtifactRow, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UpstreamRecord,
+    UsageRecord,
 };
 pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
 pub use error::RegistryError;

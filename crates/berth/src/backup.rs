@@ -5,7 +5,8 @@
 //! once written, and content is made durable before it becomes visible, so every blob the
 //! snapshot references already exists in full when it is copied; pushes that land after the
 //! snapshot are simply not in the backup. `restore` puts a backup into an empty data
-//! directory. (PostgreSQL + S3: `pg_dump` of the database, then a copy of the bucket prefix,
+//! directory. The secret key (`secret_key_file`, which seals upstream passwords) goes with
+//! both. (PostgreSQL + S3: `pg_dump` of the database, then a copy of the bucket prefix,
 //! in that order, for the same reason; see the README.)
 
 use std::path::{Path, PathBuf};
@@ -68,7 +69,32 @@ pub async fn backup(cfg: &Config, dest: &Path) -> anyhow::Result<BackupStats> {
     }
     let copied = copy_snapshot(&meta, dest, &blob_root).await;
     meta.release_fence("gc", &holder).await?;
-    copied
+    let stats = copied?;
+    // The key that seals stored upstream passwords: without it they cannot be read back.
+    if cfg.secret_key_file.is_file() {
+        copy_secret(&cfg.secret_key_file, &dest.join(SECRET_KEY))?;
+    }
+    Ok(stats)
+}
+
+/// The name of the secret key's copy in a backup.
+const SECRET_KEY: &str = "secret.key";
+
+/// Copy a key file, readable by its owner only.
+fn copy_secret(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let key = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(to).with_context(|| format!("creating {}", to.display()))?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 async fn copy_snapshot(meta: &berth_meta::SqlMetaStore, dest: &Path, blob_root: &Path) -> anyhow::Result<BackupStats> {
@@ -97,6 +123,18 @@ pub async fn restore(cfg: &Config, from: &Path) -> anyhow::Result<BackupStats> {
     }
     if meta_path.exists() {
         bail!("{} exists; restore into a new data directory", meta_path.display());
+    }
+    let key = from.join(SECRET_KEY);
+    if key.is_file() && cfg.secret_key_file.exists() {
+        if std::fs::read(&key)? != std::fs::read(&cfg.secret_key_file)? {
+            bail!(
+                "{} exists and is not the backup's key; the stored upstream passwords need the backup's — move it \
+                 away or point secret_key_file elsewhere",
+                cfg.secret_key_file.display()
+            );
+        }
+    } else if key.is_file() {
+        copy_secret(&key, &cfg.secret_key_file)?;
     }
     empty_dir(&blob_root, "the blob directory")?;
     if let Some(dir) = meta_path.parent() {

@@ -7,6 +7,8 @@ use berth_jobs::{JobHandler, Worker, WorkerOptions};
 use berth_meta::{JobQueue, SqlMetaStore};
 use berth_registry::Registry;
 
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Kind of the job that expires idle upload sessions and reclaims orphaned upload bytes.
 pub const UPLOAD_EXPIRY: &str = "upload-expiry";
 
@@ -321,7 +323,9 @@ pub fn start_worker(
         berth_jobs::schedule_every(queue.clone(), EVENT_PRUNE, std::time::Duration::from_secs(3600)),
         berth_jobs::schedule_every(queue.clone(), AUDIT_PURGE, std::time::Duration::from_secs(3600)),
         berth_jobs::schedule_every(queue.clone(), SCRUB, std::time::Duration::from_secs(3600)),
-        berth_jobs::schedule_every(queue, berth_jobs::LIFECYCLE_SWEEP, std::time::Duration::from_secs(3600)),
+        // Not at start: a policy saved a moment after start is applied by the next hourly
+        // sweep (ECR promises within 24 hours), not raced by the start-up one.
+        berth_jobs::schedule_every_from(queue, berth_jobs::LIFECYCLE_SWEEP, HOUR, HOUR),
         gc_schedule(gc_service),
         retention_schedule(policies),
     ]

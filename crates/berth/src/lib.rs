@@ -96,6 +96,13 @@ pub fn auth_config(cfg: &Config) -> berth_auth::AuthConfig {
     }
 }
 
+/// The sealer of stored upstream credentials, from `secret_key_file` (created if absent).
+pub fn sealer(cfg: &Config) -> anyhow::Result<Arc<berth_auth::seal::Sealer>> {
+    let s = berth_auth::seal::Sealer::load_or_create(&cfg.secret_key_file)
+        .with_context(|| format!("reading the secret key {}", cfg.secret_key_file.display()))?;
+    Ok(Arc::new(s))
+}
+
 /// Open the access service over the metadata store, with OIDC when configured.
 pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<Arc<berth_auth::Auth>> {
     let mut auth = berth_auth::Auth::open(sql, auth_config(cfg)).await.context("opening the access service")?;
@@ -212,8 +219,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         scanning,
         registry.clone(),
         auth.clone(),
-        operator,
-    );
+        Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?)),
+    )
+    .with_operator_token(operator);
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
     admin_state.audit_retention = cfg.audit_retention;

@@ -380,9 +380,16 @@ async fn backup_while_running_and_restore_into_a_fresh_data_directory() {
     let err = berth().args(["restore", "--from"]).arg(&backup).arg("--data-dir").arg(&data).output().unwrap();
     assert!(String::from_utf8_lossy(&err.stderr).contains("restore into a new data directory"));
 
+    // The key sealing upstream passwords goes with the backup, readable by its owner only.
+    let key = std::fs::read(data.join("secret.key")).unwrap();
+    assert_eq!(std::fs::read(backup.join("secret.key")).unwrap(), key);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(backup.join("secret.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
     let fresh = tmp.path().join("fresh");
     let out = berth().args(["restore", "--from"]).arg(&backup).arg("--data-dir").arg(&fresh).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(fresh.join("secret.key")).unwrap(), key, "the restored server can unseal");
     let (mut child, base) = crate::crash::spawn_berth(&fresh);
     let s = TestServer::attach(&base, Vec::new());
     for (repo, tag, manifest) in &images {

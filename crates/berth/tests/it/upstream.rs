@@ -82,3 +82,83 @@ async fn tls_with_the_endpoints_own_ca() {
     Client::new(&insecure).unwrap().ping().await.unwrap();
     s.stop().await;
 }
+
+/// Registry endpoints in Harbor's shapes: created with a credential that is sealed at rest
+/// (never in the database in clear, bound to its URL), masked when shown, pinged (stored or
+/// not), changed (the secret kept and re-sealed for a new URL), deleted; for system
+/// administrators only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_endpoints_keep_their_credentials_sealed() {
+    use reqwest::{Method, StatusCode};
+    use serde_json::{Value, json};
+    let upstream = berth_test_support::Distribution::start(Some(("mirror", "Upstream-Secret-42")));
+    let s = TestServer::start().await;
+    let body = json!({"name": "site-b", "type": "docker-registry", "url": upstream.url, "description": "the other site",
+        "insecure": false, "credential": {"type": "basic", "access_key": "mirror", "access_secret": "Upstream-Secret-42"}});
+    let r = s.api(Method::POST, "/registries", Some(body.clone())).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let shown: Value = s.api(Method::GET, &format!("/registries/{id}"), None).await.json().await.unwrap();
+    assert_eq!(shown["credential"], json!({"type": "basic", "access_key": "mirror", "access_secret": "*****"}));
+    assert_eq!((shown["type"].as_str(), shown["status"].as_str()), (Some("docker-registry"), Some("unknown")));
+    // The password is nowhere in the database in clear; the key file is the server's alone.
+    let db = std::fs::read(s.data_dir().join("meta.db")).unwrap();
+    assert!(!db.windows(18).any(|w| w == b"Upstream-Secret-42"), "the secret is sealed");
+    let key = s.data_dir().join("secret.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // Ping: the stored one (its status recorded), and one being typed in with wrong credentials.
+    assert_eq!(s.api(Method::POST, "/registries/ping", Some(json!({"id": id}))).await.status(), StatusCode::OK);
+    let shown: Value = s.api(Method::GET, &format!("/registries/{id}"), None).await.json().await.unwrap();
+    assert_eq!(shown["status"], "healthy");
+    let wrong =
+        json!({"type": "docker-registry", "url": upstream.url, "access_key": "mirror", "access_secret": "nope"});
+    let e = expect_error(
+        s.api(Method::POST, "/registries/ping", Some(wrong)).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("refused the credentials"), "{e}");
+    // Names are unique; types and URLs are checked.
+    expect_error(s.api(Method::POST, "/registries", Some(body.clone())).await, StatusCode::CONFLICT, "CONFLICT").await;
+    let mut bad = body.clone();
+    bad["name"] = json!("x");
+    bad["type"] = json!("ftp");
+    expect_error(s.api(Method::POST, "/registries", Some(bad.clone())).await, StatusCode::BAD_REQUEST, "BAD_REQUEST")
+        .await;
+    bad["type"] = json!("oci");
+    bad["url"] = json!("ftp://nowhere");
+    expect_error(s.api(Method::POST, "/registries", Some(bad)).await, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    // A new URL (the same registry through a proxy) keeps the secret: re-sealed, still works.
+    let proxy = berth_test_support::FaultProxy::start(&upstream.host);
+    let change = json!({"url": format!("http://{}", proxy.host), "credential": {"access_secret": "*****"}});
+    assert_eq!(s.api(Method::PUT, &format!("/registries/{id}"), Some(change)).await.status(), StatusCode::OK);
+    assert_eq!(s.api(Method::POST, "/registries/ping", Some(json!({"id": id}))).await.status(), StatusCode::OK);
+    // Changing the URL in the database does not send the password elsewhere: it no longer opens.
+    let other = berth_test_support::Distribution::start(None);
+    run_ok(tokio::process::Command::new("python3").arg("-c").arg(format!(
+        "import sqlite3; c = sqlite3.connect({:?}); c.execute(\"UPDATE upstreams SET url = '{}' WHERE id = {id}\"); c.commit()",
+        s.data_dir().join("meta.db").display().to_string(),
+        other.url
+    )))
+    .await;
+    let r = s.api(Method::POST, "/registries/ping", Some(json!({"id": id}))).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!other.log().contains("GET /v2/"), "nothing was sent to the other registry: {}", other.log());
+    // Only system administrators; listing and deleting.
+    s.user("una", "Una-Passw0rd-1").await;
+    let una = reqwest::Client::new()
+        .get(s.url("/api/v2.0/registries"))
+        .basic_auth("una", Some("Una-Passw0rd-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(una.status(), StatusCode::FORBIDDEN);
+    let list: Value = s.api(Method::GET, "/registries?q=name%3D~site", None).await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let types: Value = s.api(Method::GET, "/replication/adapters", None).await.json().await.unwrap();
+    assert!(types.as_array().unwrap().iter().any(|t| t == "docker-hub"), "{types}");
+    assert_eq!(s.api(Method::DELETE, &format!("/registries/{id}"), None).await.status(), StatusCode::OK);
+    assert_eq!(s.api(Method::GET, &format!("/registries/{id}"), None).await.status(), StatusCode::NOT_FOUND);
+}
