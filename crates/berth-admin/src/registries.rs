@@ -171,7 +171,7 @@ async fn create(
     if req.url.as_deref().is_none_or(str::is_empty) {
         return Err(bad_request("url is required"));
     }
-    let id = s.upstreams.create(&req.spec(None)).await?;
+    let id = s.upstreams.create(&req.spec(None), &c.origin()).await?;
     Ok(created(&format!("/api/v2.0/registries/{id}")))
 }
 
@@ -190,14 +190,14 @@ async fn update(
     let id = id_of(&id)?;
     let req = json_body(body)?;
     let old = s.upstreams.get(id).await?;
-    s.upstreams.update(id, &req.spec(Some(&old))).await?;
+    s.upstreams.update(id, &req.spec(Some(&old)), &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn remove(State(s): State<AdminState>, c: Caller, Path(id): Path<String>) -> ApiResult {
     c.sysadmin(&s).await?;
     let id = id_of(&id)?;
-    if !s.upstreams.delete(id).await? {
+    if !s.upstreams.delete(id, &c.origin()).await? {
         return Err(not_found(format!("registry {id} not found")));
     }
     Ok(StatusCode::OK.into_response())

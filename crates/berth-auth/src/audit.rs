@@ -95,6 +95,10 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             };
             (if op == "delete" { "delete" } else { "update" }, "policy", what, "success", None)
         }
+        EventKind::RegistryChanged => {
+            let what = detail("name").unwrap_or_default();
+            (if op == "delete" || op == "create" { op.as_str() } else { "update" }, "registry", what, "success", None)
+        }
         EventKind::ScanCompleted | EventKind::BlobPushed | EventKind::BlobPulled => return None,
         EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
         EventKind::AllowlistChanged => {

@@ -994,7 +994,10 @@ pub async fn run_labels(store: &dyn MetaStore) {
 
 /// Registry endpoints: created (names unique), listed, changed, checked, deleted.
 #[expect(clippy::unwrap_used, reason = "test suite")]
-pub async fn run_upstreams(store: &dyn MetaStore) {
+pub async fn run_upstreams<S: MetaStore + crate::EventLog>(store: &S) {
+    let o = Origin::new("tester", None);
+    let e =
+        |op: &str| crate::NewEvent::new(crate::EventKind::RegistryChanged, 1, &o).data(serde_json::json!({"op": op}));
     let u = crate::UpstreamRecord {
         id: 0,
         name: "hub".into(),
@@ -1010,10 +1013,13 @@ pub async fn run_upstreams(store: &dyn MetaStore) {
         created_at: 10,
         updated_at: 10,
     };
-    let id = store.create_upstream(&u).await.unwrap().unwrap();
-    assert_eq!(store.create_upstream(&u).await.unwrap(), None, "names are unique");
+    let id = store.create_upstream(&u, &e("create")).await.unwrap().unwrap();
+    assert_eq!(store.create_upstream(&u, &e("create")).await.unwrap(), None, "names are unique");
     let other = store
-        .create_upstream(&crate::UpstreamRecord { name: "quay".into(), insecure: true, secret: None, ..u.clone() })
+        .create_upstream(
+            &crate::UpstreamRecord { name: "quay".into(), insecure: true, secret: None, ..u.clone() },
+            &e("create"),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1022,16 +1028,31 @@ pub async fn run_upstreams(store: &dyn MetaStore) {
     assert_eq!(all[0], crate::UpstreamRecord { id, ..u.clone() });
     assert!(all[1].insecure && all[1].secret.is_none());
     let renamed = crate::UpstreamRecord { id: other, name: "hub".into(), ..u.clone() };
-    assert!(matches!(store.update_upstream(&renamed).await, Err(crate::MetaError::Conflict(_))));
+    assert!(matches!(store.update_upstream(&renamed, &e("update")).await, Err(crate::MetaError::Conflict(_))));
     let changed = crate::UpstreamRecord { id, url: "https://mirror.example".into(), updated_at: 20, ..u.clone() };
-    assert!(store.update_upstream(&changed).await.unwrap());
+    assert!(store.update_upstream(&changed, &e("update")).await.unwrap());
     store.set_upstream_status(id, "healthy", 30).await.unwrap();
     let got = store.upstream(id).await.unwrap().unwrap();
     assert_eq!(
         (got.url.as_str(), got.status.as_str(), got.checked_at, got.created_at, got.updated_at),
         ("https://mirror.example", "healthy", Some(30), 10, 20)
     );
-    assert!(store.delete_upstream(id).await.unwrap());
-    assert!(!store.delete_upstream(id).await.unwrap());
+    assert!(store.delete_upstream(id, &e("delete")).await.unwrap());
+    assert!(!store.delete_upstream(id, &e("delete")).await.unwrap());
     assert_eq!(store.upstream(id).await.unwrap(), None);
+    // Each change that happened is logged (newest first), in its transaction; refused ones are not.
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::RegistryChanged], limit: 10, ..Default::default() };
+    let ops: Vec<(String, Option<i64>)> = store
+        .query_events(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|ev| (ev.event.data["op"].as_str().unwrap_or("").to_owned(), ev.event.data["id"].as_i64()))
+        .collect();
+    let op = |o: &str, id: Option<i64>| (o.to_owned(), id);
+    assert_eq!(
+        ops,
+        [op("delete", None), op("update", None), op("create", Some(other)), op("create", Some(id))],
+        "{ops:?}"
+    );
 }

@@ -118,6 +118,8 @@ event_kinds! {
     UserChanged => "user.changed",
     /// A repository policy was set or removed (`repo`; `data.op`).
     PolicyChanged => "policy.changed",
+    /// A registry endpoint was created, changed or deleted (`data.op`, `data.id`, `data.name`).
+    RegistryChanged => "registry.changed",
     /// A vulnerability scan finished (`digest`; `data.status`).
     ScanCompleted => "scan.completed",
     /// Somebody asked for a scan (`digest`; `data.sbom`); the scan consumer queues the job.

@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use crate::MetaError;
+use crate::events::{NewEvent, insert_events};
 use crate::sql::SqlMetaStore;
 
 /// A registry endpoint.
@@ -45,15 +46,15 @@ pub trait UpstreamStore: Send + Sync {
     async fn upstreams(&self) -> Result<Vec<UpstreamRecord>, MetaError>;
     /// One endpoint.
     async fn upstream(&self, id: i64) -> Result<Option<UpstreamRecord>, MetaError>;
-    /// Create an endpoint; `None` if the name is taken.
-    async fn create_upstream(&self, u: &UpstreamRecord) -> Result<Option<i64>, MetaError>;
-    /// Replace an endpoint's fields (all but id and created_at); false if absent,
-    /// `Err(Conflict)` if the new name is taken.
-    async fn update_upstream(&self, u: &UpstreamRecord) -> Result<bool, MetaError>;
+    /// Create an endpoint, logging `event` (its `data.id` filled in); `None` if the name is taken.
+    async fn create_upstream(&self, u: &UpstreamRecord, event: &NewEvent) -> Result<Option<i64>, MetaError>;
+    /// Replace an endpoint's fields (all but id and created_at), logging `event`; false if
+    /// absent, `Err(Conflict)` if the new name is taken.
+    async fn update_upstream(&self, u: &UpstreamRecord, event: &NewEvent) -> Result<bool, MetaError>;
     /// Record a check's outcome.
     async fn set_upstream_status(&self, id: i64, status: &str, at: i64) -> Result<(), MetaError>;
-    /// Delete an endpoint; false if absent.
-    async fn delete_upstream(&self, id: i64) -> Result<bool, MetaError>;
+    /// Delete an endpoint, logging `event`; false if absent.
+    async fn delete_upstream(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError>;
 }
 
 const COLUMNS: &str = "id, name, kind, url, description, insecure, access_key, secret, ca_pem, status, checked_at, created_at, updated_at";
@@ -93,7 +94,7 @@ impl UpstreamStore for SqlMetaStore {
         row.as_ref().map(from_row).transpose()
     }
 
-    async fn create_upstream(&self, u: &UpstreamRecord) -> Result<Option<i64>, MetaError> {
+    async fn create_upstream(&self, u: &UpstreamRecord, event: &NewEvent) -> Result<Option<i64>, MetaError> {
         let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO upstreams (name, kind, url, description, insecure, access_key, secret, ca_pem, status,
@@ -113,11 +114,16 @@ impl UpstreamStore for SqlMetaStore {
         .bind(u.created_at)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(id) = id {
+            let mut event = event.clone();
+            event.data["id"] = id.into();
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(&event)).await?;
+        }
         tx.commit().await?;
         Ok(id)
     }
 
-    async fn update_upstream(&self, u: &UpstreamRecord) -> Result<bool, MetaError> {
+    async fn update_upstream(&self, u: &UpstreamRecord, event: &NewEvent) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM upstreams WHERE name = $1 AND id <> $2")
             .bind(&u.name)
@@ -146,6 +152,9 @@ impl UpstreamStore for SqlMetaStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -162,9 +171,12 @@ impl UpstreamStore for SqlMetaStore {
         Ok(())
     }
 
-    async fn delete_upstream(&self, id: i64) -> Result<bool, MetaError> {
+    async fn delete_upstream(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM upstreams WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        }
         tx.commit().await?;
         Ok(n > 0)
     }

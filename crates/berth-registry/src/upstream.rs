@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_auth::seal::Sealer;
 use berth_client::{Client, ClientError, Endpoint};
-use berth_meta::{MetaError, MetaStore, UpstreamRecord};
+use berth_meta::{EventKind, MetaError, MetaStore, NewEvent, Origin, UpstreamRecord};
 
 use crate::now_ms;
 
@@ -74,6 +74,16 @@ pub struct Upstreams {
     clients: Mutex<HashMap<i64, (String, Arc<Client>)>>,
 }
 
+fn event(op: &str, id: i64, name: &str, origin: &Origin) -> NewEvent {
+    NewEvent::new(EventKind::RegistryChanged, now_ms(), origin)
+        .data(serde_json::json!({"op": op, "id": id, "name": name}))
+}
+
+/// A CA certificate as the client takes it (an empty field is none).
+fn ca_bytes(pem: &Option<String>) -> Option<Vec<u8>> {
+    pem.as_ref().filter(|p| !p.trim().is_empty()).map(|p| p.as_bytes().to_vec())
+}
+
 fn context(url: &str) -> String {
     format!("upstream:{}", url.trim_end_matches('/'))
 }
@@ -103,7 +113,7 @@ impl Upstreams {
         Client::new(&Endpoint {
             url: spec.url.clone(),
             credentials: None,
-            ca_pem: spec.ca_pem.as_ref().map(|p| p.as_bytes().to_vec()),
+            ca_pem: ca_bytes(&spec.ca_pem),
             insecure: spec.insecure,
         })
         .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
@@ -121,7 +131,7 @@ impl Upstreams {
     }
 
     /// Create an endpoint; its id.
-    pub async fn create(&self, spec: &EndpointSpec) -> Result<i64, UpstreamError> {
+    pub async fn create(&self, spec: &EndpointSpec, origin: &Origin) -> Result<i64, UpstreamError> {
         Self::check(spec, true)?;
         let now = now_ms();
         let url = spec.url.trim().trim_end_matches('/').to_owned();
@@ -140,11 +150,12 @@ impl Upstreams {
             created_at: now,
             updated_at: now,
         };
-        self.meta.create_upstream(&rec).await?.ok_or_else(|| UpstreamError::Conflict(rec.name.clone()))
+        let e = event("create", 0, &rec.name, origin);
+        self.meta.create_upstream(&rec, &e).await?.ok_or_else(|| UpstreamError::Conflict(rec.name.clone()))
     }
 
     /// Change an endpoint (a `None` secret keeps the stored one, re-sealed for a new URL).
-    pub async fn update(&self, id: i64, spec: &EndpointSpec) -> Result<(), UpstreamError> {
+    pub async fn update(&self, id: i64, spec: &EndpointSpec, origin: &Origin) -> Result<(), UpstreamError> {
         Self::check(spec, true)?;
         let old = self.get(id).await?;
         let url = spec.url.trim().trim_end_matches('/').to_owned();
@@ -176,7 +187,7 @@ impl Upstreams {
             updated_at: now_ms().max(old.updated_at + 1),
             ..old
         };
-        match self.meta.update_upstream(&rec).await {
+        match self.meta.update_upstream(&rec, &event("update", id, &rec.name, origin)).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(UpstreamError::NotFound(id)),
             Err(MetaError::Conflict(_)) => Err(UpstreamError::Conflict(rec.name)),
@@ -185,11 +196,14 @@ impl Upstreams {
     }
 
     /// Delete an endpoint; false if it was not there.
-    pub async fn delete(&self, id: i64) -> Result<bool, UpstreamError> {
+    pub async fn delete(&self, id: i64, origin: &Origin) -> Result<bool, UpstreamError> {
+        let Some(rec) = self.meta.upstream(id).await? else {
+            return Ok(false);
+        };
         if let Ok(mut c) = self.clients.lock() {
             c.remove(&id);
         }
-        Ok(self.meta.delete_upstream(id).await?)
+        Ok(self.meta.delete_upstream(id, &event("delete", id, &rec.name, origin)).await?)
     }
 
     /// The endpoint as a client sees it (the secret opened).
@@ -202,12 +216,7 @@ impl Upstreams {
         };
         let credentials =
             (!rec.access_key.is_empty() || !password.is_empty()).then(|| (rec.access_key.clone(), password));
-        Ok(Endpoint {
-            url: rec.url.clone(),
-            credentials,
-            ca_pem: rec.ca_pem.as_ref().map(|p| p.as_bytes().to_vec()),
-            insecure: rec.insecure,
-        })
+        Ok(Endpoint { url: rec.url.clone(), credentials, ca_pem: ca_bytes(&rec.ca_pem), insecure: rec.insecure })
     }
 
     /// The (shared) client of an endpoint.
@@ -244,6 +253,13 @@ impl Upstreams {
             && let Some(id) = id
         {
             let rec = self.get(id).await?;
+            // The stored password goes only where it was given for.
+            if spec.url.trim().trim_end_matches('/') != rec.url {
+                return Err(UpstreamError::Invalid(format!(
+                    "the stored password of registry {:?} is only sent to {}; give the password to check another URL",
+                    rec.name, rec.url
+                )));
+            }
             password = self.endpoint_of(&rec)?.credentials.map(|c| c.1);
         }
         let password = password.unwrap_or_default();
@@ -252,7 +268,7 @@ impl Upstreams {
         let client = Client::new(&Endpoint {
             url: spec.url.clone(),
             credentials,
-            ca_pem: spec.ca_pem.as_ref().map(|p| p.as_bytes().to_vec()),
+            ca_pem: ca_bytes(&spec.ca_pem),
             insecure: spec.insecure,
         })?;
         Ok(client.ping().await?)

@@ -333,6 +333,49 @@ pub enum LabelCommand {
     },
 }
 
+/// `berth registry …`
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Every registry endpoint with its provider, URL, credential and last check.
+    List,
+    /// Add an endpoint (a registry to cache or replicate from).
+    Create {
+        /// Its name.
+        name: String,
+        /// Its URL (`https://registry-1.docker.io`, `https://ghcr.io`, …).
+        #[arg(value_name = "URL")]
+        endpoint: String,
+        /// Provider: docker-hub, docker-registry, harbor, quay, github-ghcr, oci.
+        #[arg(long = "type", default_value = "docker-registry")]
+        kind: String,
+        /// The username or access key Berth signs in with there (anonymous without).
+        #[arg(long)]
+        access_key: Option<String>,
+        /// Read its password or token from standard input (as `docker login --password-stdin`).
+        #[arg(long)]
+        password_stdin: bool,
+        /// A CA certificate (PEM file) to trust for it.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+        /// Do not verify its TLS certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Check that an endpoint answers and accepts its credentials (records its status).
+    Ping {
+        /// Name or id.
+        registry: String,
+    },
+    /// Delete an endpoint.
+    Delete {
+        /// Name or id.
+        registry: String,
+    },
+}
+
 /// `berth retention …`
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -1418,6 +1461,89 @@ pub async fn usage(
             if rows.is_empty() {
                 println!("no usage recorded in that period");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth registry …`.
+pub async fn registry(args: &ApiArgs, cmd: RegistryCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let id_of = |registry: String| {
+        let api = &api;
+        async move {
+            if let Ok(id) = registry.parse::<i64>() {
+                return anyhow::Ok(id);
+            }
+            let (_, list) = api.call(Method::GET, "/registries?page_size=100", None).await?;
+            list.as_array()
+                .and_then(|a| a.iter().find(|r| r["name"] == registry.as_str()))
+                .and_then(|r| r["id"].as_i64())
+                .with_context(|| format!("no registry endpoint named {registry:?} (berth registry list shows them)"))
+        }
+    };
+    match cmd {
+        RegistryCommand::List => {
+            let (_, list) = api.call(Method::GET, "/registries?page_size=100", None).await?;
+            if api.json() {
+                return print_json(&list);
+            }
+            let rows = list.as_array().cloned().unwrap_or_default();
+            println!("{:<5}  {:<20}  {:<15}  {:<40}  {:<10}  CREDENTIAL", "ID", "NAME", "TYPE", "URL", "STATUS");
+            for r in &rows {
+                let user = r["credential"]["access_key"].as_str().unwrap_or("");
+                println!(
+                    "{:<5}  {:<20}  {:<15}  {:<40}  {:<10}  {}",
+                    cell(&r["id"]),
+                    cell(&r["name"]),
+                    cell(&r["type"]),
+                    cell(&r["url"]) + if r["insecure"] == true { " (insecure)" } else { "" },
+                    cell(&r["status"]),
+                    if user.is_empty() { "anonymous" } else { user }
+                );
+            }
+            if rows.is_empty() {
+                println!("no registry endpoints (add one with berth registry create)");
+            }
+        }
+        RegistryCommand::Create {
+            name,
+            endpoint,
+            kind,
+            access_key,
+            password_stdin,
+            ca_file,
+            insecure,
+            description,
+        } => {
+            let password = if password_stdin {
+                let mut p = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut p).context("reading standard input")?;
+                p.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                String::new()
+            };
+            let ca = match &ca_file {
+                Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                None => String::new(),
+            };
+            let body = json!({"name": name, "url": endpoint, "type": kind, "insecure": insecure, "description": description,
+                "credential": {"type": "basic", "access_key": access_key.unwrap_or_default(), "access_secret": password},
+                "ca_certificate": ca});
+            let location = api.create("/registries", Some(body)).await?;
+            let id = location.rsplit('/').next().unwrap_or("?");
+            println!("created registry endpoint {name} (id {id}); check it with berth registry ping {name}");
+        }
+        RegistryCommand::Ping { registry } => {
+            let id = id_of(registry.clone()).await?;
+            api.call(Method::POST, "/registries/ping", Some(json!({ "id": id }))).await?;
+            println!("{registry} answered and accepted the credentials");
+        }
+        RegistryCommand::Delete { registry } => {
+            let id = id_of(registry.clone()).await?;
+            api.call(Method::DELETE, &format!("/registries/{id}"), None).await?;
+            println!("deleted registry endpoint {registry}");
         }
     }
     Ok(())

@@ -156,6 +156,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::LabelCommand,
     },
+    /// Registry endpoints (upstreams of proxy caches, ends of replication): list, create, ping, delete.
+    Registry {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::RegistryCommand,
+    },
     /// Harbor tag retention of a project: show, set, delete, run (or dry-run), history, log.
     Retention {
         #[command(flatten)]
@@ -538,6 +545,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lifecycle { api, command } => rt.block_on(cli::lifecycle(&api, command)),
         Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
+        Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;

@@ -3,7 +3,7 @@
 //! the projects they belong to), garbage collection (run or dry run now, schedule, history
 //! with each run's log), the vulnerability database (sources, import of an OSV file, scan
 //! all) and system settings (the system CVE allowlist; what the configuration file sets).
-//! Registries, proxy caches and replication add their pages here when they exist.
+//! Registries are in `registries.rs`; proxy caches and replication add theirs here.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -658,6 +658,7 @@ async fn save_settings(State(s): State<AdminState>, headers: HeaderMap, Form(f):
 const SECTIONS: &[(&str, &str)] = &[
     ("Users", USERS),
     ("Groups", GROUPS),
+    ("Registries", super::registries::PATH),
     ("Jobs", super::jobs::PATH),
     ("Garbage collection", GC),
     ("Vulnerabilities", VULNERABILITY),

@@ -41,6 +41,7 @@ mod onboard;
 mod policy;
 mod profile;
 mod project;
+mod registries;
 mod robots;
 
 const CSRF_COOKIE: &str = "berth_csrf";
@@ -87,6 +88,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(policy::routes())
         .merge(logs::routes())
         .merge(admin::routes())
+        .merge(registries::routes())
         .merge(onboard::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))

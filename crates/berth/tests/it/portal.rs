@@ -706,9 +706,15 @@ async fn administration_in_the_portal() {
     s.push_image("ops-tools/kubectl", "1.31").await;
     let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
     let una = Web::new(&s, "una", "Una-Passw0rd-1").await;
-    for page in
-        ["/harbor/users", "/harbor/groups", "/harbor/gc", "/harbor/vulnerability", "/harbor/settings", "/harbor/logs"]
-    {
+    for page in [
+        "/harbor/users",
+        "/harbor/groups",
+        "/harbor/registries",
+        "/harbor/gc",
+        "/harbor/vulnerability",
+        "/harbor/settings",
+        "/harbor/logs",
+    ] {
         let (st, body) = una.get(page).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{page}");
         assert!(body.contains("Only system administrators see this page."), "{body}");
@@ -984,6 +990,11 @@ async fn user_input_never_becomes_live_markup() {
         s.api(Method::PUT, "/projects/xss/repositories/app/policy", Some(policy)).await.status(),
         StatusCode::OK
     );
+    let endpoint = serde_json::json!({"name": x, "description": x, "type": "oci", "url": "http://127.0.0.1:9",
+        "credential": {"access_key": x, "access_secret": "s"}});
+    let r = s.api(Method::POST, "/registries", Some(endpoint)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let registry = location(&r).rsplit('/').next().unwrap().to_owned();
     let id = id_of(&s.api(Method::GET, "/projects/xss", None).await.json().await.unwrap());
     let p = format!("/harbor/projects/{id}");
     let artifact = format!("{p}/repositories/app/artifacts-tab/artifacts/{digest}");
@@ -1000,6 +1011,8 @@ async fn user_input_never_becomes_live_markup() {
         format!("{p}/repositories/app/policies"),
         "/harbor/users".into(),
         "/harbor/groups".into(),
+        "/harbor/registries".into(),
+        format!("/harbor/registries/{registry}"),
         "/harbor/jobs".into(),
         "/harbor/gc".into(),
         "/harbor/vulnerability".into(),
@@ -1008,7 +1021,14 @@ async fn user_input_never_becomes_live_markup() {
         "/harbor/profile".into(),
     ];
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/browser.py");
-    let shows = [format!("{p}/members"), artifact, "/harbor/users".into(), "/harbor/groups".into()];
+    let shows = [
+        format!("{p}/members"),
+        artifact,
+        "/harbor/users".into(),
+        "/harbor/groups".into(),
+        "/harbor/registries".into(),
+        format!("/harbor/registries/{registry}"),
+    ];
     let out = run_ok(
         tokio::process::Command::new("python3")
             .arg(script)
@@ -1171,4 +1191,84 @@ async fn tags_scans_and_deletes_from_the_artifact_page() {
     assert_eq!((st, to), (StatusCode::SEE_OTHER, format!("/harbor/projects/{id}/repositories/tool/artifacts-tab")));
     assert_eq!(s.get(&format!("/v2/ops/tool/manifests/{digest}")).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.get("/v2/ops/tool/manifests/2.0").await.status(), StatusCode::OK, "the other artifact stays");
+}
+
+/// Administration → Registries: a connection tested before it is saved (the form keeps what
+/// was typed), an endpoint created, checked, changed without retyping its password, deleted;
+/// only by system administrators, only with the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_endpoints_in_the_portal() {
+    use reqwest::Method;
+    let upstream = berth_test_support::Distribution::start(Some(("mirror", "Upstream-Secret-42")));
+    let s = TestServer::start().await;
+    s.user("una", "Una-Passw0rd-1").await;
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let una = Web::new(&s, "una", "Una-Passw0rd-1").await;
+    let (st, page) = admin.get("/harbor/registries").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("No registry endpoints yet"), "{page}");
+    let form = |secret: &'static str, action: &'static str| {
+        vec![
+            ("name", "site-b".to_owned()),
+            ("kind", "docker-registry".to_owned()),
+            ("url", upstream.url.clone()),
+            ("access_key", "mirror".to_owned()),
+            ("access_secret", secret.to_owned()),
+            ("description", "the other site".to_owned()),
+            (action, "1".to_owned()),
+        ]
+    };
+    let post = |path: String, f: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.post(&path, &f).await
+        }
+    };
+    // Test first: wrong credentials are explained, what was typed stays (but the password).
+    let (st, page, _) = post("/harbor/registries".into(), form("wrong", "test")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("refused the credentials"), "{page}");
+    assert!(page.contains("value=\"site-b\"") && !page.contains("wrong"), "{page}");
+    assert!(s.api(Method::GET, "/registries", None).await.json::<Vec<serde_json::Value>>().await.unwrap().is_empty());
+    let (st, page, _) = post("/harbor/registries".into(), form("Upstream-Secret-42", "test")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("answered and accepted the credentials"), "{page}");
+    let (st, page, _) = post("/harbor/registries".into(), form("Upstream-Secret-42", "save")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("Registry site-b created") && page.contains("Not checked"), "{page}");
+    let list: Vec<serde_json::Value> = s.api(Method::GET, "/registries", None).await.json().await.unwrap();
+    let id = list[0]["id"].as_i64().unwrap();
+    assert_eq!(list[0]["description"], "the other site");
+    let (st, page, _) = admin.post(&format!("/harbor/registries/{id}/ping"), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("site-b answered") && page.contains("Healthy"), "{page}");
+    // Its page: the password is never shown; an empty one keeps it.
+    let (st, page) = admin.get(&format!("/harbor/registries/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("leave empty to keep the stored one") && !page.contains("Upstream-Secret-42"), "{page}");
+    let mut change = form("", "save");
+    change[5].1 = "site B, Zürich".into();
+    let (st, page, _) = post(format!("/harbor/registries/{id}"), change).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page.contains("Saved."), "{page}");
+    let got: serde_json::Value = s.api(Method::GET, &format!("/registries/{id}"), None).await.json().await.unwrap();
+    assert_eq!(got["description"], "site B, Zürich");
+    let r = s.api(Method::POST, "/registries/ping", Some(serde_json::json!({"id": id}))).await;
+    assert_eq!(r.status(), StatusCode::OK, "the stored password was kept");
+    // Others may not, nor without the token.
+    let (st, _) = una.get(&format!("/harbor/registries/{id}")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(una.post(&format!("/harbor/registries/{id}/delete"), &[]).await.0, StatusCode::FORBIDDEN);
+    let r = client()
+        .post(format!("{}/harbor/registries/{id}/delete", s.base))
+        .header("cookie", &admin.cookie)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (st, page, _) = admin.post(&format!("/harbor/registries/{id}/delete"), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("Registry site-b deleted") && page.contains("No registry endpoints yet"), "{page}");
 }

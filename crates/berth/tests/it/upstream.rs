@@ -135,6 +135,15 @@ async fn registry_endpoints_keep_their_credentials_sealed() {
     let change = json!({"url": format!("http://{}", proxy.host), "credential": {"access_secret": "*****"}});
     assert_eq!(s.api(Method::PUT, &format!("/registries/{id}"), Some(change)).await.status(), StatusCode::OK);
     assert_eq!(s.api(Method::POST, "/registries/ping", Some(json!({"id": id}))).await.status(), StatusCode::OK);
+    // A check of another URL does not borrow the stored password.
+    let elsewhere = json!({"id": id, "url": "http://127.0.0.1:9", "credential": {"access_secret": "*****"}});
+    let e = expect_error(
+        s.api(Method::POST, "/registries/ping", Some(elsewhere)).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("is only sent to"), "{e}");
     // Changing the URL in the database does not send the password elsewhere: it no longer opens.
     let other = berth_test_support::Distribution::start(None);
     run_ok(tokio::process::Command::new("python3").arg("-c").arg(format!(
@@ -161,4 +170,48 @@ async fn registry_endpoints_keep_their_credentials_sealed() {
     assert!(types.as_array().unwrap().iter().any(|t| t == "docker-hub"), "{types}");
     assert_eq!(s.api(Method::DELETE, &format!("/registries/{id}"), None).await.status(), StatusCode::OK);
     assert_eq!(s.api(Method::GET, &format!("/registries/{id}"), None).await.status(), StatusCode::NOT_FOUND);
+    // Every change is in the audit log, by whom.
+    let log = crate::access::audit(&s, "resource_type%3Dregistry", |l| l.len() >= 3).await;
+    let ops: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|e| (e["operation"].as_str().unwrap(), e["resource"].as_str().unwrap(), e["username"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ops, [("delete", "site-b", "admin"), ("update", "site-b", "admin"), ("create", "site-b", "admin")]);
+}
+
+/// `berth registry`: create (password from standard input), list, ping, delete, by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_registry_endpoints() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = berth_test_support::Distribution::start(Some(("mirror", "Upstream-Secret-42")));
+    let s = TestServer::start().await;
+    let berth = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base).env("BERTH_USERNAME", ADMIN).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+    let out = run_ok(berth().args(["registry", "list"])).await;
+    assert!(out.contains("no registry endpoints"), "{out}");
+    let mut child = berth()
+        .args(["registry", "create", "site-b", &upstream.url, "--access-key", "mirror", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Upstream-Secret-42\n").await.unwrap();
+    let done = child.wait_with_output().await.unwrap();
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success() && out.starts_with("created registry endpoint site-b (id "), "{out}");
+    let out = run_ok(berth().args(["registry", "ping", "site-b"])).await;
+    assert!(out.contains("site-b answered and accepted the credentials"), "{out}");
+    let out = run_ok(berth().args(["registry", "list"])).await;
+    let row = out.lines().nth(1).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..], ["site-b", "docker-registry", upstream.url.as_str(), "healthy", "mirror"], "{out}");
+    let err = run_fails(berth().args(["registry", "create", "x", "ftp://nowhere"])).await;
+    assert!(err.contains("400"), "{err}");
+    let err = run_fails(berth().args(["registry", "ping", "nope"])).await;
+    assert!(err.contains("no registry endpoint named \"nope\""), "{err}");
+    run_ok(berth().args(["registry", "delete", "site-b"])).await;
+    assert!(run_ok(berth().args(["registry", "list"])).await.contains("no registry endpoints"));
 }
