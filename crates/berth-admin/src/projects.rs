@@ -45,7 +45,9 @@ pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) 
     let owner = s.auth.user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
     let repo_count = s.registry.project_repos(&p.name).await?.len();
     let roles = role_ids(c, p);
+    let registry_id = s.upstreams.cache_rules().await?.iter().find(|r| r.prefix == p.name).map(|r| r.upstream_id);
     Ok(json!({
+        "registry_id": registry_id,
         "project_id": p.id, "owner_id": p.owner_id, "name": p.name, "owner_name": owner,
         "creation_time": time(p.created_at), "update_time": time(p.updated_at), "deleted": false,
         "togglable": true, "current_user_role_id": roles.iter().min().copied().unwrap_or(0),
@@ -110,8 +112,10 @@ struct ProjectReq {
     metadata: Option<HashMap<String, Value>>,
     storage_limit: Option<i64>,
     cve_allowlist: Option<crate::shapes::AllowlistReq>,
-    #[allow(dead_code)]
+    /// A proxy-cache project: the registry endpoint it caches.
     registry_id: Option<i64>,
+    /// Berth: how long a cached tag is served before it is checked upstream again.
+    proxy_ttl_seconds: Option<i64>,
 }
 
 /// Apply Harbor's `public` and `metadata` (values JSON strings or booleans) to `settings`:
@@ -178,7 +182,26 @@ async fn create(
     apply_settings(&mut settings, req.public, &req.metadata.unwrap_or_default())?;
     let allowlist = req.cve_allowlist.as_ref().map(crate::shapes::allowlist_items).transpose()?;
     let limit = req.storage_limit.map(crate::quotas::storage_limit).transpose()?;
+    let ttl_ms = match req.proxy_ttl_seconds {
+        Some(t) if !(0..=30 * 86_400).contains(&t) => {
+            return Err(bad_request("proxy_ttl_seconds: 0 (the server's default) to 2592000 (30 days)"));
+        }
+        Some(t) => t * 1000,
+        None => 0,
+    };
+    if let Some(registry) = req.registry_id {
+        // As Harbor: only system administrators make proxy caches, of an endpoint that exists.
+        c.sysadmin(&s).await?;
+        s.upstreams.get(registry).await.map_err(|_| bad_request(format!("registry {registry} does not exist")))?;
+    }
     let id = s.auth.create_project(&name, &c.p, &settings, &c.origin()).await?;
+    if let Some(registry) = req.registry_id
+        && let Err(e) = s.upstreams.create_cache_rule(&name, registry, ttl_ms, &c.origin()).await
+    {
+        // The endpoint went away meanwhile: no half-made proxy project.
+        let _ = s.auth.delete_project(id, &c.origin()).await;
+        return Err(e.into());
+    }
     if let Some(limit) = limit {
         s.registry.set_quota(&name, limit).await?;
     }
@@ -224,6 +247,7 @@ async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path
             repos.len()
         )));
     }
+    s.upstreams.delete_cache_rule(&project.name, &c.origin()).await?;
     s.auth.delete_project(project.id, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }

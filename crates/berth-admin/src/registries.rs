@@ -36,6 +36,7 @@ impl From<UpstreamError> for ApiError {
             UpstreamError::Invalid(m) => bad_request(m),
             e @ UpstreamError::NotFound(_) => not_found(e.to_string()),
             e @ UpstreamError::Conflict(_) => ApiError::Conflict(e.to_string()),
+            UpstreamError::InUse(m) => ApiError::PreconditionFailed(m),
             e @ UpstreamError::Sealed(..) => ApiError::internal("opening a stored credential", e),
             UpstreamError::Client(c) => bad_request(format!("failed to ping the registry: {c}")),
             UpstreamError::Meta(m) => m.into(),

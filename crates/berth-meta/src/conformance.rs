@@ -1055,4 +1055,31 @@ pub async fn run_upstreams<S: MetaStore + crate::EventLog>(store: &S) {
         [op("delete", None), op("update", None), op("create", Some(other)), op("create", Some(id))],
         "{ops:?}"
     );
+
+    // Cache rules: one per prefix, only for an endpoint that exists, which then stays.
+    let rule = crate::CacheRule {
+        prefix: "quay-cache".into(),
+        upstream_id: other,
+        upstream_prefix: String::new(),
+        ttl_ms: 60_000,
+        created_at: 40,
+    };
+    assert!(store.create_cache_rule(&rule, &e("create")).await.unwrap());
+    assert!(!store.create_cache_rule(&rule, &e("create")).await.unwrap(), "one rule per prefix");
+    let dangling = crate::CacheRule { prefix: "gone".into(), upstream_id: id, ..rule.clone() };
+    assert!(matches!(store.create_cache_rule(&dangling, &e("create")).await, Err(crate::MetaError::Conflict(_))));
+    assert_eq!(store.cache_rules().await.unwrap(), std::slice::from_ref(&rule));
+    match store.delete_upstream(other, &e("delete")).await {
+        Err(crate::MetaError::Conflict(m)) => assert!(m.contains("quay-cache"), "{m}"),
+        r => panic!("an endpoint in use must stay: {r:?}"),
+    }
+    assert!(store.delete_cache_rule("quay-cache", &e("delete")).await.unwrap());
+    assert!(!store.delete_cache_rule("quay-cache", &e("delete")).await.unwrap());
+    assert!(store.delete_upstream(other, &e("delete")).await.unwrap());
+    // One fetch at a time per key, across replicas; a lapsed claim can be taken over.
+    assert!(store.claim_fetch("fetch:x", "a", 100, 50).await.unwrap());
+    assert!(!store.claim_fetch("fetch:x", "b", 100, 60).await.unwrap());
+    assert!(store.claim_fetch("fetch:x", "b", 200, 100).await.unwrap(), "a's claim lapsed");
+    store.release_fetch("fetch:x", "b").await.unwrap();
+    assert!(store.claim_fetch("fetch:x", "a", 300, 110).await.unwrap());
 }

@@ -189,7 +189,7 @@ pub trait GcStore: Send + Sync + 'static {
 }
 
 impl SqlMetaStore {
-    fn lock_rows(&self) -> &'static str {
+    pub(crate) fn lock_rows(&self) -> &'static str {
         match self.backend() {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",

@@ -53,7 +53,7 @@ pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
-pub use upstream::{UpstreamRecord, UpstreamStore};
+pub use upstream::{CacheRule, UpstreamRecord, UpstreamStore};
 
 /// Milliseconds since the Unix epoch.
 /// How long [`MetaStore::pin_blob`] protects a blob whose bytes an upload is committing. A
@@ -195,13 +195,16 @@ pub enum RefKind {
     Blob,
     /// A child manifest of an index.
     Manifest,
+    /// A child manifest of an index that need not be here yet: a pull-through cache stores
+    /// an index before the children clients ask for (read back as `Manifest`).
+    LaterManifest,
 }
 
 impl RefKind {
     fn as_str(self) -> &'static str {
         match self {
             RefKind::Blob => "blob",
-            RefKind::Manifest => "manifest",
+            RefKind::Manifest | RefKind::LaterManifest => "manifest",
         }
     }
 }

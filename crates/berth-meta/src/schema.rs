@@ -239,4 +239,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             status TEXT NOT NULL, checked_at BIGINT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        19,
+        &[
+            // Pull-through caches (`upstream.rs`): repositories under `prefix` are fetched from
+            // an upstream (Harbor's proxy-cache projects: the prefix is the project).
+            "CREATE TABLE cache_rules (prefix {NAME} PRIMARY KEY, upstream_id BIGINT NOT NULL,
+            upstream_prefix TEXT NOT NULL, ttl_ms BIGINT NOT NULL, created_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

@@ -39,6 +39,23 @@ pub struct UpstreamRecord {
     pub updated_at: i64,
 }
 
+/// A pull-through cache rule: repositories named `<prefix>/<rest>` are fetched from the
+/// upstream `upstream_id` as `<upstream_prefix><rest>` (Harbor's proxy-cache project: the
+/// prefix is the project's name and the upstream prefix empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// The local prefix (a project name, or a deeper repository prefix).
+    pub prefix: String,
+    /// The registry endpoint.
+    pub upstream_id: i64,
+    /// What the upstream's repository names start with (may be empty).
+    pub upstream_prefix: String,
+    /// How long a cached tag is trusted before it is checked upstream again (ms).
+    pub ttl_ms: i64,
+    /// Created (Unix ms).
+    pub created_at: i64,
+}
+
 /// Where registry endpoints are kept.
 #[async_trait::async_trait]
 pub trait UpstreamStore: Send + Sync {
@@ -53,8 +70,22 @@ pub trait UpstreamStore: Send + Sync {
     async fn update_upstream(&self, u: &UpstreamRecord, event: &NewEvent) -> Result<bool, MetaError>;
     /// Record a check's outcome.
     async fn set_upstream_status(&self, id: i64, status: &str, at: i64) -> Result<(), MetaError>;
-    /// Delete an endpoint, logging `event`; false if absent.
+    /// Delete an endpoint, logging `event`; false if absent, `Err(Conflict)` while a cache
+    /// rule uses it.
     async fn delete_upstream(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError>;
+
+    /// Every pull-through cache rule, by prefix.
+    async fn cache_rules(&self) -> Result<Vec<CacheRule>, MetaError>;
+    /// Add a rule, logging `event`; false if the prefix has one. `Err(NotFound)`-like
+    /// `Conflict` if the endpoint does not exist.
+    async fn create_cache_rule(&self, rule: &CacheRule, event: &NewEvent) -> Result<bool, MetaError>;
+    /// Delete the rule of `prefix`, logging `event`; false if there was none.
+    async fn delete_cache_rule(&self, prefix: &str, event: &NewEvent) -> Result<bool, MetaError>;
+    /// Claim the one fetch of `key` from upstream for `holder` until `until` (across
+    /// replicas); false while another holds it.
+    async fn claim_fetch(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError>;
+    /// Give a fetch claim up.
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError>;
 }
 
 const COLUMNS: &str = "id, name, kind, url, description, insecure, access_key, secret, ca_pem, status, checked_at, created_at, updated_at";
@@ -173,11 +204,92 @@ impl UpstreamStore for SqlMetaStore {
 
     async fn delete_upstream(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
+        let used: Vec<String> =
+            sqlx::query_scalar("SELECT prefix FROM cache_rules WHERE upstream_id = $1 ORDER BY prefix")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !used.is_empty() {
+            return Err(MetaError::Conflict(format!(
+                "the registry is used by the proxy cache of {}; delete that first",
+                used.join(", ")
+            )));
+        }
         let n = sqlx::query("DELETE FROM upstreams WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n > 0 {
             insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn cache_rules(&self) -> Result<Vec<CacheRule>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT prefix, upstream_id, upstream_prefix, ttl_ms, created_at FROM cache_rules ORDER BY prefix",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CacheRule {
+                    prefix: r.try_get(0)?,
+                    upstream_id: r.try_get(1)?,
+                    upstream_prefix: r.try_get(2)?,
+                    ttl_ms: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_cache_rule(&self, rule: &CacheRule, event: &NewEvent) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let upstream: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT id FROM upstreams WHERE id = $1{}", self.lock_rows()))
+                .bind(rule.upstream_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if upstream.is_none() {
+            return Err(MetaError::Conflict(format!("registry {} does not exist", rule.upstream_id)));
+        }
+        let n = sqlx::query(
+            "INSERT INTO cache_rules (prefix, upstream_id, upstream_prefix, ttl_ms, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&rule.prefix)
+        .bind(rule.upstream_id)
+        .bind(&rule.upstream_prefix)
+        .bind(rule.ttl_ms)
+        .bind(rule.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_cache_rule(&self, prefix: &str, event: &NewEvent) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM cache_rules WHERE prefix = $1")
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn claim_fetch(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError> {
+        crate::GcStore::hold_fence(self, key, holder, until, now).await
+    }
+
+    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+        crate::GcStore::release_fence(self, key, holder).await
     }
 }

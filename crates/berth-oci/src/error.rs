@@ -147,6 +147,8 @@ impl OciError {
                 R::QuotaExceeded(_) | R::TagImmutable { .. } => "DENIED",
                 R::PolicyInvalid(_) => "UNSUPPORTED",
                 R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
+                R::Upstream(_) => "UNAVAILABLE",
+                R::ReadOnly(_) => "DENIED",
                 R::Blob(_) | R::Meta(_) => "UNKNOWN",
             },
             OciError::NameInvalid(_) => "NAME_INVALID",
@@ -190,6 +192,10 @@ impl OciError {
                 // As Harbor answers a push over an immutable tag.
                 R::TagImmutable { .. } => StatusCode::PRECONDITION_FAILED,
                 R::PolicyInvalid(_) => StatusCode::BAD_REQUEST,
+                // Clients retry or fall back to another mirror.
+                R::Upstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+                // As Harbor answers a push to a proxy-cache project.
+                R::ReadOnly(_) => StatusCode::FORBIDDEN,
                 R::Blob(berth_registry::BlobError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
@@ -227,9 +233,10 @@ impl OciError {
 impl IntoResponse for OciError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // A quarantined blob's message is for the user (what is wrong, what to do); other 5xx
+        // A quarantined blob's or a failed upstream's message is for the user; other 5xx
         // causes are logged, not shown.
-        let speaks = matches!(self, OciError::Registry(RegistryError::BlobQuarantined { .. }));
+        let speaks =
+            matches!(self, OciError::Registry(RegistryError::BlobQuarantined { .. } | RegistryError::Upstream(_)));
         let message = if status.is_server_error() && !speaks {
             match status {
                 StatusCode::INSUFFICIENT_STORAGE => "storage is full; nothing was stored".to_owned(),

@@ -72,6 +72,55 @@ fn body_stream(body: Body, (min_rate, window): (usize, std::time::Duration)) -> 
     ))
 }
 
+/// A pull-through cache's part in a request: pushes refused, manifests and blobs fetched
+/// from upstream when they are not here (`None`: serve from here as usual).
+async fn cached(state: &AppState, route: &Route, method: &Method, origin: &Origin) -> Result<Option<Response>> {
+    let Some(proxy) = &state.proxy else { return Ok(None) };
+    let repo = match route {
+        Route::Manifest(repo, _) | Route::Blob(repo, _) | Route::UploadStart(repo) | Route::Upload(repo, _) => repo,
+        _ => return Ok(None),
+    };
+    let Some(c) = proxy.rule_for(repo).await? else { return Ok(None) };
+    match (route, method) {
+        (Route::Manifest(_, _), &Method::PUT) | (Route::UploadStart(_) | Route::Upload(_, _), _) => {
+            Err(RegistryError::ReadOnly(format!(
+                "{} is a pull-through cache of {}: it is filled by pulls, not pushes; push to another project",
+                c.rule.prefix, c.upstream_repo
+            ))
+            .into())
+        }
+        (Route::Manifest(repo, r), &Method::GET | &Method::HEAD) => {
+            let Some(m) = proxy.manifest(&c, repo, r).await? else { return Ok(None) };
+            let with_body = method == Method::GET;
+            if with_body {
+                state.registry.record_pull(repo, r, &m.digest, origin);
+                state.metrics_bytes_out("/v2/{name}/manifests/{reference}", m.bytes.len() as u64);
+            }
+            let builder = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, &m.media_type)
+                .header(DIGEST_HEADER, m.digest.to_string())
+                .header(header::ETAG, format!("\"{}\"", m.digest))
+                .header(header::CONTENT_LENGTH, m.bytes.len());
+            let body = if with_body { Body::from(m.bytes) } else { Body::empty() };
+            builder.body(body).map(Some).map_err(|e| OciError::Panic(e.to_string()))
+        }
+        (Route::Blob(repo, d), &Method::GET) => {
+            let Some(s) = proxy.blob(&c, repo, d).await? else { return Ok(None) };
+            let mut builder = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(DIGEST_HEADER, d.to_string());
+            if s.size > 0 {
+                builder = builder.header(header::CONTENT_LENGTH, s.size);
+            }
+            state.registry.record_transfer(repo, true, s.size);
+            builder.body(Body::from_stream(s.body)).map(Some).map_err(|e| OciError::Panic(e.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Dispatch a parsed route by method.
 pub async fn dispatch(
     state: &AppState,
@@ -84,6 +133,9 @@ pub async fn dispatch(
     use Method as M;
     let (method, headers) = (&parts.method, &parts.headers);
     let q = query(&parts.uri);
+    if let Some(r) = cached(state, &route, method, origin).await? {
+        return Ok(r);
+    }
     match (route, method) {
         (Route::Base, &M::GET | &M::HEAD) => Ok(axum::Json(json!({})).into_response()),
         (Route::Catalog, &M::GET) => catalog(state, who, &q).await,

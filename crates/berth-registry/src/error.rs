@@ -99,6 +99,12 @@ pub enum RegistryError {
     /// The client stopped sending mid-body.
     #[error("request body failed: {0}")]
     Body(std::io::Error),
+    /// A pull-through cache's upstream failed and nothing is cached to serve instead.
+    #[error("the upstream registry of this cache failed and nothing is cached: {0}")]
+    Upstream(String),
+    /// A pull-through cache is filled from its upstream, not by pushes.
+    #[error("{0}")]
+    ReadOnly(String),
     /// Storage failed.
     #[error(transparent)]
     Blob(#[from] berth_blob::BlobError),

@@ -12,6 +12,7 @@ mod error;
 mod gc;
 mod manifest;
 mod policy;
+mod proxy;
 mod scrub;
 mod upload;
 mod upstream;
@@ -19,6 +20,7 @@ mod usage;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
+pub use proxy::{Cached, Fetched, Proxy, ProxyOptions, Streaming};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::{Committed, UploadSweep};
 pub use upstream::{EndpointSpec, KINDS, UpstreamError, Upstreams};

@@ -43,6 +43,33 @@ impl Registry {
         extra_tags: &[Tag],
         origin: &Origin,
     ) -> Result<PutManifestOutcome, RegistryError> {
+        self.put_manifest_checked(repo, reference, content_type, body, extra_tags, origin, false).await
+    }
+
+    /// Store a manifest a pull-through cache fetched: as a push, but an index may name
+    /// children that are not here yet (they come when asked for).
+    pub async fn manifest_put_cached(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        media_type: &str,
+        body: Bytes,
+        origin: &Origin,
+    ) -> Result<PutManifestOutcome, RegistryError> {
+        self.put_manifest_checked(repo, reference, Some(media_type), body, &[], origin, true).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_manifest_checked(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+        origin: &Origin,
+        later_children: bool,
+    ) -> Result<PutManifestOutcome, RegistryError> {
         if body.len() > self.opts.max_manifest_bytes {
             return Err(RegistryError::TooLarge { what: "manifest", limit: self.opts.max_manifest_bytes });
         }
@@ -82,10 +109,13 @@ impl Registry {
             let wanted: Vec<Digest> = children.iter().map(|c| c.digest.clone()).collect();
             let present: HashSet<Digest> = self.meta.present_manifests(repo, &wanted).await?.into_iter().collect();
             for d in wanted {
-                if !present.contains(&d) {
-                    missing.push(d.clone());
+                if present.contains(&d) {
+                    refs.push((d, RefKind::Manifest));
+                } else if later_children {
+                    refs.push((d, RefKind::LaterManifest));
+                } else {
+                    missing.push(d);
                 }
-                refs.push((d, RefKind::Manifest));
             }
         } else {
             let config = view.config.as_ref().ok_or_else(|| {

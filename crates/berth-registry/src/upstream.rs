@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use berth_auth::seal::Sealer;
 use berth_client::{Client, ClientError, Endpoint};
-use berth_meta::{EventKind, MetaError, MetaStore, NewEvent, Origin, UpstreamRecord};
+use berth_meta::{CacheRule, EventKind, MetaError, MetaStore, NewEvent, Origin, UpstreamRecord};
 
 use crate::now_ms;
 
@@ -32,6 +32,9 @@ pub enum UpstreamError {
     /// No such endpoint.
     #[error("registry {0} not found")]
     NotFound(i64),
+    /// A proxy cache uses it.
+    #[error("{0}")]
+    InUse(String),
     /// The name is taken.
     #[error("a registry named {0:?} already exists")]
     Conflict(String),
@@ -72,6 +75,7 @@ pub struct Upstreams {
     meta: Arc<dyn MetaStore>,
     sealer: Arc<Sealer>,
     clients: Mutex<HashMap<i64, (String, Arc<Client>)>>,
+    rules: Mutex<Option<(std::time::Instant, Arc<Vec<CacheRule>>)>>,
 }
 
 fn event(op: &str, id: i64, name: &str, origin: &Origin) -> NewEvent {
@@ -91,7 +95,7 @@ fn context(url: &str) -> String {
 impl Upstreams {
     /// The service over the store, sealing with `sealer`.
     pub fn new(meta: Arc<dyn MetaStore>, sealer: Arc<Sealer>) -> Upstreams {
-        Upstreams { meta, sealer, clients: Mutex::new(HashMap::new()) }
+        Upstreams { meta, sealer, clients: Mutex::new(HashMap::new()), rules: Mutex::new(None) }
     }
 
     fn check(spec: &EndpointSpec, named: bool) -> Result<(), UpstreamError> {
@@ -203,7 +207,68 @@ impl Upstreams {
         if let Ok(mut c) = self.clients.lock() {
             c.remove(&id);
         }
-        Ok(self.meta.delete_upstream(id, &event("delete", id, &rec.name, origin)).await?)
+        match self.meta.delete_upstream(id, &event("delete", id, &rec.name, origin)).await {
+            Err(MetaError::Conflict(m)) => Err(UpstreamError::InUse(m)),
+            r => Ok(r?),
+        }
+    }
+
+    /// The pull-through cache rules (read again every 5 s, and at once after a change here).
+    pub async fn cache_rules(&self) -> Result<Arc<Vec<CacheRule>>, UpstreamError> {
+        if let Ok(r) = self.rules.lock()
+            && let Some((at, rules)) = r.as_ref()
+            && at.elapsed() < std::time::Duration::from_secs(5)
+        {
+            return Ok(rules.clone());
+        }
+        let rules = Arc::new(self.meta.cache_rules().await?);
+        if let Ok(mut r) = self.rules.lock() {
+            *r = Some((std::time::Instant::now(), rules.clone()));
+        }
+        Ok(rules)
+    }
+
+    fn rules_changed(&self) {
+        if let Ok(mut r) = self.rules.lock() {
+            *r = None;
+        }
+    }
+
+    /// Cache the repositories under `prefix` from endpoint `upstream_id`; false if `prefix`
+    /// has a rule already.
+    pub async fn create_cache_rule(
+        &self,
+        prefix: &str,
+        upstream_id: i64,
+        ttl_ms: i64,
+        origin: &Origin,
+    ) -> Result<bool, UpstreamError> {
+        let endpoint = self.get(upstream_id).await?;
+        let rule = CacheRule {
+            prefix: prefix.to_owned(),
+            upstream_id,
+            upstream_prefix: String::new(),
+            ttl_ms,
+            created_at: now_ms(),
+        };
+        let what = format!("{prefix} (proxy cache of {})", endpoint.name);
+        let made = match self.meta.create_cache_rule(&rule, &event("create", upstream_id, &what, origin)).await {
+            Err(MetaError::Conflict(_)) => return Err(UpstreamError::NotFound(upstream_id)),
+            r => r?,
+        };
+        self.rules_changed();
+        Ok(made)
+    }
+
+    /// Stop caching under `prefix`; false if it had no rule.
+    pub async fn delete_cache_rule(&self, prefix: &str, origin: &Origin) -> Result<bool, UpstreamError> {
+        let Some(rule) = self.cache_rules().await?.iter().find(|r| r.prefix == prefix).cloned() else {
+            return Ok(false);
+        };
+        let what = format!("{prefix} (proxy cache)");
+        let gone = self.meta.delete_cache_rule(prefix, &event("delete", rule.upstream_id, &what, origin)).await?;
+        self.rules_changed();
+        Ok(gone)
     }
 
     /// The endpoint as a client sees it (the secret opened).

@@ -212,6 +212,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     state.min_upload_rate = (cfg.min_upload_rate, cfg.header_read_timeout);
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
+    let upstreams = Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?));
+    state.proxy = Some(berth_registry::Proxy::new(
+        registry.clone(),
+        upstreams.clone(),
+        sql.clone(),
+        berth_registry::ProxyOptions::default(),
+    ));
     let mut admin_state = berth_admin::AdminState::new(
         berth_jobs::Jobs::new(sql.clone()),
         berth_jobs::GcService::new(sql.clone(), sql.clone()),
@@ -219,7 +226,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         scanning,
         registry.clone(),
         auth.clone(),
-        Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?)),
+        upstreams,
     )
     .with_operator_token(operator);
     admin_state.external_url = cfg.external_url.clone();

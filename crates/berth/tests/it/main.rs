@@ -19,6 +19,7 @@ mod lifecycle;
 mod oidc;
 mod outage;
 mod portal;
+mod proxy;
 mod quota;
 mod replicas;
 mod scan;

@@ -1,0 +1,505 @@
+//! Pull-through caches: repositories under a cache rule's prefix (Harbor's proxy-cache
+//! projects) are filled from an upstream registry as clients pull.
+//!
+//! - **Manifests.** By digest: served from here when present, else fetched (digest checked)
+//!   and served. By tag: served from here while the tag was checked upstream within the TTL;
+//!   after it, a `HEAD` upstream says whether the tag moved. Upstream errors, timeouts and
+//!   `429` serve the cached copy (stale-if-error: a warning and `stale_served`); with nothing
+//!   cached they are `RegistryError::Upstream` (`503`). A fetched index is stored at once
+//!   (its children are fetched when asked for: `RefKind::LaterManifest`); an image manifest
+//!   once its blobs are here — a background task fetches those it lacks, so a cached image is
+//!   whole (and scanned on push) even when the client only asked for the manifest.
+//! - **Blobs.** One fetch per digest, across replicas: in this process concurrent requests
+//!   wait for the one fetch, and across replicas a claim in the database (`claim_fetch`)
+//!   makes the others wait for the blob to appear. The fetching request streams the bytes to
+//!   its client while they are written (`upload_monolithic`: hashed, verified against the
+//!   digest, only then visible); if the client goes away, the fetch finishes anyway.
+//! - Cached content is ordinary content of its repository: quotas, retention, GC and
+//!   scanning apply to it. Pushes to a cached repository are refused by the HTTP layer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_client::ClientError;
+use berth_meta::{CacheRule, MetaStore, Origin};
+use berth_types::media::ManifestView;
+use berth_types::{Digest, Reference, RepoName, Tag};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use crate::{Registry, RegistryError, Upstreams, now_ms};
+
+/// How a cache behaves.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// How long a cached tag is served before it is checked upstream again (a rule's own TTL
+    /// wins when set).
+    pub tag_ttl: Duration,
+    /// How long an upstream manifest request may take before the cached copy is served.
+    pub timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions { tag_ttl: Duration::from_secs(300), timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A repository under a cache rule.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// The rule.
+    pub rule: CacheRule,
+    /// The repository's name upstream.
+    pub upstream_repo: String,
+}
+
+/// A manifest fetched from upstream, to serve as it is.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Its bytes (digest checked).
+    pub bytes: Bytes,
+    /// Its media type.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+/// A blob being fetched from upstream for this request: its size (0 if upstream did not
+/// say) and its bytes as they arrive.
+pub struct Streaming {
+    /// Size in bytes, if known (0 otherwise).
+    pub size: u64,
+    /// The bytes.
+    pub body: berth_blob::ByteStream,
+}
+
+/// Most tags whose last check is remembered (then the memory starts over: a few extra HEADs).
+const MAX_CHECKED: usize = 100_000;
+/// Most images completed in the background at once.
+const COMPLETIONS: usize = 4;
+/// How long a fetch claim lasts without renewal.
+const CLAIM_MS: i64 = 60_000;
+
+/// The pull-through cache service.
+pub struct Proxy {
+    registry: Arc<Registry>,
+    upstreams: Arc<Upstreams>,
+    meta: Arc<dyn MetaStore>,
+    opts: ProxyOptions,
+    checked: Mutex<HashMap<(String, String), Instant>>,
+    flights: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    completing: Mutex<HashSet<String>>,
+    completions: Arc<Semaphore>,
+    holder: String,
+    stale: AtomicU64,
+    fetched_bytes: AtomicU64,
+}
+
+fn origin() -> Origin {
+    Origin::new("proxy-cache", None)
+}
+
+impl Proxy {
+    /// The service over the registry and the endpoints.
+    pub fn new(
+        registry: Arc<Registry>,
+        upstreams: Arc<Upstreams>,
+        meta: Arc<dyn MetaStore>,
+        opts: ProxyOptions,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            registry,
+            upstreams,
+            meta,
+            opts,
+            checked: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            completing: Mutex::new(HashSet::new()),
+            completions: Arc::new(Semaphore::new(COMPLETIONS)),
+            holder: format!("proxy-{}", uuid::Uuid::new_v4()),
+            stale: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Times a cached copy was served because upstream failed.
+    pub fn stale_served(&self) -> u64 {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Bytes fetched from upstreams.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The rule `repo` is cached under, if any (the longest prefix).
+    pub async fn rule_for(&self, repo: &RepoName) -> Result<Option<Cached>, RegistryError> {
+        let rules = self.upstreams.cache_rules().await.map_err(|e| match e {
+            crate::UpstreamError::Meta(m) => RegistryError::Meta(m),
+            other => RegistryError::Upstream(other.to_string()),
+        })?;
+        let name = repo.as_str();
+        Ok(rules
+            .iter()
+            .filter(|r| {
+                name.len() > r.prefix.len() && name.starts_with(&r.prefix) && name[r.prefix.len()..].starts_with('/')
+            })
+            .max_by_key(|r| r.prefix.len())
+            .map(|r| Cached {
+                rule: r.clone(),
+                upstream_repo: format!("{}{}", r.upstream_prefix, &name[r.prefix.len() + 1..]),
+            }))
+    }
+
+    fn ttl(&self, c: &Cached) -> Duration {
+        if c.rule.ttl_ms > 0 { Duration::from_millis(c.rule.ttl_ms as u64) } else { self.opts.tag_ttl }
+    }
+
+    fn fresh(&self, repo: &RepoName, tag: &Tag, ttl: Duration) -> bool {
+        self.checked
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(repo.to_string(), tag.to_string())).map(|at| at.elapsed() < ttl))
+            .unwrap_or(false)
+    }
+
+    fn mark_checked(&self, repo: &RepoName, tag: &Tag) {
+        if let Ok(mut m) = self.checked.lock() {
+            if m.len() >= MAX_CHECKED {
+                m.clear();
+            }
+            m.insert((repo.to_string(), tag.to_string()), Instant::now());
+        }
+    }
+
+    fn serve_stale(&self, repo: &RepoName, reference: &str, why: &str) {
+        self.stale.fetch_add(1, Ordering::Relaxed);
+        warn!(repo.name = %repo, reference, error = why, "upstream failed: serving the cached copy");
+    }
+
+    async fn client(&self, c: &Cached) -> Result<Arc<berth_client::Client>, RegistryError> {
+        self.upstreams.client(c.rule.upstream_id).await.map_err(|e| RegistryError::Upstream(e.to_string()))
+    }
+
+    /// Make a manifest of a cached repository available: `None` when it is here to serve (or
+    /// cached and upstream failing), the fetched bytes otherwise.
+    pub async fn manifest(
+        self: &Arc<Self>,
+        c: &Cached,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Fetched>, RegistryError> {
+        match reference {
+            Reference::Digest(d) => {
+                if self.meta.get_manifest(repo, d).await?.is_some() {
+                    return Ok(None);
+                }
+                let m = self.fetch_manifest(c, &d.to_string()).await.map_err(upstream_err)?;
+                self.keep(c, repo, None, &m).await;
+                Ok(Some(m))
+            }
+            Reference::Tag(t) => {
+                let local = self.meta.get_tagged_manifest(repo, t).await?;
+                if local.is_some() && self.fresh(repo, t, self.ttl(c)) {
+                    return Ok(None);
+                }
+                let head = async {
+                    let client = self.client(c).await.map_err(|e| e.to_string())?;
+                    match tokio::time::timeout(self.opts.timeout, client.manifest_head(&c.upstream_repo, t.as_str()))
+                        .await
+                    {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {:?}", self.opts.timeout)),
+                    }
+                };
+                let head = match (head.await, &local) {
+                    (Ok(h), _) => h,
+                    (Err(e), Some(_)) => {
+                        self.serve_stale(repo, t.as_str(), &e);
+                        return Ok(None);
+                    }
+                    (Err(e), None) => return Err(RegistryError::Upstream(e)),
+                };
+                let Some(head) = head else {
+                    return Err(RegistryError::ManifestUnknown(format!(
+                        "{}:{} does not exist upstream ({})",
+                        c.upstream_repo, t, c.rule.prefix
+                    )));
+                };
+                if local.as_ref().is_some_and(|l| l.digest.to_string() == head.digest) {
+                    self.mark_checked(repo, t);
+                    return Ok(None);
+                }
+                let m = match self.fetch_manifest(c, &head.digest).await {
+                    Ok(m) => m,
+                    Err(e) if local.is_some() => {
+                        self.serve_stale(repo, t.as_str(), &e.to_string());
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(upstream_err(e)),
+                };
+                self.keep(c, repo, Some(t.clone()), &m).await;
+                Ok(Some(m))
+            }
+        }
+    }
+
+    async fn fetch_manifest(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
+        let client = self.client(c).await.map_err(|e| ClientError::Config(e.to_string()))?;
+        let m = tokio::time::timeout(self.opts.timeout, client.manifest(&c.upstream_repo, reference)).await.map_err(
+            |_| ClientError::Unreachable {
+                host: c.upstream_repo.clone(),
+                cause: format!("no answer within {:?}", self.opts.timeout),
+            },
+        )??;
+        let digest: Digest = m.digest.parse().map_err(|_| ClientError::Invalid(m.digest.clone(), "digest".into()))?;
+        self.fetched_bytes.fetch_add(m.bytes.len() as u64, Ordering::Relaxed);
+        Ok(Fetched { bytes: m.bytes, media_type: m.media_type, digest })
+    }
+
+    /// Store a fetched manifest: an index now, an image once its blobs are here.
+    async fn keep(self: &Arc<Self>, c: &Cached, repo: &RepoName, tag: Option<Tag>, m: &Fetched) {
+        let Ok(view) = serde_json::from_slice::<ManifestView>(&m.bytes) else {
+            warn!(repo.name = %repo, digest = %m.digest, "upstream manifest not understood; served, not cached");
+            return;
+        };
+        if view.is_index() || view.config.is_none() {
+            self.store(repo, tag.as_ref(), m).await;
+            return;
+        }
+        let key = format!("{repo}@{}", m.digest);
+        if let Ok(mut busy) = self.completing.lock()
+            && !busy.insert(key.clone())
+        {
+            return;
+        }
+        let (this, c, repo, m) = (self.clone(), c.clone(), repo.clone(), m.clone());
+        let blobs: Vec<Digest> = view
+            .config
+            .iter()
+            .chain(view.layers.iter().flatten())
+            .filter(|d| !d.media_type.contains("nondistributable") && !d.media_type.contains(".foreign."))
+            .map(|d| d.digest.clone())
+            .collect();
+        tokio::spawn(async move {
+            let _permit = this.completions.acquire().await;
+            let mut whole = true;
+            for d in &blobs {
+                match this.ensure_blob(&c, &repo, d).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        warn!(repo.name = %repo, digest = %d, error = %e, "a blob of a cached image could not be fetched");
+                        whole = false;
+                        break;
+                    }
+                }
+            }
+            if whole {
+                this.store(&repo, tag.as_ref(), &m).await;
+            }
+            if let Ok(mut busy) = this.completing.lock() {
+                busy.remove(&key);
+            }
+        });
+    }
+
+    async fn store(&self, repo: &RepoName, tag: Option<&Tag>, m: &Fetched) {
+        let reference = match tag {
+            Some(t) => Reference::Tag(t.clone()),
+            None => Reference::Digest(m.digest.clone()),
+        };
+        match self.registry.manifest_put_cached(repo, &reference, &m.media_type, m.bytes.clone(), &origin()).await {
+            Ok(_) => {
+                if let Some(t) = tag {
+                    self.mark_checked(repo, t);
+                }
+                info!(repo.name = %repo, digest = %m.digest, "cached from upstream");
+            }
+            Err(e) => warn!(repo.name = %repo, digest = %m.digest, error = %e, "a fetched manifest was not cached"),
+        }
+    }
+
+    /// Make blob `digest` a blob of `repo`, fetching it if nobody has it (waiting for a fetch
+    /// in flight here or on another replica).
+    async fn ensure_blob(self: &Arc<Self>, c: &Cached, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        if let Some(s) = self.blob(c, repo, digest).await? {
+            // Nobody reads it: drain it, so the fetch completes.
+            let mut body = s.body;
+            while let Some(chunk) = body.next().await {
+                chunk.map_err(RegistryError::Body)?;
+            }
+            // The write finishes right after the last byte; wait for it.
+            self.wait_local(repo, digest).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_local(&self, repo: &RepoName, digest: &Digest) -> Result<(), RegistryError> {
+        for _ in 0..600 {
+            if self.meta.repo_blob(repo, digest).await?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(RegistryError::Upstream(format!("blob {digest} did not arrive")))
+    }
+
+    /// A blob of a cached repository: `None` when it is here to serve (linked now if another
+    /// repository had it), or the bytes streaming from upstream (stored as they pass).
+    pub async fn blob(
+        self: &Arc<Self>,
+        c: &Cached,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Streaming>, RegistryError> {
+        loop {
+            if self.meta.repo_blob(repo, digest).await?.is_some() {
+                return Ok(None);
+            }
+            if self.registry.mount(repo, digest, None).await?.is_some() {
+                return Ok(None);
+            }
+            // One fetch per digest in this process…
+            let key = format!("fetch:{digest}");
+            let (waiting, lead) = {
+                let mut f = self.flights.lock().map_err(|_| RegistryError::Upstream("a fetch panicked".into()))?;
+                match f.get(&key) {
+                    Some(rx) => (Some(rx.clone()), None),
+                    None => {
+                        let (tx, rx) = watch::channel(false);
+                        f.insert(key.clone(), rx);
+                        (None, Some(tx))
+                    }
+                }
+            };
+            if let Some(tx) = lead {
+                match self.lead(c, repo, digest, key, tx).await? {
+                    Some(s) => return Ok(Some(s)),
+                    None => continue,
+                }
+            }
+            if let Some(mut rx) = waiting {
+                let _ = tokio::time::timeout(Duration::from_secs(600), rx.wait_for(|done| *done)).await;
+                if self.meta.repo_blob(repo, digest).await?.is_some() || self.meta.any_blob(digest).await?.is_some() {
+                    continue;
+                }
+                return Err(RegistryError::Upstream(format!("the fetch of {digest} from upstream failed")));
+            }
+        }
+    }
+
+    fn land(&self, key: &str, tx: &watch::Sender<bool>) {
+        if let Ok(mut f) = self.flights.lock() {
+            f.remove(key);
+        }
+        let _ = tx.send(true);
+    }
+
+    /// This request fetches: claim it across replicas (or wait for the replica that has),
+    /// then stream from upstream into storage and to the caller.
+    /// `None` when another replica fetched it meanwhile (it is here now).
+    async fn lead(
+        self: &Arc<Self>,
+        c: &Cached,
+        repo: &RepoName,
+        digest: &Digest,
+        key: String,
+        tx: watch::Sender<bool>,
+    ) -> Result<Option<Streaming>, RegistryError> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let now = now_ms();
+            if self.meta.claim_fetch(&key, &self.holder, now + CLAIM_MS, now).await? {
+                break;
+            }
+            // Another replica fetches it: wait for the bytes to land, then mount them.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.meta.any_blob(digest).await?.is_some() {
+                self.land(&key, &tx);
+                return Ok(None);
+            }
+            if Instant::now() > deadline {
+                self.land(&key, &tx);
+                return Err(RegistryError::Upstream(format!("waited too long for another replica to fetch {digest}")));
+            }
+        }
+        let client = match self.client(c).await {
+            Ok(cl) => cl,
+            Err(e) => {
+                let _ = self.meta.release_fetch(&key, &self.holder).await;
+                self.land(&key, &tx);
+                return Err(e);
+            }
+        };
+        let (size, upstream) = match client.blob(&c.upstream_repo, &digest.to_string()).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = self.meta.release_fetch(&key, &self.holder).await;
+                self.land(&key, &tx);
+                return Err(match e {
+                    ClientError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
+                    other => RegistryError::Upstream(other.to_string()),
+                });
+            }
+        };
+        // The caller's copy: bounded, so a slow client slows the fetch rather than filling memory;
+        // a client that goes away no longer gets chunks and the fetch goes on.
+        let (to_client, from_fetch) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let tee = {
+            let to_client = to_client.clone();
+            upstream.then(move |chunk| {
+                let to_client = to_client.clone();
+                async move {
+                    let chunk = chunk.map_err(std::io::Error::other);
+                    let copy = match &chunk {
+                        Ok(b) => Ok(b.clone()),
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    if !to_client.is_closed() {
+                        let _ = to_client.send(copy).await;
+                    }
+                    chunk
+                }
+            })
+        };
+        drop(to_client);
+        let this = self.clone();
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.fetched_bytes.fetch_add(size, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let upload = this.registry.upload_monolithic(&repo, "proxy-cache", &digest, Box::pin(tee));
+            tokio::pin!(upload);
+            let mut renew = tokio::time::interval(Duration::from_millis(CLAIM_MS as u64 / 3));
+            renew.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut upload => break r,
+                    _ = renew.tick() => {
+                        let now = now_ms();
+                        let _ = this.meta.claim_fetch(&key, &this.holder, now + CLAIM_MS, now).await;
+                    }
+                }
+            };
+            match result {
+                Ok(_) => info!(repo.name = %repo, %digest, "blob cached from upstream"),
+                Err(e) => warn!(repo.name = %repo, %digest, error = %e, "a blob fetched from upstream was not cached"),
+            }
+            let _ = this.meta.release_fetch(&key, &this.holder).await;
+            this.land(&key, &tx);
+        });
+        let body = futures::stream::unfold(from_fetch, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        Ok(Some(Streaming { size, body: Box::pin(body) }))
+    }
+}
+
+fn upstream_err(e: ClientError) -> RegistryError {
+    match e {
+        ClientError::NotFound(m) => RegistryError::ManifestUnknown(format!("not found upstream: {m}")),
+        other => RegistryError::Upstream(other.to_string()),
+    }
+}

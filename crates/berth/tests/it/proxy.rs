@@ -1,0 +1,170 @@
+//! Pull-through caches (Harbor's proxy-cache projects) in front of Debian's `docker-registry`,
+//! reached through a fault-injecting proxy: cold pulls by real clients, what gets cached,
+//! stale-if-error, one upstream fetch for many concurrent pulls, read-only projects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn skopeo(s: &TestServer) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("skopeo");
+    c.arg("--insecure-policy").env("REGISTRY_AUTH_FILE", s.auth_file());
+    c
+}
+
+/// An endpoint for `url` and a proxy-cache project `name` of it (tags trusted for `ttl` s).
+async fn cache_project(s: &TestServer, name: &str, url: &str, ttl: i64) -> i64 {
+    let r =
+        s.api(Method::POST, "/registries", Some(json!({"name": name, "type": "docker-registry", "url": url}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let body = json!({"project_name": name, "registry_id": id, "proxy_ttl_seconds": ttl});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), StatusCode::CREATED);
+    id
+}
+
+/// Wait until the artifact `digest` of `repo` (in `project`) is stored here.
+async fn cached(s: &TestServer, project: &str, repo: &str, digest: &str) {
+    let path = format!("/projects/{project}/repositories/{}/artifacts/{digest}", repo.replace('/', "%252F"));
+    for _ in 0..200 {
+        if s.api(Method::GET, &path, None).await.status() == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{repo}@{digest} was never cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let faults = berth_test_support::FaultProxy::start(&upstream.host);
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    for (tag, to, all) in [("single", "library/app:v1", false), ("multi", "library/multi:latest", true)] {
+        let mut c = tokio::process::Command::new("skopeo");
+        c.args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"]);
+        if all {
+            c.arg("--all");
+        }
+        run_ok(c.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{}/{to}", upstream.host))).await;
+    }
+    let registry = cache_project(&s, "hub", &format!("http://{}", faults.host), 1).await;
+    let p: Value = s.api(Method::GET, "/projects/hub", None).await.json().await.unwrap();
+    assert_eq!(p["registry_id"], registry);
+
+    // A cold pull by a real client: the same image, bit for bit.
+    let back = tmp.path().join("back");
+    run_ok(
+        skopeo(&s)
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/hub/library/app:v1", s.host()))
+            .arg(format!("oci:{}:v1", back.display())),
+    )
+    .await;
+    let digest = layout_digest(&layout, "single");
+    assert_eq!(layout_digest(&back, "v1"), digest);
+    // It is stored whole (manifest, config, layers) and is an artifact like any other.
+    cached(&s, "hub", "library/app", &digest).await;
+    let tags: Value = s.get("/v2/hub/library/app/tags/list").await.json().await.unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]));
+
+    // A multi-arch index: pulled for one platform, the index is cached at once, the child
+    // on demand.
+    let arm = tmp.path().join("arm");
+    run_ok(
+        skopeo(&s)
+            .args(["copy", "-q", "--src-tls-verify=false", "--override-arch", "arm64"])
+            .arg(format!("docker://{}/hub/library/multi:latest", s.host()))
+            .arg(format!("oci:{}:arm", arm.display())),
+    )
+    .await;
+    let index = layout_digest(&layout, "multi");
+    cached(&s, "hub", "library/multi", &index).await;
+
+    // Read-only: pushes are refused with Harbor's reason; the endpoint cannot go while used.
+    let e = expect_error(
+        s.client.post(s.url("/v2/hub/library/app/blobs/uploads/")).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "DENIED",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("is a pull-through cache"), "{e}");
+    let r = s.put_manifest("hub/library/app", "v2", "application/vnd.oci.image.manifest.v1+json", b"{}").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let e = expect_error(
+        s.api(Method::DELETE, &format!("/registries/{registry}"), None).await,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("proxy cache of hub"), "{e}");
+
+    // Upstream down (the registry stopped, new connections refused): the cached tag is served
+    // (its TTL has passed), with a warning; the cached index too; what was never cached is a
+    // 503 that says why.
+    faults.set_down(true);
+    drop(upstream);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = s.get("/v2/hub/library/app/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-content-digest"), Some(digest.as_str()));
+    let again = tmp.path().join("again");
+    run_ok(
+        skopeo(&s)
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/hub/library/app:v1", s.host()))
+            .arg(format!("oci:{}:v1", again.display())),
+    )
+    .await;
+    assert_eq!(layout_digest(&again, "v1"), digest, "the whole image comes from the cache");
+    let r = s.get(&format!("/v2/hub/library/multi/manifests/{index}")).await;
+    assert_eq!(r.status(), StatusCode::OK, "the index is served with upstream down");
+    let e =
+        expect_error(s.get("/v2/hub/library/other/manifests/v1").await, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("upstream registry of this cache failed"), "{e}");
+}
+
+/// Many clients pulling one uncached blob at once cause one upstream fetch; each gets the
+/// right bytes, the first while they stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_pulls_of_one_blob_fetch_it_once() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let blob = Bytes::from(random_bytes(8 << 20));
+    let digest = sha256(&blob);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
+    client.push_blob("team/big", &digest, blob.len() as u64, Box::pin(body)).await.unwrap();
+    cache_project(&s, "mirror", &upstream.url, 0).await;
+    let path = format!("/v2/mirror/team/big/blobs/{digest}");
+    let pulls = (0..8).map(|_| {
+        let (s, path) = (&s, path.clone());
+        async move {
+            let r = s.get(&path).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            sha256(&r.bytes().await.unwrap())
+        }
+    });
+    for got in futures::future::join_all(pulls).await {
+        assert_eq!(got, digest);
+    }
+    let fetches = blob_gets(&upstream, &digest);
+    assert_eq!(fetches, 1, "one upstream fetch: {}", upstream.log());
+    // Now it is here: served without asking upstream again.
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    assert_eq!(blob_gets(&upstream, &digest), 1);
+}
+
+/// GETs of blob `digest` the upstream answered (from its access log).
+fn blob_gets(upstream: &berth_test_support::Distribution, digest: &str) -> usize {
+    let uri = format!("uri=\"/v2/team/big/blobs/{digest}\"");
+    upstream.log().lines().filter(|l| l.contains("method=GET") && l.contains(&uri)).count()
+}
