@@ -98,6 +98,8 @@ pub struct RawConfig {
     pub events: Option<RawEvents>,
     /// The audit log.
     pub audit: Option<RawAudit>,
+    /// Pull-through caches.
+    pub cache: Option<RawCache>,
     /// The vulnerability scanner.
     pub scanner: Option<RawScanner>,
     /// Blob storage.
@@ -207,6 +209,18 @@ pub struct RawEvents {
 pub struct RawScanner {
     /// Longest one scan may take before it fails with a reason: seconds or a duration.
     pub timeout: Option<NumOrString>,
+}
+
+/// `[cache]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// How long a cached tag is served before it is checked upstream again (a project's own
+    /// `proxy_ttl_seconds` wins): seconds or a duration.
+    pub tag_ttl: Option<NumOrString>,
+    /// How long an upstream may take to answer a manifest request before the cached copy is
+    /// served: seconds or a duration.
+    pub upstream_timeout: Option<NumOrString>,
 }
 
 /// `[audit]`
@@ -499,6 +513,10 @@ pub struct Config {
     pub event_retention: Duration,
     /// Longest one scan may take.
     pub scan_timeout: Duration,
+    /// How long a cached tag is served before it is checked upstream again (`[cache] tag_ttl`).
+    pub cache_tag_ttl: Duration,
+    /// How long an upstream may take on a manifest request (`[cache] upstream_timeout`).
+    pub cache_upstream_timeout: Duration,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
     /// Most audit entries kept.
@@ -550,6 +568,8 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_UPLOADS_MAX_PER_ACCOUNT", Some("uploads"), "max_per_account"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
     ("BERTH_AUDIT_RETENTION", Some("audit"), "retention"),
+    ("BERTH_CACHE_TAG_TTL", Some("cache"), "tag_ttl"),
+    ("BERTH_CACHE_UPSTREAM_TIMEOUT", Some("cache"), "upstream_timeout"),
     ("BERTH_SCANNER_TIMEOUT", Some("scanner"), "timeout"),
     ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
@@ -877,6 +897,18 @@ impl Config {
         if scan_timeout.is_zero() {
             return Err(ConfigError::Invalid { key: "scanner.timeout", message: "must be positive".into() });
         }
+        let cache = raw.cache.unwrap_or_default();
+        let cache_tag_ttl = match &cache.tag_ttl {
+            Some(v) => parse_duration("cache.tag_ttl", v)?,
+            None => Duration::from_secs(300),
+        };
+        let cache_upstream_timeout = match &cache.upstream_timeout {
+            Some(v) => parse_duration("cache.upstream_timeout", v)?,
+            None => Duration::from_secs(10),
+        };
+        if cache_upstream_timeout.is_zero() {
+            return Err(ConfigError::Invalid { key: "cache.upstream_timeout", message: "must be positive".into() });
+        }
         let audit = raw.audit.unwrap_or_default();
         let audit_retention = match &audit.retention {
             Some(v) => parse_duration("audit.retention", v)?,
@@ -994,6 +1026,8 @@ impl Config {
             scan_timeout,
             audit_retention,
             audit_max_entries,
+            cache_tag_ttl,
+            cache_upstream_timeout,
             storage,
             metadata,
         })

@@ -201,6 +201,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let (lockouts, locked) = state.auth.lock_stats();
     state.metrics.set_login_locks(lockouts, locked);
+    if let Some(p) = &state.proxy {
+        state.metrics.set_proxy(p.stale_served(), p.fetched_bytes());
+    }
     (
         [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.render(),

@@ -40,6 +40,10 @@ pub struct Metrics {
     login_lockouts: Gauge,
     /// (account, address) pairs and addresses locked now.
     login_locked: Gauge,
+    /// Cached copies served because an upstream failed, since start.
+    proxy_stale: Gauge,
+    /// Bytes fetched from upstreams by pull-through caches, since start.
+    proxy_fetched: Gauge,
 }
 
 /// The method as a label: one of the methods Berth serves, else `other` (a client cannot
@@ -74,7 +78,25 @@ impl Default for Metrics {
         let login_locked = Gauge::default();
         registry.register("login_lockouts", "Logins that reached a lock since start", login_lockouts.clone());
         registry.register("login_locked", "Account-address pairs and addresses locked now", login_locked.clone());
-        Metrics { registry, requests, bytes_in, bytes_out, duration, login_lockouts, login_locked }
+        let proxy_stale = Gauge::default();
+        let proxy_fetched = Gauge::default();
+        registry.register(
+            "proxy_stale_served",
+            "Cached copies served because the upstream failed, since start",
+            proxy_stale.clone(),
+        );
+        registry.register("proxy_upstream_bytes", "Bytes fetched from upstreams, since start", proxy_fetched.clone());
+        Metrics {
+            registry,
+            requests,
+            bytes_in,
+            bytes_out,
+            duration,
+            login_lockouts,
+            login_locked,
+            proxy_stale,
+            proxy_fetched,
+        }
     }
 }
 
@@ -83,6 +105,12 @@ impl Metrics {
     pub fn set_login_locks(&self, lockouts: u64, locked: usize) {
         self.login_lockouts.set(lockouts as i64);
         self.login_locked.set(locked as i64);
+    }
+
+    /// Update the pull-through cache gauges (at scrape).
+    pub fn set_proxy(&self, stale: u64, fetched: u64) {
+        self.proxy_stale.set(stale as i64);
+        self.proxy_fetched.set(fetched as i64);
     }
 
     /// The text exposition format.

@@ -246,6 +246,17 @@ impl Registry {
         Ok((size, body))
     }
 
+    /// The bytes of a stored blob whatever links it (a pull-through cache serving what it
+    /// holds elsewhere to a project whose quota cannot take the link); `None` if absent.
+    pub(crate) async fn blob_unlinked(&self, digest: &Digest) -> Result<Option<(u64, BlobBody)>, RegistryError> {
+        let Some(size) = self.blobs.stat(digest).await? else { return Ok(None) };
+        match self.blobs.open(digest, None).await {
+            Ok(body) => Ok(Some((size, body))),
+            Err(berth_blob::BlobError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A small blob that `repo` links, read whole (an image config, a chart): `None` when it
     /// is larger than `max` bytes, so a page never reads a big layer into memory.
     pub async fn blob_bytes(&self, repo: &RepoName, digest: &Digest, max: u64) -> Result<Option<Bytes>, RegistryError> {

@@ -361,8 +361,20 @@ impl Proxy {
             if self.meta.repo_blob(repo, digest).await?.is_some() {
                 return Ok(None);
             }
-            if self.registry.mount(repo, digest, None).await?.is_some() {
-                return Ok(None);
+            match self.registry.mount(repo, digest, None).await {
+                Ok(Some(_)) => return Ok(None),
+                Ok(None) => {}
+                // Here, but the project's quota cannot take it: serve it without keeping it.
+                Err(RegistryError::QuotaExceeded(_)) => {
+                    if let Some((size, body)) = self.registry.blob_unlinked(digest).await? {
+                        let body: berth_blob::ByteStream = match body {
+                            berth_blob::BlobBody::Bytes(b) => Box::pin(futures::stream::iter([Ok(b)])),
+                            berth_blob::BlobBody::Stream(s) => s,
+                        };
+                        return Ok(Some(Streaming { size, body }));
+                    }
+                }
+                Err(e) => return Err(e),
             }
             // One fetch per digest in this process…
             let key = format!("fetch:{digest}");
@@ -447,27 +459,43 @@ impl Proxy {
                 });
             }
         };
-        // The caller's copy: bounded, so a slow client slows the fetch rather than filling memory;
-        // a client that goes away no longer gets chunks and the fetch goes on.
+        // One pump, two bounded copies: the caller's and storage's. A slow reader slows the
+        // fetch rather than filling memory; when one side goes away (the client hangs up, or
+        // storage refuses — a quota, a full disk), the other still gets every byte.
         let (to_client, from_fetch) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-        let tee = {
-            let to_client = to_client.clone();
-            upstream.then(move |chunk| {
-                let to_client = to_client.clone();
-                async move {
-                    let chunk = chunk.map_err(std::io::Error::other);
-                    let copy = match &chunk {
-                        Ok(b) => Ok(b.clone()),
-                        Err(e) => Err(std::io::Error::other(e.to_string())),
-                    };
-                    if !to_client.is_closed() {
-                        let _ = to_client.send(copy).await;
-                    }
-                    chunk
+        let (to_store, from_pump) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        // The client's last chunk is held back until the whole blob checked out against its
+        // digest: a damaged transfer ends short, so no client ever holds a complete wrong blob.
+        tokio::spawn(async move {
+            let mut upstream = upstream;
+            let mut held: Option<Bytes> = None;
+            let (mut client, mut store) = (true, true);
+            while let Some(chunk) = upstream.next().await {
+                let chunk = chunk.map_err(|e| e.to_string());
+                if store {
+                    let copy = chunk.clone().map_err(std::io::Error::other);
+                    store = !to_store.is_closed() && to_store.send(copy).await.is_ok();
                 }
-            })
-        };
-        drop(to_client);
+                match chunk {
+                    Ok(b) => {
+                        if client && let Some(prev) = held.replace(b) {
+                            client = !to_client.is_closed() && to_client.send(Ok(prev)).await.is_ok();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = to_client.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                }
+                if !client && !store {
+                    return;
+                }
+            }
+            if client && let Some(last) = held {
+                let _ = to_client.send(Ok(last)).await;
+            }
+        });
+        let tee = futures::stream::unfold(from_pump, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         let this = self.clone();
         let (repo, digest) = (repo.clone(), digest.clone());
         self.fetched_bytes.fetch_add(size, Ordering::Relaxed);

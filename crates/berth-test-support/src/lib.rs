@@ -301,7 +301,12 @@ impl Distribution {
         );
     }
 
-    /// Its log so far (the access log counts requests).
+    /// Where it stores what it holds (tests damage blobs there).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Its access and error log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

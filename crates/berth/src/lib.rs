@@ -217,7 +217,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         registry.clone(),
         upstreams.clone(),
         sql.clone(),
-        berth_registry::ProxyOptions::default(),
+        berth_registry::ProxyOptions { tag_ttl: cfg.cache_tag_ttl, timeout: cfg.cache_upstream_timeout },
     ));
     let mut admin_state = berth_admin::AdminState::new(
         berth_jobs::Jobs::new(sql.clone()),

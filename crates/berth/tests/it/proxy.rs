@@ -129,6 +129,11 @@ async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails
         expect_error(s.get("/v2/hub/library/other/manifests/v1").await, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
             .await;
     assert!(e["errors"][0]["message"].as_str().unwrap().contains("upstream registry of this cache failed"), "{e}");
+    // Counted where operators look.
+    let metrics = s.get("/metrics").await.text().await.unwrap();
+    let stale =
+        metrics.lines().find(|l| l.starts_with("berth_proxy_stale_served ")).unwrap_or_else(|| panic!("{metrics}"));
+    assert!(stale.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 2, "{stale}");
 }
 
 /// Many clients pulling one uncached blob at once cause one upstream fetch; each gets the
@@ -167,4 +172,128 @@ async fn concurrent_cold_pulls_of_one_blob_fetch_it_once() {
 fn blob_gets(upstream: &berth_test_support::Distribution, digest: &str) -> usize {
     let uri = format!("uri=\"/v2/team/big/blobs/{digest}\"");
     upstream.log().lines().filter(|l| l.contains("method=GET") && l.contains(&uri)).count()
+}
+
+/// Two replicas (PostgreSQL + S3), four pulls of one uncached blob on each at once: one
+/// upstream fetch in all (the replicas agree through the database), right bytes everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_fetch_a_blob_from_upstream_once() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let blob = Bytes::from(random_bytes(8 << 20));
+    let digest = sha256(&blob);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
+    client.push_blob("team/big", &digest, blob.len() as u64, Box::pin(body)).await.unwrap();
+    let cluster = crate::replicas::Cluster::start(2).await;
+    let s = TestServer::attach(cluster.base(0), Vec::new());
+    cache_project(&s, "mirror", &upstream.url, 0).await;
+    let http = client_as(ADMIN, ADMIN_PASSWORD);
+    let pulls = (0..8).map(|i| {
+        let url = format!("{}/v2/mirror/team/big/blobs/{digest}", cluster.base(i % 2));
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            sha256(&r.bytes().await.unwrap())
+        }
+    });
+    for got in futures::future::join_all(pulls).await {
+        assert_eq!(got, digest);
+    }
+    assert_eq!(blob_gets(&upstream, &digest), 1, "one upstream fetch across replicas: {}", upstream.log());
+}
+
+/// A cached image is content like any other: scanned on arrival when the project says so,
+/// private unless the project is public, and within the project's quota (what does not fit is
+/// served, not kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_content_follows_the_projects_settings_and_quota() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:single", layout.display()))
+            .arg(format!("docker://{}/library/app:v1", upstream.host)),
+    )
+    .await;
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "up", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let body = json!({"project_name": "scanned", "registry_id": registry, "metadata": {"auto_scan": "true"}});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), StatusCode::CREATED);
+    // Private: strangers are asked to sign in, and nothing is fetched for them.
+    let r = s.anon().get(s.url("/v2/scanned/library/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let asked = upstream.log().lines().filter(|l| l.contains("useragent=berth/")).count();
+    assert_eq!(asked, 0, "{}", upstream.log());
+    // Pulled by a member: cached whole, then scanned as a pushed image would be.
+    let digest = layout_digest(&layout, "single");
+    assert_eq!(s.get("/v2/scanned/library/app/manifests/v1").await.status(), StatusCode::OK);
+    cached(&s, "scanned", "library/app", &digest).await;
+    let art = crate::scan::scanned(&s, "scanned", "library/app", &digest).await;
+    assert_eq!(art["tags"][0]["name"], "v1", "{art}");
+
+    // A quota too small for the image: the pull is served, the cache keeps within the limit.
+    let body = json!({"project_name": "small", "registry_id": registry, "storage_limit": 1000, "metadata": {"public": "true"}});
+    assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), StatusCode::CREATED);
+    let back = tmp.path().join("back");
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--src-no-creds"])
+            .arg(format!("docker://{}/small/library/app:v1", s.host()))
+            .arg(format!("oci:{}:v1", back.display())),
+    )
+    .await;
+    assert_eq!(layout_digest(&back, "v1"), digest, "public: anyone pulls through it");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let q: Value = s.api(Method::GET, "/projects/small/summary", None).await.json().await.unwrap();
+    let used = q["quota"]["used"]["storage"].as_i64().unwrap();
+    assert!(used <= 1000, "the quota holds: {q}");
+    let r = s.api(Method::GET, &format!("/projects/small/repositories/library%252Fapp/artifacts/{digest}"), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "an image that does not fit is not cached");
+    // A blob nobody here has, larger than the room left: the client still gets every byte.
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let blob = Bytes::from(random_bytes(3 << 20));
+    let d = sha256(&blob);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
+    client.push_blob("library/raw", &d, blob.len() as u64, Box::pin(body)).await.unwrap();
+    let r = s.anon().get(s.url(&format!("/v2/small/library/raw/blobs/{d}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let q: Value = s.api(Method::GET, "/projects/small/summary", None).await.json().await.unwrap();
+    assert!(q["quota"]["used"]["storage"].as_i64().unwrap() <= 1000, "{q}");
+}
+
+/// An upstream that sends bytes that are not what their digest says: the client's transfer
+/// fails, nothing is cached, and the next pull asks upstream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_upstream_bytes_are_never_cached() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let blob = Bytes::from(random_bytes(1 << 20));
+    let digest = sha256(&blob);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
+    client.push_blob("team/big", &digest, blob.len() as u64, Box::pin(body)).await.unwrap();
+    let hex = &digest[7..];
+    let file = upstream.data_dir().join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[4096] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    cache_project(&s, "mirror", &upstream.url, 0).await;
+    let path = format!("/v2/mirror/team/big/blobs/{digest}");
+    for _ in 0..2 {
+        let r = s.get(&path).await;
+        assert_eq!(r.status(), StatusCode::OK, "the transfer starts before the digest can be known");
+        assert!(r.bytes().await.is_err(), "and breaks off: the client never holds a complete wrong blob");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(s.head(&path).await.status(), StatusCode::NOT_FOUND, "nothing was cached");
+    }
+    assert_eq!(blob_gets(&upstream, &digest), 2, "each pull asked upstream again");
 }

@@ -38,6 +38,8 @@ impl Cluster {
             ("BERTH_METADATA_URL".to_owned(), url.clone()),
             ("BERTH_STORAGE_ACCESS_KEY_ID".to_owned(), loc.access_key_id),
             ("BERTH_STORAGE_SECRET_ACCESS_KEY".to_owned(), loc.secret_access_key),
+            // One key for every replica, as the README says (it seals upstream passwords).
+            ("BERTH_SECRET_KEY_FILE".to_owned(), dir.path().join("secret.key").display().to_string()),
         ];
         let replicas =
             (0..n).map(|i| spawn_berth_with(&dir.path().join(format!("r{i}")), Some(&config), &env)).collect();
