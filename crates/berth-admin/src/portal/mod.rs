@@ -509,6 +509,9 @@ struct NewProjectForm {
     public: Option<String>,
     #[serde(default)]
     limit_gib: String,
+    /// A proxy-cache project of this registry endpoint (empty: a regular project).
+    #[serde(default)]
+    registry: String,
 }
 
 /// Create a project from the form on the projects page, then open it.
@@ -538,11 +541,27 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
             }
         },
     };
+    let registry = match f.registry.trim() {
+        "" => None,
+        r => match r.parse::<i64>() {
+            Ok(id) if s.auth.decide(&who, Target::System, Perm::Administer).await.is_ok() => Some(id),
+            Ok(_) => {
+                let e = "Only system administrators create proxy caches.";
+                return refuse(e.into(), StatusCode::FORBIDDEN).await;
+            }
+            Err(_) => return refuse("Choose a registry endpoint from the list.".into(), StatusCode::BAD_REQUEST).await,
+        },
+    };
     let mut settings = berth_types::ProjectSettings::default();
     if f.public.is_some() {
         let _ = settings.set("public", "true");
     }
     let origin = berth_auth::Origin::new(who.name(), None);
+    if let Some(r) = registry
+        && s.upstreams.get(r).await.is_err()
+    {
+        return refuse(format!("There is no registry endpoint {r}."), StatusCode::BAD_REQUEST).await;
+    }
     let id = match s.auth.create_project(&name, &who, &settings, &origin).await {
         Ok(id) => id,
         Err(e) => {
@@ -550,6 +569,13 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
             return refuse(msg, status).await;
         }
     };
+    if let Some(r) = registry
+        && let Err(e) = s.upstreams.create_cache_rule(&name, r, 0, &origin).await
+    {
+        let _ = s.auth.delete_project(id, &origin).await;
+        let (msg, status) = api_err(e);
+        return refuse(msg, status).await;
+    }
     if let Some(limit) = limit
         && let Err(e) = s.registry.set_quota(&name, limit).await
     {
@@ -586,6 +612,13 @@ async fn projects_page(
     let c = Ctx::new(s, headers).await;
     let search = search.to_owned();
     let may_create = !c.anonymous() && c.may(s, Target::System, Perm::CreateProject).await;
+    let endpoints = if may_create && c.may(s, Target::System, Perm::Administer).await {
+        s.upstreams.list().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let caches: std::collections::HashSet<String> =
+        s.upstreams.cache_rules().await.map(|r| r.iter().map(|r| r.prefix.clone()).collect()).unwrap_or_default();
     let all = match s.auth.projects().await {
         Ok(p) => p,
         Err(e) => {
@@ -651,6 +684,7 @@ async fn projects_page(
                                 td {
                                     @if p.settings.public() { span.badge.public { "Public" } }
                                     @else { span.badge { "Private" } }
+                                    @if caches.contains(&p.name) { " " span.badge title="A pull-through cache of another registry" { "Proxy cache" } }
                                 }
                                 td { (counts.get(i).copied().unwrap_or(0)) }
                                 td.hide-narrow {
@@ -683,6 +717,13 @@ async fn projects_page(
                     label.check { input type="checkbox" name="public" value="on"; " Public: anyone may pull" }
                     label for="limit" { "Storage limit in GiB (empty: none)" }
                     input #limit type="text" name="limit_gib" inputmode="decimal";
+                    @if !endpoints.is_empty() {
+                        label for="registry" { "Proxy cache: fill this project from another registry as it is pulled (pushes are refused)" }
+                        select #registry name="registry" {
+                            option value="" { "No, a regular project" }
+                            @for e in &endpoints { option value=(e.id) { (e.name) " \u{2014} " (e.url) } }
+                        }
+                    }
                     p { button type="submit" { "Create project" } }
                 }
             }

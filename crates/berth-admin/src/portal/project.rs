@@ -79,6 +79,18 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
     let may_robots = c.may(s, Target::Project(p), Perm::ReadRobots).await;
     let may_logs = c.may(s, Target::Project(p), Perm::ReadLogs).await;
     let signed_in = !c.anonymous();
+    // A proxy-cache project names what it caches (the endpoint's name only to administrators).
+    let cache = match s.upstreams.cache_rules().await {
+        Ok(rules) => rules.iter().find(|r| r.prefix == p.name).map(|r| r.upstream_id),
+        Err(_) => None,
+    };
+    let cache_of = match cache {
+        Some(id) if c.may(s, Target::System, Perm::Administer).await => {
+            Some(s.upstreams.get(id).await.map(|u| format!("Proxy cache of {}", u.name)).unwrap_or_default())
+        }
+        Some(_) => Some("Proxy cache".to_owned()),
+        None => None,
+    };
     let tabs: Vec<(&str, String)> = [
         ("Repositories", "repositories", true),
         ("Members", "members", may_members),
@@ -96,6 +108,7 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
         div.toolbar {
             h1 { (p.name) " "
                 @if p.settings.public() { span.badge.public { "Public" } } @else { span.badge { "Private" } }
+                @if let Some(what) = &cache_of { " " span.badge title="Pulls fetch from the upstream registry and keep a copy; pushes are refused" { (what) } }
             }
         }
         nav.tabs aria-label="Project" {

@@ -1268,6 +1268,23 @@ async fn registry_endpoints_in_the_portal() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A proxy-cache project of it, from the projects page; it keeps the endpoint in use.
+    let (_, page) = admin.get("/harbor/projects").await;
+    assert!(page.contains("No, a regular project") && page.contains("site-b"), "{page}");
+    let (_, page) = una.get("/harbor/projects").await;
+    assert!(!page.contains("No, a regular project"), "only administrators make caches: {page}");
+    let (st, _, to) = admin.post("/harbor/projects", &[("name", "hub"), ("registry", &id.to_string())]).await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let (_, page) = admin.get(&to).await;
+    assert!(page.contains("Proxy cache of site-b"), "{page}");
+    let p: serde_json::Value = s.api(Method::GET, "/projects/hub", None).await.json().await.unwrap();
+    assert_eq!(p["registry_id"], id);
+    let (_, page) = admin.get("/harbor/projects").await;
+    assert!(page.contains(">Proxy cache<"), "{page}");
+    let (st, page, _) = admin.post(&format!("/harbor/registries/{id}/delete"), &[]).await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    assert!(page.contains("used by the proxy cache of hub"), "{page}");
+    assert_eq!(s.api(Method::DELETE, "/projects/hub", None).await.status(), StatusCode::OK);
     let (st, page, _) = admin.post(&format!("/harbor/registries/{id}/delete"), &[]).await;
     assert_eq!(st, StatusCode::OK);
     assert!(page.contains("Registry site-b deleted") && page.contains("No registry endpoints yet"), "{page}");
