@@ -136,26 +136,34 @@ async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails
     assert!(stale.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 2, "{stale}");
 }
 
-/// Many clients pulling one uncached blob at once cause one upstream fetch; each gets the
-/// right bytes, the first while they stream.
+/// Fifty clients pulling one uncached 32 MiB blob at once cause one upstream fetch (counted in
+/// the upstream's access log); each gets the right bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cold_pulls_of_one_blob_fetch_it_once() {
     let upstream = berth_test_support::Distribution::start(None);
     let s = TestServer::start().await;
     let client =
         berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
-    let blob = Bytes::from(random_bytes(8 << 20));
+    let blob = Bytes::from(random_bytes(32 << 20));
     let digest = sha256(&blob);
     let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
     client.push_blob("team/big", &digest, blob.len() as u64, Box::pin(body)).await.unwrap();
+    drop(blob);
     cache_project(&s, "mirror", &upstream.url, 0).await;
     let path = format!("/v2/mirror/team/big/blobs/{digest}");
-    let pulls = (0..8).map(|_| {
+    let pulls = (0..50).map(|_| {
         let (s, path) = (&s, path.clone());
         async move {
+            use futures::StreamExt;
+            use sha2::Digest as _;
             let r = s.get(&path).await;
             assert_eq!(r.status(), StatusCode::OK);
-            sha256(&r.bytes().await.unwrap())
+            let mut h = sha2::Sha256::new();
+            let mut body = r.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                h.update(chunk.unwrap());
+            }
+            format!("sha256:{}", hex::encode(h.finalize()))
         }
     });
     for got in futures::future::join_all(pulls).await {
@@ -296,4 +304,69 @@ async fn damaged_upstream_bytes_are_never_cached() {
         assert_eq!(s.head(&path).await.status(), StatusCode::NOT_FOUND, "nothing was cached");
     }
     assert_eq!(blob_gets(&upstream, &digest), 2, "each pull asked upstream again");
+}
+
+/// Caches of upstreams that want credentials — Distribution with htpasswd (Basic) and a
+/// second Berth (the token flow, as Harbor's `harbor` type) — pulled cold and warm by podman.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_of_upstreams_that_want_credentials_with_podman() {
+    let site = berth_test_support::Distribution::start(Some(("mirror", "Site-Passw0rd")));
+    let peer = TestServer::start().await;
+    let s = TestServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "mirror:Site-Passw0rd",
+            ])
+            .arg(format!("oci:{}:single", layout.display()))
+            .arg(format!("docker://{}/library/app:v1", site.host)),
+    )
+    .await;
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .env("REGISTRY_AUTH_FILE", peer.auth_file())
+            .arg(format!("oci:{}:single", layout.display()))
+            .arg(format!("docker://{}/shared/app:v1", peer.host())),
+    )
+    .await;
+    peer.user("reader", "Reader-Passw0rd-1").await;
+    peer.member("shared", "reader", 3).await;
+    for (name, kind, url, user, password) in [
+        ("site", "docker-registry", site.url.clone(), "mirror", "Site-Passw0rd"),
+        ("peer", "harbor", peer.base.clone(), "reader", "Reader-Passw0rd-1"),
+    ] {
+        let endpoint = json!({"name": name, "type": kind, "url": url,
+            "credential": {"type": "basic", "access_key": user, "access_secret": password}});
+        let r = s.api(Method::POST, "/registries", Some(endpoint)).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+        let r = s.api(Method::POST, "/projects", Some(json!({"project_name": name, "registry_id": id}))).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let env = containers_env(tmp.path(), &s.auth_file());
+    let podman = || {
+        let mut c = tokio::process::Command::new("podman");
+        c.envs(env.clone());
+        c
+    };
+    let digest = layout_digest(&layout, "single");
+    for image in ["site/library/app:v1", "peer/shared/app:v1"] {
+        let reference = format!("{}/{image}", s.host());
+        run_ok(podman().args(["pull", "-q", "--tls-verify=false"]).arg(&reference)).await;
+        let (project, rest) = image.split_once('/').unwrap();
+        let repo = rest.split(':').next().unwrap();
+        cached(&s, project, repo, &digest).await;
+        run_ok(podman().args(["rmi", "-f"]).arg(&reference)).await;
+        run_ok(podman().args(["pull", "-q", "--tls-verify=false"]).arg(&reference)).await;
+        let out = run_ok(podman().args(["image", "inspect", "--format", "{{.Digest}}"]).arg(&reference)).await;
+        assert_eq!(out.trim(), digest, "{image}");
+    }
 }
