@@ -328,6 +328,8 @@ pub enum Fault {
     Reset,
     /// Wait this long, then forward.
     Delay(std::time::Duration),
+    /// Forward, but close after this many bytes of the answer (a truncated body).
+    Truncate(usize),
 }
 
 /// A TCP proxy in front of an upstream that injects faults: the next connections meet the
@@ -379,6 +381,17 @@ impl FaultProxy {
                                 return;
                             }
                             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+                            Some(Fault::Truncate(limit)) => {
+                                let Ok(server) = tokio::net::TcpStream::connect(&up).await else { return };
+                                n.fetch_add(1, Ordering::SeqCst);
+                                let (mut cr, mut cw) = client.into_split();
+                                let (mut sr, mut sw) = server.into_split();
+                                tokio::spawn(async move {
+                                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                                });
+                                let _ = tokio::io::copy(&mut (&mut sr).take(limit as u64), &mut cw).await;
+                                return; // both halves dropped: the answer stops short
+                            }
                             None => {}
                         }
                         let Ok(mut server) = tokio::net::TcpStream::connect(&up).await else { return };

@@ -370,3 +370,51 @@ async fn caches_of_upstreams_that_want_credentials_with_podman() {
         assert_eq!(out.trim(), digest, "{image}");
     }
 }
+
+/// An upstream that fails in the ways networks do — 503s, 429 with `Retry-After`, resets,
+/// slowness, an answer cut short — before it answers: the cache retries, and the client gets
+/// the image, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_upstream_is_retried_and_a_cut_transfer_is_not_kept() {
+    use berth_test_support::Fault;
+    let upstream = berth_test_support::Distribution::start(None);
+    let faults = berth_test_support::FaultProxy::start(&upstream.host);
+    let s = TestServer::start().await;
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let blob = Bytes::from(random_bytes(4 << 20));
+    let digest = sha256(&blob);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(blob.clone())]);
+    client.push_blob("team/big", &digest, blob.len() as u64, Box::pin(body)).await.unwrap();
+    // The faults meet the cache's first connections (a fresh endpoint has none pooled).
+    faults.inject([
+        Fault::Status(503, None),
+        Fault::Status(429, Some(1)),
+        Fault::Reset,
+        Fault::Delay(Duration::from_millis(300)),
+    ]);
+    cache_project(&s, "flaky", &format!("http://{}", faults.host), 0).await;
+    let path = format!("/v2/flaky/team/big/blobs/{digest}");
+    let r = s.get(&path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), digest, "retried through 503, 429, a reset and a delay");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.head(&path).await.status(), StatusCode::OK, "and cached");
+
+    // A transfer cut short (on a fresh connection) breaks off for the client and is not kept.
+    let other = Bytes::from(random_bytes(4 << 20));
+    let od = sha256(&other);
+    let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(other.clone())]);
+    client.push_blob("team/other", &od, other.len() as u64, Box::pin(body)).await.unwrap();
+    let fresh = berth_test_support::FaultProxy::start(&upstream.host);
+    fresh.inject([Fault::Truncate(1 << 20)]);
+    cache_project(&s, "cut", &format!("http://{}", fresh.host), 0).await;
+    let path = format!("/v2/cut/team/other/blobs/{od}");
+    let r = s.get(&path).await;
+    assert!(r.status() != StatusCode::OK || r.bytes().await.is_err(), "a short transfer never looks whole");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.head(&path).await.status(), StatusCode::NOT_FOUND, "nothing half-made is kept");
+    // The next pull (no fault left) fetches it whole.
+    let r = s.get(&path).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), od);
+}
