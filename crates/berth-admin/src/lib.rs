@@ -31,6 +31,8 @@ mod portal;
 mod projects;
 mod quotas;
 mod registries;
+mod replication;
+pub use replication::REPLICATION;
 mod repos;
 mod retention;
 mod robots;
@@ -73,6 +75,8 @@ pub struct AdminState {
     pub scans: Arc<Scanning>,
     /// Registry endpoints (upstreams of caches, ends of replication).
     pub upstreams: Arc<berth_registry::Upstreams>,
+    /// Replication policies and runs (absent: no replication API).
+    pub replication: Option<Arc<berth_registry::Replication>>,
     /// The URL clients reach Berth at, if configured.
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
@@ -98,6 +102,7 @@ impl AdminState {
     ) -> Self {
         AdminState {
             upstreams,
+            replication: None,
             jobs,
             gc,
             policies,
@@ -543,6 +548,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(lifecycle::routes())
         .merge(labels::routes())
         .merge(registries::routes())
+        .merge(replication::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

@@ -86,7 +86,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_meta::{JobQueue, NewJob};
+use berth_meta::JobQueue;
+pub use berth_meta::NewJob;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Runs jobs of one kind. Handlers must be idempotent: a job may run again after a crash.

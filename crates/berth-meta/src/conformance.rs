@@ -1083,3 +1083,61 @@ pub async fn run_upstreams<S: MetaStore + crate::EventLog>(store: &S) {
     store.release_fetch("fetch:x", "b").await.unwrap();
     assert!(store.claim_fetch("fetch:x", "a", 300, 110).await.unwrap());
 }
+
+/// Replication: policies (names unique), runs newest first, tasks unique per run and source
+/// (a resumed run finds its tasks), a stop that ends the tasks not done, deletes refused
+/// while a run is in progress.
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_replication(store: &dyn MetaStore) {
+    let o = Origin::new("tester", None);
+    let e = || crate::NewEvent::new(crate::EventKind::RegistryChanged, 1, &o).data(serde_json::json!({"op": "x"}));
+    let id = store.create_replication_policy("site-b", "{}", 10, &e()).await.unwrap().unwrap();
+    assert_eq!(store.create_replication_policy("site-b", "{}", 10, &e()).await.unwrap(), None);
+    let other = store.create_replication_policy("other", "{\"a\":1}", 10, &e()).await.unwrap().unwrap();
+    assert!(matches!(
+        store.update_replication_policy(other, "site-b", "{}", 20, &e()).await,
+        Err(crate::MetaError::Conflict(_))
+    ));
+    assert!(store.update_replication_policy(other, "other", "{\"a\":2}", 20, &e()).await.unwrap());
+    let names: Vec<String> = store.replication_policies().await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["other", "site-b"]);
+    assert_eq!(store.replication_policy(other).await.unwrap().unwrap().document, "{\"a\":2}");
+
+    let run = store.create_replication_execution(id, "manual", 30).await.unwrap();
+    let task = |src: &str| crate::ReplicationTaskRecord {
+        id: 0,
+        execution_id: run,
+        resource_type: "image".into(),
+        src_resource: src.into(),
+        dst_resource: src.into(),
+        operation: "copy".into(),
+        status: "Pending".into(),
+        log: String::new(),
+        started_at: None,
+        ended_at: None,
+    };
+    let a = store.ensure_replication_task(&task("a:v1")).await.unwrap();
+    let b = store.ensure_replication_task(&task("b:v1")).await.unwrap();
+    assert_eq!(store.ensure_replication_task(&task("a:v1")).await.unwrap(), a, "one task per source");
+    store.update_replication_task(a, "InProgress", "", 31).await.unwrap();
+    store.update_replication_task(a, "Succeed", "copied", 32).await.unwrap();
+    store.update_replication_task(a, "Succeed", "again", 33).await.unwrap();
+    assert!(matches!(store.delete_replication_policy(id, &e()).await, Err(crate::MetaError::Conflict(_))));
+    assert!(store.finish_replication_execution(run, "Stopped", "by a user", 40).await.unwrap());
+    assert!(!store.finish_replication_execution(run, "Succeed", "", 41).await.unwrap(), "ended once");
+    let tasks = store.replication_tasks(run).await.unwrap();
+    assert_eq!((tasks[0].id, tasks[0].status.as_str(), tasks[0].log.as_str()), (a, "Succeed", "copied\nagain\n"));
+    assert_eq!((tasks[0].started_at, tasks[0].ended_at), (Some(31), Some(33)));
+    assert_eq!((tasks[1].id, tasks[1].status.as_str(), tasks[1].ended_at), (b, "Stopped", Some(40)));
+    let r = store.replication_execution(run).await.unwrap().unwrap();
+    assert_eq!((r.status.as_str(), r.status_text.as_str(), r.ended_at), ("Stopped", "by a user", Some(40)));
+    let later = store.create_replication_execution(id, "manual", 50).await.unwrap();
+    store.create_replication_execution(other, "manual", 50).await.unwrap();
+    let (runs, total) = store.replication_executions(Some(id), 0, 10).await.unwrap();
+    assert_eq!((runs.iter().map(|r| r.id).collect::<Vec<_>>(), total), (vec![later, run], 2));
+    assert_eq!(store.replication_executions(None, 0, 10).await.unwrap().1, 3);
+    store.finish_replication_execution(later, "Succeed", "", 60).await.unwrap();
+    assert!(store.delete_replication_policy(id, &e()).await.unwrap());
+    assert!(store.replication_tasks(run).await.unwrap().is_empty(), "its runs and tasks go with it");
+    assert_eq!(store.replication_executions(None, 0, 10).await.unwrap().1, 1);
+}

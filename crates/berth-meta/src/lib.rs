@@ -31,6 +31,7 @@ mod jobs;
 mod label;
 mod policy;
 mod quota;
+mod replication;
 mod scan;
 mod schema;
 mod sql;
@@ -51,6 +52,7 @@ pub use jobs::{JobQueue, JobRecord, JobState, NewJob};
 pub use label::{LabelRecord, LabelStore};
 pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
+pub use replication::{ReplicationExecutionRecord, ReplicationPolicyRecord, ReplicationStore, ReplicationTaskRecord};
 pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 pub use upstream::{CacheRule, UpstreamRecord, UpstreamStore};
@@ -248,7 +250,9 @@ pub struct UploadRecord {
 /// Contract (checked by [`conformance::run`]): listing is in byte-wise lexical order; all
 /// writes are durable when they return; `put_manifest` is atomic.
 #[async_trait::async_trait]
-pub trait MetaStore: QuotaStore + PolicyStore + LabelStore + UpstreamStore + Send + Sync + 'static {
+pub trait MetaStore:
+    QuotaStore + PolicyStore + LabelStore + UpstreamStore + ReplicationStore + Send + Sync + 'static
+{
     /// Reserve a blob before its bytes are committed to the blob store: create its row (or
     /// keep the existing one) and protect it from garbage collection until `until`. Waits for
     /// a collection of the same blob that is deleting its bytes right now, so bytes written

@@ -248,4 +248,18 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             upstream_prefix TEXT NOT NULL, ttl_ms BIGINT NOT NULL, created_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        20,
+        &[
+            // Replication (`replication.rs`): policies as documents, runs, one task per artifact.
+            "CREATE TABLE replication_policies (id {SERIAL}, name {NAME} NOT NULL UNIQUE, document TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+            "CREATE TABLE replication_executions (id {SERIAL}, policy_id BIGINT NOT NULL, trigger TEXT NOT NULL,
+            status TEXT NOT NULL, status_text TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT)",
+            "CREATE INDEX replication_executions_policy ON replication_executions (policy_id, id)",
+            "CREATE TABLE replication_tasks (id {SERIAL}, execution_id BIGINT NOT NULL, resource_type TEXT NOT NULL,
+            src_resource TEXT NOT NULL, dst_resource TEXT NOT NULL, operation TEXT NOT NULL, status TEXT NOT NULL,
+            log TEXT NOT NULL, started_at BIGINT, ended_at BIGINT, UNIQUE (execution_id, src_resource))",
+        ],
+    ),
 ];

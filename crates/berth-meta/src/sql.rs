@@ -1410,6 +1410,7 @@ mod tests {
         crate::conformance::run_policies(&store).await;
         crate::conformance::run_labels(&store).await;
         crate::conformance::run_upstreams(&store).await;
+        crate::conformance::run_replication(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -1495,6 +1496,7 @@ mod tests {
         crate::conformance::run_policies(&store).await;
         crate::conformance::run_labels(&store).await;
         crate::conformance::run_upstreams(&store).await;
+        crate::conformance::run_replication(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

@@ -13,6 +13,7 @@ mod gc;
 mod manifest;
 mod policy;
 mod proxy;
+mod replication;
 mod scrub;
 mod upload;
 mod upstream;
@@ -21,6 +22,7 @@ mod usage;
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use proxy::{Cached, Fetched, Proxy, ProxyOptions, Streaming};
+pub use replication::{Filter, PolicySpec, RegistryRef, Replication, ReplicationError, Selection, Trigger};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::{Committed, UploadSweep};
 pub use upstream::{EndpointSpec, KINDS, UpstreamError, Upstreams};
@@ -40,6 +42,7 @@ pub use berth_meta::{
     ArtifactRow, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UpstreamRecord,
     UsageRecord,
 };
+pub use berth_meta::{ReplicationExecutionRecord, ReplicationPolicyRecord, ReplicationTaskRecord};
 pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
 pub use error::RegistryError;
 pub use manifest::PutManifestOutcome;

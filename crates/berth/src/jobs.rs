@@ -239,6 +239,38 @@ impl JobHandler for PolicyRunJob {
     }
 }
 
+/// Runs (or resumes) one replication execution (`replication`).
+struct ReplicationJob {
+    replication: Arc<berth_registry::Replication>,
+}
+
+/// The execution a `replication` job runs.
+fn execution_of(payload: &str) -> anyhow::Result<i64> {
+    let v: serde_json::Value = serde_json::from_str(payload)?;
+    v["execution"].as_i64().ok_or_else(|| anyhow::anyhow!("a replication job without an execution: {payload}"))
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ReplicationJob {
+    fn kind(&self) -> &'static str {
+        berth_admin::REPLICATION
+    }
+
+    fn concurrency(&self) -> usize {
+        2
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        self.replication.execute(execution_of(payload)?).await?;
+        Ok(())
+    }
+
+    async fn given_up(&self, payload: &str, reason: &str) -> anyhow::Result<()> {
+        self.replication.fail(execution_of(payload)?, &format!("the execution never finished: {reason}")).await?;
+        Ok(())
+    }
+}
+
 /// Starts runs of the lifecycle policies that are due (`berth_jobs::LIFECYCLE_SWEEP`).
 struct LifecycleSweep {
     service: berth_jobs::PolicyService,
@@ -295,6 +327,7 @@ pub fn start_worker(
     registry: Arc<Registry>,
     sql: Arc<SqlMetaStore>,
     auth: Arc<berth_auth::Auth>,
+    replication: Arc<berth_registry::Replication>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()).with_budget(cfg.scan_timeout));
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
@@ -309,6 +342,7 @@ pub fn start_worker(
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(GcJob { collector, store: gc_store }),
         Arc::new(ScrubJob { registry: registry.clone() }),
+        Arc::new(ReplicationJob { replication }),
         Arc::new(PolicyRunJob { registry: registry.clone() }),
         Arc::new(LifecycleSweep { service: policies.clone() }),
         Arc::new(UploadExpiry { registry }),

@@ -213,6 +213,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
     let upstreams = Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?));
+    let replication = Arc::new(berth_registry::Replication::new(registry.clone(), upstreams.clone(), sql.clone()));
     state.proxy = Some(berth_registry::Proxy::new(
         registry.clone(),
         upstreams.clone(),
@@ -229,6 +230,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         upstreams,
     )
     .with_operator_token(operator);
+    admin_state.replication = Some(replication.clone());
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
     admin_state.audit_retention = cfg.audit_retention;
@@ -271,7 +273,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // Changes made through any replica reach this one's caches through the event log.
     background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
     if cfg.role.runs_jobs() {
-        background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone(), auth.clone()));
+        background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone(), auth.clone(), replication));
         background.extend(events::start_consumers(sql, auth.clone()));
     }
     info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");

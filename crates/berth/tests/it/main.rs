@@ -22,6 +22,7 @@ mod portal;
 mod proxy;
 mod quota;
 mod replicas;
+mod replication;
 mod scan;
 mod scrub;
 mod support;

@@ -1,0 +1,692 @@
+//! Replication (Harbor's replication policies): copy artifacts between this registry and a
+//! registry endpoint — push-based (here → there) or pull-based (there → here) — filtered by
+//! repository name, tag and resource type, run as durable executions of one task per
+//! artifact.
+//!
+//! A run ([`Replication::execute`], the `replication` job) lists the source's repositories
+//! and tags, records a task per artifact (unique per run and source, so a run resumed after a
+//! crash skips what it finished), and copies each: blobs first — only those the destination
+//! lacks (`HEAD` first; mounted when this registry already holds them elsewhere) — then child
+//! manifests, then the manifest under its tag. With `override` off, a tag that exists at the
+//! destination is left as it is. The run checks between tasks whether it was stopped.
+
+use std::sync::Arc;
+
+use berth_client::Client;
+use berth_meta::{EventKind, MetaStore, NewEvent, Origin, ReplicationTaskRecord};
+use berth_policy::{PatternOptions, PatternSet, Syntax};
+use berth_types::media::ManifestView;
+use berth_types::{Digest, Reference, RepoName};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{Registry, RegistryError, Upstreams, now_ms};
+
+/// A registry endpoint named by id (Harbor's `{"id": n}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// The endpoint's id.
+    pub id: i64,
+}
+
+/// A replication filter (Harbor's `ReplicationFilter`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Filter {
+    /// `name` (repository), `tag`, `resource` (`image`, `artifact`) or `label`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The pattern (doublestar globs, comma-separated alternatives) or resource type.
+    pub value: serde_json::Value,
+    /// `matches` (default) or `excludes`.
+    #[serde(default)]
+    pub decoration: String,
+}
+
+/// When a policy runs (Harbor's `ReplicationTrigger`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Trigger {
+    /// `manual`, `scheduled` or `event_based`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `{"cron": "..."}` for `scheduled`.
+    #[serde(default)]
+    pub trigger_settings: serde_json::Value,
+}
+
+/// A replication policy as Berth stores it (Harbor's `ReplicationPolicy` fields).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicySpec {
+    /// Its name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where from (pull-based); `None`: this registry.
+    #[serde(default)]
+    pub src_registry: Option<RegistryRef>,
+    /// Where to (push-based); `None`: this registry.
+    #[serde(default)]
+    pub dest_registry: Option<RegistryRef>,
+    /// Replaces the first component of each repository's name at the destination.
+    #[serde(default)]
+    pub dest_namespace: String,
+    /// Which artifacts.
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    /// When it runs.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Whether it runs at all (a disabled policy cannot be started).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Replicate deletions too.
+    #[serde(default)]
+    pub deletion: bool,
+    /// Overwrite a tag that exists at the destination.
+    #[serde(default, rename = "override")]
+    pub overwrite: bool,
+    /// Bandwidth limit in KiB/s (0 or -1: none).
+    #[serde(default)]
+    pub speed: i64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a policy's filters select, compiled.
+pub struct Selection {
+    names: Vec<(PatternSet, bool)>,
+    tags: Vec<(PatternSet, bool)>,
+}
+
+fn compile(f: &Filter) -> Result<(PatternSet, bool), String> {
+    let text = f.value.as_str().ok_or_else(|| format!("filter {}: the value must be a string", f.kind))?;
+    let set = PatternSet::comma_separated(text, Syntax::PathGlob, PatternOptions::default())
+        .map_err(|e| format!("filter {}: {e}", f.kind))?;
+    let keep = match f.decoration.as_str() {
+        "" | "matches" => true,
+        "excludes" => false,
+        other => return Err(format!("filter {}: decoration {other:?}: use matches or excludes", f.kind)),
+    };
+    Ok((set, keep))
+}
+
+impl Selection {
+    /// Compile a policy's filters; the error says which is wrong.
+    pub fn new(filters: &[Filter]) -> Result<Selection, String> {
+        let mut s = Selection { names: Vec::new(), tags: Vec::new() };
+        for f in filters {
+            match f.kind.as_str() {
+                "name" => s.names.push(compile(f)?),
+                "tag" => s.tags.push(compile(f)?),
+                "resource" => match f.value.as_str() {
+                    Some("image" | "artifact" | "") => {}
+                    _ => return Err("filter resource: use image or artifact".into()),
+                },
+                "label" => return Err("label filters are not supported yet".into()),
+                other => return Err(format!("unknown filter type {other:?}: use name, tag or resource")),
+            }
+        }
+        Ok(s)
+    }
+
+    fn pass(list: &[(PatternSet, bool)], text: &str) -> bool {
+        list.iter().all(|(set, keep)| set.matches(text) == *keep)
+    }
+
+    /// Is repository `name` selected?
+    pub fn repository(&self, name: &str) -> bool {
+        Self::pass(&self.names, name)
+    }
+
+    /// Is tag `tag` selected?
+    pub fn tag(&self, tag: &str) -> bool {
+        Self::pass(&self.tags, tag)
+    }
+}
+
+impl PolicySpec {
+    /// Check a policy as a user sent it.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err("name: 1 to 255 characters".into());
+        }
+        match (&self.src_registry, &self.dest_registry) {
+            (Some(_), Some(_)) => {
+                return Err("give src_registry (pull-based) or dest_registry (push-based), not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "give src_registry (pull from it) or dest_registry (push to it): one end is this registry".into()
+                );
+            }
+            _ => {}
+        }
+        if !self.dest_namespace.is_empty() && self.dest_namespace.parse::<RepoName>().is_err() {
+            return Err(format!("dest_namespace {:?} is not a valid repository name", self.dest_namespace));
+        }
+        match self.trigger.kind.as_str() {
+            "" | "manual" | "event_based" => {}
+            "scheduled" => return Err("scheduled replication is not supported yet; use manual or event_based".into()),
+            other => return Err(format!("trigger type {other:?}: use manual, scheduled or event_based")),
+        }
+        Selection::new(&self.filters)?;
+        Ok(())
+    }
+
+    /// The destination's name for source repository `repo`.
+    pub fn destination(&self, repo: &str) -> String {
+        if self.dest_namespace.is_empty() {
+            return repo.to_owned();
+        }
+        match repo.split_once('/') {
+            Some((_, rest)) => format!("{}/{rest}", self.dest_namespace),
+            None => format!("{}/{repo}", self.dest_namespace),
+        }
+    }
+}
+
+/// One end of a replication: this registry, or an endpoint through the client.
+enum End {
+    Here(Arc<Registry>),
+    There(Arc<Client>),
+}
+
+/// A manifest read at the source.
+struct Got {
+    bytes: Bytes,
+    media_type: String,
+    digest: String,
+}
+
+fn origin() -> Origin {
+    Origin::new("replication", None)
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl End {
+    async fn repositories(&self) -> Result<Vec<String>, String> {
+        match self {
+            End::Here(r) => {
+                let mut all = Vec::new();
+                let mut last: Option<String> = None;
+                loop {
+                    let (page, more) = r.catalog(last.as_deref(), Some(1000)).await.map_err(err)?;
+                    last = page.last().cloned();
+                    all.extend(page);
+                    if !more || last.is_none() {
+                        return Ok(all);
+                    }
+                }
+            }
+            End::There(c) => c.catalog().await.map_err(err),
+        }
+    }
+
+    async fn tags(&self, repo: &str) -> Result<Vec<String>, String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let mut all = Vec::new();
+                let mut last: Option<String> = None;
+                loop {
+                    let (page, more) = match r.tags(&name, last.as_deref(), Some(1000)).await {
+                        Ok(p) => p,
+                        Err(RegistryError::NameUnknown(_)) => return Ok(all),
+                        Err(e) => return Err(err(e)),
+                    };
+                    last = page.last().cloned();
+                    all.extend(page);
+                    if !more || last.is_none() {
+                        return Ok(all);
+                    }
+                }
+            }
+            End::There(c) => c.tags(repo).await.map_err(err),
+        }
+    }
+
+    async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<Got>, String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let reference: Reference = reference.parse().map_err(err)?;
+                match r.manifest_get(&name, &reference, true).await {
+                    Ok(m) => Ok(Some(Got {
+                        bytes: m.bytes.unwrap_or_default(),
+                        media_type: m.record.media_type,
+                        digest: m.record.digest.to_string(),
+                    })),
+                    Err(RegistryError::ManifestUnknown(_) | RegistryError::NameUnknown(_)) => Ok(None),
+                    Err(e) => Err(err(e)),
+                }
+            }
+            End::There(c) => match c.manifest(repo, reference).await {
+                Ok(m) => Ok(Some(Got { bytes: m.bytes, media_type: m.media_type, digest: m.digest })),
+                Err(berth_client::ClientError::NotFound(_)) => Ok(None),
+                Err(e) => Err(err(e)),
+            },
+        }
+    }
+
+    /// The digest `repo:tag` has here, if any.
+    async fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<String>, String> {
+        match self {
+            End::Here(_) => Ok(self.manifest(repo, tag).await?.map(|m| m.digest)),
+            End::There(c) => match c.manifest_head(repo, tag).await {
+                Ok(h) => Ok(h.map(|h| h.digest)),
+                Err(e) => Err(err(e)),
+            },
+        }
+    }
+
+    /// Does `repo` have blob `digest` here (after linking a copy held elsewhere here)?
+    async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool, String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let d: Digest = digest.parse().map_err(err)?;
+                if r.blob_size(&name, &d).await.is_ok() {
+                    return Ok(true);
+                }
+                Ok(r.mount(&name, &d, None).await.map_err(err)?.is_some())
+            }
+            End::There(c) => c.blob_exists(repo, digest).await.map_err(err),
+        }
+    }
+
+    async fn read_blob(&self, repo: &str, digest: &str) -> Result<(u64, berth_client::ByteStream), String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let d: Digest = digest.parse().map_err(err)?;
+                let (size, body) = r.blob_get(&name, &d, None).await.map_err(err)?;
+                let stream: berth_client::ByteStream =
+                    match body {
+                        berth_blob::BlobBody::Bytes(b) => Box::pin(futures::stream::iter([Ok(b)])),
+                        berth_blob::BlobBody::Stream(s) => Box::pin(s.map(|c| {
+                            c.map_err(|e| berth_client::ClientError::Invalid("storage".into(), e.to_string()))
+                        })),
+                    };
+                Ok((size, stream))
+            }
+            End::There(c) => c.blob(repo, digest).await.map_err(err),
+        }
+    }
+
+    async fn write_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        body: berth_client::ByteStream,
+    ) -> Result<(), String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let d: Digest = digest.parse().map_err(err)?;
+                let body: berth_blob::ByteStream = Box::pin(body.map(|c| c.map_err(std::io::Error::other)));
+                r.upload_monolithic(&name, "replication", &d, body).await.map(|_| ()).map_err(err)
+            }
+            End::There(c) => c.push_blob(repo, digest, size, body).await.map_err(err),
+        }
+    }
+
+    async fn write_manifest(&self, repo: &str, reference: &str, m: &Got) -> Result<(), String> {
+        match self {
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let reference: Reference = reference.parse().map_err(err)?;
+                r.manifest_put(&name, &reference, Some(&m.media_type), m.bytes.clone(), &[], &origin())
+                    .await
+                    .map(|_| ())
+                    .map_err(err)
+            }
+            End::There(c) => {
+                c.push_manifest(repo, reference, &m.media_type, m.bytes.clone()).await.map(|_| ()).map_err(err)
+            }
+        }
+    }
+}
+
+/// The replication service.
+pub struct Replication {
+    registry: Arc<Registry>,
+    upstreams: Arc<Upstreams>,
+    meta: Arc<dyn MetaStore>,
+}
+
+/// Why a replication request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The policy is wrong (the message says how).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such policy or execution.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken, or a run is in progress.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Meta(#[from] berth_meta::MetaError),
+}
+
+fn event(op: &str, id: i64, name: &str, origin: &Origin) -> NewEvent {
+    NewEvent::new(EventKind::RegistryChanged, now_ms(), origin)
+        .data(serde_json::json!({"op": op, "id": id, "name": format!("{name} (replication policy)")}))
+}
+
+impl Replication {
+    /// The service.
+    pub fn new(registry: Arc<Registry>, upstreams: Arc<Upstreams>, meta: Arc<dyn MetaStore>) -> Replication {
+        Replication { registry, upstreams, meta }
+    }
+
+    /// The store, for listings.
+    pub fn store(&self) -> &dyn berth_meta::ReplicationStore {
+        self.meta.as_ref()
+    }
+
+    async fn check(&self, p: &PolicySpec) -> Result<(), ReplicationError> {
+        p.validate().map_err(ReplicationError::Invalid)?;
+        let id = p.src_registry.as_ref().or(p.dest_registry.as_ref()).map(|r| r.id).unwrap_or_default();
+        if self.upstreams.get(id).await.is_err() {
+            return Err(ReplicationError::Invalid(format!("registry {id} does not exist")));
+        }
+        Ok(())
+    }
+
+    /// Create a policy; its id.
+    pub async fn create(&self, p: &PolicySpec, origin: &Origin) -> Result<i64, ReplicationError> {
+        self.check(p).await?;
+        let doc = serde_json::to_string(p).map_err(|e| ReplicationError::Invalid(e.to_string()))?;
+        let name = p.name.trim();
+        self.meta
+            .create_replication_policy(name, &doc, now_ms(), &event("create", 0, name, origin))
+            .await?
+            .ok_or_else(|| ReplicationError::Conflict(format!("a replication policy named {name:?} already exists")))
+    }
+
+    /// Replace a policy.
+    pub async fn update(&self, id: i64, p: &PolicySpec, origin: &Origin) -> Result<(), ReplicationError> {
+        self.check(p).await?;
+        let doc = serde_json::to_string(p).map_err(|e| ReplicationError::Invalid(e.to_string()))?;
+        let name = p.name.trim();
+        match self.meta.update_replication_policy(id, name, &doc, now_ms(), &event("update", id, name, origin)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ReplicationError::NotFound(format!("replication policy {id} not found"))),
+            Err(berth_meta::MetaError::Conflict(m)) => Err(ReplicationError::Conflict(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete a policy and its history.
+    pub async fn delete(&self, id: i64, origin: &Origin) -> Result<(), ReplicationError> {
+        let (_, p) = self.policy(id).await?;
+        match self.meta.delete_replication_policy(id, &event("delete", id, &p.name, origin)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ReplicationError::NotFound(format!("replication policy {id} not found"))),
+            Err(berth_meta::MetaError::Conflict(m)) => Err(ReplicationError::Conflict(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A policy and its spec.
+    pub async fn policy(&self, id: i64) -> Result<(berth_meta::ReplicationPolicyRecord, PolicySpec), ReplicationError> {
+        let rec = self
+            .meta
+            .replication_policy(id)
+            .await?
+            .ok_or_else(|| ReplicationError::NotFound(format!("replication policy {id} not found")))?;
+        let spec: PolicySpec = serde_json::from_str(&rec.document)
+            .map_err(|e| ReplicationError::Invalid(format!("stored policy: {e}")))?;
+        Ok((rec, spec))
+    }
+
+    /// Record a new run of policy `id` (the caller queues the `replication` job for it).
+    pub async fn start(&self, id: i64, trigger: &str) -> Result<i64, ReplicationError> {
+        let (_, spec) = self.policy(id).await?;
+        if !spec.enabled {
+            return Err(ReplicationError::Invalid(format!("replication policy {:?} is disabled", spec.name)));
+        }
+        Ok(self.meta.create_replication_execution(id, trigger, now_ms()).await?)
+    }
+
+    /// Stop a run: its tasks not done are marked stopped and the job ends at its next task.
+    pub async fn stop(&self, execution: i64) -> Result<(), ReplicationError> {
+        let e = self
+            .meta
+            .replication_execution(execution)
+            .await?
+            .ok_or_else(|| ReplicationError::NotFound(format!("execution {execution} not found")))?;
+        if e.status != "InProgress" {
+            return Err(ReplicationError::Conflict(format!("execution {execution} has ended ({})", e.status)));
+        }
+        self.meta.finish_replication_execution(execution, "Stopped", "stopped by a user", now_ms()).await?;
+        Ok(())
+    }
+
+    async fn end(&self, id: i64) -> Result<End, String> {
+        Ok(End::There(self.upstreams.client(id).await.map_err(err)?))
+    }
+
+    /// Run (or resume) execution `execution` to its end.
+    pub async fn execute(&self, execution: i64) -> Result<(), ReplicationError> {
+        let Some(run) = self.meta.replication_execution(execution).await? else { return Ok(()) };
+        if run.status != "InProgress" {
+            return Ok(());
+        }
+        let (_, spec) = self.policy(run.policy_id).await?;
+        let here = End::Here(self.registry.clone());
+        let ends = match (&spec.src_registry, &spec.dest_registry) {
+            (Some(src), None) => self.end(src.id).await.map(|src| (src, here)),
+            (None, Some(dst)) => self.end(dst.id).await.map(|dst| (here, dst)),
+            _ => Err("the policy names no endpoint".to_owned()),
+        };
+        let (src, dst) = match ends {
+            Ok(e) => e,
+            Err(e) => {
+                self.meta.finish_replication_execution(execution, "Failed", &e, now_ms()).await?;
+                return Ok(());
+            }
+        };
+        let selection = Selection::new(&spec.filters).map_err(ReplicationError::Invalid)?;
+        // The work: every selected tag of every selected repository, as tasks.
+        let listed = async {
+            let mut work = Vec::new();
+            for repo in src.repositories().await? {
+                if !selection.repository(&repo) {
+                    continue;
+                }
+                for tag in src.tags(&repo).await? {
+                    if selection.tag(&tag) {
+                        work.push((repo.clone(), tag));
+                    }
+                }
+            }
+            Ok::<_, String>(work)
+        };
+        let work = match listed.await {
+            Ok(w) => w,
+            Err(e) => {
+                let text = format!("listing the source failed: {e}");
+                self.meta.finish_replication_execution(execution, "Failed", &text, now_ms()).await?;
+                return Ok(());
+            }
+        };
+        let mut tasks = Vec::new();
+        for (repo, tag) in &work {
+            let t = ReplicationTaskRecord {
+                id: 0,
+                execution_id: execution,
+                resource_type: "image".into(),
+                src_resource: format!("{repo}:{tag}"),
+                dst_resource: format!("{}:{tag}", spec.destination(repo)),
+                operation: "copy".into(),
+                status: "Pending".into(),
+                log: String::new(),
+                started_at: None,
+                ended_at: None,
+            };
+            tasks.push((self.meta.ensure_replication_task(&t).await?, repo.clone(), tag.clone()));
+        }
+        let done: std::collections::HashMap<i64, String> =
+            self.meta.replication_tasks(execution).await?.into_iter().map(|t| (t.id, t.status)).collect();
+        for (task, repo, tag) in tasks {
+            if done.get(&task).is_some_and(|s| s == "Succeed" || s == "Failed" || s == "Stopped") {
+                continue; // finished before a restart
+            }
+            // Stopped meanwhile?
+            if self.meta.replication_execution(execution).await?.is_none_or(|e| e.status != "InProgress") {
+                return Ok(());
+            }
+            self.meta.update_replication_task(task, "InProgress", "", now_ms()).await?;
+            let target = spec.destination(&repo);
+            let outcome = copy(&src, &dst, &repo, &target, &tag, &spec).await;
+            let (status, line) = match outcome {
+                Ok(line) => ("Succeed", line),
+                Err(e) => ("Failed", format!("failed: {e}")),
+            };
+            self.meta.update_replication_task(task, status, &line, now_ms()).await?;
+        }
+        let tasks = self.meta.replication_tasks(execution).await?;
+        let failed = tasks.iter().filter(|t| t.status == "Failed").count();
+        let ok = tasks.iter().filter(|t| t.status == "Succeed").count();
+        let (status, text) = if failed > 0 {
+            ("Failed", format!("{ok} artifacts copied, {failed} failed"))
+        } else {
+            ("Succeed", format!("{ok} artifacts copied"))
+        };
+        self.meta.finish_replication_execution(execution, status, &text, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Mark a run failed (its job was given up).
+    pub async fn fail(&self, execution: i64, why: &str) -> Result<(), ReplicationError> {
+        self.meta.finish_replication_execution(execution, "Failed", why, now_ms()).await?;
+        Ok(())
+    }
+}
+
+/// Copy `repo:tag` from `src` to `target:tag` at `dst`; what was done, in a line.
+async fn copy(src: &End, dst: &End, repo: &str, target: &str, tag: &str, spec: &PolicySpec) -> Result<String, String> {
+    let Some(m) = src.manifest(repo, tag).await? else {
+        return Ok(format!("{repo}:{tag} is gone at the source; nothing to copy"));
+    };
+    if let Some(there) = dst.tag_digest(target, tag).await? {
+        if there == m.digest {
+            return Ok(format!("{target}:{tag} is already {}", m.digest));
+        }
+        if !spec.overwrite {
+            return Ok(format!("{target}:{tag} exists ({there}) and override is off; left as it is"));
+        }
+    }
+    let mut copied = (0usize, 0u64);
+    copy_manifest(src, dst, repo, target, &m, spec.speed, &mut copied).await?;
+    dst.write_manifest(target, tag, &m).await?;
+    Ok(format!("copied {repo}:{tag} ({}) to {target}:{tag}: {} blobs, {} bytes sent", m.digest, copied.0, copied.1))
+}
+
+/// Copy what manifest `m` references (children of an index, blobs of an image).
+async fn copy_manifest(
+    src: &End,
+    dst: &End,
+    repo: &str,
+    target: &str,
+    m: &Got,
+    speed: i64,
+    copied: &mut (usize, u64),
+) -> Result<(), String> {
+    let view: ManifestView = serde_json::from_slice(&m.bytes).map_err(|e| format!("manifest {}: {e}", m.digest))?;
+    if view.is_index() {
+        for child in view.manifests.iter().flatten() {
+            let d = child.digest.to_string();
+            let c = src.manifest(repo, &d).await?.ok_or_else(|| format!("child {d} is missing at the source"))?;
+            Box::pin(copy_manifest(src, dst, repo, target, &c, speed, copied)).await?;
+            dst.write_manifest(target, &d, &c).await?;
+        }
+        return Ok(());
+    }
+    for desc in view.config.iter().chain(view.layers.iter().flatten()) {
+        if desc.media_type.contains("nondistributable") || desc.media_type.contains(".foreign.") {
+            continue;
+        }
+        let d = desc.digest.to_string();
+        if dst.has_blob(target, &d).await? {
+            continue;
+        }
+        let (size, body) = src.read_blob(repo, &d).await?;
+        dst.write_blob(target, &d, size, throttle(body, speed)).await?;
+        copied.0 += 1;
+        copied.1 += size;
+    }
+    Ok(())
+}
+
+/// `body` at no more than `kib_per_s` KiB/s (0 or less: as fast as it comes). Chunks are
+/// split to 64 KiB so the pace is even.
+fn throttle(body: berth_client::ByteStream, kib_per_s: i64) -> berth_client::ByteStream {
+    if kib_per_s <= 0 {
+        return body;
+    }
+    let rate = kib_per_s as f64 * 1024.0;
+    let start = tokio::time::Instant::now();
+    let pieces = body.flat_map(|chunk| {
+        let parts: Vec<Result<Bytes, berth_client::ClientError>> = match chunk {
+            Ok(b) => (0..b.len()).step_by(64 << 10).map(|i| Ok(b.slice(i..(i + (64 << 10)).min(b.len())))).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(parts)
+    });
+    let mut sent = 0u64;
+    Box::pin(pieces.then(move |chunk| {
+        if let Ok(b) = &chunk {
+            sent += b.len() as u64;
+        }
+        let due = start + std::time::Duration::from_secs_f64(sent as f64 / rate);
+        async move {
+            tokio::time::sleep_until(due).await;
+            chunk
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(kind: &str, value: &str, decoration: &str) -> Filter {
+        Filter { kind: kind.into(), value: value.into(), decoration: decoration.into() }
+    }
+
+    #[test]
+    fn filters_and_destinations() {
+        let s = Selection::new(&[
+            filter("name", "library/**", ""),
+            filter("tag", "v*", ""),
+            filter("tag", "*-rc*", "excludes"),
+        ])
+        .unwrap();
+        assert!(s.repository("library/app") && s.repository("library/a/b") && !s.repository("other/app"));
+        assert!(s.tag("v1") && !s.tag("v2-rc1") && !s.tag("latest"));
+        assert!(Selection::new(&[filter("tag", "[", "")]).is_err());
+        assert!(Selection::new(&[filter("label", "x", "")]).is_err());
+        let mut p: PolicySpec =
+            serde_json::from_value(serde_json::json!({"name": "p", "dest_registry": {"id": 1}})).unwrap();
+        assert!(p.enabled && !p.overwrite);
+        assert_eq!(p.destination("team/app"), "team/app");
+        p.dest_namespace = "mirror".into();
+        assert_eq!(p.destination("team/sub/app"), "mirror/sub/app");
+        assert!(p.validate().is_ok());
+        p.src_registry = Some(RegistryRef { id: 2 });
+        assert!(p.validate().unwrap_err().contains("not both"));
+    }
+}

@@ -1,0 +1,244 @@
+//! Replication (Harbor's policies and executions) between Berth and Debian's
+//! `docker-registry`: push-based and pull-based, filtered by repository and tag, an index
+//! with its platforms, only missing blobs copied, tasks with logs.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Start an execution of `policy` and wait for its end; the execution.
+async fn run(s: &TestServer, policy: i64) -> Value {
+    let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let path = location(&r).trim_start_matches("/api/v2.0").to_owned();
+    for _ in 0..600 {
+        let e: Value = s.api(Method::GET, &path, None).await.json().await.unwrap();
+        if e["status"] != "InProgress" {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("execution {path} never ended");
+}
+
+async fn tasks(s: &TestServer, execution: &Value) -> Vec<Value> {
+    s.api(Method::GET, &format!("/replication/executions/{}/tasks", execution["id"]), None).await.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_replication_with_filters() {
+    let upstream = berth_test_support::Distribution::start(Some(("site-b", "Site-B-Passw0rd")));
+    let s = TestServer::start().await;
+    let mut digests = std::collections::HashMap::new();
+    for (repo, tag) in
+        [("team/app", "v1"), ("team/app", "v2"), ("team/app", "v3-rc1"), ("team/web", "v1"), ("other/x", "v1")]
+    {
+        digests.insert(format!("{repo}:{tag}"), sha256(&s.push_image(repo, tag).await));
+    }
+    let r = s
+        .api(
+            Method::POST,
+            "/registries",
+            Some(json!({"name": "site-b", "type": "docker-registry", "url": upstream.url,
+            "credential": {"access_key": "site-b", "access_secret": "Site-B-Passw0rd"}})),
+        )
+        .await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+
+    // Refusals say what is wrong.
+    for (bad, why) in [
+        (json!({"name": "x", "src_registry": {"id": registry}, "dest_registry": {"id": registry}}), "not both"),
+        (json!({"name": "x"}), "one end is this registry"),
+        (
+            json!({"name": "x", "dest_registry": {"id": registry}, "filters": [{"type": "size", "value": "1"}]}),
+            "unknown filter",
+        ),
+        (json!({"name": "x", "dest_registry": {"id": 999}}), "registry 999 does not exist"),
+    ] {
+        let e = expect_error(
+            s.api(Method::POST, "/replication/policies", Some(bad)).await,
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+        )
+        .await;
+        assert!(e["errors"][0]["message"].as_str().unwrap().contains(why), "{e}");
+    }
+
+    // Push-based: team's v* tags, not the release candidate, not other projects.
+    let policy = json!({"name": "to-site-b", "dest_registry": {"id": registry}, "override": true,
+        "trigger": {"type": "manual"},
+        "filters": [{"type": "name", "value": "team/**"}, {"type": "tag", "value": "v*"},
+                    {"type": "tag", "value": "*-rc*", "decoration": "excludes"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let push: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let shown: Value = s.api(Method::GET, &format!("/replication/policies/{push}"), None).await.json().await.unwrap();
+    assert_eq!(
+        (shown["dest_registry"]["name"].as_str(), shown["src_registry"]["name"].as_str()),
+        (Some("site-b"), Some("Local"))
+    );
+    let e = run(&s, push).await;
+    assert_eq!(e["status"], "Succeed", "{e}");
+    let t = tasks(&s, &e).await;
+    let mut copied: Vec<&str> = t.iter().map(|t| t["src_resource"].as_str().unwrap()).collect();
+    copied.sort();
+    assert_eq!(copied, ["team/app:v1", "team/app:v2", "team/web:v1"], "{t:?}");
+    assert_eq!((e["total"].as_i64(), e["succeed"].as_i64()), (Some(3), Some(3)));
+    let client = berth_client::Client::new(&berth_client::Endpoint {
+        url: upstream.url.clone(),
+        credentials: Some(("site-b".into(), "Site-B-Passw0rd".into())),
+        ..Default::default()
+    })
+    .unwrap();
+    for name in ["team/app:v1", "team/app:v2", "team/web:v1"] {
+        let (repo, tag) = name.split_once(':').unwrap();
+        assert_eq!(client.manifest(repo, tag).await.unwrap().digest, digests[name], "{name} arrived as it is");
+    }
+    assert!(client.manifest("team/app", "v3-rc1").await.is_err() && client.manifest("other/x", "v1").await.is_err());
+    let log = s
+        .api(Method::GET, &format!("/replication/executions/{}/tasks/{}/log", e["id"], t[0]["id"]), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("copied") && log.contains("blobs"), "{log}");
+
+    // Again: everything is there already; no blob is sent twice.
+    let uploads = |log: &str| log.lines().filter(|l| l.contains("method=PUT") && l.contains("/blobs/uploads/")).count();
+    let before = uploads(&upstream.log());
+    assert!(before >= 4, "the first run sent the blobs: {before}");
+    let e = run(&s, push).await;
+    assert_eq!(e["status"], "Succeed", "{e}");
+    assert_eq!(uploads(&upstream.log()), before, "only missing blobs are copied");
+    let t = tasks(&s, &e).await;
+    let log = s
+        .api(Method::GET, &format!("/replication/executions/{}/tasks/{}/log", e["id"], t[0]["id"]), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("is already"), "{log}");
+
+    // Pull-based, into another namespace; a multi-arch index with its platforms.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = make_oci_layout(tmp.path());
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--all",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "site-b:Site-B-Passw0rd",
+            ])
+            .arg(format!("oci:{}:multi", layout.display()))
+            .arg(format!("docker://{}/library/multi:latest", upstream.host)),
+    )
+    .await;
+    s.project("pulled", false).await;
+    let policy = json!({"name": "from-site-b", "src_registry": {"id": registry}, "dest_namespace": "pulled",
+        "filters": [{"type": "name", "value": "library/**"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let pull: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let e = run(&s, pull).await;
+    assert_eq!(e["status"], "Succeed", "{e}");
+    let index = layout_digest(&layout, "multi");
+    let r = s.get("/v2/pulled/multi/manifests/latest").await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(index.as_str()));
+    let arm = tmp.path().join("arm");
+    run_ok(
+        tokio::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--override-arch", "arm64"])
+            .env("REGISTRY_AUTH_FILE", s.auth_file())
+            .arg(format!("docker://{}/pulled/multi:latest", s.host()))
+            .arg(format!("oci:{}:arm", arm.display())),
+    )
+    .await;
+
+    // Listings, a finished run cannot be stopped, and the policy can go.
+    let list: Vec<Value> =
+        s.api(Method::GET, &format!("/replication/executions?policy_id={push}"), None).await.json().await.unwrap();
+    assert_eq!(list.len(), 2);
+    let e = expect_error(
+        s.api(Method::PUT, &format!("/replication/executions/{}", list[0]["id"]), None).await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("has ended"), "{e}");
+    assert_eq!(s.api(Method::DELETE, &format!("/replication/policies/{push}"), None).await.status(), StatusCode::OK);
+    assert_eq!(
+        s.api(Method::GET, &format!("/replication/policies/{push}"), None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A replication interrupted by `kill -9` resumes when Berth comes back (the job's lease
+/// expires and it runs again): the tasks done stay done, the rest finish, nothing is copied
+/// twice or lost. The policy's bandwidth limit keeps the run slow enough to interrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_killed_mid_run_resumes_and_finishes() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, base) = crate::crash::spawn_berth(&data);
+    let s = TestServer::attach(&base, Vec::new());
+    let mut digests = Vec::new();
+    for i in 0..12 {
+        let repo = format!("bulk/app{i:02}");
+        let manifest = s.upload_image_blobs(&repo, 256 << 10).await;
+        let r = s.put_manifest(&repo, "v1", "application/vnd.oci.image.manifest.v1+json", &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        digests.push((repo, sha256(&manifest)));
+    }
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    // 512 KiB/s: about half a second per image.
+    let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 512,
+        "filters": [{"type": "name", "value": "bulk/**"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
+    let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
+    let done = |t: &[Value]| t.iter().filter(|t| t["status"] == "Succeed").count();
+    for _ in 0..300 {
+        let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+        if done(&t) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, mid-run
+    child.wait().unwrap();
+    let (mut child, base) = crate::crash::spawn_berth(&data);
+    let s = TestServer::attach(&base, Vec::new());
+    let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+    let before = done(&t);
+    assert!((3..12).contains(&before), "killed mid-run: {before} of 12 done");
+    // The job's lease (30 s) runs out, then the run resumes.
+    let mut e = Value::Null;
+    for _ in 0..1200 {
+        e = s.api(Method::GET, &execution, None).await.json().await.unwrap();
+        if e["status"] != "InProgress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(e["status"], "Succeed", "{e}");
+    let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+    assert_eq!((t.len(), done(&t)), (12, 12), "one task per image, each done once: {t:?}");
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    for (repo, digest) in &digests {
+        assert_eq!(&client.manifest(repo, "v1").await.unwrap().digest, digest, "{repo}");
+    }
+    let uploads = upstream.log().lines().filter(|l| l.contains("method=PUT") && l.contains("/blobs/uploads/")).count();
+    assert!((24..=26).contains(&uploads), "24 blobs, at most the one in flight sent again: {uploads}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
