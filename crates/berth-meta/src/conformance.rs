@@ -1103,7 +1103,7 @@ pub async fn run_replication(store: &dyn MetaStore) {
     assert_eq!(names, ["other", "site-b"]);
     assert_eq!(store.replication_policy(other).await.unwrap().unwrap().document, "{\"a\":2}");
 
-    let run = store.create_replication_execution(id, "manual", 30).await.unwrap();
+    let run = store.create_replication_execution(id, "manual", "", 30).await.unwrap();
     let task = |src: &str| crate::ReplicationTaskRecord {
         id: 0,
         execution_id: run,
@@ -1131,8 +1131,8 @@ pub async fn run_replication(store: &dyn MetaStore) {
     assert_eq!((tasks[1].id, tasks[1].status.as_str(), tasks[1].ended_at), (b, "Stopped", Some(40)));
     let r = store.replication_execution(run).await.unwrap().unwrap();
     assert_eq!((r.status.as_str(), r.status_text.as_str(), r.ended_at), ("Stopped", "by a user", Some(40)));
-    let later = store.create_replication_execution(id, "manual", 50).await.unwrap();
-    store.create_replication_execution(other, "manual", 50).await.unwrap();
+    let later = store.create_replication_execution(id, "manual", "", 50).await.unwrap();
+    store.create_replication_execution(other, "manual", "", 50).await.unwrap();
     let (runs, total) = store.replication_executions(Some(id), 0, 10).await.unwrap();
     assert_eq!((runs.iter().map(|r| r.id).collect::<Vec<_>>(), total), (vec![later, run], 2));
     assert_eq!(store.replication_executions(None, 0, 10).await.unwrap().1, 3);

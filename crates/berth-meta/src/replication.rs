@@ -97,8 +97,14 @@ pub trait ReplicationStore: Send + Sync {
     /// a run is in progress.
     async fn delete_replication_policy(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError>;
 
-    /// Start a run of `policy_id`; its id.
-    async fn create_replication_execution(&self, policy_id: i64, trigger: &str, now: i64) -> Result<i64, MetaError>;
+    /// Start a run of `policy_id` (`text`: its status text while it runs); its id.
+    async fn create_replication_execution(
+        &self,
+        policy_id: i64,
+        trigger: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<i64, MetaError>;
     /// One run.
     async fn replication_execution(&self, id: i64) -> Result<Option<ReplicationExecutionRecord>, MetaError>;
     /// Runs (of one policy, or all), newest first, and how many there are.
@@ -272,14 +278,21 @@ impl ReplicationStore for SqlMetaStore {
         Ok(n > 0)
     }
 
-    async fn create_replication_execution(&self, policy_id: i64, trigger: &str, now: i64) -> Result<i64, MetaError> {
+    async fn create_replication_execution(
+        &self,
+        policy_id: i64,
+        trigger: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<i64, MetaError> {
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO replication_executions (policy_id, trigger, status, status_text, started_at)
-             VALUES ($1, $2, 'InProgress', '', $3) RETURNING id",
+             VALUES ($1, $2, 'InProgress', $3, $4) RETURNING id",
         )
         .bind(policy_id)
         .bind(trigger)
+        .bind(text)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;

@@ -22,7 +22,10 @@ mod usage;
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use proxy::{Cached, Fetched, Proxy, ProxyOptions, Streaming};
-pub use replication::{Filter, PolicySpec, RegistryRef, Replication, ReplicationError, Selection, Trigger};
+pub use replication::{
+    Filter, PolicySpec, REPLICATION_EVENT, RegistryRef, Replication, ReplicationError, ReplicationOnPush, Selection,
+    Trigger,
+};
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::{Committed, UploadSweep};
 pub use upstream::{EndpointSpec, KINDS, UpstreamError, Upstreams};

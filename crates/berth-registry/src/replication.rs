@@ -169,6 +169,11 @@ impl PolicySpec {
             return Err(format!("dest_namespace {:?} is not a valid repository name", self.dest_namespace));
         }
         match self.trigger.kind.as_str() {
+            "event_based" if self.dest_registry.is_none() => {
+                return Err(
+                    "event_based runs push-based policies (on each push here); a pull-based one is manual".into()
+                );
+            }
             "" | "manual" | "event_based" => {}
             "scheduled" => return Err("scheduled replication is not supported yet; use manual or event_based".into()),
             other => return Err(format!("trigger type {other:?}: use manual, scheduled or event_based")),
@@ -457,7 +462,7 @@ impl Replication {
         if !spec.enabled {
             return Err(ReplicationError::Invalid(format!("replication policy {:?} is disabled", spec.name)));
         }
-        Ok(self.meta.create_replication_execution(id, trigger, now_ms()).await?)
+        Ok(self.meta.create_replication_execution(id, trigger, "", now_ms()).await?)
     }
 
     /// Stop a run: its tasks not done are marked stopped and the job ends at its next task.
@@ -478,8 +483,23 @@ impl Replication {
         Ok(End::There(self.upstreams.client(id).await.map_err(err)?))
     }
 
+    /// Run (or resume) the run a push started: policy `policy` for `repo:tag` only, the run
+    /// found again by `key` if this job ran before.
+    pub async fn execute_event(&self, policy: i64, repo: &str, tag: &str, key: &str) -> Result<(), ReplicationError> {
+        let (runs, _) = self.meta.replication_executions(Some(policy), 0, 100).await?;
+        let id = match runs.iter().find(|e| e.status == "InProgress" && e.status_text == key) {
+            Some(e) => e.id,
+            None => self.meta.create_replication_execution(policy, "event_based", key, now_ms()).await?,
+        };
+        self.execute_scoped(id, Some((repo.to_owned(), tag.to_owned()))).await
+    }
+
     /// Run (or resume) execution `execution` to its end.
     pub async fn execute(&self, execution: i64) -> Result<(), ReplicationError> {
+        self.execute_scoped(execution, None).await
+    }
+
+    async fn execute_scoped(&self, execution: i64, only: Option<(String, String)>) -> Result<(), ReplicationError> {
         let Some(run) = self.meta.replication_execution(execution).await? else { return Ok(()) };
         if run.status != "InProgress" {
             return Ok(());
@@ -513,6 +533,12 @@ impl Replication {
                 }
             }
             Ok::<_, String>(work)
+        };
+        let listed = async {
+            match only {
+                Some((repo, tag)) => Ok(vec![(repo, tag)]),
+                None => listed.await,
+            }
         };
         let work = match listed.await {
             Ok(w) => w,
@@ -573,6 +599,69 @@ impl Replication {
     pub async fn fail(&self, execution: i64, why: &str) -> Result<(), ReplicationError> {
         self.meta.finish_replication_execution(execution, "Failed", why, now_ms()).await?;
         Ok(())
+    }
+}
+
+/// The job kind of a run started by a push.
+pub const REPLICATION_EVENT: &str = "replication-event";
+
+/// Starts event-based push replication: each artifact pushed with a tag (not by replication
+/// itself, so two sites replicating to each other do not loop) becomes a
+/// `replication-event` job per enabled event-based push policy that selects it.
+pub struct ReplicationOnPush {
+    meta: Arc<dyn MetaStore>,
+}
+
+impl ReplicationOnPush {
+    /// The consumer over the store.
+    pub fn new(meta: Arc<dyn MetaStore>) -> ReplicationOnPush {
+        ReplicationOnPush { meta }
+    }
+}
+
+#[async_trait::async_trait]
+impl berth_meta::Consumer for ReplicationOnPush {
+    fn name(&self) -> &str {
+        "replication"
+    }
+
+    async fn effects(
+        &self,
+        events: &[berth_meta::EventRecord],
+    ) -> Result<Vec<berth_meta::Effect>, berth_meta::ConsumerError> {
+        let pushed = |e: &NewEvent| e.kind == EventKind::ArtifactPushed && e.origin.actor != "replication";
+        if !events.iter().any(|e| pushed(&e.event)) {
+            return Ok(Vec::new());
+        }
+        let mut policies = Vec::new();
+        for rec in self.meta.replication_policies().await? {
+            let Ok(spec) = serde_json::from_str::<PolicySpec>(&rec.document) else { continue };
+            if spec.enabled
+                && spec.trigger.kind == "event_based"
+                && spec.dest_registry.is_some()
+                && let Ok(selection) = Selection::new(&spec.filters)
+            {
+                policies.push((rec.id, selection));
+            }
+        }
+        let mut out = Vec::new();
+        for r in events {
+            let e = &r.event;
+            let (true, Some(repo), Some(tag)) = (pushed(e), e.repo.as_deref(), e.tag.as_deref()) else { continue };
+            for (id, selection) in &policies {
+                if selection.repository(repo) && selection.tag(tag) {
+                    let key = format!("event {}: {repo}:{tag}", r.seq);
+                    out.push(berth_meta::Effect::Job(berth_meta::NewJob {
+                        kind: REPLICATION_EVENT.into(),
+                        payload: serde_json::json!({"policy": id, "repo": repo, "tag": tag, "key": key}).to_string(),
+                        dedup_key: Some(format!("{REPLICATION_EVENT}-{id}-{}", r.seq)),
+                        max_attempts: 3,
+                        run_after: 0,
+                    }));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

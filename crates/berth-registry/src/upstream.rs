@@ -204,6 +204,16 @@ impl Upstreams {
         let Some(rec) = self.meta.upstream(id).await? else {
             return Ok(false);
         };
+        for p in self.meta.replication_policies().await? {
+            let Ok(spec) = serde_json::from_str::<crate::PolicySpec>(&p.document) else { continue };
+            let ends = [spec.src_registry.map(|r| r.id), spec.dest_registry.map(|r| r.id)];
+            if ends.contains(&Some(id)) {
+                return Err(UpstreamError::InUse(format!(
+                    "the registry is used by replication policy {}; delete that first",
+                    p.name
+                )));
+            }
+        }
         if let Ok(mut c) = self.clients.lock() {
             c.remove(&id);
         }

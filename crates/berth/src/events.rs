@@ -48,14 +48,16 @@ pub async fn follow_changes(
     .await?)
 }
 
-/// Run the durable consumers: the audit log, pull counts and times, scans on push.
+/// Run the durable consumers: the audit log, pull counts and times, usage, scans on push,
+/// replication on push.
 pub fn start_consumers(sql: Arc<SqlMetaStore>, auth: Arc<berth_auth::Auth>) -> Vec<tokio::task::JoinHandle<()>> {
-    let log: Arc<dyn EventLog> = sql;
+    let log: Arc<dyn EventLog> = sql.clone();
     let consumers: Vec<Arc<dyn Consumer>> = vec![
         Arc::new(berth_auth::AuditConsumer),
         Arc::new(berth_auth::PullConsumer),
         Arc::new(berth_registry::UsageConsumer),
         Arc::new(berth_scanner::ScanOnPush::new(auth)),
+        Arc::new(berth_registry::ReplicationOnPush::new(sql.clone())),
     ];
     consumers.into_iter().map(|c| run_consumer(log.clone(), c, ConsumerOptions::default())).collect()
 }

@@ -271,6 +271,30 @@ impl JobHandler for ReplicationJob {
     }
 }
 
+/// Runs the replication a push started (`replication-event`): one artifact, one policy.
+struct ReplicationEventJob {
+    replication: Arc<berth_registry::Replication>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ReplicationEventJob {
+    fn kind(&self) -> &'static str {
+        berth_registry::REPLICATION_EVENT
+    }
+
+    fn concurrency(&self) -> usize {
+        2
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        let v: serde_json::Value = serde_json::from_str(payload)?;
+        let text = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no {k} in {payload}"));
+        let policy = v["policy"].as_i64().ok_or_else(|| anyhow::anyhow!("no policy in {payload}"))?;
+        self.replication.execute_event(policy, &text("repo")?, &text("tag")?, &text("key")?).await?;
+        Ok(())
+    }
+}
+
 /// Starts runs of the lifecycle policies that are due (`berth_jobs::LIFECYCLE_SWEEP`).
 struct LifecycleSweep {
     service: berth_jobs::PolicyService,
@@ -342,7 +366,8 @@ pub fn start_worker(
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(GcJob { collector, store: gc_store }),
         Arc::new(ScrubJob { registry: registry.clone() }),
-        Arc::new(ReplicationJob { replication }),
+        Arc::new(ReplicationJob { replication: replication.clone() }),
+        Arc::new(ReplicationEventJob { replication }),
         Arc::new(PolicyRunJob { registry: registry.clone() }),
         Arc::new(LifecycleSweep { service: policies.clone() }),
         Arc::new(UploadExpiry { registry }),

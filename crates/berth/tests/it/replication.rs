@@ -171,6 +171,13 @@ async fn push_and_pull_replication_with_filters() {
     )
     .await;
     assert!(e["errors"][0]["message"].as_str().unwrap().contains("has ended"), "{e}");
+    let e = expect_error(
+        s.api(Method::DELETE, &format!("/registries/{registry}"), None).await,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("replication policy"), "{e}");
     assert_eq!(s.api(Method::DELETE, &format!("/replication/policies/{push}"), None).await.status(), StatusCode::OK);
     assert_eq!(
         s.api(Method::GET, &format!("/replication/policies/{push}"), None).await.status(),
@@ -207,7 +214,8 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
     let done = |t: &[Value]| t.iter().filter(|t| t["status"] == "Succeed").count();
     for _ in 0..300 {
-        let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+        let t: Vec<Value> =
+            s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
         if done(&t) >= 3 {
             break;
         }
@@ -217,7 +225,8 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     child.wait().unwrap();
     let (mut child, base) = crate::crash::spawn_berth(&data);
     let s = TestServer::attach(&base, Vec::new());
-    let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+    let t: Vec<Value> =
+        s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
     let before = done(&t);
     assert!((3..12).contains(&before), "killed mid-run: {before} of 12 done");
     // The job's lease (30 s) runs out, then the run resumes.
@@ -230,7 +239,8 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(e["status"], "Succeed", "{e}");
-    let t: Vec<Value> = s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
+    let t: Vec<Value> =
+        s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
     assert_eq!((t.len(), done(&t)), (12, 12), "one task per image, each done once: {t:?}");
     let client =
         berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
@@ -241,4 +251,45 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     assert!((24..=26).contains(&uploads), "24 blobs, at most the one in flight sent again: {uploads}");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// An event-based push policy replicates each push it selects within seconds, through the
+/// event log; pushes it does not select start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_replicates_within_seconds() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let pull_based = json!({"name": "x", "src_registry": {"id": registry}, "trigger": {"type": "event_based"}});
+    let e = expect_error(
+        s.api(Method::POST, "/replication/policies", Some(pull_based)).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("push-based"), "{e}");
+    let policy = json!({"name": "live", "dest_registry": {"id": registry}, "trigger": {"type": "event_based"},
+        "filters": [{"type": "name", "value": "live/**"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let digest = sha256(&s.push_image("live/app", "v1").await);
+    s.push_image("other/app", "v1").await;
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let started = std::time::Instant::now();
+    let mut arrived = None;
+    for _ in 0..300 {
+        if let Ok(m) = client.manifest("live/app", "v1").await {
+            arrived = Some(m.digest);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(arrived.as_deref(), Some(digest.as_str()), "replicated after {:?}", started.elapsed());
+    let runs: Vec<Value> =
+        s.api(Method::GET, &format!("/replication/executions?policy_id={policy}"), None).await.json().await.unwrap();
+    assert_eq!(runs.len(), 1, "one run, for the one selected push: {runs:?}");
+    assert_eq!(runs[0]["trigger"], "event_based");
+    assert!(client.manifest("other/app", "v1").await.is_err(), "not selected, not replicated");
 }
