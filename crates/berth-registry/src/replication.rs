@@ -586,10 +586,11 @@ impl Replication {
         let tasks = self.meta.replication_tasks(execution).await?;
         let failed = tasks.iter().filter(|t| t.status == "Failed").count();
         let ok = tasks.iter().filter(|t| t.status == "Succeed").count();
+        let artifacts = |n: usize| if n == 1 { "1 artifact".to_owned() } else { format!("{n} artifacts") };
         let (status, text) = if failed > 0 {
-            ("Failed", format!("{ok} artifacts copied, {failed} failed"))
+            ("Failed", format!("{} replicated, {failed} failed", artifacts(ok)))
         } else {
-            ("Succeed", format!("{ok} artifacts copied"))
+            ("Succeed", format!("{} replicated", artifacts(ok)))
         };
         self.meta.finish_replication_execution(execution, status, &text, now_ms()).await?;
         Ok(())

@@ -376,6 +376,46 @@ pub enum RegistryCommand {
     },
 }
 
+/// `berth replication …`
+#[derive(Subcommand, Debug)]
+pub enum ReplicationCommand {
+    /// Every policy: its direction, endpoint, trigger and filters.
+    List,
+    /// Create a policy from a JSON file (Harbor's ReplicationPolicy; `-` reads standard input).
+    Create {
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Delete a policy (and its history).
+    Delete {
+        /// Name or id.
+        policy: String,
+    },
+    /// Run a policy now and wait for the end: a line per artifact.
+    Run {
+        /// Name or id.
+        policy: String,
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The runs of a policy, newest first.
+    History {
+        /// Name or id.
+        policy: String,
+    },
+    /// The tasks of a run, with their logs.
+    Log {
+        /// The run's id (from `berth replication history`).
+        execution: i64,
+    },
+    /// Stop a run.
+    Stop {
+        /// The run's id.
+        execution: i64,
+    },
+}
+
 /// `berth retention …`
 #[derive(Subcommand, Debug)]
 pub enum RetentionCommand {
@@ -1544,6 +1584,155 @@ pub async fn registry(args: &ApiArgs, cmd: RegistryCommand) -> anyhow::Result<()
             let id = id_of(registry.clone()).await?;
             api.call(Method::DELETE, &format!("/registries/{id}"), None).await?;
             println!("deleted registry endpoint {registry}");
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth replication …`.
+pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let id_of = |policy: String| {
+        let api = &api;
+        async move {
+            if let Ok(id) = policy.parse::<i64>() {
+                return anyhow::Ok(id);
+            }
+            let (_, list) = api.call(Method::GET, "/replication/policies?page_size=100", None).await?;
+            list.as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == policy.as_str()))
+                .and_then(|p| p["id"].as_i64())
+                .with_context(|| format!("no replication policy named {policy:?} (berth replication list shows them)"))
+        }
+    };
+    let print_tasks = |tasks: &Value| {
+        println!("{:<40}  {:<40}  {:<9}  ENDED", "SOURCE", "DESTINATION", "STATUS");
+        for t in tasks.as_array().into_iter().flatten() {
+            println!(
+                "{:<40}  {:<40}  {:<9}  {}",
+                cell(&t["src_resource"]),
+                cell(&t["dst_resource"]),
+                cell(&t["status"]),
+                t["end_time"].as_str().unwrap_or("-")
+            );
+        }
+    };
+    match cmd {
+        ReplicationCommand::List => {
+            let (_, list) = api.call(Method::GET, "/replication/policies?page_size=100", None).await?;
+            if api.json() {
+                return print_json(&list);
+            }
+            let rows = list.as_array().cloned().unwrap_or_default();
+            println!("{:<5}  {:<20}  {:<26}  {:<12}  FILTERS", "ID", "NAME", "DIRECTION", "TRIGGER");
+            for p in &rows {
+                let direction = if p["src_registry"]["id"] == 0 {
+                    format!("push to {}", cell(&p["dest_registry"]["name"]))
+                } else {
+                    format!("pull from {}", cell(&p["src_registry"]["name"]))
+                };
+                let filters: Vec<String> = p["filters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        let not = if f["decoration"] == "excludes" { "!" } else { "" };
+                        format!("{}{not}={}", cell(&f["type"]), cell(&f["value"]))
+                    })
+                    .collect();
+                let trigger = p["trigger"]["type"].as_str().filter(|t| !t.is_empty()).unwrap_or("manual");
+                println!(
+                    "{:<5}  {:<20}  {:<26}  {:<12}  {}",
+                    cell(&p["id"]),
+                    cell(&p["name"]),
+                    direction,
+                    trigger,
+                    filters.join(" ")
+                );
+            }
+            if rows.is_empty() {
+                println!("no replication policies (create one with berth replication create FILE)");
+            }
+        }
+        ReplicationCommand::Create { file } => {
+            let body: Value =
+                serde_json::from_str(&read_file_or_stdin(&file)?).context("the policy file is not JSON")?;
+            let location = api.create("/replication/policies", Some(body.clone())).await?;
+            let id = location.rsplit('/').next().unwrap_or("?");
+            println!("created replication policy {} (id {id})", cell(&body["name"]));
+        }
+        ReplicationCommand::Delete { policy } => {
+            let id = id_of(policy.clone()).await?;
+            api.call(Method::DELETE, &format!("/replication/policies/{id}"), None).await?;
+            println!("deleted replication policy {policy}");
+        }
+        ReplicationCommand::Run { policy, no_wait } => {
+            let id = id_of(policy.clone()).await?;
+            let location = api.create("/replication/executions", Some(json!({ "policy_id": id }))).await?;
+            let run: i64 = location.rsplit('/').next().and_then(|i| i.parse().ok()).context("execution id")?;
+            if no_wait {
+                println!("started run {run} of {policy} (berth replication log {run} shows its tasks)");
+                return Ok(());
+            }
+            let done =
+                wait_for(&api, &format!("/replication/executions/{run}"), |v| v["status"] != "InProgress").await?;
+            let (_, tasks) =
+                api.call(Method::GET, &format!("/replication/executions/{run}/tasks?page_size=100"), None).await?;
+            if api.json() {
+                return print_json(&json!({"execution": done, "tasks": tasks}));
+            }
+            print_tasks(&tasks);
+            println!("run {run}: {} ({})", cell(&done["status"]), cell(&done["status_text"]));
+            if done["status"] != "Succeed" {
+                bail!("the run did not succeed; berth replication log {run} says why");
+            }
+        }
+        ReplicationCommand::History { policy } => {
+            let id = id_of(policy).await?;
+            let (_, list) =
+                api.call(Method::GET, &format!("/replication/executions?policy_id={id}&page_size=100"), None).await?;
+            if api.json() {
+                return print_json(&list);
+            }
+            println!(
+                "{:<6}  {:<10}  {:<12}  {:<20}  {:>5}  {:>6}  RESULT",
+                "ID", "STATUS", "TRIGGER", "STARTED", "DONE", "FAILED"
+            );
+            for e in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<6}  {:<10}  {:<12}  {:<20}  {:>5}  {:>6}  {}",
+                    cell(&e["id"]),
+                    cell(&e["status"]),
+                    cell(&e["trigger"]),
+                    cell(&e["start_time"]),
+                    cell(&e["succeed"]),
+                    cell(&e["failed"]),
+                    cell(&e["status_text"])
+                );
+            }
+        }
+        ReplicationCommand::Log { execution } => {
+            let (_, tasks) = api
+                .call(Method::GET, &format!("/replication/executions/{execution}/tasks?page_size=100"), None)
+                .await?;
+            if api.json() {
+                return print_json(&tasks);
+            }
+            for t in tasks.as_array().into_iter().flatten() {
+                let path = format!("/replication/executions/{execution}/tasks/{}/log", cell(&t["id"]));
+                let (_, log) = api.call(Method::GET, &path, None).await?;
+                println!(
+                    "{} ({}):\n{}",
+                    cell(&t["src_resource"]),
+                    cell(&t["status"]),
+                    log.as_str().unwrap_or("").trim_end()
+                );
+            }
+        }
+        ReplicationCommand::Stop { execution } => {
+            api.call(Method::PUT, &format!("/replication/executions/{execution}"), None).await?;
+            println!("stopped run {execution}");
         }
     }
     Ok(())

@@ -163,6 +163,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::RegistryCommand,
     },
+    /// Replication policies (push to or pull from a registry endpoint): list, create, delete, run, history, log, stop.
+    Replication {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ReplicationCommand,
+    },
     /// Harbor tag retention of a project: show, set, delete, run (or dry-run), history, log.
     Retention {
         #[command(flatten)]
@@ -546,6 +553,7 @@ fn main() -> anyhow::Result<()> {
         Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
+        Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;

@@ -293,3 +293,47 @@ async fn a_push_replicates_within_seconds() {
     assert_eq!(runs[0]["trigger"], "event_based");
     assert!(client.manifest("other/app", "v1").await.is_err(), "not selected, not replicated");
 }
+
+/// `berth replication`: a policy from a file, listed, run with a line per artifact, its
+/// history and logs, deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_replication() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    s.push_image("ops/tool", "1.0").await;
+    let berth = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base).env("BERTH_USERNAME", ADMIN).env("BERTH_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+    let mut child = berth()
+        .args(["registry", "create", "site-b", &upstream.url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().await.unwrap().success());
+    let registry: Vec<Value> = s.api(Method::GET, "/registries", None).await.json().await.unwrap();
+    let file = s.dir.path().join("policy.json");
+    std::fs::write(
+        &file,
+        json!({"name": "to-b", "dest_registry": {"id": registry[0]["id"]}, "filters": [{"type": "name", "value": "ops/**"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = run_ok(berth().args(["replication", "create"]).arg(&file)).await;
+    assert!(out.starts_with("created replication policy to-b (id "), "{out}");
+    let out = run_ok(berth().args(["replication", "list"])).await;
+    let row = out.lines().nth(1).unwrap();
+    assert!(row.contains("to-b") && row.contains("push to site-b") && row.contains("name=ops/**"), "{out}");
+    let out = run_ok(berth().args(["replication", "run", "to-b"])).await;
+    assert!(out.lines().nth(1).unwrap().starts_with("ops/tool:1.0"), "{out}");
+    assert!(out.contains("Succeed (1 artifact replicated)"), "{out}");
+    let out = run_ok(berth().args(["replication", "history", "to-b"])).await;
+    let id = out.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_owned();
+    let out = run_ok(berth().args(["replication", "log", &id])).await;
+    assert!(out.contains("ops/tool:1.0 (Succeed)") && out.contains("copied ops/tool:1.0"), "{out}");
+    let err = run_fails(berth().args(["replication", "run", "nope"])).await;
+    assert!(err.contains("no replication policy named \"nope\""), "{err}");
+    run_ok(berth().args(["replication", "delete", "to-b"])).await;
+    assert!(run_ok(berth().args(["replication", "list"])).await.contains("no replication policies"));
+}
