@@ -167,7 +167,13 @@ async fn start(
 ) -> ApiResult {
     c.sysadmin(&s).await?;
     let req = json_body(body)?;
-    let id = replication(&s)?.start(req.policy_id, "manual").await?;
+    let id = start_run(&s, req.policy_id).await?;
+    Ok(created(&format!("/api/v2.0/replication/executions/{id}")))
+}
+
+/// Start a manual run of policy `policy`: the execution, and its job.
+pub(crate) async fn start_run(s: &AdminState, policy: i64) -> Result<i64, ApiError> {
+    let id = replication(s)?.start(policy, "manual").await?;
     let job = berth_jobs::NewJob {
         kind: REPLICATION.into(),
         payload: json!({ "execution": id }).to_string(),
@@ -176,7 +182,7 @@ async fn start(
         run_after: 0,
     };
     s.jobs.enqueue(&job).await?;
-    Ok(created(&format!("/api/v2.0/replication/executions/{id}")))
+    Ok(id)
 }
 
 async fn executions(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {

@@ -659,6 +659,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("Users", USERS),
     ("Groups", GROUPS),
     ("Registries", super::registries::PATH),
+    ("Replication", super::replication::PATH),
     ("Jobs", super::jobs::PATH),
     ("Garbage collection", GC),
     ("Vulnerabilities", VULNERABILITY),

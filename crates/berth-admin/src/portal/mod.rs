@@ -42,6 +42,7 @@ mod policy;
 mod profile;
 mod project;
 mod registries;
+mod replication;
 mod robots;
 
 const CSRF_COOKIE: &str = "berth_csrf";
@@ -89,6 +90,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(logs::routes())
         .merge(admin::routes())
         .merge(registries::routes())
+        .merge(replication::routes())
         .merge(onboard::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))

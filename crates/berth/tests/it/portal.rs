@@ -995,6 +995,15 @@ async fn user_input_never_becomes_live_markup() {
     let r = s.api(Method::POST, "/registries", Some(endpoint)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let registry = location(&r).rsplit('/').next().unwrap().to_owned();
+    let policy = serde_json::json!({"name": x, "description": x, "dest_registry": {"id": registry.parse::<i64>().unwrap()},
+        "filters": [{"type": "name", "value": "xss/**"}]});
+    assert_eq!(s.api(Method::POST, "/replication/policies", Some(policy)).await.status(), StatusCode::CREATED);
+    let policy = s.api(Method::GET, "/replication/policies", None).await.json::<serde_json::Value>().await.unwrap()[0]
+        ["id"]
+        .as_i64()
+        .unwrap();
+    let r = s.api(Method::POST, "/replication/executions", Some(serde_json::json!({"policy_id": policy}))).await;
+    let run = location(&r).rsplit('/').next().unwrap().to_owned();
     let id = id_of(&s.api(Method::GET, "/projects/xss", None).await.json().await.unwrap());
     let p = format!("/harbor/projects/{id}");
     let artifact = format!("{p}/repositories/app/artifacts-tab/artifacts/{digest}");
@@ -1013,6 +1022,8 @@ async fn user_input_never_becomes_live_markup() {
         "/harbor/groups".into(),
         "/harbor/registries".into(),
         format!("/harbor/registries/{registry}"),
+        "/harbor/replications".into(),
+        format!("/harbor/replications/executions/{run}"),
         "/harbor/jobs".into(),
         "/harbor/gc".into(),
         "/harbor/vulnerability".into(),
@@ -1028,6 +1039,8 @@ async fn user_input_never_becomes_live_markup() {
         "/harbor/groups".into(),
         "/harbor/registries".into(),
         format!("/harbor/registries/{registry}"),
+        "/harbor/replications".into(),
+        format!("/harbor/replications/executions/{run}"),
     ];
     let out = run_ok(
         tokio::process::Command::new("python3")
@@ -1288,4 +1301,67 @@ async fn registry_endpoints_in_the_portal() {
     let (st, page, _) = admin.post(&format!("/harbor/registries/{id}/delete"), &[]).await;
     assert_eq!(st, StatusCode::OK);
     assert!(page.contains("Registry site-b deleted") && page.contains("No registry endpoints yet"), "{page}");
+}
+
+/// Administration → Replication: a push policy made from the form, run from its button, its
+/// run's page with the artifact's task and log; refusals explained; administrators only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_in_the_portal() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    s.push_image("site/app", "v1").await;
+    s.user("una", "Una-Passw0rd-1").await;
+    let admin = Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let una = Web::new(&s, "una", "Una-Passw0rd-1").await;
+    let (_, page) = admin.get("/harbor/replications").await;
+    assert!(page.contains("Add a registry endpoint first"), "{page}");
+    let r = s
+        .api(
+            reqwest::Method::POST,
+            "/registries",
+            Some(serde_json::json!({"name": "dr", "type": "oci", "url": upstream.url})),
+        )
+        .await;
+    let endpoint = location(&r).rsplit('/').next().unwrap().to_owned();
+    let form = |name: &'static str, repos: &'static str| {
+        vec![
+            ("name", name.to_owned()),
+            ("direction", "push".to_owned()),
+            ("endpoint", endpoint.clone()),
+            ("repositories", repos.to_owned()),
+            ("tags", "v*".to_owned()),
+            ("trigger", "manual".to_owned()),
+            ("speed", String::new()),
+        ]
+    };
+    let post = |path: String, f: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            admin.post(&path, &f).await
+        }
+    };
+    let (st, page, _) = post("/harbor/replications".into(), form("bad", "site/[")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("filter name"), "{page}");
+    let (st, page, _) = post("/harbor/replications".into(), form("to-dr", "site/**")).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page.contains("Replication policy to-dr created") && page.contains("Push to dr"), "{page}");
+    let id =
+        s.api(reqwest::Method::GET, "/replication/policies", None).await.json::<serde_json::Value>().await.unwrap()[0]
+            ["id"]
+            .as_i64()
+            .unwrap();
+    let (st, page, _) = admin.post(&format!("/harbor/replications/{id}/run"), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    let run = page.split("Run ").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
+    let page = admin.get_until(&format!("/harbor/replications/executions/{run}"), "Succeeded").await;
+    assert!(page.contains("site/app:v1") && page.contains("copied site/app:v1"), "{page}");
+    // Administrators only.
+    let (st, _) = una.get("/harbor/replications").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(una.post(&format!("/harbor/replications/{id}/delete"), &[]).await.0, StatusCode::FORBIDDEN);
+    let (st, page, _) = admin.post(&format!("/harbor/replications/{id}/delete"), &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("No replication policies yet"), "{page}");
 }
