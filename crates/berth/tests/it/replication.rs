@@ -337,3 +337,38 @@ async fn the_cli_runs_replication() {
     run_ok(berth().args(["replication", "delete", "to-b"])).await;
     assert!(run_ok(berth().args(["replication", "list"])).await.contains("no replication policies"));
 }
+
+/// Two hundred images out to Distribution and back into another namespace, filtered: every
+/// one arrives with its digest, the ones the filter leaves out do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_images_both_ways() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    let mut digests = Vec::new();
+    for i in 0..200 {
+        let repo = format!("fleet/svc{:03}", i % 50);
+        let tag = format!("v{}", i / 50);
+        digests.push((repo.clone(), tag.clone(), sha256(&s.push_image(&repo, &tag).await)));
+    }
+    s.push_image("fleet/scratch", "tmp").await;
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let out = json!({"name": "out", "dest_registry": {"id": registry}, "filters": [{"type": "tag", "value": "v*"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(out)).await;
+    let out: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let e = run(&s, out).await;
+    assert_eq!((e["status"].as_str(), e["succeed"].as_i64()), (Some("Succeed"), Some(200)), "{e}");
+    s.project("back", false).await;
+    let back = json!({"name": "back", "src_registry": {"id": registry}, "dest_namespace": "back",
+        "filters": [{"type": "name", "value": "fleet/**"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(back)).await;
+    let back: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let e = run(&s, back).await;
+    assert_eq!((e["status"].as_str(), e["succeed"].as_i64()), (Some("Succeed"), Some(200)), "{e}");
+    for (repo, tag, digest) in &digests {
+        let here = repo.replacen("fleet/", "back/", 1);
+        let r = s.head(&format!("/v2/{here}/manifests/{tag}")).await;
+        assert_eq!(header(&r, "docker-content-digest"), Some(digest.as_str()), "{here}:{tag}");
+    }
+    assert_eq!(s.head("/v2/back/scratch/manifests/tmp").await.status(), StatusCode::NOT_FOUND, "filtered out");
+}
