@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
-"""Pull-through cache benchmark: Berth's proxy cache against a direct pull and against
-Distribution's own pull-through mode, on one machine.
+"""Pull-through cache and replication benchmark, on one machine.
+
+Part 1 compares Berth's proxy cache with a direct pull and with Distribution's own
+pull-through mode. Part 2 (--images N, default 50) times a push-based replication of N
+images (one --layer-mib layer each) from Berth to a fresh Distribution, side by side with
+`skopeo copy` of the same images one by one, and prints images/s and MB/s.
 
 Starts an upstream (Debian's `docker-registry`, CNCF Distribution 2.8) and pushes ROUNDS
 distinct blobs of --mib MiB into it; then, for each side in turn,
@@ -101,6 +105,8 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=512, help="size of each blob")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--berth-bin", default="target/release/berth")
+    ap.add_argument("--images", type=int, default=50, help="images to replicate (0: skip part 2)")
+    ap.add_argument("--layer-mib", type=int, default=4)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-proxy-")
     procs: list[subprocess.Popen] = []
@@ -155,11 +161,83 @@ def main() -> None:
               f"warm >= direct: {'[ok]' if warm_ok else '[MISS]'}")
         print(f"Berth / Distribution's proxy: cold {med[('berth', 'cold')] / med[('distribution', 'cold')]:.2f}x, "
               f"warm {med[('berth', 'warm')] / med[('distribution', 'warm')]:.2f}x")
+        if args.images > 0:
+            replication(args, tmp, procs, c, berth_port)
     finally:
         for p in procs:
             p.kill()
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def push_image(c: Client, repo: str, layer: bytes) -> int:
+    """Push a one-layer image to Berth as `repo:v1`; its bytes."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                         "nonce": os.urandom(8).hex()}).encode()
+    descs = []
+    for data, mt in [(config, "application/vnd.oci.image.config.v1+json"),
+                     (layer, "application/vnd.oci.image.layer.v1.tar")]:
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        st, _, body = c.request("POST", f"/v2/{repo}/blobs/uploads/?digest={d}", data,
+                                {"Content-Type": "application/octet-stream"})
+        if st != 201:
+            raise SystemExit(f"pushing a blob: {st} {body[:200]!r}")
+        descs.append({"mediaType": mt, "digest": d, "size": len(data)})
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": descs[0], "layers": descs[1:]}).encode()
+    st, _, body = c.request("PUT", f"/v2/{repo}/manifests/v1", manifest,
+                            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    if st != 201:
+        raise SystemExit(f"pushing a manifest: {st} {body[:200]!r}")
+    return len(config) + len(layer) + len(manifest)
+
+
+def replication(args, tmp: str, procs: list, c: Client, berth_port: int) -> None:
+    log(f"pushing {args.images} images of {args.layer_mib} MiB to Berth")
+    total = 0
+    repos = [f"fleet/svc{i:03}" for i in range(args.images)]
+    for repo in repos:
+        total += push_image(c, repo, os.urandom(args.layer_mib << 20))
+    d1, p1 = start_distribution(tmp, "repl-target")
+    d2, p2 = start_distribution(tmp, "skopeo-target")
+    procs += [d1, d2]
+    st, h, _ = c.request("POST", "/api/v2.0/registries", json.dumps(
+        {"name": "target", "type": "docker-registry", "url": f"http://127.0.0.1:{p1}"}).encode(),
+        {"Content-Type": "application/json"})
+    rid = int(h.get("Location", h.get("location")).rsplit("/", 1)[1])
+    st, h, _ = c.request("POST", "/api/v2.0/replication/policies", json.dumps(
+        {"name": "bench", "dest_registry": {"id": rid}, "filters": [{"type": "name", "value": "fleet/**"}]}).encode(),
+        {"Content-Type": "application/json"})
+    pid = int(h.get("Location", h.get("location")).rsplit("/", 1)[1])
+    t0 = time.monotonic()
+    st, h, _ = c.request("POST", "/api/v2.0/replication/executions", json.dumps({"policy_id": pid}).encode(),
+                         {"Content-Type": "application/json"})
+    run = h.get("Location", h.get("location")).split("/api/v2.0", 1)[1]
+    while True:
+        st, _, body = c.request("GET", f"/api/v2.0{run}")
+        e = json.loads(body)
+        if e["status"] != "InProgress":
+            break
+        time.sleep(0.05)
+    berth_s = time.monotonic() - t0
+    if e["status"] != "Succeed":
+        raise SystemExit(f"the replication failed: {e}")
+    t0 = time.monotonic()
+    auth = os.path.join(tmp, "auth.json")
+    with open(auth, "w") as f:
+        token = __import__("base64").b64encode(f"admin:{gcbench.PASSWORD}".encode()).decode()
+        json.dump({"auths": {f"127.0.0.1:{berth_port}": {"auth": token}}}, f)
+    for repo in repos:
+        subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+                        "--authfile", auth, f"docker://127.0.0.1:{berth_port}/{repo}:v1",
+                        f"docker://127.0.0.1:{p2}/{repo}:v1"], check=True, capture_output=True)
+    skopeo_s = time.monotonic() - t0
+    mb = total / 1e6
+    print(f"\nReplication of {args.images} images ({mb:.0f} MB) from Berth to Distribution\n")
+    print(f"{'':22}{'seconds':>9}{'images/s':>10}{'MB/s':>8}")
+    for name, secs in [("Berth replication", berth_s), ("skopeo copy, one by one", skopeo_s)]:
+        print(f"{name:22}{secs:9.2f}{args.images / secs:10.1f}{mb / secs:8.0f}")
+    print(f"\nBerth / skopeo: {skopeo_s / berth_s:.2f}x")
 
 
 if __name__ == "__main__":

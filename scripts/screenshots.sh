@@ -65,6 +65,26 @@ curl -fs -u "admin:$PASSWORD" -H 'content-type: application/json' \
     "$BERTH_URL/api/v2.0/users" >/dev/null
 python3 crates/berth/tests/portal/browser.py --base "$BERTH_URL" --user admin --password "$PASSWORD" \
     --journeys --shots docs/screenshots
+# Another registry (Debian's docker-registry): an endpoint, a proxy cache of it, and a
+# replication policy that pushes there.
+UP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$TMP/up"
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$TMP/up/data" "$UP_PORT" >"$TMP/up/config.yml"
+docker-registry serve "$TMP/up/config.yml" >"$TMP/up/log" 2>&1 &
+UP_PID=$!
+trap 'kill $PID $UP_PID 2>/dev/null; rm -rf "$TMP"' EXIT
+for _ in $(seq 50); do curl -so /dev/null "http://127.0.0.1:$UP_PORT/v2/" && break; sleep 0.1; done
+skopeo --insecure-policy copy -q --src-tls-verify=false --dest-tls-verify=false --src-creds "admin:$PASSWORD" \
+    "docker://127.0.0.1:$PORT/library/nginx:1.27" "docker://127.0.0.1:$UP_PORT/library/nginx:1.27"
+"$BIN" registry create dr-site "http://127.0.0.1:$UP_PORT" --type docker-registry --description "Disaster-recovery site" >/dev/null
+"$BIN" registry ping dr-site >/dev/null
+curl -fs -u "admin:$PASSWORD" -H 'content-type: application/json' \
+    -d '{"project_name":"dr-cache","registry_id":1,"metadata":{"public":"true"}}' "$BERTH_URL/api/v2.0/projects"
+curl -fso /dev/null "$BERTH_URL/v2/dr-cache/library/nginx/manifests/1.27"
+echo '{"name":"to-dr-site","description":"Releases of library","dest_registry":{"id":1},"trigger":{"type":"event_based"},"filters":[{"type":"name","value":"library/**"},{"type":"tag","value":"v*"}]}' \
+    | "$BIN" replication create - >/dev/null
+"$BIN" replication run to-dr-site >/dev/null
 # More pages, each as a whole page.
 python3 - "$BERTH_URL" "$PASSWORD" <<'PY'
 import json, os, sys, time, urllib.request, base64
@@ -79,6 +99,9 @@ lib = api("/projects/library")["project_id"]
 pages = [("configuration.png", f"/harbor/projects/{lib}/configuration"),
          ("logs.png", f"/harbor/projects/{lib}/logs"),
          ("users.png", "/harbor/users"),
+         ("registries.png", "/harbor/registries"),
+         ("replication.png", "/harbor/replications"),
+         ("replication-run.png", "/harbor/replications/executions/1"),
          ("vulnerability.png", "/harbor/vulnerability")]
 try:
     d = api("/projects/library/repositories/debian/artifacts/bookworm")["digest"]

@@ -71,6 +71,7 @@ async fn policy_json(s: &AdminState, rec: &berth_registry::ReplicationPolicyReco
         "src_registry": endpoint(&p.src_registry).await, "dest_registry": endpoint(&p.dest_registry).await,
         "dest_namespace": p.dest_namespace, "filters": p.filters, "trigger": p.trigger,
         "deletion": p.deletion, "override": p.overwrite, "enabled": p.enabled, "speed": p.speed,
+        "concurrency": p.concurrency(),
         "creation_time": time(rec.created_at), "update_time": time(rec.updated_at),
     })
 }

@@ -86,9 +86,12 @@ pub struct PolicySpec {
     /// Overwrite a tag that exists at the destination.
     #[serde(default, rename = "override")]
     pub overwrite: bool,
-    /// Bandwidth limit in KiB/s (0 or -1: none).
+    /// Bandwidth limit in KiB/s per artifact being copied (0 or -1: none).
     #[serde(default)]
     pub speed: i64,
+    /// Berth: artifacts copied at once (1 to 16; default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -165,6 +168,9 @@ impl PolicySpec {
             }
             _ => {}
         }
+        if self.concurrency.is_some_and(|c| !(1..=16).contains(&c)) {
+            return Err("concurrency: 1 to 16 artifacts at once".into());
+        }
         if !self.dest_namespace.is_empty() && self.dest_namespace.parse::<RepoName>().is_err() {
             return Err(format!("dest_namespace {:?} is not a valid repository name", self.dest_namespace));
         }
@@ -180,6 +186,11 @@ impl PolicySpec {
         }
         Selection::new(&self.filters)?;
         Ok(())
+    }
+
+    /// Artifacts copied at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(4).clamp(1, 16)
     }
 
     /// The destination's name for source repository `repo`.
@@ -566,22 +577,40 @@ impl Replication {
         }
         let done: std::collections::HashMap<i64, String> =
             self.meta.replication_tasks(execution).await?.into_iter().map(|t| (t.id, t.status)).collect();
-        for (task, repo, tag) in tasks {
-            if done.get(&task).is_some_and(|s| s == "Succeed" || s == "Failed" || s == "Stopped") {
-                continue; // finished before a restart
-            }
-            // Stopped meanwhile?
-            if self.meta.replication_execution(execution).await?.is_none_or(|e| e.status != "InProgress") {
-                return Ok(());
-            }
-            self.meta.update_replication_task(task, "InProgress", "", now_ms()).await?;
-            let target = spec.destination(&repo);
-            let outcome = copy(&src, &dst, &repo, &target, &tag, &spec).await;
-            let (status, line) = match outcome {
-                Ok(line) => ("Succeed", line),
-                Err(e) => ("Failed", format!("failed: {e}")),
-            };
-            self.meta.update_replication_task(task, status, &line, now_ms()).await?;
+        // Up to `concurrency` artifacts at once; each checks first whether the run was stopped.
+        let pending: Vec<_> = tasks
+            .into_iter()
+            .filter(|(task, _, _)| !done.get(task).is_some_and(|s| s == "Succeed" || s == "Failed" || s == "Stopped"))
+            .collect();
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let results: Vec<Result<(), ReplicationError>> = futures::stream::iter(pending)
+            .map(|(task, repo, tag)| {
+                let (src, dst, spec, stopped) = (&src, &dst, &spec, &stopped);
+                async move {
+                    if stopped.load(std::sync::atomic::Ordering::Relaxed)
+                        || self.meta.replication_execution(execution).await?.is_none_or(|e| e.status != "InProgress")
+                    {
+                        stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    self.meta.update_replication_task(task, "InProgress", "", now_ms()).await?;
+                    let target = spec.destination(&repo);
+                    let (status, line) = match copy(src, dst, &repo, &target, &tag, spec).await {
+                        Ok(line) => ("Succeed", line),
+                        Err(e) => ("Failed", format!("failed: {e}")),
+                    };
+                    self.meta.update_replication_task(task, status, &line, now_ms()).await?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(spec.concurrency())
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
         }
         let tasks = self.meta.replication_tasks(execution).await?;
         let failed = tasks.iter().filter(|t| t.status == "Failed").count();

@@ -43,9 +43,11 @@ pub(super) fn routes() -> Router<AdminState> {
         .route(SETTINGS, get(settings).post(save_settings))
 }
 
-type Notice = Option<(String, bool)>;
+/// A message after an action: `(text, succeeded)`.
+pub(super) type Notice = Option<(String, bool)>;
 
-fn notice(n: &Notice) -> Markup {
+/// The message after an action, as a status or an alert.
+pub(super) fn notice(n: &Notice) -> Markup {
     html! {
         @if let Some((msg, ok)) = n {
             @if *ok { p.notice role="status" { (msg) } } @else { p.error role="alert" { (msg) } }

@@ -29,6 +29,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::admin::notice;
 use super::project::{open, project_page};
 use super::{Ctx, api_err, csrf_ok};
 use crate::AdminState;
@@ -85,14 +86,6 @@ struct Outcome {
     preview: Option<Vec<(String, Vec<[String; 5]>)>>,
     /// The retention form as the user left it (for the preview, so "Add" sends the same).
     rule: Option<RuleForm>,
-}
-
-fn notice(n: &Option<(String, bool)>) -> Markup {
-    html! {
-        @if let Some((msg, ok)) = n {
-            @if *ok { p.notice role="status" { (msg) } } @else { p.error role="alert" { (msg) } }
-        }
-    }
 }
 
 async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status: StatusCode) -> Response {

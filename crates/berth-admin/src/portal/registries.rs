@@ -13,7 +13,8 @@ use berth_registry::{EndpointSpec, KINDS, UpstreamRecord};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{admin_action, admin_ctx, api_err};
+use super::admin::{Notice, notice};
+use super::{CsrfForm, admin_action, admin_ctx, api_err};
 use crate::AdminState;
 
 pub(super) const PATH: &str = "/harbor/registries";
@@ -23,16 +24,6 @@ pub(super) fn routes() -> Router<AdminState> {
         .route(PATH, get(list).post(create))
         .route("/harbor/registries/{id}", get(show).post(change))
         .route("/harbor/registries/{id}/{op}", post(act))
-}
-
-type Notice = Option<(String, bool)>;
-
-fn notice(n: &Notice) -> Markup {
-    html! {
-        @if let Some((msg, ok)) = n {
-            @if *ok { p.notice role="status" { (msg) } } @else { p.error role="alert" { (msg) } }
-        }
-    }
 }
 
 fn kind_name(kind: &str) -> &str {
@@ -216,11 +207,6 @@ async fn create(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<E
             list_page(&s, &headers, Some(&f), Some((m, false)), st).await
         }
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
 }
 
 async fn act(

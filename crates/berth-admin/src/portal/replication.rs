@@ -12,7 +12,8 @@ use berth_registry::{Filter, PolicySpec, RegistryRef, Trigger};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{admin_action, admin_ctx, api_err};
+use super::admin::{Notice, notice};
+use super::{CsrfForm, admin_action, admin_ctx, api_err};
 use crate::AdminState;
 
 pub(super) const PATH: &str = "/harbor/replications";
@@ -22,16 +23,6 @@ pub(super) fn routes() -> Router<AdminState> {
         .route(PATH, get(list).post(create))
         .route("/harbor/replications/{id}/{op}", post(act))
         .route("/harbor/replications/executions/{id}", get(execution))
-}
-
-type Notice = Option<(String, bool)>;
-
-fn notice(n: &Notice) -> Markup {
-    html! {
-        @if let Some((msg, ok)) = n {
-            @if *ok { p.notice role="status" { (msg) } } @else { p.error role="alert" { (msg) } }
-        }
-    }
 }
 
 fn status_badge(status: &str) -> Markup {
@@ -233,6 +224,7 @@ async fn create(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<P
         deletion: false,
         overwrite: f.overwrite.is_some(),
         speed,
+        concurrency: None,
     };
     let origin = berth_auth::Origin::new(who.name(), None);
     match r.create(&spec, &origin).await {
@@ -245,11 +237,6 @@ async fn create(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<P
             list_page(&s, &headers, Some((m, false)), st).await
         }
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
 }
 
 async fn act(

@@ -206,7 +206,7 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
     let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
     // 512 KiB/s: about half a second per image.
-    let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 512,
+    let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 512, "concurrency": 1,
         "filters": [{"type": "name", "value": "bulk/**"}]});
     let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
     let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
