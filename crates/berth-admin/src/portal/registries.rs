@@ -111,8 +111,8 @@ async fn list_page(
                             td { (kind_name(&r.kind)) }
                             td.hide-narrow.wrap { code { (r.url) } @if r.insecure { " " span.badge title="TLS certificate not verified" { "insecure" } } }
                             td { (status_badge(r)) @if let Some(at) = r.checked_at { br; span.muted { (super::when(at)) } } }
-                            td.hide-narrow { @if r.access_key.is_empty() && r.secret.is_none() { "anonymous" } @else { (r.access_key) } }
-                            td {
+                            td.hide-narrow { @if r.access_key.is_empty() && r.secret.is_none() { span.nowrap { "anonymous" } } @else { (r.access_key) } }
+                            td.actions {
                                 form.inline method="post" action=(format!("{PATH}/{}/ping", r.id)) {
                                     input type="hidden" name="csrf" value=(c.csrf);
                                     button.quiet type="submit" aria-label=(format!("Check {}", r.name)) { "Check" }

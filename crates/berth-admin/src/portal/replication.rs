@@ -94,7 +94,7 @@ async fn list_page(s: &AdminState, headers: &HeaderMap, note: Notice, status: St
                             }
                             td.hide-narrow.wrap { (filters_text(&spec.filters)) }
                             td { @if spec.trigger.kind == "event_based" { "On push" } @else { "Manual" } }
-                            td {
+                            td.actions {
                                 form.inline method="post" action=(format!("{PATH}/{}/run", p.id)) {
                                     input type="hidden" name="csrf" value=(c.csrf);
                                     button.quiet type="submit" aria-label=(format!("Replicate now: {}", p.name)) { "Replicate now" }
