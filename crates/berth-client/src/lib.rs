@@ -276,9 +276,38 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Most bytes read of a manifest (as Distribution's limit), a token response, a page of tags
+/// or repositories, and an error body.
+pub const MAX_MANIFEST: usize = 4 << 20;
+const MAX_TOKEN: usize = 1 << 20;
+const MAX_PAGE: usize = 16 << 20;
+const MAX_ERROR_BODY: usize = 8 << 10;
+
+/// A body read whole, but never more than `limit` bytes: what another registry sends cannot
+/// grow memory without bound. `None` when it is larger.
+async fn limited(r: Response, limit: usize) -> Result<Option<Bytes>, reqwest::Error> {
+    if r.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    let mut body = r.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out.freeze()))
+}
+
 /// The start of a body, for error messages.
 async fn body_start(r: Response) -> String {
-    let text = r.text().await.unwrap_or_default();
+    let bytes = match limited(r, MAX_ERROR_BODY).await {
+        Ok(Some(b)) => b,
+        _ => return "(a body too large to show)".into(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
     let mut s: String = text.chars().take(300).collect();
     if text.len() > s.len() {
         s.push('…');
@@ -399,8 +428,9 @@ impl Client {
                 });
             }
         }
-        let t: TokenResponse =
-            r.json().await.map_err(|e| ClientError::Invalid(self.host.clone(), format!("the token response: {e}")))?;
+        let body = self.read_limited(r, MAX_TOKEN, "the token response").await?;
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Invalid(self.host.clone(), format!("the token response: {e}")))?;
         let token = t
             .token
             .or(t.access_token)
@@ -521,6 +551,15 @@ impl Client {
         self.send("", || self.http.get(self.url("/v2/"))).await.map(|_| ())
     }
 
+    /// `r`'s body, at most `limit` bytes (else `Invalid`, naming `what`).
+    async fn read_limited(&self, r: Response, limit: usize, what: &str) -> Result<Bytes, ClientError> {
+        match limited(r, limit).await {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(ClientError::Invalid(self.host.clone(), format!("{what} is larger than {limit} bytes"))),
+            Err(e) => Err(self.unreachable(&e)),
+        }
+    }
+
     /// The manifest `reference` (a tag or a digest) of `repo`, checked against its digest.
     pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Manifest, ClientError> {
         let repo = self.repository(repo);
@@ -533,7 +572,7 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|t| t.split(';').next().unwrap_or(t).trim().to_owned());
-        let bytes = r.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let bytes = self.read_limited(r, MAX_MANIFEST, "the manifest").await?;
         let digest = sha256_of(&bytes);
         if reference.starts_with("sha256:") && reference != digest {
             return Err(ClientError::Invalid(self.host.clone(), format!("manifest {reference} has digest {digest}")));
@@ -671,8 +710,9 @@ impl Client {
             let url = self.url(&path);
             let r = self.send(&Self::pull_scope(&repo), || self.http.get(&url)).await?;
             next = link_next(r.headers());
-            let v: serde_json::Value =
-                r.json().await.map_err(|e| ClientError::Invalid(self.host.clone(), format!("tags/list: {e}")))?;
+            let body = self.read_limited(r, MAX_PAGE, "a page of tags").await?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Invalid(self.host.clone(), format!("tags/list: {e}")))?;
             out.extend(v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)));
             if out.len() > 1_000_000 {
                 return Err(ClientError::Invalid(self.host.clone(), "more than a million tags".into()));
@@ -689,8 +729,9 @@ impl Client {
             let url = self.url(&path);
             let r = self.send("registry:catalog:*", || self.http.get(&url)).await?;
             next = link_next(r.headers());
-            let v: serde_json::Value =
-                r.json().await.map_err(|e| ClientError::Invalid(self.host.clone(), format!("_catalog: {e}")))?;
+            let body = self.read_limited(r, MAX_PAGE, "a page of the catalog").await?;
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Invalid(self.host.clone(), format!("_catalog: {e}")))?;
             out.extend(
                 v["repositories"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)),
             );

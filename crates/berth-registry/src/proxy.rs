@@ -80,6 +80,9 @@ pub struct Streaming {
 
 /// Most tags whose last check is remembered (then the memory starts over: a few extra HEADs).
 const MAX_CHECKED: usize = 100_000;
+/// Most bytes of fetched manifests kept in memory while their images are completed (then
+/// the memory starts over: a few extra upstream requests).
+const MAX_RECENT_BYTES: usize = 32 << 20;
 /// Most images completed in the background at once.
 const COMPLETIONS: usize = 4;
 /// How long a fetch claim lasts without renewal.
@@ -94,6 +97,12 @@ pub struct Proxy {
     checked: Mutex<HashMap<(String, String), Instant>>,
     flights: Mutex<HashMap<String, watch::Receiver<bool>>>,
     completing: Mutex<HashSet<String>>,
+    /// Manifests fetched and not yet stored (their images are being completed), so that
+    /// pulls meanwhile do not fetch them again (upstream pulls count against rate limits).
+    recent: Mutex<(usize, HashMap<Digest, Fetched>)>,
+    /// One fetch per manifest reference at a time in this process (the others then find it
+    /// in `recent`).
+    manifest_flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     completions: Arc<Semaphore>,
     holder: String,
     stale: AtomicU64,
@@ -120,6 +129,8 @@ impl Proxy {
             checked: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             completing: Mutex::new(HashSet::new()),
+            recent: Mutex::new((0, HashMap::new())),
+            manifest_flights: Mutex::new(HashMap::new()),
             completions: Arc::new(Semaphore::new(COMPLETIONS)),
             holder: format!("proxy-{}", uuid::Uuid::new_v4()),
             stale: AtomicU64::new(0),
@@ -250,6 +261,30 @@ impl Proxy {
     }
 
     async fn fetch_manifest(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
+        let key = format!("{}@{reference}", c.upstream_repo);
+        let flight = match self.manifest_flights.lock() {
+            Ok(mut f) => f.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let result = {
+            let _turn = flight.lock().await;
+            self.fetch_manifest_once(c, reference).await
+        };
+        if let Ok(mut f) = self.manifest_flights.lock()
+            && f.get(&key).is_some_and(|a| Arc::strong_count(a) <= 2)
+        {
+            f.remove(&key);
+        }
+        result
+    }
+
+    async fn fetch_manifest_once(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
+        if let Ok(d) = reference.parse::<Digest>()
+            && let Ok(r) = self.recent.lock()
+            && let Some(m) = r.1.get(&d)
+        {
+            return Ok(m.clone());
+        }
         let client = self.client(c).await.map_err(|e| ClientError::Config(e.to_string()))?;
         let m = tokio::time::timeout(self.opts.timeout, client.manifest(&c.upstream_repo, reference)).await.map_err(
             |_| ClientError::Unreachable {
@@ -259,7 +294,15 @@ impl Proxy {
         )??;
         let digest: Digest = m.digest.parse().map_err(|_| ClientError::Invalid(m.digest.clone(), "digest".into()))?;
         self.fetched_bytes.fetch_add(m.bytes.len() as u64, Ordering::Relaxed);
-        Ok(Fetched { bytes: m.bytes, media_type: m.media_type, digest })
+        let fetched = Fetched { bytes: m.bytes, media_type: m.media_type, digest };
+        if let Ok(mut r) = self.recent.lock() {
+            if r.0 + fetched.bytes.len() > MAX_RECENT_BYTES {
+                *r = (0, HashMap::new());
+            }
+            r.0 += fetched.bytes.len();
+            r.1.insert(fetched.digest.clone(), fetched.clone());
+        }
+        Ok(fetched)
     }
 
     /// Store a fetched manifest: an index now, an image once its blobs are here.
@@ -317,6 +360,11 @@ impl Proxy {
             Ok(_) => {
                 if let Some(t) = tag {
                     self.mark_checked(repo, t);
+                }
+                if let Ok(mut r) = self.recent.lock()
+                    && let Some(gone) = r.1.remove(&m.digest)
+                {
+                    r.0 -= gone.bytes.len();
                 }
                 info!(repo.name = %repo, digest = %m.digest, "cached from upstream");
             }

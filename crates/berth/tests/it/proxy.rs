@@ -88,6 +88,30 @@ async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails
     cached(&s, "hub", "library/multi", &index).await;
 
     // Read-only: pushes are refused with Harbor's reason; the endpoint cannot go while used.
+    // Ten clients asking at once for a tag not cached yet: one manifest fetch upstream.
+    let digest_v2 = sha256(&s.push_image("seed/app", "v2").await);
+    let seed =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    let m = s.get(&format!("/v2/seed/app/manifests/{digest_v2}")).await.bytes().await.unwrap();
+    let view: Value = serde_json::from_slice(&m).unwrap();
+    for d in std::iter::once(&view["config"]).chain(view["layers"].as_array().unwrap()) {
+        let digest = d["digest"].as_str().unwrap();
+        let bytes = s.get(&format!("/v2/seed/app/blobs/{digest}")).await.bytes().await.unwrap();
+        let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(bytes.clone())]);
+        seed.push_blob("library/app", digest, bytes.len() as u64, Box::pin(body)).await.unwrap();
+    }
+    seed.push_manifest("library/app", "v2", "application/vnd.oci.image.manifest.v1+json", m).await.unwrap();
+    let pulls = (0..10).map(|_| async { s.get("/v2/hub/library/app/manifests/v2").await.status() });
+    for st in futures::future::join_all(pulls).await {
+        assert_eq!(st, StatusCode::OK);
+    }
+    let gets = upstream
+        .log()
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("uri=\"/v2/library/app/manifests/{digest_v2}\"")))
+        .count();
+    assert_eq!(gets, 1, "one manifest fetch for ten pulls: {}", upstream.log());
+
     let e = expect_error(
         s.client.post(s.url("/v2/hub/library/app/blobs/uploads/")).send().await.unwrap(),
         StatusCode::FORBIDDEN,
