@@ -32,7 +32,6 @@ mod projects;
 mod quotas;
 mod registries;
 mod replication;
-pub use replication::REPLICATION;
 mod repos;
 mod retention;
 mod robots;

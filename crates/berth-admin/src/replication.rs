@@ -17,9 +17,6 @@ use serde_json::{Value, json};
 
 use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, time};
 
-/// The job kind that runs an execution.
-pub const REPLICATION: &str = "replication";
-
 pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/api/v2.0/replication/policies", get(list).post(create))
@@ -172,18 +169,9 @@ async fn start(
     Ok(created(&format!("/api/v2.0/replication/executions/{id}")))
 }
 
-/// Start a manual run of policy `policy`: the execution, and its job.
+/// Start a manual run of policy `policy`: the execution (its job is queued).
 pub(crate) async fn start_run(s: &AdminState, policy: i64) -> Result<i64, ApiError> {
-    let id = replication(s)?.start(policy, "manual").await?;
-    let job = berth_jobs::NewJob {
-        kind: REPLICATION.into(),
-        payload: json!({ "execution": id }).to_string(),
-        dedup_key: Some(format!("{REPLICATION}-{id}")),
-        max_attempts: 3,
-        run_after: 0,
-    };
-    s.jobs.enqueue(&job).await?;
-    Ok(id)
+    Ok(replication(s)?.start(policy, "manual").await?)
 }
 
 async fn executions(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {

@@ -23,8 +23,8 @@ pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
 pub use proxy::{Cached, Fetched, Proxy, ProxyOptions, Streaming};
 pub use replication::{
-    Filter, PolicySpec, REPLICATION_EVENT, RegistryRef, Replication, ReplicationError, ReplicationOnPush, Selection,
-    Trigger,
+    Filter, PolicySpec, REPLICATION, REPLICATION_EVENT, RegistryRef, Replication, ReplicationError, ReplicationOnPush,
+    Selection, Trigger,
 };
 pub use scrub::{ScrubOptions, ScrubReport};
 pub use upload::{Committed, UploadSweep};

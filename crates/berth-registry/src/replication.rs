@@ -181,11 +181,24 @@ impl PolicySpec {
                 );
             }
             "" | "manual" | "event_based" => {}
-            "scheduled" => return Err("scheduled replication is not supported yet; use manual or event_based".into()),
+            "scheduled" => {
+                let cron = self.cron().ok_or(
+                    "a scheduled trigger needs trigger_settings.cron (six fields, seconds first: \"0 0 3 * * *\")",
+                )?;
+                berth_jobs::next_fire(cron, now_ms()).map_err(|e| format!("trigger_settings.cron: {e}"))?;
+            }
             other => return Err(format!("trigger type {other:?}: use manual, scheduled or event_based")),
         }
         Selection::new(&self.filters)?;
         Ok(())
+    }
+
+    /// The cron of a scheduled trigger.
+    pub fn cron(&self) -> Option<&str> {
+        if self.trigger.kind != "scheduled" {
+            return None;
+        }
+        self.trigger.trigger_settings.get("cron").and_then(|c| c.as_str()).map(str::trim).filter(|c| !c.is_empty())
     }
 
     /// Artifacts copied at once.
@@ -376,7 +389,11 @@ pub struct Replication {
     registry: Arc<Registry>,
     upstreams: Arc<Upstreams>,
     meta: Arc<dyn MetaStore>,
+    queue: Arc<dyn berth_meta::JobQueue>,
 }
+
+/// The job kind that runs an execution.
+pub const REPLICATION: &str = "replication";
 
 /// Why a replication request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -402,8 +419,27 @@ fn event(op: &str, id: i64, name: &str, origin: &Origin) -> NewEvent {
 
 impl Replication {
     /// The service.
-    pub fn new(registry: Arc<Registry>, upstreams: Arc<Upstreams>, meta: Arc<dyn MetaStore>) -> Replication {
-        Replication { registry, upstreams, meta }
+    pub fn new(
+        registry: Arc<Registry>,
+        upstreams: Arc<Upstreams>,
+        meta: Arc<dyn MetaStore>,
+        queue: Arc<dyn berth_meta::JobQueue>,
+    ) -> Replication {
+        Replication { registry, upstreams, meta, queue }
+    }
+
+    /// The scheduled policies that are enabled, with their crons.
+    pub async fn scheduled(&self) -> Result<Vec<(i64, String)>, ReplicationError> {
+        let mut out = Vec::new();
+        for rec in self.meta.replication_policies().await? {
+            if let Ok(spec) = serde_json::from_str::<PolicySpec>(&rec.document)
+                && spec.enabled
+                && let Some(cron) = spec.cron()
+            {
+                out.push((rec.id, cron.to_owned()));
+            }
+        }
+        Ok(out)
     }
 
     /// The store, for listings.
@@ -467,13 +503,29 @@ impl Replication {
         Ok((rec, spec))
     }
 
-    /// Record a new run of policy `id` (the caller queues the `replication` job for it).
+    /// Is a run of policy `id` in progress?
+    pub async fn running(&self, id: i64) -> Result<bool, ReplicationError> {
+        let (runs, _) = self.meta.replication_executions(Some(id), 0, 1).await?;
+        Ok(runs.first().is_some_and(|r| r.status == "InProgress"))
+    }
+
+    /// Start a run of policy `id` (`manual` or `scheduled`): the execution, run by a
+    /// `replication` job.
     pub async fn start(&self, id: i64, trigger: &str) -> Result<i64, ReplicationError> {
         let (_, spec) = self.policy(id).await?;
         if !spec.enabled {
             return Err(ReplicationError::Invalid(format!("replication policy {:?} is disabled", spec.name)));
         }
-        Ok(self.meta.create_replication_execution(id, trigger, "", now_ms()).await?)
+        let run = self.meta.create_replication_execution(id, trigger, "", now_ms()).await?;
+        let job = berth_meta::NewJob {
+            kind: REPLICATION.into(),
+            payload: serde_json::json!({ "execution": run }).to_string(),
+            dedup_key: Some(format!("{REPLICATION}-{run}")),
+            max_attempts: 3,
+            run_after: 0,
+        };
+        self.queue.enqueue(&job, now_ms()).await?;
+        Ok(run)
     }
 
     /// Stop a run: its tasks not done are marked stopped and the job ends at its next task.

@@ -253,7 +253,7 @@ fn execution_of(payload: &str) -> anyhow::Result<i64> {
 #[async_trait::async_trait]
 impl JobHandler for ReplicationJob {
     fn kind(&self) -> &'static str {
-        berth_admin::REPLICATION
+        berth_registry::REPLICATION
     }
 
     fn concurrency(&self) -> usize {
@@ -330,6 +330,64 @@ fn retention_schedule(service: berth_jobs::PolicyService) -> tokio::task::JoinHa
     })
 }
 
+/// Fire scheduled replication policies when due (every worker replica ticks; one wins each
+/// firing through the `schedules` table, as retention and GC do).
+fn replication_schedule(
+    replication: Arc<berth_registry::Replication>,
+    schedules: Arc<dyn berth_meta::GcStore>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            if let Err(e) = fire_replications(&replication, schedules.as_ref(), berth_jobs::now_ms()).await {
+                tracing::warn!(error = %format!("{e:#}"), "replication schedule");
+            }
+        }
+    })
+}
+
+async fn fire_replications(
+    replication: &berth_registry::Replication,
+    schedules: &dyn berth_meta::GcStore,
+    now: i64,
+) -> anyhow::Result<()> {
+    for (id, cron) in replication.scheduled().await? {
+        let name = format!("replication-{id}");
+        match schedules.schedule(&name).await? {
+            Some(s) if s.cron.as_deref() == Some(cron.as_str()) => {
+                let Some(due) = s.next_at.filter(|due| *due <= now) else { continue };
+                let next = berth_jobs::next_fire(&cron, now).ok();
+                if schedules.claim_schedule(&name, due, next, now).await? {
+                    // A firing while the last run is still going is skipped, not stacked.
+                    if replication.running(id).await? {
+                        tracing::info!(policy = id, "scheduled replication skipped: the last run is still going");
+                        continue;
+                    }
+                    let run = replication.start(id, "scheduled").await?;
+                    tracing::info!(policy = id, run, "scheduled replication started");
+                }
+            }
+            // New, or its cron changed: it fires next from now.
+            _ => {
+                let next = berth_jobs::next_fire(&cron, now).map_err(anyhow::Error::msg)?;
+                schedules
+                    .put_schedule(&berth_meta::ScheduleRecord {
+                        name,
+                        kind: "Custom".into(),
+                        cron: Some(cron),
+                        parameters: "{}".into(),
+                        next_at: Some(next),
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Fire the garbage-collection schedule when due (every worker replica ticks; one wins).
 fn gc_schedule(service: berth_jobs::GcService) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -356,6 +414,7 @@ pub fn start_worker(
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()).with_budget(cfg.scan_timeout));
     let log: Arc<dyn berth_meta::EventLog> = sql.clone();
     let gc_store: Arc<dyn berth_meta::GcStore> = sql.clone();
+    let gc_store_for_schedules = gc_store.clone();
     let gc_service = berth_jobs::GcService::new(gc_store.clone(), sql.clone());
     let policies = berth_jobs::PolicyService::new(sql.clone(), sql.clone(), sql.clone());
     let queue: Arc<dyn JobQueue> = sql;
@@ -367,7 +426,7 @@ pub fn start_worker(
         Arc::new(GcJob { collector, store: gc_store }),
         Arc::new(ScrubJob { registry: registry.clone() }),
         Arc::new(ReplicationJob { replication: replication.clone() }),
-        Arc::new(ReplicationEventJob { replication }),
+        Arc::new(ReplicationEventJob { replication: replication.clone() }),
         Arc::new(PolicyRunJob { registry: registry.clone() }),
         Arc::new(LifecycleSweep { service: policies.clone() }),
         Arc::new(UploadExpiry { registry }),
@@ -386,6 +445,7 @@ pub fn start_worker(
         // sweep (ECR promises within 24 hours), not raced by the start-up one.
         berth_jobs::schedule_every_from(queue, berth_jobs::LIFECYCLE_SWEEP, HOUR, HOUR),
         gc_schedule(gc_service),
+        replication_schedule(replication, gc_store_for_schedules),
         retention_schedule(policies),
     ]
 }

@@ -213,7 +213,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
     let upstreams = Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?));
-    let replication = Arc::new(berth_registry::Replication::new(registry.clone(), upstreams.clone(), sql.clone()));
+    let replication =
+        Arc::new(berth_registry::Replication::new(registry.clone(), upstreams.clone(), sql.clone(), sql.clone()));
     state.proxy = Some(berth_registry::Proxy::new(
         registry.clone(),
         upstreams.clone(),

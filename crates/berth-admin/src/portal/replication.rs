@@ -93,7 +93,13 @@ async fn list_page(s: &AdminState, headers: &HeaderMap, note: Notice, status: St
                                 @if !spec.dest_namespace.is_empty() { br; span.muted { "into " (spec.dest_namespace) } }
                             }
                             td.hide-narrow.wrap { (filters_text(&spec.filters)) }
-                            td { @if spec.trigger.kind == "event_based" { "On push" } @else { "Manual" } }
+                            td {
+                                @match (spec.trigger.kind.as_str(), spec.cron()) {
+                                    ("event_based", _) => "On push",
+                                    (_, Some(cron)) => { "Scheduled " code { (cron) } },
+                                    _ => "Manual",
+                                }
+                            }
                             td.actions {
                                 form.inline method="post" action=(format!("{PATH}/{}/run", p.id)) {
                                     input type="hidden" name="csrf" value=(c.csrf);
@@ -155,7 +161,10 @@ async fn list_page(s: &AdminState, headers: &HeaderMap, note: Notice, status: St
                 select #rp-trigger name="trigger" {
                     option value="manual" { "Manual" }
                     option value="event_based" { "On push (push policies)" }
+                    option value="scheduled" { "Scheduled (cron below)" }
                 }
+                label for="rp-cron" { "Cron for a scheduled trigger (six fields, seconds first: 0 0 3 * * * is 03:00 UTC daily)" }
+                input #rp-cron type="text" name="cron";
                 label for="rp-speed" { "Bandwidth limit in KiB/s (empty: none)" }
                 input #rp-speed type="text" name="speed" inputmode="numeric";
                 label.check { input type="checkbox" name="overwrite" value="on"; " Overwrite tags that exist at the destination" }
@@ -180,6 +189,8 @@ struct PolicyForm {
     dest_namespace: String,
     #[serde(default)]
     trigger: String,
+    #[serde(default)]
+    cron: String,
     #[serde(default)]
     speed: String,
     #[serde(default)]
@@ -219,7 +230,14 @@ async fn create(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<P
         dest_registry: if f.direction == "pull" { None } else { end },
         dest_namespace: f.dest_namespace.trim().to_owned(),
         filters,
-        trigger: Trigger { kind: f.trigger.clone(), trigger_settings: serde_json::Value::Null },
+        trigger: Trigger {
+            kind: f.trigger.clone(),
+            trigger_settings: if f.trigger == "scheduled" {
+                serde_json::json!({ "cron": f.cron.trim() })
+            } else {
+                serde_json::Value::Null
+            },
+        },
         enabled: true,
         deletion: false,
         overwrite: f.overwrite.is_some(),

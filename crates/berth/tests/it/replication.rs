@@ -372,3 +372,46 @@ async fn two_hundred_images_both_ways() {
     }
     assert_eq!(s.head("/v2/back/scratch/manifests/tmp").await.status(), StatusCode::NOT_FOUND, "filtered out");
 }
+
+/// A scheduled policy runs by its cron (six fields, seconds first); a bad cron is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_policy_runs_by_its_cron() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    s.push_image("nightly/app", "v1").await;
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    for (cron, why) in [(json!({}), "needs trigger_settings.cron"), (json!({"cron": "0 3 * * *"}), "six")] {
+        let bad = json!({"name": "x", "dest_registry": {"id": registry},
+            "trigger": {"type": "scheduled", "trigger_settings": cron}});
+        let e = expect_error(
+            s.api(Method::POST, "/replication/policies", Some(bad)).await,
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+        )
+        .await;
+        assert!(e["errors"][0]["message"].as_str().unwrap().contains(why), "{e}");
+    }
+    let policy = json!({"name": "every-second", "dest_registry": {"id": registry},
+        "trigger": {"type": "scheduled", "trigger_settings": {"cron": "* * * * * *"}}});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        runs = s
+            .api(Method::GET, &format!("/replication/executions?policy_id={policy}"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if runs.iter().any(|r: &Value| r["status"] == "Succeed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = runs.iter().find(|r| r["status"] == "Succeed").unwrap_or_else(|| panic!("{runs:?}"));
+    assert_eq!(done["trigger"], "scheduled");
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    assert!(client.manifest("nightly/app", "v1").await.is_ok());
+}
