@@ -415,3 +415,60 @@ async fn a_scheduled_policy_runs_by_its_cron() {
         berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
     assert!(client.manifest("nightly/app", "v1").await.is_ok());
 }
+
+/// A run stopped midway ends as Stopped: what it finished stays, the rest is marked stopped
+/// and not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_midway_copies_no_more() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    for i in 0..8 {
+        let repo = format!("batch/app{i}");
+        let manifest = s.upload_image_blobs(&repo, 256 << 10).await;
+        let r = s.put_manifest(&repo, "v1", "application/vnd.oci.image.manifest.v1+json", &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 256, "concurrency": 1});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
+    let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
+    let tasks = || async {
+        s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json::<Vec<Value>>().await.unwrap()
+    };
+    for _ in 0..300 {
+        if tasks().await.iter().any(|t| t["status"] == "Succeed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.api(Method::PUT, &execution, None).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e: Value = s.api(Method::GET, &execution, None).await.json().await.unwrap();
+    assert_eq!((e["status"].as_str(), e["status_text"].as_str()), (Some("Stopped"), Some("stopped by a user")));
+    let t = tasks().await;
+    let succeeded = t.iter().filter(|t| t["status"] == "Succeed").count();
+    assert!((1..8).contains(&succeeded), "{t:?}");
+    assert!(t.iter().all(|t| t["status"] == "Succeed" || t["status"] == "Stopped"), "nothing left running: {t:?}");
+    let client =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    // The artifact in flight when the run stopped may still land (and its task say so).
+    let (mut copied, mut succeeded) = (0, succeeded);
+    for _ in 0..50 {
+        copied = 0;
+        for i in 0..8 {
+            if client.manifest(&format!("batch/app{i}"), "v1").await.is_ok() {
+                copied += 1;
+            }
+        }
+        succeeded = tasks().await.iter().filter(|t| t["status"] == "Succeed").count();
+        if copied == succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(copied, succeeded, "exactly what the tasks say was copied");
+    assert!(copied < 8, "the stop held: {copied} of 8");
+}
