@@ -102,6 +102,7 @@ fn yes() -> bool {
 pub struct Selection {
     names: Vec<(PatternSet, bool)>,
     tags: Vec<(PatternSet, bool)>,
+    labels: Vec<(Vec<String>, bool)>,
 }
 
 fn compile(f: &Filter) -> Result<(PatternSet, bool), String> {
@@ -119,7 +120,7 @@ fn compile(f: &Filter) -> Result<(PatternSet, bool), String> {
 impl Selection {
     /// Compile a policy's filters; the error says which is wrong.
     pub fn new(filters: &[Filter]) -> Result<Selection, String> {
-        let mut s = Selection { names: Vec::new(), tags: Vec::new() };
+        let mut s = Selection { names: Vec::new(), tags: Vec::new(), labels: Vec::new() };
         for f in filters {
             match f.kind.as_str() {
                 "name" => s.names.push(compile(f)?),
@@ -128,7 +129,24 @@ impl Selection {
                     Some("image" | "artifact" | "") => {}
                     _ => return Err("filter resource: use image or artifact".into()),
                 },
-                "label" => return Err("label filters are not supported yet".into()),
+                "label" => {
+                    // Harbor sends a list of names; a comma-separated string is taken too.
+                    let names: Vec<String> = match &f.value {
+                        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect(),
+                        serde_json::Value::String(t) => t.split(',').map(str::trim).map(str::to_owned).collect(),
+                        _ => Vec::new(),
+                    };
+                    let names: Vec<String> = names.into_iter().filter(|n| !n.is_empty()).collect();
+                    if names.is_empty() {
+                        return Err("filter label: give the label names, as a list".into());
+                    }
+                    let keep = match f.decoration.as_str() {
+                        "" | "matches" => true,
+                        "excludes" => false,
+                        other => return Err(format!("filter label: decoration {other:?}: use matches or excludes")),
+                    };
+                    s.labels.push((names, keep));
+                }
                 other => return Err(format!("unknown filter type {other:?}: use name, tag or resource")),
             }
         }
@@ -147,6 +165,19 @@ impl Selection {
     /// Is tag `tag` selected?
     pub fn tag(&self, tag: &str) -> bool {
         Self::pass(&self.tags, tag)
+    }
+
+    /// Does the selection look at labels?
+    pub fn by_labels(&self) -> bool {
+        !self.labels.is_empty()
+    }
+
+    /// Is an artifact with these labels selected? (`matches`: it has every label named;
+    /// `excludes`: it has none of them.)
+    pub fn labels(&self, has: &[String]) -> bool {
+        self.labels.iter().all(|(names, keep)| {
+            if *keep { names.iter().all(|n| has.contains(n)) } else { !names.iter().any(|n| has.contains(n)) }
+        })
     }
 }
 
@@ -189,7 +220,10 @@ impl PolicySpec {
             }
             other => return Err(format!("trigger type {other:?}: use manual, scheduled or event_based")),
         }
-        Selection::new(&self.filters)?;
+        let selection = Selection::new(&self.filters)?;
+        if selection.by_labels() && self.src_registry.is_some() {
+            return Err("label filters apply to push-based policies (the labels are this registry's)".into());
+        }
         Ok(())
     }
 
@@ -279,6 +313,25 @@ impl End {
             }
             End::There(c) => c.tags(repo).await.map_err(err),
         }
+    }
+
+    /// The label names of each tag of `repo` (this registry only; empty elsewhere).
+    async fn tag_labels(&self, repo: &str) -> Result<std::collections::HashMap<String, Vec<String>>, String> {
+        let mut out = std::collections::HashMap::new();
+        if let End::Here(r) = self {
+            let name: RepoName = repo.parse().map_err(err)?;
+            let labels = r.labels().repo_labels(repo).await.map_err(err)?;
+            for a in r.artifacts(&name).await.map_err(err)? {
+                let names: Vec<String> = labels
+                    .get(&a.record.digest.to_string())
+                    .map(|l| l.iter().map(|l| l.name.clone()).collect())
+                    .unwrap_or_default();
+                for (tag, _) in a.tags {
+                    out.insert(tag, names.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<Got>, String> {
@@ -589,8 +642,10 @@ impl Replication {
                 if !selection.repository(&repo) {
                     continue;
                 }
+                let labels = if selection.by_labels() { src.tag_labels(&repo).await? } else { Default::default() };
                 for tag in src.tags(&repo).await? {
-                    if selection.tag(&tag) {
+                    let has = labels.get(&tag).map(Vec::as_slice).unwrap_or_default();
+                    if selection.tag(&tag) && (!selection.by_labels() || selection.labels(has)) {
                         work.push((repo.clone(), tag));
                     }
                 }
@@ -599,6 +654,11 @@ impl Replication {
         };
         let listed = async {
             match only {
+                Some((repo, tag)) if selection.by_labels() => {
+                    let labels = src.tag_labels(&repo).await?;
+                    let has = labels.get(&tag).map(Vec::as_slice).unwrap_or_default();
+                    Ok(if selection.labels(has) { vec![(repo, tag)] } else { Vec::new() })
+                }
                 Some((repo, tag)) => Ok(vec![(repo, tag)]),
                 None => listed.await,
             }
@@ -849,7 +909,12 @@ mod tests {
         assert!(s.repository("library/app") && s.repository("library/a/b") && !s.repository("other/app"));
         assert!(s.tag("v1") && !s.tag("v2-rc1") && !s.tag("latest"));
         assert!(Selection::new(&[filter("tag", "[", "")]).is_err());
-        assert!(Selection::new(&[filter("label", "x", "")]).is_err());
+        assert!(Selection::new(&[filter("label", "", "")]).is_err());
+        let gold = Selection::new(&[filter("label", "gold", ""), filter("label", "broken", "excludes")]).unwrap();
+        let has = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            gold.labels(&has(&["gold", "x"])) && !gold.labels(&has(&["x"])) && !gold.labels(&has(&["gold", "broken"]))
+        );
         let mut p: PolicySpec =
             serde_json::from_value(serde_json::json!({"name": "p", "dest_registry": {"id": 1}})).unwrap();
         assert!(p.enabled && !p.overwrite);

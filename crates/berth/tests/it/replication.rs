@@ -472,3 +472,43 @@ async fn a_run_stopped_midway_copies_no_more() {
     assert_eq!(copied, succeeded, "exactly what the tasks say was copied");
     assert!(copied < 8, "the stop held: {copied} of 8");
 }
+
+/// Label filters (Harbor's labels on artifacts here): a push policy copies what carries the
+/// label and not what carries an excluded one; a pull policy cannot filter by labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_filters_select_what_push_policies_copy() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    for tag in ["v1", "v2", "v3"] {
+        s.push_image("lab/app", tag).await;
+    }
+    let mut ids = Vec::new();
+    for name in ["release", "broken"] {
+        let r = s.api(Method::POST, "/labels", Some(json!({"name": name, "scope": "g"}))).await;
+        ids.push(location(&r).rsplit('/').next().unwrap().parse::<i64>().unwrap());
+    }
+    for (tag, label) in [("v1", ids[0]), ("v2", ids[0]), ("v2", ids[1])] {
+        let path = format!("/projects/lab/repositories/app/artifacts/{tag}/labels");
+        assert_eq!(s.api(Method::POST, &path, Some(json!({"id": label}))).await.status(), StatusCode::OK);
+    }
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let pull =
+        json!({"name": "x", "src_registry": {"id": registry}, "filters": [{"type": "label", "value": ["release"]}]});
+    let e = expect_error(
+        s.api(Method::POST, "/replication/policies", Some(pull)).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("push-based"), "{e}");
+    let policy = json!({"name": "releases", "dest_registry": {"id": registry}, "filters": [
+        {"type": "label", "value": ["release"]}, {"type": "label", "value": ["broken"], "decoration": "excludes"}]});
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let e = run(&s, policy).await;
+    assert_eq!(e["status"], "Succeed", "{e}");
+    let copied: Vec<String> =
+        tasks(&s, &e).await.iter().map(|t| t["src_resource"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(copied, ["lab/app:v1"], "released and not broken");
+}
