@@ -360,7 +360,16 @@ impl End {
     /// The digest `repo:tag` has here, if any.
     async fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<String>, String> {
         match self {
-            End::Here(_) => Ok(self.manifest(repo, tag).await?.map(|m| m.digest)),
+            // The record only: the bytes are not needed to compare digests.
+            End::Here(r) => {
+                let name: RepoName = repo.parse().map_err(err)?;
+                let reference: Reference = tag.parse().map_err(err)?;
+                match r.manifest_get(&name, &reference, false).await {
+                    Ok(m) => Ok(Some(m.record.digest.to_string())),
+                    Err(RegistryError::ManifestUnknown(_) | RegistryError::NameUnknown(_)) => Ok(None),
+                    Err(e) => Err(err(e)),
+                }
+            }
             End::There(c) => match c.manifest_head(repo, tag).await {
                 Ok(h) => Ok(h.map(|h| h.digest)),
                 Err(e) => Err(err(e)),

@@ -562,6 +562,19 @@ impl Api {
         self.args.output == "json"
     }
 
+    /// The id of the item named `name` (or given as a number) in the listing at `list`.
+    async fn id_named(&self, list: &str, name: &str, what: &str, hint: &str) -> anyhow::Result<i64> {
+        if let Ok(id) = name.parse::<i64>() {
+            return Ok(id);
+        }
+        let (_, items) = self.call(reqwest::Method::GET, &format!("{list}?page_size=100"), None).await?;
+        items
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["name"] == name))
+            .and_then(|i| i["id"].as_i64())
+            .with_context(|| format!("no {what} named {name:?} ({hint} shows them)"))
+    }
+
     async fn user_id(&self, name: &str) -> anyhow::Result<i64> {
         let (_, list) =
             self.call(reqwest::Method::GET, &format!("/users?username={}&page_size=100", enc(name)), None).await?;
@@ -1512,16 +1525,7 @@ pub async fn registry(args: &ApiArgs, cmd: RegistryCommand) -> anyhow::Result<()
     let api = Api::new(args)?;
     let id_of = |registry: String| {
         let api = &api;
-        async move {
-            if let Ok(id) = registry.parse::<i64>() {
-                return anyhow::Ok(id);
-            }
-            let (_, list) = api.call(Method::GET, "/registries?page_size=100", None).await?;
-            list.as_array()
-                .and_then(|a| a.iter().find(|r| r["name"] == registry.as_str()))
-                .and_then(|r| r["id"].as_i64())
-                .with_context(|| format!("no registry endpoint named {registry:?} (berth registry list shows them)"))
-        }
+        async move { api.id_named("/registries", &registry, "registry endpoint", "berth registry list").await }
     };
     match cmd {
         RegistryCommand::List => {
@@ -1595,16 +1599,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
     let api = Api::new(args)?;
     let id_of = |policy: String| {
         let api = &api;
-        async move {
-            if let Ok(id) = policy.parse::<i64>() {
-                return anyhow::Ok(id);
-            }
-            let (_, list) = api.call(Method::GET, "/replication/policies?page_size=100", None).await?;
-            list.as_array()
-                .and_then(|a| a.iter().find(|p| p["name"] == policy.as_str()))
-                .and_then(|p| p["id"].as_i64())
-                .with_context(|| format!("no replication policy named {policy:?} (berth replication list shows them)"))
-        }
+        async move { api.id_named("/replication/policies", &policy, "replication policy", "berth replication list").await }
     };
     let print_tasks = |tasks: &Value| {
         println!("{:<40}  {:<40}  {:<9}  ENDED", "SOURCE", "DESTINATION", "STATUS");

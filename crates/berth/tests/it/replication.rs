@@ -24,6 +24,31 @@ async fn run(s: &TestServer, policy: i64) -> Value {
     panic!("execution {path} never ended");
 }
 
+/// A registry endpoint named `b` for `url`; its id.
+async fn endpoint(s: &TestServer, url: &str) -> i64 {
+    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": url}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    location(&r).rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// Create a replication policy; its id.
+async fn create_policy(s: &TestServer, policy: Value) -> i64 {
+    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    location(&r).rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// A policy refused with a 400 whose message says `why`.
+async fn refused(s: &TestServer, policy: Value, why: &str) {
+    let e = expect_error(
+        s.api(Method::POST, "/replication/policies", Some(policy)).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains(why), "{e}");
+}
+
 async fn tasks(s: &TestServer, execution: &Value) -> Vec<Value> {
     s.api(Method::GET, &format!("/replication/executions/{}/tasks", execution["id"]), None).await.json().await.unwrap()
 }
@@ -58,13 +83,7 @@ async fn push_and_pull_replication_with_filters() {
         ),
         (json!({"name": "x", "dest_registry": {"id": 999}}), "registry 999 does not exist"),
     ] {
-        let e = expect_error(
-            s.api(Method::POST, "/replication/policies", Some(bad)).await,
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-        )
-        .await;
-        assert!(e["errors"][0]["message"].as_str().unwrap().contains(why), "{e}");
+        refused(&s, bad, why).await;
     }
 
     // Push-based: team's v* tags, not the release candidate, not other projects.
@@ -72,9 +91,7 @@ async fn push_and_pull_replication_with_filters() {
         "trigger": {"type": "manual"},
         "filters": [{"type": "name", "value": "team/**"}, {"type": "tag", "value": "v*"},
                     {"type": "tag", "value": "*-rc*", "decoration": "excludes"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let push: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let push = create_policy(&s, policy).await;
     let shown: Value = s.api(Method::GET, &format!("/replication/policies/{push}"), None).await.json().await.unwrap();
     assert_eq!(
         (shown["dest_registry"]["name"].as_str(), shown["src_registry"]["name"].as_str()),
@@ -143,8 +160,7 @@ async fn push_and_pull_replication_with_filters() {
     s.project("pulled", false).await;
     let policy = json!({"name": "from-site-b", "src_registry": {"id": registry}, "dest_namespace": "pulled",
         "filters": [{"type": "name", "value": "library/**"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let pull: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let pull = create_policy(&s, policy).await;
     let e = run(&s, pull).await;
     assert_eq!(e["status"], "Succeed", "{e}");
     let index = layout_digest(&layout, "multi");
@@ -203,13 +219,11 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
         assert_eq!(r.status(), StatusCode::CREATED);
         digests.push((repo, sha256(&manifest)));
     }
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     // 512 KiB/s: about half a second per image.
     let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 512, "concurrency": 1,
         "filters": [{"type": "name", "value": "bulk/**"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = create_policy(&s, policy).await;
     let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
     let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
     let done = |t: &[Value]| t.iter().filter(|t| t["status"] == "Succeed").count();
@@ -259,20 +273,12 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
 async fn a_push_replicates_within_seconds() {
     let upstream = berth_test_support::Distribution::start(None);
     let s = TestServer::start().await;
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     let pull_based = json!({"name": "x", "src_registry": {"id": registry}, "trigger": {"type": "event_based"}});
-    let e = expect_error(
-        s.api(Method::POST, "/replication/policies", Some(pull_based)).await,
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
-    )
-    .await;
-    assert!(e["errors"][0]["message"].as_str().unwrap().contains("push-based"), "{e}");
+    refused(&s, pull_based, "push-based").await;
     let policy = json!({"name": "live", "dest_registry": {"id": registry}, "trigger": {"type": "event_based"},
         "filters": [{"type": "name", "value": "live/**"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = create_policy(&s, policy).await;
     let digest = sha256(&s.push_image("live/app", "v1").await);
     s.push_image("other/app", "v1").await;
     let client =
@@ -351,18 +357,15 @@ async fn two_hundred_images_both_ways() {
         digests.push((repo.clone(), tag.clone(), sha256(&s.push_image(&repo, &tag).await)));
     }
     s.push_image("fleet/scratch", "tmp").await;
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     let out = json!({"name": "out", "dest_registry": {"id": registry}, "filters": [{"type": "tag", "value": "v*"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(out)).await;
-    let out: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let out = create_policy(&s, out).await;
     let e = run(&s, out).await;
     assert_eq!((e["status"].as_str(), e["succeed"].as_i64()), (Some("Succeed"), Some(200)), "{e}");
     s.project("back", false).await;
     let back = json!({"name": "back", "src_registry": {"id": registry}, "dest_namespace": "back",
         "filters": [{"type": "name", "value": "fleet/**"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(back)).await;
-    let back: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let back = create_policy(&s, back).await;
     let e = run(&s, back).await;
     assert_eq!((e["status"].as_str(), e["succeed"].as_i64()), (Some("Succeed"), Some(200)), "{e}");
     for (repo, tag, digest) in &digests {
@@ -379,23 +382,15 @@ async fn a_scheduled_policy_runs_by_its_cron() {
     let upstream = berth_test_support::Distribution::start(None);
     let s = TestServer::start().await;
     s.push_image("nightly/app", "v1").await;
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     for (cron, why) in [(json!({}), "needs trigger_settings.cron"), (json!({"cron": "0 3 * * *"}), "six")] {
         let bad = json!({"name": "x", "dest_registry": {"id": registry},
             "trigger": {"type": "scheduled", "trigger_settings": cron}});
-        let e = expect_error(
-            s.api(Method::POST, "/replication/policies", Some(bad)).await,
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-        )
-        .await;
-        assert!(e["errors"][0]["message"].as_str().unwrap().contains(why), "{e}");
+        refused(&s, bad, why).await;
     }
     let policy = json!({"name": "every-second", "dest_registry": {"id": registry},
         "trigger": {"type": "scheduled", "trigger_settings": {"cron": "* * * * * *"}}});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = create_policy(&s, policy).await;
     let mut runs = Vec::new();
     for _ in 0..300 {
         runs = s
@@ -428,11 +423,9 @@ async fn a_run_stopped_midway_copies_no_more() {
         let r = s.put_manifest(&repo, "v1", "application/vnd.oci.image.manifest.v1+json", &manifest).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     let policy = json!({"name": "slow", "dest_registry": {"id": registry}, "speed": 256, "concurrency": 1});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = create_policy(&s, policy).await;
     let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
     let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
     let tasks = || async {
@@ -491,21 +484,13 @@ async fn label_filters_select_what_push_policies_copy() {
         let path = format!("/projects/lab/repositories/app/artifacts/{tag}/labels");
         assert_eq!(s.api(Method::POST, &path, Some(json!({"id": label}))).await.status(), StatusCode::OK);
     }
-    let r = s.api(Method::POST, "/registries", Some(json!({"name": "b", "type": "oci", "url": upstream.url}))).await;
-    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let registry = endpoint(&s, &upstream.url).await;
     let pull =
         json!({"name": "x", "src_registry": {"id": registry}, "filters": [{"type": "label", "value": ["release"]}]});
-    let e = expect_error(
-        s.api(Method::POST, "/replication/policies", Some(pull)).await,
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
-    )
-    .await;
-    assert!(e["errors"][0]["message"].as_str().unwrap().contains("push-based"), "{e}");
+    refused(&s, pull, "push-based").await;
     let policy = json!({"name": "releases", "dest_registry": {"id": registry}, "filters": [
         {"type": "label", "value": ["release"]}, {"type": "label", "value": ["broken"], "decoration": "excludes"}]});
-    let r = s.api(Method::POST, "/replication/policies", Some(policy)).await;
-    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let policy = create_policy(&s, policy).await;
     let e = run(&s, policy).await;
     assert_eq!(e["status"], "Succeed", "{e}");
     let copied: Vec<String> =
