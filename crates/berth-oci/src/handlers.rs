@@ -84,8 +84,9 @@ async fn cached(state: &AppState, route: &Route, method: &Method, origin: &Origi
     match (route, method) {
         (Route::Manifest(_, _), &Method::PUT) | (Route::UploadStart(_) | Route::Upload(_, _), _) => {
             Err(RegistryError::ReadOnly(format!(
-                "{} is a pull-through cache of {}: it is filled by pulls, not pushes; push to another project",
-                c.rule.prefix, c.upstream_repo
+                "project {} is a pull-through cache of another registry: it is filled by pulls, not pushes; push to \
+                 another project",
+                c.rule.prefix
             ))
             .into())
         }

@@ -347,7 +347,19 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // The error and its causes in one line, never a stack trace (whatever RUST_BACKTRACE says):
+    // these are messages for people running a command.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Files Berth creates (database, blobs, uploads, keys) are private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
