@@ -76,6 +76,8 @@ pub struct AdminState {
     pub upstreams: Arc<berth_registry::Upstreams>,
     /// Replication policies and runs (absent: no replication API).
     pub replication: Option<Arc<berth_registry::Replication>>,
+    /// The pull-through caches (for their counts; absent: none shown).
+    pub proxy: Option<Arc<berth_registry::Proxy>>,
     /// The URL clients reach Berth at, if configured.
     pub external_url: Option<String>,
     /// Whether this server speaks TLS.
@@ -102,6 +104,7 @@ impl AdminState {
         AdminState {
             upstreams,
             replication: None,
+            proxy: None,
             jobs,
             gc,
             policies,

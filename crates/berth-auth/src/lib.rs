@@ -69,6 +69,8 @@ pub struct AuthConfig {
     pub create_projects_on_push: bool,
     /// Only system administrators may create projects.
     pub project_creation_admin_only: bool,
+    /// Registry 401s challenge `Basic` (credentials on every request) instead of `Bearer`.
+    pub basic_challenge: bool,
     /// Failed logins of one account (or from one address, times four) before it is locked.
     pub login_max_failures: u32,
     /// How long a lock lasts.
@@ -87,6 +89,7 @@ impl Default for AuthConfig {
             session_ttl: Duration::from_secs(8 * 3600),
             create_projects_on_push: false,
             project_creation_admin_only: false,
+            basic_challenge: false,
             login_max_failures: 5,
             login_lockout: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(30),

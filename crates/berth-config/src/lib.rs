@@ -136,6 +136,8 @@ pub struct RawAuth {
     pub create_projects_on_push: Option<BoolOrString>,
     /// Who may create projects: `everyone` (default) or `adminonly`.
     pub project_creation: Option<String>,
+    /// The challenge of `/v2` 401s: `bearer` (the token flow, default) or `basic`.
+    pub challenge: Option<String>,
     /// Failed logins before an account is locked (default 5).
     pub login_max_failures: Option<NumOrString>,
     /// How long a lock lasts (default 5m).
@@ -435,6 +437,8 @@ pub struct AuthSettings {
     pub create_projects_on_push: bool,
     /// Only administrators create projects.
     pub project_creation_admin_only: bool,
+    /// `/v2` answers 401 with a `Basic` challenge instead of `Bearer`.
+    pub basic_challenge: bool,
     /// Failed logins before a lock.
     pub login_max_failures: u32,
     /// Lock duration.
@@ -545,6 +549,7 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_AUTH_SESSION_TTL", Some("auth"), "session_ttl"),
     ("BERTH_AUTH_CREATE_PROJECTS_ON_PUSH", Some("auth"), "create_projects_on_push"),
     ("BERTH_AUTH_PROJECT_CREATION", Some("auth"), "project_creation"),
+    ("BERTH_AUTH_CHALLENGE", Some("auth"), "challenge"),
     ("BERTH_AUTH_LOGIN_MAX_FAILURES", Some("auth"), "login_max_failures"),
     ("BERTH_AUTH_LOGIN_LOCKOUT", Some("auth"), "login_lockout"),
     ("BERTH_OIDC_ISSUER", Some("oidc"), "issuer"),
@@ -695,7 +700,18 @@ fn auth_settings(a: RawAuth) -> Result<AuthSettings, ConfigError> {
             });
         }
     };
+    let basic_challenge = match a.challenge.as_deref().unwrap_or("bearer") {
+        "bearer" => false,
+        "basic" => true,
+        other => {
+            return Err(ConfigError::Invalid {
+                key: "auth.challenge",
+                message: format!("{other:?}: use \"bearer\" (the token flow) or \"basic\""),
+            });
+        }
+    };
     Ok(AuthSettings {
+        basic_challenge,
         service: a.service.unwrap_or_else(|| "berth".into()),
         issuer: a.issuer.unwrap_or_else(|| "berth-token-issuer".into()),
         token_ttl,

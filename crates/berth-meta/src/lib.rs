@@ -302,6 +302,9 @@ pub trait MetaStore:
     async fn quarantined(&self) -> Result<Vec<(Digest, String, Vec<String>)>, MetaError>;
     /// Size of the blob if any repository links it (for mounts without `from`).
     async fn any_blob(&self, digest: &Digest) -> Result<Option<i64>, MetaError>;
+    /// Up to `limit` repositories that link blob `digest`, by name (for mounts without
+    /// `from`: the first the caller may pull).
+    async fn blob_repos(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>, MetaError>;
     /// Remove the link from `repo` (event `blob.deleted`); returns whether it existed.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError>;
 

@@ -740,6 +740,16 @@ impl MetaStore for SqlMetaStore {
         .await?)
     }
 
+    async fn blob_repos(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>, MetaError> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT repo FROM repo_blobs WHERE digest = $1 ORDER BY repo LIMIT $2")
+                .bind(digest.to_string())
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        names.into_iter().map(|n| n.parse().map_err(|e| MetaError::Corrupt(format!("repository {n:?}: {e}")))).collect()
+    }
+
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2")

@@ -110,6 +110,9 @@ pub(crate) fn realm(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 fn challenge(state: &AppState, headers: &HeaderMap, scope: Option<String>, error: Option<&str>) -> String {
+    if state.auth.config().basic_challenge {
+        return format!("Basic realm=\"{}\"", state.auth.config().service);
+    }
     let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", realm(state, headers), state.auth.config().service);
     if let Some(s) = scope {
         c.push_str(&format!(",scope=\"{s}\""));
@@ -167,12 +170,26 @@ pub(crate) async fn check(
     route: &Route,
     method: &Method,
     headers: &HeaderMap,
+    uri: &http::Uri,
     ip: Option<&str>,
 ) -> Result<Principal, OciError> {
     let need = need(route, method);
+    // A cross-repository mount also reads the `from` repository: the challenge asks for
+    // both, so a token client gets one token that lets the mount happen.
+    let mount_from = match route {
+        Route::UploadStart(repo) if uri.query().is_some_and(|q| q.contains("mount=")) => crate::query(uri)
+            .into_iter()
+            .find(|(k, _)| k == "from")
+            .and_then(|(_, v)| v.parse::<berth_types::RepoName>().ok())
+            .filter(|from| from != repo),
+        _ => None,
+    };
     // The scope a challenge names; only built when the request is refused.
     let scope = || match &need {
-        Some(Need::Repo { repo, scope_actions, .. }) => Some(format!("repository:{repo}:{scope_actions}")),
+        Some(Need::Repo { repo, scope_actions, .. }) => Some(match &mount_from {
+            Some(from) => format!("repository:{from}:pull repository:{repo}:{scope_actions}"),
+            None => format!("repository:{repo}:{scope_actions}"),
+        }),
         Some(Need::Catalog) => Some("registry:catalog:*".to_owned()),
         _ => None,
     };
@@ -196,7 +213,24 @@ pub(crate) async fn check(
         },
         Some(Need::Repo { repo, perm, ecr, .. }) => {
             match state.auth.decide(&p, Target::Repository(repo, *ecr), *perm).await {
-                Ok(()) => Ok(p),
+                // A token without pull on a mount's `from` repository, whose holder could
+                // have it: ask for a token with both (as Distribution does), rather than
+                // quietly falling back to an upload.
+                Ok(()) => match (&p, &mount_from) {
+                    (Principal::Token(c), Some(from)) => {
+                        let read = EcrAction::GetDownloadUrlForLayer;
+                        if state.auth.decide(&p, Target::Repository(from.as_str(), read), Perm::Pull).await.is_err()
+                            && holder_may(state, &c.sub, from.as_str(), read, Perm::Pull).await
+                        {
+                            return Err(unauthorized(
+                                format!("the token does not grant pull on {from}, the repository to mount from"),
+                                Some("insufficient_scope"),
+                            ));
+                        }
+                        Ok(p)
+                    }
+                    _ => Ok(p),
+                },
                 Err(Denied::NeedsAuth) => Err(unauthorized("authentication required".into(), None)),
                 // A project the caller may not see answers exactly as a missing one, so
                 // nobody learns which private projects exist.
@@ -223,6 +257,12 @@ pub(crate) async fn check(
             }
         }
     }
+}
+
+/// Could the user or robot `name` do `perm` on `repo` (with a token naming it)?
+async fn holder_may(state: &AppState, name: &str, repo: &str, ecr: EcrAction, perm: Perm) -> bool {
+    let Ok(Some(holder)) = state.auth.principal_by_name(name).await else { return false };
+    state.auth.decide(&holder, Target::Repository(repo, ecr), perm).await.is_ok()
 }
 
 /// Could the user or robot `name` see `repo`'s project (with a token naming it)?

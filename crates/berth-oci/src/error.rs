@@ -134,7 +134,9 @@ impl OciError {
                 R::BlobUnknown(_) => "BLOB_UNKNOWN",
                 R::BlobQuarantined { .. } => "UNKNOWN",
                 R::UploadUnknown => "BLOB_UPLOAD_UNKNOWN",
-                R::OutOfOrder { .. } => "RANGE_INVALID",
+                // The spec's table has no range code: an upload out of order is an invalid upload, a
+                // read past the end a size the blob does not have.
+                R::OutOfOrder { .. } => "BLOB_UPLOAD_INVALID",
                 R::UploadInvalid(_) | R::Body(_) => "BLOB_UPLOAD_INVALID",
                 R::DigestMismatch { .. } | R::DigestInvalid(_) => "DIGEST_INVALID",
                 R::SizeInvalid(_) | R::TooLarge { .. } => "SIZE_INVALID",
@@ -142,11 +144,12 @@ impl OciError {
                 R::ManifestInvalid(_) => "MANIFEST_INVALID",
                 R::ManifestBlobUnknown(_) => "MANIFEST_BLOB_UNKNOWN",
                 R::NameUnknown(_) => "NAME_UNKNOWN",
-                R::TagInvalid(_) => "TAG_INVALID",
+                // Only a push gets here (reads of such a tag are 404 MANIFEST_UNKNOWN).
+                R::TagInvalid(_) => "MANIFEST_INVALID",
                 R::TooManyUploads(..) => "TOOMANYREQUESTS",
                 R::QuotaExceeded(_) | R::TagImmutable { .. } => "DENIED",
                 R::PolicyInvalid(_) => "UNSUPPORTED",
-                R::RangeNotSatisfiable { .. } => "RANGE_INVALID",
+                R::RangeNotSatisfiable { .. } => "SIZE_INVALID",
                 R::Upstream(_) => "UNAVAILABLE",
                 R::ReadOnly(_) => "DENIED",
                 R::Blob(_) | R::Meta(_) => "UNKNOWN",
@@ -394,6 +397,36 @@ mod tests {
             | OciError::TooManyRequests { .. }
             | OciError::Auth(_)
             | OciError::Unavailable(_) => {}
+        }
+    }
+
+    /// Every client error carries a code of the distribution spec's table; only server
+    /// errors (for which the table has none) use Distribution's `UNKNOWN` and `UNAVAILABLE`.
+    #[test]
+    fn codes_are_the_specs() {
+        const SPEC: &[&str] = &[
+            "BLOB_UNKNOWN",
+            "BLOB_UPLOAD_INVALID",
+            "BLOB_UPLOAD_UNKNOWN",
+            "DIGEST_INVALID",
+            "MANIFEST_BLOB_UNKNOWN",
+            "MANIFEST_INVALID",
+            "MANIFEST_UNKNOWN",
+            "NAME_INVALID",
+            "NAME_UNKNOWN",
+            "SIZE_INVALID",
+            "UNAUTHORIZED",
+            "DENIED",
+            "UNSUPPORTED",
+            "TOOMANYREQUESTS",
+        ];
+        for (name, e) in examples() {
+            let (code, status) = (e.code(), e.status());
+            if status.is_server_error() {
+                assert!(SPEC.contains(&code) || ["UNKNOWN", "UNAVAILABLE"].contains(&code), "{name}: {code}");
+            } else {
+                assert!(SPEC.contains(&code), "{name}: {code} is not in the spec's table");
+            }
         }
     }
 

@@ -91,10 +91,12 @@ async fn cached(state: &AppState, route: &Route, method: &Method, origin: &Origi
             .into())
         }
         (Route::Manifest(repo, r), &Method::GET | &Method::HEAD) => {
-            let Some(m) = proxy.manifest(&c, repo, r).await? else { return Ok(None) };
+            let fetched = proxy.manifest(&c, repo, r).await?;
+            proxy.served(&c, berth_registry::Served::Manifest, fetched.is_none());
+            let Some(m) = fetched else { return Ok(None) };
             let with_body = method == Method::GET;
             if with_body {
-                state.registry.record_pull(repo, r, &m.digest, origin);
+                proxy.record_pull(repo, r, &m.digest, origin);
                 state.metrics_bytes_out("/v2/{name}/manifests/{reference}", m.bytes.len() as u64);
             }
             let builder = Response::builder()
@@ -107,7 +109,9 @@ async fn cached(state: &AppState, route: &Route, method: &Method, origin: &Origi
             builder.body(body).map(Some).map_err(|e| OciError::Panic(e.to_string()))
         }
         (Route::Blob(repo, d), &Method::GET) => {
-            let Some(s) = proxy.blob(&c, repo, d).await? else { return Ok(None) };
+            let fetched = proxy.blob(&c, repo, d).await?;
+            proxy.served(&c, berth_registry::Served::Blob, fetched.is_none());
+            let Some(s) = fetched else { return Ok(None) };
             let mut builder = Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -282,21 +286,42 @@ async fn upload_start(
             Some(f) => Some(f.parse::<RepoName>()?),
             None => None,
         };
-        // Mounting copies access: only from a repository the caller may pull, and without
-        // `from` (any repository holding the digest) only for system administrators.
-        let may_mount = match &from {
-            Some(f) => state
-                .auth
-                .decide(
-                    who,
-                    berth_auth::Target::Repository(f.as_str(), berth_auth::policy::EcrAction::GetDownloadUrlForLayer),
-                    berth_auth::rbac::Perm::Pull,
-                )
-                .await
-                .is_ok(),
-            None => who.is_sysadmin(),
+        // Mounting copies access: only from a repository the caller may pull. Without `from`
+        // (automatic content discovery), from the first repository holding the digest that
+        // the caller may pull.
+        let may_pull = |f: &RepoName| {
+            let f = f.clone();
+            async move {
+                state
+                    .auth
+                    .decide(
+                        who,
+                        berth_auth::Target::Repository(
+                            f.as_str(),
+                            berth_auth::policy::EcrAction::GetDownloadUrlForLayer,
+                        ),
+                        berth_auth::rbac::Perm::Pull,
+                    )
+                    .await
+                    .is_ok()
+            }
         };
-        if may_mount && state.registry.mount(repo, &digest, from.as_ref()).await?.is_some() {
+        let source = match from {
+            Some(f) => may_pull(&f).await.then_some(f),
+            None => {
+                let mut found = None;
+                for f in state.registry.blob_repos(&digest, MOUNT_CANDIDATES).await? {
+                    if may_pull(&f).await {
+                        found = Some(f);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        if let Some(f) = source
+            && state.registry.mount(repo, &digest, Some(&f)).await?.is_some()
+        {
             return Ok(blob_created(repo, &digest));
         }
         // Not mountable: fall through to an ordinary upload session (202), as the spec says.
@@ -431,6 +456,10 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, origin: 
     builder.body(body).map_err(|e| OciError::Panic(e.to_string()))
 }
 
+/// Repositories holding a digest looked at for a mount without `from` (each costs an
+/// authorization decision).
+const MOUNT_CANDIDATES: usize = 32;
+
 async fn manifest_put(
     state: &AppState,
     repo: &RepoName,
@@ -462,6 +491,12 @@ async fn manifest_put(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     if let Some(s) = out.subject {
         h.insert("oci-subject", hv(&s.to_string()));
+    }
+    // Pushed by digest with `?tag=`: one `OCI-Tag` per tag applied (distribution-spec main).
+    if matches!(r, Reference::Digest(_)) {
+        for t in &tags {
+            h.append("oci-tag", hv(t.as_str()));
+        }
     }
     Ok(resp)
 }

@@ -108,43 +108,11 @@ pub(crate) fn pct_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, KEPT).to_string()
 }
 
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Query pairs, percent-decoded, in order (keys may repeat, e.g. `tag`).
+/// Query pairs, decoded as forms are (`+` is a space: token clients send several scopes
+/// as `scope=a+b`), in order (keys may repeat, e.g. `tag`).
 pub(crate) fn query(uri: &http::Uri) -> Vec<(String, String)> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (pct_decode(k), pct_decode(v))
-        })
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -159,13 +127,22 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|n| n > 0);
     let result = match route::parse(parts.uri.path()) {
-        Ok(r) => match auth::check(&state, &r, &parts.method, &parts.headers, ip.as_deref()).await {
+        Ok(r) => match auth::check(&state, &r, &parts.method, &parts.headers, &parts.uri, ip.as_deref()).await {
             Ok(who) => {
                 let origin = berth_registry::Origin::new(who.name(), ip);
                 handlers::dispatch(&state, &who, &origin, r, &parts, body).await
             }
             Err(e) => Err(e),
         },
+        // A tag that could not exist is not there: 404 for reads and deletes (clients probe
+        // with such names); only a push names it as invalid.
+        Err(route::RouteError::Name(berth_types::NameError::Tag(e)))
+            if parts.method != http::Method::PUT && parts.uri.path().contains("/manifests/") =>
+        {
+            Err(OciError::Registry(berth_registry::RegistryError::ManifestUnknown(format!(
+                "manifest unknown: no tag can be called that ({e})"
+            ))))
+        }
         Err(e) => Err(OciError::from(e)),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);

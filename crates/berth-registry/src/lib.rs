@@ -21,7 +21,7 @@ mod usage;
 
 pub use gc::{Collector, GcOptions, GcReport, RepoFreed, StopCheck};
 pub use policy::{LIFECYCLE, LIFECYCLE_PREVIEW, RETENTION};
-pub use proxy::{Cached, Fetched, Proxy, ProxyOptions, Streaming};
+pub use proxy::{CacheStats, Cached, Fetched, Proxy, ProxyOptions, Served, Streaming};
 pub use replication::{
     Filter, PolicySpec, REPLICATION, REPLICATION_EVENT, RegistryRef, Replication, ReplicationError, ReplicationOnPush,
     Selection, Trigger,
@@ -317,6 +317,12 @@ impl Registry {
             return Ok(None);
         }
         Ok(self.meta.mount_blob(repo, digest, from, now_ms()).await?.map(|s| s as u64))
+    }
+
+    /// Up to `limit` repositories that hold blob `digest` (candidates of a mount without
+    /// `from`; the caller checks access to each).
+    pub async fn blob_repos(&self, digest: &Digest, limit: usize) -> Result<Vec<RepoName>, RegistryError> {
+        Ok(self.meta.blob_repos(digest, limit).await?)
     }
 
     /// Resolve a reference to a manifest of `repo`; `with_body` reads its bytes too.

@@ -78,11 +78,45 @@ pub struct Streaming {
     pub body: berth_blob::ByteStream,
 }
 
+/// What one cache served since this process started (each replica counts its own; the
+/// portal shows the replica that serves the page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Manifest requests served from here.
+    pub manifest_hits: u64,
+    /// Manifest requests fetched from upstream.
+    pub manifest_misses: u64,
+    /// Blob requests served from here.
+    pub blob_hits: u64,
+    /// Blob requests fetched from upstream.
+    pub blob_misses: u64,
+    /// Requests served from here because upstream failed (stale-if-error).
+    pub stale_served: u64,
+    /// When upstream last answered (Unix ms).
+    pub upstream_ok_at: Option<i64>,
+    /// When upstream last failed (Unix ms), and how.
+    pub upstream_failed: Option<(i64, String)>,
+}
+
+/// A pull recorded once its image is stored: repository, reference, digest, who.
+type WaitingPull = (RepoName, Reference, Digest, Origin);
+
+/// Which kind of request a cache served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// A manifest.
+    Manifest,
+    /// A blob.
+    Blob,
+}
+
 /// Most tags whose last check is remembered (then the memory starts over: a few extra HEADs).
 const MAX_CHECKED: usize = 100_000;
 /// Most bytes of fetched manifests kept in memory while their images are completed (then
 /// the memory starts over: a few extra upstream requests).
 const MAX_RECENT_BYTES: usize = 32 << 20;
+/// Most pulls of one image remembered while it is completed (more are not counted).
+const MAX_WAITING_PULLS: usize = 10_000;
 /// Most images completed in the background at once.
 const COMPLETIONS: usize = 4;
 /// How long a fetch claim lasts without renewal.
@@ -97,8 +131,9 @@ pub struct Proxy {
     checked: Mutex<HashMap<(String, String), Instant>>,
     flights: Mutex<HashMap<String, watch::Receiver<bool>>>,
     completing: Mutex<HashSet<String>>,
-    /// Manifests fetched and not yet stored (their images are being completed), so that
-    /// pulls meanwhile do not fetch them again (upstream pulls count against rate limits).
+    /// Manifests fetched lately (by digest, up to `MAX_RECENT_BYTES`), so that pulls while
+    /// their images are completed — or that asked upstream just before the store — do not
+    /// fetch them again (upstream pulls count against rate limits).
     recent: Mutex<(usize, HashMap<Digest, Fetched>)>,
     /// One fetch per manifest reference at a time in this process (the others then find it
     /// in `recent`).
@@ -107,6 +142,12 @@ pub struct Proxy {
     holder: String,
     stale: AtomicU64,
     fetched_bytes: AtomicU64,
+    /// Per cache (rule prefix).
+    stats: Mutex<HashMap<String, CacheStats>>,
+    /// Pulls of images being completed (by `repo@digest`), recorded once the manifest is
+    /// stored: a pull time recorded before the manifest exists would be lost, and a cached
+    /// image would look never pulled to retention rules.
+    pulls_waiting: Mutex<HashMap<String, Vec<WaitingPull>>>,
 }
 
 fn origin() -> Origin {
@@ -135,7 +176,60 @@ impl Proxy {
             holder: format!("proxy-{}", uuid::Uuid::new_v4()),
             stale: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
+            stats: Mutex::new(HashMap::new()),
+            pulls_waiting: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Record a pull of `repo@digest` served from upstream: now if the manifest is stored
+    /// (or will not be), else once its image is complete.
+    pub fn record_pull(&self, repo: &RepoName, reference: &Reference, digest: &Digest, origin: &Origin) {
+        if let Ok(mut w) = self.pulls_waiting.lock()
+            && let Some(list) = w.get_mut(&format!("{repo}@{digest}"))
+        {
+            if list.len() < MAX_WAITING_PULLS {
+                list.push((repo.clone(), reference.clone(), digest.clone(), origin.clone()));
+            }
+            return;
+        }
+        self.registry.record_pull(repo, reference, digest, origin);
+    }
+
+    fn release_pulls(&self, key: &str) {
+        let waiting = self.pulls_waiting.lock().ok().and_then(|mut w| w.remove(key)).unwrap_or_default();
+        for (repo, reference, digest, origin) in waiting {
+            self.registry.record_pull(&repo, &reference, &digest, &origin);
+        }
+    }
+
+    /// What the cache of prefix `prefix` served since this process started.
+    pub fn stats(&self, prefix: &str) -> CacheStats {
+        self.stats.lock().ok().and_then(|m| m.get(prefix).cloned()).unwrap_or_default()
+    }
+
+    fn note(&self, c: &Cached, f: impl FnOnce(&mut CacheStats)) {
+        if let Ok(mut m) = self.stats.lock() {
+            f(m.entry(c.rule.prefix.clone()).or_default());
+        }
+    }
+
+    /// Count a request cache `c` answered: from here (`hit`) or from upstream.
+    pub fn served(&self, c: &Cached, kind: Served, hit: bool) {
+        self.note(c, |s| match (kind, hit) {
+            (Served::Manifest, true) => s.manifest_hits += 1,
+            (Served::Manifest, false) => s.manifest_misses += 1,
+            (Served::Blob, true) => s.blob_hits += 1,
+            (Served::Blob, false) => s.blob_misses += 1,
+        });
+    }
+
+    /// Remember how upstream last answered for cache `c`.
+    fn upstream(&self, c: &Cached, outcome: Result<(), &str>) {
+        let now = now_ms();
+        self.note(c, |s| match outcome {
+            Ok(()) => s.upstream_ok_at = Some(now),
+            Err(e) => s.upstream_failed = Some((now, e.to_owned())),
+        });
     }
 
     /// Times a cached copy was served because upstream failed.
@@ -188,8 +282,9 @@ impl Proxy {
         }
     }
 
-    fn serve_stale(&self, repo: &RepoName, reference: &str, why: &str) {
+    fn serve_stale(&self, c: &Cached, repo: &RepoName, reference: &str, why: &str) {
         self.stale.fetch_add(1, Ordering::Relaxed);
+        self.note(c, |s| s.stale_served += 1);
         warn!(repo.name = %repo, reference, error = why, "upstream failed: serving the cached copy");
     }
 
@@ -228,10 +323,12 @@ impl Proxy {
                         Err(_) => Err(format!("no answer within {:?}", self.opts.timeout)),
                     }
                 };
-                let head = match (head.await, &local) {
+                let head = head.await;
+                self.upstream(c, head.as_ref().map(|_| ()).map_err(String::as_str));
+                let head = match (head, &local) {
                     (Ok(h), _) => h,
                     (Err(e), Some(_)) => {
-                        self.serve_stale(repo, t.as_str(), &e);
+                        self.serve_stale(c, repo, t.as_str(), &e);
                         return Ok(None);
                     }
                     (Err(e), None) => return Err(RegistryError::Upstream(e)),
@@ -249,7 +346,7 @@ impl Proxy {
                 let m = match self.fetch_manifest(c, &head.digest).await {
                     Ok(m) => m,
                     Err(e) if local.is_some() => {
-                        self.serve_stale(repo, t.as_str(), &e.to_string());
+                        self.serve_stale(c, repo, t.as_str(), &e.to_string());
                         return Ok(None);
                     }
                     Err(e) => return Err(upstream_err(e)),
@@ -261,6 +358,15 @@ impl Proxy {
     }
 
     async fn fetch_manifest(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
+        let r = self.fetch_manifest_counted(c, reference).await;
+        match &r {
+            Err(ClientError::NotFound(_)) | Ok(_) => self.upstream(c, Ok(())),
+            Err(e) => self.upstream(c, Err(&e.to_string())),
+        }
+        r
+    }
+
+    async fn fetch_manifest_counted(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
         let key = format!("{}@{reference}", c.upstream_repo);
         let flight = match self.manifest_flights.lock() {
             Ok(mut f) => f.entry(key.clone()).or_default().clone(),
@@ -321,6 +427,9 @@ impl Proxy {
         {
             return;
         }
+        if let Ok(mut w) = self.pulls_waiting.lock() {
+            w.entry(key.clone()).or_default();
+        }
         let (this, c, repo, m) = (self.clone(), c.clone(), repo.clone(), m.clone());
         let blobs: Vec<Digest> = view
             .config
@@ -345,6 +454,7 @@ impl Proxy {
             if whole {
                 this.store(&repo, tag.as_ref(), &m).await;
             }
+            this.release_pulls(&key);
             if let Ok(mut busy) = this.completing.lock() {
                 busy.remove(&key);
             }
@@ -361,11 +471,8 @@ impl Proxy {
                 if let Some(t) = tag {
                     self.mark_checked(repo, t);
                 }
-                if let Ok(mut r) = self.recent.lock()
-                    && let Some(gone) = r.1.remove(&m.digest)
-                {
-                    r.0 -= gone.bytes.len();
-                }
+                // Stays in `recent` (bounded; it starts over when full): a pull that asked
+                // upstream before this store finished finds it there instead of fetching again.
                 info!(repo.name = %repo, digest = %m.digest, "cached from upstream");
             }
             Err(e) => warn!(repo.name = %repo, digest = %m.digest, error = %e, "a fetched manifest was not cached"),
@@ -496,7 +603,12 @@ impl Proxy {
                 return Err(e);
             }
         };
-        let (size, upstream) = match client.blob(&c.upstream_repo, &digest.to_string()).await {
+        let fetched = client.blob(&c.upstream_repo, &digest.to_string()).await;
+        match &fetched {
+            Ok(_) | Err(ClientError::NotFound(_)) => self.upstream(c, Ok(())),
+            Err(e) => self.upstream(c, Err(&e.to_string())),
+        }
+        let (size, upstream) = match fetched {
             Ok(b) => b,
             Err(e) => {
                 let _ = self.meta.release_fetch(&key, &self.holder).await;

@@ -80,7 +80,8 @@ pub struct PolicySpec {
     /// Whether it runs at all (a disabled policy cannot be started).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Replicate deletions too.
+    /// Replicate deletions too: with an event-based trigger, a tag or artifact deleted here
+    /// is deleted at the destination (push-based policies only).
     #[serde(default)]
     pub deletion: bool,
     /// Overwrite a tag that exists at the destination.
@@ -219,6 +220,9 @@ impl PolicySpec {
                 berth_jobs::next_fire(cron, now_ms()).map_err(|e| format!("trigger_settings.cron: {e}"))?;
             }
             other => return Err(format!("trigger type {other:?}: use manual, scheduled or event_based")),
+        }
+        if self.deletion && self.src_registry.is_some() {
+            return Err("deletion replicates deletions made here to the destination: push-based policies only".into());
         }
         let selection = Selection::new(&self.filters)?;
         if selection.by_labels() && self.src_registry.is_some() {
@@ -608,15 +612,79 @@ impl Replication {
         Ok(End::There(self.upstreams.client(id).await.map_err(err)?))
     }
 
+    /// The run an event started, found again by `key` if its job ran before.
+    async fn event_execution(&self, policy: i64, key: &str) -> Result<i64, ReplicationError> {
+        let (runs, _) = self.meta.replication_executions(Some(policy), 0, 100).await?;
+        Ok(match runs.iter().find(|e| e.status == "InProgress" && e.status_text == key) {
+            Some(e) => e.id,
+            None => self.meta.create_replication_execution(policy, "event_based", key, now_ms()).await?,
+        })
+    }
+
     /// Run (or resume) the run a push started: policy `policy` for `repo:tag` only, the run
     /// found again by `key` if this job ran before.
     pub async fn execute_event(&self, policy: i64, repo: &str, tag: &str, key: &str) -> Result<(), ReplicationError> {
-        let (runs, _) = self.meta.replication_executions(Some(policy), 0, 100).await?;
-        let id = match runs.iter().find(|e| e.status == "InProgress" && e.status_text == key) {
-            Some(e) => e.id,
-            None => self.meta.create_replication_execution(policy, "event_based", key, now_ms()).await?,
-        };
+        let id = self.event_execution(policy, key).await?;
         self.execute_scoped(id, Some((repo.to_owned(), tag.to_owned()))).await
+    }
+
+    /// Run (or resume) the run a deletion here started: delete `repo:tag` (when `tag` is
+    /// given) or `repo@digest` at the destination of push policy `policy` — only while the
+    /// destination still has what was deleted here (a tag moved there since is left alone).
+    pub async fn execute_deletion(
+        &self,
+        policy: i64,
+        repo: &str,
+        tag: Option<&str>,
+        digest: &str,
+        key: &str,
+    ) -> Result<(), ReplicationError> {
+        let execution = self.event_execution(policy, key).await?;
+        let Some(run) = self.meta.replication_execution(execution).await? else { return Ok(()) };
+        if run.status != "InProgress" {
+            return Ok(());
+        }
+        let (_, spec) = self.policy(policy).await?;
+        let target = spec.destination(repo);
+        let (src, dst) = match tag {
+            Some(t) => (format!("{repo}:{t}"), format!("{target}:{t}")),
+            None => (format!("{repo}@{digest}"), format!("{target}@{digest}")),
+        };
+        let t = ReplicationTaskRecord {
+            id: 0,
+            execution_id: execution,
+            resource_type: "image".into(),
+            src_resource: src,
+            dst_resource: dst,
+            operation: "deletion".into(),
+            status: "Pending".into(),
+            log: String::new(),
+            started_at: None,
+            ended_at: None,
+        };
+        let task = self.meta.ensure_replication_task(&t).await?;
+        let done =
+            self.meta.replication_tasks(execution).await?.into_iter().any(|t| t.id == task && t.status == "Succeed");
+        if !done {
+            self.meta.update_replication_task(task, "InProgress", "", now_ms()).await?;
+            let result = match &spec.dest_registry {
+                Some(end) => match self.upstreams.client(end.id).await {
+                    Ok(c) => delete_at(&c, &target, tag, digest).await,
+                    Err(e) => Err(err(e)),
+                },
+                None => Err("deletions replicate to a destination: this policy has none".into()),
+            };
+            let (status, line) = match result {
+                Ok(line) => ("Succeed", line),
+                Err(e) => ("Failed", format!("failed: {e}")),
+            };
+            self.meta.update_replication_task(task, status, &line, now_ms()).await?;
+        }
+        let failed = self.meta.replication_tasks(execution).await?.iter().any(|t| t.status == "Failed");
+        let (status, text) =
+            if failed { ("Failed", "the deletion failed") } else { ("Succeed", "1 deletion replicated") };
+        self.meta.finish_replication_execution(execution, status, text, now_ms()).await?;
+        Ok(())
     }
 
     /// Run (or resume) execution `execution` to its end.
@@ -780,8 +848,15 @@ impl berth_meta::Consumer for ReplicationOnPush {
         &self,
         events: &[berth_meta::EventRecord],
     ) -> Result<Vec<berth_meta::Effect>, berth_meta::ConsumerError> {
-        let pushed = |e: &NewEvent| e.kind == EventKind::ArtifactPushed && e.origin.actor != "replication";
-        if !events.iter().any(|e| pushed(&e.event)) {
+        let by_user = |e: &NewEvent| e.origin.actor != "replication";
+        let pushed = |e: &NewEvent| e.kind == EventKind::ArtifactPushed && by_user(e);
+        // Deletions people made (GC's sweep of untagged manifests is housekeeping, not theirs).
+        let deleted = |e: &NewEvent| {
+            by_user(e)
+                && (e.kind == EventKind::TagDeleted
+                    || e.kind == EventKind::ArtifactDeleted && e.data.get("untagged").is_none_or(|u| u != true))
+        };
+        if !events.iter().any(|e| pushed(&e.event) || deleted(&e.event)) {
             return Ok(Vec::new());
         }
         let mut policies = Vec::new();
@@ -792,14 +867,41 @@ impl berth_meta::Consumer for ReplicationOnPush {
                 && spec.dest_registry.is_some()
                 && let Ok(selection) = Selection::new(&spec.filters)
             {
-                policies.push((rec.id, selection));
+                policies.push((rec.id, selection, spec.deletion));
             }
         }
         let mut out = Vec::new();
         for r in events {
             let e = &r.event;
+            if deleted(e)
+                && let (Some(repo), Some(digest)) = (e.repo.as_deref(), e.digest.as_deref())
+            {
+                // A tag deleted, or an artifact with the tags it had.
+                let tags: Vec<&str> = match e.tag.as_deref() {
+                    Some(t) => vec![t],
+                    None => e.data["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect(),
+                };
+                for (id, selection, deletion) in &policies {
+                    let chosen =
+                        if tags.is_empty() { selection.tag("") } else { tags.iter().any(|t| selection.tag(t)) };
+                    if *deletion && selection.repository(repo) && chosen {
+                        let key = format!("event {}: delete {repo}:{}", r.seq, e.tag.as_deref().unwrap_or(digest));
+                        out.push(berth_meta::Effect::Job(berth_meta::NewJob {
+                            kind: REPLICATION_EVENT.into(),
+                            payload: serde_json::json!({
+                                "policy": id, "repo": repo, "tag": e.tag, "digest": digest, "key": key, "op": "delete"
+                            })
+                            .to_string(),
+                            dedup_key: Some(format!("{REPLICATION_EVENT}-{id}-{}", r.seq)),
+                            max_attempts: 3,
+                            run_after: 0,
+                        }));
+                    }
+                }
+                continue;
+            }
             let (true, Some(repo), Some(tag)) = (pushed(e), e.repo.as_deref(), e.tag.as_deref()) else { continue };
-            for (id, selection) in &policies {
+            for (id, selection, _) in &policies {
                 if selection.repository(repo) && selection.tag(tag) {
                     let key = format!("event {}: {repo}:{tag}", r.seq);
                     out.push(berth_meta::Effect::Job(berth_meta::NewJob {
@@ -813,6 +915,23 @@ impl berth_meta::Consumer for ReplicationOnPush {
             }
         }
         Ok(out)
+    }
+}
+
+/// Delete `target:tag` (or `target@digest`) at a destination if it is still `digest`; what
+/// was done, in a line.
+async fn delete_at(c: &Client, target: &str, tag: Option<&str>, digest: &str) -> Result<String, String> {
+    let what = match tag {
+        Some(t) => format!("{target}:{t}"),
+        None => format!("{target}@{digest}"),
+    };
+    match c.manifest_head(target, tag.unwrap_or(digest)).await.map_err(err)? {
+        None => Ok(format!("{what} is not at the destination; nothing to delete")),
+        Some(h) if h.digest != digest => Ok(format!("{what} is {} there, not {digest}; left as it is", h.digest)),
+        Some(_) => {
+            c.delete_manifest(target, tag.unwrap_or(digest)).await.map_err(err)?;
+            Ok(format!("deleted {what}"))
+        }
     }
 }
 

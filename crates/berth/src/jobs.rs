@@ -290,7 +290,12 @@ impl JobHandler for ReplicationEventJob {
         let v: serde_json::Value = serde_json::from_str(payload)?;
         let text = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no {k} in {payload}"));
         let policy = v["policy"].as_i64().ok_or_else(|| anyhow::anyhow!("no policy in {payload}"))?;
-        self.replication.execute_event(policy, &text("repo")?, &text("tag")?, &text("key")?).await?;
+        if v["op"] == "delete" {
+            let tag = v["tag"].as_str();
+            self.replication.execute_deletion(policy, &text("repo")?, tag, &text("digest")?, &text("key")?).await?;
+        } else {
+            self.replication.execute_event(policy, &text("repo")?, &text("tag")?, &text("key")?).await?;
+        }
         Ok(())
     }
 }

@@ -90,6 +90,7 @@ pub fn auth_config(cfg: &Config) -> berth_auth::AuthConfig {
         session_ttl: a.session_ttl,
         create_projects_on_push: a.create_projects_on_push,
         project_creation_admin_only: a.project_creation_admin_only,
+        basic_challenge: a.basic_challenge,
         login_max_failures: a.login_max_failures,
         login_lockout: a.login_lockout,
         ..Default::default()
@@ -232,6 +233,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     )
     .with_operator_token(operator);
     admin_state.replication = Some(replication.clone());
+    admin_state.proxy = state.proxy.clone();
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
     admin_state.audit_retention = cfg.audit_retention;

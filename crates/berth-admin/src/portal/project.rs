@@ -84,8 +84,14 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
         Ok(rules) => rules.iter().find(|r| r.prefix == p.name).map(|r| r.upstream_id),
         Err(_) => None,
     };
+    let admin = c.may(s, Target::System, Perm::Administer).await;
+    // Its counts, on the repositories tab.
+    let stats = match (&s.proxy, cache) {
+        (Some(proxy), Some(_)) if tab == "repositories" => Some(proxy.stats(&p.name)),
+        _ => None,
+    };
     let cache_of = match cache {
-        Some(id) if c.may(s, Target::System, Perm::Administer).await => {
+        Some(id) if admin => {
             Some(s.upstreams.get(id).await.map(|u| format!("Proxy cache of {}", u.name)).unwrap_or_default())
         }
         Some(_) => Some("Proxy cache".to_owned()),
@@ -111,6 +117,7 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
                 @if let Some(what) = &cache_of { " " span.badge title="Pulls fetch from the upstream registry and keep a copy; pushes are refused" { (what) } }
             }
         }
+        @if let Some(st) = &stats { (cache_stats(st, admin)) }
         nav.tabs aria-label="Project" {
             ul {
                 @for (label, t) in &tabs {
@@ -122,6 +129,40 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
             }
         }
         (content)
+    }
+}
+
+/// A cache's counts since this server started, and how its upstream last answered (the
+/// error itself only to administrators: it may name hosts and accounts).
+fn cache_stats(st: &berth_registry::CacheStats, admin: bool) -> Markup {
+    let failing = match (&st.upstream_failed, st.upstream_ok_at) {
+        (Some((at, why)), ok) if ok.is_none_or(|ok| ok < *at) => Some((*at, why)),
+        _ => None,
+    };
+    html! {
+        section.cache aria-label="Cache" {
+            dl.facts {
+                dt { "Manifests (since this server started)" }
+                dd { (st.manifest_hits) " from the cache, " (st.manifest_misses) " fetched upstream" }
+                dt { "Blobs" }
+                dd { (st.blob_hits) " from the cache, " (st.blob_misses) " fetched upstream" }
+                @if st.stale_served > 0 {
+                    dt { "Served stale" }
+                    dd { (st.stale_served) " while upstream failed" }
+                }
+                dt { "Upstream" }
+                dd {
+                    @match (failing, st.upstream_ok_at) {
+                        (Some((at, why)), _) => {
+                            span.badge.failed { "Failing" } " since " (super::when(at))
+                            @if admin { ": " (why) }
+                        }
+                        (None, Some(at)) => { span.badge.public { "Answering" } " (last answer " (super::when(at)) ")" }
+                        (None, None) => { "not asked yet" }
+                    }
+                }
+            }
+        }
     }
 }
 

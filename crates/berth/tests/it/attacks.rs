@@ -279,6 +279,72 @@ async fn tokens_cannot_be_stretched_forged_or_replayed_elsewhere() {
     s.stop().await;
 }
 
+/// A cross-repository mount's challenge names the `from` repository's pull scope with the
+/// target's, and one token request granting both (as one space-separated `scope`, spaces sent
+/// as `+`, or as several `scope` parameters) lets the mount happen; a token for the target
+/// alone gets an upload session, never the other repository's blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_challenge_asks_for_both_repositories_and_one_token_grants_them() {
+    let s = TestServer::start().await;
+    s.project("a", false).await;
+    s.user("alice", ALICE_PW).await;
+    s.member("a", "alice", 2).await;
+    let blob = random_bytes(1000);
+    let digest = s.push_blob("a/src", &blob).await;
+    let path = format!("/v2/a/dst/blobs/uploads/?mount={digest}&from=a/src");
+    let r = s.anon().post(s.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = header(&r, "www-authenticate").unwrap().to_owned();
+    let scope = challenge.split("scope=\"").nth(1).and_then(|x| x.split('"').next()).unwrap();
+    assert_eq!(scope, "repository:a/src:pull repository:a/dst:pull,push", "{challenge}");
+    for query in [
+        format!("service=berth&scope={}", scope.replace(' ', "+")),
+        "service=berth&scope=repository:a/src:pull&scope=repository:a/dst:pull,push".to_owned(),
+    ] {
+        let t = token(&s, "alice", ALICE_PW, &query).await;
+        let t = t["token"].as_str().unwrap();
+        let access = &payload(t)["access"];
+        let granted: Vec<String> = access
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| format!("{}:{}", a["name"].as_str().unwrap(), a["actions"].as_array().unwrap().len()))
+            .collect();
+        assert_eq!(granted, ["a/src:1", "a/dst:2"], "{query}: {access}");
+        let r = with_bearer(&s, Method::POST, &path, t).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{query}");
+    }
+    // A token for the target alone, whose holder may read `from`: asked to get one with
+    // both (as Distribution does), the challenge naming both.
+    let t = token(&s, "alice", ALICE_PW, "service=berth&scope=repository:a/other:pull,push").await;
+    let path = format!("/v2/a/other/blobs/uploads/?mount={digest}&from=a/src");
+    let r = with_bearer(&s, Method::POST, &path, t["token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = header(&r, "www-authenticate").unwrap();
+    assert!(
+        challenge.contains("scope=\"repository:a/src:pull repository:a/other:pull,push\"")
+            && challenge.contains("insufficient_scope"),
+        "{challenge}"
+    );
+    // …and from a repository the holder cannot read: an ordinary upload session (202).
+    s.project("secret", false).await;
+    let hidden = s.push_blob("secret/app", &random_bytes(1000)).await;
+    let path = format!("/v2/a/other/blobs/uploads/?mount={hidden}&from=secret/app");
+    let r = with_bearer(&s, Method::POST, &path, t["token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(location(&r).starts_with("/v2/a/other/blobs/uploads/"), "{}", location(&r));
+    // Without `from` (automatic discovery): from a repository the caller may pull, never
+    // from a project it cannot read.
+    let t = token(&s, "alice", ALICE_PW, "service=berth&scope=repository:a/auto:pull,push").await;
+    let t = t["token"].as_str().unwrap();
+    let r = with_bearer(&s, Method::POST, &format!("/v2/a/auto/blobs/uploads/?mount={hidden}"), t).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "alice may not read secret/app");
+    let r = with_bearer(&s, Method::POST, &format!("/v2/a/auto/blobs/uploads/?mount={digest}"), t).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "the token does not grant a/src");
+    let r = client_as("alice", ALICE_PW).post(s.url(&format!("/v2/a/auto/blobs/uploads/?mount={digest}")));
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::CREATED, "alice herself may read a/src");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brute_force_logins_are_locked_out_and_audited() {
     let s = TestServer::start_with(|c| c.auth.login_max_failures = 3).await;

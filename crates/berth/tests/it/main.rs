@@ -10,6 +10,7 @@ mod attacks;
 mod authz;
 mod cli;
 mod clients;
+mod conformance;
 mod crash;
 mod disk;
 mod events;

@@ -433,7 +433,7 @@ async fn the_portal_works_in_chromium() {
 }
 
 /// A signed-in browser without a browser: cookies, and the CSRF token forms carry.
-struct Web {
+pub(crate) struct Web {
     c: reqwest::Client,
     base: String,
     cookie: String,
@@ -441,13 +441,13 @@ struct Web {
 }
 
 impl Web {
-    async fn new(s: &TestServer, user: &str, password: &str) -> Web {
+    pub(crate) async fn new(s: &TestServer, user: &str, password: &str) -> Web {
         let cookie = sign_in(s, user, password).await;
         let csrf = cookie.split("berth_csrf=").nth(1).unwrap().split(';').next().unwrap().to_owned();
         Web { c: client(), base: s.base.clone(), cookie, csrf }
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
         let r = self.c.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
         (r.status(), r.text().await.unwrap())
     }

@@ -39,6 +39,105 @@ async fn cached(s: &TestServer, project: &str, repo: &str, digest: &str) {
     panic!("{repo}@{digest} was never cached");
 }
 
+/// Push a fresh image (a random layer and config) to `repo:tag` at the registry at `url`;
+/// its manifest's digest and its blobs' digests.
+async fn seed_upstream(url: &str, repo: &str, tag: &str) -> (String, Vec<String>) {
+    let c = berth_client::Client::new(&berth_client::Endpoint { url: url.to_owned(), ..Default::default() }).unwrap();
+    let layer = random_bytes(4000);
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "seed": sha256(&layer)})).unwrap();
+    let mut blobs = Vec::new();
+    for bytes in [&config, &layer] {
+        let digest = sha256(bytes);
+        let body = futures::stream::iter([Ok::<_, berth_client::ClientError>(Bytes::from(bytes.clone()))]);
+        c.push_blob(repo, &digest, bytes.len() as u64, Box::pin(body)).await.unwrap();
+        blobs.push(digest);
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0], "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blobs[1], "size": layer.len()}],
+    }))
+    .unwrap();
+    c.push_manifest(repo, tag, OCI_MANIFEST, Bytes::from(manifest.clone())).await.unwrap();
+    (sha256(&manifest), blobs)
+}
+
+/// Cached images nobody pulls any more go by the project's retention policy (Harbor's
+/// "retain the most recently pulled"); GC frees their bytes; a later pull fetches them again.
+/// Pull times of cold pulls count (they are recorded once the image is stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_images_not_pulled_lately_are_evicted_by_retention() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start().await;
+    // Two images of one repository (retention counts per repository): `old` pulled first.
+    let (a, a_blobs) = seed_upstream(&upstream.url, "library/app", "old").await;
+    let (b, _) = seed_upstream(&upstream.url, "library/app", "new").await;
+    cache_project(&s, "hub", &upstream.url, 0).await;
+    let artifact = |d: &str| format!("/projects/hub/repositories/library%252Fapp/artifacts/{d}");
+    for (tag, d) in [("old", &a), ("new", &b)] {
+        assert_eq!(s.get(&format!("/v2/hub/library/app/manifests/{tag}")).await.status(), StatusCode::OK);
+        cached(&s, "hub", "library/app", d).await;
+        // The cold pull's time is recorded.
+        let mut pulled = Value::Null;
+        for _ in 0..100 {
+            pulled = s.api(Method::GET, &artifact(d), None).await.json().await.unwrap();
+            if pulled["pull_time"] != "0001-01-01T00:00:00.000Z" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_ne!(pulled["pull_time"], "0001-01-01T00:00:00.000Z", "{pulled}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let project: Value = s.api(Method::GET, "/projects/hub", None).await.json().await.unwrap();
+    let rule = json!({
+        "disabled": false, "action": "retain", "template": "latestPulledN", "params": {"latestPulledN": 1},
+        "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**", "extras": "{\"untagged\":true}"}],
+        "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}]},
+    });
+    let policy = json!({"algorithm": "or", "rules": [rule], "trigger": {"kind": "Schedule", "settings": {"cron": ""}},
+        "scope": {"level": "project", "ref": project["project_id"]}});
+    let r = s.api(Method::POST, "/retentions", Some(policy)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": false}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mut status = Value::Null;
+    for _ in 0..300 {
+        let runs: Value = s.api(Method::GET, &format!("/retentions/{id}/executions"), None).await.json().await.unwrap();
+        status = runs[0]["status"].clone();
+        if !matches!(status.as_str(), Some("Pending" | "Running")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "Success");
+    assert_eq!(s.api(Method::GET, &artifact(&a), None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.api(Method::GET, &artifact(&b), None).await.status(), StatusCode::OK);
+    // GC frees the evicted image's bytes.
+    let body = json!({"schedule": {"type": "Manual"}, "parameters": {"time_window": 0}});
+    let r = s.api(Method::POST, "/system/gc/schedule", Some(body)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let gc = location(&r).rsplit('/').next().unwrap().to_owned();
+    let mut run = Value::Null;
+    for _ in 0..300 {
+        run = s.api(Method::GET, &format!("/system/gc/{gc}"), None).await.json().await.unwrap();
+        if !matches!(run["job_status"].as_str(), Some("Pending" | "Running")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["job_status"], "Success", "{run}");
+    for d in &a_blobs {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        assert!(!s.data_dir().join("blobs/blobs/sha256").join(&hex[..2]).join(hex).exists(), "{d} freed");
+    }
+    // Pulled again: its bytes fetched from upstream a second time, and cached again.
+    assert_eq!(s.get("/v2/hub/library/app/manifests/old").await.status(), StatusCode::OK);
+    cached(&s, "hub", "library/app", &a).await;
+    assert_eq!(blob_gets(&upstream, "library/app", &a_blobs[1]), 2, "{}", upstream.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails() {
     let upstream = berth_test_support::Distribution::start(None);
@@ -158,6 +257,22 @@ async fn a_proxy_cache_pulls_through_caches_and_serves_stale_when_upstream_fails
     let stale =
         metrics.lines().find(|l| l.starts_with("berth_proxy_stale_served ")).unwrap_or_else(|| panic!("{metrics}"));
     assert!(stale.split(' ').nth(1).unwrap().parse::<u64>().unwrap() >= 2, "{stale}");
+    // And on the project's page: hits and misses, stale serves, the upstream failing (why,
+    // to an administrator).
+    let web = crate::portal::Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let (st, page) = web.get(&format!("/harbor/projects/{}/repositories", p["project_id"])).await;
+    assert_eq!(st, StatusCode::OK);
+    let counts = |what: &str| -> (u64, u64) {
+        let dd = page.split(&format!("<dt>{what}")).nth(1).and_then(|r| r.split("<dd>").nth(1)).unwrap_or("");
+        let n: Vec<u64> = dd.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).take(2).collect();
+        (n.first().copied().unwrap_or(0), n.get(1).copied().unwrap_or(0))
+    };
+    let (hits, misses) = counts("Manifests");
+    assert!(hits >= 2 && misses >= 3, "manifests {hits} hits, {misses} misses: {page}");
+    let (hits, misses) = counts("Blobs");
+    assert!(misses >= 2 && hits >= 1, "blobs {hits} hits, {misses} misses: {page}");
+    assert!(counts("Served stale").0 >= 2, "{page}");
+    assert!(page.contains("Failing</span> since") && page.contains("connect"), "{page}");
 }
 
 /// Fifty clients pulling one uncached 32 MiB blob at once cause one upstream fetch (counted in
@@ -193,16 +308,16 @@ async fn concurrent_cold_pulls_of_one_blob_fetch_it_once() {
     for got in futures::future::join_all(pulls).await {
         assert_eq!(got, digest);
     }
-    let fetches = blob_gets(&upstream, &digest);
+    let fetches = blob_gets(&upstream, "team/big", &digest);
     assert_eq!(fetches, 1, "one upstream fetch: {}", upstream.log());
     // Now it is here: served without asking upstream again.
     assert_eq!(s.get(&path).await.status(), StatusCode::OK);
-    assert_eq!(blob_gets(&upstream, &digest), 1);
+    assert_eq!(blob_gets(&upstream, "team/big", &digest), 1);
 }
 
 /// GETs of blob `digest` the upstream answered (from its access log).
-fn blob_gets(upstream: &berth_test_support::Distribution, digest: &str) -> usize {
-    let uri = format!("uri=\"/v2/team/big/blobs/{digest}\"");
+fn blob_gets(upstream: &berth_test_support::Distribution, repo: &str, digest: &str) -> usize {
+    let uri = format!("uri=\"/v2/{repo}/blobs/{digest}\"");
     upstream.log().lines().filter(|l| l.contains("method=GET") && l.contains(&uri)).count()
 }
 
@@ -233,7 +348,7 @@ async fn replicas_fetch_a_blob_from_upstream_once() {
     for got in futures::future::join_all(pulls).await {
         assert_eq!(got, digest);
     }
-    assert_eq!(blob_gets(&upstream, &digest), 1, "one upstream fetch across replicas: {}", upstream.log());
+    assert_eq!(blob_gets(&upstream, "team/big", &digest), 1, "one upstream fetch across replicas: {}", upstream.log());
 }
 
 /// A cached image is content like any other: scanned on arrival when the project says so,
@@ -327,7 +442,7 @@ async fn damaged_upstream_bytes_are_never_cached() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(s.head(&path).await.status(), StatusCode::NOT_FOUND, "nothing was cached");
     }
-    assert_eq!(blob_gets(&upstream, &digest), 2, "each pull asked upstream again");
+    assert_eq!(blob_gets(&upstream, "team/big", &digest), 2, "each pull asked upstream again");
 }
 
 /// Caches of upstreams that want credentials — Distribution with htpasswd (Basic) and a

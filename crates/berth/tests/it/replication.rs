@@ -300,6 +300,82 @@ async fn a_push_replicates_within_seconds() {
     assert!(client.manifest("other/app", "v1").await.is_err(), "not selected, not replicated");
 }
 
+/// A push policy with `deletion` replicates deletions made here: a tag deleted here goes at
+/// the destination (a second Berth, with token auth), then an artifact deleted by digest;
+/// the deletion of a tag the filter leaves out replicates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_replicate_when_the_policy_says_so() {
+    let peer = TestServer::start().await;
+    let s = TestServer::start().await;
+    peer.project("live", false).await;
+    peer.user("mirror", "Mirror-Passw0rd-1").await;
+    peer.member("live", "mirror", 1).await;
+    let endpoint = json!({"name": "peer", "type": "harbor", "url": peer.base,
+        "credential": {"type": "basic", "access_key": "mirror", "access_secret": "Mirror-Passw0rd-1"}});
+    let r = s.api(Method::POST, "/registries", Some(endpoint)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let pull_based = json!({"name": "x", "src_registry": {"id": registry}, "deletion": true});
+    refused(&s, pull_based, "push-based policies only").await;
+    let policy = json!({"name": "mirror", "dest_registry": {"id": registry}, "trigger": {"type": "event_based"},
+        "deletion": true, "filters": [{"type": "name", "value": "live/**"}, {"type": "tag", "value": "v*"}]});
+    let policy = create_policy(&s, policy).await;
+    let mut digests = Vec::new();
+    for tag in ["v1", "v2", "keep"] {
+        digests.push(sha256(&s.push_image("live/app", tag).await));
+    }
+    let there = |reference: String| {
+        let peer = &peer;
+        async move { peer.head(&format!("/v2/live/app/manifests/{reference}")).await.status() == StatusCode::OK }
+    };
+    let until = |reference: String, want: bool| {
+        let there = &there;
+        async move {
+            for _ in 0..300 {
+                if there(reference.clone()).await == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("live/app {reference} never became {}", if want { "present" } else { "absent" });
+        }
+    };
+    until("v1".into(), true).await;
+    until("v2".into(), true).await;
+    // `keep` is not selected by the tag filter: its deletion replicates nothing (checked
+    // below: the events are handled in order, so its job would come before v1's).
+    assert_eq!(s.delete("/v2/live/app/manifests/keep").await.status(), StatusCode::ACCEPTED);
+    // A tag deleted here.
+    assert_eq!(s.delete("/v2/live/app/manifests/v1").await.status(), StatusCode::ACCEPTED);
+    until("v1".into(), false).await;
+    assert!(there("v2".into()).await, "v2 was not deleted here");
+    // An artifact deleted by digest through the management API, with its tag.
+    let r = s.api(Method::DELETE, &format!("/projects/live/repositories/app/artifacts/{}", digests[1]), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    until(digests[1].clone(), false).await;
+    until("v2".into(), false).await;
+    let mut runs: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        let path = format!("/replication/executions?policy_id={policy}");
+        runs = s.api(Method::GET, &path, None).await.json().await.unwrap();
+        if runs.iter().all(|r| r["status"] != "InProgress") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut deletions = Vec::new();
+    for run in &runs {
+        for t in tasks(&s, run).await {
+            if t["operation"] == "deletion" {
+                assert_eq!(t["status"], "Succeed", "{t}");
+                deletions.push(t["src_resource"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    deletions.sort();
+    assert_eq!(deletions, vec![format!("live/app:v1"), format!("live/app@{}", digests[1])], "{runs:?}");
+}
+
 /// `berth replication`: a policy from a file, listed, run with a line per artifact, its
 /// history and logs, deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
