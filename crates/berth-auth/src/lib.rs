@@ -26,6 +26,7 @@
 
 pub mod audit;
 pub mod oidc;
+pub mod origin;
 pub mod policy;
 pub mod rbac;
 pub mod seal;
@@ -242,6 +243,9 @@ pub enum AuthError {
     /// OIDC login failed.
     #[error("OIDC login failed: {0}")]
     Oidc(String),
+    /// A request about an account that cannot be honoured (no such user, a weak password).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why a request was not authorized.
@@ -650,9 +654,23 @@ impl Auth {
     }
 
     /// On first start: create the system administrator `admin` with `password`, or with a
-    /// generated password that is returned (to print once). `None` when `admin` exists.
+    /// generated password that is returned (to print once). `None` when `admin` exists — then
+    /// `password`, if given, replaces the password of an `admin` who has never signed in.
     pub async fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>, AuthError> {
-        if self.store.user_by_name("admin").await?.is_some() {
+        if let Some(admin) = self.store.user_by_name("admin").await? {
+            // An admin who never signed in takes the configured password (the generated one
+            // may have been lost with the terminal that showed it).
+            if let Some(pw) = password.filter(|p| !p.is_empty())
+                && admin.first_login_at.is_none()
+            {
+                let (given, hash) = (pw.to_owned(), admin.password_hash.clone());
+                let same =
+                    off_thread(move || hash.as_deref().is_some_and(|h| secret::verify_password(&given, h))).await?;
+                if !same {
+                    self.store.set_password(admin.id, &secret::hash_password(pw), now_ms(), &Origin::system()).await?;
+                    info!("set the password of `admin` (who has never signed in) from BERTH_ADMIN_PASSWORD");
+                }
+            }
             return Ok(None);
         }
         let (pw, generated) = match password {
@@ -752,6 +770,24 @@ impl Auth {
         }
     }
 
+    /// Set `username`'s password offline (`berth admin reset-password`): a given one, or a
+    /// generated one that is returned. The user must exist and be a local account.
+    pub async fn reset_password(&self, username: &str, password: Option<&str>) -> Result<Option<String>, AuthError> {
+        let Some(u) = self.store.user_by_name(username).await? else {
+            return Err(AuthError::Refused(format!("there is no user named {username:?}")));
+        };
+        let (pw, generated) = match password {
+            Some(p) => {
+                secret::check_password_strength(p).map_err(AuthError::Refused)?;
+                (p.to_owned(), false)
+            }
+            None => (secret::new_secret(), true),
+        };
+        let origin = Origin::new("berth admin reset-password", None);
+        self.store.set_password(u.id, &secret::hash_password(&pw), now_ms(), &origin).await?;
+        Ok(generated.then_some(pw))
+    }
+
     /// Lift every login lock of `username` on this process; returns how many there were.
     /// [`Auth::unlock`] does it on every replica.
     pub fn unlock_local(&self, username: &str) -> usize {
@@ -813,6 +849,9 @@ impl Auth {
         .await?;
         if !ok {
             return Err(AuthError::BadCredentials);
+        }
+        if u.first_login_at.is_none() {
+            self.store.mark_first_login(u.id, now_ms()).await?;
         }
         self.user_principal(u).await
     }

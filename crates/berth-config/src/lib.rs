@@ -39,9 +39,9 @@ pub enum ConfigError {
         /// The parser's message (names the key).
         message: String,
     },
-    /// A `BERTH_…` variable that names no setting.
-    #[error("unknown environment variable {0}: no such setting")]
-    UnknownEnv(String),
+    /// A `BERTH_…` variable that names no setting (with the closest that does, if any is close).
+    #[error("unknown environment variable {0}: no such setting{hint}", hint = .1.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    UnknownEnv(String, Option<String>),
     /// A value that parsed but makes no sense.
     #[error("invalid value for `{key}`: {message}")]
     Invalid {
@@ -596,7 +596,27 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
 ];
 
 /// Variables that are not settings but are read elsewhere.
-const NON_SETTING_ENV: &[&str] = &["BERTH_CONFIG"];
+/// `BERTH_…` variables that are not server settings, so `berth serve` ignores them: the
+/// configuration file's path, the CLI's client variables (the README tells users to export
+/// them, often in the shell that starts the server too), and the test tier's.
+const NON_SETTING_ENV: &[&str] = &[
+    "BERTH_CONFIG",
+    "BERTH_URL",
+    "BERTH_USERNAME",
+    "BERTH_PASSWORD",
+    "BERTH_CA_FILE",
+    "BERTH_CI",
+    "BERTH_OCI_CONFORMANCE_DIR",
+];
+
+/// The setting variable closest to an unknown one, when it is close enough to be a typo.
+fn closest_env(name: &str) -> Option<String> {
+    KEYS.iter()
+        .map(|(n, _, _)| (strsim::damerau_levenshtein(name, n), *n))
+        .filter(|(d, n)| *d <= 3 && *d < n.len() / 3)
+        .min()
+        .map(|(_, n)| n.to_owned())
+}
 
 fn parse_size(key: &'static str, v: &NumOrString) -> Result<usize, ConfigError> {
     let invalid = |m: String| ConfigError::Invalid { key, message: m };
@@ -787,8 +807,10 @@ impl Config {
             if !name.starts_with("BERTH_") || NON_SETTING_ENV.contains(&name.as_str()) {
                 continue;
             }
-            let (_, section, key) =
-                KEYS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+            let (_, section, key) = KEYS
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .ok_or_else(|| ConfigError::UnknownEnv(name.clone(), closest_env(&name)))?;
             let target = match section {
                 None => &mut table,
                 Some(s) => table
@@ -1107,7 +1129,27 @@ mod tests {
         let e = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap_err().to_string();
         assert!(e.contains("bukket"), "{e}");
         let e = Config::load(None, env(&[("BERTH_LISTN", "x")]), &Overrides::default()).unwrap_err().to_string();
-        assert!(e.contains("BERTH_LISTN"), "{e}");
+        assert!(e.contains("BERTH_LISTN") && e.ends_with("(did you mean BERTH_LISTEN?)"), "{e}");
+        let e = Config::load(None, env(&[("BERTH_AUTH_CHALENGE", "basic")]), &Overrides::default());
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "unknown environment variable BERTH_AUTH_CHALENGE: no such setting (did you mean BERTH_AUTH_CHALLENGE?)"
+        );
+        // Nothing close: no guess.
+        let e = Config::load(None, env(&[("BERTH_FROBNICATE", "1")]), &Overrides::default()).unwrap_err().to_string();
+        assert_eq!(e, "unknown environment variable BERTH_FROBNICATE: no such setting");
+    }
+
+    #[test]
+    fn the_clis_client_variables_do_not_stop_a_server() {
+        let client = [
+            ("BERTH_URL", "http://127.0.0.1:5000"),
+            ("BERTH_USERNAME", "admin"),
+            ("BERTH_PASSWORD", "x"),
+            ("BERTH_CA_FILE", "/etc/ca.pem"),
+        ];
+        let c = Config::load(None, env(&client), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:5000");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct UserRecord {
     pub groups: Vec<String>,
     /// When the password or CLI secret last changed (Unix ms).
     pub credentials_at: i64,
+    /// When the user first signed in with a password or secret (Unix ms); `None`: never.
+    pub first_login_at: Option<i64>,
     /// Created (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -249,6 +251,8 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     ) -> Result<bool, MetaError>;
     /// Set the password hash.
     async fn set_password(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
+    /// Remember that the user signed in (only the first time counts; no event).
+    async fn mark_first_login(&self, id: i64, now: i64) -> Result<(), MetaError>;
     /// Grant or revoke system administration.
     async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Set (`Some`) or revoke (`None`) the CLI secret hash.
@@ -368,7 +372,7 @@ fn groups_json(groups: &[String]) -> String {
 }
 
 const USER_COLS: &str = "id, username, email, realname, comment, password_hash, sysadmin, cli_secret_hash, \
-                         cli_secret_at, oidc_subject, groups, credentials_at, created_at, updated_at";
+                         cli_secret_at, oidc_subject, groups, credentials_at, first_login_at, created_at, updated_at";
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
     let groups: String = r.try_get("groups")?;
@@ -385,6 +389,7 @@ fn user_from_row(r: &AnyRow) -> Result<UserRecord, MetaError> {
         oidc_subject: r.try_get("oidc_subject")?,
         groups: serde_json::from_str(&groups).map_err(|e| MetaError::Corrupt(format!("user groups: {e}")))?,
         credentials_at: r.try_get("credentials_at")?,
+        first_login_at: r.try_get("first_login_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -693,6 +698,17 @@ impl AccessStore for SqlMetaStore {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    async fn mark_first_login(&self, id: i64, now: i64) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE users SET first_login_at = $2 WHERE id = $1 AND first_login_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_sysadmin(&self, id: i64, sysadmin: bool, now: i64, origin: &Origin) -> Result<bool, MetaError> {

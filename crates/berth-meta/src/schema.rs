@@ -262,4 +262,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             log TEXT NOT NULL, started_at BIGINT, ended_at BIGINT, UNIQUE (execution_id, src_resource))",
         ],
     ),
+    (
+        21,
+        &[
+            // When a user first signed in (NULL: never): `BERTH_ADMIN_PASSWORD` applies to an
+            // admin who never has.
+            "ALTER TABLE users ADD COLUMN first_login_at BIGINT",
+        ],
+    ),
 ];

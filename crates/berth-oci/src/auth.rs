@@ -95,25 +95,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// The realm URL of challenges: `external_url`, else this request's scheme and `Host`.
-pub(crate) fn realm(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.external_url {
-        return format!("{u}/service/token");
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()) && !h.contains(['"', '\\', ',']))
-        .unwrap_or("localhost");
-    let scheme = if state.tls { "https" } else { "http" };
-    format!("{scheme}://{host}/service/token")
+/// The realm URL of challenges: `external_url`, else where this request says clients reach
+/// Berth (proxy headers, `Host`, or the HTTP/2 `:authority`).
+pub(crate) fn realm(state: &AppState, headers: &HeaderMap, uri: &http::Uri) -> String {
+    let base = berth_auth::origin::public_base(state.external_url.as_deref(), headers, uri, state.tls);
+    format!("{base}/service/token")
 }
 
-fn challenge(state: &AppState, headers: &HeaderMap, scope: Option<String>, error: Option<&str>) -> String {
+fn challenge(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    scope: Option<String>,
+    error: Option<&str>,
+) -> String {
     if state.auth.config().basic_challenge {
         return format!("Basic realm=\"{}\"", state.auth.config().service);
     }
-    let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", realm(state, headers), state.auth.config().service);
+    let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", realm(state, headers, uri), state.auth.config().service);
     if let Some(s) = scope {
         c.push_str(&format!(",scope=\"{s}\""));
     }
@@ -148,6 +147,7 @@ pub(crate) async fn authenticate(
 fn auth_failure(
     state: &AppState,
     headers: &HeaderMap,
+    uri: &http::Uri,
     e: AuthError,
     was_token: bool,
     scope: Option<String>,
@@ -159,7 +159,7 @@ fn auth_failure(
         AuthError::Store(m) => m.into(),
         _ => OciError::Unauthorized {
             message: e.to_string(),
-            challenge: challenge(state, headers, scope, was_token.then_some("invalid_token")),
+            challenge: challenge(state, headers, uri, scope, was_token.then_some("invalid_token")),
         },
     }
 }
@@ -193,10 +193,11 @@ pub(crate) async fn check(
         Some(Need::Catalog) => Some("registry:catalog:*".to_owned()),
         _ => None,
     };
-    let p = authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, e, t, scope()))?;
+    let p =
+        authenticate(state, headers, ip).await.map_err(|(e, t)| auth_failure(state, headers, uri, e, t, scope()))?;
     let unauthorized = |message: String, error: Option<&str>| OciError::Unauthorized {
         message,
-        challenge: challenge(state, headers, scope(), error),
+        challenge: challenge(state, headers, uri, scope(), error),
     };
     match &need {
         None => Ok(p),

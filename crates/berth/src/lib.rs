@@ -11,7 +11,7 @@ use berth_blob::{BlobStore, FsBlobStore};
 use berth_config::{Config, MetadataConfig, StorageConfig};
 use berth_meta::{MetaStore, SqlMetaStore};
 use berth_registry::{Registry, RegistryOptions};
-use tracing::info;
+use tracing::{info, warn};
 
 pub mod backup;
 pub mod cli;
@@ -72,6 +72,43 @@ pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqlMetaStore>> {
                 .context("connecting to the PostgreSQL metadata database (metadata.url)")?,
         ),
     })
+}
+
+/// Which metadata database the configuration names, in words (no password).
+pub fn describe_meta(cfg: &Config) -> String {
+    match &cfg.metadata {
+        MetadataConfig::Sqlite { path } => format!("the SQLite database {}", path.display()),
+        MetadataConfig::Postgres { url, .. } => {
+            let u = url.expose();
+            let rest = u.split_once("://").map_or(u, |(_, r)| r);
+            let place = rest.rsplit_once('@').map_or(rest, |(_, p)| p);
+            format!("the PostgreSQL database {}", place.split('?').next().unwrap_or(place))
+        }
+    }
+}
+
+/// Open the metadata database of an existing installation, for offline commands: says on
+/// stderr which one, and refuses an embedded database that does not exist (so a command run
+/// in the wrong directory does not silently create an empty one; `berth migrate` creates).
+pub async fn open_meta_existing(cfg: &Config) -> anyhow::Result<Arc<SqlMetaStore>> {
+    require_meta(cfg)?;
+    open_meta(cfg).await
+}
+
+/// The check of [`open_meta_existing`] (for commands that open more than the database).
+pub fn require_meta(cfg: &Config) -> anyhow::Result<()> {
+    if let MetadataConfig::Sqlite { path } = &cfg.metadata
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "there is no metadata database at {} (data directory {}): give --data-dir or --config of an \
+             installation, or create one with `berth migrate`",
+            path.display(),
+            cfg.data_dir.display()
+        );
+    }
+    eprintln!("berth: using {}", describe_meta(cfg));
+    Ok(())
 }
 
 /// Open the configured stores and build the registry.
@@ -195,17 +232,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let auth = open_auth(cfg, sql.clone()).await?;
     // Pulls and logins share one batching writer of events.
     let registry = Arc::new(registry.with_events(auth.events().clone()));
-    if cfg.role.serves_api()
-        && let Some(generated) =
-            auth.bootstrap_admin(cfg.admin_password.as_ref().map(berth_config::Secret::expose)).await?
-    {
-        // Printed once, to the terminal only (never to the log): only its hash is stored.
-        eprintln!(
-            "\nberth: created the system administrator `admin` with the password\n\n    {generated}\n\n\
-             (set BERTH_ADMIN_PASSWORD before the first start to choose it; change it with\n\
-             PUT /api/v2.0/users/{{id}}/password)\n"
-        );
-    }
     let operator = cfg.admin_token.as_ref().map(berth_config::Secret::expose);
     let mut state = berth_oci::AppState::new(registry.clone(), auth.clone()).with_operator_token(operator);
     state.external_url = cfg.external_url.clone();
@@ -255,9 +281,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             .keep_alive_interval(cfg.header_read_timeout)
             .keep_alive_timeout(cfg.header_read_timeout);
     };
-    let task = match &cfg.tls {
-        Some(t) => {
-            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?));
+    // TLS loads before the admin is created: a start that fails on its certificate must not
+    // print (and lose) a generated password.
+    let tls = match &cfg.tls {
+        Some(t) => Some(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?))),
+        None => None,
+    };
+    if cfg.role.serves_api()
+        && let Some(generated) =
+            auth.bootstrap_admin(cfg.admin_password.as_ref().map(berth_config::Secret::expose)).await?
+    {
+        // Printed once, to the terminal only (never to the log): only its hash is stored.
+        eprintln!(
+            "\nberth: created the system administrator `admin` with the password\n\n    {generated}\n\n\
+             (set BERTH_ADMIN_PASSWORD to choose it: it applies until `admin` first signs in; a lost\n\
+             password is reset with `berth admin reset-password`)\n"
+        );
+    }
+    if cfg.external_url.is_none() && cfg.role.serves_api() {
+        warn!(
+            "external_url is not set: token realms and pull commands name the host each request came to \
+             (Host, X-Forwarded-Host or HTTP/2 :authority); set it when clients reach Berth by another name"
+        );
+    }
+    let task = match tls {
+        Some(rc) => {
             let mut server = axum_server::from_tcp_rustls(listener, rc)
                 .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
                 .handle(handle.clone());

@@ -202,6 +202,27 @@ enum Command {
         #[command(subcommand)]
         command: TokenKeyCommand,
     },
+    /// Administration on the metadata database itself (no server needed).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a lost password (of `admin` unless --username says otherwise), offline: a new one
+    /// is generated and printed, or read from stdin.
+    ResetPassword {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Whose password.
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Read the new password from stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -397,6 +418,7 @@ fn run() -> anyhow::Result<()> {
         Command::Scrub { all, rate, list, args } => {
             let cfg = load(&args)?;
             rt.block_on(async {
+                berth::require_meta(&cfg)?;
                 let registry = berth::open_registry(&cfg).await?;
                 if !list {
                     let rate = if rate.trim() == "0" { 0 } else { berth::cli::parse_size(&rate)? as u64 };
@@ -443,9 +465,42 @@ fn run() -> anyhow::Result<()> {
         Command::Migrate(args) => {
             let cfg = load(&args)?;
             init_logging(&cfg);
+            let created = match &cfg.metadata {
+                berth_config::MetadataConfig::Sqlite { path } => !path.exists(),
+                berth_config::MetadataConfig::Postgres { .. } => false,
+            };
             rt.block_on(async {
                 berth::open_registry(&cfg).await?;
-                println!("metadata database is up to date");
+                let what = berth::describe_meta(&cfg);
+                if created {
+                    println!("created {what}");
+                } else {
+                    println!("{what} is up to date");
+                }
+                Ok(())
+            })
+        }
+        Command::Admin { command: AdminCommand::ResetPassword { args, username, password_stdin } } => {
+            let cfg = load(&args)?;
+            let given = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+                let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+                anyhow::ensure!(!pw.is_empty(), "no password on stdin");
+                Some(pw)
+            } else {
+                None
+            };
+            rt.block_on(async {
+                let meta = berth::open_meta_existing(&cfg).await?;
+                let auth = berth::open_auth(&cfg, meta).await?;
+                match auth.reset_password(&username, given.as_deref()).await? {
+                    Some(generated) => println!("new password of {username}: {generated}"),
+                    None => println!("set the password of {username}"),
+                }
+                println!(
+                    "(running servers take it within seconds; web sessions and refresh tokens issued before it end)"
+                );
                 Ok(())
             })
         }
@@ -472,7 +527,7 @@ fn run() -> anyhow::Result<()> {
             let q = berth_meta::EventQuery { kinds, project, repo, actor, after, since, limit: limit.clamp(1, 10_000) };
             rt.block_on(async {
                 use berth_meta::EventLog;
-                let meta = berth::open_meta(&cfg).await?;
+                let meta = berth::open_meta_existing(&cfg).await?;
                 let events = meta.query_events(&q).await?;
                 if output == "json" {
                     let v: Vec<_> = events.iter().map(berth::event_json).collect();
@@ -487,7 +542,7 @@ fn run() -> anyhow::Result<()> {
             let cfg = load(&args)?;
             rt.block_on(async {
                 use berth_meta::EventLog;
-                let meta = berth::open_meta(&cfg).await?;
+                let meta = berth::open_meta_existing(&cfg).await?;
                 let last = meta.last_event_seq().await?;
                 let cursors = meta.consumer_cursors().await?;
                 if output == "json" {
@@ -524,7 +579,7 @@ fn run() -> anyhow::Result<()> {
             let cfg = load(&args)?;
             let state = state.map(|s| s.parse::<berth_jobs::JobState>()).transpose()?;
             rt.block_on(async {
-                let jobs = berth_jobs::Jobs::new(berth::open_meta(&cfg).await?);
+                let jobs = berth_jobs::Jobs::new(berth::open_meta_existing(&cfg).await?);
                 let jobs = jobs.list(kind.as_deref(), state, limit).await?;
                 if output == "json" {
                     let v: Vec<_> = jobs
@@ -570,7 +625,7 @@ fn run() -> anyhow::Result<()> {
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {
-                let meta = berth::open_meta(&cfg).await?;
+                let meta = berth::open_meta_existing(&cfg).await?;
                 let started = std::time::Instant::now();
                 let stats = berth_scanner::import(&meta, &path).await?;
                 if output == "json" {
@@ -593,7 +648,7 @@ fn run() -> anyhow::Result<()> {
         Command::Vulndb { command: VulndbCommand::Status { args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {
-                let scanning = berth_scanner::Scanning::new(berth::open_meta(&cfg).await?);
+                let scanning = berth_scanner::Scanning::new(berth::open_meta_existing(&cfg).await?);
                 let (sources, generation) = scanning.vulndb_status().await?;
                 let now = berth_auth::now_ms();
                 if output == "json" {
@@ -632,7 +687,7 @@ fn run() -> anyhow::Result<()> {
         Command::TokenKey { command: TokenKeyCommand::Rotate(args) } => {
             let cfg = load(&args)?;
             rt.block_on(async {
-                let meta = berth::open_meta(&cfg).await?;
+                let meta = berth::open_meta_existing(&cfg).await?;
                 let auth = berth::open_auth(&cfg, meta).await?;
                 let kid = auth.rotate_signing_key().await?;
                 println!("new token signing key {kid}; replicas pick it up on the next unknown key id or restart");

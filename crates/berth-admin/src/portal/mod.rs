@@ -423,11 +423,8 @@ async fn sign_out(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form
 /// The registry's host as clients name it in `docker login`/`pull`: the configured URL's,
 /// else the one the browser used.
 pub(super) fn registry_host(s: &AdminState, headers: &HeaderMap) -> String {
-    if let Some(u) = &s.external_url {
-        let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-        return rest.trim_end_matches('/').split('/').next().unwrap_or(rest).to_owned();
-    }
-    headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:5000").to_owned()
+    // Portal pages are HTTP/1.1 or carry `Host`/proxy headers; the URI is not needed.
+    berth_auth::origin::public_host(s.external_url.as_deref(), headers, &http::Uri::from_static("/"), s.tls)
 }
 
 /// An error of the services as a message for the page and its status.

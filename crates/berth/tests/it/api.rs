@@ -751,6 +751,17 @@ async fn tls_and_http2() {
     let h2c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let r = h2c.request(Method::GET, s.url("/v2/")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    // Behind a reverse proxy (no external_url): the realm is where clients reached the proxy.
+    let r = s
+        .anon()
+        .get(s.url("/v2/"))
+        .header("x-forwarded-host", "registry.example.org")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("realm=\"https://registry.example.org/service/token\""), "{challenge}");
     s.stop().await;
 }
 

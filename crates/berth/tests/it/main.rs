@@ -18,6 +18,7 @@ mod gc;
 mod immutable;
 mod lifecycle;
 mod oidc;
+mod operate;
 mod outage;
 mod portal;
 mod proxy;

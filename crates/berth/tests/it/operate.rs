@@ -1,0 +1,169 @@
+//! Operating the binary: the first start and its admin password, `BERTH_ADMIN_PASSWORD` until
+//! the admin first signs in, `berth admin reset-password`, offline commands that refuse to
+//! invent an empty database, and client variables that do not stop a server.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+/// `berth` with only the environment given (and PATH).
+fn berth(env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).envs(env.iter().copied());
+    c
+}
+
+/// Start `berth serve` on `data`; the child, its URL and what it wrote to stderr before
+/// serving — or `Err(stderr)` when it exited instead.
+fn serve(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<(Child, String, String), String> {
+    let mut child = berth(env)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.wait();
+            return Err(seen);
+        };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "berth is serving"
+        {
+            let addr = v["addr"].as_str().unwrap().to_owned();
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return Ok((child, format!("http://{addr}"), seen));
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+}
+
+fn stop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// The generated password a first start printed.
+fn printed_password(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().skip_while(|l| !l.contains("created the system administrator `admin`"));
+    lines.next()?;
+    lines.map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+}
+
+async fn signs_in(base: &str, password: &str) -> bool {
+    let r = client_as(ADMIN, password).get(format!("{base}/api/v2.0/users/current")).send().await.unwrap();
+    r.status() == StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_prints_the_admin_password_only_once_it_can_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A certificate that does not load: the start fails, and no password was printed (nor
+    // an admin created with it).
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let failed = serve(&data, &tls, &[]).err().expect("a start with a broken certificate fails");
+    assert!(printed_password(&failed).is_none(), "{failed}");
+    assert!(failed.contains("TLS"), "it says why: {failed}");
+    // The client variables the README tells users to export do not stop a server.
+    let client_env = [("BERTH_URL", "http://127.0.0.1:5000"), ("BERTH_USERNAME", "admin"), ("BERTH_PASSWORD", "x")];
+    let (child, base, stderr) = serve(&data, &[], &client_env).unwrap();
+    let generated = printed_password(&stderr).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(signs_in(&base, &generated).await);
+    assert!(stderr.contains("external_url is not set"), "the start warns: {stderr}");
+    stop(child);
+    // Started again with BERTH_ADMIN_PASSWORD: the admin never signed in… but did just now,
+    // so the variable no longer applies, and nothing is printed again.
+    let (child, base, stderr) = serve(&data, &[], &[("BERTH_ADMIN_PASSWORD", "Chosen-Passw0rd-1")]).unwrap();
+    assert!(printed_password(&stderr).is_none(), "{stderr}");
+    assert!(signs_in(&base, &generated).await);
+    assert!(!signs_in(&base, "Chosen-Passw0rd-1").await);
+    stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_admin_password_applies_until_the_admin_first_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, _, stderr) = serve(&data, &[], &[]).unwrap();
+    let lost = printed_password(&stderr).unwrap();
+    stop(child);
+    // The terminal with the password is gone; nobody signed in: the variable sets it.
+    let (child, base, _) = serve(&data, &[], &[("BERTH_ADMIN_PASSWORD", "Chosen-Passw0rd-1")]).unwrap();
+    assert!(!signs_in(&base, &lost).await);
+    assert!(signs_in(&base, "Chosen-Passw0rd-1").await);
+    stop(child);
+    // Signed in once: another value changes nothing.
+    let (child, base, _) = serve(&data, &[], &[("BERTH_ADMIN_PASSWORD", "Other-Passw0rd-2")]).unwrap();
+    assert!(signs_in(&base, "Chosen-Passw0rd-1").await);
+    assert!(!signs_in(&base, "Other-Passw0rd-2").await);
+    stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_password_is_reset_offline_and_offline_commands_never_invent_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Nothing there yet: refused, with the place named, and nothing created.
+    for args in
+        [vec!["jobs", "list"], vec!["events", "list"], vec!["admin", "reset-password"], vec!["token-key", "rotate"]]
+    {
+        let out = berth(&[]).args(&args).arg("--data-dir").arg(&data).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("there is no metadata database at") && err.contains("berth migrate"), "{args:?}: {err}");
+        assert!(!data.exists(), "{args:?} created {}", data.display());
+    }
+    let out = berth(&[]).args(["migrate", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("created the SQLite database"));
+    let out = berth(&[]).args(["migrate", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
+
+    let (child, base, _) = serve(&data, &[], &[("BERTH_ADMIN_PASSWORD", "First-Passw0rd-1")]).unwrap();
+    assert!(signs_in(&base, "First-Passw0rd-1").await);
+    // Reset while it runs: generated and printed; the server takes it.
+    let out = berth(&[]).args(["admin", "reset-password", "--data-dir"]).arg(&data).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("berth: using the SQLite database"), "it says which database: {stderr}");
+    let fresh = stdout.lines().next().and_then(|l| l.strip_prefix("new password of admin: ")).unwrap().to_owned();
+    let mut took = false;
+    for _ in 0..100 {
+        if signs_in(&base, &fresh).await {
+            took = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(took, "the running server accepts the new password");
+    assert!(!signs_in(&base, "First-Passw0rd-1").await);
+    // From stdin, checked like any password; an unknown user is named.
+    let mut c = berth(&[]);
+    c.args(["admin", "reset-password", "--password-stdin", "--data-dir"]).arg(&data);
+    let weak = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = feed(weak, "short\n");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("password"));
+    let out = berth(&[]).args(["admin", "reset-password", "--username", "nobody", "--data-dir"]).arg(&data).output();
+    let err = String::from_utf8_lossy(&out.unwrap().stderr).into_owned();
+    assert!(err.contains("there is no user named \"nobody\""), "{err}");
+    stop(child);
+}
+
+fn feed(mut child: Child, input: &str) -> std::process::Output {
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
