@@ -74,7 +74,7 @@ async fn the_first_start_prints_the_admin_password_only_once_it_can_serve() {
     std::fs::write(&cert, "not a certificate").unwrap();
     std::fs::write(&key, "not a key").unwrap();
     let tls = ["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
-    let failed = serve(&data, &tls, &[]).err().expect("a start with a broken certificate fails");
+    let failed = serve(&data, &tls, &[]).expect_err("a start with a broken certificate fails");
     assert!(printed_password(&failed).is_none(), "{failed}");
     assert!(failed.contains("TLS"), "it says why: {failed}");
     // The client variables the README tells users to export do not stop a server.
