@@ -14,6 +14,10 @@
 //! assert_eq!(cfg.listen.to_string(), "0.0.0.0:5000");
 //! ```
 
+mod explain;
+
+pub use explain::{REDACTED, Setting, to_toml};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -573,10 +577,10 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_UPLOADS_MAX_PER_ACCOUNT", Some("uploads"), "max_per_account"),
     ("BERTH_EVENTS_RETENTION", Some("events"), "retention"),
     ("BERTH_AUDIT_RETENTION", Some("audit"), "retention"),
+    ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
     ("BERTH_CACHE_TAG_TTL", Some("cache"), "tag_ttl"),
     ("BERTH_CACHE_UPSTREAM_TIMEOUT", Some("cache"), "upstream_timeout"),
     ("BERTH_SCANNER_TIMEOUT", Some("scanner"), "timeout"),
-    ("BERTH_AUDIT_MAX_ENTRIES", Some("audit"), "max_entries"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
@@ -618,6 +622,41 @@ fn closest_env(name: &str) -> Option<String> {
         .map(|(_, n)| n.to_owned())
 }
 
+/// A tracing filter: comma-separated `level`, `target` or `target=level` directives (span
+/// filters in brackets are left to the filter itself).
+fn check_log_level(v: String) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let bad = |d: &str, why: &str| ConfigError::Invalid {
+        key: "log_level",
+        message: format!("{d:?} in {v:?}: {why} (e.g. \"info\" or \"info,berth_oci=debug\")"),
+    };
+    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if d.contains('[') {
+            continue;
+        }
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t), Some(l)),
+            None if LEVELS.contains(&d.to_ascii_lowercase().as_str()) => (None, Some(d)),
+            None => (Some(d), None),
+        };
+        if let Some(l) = level
+            && !LEVELS.contains(&l.to_ascii_lowercase().as_str())
+        {
+            return Err(bad(d, "the level is one of trace, debug, info, warn, error, off"));
+        }
+        if let Some(t) = target
+            && (t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_:-.".contains(c)))
+        {
+            return Err(bad(d, "a target is a module path such as berth_oci"));
+        }
+        // A lone word that is no level is almost always a misspelt level ("verbose").
+        if level.is_none() && !d.contains('_') && !d.contains("::") {
+            return Err(bad(d, "not a level (trace, debug, info, warn, error, off) nor a module path"));
+        }
+    }
+    Ok(v)
+}
+
 fn parse_size(key: &'static str, v: &NumOrString) -> Result<usize, ConfigError> {
     let invalid = |m: String| ConfigError::Invalid { key, message: m };
     match v {
@@ -635,7 +674,9 @@ fn parse_size(key: &'static str, v: &NumOrString) -> Result<usize, ConfigError> 
                 "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
                 u => return Err(invalid(format!("unknown size unit {u:?} (use B, KiB, MiB or GiB)"))),
             };
-            Ok((n * mul) as usize)
+            n.checked_mul(mul)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| invalid(format!("{s:?} is too large: at most 16 EiB")))
         }
     }
 }
@@ -1047,7 +1088,7 @@ impl Config {
             listen,
             data_dir,
             log_format,
-            log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+            log_level: check_log_level(raw.log_level.unwrap_or_else(|| "info".into()))?,
             role,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
             blob_redirect_ttl,
@@ -1138,6 +1179,49 @@ mod tests {
         // Nothing close: no guess.
         let e = Config::load(None, env(&[("BERTH_FROBNICATE", "1")]), &Overrides::default()).unwrap_err().to_string();
         assert_eq!(e, "unknown environment variable BERTH_FROBNICATE: no such setting");
+    }
+
+    #[test]
+    fn every_value_is_checked_sizes_levels() {
+        let bad =
+            |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default()).unwrap_err().to_string();
+        // 17179869185 GiB is 2^64 + 1 GiB: an error, not a silent 1 GiB.
+        let e = bad(&[("BERTH_LIMITS_MAX_MANIFEST_BYTES", "17179869185GiB")]);
+        assert!(e.contains("limits.max_manifest_bytes") && e.contains("too large"), "{e}");
+        let e = bad(&[("BERTH_LOG_LEVEL", "verbose")]);
+        assert!(e.contains("log_level") && e.contains("\"verbose\""), "{e}");
+        let e = bad(&[("BERTH_LOG_LEVEL", "info,berth_oci=loud")]);
+        assert!(e.contains("berth_oci=loud"), "{e}");
+        for ok in ["debug", "info,berth_oci=debug", "warn,tower_http::trace=off", "berth_registry"] {
+            let c = Config::load(None, env(&[("BERTH_LOG_LEVEL", ok)]), &Overrides::default()).unwrap();
+            assert_eq!(c.log_level, ok);
+        }
+    }
+
+    #[test]
+    fn the_effective_settings_say_where_each_came_from() {
+        let f = file(
+            "listen = \"127.0.0.1:5001\"\nadmin_password = \"hunter2\"\n[auth]\nservice = \"reg\"\n[audit]\nretention = \"180d\"\n",
+        );
+        let cli = Overrides { data_dir: Some("/srv/berth".into()), ..Default::default() };
+        let (_, settings) = Config::explain(Some(f.path()), env(&[("BERTH_AUTH_TOKEN_TTL", "10m")]), &cli).unwrap();
+        let get = |section: Option<&str>, key: &str| {
+            let s = settings.iter().find(|s| s.section == section && s.key == key).unwrap();
+            (s.value.as_ref().map(|v| v.to_string()), s.source.clone())
+        };
+        let from_file = format!("file {}", f.path().display());
+        assert_eq!(get(None, "listen"), (Some("\"127.0.0.1:5001\"".into()), from_file.clone()));
+        assert_eq!(get(None, "data_dir"), (Some("\"/srv/berth\"".into()), "--data-dir".into()));
+        assert_eq!(get(Some("auth"), "token_ttl"), (Some("\"10m\"".into()), "env BERTH_AUTH_TOKEN_TTL".into()));
+        assert_eq!(get(Some("auth"), "issuer"), (Some("\"berth-token-issuer\"".into()), "default".into()));
+        assert_eq!(get(Some("audit"), "retention"), (Some("\"180d\"".into()), from_file));
+        assert_eq!(get(None, "admin_password").0.as_deref(), Some("\"<redacted>\""));
+        assert_eq!(get(None, "external_url").0, None);
+        // The TOML is TOML (each section once), and it never holds a secret.
+        let text = to_toml(&settings);
+        assert!(!text.contains("hunter2"), "{text}");
+        let back: toml::Table = text.parse().unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back["auth"]["service"].as_str(), Some("reg"));
     }
 
     #[test]

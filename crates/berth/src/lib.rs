@@ -198,13 +198,16 @@ async fn open_all(cfg: &Config) -> anyhow::Result<(Registry, Arc<SqlMetaStore>)>
     Ok((Registry::new(blobs, meta, opts), sql))
 }
 
-fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+/// The TLS server configuration from the certificate and key files: both readable, PEM,
+/// and the key the certificate's (`berth config check` runs this too).
+pub fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&cfg.cert)
         .with_context(|| format!("reading TLS certificate {}", cfg.cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing TLS certificate {}", cfg.cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no PEM certificate in {}", cfg.cert.display());
     let key =
         PrivateKeyDer::from_pem_file(&cfg.key).with_context(|| format!("reading TLS key {}", cfg.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

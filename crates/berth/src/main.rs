@@ -318,23 +318,33 @@ enum JobsCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file (with the current BERTH_… environment) and print the result.
+    /// Validate the configuration — a file (if given), the BERTH_… environment, the flags —
+    /// every key, and the TLS files; print the effective settings with their sources
+    /// (secrets redacted).
     Check {
-        /// The file.
-        file: PathBuf,
+        /// The file (default: $BERTH_CONFIG, or none).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        args: ServeArgs,
+        /// toml or json.
+        #[arg(long, default_value = "toml")]
+        output: String,
     },
 }
 
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let cli = Overrides {
+fn overrides(args: &ServeArgs) -> Overrides {
+    Overrides {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         log_format: args.log_format.clone(),
         role: args.role.clone(),
-    };
-    Ok(Config::load(args.config.as_deref(), std::env::vars(), &cli)?)
+    }
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(args.config.as_deref(), std::env::vars(), &overrides(args))?)
 }
 
 fn init_logging(cfg: &Config) {
@@ -694,11 +704,25 @@ fn run() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Config { command: ConfigCommand::Check { file } } => {
-            let args = ServeArgs { config: Some(file.clone()), ..Default::default() };
-            let cfg = load(&args).with_context(|| format!("{} is not valid", file.display()))?;
-            println!("{} is valid", file.display());
-            println!("{cfg:#?}");
+        Command::Config { command: ConfigCommand::Check { file, args, output } } => {
+            anyhow::ensure!(output == "toml" || output == "json", "--output {output:?}: use toml or json");
+            let file = file.or(args.config.clone());
+            let what = match &file {
+                Some(f) => f.display().to_string(),
+                None => "the configuration (no file; BERTH_… variables and flags)".to_owned(),
+            };
+            let (cfg, settings) = Config::explain(file.as_deref(), std::env::vars(), &overrides(&args))
+                .with_context(|| format!("{what} is not valid"))?;
+            if let Some(t) = &cfg.tls {
+                berth::tls_config(t).with_context(|| format!("{what} is not valid"))?;
+            }
+            if output == "json" {
+                let v = serde_json::json!({"valid": true, "file": file, "settings": settings});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("# {what} is valid; the effective settings, each with where it came from:");
+                print!("{}", berth_config::to_toml(&settings));
+            }
             Ok(())
         }
     }

@@ -167,3 +167,44 @@ fn feed(mut child: Child, input: &str) -> std::process::Output {
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// `berth config check`: every setting with its source, secrets redacted, as TOML or JSON;
+/// TLS files that do not belong together, sizes that overflow and unknown formats are errors.
+#[test]
+fn config_check_shows_the_effective_settings_and_checks_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:5001\"\nadmin_token = \"s3cret-token\"\n").unwrap();
+    let out = berth(&[("BERTH_AUTH_SERVICE", "reg")]).args(["config", "check"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("listen = \"127.0.0.1:5001\"  # file {}", file.display())), "{text}");
+    assert!(text.contains("service = \"reg\"  # env BERTH_AUTH_SERVICE"), "{text}");
+    assert!(text.contains("admin_token = \"<redacted>\"") && !text.contains("s3cret-token"), "{text}");
+    let out = berth(&[]).args(["config", "check", "--output", "json"]).arg(&file).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listen = v["settings"].as_array().unwrap().iter().find(|s| s["key"] == "listen").unwrap().clone();
+    assert_eq!((listen["value"].as_str(), listen["env"].as_str()), (Some("127.0.0.1:5001"), Some("BERTH_LISTEN")));
+    let out = berth(&[]).args(["config", "check", "--output", "yaml"]).arg(&file).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("use toml or json"));
+    // A certificate with another certificate's key.
+    let (a, b) = (
+        rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap(),
+        rcgen::generate_simple_self_signed(vec!["b.example".into()]).unwrap(),
+    );
+    let (cert, key) = (dir.path().join("a.pem"), dir.path().join("b.key"));
+    std::fs::write(&cert, a.cert.pem()).unwrap();
+    std::fs::write(&key, b.key_pair.serialize_pem()).unwrap();
+    let out =
+        berth(&[]).args(["config", "check", "--tls-cert"]).arg(&cert).arg("--tls-key").arg(&key).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("TLS certificate and key do not match"), "{err}");
+    std::fs::write(&key, a.key_pair.serialize_pem()).unwrap();
+    let out =
+        berth(&[]).args(["config", "check", "--tls-cert"]).arg(&cert).arg("--tls-key").arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        berth(&[("BERTH_LIMITS_MAX_MANIFEST_BYTES", "17179869185GiB")]).args(["config", "check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("too large"), "{err}");
+}
