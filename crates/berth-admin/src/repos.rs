@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts", get(artifacts))
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}", get(artifact).delete(delete_artifact))
         .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags", get(tags).post(create_tag))
+        .route("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/accessories", get(accessories))
         .route(
             "/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/tags/{tag}",
             axum::routing::delete(delete_tag),
@@ -114,6 +115,55 @@ pub(crate) fn artifact_type(a: &ArtifactRow) -> &'static str {
     }
 }
 
+/// The artifact `a` is an accessory of (Harbor's accessories: signatures, SBOMs, other
+/// referrers), if any: its `subject`, or — cosign's tag scheme — the digest its only tags
+/// (`sha256-<hex>.sig`, `.att`, `.sbom`) name. Only a subject in the same repository counts.
+pub(crate) fn accessory_of(a: &ArtifactRow, rows: &[ArtifactRow]) -> Option<Digest> {
+    let here = |d: &Digest| rows.iter().any(|r| &r.record.digest == d);
+    if let Some(s) = &a.record.subject {
+        return here(s).then(|| s.clone());
+    }
+    let mut named = a.tags.iter().map(|(t, _)| {
+        let (stem, ext) = t.rsplit_once('.')?;
+        let hex = stem.strip_prefix("sha256-")?;
+        (["sig", "att", "sbom"].contains(&ext)).then(|| format!("sha256:{hex}").parse::<Digest>().ok()).flatten()
+    });
+    let first = named.next()??;
+    (named.all(|d| d.as_ref() == Some(&first)) && here(&first)).then_some(first)
+}
+
+/// Harbor's accessory type of an accessory.
+pub(crate) fn accessory_type(a: &ArtifactRow) -> &'static str {
+    let t = a.record.artifact_type.as_deref().unwrap_or("");
+    let tag = |ext: &str| a.tags.iter().any(|(n, _)| n.ends_with(ext));
+    if t.contains("notary") {
+        "signature.notation"
+    } else if t.contains("cosign") && t.contains("sig") || tag(".sig") {
+        "signature.cosign"
+    } else if t.contains("sbom") || t.contains("spdx") || t.contains("cyclonedx") || tag(".sbom") {
+        "harbor.sbom"
+    } else {
+        "subject.accessory"
+    }
+}
+
+/// The accessories of `subject` in Harbor's shape.
+fn accessories_json(repo: &RepoName, subject: &ArtifactRow, rows: &[ArtifactRow]) -> Vec<Value> {
+    let subject_id = stable_id(&[repo.as_str(), &subject.record.digest.to_string()]);
+    rows.iter()
+        .filter(|a| accessory_of(a, rows).as_ref() == Some(&subject.record.digest))
+        .map(|a| {
+            json!({
+                "id": stable_id(&[repo.as_str(), &a.record.digest.to_string(), "accessory"]),
+                "artifact_id": stable_id(&[repo.as_str(), &a.record.digest.to_string()]),
+                "subject_artifact_id": subject_id, "subject_artifact_digest": subject.record.digest,
+                "subject_artifact_repo": repo.as_str(), "size": a.total_size, "digest": a.record.digest,
+                "type": accessory_type(a), "icon": "", "creation_time": time(a.record.created_at),
+            })
+        })
+        .collect()
+}
+
 fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow, labels: Vec<Value>) -> Value {
     let id = stable_id(&[repo.as_str(), &a.record.digest.to_string()]);
     let repo_id = stable_id(&[repo.as_str()]);
@@ -139,7 +189,7 @@ fn artifact_json(project: &ProjectRecord, repo: &RepoName, a: &ArtifactRow, labe
         "manifest_media_type": a.record.media_type, "project_id": project.id, "repository_id": repo_id,
         "repository_name": repo.as_str(),
         "digest": a.record.digest, "size": a.total_size, "push_time": time(a.record.created_at),
-        "pull_time": a.pull_time.map(time).unwrap_or_else(|| NEVER.to_owned()),
+        "pull_time": a.pull_time.map(time).unwrap_or_else(|| NEVER.to_owned()), "pull_count": a.pull_count,
         "extra_attrs": {}, "annotations": annotations, "references": references, "tags": tags, "labels": labels,
         "addition_links": {}, "accessories": [],
     })
@@ -167,12 +217,17 @@ async fn artifacts(
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
     let rows = s.registry.artifacts(&name).await?;
-    // As Harbor: children of an index are listed inside it, not on their own, unless tagged.
+    // As Harbor: children of an index are listed inside it, not on their own, unless tagged;
+    // accessories (signatures, SBOMs) inside their subject.
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
     let mut list = Vec::new();
     let labels = s.registry.labels().repo_labels(name.as_str()).await?;
-    for a in rows.iter().filter(|a| !children.contains(&a.record.digest) || !a.tags.is_empty()) {
+    let top = rows
+        .iter()
+        .filter(|a| (!children.contains(&a.record.digest) || !a.tags.is_empty()) && accessory_of(a, &rows).is_none());
+    for a in top {
         let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
+        j["accessories"] = json!(accessories_json(&name, a, &rows));
         if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
             j["scan_overview"] = o;
         }
@@ -191,10 +246,27 @@ async fn artifact(
     let a = find_artifact(&s, &name, &reference).await?;
     let labels = s.registry.labels().repo_labels(name.as_str()).await?;
     let mut j = artifact_json(&project, &name, &a, labels_of(&s, &labels, &a).await?);
+    let rows = s.registry.artifacts(&name).await?;
+    j["accessories"] = json!(accessories_json(&name, &a, &rows));
     if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
         j["scan_overview"] = o;
     }
     Ok(Json(j).into_response())
+}
+
+/// Harbor's accessories of an artifact (signatures, SBOMs, other referrers), paged.
+async fn accessories(
+    State(s): State<AdminState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((p, r, reference)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
+    let a = find_artifact(&s, &name, &reference).await?;
+    let rows = s.registry.artifacts(&name).await?;
+    let list = accessories_json(&name, &a, &rows);
+    paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/accessories"))
 }
 
 async fn delete_artifact(

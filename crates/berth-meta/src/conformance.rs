@@ -639,7 +639,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     let pulled = repos.iter().find(|r| r.name == "ev/pulled").unwrap();
     assert_eq!((pulled.pull_count, pulled.pull_time), (3, Some(40)));
     let art = store.repo_artifacts(&p).await.unwrap().remove(0);
-    assert_eq!(art.pull_time, Some(40));
+    assert_eq!((art.pull_time, art.pull_count), (Some(40), 3), "the artifact's pull time and count");
     assert_eq!(art.tag_pull_times.get("v1"), Some(&40), "the tag it was pulled by, too");
     let cursors = store.consumer_cursors().await.unwrap();
     assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 1));

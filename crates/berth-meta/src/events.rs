@@ -394,12 +394,22 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             .bind(at)
             .execute(&mut **tx)
             .await?;
-            // The manifest pulled, and the tag it was pulled by.
-            for (table, key, value) in [("manifests", "digest", digest), ("tags", "name", tag)] {
-                let Some(value) = value else { continue };
-                sqlx::query(&format!("UPDATE {table} SET pull_time = {LATER} WHERE repo = $1 AND {key} = $2"))
+            // The manifest pulled (its count too), and the tag it was pulled by.
+            if let Some(d) = digest {
+                sqlx::query(&format!(
+                    "UPDATE manifests SET pull_time = {LATER}, pull_count = pull_count + $4 WHERE repo = $1 AND digest = $2"
+                ))
+                .bind(repo)
+                .bind(d)
+                .bind(at)
+                .bind(count)
+                .execute(&mut **tx)
+                .await?;
+            }
+            if let Some(t) = tag {
+                sqlx::query(&format!("UPDATE tags SET pull_time = {LATER} WHERE repo = $1 AND name = $2"))
                     .bind(repo)
-                    .bind(value)
+                    .bind(t)
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;

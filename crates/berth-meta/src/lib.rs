@@ -186,6 +186,8 @@ pub struct ArtifactRow {
     pub total_size: i64,
     /// Latest counted pull (Unix ms), if any.
     pub pull_time: Option<i64>,
+    /// Pulls counted (of the manifest, by tag or digest).
+    pub pull_count: i64,
     /// Latest counted pull through each of its tags that was pulled (Unix ms).
     pub tag_pull_times: std::collections::BTreeMap<String, i64>,
 }

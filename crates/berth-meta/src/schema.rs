@@ -270,4 +270,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE users ADD COLUMN first_login_at BIGINT",
         ],
     ),
+    (
+        22,
+        &[
+            // Pulls per artifact (the repository's total is in `repositories.pull_count`).
+            "ALTER TABLE manifests ADD COLUMN pull_count BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ];

@@ -1092,7 +1092,8 @@ impl MetaStore for SqlMetaStore {
 
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError> {
         let rows = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLS}, m.pull_time FROM manifests m WHERE m.repo = $1 ORDER BY m.created_at DESC, m.digest"
+            "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1
+             ORDER BY m.created_at DESC, m.digest"
         ))
         .bind(repo.as_str())
         .fetch_all(&self.pool)
@@ -1110,6 +1111,7 @@ impl MetaStore for SqlMetaStore {
                 children: Vec::new(),
                 total_size,
                 pull_time,
+                pull_count: r.try_get("pull_count")?,
                 tag_pull_times: Default::default(),
             });
         }

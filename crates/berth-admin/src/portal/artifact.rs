@@ -342,7 +342,7 @@ async fn page(
     let rows = s.registry.artifacts(&name).await.unwrap_or_default();
     let Some(a) = rows.iter().find(|a| a.record.digest.to_string() == digest) else { return not_found() };
     let accessories: Vec<&ArtifactRow> =
-        rows.iter().filter(|r| r.record.subject.as_ref() == Some(&a.record.digest)).collect();
+        rows.iter().filter(|r| crate::repos::accessory_of(r, &rows).as_ref() == Some(&a.record.digest)).collect();
     let labels = s.registry.labels().repo_labels(&full).await.unwrap_or_default().remove(&digest).unwrap_or_default();
     let annotations: Vec<(String, String)> = a
         .record
@@ -465,7 +465,11 @@ async fn page(
                 dt { "Type" } dd { (super::kind_of(a)) " " span.muted.wrap { "(" (a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone())) ")" } }
                 dt { "Size" } dd { (human_bytes(a.total_size)) }
                 dt { "Pushed" } dd { (super::when(a.record.created_at)) }
-                dt { "Pulled" } dd { @if let Some(t) = a.pull_time { (super::when(t)) } @else { span.muted { "never" } } }
+                dt { "Pulled" } dd {
+                    @if let Some(t) = a.pull_time {
+                        (super::when(t)) " (" (a.pull_count) @if a.pull_count == 1 { " pull)" } @else { " pulls)" }
+                    } @else { span.muted { "never" } }
+                }
                 @if examined { dt { "Vulnerabilities" } dd { (scan_badge(record.as_ref())) } }
                 @if let Some(sub) = &a.record.subject {
                     dt { "Refers to" } dd { a href=(page_of(&sub.to_string())) { code { (short(&sub.to_string())) } } }

@@ -467,12 +467,17 @@ async fn artifacts(
     // shown on their parent's page, unless tagged themselves.
     let top: Vec<&berth_registry::ArtifactRow> = rows
         .iter()
-        .filter(|a| (!children.contains(&a.record.digest) && a.record.subject.is_none()) || !a.tags.is_empty())
+        .filter(|a| {
+            (!children.contains(&a.record.digest) || !a.tags.is_empty())
+                && crate::repos::accessory_of(a, &rows).is_none()
+        })
         .collect();
     let page = q.get("page").and_then(|x| x.parse::<usize>().ok()).unwrap_or(1).max(1);
     let shown: Vec<&&berth_registry::ArtifactRow> =
         top.iter().skip((page - 1) * super::PAGE_SIZE).take(super::PAGE_SIZE).collect();
-    let accessories = |d: &berth_types::Digest| rows.iter().filter(|a| a.record.subject.as_ref() == Some(d)).count();
+    let accessories = |d: &berth_types::Digest| {
+        rows.iter().filter(|a| crate::repos::accessory_of(a, &rows).as_ref() == Some(d)).count()
+    };
     let digests: Vec<String> = shown.iter().map(|a| a.record.digest.to_string()).collect();
     let mut scans = Vec::new();
     for d in &digests {

@@ -487,3 +487,71 @@ async fn labels_and_retention_have_harbors_shapes() {
     tasks.as_array().unwrap().iter().for_each(|t| conforms(t, "RetentionExecutionTask"));
     s.stop().await;
 }
+
+/// Signatures and SBOMs are accessories of their subject (Harbor's `accessories`), not
+/// artifacts of their own in the listing: referrers by `subject`, and cosign's tag scheme
+/// (`sha256-<hex>.sig`). Artifacts count their pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_are_accessories_of_their_subject_and_pulls_are_counted() {
+    let s = TestServer::start().await;
+    let m = s.push_image("acc/app", "v1").await;
+    let md = sha256(&m);
+    let other = sha256(&s.push_image("acc/app", "v2").await);
+    let empty = s.push_blob("acc/app", b"{}").await;
+    let referrer = |artifact_type: &str, payload: &[u8], subject: bool| -> Vec<u8> {
+        let mut v = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": sha256(payload), "size": payload.len()}],
+        });
+        if subject {
+            v["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": md, "size": m.len()});
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    s.push_blob("acc/app", b"sbom").await;
+    s.push_blob("acc/app", b"sig").await;
+    let sbom = referrer("application/spdx+json", b"sbom", true);
+    assert_eq!(s.put_manifest("acc/app", &sha256(&sbom), OCI_MANIFEST, &sbom).await.status(), StatusCode::CREATED);
+    // cosign's tag scheme: no subject, a tag naming the signed digest.
+    let sig = referrer("application/vnd.dev.cosign.artifact.sig.v1+json", b"sig", false);
+    let sig_tag = format!("{}.sig", md.replace(':', "-"));
+    assert_eq!(s.put_manifest("acc/app", &sig_tag, OCI_MANIFEST, &sig).await.status(), StatusCode::CREATED);
+    for _ in 0..3 {
+        assert_eq!(s.get("/v2/acc/app/manifests/v1").await.status(), StatusCode::OK);
+    }
+
+    let list: Value = s.api(Method::GET, "/projects/acc/repositories/app/artifacts", None).await.json().await.unwrap();
+    let digests: BTreeSet<&str> = list.as_array().unwrap().iter().map(|a| a["digest"].as_str().unwrap()).collect();
+    assert_eq!(digests, BTreeSet::from([md.as_str(), other.as_str()]), "accessories are not listed on their own");
+    let image = list.as_array().unwrap().iter().find(|a| a["digest"] == md).unwrap();
+    let mut kinds: Vec<(&str, &str)> = image["accessories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["type"].as_str().unwrap(), x["digest"].as_str().unwrap()))
+        .collect();
+    kinds.sort_unstable();
+    let (sbom_d, sig_d) = (sha256(&sbom), sha256(&sig));
+    assert_eq!(kinds, [("harbor.sbom", sbom_d.as_str()), ("signature.cosign", sig_d.as_str())], "{image}");
+    assert_eq!(image["accessories"][0]["subject_artifact_digest"], md);
+    let path = format!("/projects/acc/repositories/app/artifacts/{md}/accessories");
+    let listed: Value = s.api(Method::GET, &path, None).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // Pulls are counted per artifact (through the event log, in batches).
+    let mut count = Value::Null;
+    for _ in 0..100 {
+        let a: Value = s
+            .api(Method::GET, &format!("/projects/acc/repositories/app/artifacts/{md}"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        count = a["pull_count"].clone();
+        if count == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, 3);
+}
