@@ -70,6 +70,7 @@ pub(crate) fn audit_json(a: &AuditRecord) -> serde_json::Value {
         "operation": a.operation, "op_time": time(a.op_time),
         // Berth's additions.
         "project": a.project, "client_ip": a.client_ip, "result": a.result, "detail": a.detail,
+        "repeats": a.repeats.max(1),
     })
 }
 

@@ -27,10 +27,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
     let op = detail("op").unwrap_or_default();
     let (operation, resource_type, resource, result, detail) = match ev.kind {
         EventKind::ArtifactPushed => ("push", "artifact", at_ref(), "success", None),
-        EventKind::ArtifactPulled => {
-            let n = ev.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1);
-            ("pull", "artifact", at_ref(), "success", (n > 1).then(|| format!("pulled {n} times")))
-        }
+        EventKind::ArtifactPulled => ("pull", "artifact", at_ref(), "success", None),
         EventKind::ArtifactDeleted => ("delete", "artifact", at_digest(), "success", None),
         EventKind::TagDeleted => ("delete", "tag", at_tag(), "success", None),
         // Tags set by a push are part of the push's entry.
@@ -45,11 +42,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         }
         EventKind::RepositoryDeleted => ("delete", "repository", repo.to_owned(), "success", None),
         EventKind::LoginSucceeded => ("login", "user", ev.origin.actor.clone(), "success", detail("how")),
-        EventKind::LoginFailed => {
-            let n = ev.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1);
-            let d = detail("detail").map(|d| if n > 1 { format!("{d} ({n} times)") } else { d });
-            ("login", "user", ev.origin.actor.clone(), "failure", d)
-        }
+        EventKind::LoginFailed => ("login", "user", ev.origin.actor.clone(), "failure", detail("detail")),
         EventKind::ProjectCreated => ("create", "project", name(), "success", None),
         EventKind::ProjectUpdated => ("update", "project", name(), "success", None),
         EventKind::ProjectDeleted => ("delete", "project", name(), "success", None),
@@ -117,7 +110,12 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         }
         EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
     };
+    // Pulls and failed logins repeat (a CI job, a misconfigured client): counted, and added
+    // to the latest identical entry of the last hour.
+    let repeatable = matches!(ev.kind, EventKind::ArtifactPulled | EventKind::LoginFailed);
     Some(AuditRecord {
+        repeats: if repeatable { ev.data.get("count").and_then(|v| v.as_i64()).unwrap_or(1).max(1) } else { 1 },
+        aggregate: repeatable,
         op_time: ev.at,
         username: ev.origin.actor.clone(),
         operation: operation.into(),

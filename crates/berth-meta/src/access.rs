@@ -188,7 +188,15 @@ pub struct AuditRecord {
     pub result: String,
     /// Extra words (never a secret).
     pub detail: Option<String>,
+    /// How many times it happened (0 when writing means once).
+    pub repeats: i64,
+    /// When writing: add to the latest identical entry of the last [`AUDIT_MERGE_WINDOW_MS`]
+    /// instead of writing another (pulls, failed logins).
+    pub aggregate: bool,
 }
+
+/// How far back an aggregated audit entry finds the identical one it adds to.
+pub const AUDIT_MERGE_WINDOW_MS: i64 = 3_600_000;
 
 /// Filters for [`AccessStore::audit_log`]; `None` matches everything.
 #[derive(Debug, Clone, Default)]
@@ -457,6 +465,8 @@ fn audit_from_row(r: &AnyRow) -> Result<AuditRecord, MetaError> {
         client_ip: r.try_get("client_ip")?,
         result: r.try_get("result")?,
         detail: r.try_get("detail")?,
+        repeats: r.try_get("repeats")?,
+        aggregate: false,
     })
 }
 
@@ -601,11 +611,40 @@ pub(crate) async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[AuditRecord],
 ) -> Result<(), MetaError> {
-    for chunk in entries.chunks(100) {
-        let rows = crate::sql::value_rows(chunk.len(), 9);
+    // Aggregated entries first try to add to the latest identical one of the last hour.
+    let mut fresh: Vec<&AuditRecord> = Vec::with_capacity(entries.len());
+    for e in entries {
+        if e.aggregate {
+            let merged = sqlx::query(
+                "UPDATE audit_log SET repeats = repeats + $1, op_time = CASE WHEN op_time < $2 THEN $2 ELSE op_time END
+                 WHERE id = (SELECT id FROM audit_log WHERE op_time >= $3 AND username = $4 AND operation = $5
+                   AND resource_type = $6 AND resource = $7 AND result = $8 AND COALESCE(client_ip, '') = $9
+                   AND COALESCE(detail, '') = $10 ORDER BY id DESC LIMIT 1)",
+            )
+            .bind(e.repeats.max(1))
+            .bind(e.op_time)
+            .bind(e.op_time - AUDIT_MERGE_WINDOW_MS)
+            .bind(&e.username)
+            .bind(&e.operation)
+            .bind(&e.resource_type)
+            .bind(&e.resource)
+            .bind(&e.result)
+            .bind(e.client_ip.as_deref().unwrap_or(""))
+            .bind(e.detail.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if merged > 0 {
+                continue;
+            }
+        }
+        fresh.push(e);
+    }
+    for chunk in fresh.chunks(100) {
+        let rows = crate::sql::value_rows(chunk.len(), 10);
         let sql = format!(
             "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
-             result, detail) VALUES {}",
+             result, detail, repeats) VALUES {}",
             rows
         );
         let mut q = sqlx::query(&sql);
@@ -619,7 +658,8 @@ pub(crate) async fn insert_audit(
                 .bind(&e.project)
                 .bind(&e.client_ip)
                 .bind(&e.result)
-                .bind(&e.detail);
+                .bind(&e.detail)
+                .bind(e.repeats.max(1));
         }
         q.execute(&mut **tx).await?;
     }
@@ -1214,8 +1254,8 @@ impl AccessStore for SqlMetaStore {
         let total = cq.fetch_one(self.pool()).await?;
         let (lp, op) = (next(), next());
         let page_sql = format!(
-            "SELECT id, op_time, username, operation, resource_type, resource, project, client_ip, result, detail
-             FROM audit_log{filter} ORDER BY op_time DESC, id DESC LIMIT ${lp} OFFSET ${op}"
+            "SELECT id, op_time, username, operation, resource_type, resource, project, client_ip, result, detail,
+             repeats FROM audit_log{filter} ORDER BY op_time DESC, id DESC LIMIT ${lp} OFFSET ${op}"
         );
         let mut pq = sqlx::query(&page_sql);
         for s in &strs {

@@ -643,6 +643,40 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     assert_eq!(art.tag_pull_times.get("v1"), Some(&40), "the tag it was pulled by, too");
     let cursors = store.consumer_cursors().await.unwrap();
     assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 1));
+    // Aggregated entries add to the latest identical one within the window; another
+    // address, or an entry older than the window, is an entry of its own.
+    let agg = |at: i64, ip: &str, n: i64| {
+        Effect::Audit(AuditRecord {
+            op_time: at,
+            username: "ci".into(),
+            operation: "pull".into(),
+            resource_type: "artifact".into(),
+            resource: "ev/pulled:v1".into(),
+            client_ip: Some(ip.into()),
+            result: "success".into(),
+            repeats: n,
+            aggregate: true,
+            ..Default::default()
+        })
+    };
+    let late = 10 * crate::AUDIT_MERGE_WINDOW_MS;
+    let batch = [agg(late, "10.0.0.1", 2), agg(late + 5, "10.0.0.1", 3), agg(late + 6, "10.0.0.2", 1)];
+    assert!(store.advance_consumer("audit", last + 1, last + 2, &batch, 53).await.unwrap());
+    let after = late + crate::AUDIT_MERGE_WINDOW_MS + 10;
+    assert!(store.advance_consumer("audit", last + 2, last + 3, &[agg(after, "10.0.0.1", 1)], 54).await.unwrap());
+    let q = AuditQuery { username: Some("ci".into()), ..Default::default() };
+    let (ci, _) = store.audit_log(&q, 0, 10).await.unwrap();
+    let mut seen: Vec<(i64, Option<String>, i64)> =
+        ci.iter().map(|e| (e.op_time, e.client_ip.clone(), e.repeats)).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (late + 5, Some("10.0.0.1".into()), 5),
+            (late + 6, Some("10.0.0.2".into()), 1),
+            (after, Some("10.0.0.1".into()), 1)
+        ]
+    );
 
     // Appended events (pulls, logins) and concurrent writers: a reader that follows the log
     // while eight writers append sees every event exactly once, in order.

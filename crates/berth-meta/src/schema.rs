@@ -277,4 +277,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE manifests ADD COLUMN pull_count BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        23,
+        &[
+            // Repeated identical audit entries (a CI job pulling the same tag all day) are one
+            // entry with a count.
+            "ALTER TABLE audit_log ADD COLUMN repeats BIGINT NOT NULL DEFAULT 1",
+        ],
+    ),
 ];

@@ -397,11 +397,10 @@ pub(crate) async fn token_get(
     let ip = client_ip(&ext);
     let p = match basic_credentials(&headers) {
         Some((u, pw)) if u.is_empty() && pw.is_empty() => Principal::Anonymous,
+        // Issuing a token is not a login (clients ask for one per pull or push): failures are
+        // audited by `login`, successes are not.
         Some((u, pw)) => match state.auth.login(&u, &pw, ip.as_deref()).await {
-            Ok(p) => {
-                state.auth.audit_login_success(&p, ip.as_deref(), "token service");
-                p
-            }
+            Ok(p) => p,
             Err(e) => return login_error(e),
         },
         None if headers.contains_key(header::AUTHORIZATION) => {
@@ -448,10 +447,7 @@ pub(crate) async fn token_post(
                 );
             };
             match state.auth.login(u, pw, ip.as_deref()).await {
-                Ok(p) => {
-                    state.auth.audit_login_success(&p, ip.as_deref(), "token service (password grant)");
-                    p
-                }
+                Ok(p) => p,
                 Err(e) => return login_error(e),
             }
         }

@@ -93,7 +93,11 @@ async fn table(s: &AdminState, here: &str, mut f: Filter, project: Option<&str>)
                                     td { (super::when(a.op_time)) }
                                     td { (a.username) }
                                     td { (a.operation) }
-                                    td.wrap { (a.resource) @if let Some(d) = &a.detail { br; span.muted { (d) } } }
+                                    td.wrap {
+                                        (a.resource)
+                                        @if a.repeats > 1 { " " span.badge title="Identical entries within an hour, counted as one" { "×" (a.repeats) } }
+                                        @if let Some(d) = &a.detail { br; span.muted { (d) } }
+                                    }
                                     td.hide-narrow { (a.resource_type) }
                                     td.hide-narrow { @if a.result == "success" { (a.result) } @else { span.failed { (a.result) } } }
                                     td.hide-narrow { (a.client_ip.clone().unwrap_or_default()) }

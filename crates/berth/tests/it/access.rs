@@ -479,3 +479,41 @@ async fn a_deny_policy_overrides_a_role_and_an_allow_grants_without_one() {
     push(&dev, &layout, &format!("{host}/pol/app:v3")).await.unwrap();
     s.stop().await;
 }
+
+/// The audit log records operations, not noise: a token request is not a login (clients ask
+/// for one per pull), and identical pulls within an hour are one entry with a count, also
+/// across the event writer's batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_are_not_logins_and_repeated_pulls_are_one_entry() {
+    let s = TestServer::start().await;
+    s.project("noise", false).await;
+    s.user("ci", "Ci-Passw0rd-1").await;
+    s.member("noise", "ci", 2).await;
+    s.push_image("noise/app", "v1").await;
+    let ci = client_as("ci", "Ci-Passw0rd-1");
+    for _ in 0..3 {
+        let r = ci.get(s.url("/service/token?service=berth&scope=repository:noise/app:pull")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = client_as("ci", "wrong").get(s.url("/service/token?service=berth")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for round in 0..2 {
+        for _ in 0..3 {
+            assert_eq!(ci.get(s.url("/v2/noise/app/manifests/v1")).send().await.unwrap().status(), StatusCode::OK);
+        }
+        if round == 0 {
+            // Past the writer's one-second batch: the second round is another event.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    let pulls = audit(&s, "username=ci", |v| {
+        v.iter().filter(|e| e["operation"] == "pull").map(|e| e["repeats"].as_i64().unwrap()).sum::<i64>() == 6
+    })
+    .await;
+    let entries: Vec<&Value> = pulls.iter().filter(|e| e["operation"] == "pull").collect();
+    assert_eq!(entries.len(), 1, "six identical pulls are one entry: {entries:?}");
+    assert_eq!(entries[0]["resource"], "noise/app:v1");
+    let logins: Vec<&Value> = pulls.iter().filter(|e| e["operation"] == "login").collect();
+    assert_eq!(logins.len(), 1, "only the failed attempt: {logins:?}");
+    assert_eq!(logins[0]["result"], "failure");
+}

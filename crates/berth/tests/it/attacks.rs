@@ -425,14 +425,11 @@ async fn brute_force_logins_are_locked_out_and_audited() {
         v.iter().any(|e| e["resource"] == "target (login locks lifted)" && e["username"] == "admin")
     })
     .await;
-    // Failures from one place within a second are one entry with a count.
+    // Identical failures from one place are one entry with a count.
     let failures = |v: &[Value]| -> u64 {
         v.iter()
             .filter(|e| e["operation"] == "login" && e["result"] == "failure")
-            .map(|e| {
-                let d = e["detail"].as_str().unwrap_or("");
-                d.rsplit_once(" (").and_then(|(_, n)| n.strip_suffix(" times)")).map_or(1, |n| n.parse().unwrap())
-            })
+            .map(|e| e["repeats"].as_u64().unwrap())
             .sum()
     };
     let log = crate::access::audit(&s, "username=target", |v| {
