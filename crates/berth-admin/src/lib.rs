@@ -190,7 +190,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PreconditionFailed(_) => "PRECONDITION",
             ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
             ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::StorageFull(_) => "INSUFFICIENT_STORAGE",
             ApiError::Internal(_) => "UNKNOWN",
@@ -537,7 +537,7 @@ pub(crate) fn created(location: &str) -> Response {
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|Json(v)| v).map_err(|e| bad_request(e.body_text()))
+    body.map(|Json(v)| v).map_err(|e| bad_request(plain_words(&e.body_text())))
 }
 
 /// The `/api/v2.0` routes and the web login routes.
@@ -559,8 +559,76 @@ pub fn router(state: AdminState) -> Router {
         .merge(robots::routes())
         .merge(scans::routes())
         .merge(web::routes())
+        // Any other path under the API is Harbor's JSON 404, not the registry's.
+        .route("/api/v2.0", axum::routing::any(no_such_endpoint))
+        .route("/api/v2.0/{*rest}", axum::routing::any(no_such_endpoint))
         .layer(axum::middleware::from_fn(strict_json))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// The framework's rejection texts, in users' words.
+fn plain_words(text: &str) -> String {
+    if let Some(rest) = text.strip_prefix("Invalid URL: Cannot parse `")
+        && let Some((value, kind)) = rest.split_once("` to a `")
+        && (kind.starts_with('i') || kind.starts_with('u'))
+    {
+        return format!("{value:?} is not a number: this part of the path is an id");
+    }
+    for (theirs, ours) in [
+        ("Failed to parse the request body as JSON: ", "the request body is not valid JSON: "),
+        ("Failed to deserialize the JSON body into the target type: ", "the request body does not fit: "),
+        (
+            "Expected request with `Content-Type: application/json`",
+            "send the body as JSON (Content-Type: application/json)",
+        ),
+        ("Failed to deserialize query string: ", "the query string does not fit: "),
+    ] {
+        if let Some(rest) = text.strip_prefix(theirs) {
+            return format!("{ours}{rest}");
+        }
+    }
+    text.to_owned()
+}
+
+async fn no_such_endpoint(method: http::Method, uri: http::Uri) -> Response {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path())).into_response()
+}
+
+/// Every error under `/api/` is Harbor's JSON envelope, also the ones the framework answers
+/// itself (a path parameter that does not parse, a method a route does not have, a body that
+/// is not JSON): their text becomes the message.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let text = plain_words(&text.unwrap_or_default());
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", format!("this endpoint does not take {method}")),
+        StatusCode::NOT_FOUND => ("NOT_FOUND", if text.is_empty() { "not found".into() } else { text }),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("UNSUPPORTED_MEDIA_TYPE", text),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", text),
+        s if s.is_client_error() => ("BAD_REQUEST", text),
+        _ => ("UNKNOWN", "internal error; see the server log".into()),
+    };
+    let mut out = (status, Json(json!({"errors": [{"code": code, "message": message}]}))).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Largest request body the management API reads (policies, robot permission lists…).

@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/api/v2.0/users", get(list).post(create))
         .route("/api/v2.0/users/current", get(current))
+        .route("/api/v2.0/users/search", get(search))
         .route("/api/v2.0/users/{id}", get(show).put(update).delete(remove))
         .route("/api/v2.0/users/{id}/password", put(password))
         .route("/api/v2.0/users/{id}/sysadmin", put(sysadmin))
@@ -80,6 +81,24 @@ async fn list(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<St
         .map(user_json)
         .collect();
     paginate(list, &q, "/api/v2.0/users")
+}
+
+/// Harbor's user search (to add members): any signed-in user finds ids and names by part of
+/// a username.
+async fn search(State(s): State<AdminState>, c: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    c.authenticated()?;
+    let Some(name) = q.get("username").map(|n| n.trim()).filter(|n| !n.is_empty()) else {
+        return Err(bad_request("give the part of a username to search for: ?username=…"));
+    };
+    let list: Vec<_> = s
+        .auth
+        .users()
+        .await?
+        .iter()
+        .filter(|u| u.username.contains(name))
+        .map(|u| json!({"user_id": u.id, "username": u.username}))
+        .collect();
+    paginate(list, &q, "/api/v2.0/users/search")
 }
 
 #[derive(Deserialize)]

@@ -555,3 +555,60 @@ async fn referrers_are_accessories_of_their_subject_and_pulls_are_counted() {
     }
     assert_eq!(count, 3);
 }
+
+/// Every answer under `/api/v2.0` is JSON in Harbor's envelope, also for paths that do not
+/// exist, parameters that do not parse, methods a route does not take and bodies that are not
+/// JSON; user search finds ids by part of a name for any signed-in user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_answer_is_json_and_users_can_be_searched() {
+    let s = TestServer::start().await;
+    s.user("searchme", "Search-Passw0rd-1").await;
+    let cases: [(Method, &str, Option<&str>, StatusCode, &str, &str); 6] = [
+        (
+            Method::GET,
+            "/api/v2.0/nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such endpoint: GET /api/v2.0/nope",
+        ),
+        (Method::GET, "/api/v2.0", None, StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint"),
+        (Method::GET, "/api/v2.0/users/abc", None, StatusCode::BAD_REQUEST, "BAD_REQUEST", "\"abc\" is not a number"),
+        (Method::PATCH, "/api/v2.0/users/current", None, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "PATCH"),
+        (
+            Method::POST,
+            "/api/v2.0/projects",
+            Some("not json"),
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "not valid JSON",
+        ),
+        (Method::GET, "/api/v2.0/users/search", None, StatusCode::BAD_REQUEST, "BAD_REQUEST", "?username="),
+    ];
+    for (method, path, body, status, code, words) in cases {
+        let mut r = s.client.request(method.clone(), s.url(path)).header("content-type", "application/json");
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), status, "{method} {path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("application/json"), "{method} {path}: {ct}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["errors"][0]["code"], code, "{method} {path}: {e}");
+        assert!(e["errors"][0]["message"].as_str().unwrap().contains(words), "{method} {path}: {e}");
+    }
+    let found: Value = client_as("searchme", "Search-Passw0rd-1")
+        .get(s.url("/api/v2.0/users/search?username=arch"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["username"], "searchme");
+    assert!(found[0]["user_id"].as_i64().is_some());
+    let r = s.anon().get(s.url("/api/v2.0/users/search?username=a")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
