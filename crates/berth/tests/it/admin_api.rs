@@ -563,7 +563,8 @@ async fn referrers_are_accessories_of_their_subject_and_pulls_are_counted() {
 async fn every_api_answer_is_json_and_users_can_be_searched() {
     let s = TestServer::start().await;
     s.user("searchme", "Search-Passw0rd-1").await;
-    let cases: [(Method, &str, Option<&str>, StatusCode, &str, &str); 6] = [
+    type Case<'a> = (Method, &'a str, Option<&'a str>, StatusCode, &'a str, &'a str);
+    let cases: [Case; 6] = [
         (
             Method::GET,
             "/api/v2.0/nope",

@@ -208,3 +208,20 @@ fn config_check_shows_the_effective_settings_and_checks_tls_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("too large"), "{err}");
 }
+
+/// One version everywhere: the binary, the management API, the client's User-Agent (as an
+/// upstream registry logs it), and the SBOMs Berth writes — all Cargo's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_version_everywhere() {
+    let v = env!("CARGO_PKG_VERSION");
+    let out = berth(&[]).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("berth {v}"));
+    let s = TestServer::start().await;
+    let info: serde_json::Value = s.api(reqwest::Method::GET, "/systeminfo", None).await.json().await.unwrap();
+    assert_eq!(info["harbor_version"], format!("berth-{v}"));
+    let upstream = berth_test_support::Distribution::start(None);
+    let c =
+        berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
+    c.ping().await.unwrap();
+    assert!(upstream.log().contains(&format!("useragent=berth/{v}")), "{}", upstream.log());
+}
