@@ -22,6 +22,7 @@
 //! (`Auth`, `Registry`, `Scanning`, `Jobs`), never a store, and converts their records here.
 //! Errors become Harbor's envelope in one place, `From` impls in this file.
 
+mod discover;
 mod gc;
 mod immutable;
 mod labels;
@@ -36,6 +37,7 @@ mod repos;
 mod retention;
 mod robots;
 mod scans;
+mod security;
 mod shapes;
 mod system;
 mod users;
@@ -559,6 +561,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(robots::routes())
         .merge(scans::routes())
         .merge(web::routes())
+        .merge(discover::routes())
+        .merge(security::routes())
         // Any other path under the API is Harbor's JSON 404, not the registry's.
         .route("/api/v2.0", axum::routing::any(no_such_endpoint))
         .route("/api/v2.0/{*rest}", axum::routing::any(no_such_endpoint))

@@ -120,7 +120,7 @@ struct ProjectReq {
 
 /// Apply Harbor's `public` and `metadata` (values JSON strings or booleans) to `settings`:
 /// the one place Harbor's strings become typed settings; a bad key or value is a 400 naming it.
-fn apply_settings(
+pub(crate) fn apply_settings(
     settings: &mut ProjectSettings,
     public: Option<bool>,
     m: &HashMap<String, Value>,

@@ -207,7 +207,7 @@ pub fn tls_config(cfg: &berth_config::TlsConfig) -> anyhow::Result<rustls::Serve
         .with_context(|| format!("reading TLS certificate {}", cfg.cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing TLS certificate {}", cfg.cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "no PEM certificate in {}", cfg.cert.display());
+    anyhow::ensure!(!certs.is_empty(), "no PEM certificate in the TLS certificate file {}", cfg.cert.display());
     let key =
         PrivateKeyDer::from_pem_file(&cfg.key).with_context(|| format!("reading TLS key {}", cfg.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -613,3 +613,68 @@ async fn every_api_answer_is_json_and_users_can_be_searched() {
     let r = s.anon().get(s.url("/api/v2.0/users/search?username=a")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Harbor's discovery endpoints: project metadata, whether a project can go, search, and
+/// permissions — each answering only what the caller may see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_deletable_search_and_permissions() {
+    let s = TestServer::start().await;
+    let pid = s.project("disc", false).await;
+    s.project("hidden", false).await;
+    s.push_image("hidden/secret-app", "v1").await;
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.member("disc", "dev", 2).await;
+    let dev = client_as("dev", "Dev-Passw0rd-1");
+    let api = |c: &reqwest::Client, m: Method, p: &str, b: Option<Value>| {
+        let mut r = c.request(m, s.url(&format!("/api/v2.0{p}")));
+        if let Some(b) = b {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    // Metadata: read, add, one at a time, reset.
+    let m: Value = s.api(Method::GET, "/projects/disc/metadatas", None).await.json().await.unwrap();
+    assert_eq!((m["public"].as_str(), m["auto_scan"].as_str()), (Some("false"), Some("false")), "{m}");
+    let r =
+        s.api(Method::POST, "/projects/disc/metadatas", Some(json!({"auto_scan": "true", "severity": "high"}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let one: Value = s.api(Method::GET, "/projects/disc/metadatas/severity", None).await.json().await.unwrap();
+    assert_eq!(one, json!({"severity": "high"}));
+    let r = s.api(Method::PUT, "/projects/disc/metadatas/public", Some(json!({"public": "true"}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s.api(Method::PUT, "/projects/disc/metadatas/public", Some(json!({"auto_scan": "true"}))).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    let r = s.api(Method::POST, "/projects/disc/metadatas", Some(json!({"colour": "blue"}))).await;
+    let e = expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("colour"), "{e}");
+    assert_eq!(s.api(Method::DELETE, "/projects/disc/metadatas/auto_scan", None).await.status(), StatusCode::OK);
+    let p: Value = s.api(Method::GET, "/projects/disc", None).await.json().await.unwrap();
+    assert_eq!((p["metadata"]["public"].as_str(), p["metadata"]["auto_scan"].as_str()), (Some("true"), Some("false")));
+    let r = api(&dev, Method::POST, "/projects/disc/metadatas", Some(json!({"auto_scan": "true"}))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a developer does not change the project");
+    // Deletable: an empty project yes; one with repositories no, and says why.
+    let d: Value = s.api(Method::GET, "/projects/disc/_deletable", None).await.json().await.unwrap();
+    assert_eq!(d, json!({"deletable": true, "message": ""}));
+    let d: Value = s.api(Method::GET, "/projects/hidden/_deletable", None).await.json().await.unwrap();
+    assert_eq!(d["deletable"], false);
+    assert!(d["message"].as_str().unwrap().contains("1 repositories"), "{d}");
+    // Search: the admin finds the hidden repository; the developer does not.
+    let found: Value = s.api(Method::GET, "/search?q=secret", None).await.json().await.unwrap();
+    assert_eq!(found["repository"][0]["repository_name"], "hidden/secret-app", "{found}");
+    assert_eq!(found["repository"][0]["artifact_count"], 1);
+    let mine: Value = api(&dev, Method::GET, "/search?q=i", None).await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = mine["project"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["disc"], "{mine}");
+    assert_eq!(mine["repository"], json!([]));
+    // Permissions: a developer pushes and pulls in disc, does not manage members.
+    let scope = format!("/users/current/permissions?scope=/project/{pid}&relative=true");
+    let perms: Value = api(&dev, Method::GET, &scope, None).await.unwrap().json().await.unwrap();
+    let has = |r: &str, a: &str| perms.as_array().unwrap().iter().any(|p| p["resource"] == r && p["action"] == a);
+    assert!(has("repository", "push") && has("repository", "pull") && !has("member", "create"), "{perms}");
+    let sys: Value =
+        api(&dev, Method::GET, "/users/current/permissions?scope=/", None).await.unwrap().json().await.unwrap();
+    assert!(sys.as_array().unwrap().iter().all(|p| p["resource"] != "/system/audit-log"), "{sys}");
+    let all: Value = s.api(Method::GET, "/permissions", None).await.json().await.unwrap();
+    assert!(all["project"].as_array().unwrap().iter().any(|p| p["resource"] == "repository" && p["action"] == "push"));
+    assert_eq!(api(&dev, Method::GET, "/permissions", None).await.unwrap().status(), StatusCode::FORBIDDEN);
+}

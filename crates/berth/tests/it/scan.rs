@@ -279,7 +279,10 @@ async fn a_debian_image_is_scanned_on_push_matches_dpkg_and_gets_sbom_referrers(
     // SBOM referrers are not scanned themselves, and the listing keeps them under the image
     let arts: Vec<Value> =
         s.api(Method::GET, "/projects/deb/repositories/minbase/artifacts", None).await.json().await.unwrap();
-    assert_eq!(arts.len(), 3);
+    assert_eq!(arts.len(), 1, "the SBOM referrers are accessories of the image, not artifacts of their own");
+    let kinds: Vec<&str> =
+        arts[0]["accessories"].as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["harbor.sbom", "harbor.sbom"], "{}", arts[0]);
     s.stop().await;
 }
 
@@ -805,4 +808,87 @@ async fn index_scan(b: Backend) {
     assert_eq!(ids(report(&s, "multi", "app", &sha256(&amd), "").await), vec!["TEST-AMD"]);
     assert_eq!(ids(report(&s, "multi", "app", &sha256(&arm), "").await), vec!["TEST-ARM"]);
     s.stop().await;
+}
+
+/// The security hub (findings across the registry, for administrators) and the scanner
+/// registration Harbor clients look for: one built-in scanner, the default, read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_hub_sums_findings_and_the_builtin_scanner_is_registered() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(
+        db.join("a.json"),
+        json!({"id": "TEST-A", "aliases": ["CVE-2099-0001"], "modified": "2026-01-01T00:00:00Z", "summary": "critical in minimist",
+               "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+               "affected": [{"package": {"ecosystem": "npm", "name": "minimist"},
+                             "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2.6"}]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    import(&s, &db).await;
+    s.project("hub", false).await;
+    let meta = json!({"auto_scan": "true"});
+    assert_eq!(s.api(Method::PUT, "/projects/hub", Some(json!({"metadata": meta}))).await.status(), 200);
+    let files: &[(&str, &[u8])] =
+        &[("app/node_modules/minimist/package.json", br#"{"name": "minimist", "version": "1.2.0"}"#)];
+    let m = image_of(&s, "hub/app", files).await;
+    assert_eq!(s.put_manifest("hub/app", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    let art = scanned(&s, "hub", "app", "v1").await;
+    let digest = art["digest"].as_str().unwrap();
+
+    let sum: Value = s
+        .api(Method::GET, "/vul/summary?with_dangerous_cve=true&with_dangerous_artifact=true", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            sum["critical_cnt"].as_i64(),
+            sum["total_vuls"].as_i64(),
+            sum["fixable_cnt"].as_i64(),
+            sum["scanned_cnt"].as_i64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{sum}"
+    );
+    assert_eq!(sum["total_artifact"], 1);
+    assert_eq!(sum["dangerous_cves"][0]["cve_id"], "CVE-2099-0001");
+    assert_eq!(sum["dangerous_cves"][0]["cvss_score_v3"], 9.8);
+    assert_eq!(
+        (sum["dangerous_artifacts"][0]["repository_name"].as_str(), sum["dangerous_artifacts"][0]["digest"].as_str()),
+        (Some("hub/app"), Some(digest))
+    );
+    let vuls: Value = s.api(Method::GET, "/vuls?q=cve_id%3DCVE-2099-0001", None).await.json().await.unwrap();
+    assert_eq!(vuls.as_array().unwrap().len(), 1, "{vuls}");
+    let v = &vuls[0];
+    assert_eq!(
+        (v["package"].as_str(), v["version"].as_str(), v["fixed_version"].as_str()),
+        (Some("minimist"), Some("1.2.0"), Some("1.2.6"))
+    );
+    assert_eq!((v["tags"].clone(), v["severity"].as_str()), (json!(["v1"]), Some("Critical")));
+    let none: Value = s.api(Method::GET, "/vuls?q=severity%3DLow", None).await.json().await.unwrap();
+    assert_eq!(none, json!([]));
+    s.user("dev", "Dev-Passw0rd-1").await;
+    let dev = client_as("dev", "Dev-Passw0rd-1");
+    assert_eq!(dev.get(s.url("/api/v2.0/vul/summary")).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    let scanners: Value = s.api(Method::GET, "/scanners", None).await.json().await.unwrap();
+    assert_eq!(scanners.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (scanners[0]["uuid"].as_str(), scanners[0]["is_default"].as_bool()),
+        (Some("berth-builtin"), Some(true))
+    );
+    let meta: Value = s.api(Method::GET, "/scanners/berth-builtin/metadata", None).await.json().await.unwrap();
+    assert_eq!(meta["scanner"]["name"], "Berth");
+    assert!(meta["capabilities"][0]["produces_mime_types"][0].as_str().unwrap().contains("vulnerability.report"));
+    assert!(meta["properties"]["harbor.scanner-adapter/vulnerability-database-updated-at"].is_string(), "{meta}");
+    let p: Value = s.api(Method::GET, "/projects/hub/scanner", None).await.json().await.unwrap();
+    assert_eq!(p["uuid"], "berth-builtin");
+    let r = s.api(Method::POST, "/scanners", Some(json!({"name": "trivy", "url": "http://trivy:8080"}))).await;
+    let e = expect_error(r, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("built in"), "{e}");
+    assert_eq!(s.api(Method::GET, "/scanners/trivy", None).await.status(), StatusCode::NOT_FOUND);
 }
