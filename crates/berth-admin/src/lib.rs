@@ -22,6 +22,7 @@
 //! (`Auth`, `Registry`, `Scanning`, `Jobs`), never a store, and converts their records here.
 //! Errors become Harbor's envelope in one place, `From` impls in this file.
 
+mod configurations;
 mod discover;
 mod gc;
 mod immutable;
@@ -562,6 +563,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(scans::routes())
         .merge(web::routes())
         .merge(discover::routes())
+        .merge(configurations::routes())
         .merge(security::routes())
         // Any other path under the API is Harbor's JSON 404, not the registry's.
         .route("/api/v2.0", axum::routing::any(no_such_endpoint))

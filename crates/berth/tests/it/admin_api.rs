@@ -678,3 +678,30 @@ async fn metadata_deletable_search_and_permissions() {
     assert!(all["project"].as_array().unwrap().iter().any(|p| p["resource"] == "repository" && p["action"] == "push"));
     assert_eq!(api(&dev, Method::GET, "/permissions", None).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
+
+/// `/configurations`: Berth's settings under Harbor's keys, read-only (they come from
+/// berth.toml): writing back what was read succeeds, a change is refused naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configurations_show_the_settings_and_refuse_changes_with_the_file_key() {
+    let s = TestServer::start().await;
+    let c: Value = s.api(Method::GET, "/configurations", None).await.json().await.unwrap();
+    assert_eq!(c["auth_mode"], json!({"value": "db_auth", "editable": false}));
+    assert_eq!(c["project_creation_restriction"]["value"], "everyone");
+    assert_eq!(c["token_expiration"]["value"], 5);
+    let same = json!({"project_creation_restriction": "everyone", "token_expiration": 5});
+    assert_eq!(s.api(Method::PUT, "/configurations", Some(same)).await.status(), StatusCode::OK);
+    let change = json!({"project_creation_restriction": "adminonly"});
+    let e = expect_error(s.api(Method::PUT, "/configurations", Some(change)).await, StatusCode::FORBIDDEN, "FORBIDDEN")
+        .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("auth.project_creation"), "{e}");
+    let e = expect_error(
+        s.api(Method::PUT, "/configurations", Some(json!({"colour": 1}))).await,
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+    )
+    .await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("colour"), "{e}");
+    s.user("dev", "Dev-Passw0rd-1").await;
+    let r = client_as("dev", "Dev-Passw0rd-1").get(s.url("/api/v2.0/configurations")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
