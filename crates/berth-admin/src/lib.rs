@@ -24,6 +24,7 @@
 
 mod configurations;
 mod discover;
+pub mod export;
 mod gc;
 mod immutable;
 mod labels;
@@ -564,6 +565,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(web::routes())
         .merge(discover::routes())
         .merge(configurations::routes())
+        .merge(export::routes())
         .merge(security::routes())
         // Any other path under the API is Harbor's JSON 404, not the registry's.
         .route("/api/v2.0", axum::routing::any(no_such_endpoint))

@@ -53,7 +53,7 @@ pub use label::{LabelRecord, LabelStore};
 pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use replication::{ReplicationExecutionRecord, ReplicationPolicyRecord, ReplicationStore, ReplicationTaskRecord};
-pub use scan::{ScanRecord, ScanRequest, ScanStore, VulnSource};
+pub use scan::{ExportRecord, ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 pub use upstream::{CacheRule, UpstreamRecord, UpstreamStore};
 

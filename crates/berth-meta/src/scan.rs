@@ -122,7 +122,67 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn request_scans(&self, requests: &[ScanRequest], now: i64, origin: &Origin) -> Result<(), MetaError>;
     /// The allowlist of `scope`: `(cve id, expires at Unix ms or -1)`.
     async fn allowlist(&self, scope: &str) -> Result<Vec<(String, i64)>, MetaError>;
+
+    /// Record a CVE export asked for by a user (`Running`); its id.
+    async fn create_export(&self, user_id: i64, user_name: &str, request: &str, now: i64) -> Result<i64, MetaError>;
+    /// One export (with its CSV, once made).
+    async fn export(&self, id: i64) -> Result<Option<ExportRecord>, MetaError>;
+    /// Exports, newest first (one user's, or everyone's), without their CSV.
+    async fn exports(&self, user_id: Option<i64>) -> Result<Vec<ExportRecord>, MetaError>;
+    /// End an export: `Success` with its CSV, or `Error` with why.
+    async fn finish_export(
+        &self,
+        id: i64,
+        status: &str,
+        status_text: &str,
+        csv: Option<&str>,
+        now: i64,
+    ) -> Result<(), MetaError>;
 }
+
+/// A CVE export (Harbor's `ScanDataExportExecution`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportRecord {
+    /// Its id.
+    pub id: i64,
+    /// Who asked.
+    pub user_id: i64,
+    /// Their name.
+    pub user_name: String,
+    /// The request as JSON.
+    pub request: String,
+    /// `Running`, `Success` or `Error`.
+    pub status: String,
+    /// What happened, in words.
+    pub status_text: String,
+    /// Started (Unix ms).
+    pub started_at: i64,
+    /// Ended (Unix ms).
+    pub ended_at: Option<i64>,
+    /// The CSV (only from [`ScanStore::export`], once made).
+    pub csv: Option<String>,
+    /// Whether a CSV is there to download.
+    pub file_present: bool,
+}
+
+fn export_from_row(r: &sqlx::any::AnyRow, with_csv: bool) -> Result<ExportRecord, MetaError> {
+    let csv: Option<String> = if with_csv { r.try_get("csv")? } else { None };
+    Ok(ExportRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        user_name: r.try_get("user_name")?,
+        request: r.try_get("request")?,
+        status: r.try_get("status")?,
+        status_text: r.try_get("status_text")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        file_present: r.try_get::<i64, _>("has_csv")? != 0,
+        csv,
+    })
+}
+
+const EXPORT_COLS: &str = "id, user_id, user_name, request, status, status_text, started_at, ended_at, \
+                           CASE WHEN csv IS NULL THEN 0 ELSE 1 END AS has_csv";
 
 fn scan_from_row(r: &sqlx::any::AnyRow) -> Result<ScanRecord, MetaError> {
     Ok(ScanRecord {
@@ -324,6 +384,71 @@ impl ScanStore for SqlMetaStore {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(scan_from_row).transpose()
+    }
+
+    async fn create_export(&self, user_id: i64, user_name: &str, request: &str, now: i64) -> Result<i64, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO cve_exports (user_id, user_name, request, status, status_text, started_at)
+             VALUES ($1, $2, $3, 'Running', '', $4) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(user_name)
+        .bind(request)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn export(&self, id: i64) -> Result<Option<ExportRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {EXPORT_COLS}, csv FROM cve_exports WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(|r| export_from_row(r, true)).transpose()
+    }
+
+    async fn exports(&self, user_id: Option<i64>) -> Result<Vec<ExportRecord>, MetaError> {
+        let rows = match user_id {
+            Some(u) => {
+                sqlx::query(&format!("SELECT {EXPORT_COLS} FROM cve_exports WHERE user_id = $1 ORDER BY id DESC"))
+                    .bind(u)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {EXPORT_COLS} FROM cve_exports ORDER BY id DESC"))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(|r| export_from_row(r, false)).collect()
+    }
+
+    async fn finish_export(
+        &self,
+        id: i64,
+        status: &str,
+        status_text: &str,
+        csv: Option<&str>,
+        now: i64,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE cve_exports SET status = $2, status_text = $3, csv = $4, ended_at = $5
+             WHERE id = $1 AND status = 'Running'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(status_text)
+        .bind(csv)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn scans(&self) -> Result<Vec<ScanRecord>, MetaError> {

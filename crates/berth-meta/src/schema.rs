@@ -285,4 +285,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE audit_log ADD COLUMN repeats BIGINT NOT NULL DEFAULT 1",
         ],
     ),
+    (
+        24,
+        &[
+            // CVE exports (Harbor's /export/cve): who asked, for what, and the CSV made.
+            "CREATE TABLE cve_exports (id {SERIAL}, user_id BIGINT NOT NULL, user_name TEXT NOT NULL,
+            request TEXT NOT NULL, status TEXT NOT NULL, status_text TEXT NOT NULL, started_at BIGINT NOT NULL,
+            ended_at BIGINT, csv TEXT)",
+        ],
+    ),
 ];

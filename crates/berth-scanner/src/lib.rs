@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use berth_blob::BlobBody;
-pub use berth_meta::{MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest, VulnSource};
+pub use berth_meta::{ExportRecord, MetaError, Origin, ProjectRecord, ScanRecord, ScanRequest, VulnSource};
 use berth_meta::{NewJob, ScanStore, SqlMetaStore};
 use berth_policy::{PatternOptions, PatternSet, Syntax};
 use berth_registry::Registry;
@@ -701,6 +701,26 @@ impl Scanning {
     /// The service over `store`.
     pub fn new(store: Arc<dyn ScanStore>) -> Self {
         Scanning { store }
+    }
+
+    /// Record a CVE export asked for by a user; its id.
+    pub async fn create_export(&self, user_id: i64, user_name: &str, request: &str) -> Result<i64, MetaError> {
+        self.store.create_export(user_id, user_name, request, berth_auth::now_ms()).await
+    }
+
+    /// One CVE export, with its CSV once made.
+    pub async fn export(&self, id: i64) -> Result<Option<berth_meta::ExportRecord>, MetaError> {
+        self.store.export(id).await
+    }
+
+    /// CVE exports, newest first (one user's, or everyone's).
+    pub async fn exports(&self, user_id: Option<i64>) -> Result<Vec<berth_meta::ExportRecord>, MetaError> {
+        self.store.exports(user_id).await
+    }
+
+    /// End a CVE export.
+    pub async fn finish_export(&self, id: i64, status: &str, text: &str, csv: Option<&str>) -> Result<(), MetaError> {
+        self.store.finish_export(id, status, text, csv, berth_auth::now_ms()).await
     }
 
     /// The scan record of a manifest.

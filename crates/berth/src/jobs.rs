@@ -133,6 +133,45 @@ impl JobHandler for ScanJob {
     }
 }
 
+/// Makes a CVE export's CSV (`berth_admin::export::CVE_EXPORT`).
+struct CveExportJob {
+    registry: Arc<Registry>,
+    auth: Arc<berth_auth::Auth>,
+    scans: berth_scanner::Scanning,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for CveExportJob {
+    fn kind(&self) -> &'static str {
+        berth_admin::export::CVE_EXPORT
+    }
+
+    async fn run(&self, payload: &str) -> anyhow::Result<()> {
+        let v: serde_json::Value = serde_json::from_str(payload)?;
+        let id = v["id"].as_i64().ok_or_else(|| anyhow::anyhow!("no id in {payload}"))?;
+        let Some(e) = self.scans.export(id).await? else { return Ok(()) };
+        if e.status != "Running" {
+            return Ok(());
+        }
+        match berth_admin::export::build(&self.registry, &self.auth, &self.scans, &e).await {
+            Ok((rows, csv)) => {
+                let text = if rows == 1 { "1 finding".to_owned() } else { format!("{rows} findings") };
+                self.scans.finish_export(id, "Success", &text, Some(&csv)).await?;
+            }
+            Err(why) => self.scans.finish_export(id, "Error", &why, None).await?,
+        }
+        Ok(())
+    }
+
+    async fn given_up(&self, payload: &str, reason: &str) -> anyhow::Result<()> {
+        let v: serde_json::Value = serde_json::from_str(payload)?;
+        if let Some(id) = v["id"].as_i64() {
+            self.scans.finish_export(id, "Error", &format!("the export never finished: {reason}"), None).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Re-matches stored inventories after an advisory import (`berth_scanner::REEVALUATE`).
 struct Reevaluate {
     scanner: Arc<berth_scanner::Scanner>,
@@ -422,6 +461,7 @@ pub fn start_worker(
     let gc_store_for_schedules = gc_store.clone();
     let gc_service = berth_jobs::GcService::new(gc_store.clone(), sql.clone());
     let policies = berth_jobs::PolicyService::new(sql.clone(), sql.clone(), sql.clone());
+    let scans = berth_scanner::Scanning::new(sql.clone());
     let queue: Arc<dyn JobQueue> = sql;
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut opts = WorkerOptions::named(owner);
@@ -432,6 +472,7 @@ pub fn start_worker(
         Arc::new(ScrubJob { registry: registry.clone() }),
         Arc::new(ReplicationJob { replication: replication.clone() }),
         Arc::new(ReplicationEventJob { replication: replication.clone() }),
+        Arc::new(CveExportJob { registry: registry.clone(), auth: auth.clone(), scans }),
         Arc::new(PolicyRunJob { registry: registry.clone() }),
         Arc::new(LifecycleSweep { service: policies.clone() }),
         Arc::new(UploadExpiry { registry }),

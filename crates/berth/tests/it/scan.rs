@@ -875,6 +875,51 @@ async fn the_security_hub_sums_findings_and_the_builtin_scanner_is_registered() 
     let dev = client_as("dev", "Dev-Passw0rd-1");
     assert_eq!(dev.get(s.url("/api/v2.0/vul/summary")).send().await.unwrap().status(), StatusCode::FORBIDDEN);
 
+    // CVE export: a CSV made by a job, downloaded by whoever asked for it.
+    let hub = s.api(Method::GET, "/projects/hub", None).await.json::<Value>().await.unwrap()["project_id"].clone();
+    let export = |body: Value| {
+        let s = &s;
+        async move {
+            let r = s.api(Method::POST, "/export/cve", Some(body)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+            let mut e = Value::Null;
+            for _ in 0..300 {
+                e = s.api(Method::GET, &format!("/export/cve/execution/{id}"), None).await.json().await.unwrap();
+                if e["status"] != "Running" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(e["status"], "Success", "{e}");
+            (id, e)
+        }
+    };
+    let (id, e) = export(json!({"job_name": "all", "projects": [hub]})).await;
+    assert_eq!((e["status_text"].as_str(), e["file_present"].as_bool()), (Some("1 finding"), Some(true)));
+    let r = s.client.get(s.url(&format!("/api/v2.0/export/cve/download/{id}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(header(&r, "content-disposition").unwrap().contains(&format!("cve-export-{id}.csv")));
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("Project,Repository,Digest,Tags,Vulnerability,Severity"), "{csv}");
+    assert!(
+        lines[1].starts_with(&format!("hub,hub/app,{digest},v1,CVE-2099-0001,Critical,9.8,minimist,1.2.0,1.2.6,")),
+        "{csv}"
+    );
+    let (none, e) = export(json!({"projects": [hub], "cveIds": "CVE-1999-0001", "tags": "release-*"})).await;
+    assert_eq!(e["status_text"], "0 findings");
+    let listed: Value = s.api(Method::GET, "/export/cve/executions", None).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    // Others: not their export, not their project.
+    let r = dev.get(s.url(&format!("/api/v2.0/export/cve/download/{none}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = dev.post(s.url("/api/v2.0/export/cve")).json(&json!({"projects": [hub]})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = s.api(Method::POST, "/export/cve", Some(json!({"projects": []}))).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+
     let scanners: Value = s.api(Method::GET, "/scanners", None).await.json().await.unwrap();
     assert_eq!(scanners.as_array().unwrap().len(), 1);
     assert_eq!(
