@@ -20,9 +20,62 @@ pub struct ApiArgs {
     /// Password or CLI secret.
     #[arg(long, env = "BERTH_PASSWORD", hide_env_values = true, global = true)]
     pub password: Option<String>,
-    /// Output: text or json.
-    #[arg(long, default_value = "text", global = true)]
+    /// Output: table (or text), json or yaml.
+    #[arg(long, default_value = "table", global = true)]
     pub output: String,
+    /// A PEM file of CA certificates to trust for --url (a private CA).
+    #[arg(long, env = "BERTH_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// What `--output` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned tables and sentences.
+    Table,
+    /// JSON, as the API answers.
+    Json,
+    /// The same as YAML.
+    Yaml,
+}
+
+impl Output {
+    /// Parse `--output`; an unknown format is an error.
+    pub fn parse(s: &str) -> anyhow::Result<Output> {
+        match s {
+            "table" | "text" => Ok(Output::Table),
+            "json" => Ok(Output::Json),
+            "yaml" | "yml" => Ok(Output::Yaml),
+            other => bail!("--output {other:?}: use table, json or yaml"),
+        }
+    }
+
+    /// Print `v` as JSON or YAML; `false` for tables (the caller prints those).
+    pub fn structured(self, v: &Value) -> anyhow::Result<bool> {
+        match self {
+            Output::Table => Ok(false),
+            Output::Json => {
+                println!("{}", serde_json::to_string_pretty(v)?);
+                Ok(true)
+            }
+            Output::Yaml => {
+                print!("{}", serde_norway::to_string(v)?);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// An aligned table (comfy-table, no borders) of `header` and `rows`.
+pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    t.set_header(header.iter().map(comfy_table::Cell::new));
+    for r in rows {
+        t.add_row(r);
+    }
+    // No padding before the first column, so lines start with their first cell.
+    t.lines().map(|l| l.strip_prefix(' ').unwrap_or(&l).trim_end().to_owned()).collect::<Vec<_>>().join("\n")
 }
 
 /// `berth project …`
@@ -38,6 +91,86 @@ pub enum ProjectCommand {
     },
     /// List the projects you can see.
     List,
+    /// Show a project: its settings, quota and members' counts.
+    Show {
+        /// Its name.
+        name: String,
+    },
+    /// Change a project's settings: `--public true|false`, `--set KEY=VALUE` with Harbor's
+    /// metadata keys (auto_scan, prevent_vul, severity, scan_filters, auto_sbom_generation, …).
+    Update {
+        /// Its name.
+        name: String,
+        /// Anonymous users may pull from it.
+        #[arg(long)]
+        public: Option<bool>,
+        /// A setting, repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Delete a project (it must hold no repositories).
+    Delete {
+        /// Its name.
+        name: String,
+    },
+    /// A project's members: list, add, change role, remove.
+    Member {
+        /// What to do.
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+/// `berth project member …`
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List the members of a project.
+    List {
+        /// The project.
+        project: String,
+    },
+    /// Add a user (--user) or an identity-provider group (--group) with a role.
+    Add {
+        /// The project.
+        project: String,
+        /// A username.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        /// A group name.
+        #[arg(long)]
+        group: Option<String>,
+        /// project-admin, maintainer, developer, guest or limited-guest.
+        #[arg(long)]
+        role: String,
+    },
+    /// Change a member's role.
+    Role {
+        /// The project.
+        project: String,
+        /// The member's user or group name.
+        name: String,
+        /// project-admin, maintainer, developer, guest or limited-guest.
+        role: String,
+    },
+    /// Remove a member.
+    Remove {
+        /// The project.
+        project: String,
+        /// The member's user or group name.
+        name: String,
+    },
+}
+
+/// A role's id from its name (or number).
+fn role_id(role: &str) -> anyhow::Result<i64> {
+    Ok(match role.to_ascii_lowercase().replace('_', "-").as_str() {
+        "1" | "project-admin" | "projectadmin" | "admin" => 1,
+        "2" | "developer" => 2,
+        "3" | "guest" => 3,
+        "4" | "maintainer" => 4,
+        "5" | "limited-guest" | "limitedguest" => 5,
+        other => bail!("role {other:?}: use project-admin, maintainer, developer, guest or limited-guest"),
+    })
 }
 
 /// `berth robot …`
@@ -513,14 +646,39 @@ pub enum CliSecretCommand {
 struct Api {
     http: reqwest::Client,
     args: ApiArgs,
+    out: Output,
 }
 
 impl Api {
     fn new(args: &ApiArgs) -> anyhow::Result<Api> {
+        let out = Output::parse(&args.output)?;
         if args.password.is_none() {
             bail!("give the password with --password or BERTH_PASSWORD");
         }
-        Ok(Api { http: reqwest::Client::new(), args: args.clone() })
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &args.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "--ca-file {}: no certificate in it", path.display());
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        Ok(Api { http: http.build()?, args: args.clone(), out })
+    }
+
+    /// Print `v` as JSON or YAML when asked; `false` when a table is wanted instead.
+    fn structured(&self, v: &Value) -> anyhow::Result<bool> {
+        self.out.structured(v)
+    }
+
+    /// Print `v` in the structured format asked for (JSON unless YAML).
+    fn print(&self, v: &Value) -> anyhow::Result<()> {
+        if !self.out.structured(v)? {
+            print_json(v)?;
+        }
+        Ok(())
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
@@ -558,8 +716,27 @@ impl Api {
         Ok((status, location, v))
     }
 
+    /// Every item of a paged listing (following `page` until a short page).
+    async fn list_all(&self, path: &str) -> anyhow::Result<Value> {
+        const PAGE: usize = 100;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (_, v) =
+                self.call(reqwest::Method::GET, &format!("{path}{sep}page={page}&page_size={PAGE}"), None).await?;
+            let items = v.as_array().cloned().unwrap_or_default();
+            let n = items.len();
+            all.extend(items);
+            if n < PAGE {
+                break;
+            }
+        }
+        Ok(Value::Array(all))
+    }
+
+    /// Is structured output (JSON or YAML) wanted?
     fn json(&self) -> bool {
-        self.args.output == "json"
+        self.out != Output::Table
     }
 
     /// The id of the item named `name` (or given as a number) in the listing at `list`.
@@ -602,6 +779,63 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Run `berth project member …`.
+async fn member(api: &Api, cmd: MemberCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let members = |project: &str| {
+        let path = format!("/projects/{}/members", enc(project));
+        async move { api.list_all(&path).await }
+    };
+    let find = |list: &Value, name: &str| -> anyhow::Result<i64> {
+        list.as_array()
+            .and_then(|a| a.iter().find(|m| m["entity_name"] == name))
+            .and_then(|m| m["id"].as_i64())
+            .with_context(|| format!("{name:?} is not a member (berth project member list shows them)"))
+    };
+    match cmd {
+        MemberCommand::List { project } => {
+            let list = members(&project).await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|m| {
+                    let kind = if m["entity_type"] == "g" { "group" } else { "user" };
+                    vec![cell(&m["entity_name"]), kind.to_owned(), cell(&m["role_name"])]
+                });
+                println!("{}", table(&["NAME", "TYPE", "ROLE"], rows));
+            }
+        }
+        MemberCommand::Add { project, user, group, role } => {
+            let role_id = role_id(&role)?;
+            let body = match (&user, &group) {
+                (Some(u), _) => json!({"role_id": role_id, "member_user": {"username": u}}),
+                (None, Some(g)) => json!({"role_id": role_id, "member_group": {"group_name": g, "group_type": 3}}),
+                (None, None) => bail!("give --user or --group"),
+            };
+            api.call(Method::POST, &format!("/projects/{}/members", enc(&project)), Some(body)).await?;
+            let who = user.or(group).unwrap_or_default();
+            if !api.structured(&json!({"project": project, "member": who, "role_id": role_id}))? {
+                println!("added {who} to {project} as {role}");
+            }
+        }
+        MemberCommand::Role { project, name, role } => {
+            let role_id = role_id(&role)?;
+            let id = find(&members(&project).await?, &name)?;
+            let path = format!("/projects/{}/members/{id}", enc(&project));
+            api.call(Method::PUT, &path, Some(json!({ "role_id": role_id }))).await?;
+            if !api.structured(&json!({"project": project, "member": name, "role_id": role_id}))? {
+                println!("{name} is now {role} in {project}");
+            }
+        }
+        MemberCommand::Remove { project, name } => {
+            let id = find(&members(&project).await?, &name)?;
+            api.call(Method::DELETE, &format!("/projects/{}/members/{id}", enc(&project)), None).await?;
+            if !api.structured(&json!({"project": project, "removed": name}))? {
+                println!("removed {name} from {project}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Run `berth project …`.
 pub async fn project(args: &ApiArgs, cmd: ProjectCommand) -> anyhow::Result<()> {
     let api = Api::new(args)?;
@@ -610,9 +844,7 @@ pub async fn project(args: &ApiArgs, cmd: ProjectCommand) -> anyhow::Result<()> 
             let body = json!({"project_name": name, "metadata": {"public": public.to_string()}});
             api.call(reqwest::Method::POST, "/projects", Some(body)).await?;
             let (_, p) = api.call(reqwest::Method::GET, &format!("/projects/{}", enc(&name)), None).await?;
-            if api.json() {
-                print_json(&p)?;
-            } else {
+            if !api.structured(&p)? {
                 println!(
                     "created project {name} (id {}, {})",
                     p["project_id"],
@@ -621,22 +853,81 @@ pub async fn project(args: &ApiArgs, cmd: ProjectCommand) -> anyhow::Result<()> 
             }
         }
         ProjectCommand::List => {
-            let (_, list) = api.call(reqwest::Method::GET, "/projects?page_size=100", None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
-                println!("{:<6}  {:<32}  {:<8}  REPOSITORIES", "ID", "NAME", "PUBLIC");
-                for p in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6}  {:<32}  {:<8}  {}",
+            let list = api.list_all("/projects").await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|p| {
+                    vec![
                         cell(&p["project_id"]),
-                        p["name"].as_str().unwrap_or(""),
-                        p["metadata"]["public"].as_str().unwrap_or(""),
-                        p["repo_count"]
-                    );
-                }
+                        cell(&p["name"]),
+                        cell(&p["metadata"]["public"]),
+                        cell(&p["repo_count"]),
+                        cell(&p["owner_name"]),
+                    ]
+                });
+                println!("{}", table(&["ID", "NAME", "PUBLIC", "REPOSITORIES", "OWNER"], rows));
             }
         }
+        ProjectCommand::Show { name } => {
+            let (_, p) = api.call(reqwest::Method::GET, &format!("/projects/{}", enc(&name)), None).await?;
+            let (_, summary) =
+                api.call(reqwest::Method::GET, &format!("/projects/{}/summary", enc(&name)), None).await?;
+            let v = json!({"project": p, "summary": summary});
+            if !api.structured(&v)? {
+                let quota = |k: &str| match summary["quota"][k]["storage"].as_i64() {
+                    Some(n) if n >= 0 => berth_types::human_bytes(n as u64),
+                    _ => "unlimited".into(),
+                };
+                let mut rows = vec![
+                    vec!["id".to_owned(), cell(&p["project_id"])],
+                    vec!["owner".to_owned(), cell(&p["owner_name"])],
+                    vec!["created".to_owned(), cell(&p["creation_time"])],
+                    vec!["repositories".to_owned(), cell(&summary["repo_count"])],
+                    vec!["storage used".to_owned(), quota("used")],
+                    vec!["storage limit".to_owned(), quota("hard")],
+                    vec![
+                        "members".to_owned(),
+                        format!(
+                            "{} admins, {} maintainers, {} developers, {} guests",
+                            summary["project_admin_count"],
+                            summary["maintainer_count"],
+                            summary["developer_count"],
+                            summary["guest_count"]
+                        ),
+                    ],
+                ];
+                if let Some(m) = p["metadata"].as_object() {
+                    rows.extend(m.iter().map(|(k, v)| vec![k.clone(), cell(v)]));
+                }
+                println!("{}", table(&["PROJECT", &name], rows));
+            }
+        }
+        ProjectCommand::Update { name, public, set } => {
+            let mut metadata = serde_json::Map::new();
+            for kv in &set {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: use KEY=VALUE"))?;
+                metadata.insert(k.trim().to_owned(), json!(v.trim()));
+            }
+            if let Some(p) = public {
+                metadata.insert("public".into(), json!(p.to_string()));
+            }
+            anyhow::ensure!(!metadata.is_empty(), "nothing to change: give --public or --set KEY=VALUE");
+            let path = format!("/projects/{}", enc(&name));
+            api.call(reqwest::Method::PUT, &path, Some(json!({ "metadata": metadata }))).await?;
+            let (_, p) = api.call(reqwest::Method::GET, &path, None).await?;
+            if !api.structured(&p)? {
+                let keys: Vec<&String> = metadata.keys().collect();
+                let now: Vec<String> =
+                    keys.iter().map(|k| format!("{k}={}", cell(&p["metadata"][k.as_str()]))).collect();
+                println!("updated project {name}: {}", now.join(", "));
+            }
+        }
+        ProjectCommand::Delete { name } => {
+            api.call(reqwest::Method::DELETE, &format!("/projects/{}", enc(&name)), None).await?;
+            if !api.structured(&json!({"deleted": name}))? {
+                println!("deleted project {name}");
+            }
+        }
+        ProjectCommand::Member { command } => member(&api, command).await?,
     }
     Ok(())
 }
@@ -669,9 +960,7 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
                 "disable": false, "permissions": perms,
             });
             let (_, r) = api.call(reqwest::Method::POST, "/robots", Some(body)).await?;
-            if api.json() {
-                print_json(&r)?;
-            } else {
+            if !api.structured(&r)? {
                 println!("created robot account {} (id {})", r["name"].as_str().unwrap_or(""), r["id"]);
                 println!("secret (shown once, store it now): {}", r["secret"].as_str().unwrap_or(""));
             }
@@ -686,17 +975,13 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
                 .and_then(|r| r["id"].as_i64())
                 .with_context(|| format!("no robot account named {name}"))?;
             let (_, v) = api.call(reqwest::Method::DELETE, &format!("/robots/{id}/login_locks"), None).await?;
-            if api.json() {
-                print_json(&v)?;
-            } else {
+            if !api.structured(&v)? {
                 println!("lifted the login locks of {name}");
             }
         }
         RobotCommand::List => {
             let (_, list) = api.call(reqwest::Method::GET, "/robots?page_size=100", None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<40}  {:<8}  {:<8}  EXPIRES", "ID", "NAME", "LEVEL", "DISABLED");
                 for r in list.as_array().into_iter().flatten() {
                     let exp = r["expires_at"].as_i64().unwrap_or(-1);
@@ -735,7 +1020,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
                 if generated {
                     v["password"] = json!(pw);
                 }
-                print_json(&v)?;
+                api.print(&v)?;
             } else {
                 println!("created user {name} (id {id}){}", if admin { ", a system administrator" } else { "" });
                 if generated {
@@ -745,9 +1030,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List => {
             let (_, list) = api.call(reqwest::Method::GET, "/users?page_size=100", None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<32}  ADMIN", "ID", "USERNAME");
                 for u in list.as_array().into_iter().flatten() {
                     println!(
@@ -762,9 +1045,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Unlock { name } => {
             let id = api.user_id(&name).await?;
             let (_, v) = api.call(reqwest::Method::DELETE, &format!("/users/{id}/login_locks"), None).await?;
-            if api.json() {
-                print_json(&v)?;
-            } else {
+            if !api.structured(&v)? {
                 println!("lifted the login locks of {name}");
             }
         }
@@ -773,7 +1054,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
             let (_, v) = api.call(reqwest::Method::PUT, &format!("/users/{id}/cli_secret"), None).await?;
             let secret = v["secret"].as_str().context("the server returned no secret")?;
             if api.json() {
-                print_json(&json!({"user_id": id, "username": name, "secret": secret}))?;
+                api.print(&json!({"user_id": id, "username": name, "secret": secret}))?;
             } else {
                 println!("new CLI secret for {name} (shown once; use it as the password of docker login): {secret}");
             }
@@ -782,7 +1063,7 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
             let id = api.user_id(&name).await?;
             api.call(reqwest::Method::DELETE, &format!("/users/{id}/cli_secret"), None).await?;
             if api.json() {
-                print_json(&json!({"user_id": id, "username": name, "revoked": true}))?;
+                api.print(&json!({"user_id": id, "username": name, "revoked": true}))?;
             } else {
                 println!("revoked the CLI secret of {name}");
             }
@@ -808,8 +1089,8 @@ pub async fn audit(args: &ApiArgs, cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let body = json!({"schedule": {"type": "Manual"}, "parameters": parameters});
             let (_, v) = api.call(reqwest::Method::POST, "/system/purgeaudit/schedule", Some(body)).await?;
-            if api.json() {
-                print_json(&v)?;
+            if api.structured(&v)? {
+                // printed as asked
             } else if dry_run {
                 println!("would purge {} audit entries older than {older_than}", v["purged"]);
             } else {
@@ -876,9 +1157,7 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
             let (_, v) = api.call(Method::POST, "/system/gc/schedule", Some(body)).await?;
             let id = v["id"].as_i64().context("the server did not say which run it started")?;
             if !wait {
-                if api.json() {
-                    print_json(&v)?;
-                } else {
+                if !api.structured(&v)? {
                     println!("started garbage collection run {id}; follow it with `berth gc status {id}`");
                 }
                 return Ok(());
@@ -890,9 +1169,7 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                     status => {
-                        if api.json() {
-                            print_json(&r)?;
-                        } else {
+                        if !api.structured(&r)? {
                             print_gc_report(&r);
                         }
                         if status != Some("Success") {
@@ -912,18 +1189,14 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
                     list.as_array().and_then(|a| a.first()).cloned().context("no garbage collection has run yet")?
                 }
             };
-            if api.json() {
-                print_json(&r)?;
-            } else {
+            if !api.structured(&r)? {
                 print_gc_report(&r);
             }
         }
         GcCommand::History { limit } => {
             let (_, list) =
                 api.call(Method::GET, &format!("/system/gc?page_size={}", limit.clamp(1, 100)), None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<8}  {:<8}  {:<24}  RESULT", "ID", "STATUS", "KIND", "STARTED");
                 for r in list.as_array().into_iter().flatten() {
                     println!("{}", gc_line(r));
@@ -949,9 +1222,7 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
         }
         GcCommand::Schedule { kind: None, cron: None, .. } => {
             let (_, v) = api.call(Method::GET, "/system/gc/schedule", None).await?;
-            if api.json() {
-                print_json(&v)?;
-            } else {
+            if !api.structured(&v)? {
                 let s = &v["schedule"];
                 match s["type"].as_str() {
                     None | Some("None") => println!("no garbage collection is scheduled"),
@@ -1002,7 +1273,7 @@ pub async fn quota(args: &ApiArgs, cmd: QuotaCommand) -> anyhow::Result<()> {
                 }
             }
             if api.json() {
-                print_json(&Value::Array(all))?;
+                api.print(&Value::Array(all))?;
             } else {
                 println!("{:<32}  {:>12}  {:>12}  {:>6}", "PROJECT", "USED", "LIMIT", "USE%");
                 for q in &all {
@@ -1030,7 +1301,7 @@ pub async fn quota(args: &ApiArgs, cmd: QuotaCommand) -> anyhow::Result<()> {
             let path = if fix { "/quotas/verify?fix=true" } else { "/quotas/verify" };
             let (_, list) = api.call(Method::POST, path, None).await?;
             if api.json() {
-                print_json(&list)?;
+                api.print(&list)?;
             }
             let mut off = 0;
             for c in list.as_array().into_iter().flatten() {
@@ -1074,9 +1345,7 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
         ImmutableCommand::List { project } => {
             let (_, list) =
                 api.call(Method::GET, &format!("/projects/{}/immutabletagrules", enc(&project)), None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<9}  {:<32}  TAGS", "ID", "ENABLED", "REPOSITORIES");
                 for r in list.as_array().into_iter().flatten() {
                     println!(
@@ -1116,9 +1385,7 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
                     api.call(Method::PUT, &path, Some(body)).await?.1
                 }
             };
-            if api.json() {
-                print_json(&v)?;
-            } else {
+            if !api.structured(&v)? {
                 let filters: Vec<&str> = v["imageTagMutabilityExclusionFilters"]
                     .as_array()
                     .into_iter()
@@ -1201,9 +1468,7 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
     match cmd {
         LifecycleCommand::Get { repository } => {
             let (_, v) = api.call(Method::GET, &path_of(&repository)?, None).await?;
-            if api.json() {
-                print_json(&v)?;
-            } else {
+            if !api.structured(&v)? {
                 let text = v["lifecyclePolicyText"].as_str().unwrap_or("");
                 let pretty = serde_json::from_str::<Value>(text)
                     .ok()
@@ -1230,8 +1495,8 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
             };
             api.call(Method::POST, &path, body).await?;
             let done = wait_for(&api, &format!("{path}?maxResults=1000"), |v| v["status"] != "IN_PROGRESS").await?;
-            if api.json() {
-                print_json(&done)?;
+            if api.structured(&done)? {
+                // printed as asked
             } else if done["status"] != "COMPLETE" {
                 bail!("the preview failed: {}", cell(&done["failureReason"]));
             } else {
@@ -1244,8 +1509,8 @@ pub async fn lifecycle(args: &ApiArgs, cmd: LifecycleCommand) -> anyhow::Result<
             let location = api.create(&format!("{}/executions", path_of(&repository)?), None).await?;
             let path = location.trim_start_matches("/api/v2.0");
             let done = wait_for(&api, path, |v| v["status"] != "IN_PROGRESS").await?;
-            if api.json() {
-                print_json(&done)?;
+            if api.structured(&done)? {
+                // printed as asked
             } else if done["status"] != "COMPLETE" {
                 bail!("applying the policy failed: {}", cell(&done["failureReason"]));
             } else {
@@ -1287,9 +1552,7 @@ pub async fn label(args: &ApiArgs, cmd: LabelCommand) -> anyhow::Result<()> {
                 None => "scope=g".into(),
             };
             let (_, list) = api.call(Method::GET, &format!("/labels?{query}&page_size=100"), None).await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<24}  {:<9}  DESCRIPTION", "ID", "NAME", "COLOR");
                 for l in list.as_array().into_iter().flatten() {
                     println!(
@@ -1354,7 +1617,7 @@ pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<
         RetentionCommand::Show { project } => {
             let (_, r) = lookup(project.clone()).await?;
             let (_, v) = api.call(Method::GET, &format!("/retentions/{}", need(&project, r)?), None).await?;
-            print_json(&v)?;
+            api.print(&v)?;
         }
         RetentionCommand::Set { project, file } => {
             let (id, r) = lookup(project.clone()).await?;
@@ -1399,7 +1662,7 @@ pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<
                 .call(Method::GET, &format!("/retentions/{policy}/executions/{id}/tasks?page_size=100"), None)
                 .await?;
             if api.json() {
-                print_json(&json!({"execution": run, "tasks": tasks}))?;
+                api.print(&json!({"execution": run, "tasks": tasks}))?;
             } else {
                 println!("{:<40}  {:<8}  {:>7}  {:>8}  {:>7}", "REPOSITORY", "STATUS", "TOTAL", "RETAINED", "DELETED");
                 for t in tasks.as_array().into_iter().flatten() {
@@ -1423,9 +1686,7 @@ pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<
             let (_, list) = api
                 .call(Method::GET, &format!("/retentions/{}/executions?page_size=100", need(&project, r)?), None)
                 .await?;
-            if api.json() {
-                print_json(&list)?;
-            } else {
+            if !api.structured(&list)? {
                 println!("{:<6}  {:<8}  {:<8}  {:<9}  STARTED", "ID", "STATUS", "TRIGGER", "DRY RUN");
                 for e in list.as_array().into_iter().flatten() {
                     println!(
@@ -1478,7 +1739,7 @@ pub async fn usage(
     let rows = rows.as_array().cloned().unwrap_or_default();
     let cols = ["project", "date", "stored_bytes", "pushed_bytes", "pulled_bytes", "pushes", "pulls"];
     match api.args.output.as_str() {
-        "json" => print_json(&Value::Array(rows))?,
+        "json" => api.print(&Value::Array(rows))?,
         "csv" => {
             println!("{}", cols.join(","));
             for r in &rows {
@@ -1531,7 +1792,7 @@ pub async fn registry(args: &ApiArgs, cmd: RegistryCommand) -> anyhow::Result<()
         RegistryCommand::List => {
             let (_, list) = api.call(Method::GET, "/registries?page_size=100", None).await?;
             if api.json() {
-                return print_json(&list);
+                return api.print(&list);
             }
             let rows = list.as_array().cloned().unwrap_or_default();
             println!("{:<5}  {:<20}  {:<15}  {:<40}  {:<10}  CREDENTIAL", "ID", "NAME", "TYPE", "URL", "STATUS");
@@ -1617,7 +1878,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
         ReplicationCommand::List => {
             let (_, list) = api.call(Method::GET, "/replication/policies?page_size=100", None).await?;
             if api.json() {
-                return print_json(&list);
+                return api.print(&list);
             }
             let rows = list.as_array().cloned().unwrap_or_default();
             println!("{:<5}  {:<20}  {:<26}  {:<12}  FILTERS", "ID", "NAME", "DIRECTION", "TRIGGER");
@@ -1675,7 +1936,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
             let (_, tasks) =
                 api.call(Method::GET, &format!("/replication/executions/{run}/tasks?page_size=100"), None).await?;
             if api.json() {
-                return print_json(&json!({"execution": done, "tasks": tasks}));
+                return api.print(&json!({"execution": done, "tasks": tasks}));
             }
             print_tasks(&tasks);
             println!("run {run}: {} ({})", cell(&done["status"]), cell(&done["status_text"]));
@@ -1688,7 +1949,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
             let (_, list) =
                 api.call(Method::GET, &format!("/replication/executions?policy_id={id}&page_size=100"), None).await?;
             if api.json() {
-                return print_json(&list);
+                return api.print(&list);
             }
             println!(
                 "{:<6}  {:<10}  {:<12}  {:<20}  {:>5}  {:>6}  RESULT",
@@ -1712,7 +1973,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
                 .call(Method::GET, &format!("/replication/executions/{execution}/tasks?page_size=100"), None)
                 .await?;
             if api.json() {
-                return print_json(&tasks);
+                return api.print(&tasks);
             }
             for t in tasks.as_array().into_iter().flatten() {
                 let path = format!("/replication/executions/{execution}/tasks/{}/log", cell(&t["id"]));

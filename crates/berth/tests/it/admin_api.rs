@@ -37,6 +37,10 @@ fn omitted(def: &str) -> &'static [&'static str] {
         "GeneralInfo" => &["authproxy_settings"],
         "ComponentHealthStatus" => &["error"],
         "CVEAllowlist" => &["expires_at"],
+        // Harbor's chart museum and its registry of proxy caches are not in Berth's search
+        // and summary.
+        "Search" => &["chart"],
+        "ProjectSummary" => &["chart_count", "registry"],
         "ProjectMetadata" => {
             &["enable_content_trust", "prevent_vul", "severity", "auto_scan", "reuse_sys_cve_allowlist", "retention_id"]
         }
@@ -69,6 +73,9 @@ fn conforms(v: &Value, def: &str) {
         "RobotPermission" => &[("access", "Access")],
         "OverallHealthStatus" => &[("components", "ComponentHealthStatus")],
         "Errors" => &[("errors", "Error")],
+        "Search" => &[("repository", "SearchRepository"), ("project", "Project")],
+        "ScannerAdapterMetadata" => &[("capabilities", "ScannerCapability")],
+        "ProjectSummary" => &[("quota", "ProjectSummaryQuota")],
         _ => &[],
     };
     for (field, inner) in nested {
@@ -538,6 +545,8 @@ async fn referrers_are_accessories_of_their_subject_and_pulls_are_counted() {
     let path = format!("/projects/acc/repositories/app/artifacts/{md}/accessories");
     let listed: Value = s.api(Method::GET, &path, None).await.json().await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    conforms_all(&listed, "Accessory");
+    conforms_all(&image["accessories"], "Accessory");
     // Pulls are counted per artifact (through the event log, in batches).
     let mut count = Value::Null;
     for _ in 0..100 {
@@ -608,6 +617,7 @@ async fn every_api_answer_is_json_and_users_can_be_searched() {
         .await
         .unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    conforms_all(&found, "UserSearchRespItem");
     assert_eq!(found[0]["username"], "searchme");
     assert!(found[0]["user_id"].as_i64().is_some());
     let r = s.anon().get(s.url("/api/v2.0/users/search?username=a")).send().await.unwrap();
@@ -655,11 +665,13 @@ async fn metadata_deletable_search_and_permissions() {
     // Deletable: an empty project yes; one with repositories no, and says why.
     let d: Value = s.api(Method::GET, "/projects/disc/_deletable", None).await.json().await.unwrap();
     assert_eq!(d, json!({"deletable": true, "message": ""}));
+    conforms(&d, "ProjectDeletable");
     let d: Value = s.api(Method::GET, "/projects/hidden/_deletable", None).await.json().await.unwrap();
     assert_eq!(d["deletable"], false);
     assert!(d["message"].as_str().unwrap().contains("1 repositories"), "{d}");
     // Search: the admin finds the hidden repository; the developer does not.
     let found: Value = s.api(Method::GET, "/search?q=secret", None).await.json().await.unwrap();
+    conforms(&found, "Search");
     assert_eq!(found["repository"][0]["repository_name"], "hidden/secret-app", "{found}");
     assert_eq!(found["repository"][0]["artifact_count"], 1);
     let mine: Value = api(&dev, Method::GET, "/search?q=i", None).await.unwrap().json().await.unwrap();
@@ -669,6 +681,7 @@ async fn metadata_deletable_search_and_permissions() {
     // Permissions: a developer pushes and pulls in disc, does not manage members.
     let scope = format!("/users/current/permissions?scope=/project/{pid}&relative=true");
     let perms: Value = api(&dev, Method::GET, &scope, None).await.unwrap().json().await.unwrap();
+    conforms_all(&perms, "Permission");
     let has = |r: &str, a: &str| perms.as_array().unwrap().iter().any(|p| p["resource"] == r && p["action"] == a);
     assert!(has("repository", "push") && has("repository", "pull") && !has("member", "create"), "{perms}");
     let sys: Value =
@@ -685,6 +698,16 @@ async fn metadata_deletable_search_and_permissions() {
 async fn configurations_show_the_settings_and_refuse_changes_with_the_file_key() {
     let s = TestServer::start().await;
     let c: Value = s.api(Method::GET, "/configurations", None).await.json().await.unwrap();
+    // Every key Harbor also has is its item type (Bool/String/IntegerConfigItem).
+    let harbor = shapes()["ConfigurationsResponse"].clone();
+    let mut compared = 0;
+    for (k, item) in c.as_object().unwrap() {
+        if let Some(kind) = harbor[k].as_str().filter(|k| k.ends_with("ConfigItem")) {
+            conforms(item, kind);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 5, "{c}");
     assert_eq!(c["auth_mode"], json!({"value": "db_auth", "editable": false}));
     assert_eq!(c["project_creation_restriction"]["value"], "everyone");
     assert_eq!(c["token_expiration"]["value"], 5);
@@ -704,4 +727,21 @@ async fn configurations_show_the_settings_and_refuse_changes_with_the_file_key()
     s.user("dev", "Dev-Passw0rd-1").await;
     let r = client_as("dev", "Dev-Passw0rd-1").get(s.url("/api/v2.0/configurations")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// The scanner registration, statistics and project summary in Harbor's shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanners_statistics_and_summary_have_harbors_shapes() {
+    let s = TestServer::start().await;
+    s.project("sum", false).await;
+    s.push_image("sum/app", "v1").await;
+    conforms_all(&ok_json(s.api(Method::GET, "/scanners", None).await).await, "ScannerRegistration");
+    conforms(&ok_json(s.api(Method::GET, "/scanners/berth-builtin", None).await).await, "ScannerRegistration");
+    conforms(&ok_json(s.api(Method::GET, "/projects/sum/scanner", None).await).await, "ScannerRegistration");
+    let meta = ok_json(s.api(Method::GET, "/scanners/berth-builtin/metadata", None).await).await;
+    conforms(&meta, "ScannerAdapterMetadata");
+    conforms(&ok_json(s.api(Method::GET, "/statistics", None).await).await, "Statistic");
+    let summary = ok_json(s.api(Method::GET, "/projects/sum/summary", None).await).await;
+    conforms(&summary, "ProjectSummary");
+    assert_eq!(summary["repo_count"], 1);
 }

@@ -201,3 +201,58 @@ async fn the_audit_log_is_purged_by_age_and_operation() {
     let sched: Value = s.api(reqwest::Method::GET, "/system/purgeaudit/schedule", None).await.json().await.unwrap();
     assert_eq!(sched["parameters"]["audit_retention_hour"], 180 * 24);
 }
+
+/// Projects and members from the CLI: show, update settings, members added, re-roled and
+/// removed, delete; aligned tables, JSON and real YAML; an unknown format is an error; lists
+/// past one page are whole; `--ca-file` trusts a private CA for an HTTPS server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_and_members_from_the_cli_in_tables_json_and_yaml() {
+    let s = TestServer::start().await;
+    s.user("ann", "Ann-Passw0rd-1").await;
+    run_ok(berth(&s).args(["project", "create", "web"])).await;
+    let out = run_ok(berth(&s).args(["project", "update", "web", "--public", "true", "--set", "auto_scan=true"])).await;
+    assert!(out.contains("auto_scan=true") && out.contains("public=true"), "{out}");
+    let err = run_fails(berth(&s).args(["project", "update", "web", "--set", "colour=blue"])).await;
+    assert!(err.contains("colour"), "{err}");
+    run_ok(berth(&s).args(["project", "member", "add", "web", "--user", "ann", "--role", "developer"])).await;
+    run_ok(berth(&s).args(["project", "member", "role", "web", "ann", "maintainer"])).await;
+    let table = run_ok(berth(&s).args(["project", "member", "list", "web"])).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "TYPE", "ROLE"], "{table}");
+    let ann = lines.iter().find(|l| l.starts_with("ann")).unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(ann.split_whitespace().collect::<Vec<_>>(), ["ann", "user", "maintainer"]);
+    // Columns line up: every row's second column starts where the header's does.
+    let col = lines[0].find("TYPE").unwrap();
+    assert!(lines.iter().skip(1).all(|l| l[col..].starts_with("user") || l[col..].starts_with("group")), "{table}");
+    let yaml = run_ok(berth(&s).args(["project", "member", "list", "web", "--output", "yaml"])).await;
+    let parsed: Vec<Value> = serde_norway::from_str(&yaml).unwrap_or_else(|e| panic!("not YAML ({e}): {yaml}"));
+    assert!(parsed.iter().any(|m| m["entity_name"] == "ann" && m["role_id"] == 4), "{yaml}");
+    let shown = json_out(berth(&s).args(["project", "show", "web", "--output", "json"])).await;
+    assert_eq!(shown["project"]["metadata"]["auto_scan"], "true");
+    assert_eq!(shown["summary"]["maintainer_count"], 1);
+    let err = run_fails(berth(&s).args(["project", "list", "--output", "xml"])).await;
+    assert!(err.contains("use table, json or yaml"), "{err}");
+    run_ok(berth(&s).args(["project", "member", "remove", "web", "ann"])).await;
+    // More than one page of projects: all listed.
+    for i in 0..105 {
+        let r = s.api(Method::POST, "/projects", Some(json!({"project_name": format!("p{i:03}")}))).await;
+        assert_eq!(r.status(), 201);
+    }
+    let all = json_out(berth(&s).args(["project", "list", "--output", "json"])).await;
+    assert_eq!(all.as_array().unwrap().len(), 106);
+    run_ok(berth(&s).args(["project", "delete", "web"])).await;
+    let err = run_fails(berth(&s).args(["project", "show", "web"])).await;
+    assert!(err.contains("404"), "{err}");
+
+    // An HTTPS server with a private CA: refused without --ca-file, trusted with it.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let tls = TestServer::start_with(|c| c.tls = Some(berth_config::TlsConfig { cert: cert.clone(), key })).await;
+    let err = run_fails(berth(&tls).args(["project", "list"])).await;
+    assert!(err.contains("calling"), "{err}");
+    let out = run_ok(berth(&tls).args(["project", "list"]).env("BERTH_CA_FILE", &cert)).await;
+    assert!(out.starts_with("ID"), "{out}");
+}
