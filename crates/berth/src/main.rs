@@ -202,6 +202,13 @@ enum Command {
         #[command(subcommand)]
         command: TokenKeyCommand,
     },
+    /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `berth man | man -l -`.
+    Man,
     /// Administration on the metadata database itself (no server needed).
     Admin {
         #[command(subcommand)]
@@ -347,6 +354,15 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::load(args.config.as_deref(), std::env::vars(), &overrides(args))?)
 }
 
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -489,6 +505,17 @@ fn run() -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut out);
+            write_stdout(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            write_stdout(&out)
         }
         Command::Admin { command: AdminCommand::ResetPassword { args, username, password_stdin } } => {
             let cfg = load(&args)?;

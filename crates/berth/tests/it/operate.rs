@@ -226,3 +226,24 @@ async fn one_version_everywhere() {
     c.ping().await.unwrap();
     assert!(upstream.log().contains(&format!("useragent=berth/{v}")), "{}", upstream.log());
 }
+
+/// Shell completions and a man page come from the command definitions; exit codes are 0
+/// (done), 1 (the command failed; the reason on stderr) and 2 (a usage error).
+#[test]
+fn completions_man_page_and_exit_codes() {
+    let out = berth(&[]).args(["completions", "bash"]).output().unwrap();
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && bash.contains("_berth()") && bash.contains("reset-password"), "{bash}");
+    let out = berth(&[]).args(["completions", "zsh"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#compdef berth"));
+    let out = berth(&[]).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(man.contains(".TH berth 1") && man.contains("serve"), "{man}");
+    assert_eq!(out.status.code(), Some(0));
+    let usage = berth(&[]).args(["project", "frobnicate"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+    let failed = berth(&[]).args(["config", "check", "/nonexistent/berth.toml"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1), "a command that failed");
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.starts_with("Error: ") && err.lines().count() == 1, "one line, the reason: {err}");
+}
