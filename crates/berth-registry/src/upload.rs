@@ -9,6 +9,12 @@ use std::sync::Arc;
 
 use berth_blob::{BlobError, ByteStream};
 use berth_meta::UploadRecord;
+
+/// How long an upload lease lasts (a chunk taking longer loses it: its bytes were still
+/// written by it alone, the lease only keeps a second writer out meanwhile).
+const UPLOAD_LEASE_MS: i64 = 15 * 60 * 1000;
+/// Tries (100 ms apart) to get a session's lease before a second writer is refused.
+const UPLOAD_LEASE_TRIES: usize = 20;
 use berth_types::{Algorithm, Digest, Hasher, RepoName};
 use futures::StreamExt;
 use tracing::{debug, info, warn};
@@ -86,9 +92,41 @@ impl Registry {
         self.session(repo, id).await?;
         let slot = self.slot(id);
         let mut state = slot.lock().await;
-        let size = self.append(repo, None, id, &mut state, start, body).await?;
+        let lease = self.lease_upload(id).await?;
+        let size = self.append(repo, None, id, &mut state, start, body).await;
+        self.release_upload(id, lease).await;
+        let size = size?;
         self.meta.touch_upload(id, now_ms()).await?;
         Ok(size)
+    }
+
+    /// With replicas (shared metadata), one request at a time writes a session: the
+    /// in-process lock serialises this process's requests, this lease in the database the
+    /// replicas'. A second writer waits a little, then is refused rather than interleaving
+    /// its bytes (the session's state object in S3 would keep only one of the two).
+    async fn lease_upload(&self, id: &str) -> Result<Option<String>, RegistryError> {
+        if self.opts.cache_records {
+            return Ok(None); // the embedded database: this process is the only writer
+        }
+        let (key, holder) = (format!("upload:{id}"), uuid::Uuid::new_v4().to_string());
+        for _ in 0..UPLOAD_LEASE_TRIES {
+            let now = now_ms();
+            if self.meta.claim_fetch(&key, &holder, now + UPLOAD_LEASE_MS, now).await? {
+                return Ok(Some(holder));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(RegistryError::UploadInvalid(
+            "another request (on another replica) is writing to this upload; send one chunk at a time".into(),
+        ))
+    }
+
+    async fn release_upload(&self, id: &str, lease: Option<String>) {
+        if let Some(holder) = lease
+            && let Err(e) = self.meta.release_fetch(&format!("upload:{id}"), &holder).await
+        {
+            tracing::warn!(upload = id, error = %e, "an upload lease was not released; it expires");
+        }
     }
 
     /// Write `body` at the end of the upload, hashing it on the way, with `state` locked.
@@ -186,8 +224,23 @@ impl Registry {
         self.session(repo, id).await?;
         let slot = self.slot(id);
         let mut state = slot.lock().await;
+        let lease = self.lease_upload(id).await?;
+        let done = self.complete_locked(repo, id, start, body, digest, &mut state).await;
+        self.release_upload(id, lease).await;
+        done
+    }
+
+    async fn complete_locked(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: Option<ByteStream>,
+        digest: &Digest,
+        state: &mut Option<(u64, Hasher)>,
+    ) -> Result<Committed, RegistryError> {
         let size = match body {
-            Some(b) => self.append(repo, Some(digest), id, &mut state, start, b).await?,
+            Some(b) => self.append(repo, Some(digest), id, state, start, b).await?,
             None => self.blobs.upload_size(id).await.map_err(upload_err)?,
         };
         let actual = match state.take() {
@@ -220,14 +273,12 @@ impl Registry {
             Err(e @ berth_meta::MetaError::QuotaExceeded { .. }) => {
                 // The session's bytes are committed (unlinked: GC frees them); it is over.
                 self.meta.delete_upload(id).await?;
-                drop(state);
                 self.forget_slot(id);
                 return Err(e.into());
             }
             r => r?,
         }
         self.meta.delete_upload(id).await?;
-        drop(state);
         self.forget_slot(id);
         self.record_transfer(repo, false, size);
         debug!(upload.id = %id, %digest, size_bytes = size, "upload committed");

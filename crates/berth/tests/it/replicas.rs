@@ -6,7 +6,8 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::Client;
+use futures::StreamExt;
+use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -327,4 +328,52 @@ impl ServerRef {
     async fn manifest_with_blobs(&self, repo: &str) -> Vec<u8> {
         self.try_manifest_with_blobs(repo).await.expect("blobs pushed")
     }
+}
+
+/// Two replicas writing one upload session at once (on PostgreSQL + SeaweedFS): the second
+/// is refused while the first writes, so the session's state object in S3 never mixes their
+/// bytes; the session then holds exactly the first chunk and completes on either replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_chunks_of_one_upload_on_two_replicas_never_interleave() {
+    let c = Cluster::start(2).await;
+    let http = client_as(ADMIN, ADMIN_PASSWORD);
+    let r = http.post(format!("{}/v2/race/app/blobs/uploads/", c.base(0))).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = location(&r);
+    let data = random_bytes(24 * 4096);
+    let pieces: Vec<bytes::Bytes> = data.chunks(4096).map(bytes::Bytes::copy_from_slice).collect();
+    let slow = futures::stream::iter(pieces).then(|p| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, std::io::Error>(p)
+    });
+    let first = {
+        let (http, url) = (http.clone(), format!("{}{loc}", c.base(0)));
+        tokio::spawn(async move {
+            http.patch(url)
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(slow))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = http
+        .patch(format!("{}{loc}", c.base(1)))
+        .header("content-type", "application/octet-stream")
+        .body(random_bytes(4096))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(r, StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID").await;
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("another request"), "{e}");
+    let r = first.await.unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let r = http.get(format!("{}{loc}", c.base(1))).send().await.unwrap();
+    assert_eq!(header(&r, "range"), Some(format!("0-{}", data.len() - 1).as_str()));
+    let d = sha256(&data);
+    let r = http.put(format!("{}{loc}?digest={d}", c.base(1))).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let back = http.get(format!("{}/v2/race/app/blobs/{d}", c.base(0))).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(back.as_ref(), &data[..]);
 }
