@@ -37,6 +37,8 @@ pub enum Output {
     Json,
     /// The same as YAML.
     Yaml,
+    /// Comma-separated values (`berth usage` only).
+    Csv,
 }
 
 impl Output {
@@ -46,6 +48,7 @@ impl Output {
             "table" | "text" => Ok(Output::Table),
             "json" => Ok(Output::Json),
             "yaml" | "yml" => Ok(Output::Yaml),
+            "csv" => Ok(Output::Csv),
             other => bail!("--output {other:?}: use table, json or yaml"),
         }
     }
@@ -62,6 +65,7 @@ impl Output {
                 print!("{}", serde_norway::to_string(v)?);
                 Ok(true)
             }
+            Output::Csv => bail!("--output csv is for `berth usage`; use table, json or yaml"),
         }
     }
 }
@@ -197,11 +201,317 @@ pub enum RobotCommand {
     },
     /// List robot accounts.
     List,
+    /// Disable a robot account (full name, `robot$…`): its logins are refused.
+    Disable {
+        /// Full name.
+        name: String,
+    },
+    /// Enable a disabled robot account.
+    Enable {
+        /// Full name.
+        name: String,
+    },
+    /// Give a robot account a new secret (generated, printed once).
+    Refresh {
+        /// Full name.
+        name: String,
+    },
+    /// Delete a robot account.
+    Delete {
+        /// Full name.
+        name: String,
+    },
     /// Lift the login locks failed logins put on a robot account (full name, `robot$…`).
     Unlock {
         /// Full name.
         name: String,
     },
+}
+
+/// `berth repo …`
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// List a project's repositories.
+    List {
+        /// The project.
+        project: String,
+    },
+    /// Delete a repository and everything in it (`project/name`).
+    Delete {
+        /// Full name, e.g. library/app.
+        repository: String,
+    },
+}
+
+/// `berth artifact …`
+#[derive(Subcommand, Debug)]
+pub enum ArtifactCommand {
+    /// List a repository's artifacts (`project/name`), with their tags and scan results.
+    List {
+        /// Full name, e.g. library/app.
+        repository: String,
+    },
+    /// Show one artifact (by tag or digest) with its scan summary.
+    Show {
+        /// Full name, e.g. library/app.
+        repository: String,
+        /// A tag or digest.
+        reference: String,
+    },
+    /// Delete an artifact (by tag or digest) with its tags.
+    Delete {
+        /// Full name.
+        repository: String,
+        /// A tag or digest.
+        reference: String,
+    },
+    /// Add a tag to an artifact.
+    Tag {
+        /// Full name.
+        repository: String,
+        /// The artifact: a tag or digest.
+        reference: String,
+        /// The new tag.
+        tag: String,
+    },
+    /// Remove a tag (the artifact stays).
+    Untag {
+        /// Full name.
+        repository: String,
+        /// The tag.
+        tag: String,
+    },
+}
+
+/// `berth scan …`
+#[derive(Subcommand, Debug)]
+pub enum ScanCommand {
+    /// Scan an artifact now (with --wait, until the report is there).
+    Start {
+        /// Full name, e.g. library/app.
+        repository: String,
+        /// A tag or digest.
+        reference: String,
+        /// Wait for the report.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An artifact's findings.
+    Report {
+        /// Full name.
+        repository: String,
+        /// A tag or digest.
+        reference: String,
+        /// Only findings with a fixed version.
+        #[arg(long)]
+        fixable: bool,
+    },
+    /// Scan every artifact (with --wait, a progress bar until all are done).
+    All {
+        /// Wait for every scan.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `/projects/{p}/repositories/{r}` of a full repository name (Harbor encodes the `/` of
+/// nested names twice).
+fn repo_path(repository: &str) -> anyhow::Result<String> {
+    let (project, rest) = repository
+        .split_once('/')
+        .with_context(|| format!("{repository:?}: give the full name, project/repository"))?;
+    Ok(format!("/projects/{}/repositories/{}", enc(project), enc(&rest.replace('/', "%2F"))))
+}
+
+/// Run `berth repo …`.
+pub async fn repo(args: &ApiArgs, cmd: RepoCommand) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    match cmd {
+        RepoCommand::List { project } => {
+            let list = api.list_all(&format!("/projects/{}/repositories", enc(&project))).await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|r| {
+                    vec![cell(&r["name"]), cell(&r["artifact_count"]), cell(&r["pull_count"]), cell(&r["update_time"])]
+                });
+                println!("{}", table(&["REPOSITORY", "ARTIFACTS", "PULLS", "UPDATED"], rows));
+            }
+        }
+        RepoCommand::Delete { repository } => {
+            api.call(reqwest::Method::DELETE, &repo_path(&repository)?, None).await?;
+            if !api.structured(&json!({"deleted": repository}))? {
+                println!("deleted repository {repository}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The scan summary of an artifact JSON, in words: `High: 2 (1 fixable)`.
+fn scan_words(a: &Value) -> String {
+    let Some(o) = a["scan_overview"].as_object().and_then(|m| m.values().next()) else { return "not scanned".into() };
+    match o["scan_status"].as_str() {
+        Some("Success") => {
+            let total = o["summary"]["total"].as_i64().unwrap_or(0);
+            if total == 0 {
+                "no findings".into()
+            } else {
+                format!("{}: {total} ({} fixable)", cell(&o["severity"]), o["summary"]["fixable"].as_i64().unwrap_or(0))
+            }
+        }
+        Some(other) => other.to_lowercase(),
+        None => "not scanned".into(),
+    }
+}
+
+/// Run `berth artifact …`.
+pub async fn artifact(args: &ApiArgs, cmd: ArtifactCommand) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let art = |repository: &str, reference: &str| -> anyhow::Result<String> {
+        Ok(format!("{}/artifacts/{}", repo_path(repository)?, enc(reference)))
+    };
+    match cmd {
+        ArtifactCommand::List { repository } => {
+            let list = api.list_all(&format!("{}/artifacts?with_scan_overview=true", repo_path(&repository)?)).await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|a| {
+                    let tags: Vec<String> =
+                        a["tags"].as_array().into_iter().flatten().map(|t| cell(&t["name"])).collect();
+                    let digest = cell(&a["digest"]);
+                    vec![
+                        digest.get(..19).unwrap_or(&digest).to_owned(),
+                        tags.join(","),
+                        berth_types::human_bytes(a["size"].as_u64().unwrap_or(0)),
+                        cell(&a["push_time"]),
+                        scan_words(a),
+                    ]
+                });
+                println!("{}", table(&["DIGEST", "TAGS", "SIZE", "PUSHED", "VULNERABILITIES"], rows));
+            }
+        }
+        ArtifactCommand::Show { repository, reference } => {
+            let (_, a) = api.call(reqwest::Method::GET, &art(&repository, &reference)?, None).await?;
+            if !api.structured(&a)? {
+                let tags: Vec<String> = a["tags"].as_array().into_iter().flatten().map(|t| cell(&t["name"])).collect();
+                let rows = vec![
+                    vec!["digest".to_owned(), cell(&a["digest"])],
+                    vec!["type".to_owned(), cell(&a["type"])],
+                    vec!["media type".to_owned(), cell(&a["manifest_media_type"])],
+                    vec!["tags".to_owned(), tags.join(", ")],
+                    vec!["size".to_owned(), berth_types::human_bytes(a["size"].as_u64().unwrap_or(0))],
+                    vec!["pushed".to_owned(), cell(&a["push_time"])],
+                    vec!["pulled".to_owned(), format!("{} ({} pulls)", cell(&a["pull_time"]), cell(&a["pull_count"]))],
+                    vec!["vulnerabilities".to_owned(), scan_words(&a)],
+                    vec!["accessories".to_owned(), a["accessories"].as_array().map_or(0, Vec::len).to_string()],
+                ];
+                println!("{}", table(&["ARTIFACT", &format!("{repository}:{reference}")], rows));
+            }
+        }
+        ArtifactCommand::Delete { repository, reference } => {
+            api.call(reqwest::Method::DELETE, &art(&repository, &reference)?, None).await?;
+            if !api.structured(&json!({"deleted": format!("{repository}:{reference}")}))? {
+                println!("deleted {repository}:{reference}");
+            }
+        }
+        ArtifactCommand::Tag { repository, reference, tag } => {
+            let path = format!("{}/tags", art(&repository, &reference)?);
+            api.call(reqwest::Method::POST, &path, Some(json!({ "name": tag }))).await?;
+            if !api.structured(&json!({"tagged": format!("{repository}:{tag}")}))? {
+                println!("tagged {repository}:{reference} as {tag}");
+            }
+        }
+        ArtifactCommand::Untag { repository, tag } => {
+            let path = format!("{}/tags/{}", art(&repository, &tag)?, enc(&tag));
+            api.call(reqwest::Method::DELETE, &path, None).await?;
+            if !api.structured(&json!({"untagged": format!("{repository}:{tag}")}))? {
+                println!("removed tag {repository}:{tag}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `berth scan …`.
+pub async fn scan(args: &ApiArgs, cmd: ScanCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    match cmd {
+        ScanCommand::Start { repository, reference, wait } => {
+            let path = format!("{}/artifacts/{}", repo_path(&repository)?, enc(&reference));
+            api.call(Method::POST, &format!("{path}/scan"), None).await?;
+            if !wait {
+                if !api.structured(&json!({"requested": format!("{repository}:{reference}")}))? {
+                    println!("scan of {repository}:{reference} requested (berth scan report shows it when done)");
+                }
+                return Ok(());
+            }
+            let a = wait_for(&api, &format!("{path}?with_scan_overview=true"), |a| {
+                a["scan_overview"]
+                    .as_object()
+                    .and_then(|m| m.values().next())
+                    .is_some_and(|o| matches!(o["scan_status"].as_str(), Some("Success" | "Error")))
+            })
+            .await?;
+            if !api.structured(&a)? {
+                println!("{repository}:{reference}: {}", scan_words(&a));
+            }
+        }
+        ScanCommand::Report { repository, reference, fixable } => {
+            let q = if fixable { "?fixable=true" } else { "" };
+            let path =
+                format!("{}/artifacts/{}/additions/vulnerabilities{q}", repo_path(&repository)?, enc(&reference));
+            let (_, v) = api.call(Method::GET, &path, None).await?;
+            let report = v.as_object().and_then(|m| m.values().next()).cloned().unwrap_or(Value::Null);
+            if !api.structured(&report)? {
+                let rows = report["vulnerabilities"].as_array().into_iter().flatten().map(|f| {
+                    vec![
+                        cell(&f["id"]),
+                        cell(&f["severity"]),
+                        cell(&f["package"]),
+                        cell(&f["version"]),
+                        cell(&f["fix_version"]),
+                        f["preferred_cvss"]["score_v3"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default(),
+                    ]
+                });
+                println!("{}", table(&["VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN", "CVSS"], rows));
+                println!(
+                    "{} findings ({} fixable), highest {}",
+                    report["summary"]["total"],
+                    report["summary"]["fixable"],
+                    cell(&report["severity"])
+                );
+            }
+        }
+        ScanCommand::All { wait } => {
+            api.call(Method::POST, "/system/scanAll/schedule", Some(json!({"schedule": {"type": "Manual"}}))).await?;
+            if !wait {
+                if !api.structured(&json!({"requested": "all"}))? {
+                    println!("scans of every artifact requested (berth scan all --wait follows them)");
+                }
+                return Ok(());
+            }
+            // A progress bar on a terminal (indicatif draws nothing when stderr is not one).
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} scans done {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let done = loop {
+                let (_, m) = api.call(Method::GET, "/system/scanAll/metrics", None).await?;
+                bar.set_length(m["total"].as_u64().unwrap_or(0));
+                bar.set_position(m["completed"].as_u64().unwrap_or(0));
+                if m["ongoing"] != true {
+                    break m;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            };
+            bar.finish_and_clear();
+            if !api.structured(&done)? {
+                let errors = done["metrics"]["Error"].as_i64().unwrap_or(0);
+                println!("{} artifacts scanned, {errors} failed", done["completed"]);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `berth audit …`
@@ -980,22 +1290,57 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
             }
         }
         RobotCommand::List => {
-            let (_, list) = api.call(reqwest::Method::GET, "/robots?page_size=100", None).await?;
+            let list = api.list_all("/robots").await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<40}  {:<8}  {:<8}  EXPIRES", "ID", "NAME", "LEVEL", "DISABLED");
-                for r in list.as_array().into_iter().flatten() {
+                let rows = list.as_array().into_iter().flatten().map(|r| {
                     let exp = r["expires_at"].as_i64().unwrap_or(-1);
-                    println!(
-                        "{:<6}  {:<40}  {:<8}  {:<8}  {}",
+                    vec![
                         cell(&r["id"]),
-                        r["name"].as_str().unwrap_or(""),
-                        r["level"].as_str().unwrap_or(""),
-                        cell(&r["disable"]),
-                        if exp < 0 { "never".to_owned() } else { berth_auth::rfc3339(exp * 1000) }
-                    );
-                }
+                        cell(&r["name"]),
+                        cell(&r["level"]),
+                        if r["disable"] == true { "yes".into() } else { "no".into() },
+                        if exp < 0 { "never".to_owned() } else { berth_auth::rfc3339(exp * 1000) },
+                    ]
+                });
+                println!("{}", table(&["ID", "NAME", "LEVEL", "DISABLED", "EXPIRES"], rows));
             }
         }
+        RobotCommand::Disable { name } => robot_disable(&api, &name, true).await?,
+        RobotCommand::Enable { name } => robot_disable(&api, &name, false).await?,
+        RobotCommand::Refresh { name } => {
+            let id = robot_id(&api, &name).await?;
+            let (_, v) = api.call(reqwest::Method::PATCH, &format!("/robots/{id}"), Some(json!({}))).await?;
+            if !api.structured(&json!({"name": name, "secret": v["secret"]}))? {
+                println!("new secret of {name} (shown once, store it now): {}", cell(&v["secret"]));
+            }
+        }
+        RobotCommand::Delete { name } => {
+            let id = robot_id(&api, &name).await?;
+            api.call(reqwest::Method::DELETE, &format!("/robots/{id}"), None).await?;
+            if !api.structured(&json!({"deleted": name}))? {
+                println!("deleted robot account {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The id of robot account `name` (its full name).
+async fn robot_id(api: &Api, name: &str) -> anyhow::Result<i64> {
+    api.list_all("/robots")
+        .await?
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == name))
+        .and_then(|r| r["id"].as_i64())
+        .with_context(|| format!("no robot account named {name:?} (berth robot list shows them)"))
+}
+
+async fn robot_disable(api: &Api, name: &str, disable: bool) -> anyhow::Result<()> {
+    let id = robot_id(api, name).await?;
+    api.call(reqwest::Method::PUT, &format!("/robots/{id}"), Some(json!({ "disable": disable }))).await?;
+    let word = if disable { "disabled" } else { "enabled" };
+    if !api.structured(&json!({"name": name, "disable": disable}))? {
+        println!("{word} robot account {name}");
     }
     Ok(())
 }
@@ -1738,9 +2083,9 @@ pub async fn usage(
     let (_, rows) = api.call(reqwest::Method::GET, &format!("/usage?{}", q.join("&")), None).await?;
     let rows = rows.as_array().cloned().unwrap_or_default();
     let cols = ["project", "date", "stored_bytes", "pushed_bytes", "pulled_bytes", "pushes", "pulls"];
-    match api.args.output.as_str() {
-        "json" => api.print(&Value::Array(rows))?,
-        "csv" => {
+    match api.out {
+        Output::Json | Output::Yaml => api.print(&Value::Array(rows))?,
+        Output::Csv => {
             println!("{}", cols.join(","));
             for r in &rows {
                 let cells: Vec<String> = cols
@@ -1754,7 +2099,7 @@ pub async fn usage(
                 println!("{}", cells.join(","));
             }
         }
-        _ => {
+        Output::Table => {
             let hb = |v: &Value| berth_types::human_bytes(v.as_u64().unwrap_or(0));
             println!(
                 "{:<24}  {:<10}  {:>12}  {:>12}  {:>12}  {:>7}  {:>7}",

@@ -177,6 +177,27 @@ enum Command {
         #[command(subcommand)]
         command: cli::RetentionCommand,
     },
+    /// Repositories: list, delete.
+    Repo {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::RepoCommand,
+    },
+    /// Artifacts: list, show (with scan results), delete, tag, untag.
+    Artifact {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ArtifactCommand,
+    },
+    /// Vulnerability scans: start, report, scan everything.
+    Scan {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ScanCommand,
+    },
     /// Usage for charge-back, per project and UTC day, through the management API
     /// (`--output text|json|csv`).
     Usage {
@@ -658,6 +679,9 @@ fn run() -> anyhow::Result<()> {
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
+        Command::Repo { api, command } => rt.block_on(cli::repo(&api, command)),
+        Command::Artifact { api, command } => rt.block_on(cli::artifact(&api, command)),
+        Command::Scan { api, command } => rt.block_on(cli::scan(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;

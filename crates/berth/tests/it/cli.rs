@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -255,4 +255,70 @@ async fn projects_and_members_from_the_cli_in_tables_json_and_yaml() {
     assert!(err.contains("calling"), "{err}");
     let out = run_ok(berth(&tls).args(["project", "list"]).env("BERTH_CA_FILE", &cert)).await;
     assert!(out.starts_with("ID"), "{out}");
+}
+
+/// Robots, repositories, artifacts and scans from the CLI: every command, in tables and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_repositories_artifacts_and_scans_from_the_cli() {
+    let s = TestServer::start().await;
+    s.project("ops", false).await;
+    // A real (if tiny) image, so its scan reads its layer.
+    let m = crate::scan::image_of(&s, "ops/tool", &[("etc/motd", b"hello")]).await;
+    assert_eq!(s.put_manifest("ops/tool", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    let digest = sha256(&m);
+    // Robots: created, disabled (its login refused), enabled, a new secret, deleted.
+    let r = json_out(berth(&s).args([
+        "robot",
+        "create",
+        "--project",
+        "ops",
+        "--name",
+        "ci",
+        "--permission",
+        "repository:pull",
+        "--output",
+        "json",
+    ]))
+    .await;
+    let (name, secret) = (r["name"].as_str().unwrap().to_owned(), r["secret"].as_str().unwrap().to_owned());
+    let robot_pulls = |secret: String| {
+        let (s, name) = (&s, name.clone());
+        async move { client_as(&name, &secret).get(s.url("/v2/ops/tool/manifests/v1")).send().await.unwrap().status() }
+    };
+    assert_eq!(robot_pulls(secret.clone()).await, StatusCode::OK);
+    run_ok(berth(&s).args(["robot", "disable", &name])).await;
+    assert_eq!(robot_pulls(secret.clone()).await, StatusCode::UNAUTHORIZED);
+    let list = run_ok(berth(&s).args(["robot", "list"])).await;
+    assert!(list.lines().any(|l| l.contains(&name) && l.split_whitespace().nth(3) == Some("yes")), "{list}");
+    run_ok(berth(&s).args(["robot", "enable", &name])).await;
+    let fresh = json_out(berth(&s).args(["robot", "refresh", &name, "--output", "json"])).await;
+    let fresh = fresh["secret"].as_str().unwrap().to_owned();
+    assert_eq!(robot_pulls(secret).await, StatusCode::UNAUTHORIZED, "the old secret is gone");
+    assert_eq!(robot_pulls(fresh).await, StatusCode::OK);
+    run_ok(berth(&s).args(["robot", "delete", &name])).await;
+    assert!(!run_ok(berth(&s).args(["robot", "list"])).await.contains(&name));
+    // Repositories and artifacts.
+    let repos = run_ok(berth(&s).args(["repo", "list", "ops"])).await;
+    assert!(repos.lines().nth(1).unwrap().starts_with("ops/tool"), "{repos}");
+    run_ok(berth(&s).args(["artifact", "tag", "ops/tool", "v1", "stable"])).await;
+    let arts = run_ok(berth(&s).args(["artifact", "list", "ops/tool"])).await;
+    let row = arts.lines().nth(1).unwrap();
+    assert!(row.starts_with(&digest[..19]) && row.contains("stable") && row.contains("v1"), "{arts}");
+    let shown = run_ok(berth(&s).args(["artifact", "show", "ops/tool", "stable"])).await;
+    assert!(shown.contains(&digest) && shown.contains("not scanned"), "{shown}");
+    // Scans: one artifact, waited for; its report (no advisories imported: no findings).
+    let out = run_ok(berth(&s).args(["scan", "start", "ops/tool", "v1", "--wait"])).await;
+    assert_eq!(out.trim(), "ops/tool:v1: no findings");
+    let report = run_ok(berth(&s).args(["scan", "report", "ops/tool", "v1"])).await;
+    assert!(report.starts_with("VULNERABILITY") && report.contains("0 findings (0 fixable)"), "{report}");
+    let all = run_ok(berth(&s).args(["scan", "all", "--wait"])).await;
+    assert!(all.contains("artifacts scanned, 0 failed"), "{all}");
+    run_ok(berth(&s).args(["artifact", "untag", "ops/tool", "stable"])).await;
+    let tags = json_out(berth(&s).args(["artifact", "show", "ops/tool", "v1", "--output", "json"])).await;
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 1);
+    run_ok(berth(&s).args(["artifact", "delete", "ops/tool", "v1"])).await;
+    assert_eq!(s.get("/v2/ops/tool/manifests/v1").await.status(), StatusCode::NOT_FOUND);
+    run_ok(berth(&s).args(["repo", "delete", "ops/tool"])).await;
+    let err = run_fails(berth(&s).args(["repo", "delete", "tool"])).await;
+    assert!(err.contains("project/repository"), "{err}");
 }

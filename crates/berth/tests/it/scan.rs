@@ -456,7 +456,7 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
 }
 
 /// Push the blobs of a one-layer image holding `files`; returns its manifest.
-async fn image_of(s: &TestServer, repo: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) async fn image_of(s: &TestServer, repo: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     let layer = layer_of(Path::new("/nonexistent"), files);
     let cfg = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha256(&gunzip(&layer))]}})
         .to_string();
