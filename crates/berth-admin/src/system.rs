@@ -172,8 +172,21 @@ async fn act_on_job(
 ) -> ApiResult {
     c.sysadmin(&s).await?;
     let a = crate::json_body(body)?;
+    if a.action == "retry" {
+        // Berth: a failed or stopped job again, as a new job (its id in the answer).
+        return match s.jobs.retry(&id).await? {
+            Some(new) => Ok(Json(json!({ "id": new })).into_response()),
+            None => match s.jobs.get(&id).await? {
+                Some(j) => Err(ApiError::Conflict(format!(
+                    "job {id} is {}: only failed or stopped jobs are retried",
+                    j.state.as_str()
+                ))),
+                None => Err(not_found(format!("no job {id:?}"))),
+            },
+        };
+    }
     if a.action != "stop" {
-        return Err(bad_request(format!("unknown action {:?}: use \"stop\"", a.action)));
+        return Err(bad_request(format!("unknown action {:?}: use \"stop\" or \"retry\"", a.action)));
     }
     if s.jobs.stop(&id, &c.origin()).await? {
         return Ok(StatusCode::OK.into_response());

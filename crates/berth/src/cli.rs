@@ -514,9 +514,105 @@ pub async fn scan(args: &ApiArgs, cmd: ScanCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth job …` (through the API; `berth jobs list` reads the database directly)
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this kind, e.g. scan, gc, replication.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show one job.
+    Show {
+        /// Its id.
+        id: String,
+    },
+    /// Stop a queued or running job.
+    Stop {
+        /// Its id.
+        id: String,
+    },
+    /// Run a failed or stopped job again (a new job).
+    Retry {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Run `berth job …`.
+pub async fn job(args: &ApiArgs, cmd: JobCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    match cmd {
+        JobCommand::List { state, kind } => {
+            let mut q = Vec::new();
+            if let Some(s) = state {
+                q.push(format!("state={}", enc(&s)));
+            }
+            if let Some(k) = kind {
+                q.push(format!("kind={}", enc(&k)));
+            }
+            let (_, list) = api.call(Method::GET, &format!("/jobservice/jobs?{}", q.join("&")), None).await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|j| {
+                    vec![
+                        cell(&j["id"]),
+                        cell(&j["job_type"]),
+                        cell(&j["status"]),
+                        format!("{}/{}", cell(&j["attempts"]), cell(&j["max_attempts"])),
+                        j["last_error"].as_str().unwrap_or("").to_owned(),
+                    ]
+                });
+                println!("{}", table(&["ID", "KIND", "STATE", "ATTEMPTS", "ERROR"], rows));
+            }
+        }
+        JobCommand::Show { id } => {
+            let (_, j) = api.call(Method::GET, &format!("/jobservice/jobs/{}", enc(&id)), None).await?;
+            if !api.structured(&j)? {
+                let rows = j.as_object().into_iter().flatten().map(|(k, v)| vec![k.clone(), cell(v)]);
+                println!("{}", table(&["JOB", &id], rows));
+            }
+        }
+        JobCommand::Stop { id } => {
+            let path = format!("/jobservice/jobs/{}", enc(&id));
+            api.call(Method::PUT, &path, Some(json!({"action": "stop"}))).await?;
+            if !api.structured(&json!({"stopped": id}))? {
+                println!("stopped job {id}");
+            }
+        }
+        JobCommand::Retry { id } => {
+            let path = format!("/jobservice/jobs/{}", enc(&id));
+            let (_, v) = api.call(Method::PUT, &path, Some(json!({"action": "retry"}))).await?;
+            if !api.structured(&v)? {
+                println!("job {id} runs again as job {}", cell(&v["id"]));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `berth audit …`
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
+    /// List audit entries, newest first.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this operation (push, pull, create, update, delete, login, scan, …).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Only this project's.
+        #[arg(long)]
+        project: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Delete audit entries older than a duration (of some operations only, with --operation).
     Purge {
         /// Entries older than this go, e.g. `30d`, `12h` (`0s`: all).
@@ -1421,6 +1517,34 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
 pub async fn audit(args: &ApiArgs, cmd: AuditCommand) -> anyhow::Result<()> {
     let api = Api::new(args)?;
     match cmd {
+        AuditCommand::List { user, operation, project, limit } => {
+            let mut terms = Vec::new();
+            if let Some(u) = user {
+                terms.push(format!("username={u}"));
+            }
+            if let Some(o) = operation {
+                terms.push(format!("operation={o}"));
+            }
+            let base = match &project {
+                Some(p) => format!("/projects/{}/logs", enc(p)),
+                None => "/audit-logs".to_owned(),
+            };
+            let path = format!("{base}?page_size={}&q={}", limit.clamp(1, 100), enc(&terms.join(",")));
+            let (_, list) = api.call(reqwest::Method::GET, &path, None).await?;
+            if !api.structured(&list)? {
+                let rows = list.as_array().into_iter().flatten().map(|e| {
+                    let times = e["repeats"].as_i64().filter(|n| *n > 1).map(|n| format!(" ×{n}")).unwrap_or_default();
+                    vec![
+                        cell(&e["op_time"]),
+                        cell(&e["username"]),
+                        cell(&e["operation"]),
+                        format!("{}{times}", cell(&e["resource"])),
+                        cell(&e["result"]),
+                    ]
+                });
+                println!("{}", table(&["TIME", "USER", "OPERATION", "RESOURCE", "RESULT"], rows));
+            }
+        }
         AuditCommand::Purge { older_than, operations, dry_run } => {
             let secs = std::time::Duration::from(older_than).as_secs();
             if secs % 3600 != 0 {

@@ -321,4 +321,24 @@ async fn robots_repositories_artifacts_and_scans_from_the_cli() {
     run_ok(berth(&s).args(["repo", "delete", "ops/tool"])).await;
     let err = run_fails(berth(&s).args(["repo", "delete", "tool"])).await;
     assert!(err.contains("project/repository"), "{err}");
+    // Jobs through the API: a finished GC run's job is listed and shown; it cannot be
+    // stopped or retried (only failed or stopped jobs are).
+    run_ok(berth(&s).args(["gc", "run", "--wait"])).await;
+    let jobs = json_out(berth(&s).args(["job", "list", "--kind", "gc", "--output", "json"])).await;
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(jobs[0]["status"], "succeeded", "{jobs}");
+    let shown = run_ok(berth(&s).args(["job", "show", &id])).await;
+    assert!(shown.contains("succeeded") && shown.contains("gc"), "{shown}");
+    let err = run_fails(berth(&s).args(["job", "retry", &id])).await;
+    assert!(err.contains("only failed or stopped jobs are retried"), "{err}");
+    let err = run_fails(berth(&s).args(["job", "stop", &id])).await;
+    assert!(err.contains("already succeeded"), "{err}");
+    // The audit log from the CLI: the deletes above, by the admin.
+    let log = run_ok(berth(&s).args(["audit", "list", "--operation", "delete", "--limit", "10"])).await;
+    assert!(log.starts_with("TIME") && log.contains("ops/tool") && log.contains("admin"), "{log}");
+    let mine = json_out(berth(&s).args(["audit", "list", "--project", "ops", "--output", "json"])).await;
+    assert!(
+        !mine.as_array().unwrap().is_empty() && mine.as_array().unwrap().iter().all(|e| e["project"] == "ops"),
+        "{mine}"
+    );
 }
