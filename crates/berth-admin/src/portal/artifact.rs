@@ -225,6 +225,9 @@ struct ActForm {
     csrf: String,
     #[serde(default)]
     tag: String,
+    /// A label's id (add-label, remove-label).
+    #[serde(default)]
+    label: Option<i64>,
 }
 
 /// Scan now, add or remove a tag, or delete the artifact — each through the one decision,
@@ -257,6 +260,8 @@ async fn act(
             "scan" => (Perm::Scan, EcrAction::StartImageScan),
             "add-tag" => (Perm::CreateTag, EcrAction::PutImage),
             "remove-tag" => (Perm::DeleteTag, EcrAction::BatchDeleteImage),
+            // As the labels API: labelling an artifact is a push-level change.
+            "add-label" | "remove-label" => (Perm::Push, EcrAction::PutImage),
             "delete" => (Perm::DeleteArtifact, EcrAction::BatchDeleteImage),
             _ => return Err(("Unknown action.".into(), StatusCode::NOT_FOUND)),
         };
@@ -287,6 +292,26 @@ async fn act(
                     .await
                     .map_err(super::api_err)?;
                 Ok("Tag removed.")
+            }
+            "add-label" | "remove-label" => {
+                let id = f.label.ok_or(("Choose a label.".to_string(), StatusCode::BAD_REQUEST))?;
+                let store = s.registry.labels();
+                let l = store
+                    .label(id)
+                    .await
+                    .map_err(super::api_err)?
+                    .filter(|l| l.scope == "g" || l.project == p.name)
+                    .ok_or(("There is no such label for this project.".to_string(), StatusCode::NOT_FOUND))?;
+                if op == "add-label" {
+                    store
+                        .attach_label(name.as_str(), &digest, l.id, berth_registry::now_ms())
+                        .await
+                        .map_err(super::api_err)?;
+                    Ok("Label added.")
+                } else {
+                    store.detach_label(name.as_str(), &digest, l.id).await.map_err(super::api_err)?;
+                    Ok("Label removed.")
+                }
             }
             _ => {
                 s.registry
@@ -377,6 +402,16 @@ async fn page(
     let cfg = content.config.as_ref().map(|c| &c["config"]);
     use berth_auth::policy::EcrAction as Ecr;
     let may = |perm: Perm, action: Ecr| c.may(&s, Target::Repository(name.as_str(), action), perm);
+    let may_label = !c.anonymous() && may(Perm::Push, Ecr::PutImage).await;
+    // Labels that could be added: the global ones and the project's, less those it has.
+    let addable: Vec<berth_registry::LabelRecord> = if may_label {
+        let store = s.registry.labels();
+        let mut all = store.labels("g", "").await.unwrap_or_default();
+        all.extend(store.labels("p", &p.name).await.unwrap_or_default());
+        all.into_iter().filter(|l| !labels.iter().any(|x| x.id == l.id)).collect()
+    } else {
+        Vec::new()
+    };
     let (may_scan, may_tag, may_untag, may_delete) = (
         !c.anonymous() && may(Perm::Scan, Ecr::StartImageScan).await,
         !c.anonymous() && may(Perm::CreateTag, Ecr::PutImage).await,
@@ -461,7 +496,34 @@ async fn page(
                         }
                     }
                 }
-                @if !labels.is_empty() { dt { "Labels" } dd { @for l in &labels { span.badge.label title=(l.description) { (l.name) } " " } } }
+                @if !labels.is_empty() || !addable.is_empty() {
+                    dt { "Labels" } dd {
+                        @for l in &labels {
+                            span.badge.label title=(l.description) { (l.name)
+                                @if may_label {
+                                    form.inline method="post" action=(action("remove-label")) {
+                                        input type="hidden" name="csrf" value=(c.csrf);
+                                        input type="hidden" name="label" value=(l.id);
+                                        button.x type="submit" aria-label=(format!("Remove label {}", l.name)) title="Remove this label" { "\u{d7}" }
+                                    }
+                                }
+                            }
+                            " "
+                        }
+                        @if !addable.is_empty() {
+                            form.inline.add-tag method="post" action=(action("add-label")) {
+                                input type="hidden" name="csrf" value=(c.csrf);
+                                label.vh for="new-label" { "Label to add" }
+                                select #new-label name="label" {
+                                    @for l in &addable {
+                                        option value=(l.id) { (l.name) @if l.scope == "g" { " (global)" } }
+                                    }
+                                }
+                                button.quiet type="submit" { "Add label" }
+                            }
+                        }
+                    }
+                }
                 dt { "Type" } dd { (super::kind_of(a)) " " span.muted.wrap { "(" (a.record.artifact_type.clone().unwrap_or_else(|| a.record.media_type.clone())) ")" } }
                 dt { "Size" } dd { (human_bytes(a.total_size)) }
                 dt { "Pushed" } dd { (super::when(a.record.created_at)) }

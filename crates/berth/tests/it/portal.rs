@@ -1365,3 +1365,39 @@ async fn replication_in_the_portal() {
     assert_eq!(st, StatusCode::OK);
     assert!(page.contains("No replication policies yet"), "{page}");
 }
+
+/// Labels on an artifact's page: a developer adds a global or project label from a list and
+/// removes it (as the labels API sees it); a guest sees them and cannot change them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_added_and_removed_on_the_artifact_page() {
+    let s = TestServer::start().await;
+    let pid = s.project("lab", false).await;
+    let digest = sha256(&s.push_image("lab/app", "v1").await);
+    let r = s.api(reqwest::Method::POST, "/labels", Some(serde_json::json!({"name": "release", "scope": "g"}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let label: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.member("lab", "dev", 2).await;
+    s.user("gus", "Gus-Passw0rd-1").await;
+    s.member("lab", "gus", 3).await;
+    let page = format!("/harbor/projects/{pid}/repositories/app/artifacts-tab/artifacts/{digest}");
+    let dev = Web::new(&s, "dev", "Dev-Passw0rd-1").await;
+    let (_, html) = dev.get(&page).await;
+    assert!(html.contains("Add label") && html.contains(">release (global)<"), "{html}");
+    let (st, html, _) = dev.post(&format!("{page}/add-label"), &[("label", &label.to_string())]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(html.contains("Label added.") && html.contains("Remove label release"), "{html}");
+    let api_path = format!("/projects/lab/repositories/app/artifacts/{digest}");
+    let a: serde_json::Value = s.api(reqwest::Method::GET, &api_path, None).await.json().await.unwrap();
+    assert_eq!(a["labels"][0]["name"], "release", "{a}");
+    // A guest sees the label, without the controls, and cannot post them.
+    let gus = Web::new(&s, "gus", "Gus-Passw0rd-1").await;
+    let (_, html) = gus.get(&page).await;
+    assert!(html.contains("release") && !html.contains("Remove label") && !html.contains("Add label"), "{html}");
+    let (st, _, _) = gus.post(&format!("{page}/remove-label"), &[("label", &label.to_string())]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, html, _) = dev.post(&format!("{page}/remove-label"), &[("label", &label.to_string())]).await;
+    assert!(st == StatusCode::OK && html.contains("Label removed."), "{html}");
+    let a: serde_json::Value = s.api(reqwest::Method::GET, &api_path, None).await.json().await.unwrap();
+    assert_eq!(a["labels"], serde_json::json!([]));
+}
