@@ -514,6 +514,85 @@ pub async fn scan(args: &ApiArgs, cmd: ScanCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth allowlist …`
+#[derive(Subcommand, Debug)]
+pub enum AllowlistCommand {
+    /// Show the system's CVE allowlist, or a project's (--project).
+    Show {
+        /// A project (default: the system's list).
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Replace the system's CVE allowlist, or a project's (--project: the project then uses
+    /// its own list instead of the system's).
+    Set {
+        /// Vulnerability ids (none: an empty list).
+        ids: Vec<String>,
+        /// A project (default: the system's list).
+        #[arg(long)]
+        project: Option<String>,
+        /// Expiry date, e.g. 2027-06-30 (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+}
+
+/// Run `berth allowlist …`.
+pub async fn allowlist(args: &ApiArgs, cmd: AllowlistCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let show = |v: &Value| -> anyhow::Result<()> {
+        if !api.structured(v)? {
+            let ids: Vec<String> = v["items"].as_array().into_iter().flatten().map(|i| cell(&i["cve_id"])).collect();
+            let until =
+                v["expires_at"].as_i64().map(|e| berth_auth::rfc3339(e * 1000)).unwrap_or_else(|| "never".into());
+            if ids.is_empty() {
+                println!("the allowlist is empty");
+            } else {
+                println!("{} (expires: {until})", ids.join(", "));
+            }
+        }
+        Ok(())
+    };
+    match cmd {
+        AllowlistCommand::Show { project } => {
+            let v = match &project {
+                Some(p) => {
+                    api.call(Method::GET, &format!("/projects/{}", enc(p)), None).await?.1["cve_allowlist"].clone()
+                }
+                None => api.call(Method::GET, "/system/CVEAllowlist", None).await?.1,
+            };
+            show(&v)?;
+        }
+        AllowlistCommand::Set { ids, project, expires } => {
+            let expires_at = match expires.as_deref() {
+                None | Some("") | Some("never") => Value::Null,
+                Some(d) => {
+                    let days = berth_registry::day_of(d)
+                        .with_context(|| format!("--expires {d:?}: use a date such as 2027-06-30"))?;
+                    json!(days * 86_400)
+                }
+            };
+            let items: Vec<Value> = ids.iter().map(|i| json!({ "cve_id": i.trim() })).collect();
+            let list = json!({"items": items, "expires_at": expires_at});
+            match &project {
+                Some(p) => {
+                    let body = json!({"cve_allowlist": list, "metadata": {"reuse_sys_cve_allowlist": "false"}});
+                    api.call(Method::PUT, &format!("/projects/{}", enc(p)), Some(body)).await?;
+                    let v =
+                        api.call(Method::GET, &format!("/projects/{}", enc(p)), None).await?.1["cve_allowlist"].clone();
+                    show(&v)?;
+                }
+                None => {
+                    api.call(Method::PUT, "/system/CVEAllowlist", Some(list)).await?;
+                    show(&api.call(Method::GET, "/system/CVEAllowlist", None).await?.1)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `berth job …` (through the API; `berth jobs list` reads the database directly)
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {

@@ -177,6 +177,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::RetentionCommand,
     },
+    /// CVE allowlists, the system's or a project's: show, set.
+    Allowlist {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::AllowlistCommand,
+    },
     /// Background jobs through the management API: list, show, stop, retry.
     Job {
         #[command(flatten)]
@@ -686,6 +693,7 @@ fn run() -> anyhow::Result<()> {
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
+        Command::Allowlist { api, command } => rt.block_on(cli::allowlist(&api, command)),
         Command::Job { api, command } => rt.block_on(cli::job(&api, command)),
         Command::Repo { api, command } => rt.block_on(cli::repo(&api, command)),
         Command::Artifact { api, command } => rt.block_on(cli::artifact(&api, command)),

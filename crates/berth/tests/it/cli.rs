@@ -333,6 +333,18 @@ async fn robots_repositories_artifacts_and_scans_from_the_cli() {
     assert!(err.contains("only failed or stopped jobs are retried"), "{err}");
     let err = run_fails(berth(&s).args(["job", "stop", &id])).await;
     assert!(err.contains("already succeeded"), "{err}");
+    // CVE allowlists: the system's, and a project's own.
+    let out =
+        run_ok(berth(&s).args(["allowlist", "set", "CVE-2099-0001", "CVE-2099-0002", "--expires", "2099-01-31"])).await;
+    assert_eq!(out.trim(), "CVE-2099-0001, CVE-2099-0002 (expires: 2099-01-31T00:00:00Z)");
+    let out = run_ok(berth(&s).args(["allowlist", "set", "CVE-2099-0003", "--project", "ops"])).await;
+    assert_eq!(out.trim(), "CVE-2099-0003 (expires: never)");
+    let p = json_out(berth(&s).args(["project", "show", "ops", "--output", "json"])).await;
+    assert_eq!(p["project"]["metadata"]["reuse_sys_cve_allowlist"], "false");
+    let sys = json_out(berth(&s).args(["allowlist", "show", "--output", "json"])).await;
+    assert_eq!(sys["items"].as_array().unwrap().len(), 2);
+    let err = run_fails(berth(&s).args(["allowlist", "set", "X", "--expires", "soon"])).await;
+    assert!(err.contains("2027-06-30"), "{err}");
     // The audit log from the CLI: the deletes above, by the admin.
     let log = run_ok(berth(&s).args(["audit", "list", "--operation", "delete", "--limit", "10"])).await;
     assert!(log.starts_with("TIME") && log.contains("ops/tool") && log.contains("admin"), "{log}");
