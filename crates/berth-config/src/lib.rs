@@ -611,6 +611,9 @@ const NON_SETTING_ENV: &[&str] = &[
     "BERTH_CA_FILE",
     "BERTH_CI",
     "BERTH_OCI_CONFORMANCE_DIR",
+    "BERTH_TEST_SEED",
+    "BERTH_TEST_PG_URL",
+    "BERTH_TEST_S3_ENDPOINT",
 ];
 
 /// The setting variable closest to an unknown one, when it is close enough to be a typo.

@@ -86,10 +86,7 @@ async fn workload(base: String, worker: usize, acked: Arc<Mutex<Acked>>) {
     let client = client_as(ADMIN, ADMIN_PASSWORD);
     let repo = format!("crash/w{worker}");
     for i in 0.. {
-        let (size, chunked) = {
-            let mut rng = rand::thread_rng();
-            (rng.gen_range(1_000..3_000_000), rng.gen_bool(0.5))
-        };
+        let (size, chunked) = with_rng(|rng| (rng.gen_range(1_000..3_000_000), rng.gen_bool(0.5)));
         let layer = random_bytes(size);
         let Some(ld) = upload(&client, &base, &repo, &layer, chunked).await else { return };
         acked.lock().unwrap().blobs.push((repo.clone(), ld.clone()));
@@ -202,7 +199,7 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let workers: Vec<_> =
             (0..4).map(|w| tokio::spawn(workload(base.clone(), w + round * 10, acked.clone()))).collect();
-        let wait = rand::thread_rng().gen_range(400..1500);
+        let wait = with_rng(|r| r.gen_range(400..1500));
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

@@ -277,10 +277,10 @@ async fn stress_client(base: String, worker: usize, until: Instant, pool: Arc<Ve
     let mut n = 0;
     while Instant::now() < until {
         n += 1;
-        let repo = format!("stress/r{}", rand::thread_rng().gen_range(0..3));
+        let repo = format!("stress/r{}", with_rng(|r| r.gen_range(0..3)));
         let tag = format!("w{worker}-{n}");
-        let shared = pool[rand::thread_rng().gen_range(0..pool.len())].clone();
-        let own = random_bytes(rand::thread_rng().gen_range(100..20_000));
+        let shared = pool[with_rng(|r| r.gen_range(0..pool.len()))].clone();
+        let own = random_bytes(with_rng(|r| r.gen_range(100..20_000)));
         let config = json!({"architecture": "amd64", "os": "linux", "nonce": format!("{worker}-{n}")}).to_string();
         let manifest = image_manifest(
             &sha256(config.as_bytes()),
@@ -294,7 +294,7 @@ async fn stress_client(base: String, worker: usize, until: Instant, pool: Arc<Ve
                 acked.lock().unwrap().retries += 1;
             }
             // Mount the shared layer from another repository when it is there, else upload it.
-            let from = format!("stress/r{}", rand::thread_rng().gen_range(0..3));
+            let from = format!("stress/r{}", with_rng(|r| r.gen_range(0..3)));
             let mounted = client
                 .post(format!("{base}/v2/{repo}/blobs/uploads/?mount={}&from={from}", sha256(&shared)))
                 .send()

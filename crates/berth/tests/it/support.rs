@@ -43,9 +43,36 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// The seed of this run's random test data: `BERTH_TEST_SEED` to replay one, else new.
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED
+        .get_or_init(|| std::env::var("BERTH_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random))
+}
+
+thread_local! {
+    static RNG: std::cell::RefCell<Option<rand::rngs::StdRng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A random generator for test data, seeded from [`seed`] and the test (thread) it runs in,
+/// so a failing test's data can be made again; the seed is printed with the test's output.
+pub fn with_rng<T>(f: impl FnOnce(&mut rand::rngs::StdRng) -> T) -> T {
+    RNG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let rng = slot.get_or_insert_with(|| {
+            use rand::SeedableRng;
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            eprintln!("randomized test data: seed {} (BERTH_TEST_SEED={} replays it) in {name:?}", seed(), seed());
+            let mix = name.bytes().fold(seed(), |h, b| h.rotate_left(5) ^ u64::from(b).wrapping_mul(0x100_0000_01b3));
+            rand::rngs::StdRng::seed_from_u64(mix)
+        });
+        f(rng)
+    })
+}
+
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
-    rand::thread_rng().fill_bytes(&mut v);
+    with_rng(|r| r.fill_bytes(&mut v));
     v
 }
 
