@@ -276,7 +276,7 @@ enum VulndbCommand {
         path: PathBuf,
         #[command(flatten)]
         args: ServeArgs,
-        /// text or json.
+        /// text, json or yaml.
         #[arg(long, default_value = "text")]
         output: String,
     },
@@ -284,7 +284,7 @@ enum VulndbCommand {
     Status {
         #[command(flatten)]
         args: ServeArgs,
-        /// text or json.
+        /// text, json or yaml.
         #[arg(long, default_value = "text")]
         output: String,
     },
@@ -323,7 +323,7 @@ enum EventsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// text or json.
+        /// text, json or yaml.
         #[arg(long, default_value = "text")]
         output: String,
     },
@@ -331,7 +331,7 @@ enum EventsCommand {
     Consumers {
         #[command(flatten)]
         args: ServeArgs,
-        /// text or json.
+        /// text, json or yaml.
         #[arg(long, default_value = "text")]
         output: String,
     },
@@ -352,7 +352,7 @@ enum JobsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// text or json.
+        /// text, json or yaml.
         #[arg(long, default_value = "text")]
         output: String,
     },
@@ -387,6 +387,26 @@ fn overrides(args: &ServeArgs) -> Overrides {
 
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::load(args.config.as_deref(), std::env::vars(), &overrides(args))?)
+}
+
+/// `--output` of the offline commands: `true` for json or yaml, `false` for text (or
+/// table); anything else is an error.
+fn wants_structured(output: &str) -> anyhow::Result<bool> {
+    match output {
+        "text" | "table" => Ok(false),
+        "json" | "yaml" | "yml" => Ok(true),
+        other => anyhow::bail!("--output {other:?}: use text, json or yaml"),
+    }
+}
+
+/// Print `v` as `output` (json or yaml) asks.
+fn print_structured(output: &str, v: serde_json::Value) -> anyhow::Result<()> {
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", serde_norway::to_string(&v)?);
+    }
+    Ok(())
 }
 
 /// Write to stdout; a reader that went away (`| head`) is not an error.
@@ -601,9 +621,9 @@ fn run() -> anyhow::Result<()> {
                 use berth_meta::EventLog;
                 let meta = berth::open_meta_existing(&cfg).await?;
                 let events = meta.query_events(&q).await?;
-                if output == "json" {
+                if wants_structured(&output)? {
                     let v: Vec<_> = events.iter().map(berth::event_json).collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    print_structured(&output, serde_json::to_value(&v)?)?;
                 } else {
                     print!("{}", berth::events_table(&events));
                 }
@@ -617,7 +637,7 @@ fn run() -> anyhow::Result<()> {
                 let meta = berth::open_meta_existing(&cfg).await?;
                 let last = meta.last_event_seq().await?;
                 let cursors = meta.consumer_cursors().await?;
-                if output == "json" {
+                if wants_structured(&output)? {
                     let v: Vec<_> = cursors
                         .iter()
                         .map(|c| {
@@ -627,10 +647,7 @@ fn run() -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&serde_json::json!({"last_seq": last, "consumers": v}))?
-                    );
+                    print_structured(&output, serde_json::json!({"last_seq": last, "consumers": v}))?;
                 } else {
                     println!("last event: {last}");
                     println!("{:<16}  {:>10}  {:>8}  UPDATED", "CONSUMER", "AT", "BEHIND");
@@ -653,7 +670,7 @@ fn run() -> anyhow::Result<()> {
             rt.block_on(async {
                 let jobs = berth_jobs::Jobs::new(berth::open_meta_existing(&cfg).await?);
                 let jobs = jobs.list(kind.as_deref(), state, limit).await?;
-                if output == "json" {
+                if wants_structured(&output)? {
                     let v: Vec<_> = jobs
                         .iter()
                         .map(|j| {
@@ -664,7 +681,7 @@ fn run() -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    print_structured(&output, serde_json::to_value(&v)?)?;
                 } else {
                     println!("{:<36}  {:<16}  {:<10}  {:>8}  ERROR", "ID", "KIND", "STATE", "ATTEMPTS");
                     for j in &jobs {
@@ -705,8 +722,8 @@ fn run() -> anyhow::Result<()> {
                 let meta = berth::open_meta_existing(&cfg).await?;
                 let started = std::time::Instant::now();
                 let stats = berth_scanner::import(&meta, &path).await?;
-                if output == "json" {
-                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                if wants_structured(&output)? {
+                    print_structured(&output, serde_json::to_value(&stats)?)?;
                 } else {
                     println!(
                         "imported {} advisories ({} withdrawn, {} invalid skipped) from {} source(s) in {:.1} s: {}",
@@ -728,7 +745,7 @@ fn run() -> anyhow::Result<()> {
                 let scanning = berth_scanner::Scanning::new(berth::open_meta_existing(&cfg).await?);
                 let (sources, generation) = scanning.vulndb_status().await?;
                 let now = berth_auth::now_ms();
-                if output == "json" {
+                if wants_structured(&output)? {
                     let v: Vec<_> = sources
                         .iter()
                         .map(|s| {
@@ -739,7 +756,7 @@ fn run() -> anyhow::Result<()> {
                             })
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"generation": generation, "sources": v}))?);
+                    print_structured(&output, serde_json::json!({"generation": generation, "sources": v}))?;
                 } else if sources.is_empty() {
                     println!("no advisories imported yet: berth vulndb import PATH");
                 } else {

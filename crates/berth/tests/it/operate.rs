@@ -131,6 +131,13 @@ async fn a_lost_password_is_reset_offline_and_offline_commands_never_invent_a_da
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("created the SQLite database"));
     let out = berth(&[]).args(["migrate", "--data-dir"]).arg(&data).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
+    // Offline listings speak text, JSON and YAML; another format is an error.
+    let out = berth(&[]).args(["events", "consumers", "--output", "yaml", "--data-dir"]).arg(&data).output().unwrap();
+    let yaml: serde_json::Value = serde_norway::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(yaml["last_seq"].is_i64(), "{yaml}");
+    let out = berth(&[]).args(["jobs", "list", "--output", "xml", "--data-dir"]).arg(&data).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use text, json or yaml"));
 
     let (child, base, _) = serve(&data, &[], &[("BERTH_ADMIN_PASSWORD", "First-Passw0rd-1")]).unwrap();
     assert!(signs_in(&base, "First-Passw0rd-1").await);
