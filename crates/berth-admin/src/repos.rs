@@ -222,9 +222,24 @@ async fn artifacts(
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
     let mut list = Vec::new();
     let labels = s.registry.labels().repo_labels(name.as_str()).await?;
-    let top = rows
-        .iter()
-        .filter(|a| (!children.contains(&a.record.digest) || !a.tags.is_empty()) && accessory_of(a, &rows).is_none());
+    // Harbor's `q=labels=(1 2)`: artifacts with every label named (by id).
+    let mut wanted: Vec<i64> = Vec::new();
+    for (k, v, _) in crate::q_terms(&q) {
+        if k == "labels" {
+            for id in v.trim_matches(['(', ')']).split_whitespace() {
+                wanted.push(id.parse().map_err(|_| bad_request(format!("q labels: {id:?} is not a label id")))?);
+            }
+        }
+    }
+    let has_labels = |a: &ArtifactRow| {
+        let on = labels.get(&a.record.digest.to_string());
+        wanted.iter().all(|w| on.is_some_and(|ls| ls.iter().any(|l| l.id == *w)))
+    };
+    let top = rows.iter().filter(|a| {
+        (!children.contains(&a.record.digest) || !a.tags.is_empty())
+            && accessory_of(a, &rows).is_none()
+            && has_labels(a)
+    });
     for a in top {
         let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
         j["accessories"] = json!(accessories_json(&name, a, &rows));

@@ -1390,6 +1390,18 @@ async fn labels_are_added_and_removed_on_the_artifact_page() {
     let api_path = format!("/projects/lab/repositories/app/artifacts/{digest}");
     let a: serde_json::Value = s.api(reqwest::Method::GET, &api_path, None).await.json().await.unwrap();
     assert_eq!(a["labels"][0]["name"], "release", "{a}");
+    // The listing filters by label (Harbor's `q=labels=(id …)`).
+    s.push_image("lab/app", "v2").await;
+    let list = |q: String| {
+        let s = &s;
+        async move {
+            let path = format!("/projects/lab/repositories/app/artifacts?q={q}");
+            let v: serde_json::Value = s.api(reqwest::Method::GET, &path, None).await.json().await.unwrap();
+            v.as_array().unwrap().iter().map(|a| a["digest"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(format!("labels%3D%28{label}%29")).await, [digest.clone()]);
+    assert_eq!(list(String::new()).await.len(), 2);
     // A guest sees the label, without the controls, and cannot post them.
     let gus = Web::new(&s, "gus", "Gus-Passw0rd-1").await;
     let (_, html) = gus.get(&page).await;
