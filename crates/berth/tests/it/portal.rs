@@ -1400,7 +1400,7 @@ async fn labels_are_added_and_removed_on_the_artifact_page() {
             v.as_array().unwrap().iter().map(|a| a["digest"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
         }
     };
-    assert_eq!(list(format!("labels%3D%28{label}%29")).await, [digest.clone()]);
+    assert_eq!(list(format!("labels%3D%28{label}%29")).await, vec![digest.clone()]);
     assert_eq!(list(String::new()).await.len(), 2);
     // A guest sees the label, without the controls, and cannot post them.
     let gus = Web::new(&s, "gus", "Gus-Passw0rd-1").await;
