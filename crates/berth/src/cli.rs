@@ -593,6 +593,82 @@ pub async fn allowlist(args: &ApiArgs, cmd: AllowlistCommand) -> anyhow::Result<
     Ok(())
 }
 
+/// `berth export …`
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// Export the findings of projects as a CSV (a job on the server), and save it.
+    Cve {
+        /// A project, repeatable.
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+        /// Repository patterns, comma-separated (e.g. `app*,tools/**`).
+        #[arg(long, default_value = "")]
+        repositories: String,
+        /// Tag patterns, comma-separated.
+        #[arg(long, default_value = "")]
+        tags: String,
+        /// Only these vulnerability ids, comma-separated.
+        #[arg(long, default_value = "")]
+        cves: String,
+        /// Where to write the CSV (`-`: standard output).
+        #[arg(long, short = 'o', default_value = "-")]
+        out: String,
+    },
+}
+
+/// A spinner with the elapsed time on a terminal (nothing when stderr is not one).
+pub fn spinner(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Run `berth export …`.
+pub async fn export(args: &ApiArgs, cmd: ExportCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let ExportCommand::Cve { projects, repositories, tags, cves, out } = cmd;
+    let mut ids = Vec::new();
+    for p in &projects {
+        let (_, v) = api.call(Method::GET, &format!("/projects/{}", enc(p)), None).await?;
+        ids.push(v["project_id"].as_i64().with_context(|| format!("project {p:?} has no id"))?);
+    }
+    let body = json!({"job_name": "berth export cve", "projects": ids, "repositories": repositories,
+        "tags": tags, "cveIds": cves});
+    let (_, v) = api.call(Method::POST, "/export/cve", Some(body)).await?;
+    let id = v["id"].as_i64().context("the server did not say which export it started")?;
+    let bar = spinner(&format!("exporting the findings of {}", projects.join(", ")));
+    let done = wait_for(&api, &format!("/export/cve/execution/{id}"), |e| e["status"] != "Running").await;
+    bar.finish_and_clear();
+    let done = done?;
+    if done["status"] != "Success" {
+        bail!("the export failed: {}", cell(&done["status_text"]));
+    }
+    let url = format!("{}/api/v2.0/export/cve/download/{id}", api.args.url.trim_end_matches('/'));
+    let resp = api
+        .http
+        .get(&url)
+        .basic_auth(&api.args.username, api.args.password.as_deref())
+        .send()
+        .await
+        .with_context(|| format!("calling {url}"))?;
+    anyhow::ensure!(resp.status().is_success(), "{}: downloading the export failed", resp.status());
+    let csv = resp.bytes().await?;
+    if out == "-" {
+        use std::io::Write;
+        std::io::stdout().write_all(&csv)?;
+    } else {
+        std::fs::write(&out, &csv).with_context(|| format!("writing {out}"))?;
+        eprintln!("{} ({}) written to {out}", cell(&done["status_text"]), berth_types::human_bytes(csv.len() as u64));
+    }
+    Ok(())
+}
+
 /// `berth job …` (through the API; `berth jobs list` reads the database directly)
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {

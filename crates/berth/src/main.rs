@@ -177,6 +177,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::RetentionCommand,
     },
+    /// Exports through the management API: `berth export cve --project P -o findings.csv`.
+    Export {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::ExportCommand,
+    },
     /// CVE allowlists, the system's or a project's: show, set.
     Allowlist {
         #[command(flatten)]
@@ -710,6 +717,7 @@ fn run() -> anyhow::Result<()> {
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
+        Command::Export { api, command } => rt.block_on(cli::export(&api, command)),
         Command::Allowlist { api, command } => rt.block_on(cli::allowlist(&api, command)),
         Command::Job { api, command } => rt.block_on(cli::job(&api, command)),
         Command::Repo { api, command } => rt.block_on(cli::repo(&api, command)),
@@ -721,7 +729,10 @@ fn run() -> anyhow::Result<()> {
             rt.block_on(async {
                 let meta = berth::open_meta_existing(&cfg).await?;
                 let started = std::time::Instant::now();
-                let stats = berth_scanner::import(&meta, &path).await?;
+                let bar = cli::spinner(&format!("importing advisories from {}", path.display()));
+                let stats = berth_scanner::import(&meta, &path).await;
+                bar.finish_and_clear();
+                let stats = stats?;
                 if wants_structured(&output)? {
                     print_structured(&output, serde_json::to_value(&stats)?)?;
                 } else {

@@ -908,10 +908,23 @@ async fn the_security_hub_sums_findings_and_the_builtin_scanner_is_registered() 
         lines[1].starts_with(&format!("hub,hub/app,{digest},v1,CVE-2099-0001,Critical,9.8,minimist,1.2.0,1.2.6,")),
         "{csv}"
     );
+    // The same from the CLI, into a file.
+    let file = tmp.path().join("findings.csv");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_URL", &s.base)
+        .env("BERTH_PASSWORD", ADMIN_PASSWORD)
+        .args(["export", "cve", "--project", "hub", "-o"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv, "the CLI saves the same CSV");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 finding"), "{out:?}");
     let (none, e) = export(json!({"projects": [hub], "cveIds": "CVE-1999-0001", "tags": "release-*"})).await;
     assert_eq!(e["status_text"], "0 findings");
     let listed: Value = s.api(Method::GET, "/export/cve/executions", None).await.json().await.unwrap();
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3, "two from the API, one from the CLI");
     // Others: not their export, not their project.
     let r = dev.get(s.url(&format!("/api/v2.0/export/cve/download/{none}"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
