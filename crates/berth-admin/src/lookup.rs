@@ -68,11 +68,20 @@ pub(crate) async fn repo_of(
 }
 
 pub(crate) async fn find_artifact(s: &AdminState, repo: &RepoName, reference: &str) -> Result<ArtifactRow, ApiError> {
-    let r: Reference = reference.parse().map_err(|e| bad_request(format!("reference {reference:?}: {e}")))?;
     let rows = s.registry.artifacts(repo).await?;
+    find_in(&rows, repo, reference).cloned()
+}
+
+/// The artifact `reference` (a tag or digest) names among `rows`, the artifacts of `repo`.
+pub(crate) fn find_in<'a>(
+    rows: &'a [ArtifactRow],
+    repo: &RepoName,
+    reference: &str,
+) -> Result<&'a ArtifactRow, ApiError> {
+    let r: Reference = reference.parse().map_err(|e| bad_request(format!("reference {reference:?}: {e}")))?;
     let found = match &r {
-        Reference::Digest(d) => rows.into_iter().find(|a| &a.record.digest == d),
-        Reference::Tag(t) => rows.into_iter().find(|a| a.tags.iter().any(|(n, _)| n == t.as_str())),
+        Reference::Digest(d) => rows.iter().find(|a| &a.record.digest == d),
+        Reference::Tag(t) => rows.iter().find(|a| a.tags.iter().any(|(n, _)| n == t.as_str())),
     };
     found.ok_or_else(|| not_found(format!("artifact {repo}:{reference} not found")))
 }

@@ -19,7 +19,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::lookup::{find_artifact, repo_of, resolve_with};
+use crate::lookup::{find_artifact, find_in, repo_of, resolve_with};
 use crate::{
     AdminState, ApiError, ApiResult, Caller, bad_request, created, json_body, not_found, paginate, stable_id, time,
 };
@@ -115,13 +115,12 @@ pub(crate) fn artifact_type(a: &ArtifactRow) -> &'static str {
     }
 }
 
-/// The artifact `a` is an accessory of (Harbor's accessories: signatures, SBOMs, other
+/// The digest `a` names as its subject (Harbor's accessories: signatures, SBOMs, other
 /// referrers), if any: its `subject`, or — cosign's tag scheme — the digest its only tags
-/// (`sha256-<hex>.sig`, `.att`, `.sbom`) name. Only a subject in the same repository counts.
-pub(crate) fn accessory_of(a: &ArtifactRow, rows: &[ArtifactRow]) -> Option<Digest> {
-    let here = |d: &Digest| rows.iter().any(|r| &r.record.digest == d);
+/// (`sha256-<hex>.sig`, `.att`, `.sbom`) name.
+fn subject_named(a: &ArtifactRow) -> Option<Digest> {
     if let Some(s) = &a.record.subject {
-        return here(s).then(|| s.clone());
+        return Some(s.clone());
     }
     let mut named = a.tags.iter().map(|(t, _)| {
         let (stem, ext) = t.rsplit_once('.')?;
@@ -129,7 +128,39 @@ pub(crate) fn accessory_of(a: &ArtifactRow, rows: &[ArtifactRow]) -> Option<Dige
         (["sig", "att", "sbom"].contains(&ext)).then(|| format!("sha256:{hex}").parse::<Digest>().ok()).flatten()
     });
     let first = named.next()??;
-    (named.all(|d| d.as_ref() == Some(&first)) && here(&first)).then_some(first)
+    named.all(|d| d.as_ref() == Some(&first)).then_some(first)
+}
+
+/// Which artifacts of a repository are accessories, and of what: built once per listing
+/// (a subject counts only if it is in the same repository).
+pub(crate) struct Accessories<'a> {
+    by_subject: HashMap<Digest, Vec<&'a ArtifactRow>>,
+    accessory: std::collections::HashSet<&'a Digest>,
+}
+
+impl<'a> Accessories<'a> {
+    pub(crate) fn new(rows: &'a [ArtifactRow]) -> Self {
+        let here: std::collections::HashSet<&Digest> = rows.iter().map(|r| &r.record.digest).collect();
+        let mut by_subject: HashMap<Digest, Vec<&ArtifactRow>> = HashMap::new();
+        let mut accessory = std::collections::HashSet::new();
+        for a in rows {
+            if let Some(s) = subject_named(a).filter(|s| here.contains(s)) {
+                accessory.insert(&a.record.digest);
+                by_subject.entry(s).or_default().push(a);
+            }
+        }
+        Accessories { by_subject, accessory }
+    }
+
+    /// Is `a` an accessory of another artifact here?
+    pub(crate) fn is_accessory(&self, a: &ArtifactRow) -> bool {
+        self.accessory.contains(&a.record.digest)
+    }
+
+    /// The accessories of `subject`.
+    pub(crate) fn of(&self, subject: &Digest) -> &[&'a ArtifactRow] {
+        self.by_subject.get(subject).map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 /// Harbor's accessory type of an accessory.
@@ -148,10 +179,10 @@ pub(crate) fn accessory_type(a: &ArtifactRow) -> &'static str {
 }
 
 /// The accessories of `subject` in Harbor's shape.
-fn accessories_json(repo: &RepoName, subject: &ArtifactRow, rows: &[ArtifactRow]) -> Vec<Value> {
+fn accessories_json(repo: &RepoName, subject: &ArtifactRow, acc: &Accessories) -> Vec<Value> {
     let subject_id = stable_id(&[repo.as_str(), &subject.record.digest.to_string()]);
-    rows.iter()
-        .filter(|a| accessory_of(a, rows).as_ref() == Some(&subject.record.digest))
+    acc.of(&subject.record.digest)
+        .iter()
         .map(|a| {
             json!({
                 "id": stable_id(&[repo.as_str(), &a.record.digest.to_string(), "accessory"]),
@@ -235,14 +266,13 @@ async fn artifacts(
         let on = labels.get(&a.record.digest.to_string());
         wanted.iter().all(|w| on.is_some_and(|ls| ls.iter().any(|l| l.id == *w)))
     };
+    let acc = Accessories::new(&rows);
     let top = rows.iter().filter(|a| {
-        (!children.contains(&a.record.digest) || !a.tags.is_empty())
-            && accessory_of(a, &rows).is_none()
-            && has_labels(a)
+        (!children.contains(&a.record.digest) || !a.tags.is_empty()) && !acc.is_accessory(a) && has_labels(a)
     });
     for a in top {
         let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
-        j["accessories"] = json!(accessories_json(&name, a, &rows));
+        j["accessories"] = json!(accessories_json(&name, a, &acc));
         if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
             j["scan_overview"] = o;
         }
@@ -258,11 +288,11 @@ async fn artifact(
     Path((p, r, reference)): Path<(String, String, String)>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
-    let a = find_artifact(&s, &name, &reference).await?;
-    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
-    let mut j = artifact_json(&project, &name, &a, labels_of(&s, &labels, &a).await?);
     let rows = s.registry.artifacts(&name).await?;
-    j["accessories"] = json!(accessories_json(&name, &a, &rows));
+    let a = find_in(&rows, &name, &reference)?;
+    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
+    let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
+    j["accessories"] = json!(accessories_json(&name, a, &Accessories::new(&rows)));
     if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
         j["scan_overview"] = o;
     }
@@ -278,9 +308,9 @@ async fn accessories(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
-    let a = find_artifact(&s, &name, &reference).await?;
     let rows = s.registry.artifacts(&name).await?;
-    let list = accessories_json(&name, &a, &rows);
+    let a = find_in(&rows, &name, &reference)?;
+    let list = accessories_json(&name, a, &Accessories::new(&rows));
     paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts/{reference}/accessories"))
 }
 

@@ -1111,11 +1111,11 @@ pub async fn run_upstreams<S: MetaStore + crate::EventLog>(store: &S) {
     assert!(!store.delete_cache_rule("quay-cache", &e("delete")).await.unwrap());
     assert!(store.delete_upstream(other, &e("delete")).await.unwrap());
     // One fetch at a time per key, across replicas; a lapsed claim can be taken over.
-    assert!(store.claim_fetch("fetch:x", "a", 100, 50).await.unwrap());
-    assert!(!store.claim_fetch("fetch:x", "b", 100, 60).await.unwrap());
-    assert!(store.claim_fetch("fetch:x", "b", 200, 100).await.unwrap(), "a's claim lapsed");
-    store.release_fetch("fetch:x", "b").await.unwrap();
-    assert!(store.claim_fetch("fetch:x", "a", 300, 110).await.unwrap());
+    assert!(store.claim_lease("fetch:x", "a", 100, 50).await.unwrap());
+    assert!(!store.claim_lease("fetch:x", "b", 100, 60).await.unwrap());
+    assert!(store.claim_lease("fetch:x", "b", 200, 100).await.unwrap(), "a's claim lapsed");
+    store.release_lease("fetch:x", "b").await.unwrap();
+    assert!(store.claim_lease("fetch:x", "a", 300, 110).await.unwrap());
 }
 
 /// Replication: policies (names unique), runs newest first, tasks unique per run and source

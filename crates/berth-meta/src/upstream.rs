@@ -81,11 +81,12 @@ pub trait UpstreamStore: Send + Sync {
     async fn create_cache_rule(&self, rule: &CacheRule, event: &NewEvent) -> Result<bool, MetaError>;
     /// Delete the rule of `prefix`, logging `event`; false if there was none.
     async fn delete_cache_rule(&self, prefix: &str, event: &NewEvent) -> Result<bool, MetaError>;
-    /// Claim the one fetch of `key` from upstream for `holder` until `until` (across
-    /// replicas); false while another holds it.
-    async fn claim_fetch(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError>;
-    /// Give a fetch claim up.
-    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError>;
+    /// Claim the lease `key` for `holder` until `until`, across replicas (a row of the
+    /// `fences` table): the one fetch of a blob from upstream, the one writer of an upload
+    /// session. False while another holds it.
+    async fn claim_lease(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError>;
+    /// Give a lease up.
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), MetaError>;
 }
 
 const COLUMNS: &str = "id, name, kind, url, description, insecure, access_key, secret, ca_pem, status, checked_at, created_at, updated_at";
@@ -285,11 +286,11 @@ impl UpstreamStore for SqlMetaStore {
         Ok(n > 0)
     }
 
-    async fn claim_fetch(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError> {
+    async fn claim_lease(&self, key: &str, holder: &str, until: i64, now: i64) -> Result<bool, MetaError> {
         crate::GcStore::hold_fence(self, key, holder, until, now).await
     }
 
-    async fn release_fetch(&self, key: &str, holder: &str) -> Result<(), MetaError> {
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<(), MetaError> {
         crate::GcStore::release_fence(self, key, holder).await
     }
 }

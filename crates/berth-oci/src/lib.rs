@@ -140,7 +140,7 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
             if parts.method != http::Method::PUT && parts.uri.path().contains("/manifests/") =>
         {
             Err(OciError::Registry(berth_registry::RegistryError::ManifestUnknown(format!(
-                "manifest unknown: no tag can be called that ({e})"
+                "no tag can be called that: {e:?}"
             ))))
         }
         Err(e) => Err(OciError::from(e)),

@@ -10,7 +10,7 @@
 //!   once its blobs are here — a background task fetches those it lacks, so a cached image is
 //!   whole (and scanned on push) even when the client only asked for the manifest.
 //! - **Blobs.** One fetch per digest, across replicas: in this process concurrent requests
-//!   wait for the one fetch, and across replicas a claim in the database (`claim_fetch`)
+//!   wait for the one fetch, and across replicas a claim in the database (`claim_lease`)
 //!   makes the others wait for the blob to appear. The fetching request streams the bytes to
 //!   its client while they are written (`upload_monolithic`: hashed, verified against the
 //!   digest, only then visible); if the client goes away, the fetch finishes anyway.
@@ -209,7 +209,11 @@ impl Proxy {
 
     fn note(&self, c: &Cached, f: impl FnOnce(&mut CacheStats)) {
         if let Ok(mut m) = self.stats.lock() {
-            f(m.entry(c.rule.prefix.clone()).or_default());
+            // Every request of a cache comes here: no allocation once its entry exists.
+            match m.get_mut(&c.rule.prefix) {
+                Some(st) => f(st),
+                None => f(m.entry(c.rule.prefix.clone()).or_default()),
+            }
         }
     }
 
@@ -357,8 +361,10 @@ impl Proxy {
         }
     }
 
+    /// Fetch a manifest from upstream (shared with concurrent requests), remembering how
+    /// upstream answered.
     async fn fetch_manifest(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
-        let r = self.fetch_manifest_counted(c, reference).await;
+        let r = self.fetch_manifest_shared(c, reference).await;
         match &r {
             Err(ClientError::NotFound(_)) | Ok(_) => self.upstream(c, Ok(())),
             Err(e) => self.upstream(c, Err(&e.to_string())),
@@ -366,7 +372,9 @@ impl Proxy {
         r
     }
 
-    async fn fetch_manifest_counted(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
+    /// One fetch of a manifest reference at a time in this process; the others find it in
+    /// `recent`.
+    async fn fetch_manifest_shared(&self, c: &Cached, reference: &str) -> Result<Fetched, ClientError> {
         let key = format!("{}@{reference}", c.upstream_repo);
         let flight = match self.manifest_flights.lock() {
             Ok(mut f) => f.entry(key.clone()).or_default().clone(),
@@ -581,7 +589,7 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let now = now_ms();
-            if self.meta.claim_fetch(&key, &self.holder, now + CLAIM_MS, now).await? {
+            if self.meta.claim_lease(&key, &self.holder, now + CLAIM_MS, now).await? {
                 break;
             }
             // Another replica fetches it: wait for the bytes to land, then mount them.
@@ -598,7 +606,7 @@ impl Proxy {
         let client = match self.client(c).await {
             Ok(cl) => cl,
             Err(e) => {
-                let _ = self.meta.release_fetch(&key, &self.holder).await;
+                let _ = self.meta.release_lease(&key, &self.holder).await;
                 self.land(&key, &tx);
                 return Err(e);
             }
@@ -611,7 +619,7 @@ impl Proxy {
         let (size, upstream) = match fetched {
             Ok(b) => b,
             Err(e) => {
-                let _ = self.meta.release_fetch(&key, &self.holder).await;
+                let _ = self.meta.release_lease(&key, &self.holder).await;
                 self.land(&key, &tx);
                 return Err(match e {
                     ClientError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
@@ -680,7 +688,7 @@ impl Proxy {
                     r = &mut upload => break r,
                     _ = renew.tick() => {
                         let now = now_ms();
-                        let _ = this.meta.claim_fetch(&key, &this.holder, now + CLAIM_MS, now).await;
+                        let _ = this.meta.claim_lease(&key, &this.holder, now + CLAIM_MS, now).await;
                     }
                 }
             };
@@ -688,7 +696,7 @@ impl Proxy {
                 Ok(_) => info!(repo.name = %repo, %digest, "blob cached from upstream"),
                 Err(e) => warn!(repo.name = %repo, %digest, error = %e, "a blob fetched from upstream was not cached"),
             }
-            let _ = this.meta.release_fetch(&key, &this.holder).await;
+            let _ = this.meta.release_lease(&key, &this.holder).await;
             this.land(&key, &tx);
         });
         let body = futures::stream::unfold(from_fetch, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });

@@ -111,7 +111,7 @@ impl Registry {
         let (key, holder) = (format!("upload:{id}"), uuid::Uuid::new_v4().to_string());
         for _ in 0..UPLOAD_LEASE_TRIES {
             let now = now_ms();
-            if self.meta.claim_fetch(&key, &holder, now + UPLOAD_LEASE_MS, now).await? {
+            if self.meta.claim_lease(&key, &holder, now + UPLOAD_LEASE_MS, now).await? {
                 return Ok(Some(holder));
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -123,7 +123,7 @@ impl Registry {
 
     async fn release_upload(&self, id: &str, lease: Option<String>) {
         if let Some(holder) = lease
-            && let Err(e) = self.meta.release_fetch(&format!("upload:{id}"), &holder).await
+            && let Err(e) = self.meta.release_lease(&format!("upload:{id}"), &holder).await
         {
             tracing::warn!(upload = id, error = %e, "an upload lease was not released; it expires");
         }

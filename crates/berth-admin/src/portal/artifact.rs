@@ -366,8 +366,7 @@ async fn page(
     }
     let rows = s.registry.artifacts(&name).await.unwrap_or_default();
     let Some(a) = rows.iter().find(|a| a.record.digest.to_string() == digest) else { return not_found() };
-    let accessories: Vec<&ArtifactRow> =
-        rows.iter().filter(|r| crate::repos::accessory_of(r, &rows).as_ref() == Some(&a.record.digest)).collect();
+    let accessories: Vec<&ArtifactRow> = crate::repos::Accessories::new(&rows).of(&a.record.digest).to_vec();
     let labels = s.registry.labels().repo_labels(&full).await.unwrap_or_default().remove(&digest).unwrap_or_default();
     let annotations: Vec<(String, String)> = a
         .record

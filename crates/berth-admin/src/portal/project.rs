@@ -465,19 +465,15 @@ async fn artifacts(
         rows.iter().flat_map(|a| a.children.iter()).collect();
     // Children of an index and accessories (signatures, SBOMs: manifests with a subject) are
     // shown on their parent's page, unless tagged themselves.
+    let acc = crate::repos::Accessories::new(&rows);
     let top: Vec<&berth_registry::ArtifactRow> = rows
         .iter()
-        .filter(|a| {
-            (!children.contains(&a.record.digest) || !a.tags.is_empty())
-                && crate::repos::accessory_of(a, &rows).is_none()
-        })
+        .filter(|a| (!children.contains(&a.record.digest) || !a.tags.is_empty()) && !acc.is_accessory(a))
         .collect();
     let page = q.get("page").and_then(|x| x.parse::<usize>().ok()).unwrap_or(1).max(1);
     let shown: Vec<&&berth_registry::ArtifactRow> =
         top.iter().skip((page - 1) * super::PAGE_SIZE).take(super::PAGE_SIZE).collect();
-    let accessories = |d: &berth_types::Digest| {
-        rows.iter().filter(|a| crate::repos::accessory_of(a, &rows).as_ref() == Some(d)).count()
-    };
+    let accessories = |d: &berth_types::Digest| acc.of(d).len();
     let digests: Vec<String> = shown.iter().map(|a| a.record.digest.to_string()).collect();
     let mut scans = Vec::new();
     for d in &digests {

@@ -465,15 +465,12 @@ pub(crate) async fn image_of(s: &TestServer, repo: &str, files: &[(&str, &[u8])]
     image_manifest(&cd, cfg.len(), &[(ld, layer.len())], None)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_advisories() {
-    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
-    let tmp = tempfile::tempdir().unwrap();
-    // Advisories of our own, imported as a directory of *.json.
-    let db1 = tmp.path().join("db1");
-    std::fs::create_dir_all(&db1).unwrap();
+/// A directory `dir` holding one advisory of our own: TEST-A (CVE-2099-0001), critical
+/// (CVSS 9.8), npm `minimist` before 1.2.6.
+fn minimist_advisory(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
-        db1.join("a.json"),
+        dir.join("a.json"),
         json!({"id": "TEST-A", "aliases": ["CVE-2099-0001"], "modified": "2026-01-01T00:00:00Z", "summary": "critical in minimist",
                "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
                "affected": [{"package": {"ecosystem": "npm", "name": "minimist"},
@@ -481,6 +478,15 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
         .to_string(),
     )
     .unwrap();
+    dir.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_advisories() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Advisories of our own, imported as a directory of *.json.
+    let db1 = minimist_advisory(&tmp.path().join("db1"));
     assert_eq!(import(&s, &db1).await["records"], 1);
     s.project("safe", false).await;
     let meta = json!({"auto_scan": "true", "prevent_vul": "true", "severity": "high", "scan_filters": "app*"});
@@ -816,17 +822,7 @@ async fn index_scan(b: Backend) {
 async fn the_security_hub_sums_findings_and_the_builtin_scanner_is_registered() {
     let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    std::fs::write(
-        db.join("a.json"),
-        json!({"id": "TEST-A", "aliases": ["CVE-2099-0001"], "modified": "2026-01-01T00:00:00Z", "summary": "critical in minimist",
-               "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
-               "affected": [{"package": {"ecosystem": "npm", "name": "minimist"},
-                             "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2.6"}]}]}]})
-        .to_string(),
-    )
-    .unwrap();
+    let db = minimist_advisory(&tmp.path().join("db"));
     import(&s, &db).await;
     s.project("hub", false).await;
     let meta = json!({"auto_scan": "true"});
