@@ -49,17 +49,13 @@ async fn inspect(auth: &Path, image: &str) -> Result<String, String> {
 
 /// Audit entries matching `q` (Harbor's `q` syntax), waiting for the batch writer.
 pub async fn audit(s: &TestServer, q: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let mut last = Vec::new();
-    for _ in 0..50 {
+    eventually(&format!("audit log for {q:?} to match"), async || {
         let r = s.api(Method::GET, &format!("/audit-logs?page_size=100&q={q}"), None).await;
         assert_eq!(r.status(), 200);
-        last = r.json::<Vec<Value>>().await.unwrap();
-        if want(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("audit log for {q:?} never matched: {last:?}");
+        let entries = r.json::<Vec<Value>>().await.unwrap();
+        if want(&entries) { Ok(entries) } else { Err(format!("{entries:?}")) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,16 +201,12 @@ async fn public_and_private_projects_roles_and_missing_projects_with_real_client
     audit(&s, "operation=create", |v| v.iter().any(|e| e["resource_type"] == "project" && e["resource"] == "priv"))
         .await;
     // Repository pull counts come from the same event log (their own consumer).
-    let mut app = Value::Null;
-    for _ in 0..50 {
+    eventually("a pull counted for pub/app", async || {
         let repos: Vec<Value> = s.api(Method::GET, "/projects/pub/repositories", None).await.json().await.unwrap();
-        app = repos.iter().find(|r| r["name"] == "pub/app").unwrap().clone();
-        if app["pull_count"].as_i64().unwrap() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(app["pull_count"].as_i64().unwrap() >= 1, "{app}");
+        let app = repos.iter().find(|r| r["name"] == "pub/app").unwrap();
+        if app["pull_count"].as_i64().unwrap() >= 1 { Ok(()) } else { Err(app.clone()) }
+    })
+    .await;
     s.stop().await;
 }
 

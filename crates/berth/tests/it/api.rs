@@ -225,18 +225,14 @@ async fn upload_resumes_after_the_client_disconnects_mid_chunk(b: Backend) {
     .await
     .unwrap();
     // The server keeps what arrived; the status tells the client where to resume.
-    let mut size = 0usize;
-    for _ in 0..50 {
+    let size = eventually("the 120000 bytes that arrived kept", async || {
         let r = s.get(&loc).await;
         assert_eq!(r.status(), 204);
         let range = header(&r, "range").unwrap().to_owned();
-        size = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
-        if size == 120_000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(size, 120_000);
+        let size = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
+        if size == 120_000 { Ok(size) } else { Err(format!("Range: {range}")) }
+    })
+    .await;
     let r = s
         .client
         .patch(s.url(&loc))
@@ -265,7 +261,16 @@ async fn upload_sessions_expire_and_their_bytes_are_reclaimed(b: Backend) {
     let id = loc.rsplit('/').next().unwrap().to_owned();
     let file = s.data_dir().join("blobs/uploads").join(&id);
     assert!(b == Backend::S3Postgres || file.exists());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Expired by the sweep once idle past its TTL (a status request does not touch it).
+    eventually("the idle session expired and its bytes deleted", async || {
+        let st = s.get(&loc).await.status();
+        if st == StatusCode::NOT_FOUND && !file.exists() {
+            Ok(())
+        } else {
+            Err(format!("{st}, bytes: {}", file.exists()))
+        }
+    })
+    .await;
     expect_error(s.get(&loc).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     assert!(!file.exists(), "expired upload bytes are deleted");
     s.stop().await;

@@ -525,6 +525,12 @@ async fn secrets_never_reach_the_log_and_are_stored_hashed() {
     assert_eq!(client_as("carol", &cli_secret).get(format!("{base}/v2/")).send().await.unwrap().status(), 200);
     let wrong = "Wrong-Guess-77";
     assert_eq!(client_as("carol", wrong).get(format!("{base}/v2/")).send().await.unwrap().status(), 401);
+    eventually("the failed login in the log", async || {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("failed login") { Ok(()) } else { Err(format!("{} lines", log.lines().count())) }
+    })
+    .await;
+    // A moment more for whatever the server logs after it: no secret may be in that either.
     tokio::time::sleep(Duration::from_millis(500)).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -751,18 +757,24 @@ async fn beyond_the_connection_limit_a_client_gets_503_not_a_hang() {
     for _ in 0..20 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let r = tokio::time::timeout(std::time::Duration::from_secs(5), reqwest::get(format!("{base}/healthz")))
-        .await
-        .expect("answered, not hung")
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    // Once the server has taken all twenty, the next client is refused.
+    let r = eventually("a 503 once the twenty connections are taken", async || {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), reqwest::get(format!("{base}/healthz")))
+            .await
+            .expect("answered, not hung")
+            .unwrap();
+        if r.status() == 503 { Ok(r) } else { Err(r.status()) }
+    })
+    .await;
     assert_eq!(header(&r, "retry-after"), Some("1"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
     drop(idle);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200, "slots come back");
+    eventually("slots come back", async || {
+        let st = reqwest::get(format!("{base}/healthz")).await.unwrap().status();
+        if st == 200 { Ok(()) } else { Err(st) }
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -847,19 +859,16 @@ async fn catalog_pages_never_reveal_names_the_caller_cannot_read() {
 async fn scan_ended(s: &TestServer, repo: &str, reference: &str) -> Value {
     let (p, r) = repo.split_once('/').unwrap();
     let path = format!("/projects/{p}/repositories/{}/artifacts/{reference}", r.replace('/', "%252F"));
-    let mut last = Value::Null;
-    for _ in 0..300 {
+    eventually("the scan to end", async || {
         let a = s.api(Method::GET, &path, None).await;
-        if a.status() == 200 {
-            last = a.json().await.unwrap();
-            let o = &last["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
-            if matches!(o["scan_status"].as_str(), Some("Success" | "Error")) {
-                return o.clone();
-            }
+        if a.status() != 200 {
+            return Err(format!("{}", a.status()));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the scan never ended: {last}");
+        let a: Value = a.json().await.unwrap();
+        let o = &a["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
+        if matches!(o["scan_status"].as_str(), Some("Success" | "Error")) { Ok(o.clone()) } else { Err(a.to_string()) }
+    })
+    .await
 }
 
 /// Push an image of `copies` times one real (tar.gz) layer; returns nothing.

@@ -1,7 +1,5 @@
 //! The admin CLI (`berth project|robot|user|token-key`) against a running server.
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -141,15 +139,11 @@ async fn admin_cli_creates_projects_users_robots_and_secrets() {
         run_ok(Command::new(env!("CARGO_BIN_EXE_berth")).args(["token-key", "rotate", "--data-dir"]).arg(s.data_dir()))
             .await;
     assert!(out.contains("new token signing key"), "{out}");
-    let mut after = before.clone();
-    for _ in 0..100 {
-        after = tok(client_as(ADMIN, ADMIN_PASSWORD)).await;
-        if kid(&after) != kid(&before) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_ne!(kid(&after), kid(&before), "the running server signs with the new key");
+    let after = eventually("the running server signs with the new key", async || {
+        let after = tok(client_as(ADMIN, ADMIN_PASSWORD)).await;
+        if kid(&after) != kid(&before) { Ok(after) } else { Err(format!("kid {:?}", kid(&after))) }
+    })
+    .await;
     for t in [&before, &after] {
         let r = s.anon().get(s.url("/v2/cli-proj/app/manifests/v1")).bearer_auth(t).send().await.unwrap();
         assert_eq!(r.status(), 200);

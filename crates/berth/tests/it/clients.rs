@@ -280,20 +280,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             .spawn()
             .unwrap();
         let sock = dir.path().join("c.sock");
-        for _ in 0..200 {
-            if Command::new("ctr")
-                .arg("--address")
-                .arg(&sock)
-                .arg("version")
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success())
-            {
-                return Containerd { child, sock, _dir: dir };
+        eventually("containerd to start", async || {
+            match Command::new("ctr").arg("--address").arg(&sock).arg("version").output().await {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("containerd did not start");
+        })
+        .await;
+        Containerd { child, sock, _dir: dir }
     }
 
     fn ctr(&self) -> Command {

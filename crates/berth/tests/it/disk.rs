@@ -161,17 +161,12 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
     let (mut worker, wbase) = crate::crash::spawn_berth_with(&data, None, &env("worker"));
     assert_eq!(http.get(format!("{wbase}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{wbase}/v2/")).send().await.unwrap().status(), 404);
-    let mut gone = false;
-    for _ in 0..100 {
-        if http.get(format!("{base}{loc}")).send().await.unwrap().status() == 404 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the worker's upload-expiry job removed the idle session");
-    let mut jobs = serde_json::Value::Null;
-    for _ in 0..50 {
+    eventually("the worker's upload-expiry job removed the idle session", async || {
+        let st = http.get(format!("{base}{loc}")).send().await.unwrap().status();
+        if st == 404 { Ok(()) } else { Err(st) }
+    })
+    .await;
+    let jobs = eventually("a succeeded job in the list", async || {
         let out = berth()
             .args(["jobs", "list", "--kind", "upload-expiry", "--output", "json", "--data-dir"])
             .arg(&data)
@@ -179,12 +174,10 @@ async fn worker_role_expires_uploads_through_jobs_and_jobs_list_shows_them() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        jobs = serde_json::from_slice(&out.stdout).unwrap();
-        if jobs.as_array().unwrap().iter().any(|j| j["state"] == "succeeded") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if jobs.as_array().unwrap().iter().any(|j| j["state"] == "succeeded") { Ok(jobs) } else { Err(jobs) }
+    })
+    .await;
     assert!(
         jobs.as_array().unwrap().iter().any(|j| j["state"] == "succeeded" && j["kind"] == "upload-expiry"),
         "{jobs}"

@@ -29,18 +29,6 @@ async fn audit(s: &TestServer, q: &str) -> Vec<Value> {
     r.json().await.unwrap()
 }
 
-/// Poll `f` until it returns `Some`, for up to `secs` seconds.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(secs: u64, what: &str, f: impl Fn() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn artifact(s: &TestServer, repo: &str, tag: &str) -> Value {
     let (p, r) = repo.split_once('/').unwrap();
     let r = s.api(Method::GET, &format!("/projects/{p}/repositories/{r}/artifacts/{tag}"), None).await;
@@ -70,9 +58,9 @@ async fn consumers_resume_after_kill_9_with_nothing_lost_or_doubled() {
         assert_eq!(s.get("/v2/ev/app/manifests/v1").await.status(), 200);
     }
     // Pulls are batched (about a second), then in the log; the push was logged with it.
-    let pulled = eventually(10, "pull events in the log", || async {
+    let pulled = eventually("pull events in the log", async || {
         let e = events(&data, &["--kind", "artifact.pulled"]).await;
-        (!e.is_empty()).then_some(e)
+        if e.is_empty() { Err("none yet") } else { Ok(e) }
     })
     .await;
     assert_eq!((pulled[0]["repository"].as_str(), pulled[0]["tag"].as_str()), (Some("ev/app"), Some("v1")));
@@ -89,19 +77,24 @@ async fn consumers_resume_after_kill_9_with_nothing_lost_or_doubled() {
     // Restarted with consumers: every effect appears, once.
     let (mut child, base) = spawn_berth_with(&data, None, &[]);
     let s = TestServer::attach(&base, vec![]);
-    let a = eventually(10, "pull time from the log", || async {
+    let a = eventually("pull time from the log", async || {
         let a = artifact(&s, "ev/app", "v1").await;
-        (a["pull_time"] != "0001-01-01T00:00:00.000Z").then_some(a)
+        if a["pull_time"] != "0001-01-01T00:00:00.000Z" { Ok(a) } else { Err(a) }
     })
     .await;
     assert!(a["pull_time"].as_str().unwrap() >= a["push_time"].as_str().unwrap(), "{a}");
     let v1 = a["tags"].as_array().unwrap().iter().find(|t| t["name"] == "v1").unwrap();
     assert_eq!(v1["pull_time"], a["pull_time"], "the tag it was pulled by shows the pull: {a}");
-    eventually(10, "audit entries and the scan job", || async {
-        let done = audit(&s, "operation=push").await.len() == 1
-            && audit(&s, "operation=pull").await.len() == 1
-            && scan_jobs(&data).await == 1;
-        done.then_some(())
+    eventually("audit entries, the scan job and the usage", async || {
+        let (pushes, pulls) = (audit(&s, "operation=push").await.len(), audit(&s, "operation=pull").await.len());
+        let scans = scan_jobs(&data).await;
+        let usage: Vec<Value> = s.api(Method::GET, "/usage?project=ev", None).await.json().await.unwrap();
+        let used = usage.first().map(|u| (u["pushes"].as_i64(), u["pulls"].as_i64()));
+        if (pushes, pulls, scans, used) == (1, 1, 1, Some((Some(1), Some(2)))) {
+            Ok(())
+        } else {
+            Err(format!("audit pushes {pushes}, pulls {pulls}; scan jobs {scans}; usage {usage:?}"))
+        }
     })
     .await;
     let pull = &audit(&s, "operation=pull").await[0];
@@ -192,8 +185,11 @@ async fn registry_and_access_changes_are_logged_with_who_and_what() {
         ("operation=create,resource_type=member", "dev as developer"),
         ("operation=create,resource_type=robot", robot.as_str()),
     ] {
-        eventually(10, q, || async { audit(&s, q).await.iter().any(|e| e["resource"] == resource).then_some(()) })
-            .await;
+        eventually(q, async || {
+            let entries = audit(&s, q).await;
+            if entries.iter().any(|e| e["resource"] == resource) { Ok(()) } else { Err(format!("{entries:?}")) }
+        })
+        .await;
     }
     // A tag set by the push is part of the push's entry, not an entry of its own.
     assert_eq!(audit(&s, "operation=create,resource_type=tag").await.len(), 1);

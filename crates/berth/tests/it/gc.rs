@@ -23,16 +23,14 @@ async fn start_gc(s: &TestServer, params: Value) -> i64 {
 
 /// Wait for a run to end; returns its record.
 async fn wait_gc(s: &TestServer, id: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    eventually(&format!("run {id} to finish"), async || {
         let r: Value = s.api(Method::GET, &format!("/system/gc/{id}"), None).await.json().await.unwrap();
         match r["job_status"].as_str().unwrap() {
-            "Pending" | "Running" | "Stopping" => {}
-            _ => return r,
+            "Pending" | "Running" | "Stopping" => Err(r),
+            _ => Ok(r),
         }
-        assert!(Instant::now() < deadline, "run {id} did not finish: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Run a collection to its end and return what it did (`result`), asserting it succeeded.
@@ -130,15 +128,15 @@ async fn gc_frees_what_deletes_left_and_keeps_everything_referenced() {
     let log = r.text().await.unwrap();
     assert!(log.contains("deleted 1 untagged manifests") && log.contains("garbage collection finished"), "{log}");
     // The audit log records each run (written by its consumer, within a second or so).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("an audit entry for the run", async || {
         let audit: Vec<Value> = s.api(Method::GET, "/audit-logs?q=operation%3Dgc", None).await.json().await.unwrap();
         if audit.iter().any(|e| e["resource"].as_str().unwrap().contains("2 blobs")) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{audit:?}"))
         }
-        assert!(Instant::now() < deadline, "no audit entry for the run: {audit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     // Refusals in the user's words.
     let bad = s
@@ -461,17 +459,16 @@ async fn sigkill_during_gc_loses_nothing_and_the_next_run_finishes() {
     };
     verify_acked(&s, &acked).await;
     // The killed run is marked failed once its lease runs out; then a new run frees the rest.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let id2 = loop {
+    let id2 = eventually("a new run once the killed run's lease ran out", async || {
         let body = json!({"schedule": {"type": "Manual"}, "parameters": {"time_window": 0}});
         let r = s.api(Method::POST, "/system/gc/schedule", Some(body)).await;
         if r.status() == StatusCode::CREATED {
-            break location(&r).rsplit('/').next().unwrap().parse::<i64>().unwrap();
+            return Ok(location(&r).rsplit('/').next().unwrap().parse::<i64>().unwrap());
         }
         assert_eq!(r.status(), StatusCode::CONFLICT, "busy while the killed run's lease lasts");
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        Err(r.status())
+    })
+    .await;
     let killed: Value = s.api(Method::GET, &format!("/system/gc/{id}"), None).await.json().await.unwrap();
     assert_ne!(killed["job_status"], "Running", "{killed}");
     let run = wait_gc(&s, id2).await;

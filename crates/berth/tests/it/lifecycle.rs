@@ -4,7 +4,7 @@
 //! readable afterwards.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -32,17 +32,13 @@ async fn exists(s: &TestServer, repo: &str, reference: &str) -> bool {
 }
 
 async fn poll(s: &TestServer, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(&format!("{path} to finish"), async || {
         let r = s.api(Method::GET, path, None).await;
         assert_eq!(r.status(), StatusCode::OK, "GET {path}");
         let v: Value = r.json().await.unwrap();
-        if done(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{path} did not finish: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if done(&v) { Ok(v) } else { Err(v) }
+    })
+    .await
 }
 
 fn digests(results: &Value) -> BTreeSet<String> {

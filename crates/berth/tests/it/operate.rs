@@ -149,15 +149,16 @@ async fn a_lost_password_is_reset_offline_and_offline_commands_never_invent_a_da
     let fresh = stdout.lines().next().and_then(|l| l.strip_prefix("new password of admin: ")).unwrap().to_owned();
     // The running server sees the change through the event log within moments: the new
     // password is taken, the old one (remembered for up to a few seconds) no longer.
-    let mut took = false;
-    for _ in 0..100 {
-        if signs_in(&base, &fresh).await && !signs_in(&base, "First-Passw0rd-1").await {
-            took = true;
-            break;
+    eventually("the running server takes the new password and refuses the old one", async || {
+        if !signs_in(&base, &fresh).await {
+            Err("the new password is refused")
+        } else if signs_in(&base, "First-Passw0rd-1").await {
+            Err("the old password is still taken")
+        } else {
+            Ok(())
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(took, "the running server takes the new password and refuses the old one");
+    })
+    .await;
     // From stdin, checked like any password; an unknown user is named.
     let mut c = berth(&[]);
     c.args(["admin", "reset-password", "--password-stdin", "--data-dir"]).arg(&data);

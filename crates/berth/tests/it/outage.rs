@@ -75,14 +75,11 @@ async fn a_stopped_database_gives_503_with_retry_after_on_every_surface() {
 
     // Back up: the same requests succeed again, with nothing lost.
     pg.resume();
-    let started = Instant::now();
-    loop {
-        if s.get("/v2/pub/app/manifests/v1").await.status() == 200 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "berth did not recover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("berth to recover", async || {
+        let st = s.get("/v2/pub/app/manifests/v1").await.status();
+        if st == 200 { Ok(()) } else { Err(st) }
+    })
+    .await;
     assert_eq!(dev.get(s.url("/v2/pub/app/manifests/v1")).send().await.unwrap().status(), 200);
     assert_eq!(s.api(Method::GET, "/projects/pub/repositories", None).await.status(), 200);
     s.stop().await;

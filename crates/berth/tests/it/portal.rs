@@ -454,17 +454,12 @@ impl Web {
 
     /// GET `path` until it shows `needle` (audit entries are written in batches); the page.
     async fn get_until(&self, path: &str, needle: &str) -> String {
-        let mut page = String::new();
-        for _ in 0..100 {
-            let (st, p) = self.get(path).await;
+        eventually(&format!("{path} to show {needle:?}"), async || {
+            let (st, page) = self.get(path).await;
             assert_eq!(st, StatusCode::OK, "{path}");
-            page = p;
-            if page.contains(needle) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        page
+            if page.contains(needle) { Ok(page) } else { Err(page) }
+        })
+        .await
     }
 
     /// POST a form (the CSRF token added); the status, the page, and where it redirects.
@@ -641,14 +636,12 @@ async fn project_configuration_policies_and_logs_in_the_portal() {
         s.api(reqwest::Method::GET, &format!("/retentions/{rid}/executions"), None).await.json().await.unwrap();
     let run = runs[0]["id"].as_i64().unwrap();
     assert_eq!(runs[0]["dry_run"], true);
-    for _ in 0..100 {
+    let page = eventually("the dry run to succeed", async || {
         let (_, page) = admin.get(&format!("{policy}/retention/runs/{run}")).await;
-        if page.contains("<dd>Success</dd>") {
-            assert!(page.contains("lab/app") && page.contains("DEL (dry run)"), "{page}");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        if page.contains("<dd>Success</dd>") { Ok(page) } else { Err(page) }
+    })
+    .await;
+    assert!(page.contains("lab/app") && page.contains("DEL (dry run)"), "{page}");
     let (_, page) = gus.get(&policy).await;
     assert!(
         page.contains("retain the most recently pushed 1 artifacts") && !page.contains("Add rule"),

@@ -30,13 +30,11 @@ async fn cache_project(s: &TestServer, name: &str, url: &str, ttl: i64) -> i64 {
 /// Wait until the artifact `digest` of `repo` (in `project`) is stored here.
 async fn cached(s: &TestServer, project: &str, repo: &str, digest: &str) {
     let path = format!("/projects/{project}/repositories/{}/artifacts/{digest}", repo.replace('/', "%252F"));
-    for _ in 0..200 {
-        if s.api(Method::GET, &path, None).await.status() == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{repo}@{digest} was never cached");
+    eventually(&format!("{repo}@{digest} to be cached"), async || {
+        let st = s.api(Method::GET, &path, None).await.status();
+        if st == StatusCode::OK { Ok(()) } else { Err(st) }
+    })
+    .await;
 }
 
 /// Push a fresh image (a random layer and config) to `repo:tag` at the registry at `url`;
@@ -78,15 +76,11 @@ async fn cached_images_not_pulled_lately_are_evicted_by_retention() {
         assert_eq!(s.get(&format!("/v2/hub/library/app/manifests/{tag}")).await.status(), StatusCode::OK);
         cached(&s, "hub", "library/app", d).await;
         // The cold pull's time is recorded.
-        let mut pulled = Value::Null;
-        for _ in 0..100 {
-            pulled = s.api(Method::GET, &artifact(d), None).await.json().await.unwrap();
-            if pulled["pull_time"] != "0001-01-01T00:00:00.000Z" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_ne!(pulled["pull_time"], "0001-01-01T00:00:00.000Z", "{pulled}");
+        eventually("the cold pull's time recorded", async || {
+            let pulled: Value = s.api(Method::GET, &artifact(d), None).await.json().await.unwrap();
+            if pulled["pull_time"] != "0001-01-01T00:00:00.000Z" { Ok(()) } else { Err(pulled) }
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let project: Value = s.api(Method::GET, "/projects/hub", None).await.json().await.unwrap();
@@ -102,15 +96,12 @@ async fn cached_images_not_pulled_lately_are_evicted_by_retention() {
     let id: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
     let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": false}))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let mut status = Value::Null;
-    for _ in 0..300 {
+    let status = eventually("the retention run to end", async || {
         let runs: Value = s.api(Method::GET, &format!("/retentions/{id}/executions"), None).await.json().await.unwrap();
-        status = runs[0]["status"].clone();
-        if !matches!(status.as_str(), Some("Pending" | "Running")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let status = runs[0]["status"].clone();
+        if matches!(status.as_str(), Some("Pending" | "Running")) { Err(runs) } else { Ok(status) }
+    })
+    .await;
     assert_eq!(status, "Success");
     assert_eq!(s.api(Method::GET, &artifact(&a), None).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.api(Method::GET, &artifact(&b), None).await.status(), StatusCode::OK);
@@ -119,14 +110,11 @@ async fn cached_images_not_pulled_lately_are_evicted_by_retention() {
     let r = s.api(Method::POST, "/system/gc/schedule", Some(body)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let gc = location(&r).rsplit('/').next().unwrap().to_owned();
-    let mut run = Value::Null;
-    for _ in 0..300 {
-        run = s.api(Method::GET, &format!("/system/gc/{gc}"), None).await.json().await.unwrap();
-        if !matches!(run["job_status"].as_str(), Some("Pending" | "Running")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run = eventually("the GC run to end", async || {
+        let run: Value = s.api(Method::GET, &format!("/system/gc/{gc}"), None).await.json().await.unwrap();
+        if matches!(run["job_status"].as_str(), Some("Pending" | "Running")) { Err(run) } else { Ok(run) }
+    })
+    .await;
     assert_eq!(run["job_status"], "Success", "{run}");
     for d in &a_blobs {
         let hex = d.strip_prefix("sha256:").unwrap();
@@ -537,8 +525,11 @@ async fn a_flaky_upstream_is_retried_and_a_cut_transfer_is_not_kept() {
     let r = s.get(&path).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(sha256(&r.bytes().await.unwrap()), digest, "retried through 503, 429, a reset and a delay");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.head(&path).await.status(), StatusCode::OK, "and cached");
+    eventually("and cached", async || {
+        let st = s.head(&path).await.status();
+        if st == StatusCode::OK { Ok(()) } else { Err(st) }
+    })
+    .await;
 
     // A transfer cut short (on a fresh connection) breaks off for the client and is not kept.
     let other = Bytes::from(random_bytes(4 << 20));

@@ -154,19 +154,15 @@ async fn usage_is_metered_per_project_and_day_and_statistics_agree() {
     s.push_image("other/app", "v1").await;
     // Events are batched (about a second) and applied by the `usage` consumer.
     let want_stored = used(&s, id).await;
-    let mut row = Value::Null;
-    for _ in 0..100 {
+    let row = eventually("the usage to arrive", async || {
         let rows: Vec<Value> = s.api(Method::GET, "/usage?project=meter", None).await.json().await.unwrap();
-        if let Some(r) = rows.first()
-            && r["pulls"] == 3
-            && r["pulled_bytes"] == blob_bytes
-        {
-            row = r.clone();
-            break;
+        match rows.first() {
+            Some(r) if r["pulls"] == 3 && r["pulled_bytes"] == blob_bytes => Ok(r.clone()),
+            _ => Err(format!("{rows:?}")),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(row["project"], "meter", "usage never arrived: {row}");
+    })
+    .await;
+    assert_eq!(row["project"], "meter", "{row}");
     assert_eq!(row["pushes"], 1);
     assert_eq!(row["pushed_bytes"].as_i64(), Some(blob_bytes + m.len() as i64), "blobs and the manifest");
     assert_eq!(row["stored_bytes"].as_i64(), Some(want_stored), "the project's storage, as its quota counts it");

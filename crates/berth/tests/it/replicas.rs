@@ -262,16 +262,11 @@ async fn replicas_on_postgres_and_s3_act_as_one_registry() {
             }
         }
         assert!(held, "the dead replica holds the job");
-        let mut finished = None;
-        for _ in 0..200 {
+        let j = eventually("a surviving replica to finish the dead replica's job", async || {
             let j = q.job(&id).await.unwrap().unwrap();
-            if j.state == JobState::Succeeded {
-                finished = Some(j);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let j = finished.expect("a surviving replica finished the dead replica's job");
+            if j.state == JobState::Succeeded { Ok(j) } else { Err(format!("{j:?}")) }
+        })
+        .await;
         assert_eq!(j.attempts, 2, "taken over after the lease expired");
     }
     for survivor in [0, 2] {

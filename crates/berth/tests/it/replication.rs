@@ -14,14 +14,11 @@ async fn run(s: &TestServer, policy: i64) -> Value {
     let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let path = location(&r).trim_start_matches("/api/v2.0").to_owned();
-    for _ in 0..600 {
+    eventually(&format!("execution {path} to end"), async || {
         let e: Value = s.api(Method::GET, &path, None).await.json().await.unwrap();
-        if e["status"] != "InProgress" {
-            return e;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("execution {path} never ended");
+        if e["status"] != "InProgress" { Ok(e) } else { Err(e) }
+    })
+    .await
 }
 
 /// A registry endpoint named `b` for `url`; its id.
@@ -227,14 +224,12 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
     let execution = location(&r).trim_start_matches("/api/v2.0").to_owned();
     let done = |t: &[Value]| t.iter().filter(|t| t["status"] == "Succeed").count();
-    for _ in 0..300 {
+    eventually("three tasks done", async || {
         let t: Vec<Value> =
             s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
-        if done(&t) >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if done(&t) >= 3 { Ok(()) } else { Err(format!("{t:?}")) }
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL, mid-run
     child.wait().unwrap();
     let (mut child, base) = crate::crash::spawn_berth(&data);
@@ -244,14 +239,11 @@ async fn a_replication_killed_mid_run_resumes_and_finishes() {
     let before = done(&t);
     assert!((3..12).contains(&before), "killed mid-run: {before} of 12 done");
     // The job's lease (30 s) runs out, then the run resumes.
-    let mut e = Value::Null;
-    for _ in 0..1200 {
-        e = s.api(Method::GET, &execution, None).await.json().await.unwrap();
-        if e["status"] != "InProgress" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let e = eventually("the resumed run to end", async || {
+        let e: Value = s.api(Method::GET, &execution, None).await.json().await.unwrap();
+        if e["status"] != "InProgress" { Ok(e) } else { Err(e) }
+    })
+    .await;
     assert_eq!(e["status"], "Succeed", "{e}");
     let t: Vec<Value> =
         s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json().await.unwrap();
@@ -284,15 +276,8 @@ async fn a_push_replicates_within_seconds() {
     let client =
         berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
     let started = std::time::Instant::now();
-    let mut arrived = None;
-    for _ in 0..300 {
-        if let Ok(m) = client.manifest("live/app", "v1").await {
-            arrived = Some(m.digest);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(arrived.as_deref(), Some(digest.as_str()), "replicated after {:?}", started.elapsed());
+    let arrived = eventually("live/app:v1 replicated", async || client.manifest("live/app", "v1").await).await;
+    assert_eq!(arrived.digest, digest, "replicated after {:?}", started.elapsed());
     let runs: Vec<Value> =
         s.api(Method::GET, &format!("/replication/executions?policy_id={policy}"), None).await.json().await.unwrap();
     assert_eq!(runs.len(), 1, "one run, for the one selected push: {runs:?}");
@@ -331,13 +316,9 @@ async fn deletions_replicate_when_the_policy_says_so() {
     let until = |reference: String, want: bool| {
         let there = &there;
         async move {
-            for _ in 0..300 {
-                if there(reference.clone()).await == want {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("live/app {reference} never became {}", if want { "present" } else { "absent" });
+            let what = format!("live/app {reference} to become {}", if want { "present" } else { "absent" });
+            eventually(&what, async || if there(reference.clone()).await == want { Ok(()) } else { Err("not yet") })
+                .await;
         }
     };
     until("v1".into(), true).await;
@@ -354,15 +335,12 @@ async fn deletions_replicate_when_the_policy_says_so() {
     assert_eq!(r.status(), StatusCode::OK);
     until(digests[1].clone(), false).await;
     until("v2".into(), false).await;
-    let mut runs: Vec<Value> = Vec::new();
-    for _ in 0..100 {
+    let runs = eventually("the runs to end", async || {
         let path = format!("/replication/executions?policy_id={policy}");
-        runs = s.api(Method::GET, &path, None).await.json().await.unwrap();
-        if runs.iter().all(|r| r["status"] != "InProgress") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let runs: Vec<Value> = s.api(Method::GET, &path, None).await.json().await.unwrap();
+        if runs.iter().all(|r| r["status"] != "InProgress") { Ok(runs) } else { Err(format!("{runs:?}")) }
+    })
+    .await;
     let mut deletions = Vec::new();
     for run in &runs {
         for t in tasks(&s, run).await {
@@ -467,19 +445,16 @@ async fn a_scheduled_policy_runs_by_its_cron() {
     let policy = json!({"name": "every-second", "dest_registry": {"id": registry},
         "trigger": {"type": "scheduled", "trigger_settings": {"cron": "* * * * * *"}}});
     let policy = create_policy(&s, policy).await;
-    let mut runs = Vec::new();
-    for _ in 0..300 {
-        runs = s
+    let runs = eventually("a scheduled run to succeed", async || {
+        let runs: Vec<Value> = s
             .api(Method::GET, &format!("/replication/executions?policy_id={policy}"), None)
             .await
             .json()
             .await
             .unwrap();
-        if runs.iter().any(|r: &Value| r["status"] == "Succeed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if runs.iter().any(|r| r["status"] == "Succeed") { Ok(runs) } else { Err(format!("{runs:?}")) }
+    })
+    .await;
     let done = runs.iter().find(|r| r["status"] == "Succeed").unwrap_or_else(|| panic!("{runs:?}"));
     assert_eq!(done["trigger"], "scheduled");
     let client =
@@ -507,38 +482,42 @@ async fn a_run_stopped_midway_copies_no_more() {
     let tasks = || async {
         s.api(Method::GET, &format!("{execution}/tasks?page_size=100"), None).await.json::<Vec<Value>>().await.unwrap()
     };
-    for _ in 0..300 {
-        if tasks().await.iter().any(|t| t["status"] == "Succeed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("a task done", async || {
+        let t = tasks().await;
+        if t.iter().any(|t| t["status"] == "Succeed") { Ok(()) } else { Err(format!("{t:?}")) }
+    })
+    .await;
     assert_eq!(s.api(Method::PUT, &execution, None).await.status(), StatusCode::OK);
+    // Time in which a run that did not stop would copy more.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let e: Value = s.api(Method::GET, &execution, None).await.json().await.unwrap();
     assert_eq!((e["status"].as_str(), e["status_text"].as_str()), (Some("Stopped"), Some("stopped by a user")));
-    let t = tasks().await;
+    // The task in flight ends at its own pace.
+    let t = eventually("nothing left running", async || {
+        let t = tasks().await;
+        if t.iter().all(|t| t["status"] == "Succeed" || t["status"] == "Stopped") {
+            Ok(t)
+        } else {
+            Err(format!("{t:?}"))
+        }
+    })
+    .await;
     let succeeded = t.iter().filter(|t| t["status"] == "Succeed").count();
     assert!((1..8).contains(&succeeded), "{t:?}");
-    assert!(t.iter().all(|t| t["status"] == "Succeed" || t["status"] == "Stopped"), "nothing left running: {t:?}");
     let client =
         berth_client::Client::new(&berth_client::Endpoint { url: upstream.url.clone(), ..Default::default() }).unwrap();
     // The artifact in flight when the run stopped may still land (and its task say so).
-    let (mut copied, mut succeeded) = (0, succeeded);
-    for _ in 0..50 {
-        copied = 0;
+    let copied = eventually("exactly what the tasks say was copied", async || {
+        let mut copied = 0;
         for i in 0..8 {
             if client.manifest(&format!("batch/app{i}"), "v1").await.is_ok() {
                 copied += 1;
             }
         }
-        succeeded = tasks().await.iter().filter(|t| t["status"] == "Succeed").count();
-        if copied == succeeded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(copied, succeeded, "exactly what the tasks say was copied");
+        let succeeded = tasks().await.iter().filter(|t| t["status"] == "Succeed").count();
+        if copied == succeeded { Ok(copied) } else { Err(format!("{copied} copied, {succeeded} tasks succeeded")) }
+    })
+    .await;
     assert!(copied < 8, "the stop held: {copied} of 8");
 }
 

@@ -38,21 +38,20 @@ pub async fn import(s: &TestServer, path: &Path) -> Value {
 /// Wait for the scan of an artifact to finish; returns the artifact JSON.
 pub async fn scanned(s: &TestServer, project: &str, repo: &str, reference: &str) -> Value {
     let path = format!("/projects/{project}/repositories/{}/artifacts/{reference}", repo.replace('/', "%252F"));
-    let mut last = Value::Null;
-    for _ in 0..600 {
+    eventually("the scan to finish", async || {
         let r = s.api(Method::GET, &path, None).await;
-        if r.status() == 200 {
-            last = r.json().await.unwrap();
-            let o = &last["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
-            match o["scan_status"].as_str() {
-                Some("Success") => return last,
-                Some("Error") => panic!("scan failed: {last}"),
-                _ => {}
-            }
+        if r.status() != 200 {
+            return Err(format!("{}", r.status()));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the scan never finished: {last}");
+        let a: Value = r.json().await.unwrap();
+        let o = &a["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"];
+        match o["scan_status"].as_str() {
+            Some("Success") => Ok(a),
+            Some("Error") => panic!("scan failed: {a}"),
+            _ => Err(a.to_string()),
+        }
+    })
+    .await
 }
 
 async fn report(s: &TestServer, project: &str, repo: &str, reference: &str, query: &str) -> Value {
@@ -588,20 +587,13 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
     assert_eq!((z["records"].as_i64(), z["sources"][0].as_str()), (Some(1), Some("db3")));
     let g = z["generation"].as_i64().unwrap();
     assert_eq!(g, 3);
-    let mut ids = Vec::new();
-    for _ in 0..300 {
+    let rep = eventually("the report of generation 3", async || {
         let rep = report(&s, "safe", "app", "v1", "").await;
-        if rep["database_generation"] == g {
-            ids = rep["vulnerabilities"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v["id"].as_str().unwrap().to_owned())
-                .collect();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if rep["database_generation"] == g { Ok(rep) } else { Err(rep) }
+    })
+    .await;
+    let ids: Vec<String> =
+        rep["vulnerabilities"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec!["CVE-2099-0001", "TEST-B"], "re-evaluated with both advisories");
     let fixable = report(&s, "safe", "app", "v1", "?fixable=true").await;
     assert_eq!(fixable["vulnerabilities"].as_array().unwrap().len(), 1, "TEST-B has no fix");
@@ -625,16 +617,11 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
         .await;
     assert_eq!(r.status(), 202);
     let other = sha256(&m);
-    let mut n = 0;
-    for _ in 0..300 {
+    eventually("CycloneDX and SPDX referrers", async || {
         let refs: Value = s.get(&format!("/v2/safe/other/referrers/{other}")).await.json().await.unwrap();
-        n = refs["manifests"].as_array().unwrap().len();
-        if n == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(n, 2, "CycloneDX and SPDX referrers");
+        if refs["manifests"].as_array().unwrap().len() == 2 { Ok(()) } else { Err(refs) }
+    })
+    .await;
     let r = s
         .api(Method::POST, "/projects/safe/repositories/other/artifacts/v1/scan", Some(json!({"scan_type": "magic"})))
         .await;
@@ -644,15 +631,11 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
         s.api(Method::POST, "/system/scanAll/schedule", Some(json!({"schedule": {"type": "Manual"}}))).await.status(),
         201
     );
-    let mut metrics = Value::Null;
-    for _ in 0..300 {
-        metrics = s.api(Method::GET, "/system/scanAll/metrics", None).await.json().await.unwrap();
-        if metrics["ongoing"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(metrics["ongoing"], false, "{metrics}");
+    let metrics = eventually("scan all to end", async || {
+        let metrics: Value = s.api(Method::GET, "/system/scanAll/metrics", None).await.json().await.unwrap();
+        if metrics["ongoing"] == false { Ok(metrics) } else { Err(metrics) }
+    })
+    .await;
     assert!(metrics["total"].as_i64().unwrap() >= 2, "{metrics}");
     s.stop().await;
 }
@@ -879,14 +862,12 @@ async fn the_security_hub_sums_findings_and_the_builtin_scanner_is_registered() 
             let r = s.api(Method::POST, "/export/cve", Some(body)).await;
             assert_eq!(r.status(), StatusCode::OK);
             let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-            let mut e = Value::Null;
-            for _ in 0..300 {
-                e = s.api(Method::GET, &format!("/export/cve/execution/{id}"), None).await.json().await.unwrap();
-                if e["status"] != "Running" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let e = eventually("the export to end", async || {
+                let e: Value =
+                    s.api(Method::GET, &format!("/export/cve/execution/{id}"), None).await.json().await.unwrap();
+                if e["status"] != "Running" { Ok(e) } else { Err(e) }
+            })
+            .await;
             assert_eq!(e["status"], "Success", "{e}");
             (id, e)
         }

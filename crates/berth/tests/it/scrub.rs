@@ -74,13 +74,11 @@ async fn scrub_quarantines_damaged_blobs_and_a_push_repairs_them() {
     let body = serde_json::json!({"schedule": {"type": "Manual"}, "parameters": {"time_window": 0}});
     let r = s.api(reqwest::Method::POST, "/system/gc/schedule", Some(body)).await;
     let id = location(&r).rsplit('/').next().unwrap().to_owned();
-    for _ in 0..200 {
+    eventually("the GC run to succeed", async || {
         let run: Value = s.api(reqwest::Method::GET, &format!("/system/gc/{id}"), None).await.json().await.unwrap();
-        if run["job_status"] == "Success" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        if run["job_status"] == "Success" { Ok(()) } else { Err(run) }
+    })
+    .await;
     assert!(!blob_path(&s, &lb).exists());
     let out = run_ok(&mut scrub(&["--list"])).await;
     assert!(out.contains("no blob is quarantined"), "{out}");

@@ -19,6 +19,29 @@ pub const ADMIN: &str = "admin";
 /// Its password.
 pub const ADMIN_PASSWORD: &str = "Berth-Test-Admin-1";
 
+/// How long [`eventually`] keeps asking. CI machines are slow and busy; a condition that holds
+/// returns at once, so the deadline only costs time when the test is failing.
+pub const EVENTUALLY: Duration = Duration::from_secs(120);
+
+/// Waits until `check` returns `Ok`, asking again every 50 ms growing to 500 ms, for up to
+/// [`EVENTUALLY`]; returns its value. `Err` carries what `check` saw instead: the last one is
+/// printed in the panic that names `what` (what was awaited) when time is up.
+pub async fn eventually<T, E: std::fmt::Display>(what: &str, mut check: impl AsyncFnMut() -> Result<T, E>) -> T {
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {} s; last seen: {last}", EVENTUALLY.as_secs())
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_millis(500));
+    }
+}
+
 /// `Basic` credentials header value.
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
