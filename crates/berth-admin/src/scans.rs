@@ -120,10 +120,24 @@ async fn vulnerabilities(
                 "id": f.id, "package": f.package, "version": f.version, "fix_version": f.fixed_version.clone().unwrap_or_default(),
                 "severity": f.severity.as_str(), "description": f.description, "links": f.links,
                 "artifact_digests": [digest], "cwe_ids": [],
-                "vendor_attributes": {"ids": f.ids, "allowlisted": allowed(f)},
+                "vendor_attributes": {"ids": f.ids, "allowlisted": allowed(f), "purl": f.purl},
             });
+            if !f.evidence.is_installed() {
+                v["vendor_attributes"]["evidence"] = json!(f.evidence);
+            }
+            // Harbor's CVSS object has v3 and v2 fields; every version is in vendor_attributes.
             if let Some((score, vector)) = &f.cvss {
-                v["preferred_cvss"] = json!({"score_v3": score, "vector_v3": vector});
+                let version = if vector.starts_with("CVSS:") { &vector[5..6] } else { "2" };
+                if version == "3" || version == "2" {
+                    v["preferred_cvss"] = json!({format!("score_v{version}"): score, format!("vector_v{version}"): vector});
+                }
+                v["vendor_attributes"]["cvss"] = json!({"score": score, "vector": vector});
+            }
+            if let Some(source) = &f.severity_source {
+                v["vendor_attributes"]["severity_source"] = json!(source);
+            }
+            if let Some(status) = &f.status {
+                v["vendor_attributes"]["status"] = json!(status);
             }
             v
         })
@@ -137,6 +151,10 @@ async fn vulnerabilities(
         "packages": report.packages, "unparsable_versions": report.unparsable, "unreadable_files": report.unreadable,
         "database_generation": rec.generation,
     }});
+    let mut body = body;
+    if let Some(why) = &report.not_applicable {
+        body[REPORT_MIME]["not_applicable"] = json!(why);
+    }
     Ok(Json(body).into_response())
 }
 

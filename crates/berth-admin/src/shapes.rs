@@ -49,6 +49,9 @@ pub(crate) async fn overview(
         let sum = report.summary(&allowlisted(&ids));
         o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
         o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
+        if let Some(why) = &report.not_applicable {
+            o["not_applicable"] = json!(why);
+        }
     }
     Ok(Some(json!({ REPORT_MIME: o })))
 }

@@ -1,5 +1,5 @@
-//! Severity: CVSS base scores computed from v3.x and v4.0 vectors, and the qualitative
-//! ratings Harbor and Trivy show.
+//! Severity: CVSS base scores computed from v2, v3.x and v4.0 vectors, the qualitative
+//! ratings Harbor and Trivy show, and [`Rating`]: a severity with the source that set it.
 
 use std::fmt;
 
@@ -83,6 +83,61 @@ pub fn base_score(vector: &str) -> Option<f64> {
     Some(v.score())
 }
 
+/// The base score of a CVSS v2 vector (`AV:N/AC:L/Au:N/C:P/I:P/A:P`, as NVD and OSV write
+/// it, also in parentheses or after `CVSS:2.0/`), by the v2 specification's equations;
+/// `None` when a base metric is missing or unknown.
+pub fn base_score_v2(vector: &str) -> Option<f64> {
+    let v = vector.trim().trim_start_matches('(').trim_end_matches(')');
+    let v = v.strip_prefix("CVSS:2.0/").unwrap_or(v);
+    let mut m = std::collections::HashMap::new();
+    for part in v.split('/') {
+        let (k, x) = part.split_once(':')?;
+        if m.insert(k, x).is_some() {
+            return None;
+        }
+    }
+    let get = |k: &str, table: &[(&str, f64)]| table.iter().find(|(n, _)| Some(n) == m.get(k)).map(|(_, w)| *w);
+    let av = get("AV", &[("L", 0.395), ("A", 0.646), ("N", 1.0)])?;
+    let ac = get("AC", &[("H", 0.35), ("M", 0.61), ("L", 0.71)])?;
+    let au = get("Au", &[("M", 0.45), ("S", 0.56), ("N", 0.704)])?;
+    let cia = [("N", 0.0), ("P", 0.275), ("C", 0.660)];
+    let (c, i, a) = (get("C", &cia)?, get("I", &cia)?, get("A", &cia)?);
+    let impact = 10.41 * (1.0 - (1.0 - c) * (1.0 - i) * (1.0 - a));
+    let exploitability = 20.0 * av * ac * au;
+    let f = if impact == 0.0 { 0.0 } else { 1.176 };
+    let score = ((0.6 * impact) + (0.4 * exploitability) - 1.5) * f;
+    Some((score * 10.0).round() / 10.0)
+}
+
+/// A severity and where it came from: the CVSS score and vector when it was computed from
+/// one, and the source that set it (`NVD`, an advisory's id, `Debian security tracker`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rating {
+    /// The rating.
+    pub severity: Severity,
+    /// The CVSS base score, when a vector set it.
+    pub score: Option<f64>,
+    /// The vector.
+    pub vector: Option<String>,
+    /// Who rated it.
+    pub source: String,
+}
+
+impl Rating {
+    /// A rating from a CVSS vector of any version (v2 as NVD rates v2 scores: there is no
+    /// Critical); `None` when it does not parse.
+    pub fn of_vector(vector: &str, source: &str) -> Option<Rating> {
+        let (score, severity) = if vector.trim().starts_with("CVSS:3") || vector.trim().starts_with("CVSS:4") {
+            let s = base_score(vector)?;
+            (s, Severity::of_score(s))
+        } else {
+            let s = base_score_v2(vector)?;
+            (s, if s >= 7.0 { Severity::High } else { Severity::of_score(s) })
+        };
+        Some(Rating { severity, score: Some(score), vector: Some(vector.trim().to_owned()), source: source.to_owned() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +165,27 @@ mod tests {
         for bad in ["", "CVSS:2.0/AV:N", "CVSS:3.1/AV:N/AC:L", "CVSS:3.1/AV:X/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"] {
             assert_eq!(base_score(bad), None, "{bad}");
         }
+        // v2, as NVD scored them.
+        for (v, want) in [
+            ("AV:N/AC:L/Au:N/C:P/I:P/A:P", 7.5),
+            ("AV:N/AC:L/Au:N/C:C/I:C/A:C", 10.0),
+            ("AV:N/AC:M/Au:N/C:N/I:P/A:N", 4.3),
+            ("AV:L/AC:L/Au:N/C:C/I:C/A:C", 7.2),
+            ("(AV:N/AC:L/Au:N/C:N/I:N/A:P)", 5.0),
+            ("AV:N/AC:M/Au:N/C:P/I:P/A:P", 6.8),
+            ("AV:N/AC:L/Au:N/C:N/I:N/A:N", 0.0),
+        ] {
+            assert_eq!(base_score_v2(v), Some(want), "{v}");
+        }
+        for bad in ["AV:N/AC:L/Au:N/C:P/I:P", "AV:X/AC:L/Au:N/C:P/I:P/A:P", "AV:N/AV:N/AC:L/Au:N/C:P/I:P/A:P"] {
+            assert_eq!(base_score_v2(bad), None, "{bad}");
+        }
+        let r = Rating::of_vector("AV:N/AC:L/Au:N/C:C/I:C/A:C", "NVD").unwrap();
+        assert_eq!((r.severity, r.score), (Severity::High, Some(10.0)), "v2 has no Critical");
+        assert_eq!(
+            Rating::of_vector("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "x").unwrap().severity,
+            Severity::Critical
+        );
         assert_eq!(Severity::of_score(9.8), Severity::Critical);
         assert_eq!(Severity::of_score(6.9), Severity::Medium);
         assert_eq!(Severity::of_score(0.0), Severity::None);

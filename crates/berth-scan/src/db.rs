@@ -4,12 +4,19 @@
 //! Withdrawn records are skipped when they are added. OS ecosystems match on the release
 //! (`Debian:12` advisories apply to Debian 12 images; an entry without a release applies to
 //! all). Findings that share an id or alias for one package are one finding (one CVE is one
-//! finding, whichever databases describe it), with the highest severity among them.
+//! finding, whichever databases describe it).
+//!
+//! **Severity** of a finding, first that applies: the highest CVSS score among its own
+//! advisories; else a CVSS rating of any of its ids from another record (scores-only records
+//! from NVD first, then CVE records, then other advisories that alias it: a `DEBIAN-CVE-…`
+//! record takes the CVSS of its CVE); else its advisories' own words (GHSA's rating, Debian's
+//! urgency); else `Unknown`. The finding names the source that set it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cvss::Severity;
+use crate::cvss::{Rating, Severity};
+use crate::inventory::Evidence;
 use crate::osv::{Advisory, Entry, OsvRecord};
 use crate::version::Ecosystem;
 
@@ -39,12 +46,24 @@ pub struct Finding {
     pub fixed_version: Option<String>,
     /// Highest severity among the grouped advisories.
     pub severity: Severity,
-    /// Highest CVSS v3 base score, with its vector.
+    /// The CVSS base score that set the severity, with its vector.
     pub cvss: Option<(f64, String)>,
+    /// Who set the severity (`NVD`, an advisory id, `Debian security tracker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_source: Option<String>,
+    /// The distribution's own status of this package for it (`will not fix`, `end of life`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// Summary (or the start of the description).
     pub description: String,
     /// Links.
     pub links: Vec<String>,
+    /// The installed package's URL (empty in reports stored before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub purl: String,
+    /// How the package is known to be there (installed metadata, or a lock file only).
+    #[serde(default, skip_serializing_if = "Evidence::is_installed")]
+    pub evidence: Evidence,
 }
 
 /// What matching one package found.
@@ -56,8 +75,9 @@ pub struct Matched {
     pub unparsable: bool,
 }
 
-/// An advisory that matched (its index) and the fixed version its entry gives.
-type Hit = (usize, Option<String>);
+/// An advisory that matched (its index), the fixed version its entry gives, and its entry's
+/// distribution status.
+type Hit = (usize, Option<String>, Option<String>);
 
 /// The index.
 #[derive(Default)]
@@ -72,6 +92,11 @@ pub struct Database {
     pub skipped_entries: usize,
     /// Range events and listed versions that did not parse.
     pub unparsable_versions: usize,
+    /// CVSS ratings by vulnerability id, with their precedence (NVD 3, CVE record 2, any
+    /// other advisory 1), for findings whose advisories carry none.
+    ratings: HashMap<String, (u8, Arc<Rating>)>,
+    /// Scores-only records (NVD, CVE records: no `affected`) read.
+    pub scores: usize,
 }
 
 impl Database {
@@ -99,9 +124,29 @@ impl Database {
                 None => self.skipped_entries += 1,
             }
         }
+        let advisory = Advisory::from_record(r);
+        // A scored record lends its rating to every id it names.
+        if let Some(rating) = advisory.rating.as_ref().filter(|x| x.score.is_some()) {
+            let precedence = if r.id.starts_with("NVD-") {
+                3
+            } else if r.id.starts_with("CVE5-") {
+                2
+            } else {
+                1
+            };
+            let rating = Arc::new(rating.clone());
+            for id in std::iter::once(&r.id).chain(&advisory.aliases) {
+                let slot = self.ratings.entry(id.clone()).or_insert_with(|| (precedence, rating.clone()));
+                if slot.0 < precedence {
+                    *slot = (precedence, rating.clone());
+                }
+            }
+        }
         if used {
-            self.advisories.push(Arc::new(Advisory::from_record(r)));
+            self.advisories.push(Arc::new(advisory));
             self.records += 1;
+        } else if r.affected.is_empty() {
+            self.scores += 1;
         }
     }
 
@@ -113,6 +158,23 @@ impl Database {
     /// Is it empty?
     pub fn is_empty(&self) -> bool {
         self.advisories.is_empty()
+    }
+
+    /// The rating of a group of advisories with these ids (see the module's documentation).
+    fn rating_of(&self, advs: &[&Arc<Advisory>], ids: &[String]) -> Option<Rating> {
+        let by_score = |x: &&Rating, y: &&Rating| x.score.partial_cmp(&y.score).unwrap_or(std::cmp::Ordering::Equal);
+        let own = || advs.iter().filter_map(|a| a.rating.as_ref());
+        own()
+            .filter(|r| r.score.is_some())
+            .max_by(by_score)
+            .or_else(|| {
+                ids.iter()
+                    .filter_map(|i| self.ratings.get(i))
+                    .max_by(|x, y| x.0.cmp(&y.0).then_with(|| by_score(&&*x.1, &&*y.1)))
+                    .map(|(_, r)| &**r)
+            })
+            .or_else(|| own().max_by_key(|r| r.severity))
+            .cloned()
     }
 
     /// Match one installed package.
@@ -133,7 +195,7 @@ impl Database {
                 continue;
             }
             if let Some(fixed) = e.affects_parsed(Some(&native), semver.as_ref()) {
-                hits.push((*idx, fixed));
+                hits.push((*idx, fixed, e.status.clone()));
             }
         }
         Matched { findings: self.group(p, hits), unparsable: false }
@@ -143,12 +205,12 @@ impl Database {
     fn group(&self, p: &Package, hits: Vec<Hit>) -> Vec<Finding> {
         let scheme = p.ecosystem.scheme();
         let mut groups: Vec<(Vec<String>, Vec<Hit>)> = Vec::new();
-        for (idx, fixed) in hits {
+        for (idx, fixed, status) in hits {
             let a = &self.advisories[idx];
             let ids: Vec<String> = std::iter::once(a.id.clone()).chain(a.aliases.iter().cloned()).collect();
             let overlapping: Vec<usize> =
                 (0..groups.len()).filter(|&g| groups[g].0.iter().any(|x| ids.contains(x))).collect();
-            let mut merged = (ids, vec![(idx, fixed)]);
+            let mut merged = (ids, vec![(idx, fixed, status)]);
             for &g in overlapping.iter().rev() {
                 let (gids, gh) = groups.swap_remove(g);
                 merged.0.extend(gids);
@@ -161,20 +223,20 @@ impl Database {
         let mut out: Vec<Finding> = groups
             .into_iter()
             .map(|(ids, members)| {
-                let advs: Vec<&Arc<Advisory>> = members.iter().map(|(i, _)| &self.advisories[*i]).collect();
-                let id = ids
+                let advs: Vec<&Arc<Advisory>> = members.iter().map(|(i, _, _)| &self.advisories[*i]).collect();
+                // The id people search for: a CVE, else a GitHub advisory, else the source's.
+                let id = ["CVE-", "GHSA-"]
                     .iter()
-                    .find(|x| x.starts_with("CVE-"))
+                    .find_map(|prefix| ids.iter().find(|x| x.starts_with(prefix)))
                     .cloned()
                     .unwrap_or_else(|| advs.iter().map(|a| a.display_id().to_owned()).min().unwrap_or_default());
-                let severity = advs.iter().map(|a| a.severity).max().unwrap_or(Severity::Unknown);
-                let cvss = advs
-                    .iter()
-                    .filter_map(|a| a.cvss.clone())
-                    .max_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+                let rating = self.rating_of(&advs, &ids);
+                let severity = rating.as_ref().map_or(Severity::Unknown, |r| r.severity);
+                let cvss = rating.as_ref().and_then(|r| Some((r.score?, r.vector.clone()?)));
+                let status = members.iter().find_map(|(_, _, s)| s.clone());
                 let fixed_version = members
                     .iter()
-                    .filter_map(|(_, f)| f.clone())
+                    .filter_map(|(_, f, _)| f.clone())
                     .min_by(|x, y| scheme.compare(x, y).unwrap_or(std::cmp::Ordering::Equal));
                 let description = advs
                     .iter()
@@ -192,8 +254,12 @@ impl Database {
                     fixed_version,
                     severity,
                     cvss,
+                    severity_source: rating.map(|r| r.source),
+                    status,
                     description,
                     links,
+                    purl: String::new(),
+                    evidence: Evidence::Installed,
                 }
             })
             .collect();
@@ -256,5 +322,15 @@ mod tests {
         assert!(db.matches(&pkg("Debian:12", "openssl", "3.0.11-1~deb12u1")).findings.is_empty());
         assert!(db.matches(&pkg("Debian:13", "openssl", "3.0.9-1")).findings.is_empty());
         assert!(db.matches(&pkg("npm", "openssl", "1.0.0")).findings.is_empty());
+        // Without a CVE, the GitHub advisory's id is the one shown (not the source's own).
+        db.add(&record(
+            r#"{"id": "PYSEC-9", "aliases": ["GHSA-zzzz"],
+                "affected": [{"package": {"ecosystem": "PyPI", "name": "jinja2"}, "versions": ["2.10"]}]}"#,
+        ));
+        let m = db.matches(&pkg("PyPI", "Jinja2", "2.10"));
+        assert_eq!(
+            (m.findings[0].id.as_str(), &m.findings[0].ids[..]),
+            ("GHSA-zzzz", &["GHSA-zzzz".to_owned(), "PYSEC-9".to_owned()][..])
+        );
     }
 }

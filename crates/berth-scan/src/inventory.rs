@@ -102,6 +102,33 @@ pub struct InstalledPackage {
     pub arch: Option<String>,
     /// Licence, where recorded.
     pub license: Option<String>,
+    /// How the package is known, when not by its own installed metadata.
+    #[serde(default, skip_serializing_if = "Evidence::is_installed")]
+    pub evidence: Evidence,
+    /// The revision of the version-control checkout it was built from (a Go main module's
+    /// `vcs.revision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// How a package is known to be in the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// Its own metadata is installed (a dpkg status entry, a `node_modules/*/package.json`, …).
+    #[default]
+    Installed,
+    /// Only a lock file names it (a `package-lock.json` with no `node_modules` beside it, a
+    /// `Cargo.lock`): a production install or build would have it. Dev-only entries of an npm
+    /// lock are not reported.
+    Lockfile,
+}
+
+impl Evidence {
+    /// Is the package's own metadata installed?
+    pub fn is_installed(&self) -> bool {
+        *self == Evidence::Installed
+    }
 }
 
 /// The operating system of the image.
@@ -163,6 +190,9 @@ impl Inventory {
         let os = self.os.as_ref().and_then(OsRelease::ecosystem);
         let mut out = Vec::new();
         for (i, p) in self.packages.iter().enumerate() {
+            if p.version == GO_DEVEL {
+                continue; // a Go main module built from a checkout: no version to compare
+            }
             let ecosystem = match p.kind {
                 Kind::Deb | Kind::Apk | Kind::Rpm => match &os {
                     Some(e) => e.clone(),
@@ -187,11 +217,14 @@ impl Inventory {
         out
     }
 
-    /// The package URL of a package (`pkg:deb/debian/libssl3@3.0.11-1?arch=amd64&distro=debian-12`).
+    /// The package URL of a package in the purl specification's canonical form
+    /// (`pkg:deb/debian/libssl3@3.0.11-1~deb12u1?arch=amd64&distro=debian-12`): names
+    /// normalised as each type requires (PyPI per PEP 503, npm lowercase), Go versions with
+    /// their `v`, RPM epochs as a qualifier, qualifiers sorted, everything but RFC 3986's
+    /// unreserved characters and `:` percent-encoded.
     pub fn purl(&self, p: &InstalledPackage) -> String {
-        // The PURL spec percent-encodes all but RFC 3986's unreserved characters.
         const UNRESERVED: &percent_encoding::AsciiSet =
-            &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+            &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':');
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string();
         let (namespace, name) = match p.kind {
             Kind::Deb | Kind::Apk | Kind::Rpm => (self.os.as_ref().map(|o| o.id.clone()), p.name.clone()),
@@ -200,9 +233,10 @@ impl Inventory {
                 None => (None, p.name.clone()),
             },
             Kind::Npm => match p.name.strip_prefix('@').and_then(|n| n.split_once('/')) {
-                Some((scope, n)) => (Some(format!("@{scope}")), n.to_owned()),
-                None => (None, p.name.clone()),
+                Some((scope, n)) => (Some(format!("@{}", scope.to_lowercase())), n.to_lowercase()),
+                None => (None, p.name.to_lowercase()),
             },
+            Kind::Python => (None, crate::version::pep503_name(&p.name)),
             Kind::GoStdlib => (None, "stdlib".to_owned()),
             Kind::Go => match p.name.rsplit_once('/') {
                 Some((ns, n)) => (Some(ns.to_owned()), n.to_owned()),
@@ -224,12 +258,16 @@ impl Inventory {
         }
         s.push_str(&enc(&name));
         s.push('@');
-        // RPM and Debian epochs are a qualifier in PURLs, not part of the version.
+        // An RPM epoch is a qualifier (the deb type keeps it in the version, as dpkg does).
         let (epoch, version) = match (p.kind, p.version.split_once(':')) {
-            (Kind::Rpm | Kind::Deb, Some((e, v))) if e.bytes().all(|b| b.is_ascii_digit()) => (Some(e), v),
-            _ => (None, p.version.as_str()),
+            (Kind::Rpm, Some((e, v))) if e.bytes().all(|b| b.is_ascii_digit()) => (Some(e), v.to_owned()),
+            // Go module versions are stored without their `v` (for matching); PURLs carry it.
+            (Kind::Go | Kind::GoStdlib, _) if p.version != GO_DEVEL && !p.version.starts_with('v') => {
+                (None, format!("v{}", p.version))
+            }
+            _ => (None, p.version.clone()),
         };
-        s.push_str(&enc(version));
+        s.push_str(&enc(&version));
         let mut q = Vec::new();
         if let Some(a) = &p.arch {
             q.push(format!("arch={}", enc(a)));
@@ -479,7 +517,7 @@ impl LayerStack {
                 continue; // read by the caller through rpm_database()
             } else if path.ends_with("/package.json") {
                 parse_package_json(&f.data, f.layer, path).map(|p| vec![p])
-            } else if path.ends_with("package-lock.json") {
+            } else if path == "package-lock.json" || path.ends_with("/package-lock.json") {
                 parse_package_lock(&f.data, f.layer, path)
             } else if path.ends_with("Cargo.lock") {
                 parse_cargo_lock(&text(), f.layer, path)
@@ -505,6 +543,7 @@ impl LayerStack {
                 break;
             }
         }
+        lock_or_tree(&mut inv.packages);
         inv.packages.sort();
         inv.packages
             .dedup_by(|a, b| a.kind == b.kind && a.name == b.name && a.version == b.version && a.path == b.path);
@@ -536,6 +575,28 @@ impl LayerStack {
     }
 }
 
+/// A `package-lock.json` next to an installed `node_modules` tree says nothing the tree does
+/// not (and may list what `--omit=dev` left out): the tree's `package.json` files are what is
+/// installed, and the lock's entries go. A lock alone stays (its entries marked as such).
+fn lock_or_tree(packages: &mut Vec<InstalledPackage>) {
+    let lock_dir = |p: &InstalledPackage| -> Option<String> {
+        (p.kind == Kind::Npm).then(|| p.path.strip_suffix("package-lock.json").map(str::to_owned)).flatten()
+    };
+    let trees: std::collections::BTreeSet<String> = packages
+        .iter()
+        .filter(|p| p.kind == Kind::Npm && p.path.ends_with("/package.json"))
+        .filter_map(|p| p.path.split_once("node_modules/").map(|(dir, _)| dir.to_owned()))
+        .collect();
+    packages.retain(|p| !lock_dir(p).is_some_and(|d| trees.contains(&d)));
+}
+
+fn locked(p: InstalledPackage) -> InstalledPackage {
+    InstalledPackage { evidence: Evidence::Lockfile, ..p }
+}
+
+/// The version Go stamps on a main module built from a checkout without a version.
+pub const GO_DEVEL: &str = "(devel)";
+
 fn pkg(kind: Kind, name: &str, version: &str, layer: usize, path: &str) -> InstalledPackage {
     InstalledPackage {
         kind,
@@ -547,6 +608,8 @@ fn pkg(kind: Kind, name: &str, version: &str, layer: usize, path: &str) -> Insta
         path: path.to_owned(),
         arch: None,
         license: None,
+        evidence: Evidence::Installed,
+        revision: None,
     }
 }
 
@@ -669,19 +732,24 @@ fn parse_package_lock(data: &[u8], layer: usize, path: &str) -> Option<Vec<Insta
             else {
                 continue;
             };
-            if p["link"].as_bool() == Some(true) {
+            // A link is the project itself; `dev` entries are not in a production install
+            // (`devOptional` ones are, unless optional dependencies are left out too).
+            if p["link"].as_bool() == Some(true) || p["dev"].as_bool() == Some(true) {
                 continue;
             }
             if let Some(ver) = p["version"].as_str() {
-                out.push(pkg(Kind::Npm, p["name"].as_str().unwrap_or(name), ver, layer, path));
+                out.push(locked(pkg(Kind::Npm, p["name"].as_str().unwrap_or(name), ver, layer, path)));
             }
         }
     } else if let Some(deps) = v["dependencies"].as_object() {
         // lockfile v1: nested "dependencies"
         fn walk(deps: &serde_json::Map<String, Value>, layer: usize, path: &str, out: &mut Vec<InstalledPackage>) {
             for (name, d) in deps {
+                if d["dev"].as_bool() == Some(true) {
+                    continue; // nor anything below it: a dev dependency's dependencies are dev too
+                }
                 if let Some(ver) = d["version"].as_str() {
-                    out.push(pkg(Kind::Npm, name, ver, layer, path));
+                    out.push(locked(pkg(Kind::Npm, name, ver, layer, path)));
                 }
                 if let Some(sub) = d["dependencies"].as_object() {
                     walk(sub, layer, path, out);
@@ -702,7 +770,7 @@ fn parse_cargo_lock(text: &str, layer: usize, path: &str) -> Option<Vec<Installe
         if let (true, Some(n), Some(v)) =
             (registry, p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str()))
         {
-            out.push(pkg(Kind::Cargo, n, v, layer, path));
+            out.push(locked(pkg(Kind::Cargo, n, v, layer, path)));
         }
     }
     Some(out)
@@ -746,33 +814,53 @@ fn parse_jar(data: &[u8], layer: usize, path: &str, depth: usize) -> Option<Vec<
             }
         }
     }
-    if out.is_empty() {
-        // No Maven metadata: the manifest's implementation (or OSGi bundle) name and version.
-        if let Ok(mut f) = zip.by_name("META-INF/MANIFEST.MF") {
-            let mut s = String::new();
-            if (&mut f).take(MAX_JAR_METADATA).read_to_string(&mut s).is_ok() {
-                let field = |k: &str| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_owned()))
-                };
-                let name = field("Implementation-Title")
-                    .or_else(|| field("Bundle-SymbolicName").map(|b| b.split(';').next().unwrap_or(&b).to_owned()));
-                let version = field("Implementation-Version").or_else(|| field("Bundle-Version"));
-                let group = field("Implementation-Vendor-Id");
-                if let (Some(n), Some(v)) = (name, version) {
-                    let full = match group {
-                        Some(g) => format!("{g}:{n}"),
-                        None => n,
-                    };
-                    out.push(pkg(Kind::Maven, &full, &v, layer, &format!("{path}!/META-INF/MANIFEST.MF")));
-                }
-            }
-        }
+    if out.is_empty()
+        && let Some(p) = jar_by_manifest(&mut zip, path)
+    {
+        out.push(InstalledPackage { layer, ..p });
     }
     for (name, b) in nested {
         out.extend(parse_jar(&b, layer, &format!("{path}!/{name}"), depth + 1).unwrap_or_default());
     }
     Some(out)
+}
+
+/// A JAR without Maven metadata, named from its file name (`jackson-core-2.14.0.jar`) and
+/// versioned by its manifest (`Implementation-Version`, `Bundle-Version`) or else the file
+/// name; the group from `Implementation-Vendor-Id`, or from `Bundle-SymbolicName` when that is
+/// `<group>.<artifact>`. Titles are free text and never name a package.
+fn jar_by_manifest(zip: &mut zip::ZipArchive<io::Cursor<&[u8]>>, path: &str) -> Option<InstalledPackage> {
+    let mut manifest = String::new();
+    if let Ok(f) = zip.by_name("META-INF/MANIFEST.MF") {
+        f.take(MAX_JAR_METADATA).read_to_string(&mut manifest).ok()?;
+    }
+    let field = |k: &str| {
+        manifest.lines().find_map(|l| {
+            l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        })
+    };
+    let file = path.rsplit(['/', '!']).next()?;
+    let stem = [".jar", ".war", ".ear"].iter().find_map(|x| file.strip_suffix(x))?;
+    // `name-1.2.3`: the version starts at the first `-` followed by a digit.
+    let split = stem.match_indices('-').find(|(i, _)| stem[i + 1..].starts_with(|c: char| c.is_ascii_digit()));
+    let (artifact, file_version) = match split {
+        Some((i, _)) => (&stem[..i], Some(&stem[i + 1..])),
+        None => (stem, None),
+    };
+    let version = field("Implementation-Version")
+        .or_else(|| field("Bundle-Version"))
+        .or_else(|| file_version.map(str::to_owned))?;
+    let group = field("Implementation-Vendor-Id").or_else(|| {
+        let symbolic = field("Bundle-SymbolicName")?;
+        let symbolic = symbolic.split(';').next()?.trim();
+        symbolic.strip_suffix(artifact)?.strip_suffix('.').map(str::to_owned)
+    });
+    let name = match group {
+        Some(g) => format!("{g}:{artifact}"),
+        None => artifact.to_owned(),
+    };
+    let evidence = if manifest.is_empty() { path.to_owned() } else { format!("{path}!/META-INF/MANIFEST.MF") };
+    Some(pkg(Kind::Maven, &name, &version, 0, &evidence))
 }
 
 fn varint(b: &[u8], at: &mut usize) -> Option<usize> {
@@ -866,11 +954,21 @@ fn parse_go_buildinfo(data: &[u8], layer: usize, path: &str) -> Vec<InstalledPac
     if modinfo.len() >= 33 && modinfo.is_char_boundary(16) && modinfo.is_char_boundary(modinfo.len() - 16) {
         modinfo = modinfo[16..modinfo.len() - 16].to_owned();
     }
+    let mut main = None;
     for line in modinfo.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
-            ["mod" | "dep", p, v, ..] if *v != "(devel)" => {
+            // The main module: `(devel)` when built from a checkout without a version (Go
+            // 1.24 and later stamp a pseudo-version from the checkout instead).
+            ["mod", p, v, ..] => {
+                main = Some(out.len());
                 out.push(pkg(Kind::Go, p, v.trim_start_matches('v'), layer, path))
+            }
+            ["dep", p, v, ..] => out.push(pkg(Kind::Go, p, v.trim_start_matches('v'), layer, path)),
+            ["build", setting] => {
+                if let (Some(rev), Some(m)) = (setting.strip_prefix("vcs.revision="), main) {
+                    out[m].revision = Some(rev.to_owned());
+                }
             }
             ["=>", p, v, ..] => {
                 // a replacement of the previous dependency
@@ -934,6 +1032,8 @@ fn parse_cargo_auditable(data: &[u8], layer: usize, path: &str) -> Vec<Installed
         .filter(|p| {
             p["source"].as_str() == Some("crates.io") || p["source"].as_str().is_some_and(|s| s.starts_with("registry"))
         })
+        // Build scripts' and proc-macros' dependencies ran at build time; they are not in the binary.
+        .filter(|p| p["kind"].as_str() != Some("build"))
         .filter_map(|p| Some(pkg(Kind::Cargo, p["name"].as_str()?, p["version"].as_str()?, layer, path)))
         .collect()
 }
@@ -1149,7 +1249,7 @@ Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
     fn go_build_info_is_read_from_binaries() {
         let mut modinfo = vec![b'x'; 16];
         modinfo.extend_from_slice(
-            b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:abc\n",
+            b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:abc\nbuild\tvcs=git\nbuild\tvcs.revision=0123abc\n",
         );
         modinfo.extend(vec![b'y'; 16]);
         let mut bin = b"\x7fELF".to_vec();
@@ -1161,13 +1261,166 @@ Package: removed\nStatus: deinstall ok config-files\nVersion: 1.0\n";
         let go = b"go1.20.2";
         bin.push(go.len() as u8);
         bin.extend_from_slice(go);
-        bin.push(modinfo.len() as u8);
+        // a varint length
+        bin.extend([(modinfo.len() as u8 & 0x7f) | 0x80, (modinfo.len() >> 7) as u8]);
         bin.extend_from_slice(&modinfo);
         let layer = tar(&[("usr/local/bin/app", &bin, 0o755)]);
         let mut s = LayerStack::new();
         s.apply(0, &layer[..]).unwrap();
         let inv = s.inventory();
         let got: Vec<_> = inv.packages.iter().map(|p| (p.kind, p.name.as_str(), p.version.as_str())).collect();
-        assert_eq!(got, vec![(Kind::Go, "golang.org/x/net", "0.7.0"), (Kind::GoStdlib, "stdlib", "1.20.2")]);
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Go, "example.com/app", "(devel)"),
+                (Kind::Go, "golang.org/x/net", "0.7.0"),
+                (Kind::GoStdlib, "stdlib", "1.20.2")
+            ]
+        );
+        let purls: Vec<String> = inv.packages.iter().map(|p| inv.purl(p)).collect();
+        assert_eq!(
+            purls,
+            [
+                "pkg:golang/example.com/app@%28devel%29",
+                "pkg:golang/golang.org/x/net@v0.7.0",
+                "pkg:golang/stdlib@v1.20.2"
+            ]
+        );
+        assert_eq!(inv.packages[0].revision.as_deref(), Some("0123abc"));
+        // The main module has no version to compare; the standard library matches as Go's
+        // vulnerability database names it.
+        let m: Vec<(String, String)> = inv.to_match().into_iter().map(|(_, p)| (p.name, p.version)).collect();
+        assert_eq!(
+            m,
+            [("golang.org/x/net".to_owned(), "0.7.0".to_owned()), ("stdlib".to_owned(), "1.20.2".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_lock_file_alone_reports_a_production_install_and_an_installed_tree_wins() {
+        let lock3 = br#"{"lockfileVersion": 3, "packages": {
+            "": {"name": "app", "version": "1.0.0"},
+            "node_modules/lodash": {"version": "4.17.15"},
+            "node_modules/handlebars": {"version": "4.0.11", "dev": true},
+            "node_modules/fsevents": {"version": "2.3.2", "devOptional": true},
+            "node_modules/@types/node": {"version": "20.1.0", "dev": true},
+            "node_modules/@scope/lib": {"version": "1.0.0"}
+        }}"#;
+        let lock1 = br#"{"lockfileVersion": 1, "dependencies": {
+            "minimist": {"version": "1.2.0"},
+            "mocha": {"version": "5.0.0", "dev": true, "dependencies": {"debug": {"version": "3.1.0", "dev": true}}}
+        }}"#;
+        let layer = tar(&[
+            ("srv/a/package-lock.json", lock3, 0o644),
+            ("srv/b/package-lock.json", lock1, 0o644),
+            // c: installed with `npm ci --omit=dev`: the tree is what is there
+            ("srv/c/package-lock.json", lock3, 0o644),
+            ("srv/c/node_modules/lodash/package.json", br#"{"name": "lodash", "version": "4.17.15"}"#, 0o644),
+        ]);
+        let mut s = LayerStack::new();
+        s.apply(0, &layer[..]).unwrap();
+        let inv = s.inventory();
+        let got: Vec<(&str, &str, Evidence)> =
+            inv.packages.iter().map(|p| (p.path.as_str(), p.name.as_str(), p.evidence)).collect();
+        assert_eq!(
+            got,
+            [
+                ("srv/a/package-lock.json", "@scope/lib", Evidence::Lockfile),
+                ("srv/a/package-lock.json", "fsevents", Evidence::Lockfile),
+                ("srv/a/package-lock.json", "lodash", Evidence::Lockfile),
+                ("srv/c/node_modules/lodash/package.json", "lodash", Evidence::Installed),
+                ("srv/b/package-lock.json", "minimist", Evidence::Lockfile),
+            ]
+        );
+        // Stored inventories from before the field read back as installed; lock entries say so.
+        let json = serde_json::to_value(&inv.packages[0]).unwrap();
+        assert_eq!(json["evidence"], "lockfile");
+        assert!(serde_json::to_value(&inv.packages[3]).unwrap().get("evidence").is_none());
+        let mut old = serde_json::to_value(&inv.packages[3]).unwrap();
+        old.as_object_mut().unwrap().remove("revision");
+        assert_eq!(serde_json::from_value::<InstalledPackage>(old).unwrap().evidence, Evidence::Installed);
+    }
+
+    #[test]
+    fn package_urls_are_canonical_for_every_type() {
+        let mut inv = Inventory {
+            os: Some(OsRelease { id: "debian".into(), version_id: "12".into(), pretty_name: String::new() }),
+            ..Default::default()
+        };
+        let with_arch = |mut p: InstalledPackage, a: &str| {
+            p.arch = Some(a.to_owned());
+            p
+        };
+        inv.packages = vec![
+            with_arch(pkg(Kind::Deb, "zlib1g", "1:1.2.13.dfsg-1", 0, ""), "amd64"),
+            pkg(Kind::Python, "Flask_Cors", "3.0.8", 0, ""),
+            pkg(Kind::Python, "zope.interface", "5.0", 0, ""),
+            pkg(Kind::Npm, "@Types/Node", "20.1.0", 0, ""),
+            pkg(Kind::Maven, "org.apache.logging.log4j:log4j-core", "2.19.0", 0, ""),
+            pkg(Kind::Cargo, "smallvec", "0.6.9", 0, ""),
+            pkg(Kind::Gem, "rack", "2.2.3+x", 0, ""),
+            pkg(Kind::Go, "github.com/Foo/bar/v2", "2.0.0-20230101000000-abcdef012345", 0, ""),
+        ];
+        let purls: Vec<String> = inv.packages.iter().map(|p| inv.purl(p)).collect();
+        assert_eq!(
+            purls,
+            [
+                "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=debian-12",
+                "pkg:pypi/flask-cors@3.0.8",
+                "pkg:pypi/zope-interface@5.0",
+                "pkg:npm/%40types/node@20.1.0",
+                "pkg:maven/org.apache.logging.log4j/log4j-core@2.19.0",
+                "pkg:cargo/smallvec@0.6.9",
+                "pkg:gem/rack@2.2.3%2Bx",
+                "pkg:golang/github.com/Foo/bar/v2@v2.0.0-20230101000000-abcdef012345",
+            ]
+        );
+        inv.os = Some(OsRelease { id: "rocky".into(), version_id: "9.3".into(), pretty_name: String::new() });
+        let rpm = with_arch(pkg(Kind::Rpm, "openssl-libs", "1:3.0.7-25.el9_3", 0, ""), "x86_64");
+        assert_eq!(inv.purl(&rpm), "pkg:rpm/rocky/openssl-libs@3.0.7-25.el9_3?arch=x86_64&distro=rocky-9.3&epoch=1");
+    }
+
+    #[test]
+    fn jars_are_named_by_pom_properties_then_file_name_never_by_title() {
+        let jar = |entries: &[(&str, &str)]| {
+            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            for (name, body) in entries {
+                z.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+                std::io::Write::write_all(&mut z, body.as_bytes()).unwrap();
+            }
+            z.finish().unwrap().into_inner()
+        };
+        let titled =
+            "Manifest-Version: 1.0\r\nImplementation-Title: Apache Log4j Core\r\nImplementation-Version: 2.19.0\r\n";
+        let with_pom = jar(&[
+            ("META-INF/MANIFEST.MF", titled),
+            (
+                "META-INF/maven/org.apache.logging.log4j/log4j-core/pom.properties",
+                "groupId=org.apache.logging.log4j\nartifactId=log4j-core\nversion=2.19.0\n",
+            ),
+        ]);
+        let bundle = jar(&[(
+            "META-INF/MANIFEST.MF",
+            "Implementation-Title: Jackson-core\r\nBundle-SymbolicName: com.fasterxml.jackson.core.jackson-core;singleton:=true\r\nBundle-Version: 2.14.0\r\n",
+        )]);
+        let bare = jar(&[("META-INF/MANIFEST.MF", "Implementation-Title: Some Library\r\n")]);
+        let layer = tar(&[
+            ("opt/a/log4j-core.jar", &with_pom, 0o644),
+            ("opt/a/jackson-core-2.14.0.jar", &bundle, 0o644),
+            ("opt/a/some-lib-1.2.jar", &bare, 0o644),
+            ("opt/a/titled.jar", &jar(&[("META-INF/MANIFEST.MF", titled)]), 0o644),
+        ]);
+        let mut s = LayerStack::new();
+        s.apply(0, &layer[..]).unwrap();
+        let got: Vec<(String, String)> = s.inventory().packages.into_iter().map(|p| (p.name, p.version)).collect();
+        assert_eq!(
+            got,
+            [
+                ("com.fasterxml.jackson.core:jackson-core".to_owned(), "2.14.0".to_owned()),
+                ("org.apache.logging.log4j:log4j-core".to_owned(), "2.19.0".to_owned()),
+                ("some-lib".to_owned(), "1.2".to_owned()),
+                ("titled".to_owned(), "2.19.0".to_owned()),
+            ]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Vulnerability matching for Berth, without I/O: version orderings per ecosystem
 //! ([`version`]), OSV advisories ([`osv`]) and an index that matches packages against them
-//! ([`db`]), with severities from CVSS vectors ([`cvss`]).
+//! ([`db`]), with severities from CVSS vectors ([`cvss`]); NVD, CVE List V5 and Debian
+//! security tracker data converted to OSV at import ([`formats`]).
 //!
 //! **Boundary:** pure: data in, findings out. No database, no network, no clock (callers
 //! pass the time where it matters). Reading layers, storing advisories and scheduling scans
@@ -13,6 +14,7 @@
 
 pub mod cvss;
 pub mod db;
+pub mod formats;
 pub mod inventory;
 pub mod osv;
 pub mod report;

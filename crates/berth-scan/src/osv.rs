@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cvss::{Severity, base_score};
+use crate::cvss::{Rating, Severity};
 use crate::version::{Ecosystem, Scheme, Version};
 
 /// An OSV record as stored (unknown fields are ignored).
@@ -80,6 +80,10 @@ pub struct OsvAffected {
     /// Affected versions, enumerated.
     #[serde(default)]
     pub versions: Vec<String>,
+    /// Free-form; Berth reads `status`, the distribution's own word for the state of this
+    /// package (`will not fix`, `end of life`), which its importers set.
+    #[serde(default)]
+    pub database_specific: Option<Value>,
 }
 
 /// A package in an ecosystem.
@@ -210,6 +214,8 @@ pub struct Entry {
     versions: Vec<Version>,
     /// Range events or listed versions that did not parse (the entry is still used).
     pub unparsable: usize,
+    /// The distribution's status of the package (`will not fix`), when its data says.
+    pub status: Option<String>,
 }
 
 impl Entry {
@@ -235,7 +241,8 @@ impl Entry {
                 None => unparsable += 1,
             }
         }
-        Some(Entry { name: ecosystem.normalize_name(&pkg.name), ecosystem, ranges, versions, unparsable })
+        let status = a.database_specific.as_ref().and_then(|d| d["status"].as_str()).map(str::to_owned);
+        Some(Entry { name: ecosystem.normalize_name(&pkg.name), ecosystem, ranges, versions, unparsable, status })
     }
 
     /// Does the entry affect version `v` (parsed here per range: a `SEMVER` range of a PyPI
@@ -274,10 +281,9 @@ pub struct Advisory {
     pub summary: String,
     /// The description.
     pub description: String,
-    /// Severity.
-    pub severity: Severity,
-    /// CVSS base score and vector (v3 preferred, else v4), when the record has one.
-    pub cvss: Option<(f64, String)>,
+    /// The record's own rating: from its CVSS vector (v3 preferred, else v4, else v2), else
+    /// its word (`database_specific.severity`: GHSA's, a distribution's urgency).
+    pub rating: Option<Rating>,
     /// Links.
     pub links: Vec<String>,
     /// Last change.
@@ -289,23 +295,19 @@ pub struct Advisory {
 impl Advisory {
     /// From a record (the caller skips withdrawn ones).
     pub fn from_record(r: &OsvRecord) -> Advisory {
-        // CVSS v3 when there is one (what NVD and Harbor show), else v4.
-        let mut cvss = None;
-        for kind in ["CVSS_V3", "CVSS_V4"] {
-            if let Some(s) = r.severity.iter().find(|s| s.kind == kind)
-                && let Some(score) = base_score(&s.score)
-            {
-                cvss = Some((score, s.score.clone()));
-                break;
-            }
-        }
         let db = r.database_specific.as_ref();
-        let rated = db.and_then(|d| d["severity"].as_str()).and_then(Severity::parse);
-        let severity = match (&cvss, rated) {
-            (Some((score, _)), _) => Severity::of_score(*score),
-            (None, Some(s)) => s,
-            (None, None) => Severity::Unknown,
-        };
+        // Who rated it: an importer names the source (`NVD`); else the record itself.
+        let source = db.and_then(|d| d["severity_source"].as_str()).unwrap_or(&r.id);
+        // CVSS v3 when there is one (what NVD and Harbor show), else v4, else v2.
+        let rating = ["CVSS_V3", "CVSS_V4", "CVSS_V2"]
+            .iter()
+            .find_map(|kind| {
+                r.severity.iter().filter(|s| s.kind == *kind).find_map(|s| Rating::of_vector(&s.score, source))
+            })
+            .or_else(|| {
+                let severity = db.and_then(|d| d["severity"].as_str()).and_then(Severity::parse)?;
+                Some(Rating { severity, score: None, vector: None, source: source.to_owned() })
+            });
         let mut aliases: Vec<String> = r.aliases.iter().chain(&r.upstream).filter(|a| **a != r.id).cloned().collect();
         aliases.sort();
         aliases.dedup();
@@ -314,8 +316,7 @@ impl Advisory {
             aliases,
             summary: r.summary.clone().unwrap_or_default(),
             description: r.details.clone().unwrap_or_default(),
-            severity,
-            cvss,
+            rating,
             links: r.references.iter().map(|x| x.url.clone()).collect(),
             modified: r.modified.clone(),
             informational: db.and_then(|d| d["informational"].as_str()).map(str::to_owned),
@@ -416,17 +417,26 @@ mod tests {
         )
         .unwrap();
         let a = Advisory::from_record(&r);
+        let rating = a.rating.as_ref().unwrap();
         assert_eq!(
-            (a.severity, a.display_id(), a.cvss.as_ref().map(|c| c.0)),
-            (Severity::Critical, "CVE-2020-1", Some(9.8))
+            (rating.severity, a.display_id(), rating.score, rating.source.as_str()),
+            (Severity::Critical, "CVE-2020-1", Some(9.8), "PYSEC-1")
         );
         let r: OsvRecord = serde_json::from_str(
             r#"{"id": "DEBIAN-CVE-2021-3449", "upstream": ["CVE-2021-3449"], "database_specific": {"severity": "MODERATE"}}"#,
         )
         .unwrap();
         let a = Advisory::from_record(&r);
-        assert_eq!((a.severity, a.display_id()), (Severity::Medium, "CVE-2021-3449"));
+        assert_eq!((a.rating.as_ref().unwrap().severity, a.display_id()), (Severity::Medium, "CVE-2021-3449"));
         let r: OsvRecord = serde_json::from_str(r#"{"id": "GO-2023-1"}"#).unwrap();
-        assert_eq!(Advisory::from_record(&r).severity, Severity::Unknown);
+        assert_eq!(Advisory::from_record(&r).rating, None);
+        // A v2 vector only, rated by an importer's source.
+        let r: OsvRecord = serde_json::from_str(
+            r#"{"id": "NVD-CVE-2014-0160", "aliases": ["CVE-2014-0160"], "database_specific": {"severity_source": "NVD"},
+                "severity": [{"type": "CVSS_V2", "score": "AV:N/AC:L/Au:N/C:P/I:N/A:N"}]}"#,
+        )
+        .unwrap();
+        let r = Advisory::from_record(&r).rating.unwrap();
+        assert_eq!((r.severity, r.score, r.source.as_str()), (Severity::Medium, Some(5.0), "NVD"));
     }
 }

@@ -10,7 +10,7 @@ use crate::db::{Database, Finding};
 use crate::inventory::Inventory;
 
 /// The findings of one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Findings, highest severity first.
     pub findings: Vec<Finding>,
@@ -20,6 +20,10 @@ pub struct Report {
     pub unparsable: usize,
     /// Package files that could not be read.
     pub unreadable: usize,
+    /// Why vulnerability scanning does not apply (a scratch image with nothing a scanner can
+    /// read, a Helm chart): no finding here is not a clean bill of health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
 }
 
 /// Counts per severity.
@@ -46,18 +50,48 @@ pub fn scan(inv: &Inventory, db: &Database) -> Report {
         }
         // Report the package as installed (the binary package, not its source).
         let installed = &inv.packages[i];
+        let purl = inv.purl(installed);
         findings.extend(m.findings.into_iter().map(|mut f| {
             f.package = installed.name.clone();
             f.version = installed.version.clone();
+            f.purl = purl.clone();
+            f.evidence = installed.evidence;
             f
         }));
     }
-    // One finding per (id, package, version) even when several binaries share a source.
+    // One finding per (id, package, version) even when several binaries share a source (or
+    // a lock file names what is installed too: the installed one is kept).
     findings.sort_by(|a, b| {
-        b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.package.cmp(&b.package))
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.package.cmp(&b.package))
+            .then_with(|| a.version.cmp(&b.version))
+            .then_with(|| a.evidence.cmp(&b.evidence))
     });
     findings.dedup_by(|a, b| a.id == b.id && a.package == b.package && a.version == b.version);
-    Report { findings, packages: inv.packages.len(), unparsable, unreadable: inv.unreadable }
+    let not_applicable = (inv.os.is_none() && inv.packages.is_empty() && inv.unreadable == 0).then(|| {
+        "no operating system and no package metadata were found (a scratch or static image): there is nothing \
+         to match against advisories"
+            .to_owned()
+    });
+    Report { findings, packages: inv.packages.len(), unparsable, unreadable: inv.unreadable, not_applicable }
+}
+
+/// Why an artifact is not scanned for vulnerabilities, from its config media type or artifact
+/// type (`None` for container images).
+pub fn not_an_image(config_media_type: &str, artifact_type: Option<&str>) -> Option<String> {
+    const IMAGE_CONFIGS: &[&str] =
+        &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+    if IMAGE_CONFIGS.contains(&config_media_type) {
+        return None;
+    }
+    let what = artifact_type.filter(|t| !t.is_empty()).unwrap_or(config_media_type);
+    let kind = match what {
+        "application/vnd.cncf.helm.config.v1+json" => "a Helm chart".to_owned(),
+        _ => format!("an artifact of type {what}"),
+    };
+    Some(format!("{kind} is not a container image: there is nothing to scan for vulnerabilities"))
 }
 
 impl Report {

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, Kind};
+use crate::inventory::{Evidence, Inventory, Kind};
 
 /// The image an SBOM describes.
 #[derive(Debug, Clone)]
@@ -55,6 +55,12 @@ pub fn cyclonedx(inv: &Inventory, s: &Subject<'_>, d: &DocInfo<'_>) -> Value {
         if let Some(v) = &p.source_version {
             props.push(json!({"name": "berth:source:version", "value": v}));
         }
+        if p.evidence == Evidence::Lockfile {
+            props.push(json!({"name": "berth:evidence", "value": "lockfile"}));
+        }
+        if let Some(r) = &p.revision {
+            props.push(json!({"name": "berth:vcs:revision", "value": r}));
+        }
         let (group, name) = match (p.kind, p.name.split_once(':')) {
             (Kind::Maven, Some((g, a))) => (Some(g), a),
             _ => (None, p.name.as_str()),
@@ -82,7 +88,7 @@ pub fn cyclonedx(inv: &Inventory, s: &Subject<'_>, d: &DocInfo<'_>) -> Value {
             "tools": {"components": [{"type": "application", "name": "berth", "version": d.tool_version}]},
             "component": {
                 "type": "container", "bom-ref": "image", "name": s.repository, "version": s.digest,
-                "purl": format!("pkg:oci/{}@{}", s.repository.rsplit('/').next().unwrap_or(s.repository), s.digest.replace(':', "%3A")),
+                "purl": format!("pkg:oci/{}@{}", s.repository.rsplit('/').next().unwrap_or(s.repository), s.digest),
             },
         },
         "components": components,
@@ -124,6 +130,12 @@ pub fn spdx(inv: &Inventory, s: &Subject<'_>, d: &DocInfo<'_>) -> Value {
             comment.push_str(&format!(", {l}"));
         }
         comment.push(')');
+        if p.evidence == Evidence::Lockfile {
+            comment.push_str("; named by a lock file, not installed metadata");
+        }
+        if let Some(r) = &p.revision {
+            comment.push_str(&format!("; built from revision {r}"));
+        }
         if let Some(src) = &p.source_name {
             comment.push_str(&format!("; source package {src} {}", p.source_version.as_deref().unwrap_or(&p.version)));
         }
@@ -160,7 +172,7 @@ pub fn spdx(inv: &Inventory, s: &Subject<'_>, d: &DocInfo<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{InstalledPackage, OsRelease};
+    use crate::inventory::{Evidence, InstalledPackage, OsRelease};
 
     #[test]
     fn both_formats_list_every_package() {
@@ -177,6 +189,8 @@ mod tests {
                     path: "var/lib/dpkg/status".into(),
                     arch: Some("amd64".into()),
                     license: None,
+                    evidence: Evidence::Lockfile,
+                    revision: None,
                 },
                 InstalledPackage {
                     kind: Kind::Maven,
@@ -188,6 +202,8 @@ mod tests {
                     path: "app.jar!/META-INF/maven/x/pom.properties".into(),
                     arch: None,
                     license: Some("Apache-2.0".into()),
+                    evidence: Evidence::Installed,
+                    revision: Some("0123abc".into()),
                 },
             ],
             unreadable: 0,
@@ -205,7 +221,20 @@ mod tests {
         assert_eq!(c["components"][1]["purl"], "pkg:deb/debian/libssl3@3.0.11-1~deb12u1?arch=amd64&distro=debian-12");
         assert_eq!(c["components"][2]["group"], "org.apache.logging.log4j");
         assert_eq!(c["components"][2]["purl"], "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1");
+        let prop = |i: usize, name: &str| {
+            c["components"][i]["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["value"].clone())
+        };
+        assert_eq!(prop(1, "berth:evidence"), Some(serde_json::json!("lockfile")));
+        assert_eq!(prop(2, "berth:evidence"), None);
+        assert_eq!(prop(2, "berth:vcs:revision"), Some(serde_json::json!("0123abc")));
         let x = spdx(&inv, &s, &d);
+        assert!(x["packages"][2]["comment"].as_str().unwrap().contains("named by a lock file"));
+        assert!(x["packages"][3]["comment"].as_str().unwrap().contains("built from revision 0123abc"));
         assert_eq!(x["packages"].as_array().unwrap().len(), 4);
         assert_eq!(x["relationships"].as_array().unwrap().len(), 4);
         assert_eq!(x["packages"][2]["SPDXID"], "SPDXRef-Package-deb-0");

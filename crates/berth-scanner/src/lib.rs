@@ -84,6 +84,19 @@ fn collect_jsonl(reader: impl std::io::BufRead) -> anyhow::Result<Collected> {
     Ok((out, withdrawn, invalid))
 }
 
+/// One JSON document: an OSV record, or NVD, CVE List V5 or Debian security tracker data
+/// converted to OSV records (`berth_scan::formats`).
+fn push_document(text: &str, c: &mut Collected) {
+    match berth_scan::formats::to_osv(text) {
+        Ok(records) => {
+            for r in records {
+                push_record(&r.to_string(), &mut c.0, &mut c.1, &mut c.2);
+            }
+        }
+        Err(_) => c.2 += 1,
+    }
+}
+
 fn push_record(text: &str, out: &mut Vec<(String, String, String)>, withdrawn: &mut usize, invalid: &mut usize) {
     match serde_json::from_str::<OsvRecord>(text) {
         Ok(r) => {
@@ -99,9 +112,11 @@ fn push_record(text: &str, out: &mut Vec<(String, String, String)>, withdrawn: &
     }
 }
 
-/// Read one path: a `*.jsonl[.gz]` file, a `*.json` record, a `*.zip` of records, or a
-/// directory of any of these (each file of JSON Lines is a source; loose `*.json` files of a
-/// directory together are one source named after the directory).
+/// Read one path: a `*.jsonl[.gz]` file of OSV records, a `*.json[.gz]` document (an OSV
+/// record, an NVD CVE JSON 2.0 feed, a CVE List V5 record, the Debian security tracker's
+/// JSON), a `*.zip` of documents, or a directory of any of these (each file of JSON Lines or
+/// whole feed is a source; loose `*.json` files of a directory together are one source named
+/// after the directory).
 fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
     let mut out = Vec::new();
     if path.is_dir() {
@@ -115,8 +130,8 @@ fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
                 out.extend(read_sources(&p)?);
             } else if name.ends_with(".json") {
                 let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-                push_record(&text, &mut loose.0, &mut loose.1, &mut loose.2);
-            } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") || name.ends_with(".zip") {
+                push_document(&text, &mut loose);
+            } else if name.ends_with(".jsonl") || name.ends_with(".gz") || name.ends_with(".zip") {
                 out.extend(read_sources(&p)?);
             }
         }
@@ -127,7 +142,15 @@ fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
     }
     let name = path.to_string_lossy().into_owned();
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let collected = if name.ends_with(".gz") {
+    let collected = if name.ends_with(".json.gz") {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(file)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut c: Collected = (Vec::new(), 0, 0);
+        push_document(&text, &mut c);
+        c
+    } else if name.ends_with(".gz") {
         collect_jsonl(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file)))?
     } else if name.ends_with(".jsonl") {
         collect_jsonl(std::io::BufReader::new(file))?
@@ -141,16 +164,16 @@ fn read_sources(path: &Path) -> anyhow::Result<Vec<(String, Collected)>> {
             }
             let mut text = String::new();
             f.read_to_string(&mut text)?;
-            push_record(&text, &mut c.0, &mut c.1, &mut c.2);
+            push_document(&text, &mut c);
         }
         c
     } else if name.ends_with(".json") {
         let text = std::fs::read_to_string(path)?;
         let mut c: Collected = (Vec::new(), 0, 0);
-        push_record(&text, &mut c.0, &mut c.1, &mut c.2);
+        push_document(&text, &mut c);
         c
     } else {
-        bail!("{}: expected a directory, *.json, *.jsonl, *.jsonl.gz or *.zip", path.display());
+        bail!("{}: expected a directory, *.json, *.json.gz, *.jsonl, *.jsonl.gz or *.zip", path.display());
     };
     out.push((stem(path), collected));
     Ok(out)
@@ -434,10 +457,20 @@ impl Scanner {
         let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
         let bytes = m.bytes.context("manifest bytes")?;
         let manifest: Value = serde_json::from_slice(&bytes)?;
-        let deadline = std::time::Instant::now() + self.budget;
-        let (inv, layers) = self.inventory_of(repo, &manifest, deadline).await?;
         let now = berth_auth::now_ms();
         let d = digest.to_string();
+        // A Helm chart or another artifact: no layer is read, no inventory kept, and the report
+        // says why there are no findings.
+        let config_type = manifest["config"]["mediaType"].as_str().unwrap_or("");
+        if let Some(why) = berth_scan::report::not_an_image(config_type, manifest["artifactType"].as_str()) {
+            let report = Report { not_applicable: Some(why), ..Report::default() };
+            self.store
+                .complete_scan(&d, repo.as_str(), Ok((&serde_json::to_string(&report)?, generation)), now)
+                .await?;
+            return Ok(report);
+        }
+        let deadline = std::time::Instant::now() + self.budget;
+        let (inv, layers) = self.inventory_of(repo, &manifest, deadline).await?;
         self.store
             .put_inventory(&d, &serde_json::to_string(&json!({"inventory": inv, "layers": layers}))?, now)
             .await?;
@@ -463,11 +496,13 @@ impl Scanner {
         let m = self.registry.manifest_get(repo, &Reference::Digest(digest.clone()), true).await?;
         let manifest: Value = serde_json::from_slice(&m.bytes.context("manifest bytes")?)?;
         let Some(children) = manifest["manifests"].as_array() else { return Ok(None) };
-        let mut all = Report { findings: Vec::new(), packages: 0, unparsable: 0, unreadable: 0 };
+        let mut all = Report::default();
+        let mut not_applicable = Vec::new();
         for c in children {
             let Some(cd) = c["digest"].as_str() else { continue };
             let Some(text) = self.store.scan(cd).await?.and_then(|r| r.report) else { continue };
             let r: Report = serde_json::from_str(&text)?;
+            not_applicable.extend(r.not_applicable.clone());
             all.packages += r.packages;
             all.unparsable += r.unparsable;
             all.unreadable += r.unreadable;
@@ -478,6 +513,10 @@ impl Scanner {
             }
         }
         all.findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
+        // Not applicable only when it applies to none of the images.
+        if !children.is_empty() && not_applicable.len() == children.len() {
+            all.not_applicable = not_applicable.into_iter().next();
+        }
         Ok(Some(all))
     }
 

@@ -352,7 +352,9 @@ fn scan_words(a: &Value) -> String {
     match o["scan_status"].as_str() {
         Some("Success") => {
             let total = o["summary"]["total"].as_i64().unwrap_or(0);
-            if total == 0 {
+            if total == 0 && o["not_applicable"].is_string() {
+                "not applicable".into()
+            } else if total == 0 {
                 "no findings".into()
             } else {
                 format!("{}: {total} ({} fixable)", cell(&o["severity"]), o["summary"]["fixable"].as_i64().unwrap_or(0))
@@ -469,16 +471,28 @@ pub async fn scan(args: &ApiArgs, cmd: ScanCommand) -> anyhow::Result<()> {
                         cell(&f["package"]),
                         cell(&f["version"]),
                         cell(&f["fix_version"]),
-                        f["preferred_cvss"]["score_v3"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default(),
+                        f["vendor_attributes"]["cvss"]["score"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default(),
+                        cell(&f["vendor_attributes"]["severity_source"]),
+                        cell(&f["vendor_attributes"]["status"]),
                     ]
                 });
-                println!("{}", table(&["VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN", "CVSS"], rows));
                 println!(
-                    "{} findings ({} fixable), highest {}",
-                    report["summary"]["total"],
-                    report["summary"]["fixable"],
-                    cell(&report["severity"])
+                    "{}",
+                    table(
+                        &["VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN", "CVSS", "RATED BY", "STATUS"],
+                        rows
+                    )
                 );
+                if let Some(why) = report["not_applicable"].as_str() {
+                    println!("Not applicable: {why}");
+                } else {
+                    println!(
+                        "{} findings ({} fixable), highest {}",
+                        report["summary"]["total"],
+                        report["summary"]["fixable"],
+                        cell(&report["severity"])
+                    );
+                }
             }
         }
         ScanCommand::All { wait } => {
@@ -1331,6 +1345,7 @@ fn enc(s: &str) -> String {
 fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        Value::Null => String::new(),
         other => other.to_string(),
     }
 }

