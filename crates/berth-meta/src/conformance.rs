@@ -455,11 +455,18 @@ pub async fn run_scan<S: crate::ScanStore + crate::EventLog>(store: &S) {
     let rec = |id: &str| (id.to_owned(), "2026".to_owned(), format!("{{\"id\":\"{id}\"}}"));
     assert_eq!(store.import_vulns(&src("a", 2), &[rec("A-1"), rec("A-2")]).await.unwrap(), 1);
     assert_eq!(store.import_vulns(&src("b", 1), &[rec("B-1")]).await.unwrap(), 2);
-    assert_eq!(store.vuln_records().await.unwrap().len(), 3);
+    assert_eq!(store.vuln_records_after("", 10).await.unwrap().len(), 3);
     // a re-import replaces its source only
     assert_eq!(store.import_vulns(&src("a", 1), &[rec("A-3")]).await.unwrap(), 3);
-    let all = store.vuln_records().await.unwrap();
-    assert_eq!(all, vec!["{\"id\":\"A-3\"}".to_owned(), "{\"id\":\"B-1\"}".to_owned()]);
+    let all = store.vuln_records_after("", 10).await.unwrap();
+    assert_eq!(
+        all,
+        vec![("A-3".to_owned(), "{\"id\":\"A-3\"}".to_owned()), ("B-1".to_owned(), "{\"id\":\"B-1\"}".to_owned())]
+    );
+    // pages, in id order
+    assert_eq!(store.vuln_records_after("", 1).await.unwrap()[0].0, "A-3");
+    assert_eq!(store.vuln_records_after("A-3", 1).await.unwrap()[0].0, "B-1");
+    assert!(store.vuln_records_after("B-1", 1).await.unwrap().is_empty());
     let sources = store.vuln_sources().await.unwrap();
     assert_eq!(sources.iter().map(|s| (s.name.as_str(), s.records)).collect::<Vec<_>>(), vec![("a", 1), ("b", 1)]);
     assert_eq!(store.vuln_generation().await.unwrap(), 3);
@@ -467,8 +474,8 @@ pub async fn run_scan<S: crate::ScanStore + crate::EventLog>(store: &S) {
     store.put_inventory("sha256:1", "{\"inventory\":1}", 10).await.unwrap();
     store.put_inventory("sha256:1", "{\"inventory\":2}", 11).await.unwrap();
     assert_eq!(store.inventory("sha256:1").await.unwrap().as_deref(), Some("{\"inventory\":2}"));
-    assert_eq!(store.inventory_digests().await.unwrap(), vec!["sha256:1".to_owned()]);
     assert_eq!(store.scan("sha256:1").await.unwrap(), None);
+    assert!(store.inventories_after("", 10).await.unwrap().is_empty(), "no scan record yet");
     store.set_scan_state("sha256:1", "p/a", "queued", None, 20).await.unwrap();
     store.set_scan_state("sha256:1", "p/a", "running", None, 21).await.unwrap();
     store.complete_scan("sha256:1", "p/a", Ok(("{\"r\":1}", 3)), 22).await.unwrap();
@@ -485,6 +492,20 @@ pub async fn run_scan<S: crate::ScanStore + crate::EventLog>(store: &S) {
         ("failed", Some("broken layer"), Some("{\"r\":1}"))
     );
     assert_eq!(store.scans().await.unwrap().len(), 1);
+    assert_eq!(
+        store.inventories_after("", 10).await.unwrap(),
+        vec![("sha256:1".to_owned(), "{\"inventory\":2}".to_owned(), "p/a".to_owned())]
+    );
+    assert!(store.inventories_after("sha256:1", 10).await.unwrap().is_empty());
+    // Reports written in one go; one without an inventory (an index) is listed as such.
+    let rows = vec![
+        ("sha256:1".to_owned(), "p/a".to_owned(), "{\"r\":2}".to_owned()),
+        ("sha256:9".to_owned(), "p/a".to_owned(), "{\"r\":9}".to_owned()),
+    ];
+    store.put_reports(&rows, 4, 31).await.unwrap();
+    let s = store.scan("sha256:1").await.unwrap().unwrap();
+    assert_eq!((s.status.as_str(), s.report.as_deref(), s.generation, s.error), ("done", Some("{\"r\":2}"), 4, None));
+    assert_eq!(store.reports_without_inventory().await.unwrap(), vec![("sha256:9".to_owned(), "p/a".to_owned())]);
     // Both outcomes are logged as `scan.completed`, in the same transactions.
     let q = crate::EventQuery { kinds: vec![crate::EventKind::ScanCompleted], limit: 10, ..Default::default() };
     let done = store.query_events(&q).await.unwrap();

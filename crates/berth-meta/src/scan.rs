@@ -63,8 +63,9 @@ pub struct ScanRecord {
 pub trait ScanStore: Send + Sync + 'static {
     /// Replace the records of `source` with `records` (`(id, modified, json)`); returns the new generation.
     async fn import_vulns(&self, source: &VulnSource, records: &[(String, String, String)]) -> Result<i64, MetaError>;
-    /// Every stored record (JSON).
-    async fn vuln_records(&self) -> Result<Vec<String>, MetaError>;
+    /// Up to `limit` records `(id, json)` with ids after `after`, in id order (a page: an
+    /// index is built without holding every record's text at once).
+    async fn vuln_records_after(&self, after: &str, limit: i64) -> Result<Vec<(String, String)>, MetaError>;
     /// The current generation (0 before any import).
     async fn vuln_generation(&self) -> Result<i64, MetaError>;
     /// Imported sources.
@@ -74,8 +75,12 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn put_inventory(&self, digest: &str, inventory: &str, now: i64) -> Result<(), MetaError>;
     /// A manifest's inventory.
     async fn inventory(&self, digest: &str) -> Result<Option<String>, MetaError>;
-    /// Digests of every stored inventory.
-    async fn inventory_digests(&self) -> Result<Vec<String>, MetaError>;
+    /// Up to `limit` stored inventories with a scan record, after digest `after` in digest
+    /// order: `(digest, inventory, repository)`.
+    async fn inventories_after(&self, after: &str, limit: i64) -> Result<Vec<(String, String, String)>, MetaError>;
+    /// `(digest, repository)` of reports without an inventory of their own (indexes, and
+    /// artifacts scanning does not apply to).
+    async fn reports_without_inventory(&self) -> Result<Vec<(String, String)>, MetaError>;
 
     /// Record a scan's state (keeps an earlier report until a new one replaces it).
     async fn set_scan_state(
@@ -95,6 +100,9 @@ pub trait ScanStore: Send + Sync + 'static {
         generation: i64,
         now: i64,
     ) -> Result<(), MetaError>;
+    /// Store finished reports `(digest, repository, report)` of one generation, in one
+    /// transaction (a re-evaluation writes them by the hundred).
+    async fn put_reports(&self, rows: &[(String, String, String)], generation: i64, now: i64) -> Result<(), MetaError>;
     /// Store the outcome of a scan — `Ok((report, generation))` or `Err(error)` — and log
     /// `scan.completed` (by `system`), in one transaction.
     async fn complete_scan(
@@ -240,8 +248,13 @@ impl ScanStore for SqlMetaStore {
         Ok(g)
     }
 
-    async fn vuln_records(&self) -> Result<Vec<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT record FROM vuln_records ORDER BY id").fetch_all(self.pool()).await?)
+    async fn vuln_records_after(&self, after: &str, limit: i64) -> Result<Vec<(String, String)>, MetaError> {
+        let rows = sqlx::query("SELECT id, record FROM vuln_records WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("record")?))).collect()
     }
 
     async fn vuln_generation(&self) -> Result<i64, MetaError> {
@@ -288,8 +301,26 @@ impl ScanStore for SqlMetaStore {
             .await?)
     }
 
-    async fn inventory_digests(&self) -> Result<Vec<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT digest FROM inventories ORDER BY digest").fetch_all(self.pool()).await?)
+    async fn inventories_after(&self, after: &str, limit: i64) -> Result<Vec<(String, String, String)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT i.digest, i.inventory, s.repo FROM inventories i JOIN scan_reports s ON s.digest = i.digest
+             WHERE i.digest > $1 ORDER BY i.digest LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("digest")?, r.try_get("inventory")?, r.try_get("repo")?))).collect()
+    }
+
+    async fn reports_without_inventory(&self) -> Result<Vec<(String, String)>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT digest, repo FROM scan_reports s WHERE report IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM inventories i WHERE i.digest = s.digest) ORDER BY digest",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("digest")?, r.try_get("repo")?))).collect()
     }
 
     async fn set_scan_state(
@@ -337,6 +368,27 @@ impl ScanStore for SqlMetaStore {
         .bind(now)
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    async fn put_reports(&self, rows: &[(String, String, String)], generation: i64, now: i64) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        for (digest, repo, report) in rows {
+            sqlx::query(
+                "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
+                 VALUES ($1, $2, 'done', NULL, $3, $4, $5, $5)
+                 ON CONFLICT (digest) DO UPDATE SET status = 'done', error = NULL, report = excluded.report,
+                 generation = excluded.generation, finished_at = excluded.finished_at",
+            )
+            .bind(digest)
+            .bind(repo)
+            .bind(report)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::cvss::{Rating, Severity};
 use crate::inventory::Evidence;
-use crate::osv::{Advisory, Entry, OsvRecord};
+use crate::osv::{Advisory, Entry, Interner, OsvRecord};
 use crate::version::Ecosystem;
 
 /// An installed package to match.
@@ -97,6 +97,8 @@ pub struct Database {
     ratings: HashMap<String, (u8, Arc<Rating>)>,
     /// Scores-only records (NVD, CVE records: no `affected`) read.
     pub scores: usize,
+    /// Parsed versions, shared by every entry that names them.
+    interner: Interner,
 }
 
 impl Database {
@@ -114,7 +116,7 @@ impl Database {
         let idx = self.advisories.len();
         let mut used = false;
         for a in &r.affected {
-            match Entry::build(a) {
+            match Entry::build_with(a, &mut self.interner) {
                 Some(e) => {
                     self.unparsable_versions += e.unparsable;
                     let key = (e.ecosystem.family(), e.name.clone());

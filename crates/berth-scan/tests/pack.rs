@@ -38,9 +38,21 @@ fn ids(db: &Database, p: &Package) -> Vec<String> {
     db.matches(p).findings.iter().flat_map(|f| f.ids.clone()).collect()
 }
 
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    kb / 1024
+}
+
 #[test]
 fn the_real_pack_loads_and_matches() {
+    let before = rss_mib();
     let db = load();
+    // The index of the whole pack (39,268 records) is bounded: under 200 MiB of RSS.
+    let grown = rss_mib().saturating_sub(before);
+    eprintln!("the index of the whole pack takes {grown} MiB of RSS");
+    assert!(grown < 200, "{grown} MiB");
     // Counts from the pack's MANIFEST: 39,268 records in all, 40 of them withdrawn.
     assert_eq!(db.records + db.withdrawn, 2661 + 1206 + 4291 + 475 + 2 + 22994 + 7639);
     assert_eq!(db.withdrawn, 40);

@@ -233,8 +233,15 @@ pub struct Scanner {
     registry: Arc<Registry>,
     store: Arc<SqlMetaStore>,
     db: RwLock<Option<(i64, Arc<Database>)>>,
+    /// Held while an index is built: one build at a time, however many scans ask.
+    building: tokio::sync::Mutex<()>,
     budget: std::time::Duration,
 }
+
+/// Advisory records read from the database per page while an index is built, and stored
+/// inventories per batch of a re-evaluation (one transaction writes a batch's reports).
+const PAGE: i64 = 2_000;
+const BATCH: i64 = 250;
 
 /// How long one scan may take by default (`scanner.timeout`).
 pub const DEFAULT_BUDGET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -265,7 +272,7 @@ fn is_fs_layer(media_type: &str) -> bool {
 impl Scanner {
     /// A scanner over the registry and metadata store.
     pub fn new(registry: Arc<Registry>, store: Arc<SqlMetaStore>) -> Scanner {
-        Scanner { registry, store, db: RwLock::new(None), budget: DEFAULT_BUDGET }
+        Scanner { registry, store, db: RwLock::new(None), building: Default::default(), budget: DEFAULT_BUDGET }
     }
 
     /// With a time budget per scan (`scanner.timeout`): a scan past it fails with a reason.
@@ -282,17 +289,32 @@ impl Scanner {
         {
             return Ok((*g, db.clone()));
         }
-        let records = self.store.vuln_records().await?;
-        let db = tokio::task::spawn_blocking(move || {
-            let mut db = Database::new();
-            for r in &records {
-                if let Ok(rec) = serde_json::from_str::<OsvRecord>(r) {
-                    db.add(&rec);
+        let _one_build = self.building.lock().await;
+        if let Some((g, db)) = self.db.read().await.as_ref()
+            && *g == generation
+        {
+            return Ok((*g, db.clone())); // built while this waited
+        }
+        // The old index goes first (scans still using it keep it until they end): two whole
+        // indexes are never held for one cache.
+        *self.db.write().await = None;
+        // Records are read a page at a time, so their text is never all in memory at once.
+        let mut db = Database::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.vuln_records_after(&after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            db = tokio::task::spawn_blocking(move || {
+                for (_, r) in &page {
+                    if let Ok(rec) = serde_json::from_str::<OsvRecord>(r) {
+                        db.add(&rec);
+                    }
                 }
-            }
-            db
-        })
-        .await?;
+                db
+            })
+            .await?;
+        }
         info!(generation, advisories = db.len(), "loaded the vulnerability database");
         let db = Arc::new(db);
         *self.db.write().await = Some((generation, db.clone()));
@@ -580,42 +602,69 @@ impl Scanner {
     async fn reevaluate_once(&self) -> anyhow::Result<(usize, i64)> {
         let (generation, db) = self.database().await?;
         let mut n = 0;
-        for digest in self.store.inventory_digests().await? {
-            let Some(text) = self.store.inventory(&digest).await? else { continue };
-            let stored: StoredInventory = serde_json::from_str(&text)?;
-            let Some(rec) = self.store.scan(&digest).await? else { continue };
-            let report = scan(&stored.inventory, &db);
-            self.store
-                .put_report(&digest, &rec.repo, &serde_json::to_string(&report)?, generation, berth_auth::now_ms())
-                .await?;
-            n += 1;
+        let mut after = String::new();
+        // A batch at a time, matched on two blocking threads (half each) while the previous
+        // batch's reports are written in one transaction.
+        let mut writing: Option<Vec<(String, String, String)>> = None;
+        loop {
+            let batch = self.store.inventories_after(&after, BATCH).await?;
+            let Some((last, _, _)) = batch.last() else { break };
+            after = last.clone();
+            let write = async {
+                match writing.take() {
+                    Some(w) => self.store.put_reports(&w, generation, berth_auth::now_ms()).await,
+                    None => Ok(()),
+                }
+            };
+            let (written, reports) = tokio::join!(write, rematch(batch, db.clone()));
+            written?;
+            let reports = reports?;
+            n += reports.len();
+            writing = Some(reports);
+        }
+        if let Some(w) = writing {
+            self.store.put_reports(&w, generation, berth_auth::now_ms()).await?;
         }
         // Indexes have no inventory of their own: their report is the union of their images'
         // (just re-evaluated); only manifest bytes are read, never a layer.
-        for rec in self.store.scans().await? {
-            if rec.report.is_none() || self.store.inventory(&rec.digest).await?.is_some() {
-                continue;
-            }
-            let (Ok(repo), Ok(digest)) = (rec.repo.parse::<RepoName>(), rec.digest.parse::<Digest>()) else { continue };
+        for (d, r) in self.store.reports_without_inventory().await? {
+            let (Ok(repo), Ok(digest)) = (r.parse::<RepoName>(), d.parse::<Digest>()) else { continue };
             match self.index_report(&repo, &digest).await {
                 Ok(Some(all)) => {
                     self.store
-                        .put_report(
-                            &rec.digest,
-                            &rec.repo,
-                            &serde_json::to_string(&all)?,
-                            generation,
-                            berth_auth::now_ms(),
-                        )
+                        .put_reports(&[(d, r, serde_json::to_string(&all)?)], generation, berth_auth::now_ms())
                         .await?;
                 }
                 Ok(None) => {}
-                Err(e) => warn!(error = %format!("{e:#}"), digest = %rec.digest, "re-evaluating an index failed"),
+                Err(e) => warn!(error = %format!("{e:#}"), digest = %d, "re-evaluating an index failed"),
             }
         }
         info!(generation, inventories = n, "re-evaluated stored inventories");
         Ok((n, generation))
     }
+}
+
+/// Match stored inventories `(digest, inventory, repository)` again: `(digest, repository,
+/// report)`, on two blocking threads (half the batch each).
+async fn rematch(
+    mut batch: Vec<(String, String, String)>,
+    db: Arc<Database>,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let half = batch.split_off(batch.len() / 2);
+    let run = |part: Vec<(String, String, String)>, db: Arc<Database>| {
+        tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|(digest, text, repo)| {
+                    let stored: StoredInventory = serde_json::from_str(&text)?;
+                    Ok((digest, repo, serde_json::to_string(&scan(&stored.inventory, &db))?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+    };
+    let (a, b) = tokio::join!(run(batch, db.clone()), run(half, db));
+    let mut out = a??;
+    out.extend(b??);
+    Ok(out)
 }
 
 /// Most RPM header rows read from one database, and most bytes of them in all.

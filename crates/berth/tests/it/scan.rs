@@ -472,6 +472,21 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
     ] {
         assert!(purls.contains(&want), "{want} not in {purls:?}");
     }
+    // The binary built from a git checkout: its main module's pseudo-version and revision.
+    let vcs = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["purl"] == "pkg:golang/example.com/berth/scanfixture@v0.0.0-20260102030405-c7ef40c825a8")
+        .unwrap_or_else(|| panic!("{purls:?}"));
+    assert!(
+        vcs["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "berth:vcs:revision" && p["value"] == "c7ef40c825a8dfd087a0c329b8162b22d47fb866"),
+        "{vcs}"
+    );
     assert!(purls.iter().any(|p| p.starts_with("pkg:deb/debian/libssl3@")), "{purls:?}");
     assert!(purls.iter().any(|p| p.starts_with("pkg:maven/org.apache.logging.log4j/log4j-core@")), "{purls:?}");
     let layer_of_lodash = cdx["components"]

@@ -211,7 +211,7 @@ PY
     fi
     echo "$root/go"
 }
-if section go "${GO_VERSIONS[*]} $(cat "$HERE/go/main.go" "$HERE/go/go.mod" | sha256sum | cut -c1-16)"; then
+if section go "${GO_VERSIONS[*]} vcs1 $(cat "$HERE/go/main.go" "$HERE/go/go.mod" | sha256sum | cut -c1-16)"; then
     mkdir -p "$NEW/usr/local/bin"
     src=$(mktemp -d)
     cp "$HERE/go/main.go" "$HERE/go/go.mod" "$src/"
@@ -224,6 +224,20 @@ if section go "${GO_VERSIONS[*]} $(cat "$HERE/go/main.go" "$HERE/go/go.mod" | sh
         (cd "$NEW/usr/local/bin" && "$goroot/bin/go" version -m "hello-go$ver") \
             >"$CACHE/go/hello-go$ver.buildinfo.txt"
     done
+    # The same program built from a git checkout by the newest toolchain: the build info then
+    # carries vcs.revision, and Go 1.24+ stamps the main module with a pseudo-version. The
+    # commit is reproducible (fixed author, dates and message), so its hash is too.
+    ver=${GO_VERSIONS[-1]}
+    goroot=$(go_toolchain "$ver")
+    (cd "$src" && git init -q && git add main.go go.mod \
+        && env GIT_AUTHOR_NAME=berth GIT_AUTHOR_EMAIL=berth@example.com GIT_COMMITTER_NAME=berth \
+            GIT_COMMITTER_EMAIL=berth@example.com GIT_AUTHOR_DATE=2026-01-02T03:04:05Z \
+            GIT_COMMITTER_DATE=2026-01-02T03:04:05Z git -c commit.gpgsign=false commit -q -m fixture \
+        && env GOROOT="$goroot" GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod \
+            GOCACHE="$CACHE/go/build-cache" GOPATH="$CACHE/go/gopath" CGO_ENABLED=0 GOOS=linux GOARCH=amd64 \
+            "$goroot/bin/go" build -buildvcs=true -trimpath -ldflags=-buildid= -o "$NEW/usr/local/bin/hello-vcs-go$ver" .)
+    (cd "$NEW/usr/local/bin" && "$goroot/bin/go" version -m "hello-vcs-go$ver") \
+        >"$CACHE/go/hello-vcs-go$ver.buildinfo.txt"
     rm -rf "$src"
     done_section go
 fi
