@@ -109,6 +109,11 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             ("gc", "storage", what, "success", None)
         }
         EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
+        EventKind::SettingsChanged => {
+            let changed = ev.data.get("changed").and_then(|c| c.as_object());
+            let what: Vec<String> = changed.into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+            ("update", "configuration", what.join(", "), "success", None)
+        }
     };
     // Pulls and failed logins repeat (a CI job, a misconfigured client): counted, and added
     // to the latest identical entry of the last hour.

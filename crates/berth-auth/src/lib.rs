@@ -80,6 +80,69 @@ pub struct AuthConfig {
     pub credential_cache_ttl: Duration,
 }
 
+/// The settings an administrator may change at run time (Harbor's `PUT /configurations`,
+/// under Harbor's keys), over the file's: stored in the database, logged as
+/// `settings.changed`, and applied by every replica that sees the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// `project_creation_restriction`: `adminonly` or `everyone`.
+    pub project_creation_admin_only: bool,
+    /// `token_expiration`, in minutes.
+    pub token_ttl: Duration,
+    /// `session_timeout`, in minutes.
+    pub session_ttl: Duration,
+}
+
+impl RuntimeSettings {
+    /// Harbor's keys of the settings that can change at run time.
+    pub const KEYS: &'static [&'static str] = &["project_creation_restriction", "session_timeout", "token_expiration"];
+
+    /// The file's values.
+    pub fn of(cfg: &AuthConfig) -> RuntimeSettings {
+        RuntimeSettings {
+            project_creation_admin_only: cfg.project_creation_admin_only,
+            token_ttl: cfg.token_ttl,
+            session_ttl: cfg.session_ttl,
+        }
+    }
+
+    /// Set one, by Harbor's key, checking its value; the message says what is accepted.
+    pub fn set(&mut self, key: &str, value: &serde_json::Value) -> Result<(), String> {
+        let minutes = |v: &serde_json::Value| -> Result<Duration, String> {
+            let m = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+            match m {
+                Some(m) if (1..=525_600).contains(&m) => Ok(Duration::from_secs(m * 60)),
+                _ => Err(format!("{key} is a number of minutes from 1 to 525600 (a year), not {v}")),
+            }
+        };
+        match key {
+            "project_creation_restriction" => {
+                self.project_creation_admin_only = match value.as_str() {
+                    Some("adminonly") => true,
+                    Some("everyone") => false,
+                    _ => return Err(format!("{key} is \"adminonly\" or \"everyone\", not {value}")),
+                }
+            }
+            "token_expiration" => self.token_ttl = minutes(value)?,
+            "session_timeout" => self.session_ttl = minutes(value)?,
+            _ => return Err(format!("{key} cannot be changed at run time")),
+        }
+        Ok(())
+    }
+
+    /// The file's values with the stored ones applied (a stored value that no longer
+    /// validates is left out, with a warning).
+    pub fn with_stored(cfg: &AuthConfig, stored: &[(String, serde_json::Value)]) -> RuntimeSettings {
+        let mut s = RuntimeSettings::of(cfg);
+        for (k, v) in stored {
+            if let Err(e) = s.set(k, v) {
+                warn!(key = %k, error = %e, "ignoring a stored setting");
+            }
+        }
+        s
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
@@ -568,6 +631,8 @@ pub struct Auth {
     last_key_reload: Mutex<Option<Instant>>,
     events: EventBuffer,
     oidc: Option<oidc::OidcClient>,
+    /// The file's settings with those changed at run time applied.
+    runtime: std::sync::RwLock<RuntimeSettings>,
 }
 
 impl Auth {
@@ -599,7 +664,15 @@ impl Auth {
         });
         let ttl = cfg.credential_cache_ttl;
         let log: Arc<dyn berth_meta::EventLog> = store.clone();
+        let stored: Vec<(String, serde_json::Value)> = store
+            .settings()
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::Null)))
+            .collect();
+        let runtime = std::sync::RwLock::new(RuntimeSettings::with_stored(&cfg, &stored));
         Ok(Auth {
+            runtime,
             events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
@@ -629,9 +702,43 @@ impl Auth {
         self.oidc.as_ref()
     }
 
-    /// The settings.
+    /// The settings of the file (see [`Auth::settings`] for those that change at run time).
     pub fn config(&self) -> &AuthConfig {
         &self.cfg
+    }
+
+    /// The settings that can change at run time, as they are now.
+    pub fn settings(&self) -> RuntimeSettings {
+        *self.runtime.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change runtime settings (`(Harbor key, value)`, each checked first: nothing is stored
+    /// unless all are valid); stored and logged in one transaction, applied here at once and
+    /// by other replicas when they see the event ([`Auth::apply_settings`]).
+    pub async fn change_settings(
+        &self,
+        changes: &[(String, serde_json::Value)],
+        origin: &Origin,
+    ) -> Result<Result<RuntimeSettings, String>, AuthError> {
+        let mut check = self.settings();
+        for (k, v) in changes {
+            if let Err(e) = check.set(k, v) {
+                return Ok(Err(e));
+            }
+        }
+        let rows: Vec<(String, String)> = changes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let all = self.store.put_settings(&rows, now_ms(), origin).await?;
+        let all: Vec<(String, serde_json::Value)> =
+            all.into_iter().map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::Null))).collect();
+        Ok(Ok(self.apply_settings(&all)))
+    }
+
+    /// Apply every runtime setting as stored (`settings.changed`'s `data.settings`) over the
+    /// file's.
+    pub fn apply_settings(&self, stored: &[(String, serde_json::Value)]) -> RuntimeSettings {
+        let s = RuntimeSettings::with_stored(&self.cfg, stored);
+        *self.runtime.write().unwrap_or_else(|e| e.into_inner()) = s;
+        s
     }
 
     /// The event log behind the service (for the event-log consumers and operators' queries).
@@ -997,7 +1104,7 @@ impl Auth {
     fn may_create_projects(&self, p: &Principal) -> bool {
         match p {
             Principal::Operator => true,
-            Principal::User(u) => u.sysadmin || !self.cfg.project_creation_admin_only,
+            Principal::User(u) => u.sysadmin || !self.settings().project_creation_admin_only,
             _ => false,
         }
     }
@@ -1110,7 +1217,7 @@ impl Auth {
             }
         }
         let now = now_ms() / 1000;
-        let ttl = self.cfg.token_ttl.as_secs().max(1);
+        let ttl = self.settings().token_ttl.as_secs().max(1);
         let claims = Claims {
             iss: self.keys.issuer().to_owned(),
             sub: if p.is_authenticated() { p.name().to_owned() } else { String::new() },
@@ -1188,7 +1295,7 @@ impl Auth {
 
     /// A web session cookie value for a user.
     pub fn session_token(&self, p: &Principal) -> Result<String, AuthError> {
-        self.account_token(p, typ::SESSION, self.cfg.session_ttl)
+        self.account_token(p, typ::SESSION, self.settings().session_ttl)
     }
 
     /// A token of type `kind` bound to `p`'s account id and credentials stamp.

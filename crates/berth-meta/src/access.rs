@@ -247,6 +247,16 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError>;
     /// Every user, by id.
     async fn users(&self) -> Result<Vec<UserRecord>, MetaError>;
+    /// Settings changed at run time, `(key, JSON value)`, by key.
+    async fn settings(&self) -> Result<Vec<(String, String)>, MetaError>;
+    /// Set runtime settings `(key, JSON value)` and log `settings.changed` with every runtime
+    /// setting after the change, in one transaction; returns them.
+    async fn put_settings(
+        &self,
+        changes: &[(String, String)],
+        now: i64,
+        origin: &Origin,
+    ) -> Result<Vec<(String, String)>, MetaError>;
     /// Change e-mail, real name and comment.
     async fn update_user_profile(
         &self,
@@ -703,6 +713,42 @@ impl AccessStore for SqlMetaStore {
 
     async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError> {
         self.one(USER_COLS, "users", "oidc_subject", Bind::S(subject), user_from_row).await
+    }
+
+    async fn settings(&self) -> Result<Vec<(String, String)>, MetaError> {
+        let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key").fetch_all(self.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect()
+    }
+
+    async fn put_settings(
+        &self,
+        changes: &[(String, String)],
+        now: i64,
+        origin: &Origin,
+    ) -> Result<Vec<(String, String)>, MetaError> {
+        let mut tx = self.begin_write().await?;
+        for (k, v) in changes {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(k)
+            .bind(v)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key").fetch_all(&mut *tx).await?;
+        let all: Vec<(String, String)> =
+            rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect::<Result<_, MetaError>>()?;
+        let as_map = |kv: &[(String, String)]| -> serde_json::Map<String, serde_json::Value> {
+            kv.iter().map(|(k, v)| (k.clone(), serde_json::from_str(v).unwrap_or(serde_json::Value::Null))).collect()
+        };
+        let e = NewEvent::new(EventKind::SettingsChanged, now, origin)
+            .data(json!({ "changed": as_map(changes), "settings": as_map(&all) }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(all)
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>, MetaError> {

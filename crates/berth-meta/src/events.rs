@@ -126,6 +126,9 @@ event_kinds! {
     ScanRequested => "scan.requested",
     /// A CVE allowlist was replaced (`project`, none for the system's; `data.count`).
     AllowlistChanged => "allowlist.changed",
+    /// Settings were changed at run time (`data.changed`: the keys and values set;
+    /// `data.settings`: every runtime setting after the change).
+    SettingsChanged => "settings.changed",
     /// A job was stopped by an administrator (`data.id`, `data.kind`).
     JobStopped => "job.stopped",
     /// Audit entries were purged (`data.count`, `data.before`, `data.operations`).

@@ -294,4 +294,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             ended_at BIGINT, csv TEXT)",
         ],
     ),
+    (
+        25,
+        &[
+            // Settings changed at run time (Harbor's PUT /configurations), over berth.toml's.
+            "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

@@ -1616,6 +1616,14 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
     let api = Api::new(args)?;
     match cmd {
         UserCommand::Create { name, user_password, email, admin } => {
+            // `--password` is the caller's own (to sign in to the API), easily taken for the
+            // new user's: say so when it is given without --user-password.
+            if user_password.is_none() && std::env::args().any(|a| a == "--password" || a.starts_with("--password=")) {
+                eprintln!(
+                    "note: --password is your own password for the API; the new user's is --user-password (without it, \
+                     one is generated and printed)"
+                );
+            }
             let generated = user_password.is_none();
             // Generated passwords meet the strength rule: a secret plus a fixed upper/lower/digit tail.
             let pw = user_password.unwrap_or_else(|| format!("{}Aa1", berth_auth::secret::new_secret()));
@@ -1642,15 +1650,14 @@ pub async fn user(args: &ApiArgs, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::List => {
             let (_, list) = api.call(reqwest::Method::GET, "/users?page_size=100", None).await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<32}  ADMIN", "ID", "USERNAME");
-                for u in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6}  {:<32}  {}",
+                let rows = list.as_array().into_iter().flatten().map(|u| {
+                    vec![
                         cell(&u["user_id"]),
-                        u["username"].as_str().unwrap_or(""),
-                        u["sysadmin_flag"]
-                    );
-                }
+                        u["username"].as_str().unwrap_or("").to_owned(),
+                        cell(&u["sysadmin_flag"]),
+                    ]
+                });
+                println!("{}", table(&["ID", "USERNAME", "ADMIN"], rows));
             }
         }
         UserCommand::Unlock { name } => {
@@ -1740,8 +1747,8 @@ pub async fn audit(args: &ApiArgs, cmd: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line about a run: id, status, kind, when, what it freed.
-fn gc_line(r: &Value) -> String {
+/// The cells of a run: id, status, kind, when, what it freed.
+fn gc_row(r: &Value) -> Vec<String> {
     let res = &r["result"];
     let freed = if res.is_object() {
         let verb = if res["dry_run"].as_bool() == Some(true) { "would free" } else { "freed" };
@@ -1754,32 +1761,33 @@ fn gc_line(r: &Value) -> String {
     } else {
         String::new()
     };
-    format!(
-        "{:<6}  {:<8}  {:<8}  {:<24}  {freed}",
+    vec![
         cell(&r["id"]),
-        r["job_status"].as_str().unwrap_or(""),
-        r["job_kind"].as_str().unwrap_or(""),
-        r["creation_time"].as_str().unwrap_or("")
-    )
+        r["job_status"].as_str().unwrap_or("").to_owned(),
+        r["job_kind"].as_str().unwrap_or("").to_owned(),
+        r["creation_time"].as_str().unwrap_or("").to_owned(),
+        freed,
+    ]
 }
 
+/// The header of [`gc_row`]s.
+const GC_HEADER: [&str; 5] = ["ID", "STATUS", "KIND", "STARTED", "RESULT"];
+
 fn print_gc_report(r: &Value) {
-    println!("{:<6}  {:<8}  {:<8}  {:<24}  RESULT", "ID", "STATUS", "KIND", "STARTED");
-    println!("{}", gc_line(r));
+    println!("{}", table(&GC_HEADER, [gc_row(r)]));
     let repos = r["result"]["repositories"].as_object();
     if let Some(repos) = repos.filter(|m| !m.is_empty()) {
         println!();
-        println!("{:<48}  {:>8}  {:>12}  {:>10}", "REPOSITORY", "BLOBS", "BYTES", "MANIFESTS");
-        for (name, f) in repos {
+        let rows = repos.iter().map(|(name, f)| {
             let name = if name.is_empty() { "(deleted earlier)" } else { name.as_str() };
-            println!(
-                "{:<48}  {:>8}  {:>12}  {:>10}",
-                name,
+            vec![
+                name.to_owned(),
                 cell(&f["blobs"]),
                 berth_types::human_bytes(f["bytes"].as_u64().unwrap_or(0)),
-                cell(&f["manifests"])
-            );
-        }
+                cell(&f["manifests"]),
+            ]
+        });
+        println!("{}", table(&["REPOSITORY", "BLOBS", "BYTES", "MANIFESTS"], rows));
     }
 }
 
@@ -1836,10 +1844,7 @@ pub async fn gc(args: &ApiArgs, cmd: GcCommand) -> anyhow::Result<()> {
             let (_, list) =
                 api.call(Method::GET, &format!("/system/gc?page_size={}", limit.clamp(1, 100)), None).await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<8}  {:<8}  {:<24}  RESULT", "ID", "STATUS", "KIND", "STARTED");
-                for r in list.as_array().into_iter().flatten() {
-                    println!("{}", gc_line(r));
-                }
+                println!("{}", table(&GC_HEADER, list.as_array().into_iter().flatten().map(gc_row)));
             }
         }
         GcCommand::Log { id } => {
@@ -1914,19 +1919,18 @@ pub async fn quota(args: &ApiArgs, cmd: QuotaCommand) -> anyhow::Result<()> {
             if api.json() {
                 api.print(&Value::Array(all))?;
             } else {
-                println!("{:<32}  {:>12}  {:>12}  {:>6}", "PROJECT", "USED", "LIMIT", "USE%");
-                for q in &all {
+                let rows = all.iter().map(|q| {
                     let (used, hard) =
                         (q["used"]["storage"].as_i64().unwrap_or(0), q["hard"]["storage"].as_i64().unwrap_or(-1));
                     let pct = if hard > 0 { format!("{:.0}%", used as f64 * 100.0 / hard as f64) } else { "-".into() };
-                    println!(
-                        "{:<32}  {:>12}  {:>12}  {:>6}",
-                        q["ref"]["name"].as_str().unwrap_or(""),
+                    vec![
+                        q["ref"]["name"].as_str().unwrap_or("").to_owned(),
                         berth_types::human_bytes(used.max(0) as u64),
                         limit_text(hard),
-                        pct
-                    );
-                }
+                        pct,
+                    ]
+                });
+                println!("{}", table(&["PROJECT", "USED", "LIMIT", "USE%"], rows));
             }
         }
         QuotaCommand::Set { project, limit } => {
@@ -1985,16 +1989,15 @@ pub async fn immutable(args: &ApiArgs, cmd: ImmutableCommand) -> anyhow::Result<
             let (_, list) =
                 api.call(Method::GET, &format!("/projects/{}/immutabletagrules", enc(&project)), None).await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<9}  {:<32}  TAGS", "ID", "ENABLED", "REPOSITORIES");
-                for r in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6}  {:<9}  {:<32}  {}",
+                let rows = list.as_array().into_iter().flatten().map(|r| {
+                    vec![
                         cell(&r["id"]),
-                        if r["disabled"].as_bool() == Some(true) { "no" } else { "yes" },
+                        (if r["disabled"].as_bool() == Some(true) { "no" } else { "yes" }).to_owned(),
                         sel(&r["scope_selectors"]["repository"], 0),
-                        sel(&r["tag_selectors"], 0)
-                    );
-                }
+                        sel(&r["tag_selectors"], 0),
+                    ]
+                });
+                println!("{}", table(&["ID", "ENABLED", "REPOSITORIES", "TAGS"], rows));
             }
         }
         ImmutableCommand::Add { project, tags, repos, exclude_tags, exclude_repos } => {
@@ -2078,19 +2081,13 @@ fn epoch_cell(v: &Value) -> String {
 
 /// Images in ECR's preview shape, as a table.
 fn print_images(images: &Value, last: &str, last_of: impl Fn(&Value) -> String) {
-    println!("{:<19}  {:<30}  {:<20}  {last}", "DIGEST", "TAGS", "PUSHED");
-    for i in images.as_array().into_iter().flatten() {
+    let rows = images.as_array().into_iter().flatten().map(|i| {
         let digest = i["imageDigest"].as_str().unwrap_or("");
         let tags: Vec<&str> = i["imageTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
         let tags = if tags.is_empty() { "<untagged>".to_string() } else { tags.join(",") };
-        println!(
-            "{:<19}  {:<30}  {:<20}  {}",
-            digest.get(..19).unwrap_or(digest),
-            tags,
-            epoch_cell(&i["imagePushedAt"]),
-            last_of(i)
-        );
-    }
+        vec![digest.get(..19).unwrap_or(digest).to_owned(), tags, epoch_cell(&i["imagePushedAt"]), last_of(i)]
+    });
+    println!("{}", table(&["DIGEST", "TAGS", "PUSHED", last], rows));
 }
 
 /// Run `berth lifecycle …`.
@@ -2192,16 +2189,12 @@ pub async fn label(args: &ApiArgs, cmd: LabelCommand) -> anyhow::Result<()> {
             };
             let (_, list) = api.call(Method::GET, &format!("/labels?{query}&page_size=100"), None).await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<24}  {:<9}  DESCRIPTION", "ID", "NAME", "COLOR");
-                for l in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6}  {:<24}  {:<9}  {}",
-                        cell(&l["id"]),
-                        cell(&l["name"]),
-                        cell(&l["color"]),
-                        cell(&l["description"])
-                    );
-                }
+                let rows = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| vec![cell(&l["id"]), cell(&l["name"]), cell(&l["color"]), cell(&l["description"])]);
+                println!("{}", table(&["ID", "NAME", "COLOR", "DESCRIPTION"], rows));
             }
         }
         LabelCommand::Create { name, project, color, description } => {
@@ -2303,18 +2296,17 @@ pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<
             if api.json() {
                 api.print(&json!({"execution": run, "tasks": tasks}))?;
             } else {
-                println!("{:<40}  {:<8}  {:>7}  {:>8}  {:>7}", "REPOSITORY", "STATUS", "TOTAL", "RETAINED", "DELETED");
-                for t in tasks.as_array().into_iter().flatten() {
+                let rows = tasks.as_array().into_iter().flatten().map(|t| {
                     let (total, kept) = (t["total"].as_i64().unwrap_or(0), t["retained"].as_i64().unwrap_or(0));
-                    println!(
-                        "{:<40}  {:<8}  {:>7}  {:>8}  {:>7}",
+                    vec![
                         cell(&t["repository"]),
                         cell(&t["status"]),
-                        total,
-                        kept,
-                        total - kept
-                    );
-                }
+                        total.to_string(),
+                        kept.to_string(),
+                        (total - kept).to_string(),
+                    ]
+                });
+                println!("{}", table(&["REPOSITORY", "STATUS", "TOTAL", "RETAINED", "DELETED"], rows));
                 let what = if dry_run { "dry run" } else { "execution" };
                 let status = run.as_ref().map(|r| cell(&r["status"])).unwrap_or_default();
                 println!("{what} {id}: {status} (berth retention log {project} {id} shows every artifact)");
@@ -2326,17 +2318,16 @@ pub async fn retention(args: &ApiArgs, cmd: RetentionCommand) -> anyhow::Result<
                 .call(Method::GET, &format!("/retentions/{}/executions?page_size=100", need(&project, r)?), None)
                 .await?;
             if !api.structured(&list)? {
-                println!("{:<6}  {:<8}  {:<8}  {:<9}  STARTED", "ID", "STATUS", "TRIGGER", "DRY RUN");
-                for e in list.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6}  {:<8}  {:<8}  {:<9}  {}",
+                let rows = list.as_array().into_iter().flatten().map(|e| {
+                    vec![
                         cell(&e["id"]),
                         cell(&e["status"]),
                         cell(&e["trigger"]),
-                        if e["dry_run"].as_bool() == Some(true) { "yes" } else { "no" },
-                        cell(&e["start_time"])
-                    );
-                }
+                        (if e["dry_run"].as_bool() == Some(true) { "yes" } else { "no" }).to_owned(),
+                        cell(&e["start_time"]),
+                    ]
+                });
+                println!("{}", table(&["ID", "STATUS", "TRIGGER", "DRY RUN", "STARTED"], rows));
             }
         }
         RetentionCommand::Log { project, execution, repository } => {
@@ -2395,22 +2386,18 @@ pub async fn usage(
         }
         Output::Table => {
             let hb = |v: &Value| berth_types::human_bytes(v.as_u64().unwrap_or(0));
-            println!(
-                "{:<24}  {:<10}  {:>12}  {:>12}  {:>12}  {:>7}  {:>7}",
-                "PROJECT", "DATE", "STORED", "PUSHED", "PULLED", "PUSHES", "PULLS"
-            );
-            for r in &rows {
-                println!(
-                    "{:<24}  {:<10}  {:>12}  {:>12}  {:>12}  {:>7}  {:>7}",
-                    r["project"].as_str().unwrap_or(""),
-                    r["date"].as_str().unwrap_or(""),
+            let cells = rows.iter().map(|r| {
+                vec![
+                    r["project"].as_str().unwrap_or("").to_owned(),
+                    r["date"].as_str().unwrap_or("").to_owned(),
                     hb(&r["stored_bytes"]),
                     hb(&r["pushed_bytes"]),
                     hb(&r["pulled_bytes"]),
                     cell(&r["pushes"]),
-                    cell(&r["pulls"])
-                );
-            }
+                    cell(&r["pulls"]),
+                ]
+            });
+            println!("{}", table(&["PROJECT", "DATE", "STORED", "PUSHED", "PULLED", "PUSHES", "PULLS"], cells));
             if rows.is_empty() {
                 println!("no usage recorded in that period");
             }
@@ -2434,19 +2421,18 @@ pub async fn registry(args: &ApiArgs, cmd: RegistryCommand) -> anyhow::Result<()
                 return api.print(&list);
             }
             let rows = list.as_array().cloned().unwrap_or_default();
-            println!("{:<5}  {:<20}  {:<15}  {:<40}  {:<10}  CREDENTIAL", "ID", "NAME", "TYPE", "URL", "STATUS");
-            for r in &rows {
+            let cells = rows.iter().map(|r| {
                 let user = r["credential"]["access_key"].as_str().unwrap_or("");
-                println!(
-                    "{:<5}  {:<20}  {:<15}  {:<40}  {:<10}  {}",
+                vec![
                     cell(&r["id"]),
                     cell(&r["name"]),
                     cell(&r["type"]),
                     cell(&r["url"]) + if r["insecure"] == true { " (insecure)" } else { "" },
                     cell(&r["status"]),
-                    if user.is_empty() { "anonymous" } else { user }
-                );
-            }
+                    (if user.is_empty() { "anonymous" } else { user }).to_owned(),
+                ]
+            });
+            println!("{}", table(&["ID", "NAME", "TYPE", "URL", "STATUS", "CREDENTIAL"], cells));
             if rows.is_empty() {
                 println!("no registry endpoints (add one with berth registry create)");
             }
@@ -2502,16 +2488,15 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
         async move { api.id_named("/replication/policies", &policy, "replication policy", "berth replication list").await }
     };
     let print_tasks = |tasks: &Value| {
-        println!("{:<40}  {:<40}  {:<9}  ENDED", "SOURCE", "DESTINATION", "STATUS");
-        for t in tasks.as_array().into_iter().flatten() {
-            println!(
-                "{:<40}  {:<40}  {:<9}  {}",
+        let rows = tasks.as_array().into_iter().flatten().map(|t| {
+            vec![
                 cell(&t["src_resource"]),
                 cell(&t["dst_resource"]),
                 cell(&t["status"]),
-                t["end_time"].as_str().unwrap_or("-")
-            );
-        }
+                t["end_time"].as_str().unwrap_or("-").to_owned(),
+            ]
+        });
+        println!("{}", table(&["SOURCE", "DESTINATION", "STATUS", "ENDED"], rows));
     };
     match cmd {
         ReplicationCommand::List => {
@@ -2520,8 +2505,7 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
                 return api.print(&list);
             }
             let rows = list.as_array().cloned().unwrap_or_default();
-            println!("{:<5}  {:<20}  {:<26}  {:<12}  FILTERS", "ID", "NAME", "DIRECTION", "TRIGGER");
-            for p in &rows {
+            let cells = rows.iter().map(|p| {
                 let direction = if p["src_registry"]["id"] == 0 {
                     format!("push to {}", cell(&p["dest_registry"]["name"]))
                 } else {
@@ -2537,15 +2521,9 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
                     })
                     .collect();
                 let trigger = p["trigger"]["type"].as_str().filter(|t| !t.is_empty()).unwrap_or("manual");
-                println!(
-                    "{:<5}  {:<20}  {:<26}  {:<12}  {}",
-                    cell(&p["id"]),
-                    cell(&p["name"]),
-                    direction,
-                    trigger,
-                    filters.join(" ")
-                );
-            }
+                vec![cell(&p["id"]), cell(&p["name"]), direction, trigger.to_owned(), filters.join(" ")]
+            });
+            println!("{}", table(&["ID", "NAME", "DIRECTION", "TRIGGER", "FILTERS"], cells));
             if rows.is_empty() {
                 println!("no replication policies (create one with berth replication create FILE)");
             }
@@ -2590,22 +2568,18 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
             if api.json() {
                 return api.print(&list);
             }
-            println!(
-                "{:<6}  {:<10}  {:<12}  {:<20}  {:>5}  {:>6}  RESULT",
-                "ID", "STATUS", "TRIGGER", "STARTED", "DONE", "FAILED"
-            );
-            for e in list.as_array().into_iter().flatten() {
-                println!(
-                    "{:<6}  {:<10}  {:<12}  {:<20}  {:>5}  {:>6}  {}",
+            let rows = list.as_array().into_iter().flatten().map(|e| {
+                vec![
                     cell(&e["id"]),
                     cell(&e["status"]),
                     cell(&e["trigger"]),
                     cell(&e["start_time"]),
                     cell(&e["succeed"]),
                     cell(&e["failed"]),
-                    cell(&e["status_text"])
-                );
-            }
+                    cell(&e["status_text"]),
+                ]
+            });
+            println!("{}", table(&["ID", "STATUS", "TRIGGER", "STARTED", "DONE", "FAILED", "RESULT"], rows));
         }
         ReplicationCommand::Log { execution } => {
             let (_, tasks) = api

@@ -37,6 +37,12 @@ pub async fn follow_changes(
         if events.iter().any(|e| changes_access(e.event.kind)) {
             auth.invalidate();
         }
+        // Settings changed at run time on any replica: every process applies the whole set.
+        if let Some(e) = events.iter().rev().map(|e| &e.event).find(|e| e.kind == EventKind::SettingsChanged) {
+            let stored: Vec<(String, serde_json::Value)> =
+                e.data["settings"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+            auth.apply_settings(&stored);
+        }
         for e in events.iter().map(|e| &e.event).filter(|e| e.kind == EventKind::UserChanged) {
             if e.data["op"] == "unlock"
                 && let Some(name) = e.data["name"].as_str()
@@ -93,8 +99,7 @@ pub fn event_json(r: &berth_meta::EventRecord) -> serde_json::Value {
 
 /// Events as the text table of `berth events list`.
 pub fn events_table(events: &[berth_meta::EventRecord]) -> String {
-    let mut out = format!("{:>8}  {:<20}  {:<17}  {:<16}  {}\n", "SEQ", "TIME", "KIND", "ACTOR", "SUBJECT");
-    for r in events {
+    let rows = events.iter().map(|r| {
         let e = &r.event;
         let mut what = subject(e);
         if let Some(op) = e.data.get("op").and_then(|v| v.as_str()) {
@@ -103,15 +108,10 @@ pub fn events_table(events: &[berth_meta::EventRecord]) -> String {
         if let Some(n) = e.data.get("count").and_then(|v| v.as_i64()).filter(|n| *n > 1) {
             what = format!("{what} ×{n}");
         }
-        out.push_str(&format!(
-            "{:>8}  {:<20}  {:<17}  {:<16}  {}\n",
-            r.seq,
-            berth_auth::rfc3339(e.at),
-            e.kind.as_str(),
-            e.origin.actor,
-            what
-        ));
-    }
+        vec![r.seq.to_string(), berth_auth::rfc3339(e.at), e.kind.as_str().to_owned(), e.origin.actor.clone(), what]
+    });
+    let mut out = crate::cli::table(&["SEQ", "TIME", "KIND", "ACTOR", "SUBJECT"], rows);
+    out.push('\n');
     if events.is_empty() {
         out.push_str("(no events match)\n");
     }

@@ -683,10 +683,11 @@ async fn metadata_deletable_search_and_permissions() {
     assert_eq!(api(&dev, Method::GET, "/permissions", None).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
 
-/// `/configurations`: Berth's settings under Harbor's keys, read-only (they come from
-/// berth.toml): writing back what was read succeeds, a change is refused naming the key.
+/// `/configurations`: Berth's settings under Harbor's keys. Project creation, token and
+/// session lifetimes change at run time (stored, audited, applied at once); the others come
+/// from berth.toml: writing back what was read succeeds, a change is refused naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configurations_show_the_settings_and_refuse_changes_with_the_file_key() {
+async fn configurations_change_what_can_change_and_name_the_file_key_for_the_rest() {
     let s = TestServer::start().await;
     let c: Value = s.api(Method::GET, "/configurations", None).await.json().await.unwrap();
     // Every key Harbor also has is its item type (Bool/String/IntegerConfigItem).
@@ -700,24 +701,74 @@ async fn configurations_show_the_settings_and_refuse_changes_with_the_file_key()
     }
     assert!(compared >= 5, "{c}");
     assert_eq!(c["auth_mode"], json!({"value": "db_auth", "editable": false}));
-    assert_eq!(c["project_creation_restriction"]["value"], "everyone");
-    assert_eq!(c["token_expiration"]["value"], 5);
-    let same = json!({"project_creation_restriction": "everyone", "token_expiration": 5});
+    assert_eq!(c["project_creation_restriction"], json!({"value": "everyone", "editable": true}));
+    assert_eq!(c["token_expiration"], json!({"value": 5, "editable": true}));
+    let same = json!({"project_creation_restriction": "everyone", "token_expiration": 5, "auth_mode": "db_auth"});
     assert_eq!(s.api(Method::PUT, "/configurations", Some(same)).await.status(), StatusCode::OK);
-    let change = json!({"project_creation_restriction": "adminonly"});
-    let e = expect_error(s.api(Method::PUT, "/configurations", Some(change)).await, StatusCode::FORBIDDEN, "FORBIDDEN")
+
+    // A file setting changed in the same body: refused, and nothing else changes either.
+    let mixed = json!({"project_creation_restriction": "adminonly", "auth_mode": "oidc_auth"});
+    let e = expect_error(s.api(Method::PUT, "/configurations", Some(mixed)).await, StatusCode::FORBIDDEN, "FORBIDDEN")
         .await;
-    assert!(e["errors"][0]["message"].as_str().unwrap().contains("auth.project_creation"), "{e}");
-    let e = expect_error(
-        s.api(Method::PUT, "/configurations", Some(json!({"colour": 1}))).await,
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
+    assert!(e["errors"][0]["message"].as_str().unwrap().contains("oidc.issuer"), "{e}");
+    for (body, says) in [
+        (json!({"token_expiration": 0}), "token_expiration is a number of minutes from 1 to 525600"),
+        (json!({"project_creation_restriction": "nobody"}), "\"adminonly\" or \"everyone\""),
+        (json!({"colour": 1}), "colour: Berth has no such setting"),
+    ] {
+        let e = expect_error(
+            s.api(Method::PUT, "/configurations", Some(body)).await,
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+        )
+        .await;
+        assert!(e["errors"][0]["message"].as_str().unwrap().contains(says), "{e}");
+    }
+    s.user("dev", "Dev-Passw0rd-1").await;
+    let dev = client_as("dev", "Dev-Passw0rd-1");
+    let create = |name: &str| {
+        let (dev, url, body) = (dev.clone(), s.url("/api/v2.0/projects"), json!({"project_name": name}));
+        async move { dev.post(url).json(&body).send().await.unwrap().status() }
+    };
+    assert_eq!(create("mine").await, StatusCode::CREATED, "everyone may create projects still");
+
+    // Runtime settings: applied at once, kept in the database, audited.
+    let change = json!({"project_creation_restriction": "adminonly", "token_expiration": 30, "session_timeout": "90"});
+    assert_eq!(s.api(Method::PUT, "/configurations", Some(change)).await.status(), StatusCode::OK);
+    let c: Value = s.api(Method::GET, "/configurations", None).await.json().await.unwrap();
+    assert_eq!(
+        (&c["project_creation_restriction"]["value"], &c["token_expiration"]["value"], &c["session_timeout"]["value"]),
+        (&json!("adminonly"), &json!(30), &json!(90))
+    );
+    expect_error(
+        dev.post(s.url("/api/v2.0/projects")).json(&json!({"project_name": "another"})).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
     )
     .await;
-    assert!(e["errors"][0]["message"].as_str().unwrap().contains("colour"), "{e}");
-    s.user("dev", "Dev-Passw0rd-1").await;
-    let r = client_as("dev", "Dev-Passw0rd-1").get(s.url("/api/v2.0/configurations")).send().await.unwrap();
+    let t: Value = client_as(ADMIN, ADMIN_PASSWORD)
+        .get(s.url("/service/token?service=berth&scope=repository:mine/app:pull"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["expires_in"], 1800, "{t}");
+    crate::access::audit(&s, "resource_type=configuration", |v| {
+        v.iter().any(|e| {
+            e["operation"] == "update"
+                && e["resource"].as_str().is_some_and(|r| r.contains("project_creation_restriction=\"adminonly\""))
+        })
+    })
+    .await;
+    let r = dev.get(s.url("/api/v2.0/configurations")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Kept across a restart (the file still says everyone).
+    let s = s.restart().await;
+    let c: Value = s.api(Method::GET, "/configurations", None).await.json().await.unwrap();
+    assert_eq!(c["project_creation_restriction"]["value"], "adminonly");
+    s.stop().await;
 }
 
 /// The scanner registration, statistics and project summary in Harbor's shapes.

@@ -45,6 +45,17 @@ async fn admin_cli_creates_projects_users_robots_and_secrets() {
     let me: Value =
         client_as("gen", gpw).get(s.url("/api/v2.0/users/current")).send().await.unwrap().json().await.unwrap();
     assert_eq!((me["username"].as_str(), me["sysadmin_flag"].as_bool()), (Some("gen"), Some(true)));
+    // `--password` is the caller's own: given with `user create` and no --user-password, the
+    // CLI says which flag sets the new user's (and generates one).
+    let out = berth(&s)
+        .args(["user", "create", "dora", "--password", ADMIN_PASSWORD, "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the new user's is --user-password"), "{out:?}");
+    let dora: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(dora["password"].as_str().is_some_and(|p| p != ADMIN_PASSWORD), "{dora}");
 
     // A robot with permissions and a lifetime; its secret pushes with a real client.
     let r = json_out(berth(&s).args([

@@ -294,5 +294,27 @@ async fn a_change_through_one_replica_is_honoured_by_another_within_a_second() {
     assert_eq!(dev_on_b().await, 429, "locked on B");
     assert_eq!(a.api(Method::DELETE, &format!("/users/{dev_id}/login_locks"), None).await.status(), 200);
     measure("login lock lifted", 200, &dev_on_b).await;
+
+    // 5. Project creation restricted to administrators on A (a runtime setting, PUT
+    // /configurations): B refuses dev's project at once. Each probe asks for a new name.
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let dev_creates = {
+        let url = b.url("/api/v2.0/projects");
+        let client = client_as("dev", "Dev-Passw0rd");
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>> {
+            let (client, url) = (client.clone(), url.clone());
+            let name = format!("dev{}", n.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+            Box::pin(async move {
+                let body = json!({"project_name": name, "metadata": {"public": "false"}});
+                client.post(url).json(&body).send().await.unwrap().status().as_u16()
+            })
+        }
+    };
+    assert_eq!(dev_creates().await, 201);
+    let r = a.api(Method::PUT, "/configurations", Some(json!({"project_creation_restriction": "adminonly"}))).await;
+    assert_eq!(r.status(), 200);
+    measure("project creation restricted", 403, &dev_creates).await;
+    let c: serde_json::Value = b.api(Method::GET, "/configurations", None).await.json().await.unwrap();
+    assert_eq!(c["project_creation_restriction"], json!({"value": "adminonly", "editable": true}));
     eprintln!("slowest replica follow-up: {worst:?}");
 }
