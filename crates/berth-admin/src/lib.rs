@@ -24,6 +24,7 @@
 
 mod configurations;
 mod discover;
+mod ecr;
 pub mod export;
 mod gc;
 mod immutable;
@@ -565,6 +566,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(web::routes())
         .merge(discover::routes())
         .merge(configurations::routes())
+        .merge(ecr::routes())
         .merge(export::routes())
         .merge(security::routes())
         // Any other path under the API is Harbor's JSON 404, not the registry's.

@@ -109,6 +109,14 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             ("gc", "storage", what, "success", None)
         }
         EventKind::JobStopped => ("stop", "job", detail("id").unwrap_or_default(), "success", detail("kind")),
+        EventKind::AccessKeyChanged => {
+            let what = format!("{} of {}", detail("id").unwrap_or_default(), detail("account").unwrap_or_default());
+            let operation = match op.as_str() {
+                "create" | "delete" => op.as_str(),
+                _ => "update",
+            };
+            (operation, "access_key", what, "success", None)
+        }
         EventKind::SettingsChanged => {
             let changed = ev.data.get("changed").and_then(|c| c.as_object());
             let what: Vec<String> = changed.into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();

@@ -32,6 +32,7 @@ pub mod rbac;
 pub mod seal;
 pub mod secret;
 mod service;
+pub mod sigv4;
 pub mod token;
 
 use std::collections::HashMap;
@@ -633,6 +634,8 @@ pub struct Auth {
     oidc: Option<oidc::OidcClient>,
     /// The file's settings with those changed at run time applied.
     runtime: std::sync::RwLock<RuntimeSettings>,
+    /// Seals access keys' secrets (SigV4 needs them back); without it there are none.
+    sealer: Option<Arc<seal::Sealer>>,
 }
 
 impl Auth {
@@ -673,6 +676,7 @@ impl Auth {
         let runtime = std::sync::RwLock::new(RuntimeSettings::with_stored(&cfg, &stored));
         Ok(Auth {
             runtime,
+            sealer: None,
             events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
@@ -689,6 +693,106 @@ impl Auth {
             oidc: None,
             cfg,
         })
+    }
+
+    /// Enable access keys (AWS SigV4 for the ECR API), their secrets sealed by `sealer`.
+    pub fn with_sealer(mut self, sealer: Arc<seal::Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    fn sealer(&self) -> Result<&seal::Sealer, AuthError> {
+        self.sealer.as_deref().ok_or_else(|| AuthError::Refused("access keys are not enabled on this server".into()))
+    }
+
+    /// A new access key for `account` (a user or robot name): `(id, secret)`; the secret is
+    /// shown once and kept sealed.
+    pub async fn create_access_key(&self, account: &str, origin: &Origin) -> Result<(String, String), AuthError> {
+        const MAX_KEYS: usize = 2; // as AWS: two, so that one can be rotated at a time
+        if self.store.access_keys(account).await?.len() >= MAX_KEYS {
+            return Err(AuthError::Refused(format!(
+                "{account} has {MAX_KEYS} access keys already: delete one first (keep two at most, to rotate them)"
+            )));
+        }
+        let (id, secret) = secret::new_access_key();
+        let k = berth_meta::AccessKeyRecord {
+            sealed_secret: self.sealer()?.seal(&secret, &format!("access-key:{id}")),
+            id: id.clone(),
+            account: account.to_owned(),
+            active: true,
+            created_at: now_ms(),
+        };
+        self.store.create_access_key(&k, origin).await?;
+        Ok((id, secret))
+    }
+
+    /// The access keys of `account`, oldest first.
+    pub async fn access_keys(&self, account: &str) -> Result<Vec<berth_meta::AccessKeyRecord>, AuthError> {
+        Ok(self.store.access_keys(account).await?)
+    }
+
+    /// (De)activate one of `account`'s access keys.
+    pub async fn set_access_key_active(
+        &self,
+        account: &str,
+        id: &str,
+        active: bool,
+        origin: &Origin,
+    ) -> Result<(), AuthError> {
+        self.own_key(account, id).await?;
+        self.store.set_access_key_active(id, active, now_ms(), origin).await?;
+        Ok(())
+    }
+
+    /// Delete one of `account`'s access keys.
+    pub async fn delete_access_key(&self, account: &str, id: &str, origin: &Origin) -> Result<(), AuthError> {
+        self.own_key(account, id).await?;
+        self.store.delete_access_key(id, now_ms(), origin).await?;
+        Ok(())
+    }
+
+    async fn own_key(&self, account: &str, id: &str) -> Result<(), AuthError> {
+        match self.store.access_key(id).await? {
+            Some(k) if k.account == account => Ok(()),
+            _ => Err(AuthError::Refused(format!("{account} has no access key {id}"))),
+        }
+    }
+
+    /// Who signed a SigV4 request for `service`, at `now` (Unix seconds): its access key
+    /// must exist, be active, open with the key file, verify, and belong to an account that
+    /// may still sign in. `Ok(Err(_))` is a refusal in AWS's words.
+    pub async fn sigv4_principal(
+        &self,
+        req: &sigv4::SignedRequest<'_>,
+        service: &str,
+        now: i64,
+    ) -> Result<Result<Principal, sigv4::SigError>, AuthError> {
+        let c = match req.credential() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let unknown = || {
+            sigv4::SigError::Token(
+                "The security token included in the request is invalid: no such access key, or it is inactive".into(),
+            )
+        };
+        let Some(k) = self.store.access_key(&c.access_key).await?.filter(|k| k.active) else {
+            return Ok(Err(unknown()));
+        };
+        let secret = match self.sealer()?.open(&k.sealed_secret, &format!("access-key:{}", k.id)) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(key = %k.id, error = %e, "an access key's secret does not open");
+                return Ok(Err(unknown()));
+            }
+        };
+        if let Err(e) = req.verify(&c, &secret, service, now) {
+            return Ok(Err(e));
+        }
+        match self.principal_by_name(&k.account).await? {
+            Some(p) => Ok(Ok(p)),
+            None => Ok(Err(unknown())),
+        }
     }
 
     /// Enable OIDC login.
@@ -932,6 +1036,11 @@ impl Auth {
     }
 
     async fn check_credentials(&self, username: &str, password: &str) -> Result<Principal, AuthError> {
+        if username == "AWS" {
+            // The password of ECR's GetAuthorizationToken: a token bound to its account.
+            let c = self.verify(password, typ::ECR_LOGIN).await.map_err(|_| AuthError::BadCredentials)?;
+            return self.holder(&c, false).await;
+        }
         if username.starts_with("robot$") {
             let Some(r) = self.store.robot_by_name(username).await? else {
                 return Err(AuthError::BadCredentials);
@@ -1302,6 +1411,16 @@ impl Auth {
     fn account_token(&self, p: &Principal, kind: &str, ttl: Duration) -> Result<String, AuthError> {
         let (id, stamp) = Self::identity(p).ok_or(AuthError::BadCredentials)?;
         self.signed(p, kind, ttl, Some(serde_json::json!({"id": id, "stamp": stamp})))
+    }
+
+    /// How long the password of ECR's `GetAuthorizationToken` is good for (as ECR's: 12 h).
+    pub const ECR_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+    /// The password ECR's `GetAuthorizationToken` returns for `p` (the registry accepts it
+    /// with the username `AWS`): `(password, expires at Unix ms)`.
+    pub fn ecr_login_token(&self, p: &Principal) -> Result<(String, i64), AuthError> {
+        let t = self.account_token(p, typ::ECR_LOGIN, Self::ECR_LOGIN_TTL)?;
+        Ok((t, now_ms() + Self::ECR_LOGIN_TTL.as_millis() as i64))
     }
 
     /// The principal of a web session.

@@ -95,6 +95,17 @@ pub fn new_secret() -> String {
     (0..32).map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char).collect()
 }
 
+/// A new access key: `(id, secret)` in AWS's shapes (`AKIA` and 16 of `A-Z2-7`; 40
+/// characters of base64's alphabet), so that tools that check their form accept them.
+pub fn new_access_key() -> (String, String) {
+    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::rngs::OsRng;
+    let id: String = (0..16).map(|_| ID[rng.gen_range(0..ID.len())] as char).collect();
+    let secret = (0..40).map(|_| SECRET[rng.gen_range(0..SECRET.len())] as char).collect();
+    (format!("AKIA{id}"), secret)
+}
+
 /// The stored form of a generated secret: `sha256:<hex>`.
 pub fn hash_secret(secret: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(secret.as_bytes())))

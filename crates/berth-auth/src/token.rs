@@ -70,6 +70,8 @@ pub mod typ {
     pub const OIDC_STATE: &str = "oidc-state";
     /// A verified OIDC identity waiting for its user to choose a username (onboarding).
     pub const OIDC_ONBOARD: &str = "oidc-onboard";
+    /// The password ECR's `GetAuthorizationToken` hands out (user `AWS`).
+    pub const ECR_LOGIN: &str = "ecr-login";
 }
 
 /// The claims of every Berth token.

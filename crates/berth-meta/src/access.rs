@@ -134,6 +134,21 @@ pub struct MemberRecord {
     pub updated_at: i64,
 }
 
+/// An access key (AWS SigV4) of a user or robot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// The access key id (`AKIA…`).
+    pub id: String,
+    /// The user or robot name it signs as.
+    pub account: String,
+    /// The secret, sealed (see `berth_auth::seal`).
+    pub sealed_secret: String,
+    /// Whether it may sign.
+    pub active: bool,
+    /// Created (Unix ms).
+    pub created_at: i64,
+}
+
 /// A robot account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RobotRecord {
@@ -247,6 +262,17 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError>;
     /// Every user, by id.
     async fn users(&self) -> Result<Vec<UserRecord>, MetaError>;
+    /// Store a new access key and log `access_key.changed` (`create`).
+    async fn create_access_key(&self, k: &AccessKeyRecord, origin: &Origin) -> Result<(), MetaError>;
+    /// An access key by id.
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, MetaError>;
+    /// The access keys of an account, oldest first.
+    async fn access_keys(&self, account: &str) -> Result<Vec<AccessKeyRecord>, MetaError>;
+    /// Activate or deactivate an access key (false if there is none), logging the change.
+    async fn set_access_key_active(&self, id: &str, active: bool, now: i64, origin: &Origin)
+    -> Result<bool, MetaError>;
+    /// Delete an access key (false if there is none), logging it.
+    async fn delete_access_key(&self, id: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
     /// Settings changed at run time, `(key, JSON value)`, by key.
     async fn settings(&self) -> Result<Vec<(String, String)>, MetaError>;
     /// Set runtime settings `(key, JSON value)` and log `settings.changed` with every runtime
@@ -713,6 +739,79 @@ impl AccessStore for SqlMetaStore {
 
     async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<UserRecord>, MetaError> {
         self.one(USER_COLS, "users", "oidc_subject", Bind::S(subject), user_from_row).await
+    }
+
+    async fn create_access_key(&self, k: &AccessKeyRecord, origin: &Origin) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO access_keys (id, account, secret, active, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&k.id)
+            .bind(&k.account)
+            .bind(&k.sealed_secret)
+            .bind(b(k.active))
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "an access key with this id already exists"))?;
+        let e = NewEvent::new(EventKind::AccessKeyChanged, k.created_at, origin)
+            .data(json!({ "op": "create", "id": k.id, "account": k.account }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, MetaError> {
+        let row = sqlx::query("SELECT id, account, secret, active, created_at FROM access_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(access_key_from_row).transpose()
+    }
+
+    async fn access_keys(&self, account: &str) -> Result<Vec<AccessKeyRecord>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT id, account, secret, active, created_at FROM access_keys WHERE account = $1 ORDER BY created_at, id",
+        )
+        .bind(account)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(access_key_from_row).collect()
+    }
+
+    async fn set_access_key_active(
+        &self,
+        id: &str,
+        active: bool,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let account: Option<String> =
+            sqlx::query_scalar("UPDATE access_keys SET active = $1 WHERE id = $2 RETURNING account")
+                .bind(b(active))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(account) = account else { return Ok(false) };
+        let op = if active { "activate" } else { "deactivate" };
+        let e = NewEvent::new(EventKind::AccessKeyChanged, now, origin)
+            .data(json!({ "op": op, "id": id, "account": account }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_access_key(&self, id: &str, now: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let account: Option<String> = sqlx::query_scalar("DELETE FROM access_keys WHERE id = $1 RETURNING account")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(account) = account else { return Ok(false) };
+        let e = NewEvent::new(EventKind::AccessKeyChanged, now, origin)
+            .data(json!({ "op": "delete", "id": id, "account": account }));
+        insert_events(&mut tx, self.backend(), &[e]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn settings(&self) -> Result<Vec<(String, String)>, MetaError> {
@@ -1448,4 +1547,14 @@ impl AccessStore for SqlMetaStore {
             .next()
             .ok_or_else(|| MetaError::Corrupt("no signing key after creating one".into()))
     }
+}
+
+fn access_key_from_row(r: &AnyRow) -> Result<AccessKeyRecord, MetaError> {
+    Ok(AccessKeyRecord {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        sealed_secret: r.try_get("secret")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
 }

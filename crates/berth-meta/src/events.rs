@@ -126,6 +126,9 @@ event_kinds! {
     ScanRequested => "scan.requested",
     /// A CVE allowlist was replaced (`project`, none for the system's; `data.count`).
     AllowlistChanged => "allowlist.changed",
+    /// An access key was created, activated, deactivated or deleted (`data.op`, `data.id`,
+    /// `data.account`).
+    AccessKeyChanged => "access_key.changed",
     /// Settings were changed at run time (`data.changed`: the keys and values set;
     /// `data.settings`: every runtime setting after the change).
     SettingsChanged => "settings.changed",

@@ -40,8 +40,8 @@ mod upstream;
 use berth_types::{Digest, RepoName, Tag};
 
 pub use access::{
-    AUDIT_MERGE_WINDOW_MS, AccessStore, AuditPurge, AuditQuery, AuditRecord, MemberEntity, MemberRecord, NewUser,
-    ProjectRecord, RobotRecord, SigningKeyRecord, UserRecord,
+    AUDIT_MERGE_WINDOW_MS, AccessKeyRecord, AccessStore, AuditPurge, AuditQuery, AuditRecord, MemberEntity,
+    MemberRecord, NewUser, ProjectRecord, RobotRecord, SigningKeyRecord, UserRecord,
 };
 pub use events::{
     Consumer, ConsumerCursor, ConsumerError, EVENT_BUFFER_MAX, Effect, EventBuffer, EventKind, EventLog, EventQuery,

@@ -301,4 +301,14 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        26,
+        &[
+            // Access keys (AWS SigV4, the ECR API) of users and robots; the secret sealed
+            // under the key file (SigV4 needs it back to verify a signature).
+            "CREATE TABLE access_keys (id TEXT PRIMARY KEY, account TEXT NOT NULL, secret TEXT NOT NULL,
+            active BIGINT NOT NULL, created_at BIGINT NOT NULL, last_used_at BIGINT)",
+            "CREATE INDEX access_keys_account ON access_keys (account)",
+        ],
+    ),
 ];

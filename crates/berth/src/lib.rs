@@ -134,7 +134,8 @@ pub fn auth_config(cfg: &Config) -> berth_auth::AuthConfig {
     }
 }
 
-/// The sealer of stored upstream credentials, from `secret_key_file` (created if absent).
+/// The sealer of stored upstream credentials and access keys' secrets, from
+/// `secret_key_file` (created if absent).
 pub fn sealer(cfg: &Config) -> anyhow::Result<Arc<berth_auth::seal::Sealer>> {
     let s = berth_auth::seal::Sealer::load_or_create(&cfg.secret_key_file)
         .with_context(|| format!("reading the secret key {}", cfg.secret_key_file.display()))?;
@@ -143,7 +144,10 @@ pub fn sealer(cfg: &Config) -> anyhow::Result<Arc<berth_auth::seal::Sealer>> {
 
 /// Open the access service over the metadata store, with OIDC when configured.
 pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<Arc<berth_auth::Auth>> {
-    let mut auth = berth_auth::Auth::open(sql, auth_config(cfg)).await.context("opening the access service")?;
+    let mut auth = berth_auth::Auth::open(sql, auth_config(cfg))
+        .await
+        .context("opening the access service")?
+        .with_sealer(sealer(cfg)?);
     if let Some(o) = &cfg.oidc {
         let redirect_url = o
             .redirect_url

@@ -13,6 +13,7 @@ mod clients;
 mod conformance;
 mod crash;
 mod disk;
+mod ecr;
 mod events;
 mod gc;
 mod immutable;

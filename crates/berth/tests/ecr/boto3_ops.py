@@ -1,0 +1,66 @@
+"""Berth's ECR API through boto3 (botocore validates every answer against ECR's model).
+
+    python3 boto3_ops.py ENDPOINT ACCESS_KEY_ID SECRET_ACCESS_KEY REPOSITORY
+
+Prints one JSON object with what the test checks; exits non-zero on an unexpected answer.
+"""
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint, key, secret, repo = sys.argv[1:5]
+
+
+def client(k=key, s=secret):
+    return boto3.client(
+        "ecr",
+        endpoint_url=endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id=k,
+        aws_secret_access_key=s,
+        config=Config(retries={"max_attempts": 1}, parameter_validation=True),
+    )
+
+
+def error_code(f):
+    try:
+        f()
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    return None
+
+
+ecr = client()
+out = {}
+reg = ecr.describe_registry()
+out["registry_id"] = reg["registryId"]
+repos = ecr.describe_repositories()["repositories"]
+out["repositories"] = [r["repositoryName"] for r in repos]
+r = next(r for r in repos if r["repositoryName"] == repo)
+out["arn"] = r["repositoryArn"]
+out["uri"] = r["repositoryUri"]
+# Paginators follow nextToken.
+pages = list(ecr.get_paginator("list_images").paginate(repositoryName=repo, PaginationConfig={"PageSize": 1}))
+out["list_pages"] = len(pages)
+out["image_ids"] = sorted((i.get("imageTag", ""), i["imageDigest"]) for p in pages for i in p["imageIds"])
+out["tagged_only"] = len(ecr.list_images(repositoryName=repo, filter={"tagStatus": "TAGGED"})["imageIds"])
+d = ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "v1"}])["imageDetails"][0]
+out["describe"] = {"tags": d.get("imageTags", []), "size": d["imageSizeInBytes"], "pushed": d["imagePushedAt"].isoformat(),
+                   "media_type": d["imageManifestMediaType"]}
+out["missing_repo"] = error_code(lambda: ecr.describe_images(repositoryName="nope/none"))
+out["missing_image"] = error_code(lambda: ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "zzz"}]))
+out["bad_max"] = error_code(lambda: ecr.list_images(repositoryName=repo, maxResults=1001))
+tok = ecr.get_authorization_token()["authorizationData"][0]
+out["proxy_endpoint"] = tok["proxyEndpoint"]
+out["token_user"] = __import__("base64").b64decode(tok["authorizationToken"]).decode().split(":")[0]
+# Wrong secret, unknown key: refused with AWS's codes.
+out["wrong_secret"] = error_code(lambda: client(s="x" * 40).describe_registry())
+out["unknown_key"] = error_code(lambda: client(k="AKIAAAAAAAAAAAAAAAAA").describe_registry())
+out["unsupported"] = error_code(lambda: ecr.describe_pull_through_cache_rules())
+deleted = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v2"}, {"imageTag": "gone"}])
+out["deleted"] = [i.get("imageTag") for i in deleted["imageIds"]]
+out["failures"] = [f["failureCode"] for f in deleted["failures"]]
+print(json.dumps(out))

@@ -1,0 +1,137 @@
+//! The ECR API with the real clients: boto3 (which validates every answer against ECR's
+//! model) and the `aws` CLI, signing with a user's access key; `aws ecr get-login-password`
+//! piped into `skopeo login`, then a push and a pull.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::support::*;
+
+async fn access_key(s: &TestServer, user: &str, pw: &str) -> (String, String) {
+    let r = client_as(user, pw).post(s.url("/api/v2.0/users/current/access-keys")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let k: Value = r.json().await.unwrap();
+    (k["access_key_id"].as_str().unwrap().to_owned(), k["secret_access_key"].as_str().unwrap().to_owned())
+}
+
+/// The `aws` CLI with only these credentials (no profile or config of the machine).
+fn aws(dir: &Path, key: &str, secret: &str) -> Command {
+    let mut c = Command::new("aws");
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", dir.join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials"))
+        .env("AWS_DEFAULT_REGION", "eu-west-1");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
+    let s = TestServer::start().await;
+    s.project("team", false).await;
+    s.push_image("team/app", "v1").await;
+    s.push_image("team/app", "v2").await;
+    s.push_image("team/other", "v1").await;
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.member("team", "dev", 1).await;
+    let (key, secret) = access_key(&s, "dev", "Dev-Passw0rd-1").await;
+    assert!(key.starts_with("AKIA") && key.len() == 20 && secret.len() == 40, "{key} {secret}");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ecr/boto3_ops.py");
+    let out = run_ok(Command::new("python3").arg(script).arg(&s.base).arg(&key).arg(&secret).arg("team/app")).await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["registry_id"], "000000000000");
+    assert_eq!(v["repositories"], json!(["team/app", "team/other"]));
+    assert_eq!(v["arn"], "arn:aws:ecr:eu-west-1:000000000000:repository/team/app");
+    assert_eq!(v["uri"], format!("{}/team/app", s.host()));
+    assert_eq!((v["list_pages"].as_i64(), v["tagged_only"].as_i64()), (Some(2), Some(2)), "{v}");
+    assert_eq!(v["describe"]["tags"], json!(["v1"]));
+    assert!(v["describe"]["size"].as_i64().unwrap() > 0);
+    assert_eq!(v["missing_repo"], json!(["RepositoryNotFoundException", 400]));
+    assert_eq!(v["missing_image"], json!(["ImageNotFoundException", 400]));
+    assert_eq!(v["bad_max"], json!(["InvalidParameterException", 400]));
+    assert_eq!(v["token_user"], "AWS");
+    assert_eq!(v["proxy_endpoint"], s.base);
+    assert_eq!(v["wrong_secret"], json!(["InvalidSignatureException", 403]));
+    assert_eq!(v["unknown_key"], json!(["UnrecognizedClientException", 403]));
+    assert_eq!(v["unsupported"], json!(["UnsupportedOperationException", 400]));
+    assert_eq!((v["deleted"].clone(), v["failures"].clone()), (json!(["v2"]), json!(["ImageNotFound"])));
+    assert_eq!(s.get("/v2/team/app/manifests/v2").await.status(), StatusCode::NOT_FOUND, "deleted through ECR");
+
+    // get-login-password | skopeo login, then a push and a pull with that login.
+    let tmp = tempfile::tempdir().unwrap();
+    let password =
+        run_ok(aws(tmp.path(), &key, &secret).args(["ecr", "get-login-password", "--endpoint-url", &s.base])).await;
+    let auth = tmp.path().join("auth.json");
+    let mut login = Command::new("skopeo")
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["login", "--tls-verify=false", "--username", "AWS", "--password-stdin", &s.host()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login.stdin.take().unwrap().write_all(password.trim().as_bytes()).await.unwrap();
+    let out = login.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let layout = make_oci_layout(tmp.path());
+    let skopeo = |args: &[String]| {
+        let mut c = Command::new("skopeo");
+        c.env("REGISTRY_AUTH_FILE", &auth).args(args);
+        c
+    };
+    let dest = format!("docker://{}/team/app:v3", s.host());
+    run_ok(&mut skopeo(&[
+        "--insecure-policy".into(),
+        "copy".into(),
+        "-q".into(),
+        "--dest-tls-verify=false".into(),
+        format!("oci:{}:single", layout.display()),
+        dest.clone(),
+    ]))
+    .await;
+    let inspected = run_ok(&mut skopeo(&["inspect".into(), "--tls-verify=false".into(), dest])).await;
+    assert!(inspected.contains("\"Digest\""), "{inspected}");
+    let listed = run_ok(aws(tmp.path(), &key, &secret).args([
+        "ecr",
+        "list-images",
+        "--repository-name",
+        "team/app",
+        "--endpoint-url",
+        &s.base,
+    ]))
+    .await;
+    assert!(listed.contains("\"imageTag\": \"v3\""), "{listed}");
+
+    // A deactivated key signs nothing; the key's changes are in the audit log.
+    let url = s.url(&format!("/api/v2.0/users/current/access-keys/{key}"));
+    let r = client_as("dev", "Dev-Passw0rd-1").put(url).json(&json!({"active": false})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let err =
+        run_fails(aws(tmp.path(), &key, &secret).args(["ecr", "describe-registry", "--endpoint-url", &s.base])).await;
+    assert!(err.contains("UnrecognizedClientException"), "{err}");
+    let listed: Value = client_as("dev", "Dev-Passw0rd-1")
+        .get(s.url("/api/v2.0/users/current/access-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["status"], "Inactive");
+    assert!(listed[0].get("secret_access_key").is_none(), "the secret is shown once");
+    crate::access::audit(&s, "resource_type=access_key", |v| {
+        v.iter().any(|e| e["operation"] == "create" && e["username"] == "dev")
+            && v.iter().any(|e| e["operation"] == "update" && e["username"] == "dev")
+    })
+    .await;
+    s.stop().await;
+}
