@@ -24,8 +24,7 @@ use serde_json::{Value, json};
 
 use crate::{AdminState, Caller};
 
-/// The registry id ECR's answers carry (a 12-digit account id in AWS).
-pub const REGISTRY_ID: &str = "000000000000";
+use crate::lifecycle::REGISTRY_ID;
 
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 const JSON_11: &str = "application/x-amz-json-1.1";
@@ -192,6 +191,15 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         "ListImages" => list_images(&cx, &input).await,
         "DescribeImages" => describe_images(&cx, &input).await,
         "BatchDeleteImage" => batch_delete_image(&cx, &input).await,
+        "CreateRepository" => create_repository(&cx, &input).await,
+        "DeleteRepository" => delete_repository(&cx, &input).await,
+        "GetRepositoryPolicy" => get_repository_policy(&cx, &input).await,
+        "SetRepositoryPolicy" => set_repository_policy(&cx, &input).await,
+        "DeleteRepositoryPolicy" => delete_repository_policy(&cx, &input).await,
+        "GetLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Get).await,
+        "PutLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Put).await,
+        "DeleteLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Delete).await,
+        "BatchGetImage" => batch_get_image(&cx, &input).await,
         other => Err(EcrError::bad(
             "UnsupportedOperationException",
             format!("{other} is not (yet) offered by Berth's ECR API"),
@@ -213,6 +221,10 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    fn origin(&self) -> berth_auth::Origin {
+        berth_auth::Origin::new(self.p.name(), self.ip.clone())
+    }
+
     fn arn(&self, repo: &str) -> String {
         format!("arn:aws:ecr:{}:{REGISTRY_ID}:repository/{repo}", self.region)
     }
@@ -249,6 +261,18 @@ impl Cx<'_> {
             Err(e) => Err(EcrError::from(crate::ApiError::from(e))),
         }
     }
+}
+
+/// A repository's description as ECR gives it.
+fn repository_json(cx: &Cx<'_>, name: &str, created_at: i64) -> Value {
+    let host = cx.host();
+    let host = host.split("://").nth(1).unwrap_or(&host).to_owned();
+    json!({
+        "repositoryArn": cx.arn(name), "registryId": REGISTRY_ID, "repositoryName": name,
+        "repositoryUri": format!("{host}/{name}"), "createdAt": epoch(created_at),
+        "imageTagMutability": "MUTABLE", "imageScanningConfiguration": {"scanOnPush": false},
+        "encryptionConfiguration": {"encryptionType": "AES256"},
+    })
 }
 
 fn not_found(name: &str) -> EcrError {
@@ -325,16 +349,7 @@ async fn describe_repositories(cx: &Cx<'_>, input: &Value) -> EcrResult {
         return Err(not_found(missing));
     }
     repos.sort_by(|a, b| a.name.cmp(&b.name));
-    let host = cx.host();
-    let host = host.split("://").nth(1).unwrap_or(&host).to_owned();
-    Ok(paged(repos, start, max, "repositories", |r| {
-        json!({
-            "repositoryArn": cx.arn(&r.name), "registryId": REGISTRY_ID, "repositoryName": r.name,
-            "repositoryUri": format!("{host}/{}", r.name), "createdAt": epoch(r.created_at),
-            "imageTagMutability": "MUTABLE", "imageScanningConfiguration": {"scanOnPush": false},
-            "encryptionConfiguration": {"encryptionType": "AES256"},
-        })
-    }))
+    Ok(paged(repos, start, max, "repositories", |r| repository_json(cx, &r.name, r.created_at)))
 }
 
 async fn list_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
@@ -405,7 +420,7 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
         .as_array()
         .filter(|a| !a.is_empty())
         .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageIds is required"))?;
-    let origin = berth_auth::Origin::new(cx.p.name(), cx.ip.clone());
+    let origin = cx.origin();
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
     for id in ids {
         let reference = match (id["imageDigest"].as_str(), id["imageTag"].as_str()) {
@@ -448,4 +463,164 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
         }
     }
     Ok(json!({"imageIds": deleted, "failures": failures}))
+}
+
+/// `CreateRepository`: an empty repository in an existing project (ECR has no projects: the
+/// first path segment names Berth's), for who may push there.
+async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Push, EcrAction::PutImage).await?;
+    if !cx.s.registry.repository_create(&repo, &cx.origin()).await? {
+        return Err(EcrError::bad(
+            "RepositoryAlreadyExistsException",
+            format!("The repository with name '{repo}' already exists in the registry with id '{REGISTRY_ID}'"),
+        ));
+    }
+    Ok(json!({"repository": repository_json(cx, repo.as_str(), berth_auth::now_ms())}))
+}
+
+/// `DeleteRepository`: only an empty one unless `force`.
+async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::DeleteArtifact, EcrAction::DeleteRepository).await?;
+    let summary =
+        cx.s.registry
+            .project_repos(repo.as_str().split('/').next().unwrap_or_default())
+            .await?
+            .into_iter()
+            .find(|r| r.name == repo.as_str())
+            .ok_or_else(|| not_found(repo.as_str()))?;
+    if summary.artifact_count > 0 && input["force"].as_bool() != Some(true) {
+        return Err(EcrError::bad(
+            "RepositoryNotEmptyException",
+            format!(
+                "The repository with name '{repo}' in registry with id '{REGISTRY_ID}' cannot be deleted because it still \
+                 contains images (force deletes them)"
+            ),
+        ));
+    }
+    cx.s.registry.repository_delete(&repo, &cx.origin()).await?;
+    Ok(json!({"repository": repository_json(cx, repo.as_str(), summary.created_at)}))
+}
+
+async fn get_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Read, EcrAction::GetRepositoryPolicy).await?;
+    match cx.s.auth.repo_policy(repo.as_str()).await.map_err(crate::ApiError::from)? {
+        Some(doc) => Ok(json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "policyText": doc})),
+        None => Err(EcrError::bad(
+            "RepositoryPolicyNotFoundException",
+            format!(
+                "Repository policy does not exist for the repository with name '{repo}' in the registry with id \
+                 '{REGISTRY_ID}'"
+            ),
+        )),
+    }
+}
+
+async fn set_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::SetRepositoryPolicy).await?;
+    let text = input["policyText"]
+        .as_str()
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "policyText is required"))?;
+    berth_auth::policy::RepoPolicy::parse(text)
+        .map_err(|e| EcrError::bad("InvalidParameterException", format!("Invalid repository policy provided: {e}")))?;
+    let v: Value = serde_json::from_str(text).map_err(|e| EcrError::bad("InvalidParameterException", e.to_string()))?;
+    cx.s.auth
+        .put_repo_policy(repo.as_str(), &v.to_string(), &cx.origin())
+        .await
+        .map_err(|e| EcrError::bad("InvalidParameterException", format!("Invalid repository policy provided: {e}")))?;
+    Ok(json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "policyText": v.to_string()}))
+}
+
+async fn delete_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::DeleteRepositoryPolicy).await?;
+    let out = get_repository_policy(cx, input).await?;
+    cx.s.auth.delete_repo_policy(repo.as_str(), &cx.origin()).await.map_err(crate::ApiError::from)?;
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Get,
+    Put,
+    Delete,
+}
+
+/// Lifecycle policies: the same store and documents as `/api/v2.0/…/lifecycle_policy`.
+async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
+    let (perm, action) = match what {
+        Lifecycle::Get => (Perm::Read, EcrAction::GetLifecyclePolicy),
+        Lifecycle::Put => (Perm::ManagePolicy, EcrAction::PutLifecyclePolicy),
+        Lifecycle::Delete => (Perm::ManagePolicy, EcrAction::DeleteLifecyclePolicy),
+    };
+    let repo = cx.repo(input, perm, action).await?;
+    let missing = || {
+        EcrError::bad(
+            "LifecyclePolicyNotFoundException",
+            format!(
+                "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id \
+                 '{REGISTRY_ID}'"
+            ),
+        )
+    };
+    let policy = match what {
+        Lifecycle::Get => {
+            cx.s.policies.lifecycle(repo.as_str()).await.map_err(crate::ApiError::from)?.ok_or_else(missing)?
+        }
+        Lifecycle::Delete => {
+            cx.s.policies
+                .delete_lifecycle(repo.as_str(), &cx.origin())
+                .await
+                .map_err(crate::ApiError::from)?
+                .ok_or_else(missing)?
+        }
+        Lifecycle::Put => {
+            let text = input["lifecyclePolicyText"]
+                .as_str()
+                .ok_or_else(|| EcrError::bad("InvalidParameterException", "lifecyclePolicyText is required"))?;
+            cx.s.policies
+                .put_lifecycle(repo.as_str(), text, &cx.origin())
+                .await
+                .map_err(|e| EcrError::from(crate::lifecycle::policy_error(e)))?
+        }
+    };
+    let mut out =
+        json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "lifecyclePolicyText": policy.document});
+    if let (Lifecycle::Get | Lifecycle::Delete, Some(at)) = (what, policy.evaluated_at) {
+        out["lastEvaluatedAt"] = json!(epoch(at));
+    }
+    Ok(out)
+}
+
+/// `BatchGetImage`: manifests by digest or tag, as stored (byte for byte).
+async fn batch_get_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Pull, EcrAction::BatchGetImage).await?;
+    let ids = input["imageIds"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageIds is required"))?;
+    let (mut images, mut failures) = (Vec::new(), Vec::new());
+    for id in ids {
+        let reference =
+            id["imageTag"].as_str().or(id["imageDigest"].as_str()).and_then(|r| r.parse::<Reference>().ok());
+        let Some(reference) = reference else {
+            failures.push(json!({"imageId": id, "failureCode": "InvalidImageDigest", "failureReason": "give imageDigest or imageTag"}));
+            continue;
+        };
+        match cx.s.registry.manifest_get(&repo, &reference, true).await {
+            Ok(m) => {
+                let bytes = m.bytes.unwrap_or_default();
+                let mut image_id = json!({"imageDigest": m.record.digest.to_string()});
+                if let Reference::Tag(t) = &reference {
+                    image_id["imageTag"] = json!(t.as_str());
+                }
+                images.push(json!({
+                    "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": image_id,
+                    "imageManifest": String::from_utf8_lossy(&bytes), "imageManifestMediaType": m.record.media_type,
+                }));
+            }
+            Err(_) => failures.push(
+                json!({"imageId": id, "failureCode": "ImageNotFound", "failureReason": "Requested image not found"}),
+            ),
+        }
+    }
+    Ok(json!({"images": images, "failures": failures}))
 }

@@ -40,6 +40,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         EventKind::BlobQuarantined => {
             ("quarantine", "blob", ev.digest.clone().unwrap_or_default(), "success", detail("reason"))
         }
+        EventKind::RepositoryCreated => ("create", "repository", repo.to_owned(), "success", None),
         EventKind::RepositoryDeleted => ("delete", "repository", repo.to_owned(), "success", None),
         EventKind::LoginSucceeded => ("login", "user", ev.origin.actor.clone(), "success", detail("how")),
         EventKind::LoginFailed => ("login", "user", ev.origin.actor.clone(), "failure", detail("detail")),

@@ -102,6 +102,8 @@ event_kinds! {
     TagDeleted => "tag.deleted",
     /// A blob was unlinked from a repository (`digest`).
     BlobDeleted => "blob.deleted",
+    /// An empty repository was created (ECR's CreateRepository; pushes create theirs silently).
+    RepositoryCreated => "repository.created",
     /// A repository was deleted with everything in it.
     RepositoryDeleted => "repository.deleted",
     /// A project was created (`project`; `data.public`, `data.metadata`).

@@ -429,6 +429,9 @@ pub trait MetaStore:
     async fn repo_counts(&self, projects: &[String]) -> Result<Vec<i64>, MetaError>;
     /// Every manifest of `repo`, newest first, with tags, children and sizes.
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError>;
+    /// Create an empty repository (ECR's CreateRepository; pushes create theirs) and log
+    /// `repository.created`; false when it exists.
+    async fn create_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError>;
     /// Delete a repository: its manifests, tags, blob links and record (event
     /// `repository.deleted`); returns whether it existed.
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError>;

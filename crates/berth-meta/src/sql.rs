@@ -1149,6 +1149,23 @@ impl MetaStore for SqlMetaStore {
         Ok(out)
     }
 
+    async fn create_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let now = crate::now_ms();
+        let n = sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            let e = NewEvent::new(EventKind::RepositoryCreated, now, origin).repo(repo.as_str());
+            insert_events(&mut tx, self.backend, &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     async fn delete_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {
         let mut tx = self.begin_write().await?;
         // Everything it holds leaves its project's quota: what this transaction deleted.

@@ -547,6 +547,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Create an empty repository; false when it exists already.
+    pub async fn repository_create(&self, repo: &RepoName, origin: &Origin) -> Result<bool, RegistryError> {
+        Ok(self.meta.create_repo(repo, origin).await?)
+    }
+
     /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.
     pub async fn repository_delete(&self, repo: &RepoName, origin: &Origin) -> Result<(), RegistryError> {
         self.check_mutable(repo, &self.all_tags(repo, None).await?).await?;

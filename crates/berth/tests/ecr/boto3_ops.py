@@ -60,6 +60,32 @@ out["token_user"] = __import__("base64").b64decode(tok["authorizationToken"]).de
 out["wrong_secret"] = error_code(lambda: client(s="x" * 40).describe_registry())
 out["unknown_key"] = error_code(lambda: client(k="AKIAAAAAAAAAAAAAAAAA").describe_registry())
 out["unsupported"] = error_code(lambda: ecr.describe_pull_through_cache_rules())
+# Repositories: create (a second time refused), delete (non-empty only with force).
+out["created"] = ecr.create_repository(repositoryName="team/new")["repository"]["repositoryName"]
+out["create_again"] = error_code(lambda: ecr.create_repository(repositoryName="team/new"))
+out["after_create"] = [r["repositoryName"] for r in ecr.describe_repositories()["repositories"]]
+ecr.delete_repository(repositoryName="team/new")
+out["not_empty"] = error_code(lambda: ecr.delete_repository(repositoryName="team/other"))
+out["forced"] = ecr.delete_repository(repositoryName="team/other", force=True)["repository"]["repositoryName"]
+# Repository policies, ECR's JSON.
+policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Sid": "ro", "Effect": "Allow",
+                     "Principal": {"AWS": ["dev"]}, "Action": ["ecr:BatchGetImage"]}]})
+ecr.set_repository_policy(repositoryName=repo, policyText=policy)
+out["policy_sid"] = json.loads(ecr.get_repository_policy(repositoryName=repo)["policyText"])["Statement"][0]["Sid"]
+ecr.delete_repository_policy(repositoryName=repo)
+out["policy_gone"] = error_code(lambda: ecr.get_repository_policy(repositoryName=repo))
+out["bad_policy"] = error_code(lambda: ecr.set_repository_policy(repositoryName=repo, policyText="{}"))
+# Lifecycle policies.
+rules = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                    "countUnit": "days", "countNumber": 14}, "action": {"type": "expire"}}]})
+ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText=rules)
+out["lifecycle_rules"] = len(json.loads(ecr.get_lifecycle_policy(repositoryName=repo)["lifecyclePolicyText"])["rules"])
+ecr.delete_lifecycle_policy(repositoryName=repo)
+out["lifecycle_gone"] = error_code(lambda: ecr.get_lifecycle_policy(repositoryName=repo))
+# Manifests as stored.
+got = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}, {"imageTag": "nope"}])
+out["manifest_schema"] = json.loads(got["images"][0]["imageManifest"])["schemaVersion"]
+out["get_failures"] = [f["failureCode"] for f in got["failures"]]
 deleted = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v2"}, {"imageTag": "gone"}])
 out["deleted"] = [i.get("imageTag") for i in deleted["imageIds"]]
 out["failures"] = [f["failureCode"] for f in deleted["failures"]]

@@ -64,6 +64,18 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     assert_eq!(v["unknown_key"], json!(["UnrecognizedClientException", 403]));
     assert_eq!(v["unsupported"], json!(["UnsupportedOperationException", 400]));
     assert_eq!((v["deleted"].clone(), v["failures"].clone()), (json!(["v2"]), json!(["ImageNotFound"])));
+    assert_eq!(v["created"], "team/new");
+    assert_eq!(v["create_again"], json!(["RepositoryAlreadyExistsException", 400]));
+    assert_eq!(v["after_create"], json!(["team/app", "team/new", "team/other"]));
+    assert_eq!(v["not_empty"], json!(["RepositoryNotEmptyException", 400]));
+    assert_eq!(v["forced"], "team/other");
+    assert_eq!(s.get("/v2/team/other/manifests/v1").await.status(), StatusCode::NOT_FOUND, "force deleted its images");
+    assert_eq!(v["policy_sid"], "ro");
+    assert_eq!(v["policy_gone"], json!(["RepositoryPolicyNotFoundException", 400]));
+    assert_eq!(v["bad_policy"], json!(["InvalidParameterException", 400]));
+    assert_eq!(v["lifecycle_rules"], 1);
+    assert_eq!(v["lifecycle_gone"], json!(["LifecyclePolicyNotFoundException", 400]));
+    assert_eq!((v["manifest_schema"].as_i64(), v["get_failures"].clone()), (Some(2), json!(["ImageNotFound"])));
     assert_eq!(s.get("/v2/team/app/manifests/v2").await.status(), StatusCode::NOT_FOUND, "deleted through ECR");
 
     // get-login-password | skopeo login, then a push and a pull with that login.
