@@ -435,6 +435,49 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     store.rotate_signing_key(&k("k4", 90), 85).await.unwrap();
     let kids: Vec<_> = store.signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec!["k4", "k3"], "k1 was retired before 85 and is forgotten");
+
+    // access keys: by id and account, (de)activated, deleted, each change logged
+    let ak = |id: &str, account: &str| crate::AccessKeyRecord {
+        id: id.into(),
+        account: account.into(),
+        sealed_secret: format!("v1:sealed-{id}"),
+        active: true,
+        created_at: 100,
+    };
+    store.create_access_key(&ak("AKIA1", "alice"), &o).await.unwrap();
+    store.create_access_key(&ak("AKIA2", "alice"), &o).await.unwrap();
+    store.create_access_key(&ak("AKIA3", "robot$p+ci"), &o).await.unwrap();
+    assert!(matches!(store.create_access_key(&ak("AKIA1", "bob"), &o).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.access_key("AKIA1").await.unwrap().unwrap().sealed_secret, "v1:sealed-AKIA1");
+    let ids = |v: Vec<crate::AccessKeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.access_keys("alice").await.unwrap()), ["AKIA1", "AKIA2"]);
+    assert!(store.set_access_key_active("AKIA1", false, 101, &o).await.unwrap());
+    assert!(!store.access_key("AKIA1").await.unwrap().unwrap().active);
+    assert!(!store.set_access_key_active("AKIA9", false, 101, &o).await.unwrap());
+    assert!(store.delete_access_key("AKIA2", 102, &o).await.unwrap());
+    assert!(!store.delete_access_key("AKIA2", 102, &o).await.unwrap());
+    assert_eq!(store.access_key("AKIA2").await.unwrap(), None);
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::AccessKeyChanged], limit: 10, ..Default::default() };
+    let ops: Vec<String> =
+        store.query_events(&q).await.unwrap().iter().map(|e| e.event.data["op"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ops, ["delete", "deactivate", "create", "create", "create"]);
+
+    // runtime settings: set, replaced, all of them in the event
+    assert!(store.settings().await.unwrap().is_empty());
+    store.put_settings(&[("token_expiration".into(), "30".into())], 110, &o).await.unwrap();
+    let all = store
+        .put_settings(&[("token_expiration".into(), "45".into()), ("session_timeout".into(), "60".into())], 111, &o)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        vec![("session_timeout".to_owned(), "60".to_owned()), ("token_expiration".to_owned(), "45".to_owned())]
+    );
+    assert_eq!(store.settings().await.unwrap(), all);
+    let q = crate::EventQuery { kinds: vec![crate::EventKind::SettingsChanged], limit: 10, ..Default::default() };
+    let e = store.query_events(&q).await.unwrap();
+    assert_eq!(e[0].event.data["settings"], serde_json::json!({"session_timeout": 60, "token_expiration": 45}));
+    assert_eq!(e[0].event.data["changed"], serde_json::json!({"session_timeout": 60, "token_expiration": 45}));
 }
 
 /// The [`crate::ScanStore`] checks: imports replace a source's records and bump the

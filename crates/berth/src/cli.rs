@@ -993,8 +993,73 @@ pub enum LifecycleCommand {
     },
 }
 
-/// `berth label …`
+/// `berth access-key …`
 #[derive(Subcommand, Debug)]
+pub enum AccessKeyCommand {
+    /// A new access key of the account you sign in as (the secret is printed once).
+    Create,
+    /// Your access keys, without their secrets.
+    List,
+    /// Let a key sign again.
+    Activate {
+        /// The access key id (`AKIA…`).
+        id: String,
+    },
+    /// Stop a key from signing (it can be activated again).
+    Deactivate {
+        /// The access key id (`AKIA…`).
+        id: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// The access key id (`AKIA…`).
+        id: String,
+    },
+}
+
+/// `berth access-key …`.
+pub async fn access_key(args: &ApiArgs, cmd: AccessKeyCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let one = |id: &str| format!("/users/current/access-keys/{}", enc(id));
+    match cmd {
+        AccessKeyCommand::Create => {
+            let (_, k) = api.call(Method::POST, "/users/current/access-keys", None).await?;
+            if !api.structured(&k)? {
+                println!("access key id:     {}", cell(&k["access_key_id"]));
+                println!("secret access key: {}", cell(&k["secret_access_key"]));
+                println!("(the secret is shown this once; use them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)");
+            }
+        }
+        AccessKeyCommand::List => {
+            let (_, list) = api.call(Method::GET, "/users/current/access-keys", None).await?;
+            if !api.structured(&list)? {
+                let rows = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| vec![cell(&k["access_key_id"]), cell(&k["status"]), cell(&k["creation_time"])]);
+                println!("{}", table(&["ACCESS KEY ID", "STATUS", "CREATED"], rows));
+            }
+        }
+        AccessKeyCommand::Activate { id } => {
+            api.call(Method::PUT, &one(&id), Some(json!({"active": true}))).await?;
+            println!("access key {id} is active");
+        }
+        AccessKeyCommand::Deactivate { id } => {
+            api.call(Method::PUT, &one(&id), Some(json!({"active": false}))).await?;
+            println!("access key {id} is inactive: it signs nothing until activated");
+        }
+        AccessKeyCommand::Delete { id } => {
+            api.call(Method::DELETE, &one(&id), None).await?;
+            println!("access key {id} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// `berth label …`.
+#[derive(Debug, Subcommand)]
 pub enum LabelCommand {
     /// Global labels, or a project's with --project.
     List {

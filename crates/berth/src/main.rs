@@ -149,6 +149,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::LifecycleCommand,
     },
+    /// Your access keys (AWS SigV4, for `aws ecr` and boto3 against Berth): create, list,
+    /// activate, deactivate, delete.
+    AccessKey {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::AccessKeyCommand,
+    },
     /// Harbor labels: list, create, delete; add to and remove from artifacts.
     Label {
         #[command(flatten)]
@@ -715,6 +723,7 @@ fn run() -> anyhow::Result<()> {
         Command::Lifecycle { api, command } => rt.block_on(cli::lifecycle(&api, command)),
         Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
+        Command::AccessKey { api, command } => rt.block_on(cli::access_key(&api, command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
         Command::Export { api, command } => rt.block_on(cli::export(&api, command)),

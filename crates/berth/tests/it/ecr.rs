@@ -147,3 +147,33 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_a_users_access_keys() {
+    let s = TestServer::start().await;
+    s.user("ops", "Ops-Passw0rd-1").await;
+    let berth = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base)
+            .env("BERTH_USERNAME", "ops")
+            .env("BERTH_PASSWORD", "Ops-Passw0rd-1")
+            .arg("access-key")
+            .args(args);
+        c
+    };
+    let k: Value = serde_json::from_str(&run_ok(&mut berth(&["create", "--output", "json"])).await).unwrap();
+    let id = k["access_key_id"].as_str().unwrap().to_owned();
+    let text = run_ok(&mut berth(&["create"])).await;
+    assert!(text.contains("secret access key: ") && text.contains("shown this once"), "{text}");
+    let err = run_fails(&mut berth(&["create"])).await;
+    assert!(err.contains("has 2 access keys already"), "{err}");
+    run_ok(&mut berth(&["deactivate", &id])).await;
+    let list = run_ok(&mut berth(&["list"])).await;
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{list}"));
+    assert!(row.contains("Inactive"), "{list}");
+    run_ok(&mut berth(&["delete", &id])).await;
+    assert!(!run_ok(&mut berth(&["list"])).await.contains(&id));
+    let err = run_fails(&mut berth(&["delete", &id])).await;
+    assert!(err.contains("has no access key"), "{err}");
+    s.stop().await;
+}
