@@ -16,19 +16,16 @@ and the time from an import to the end of the re-evaluation of all N inventories
 
 import argparse
 import gzip
-import hashlib
-import io
 import json
 import os
 import random
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from abuse import ADMIN_PW, parallel, request, start, status  # noqa: E402
+from abuse import parallel, push_layer_image as push, request, start, status, targz  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK = os.path.join(ROOT, "testdata", "vulndb", "osv")
@@ -44,16 +41,6 @@ def debian_names(n):
     return sorted(set(names))[:n]
 
 
-def layer(files):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as t:
-        for path, data in files:
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), compresslevel=1)
-
-
 def image_files(i, names, rng):
     status = "".join(
         f"Package: {n}\nStatus: install ok installed\nArchitecture: amd64\n"
@@ -66,22 +53,6 @@ def image_files(i, names, rng):
     for k in range(16):
         files.append((f"app/node_modules/pkg{k}/package.json", json.dumps({"name": f"pkg{k}", "version": f"1.{i}.{k}"}).encode()))
     return files
-
-
-def push(host, port, repo, blob_layer):
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    descs = []
-    for blob, mt in ((cfg, "application/vnd.oci.image.config.v1+json"),
-                     (blob_layer, "application/vnd.oci.image.layer.v1.tar+gzip")):
-        d = "sha256:" + hashlib.sha256(blob).hexdigest()
-        st, _ = request(host, port, "POST", f"/v2/{repo}/blobs/uploads/?digest={d}", blob)
-        assert st == 201, st
-        descs.append({"mediaType": mt, "digest": d, "size": len(blob)})
-    m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": descs[0], "layers": descs[1:]}).encode()
-    st, _ = request(host, port, "PUT", f"/v2/{repo}/manifests/v1", m,
-                    {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-    assert st == 201, st
 
 
 def jobs(host, port, kind):
@@ -122,10 +93,10 @@ def main():
                     json.dumps({"project_name": "sc", "metadata": {"auto_scan": "true"}}),
                     {"Content-Type": "application/json"})
             # The first scan loads the index.
-            push(host, port, "sc/first", layer(image_files(0, names, rng)))
+            push(host, port, "sc/first", targz(image_files(0, names, rng)))
             wait_scans(host, port, 1)
             indexed, hwm_index = status(p.pid, "VmRSS"), status(p.pid, "VmHWM")
-            layers = [layer(image_files(i, names, rng)) for i in range(a.images)]
+            layers = [targz(image_files(i, names, rng)) for i in range(a.images)]
             t = time.monotonic()
             parallel(8, lambda k: [push(host, port, f"sc/app{i}", layers[i]) for i in range(k, a.images, 8)])
             wait_scans(host, port, a.images + 1)

@@ -355,20 +355,7 @@ impl ScanStore for SqlMetaStore {
         generation: i64,
         now: i64,
     ) -> Result<(), MetaError> {
-        sqlx::query(
-            "INSERT INTO scan_reports (digest, repo, status, error, report, generation, started_at, finished_at)
-             VALUES ($1, $2, 'done', NULL, $3, $4, $5, $5)
-             ON CONFLICT (digest) DO UPDATE SET status = 'done', error = NULL, report = excluded.report,
-             generation = excluded.generation, finished_at = excluded.finished_at",
-        )
-        .bind(digest)
-        .bind(repo)
-        .bind(report)
-        .bind(generation)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        self.put_reports(&[(digest.to_owned(), repo.to_owned(), report.to_owned())], generation, now).await
     }
 
     async fn put_reports(&self, rows: &[(String, String, String)], generation: i64, now: i64) -> Result<(), MetaError> {
