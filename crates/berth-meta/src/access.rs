@@ -955,6 +955,12 @@ impl AccessStore for SqlMetaStore {
         };
         let e = change_event(&mut tx, change).await?;
         sqlx::query("DELETE FROM project_members WHERE user_id = $1").bind(id).execute(&mut *tx).await?;
+        // Its access keys go with it: an account made later under the same name must not
+        // inherit them.
+        sqlx::query("DELETE FROM access_keys WHERE account = (SELECT username FROM users WHERE id = $1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n > 0 {
             insert_events(&mut tx, self.backend(), &[e]).await?;
@@ -1304,7 +1310,19 @@ impl AccessStore for SqlMetaStore {
             at: crate::now_ms(),
             origin,
         };
-        Ok(self.logged("DELETE FROM robots WHERE id = $1", vec![Bind::I(id)], change).await? > 0)
+        let mut tx = self.begin_write().await?;
+        let e = change_event(&mut tx, change).await?;
+        // Its access keys go with it (a robot made later under the same name must not inherit them).
+        sqlx::query("DELETE FROM access_keys WHERE account = (SELECT name FROM robots WHERE id = $1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM robots WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), &[e]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn put_repo_policy(&self, repo: &str, document: &str, now: i64, origin: &Origin) -> Result<(), MetaError> {

@@ -446,7 +446,7 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     };
     store.create_access_key(&ak("AKIA1", "alice"), &o).await.unwrap();
     store.create_access_key(&ak("AKIA2", "alice"), &o).await.unwrap();
-    store.create_access_key(&ak("AKIA3", "robot$p+ci"), &o).await.unwrap();
+    store.create_access_key(&ak("AKIA3", "robot$sys"), &o).await.unwrap();
     assert!(matches!(store.create_access_key(&ak("AKIA1", "bob"), &o).await, Err(MetaError::Conflict(_))));
     assert_eq!(store.access_key("AKIA1").await.unwrap().unwrap().sealed_secret, "v1:sealed-AKIA1");
     let ids = |v: Vec<crate::AccessKeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
@@ -461,6 +461,10 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     let ops: Vec<String> =
         store.query_events(&q).await.unwrap().iter().map(|e| e.event.data["op"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ops, ["delete", "deactivate", "create", "create", "create"]);
+    // A deleted account's keys go with it (a new account of that name must not inherit them).
+    assert!(store.delete_user(alice, &o).await.unwrap());
+    assert!(store.delete_robot(r2, &o).await.unwrap());
+    assert_eq!((store.access_key("AKIA1").await.unwrap(), store.access_key("AKIA3").await.unwrap()), (None, None));
 
     // runtime settings: set, replaced, all of them in the event
     assert!(store.settings().await.unwrap().is_empty());
