@@ -240,8 +240,25 @@ impl Cx<'_> {
         }
     }
 
-    /// The repository `name` if the caller may do `perm` there (`ecr` for policies).
+    /// Does the repository exist (with or without images)?
+    async fn exists(&self, repo: &RepoName) -> Result<bool, EcrError> {
+        let project = repo.as_str().split('/').next().unwrap_or_default();
+        Ok(self.s.registry.project_repos(project).await?.iter().any(|r| r.name == repo.as_str()))
+    }
+
+    /// The repository `name` if the caller may do `perm` there (`ecr` for policies) and, when
+    /// `must_exist`, it exists: else `RepositoryNotFoundException`, as ECR answers.
     async fn repo(&self, input: &Value, perm: Perm, ecr: EcrAction) -> Result<RepoName, EcrError> {
+        self.repo_checked(input, perm, ecr, true).await
+    }
+
+    async fn repo_checked(
+        &self,
+        input: &Value,
+        perm: Perm,
+        ecr: EcrAction,
+        must_exist: bool,
+    ) -> Result<RepoName, EcrError> {
         let name = input["repositoryName"]
             .as_str()
             .ok_or_else(|| EcrError::bad("InvalidParameterException", "repositoryName is required"))?;
@@ -255,7 +272,8 @@ impl Cx<'_> {
             ));
         }
         match self.s.auth.decide(self.p, Target::Repository(repo.as_str(), ecr), perm).await {
-            Ok(()) => Ok(repo),
+            Ok(()) if !must_exist || self.exists(&repo).await? => Ok(repo),
+            Ok(()) => Err(not_found(name)),
             // A repository the caller may not see is one that does not exist to them.
             Err(Denied::NoProject(_) | Denied::Hidden { .. }) => Err(not_found(name)),
             Err(e) => Err(EcrError::from(crate::ApiError::from(e))),
@@ -468,7 +486,7 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
 /// `CreateRepository`: an empty repository in an existing project (ECR has no projects: the
 /// first path segment names Berth's), for who may push there.
 async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
-    let repo = cx.repo(input, Perm::Push, EcrAction::PutImage).await?;
+    let repo = cx.repo_checked(input, Perm::Push, EcrAction::PutImage, false).await?;
     if !cx.s.registry.repository_create(&repo, &cx.origin()).await? {
         return Err(EcrError::bad(
             "RepositoryAlreadyExistsException",

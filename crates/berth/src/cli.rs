@@ -346,7 +346,7 @@ pub async fn repo(args: &ApiArgs, cmd: RepoCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The scan summary of an artifact JSON, in words: `High: 2 (1 fixable)`.
+/// The scan summary of an artifact JSON, in words: `2 (1 fixable), highest High`.
 fn scan_words(a: &Value) -> String {
     let Some(o) = a["scan_overview"].as_object().and_then(|m| m.values().next()) else { return "not scanned".into() };
     match o["scan_status"].as_str() {
@@ -357,7 +357,11 @@ fn scan_words(a: &Value) -> String {
             } else if total == 0 {
                 "no findings".into()
             } else {
-                format!("{}: {total} ({} fixable)", cell(&o["severity"]), o["summary"]["fixable"].as_i64().unwrap_or(0))
+                format!(
+                    "{total} ({} fixable), highest {}",
+                    o["summary"]["fixable"].as_i64().unwrap_or(0),
+                    cell(&o["severity"])
+                )
             }
         }
         Some(other) => other.to_lowercase(),

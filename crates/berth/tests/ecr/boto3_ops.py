@@ -51,6 +51,7 @@ d = ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "v1"}])["ima
 out["describe"] = {"tags": d.get("imageTags", []), "size": d["imageSizeInBytes"], "pushed": d["imagePushedAt"].isoformat(),
                    "media_type": d["imageManifestMediaType"]}
 out["missing_repo"] = error_code(lambda: ecr.describe_images(repositoryName="nope/none"))
+out["missing_repo_in_project"] = error_code(lambda: ecr.list_images(repositoryName="team/none"))
 out["missing_image"] = error_code(lambda: ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "zzz"}]))
 out["bad_max"] = error_code(lambda: ecr.list_images(repositoryName=repo, maxResults=1001))
 tok = ecr.get_authorization_token()["authorizationData"][0]

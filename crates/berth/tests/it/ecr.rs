@@ -56,6 +56,7 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     assert_eq!(v["describe"]["tags"], json!(["v1"]));
     assert!(v["describe"]["size"].as_i64().unwrap() > 0);
     assert_eq!(v["missing_repo"], json!(["RepositoryNotFoundException", 400]));
+    assert_eq!(v["missing_repo_in_project"], json!(["RepositoryNotFoundException", 400]));
     assert_eq!(v["missing_image"], json!(["ImageNotFoundException", 400]));
     assert_eq!(v["bad_max"], json!(["InvalidParameterException", 400]));
     assert_eq!(v["token_user"], "AWS");
