@@ -121,6 +121,12 @@ impl From<crate::ApiError> for EcrError {
     }
 }
 
+impl From<berth_scanner::MetaError> for EcrError {
+    fn from(e: berth_scanner::MetaError) -> EcrError {
+        crate::ApiError::from(e).into()
+    }
+}
+
 impl From<AuthError> for EcrError {
     fn from(e: AuthError) -> EcrError {
         crate::ApiError::from(e).into()
@@ -200,6 +206,9 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         "PutLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Put).await,
         "DeleteLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Delete).await,
         "BatchGetImage" => batch_get_image(&cx, &input).await,
+        "BatchCheckLayerAvailability" => batch_check_layer_availability(&cx, &input).await,
+        "StartImageScan" => start_image_scan(&cx, &input).await,
+        "DescribeImageScanFindings" => describe_image_scan_findings(&cx, &input).await,
         other => Err(EcrError::bad(
             "UnsupportedOperationException",
             format!("{other} is not (yet) offered by Berth's ECR API"),
@@ -349,7 +358,7 @@ async fn describe_repositories(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let wanted: Option<Vec<&str>> =
         input["repositoryNames"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect());
     let mut repos = Vec::new();
-    for p in cx.s.auth.projects().await.map_err(crate::ApiError::from)? {
+    for p in cx.s.auth.projects().await? {
         for r in cx.s.registry.project_repos(&p.name).await? {
             if wanted.as_ref().is_some_and(|w| !w.contains(&r.name.as_str())) {
                 continue;
@@ -521,7 +530,7 @@ async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
 
 async fn get_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let repo = cx.repo(input, Perm::Read, EcrAction::GetRepositoryPolicy).await?;
-    match cx.s.auth.repo_policy(repo.as_str()).await.map_err(crate::ApiError::from)? {
+    match cx.s.auth.repo_policy(repo.as_str()).await? {
         Some(doc) => Ok(json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "policyText": doc})),
         None => Err(EcrError::bad(
             "RepositoryPolicyNotFoundException",
@@ -551,7 +560,7 @@ async fn set_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
 async fn delete_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::DeleteRepositoryPolicy).await?;
     let out = get_repository_policy(cx, input).await?;
-    cx.s.auth.delete_repo_policy(repo.as_str(), &cx.origin()).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.delete_repo_policy(repo.as_str(), &cx.origin()).await?;
     Ok(out)
 }
 
@@ -580,9 +589,7 @@ async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
         )
     };
     let policy = match what {
-        Lifecycle::Get => {
-            cx.s.policies.lifecycle(repo.as_str()).await.map_err(crate::ApiError::from)?.ok_or_else(missing)?
-        }
+        Lifecycle::Get => cx.s.policies.lifecycle(repo.as_str()).await?.ok_or_else(missing)?,
         Lifecycle::Delete => {
             cx.s.policies
                 .delete_lifecycle(repo.as_str(), &cx.origin())
@@ -641,4 +648,131 @@ async fn batch_get_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
         }
     }
     Ok(json!({"images": images, "failures": failures}))
+}
+
+/// `BatchCheckLayerAvailability`: which blobs the repository has.
+async fn batch_check_layer_availability(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Pull, EcrAction::BatchCheckLayerAvailability).await?;
+    let digests = input["layerDigests"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= 100)
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "layerDigests: 1 to 100 digests"))?;
+    let (mut layers, mut failures) = (Vec::new(), Vec::new());
+    for d in digests {
+        let text = d.as_str().unwrap_or_default();
+        let Ok(digest) = text.parse::<berth_types::Digest>() else {
+            failures.push(
+                json!({"layerDigest": text, "failureCode": "InvalidLayerDigest", "failureReason": "not a digest"}),
+            );
+            continue;
+        };
+        match cx.s.registry.blob_size(&repo, &digest).await {
+            Ok(size) => layers.push(json!({"layerDigest": text, "layerAvailability": "AVAILABLE", "layerSize": size})),
+            Err(_) => failures.push(json!({"layerDigest": text, "failureCode": "MissingLayerDigest", "failureReason": "the repository has no such layer"})),
+        }
+    }
+    Ok(json!({"layers": layers, "failures": failures}))
+}
+
+/// The digest an `imageId` (`imageDigest` or `imageTag`) names in `repo`.
+async fn image_digest(cx: &Cx<'_>, repo: &RepoName, id: &Value) -> Result<String, EcrError> {
+    let reference = id["imageDigest"].as_str().or(id["imageTag"].as_str()).unwrap_or_default();
+    match crate::lookup::find_artifact(cx.s, repo, reference).await {
+        Ok(a) => Ok(a.record.digest.to_string()),
+        Err(_) => Err(EcrError::bad(
+            "ImageNotFoundException",
+            format!("The image with imageId {id} does not exist within the repository with name '{repo}'"),
+        )),
+    }
+}
+
+/// `StartImageScan`: the built-in scanner, as `POST …/scan` does.
+async fn start_image_scan(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Scan, EcrAction::StartImageScan).await?;
+    let digest = image_digest(cx, &repo, &input["imageId"]).await?;
+    let req = berth_scanner::ScanRequest { digest: digest.clone(), repo: repo.to_string(), sbom: false };
+    cx.s.scans.request(&[req], &cx.origin()).await?;
+    Ok(json!({
+        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "imageScanStatus": {"status": "IN_PROGRESS", "description": "The scan is queued"},
+    }))
+}
+
+/// ECR's severity names.
+fn ecr_severity(s: berth_scan::Severity) -> &'static str {
+    use berth_scan::Severity::*;
+    match s {
+        Critical => "CRITICAL",
+        High => "HIGH",
+        Medium => "MEDIUM",
+        Low => "LOW",
+        None => "INFORMATIONAL",
+        Unknown => "UNDEFINED",
+    }
+}
+
+/// `DescribeImageScanFindings`: the stored report in ECR's basic-scanning shape.
+async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Pull, EcrAction::DescribeImageScanFindings).await?;
+    let digest = image_digest(cx, &repo, &input["imageId"]).await?;
+    let (start, max) = page(input, 100)?;
+    let no_scan = || {
+        EcrError::bad(
+            "ScanNotFoundException",
+            format!("Image scan does not exist for the image with '{digest}' in the repository with name '{repo}'"),
+        )
+    };
+    let rec = cx.s.scans.record(&digest).await?.ok_or_else(no_scan)?;
+    let (status, description) = match rec.status.as_str() {
+        "done" => ("COMPLETE", "The scan was completed successfully.".to_owned()),
+        "failed" => ("FAILED", rec.error.clone().unwrap_or_default()),
+        _ => ("IN_PROGRESS", "The scan is in progress.".to_owned()),
+    };
+    let mut out = json!({
+        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "imageScanStatus": {"status": status, "description": description},
+    });
+    let Some(text) = rec.report.as_deref().filter(|_| status == "COMPLETE") else { return Ok(out) };
+    let report: berth_scan::report::Report = serde_json::from_str(text)
+        .map_err(|e| EcrError(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", e.to_string()))?;
+    let mut counts = serde_json::Map::new();
+    for f in &report.findings {
+        let n = counts.entry(ecr_severity(f.severity)).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
+    let findings = paged(report.findings, start, max, "findings", |f| {
+        let mut attributes = vec![
+            json!({"key": "package_name", "value": f.package}),
+            json!({"key": "package_version", "value": f.version}),
+        ];
+        if let Some((score, vector)) = &f.cvss {
+            let v = if vector.starts_with("CVSS:3") {
+                "3"
+            } else if vector.starts_with("CVSS:4") {
+                "4"
+            } else {
+                "2"
+            };
+            attributes.push(json!({"key": format!("CVSS{v}_SCORE"), "value": format!("{score:.1}")}));
+            attributes.push(json!({"key": format!("CVSS{v}_VECTOR"), "value": vector}));
+        }
+        if let Some(fixed) = &f.fixed_version {
+            attributes.push(json!({"key": "fixed_version", "value": fixed}));
+        }
+        let mut finding = json!({
+            "name": f.id, "description": f.description, "severity": ecr_severity(f.severity), "attributes": attributes,
+        });
+        if let Some(u) = f.links.first() {
+            finding["uri"] = json!(u);
+        }
+        finding
+    });
+    out["imageScanFindings"] = json!({
+        "imageScanCompletedAt": rec.finished_at.map(epoch), "findingSeverityCounts": counts,
+        "findings": findings["findings"],
+    });
+    if let Some(t) = findings.get("nextToken") {
+        out["nextToken"] = t.clone();
+    }
+    Ok(out)
 }

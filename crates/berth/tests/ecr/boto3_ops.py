@@ -87,6 +87,22 @@ out["lifecycle_gone"] = error_code(lambda: ecr.get_lifecycle_policy(repositoryNa
 got = ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}, {"imageTag": "nope"}])
 out["manifest_schema"] = json.loads(got["images"][0]["imageManifest"])["schemaVersion"]
 out["get_failures"] = [f["failureCode"] for f in got["failures"]]
+# Layers the repository has, or not.
+layer = json.loads(got["images"][0]["imageManifest"])["layers"][0]["digest"]
+avail = ecr.batch_check_layer_availability(repositoryName=repo, layerDigests=[layer, "sha256:" + "0" * 64])
+out["layers"] = [l["layerAvailability"] for l in avail["layers"]] + [f["failureCode"] for f in avail["failures"]]
+# Scans: none yet; started; boto3's waiter until complete; findings in ECR's shape.
+out["no_scan"] = error_code(lambda: ecr.describe_image_scan_findings(repositoryName="team/vuln", imageId={"imageTag": "v1"}))
+started = ecr.start_image_scan(repositoryName="team/vuln", imageId={"imageTag": "v1"})
+out["scan_started"] = started["imageScanStatus"]["status"]
+ecr.get_waiter("image_scan_complete").wait(repositoryName="team/vuln", imageId={"imageTag": "v1"},
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+f = ecr.describe_image_scan_findings(repositoryName="team/vuln", imageId={"imageTag": "v1"})
+out["scan_status"] = f["imageScanStatus"]["status"]
+out["severity_counts"] = f["imageScanFindings"]["findingSeverityCounts"]
+first = f["imageScanFindings"]["findings"][0]
+out["finding"] = {"name": first["name"], "severity": first["severity"],
+                  "attributes": {a["key"]: a["value"] for a in first["attributes"]}}
 deleted = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v2"}, {"imageTag": "gone"}])
 out["deleted"] = [i.get("imageTag") for i in deleted["imageIds"]]
 out["failures"] = [f["failureCode"] for f in deleted["failures"]]

@@ -40,6 +40,16 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     s.push_image("team/app", "v1").await;
     s.push_image("team/app", "v2").await;
     s.push_image("team/other", "v1").await;
+    // An image with a vulnerable package, and the advisory that says so.
+    let m = crate::scan::image_of(
+        &s,
+        "team/vuln",
+        &[("app/node_modules/minimist/package.json", br#"{"name": "minimist", "version": "1.2.0"}"#)],
+    )
+    .await;
+    assert_eq!(s.put_manifest("team/vuln", "v1", OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+    let advisories = tempfile::tempdir().unwrap();
+    crate::scan::import(&s, &crate::scan::minimist_advisory(advisories.path())).await;
     s.user("dev", "Dev-Passw0rd-1").await;
     s.member("team", "dev", 1).await;
     let (key, secret) = access_key(&s, "dev", "Dev-Passw0rd-1").await;
@@ -49,7 +59,7 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     let out = run_ok(Command::new("python3").arg(script).arg(&s.base).arg(&key).arg(&secret).arg("team/app")).await;
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["registry_id"], "000000000000");
-    assert_eq!(v["repositories"], json!(["team/app", "team/other"]));
+    assert_eq!(v["repositories"], json!(["team/app", "team/other", "team/vuln"]));
     assert_eq!(v["arn"], "arn:aws:ecr:eu-west-1:000000000000:repository/team/app");
     assert_eq!(v["uri"], format!("{}/team/app", s.host()));
     assert_eq!((v["list_pages"].as_i64(), v["tagged_only"].as_i64()), (Some(2), Some(2)), "{v}");
@@ -67,7 +77,25 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     assert_eq!((v["deleted"].clone(), v["failures"].clone()), (json!(["v2"]), json!(["ImageNotFound"])));
     assert_eq!(v["created"], "team/new");
     assert_eq!(v["create_again"], json!(["RepositoryAlreadyExistsException", 400]));
-    assert_eq!(v["after_create"], json!(["team/app", "team/new", "team/other"]));
+    assert_eq!(v["after_create"], json!(["team/app", "team/new", "team/other", "team/vuln"]));
+    assert_eq!(v["layers"], json!(["AVAILABLE", "MissingLayerDigest"]));
+    assert_eq!(v["no_scan"], json!(["ScanNotFoundException", 400]));
+    assert_eq!((v["scan_started"].as_str(), v["scan_status"].as_str()), (Some("IN_PROGRESS"), Some("COMPLETE")));
+    assert_eq!(v["severity_counts"], json!({"CRITICAL": 1}));
+    assert_eq!(
+        (v["finding"]["name"].as_str(), v["finding"]["severity"].as_str()),
+        (Some("CVE-2099-0001"), Some("CRITICAL"))
+    );
+    let attributes = &v["finding"]["attributes"];
+    assert_eq!(
+        (
+            &attributes["package_name"],
+            &attributes["package_version"],
+            &attributes["CVSS3_SCORE"],
+            &attributes["fixed_version"]
+        ),
+        (&json!("minimist"), &json!("1.2.0"), &json!("9.8"), &json!("1.2.6"))
+    );
     assert_eq!(v["not_empty"], json!(["RepositoryNotEmptyException", 400]));
     assert_eq!(v["forced"], "team/other");
     assert_eq!(s.get("/v2/team/other/manifests/v1").await.status(), StatusCode::NOT_FOUND, "force deleted its images");

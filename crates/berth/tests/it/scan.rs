@@ -733,7 +733,7 @@ pub(crate) async fn image_of(s: &TestServer, repo: &str, files: &[(&str, &[u8])]
 
 /// A directory `dir` holding one advisory of our own: TEST-A (CVE-2099-0001), critical
 /// (CVSS 9.8), npm `minimist` before 1.2.6.
-fn minimist_advisory(dir: &Path) -> PathBuf {
+pub(crate) fn minimist_advisory(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("a.json"),
