@@ -9,11 +9,10 @@
 //! the one expected (any region), no session token is sent (Berth issues no temporary
 //! credentials), and the signature recomputed over the canonical request (method, path,
 //! sorted query, signed headers with trimmed values, the body's SHA-256) matches, compared
-//! in constant time.
+//! in constant time. The canonical request and the signature are `berth_types::sigv4`'s, the
+//! same code that signs Berth's own S3 requests.
 
-use std::fmt::Write as _;
-
-use ring::hmac;
+use berth_types::sigv4;
 use sha2::{Digest, Sha256};
 
 /// How far `X-Amz-Date` may be from the server's clock.
@@ -140,29 +139,29 @@ impl SignedRequest<'_> {
         })
     }
 
-    /// The canonical request of SigV4 for these signed headers.
+    /// The canonical request of SigV4 for these signed headers: the path as sent (`/` for
+    /// the JSON APIs), the query's pairs decoded and encoded again in canonical order.
     fn canonical(&self, signed_headers: &[String]) -> String {
-        let mut query: Vec<(&str, &str)> =
-            self.query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
-        query.sort();
-        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut headers = String::new();
-        for h in signed_headers {
-            // Several headers of one name are joined with commas; whitespace runs fold to one space.
-            let values: Vec<String> = self
-                .headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(h))
-                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-                .collect();
-            let _ = writeln!(headers, "{h}:{}", values.join(","));
-        }
+        let decode = |x: &str| percent_encoding::percent_decode_str(x).decode_utf8_lossy().into_owned();
+        let query: Vec<(String, String)> = self
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| signed_headers.iter().any(|h| k.eq_ignore_ascii_case(h)))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let payload = match self.header("x-amz-content-sha256") {
             Some(h) if h != "UNSIGNED-PAYLOAD" => h.to_owned(),
             _ => hex::encode(Sha256::digest(self.body)),
         };
-        let path = if self.path.is_empty() { "/" } else { self.path };
-        format!("{}\n{path}\n{}\n{headers}\n{}\n{payload}", self.method, query.join("&"), signed_headers.join(";"))
+        sigv4::canonical(self.method, self.path, &sigv4::canonical_query(&query), &headers, &payload).0
     }
 
     /// Verify the signature with the access key's `secret`, at `now` (Unix seconds), for
@@ -192,24 +191,16 @@ impl SignedRequest<'_> {
             )));
         }
         let canonical = self.canonical(&c.signed_headers);
-        let scope = format!("{}/{}/{}/aws4_request", c.date, c.region, c.service);
-        let to_sign =
-            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-        let mut key = hmac::Key::new(hmac::HMAC_SHA256, format!("AWS4{secret}").as_bytes());
-        for part in [c.date.as_str(), c.region.as_str(), c.service.as_str(), "aws4_request"] {
-            key = hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&key, part.as_bytes()).as_ref());
-        }
-        let Ok(claimed) = hex::decode(&c.signature) else {
-            return Err(SigError::Mismatch("the signature is not hexadecimal".into()));
-        };
-        // ring's verify compares in constant time.
-        hmac::verify(&key, to_sign.as_bytes(), &claimed).map_err(|_| {
-            SigError::Mismatch(
+        let expected = sigv4::signature(&canonical, amz_date, secret, &c.region, &c.service);
+        if crate::secret::ct_eq(expected.as_bytes(), c.signature.to_ascii_lowercase().as_bytes()) {
+            Ok(())
+        } else {
+            Err(SigError::Mismatch(
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret \
                  Access Key and signing method."
                     .into(),
-            )
-        })
+            ))
+        }
     }
 }
 

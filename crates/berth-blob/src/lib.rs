@@ -20,7 +20,6 @@
 pub mod conformance;
 mod fs;
 mod s3;
-pub mod sigv4;
 
 use std::io;
 use std::pin::Pin;

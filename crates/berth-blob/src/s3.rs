@@ -317,28 +317,28 @@ impl S3BlobStore {
             let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
             let mut headers = vec![
                 ("host", host.as_str()),
-                ("x-amz-content-sha256", crate::sigv4::EMPTY_SHA256),
+                ("x-amz-content-sha256", berth_types::sigv4::EMPTY_SHA256),
                 ("x-amz-date", amz_date.as_str()),
             ];
             if let Some(t) = &cred.token {
                 headers.push(("x-amz-security-token", t.as_str()));
             }
-            let request = crate::sigv4::Request {
+            let request = berth_types::sigv4::Request {
                 method: "GET",
                 path: url.path(),
                 query: &query,
                 headers: &headers,
-                payload_sha256: crate::sigv4::EMPTY_SHA256,
+                payload_sha256: berth_types::sigv4::EMPTY_SHA256,
             };
-            let scope = crate::sigv4::Scope {
+            let scope = berth_types::sigv4::Scope {
                 key_id: &cred.key_id,
                 secret: &cred.secret_key,
                 region: &self.raw.region,
                 service: "s3",
                 amz_date: &amz_date,
             };
-            let auth = crate::sigv4::authorization(&request, &scope);
-            let target = format!("{}?{}", self.raw.base, crate::sigv4::canonical_query(&query));
+            let auth = berth_types::sigv4::authorization(&request, &scope);
+            let target = format!("{}?{}", self.raw.base, berth_types::sigv4::canonical_query(&query));
             let mut req = self.raw.http.get(&target).header("authorization", auth);
             for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
                 req = req.header(*k, *v);

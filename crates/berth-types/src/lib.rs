@@ -17,6 +17,7 @@ pub mod json;
 pub mod media;
 mod name;
 mod settings;
+pub mod sigv4;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, RepoName, Tag};

@@ -1,6 +1,8 @@
-//! AWS Signature Version 4, for the few S3 requests `object_store` does not make (listing
-//! multipart uploads). Pure: the caller passes the time. Checked against AWS's published
-//! example and, in the S3 tests, by a real S3 server that verifies signatures.
+//! AWS Signature Version 4, both ways: signing the few S3 requests `object_store` does not
+//! make (listing multipart uploads, `berth-blob`), and the pieces `berth-auth` verifies the
+//! ECR API's signed requests with (the canonical request, the string to sign, the signature).
+//! Pure: the caller passes the time. Checked against AWS's published example, in the S3 tests
+//! by a real S3 server that verifies signatures, and in `berth-auth` on requests botocore signed.
 //!
 //! The algorithm (AWS General Reference, "Create a signed AWS API request"): a canonical
 //! request (method, URI-encoded path, sorted URI-encoded query, sorted lowercase headers,
@@ -80,36 +82,53 @@ pub fn canonical_query(query: &[(&str, &str)]) -> String {
     q.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
-/// The canonical request and the signed header names.
+/// The canonical request from parts already in canonical form (`uri` encoded, `query` the
+/// canonical query string) and the headers to sign, any case: their names are lower-cased
+/// and sorted, values of one name joined with `,`, whitespace runs folded. Returns it with
+/// the signed header names (`content-type;host;x-amz-date`).
+pub fn canonical(
+    method: &str,
+    uri: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    payload_sha256: &str,
+) -> (String, String) {
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for (k, v) in headers {
+        by_name.entry(k.to_ascii_lowercase()).or_default().push(v.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    let canonical_headers: String = by_name.iter().map(|(k, v)| format!("{k}:{}\n", v.join(","))).collect();
+    let signed: String = by_name.keys().map(String::as_str).collect::<Vec<_>>().join(";");
+    let uri = if uri.is_empty() { "/" } else { uri };
+    (format!("{method}\n{uri}\n{query}\n{canonical_headers}\n{signed}\n{payload_sha256}"), signed)
+}
+
+/// The canonical request of `r` (its path and query encoded here) and the signed header names.
 pub fn canonical_request(r: &Request<'_>) -> (String, String) {
-    let mut headers: Vec<(String, String)> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
-        .collect();
-    headers.sort();
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed: String = headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
     let path = if r.path.is_empty() { "/".to_string() } else { uri_encode(r.path, true) };
-    let text = format!(
-        "{}\n{path}\n{}\n{canonical_headers}\n{signed}\n{}",
-        r.method,
-        canonical_query(r.query),
-        r.payload_sha256
-    );
-    (text, signed)
+    canonical(r.method, &path, &canonical_query(r.query), r.headers, r.payload_sha256)
+}
+
+/// The hex signature of a canonical request: the string to sign (algorithm, `amz_date`,
+/// the credential scope `date/region/service/aws4_request`, the request's SHA-256), signed
+/// with the key derived from `secret`.
+pub fn signature(canonical: &str, amz_date: &str, secret: &str, region: &str, service: &str) -> String {
+    let date = &amz_date[..8.min(amz_date.len())];
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let to_sign =
+        format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+    hex::encode(hmac(&signing_key(secret, date, region, service), to_sign.as_bytes()))
 }
 
 /// The `Authorization` header value for `r`.
 pub fn authorization(r: &Request<'_>, s: &Scope<'_>) -> String {
     let (canonical, signed) = canonical_request(r);
     let date = &s.amz_date[..8.min(s.amz_date.len())];
-    let scope = format!("{date}/{}/{}/aws4_request", s.region, s.service);
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{}\n{scope}\n{}", s.amz_date, hex::encode(Sha256::digest(canonical.as_bytes())));
-    let key = signing_key(s.secret, date, s.region, s.service);
-    let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
-    format!("AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}", s.key_id)
+    let signature = signature(&canonical, s.amz_date, s.secret, s.region, s.service);
+    format!(
+        "AWS4-HMAC-SHA256 Credential={}/{date}/{}/{}/aws4_request, SignedHeaders={signed}, Signature={signature}",
+        s.key_id, s.region, s.service
+    )
 }
 
 #[cfg(test)]
