@@ -750,15 +750,28 @@ async fn slow_loris_connections_and_trickled_uploads_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_limit_a_client_gets_503_not_a_hang() {
     let tmp = tempfile::tempdir().unwrap();
-    let env = [("BERTH_LIMITS_MAX_CONNECTIONS".to_owned(), "20".to_owned())];
+    // Idle connections are not closed for want of a request head during the test.
+    let env = [
+        ("BERTH_LIMITS_MAX_CONNECTIONS".to_owned(), "20".to_owned()),
+        ("BERTH_LIMITS_HEADER_READ_TIMEOUT".to_owned(), "10m".to_owned()),
+    ];
     let (mut child, base) = crate::crash::spawn_berth_with(&tmp.path().join("data"), None, &env);
     let addr = base.trim_start_matches("http://").to_owned();
     let mut idle = Vec::new();
     for _ in 0..20 {
         idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
-    // Once the server has taken all twenty, the next client is refused.
+    // Once the server has taken all twenty, the next client is refused. The server admits
+    // connections concurrently, so a probe may win a slot over an idle one, which is then
+    // answered 503 and closed: such an idle connection is replaced before the next probe.
     let r = eventually("a 503 once the twenty connections are taken", async || {
+        for conn in idle.iter_mut() {
+            let mut buf = [0u8; 512];
+            // Readable (an answer or end of stream) only if the server refused it.
+            if !matches!(conn.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                *conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            }
+        }
         let r = tokio::time::timeout(std::time::Duration::from_secs(5), reqwest::get(format!("{base}/healthz")))
             .await
             .expect("answered, not hung")
