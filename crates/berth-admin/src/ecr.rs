@@ -192,7 +192,11 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
     let cx = Cx { s: &s, p: &p, region: &region, ip: peer, headers: &headers };
     let out = match op.as_str() {
         "GetAuthorizationToken" => get_authorization_token(&cx).await,
-        "DescribeRegistry" => Ok(json!({"registryId": REGISTRY_ID, "replicationConfiguration": {"rules": []}})),
+        "DescribeRegistry" => describe_registry(&cx).await,
+        "PutReplicationConfiguration" => put_replication_configuration(&cx, &input).await,
+        "CreatePullThroughCacheRule" => create_pull_through_cache_rule(&cx, &input).await,
+        "DescribePullThroughCacheRules" => describe_pull_through_cache_rules(&cx, &input).await,
+        "DeletePullThroughCacheRule" => delete_pull_through_cache_rule(&cx, &input).await,
         "DescribeRepositories" => describe_repositories(&cx, &input).await,
         "ListImages" => list_images(&cx, &input).await,
         "DescribeImages" => describe_images(&cx, &input).await,
@@ -209,6 +213,16 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         "BatchCheckLayerAvailability" => batch_check_layer_availability(&cx, &input).await,
         "StartImageScan" => start_image_scan(&cx, &input).await,
         "DescribeImageScanFindings" => describe_image_scan_findings(&cx, &input).await,
+        "PutImage" => put_image(&cx, &input).await,
+        "PutImageTagMutability" => put_image_tag_mutability(&cx, &input).await,
+        "PutImageScanningConfiguration" => put_image_scanning_configuration(&cx, &input).await,
+        "GetRegistryScanningConfiguration" => get_registry_scanning_configuration(&cx).await,
+        "PutRegistryScanningConfiguration" => put_registry_scanning_configuration(&cx, &input).await,
+        "TagResource" => tag_resource(&cx, &input).await,
+        "UntagResource" => untag_resource(&cx, &input).await,
+        "ListTagsForResource" => list_tags_for_resource(&cx, &input).await,
+        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(&cx, &input).await,
+        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(&cx, &input).await,
         other => Err(EcrError::bad(
             "UnsupportedOperationException",
             format!("{other} is not (yet) offered by Berth's ECR API"),
@@ -290,16 +304,26 @@ impl Cx<'_> {
     }
 }
 
-/// A repository's description as ECR gives it.
-fn repository_json(cx: &Cx<'_>, name: &str, created_at: i64) -> Value {
+/// A repository's description as ECR gives it, with its tag mutability and scan on push.
+async fn repository_json(cx: &Cx<'_>, name: &RepoName, created_at: i64) -> Result<Value, EcrError> {
     let host = cx.host();
     let host = host.split("://").nth(1).unwrap_or(&host).to_owned();
-    json!({
-        "repositoryArn": cx.arn(name), "registryId": REGISTRY_ID, "repositoryName": name,
+    let mutability = cx.s.registry.tag_mutability(name).await?;
+    let mut out = json!({
+        "repositoryArn": cx.arn(name.as_str()), "registryId": REGISTRY_ID, "repositoryName": name.as_str(),
         "repositoryUri": format!("{host}/{name}"), "createdAt": epoch(created_at),
-        "imageTagMutability": "MUTABLE", "imageScanningConfiguration": {"scanOnPush": false},
+        "imageScanningConfiguration": {"scanOnPush": scan_on_push(cx, name).await?},
         "encryptionConfiguration": {"encryptionType": "AES256"},
-    })
+    });
+    if let Value::Object(m) = serde_json::to_value(&mutability).unwrap_or_default() {
+        out.as_object_mut().into_iter().for_each(|o| o.extend(m.clone()));
+    }
+    Ok(out)
+}
+
+/// The repository's own `scanOnPush` (ECR's per-repository setting).
+async fn scan_on_push(cx: &Cx<'_>, name: &RepoName) -> Result<bool, EcrError> {
+    Ok(cx.s.registry.repo_setting(name, "scanning").await?.is_some_and(|v| v["scanOnPush"] == true))
 }
 
 fn not_found(name: &str) -> EcrError {
@@ -376,7 +400,17 @@ async fn describe_repositories(cx: &Cx<'_>, input: &Value) -> EcrResult {
         return Err(not_found(missing));
     }
     repos.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(paged(repos, start, max, "repositories", |r| repository_json(cx, &r.name, r.created_at)))
+    let total = repos.len();
+    let mut list = Vec::new();
+    for r in repos.into_iter().skip(start).take(max) {
+        let Ok(name) = r.name.parse::<RepoName>() else { continue };
+        list.push(repository_json(cx, &name, r.created_at).await?);
+    }
+    let mut out = json!({"repositories": list});
+    if start + max < total {
+        out["nextToken"] = json!((start + max).to_string());
+    }
+    Ok(out)
 }
 
 async fn list_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
@@ -493,16 +527,44 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
 }
 
 /// `CreateRepository`: an empty repository in an existing project (ECR has no projects: the
-/// first path segment names Berth's), for who may push there.
+/// first path segment names Berth's), for who may push there, with its tag mutability, scan
+/// on push and resource tags (all checked before anything is made).
 async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let name = input["repositoryName"].as_str().unwrap_or_default();
+    let project = name.split('/').next().unwrap_or_default();
+    if name.contains('/') && cx.s.auth.project(project).await?.is_none() {
+        return Err(EcrError::bad(
+            "InvalidParameterException",
+            format!(
+                "Berth keeps repositories in projects: the first part of '{name}' names project '{project}', which does \
+                 not exist; create it first (berth project create {project}, or Harbor's POST /api/v2.0/projects)"
+            ),
+        ));
+    }
     let repo = cx.repo_checked(input, Perm::Push, EcrAction::PutImage, false).await?;
-    if !cx.s.registry.repository_create(&repo, &cx.origin()).await? {
+    let mutability = tag_mutability_of(input)?;
+    let tags = match input.get("tags") {
+        Some(t) => resource_tags(t)?,
+        None => Vec::new(),
+    };
+    let scan = input["imageScanningConfiguration"]["scanOnPush"].as_bool();
+    let origin = cx.origin();
+    if !cx.s.registry.repository_create(&repo, &origin).await? {
         return Err(EcrError::bad(
             "RepositoryAlreadyExistsException",
             format!("The repository with name '{repo}' already exists in the registry with id '{REGISTRY_ID}'"),
         ));
     }
-    Ok(json!({"repository": repository_json(cx, repo.as_str(), berth_auth::now_ms())}))
+    if let Some(m) = &mutability {
+        cx.s.registry.set_tag_mutability(&repo, m, &origin).await?;
+    }
+    if scan == Some(true) {
+        cx.s.registry.set_repo_setting(&repo, "scanning", Some(&json!({"scanOnPush": true})), &origin).await?;
+    }
+    if !tags.is_empty() {
+        cx.s.registry.set_repo_setting(&repo, "tags", Some(&tags_json(&tags)), &origin).await?;
+    }
+    Ok(json!({"repository": repository_json(cx, &repo, berth_auth::now_ms()).await?}))
 }
 
 /// `DeleteRepository`: only an empty one unless `force`.
@@ -524,8 +586,9 @@ async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
             ),
         ));
     }
+    let description = repository_json(cx, &repo, summary.created_at).await?;
     cx.s.registry.repository_delete(&repo, &cx.origin()).await?;
-    Ok(json!({"repository": repository_json(cx, repo.as_str(), summary.created_at)}))
+    Ok(json!({"repository": description}))
 }
 
 async fn get_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
@@ -775,4 +838,555 @@ async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
         out["nextToken"] = t.clone();
     }
     Ok(out)
+}
+
+/// ECR's `imageTagMutability` (with `imageTagMutabilityExclusionFilters`) of a request, checked.
+fn tag_mutability_of(input: &Value) -> Result<Option<berth_registry::TagMutability>, EcrError> {
+    let Some(mode) = input.get("imageTagMutability") else { return Ok(None) };
+    let mut doc = json!({"imageTagMutability": mode});
+    if let Some(f) = input.get("imageTagMutabilityExclusionFilters") {
+        doc["imageTagMutabilityExclusionFilters"] = f.clone();
+    }
+    let m = berth_registry::TagMutability::parse(&doc.to_string())
+        .map_err(|e| EcrError::bad("InvalidParameterException", e))?;
+    Ok(Some(m))
+}
+
+/// `PutImageTagMutability`: the same setting as `…/tag_mutability` and immutable tags.
+async fn put_image_tag_mutability(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::PutImageTagMutability).await?;
+    let m = tag_mutability_of(input)?
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageTagMutability is required"))?;
+    cx.s.registry.set_tag_mutability(&repo, &m, &cx.origin()).await?;
+    let mut out = serde_json::to_value(&m).unwrap_or_default();
+    out["registryId"] = json!(REGISTRY_ID);
+    out["repositoryName"] = json!(repo.as_str());
+    Ok(out)
+}
+
+/// `PutImageScanningConfiguration`: the repository's scan on push (in addition to its
+/// project's `auto_scan` and the registry's scanning rules: any of them scans a push).
+async fn put_image_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::PutImageScanningConfiguration).await?;
+    let on = input["imageScanningConfiguration"]["scanOnPush"].as_bool().ok_or_else(|| {
+        EcrError::bad("InvalidParameterException", "imageScanningConfiguration.scanOnPush (true or false) is required")
+    })?;
+    let value = on.then(|| json!({"scanOnPush": true}));
+    cx.s.registry.set_repo_setting(&repo, "scanning", value.as_ref(), &cx.origin()).await?;
+    Ok(json!({
+        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageScanningConfiguration": {"scanOnPush": on},
+    }))
+}
+
+/// `GetRegistryScanningConfiguration`.
+async fn get_registry_scanning_configuration(cx: &Cx<'_>) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    let stored = cx.s.auth.stored_setting(berth_scanner::REGISTRY_SCANNING).await?;
+    let config: berth_scanner::RegistryScanning =
+        stored.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    Ok(json!({"registryId": REGISTRY_ID, "scanningConfiguration": config}))
+}
+
+/// `PutRegistryScanningConfiguration` (system administrators).
+async fn put_registry_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    let mut doc = json!({"scanType": input.get("scanType").cloned().unwrap_or(json!("BASIC"))});
+    doc["rules"] = input.get("rules").cloned().unwrap_or(json!([]));
+    let config: berth_scanner::RegistryScanning = serde_json::from_value(doc)
+        .map_err(|e| EcrError::bad("InvalidParameterException", format!("scanning configuration: {e}")))?;
+    config.validate().map_err(|e| EcrError::bad("ValidationException", e))?;
+    let value = serde_json::to_value(&config).unwrap_or_default();
+    cx.s.auth.put_stored_setting(berth_scanner::REGISTRY_SCANNING, &value, &cx.origin()).await?;
+    Ok(json!({"registryScanningConfiguration": value}))
+}
+
+/// ECR's resource tags (`[{"Key": …, "Value": …}]`), checked as ECR does.
+fn resource_tags(v: &Value) -> Result<Vec<(String, String)>, EcrError> {
+    let bad = |m: String| EcrError::bad("InvalidTagParameterException", m);
+    let list = v.as_array().ok_or_else(|| bad("tags is a list of {Key, Value}".into()))?;
+    let mut out = Vec::new();
+    for t in list {
+        let key = t["Key"].as_str().ok_or_else(|| bad(format!("a tag needs a Key: {t}")))?;
+        let value = t["Value"].as_str().unwrap_or_default();
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(bad(format!("tag key {key:?}: 1 to 128 characters")));
+        }
+        if value.chars().count() > 256 {
+            return Err(bad(format!("the value of tag {key:?}: at most 256 characters")));
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(bad(format!("tag key {key:?}: the aws: prefix is reserved")));
+        }
+        out.retain(|(k, _): &(String, String)| k != key);
+        out.push((key.to_owned(), value.to_owned()));
+    }
+    if out.len() > MAX_TAGS {
+        return Err(EcrError::bad("TooManyTagsException", format!("at most {MAX_TAGS} tags per resource")));
+    }
+    Ok(out)
+}
+
+/// Tags per resource, as ECR.
+const MAX_TAGS: usize = 50;
+
+fn tags_json(tags: &[(String, String)]) -> Value {
+    json!(tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>())
+}
+
+/// The repository a `resourceArn` names (`arn:aws:ecr:<region>:<registry id>:repository/<name>`).
+async fn arn_repo(cx: &Cx<'_>, input: &Value, perm: Perm, action: EcrAction) -> Result<RepoName, EcrError> {
+    let arn = input["resourceArn"]
+        .as_str()
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "resourceArn is required"))?;
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let name = match parts.as_slice() {
+        ["arn", _, "ecr", _, id, rest] if *id == REGISTRY_ID => rest.strip_prefix("repository/"),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        EcrError::bad(
+            "InvalidParameterException",
+            format!("resourceArn {arn:?} is not a repository of this registry (arn:aws:ecr:<region>:{REGISTRY_ID}:repository/<name>)"),
+        )
+    })?;
+    cx.repo(&json!({"repositoryName": name}), perm, action).await
+}
+
+async fn repo_tags(cx: &Cx<'_>, repo: &RepoName) -> Result<Vec<(String, String)>, EcrError> {
+    Ok(match cx.s.registry.repo_setting(repo, "tags").await? {
+        Some(v) => resource_tags(&v)?,
+        None => Vec::new(),
+    })
+}
+
+/// `TagResource`: add or replace resource tags of a repository.
+async fn tag_resource(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = arn_repo(cx, input, Perm::ManagePolicy, EcrAction::TagResource).await?;
+    let new = resource_tags(&input["tags"])?;
+    let mut tags = repo_tags(cx, &repo).await?;
+    for (k, v) in new {
+        tags.retain(|(x, _)| *x != k);
+        tags.push((k, v));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(EcrError::bad("TooManyTagsException", format!("at most {MAX_TAGS} tags per resource")));
+    }
+    tags.sort();
+    cx.s.registry.set_repo_setting(&repo, "tags", Some(&tags_json(&tags)), &cx.origin()).await?;
+    Ok(json!({}))
+}
+
+/// `UntagResource`: remove resource tags by key.
+async fn untag_resource(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = arn_repo(cx, input, Perm::ManagePolicy, EcrAction::UntagResource).await?;
+    let keys: Vec<&str> = input["tagKeys"]
+        .as_array()
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "tagKeys is required"))?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut tags = repo_tags(cx, &repo).await?;
+    tags.retain(|(k, _)| !keys.contains(&k.as_str()));
+    let value = (!tags.is_empty()).then(|| tags_json(&tags));
+    cx.s.registry.set_repo_setting(&repo, "tags", value.as_ref(), &cx.origin()).await?;
+    Ok(json!({}))
+}
+
+/// `ListTagsForResource`.
+async fn list_tags_for_resource(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = arn_repo(cx, input, Perm::Read, EcrAction::ListTagsForResource).await?;
+    Ok(json!({"tags": tags_json(&repo_tags(cx, &repo).await?)}))
+}
+
+/// `PutImage`: store a manifest (its layers pushed before), by tag or digest.
+async fn put_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Push, EcrAction::PutImage).await?;
+    let manifest = input["imageManifest"]
+        .as_str()
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageManifest is required"))?;
+    let bytes = axum::body::Bytes::copy_from_slice(manifest.as_bytes());
+    let digest = berth_types::Digest::sha256_of(&bytes);
+    if let Some(d) = input["imageDigest"].as_str().filter(|d| *d != digest.to_string()) {
+        return Err(EcrError::bad(
+            "ImageDigestDoesNotMatchException",
+            format!("imageDigest {d} is not the digest of imageManifest ({digest})"),
+        ));
+    }
+    let media_type = input["imageManifestMediaType"].as_str().map(str::to_owned).or_else(|| {
+        serde_json::from_str::<Value>(manifest).ok().and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+    });
+    let tag = input["imageTag"].as_str();
+    let reference: Reference = match tag {
+        Some(t) => t.parse().map_err(|e| {
+            EcrError::bad("InvalidParameterException", format!("imageTag {t:?} is not a valid tag: {e}"))
+        })?,
+        None => Reference::Digest(digest.clone()),
+    };
+    // ECR refuses a push that changes nothing.
+    if let Ok(a) = crate::lookup::find_artifact(cx.s, &repo, tag.unwrap_or(&digest.to_string())).await
+        && a.record.digest == digest
+    {
+        let what = tag.map(|t| format!(" and tag '{t}'")).unwrap_or_default();
+        return Err(EcrError::bad(
+            "ImageAlreadyExistsException",
+            format!("Image with digest '{digest}'{what} already exists in the repository with name '{repo}'"),
+        ));
+    }
+    let out = cx.s.registry.manifest_put(&repo, &reference, media_type.as_deref(), bytes, &[], &cx.origin()).await;
+    match out {
+        Ok(_) => {}
+        Err(berth_registry::RegistryError::TagImmutable { .. }) => {
+            return Err(EcrError::bad(
+                "ImageTagAlreadyExistsException",
+                format!(
+                    "The image tag '{}' already exists in the '{repo}' repository and cannot be overwritten because the \
+                     tag is immutable.",
+                    tag.unwrap_or_default()
+                ),
+            ));
+        }
+        Err(berth_registry::RegistryError::ManifestBlobUnknown(missing)) => {
+            let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(EcrError::bad(
+                "LayersNotFoundException",
+                format!("The image manifest references layers this repository does not have: {}", list.join(", ")),
+            ));
+        }
+        Err(e @ berth_registry::RegistryError::ManifestInvalid(_)) => {
+            return Err(EcrError::bad("InvalidParameterException", e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut image_id = json!({"imageDigest": digest.to_string()});
+    if let Some(t) = tag {
+        image_id["imageTag"] = json!(t);
+    }
+    let mut image = json!({
+        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": image_id, "imageManifest": manifest,
+    });
+    if let Some(m) = media_type {
+        image["imageManifestMediaType"] = json!(m);
+    }
+    Ok(json!({"image": image}))
+}
+
+/// `StartLifecyclePolicyPreview`: a dry run of the given or stored lifecycle policy.
+async fn start_lifecycle_policy_preview(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::StartLifecyclePolicyPreview).await?;
+    let text = input["lifecyclePolicyText"].as_str().filter(|t| !t.trim().is_empty());
+    let (_, text) = cx.s.policies.start_preview(repo.as_str(), text).await.map_err(|e| match e {
+        berth_jobs::PolicyError::NotFound(_) => EcrError::bad(
+            "LifecyclePolicyNotFoundException",
+            format!(
+                "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id \
+                 '{REGISTRY_ID}'"
+            ),
+        ),
+        e => EcrError::from(crate::lifecycle::policy_error(e)),
+    })?;
+    Ok(json!({
+        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "lifecyclePolicyText": text,
+        "status": "IN_PROGRESS",
+    }))
+}
+
+/// `GetLifecyclePolicyPreview`: the latest dry run, filtered and paged.
+async fn get_lifecycle_policy_preview(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let repo = cx.repo(input, Perm::Read, EcrAction::GetLifecyclePolicyPreview).await?;
+    let (start, max) = page(input, 100)?;
+    let tag_status = input["filter"]["tagStatus"].as_str();
+    let mut out = crate::lifecycle::preview_page(cx.s, &repo, tag_status, start, max).await.map_err(|e| {
+        if e.status() == StatusCode::NOT_FOUND {
+            EcrError::bad("LifecyclePolicyPreviewNotFoundException", e.message().to_owned())
+        } else {
+            EcrError::from(e)
+        }
+    })?;
+    // Only the images asked for, when `imageIds` names some.
+    if let Some(ids) = input["imageIds"].as_array().filter(|a| !a.is_empty()) {
+        let wanted = |r: &Value| {
+            ids.iter().any(|id| {
+                id["imageDigest"].as_str().is_some_and(|d| r["imageDigest"] == d)
+                    || id["imageTag"]
+                        .as_str()
+                        .is_some_and(|t| r["imageTags"].as_array().is_some_and(|ts| ts.iter().any(|x| x == t)))
+            })
+        };
+        if let Some(list) = out["previewResults"].as_array_mut() {
+            list.retain(wanted);
+        }
+    }
+    Ok(out)
+}
+
+/// The settings key of the replication configuration as given.
+const REGISTRY_REPLICATION: &str = "registry_replication";
+/// What the names of the replication policies made from it start with.
+const ECR_REPLICATION: &str = "ecr-replication-";
+
+/// The stored replication configuration (`{"rules": []}` when never set).
+async fn replication_configuration(cx: &Cx<'_>) -> Result<Value, EcrError> {
+    Ok(cx.s.auth.stored_setting(REGISTRY_REPLICATION).await?.unwrap_or_else(|| json!({"rules": []})))
+}
+
+/// `DescribeRegistry`.
+async fn describe_registry(cx: &Cx<'_>) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    Ok(json!({"registryId": REGISTRY_ID, "replicationConfiguration": replication_configuration(cx).await?}))
+}
+
+/// `PutReplicationConfiguration` (system administrators): each destination is a registry
+/// endpoint (its `registryId` the endpoint's id in 12 digits; the region is kept as given),
+/// each rule × destination becomes an event-based, push-based replication policy named
+/// `ecr-replication-<rule>-<destination>` replacing those of the previous configuration;
+/// `PREFIX_MATCH` filters select repositories by name prefix.
+async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    let replication = crate::replication::replication(cx.s)?;
+    let bad = |m: String| EcrError::bad("InvalidParameterException", m);
+    let config = input
+        .get("replicationConfiguration")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| bad("replicationConfiguration is required".into()))?;
+    let rules = config["rules"].as_array().ok_or_else(|| bad("replicationConfiguration.rules is required".into()))?;
+    if rules.len() > 10 {
+        return Err(bad(format!("at most 10 rules, not {}", rules.len())));
+    }
+    // Check everything before changing anything.
+    let mut specs = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let dests = rule["destinations"].as_array().filter(|d| !d.is_empty() && d.len() <= 25);
+        let dests = dests.ok_or_else(|| bad(format!("rule {}: 1 to 25 destinations", i + 1)))?;
+        let mut prefixes = Vec::new();
+        for f in rule["repositoryFilters"].as_array().into_iter().flatten() {
+            let (Some(filter), Some("PREFIX_MATCH")) = (f["filter"].as_str(), f["filterType"].as_str()) else {
+                return Err(bad(format!(
+                    "rule {}: a repository filter is {{filter, filterType: PREFIX_MATCH}}",
+                    i + 1
+                )));
+            };
+            let ok = !filter.is_empty()
+                && filter.len() <= 256
+                && filter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/._-".contains(&b));
+            if !ok {
+                return Err(bad(format!(
+                    "rule {}: filter {filter:?} is 1 to 256 of a-z, 0-9, '/', '.', '_', '-'",
+                    i + 1
+                )));
+            }
+            prefixes.push(format!("{filter}**"));
+        }
+        for (j, d) in dests.iter().enumerate() {
+            let (Some(region), Some(id)) = (d["region"].as_str(), d["registryId"].as_str()) else {
+                return Err(bad(format!("rule {}: a destination is {{region, registryId}}", i + 1)));
+            };
+            let endpoint = id.parse::<i64>().ok().filter(|_| id.len() == 12 && id != REGISTRY_ID);
+            let endpoint = endpoint.ok_or_else(|| {
+                bad(format!(
+                    "rule {}: registryId {id:?}: a destination is one of Berth's registry endpoints, its id in 12 \
+                     digits (endpoint 3 is 000000000003; berth registry list shows them)",
+                    i + 1
+                ))
+            })?;
+            let name =
+                cx.s.upstreams
+                    .get(endpoint)
+                    .await
+                    .map_err(|_| {
+                        bad(format!("rule {}: registryId {id}: Berth has no registry endpoint {endpoint}", i + 1))
+                    })?
+                    .name;
+            let mut spec = json!({
+                "name": format!("{ECR_REPLICATION}{}-{}", i + 1, j + 1),
+                "description": format!("ECR replication rule {} to {name} ({region})", i + 1),
+                "dest_registry": {"id": endpoint}, "trigger": {"type": "event_based"}, "override": true,
+                "enabled": true,
+            });
+            if !prefixes.is_empty() {
+                spec["filters"] = json!([{"type": "name", "value": prefixes.join(",")}]);
+            }
+            let spec: berth_registry::PolicySpec = serde_json::from_value(spec).map_err(|e| bad(e.to_string()))?;
+            spec.validate().map_err(bad)?;
+            specs.push(spec);
+        }
+    }
+    let origin = cx.origin();
+    for old in replication.store().replication_policies().await? {
+        if old.name.starts_with(ECR_REPLICATION) {
+            replication.delete(old.id, &origin).await.map_err(crate::ApiError::from)?;
+        }
+    }
+    for spec in &specs {
+        replication.create(spec, &origin).await.map_err(crate::ApiError::from)?;
+    }
+    let stored = json!({"rules": rules});
+    cx.s.auth.put_stored_setting(REGISTRY_REPLICATION, &stored, &origin).await?;
+    Ok(json!({"replicationConfiguration": stored}))
+}
+
+/// ECR's name for the kind of upstream of an endpoint.
+fn upstream_registry(kind: &str, url: &str) -> &'static str {
+    match kind {
+        "docker-hub" => "docker-hub",
+        "github-ghcr" => "github-container-registry",
+        "quay" => "quay",
+        _ if url.contains("registry.k8s.io") => "k8s",
+        _ if url.contains("public.ecr.aws") => "ecr-public",
+        _ if url.contains("gitlab") => "gitlab-container-registry",
+        _ if url.contains("azurecr.io") => "azure-container-registry",
+        _ => "oci",
+    }
+}
+
+/// A pull-through cache rule in ECR's shape.
+fn cache_rule_json(rule: &berth_registry::CacheRule, endpoint: &berth_registry::UpstreamRecord) -> Value {
+    let url = endpoint.url.strip_prefix("https://").unwrap_or(&endpoint.url);
+    let mut out = json!({
+        "ecrRepositoryPrefix": rule.prefix, "upstreamRegistryUrl": url, "createdAt": epoch(rule.created_at),
+        "updatedAt": epoch(rule.created_at), "registryId": REGISTRY_ID,
+        "upstreamRegistry": upstream_registry(&endpoint.kind, &endpoint.url),
+    });
+    if !rule.upstream_prefix.is_empty() {
+        out["upstreamRepositoryPrefix"] = json!(rule.upstream_prefix.trim_end_matches('/'));
+    }
+    if !endpoint.access_key.is_empty() {
+        out["credentialArn"] =
+            json!(format!("arn:aws:secretsmanager:us-east-1:{REGISTRY_ID}:secret:{SECRET_PREFIX}{}", endpoint.name));
+    }
+    out
+}
+
+/// ECR keeps upstream credentials in Secrets Manager under this prefix; in Berth a
+/// `credentialArn` names a registry endpoint (with its credentials) after it.
+const SECRET_PREFIX: &str = "ecr-pullthroughcache/";
+
+/// `CreatePullThroughCacheRule` (system administrators): repositories under
+/// `ecrRepositoryPrefix` are pulled through from the upstream (Berth's proxy cache). The
+/// prefix's first part is a project, made (private) when missing. The upstream is the
+/// registry endpoint the `credentialArn` names (`…:secret:ecr-pullthroughcache/<endpoint>`),
+/// else an anonymous endpoint of that URL, made when missing.
+async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    let bad = |m: String| EcrError::bad("InvalidParameterException", m);
+    let prefix = input["ecrRepositoryPrefix"].as_str().unwrap_or_default();
+    if !(2..=30).contains(&prefix.len()) || prefix.parse::<RepoName>().is_err() {
+        return Err(bad(format!("ecrRepositoryPrefix {prefix:?}: 2 to 30 characters of a valid repository name")));
+    }
+    let url = input["upstreamRegistryUrl"].as_str().filter(|u| !u.is_empty());
+    let url = url.ok_or_else(|| bad("upstreamRegistryUrl is required".into()))?;
+    let full_url = if url.contains("://") { url.to_owned() } else { format!("https://{url}") };
+    let upstream_prefix = match input["upstreamRepositoryPrefix"].as_str().filter(|p| !p.is_empty() && *p != "ROOT") {
+        Some(p) => format!("{}/", p.trim_end_matches('/')),
+        None => String::new(),
+    };
+    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    if rules.iter().any(|r| r.prefix == prefix) {
+        return Err(EcrError::bad(
+            "PullThroughCacheRuleAlreadyExistsException",
+            format!("A pull through cache rule with the prefix '{prefix}' already exists"),
+        ));
+    }
+    let endpoints = cx.s.upstreams.list().await.map_err(crate::ApiError::from)?;
+    let origin = cx.origin();
+    let endpoint = match input["credentialArn"].as_str() {
+        Some(arn) => {
+            let name = arn.split_once(&format!(":secret:{SECRET_PREFIX}")).map(|(_, n)| n).unwrap_or_default();
+            // Secrets Manager appends "-" and six characters to a secret's name in its ARN.
+            let trimmed = name.rsplit_once('-').filter(|(_, s)| s.len() == 6).map(|(n, _)| n);
+            endpoints
+                .iter()
+                .find(|e| e.name == name || Some(e.name.as_str()) == trimmed)
+                .ok_or_else(|| {
+                    EcrError::bad(
+                        "SecretNotFoundException",
+                        format!(
+                            "credentialArn {arn:?} names no registry endpoint: in Berth it is \
+                             arn:aws:secretsmanager:<region>:<id>:secret:{SECRET_PREFIX}<endpoint name>, the endpoint \
+                             holding the credentials (berth registry create)"
+                        ),
+                    )
+                })?
+                .id
+        }
+        None => match endpoints.iter().find(|e| e.url.trim_end_matches('/') == full_url && e.access_key.is_empty()) {
+            Some(e) => e.id,
+            None => {
+                let kind = match input["upstreamRegistry"].as_str() {
+                    Some("docker-hub") => "docker-hub",
+                    Some("github-container-registry") => "github-ghcr",
+                    Some("quay") => "quay",
+                    _ if url.contains("docker.io") => "docker-hub",
+                    _ if url.contains("ghcr.io") => "github-ghcr",
+                    _ if url.contains("quay.io") => "quay",
+                    _ => "docker-registry",
+                };
+                let spec = berth_registry::EndpointSpec {
+                    name: format!("ecr-cache-{}", prefix.replace('/', "-")),
+                    kind: kind.into(),
+                    url: full_url.clone(),
+                    description: format!("Upstream of the pull-through cache rule {prefix}"),
+                    ..Default::default()
+                };
+                cx.s.upstreams.create(&spec, &origin).await.map_err(crate::ApiError::from)?
+            }
+        },
+    };
+    let project = prefix.split('/').next().unwrap_or(prefix);
+    if cx.s.auth.project(project).await?.is_none() {
+        let settings = berth_auth::ProjectSettings::default();
+        cx.s.auth.create_project(project, cx.p, &settings, &origin).await?;
+    }
+    let made =
+        cx.s.upstreams
+            .create_cache_rule(prefix, endpoint, &upstream_prefix, 0, &origin)
+            .await
+            .map_err(crate::ApiError::from)?;
+    if !made {
+        return Err(EcrError::bad(
+            "PullThroughCacheRuleAlreadyExistsException",
+            format!("A pull through cache rule with the prefix '{prefix}' already exists"),
+        ));
+    }
+    let rule = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rule = rule.iter().find(|r| r.prefix == prefix).cloned();
+    let rule = rule.ok_or_else(|| EcrError::bad("ServerException", "the rule vanished"))?;
+    let endpoint = cx.s.upstreams.get(endpoint).await.map_err(crate::ApiError::from)?;
+    Ok(cache_rule_json(&rule, &endpoint))
+}
+
+/// `DescribePullThroughCacheRules`: every rule (Harbor's proxy-cache projects included).
+async fn describe_pull_through_cache_rules(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    let (start, max) = page(input, 100)?;
+    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let wanted: Option<Vec<&str>> =
+        input["ecrRepositoryPrefixes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect());
+    if let Some(missing) = wanted.iter().flatten().find(|w| !rules.iter().any(|r| r.prefix == **w)) {
+        return Err(no_cache_rule(missing));
+    }
+    let mut list = Vec::new();
+    for r in rules.iter().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.prefix.as_str()))) {
+        let endpoint = cx.s.upstreams.get(r.upstream_id).await.map_err(crate::ApiError::from)?;
+        list.push(cache_rule_json(r, &endpoint));
+    }
+    Ok(paged(list, start, max, "pullThroughCacheRules", |v| v))
+}
+
+fn no_cache_rule(prefix: &str) -> EcrError {
+    EcrError::bad(
+        "PullThroughCacheRuleNotFoundException",
+        format!("The pull through cache rule with the prefix '{prefix}' does not exist"),
+    )
+}
+
+/// `DeletePullThroughCacheRule`: nothing is pulled through under the prefix any more; what
+/// was cached stays (as in ECR), and so does the registry endpoint.
+async fn delete_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    let prefix = input["ecrRepositoryPrefix"].as_str().unwrap_or_default();
+    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rule = rules.iter().find(|r| r.prefix == prefix).cloned().ok_or_else(|| no_cache_rule(prefix))?;
+    let endpoint = cx.s.upstreams.get(rule.upstream_id).await.map_err(crate::ApiError::from)?;
+    cx.s.upstreams.delete_cache_rule(prefix, &cx.origin()).await.map_err(crate::ApiError::from)?;
+    Ok(cache_rule_json(&rule, &endpoint))
 }

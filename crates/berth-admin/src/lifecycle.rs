@@ -172,20 +172,6 @@ async fn get_preview(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read, EcrAction::GetLifecyclePolicyPreview).await?;
-    let run = s.policies.preview(name.as_str()).await?.ok_or_else(|| {
-        not_found(format!(
-            "There is no dry run for the repository with name '{name}' in the registry with id '{REGISTRY_ID}'"
-        ))
-    })?;
-    let result: Value = run.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
-    let mut images: Vec<Value> = result["previewResults"].as_array().cloned().unwrap_or_default();
-    // ECR's filter: {"tagStatus": "TAGGED"|"UNTAGGED"|"ANY"} (also as a query parameter here).
-    match q.get("tagStatus").map(|t| t.to_ascii_uppercase()).as_deref() {
-        None | Some("ANY") => {}
-        Some("TAGGED") => images.retain(|i| i["imageTags"].as_array().is_some_and(|t| !t.is_empty())),
-        Some("UNTAGGED") => images.retain(|i| i["imageTags"].as_array().is_none_or(|t| t.is_empty())),
-        Some(other) => return Err(bad_request(format!("tagStatus {other:?}: use TAGGED, UNTAGGED or ANY"))),
-    }
     let max = match q.get("maxResults") {
         None => 100,
         Some(m) => match m.parse::<usize>() {
@@ -197,6 +183,32 @@ async fn get_preview(
         None => 0,
         Some(t) => t.parse::<usize>().map_err(|_| bad_request(format!("nextToken {t:?} is not one Berth gave")))?,
     };
+    Ok(Json(preview_page(&s, &name, q.get("tagStatus").map(String::as_str), start, max).await?).into_response())
+}
+
+/// The latest preview of `name` in `GetLifecyclePolicyPreview`'s shape, images filtered by
+/// ECR's `tagStatus` and paged from `start`.
+pub(crate) async fn preview_page(
+    s: &AdminState,
+    name: &berth_types::RepoName,
+    tag_status: Option<&str>,
+    start: usize,
+    max: usize,
+) -> Result<Value, ApiError> {
+    let run = s.policies.preview(name.as_str()).await?.ok_or_else(|| {
+        not_found(format!(
+            "There is no dry run for the repository with name '{name}' in the registry with id '{REGISTRY_ID}'"
+        ))
+    })?;
+    let result: Value = run.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
+    let mut images: Vec<Value> = result["previewResults"].as_array().cloned().unwrap_or_default();
+    // ECR's filter: {"tagStatus": "TAGGED"|"UNTAGGED"|"ANY"} (also as a query parameter here).
+    match tag_status.map(|t| t.to_ascii_uppercase()).as_deref() {
+        None | Some("ANY") => {}
+        Some("TAGGED") => images.retain(|i| i["imageTags"].as_array().is_some_and(|t| !t.is_empty())),
+        Some("UNTAGGED") => images.retain(|i| i["imageTags"].as_array().is_none_or(|t| t.is_empty())),
+        Some(other) => return Err(bad_request(format!("tagStatus {other:?}: use TAGGED, UNTAGGED or ANY"))),
+    }
     let total = images.len();
     let page: Vec<Value> = images.into_iter().skip(start).take(max).collect();
     let mut body = json!({
@@ -212,7 +224,7 @@ async fn get_preview(
     if start + max < total {
         body["nextToken"] = (start + max).to_string().into();
     }
-    Ok(Json(body).into_response())
+    Ok(body)
 }
 
 async fn execute(

@@ -196,7 +196,7 @@ async fn create(
     }
     let id = s.auth.create_project(&name, &c.p, &settings, &c.origin()).await?;
     if let Some(registry) = req.registry_id
-        && let Err(e) = s.upstreams.create_cache_rule(&name, registry, ttl_ms, &c.origin()).await
+        && let Err(e) = s.upstreams.create_cache_rule(&name, registry, "", ttl_ms, &c.origin()).await
     {
         // The endpoint went away meanwhile: no half-made proxy project.
         let _ = s.auth.delete_project(id, &c.origin()).await;

@@ -42,7 +42,7 @@ fn id_of(what: &str, id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| bad_request(format!("{what} id must be a number, not {id:?}")))
 }
 
-fn replication(s: &AdminState) -> Result<&berth_registry::Replication, ApiError> {
+pub(crate) fn replication(s: &AdminState) -> Result<&berth_registry::Replication, ApiError> {
     s.replication.as_deref().ok_or_else(|| ApiError::PreconditionFailed("replication is not available".into()))
 }
 

@@ -85,6 +85,8 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
                     format!("{} (immutable tag rule {id})", ev.project.as_deref().unwrap_or(""))
                 }
                 (Some("tag_mutability"), _) => format!("{repo} (tag mutability)"),
+                (Some("scanning"), _) => format!("{repo} (scan on push)"),
+                (Some("tags"), _) => format!("{repo} (resource tags)"),
                 _ => repo.to_owned(),
             };
             (if op == "delete" { "delete" } else { "update" }, "policy", what, "success", None)

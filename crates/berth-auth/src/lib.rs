@@ -97,6 +97,9 @@ pub struct RuntimeSettings {
 impl RuntimeSettings {
     /// Harbor's keys of the settings that can change at run time.
     pub const KEYS: &'static [&'static str] = &["project_creation_restriction", "session_timeout", "token_expiration"];
+    /// Stored settings that are documents read where they are used, not values of these:
+    /// ECR's registry scanning and replication configurations.
+    pub const DOCUMENTS: &'static [&'static str] = &["registry_scanning", "registry_replication"];
 
     /// The file's values.
     pub fn of(cfg: &AuthConfig) -> RuntimeSettings {
@@ -135,7 +138,7 @@ impl RuntimeSettings {
     /// validates is left out, with a warning).
     pub fn with_stored(cfg: &AuthConfig, stored: &[(String, serde_json::Value)]) -> RuntimeSettings {
         let mut s = RuntimeSettings::of(cfg);
-        for (k, v) in stored {
+        for (k, v) in stored.iter().filter(|(k, _)| !Self::DOCUMENTS.contains(&k.as_str())) {
             if let Err(e) = s.set(k, v) {
                 warn!(key = %k, error = %e, "ignoring a stored setting");
             }
@@ -835,6 +838,30 @@ impl Auth {
         let all: Vec<(String, serde_json::Value)> =
             all.into_iter().map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::Null))).collect();
         Ok(Ok(self.apply_settings(&all)))
+    }
+
+    /// A stored setting that is not one of [`RuntimeSettings::KEYS`] but a document of its own
+    /// ([`RuntimeSettings::DOCUMENTS`], e.g. ECR's registry scanning configuration).
+    pub async fn stored_setting(&self, key: &str) -> Result<Option<serde_json::Value>, AuthError> {
+        Ok(self
+            .store
+            .settings()
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| serde_json::from_str(&v).ok()))
+    }
+
+    /// Store such a document (checked by its owner), logged as `settings.changed`.
+    pub async fn put_stored_setting(
+        &self,
+        key: &'static str,
+        value: &serde_json::Value,
+        origin: &Origin,
+    ) -> Result<(), AuthError> {
+        debug_assert!(RuntimeSettings::DOCUMENTS.contains(&key));
+        self.store.put_settings(&[(key.to_owned(), value.to_string())], now_ms(), origin).await?;
+        Ok(())
     }
 
     /// Apply every runtime setting as stored (`settings.changed`'s `data.settings`) over the

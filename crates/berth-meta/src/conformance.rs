@@ -412,7 +412,14 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["stable", "v1"]);
     assert_eq!(arts[0].total_size, m.size + 100);
+    // Per-repository settings (the ECR API's): by kind, cleared, and gone with the repository.
+    store.put_repo_setting(&r1n, "tags", Some(r#"[{"Key":"a","Value":"b"}]"#), &o).await.unwrap();
+    store.put_repo_setting(&r1n, "scanning", Some(r#"{"scanOnPush":true}"#), &o).await.unwrap();
+    store.put_repo_setting(&r1n, "scanning", None, &o).await.unwrap();
+    assert_eq!(store.repo_setting(&r1n, "scanning").await.unwrap(), None);
+    assert_eq!(store.repo_setting(&r1n, "tags").await.unwrap().as_deref(), Some(r#"[{"Key":"a","Value":"b"}]"#));
     assert!(store.delete_repo(&r1n, &o).await.unwrap());
+    assert_eq!(store.repo_setting(&r1n, "tags").await.unwrap(), None, "settings go with the repository");
     assert!(!store.repo_exists(&r1n).await.unwrap());
     assert_eq!(store.get_manifest(&r1n, &m.digest).await.unwrap(), None);
     assert!(!store.delete_repo(&r1n, &o).await.unwrap());

@@ -395,6 +395,17 @@ pub trait MetaStore:
     /// Set (or with `None` clear) a repository's tag mutability. Logs `policy.changed`.
     async fn put_tag_mutability(&self, repo: &RepoName, config: Option<&str>, origin: &Origin)
     -> Result<(), MetaError>;
+    /// A repository's setting of `kind` (its JSON), if set (see [`RegistryStore::put_repo_setting`]).
+    async fn repo_setting(&self, repo: &RepoName, kind: &str) -> Result<Option<String>, MetaError>;
+    /// Set (or with `None` clear) a repository's setting of `kind` (`scanning`, `tags`: the
+    /// ECR API's per-repository settings); deleted with the repository. Logs `policy.changed`.
+    async fn put_repo_setting(
+        &self,
+        repo: &RepoName,
+        kind: &str,
+        config: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(), MetaError>;
     /// Delete one tag (event `tag.deleted`); returns whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag, origin: &Origin) -> Result<bool, MetaError>;
     /// The indexes of `repo` that list the manifest `digest`.

@@ -311,4 +311,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX access_keys_account ON access_keys (account)",
         ],
     ),
+    (
+        27,
+        &[
+            // Per-repository settings of the ECR API (`kind`: `scanning` for scanOnPush,
+            // `tags` for resource tags), each a JSON document.
+            "CREATE TABLE repo_settings (repo {NAME} NOT NULL, kind TEXT NOT NULL, config TEXT NOT NULL,
+            updated_at BIGINT NOT NULL, PRIMARY KEY (repo, kind))",
+        ],
+    ),
 ];

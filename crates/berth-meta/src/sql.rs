@@ -1190,6 +1190,7 @@ impl MetaStore for SqlMetaStore {
             "DELETE FROM manifest_refs WHERE repo = $1",
             "DELETE FROM repo_policies WHERE repo = $1",
             "DELETE FROM tag_mutability WHERE repo = $1",
+            "DELETE FROM repo_settings WHERE repo = $1",
             "DELETE FROM artifact_labels WHERE repo = $1",
             "DELETE FROM policy_runs WHERE policy_id IN (SELECT id FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1)",
             "DELETE FROM policies WHERE kind IN ('lifecycle', 'lifecycle-preview-only') AND scope = $1",
@@ -1324,6 +1325,52 @@ impl MetaStore for SqlMetaStore {
         let e = NewEvent::new(EventKind::PolicyChanged, now, origin).repo(repo.as_str()).data(
             serde_json::json!({ "op": if config.is_some() { "update" } else { "delete" }, "kind": "tag_mutability" }),
         );
+        insert_events(&mut tx, self.backend, &[e]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn repo_setting(&self, repo: &RepoName, kind: &str) -> Result<Option<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT config FROM repo_settings WHERE repo = $1 AND kind = $2")
+            .bind(repo.as_str())
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn put_repo_setting(
+        &self,
+        repo: &RepoName,
+        kind: &str,
+        config: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(), MetaError> {
+        let mut tx = self.begin_write().await?;
+        let now = crate::now_ms();
+        match config {
+            Some(c) => {
+                sqlx::query(
+                    "INSERT INTO repo_settings (repo, kind, config, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repo, kind) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                )
+                .bind(repo.as_str())
+                .bind(kind)
+                .bind(c)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM repo_settings WHERE repo = $1 AND kind = $2")
+                    .bind(repo.as_str())
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let e = NewEvent::new(EventKind::PolicyChanged, now, origin)
+            .repo(repo.as_str())
+            .data(serde_json::json!({ "op": if config.is_some() { "update" } else { "delete" }, "kind": kind }));
         insert_events(&mut tx, self.backend, &[e]).await?;
         tx.commit().await?;
         Ok(())

@@ -70,11 +70,21 @@ pub enum EcrAction {
     StartLifecyclePolicyPreview,
     /// Read a lifecycle policy preview.
     GetLifecyclePolicyPreview,
+    /// Set the repository's tag mutability.
+    PutImageTagMutability,
+    /// Set the repository's scan on push.
+    PutImageScanningConfiguration,
+    /// Add resource tags to the repository.
+    TagResource,
+    /// Remove resource tags from the repository.
+    UntagResource,
+    /// List the repository's resource tags.
+    ListTagsForResource,
 }
 
 impl EcrAction {
     /// Every action Berth knows.
-    pub const ALL: [EcrAction; 22] = [
+    pub const ALL: [EcrAction; 27] = [
         EcrAction::BatchGetImage,
         EcrAction::GetDownloadUrlForLayer,
         EcrAction::BatchCheckLayerAvailability,
@@ -97,6 +107,11 @@ impl EcrAction {
         EcrAction::DeleteLifecyclePolicy,
         EcrAction::StartLifecyclePolicyPreview,
         EcrAction::GetLifecyclePolicyPreview,
+        EcrAction::PutImageTagMutability,
+        EcrAction::PutImageScanningConfiguration,
+        EcrAction::TagResource,
+        EcrAction::UntagResource,
+        EcrAction::ListTagsForResource,
     ];
 
     /// The `ecr:…` name.
@@ -124,6 +139,11 @@ impl EcrAction {
             EcrAction::DeleteLifecyclePolicy => "ecr:DeleteLifecyclePolicy",
             EcrAction::StartLifecyclePolicyPreview => "ecr:StartLifecyclePolicyPreview",
             EcrAction::GetLifecyclePolicyPreview => "ecr:GetLifecyclePolicyPreview",
+            EcrAction::PutImageTagMutability => "ecr:PutImageTagMutability",
+            EcrAction::PutImageScanningConfiguration => "ecr:PutImageScanningConfiguration",
+            EcrAction::TagResource => "ecr:TagResource",
+            EcrAction::UntagResource => "ecr:UntagResource",
+            EcrAction::ListTagsForResource => "ecr:ListTagsForResource",
         }
     }
 }

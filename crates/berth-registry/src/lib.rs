@@ -42,8 +42,8 @@ use bytes::Bytes;
 
 pub use berth_blob::{BlobBody, BlobError, ByteStream};
 pub use berth_meta::{
-    ArtifactRow, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary, UpstreamRecord,
-    UsageRecord,
+    ArtifactRow, CacheRule, LabelRecord, LabelStore, MetaError, Origin, QuotaCheck, QuotaRecord, RepoSummary,
+    UpstreamRecord, UsageRecord,
 };
 pub use berth_meta::{ReplicationExecutionRecord, ReplicationPolicyRecord, ReplicationTaskRecord};
 pub use berth_policy::immutable::{Immutability, ImmutableRule, MutabilityMode, TagMutability};
@@ -637,6 +637,30 @@ impl Registry {
         let text = serde_json::to_string(m).map_err(|e| RegistryError::PolicyInvalid(e.to_string()))?;
         let config = (m.mode != MutabilityMode::Mutable).then_some(text);
         Ok(self.meta.put_tag_mutability(repo, config.as_deref(), origin).await?)
+    }
+
+    /// A repository's per-repository setting of `kind` (the ECR API's `scanning` and `tags`),
+    /// as JSON, if set.
+    pub async fn repo_setting(&self, repo: &RepoName, kind: &str) -> Result<Option<serde_json::Value>, RegistryError> {
+        match self.meta.repo_setting(repo, kind).await? {
+            Some(text) => Ok(Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| berth_meta::MetaError::Corrupt(format!("{kind} setting of {repo}: {e}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Set (or with `None` clear) a repository's setting of `kind`.
+    pub async fn set_repo_setting(
+        &self,
+        repo: &RepoName,
+        kind: &str,
+        value: Option<&serde_json::Value>,
+        origin: &Origin,
+    ) -> Result<(), RegistryError> {
+        let text = value.map(serde_json::Value::to_string);
+        Ok(self.meta.put_repo_setting(repo, kind, text.as_deref(), origin).await?)
     }
 
     /// Drop every cached manifest record (after deletions this process did not make

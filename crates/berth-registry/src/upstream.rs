@@ -244,12 +244,13 @@ impl Upstreams {
         }
     }
 
-    /// Cache the repositories under `prefix` from endpoint `upstream_id`; false if `prefix`
-    /// has a rule already.
+    /// Cache the repositories under `prefix` from endpoint `upstream_id` (as the upstream's
+    /// `<upstream_prefix><rest>`); false if `prefix` has a rule already.
     pub async fn create_cache_rule(
         &self,
         prefix: &str,
         upstream_id: i64,
+        upstream_prefix: &str,
         ttl_ms: i64,
         origin: &Origin,
     ) -> Result<bool, UpstreamError> {
@@ -257,7 +258,7 @@ impl Upstreams {
         let rule = CacheRule {
             prefix: prefix.to_owned(),
             upstream_id,
-            upstream_prefix: String::new(),
+            upstream_prefix: upstream_prefix.to_owned(),
             ttl_ms,
             created_at: now_ms(),
         };

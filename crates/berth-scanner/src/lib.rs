@@ -875,12 +875,106 @@ impl Scanning {
 /// push is scanned once even across a crash. SBOMs Berth pushes are not scanned.
 pub struct ScanOnPush {
     auth: std::sync::Arc<berth_auth::Auth>,
+    meta: Arc<SqlMetaStore>,
 }
 
 impl ScanOnPush {
-    /// The consumer, reading project settings through `auth`.
-    pub fn new(auth: std::sync::Arc<berth_auth::Auth>) -> Self {
-        ScanOnPush { auth }
+    /// The consumer, reading project settings through `auth`, repository settings (ECR's
+    /// `scanOnPush`) from `meta`.
+    pub fn new(auth: std::sync::Arc<berth_auth::Auth>, meta: Arc<SqlMetaStore>) -> Self {
+        ScanOnPush { auth, meta }
+    }
+}
+
+/// The settings key of ECR's registry scanning configuration.
+pub const REGISTRY_SCANNING: &str = "registry_scanning";
+
+/// ECR's registry scanning configuration (`PutRegistryScanningConfiguration`), in its JSON
+/// shape: rules that scan repositories matching wildcard filters on push (`SCAN_ON_PUSH`, and
+/// `CONTINUOUS_SCAN`, which Berth's re-evaluation of stored reports on every database update
+/// already gives) or only when asked (`MANUAL`). Both scan types run Berth's scanner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryScanning {
+    /// `BASIC` or `ENHANCED`.
+    #[serde(rename = "scanType")]
+    pub scan_type: String,
+    /// At most two rules.
+    #[serde(default)]
+    pub rules: Vec<ScanningRule>,
+}
+
+/// One rule of [`RegistryScanning`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanningRule {
+    /// `SCAN_ON_PUSH`, `CONTINUOUS_SCAN` or `MANUAL`.
+    #[serde(rename = "scanFrequency")]
+    pub scan_frequency: String,
+    /// Which repositories (full names) the rule covers.
+    #[serde(rename = "repositoryFilters")]
+    pub repository_filters: Vec<ScanningFilter>,
+}
+
+/// A repository filter: a `*` wildcard on the full repository name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanningFilter {
+    /// The pattern.
+    pub filter: String,
+    /// `WILDCARD`.
+    #[serde(rename = "filterType")]
+    pub filter_type: String,
+}
+
+impl Default for RegistryScanning {
+    fn default() -> Self {
+        RegistryScanning { scan_type: "BASIC".into(), rules: Vec::new() }
+    }
+}
+
+impl RegistryScanning {
+    /// Check it as ECR does; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.scan_type.as_str(), "BASIC" | "ENHANCED") {
+            return Err(format!("scanType is BASIC or ENHANCED, not {:?}", self.scan_type));
+        }
+        if self.rules.len() > 2 {
+            return Err(format!("at most 2 rules, not {}", self.rules.len()));
+        }
+        for r in &self.rules {
+            if !matches!(r.scan_frequency.as_str(), "SCAN_ON_PUSH" | "CONTINUOUS_SCAN" | "MANUAL") {
+                return Err(format!(
+                    "scanFrequency is SCAN_ON_PUSH, CONTINUOUS_SCAN or MANUAL, not {:?}",
+                    r.scan_frequency
+                ));
+            }
+            if r.repository_filters.is_empty() || r.repository_filters.len() > 100 {
+                return Err("each rule has 1 to 100 repositoryFilters".into());
+            }
+            for f in &r.repository_filters {
+                if f.filter_type != "WILDCARD" {
+                    return Err(format!("filterType is WILDCARD, not {:?}", f.filter_type));
+                }
+                let ok = !f.filter.is_empty()
+                    && f.filter.len() <= 256
+                    && f.filter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"*/._-".contains(&b));
+                if !ok {
+                    return Err(format!("filter {:?} is 1 to 256 of a-z, 0-9, '*', '/', '.', '_' and '-'", f.filter));
+                }
+            }
+            check_scan_filters(r.repository_filters.iter().map(|f| f.filter.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// Does a rule scan pushes to `repo` (its full name)?
+    pub fn on_push(&self, repo: &str) -> bool {
+        self.rules.iter().filter(|r| r.scan_frequency != "MANUAL").any(|r| {
+            PatternSet::new(
+                r.repository_filters.iter().map(|f| f.filter.as_str()),
+                Syntax::Wildcard,
+                PatternOptions::default(),
+            )
+            .is_ok_and(|set| set.matches(repo))
+        })
     }
 }
 
@@ -911,6 +1005,26 @@ impl berth_meta::Consumer for ScanOnPush {
             let Some(project) = self.auth.project(berth_auth::project_of(repo)).await? else { continue };
             if let Some(sbom) = wants_scan(&project, repo) {
                 out.push(berth_meta::Effect::Job(scan_job(repo, digest, sbom)));
+                continue;
+            }
+            // ECR's settings: the repository's scanOnPush, the registry's scanning rules.
+            let repo_wants = match repo.parse::<RepoName>() {
+                Ok(name) => berth_meta::MetaStore::repo_setting(&*self.meta, &name, "scanning")
+                    .await?
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .is_some_and(|v| v["scanOnPush"] == true),
+                Err(_) => false,
+            };
+            let registry_wants = || async {
+                let stored = self.auth.stored_setting(REGISTRY_SCANNING).await?;
+                Ok::<_, berth_auth::AuthError>(
+                    stored
+                        .and_then(|v| serde_json::from_value::<RegistryScanning>(v).ok())
+                        .is_some_and(|r| r.on_push(repo)),
+                )
+            };
+            if repo_wants || registry_wants().await? {
+                out.push(berth_meta::Effect::Job(scan_job(repo, digest, project.settings.auto_sbom)));
             }
         }
         Ok(out)

@@ -62,7 +62,7 @@ pub fn start_consumers(sql: Arc<SqlMetaStore>, auth: Arc<berth_auth::Auth>) -> V
         Arc::new(berth_auth::AuditConsumer),
         Arc::new(berth_auth::PullConsumer),
         Arc::new(berth_registry::UsageConsumer),
-        Arc::new(berth_scanner::ScanOnPush::new(auth)),
+        Arc::new(berth_scanner::ScanOnPush::new(auth, sql.clone())),
         Arc::new(berth_registry::ReplicationOnPush::new(sql.clone())),
     ];
     consumers.into_iter().map(|c| run_consumer(log.clone(), c, ConsumerOptions::default())).collect()

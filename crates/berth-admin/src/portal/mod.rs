@@ -569,7 +569,7 @@ async fn create_project(State(s): State<AdminState>, headers: HeaderMap, Form(f)
         }
     };
     if let Some(r) = registry
-        && let Err(e) = s.upstreams.create_cache_rule(&name, r, 0, &origin).await
+        && let Err(e) = s.upstreams.create_cache_rule(&name, r, "", 0, &origin).await
     {
         let _ = s.auth.delete_project(id, &origin).await;
         let (msg, status) = api_err(e);

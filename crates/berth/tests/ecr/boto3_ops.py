@@ -60,7 +60,7 @@ out["token_user"] = __import__("base64").b64decode(tok["authorizationToken"]).de
 # Wrong secret, unknown key: refused with AWS's codes.
 out["wrong_secret"] = error_code(lambda: client(s="x" * 40).describe_registry())
 out["unknown_key"] = error_code(lambda: client(k="AKIAAAAAAAAAAAAAAAAA").describe_registry())
-out["unsupported"] = error_code(lambda: ecr.describe_pull_through_cache_rules())
+out["unsupported"] = error_code(lambda: ecr.get_registry_policy())
 # Repositories: create (a second time refused), delete (non-empty only with force).
 out["created"] = ecr.create_repository(repositoryName="team/new")["repository"]["repositoryName"]
 out["create_again"] = error_code(lambda: ecr.create_repository(repositoryName="team/new"))

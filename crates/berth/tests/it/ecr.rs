@@ -206,3 +206,140 @@ async fn the_cli_manages_a_users_access_keys() {
     assert!(err.contains("has no access key"), "{err}");
     s.stop().await;
 }
+
+/// An image the scanner can read, pushed as `repo:tag`.
+async fn scannable(s: &TestServer, repo: &str, tag: &str) {
+    let m = crate::scan::image_of(s, repo, &[("etc/motd", tag.as_bytes())]).await;
+    assert_eq!(s.put_manifest(repo, tag, OCI_MANIFEST, &m).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_caches() {
+    let s = TestServer::start().await;
+    let upstream = berth_test_support::Distribution::start(None);
+    let (cached_digest, _) = crate::proxy::seed_upstream(&upstream.url, "lib/alpine", "v1").await;
+    let r = s
+        .api(
+            reqwest::Method::POST,
+            "/registries",
+            Some(json!({"name": "site", "type": "docker-registry", "url": upstream.url})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let endpoint_id = location(&r).rsplit('/').next().unwrap().to_owned();
+    s.project("team", false).await;
+    s.push_image("team/app", "v1").await;
+    s.push_image("team/app", "v2").await;
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.member("team", "dev", 1).await;
+    let (key, secret) = access_key(&s, ADMIN, ADMIN_PASSWORD).await;
+    let (member_key, member_secret) = access_key(&s, "dev", "Dev-Passw0rd-1").await;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ecr/boto3_admin.py");
+    let out = run_ok(Command::new("python3").arg(script).args([
+        &s.base,
+        &key,
+        &secret,
+        &member_key,
+        &member_secret,
+        &endpoint_id,
+        &upstream.url,
+    ]))
+    .await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let code = |k: &str| v[k][0].as_str().unwrap_or_else(|| panic!("{k}: {v}")).to_owned();
+    let message = |k: &str| v[k][1].as_str().unwrap_or_default().to_owned();
+
+    // Repository settings and resource tags.
+    assert_eq!(v["made"], json!({"mutability": "IMMUTABLE", "scan": true}));
+    assert_eq!(v["described"], v["made"]);
+    assert_eq!(code("no_project"), "InvalidParameterException");
+    assert!(message("no_project").contains("project 'nosuch', which does not exist"), "{v}");
+    assert_eq!(v["tags_made"], json!([{"Key": "owner", "Value": "ml"}]));
+    assert_eq!(v["tags_added"], json!([{"Key": "env", "Value": "prod"}, {"Key": "owner", "Value": "hpc"}]));
+    assert_eq!(v["tags_left"], json!([{"Key": "env", "Value": "prod"}]));
+    assert_eq!(code("reserved_tag"), "InvalidTagParameterException");
+    assert_eq!(code("too_many_tags"), "TooManyTagsException");
+    assert_eq!(code("foreign_arn"), "InvalidParameterException");
+
+    // PutImage.
+    assert_eq!(code("put_same"), "ImageAlreadyExistsException");
+    assert_eq!(v["put"]["tag"], "stable");
+    assert_eq!(v["put"]["same_digest"], true);
+    assert_eq!(code("missing_layers"), "LayersNotFoundException");
+    assert_eq!(code("digest_mismatch"), "ImageDigestDoesNotMatchException");
+    assert_eq!(v["mutability_set"], "IMMUTABLE");
+    assert_eq!(code("immutable"), "ImageTagAlreadyExistsException");
+    assert_eq!(v["moved"], true, "a mutable tag moves: {v}");
+    let r = s.get("/v2/team/app/manifests/stable").await;
+    assert_eq!(header(&r, "docker-content-digest"), v["v2_digest"].as_str(), "PutImage moved the tag");
+
+    // Scanning settings.
+    assert_eq!(v["scan_on_push"], true);
+    assert_eq!(v["registry_scanning_default"], json!({"scanType": "BASIC", "rules": []}));
+    assert_eq!(v["registry_scanning"]["rules"][0]["repositoryFilters"][0]["filter"], "team/reg*");
+    assert_eq!(code("bad_frequency"), "ValidationException");
+    assert!(message("bad_frequency").contains("HOURLY"), "{v}");
+    assert_eq!(code("member_scanning"), "AccessDeniedException");
+
+    // The lifecycle preview: the older v* image would go.
+    assert_eq!(code("no_preview"), "LifecyclePolicyPreviewNotFoundException");
+    assert_eq!(code("no_policy"), "LifecyclePolicyNotFoundException");
+    assert_eq!(v["preview_started"], "IN_PROGRESS");
+    assert_eq!(v["preview"]["status"], "COMPLETE");
+    assert_eq!(v["preview"]["expiring"], 1);
+    assert_eq!(v["preview"]["results"], json!([[v["v1_digest"], "EXPIRE", 1]]));
+    assert_eq!(s.get("/v2/team/app/manifests/v1").await.status(), StatusCode::OK, "a preview deletes nothing");
+
+    // Replication and pull-through cache rules, as configured.
+    assert_eq!(v["replication_read_back"], true, "{v}");
+    assert_eq!(code("bad_destination"), "InvalidParameterException");
+    assert!(message("bad_destination").contains("no registry endpoint 99"), "{v}");
+    assert_eq!(v["rule"], json!({"prefix": "hub", "url": upstream.url}));
+    assert_eq!(code("rule_again"), "PullThroughCacheRuleAlreadyExistsException");
+    assert_eq!(v["rules"], json!(["hub"]));
+    assert_eq!(code("rule_missing"), "PullThroughCacheRuleNotFoundException");
+    assert_eq!(code("member_rule"), "AccessDeniedException");
+
+    // What they do: pushes are scanned by the repository's and the registry's settings,
+    // team/rep… is replicated, hub/… is pulled through from upstream.
+    scannable(&s, "team/app", "v5").await;
+    crate::scan::scanned(&s, "team", "app", "v5").await;
+    scannable(&s, "team/regional", "v1").await;
+    crate::scan::scanned(&s, "team", "regional", "v1").await;
+    s.push_image("team/rep-a", "v1").await;
+    let http = reqwest::Client::new();
+    eventually("team/rep-a:v1 to be replicated", async || {
+        let url = format!("{}/v2/team/rep-a/manifests/v1", upstream.url);
+        let st = http.head(url).header("accept", OCI_MANIFEST).send().await.unwrap().status();
+        if st == 200 { Ok(()) } else { Err(st) }
+    })
+    .await;
+    let r = s.get("/v2/hub/lib/alpine/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-content-digest"), Some(cached_digest.as_str()));
+
+    // The aws CLI deletes the rule; what was cached stays.
+    let tmp = tempfile::tempdir().unwrap();
+    let deleted = run_ok(aws(tmp.path(), &key, &secret).args([
+        "ecr",
+        "delete-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+        "--endpoint-url",
+        &s.base,
+    ]))
+    .await;
+    assert!(deleted.contains("\"ecrRepositoryPrefix\": \"hub\""), "{deleted}");
+    let listed = run_ok(aws(tmp.path(), &key, &secret).args([
+        "ecr",
+        "describe-pull-through-cache-rules",
+        "--endpoint-url",
+        &s.base,
+    ]))
+    .await;
+    assert!(!listed.contains("\"hub\""), "{listed}");
+    let r = s.get(&format!("/v2/hub/lib/alpine/manifests/{cached_digest}")).await;
+    assert_eq!(r.status(), StatusCode::OK, "cached content stays");
+    s.stop().await;
+}

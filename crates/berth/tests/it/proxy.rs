@@ -39,7 +39,7 @@ async fn cached(s: &TestServer, project: &str, repo: &str, digest: &str) {
 
 /// Push a fresh image (a random layer and config) to `repo:tag` at the registry at `url`;
 /// its manifest's digest and its blobs' digests.
-async fn seed_upstream(url: &str, repo: &str, tag: &str) -> (String, Vec<String>) {
+pub(crate) async fn seed_upstream(url: &str, repo: &str, tag: &str) -> (String, Vec<String>) {
     let c = berth_client::Client::new(&berth_client::Endpoint { url: url.to_owned(), ..Default::default() }).unwrap();
     let layer = random_bytes(4000);
     let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "seed": sha256(&layer)})).unwrap();
