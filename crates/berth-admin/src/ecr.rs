@@ -41,7 +41,12 @@ pub(crate) fn routes() -> Router<AdminState> {
 /// The caller's own access keys (users; a robot's own too), without their secrets.
 async fn list_keys(State(s): State<AdminState>, c: Caller) -> crate::ApiResult {
     c.authenticated()?;
-    let keys = s.auth.access_keys(c.p.name()).await?;
+    keys_of(&s, c.p.name()).await
+}
+
+/// An account's access keys, without their secrets.
+pub(crate) async fn keys_of(s: &AdminState, account: &str) -> crate::ApiResult {
+    let keys = s.auth.access_keys(account).await?;
     let body: Vec<Value> = keys
         .iter()
         .map(|k| {
@@ -58,13 +63,19 @@ async fn create_key(State(s): State<AdminState>, c: Caller) -> crate::ApiResult 
     if matches!(c.p, Principal::Operator | Principal::Token(_)) {
         return Err(crate::bad_request("access keys belong to a user or robot account"));
     }
-    let (id, secret) = s.auth.create_access_key(c.p.name(), &c.origin()).await?;
+    create_key_for(&s, c.p.name(), &c.origin()).await
+}
+
+/// A new access key of `account`: its secret is in this answer only.
+pub(crate) async fn create_key_for(s: &AdminState, account: &str, origin: &berth_auth::Origin) -> crate::ApiResult {
+    let (id, secret) = s.auth.create_access_key(account, origin).await?;
     let body = json!({"access_key_id": id, "secret_access_key": secret, "status": "Active"});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
+/// `{"active": bool}`: activate or deactivate a key.
 #[derive(serde::Deserialize)]
-struct KeyUpdate {
+pub(crate) struct KeyUpdate {
     active: bool,
 }
 
@@ -75,8 +86,19 @@ async fn update_key(
     body: Result<axum::Json<KeyUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> crate::ApiResult {
     c.authenticated()?;
+    update_key_of(&s, c.p.name(), &id, body, &c.origin()).await
+}
+
+/// Activate or deactivate one of `account`'s keys.
+pub(crate) async fn update_key_of(
+    s: &AdminState,
+    account: &str,
+    id: &str,
+    body: Result<axum::Json<KeyUpdate>, axum::extract::rejection::JsonRejection>,
+    origin: &berth_auth::Origin,
+) -> crate::ApiResult {
     let u = crate::json_body(body)?;
-    s.auth.set_access_key_active(c.p.name(), &id, u.active, &c.origin()).await?;
+    s.auth.set_access_key_active(account, id, u.active, origin).await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -25,6 +25,8 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/robots", get(list).post(create))
         .route("/api/v2.0/robots/{id}", get(show).put(update).patch(refresh).delete(remove))
         .route("/api/v2.0/robots/{id}/login_locks", axum::routing::delete(unlock))
+        .route("/api/v2.0/robots/{id}/access-keys", get(list_keys).post(create_key))
+        .route("/api/v2.0/robots/{id}/access-keys/{key}", axum::routing::put(update_key).delete(delete_key))
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -321,4 +323,36 @@ async fn unlock(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> 
     allowed(&s, &c, &r, true).await?;
     let lifted = s.auth.unlock(&r.name, &c.origin()).await?;
     Ok(Json(json!({"name": r.name, "locks_lifted_here": lifted})).into_response())
+}
+
+/// A robot's access keys (for the ECR API), for who may see the robot.
+async fn list_keys(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, false).await?;
+    crate::ecr::keys_of(&s, &r.name).await
+}
+
+/// A new access key of a robot, for who may manage it: the secret is in this answer only.
+async fn create_key(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    crate::ecr::create_key_for(&s, &r.name, &c.origin()).await
+}
+
+async fn update_key(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path((id, key)): Path<(i64, String)>,
+    body: Result<Json<crate::ecr::KeyUpdate>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    crate::ecr::update_key_of(&s, &r.name, &key, body, &c.origin()).await
+}
+
+async fn delete_key(State(s): State<AdminState>, c: Caller, Path((id, key)): Path<(i64, String)>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    s.auth.delete_access_key(&r.name, &key, &c.origin()).await?;
+    Ok(StatusCode::OK.into_response())
 }

@@ -1000,9 +1000,9 @@ pub enum LifecycleCommand {
 /// `berth access-key …`
 #[derive(Subcommand, Debug)]
 pub enum AccessKeyCommand {
-    /// A new access key of the account you sign in as (the secret is printed once).
+    /// A new access key (the secret is printed once).
     Create,
-    /// Your access keys, without their secrets.
+    /// The access keys, without their secrets.
     List,
     /// Let a key sign again.
     Activate {
@@ -1022,13 +1022,17 @@ pub enum AccessKeyCommand {
 }
 
 /// `berth access-key …`.
-pub async fn access_key(args: &ApiArgs, cmd: AccessKeyCommand) -> anyhow::Result<()> {
+pub async fn access_key(args: &ApiArgs, robot: Option<&str>, cmd: AccessKeyCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     let api = Api::new(args)?;
-    let one = |id: &str| format!("/users/current/access-keys/{}", enc(id));
+    let base = match robot {
+        Some(name) => format!("/robots/{}/access-keys", robot_id(&api, name).await?),
+        None => "/users/current/access-keys".to_owned(),
+    };
+    let one = |id: &str| format!("{base}/{}", enc(id));
     match cmd {
         AccessKeyCommand::Create => {
-            let (_, k) = api.call(Method::POST, "/users/current/access-keys", None).await?;
+            let (_, k) = api.call(Method::POST, &base, None).await?;
             if !api.structured(&k)? {
                 println!("access key id:     {}", cell(&k["access_key_id"]));
                 println!("secret access key: {}", cell(&k["secret_access_key"]));
@@ -1036,7 +1040,7 @@ pub async fn access_key(args: &ApiArgs, cmd: AccessKeyCommand) -> anyhow::Result
             }
         }
         AccessKeyCommand::List => {
-            let (_, list) = api.call(Method::GET, "/users/current/access-keys", None).await?;
+            let (_, list) = api.call(Method::GET, &base, None).await?;
             if !api.structured(&list)? {
                 let rows = list
                     .as_array()

@@ -149,11 +149,15 @@ enum Command {
         #[command(subcommand)]
         command: cli::LifecycleCommand,
     },
-    /// Your access keys (AWS SigV4, for `aws ecr` and boto3 against Berth): create, list,
-    /// activate, deactivate, delete.
+    /// Your access keys, or a robot account's (AWS SigV4, for `aws ecr` and boto3 against
+    /// Berth): create, list, activate, deactivate, delete.
     AccessKey {
         #[command(flatten)]
         api: cli::ApiArgs,
+        /// A robot account's keys instead of yours (its full name, `robot$…`), for who may
+        /// manage the robot.
+        #[arg(long, global = true)]
+        robot: Option<String>,
         #[command(subcommand)]
         command: cli::AccessKeyCommand,
     },
@@ -723,7 +727,7 @@ fn run() -> anyhow::Result<()> {
         Command::Lifecycle { api, command } => rt.block_on(cli::lifecycle(&api, command)),
         Command::Retention { api, command } => rt.block_on(cli::retention(&api, command)),
         Command::Label { api, command } => rt.block_on(cli::label(&api, command)),
-        Command::AccessKey { api, command } => rt.block_on(cli::access_key(&api, command)),
+        Command::AccessKey { api, robot, command } => rt.block_on(cli::access_key(&api, robot.as_deref(), command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
         Command::Export { api, command } => rt.block_on(cli::export(&api, command)),

@@ -36,6 +36,7 @@ mod admin;
 mod artifact;
 mod config;
 mod jobs;
+mod keys;
 mod logs;
 mod onboard;
 mod policy;

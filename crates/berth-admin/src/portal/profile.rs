@@ -13,13 +13,18 @@ use berth_auth::secret;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::keys::{KeyForm, KeyNotice};
 use super::{Ctx, csrf_ok, signed_in};
 use crate::AdminState;
 
 const PATH: &str = "/harbor/profile";
+const KEYS: &str = "/harbor/profile/access-keys";
 
 pub(super) fn routes() -> Router<AdminState> {
-    Router::new().route(PATH, get(show)).route("/harbor/profile/cli-secret", post(change))
+    Router::new()
+        .route(PATH, get(show))
+        .route("/harbor/profile/cli-secret", post(change))
+        .route(KEYS, post(change_keys))
 }
 
 enum Notice {
@@ -30,6 +35,16 @@ enum Notice {
 }
 
 async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: StatusCode) -> Response {
+    keyed_page(s, headers, notice, KeyNotice::None, status).await
+}
+
+async fn keyed_page(
+    s: &AdminState,
+    headers: &HeaderMap,
+    notice: Notice,
+    keys: KeyNotice,
+    status: StatusCode,
+) -> Response {
     let c = match Ctx::user(s, headers, PATH).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -47,6 +62,8 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
         }
     };
     let host = super::registry_host(s, headers);
+    let endpoint = super::keys::endpoint(s, headers);
+    let key_panel = super::keys::panel(s, &record.username, KEYS, token, true, &keys, &endpoint).await;
     let body: Markup = html! {
         h1 { "Your profile" }
         div.panel.stack {
@@ -106,6 +123,8 @@ async fn page(s: &AdminState, headers: &HeaderMap, notice: Notice, status: Statu
                 }
             }
         }
+        h2 { "Access keys" }
+        (key_panel)
     };
     c.page("Profile", PATH, body, status)
 }
@@ -191,4 +210,23 @@ async fn change(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<C
     }
     let notice = if generated { Notice::Secret(value) } else { Notice::Done("Your CLI secret was changed.") };
     page(&s, &headers, notice, StatusCode::OK).await
+}
+
+/// Create, (de)activate or delete one of the user's access keys.
+async fn change_keys(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form<KeyForm>) -> Response {
+    let Some(who) = signed_in(&s, &headers).await else {
+        return super::to_sign_in(PATH);
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let e = "This form expired or came from another site; nothing was changed. Try again.";
+        return keyed_page(&s, &headers, Notice::None, KeyNotice::Error(e.into()), StatusCode::FORBIDDEN).await;
+    }
+    let Some(me) = who.user() else {
+        let e = KeyNotice::Error("Only user accounts have a profile.".into());
+        return keyed_page(&s, &headers, Notice::None, e, StatusCode::FORBIDDEN).await;
+    };
+    let origin = berth_auth::Origin::new(me.name.clone(), None);
+    let notice = super::keys::apply(&s, &me.name, &f, &origin).await;
+    let status = if matches!(notice, KeyNotice::Error(_)) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    keyed_page(&s, &headers, Notice::None, notice, status).await
 }

@@ -16,6 +16,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::keys::{KeyForm, KeyNotice};
 use super::project::{open, project_page};
 use super::{api_err, csrf_ok};
 use crate::AdminState;
@@ -23,6 +24,8 @@ use crate::AdminState;
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/harbor/projects/{id}/robot-account", get(list).post(create))
+        .route("/harbor/projects/{id}/robot-account/{rid}", get(robot_page))
+        .route("/harbor/projects/{id}/robot-account/{rid}/access-keys", post(change_keys))
         .route("/harbor/projects/{id}/robot-account/{rid}/{op}", post(act))
         .route("/harbor/robot-credentials", post(download))
 }
@@ -87,7 +90,7 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, st
                     tbody {
                         @for r in &robots {
                             tr {
-                                td { code { (r.name) } }
+                                td { a href=(format!("{here}/{}", r.id)) { code { (r.name) } } }
                                 td { @if r.disabled { span.badge { "Disabled" } } @else { span.badge.public { "Enabled" } } }
                                 td.hide-narrow { @if r.expires_at < 0 { "never" } @else { (super::when(r.expires_at)) } }
                                 td.hide-narrow { (r.description) }
@@ -322,4 +325,93 @@ async fn download(State(s): State<AdminState>, headers: HeaderMap, Form(f): Form
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     r
+}
+
+/// One robot account of the project: what it is and its access keys.
+async fn robot_page(State(s): State<AdminState>, headers: HeaderMap, Path((id, rid)): Path<(i64, i64)>) -> Response {
+    one_robot(&s, &headers, id, rid, KeyNotice::None, StatusCode::OK).await
+}
+
+async fn one_robot(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    rid: i64,
+    notice: KeyNotice,
+    status: StatusCode,
+) -> Response {
+    let here = format!("/harbor/projects/{id}/robot-account/{rid}");
+    let (c, p) = match open(s, headers, id, &here).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !c.may(s, Target::Project(&p), Perm::ReadRobots).await {
+        let content = html! { p { "You may not see this project's robot accounts." } };
+        return project_page(s, &c, &p, "robot-account", content, StatusCode::FORBIDDEN).await;
+    }
+    let r = match s.auth.robot(rid).await {
+        Ok(Some(r)) if r.project_id == Some(p.id) => r,
+        _ => {
+            let content = html! { p.error role="alert" { "Robot account " (rid) " is not in this project." } };
+            return project_page(s, &c, &p, "robot-account", content, StatusCode::NOT_FOUND).await;
+        }
+    };
+    let may_manage = c.may(s, Target::Project(&p), Perm::ManageRobots).await;
+    let permissions: serde_json::Value = serde_json::from_str(&r.permissions).unwrap_or_default();
+    let mut actions: Vec<String> = permissions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["access"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| Some(format!("{} {}", a["action"].as_str()?, a["resource"].as_str().unwrap_or(""))))
+        .map(|t| t.trim().to_owned())
+        .collect();
+    actions.dedup();
+    let endpoint = super::keys::endpoint(s, headers);
+    let keys =
+        super::keys::panel(s, &r.name, &format!("{here}/access-keys"), &c.csrf, may_manage, &notice, &endpoint).await;
+    let content: Markup = html! {
+        p { a href=(format!("/harbor/projects/{id}/robot-account")) { "← All robot accounts" } }
+        h2 { "Robot account " code { (r.name) } }
+        div.panel {
+            dl.facts {
+                dt { "Status" } dd { @if r.disabled { "Disabled" } @else { "Enabled" } }
+                dt { "Expires" } dd { @if r.expires_at < 0 { "never" } @else { (super::when(r.expires_at)) } }
+                dt { "May" } dd { @if actions.is_empty() { span.muted { "nothing" } } @else { (actions.join(", ")) } }
+                @if !r.description.is_empty() { dt { "Description" } dd { (r.description) } }
+            }
+        }
+        h2 { "Access keys" }
+        (keys)
+    };
+    project_page(s, &c, &p, "robot-account", content, status).await
+}
+
+/// Create, (de)activate or delete an access key of a robot of this project.
+async fn change_keys(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    Form(f): Form<KeyForm>,
+) -> Response {
+    let Some(who) = super::signed_in(&s, &headers).await else {
+        return super::to_sign_in(&format!("/harbor/projects/{id}/robot-account/{rid}"));
+    };
+    let fail = |m: &str| KeyNotice::Error(m.to_owned());
+    if !csrf_ok(&headers, &f.csrf) {
+        let e = fail("This form expired or came from another site; nothing was changed. Try again.");
+        return one_robot(&s, &headers, id, rid, e, StatusCode::FORBIDDEN).await;
+    }
+    let (p, r) = match (s.auth.project_by_id(id).await, s.auth.robot(rid).await) {
+        (Ok(Some(p)), Ok(Some(r))) if r.project_id == Some(p.id) => (p, r),
+        _ => return one_robot(&s, &headers, id, rid, KeyNotice::None, StatusCode::NOT_FOUND).await,
+    };
+    if s.auth.decide(&who, Target::Project(&p), Perm::ManageRobots).await.is_err() {
+        let e = fail("You may not manage this project's robot accounts.");
+        return one_robot(&s, &headers, id, rid, e, StatusCode::FORBIDDEN).await;
+    }
+    let origin = berth_auth::Origin::new(who.name(), None);
+    let notice = super::keys::apply(&s, &r.name, &f, &origin).await;
+    let status = if matches!(notice, KeyNotice::Error(_)) { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    one_robot(&s, &headers, id, rid, notice, status).await
 }

@@ -343,3 +343,131 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     assert_eq!(r.status(), StatusCode::OK, "cached content stays");
     s.stop().await;
 }
+
+/// The text of the element with this id in a portal page.
+fn element(page: &str, id: &str) -> String {
+    let start = page.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in {page}"));
+    let text = &page[start..];
+    text[text.find('>').unwrap() + 1..text.find('<').unwrap()].to_owned()
+}
+
+/// The access key id a portal page announces as new.
+fn new_key_id(page: &str) -> String {
+    let at = page.find("New access key <code>").unwrap_or_else(|| panic!("no new key in {page}"));
+    page[at + 21..at + 41].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_keys_of_users_and_robots_in_the_portal_the_api_and_the_cli() {
+    let s = TestServer::start().await;
+    s.project("team", false).await;
+    s.push_image("team/app", "v1").await;
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.user("maint", "Maint-Passw0rd-1").await;
+    s.member("team", "dev", 2).await;
+    s.member("team", "maint", 4).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let list_images = |key: &str, secret: &str| {
+        let mut c = aws(tmp.path(), key, secret);
+        c.args(["ecr", "list-images", "--repository-name", "team/app", "--endpoint-url", &s.base]);
+        c
+    };
+
+    // A user's own keys on the profile page: created (secret shown once), used, deactivated, deleted.
+    let web = crate::portal::Web::new(&s, "dev", "Dev-Passw0rd-1").await;
+    let (st, page) = web.get("/harbor/profile").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("No access keys.") && page.contains("Create an access key"), "{page}");
+    let (st, page, _) = web.post("/harbor/profile/access-keys", &[("action", "create")]).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    let (key, secret) = (new_key_id(&page), element(&page, "access-key-secret"));
+    assert!(page.contains("export AWS_ACCESS_KEY_ID=") && page.contains("--endpoint-url"), "{page}");
+    let listed = run_ok(&mut list_images(&key, &secret)).await;
+    assert!(listed.contains("\"imageTag\": \"v1\""), "{listed}");
+    let (_, page) = web.get("/harbor/profile").await;
+    assert!(page.contains(&key) && !page.contains(&secret), "listed, the secret not shown again");
+    let (st, page, _) = web.post("/harbor/profile/access-keys", &[("action", "deactivate"), ("key", &key)]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("it signs nothing until activated"), "{page}");
+    let err = run_fails(&mut list_images(&key, &secret)).await;
+    assert!(err.contains("UnrecognizedClientException"), "{err}");
+    // A forged form changes nothing.
+    let forged = web
+        .c
+        .post(format!("{}/harbor/profile/access-keys", s.base))
+        .header("cookie", &web.cookie)
+        .form(&[("csrf", "forged"), ("action", "delete"), ("key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let (st, page, _) = web.post("/harbor/profile/access-keys", &[("action", "delete"), ("key", &key)]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains(&format!("Access key {key} deleted.")) && page.contains("No access keys."), "{page}");
+    let (st, page, _) = web.post("/harbor/profile/access-keys", &[("action", "delete"), ("key", &key)]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("has no access key"), "{page}");
+
+    // A robot's keys: through the API by who may manage it (not a developer), on its portal
+    // page, with the CLI; a pull-only robot's key pulls and deletes nothing.
+    let (rid, robot, _) = s.robot("team", "ci", &[("repository", "pull")], -1).await;
+    let pid = s.api(reqwest::Method::GET, "/projects/team", None).await.json::<Value>().await.unwrap()["project_id"]
+        .as_i64()
+        .unwrap();
+    let r = client_as("dev", "Dev-Passw0rd-1").post(s.url(&format!("/api/v2.0/robots/{rid}/access-keys"))).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::FORBIDDEN, "a developer does not manage robots");
+    let r = s.api(reqwest::Method::POST, &format!("/robots/{rid}/access-keys"), None).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let k: Value = r.json().await.unwrap();
+    let (rkey, rsecret) = (k["access_key_id"].as_str().unwrap(), k["secret_access_key"].as_str().unwrap());
+    let listed = run_ok(&mut list_images(rkey, rsecret)).await;
+    assert!(listed.contains("\"imageTag\": \"v1\""), "{listed}");
+    let err = run_fails(aws(tmp.path(), rkey, rsecret).args([
+        "ecr",
+        "batch-delete-image",
+        "--repository-name",
+        "team/app",
+        "--image-ids",
+        "imageTag=v1",
+        "--endpoint-url",
+        &s.base,
+    ]))
+    .await;
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    let admin = crate::portal::Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let robot_page = format!("/harbor/projects/{pid}/robot-account/{rid}");
+    let (st, page) = admin.get(&format!("/harbor/projects/{pid}/robot-account")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains(&format!("href=\"{robot_page}\"")), "the list links each robot's page: {page}");
+    let (st, page) = admin.get(&robot_page).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains(rkey) && page.contains("pull repository"), "{page}");
+    let (st, page, _) = admin.post(&format!("{robot_page}/access-keys"), &[("action", "create")]).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    let second = new_key_id(&page);
+    let (st, page, _) = admin.post(&format!("{robot_page}/access-keys"), &[("action", "create")]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(page.contains("has 2 access keys already"), "{page}");
+    // A maintainer sees the robot's keys but no buttons, and its forms are refused.
+    let maint = crate::portal::Web::new(&s, "maint", "Maint-Passw0rd-1").await;
+    let (st, page) = maint.get(&robot_page).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains(&second) && !page.contains("Create an access key"), "{page}");
+    let (st, _, _) = maint.post(&format!("{robot_page}/access-keys"), &[("action", "delete"), ("key", &second)]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // The CLI, as the administrator, on the robot's keys.
+    let berth = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base)
+            .env("BERTH_USERNAME", ADMIN)
+            .env("BERTH_PASSWORD", ADMIN_PASSWORD)
+            .args(["access-key", "--robot", &robot])
+            .args(args);
+        c
+    };
+    let list = run_ok(&mut berth(&["list"])).await;
+    assert!(list.contains(rkey) && list.contains(&second), "{list}");
+    run_ok(&mut berth(&["delete", &second])).await;
+    assert!(!run_ok(&mut berth(&["list"])).await.contains(&second));
+    s.stop().await;
+}

@@ -434,9 +434,9 @@ async fn the_portal_works_in_chromium() {
 
 /// A signed-in browser without a browser: cookies, and the CSRF token forms carry.
 pub(crate) struct Web {
-    c: reqwest::Client,
+    pub(crate) c: reqwest::Client,
     base: String,
-    cookie: String,
+    pub(crate) cookie: String,
     csrf: String,
 }
 
@@ -463,7 +463,7 @@ impl Web {
     }
 
     /// POST a form (the CSRF token added); the status, the page, and where it redirects.
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String, String) {
         let mut f: Vec<(&str, &str)> = vec![("csrf", self.csrf.as_str())];
         f.extend_from_slice(form);
         let r =
