@@ -24,8 +24,6 @@ use serde_json::{Value, json};
 
 use crate::{AdminState, Caller};
 
-use crate::lifecycle::REGISTRY_ID;
-
 const TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921.";
 const JSON_11: &str = "application/x-amz-json-1.1";
 /// Largest request body read.
@@ -36,6 +34,17 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/", post(dispatch))
         .route("/api/v2.0/users/current/access-keys", get(list_keys).post(create_key))
         .route("/api/v2.0/users/current/access-keys/{id}", put(update_key).delete(delete_key))
+}
+
+/// On the ECR API's own listener: the registry's port (the main listener's).
+#[derive(Clone, Copy)]
+pub(crate) struct RegistryPort(pub u16);
+
+/// The ECR API alone (`POST /`), for its own listener; anything else is ECR's error.
+pub(crate) fn api_only() -> Router<AdminState> {
+    Router::new().route("/", post(dispatch)).fallback(|| async {
+        EcrError::bad("UnknownOperationException", "this listener serves only the ECR API: POST / with X-Amz-Target")
+    })
 }
 
 /// The caller's own access keys (users; a robot's own too), without their secrets.
@@ -168,6 +177,7 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let registry_port = parts.extensions.get::<RegistryPort>().map(|p| p.0);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return EcrError::bad("InvalidParameterException", "the request body is over 1 MiB").into_response();
     };
@@ -202,7 +212,11 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         }
         Err(e) => return EcrError::from(e).into_response(),
     };
-    let region = req.credential().map(|c| c.region).unwrap_or_else(|_| "us-east-1".into());
+    // ARNs name the configured region, else the one the request was signed for.
+    let region = match &s.ecr_region {
+        Some(r) => r.clone(),
+        None => req.credential().map(|c| c.region).unwrap_or_else(|_| "us-east-1".into()),
+    };
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -211,7 +225,7 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
             _ => return EcrError::bad("SerializationException", "the body is not a JSON object").into_response(),
         }
     };
-    let cx = Cx { s: &s, p: &p, region: &region, ip: peer, headers: &headers };
+    let cx = Cx { s: &s, p: &p, region: &region, ip: peer, headers: &headers, registry_port };
     let out = match op.as_str() {
         "GetAuthorizationToken" => get_authorization_token(&cx).await,
         "DescribeRegistry" => describe_registry(&cx).await,
@@ -263,6 +277,8 @@ struct Cx<'a> {
     region: &'a str,
     ip: Option<String>,
     headers: &'a HeaderMap,
+    /// Set on the ECR API's own listener: the registry's port, for login and URIs.
+    registry_port: Option<u16>,
 }
 
 impl Cx<'_> {
@@ -270,8 +286,14 @@ impl Cx<'_> {
         berth_auth::Origin::new(self.p.name(), self.ip.clone())
     }
 
+    /// The registry id (`[ecr] registry_id`).
+    fn id(&self) -> &str {
+        &self.s.ecr_registry_id
+    }
+
     fn arn(&self, repo: &str) -> String {
-        format!("arn:aws:ecr:{}:{REGISTRY_ID}:repository/{repo}", self.region)
+        let registry_id = self.id();
+        format!("arn:aws:ecr:{}:{registry_id}:repository/{repo}", self.region)
     }
 
     /// The registry host clients push to (the request's, or `external_url`'s).
@@ -280,6 +302,14 @@ impl Cx<'_> {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
                 let host = self.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+                let host = match self.registry_port {
+                    // Asked on the ECR listener: the registry is the same host on the main port.
+                    Some(port) => match host.rsplit_once(':') {
+                        Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{name}:{port}"),
+                        _ => format!("{host}:{port}"),
+                    },
+                    None => host.to_owned(),
+                };
                 format!("{}://{host}", if self.s.tls { "https" } else { "http" })
             }
         }
@@ -304,23 +334,24 @@ impl Cx<'_> {
         ecr: EcrAction,
         must_exist: bool,
     ) -> Result<RepoName, EcrError> {
+        let registry_id = self.id();
         let name = input["repositoryName"]
             .as_str()
             .ok_or_else(|| EcrError::bad("InvalidParameterException", "repositoryName is required"))?;
         let repo: RepoName = name.parse().map_err(|e| {
             EcrError::bad("InvalidParameterException", format!("repositoryName {name:?} is not a valid name: {e}"))
         })?;
-        if let Some(id) = input["registryId"].as_str().filter(|id| *id != REGISTRY_ID) {
+        if let Some(id) = input["registryId"].as_str().filter(|id| *id != registry_id) {
             return Err(EcrError::bad(
                 "InvalidParameterException",
-                format!("registryId {id} is not this registry's ({REGISTRY_ID})"),
+                format!("registryId {id} is not this registry's ({registry_id})"),
             ));
         }
         match self.s.auth.decide(self.p, Target::Repository(repo.as_str(), ecr), perm).await {
             Ok(()) if !must_exist || self.exists(&repo).await? => Ok(repo),
-            Ok(()) => Err(not_found(name)),
+            Ok(()) => Err(not_found(self.id(), name)),
             // A repository the caller may not see is one that does not exist to them.
-            Err(Denied::NoProject(_) | Denied::Hidden { .. }) => Err(not_found(name)),
+            Err(Denied::NoProject(_) | Denied::Hidden { .. }) => Err(not_found(self.id(), name)),
             Err(e) => Err(EcrError::from(crate::ApiError::from(e))),
         }
     }
@@ -328,11 +359,12 @@ impl Cx<'_> {
 
 /// A repository's description as ECR gives it, with its tag mutability and scan on push.
 async fn repository_json(cx: &Cx<'_>, name: &RepoName, created_at: i64) -> Result<Value, EcrError> {
+    let registry_id = cx.id();
     let host = cx.host();
     let host = host.split("://").nth(1).unwrap_or(&host).to_owned();
     let mutability = cx.s.registry.tag_mutability(name).await?;
     let mut out = json!({
-        "repositoryArn": cx.arn(name.as_str()), "registryId": REGISTRY_ID, "repositoryName": name.as_str(),
+        "repositoryArn": cx.arn(name.as_str()), "registryId": registry_id, "repositoryName": name.as_str(),
         "repositoryUri": format!("{host}/{name}"), "createdAt": epoch(created_at),
         "imageScanningConfiguration": {"scanOnPush": scan_on_push(cx, name).await?},
         "encryptionConfiguration": {"encryptionType": "AES256"},
@@ -348,10 +380,10 @@ async fn scan_on_push(cx: &Cx<'_>, name: &RepoName) -> Result<bool, EcrError> {
     Ok(cx.s.registry.repo_setting(name, "scanning").await?.is_some_and(|v| v["scanOnPush"] == true))
 }
 
-fn not_found(name: &str) -> EcrError {
+fn not_found(registry_id: &str, name: &str) -> EcrError {
     EcrError::bad(
         "RepositoryNotFoundException",
-        format!("The repository with name '{name}' does not exist in the registry with id '{REGISTRY_ID}'"),
+        format!("The repository with name '{name}' does not exist in the registry with id '{registry_id}'"),
     )
 }
 
@@ -419,7 +451,7 @@ async fn describe_repositories(cx: &Cx<'_>, input: &Value) -> EcrResult {
     if let Some(w) = &wanted
         && let Some(missing) = w.iter().find(|n| !repos.iter().any(|r| r.name == **n))
     {
-        return Err(not_found(missing));
+        return Err(not_found(cx.id(), missing));
     }
     repos.sort_by(|a, b| a.name.cmp(&b.name));
     let total = repos.len();
@@ -454,6 +486,7 @@ async fn list_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
 }
 
 async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Pull, EcrAction::DescribeImages).await?;
     let (start, max) = page(input, 100)?;
     let rows = cx.s.registry.artifacts(&repo).await?;
@@ -480,7 +513,7 @@ async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let name = repo.to_string();
     Ok(paged(chosen, start, max, "imageDetails", |a| {
         let mut d = json!({
-            "registryId": REGISTRY_ID, "repositoryName": name, "imageDigest": a.record.digest.to_string(),
+            "registryId": registry_id, "repositoryName": name, "imageDigest": a.record.digest.to_string(),
             "imageSizeInBytes": a.total_size, "imagePushedAt": epoch(a.record.created_at),
             "imageManifestMediaType": a.record.media_type,
         });
@@ -552,6 +585,7 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
 /// first path segment names Berth's), for who may push there, with its tag mutability, scan
 /// on push and resource tags (all checked before anything is made).
 async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let name = input["repositoryName"].as_str().unwrap_or_default();
     let project = name.split('/').next().unwrap_or_default();
     if name.contains('/') && cx.s.auth.project(project).await?.is_none() {
@@ -574,7 +608,7 @@ async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
     if !cx.s.registry.repository_create(&repo, &origin).await? {
         return Err(EcrError::bad(
             "RepositoryAlreadyExistsException",
-            format!("The repository with name '{repo}' already exists in the registry with id '{REGISTRY_ID}'"),
+            format!("The repository with name '{repo}' already exists in the registry with id '{registry_id}'"),
         ));
     }
     if let Some(m) = &mutability {
@@ -591,6 +625,7 @@ async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
 
 /// `DeleteRepository`: only an empty one unless `force`.
 async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::DeleteArtifact, EcrAction::DeleteRepository).await?;
     let summary =
         cx.s.registry
@@ -598,12 +633,12 @@ async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
             .await?
             .into_iter()
             .find(|r| r.name == repo.as_str())
-            .ok_or_else(|| not_found(repo.as_str()))?;
+            .ok_or_else(|| not_found(cx.id(), repo.as_str()))?;
     if summary.artifact_count > 0 && input["force"].as_bool() != Some(true) {
         return Err(EcrError::bad(
             "RepositoryNotEmptyException",
             format!(
-                "The repository with name '{repo}' in registry with id '{REGISTRY_ID}' cannot be deleted because it still \
+                "The repository with name '{repo}' in registry with id '{registry_id}' cannot be deleted because it still \
                  contains images (force deletes them)"
             ),
         ));
@@ -614,20 +649,22 @@ async fn delete_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
 }
 
 async fn get_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Read, EcrAction::GetRepositoryPolicy).await?;
     match cx.s.auth.repo_policy(repo.as_str()).await? {
-        Some(doc) => Ok(json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "policyText": doc})),
+        Some(doc) => Ok(json!({"registryId": registry_id, "repositoryName": repo.as_str(), "policyText": doc})),
         None => Err(EcrError::bad(
             "RepositoryPolicyNotFoundException",
             format!(
                 "Repository policy does not exist for the repository with name '{repo}' in the registry with id \
-                 '{REGISTRY_ID}'"
+                 '{registry_id}'"
             ),
         )),
     }
 }
 
 async fn set_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::SetRepositoryPolicy).await?;
     let text = input["policyText"]
         .as_str()
@@ -639,7 +676,7 @@ async fn set_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
         .put_repo_policy(repo.as_str(), &v.to_string(), &cx.origin())
         .await
         .map_err(|e| EcrError::bad("InvalidParameterException", format!("Invalid repository policy provided: {e}")))?;
-    Ok(json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "policyText": v.to_string()}))
+    Ok(json!({"registryId": registry_id, "repositoryName": repo.as_str(), "policyText": v.to_string()}))
 }
 
 async fn delete_repository_policy(cx: &Cx<'_>, input: &Value) -> EcrResult {
@@ -658,6 +695,7 @@ enum Lifecycle {
 
 /// Lifecycle policies: the same store and documents as `/api/v2.0/…/lifecycle_policy`.
 async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
+    let registry_id = cx.id();
     let (perm, action) = match what {
         Lifecycle::Get => (Perm::Read, EcrAction::GetLifecyclePolicy),
         Lifecycle::Put => (Perm::ManagePolicy, EcrAction::PutLifecyclePolicy),
@@ -669,7 +707,7 @@ async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
             "LifecyclePolicyNotFoundException",
             format!(
                 "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id \
-                 '{REGISTRY_ID}'"
+                 '{registry_id}'"
             ),
         )
     };
@@ -693,7 +731,7 @@ async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
         }
     };
     let mut out =
-        json!({"registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "lifecyclePolicyText": policy.document});
+        json!({"registryId": registry_id, "repositoryName": repo.as_str(), "lifecyclePolicyText": policy.document});
     if let (Lifecycle::Get | Lifecycle::Delete, Some(at)) = (what, policy.evaluated_at) {
         out["lastEvaluatedAt"] = json!(epoch(at));
     }
@@ -702,6 +740,7 @@ async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
 
 /// `BatchGetImage`: manifests by digest or tag, as stored (byte for byte).
 async fn batch_get_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Pull, EcrAction::BatchGetImage).await?;
     let ids = input["imageIds"]
         .as_array()
@@ -723,7 +762,7 @@ async fn batch_get_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
                     image_id["imageTag"] = json!(t.as_str());
                 }
                 images.push(json!({
-                    "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": image_id,
+                    "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": image_id,
                     "imageManifest": String::from_utf8_lossy(&bytes), "imageManifestMediaType": m.record.media_type,
                 }));
             }
@@ -773,12 +812,13 @@ async fn image_digest(cx: &Cx<'_>, repo: &RepoName, id: &Value) -> Result<String
 
 /// `StartImageScan`: the built-in scanner, as `POST …/scan` does.
 async fn start_image_scan(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Scan, EcrAction::StartImageScan).await?;
     let digest = image_digest(cx, &repo, &input["imageId"]).await?;
     let req = berth_scanner::ScanRequest { digest: digest.clone(), repo: repo.to_string(), sbom: false };
     cx.s.scans.request(&[req], &cx.origin()).await?;
     Ok(json!({
-        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
         "imageScanStatus": {"status": "IN_PROGRESS", "description": "The scan is queued"},
     }))
 }
@@ -798,6 +838,7 @@ fn ecr_severity(s: berth_scan::Severity) -> &'static str {
 
 /// `DescribeImageScanFindings`: the stored report in ECR's basic-scanning shape.
 async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Pull, EcrAction::DescribeImageScanFindings).await?;
     let digest = image_digest(cx, &repo, &input["imageId"]).await?;
     let (start, max) = page(input, 100)?;
@@ -814,7 +855,7 @@ async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
         _ => ("IN_PROGRESS", "The scan is in progress.".to_owned()),
     };
     let mut out = json!({
-        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
         "imageScanStatus": {"status": status, "description": description},
     });
     let Some(text) = rec.report.as_deref().filter(|_| status == "COMPLETE") else { return Ok(out) };
@@ -876,12 +917,13 @@ fn tag_mutability_of(input: &Value) -> Result<Option<berth_registry::TagMutabili
 
 /// `PutImageTagMutability`: the same setting as `…/tag_mutability` and immutable tags.
 async fn put_image_tag_mutability(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::PutImageTagMutability).await?;
     let m = tag_mutability_of(input)?
         .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageTagMutability is required"))?;
     cx.s.registry.set_tag_mutability(&repo, &m, &cx.origin()).await?;
     let mut out = serde_json::to_value(&m).unwrap_or_default();
-    out["registryId"] = json!(REGISTRY_ID);
+    out["registryId"] = json!(registry_id);
     out["repositoryName"] = json!(repo.as_str());
     Ok(out)
 }
@@ -889,6 +931,7 @@ async fn put_image_tag_mutability(cx: &Cx<'_>, input: &Value) -> EcrResult {
 /// `PutImageScanningConfiguration`: the repository's scan on push (in addition to its
 /// project's `auto_scan` and the registry's scanning rules: any of them scans a push).
 async fn put_image_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::PutImageScanningConfiguration).await?;
     let on = input["imageScanningConfiguration"]["scanOnPush"].as_bool().ok_or_else(|| {
         EcrError::bad("InvalidParameterException", "imageScanningConfiguration.scanOnPush (true or false) is required")
@@ -896,17 +939,18 @@ async fn put_image_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResu
     let value = on.then(|| json!({"scanOnPush": true}));
     cx.s.registry.set_repo_setting(&repo, "scanning", value.as_ref(), &cx.origin()).await?;
     Ok(json!({
-        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageScanningConfiguration": {"scanOnPush": on},
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageScanningConfiguration": {"scanOnPush": on},
     }))
 }
 
 /// `GetRegistryScanningConfiguration`.
 async fn get_registry_scanning_configuration(cx: &Cx<'_>) -> EcrResult {
+    let registry_id = cx.id();
     cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
     let stored = cx.s.auth.stored_setting(berth_scanner::REGISTRY_SCANNING).await?;
     let config: berth_scanner::RegistryScanning =
         stored.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-    Ok(json!({"registryId": REGISTRY_ID, "scanningConfiguration": config}))
+    Ok(json!({"registryId": registry_id, "scanningConfiguration": config}))
 }
 
 /// `PutRegistryScanningConfiguration` (system administrators).
@@ -957,18 +1001,19 @@ fn tags_json(tags: &[(String, String)]) -> Value {
 
 /// The repository a `resourceArn` names (`arn:aws:ecr:<region>:<registry id>:repository/<name>`).
 async fn arn_repo(cx: &Cx<'_>, input: &Value, perm: Perm, action: EcrAction) -> Result<RepoName, EcrError> {
+    let registry_id = cx.id();
     let arn = input["resourceArn"]
         .as_str()
         .ok_or_else(|| EcrError::bad("InvalidParameterException", "resourceArn is required"))?;
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let name = match parts.as_slice() {
-        ["arn", _, "ecr", _, id, rest] if *id == REGISTRY_ID => rest.strip_prefix("repository/"),
+        ["arn", _, "ecr", _, id, rest] if *id == registry_id => rest.strip_prefix("repository/"),
         _ => None,
     }
     .ok_or_else(|| {
         EcrError::bad(
             "InvalidParameterException",
-            format!("resourceArn {arn:?} is not a repository of this registry (arn:aws:ecr:<region>:{REGISTRY_ID}:repository/<name>)"),
+            format!("resourceArn {arn:?} is not a repository of this registry (arn:aws:ecr:<region>:{registry_id}:repository/<name>)"),
         )
     })?;
     cx.repo(&json!({"repositoryName": name}), perm, action).await
@@ -1022,6 +1067,7 @@ async fn list_tags_for_resource(cx: &Cx<'_>, input: &Value) -> EcrResult {
 
 /// `PutImage`: store a manifest (its layers pushed before), by tag or digest.
 async fn put_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::Push, EcrAction::PutImage).await?;
     let manifest = input["imageManifest"]
         .as_str()
@@ -1084,7 +1130,7 @@ async fn put_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
         image_id["imageTag"] = json!(t);
     }
     let mut image = json!({
-        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "imageId": image_id, "imageManifest": manifest,
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": image_id, "imageManifest": manifest,
     });
     if let Some(m) = media_type {
         image["imageManifestMediaType"] = json!(m);
@@ -1094,6 +1140,7 @@ async fn put_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
 
 /// `StartLifecyclePolicyPreview`: a dry run of the given or stored lifecycle policy.
 async fn start_lifecycle_policy_preview(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     let repo = cx.repo(input, Perm::ManagePolicy, EcrAction::StartLifecyclePolicyPreview).await?;
     let text = input["lifecyclePolicyText"].as_str().filter(|t| !t.trim().is_empty());
     let (_, text) = cx.s.policies.start_preview(repo.as_str(), text).await.map_err(|e| match e {
@@ -1101,13 +1148,13 @@ async fn start_lifecycle_policy_preview(cx: &Cx<'_>, input: &Value) -> EcrResult
             "LifecyclePolicyNotFoundException",
             format!(
                 "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id \
-                 '{REGISTRY_ID}'"
+                 '{registry_id}'"
             ),
         ),
         e => EcrError::from(crate::lifecycle::policy_error(e)),
     })?;
     Ok(json!({
-        "registryId": REGISTRY_ID, "repositoryName": repo.as_str(), "lifecyclePolicyText": text,
+        "registryId": registry_id, "repositoryName": repo.as_str(), "lifecyclePolicyText": text,
         "status": "IN_PROGRESS",
     }))
 }
@@ -1153,8 +1200,9 @@ async fn replication_configuration(cx: &Cx<'_>) -> Result<Value, EcrError> {
 
 /// `DescribeRegistry`.
 async fn describe_registry(cx: &Cx<'_>) -> EcrResult {
+    let registry_id = cx.id();
     cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
-    Ok(json!({"registryId": REGISTRY_ID, "replicationConfiguration": replication_configuration(cx).await?}))
+    Ok(json!({"registryId": registry_id, "replicationConfiguration": replication_configuration(cx).await?}))
 }
 
 /// `PutReplicationConfiguration` (system administrators): each destination is a registry
@@ -1163,6 +1211,7 @@ async fn describe_registry(cx: &Cx<'_>) -> EcrResult {
 /// `ecr-replication-<rule>-<destination>` replacing those of the previous configuration;
 /// `PREFIX_MATCH` filters select repositories by name prefix.
 async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
+    let registry_id = cx.id();
     cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
     let replication = crate::replication::replication(cx.s)?;
     let bad = |m: String| EcrError::bad("InvalidParameterException", m);
@@ -1202,7 +1251,7 @@ async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult 
             let (Some(region), Some(id)) = (d["region"].as_str(), d["registryId"].as_str()) else {
                 return Err(bad(format!("rule {}: a destination is {{region, registryId}}", i + 1)));
             };
-            let endpoint = id.parse::<i64>().ok().filter(|_| id.len() == 12 && id != REGISTRY_ID);
+            let endpoint = id.parse::<i64>().ok().filter(|_| id.len() == 12 && id != registry_id);
             let endpoint = endpoint.ok_or_else(|| {
                 bad(format!(
                     "rule {}: registryId {id:?}: a destination is one of Berth's registry endpoints, its id in 12 \
@@ -1261,11 +1310,15 @@ fn upstream_registry(kind: &str, url: &str) -> &'static str {
 }
 
 /// A pull-through cache rule in ECR's shape.
-fn cache_rule_json(rule: &berth_registry::CacheRule, endpoint: &berth_registry::UpstreamRecord) -> Value {
+fn cache_rule_json(
+    registry_id: &str,
+    rule: &berth_registry::CacheRule,
+    endpoint: &berth_registry::UpstreamRecord,
+) -> Value {
     let url = endpoint.url.strip_prefix("https://").unwrap_or(&endpoint.url);
     let mut out = json!({
         "ecrRepositoryPrefix": rule.prefix, "upstreamRegistryUrl": url, "createdAt": epoch(rule.created_at),
-        "updatedAt": epoch(rule.created_at), "registryId": REGISTRY_ID,
+        "updatedAt": epoch(rule.created_at), "registryId": registry_id,
         "upstreamRegistry": upstream_registry(&endpoint.kind, &endpoint.url),
     });
     if !rule.upstream_prefix.is_empty() {
@@ -1273,7 +1326,7 @@ fn cache_rule_json(rule: &berth_registry::CacheRule, endpoint: &berth_registry::
     }
     if !endpoint.access_key.is_empty() {
         out["credentialArn"] =
-            json!(format!("arn:aws:secretsmanager:us-east-1:{REGISTRY_ID}:secret:{SECRET_PREFIX}{}", endpoint.name));
+            json!(format!("arn:aws:secretsmanager:us-east-1:{registry_id}:secret:{SECRET_PREFIX}{}", endpoint.name));
     }
     out
 }
@@ -1373,7 +1426,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
     let rule = rule.iter().find(|r| r.prefix == prefix).cloned();
     let rule = rule.ok_or_else(|| EcrError::bad("ServerException", "the rule vanished"))?;
     let endpoint = cx.s.upstreams.get(endpoint).await.map_err(crate::ApiError::from)?;
-    Ok(cache_rule_json(&rule, &endpoint))
+    Ok(cache_rule_json(cx.id(), &rule, &endpoint))
 }
 
 /// `DescribePullThroughCacheRules`: every rule (Harbor's proxy-cache projects included).
@@ -1389,7 +1442,7 @@ async fn describe_pull_through_cache_rules(cx: &Cx<'_>, input: &Value) -> EcrRes
     let mut list = Vec::new();
     for r in rules.iter().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.prefix.as_str()))) {
         let endpoint = cx.s.upstreams.get(r.upstream_id).await.map_err(crate::ApiError::from)?;
-        list.push(cache_rule_json(r, &endpoint));
+        list.push(cache_rule_json(cx.id(), r, &endpoint));
     }
     Ok(paged(list, start, max, "pullThroughCacheRules", |v| v))
 }
@@ -1410,5 +1463,5 @@ async fn delete_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
     let rule = rules.iter().find(|r| r.prefix == prefix).cloned().ok_or_else(|| no_cache_rule(prefix))?;
     let endpoint = cx.s.upstreams.get(rule.upstream_id).await.map_err(crate::ApiError::from)?;
     cx.s.upstreams.delete_cache_rule(prefix, &cx.origin()).await.map_err(crate::ApiError::from)?;
-    Ok(cache_rule_json(&rule, &endpoint))
+    Ok(cache_rule_json(cx.id(), &rule, &endpoint))
 }

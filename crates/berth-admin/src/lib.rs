@@ -91,6 +91,10 @@ pub struct AdminState {
     pub audit_retention: std::time::Duration,
     /// Most audit entries kept (`[audit] max_entries`).
     pub audit_max_entries: usize,
+    /// The ECR API's registry id (`[ecr] registry_id`).
+    pub ecr_registry_id: String,
+    /// The region in ECR ARNs (`[ecr] region`; `None`: the request's).
+    pub ecr_region: Option<String>,
     /// SHA-256 of the operator token, if one is configured (the token itself is not kept).
     token_sha256: Option<[u8; 32]>,
 }
@@ -120,6 +124,8 @@ impl AdminState {
             tls: false,
             audit_retention: std::time::Duration::from_secs(180 * 24 * 3600),
             audit_max_entries: 10_000_000,
+            ecr_registry_id: "000000000000".into(),
+            ecr_region: None,
             token_sha256: None,
         }
     }
@@ -575,6 +581,12 @@ pub fn router(state: AdminState) -> Router {
         .layer(axum::middleware::from_fn(strict_json))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Only the ECR API (`POST /`), for `[ecr] listen`; `registry_port` is the main listener's
+/// (where `GetAuthorizationToken` sends clients to log in, unless `external_url` says).
+pub fn ecr_router(state: AdminState, registry_port: u16) -> Router {
+    ecr::api_only().layer(axum::Extension(ecr::RegistryPort(registry_port))).with_state(state)
 }
 
 /// The framework's rejection texts, in users' words.

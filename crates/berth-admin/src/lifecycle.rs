@@ -29,9 +29,6 @@ use serde_json::{Value, json};
 use crate::lookup::repo_of;
 use crate::{AdminState, ApiError, ApiResult, Caller, bad_request, created, not_found};
 
-/// The registry id Berth answers with where ECR names an AWS account.
-pub(crate) const REGISTRY_ID: &str = "000000000000";
-
 pub(crate) fn routes() -> Router<AdminState> {
     let base = "/api/v2.0/projects/{p}/repositories/{r}/lifecycle_policy";
     Router::new()
@@ -49,9 +46,10 @@ pub(crate) fn policy_error(e: PolicyError) -> ApiError {
     }
 }
 
-fn no_policy(repo: &str) -> ApiError {
+fn no_policy(s: &AdminState, repo: &str) -> ApiError {
+    let registry_id = &s.ecr_registry_id;
     not_found(format!(
-        "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id '{REGISTRY_ID}'"
+        "Lifecycle policy does not exist for the repository with name '{repo}' in the registry with id '{registry_id}'"
     ))
 }
 
@@ -66,9 +64,9 @@ async fn get_policy(
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
     let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read, EcrAction::GetLifecyclePolicy).await?;
-    let policy = s.policies.lifecycle(name.as_str()).await?.ok_or_else(|| no_policy(name.as_str()))?;
+    let policy = s.policies.lifecycle(name.as_str()).await?.ok_or_else(|| no_policy(&s, name.as_str()))?;
     let mut body = json!({
-        "registryId": REGISTRY_ID, "repositoryName": name.as_str(), "lifecyclePolicyText": policy.document,
+        "registryId": s.ecr_registry_id, "repositoryName": name.as_str(), "lifecyclePolicyText": policy.document,
     });
     if let Some(at) = policy.evaluated_at {
         body["lastEvaluatedAt"] = json!(seconds(at));
@@ -102,7 +100,7 @@ async fn put_policy(
         .await
         .map_err(policy_error)?;
     Ok(Json(json!({
-        "registryId": REGISTRY_ID, "repositoryName": name.as_str(), "lifecyclePolicyText": stored.document,
+        "registryId": s.ecr_registry_id, "repositoryName": name.as_str(), "lifecyclePolicyText": stored.document,
     }))
     .into_response())
 }
@@ -115,9 +113,9 @@ async fn delete_policy(
 ) -> ApiResult {
     let (_, name) = repo_of(&s, &c, &headers, &p, &r, Perm::ManagePolicy, EcrAction::DeleteLifecyclePolicy).await?;
     let gone =
-        s.policies.delete_lifecycle(name.as_str(), &c.origin()).await?.ok_or_else(|| no_policy(name.as_str()))?;
+        s.policies.delete_lifecycle(name.as_str(), &c.origin()).await?.ok_or_else(|| no_policy(&s, name.as_str()))?;
     let mut body = json!({
-        "registryId": REGISTRY_ID, "repositoryName": name.as_str(), "lifecyclePolicyText": gone.document,
+        "registryId": s.ecr_registry_id, "repositoryName": name.as_str(), "lifecyclePolicyText": gone.document,
     });
     if let Some(at) = gone.evaluated_at {
         body["lastEvaluatedAt"] = json!(seconds(at));
@@ -149,7 +147,7 @@ async fn start_preview(
     let text = body.lifecycle_policy_text.filter(|t| !t.trim().is_empty());
     let (_, text) = s.policies.start_preview(name.as_str(), text.as_deref()).await.map_err(policy_error)?;
     Ok(Json(json!({
-        "registryId": REGISTRY_ID, "repositoryName": name.as_str(), "lifecyclePolicyText": text,
+        "registryId": s.ecr_registry_id, "repositoryName": name.as_str(), "lifecyclePolicyText": text,
         "status": "IN_PROGRESS",
     }))
     .into_response())
@@ -197,7 +195,8 @@ pub(crate) async fn preview_page(
 ) -> Result<Value, ApiError> {
     let run = s.policies.preview(name.as_str()).await?.ok_or_else(|| {
         not_found(format!(
-            "There is no dry run for the repository with name '{name}' in the registry with id '{REGISTRY_ID}'"
+            "There is no dry run for the repository with name '{name}' in the registry with id '{}'",
+            s.ecr_registry_id
         ))
     })?;
     let result: Value = run.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
@@ -212,7 +211,7 @@ pub(crate) async fn preview_page(
     let total = images.len();
     let page: Vec<Value> = images.into_iter().skip(start).take(max).collect();
     let mut body = json!({
-        "registryId": REGISTRY_ID, "repositoryName": name.as_str(), "lifecyclePolicyText": run.document,
+        "registryId": s.ecr_registry_id, "repositoryName": name.as_str(), "lifecyclePolicyText": run.document,
         "status": ecr_status(&run), "previewResults": page,
     });
     if run.status == "Success" {

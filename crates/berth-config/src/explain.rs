@@ -147,6 +147,9 @@ impl Config {
             (Some("cache"), "tag_ttl") => d(self.cache_tag_ttl),
             (Some("cache"), "upstream_timeout") => d(self.cache_upstream_timeout),
             (Some("scanner"), "timeout") => d(self.scan_timeout),
+            (Some("ecr"), "registry_id") => s(&self.ecr_registry_id),
+            (Some("ecr"), "region") => self.ecr_region.as_deref().and_then(s),
+            (Some("ecr"), "listen") => self.ecr_listen.map(|a| a.to_string()).as_deref().and_then(s),
             (Some("storage"), "backend") => s(if s3.is_some() { "s3" } else { "filesystem" }),
             (Some("storage"), "path") => match &self.storage {
                 StorageConfig::Filesystem { path } => p(path),

@@ -104,6 +104,8 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     /// Pull-through caches.
     pub cache: Option<RawCache>,
+    /// The ECR-compatible API.
+    pub ecr: Option<RawEcr>,
     /// The vulnerability scanner.
     pub scanner: Option<RawScanner>,
     /// Blob storage.
@@ -227,6 +229,18 @@ pub struct RawCache {
     /// How long an upstream may take to answer a manifest request before the cached copy is
     /// served: seconds or a duration.
     pub upstream_timeout: Option<NumOrString>,
+}
+
+/// `[ecr]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEcr {
+    /// The registry id in answers and ARNs (12 digits, as an AWS account id).
+    pub registry_id: Option<String>,
+    /// The region in ARNs (default: the region each request was signed for).
+    pub region: Option<String>,
+    /// An extra address serving only the ECR API (it is always on the main listener too).
+    pub listen: Option<String>,
 }
 
 /// `[audit]`
@@ -525,6 +539,12 @@ pub struct Config {
     pub cache_tag_ttl: Duration,
     /// How long an upstream may take on a manifest request (`[cache] upstream_timeout`).
     pub cache_upstream_timeout: Duration,
+    /// The ECR API's registry id (12 digits).
+    pub ecr_registry_id: String,
+    /// The region in ECR ARNs; `None`: the request's.
+    pub ecr_region: Option<String>,
+    /// An extra listener for the ECR API alone.
+    pub ecr_listen: Option<SocketAddr>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
     /// Most audit entries kept.
@@ -581,6 +601,9 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_CACHE_TAG_TTL", Some("cache"), "tag_ttl"),
     ("BERTH_CACHE_UPSTREAM_TIMEOUT", Some("cache"), "upstream_timeout"),
     ("BERTH_SCANNER_TIMEOUT", Some("scanner"), "timeout"),
+    ("BERTH_ECR_REGISTRY_ID", Some("ecr"), "registry_id"),
+    ("BERTH_ECR_REGION", Some("ecr"), "region"),
+    ("BERTH_ECR_LISTEN", Some("ecr"), "listen"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
@@ -991,6 +1014,30 @@ impl Config {
         if cache_upstream_timeout.is_zero() {
             return Err(ConfigError::Invalid { key: "cache.upstream_timeout", message: "must be positive".into() });
         }
+        let ecr = raw.ecr.unwrap_or_default();
+        let ecr_registry_id = ecr.registry_id.unwrap_or_else(|| "000000000000".into());
+        if ecr_registry_id.len() != 12 || !ecr_registry_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::Invalid {
+                key: "ecr.registry_id",
+                message: format!("{ecr_registry_id:?} is not 12 digits (as an AWS account id)"),
+            });
+        }
+        let ecr_region = ecr.region.filter(|r| !r.is_empty());
+        if let Some(r) = &ecr_region
+            && (r.len() > 25 || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "ecr.region",
+                message: format!("{r:?} is not a region name such as eu-west-1"),
+            });
+        }
+        let ecr_listen = match ecr.listen.as_deref().filter(|l| !l.is_empty()) {
+            Some(l) => Some(l.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                key: "ecr.listen",
+                message: format!("{l:?} is not host:port ({e})"),
+            })?),
+            None => None,
+        };
         let audit = raw.audit.unwrap_or_default();
         let audit_retention = match &audit.retention {
             Some(v) => parse_duration("audit.retention", v)?,
@@ -1109,6 +1156,9 @@ impl Config {
             audit_retention,
             audit_max_entries,
             cache_tag_ttl,
+            ecr_registry_id,
+            ecr_region,
+            ecr_listen,
             cache_upstream_timeout,
             storage,
             metadata,
@@ -1162,6 +1212,24 @@ mod tests {
         let c = Config::load(Some(f.path()), env(&[("BERTH_LISTEN", "127.0.0.1:2")]), &cli).unwrap();
         assert_eq!(c.listen.port(), 3);
         assert_eq!(c.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn the_ecr_section_is_checked() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!((c.ecr_registry_id.as_str(), c.ecr_region.as_deref(), c.ecr_listen), ("000000000000", None, None));
+        let f = file("[ecr]\nregistry_id = \"111122223333\"\nregion = \"eu-west-1\"\nlisten = \"127.0.0.1:5001\"\n");
+        let c = Config::load(Some(f.path()), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!((c.ecr_registry_id.as_str(), c.ecr_region.as_deref()), ("111122223333", Some("eu-west-1")));
+        assert_eq!(c.ecr_listen.map(|a| a.port()), Some(5001));
+        for (var, value, says) in [
+            ("BERTH_ECR_REGISTRY_ID", "1234", "`ecr.registry_id`: \"1234\" is not 12 digits"),
+            ("BERTH_ECR_REGION", "EU West", "`ecr.region`: \"EU West\" is not a region name"),
+            ("BERTH_ECR_LISTEN", "5001", "`ecr.listen`: \"5001\" is not host:port"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)]), &Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

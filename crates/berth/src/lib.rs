@@ -30,7 +30,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Whether it serves TLS.
     pub tls: bool,
+    /// The ECR API's own listener's address (`[ecr] listen`), when configured.
+    pub ecr_addr: Option<SocketAddr>,
     handle: axum_server::Handle,
+    ecr: Option<(axum_server::Handle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -41,6 +44,10 @@ impl Running {
         self.handle.graceful_shutdown(Some(grace));
         for t in &self.background {
             t.abort();
+        }
+        if let Some((handle, task)) = self.ecr {
+            handle.graceful_shutdown(Some(grace));
+            task.await.context("ECR API task")?.context("ECR API")?;
         }
         self.task.await.context("server task")?.context("server")?;
         Ok(())
@@ -271,11 +278,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     admin_state.tls = cfg.tls.is_some();
     admin_state.audit_retention = cfg.audit_retention;
     admin_state.audit_max_entries = cfg.audit_max_entries;
+    admin_state.ecr_registry_id = cfg.ecr_registry_id.clone();
+    admin_state.ecr_region = cfg.ecr_region.clone();
+    let ecr_state = admin_state.clone();
     let admin = berth_admin::router(admin_state);
     let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let ecr_app = berth_admin::ecr_router(ecr_state, addr.port());
     let handle = axum_server::Handle::new();
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
     conn::raise_nofile_limit();
@@ -311,6 +322,34 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
              (Host, X-Forwarded-Host or HTTP/2 :authority); set it when clients reach Berth by another name"
         );
     }
+    // The ECR API on its own address too, with the same TLS and limits.
+    let ecr = match cfg.ecr_listen.filter(|_| cfg.role.serves_api()) {
+        Some(at) => {
+            let l = std::net::TcpListener::bind(at).with_context(|| format!("binding {at} ([ecr] listen)"))?;
+            l.set_nonblocking(true)?;
+            let ecr_addr = l.local_addr()?;
+            let handle = axum_server::Handle::new();
+            let svc = ecr_app.into_make_service_with_connect_info::<SocketAddr>();
+            let task = match &tls {
+                Some(rc) => {
+                    let mut server = axum_server::from_tcp_rustls(l, rc.clone())
+                        .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
+                        .handle(handle.clone());
+                    http(server.http_builder());
+                    tokio::spawn(async move { server.serve(svc).await })
+                }
+                None => {
+                    let mut server = axum_server::from_tcp(l)
+                        .acceptor(conn::LimitAcceptor::new(cfg.max_connections, true))
+                        .handle(handle.clone());
+                    http(server.http_builder());
+                    tokio::spawn(async move { server.serve(svc).await })
+                }
+            };
+            Some((ecr_addr, handle, task))
+        }
+        None => None,
+    };
     let task = match tls {
         Some(rc) => {
             let mut server = axum_server::from_tcp_rustls(listener, rc)
@@ -334,6 +373,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone(), auth.clone(), replication));
         background.extend(events::start_consumers(sql, auth.clone()));
     }
-    info!(%addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
-    Ok(Running { _lock: lock, addr, tls: cfg.tls.is_some(), handle, task, background })
+    let ecr_addr = ecr.as_ref().map(|(a, _, _)| *a);
+    info!(%addr, ecr_addr = ?ecr_addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
+    let ecr = ecr.map(|(_, h, t)| (h, t));
+    Ok(Running { _lock: lock, addr, tls: cfg.tls.is_some(), ecr_addr, handle, ecr, task, background })
 }

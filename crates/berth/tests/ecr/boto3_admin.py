@@ -42,6 +42,9 @@ out["no_project"] = error(lambda: ecr.create_repository(repositoryName="nosuch/a
 d = ecr.describe_repositories(repositoryNames=["team/made"])["repositories"][0]
 out["described"] = {"mutability": d["imageTagMutability"], "scan": d["imageScanningConfiguration"]["scanOnPush"]}
 arn = d["repositoryArn"]
+out["arn"] = arn
+out["registry_id"] = ecr.describe_registry()["registryId"]
+out["proxy_endpoint"] = ecr.get_authorization_token()["authorizationData"][0]["proxyEndpoint"]
 
 # Resource tags.
 out["tags_made"] = ecr.list_tags_for_resource(resourceArn=arn)["tags"]
@@ -53,7 +56,7 @@ out["reserved_tag"] = error(lambda: ecr.tag_resource(resourceArn=arn, tags=[{"Ke
 out["too_many_tags"] = error(lambda: ecr.tag_resource(
     resourceArn=arn, tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)]))
 out["foreign_arn"] = error(lambda: ecr.list_tags_for_resource(
-    resourceArn="arn:aws:ecr:eu-west-1:123456789012:repository/team/made"))
+    resourceArn="arn:aws:ecr:eu-west-1:000000000000:repository/team/made"))
 
 # PutImage: a manifest already here, a new tag, layers missing, an immutable tag.
 v1 = ecr.batch_get_image(repositoryName="team/app", imageIds=[{"imageTag": "v1"}])["images"][0]

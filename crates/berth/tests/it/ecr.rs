@@ -215,7 +215,15 @@ async fn scannable(s: &TestServer, repo: &str, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_caches() {
-    let s = TestServer::start().await;
+    // On the ECR API's own listener, with a configured registry id and region.
+    let s = TestServer::start_with(|c| {
+        c.ecr_registry_id = "111122223333".into();
+        c.ecr_region = Some("ap-south-1".into());
+        c.ecr_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let ecr_base = s.ecr_base.clone().expect("the ECR listener");
+    assert_ne!(ecr_base, s.base);
     let upstream = berth_test_support::Distribution::start(None);
     let (cached_digest, _) = crate::proxy::seed_upstream(&upstream.url, "lib/alpine", "v1").await;
     let r = s
@@ -237,7 +245,7 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ecr/boto3_admin.py");
     let out = run_ok(Command::new("python3").arg(script).args([
-        &s.base,
+        &ecr_base,
         &key,
         &secret,
         &member_key,
@@ -249,6 +257,14 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let code = |k: &str| v[k][0].as_str().unwrap_or_else(|| panic!("{k}: {v}")).to_owned();
     let message = |k: &str| v[k][1].as_str().unwrap_or_default().to_owned();
+
+    assert_eq!(v["registry_id"], "111122223333");
+    assert_eq!(v["arn"], "arn:aws:ecr:ap-south-1:111122223333:repository/team/made");
+    assert_eq!(v["proxy_endpoint"], s.base, "logins go to the registry, not to the ECR listener");
+    // The ECR listener serves nothing else.
+    let r = reqwest::get(format!("{ecr_base}/v2/")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("serves only the ECR API"));
 
     // Repository settings and resource tags.
     assert_eq!(v["made"], json!({"mutability": "IMMUTABLE", "scan": true}));

@@ -117,6 +117,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     /// The S3 key prefix of its blobs, on the S3 backend.
     pub s3_prefix: Option<String>,
+    /// The ECR API's own listener (`[ecr] listen`), when configured.
+    pub ecr_base: Option<String>,
     running: Option<berth::Running>,
 }
 
@@ -199,7 +201,8 @@ impl TestServer {
             berth_config::StorageConfig::S3(s3) => Some(s3.prefix.clone()),
             _ => None,
         };
-        TestServer { meta_env, base, client, dir, s3_prefix, running: Some(running) }
+        let ecr_base = running.ecr_addr.map(|a| format!("{scheme}://{a}"));
+        TestServer { meta_env, base, client, dir, s3_prefix, ecr_base, running: Some(running) }
     }
 
     /// The helpers of a test server, for a `berth` already serving at `base` (a child
@@ -214,6 +217,7 @@ impl TestServer {
             client: client_as(ADMIN, ADMIN_PASSWORD),
             dir,
             s3_prefix: None,
+            ecr_base: None,
             running: None,
         }
     }
