@@ -200,6 +200,14 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         body: &body,
     };
     let now = berth_auth::now_ms() / 1000;
+    // With `[ecr] region` set, requests are signed for it (as AWS endpoints are per region).
+    if let (Some(want), Ok(c)) = (&s.ecr_region, req.credential())
+        && c.region != *want
+    {
+        let msg =
+            format!("Credential should be scoped to a valid region: this registry is in '{want}', not '{}'", c.region);
+        return EcrError(StatusCode::FORBIDDEN, "InvalidSignatureException", msg).into_response();
+    }
     let p = match s.auth.sigv4_principal(&req, "ecr", now).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
@@ -511,9 +519,12 @@ async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
         chosen = rows;
     }
     let name = repo.to_string();
-    Ok(paged(chosen, start, max, "imageDetails", |a| {
+    let total = chosen.len();
+    let mut details = Vec::new();
+    for a in chosen.into_iter().skip(start).take(max) {
+        let digest = a.record.digest.to_string();
         let mut d = json!({
-            "registryId": registry_id, "repositoryName": name, "imageDigest": a.record.digest.to_string(),
+            "registryId": registry_id, "repositoryName": name, "imageDigest": digest,
             "imageSizeInBytes": a.total_size, "imagePushedAt": epoch(a.record.created_at),
             "imageManifestMediaType": a.record.media_type,
         });
@@ -526,8 +537,24 @@ async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
         if let Some(t) = a.pull_time {
             d["lastRecordedPullTime"] = json!(epoch(t));
         }
-        d
-    }))
+        // The scan's state and, when done, its counts, as ECR's basic scanning shows them.
+        if let Some(rec) = cx.s.scans.record(&digest).await? {
+            let (status, description) = scan_status(&rec);
+            d["imageScanStatus"] = json!({"status": status, "description": description});
+            if let Some(report) = finished_report(&rec)? {
+                d["imageScanFindingsSummary"] = json!({
+                    "imageScanCompletedAt": rec.finished_at.map(epoch),
+                    "findingSeverityCounts": severity_counts(&report),
+                });
+            }
+        }
+        details.push(d);
+    }
+    let mut out = json!({"imageDetails": details});
+    if start + max < total {
+        out["nextToken"] = json!((start + max).to_string());
+    }
+    Ok(out)
 }
 
 async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
@@ -836,6 +863,33 @@ fn ecr_severity(s: berth_scan::Severity) -> &'static str {
     }
 }
 
+/// ECR's status of a scan, and its description.
+fn scan_status(rec: &berth_scanner::ScanRecord) -> (&'static str, String) {
+    match rec.status.as_str() {
+        "done" => ("COMPLETE", "The scan was completed successfully.".to_owned()),
+        "failed" => ("FAILED", rec.error.clone().unwrap_or_default()),
+        _ => ("IN_PROGRESS", "The scan is in progress.".to_owned()),
+    }
+}
+
+/// The report of a finished scan.
+fn finished_report(rec: &berth_scanner::ScanRecord) -> Result<Option<berth_scan::report::Report>, EcrError> {
+    let Some(text) = rec.report.as_deref().filter(|_| rec.status == "done") else { return Ok(None) };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| EcrError(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", e.to_string()))
+}
+
+/// Findings per ECR severity name.
+fn severity_counts(report: &berth_scan::report::Report) -> Value {
+    let mut counts = serde_json::Map::new();
+    for f in &report.findings {
+        let n = counts.entry(ecr_severity(f.severity)).or_insert(json!(0));
+        *n = json!(n.as_u64().unwrap_or(0) + 1);
+    }
+    Value::Object(counts)
+}
+
 /// `DescribeImageScanFindings`: the stored report in ECR's basic-scanning shape.
 async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let registry_id = cx.id();
@@ -849,23 +903,13 @@ async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
         )
     };
     let rec = cx.s.scans.record(&digest).await?.ok_or_else(no_scan)?;
-    let (status, description) = match rec.status.as_str() {
-        "done" => ("COMPLETE", "The scan was completed successfully.".to_owned()),
-        "failed" => ("FAILED", rec.error.clone().unwrap_or_default()),
-        _ => ("IN_PROGRESS", "The scan is in progress.".to_owned()),
-    };
+    let (status, description) = scan_status(&rec);
     let mut out = json!({
         "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
         "imageScanStatus": {"status": status, "description": description},
     });
-    let Some(text) = rec.report.as_deref().filter(|_| status == "COMPLETE") else { return Ok(out) };
-    let report: berth_scan::report::Report = serde_json::from_str(text)
-        .map_err(|e| EcrError(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", e.to_string()))?;
-    let mut counts = serde_json::Map::new();
-    for f in &report.findings {
-        let n = counts.entry(ecr_severity(f.severity)).or_insert(json!(0));
-        *n = json!(n.as_u64().unwrap_or(0) + 1);
-    }
+    let Some(report) = finished_report(&rec)? else { return Ok(out) };
+    let counts = severity_counts(&report);
     let findings = paged(report.findings, start, max, "findings", |f| {
         let mut attributes = vec![
             json!({"key": "package_name", "value": f.package}),

@@ -6,18 +6,24 @@ replication and pull-through cache rules; and a project member refused the regis
 
 Prints one JSON object with what the test checks; exits non-zero on an unexpected answer.
 """
+import datetime
 import json
 import sys
+import urllib.error
+import urllib.request
 
 import boto3
+import botocore.auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 endpoint, key, secret, member_key, member_secret, endpoint_id, upstream = sys.argv[1:8]
 
 
-def client(k, s):
-    return boto3.client("ecr", endpoint_url=endpoint, region_name="eu-west-1", aws_access_key_id=k,
+def client(k, s, region="ap-south-1"):
+    return boto3.client("ecr", endpoint_url=endpoint, region_name=region, aws_access_key_id=k,
                         aws_secret_access_key=s, config=Config(retries={"max_attempts": 1}))
 
 
@@ -128,4 +134,34 @@ out["rules"] = [r["ecrRepositoryPrefix"] for r in ecr.describe_pull_through_cach
 out["rule_missing"] = error(lambda: ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["nope"]))
 out["member_rule"] = error(lambda: member.create_pull_through_cache_rule(ecrRepositoryPrefix="hub2",
                                                                          upstreamRegistryUrl=upstream))
+
+
+def signed(region="ap-south-1", service="ecr", skew=0, token=None):
+    """DescribeRegistry signed by botocore's own SigV4 signer, its clock moved by `skew` s."""
+    req = AWSRequest(method="POST", url=endpoint + "/", data=b"{}", headers={
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRegistry"})
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(seconds=skew)
+    real = botocore.auth.get_current_datetime
+    botocore.auth.get_current_datetime = lambda: now
+    try:
+        botocore.auth.SigV4Auth(Credentials(key, secret, token), service, region).add_auth(req)
+    finally:
+        botocore.auth.get_current_datetime = real
+    http = urllib.request.Request(endpoint + "/", data=b"{}", headers=dict(req.headers), method="POST")
+    try:
+        with urllib.request.urlopen(http) as r:
+            return [r.status, json.load(r).get("registryId")]
+    except urllib.error.HTTPError as e:
+        body = json.load(e)
+        return [e.code, body["__type"], body["message"]]
+
+
+out["signed_ok"] = signed()
+out["signed_other_region"] = signed(region="eu-west-1")
+out["signed_for_s3"] = signed(service="s3")
+out["signed_late"] = signed(skew=-600)
+out["signed_early"] = signed(skew=600)
+out["signed_with_token"] = signed(token="FQoGZXIvYXdzE")
+out["wrong_region_client"] = error(lambda: client(key, secret, region="eu-west-1").describe_registry())
 print(json.dumps(out))

@@ -103,6 +103,9 @@ out["severity_counts"] = f["imageScanFindings"]["findingSeverityCounts"]
 first = f["imageScanFindings"]["findings"][0]
 out["finding"] = {"name": first["name"], "severity": first["severity"],
                   "attributes": {a["key"]: a["value"] for a in first["attributes"]}}
+vd = ecr.describe_images(repositoryName="team/vuln", imageIds=[{"imageTag": "v1"}])["imageDetails"][0]
+out["described_scan"] = {"status": vd["imageScanStatus"]["status"],
+                         "counts": vd["imageScanFindingsSummary"]["findingSeverityCounts"]}
 deleted = ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "v2"}, {"imageTag": "gone"}])
 out["deleted"] = [i.get("imageTag") for i in deleted["imageIds"]]
 out["failures"] = [f["failureCode"] for f in deleted["failures"]]

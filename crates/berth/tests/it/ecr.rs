@@ -82,6 +82,7 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     assert_eq!(v["no_scan"], json!(["ScanNotFoundException", 400]));
     assert_eq!((v["scan_started"].as_str(), v["scan_status"].as_str()), (Some("IN_PROGRESS"), Some("COMPLETE")));
     assert_eq!(v["severity_counts"], json!({"CRITICAL": 1}));
+    assert_eq!(v["described_scan"], json!({"status": "COMPLETE", "counts": {"CRITICAL": 1}}));
     assert_eq!(
         (v["finding"]["name"].as_str(), v["finding"]["severity"].as_str()),
         (Some("CVE-2099-0001"), Some("CRITICAL"))
@@ -261,6 +262,20 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     assert_eq!(v["registry_id"], "111122223333");
     assert_eq!(v["arn"], "arn:aws:ecr:ap-south-1:111122223333:repository/team/made");
     assert_eq!(v["proxy_endpoint"], s.base, "logins go to the registry, not to the ECR listener");
+    // Signatures as botocore's signer makes them: the configured region only, the service
+    // ecr, within 5 minutes of now, no session token.
+    assert_eq!(v["signed_ok"], json!([200, "111122223333"]));
+    for (k, status, code, says) in [
+        ("signed_other_region", 403, "InvalidSignatureException", "this registry is in 'ap-south-1', not 'eu-west-1'"),
+        ("signed_for_s3", 403, "InvalidSignatureException", "s3"),
+        ("signed_late", 403, "InvalidSignatureException", "Signature expired"),
+        ("signed_early", 403, "InvalidSignatureException", "Signature expired"),
+        ("signed_with_token", 403, "UnrecognizedClientException", "token"),
+    ] {
+        assert_eq!((v[k][0].as_i64(), v[k][1].as_str()), (Some(status), Some(code)), "{k}: {}", v[k]);
+        assert!(v[k][2].as_str().unwrap().contains(says), "{k}: {}", v[k]);
+    }
+    assert_eq!(code("wrong_region_client"), "InvalidSignatureException");
     // The ECR listener serves nothing else.
     let r = reqwest::get(format!("{ecr_base}/v2/")).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -342,6 +357,8 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
         "delete-pull-through-cache-rule",
         "--ecr-repository-prefix",
         "hub",
+        "--region",
+        "ap-south-1",
         "--endpoint-url",
         &s.base,
     ]))
@@ -350,6 +367,8 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     let listed = run_ok(aws(tmp.path(), &key, &secret).args([
         "ecr",
         "describe-pull-through-cache-rules",
+        "--region",
+        "ap-south-1",
         "--endpoint-url",
         &s.base,
     ]))
