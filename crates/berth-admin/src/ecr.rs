@@ -132,7 +132,7 @@ impl EcrError {
 
 impl IntoResponse for EcrError {
     fn into_response(self) -> Response {
-        let body = json!({"__type": self.1, "message": self.2});
+        let body = json!({"__type": self.1, "message": without_position(&self.2)});
         (self.0, [(http::header::CONTENT_TYPE, JSON_11)], body.to_string()).into_response()
     }
 }
@@ -171,6 +171,19 @@ impl From<berth_registry::RegistryError> for EcrError {
 }
 
 type EcrResult = Result<Value, EcrError>;
+
+/// A JSON parser's message without its " at line L column C" (the position in a document the
+/// user wrote inside another one: no help).
+fn without_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at)
+            if message[at + 9..].split(" column ").all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &message[..at]
+        }
+        _ => message,
+    }
+}
 
 /// `POST /` with `X-Amz-Target`: authenticate, then run the operation.
 async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) -> Response {
@@ -234,47 +247,75 @@ async fn dispatch(State(s): State<AdminState>, request: axum::extract::Request) 
         }
     };
     let cx = Cx { s: &s, p: &p, region: &region, ip: peer, headers: &headers, registry_port };
-    let out = match op.as_str() {
-        "GetAuthorizationToken" => get_authorization_token(&cx).await,
-        "DescribeRegistry" => describe_registry(&cx).await,
-        "PutReplicationConfiguration" => put_replication_configuration(&cx, &input).await,
-        "CreatePullThroughCacheRule" => create_pull_through_cache_rule(&cx, &input).await,
-        "DescribePullThroughCacheRules" => describe_pull_through_cache_rules(&cx, &input).await,
-        "DeletePullThroughCacheRule" => delete_pull_through_cache_rule(&cx, &input).await,
-        "DescribeRepositories" => describe_repositories(&cx, &input).await,
-        "ListImages" => list_images(&cx, &input).await,
-        "DescribeImages" => describe_images(&cx, &input).await,
-        "BatchDeleteImage" => batch_delete_image(&cx, &input).await,
-        "CreateRepository" => create_repository(&cx, &input).await,
-        "DeleteRepository" => delete_repository(&cx, &input).await,
-        "GetRepositoryPolicy" => get_repository_policy(&cx, &input).await,
-        "SetRepositoryPolicy" => set_repository_policy(&cx, &input).await,
-        "DeleteRepositoryPolicy" => delete_repository_policy(&cx, &input).await,
-        "GetLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Get).await,
-        "PutLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Put).await,
-        "DeleteLifecyclePolicy" => lifecycle(&cx, &input, Lifecycle::Delete).await,
-        "BatchGetImage" => batch_get_image(&cx, &input).await,
-        "BatchCheckLayerAvailability" => batch_check_layer_availability(&cx, &input).await,
-        "StartImageScan" => start_image_scan(&cx, &input).await,
-        "DescribeImageScanFindings" => describe_image_scan_findings(&cx, &input).await,
-        "PutImage" => put_image(&cx, &input).await,
-        "PutImageTagMutability" => put_image_tag_mutability(&cx, &input).await,
-        "PutImageScanningConfiguration" => put_image_scanning_configuration(&cx, &input).await,
-        "GetRegistryScanningConfiguration" => get_registry_scanning_configuration(&cx).await,
-        "PutRegistryScanningConfiguration" => put_registry_scanning_configuration(&cx, &input).await,
-        "TagResource" => tag_resource(&cx, &input).await,
-        "UntagResource" => untag_resource(&cx, &input).await,
-        "ListTagsForResource" => list_tags_for_resource(&cx, &input).await,
-        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(&cx, &input).await,
-        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(&cx, &input).await,
+    let out = match other_registry(&cx, &input) {
+        Some(e) => Err(e),
+        None => run(&cx, &op, &input).await,
+    };
+    // AWS's request id, for the SDKs' ResponseMetadata: the one Berth logs the request under.
+    let request_id = headers.get("x-request-id").cloned();
+    let mut response = match out {
+        Ok(v) => (StatusCode::OK, [(http::header::CONTENT_TYPE, JSON_11)], v.to_string()).into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Some(id) = request_id {
+        response.headers_mut().insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// A `registryId` (or `registryIds`) that is not this registry's, refused whatever the operation.
+fn other_registry(cx: &Cx<'_>, input: &Value) -> Option<EcrError> {
+    let ids: Vec<&Value> = match (&input["registryId"], &input["registryIds"]) {
+        (Value::Null, Value::Array(ids)) => ids.iter().collect(),
+        (Value::Null, Value::Null) => Vec::new(),
+        (one, _) => vec![one],
+    };
+    let wrong = ids.into_iter().find(|id| id.as_str() != Some(cx.id()))?;
+    Some(EcrError::bad(
+        "InvalidParameterException",
+        format!("registryId {} is not this registry's ({})", wrong.as_str().unwrap_or(&wrong.to_string()), cx.id()),
+    ))
+}
+
+/// Run operation `op`.
+async fn run(cx: &Cx<'_>, op: &str, input: &Value) -> EcrResult {
+    match op {
+        "GetAuthorizationToken" => get_authorization_token(cx).await,
+        "DescribeRegistry" => describe_registry(cx).await,
+        "PutReplicationConfiguration" => put_replication_configuration(cx, input).await,
+        "CreatePullThroughCacheRule" => create_pull_through_cache_rule(cx, input).await,
+        "DescribePullThroughCacheRules" => describe_pull_through_cache_rules(cx, input).await,
+        "DeletePullThroughCacheRule" => delete_pull_through_cache_rule(cx, input).await,
+        "DescribeRepositories" => describe_repositories(cx, input).await,
+        "ListImages" => list_images(cx, input).await,
+        "DescribeImages" => describe_images(cx, input).await,
+        "BatchDeleteImage" => batch_delete_image(cx, input).await,
+        "CreateRepository" => create_repository(cx, input).await,
+        "DeleteRepository" => delete_repository(cx, input).await,
+        "GetRepositoryPolicy" => get_repository_policy(cx, input).await,
+        "SetRepositoryPolicy" => set_repository_policy(cx, input).await,
+        "DeleteRepositoryPolicy" => delete_repository_policy(cx, input).await,
+        "GetLifecyclePolicy" => lifecycle(cx, input, Lifecycle::Get).await,
+        "PutLifecyclePolicy" => lifecycle(cx, input, Lifecycle::Put).await,
+        "DeleteLifecyclePolicy" => lifecycle(cx, input, Lifecycle::Delete).await,
+        "BatchGetImage" => batch_get_image(cx, input).await,
+        "BatchCheckLayerAvailability" => batch_check_layer_availability(cx, input).await,
+        "StartImageScan" => start_image_scan(cx, input).await,
+        "DescribeImageScanFindings" => describe_image_scan_findings(cx, input).await,
+        "PutImage" => put_image(cx, input).await,
+        "PutImageTagMutability" => put_image_tag_mutability(cx, input).await,
+        "PutImageScanningConfiguration" => put_image_scanning_configuration(cx, input).await,
+        "GetRegistryScanningConfiguration" => get_registry_scanning_configuration(cx).await,
+        "PutRegistryScanningConfiguration" => put_registry_scanning_configuration(cx, input).await,
+        "TagResource" => tag_resource(cx, input).await,
+        "UntagResource" => untag_resource(cx, input).await,
+        "ListTagsForResource" => list_tags_for_resource(cx, input).await,
+        "StartLifecyclePolicyPreview" => start_lifecycle_policy_preview(cx, input).await,
+        "GetLifecyclePolicyPreview" => get_lifecycle_policy_preview(cx, input).await,
         other => Err(EcrError::bad(
             "UnsupportedOperationException",
             format!("{other} is not (yet) offered by Berth's ECR API"),
         )),
-    };
-    match out {
-        Ok(v) => (StatusCode::OK, [(http::header::CONTENT_TYPE, JSON_11)], v.to_string()).into_response(),
-        Err(e) => e.into_response(),
     }
 }
 
@@ -343,12 +384,8 @@ impl Cx<'_> {
         must_exist: bool,
     ) -> Result<RepoName, EcrError> {
         let registry_id = self.id();
-        let name = input["repositoryName"]
-            .as_str()
-            .ok_or_else(|| EcrError::bad("InvalidParameterException", "repositoryName is required"))?;
-        let repo: RepoName = name.parse().map_err(|e| {
-            EcrError::bad("InvalidParameterException", format!("repositoryName {name:?} is not a valid name: {e}"))
-        })?;
+        let repo = repo_name(input)?;
+        let name = repo.as_str();
         if let Some(id) = input["registryId"].as_str().filter(|id| *id != registry_id) {
             return Err(EcrError::bad(
                 "InvalidParameterException",
@@ -363,6 +400,21 @@ impl Cx<'_> {
             Err(e) => Err(EcrError::from(crate::ApiError::from(e))),
         }
     }
+}
+
+/// The request's `repositoryName`, checked.
+fn repo_name(input: &Value) -> Result<RepoName, EcrError> {
+    let name = match &input["repositoryName"] {
+        Value::String(n) => n,
+        Value::Null => return Err(EcrError::bad("InvalidParameterException", "repositoryName is required")),
+        other => {
+            return Err(EcrError::bad(
+                "InvalidParameterException",
+                format!("repositoryName must be a string, not {other}"),
+            ));
+        }
+    };
+    name.parse().map_err(|e| EcrError::bad("InvalidParameterException", format!("repositoryName: {e}")))
 }
 
 /// A repository's description as ECR gives it, with its tag mutability and scan on push.
@@ -516,7 +568,18 @@ async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
             }
         }
     } else {
-        chosen = rows;
+        // ECR's filter: {"tagStatus": "TAGGED" | "UNTAGGED" | "ANY"}.
+        chosen = match input["filter"]["tagStatus"].as_str().unwrap_or("ANY") {
+            "ANY" => rows,
+            "TAGGED" => rows.into_iter().filter(|a| !a.tags.is_empty()).collect(),
+            "UNTAGGED" => rows.into_iter().filter(|a| a.tags.is_empty()).collect(),
+            other => {
+                return Err(EcrError::bad(
+                    "InvalidParameterException",
+                    format!("filter.tagStatus must be TAGGED, UNTAGGED or ANY, not {other:?}"),
+                ));
+            }
+        };
     }
     let name = repo.to_string();
     let total = chosen.len();
@@ -557,52 +620,73 @@ async fn describe_images(cx: &Cx<'_>, input: &Value) -> EcrResult {
     Ok(out)
 }
 
+/// `BatchDeleteImage`, as ECR: by digest, the image with all its tags; by tag, the tag, and
+/// the image with it when that was its last tag. An image an index lists is not deleted
+/// (`ImageReferencedByManifestList`); nor is a tag an immutable tag rule of the project keeps.
 async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let repo = cx.repo(input, Perm::DeleteArtifact, EcrAction::BatchDeleteImage).await?;
     let ids = input["imageIds"]
         .as_array()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageIds is required"))?;
+        .filter(|a| !a.is_empty() && a.len() <= 100)
+        .ok_or_else(|| EcrError::bad("InvalidParameterException", "imageIds must name 1 to 100 images"))?;
     let origin = cx.origin();
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+    let fail = |id: &Value, code: &str, why: String| json!({"imageId": id, "failureCode": code, "failureReason": why});
     for id in ids {
         let reference = match (id["imageDigest"].as_str(), id["imageTag"].as_str()) {
-            (_, Some(t)) => t.parse::<Reference>(),
-            (Some(d), None) => d.parse::<Reference>(),
-            (None, None) => {
-                failures.push(json!({"imageId": id, "failureCode": "MissingDigestAndTag", "failureReason": "give imageDigest or imageTag"}));
+            (_, Some(t)) => t.parse::<Reference>().map_err(|e| ("InvalidImageTag", e.to_string())),
+            (Some(d), None) => d.parse::<Reference>().map_err(|e| ("InvalidImageDigest", e.to_string())),
+            (None, None) => Err(("MissingDigestAndTag", "give imageDigest or imageTag".to_owned())),
+        };
+        let reference = match reference {
+            Ok(r) => r,
+            Err((code, why)) => {
+                failures.push(fail(id, code, why));
                 continue;
             }
         };
-        let Ok(reference) = reference else {
-            failures.push(
-                json!({"imageId": id, "failureCode": "InvalidImageDigest", "failureReason": "not a digest or tag"}),
-            );
-            continue;
-        };
-        let digest = cx.s.registry.artifacts(&repo).await?.into_iter().find(|a| match &reference {
+        let rows = cx.s.registry.artifacts(&repo).await?;
+        let found = rows.iter().find(|a| match &reference {
             Reference::Digest(d) => &a.record.digest == d,
             Reference::Tag(t) => a.tags.iter().any(|(x, _)| x == t.as_str()),
         });
-        let Some(a) = digest else {
-            failures.push(
-                json!({"imageId": id, "failureCode": "ImageNotFound", "failureReason": "Requested image not found"}),
-            );
+        let Some(a) = found else {
+            failures.push(fail(id, "ImageNotFound", "Requested image not found".into()));
             continue;
         };
-        match cx.s.registry.manifest_delete(&repo, &reference, &origin).await {
-            Ok(_) => {
-                let mut done = json!({"imageDigest": a.record.digest.to_string()});
-                if let Reference::Tag(t) = &reference {
-                    done["imageTag"] = json!(t.as_str());
+        let digest = a.record.digest.clone();
+        if let Some(d) = id["imageDigest"].as_str().filter(|d| *d != digest.to_string())
+            && matches!(reference, Reference::Tag(_))
+        {
+            failures.push(fail(id, "ImageTagDoesNotMatchDigest", format!("the tag names {digest}, not {d}")));
+            continue;
+        }
+        let tags: Vec<String> = a.tags.iter().map(|(t, _)| t.clone()).collect();
+        // The whole image goes when asked by digest, or when its last tag is removed.
+        let whole = match &reference {
+            Reference::Digest(_) => true,
+            Reference::Tag(t) => tags.iter().all(|x| x == t.as_str()),
+        };
+        // An image an index lists stays (its last tag may go).
+        let index = rows.iter().find(|r| r.children.contains(&digest));
+        if let (Reference::Digest(_), Some(index)) = (&reference, index) {
+            let why = format!("the index {} lists this image; delete that first", index.record.digest);
+            failures.push(fail(id, "ImageReferencedByManifestList", why));
+            continue;
+        }
+        let target = if whole && index.is_none() { Reference::Digest(digest.clone()) } else { reference.clone() };
+        match cx.s.registry.manifest_delete(&repo, &target, &origin).await {
+            Ok(_) => match &reference {
+                Reference::Tag(t) => deleted.push(json!({"imageDigest": digest.to_string(), "imageTag": t.as_str()})),
+                Reference::Digest(_) if tags.is_empty() => deleted.push(json!({"imageDigest": digest.to_string()})),
+                Reference::Digest(_) => {
+                    deleted.extend(tags.iter().map(|t| json!({"imageDigest": digest.to_string(), "imageTag": t})))
                 }
-                deleted.push(done);
+            },
+            Err(e @ berth_registry::RegistryError::TagImmutable { .. }) => {
+                failures.push(fail(id, "ImmutableTag", e.to_string()));
             }
-            Err(e) => {
-                let msg = crate::ApiError::from(e).message().to_owned();
-                failures
-                    .push(json!({"imageId": id, "failureCode": "ImageReferencedByManifestList", "failureReason": msg}));
-            }
+            Err(e) => failures.push(fail(id, "ImageNotFound", crate::ApiError::from(e).message().to_owned())),
         }
     }
     Ok(json!({"imageIds": deleted, "failures": failures}))
@@ -613,9 +697,25 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
 /// on push and resource tags (all checked before anything is made).
 async fn create_repository(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let registry_id = cx.id();
-    let name = input["repositoryName"].as_str().unwrap_or_default();
-    let project = name.split('/').next().unwrap_or_default();
-    if name.contains('/') && cx.s.auth.project(project).await?.is_none() {
+    let name = repo_name(input)?;
+    let Some((project, _)) = name.as_str().split_once('/') else {
+        return Err(EcrError::bad(
+            "InvalidParameterException",
+            format!(
+                "Berth keeps repositories in projects: name it <project>/{name} (e.g. team/{name}), in a project \
+                 that exists"
+            ),
+        ));
+    };
+    // A project the caller may not see reads as one that does not exist.
+    let visible = match cx.s.auth.project(project).await? {
+        Some(p) => !matches!(
+            cx.s.auth.decide(cx.p, Target::Project(&p), Perm::Read).await,
+            Err(Denied::NoProject(_) | Denied::Hidden { .. })
+        ),
+        None => false,
+    };
+    if !visible {
         return Err(EcrError::bad(
             "InvalidParameterException",
             format!(
@@ -845,9 +945,18 @@ async fn start_image_scan(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let req = berth_scanner::ScanRequest { digest: digest.clone(), repo: repo.to_string(), sbom: false };
     cx.s.scans.request(&[req], &cx.origin()).await?;
     Ok(json!({
-        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": image_id(&input["imageId"], &digest),
         "imageScanStatus": {"status": "IN_PROGRESS", "description": "The scan is queued"},
     }))
+}
+
+/// The `imageId` of an answer: the digest, and the tag when the request named one.
+fn image_id(asked: &Value, digest: &str) -> Value {
+    let mut id = json!({"imageDigest": digest});
+    if let Some(t) = asked["imageTag"].as_str() {
+        id["imageTag"] = json!(t);
+    }
+    id
 }
 
 /// ECR's severity names.
@@ -905,7 +1014,7 @@ async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let rec = cx.s.scans.record(&digest).await?.ok_or_else(no_scan)?;
     let (status, description) = scan_status(&rec);
     let mut out = json!({
-        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": {"imageDigest": digest},
+        "registryId": registry_id, "repositoryName": repo.as_str(), "imageId": image_id(&input["imageId"], &digest),
         "imageScanStatus": {"status": status, "description": description},
     });
     let Some(report) = finished_report(&rec)? else { return Ok(out) };
@@ -937,9 +1046,12 @@ async fn describe_image_scan_findings(cx: &Cx<'_>, input: &Value) -> EcrResult {
         }
         finding
     });
+    // When the advisories the report was made against were last imported.
+    let (sources, _) = cx.s.scans.vulndb_status().await?;
+    let updated = sources.iter().map(|v| v.imported_at).max();
     out["imageScanFindings"] = json!({
-        "imageScanCompletedAt": rec.finished_at.map(epoch), "findingSeverityCounts": counts,
-        "findings": findings["findings"],
+        "imageScanCompletedAt": rec.finished_at.map(epoch), "vulnerabilitySourceUpdatedAt": updated.map(epoch),
+        "findingSeverityCounts": counts, "findings": findings["findings"],
     });
     if let Some(t) = findings.get("nextToken") {
         out["nextToken"] = t.clone();
@@ -1124,9 +1236,20 @@ async fn put_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
             format!("imageDigest {d} is not the digest of imageManifest ({digest})"),
         ));
     }
-    let media_type = input["imageManifestMediaType"].as_str().map(str::to_owned).or_else(|| {
-        serde_json::from_str::<Value>(manifest).ok().and_then(|v| v["mediaType"].as_str().map(str::to_owned))
-    });
+    let Ok(document) = serde_json::from_str::<Value>(manifest) else {
+        return Err(EcrError::bad("InvalidParameterException", "imageManifest is not a JSON document"));
+    };
+    let own = document["mediaType"].as_str();
+    let given = input["imageManifestMediaType"].as_str();
+    if let (Some(g), Some(o)) = (given, own)
+        && g != o
+    {
+        return Err(EcrError::bad(
+            "InvalidParameterException",
+            format!("imageManifestMediaType {g:?} does not match the manifest's own mediaType {o:?}"),
+        ));
+    }
+    let media_type = given.or(own).map(str::to_owned);
     let tag = input["imageTag"].as_str();
     let reference: Reference = match tag {
         Some(t) => t.parse().map_err(|e| {
@@ -1271,7 +1394,7 @@ async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult 
     let mut specs = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let dests = rule["destinations"].as_array().filter(|d| !d.is_empty() && d.len() <= 25);
-        let dests = dests.ok_or_else(|| bad(format!("rule {}: 1 to 25 destinations", i + 1)))?;
+        let dests = dests.ok_or_else(|| bad(format!("rule {} must have 1 to 25 destinations", i + 1)))?;
         let mut prefixes = Vec::new();
         for f in rule["repositoryFilters"].as_array().into_iter().flatten() {
             let (Some(filter), Some("PREFIX_MATCH")) = (f["filter"].as_str(), f["filterType"].as_str()) else {
@@ -1285,7 +1408,7 @@ async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult 
                 && filter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/._-".contains(&b));
             if !ok {
                 return Err(bad(format!(
-                    "rule {}: filter {filter:?} is 1 to 256 of a-z, 0-9, '/', '.', '_', '-'",
+                    "rule {}: filter {filter:?} must be 1 to 256 of a-z, 0-9, '/', '.', '_', '-'",
                     i + 1
                 )));
             }
@@ -1339,9 +1462,9 @@ async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult 
     Ok(json!({"replicationConfiguration": stored}))
 }
 
-/// ECR's name for the kind of upstream of an endpoint.
-fn upstream_registry(kind: &str, url: &str) -> &'static str {
-    match kind {
+/// ECR's name for the kind of upstream of an endpoint, when ECR has one.
+fn upstream_registry(kind: &str, url: &str) -> Option<&'static str> {
+    Some(match kind {
         "docker-hub" => "docker-hub",
         "github-ghcr" => "github-container-registry",
         "quay" => "quay",
@@ -1349,13 +1472,13 @@ fn upstream_registry(kind: &str, url: &str) -> &'static str {
         _ if url.contains("public.ecr.aws") => "ecr-public",
         _ if url.contains("gitlab") => "gitlab-container-registry",
         _ if url.contains("azurecr.io") => "azure-container-registry",
-        _ => "oci",
-    }
+        _ => return None,
+    })
 }
 
 /// A pull-through cache rule in ECR's shape.
 fn cache_rule_json(
-    registry_id: &str,
+    (registry_id, region): (&str, &str),
     rule: &berth_registry::CacheRule,
     endpoint: &berth_registry::UpstreamRecord,
 ) -> Value {
@@ -1363,14 +1486,16 @@ fn cache_rule_json(
     let mut out = json!({
         "ecrRepositoryPrefix": rule.prefix, "upstreamRegistryUrl": url, "createdAt": epoch(rule.created_at),
         "updatedAt": epoch(rule.created_at), "registryId": registry_id,
-        "upstreamRegistry": upstream_registry(&endpoint.kind, &endpoint.url),
     });
+    if let Some(kind) = upstream_registry(&endpoint.kind, &endpoint.url) {
+        out["upstreamRegistry"] = json!(kind);
+    }
     if !rule.upstream_prefix.is_empty() {
         out["upstreamRepositoryPrefix"] = json!(rule.upstream_prefix.trim_end_matches('/'));
     }
     if !endpoint.access_key.is_empty() {
         out["credentialArn"] =
-            json!(format!("arn:aws:secretsmanager:us-east-1:{registry_id}:secret:{SECRET_PREFIX}{}", endpoint.name));
+            json!(format!("arn:aws:secretsmanager:{region}:{registry_id}:secret:{SECRET_PREFIX}{}", endpoint.name));
     }
     out
 }
@@ -1405,6 +1530,16 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
             format!("A pull through cache rule with the prefix '{prefix}' already exists"),
         ));
     }
+    // Repositories pushed here are never taken over by a cache.
+    let project = prefix.split('/').next().unwrap_or(prefix);
+    let inside = format!("{prefix}/");
+    if let Some(r) = cx.s.registry.project_repos(project).await?.iter().find(|r| r.name.starts_with(&inside)) {
+        return Err(bad(format!(
+            "ecrRepositoryPrefix {prefix:?} already holds repositories (such as {}): a cache rule needs a prefix of its \
+             own",
+            r.name
+        )));
+    }
     let endpoints = cx.s.upstreams.list().await.map_err(crate::ApiError::from)?;
     let origin = cx.origin();
     let endpoint = match input["credentialArn"].as_str() {
@@ -1427,7 +1562,13 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
                 })?
                 .id
         }
-        None => match endpoints.iter().find(|e| e.url.trim_end_matches('/') == full_url && e.access_key.is_empty()) {
+        // An endpoint of that URL (of that host, when the URL names no scheme: plain HTTP too).
+        None => match endpoints.iter().find(|e| {
+            let theirs = e.url.trim_end_matches('/');
+            let same =
+                theirs == full_url || (!url.contains("://") && theirs.split_once("://").map(|(_, h)| h) == Some(url));
+            same && e.access_key.is_empty()
+        }) {
             Some(e) => e.id,
             None => {
                 let kind = match input["upstreamRegistry"].as_str() {
@@ -1443,7 +1584,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
                     name: format!("ecr-cache-{}", prefix.replace('/', "-")),
                     kind: kind.into(),
                     url: full_url.clone(),
-                    description: format!("Upstream of the pull-through cache rule {prefix}"),
+                    description: made_for(prefix),
                     ..Default::default()
                 };
                 cx.s.upstreams.create(&spec, &origin).await.map_err(crate::ApiError::from)?
@@ -1470,7 +1611,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
     let rule = rule.iter().find(|r| r.prefix == prefix).cloned();
     let rule = rule.ok_or_else(|| EcrError::bad("ServerException", "the rule vanished"))?;
     let endpoint = cx.s.upstreams.get(endpoint).await.map_err(crate::ApiError::from)?;
-    Ok(cache_rule_json(cx.id(), &rule, &endpoint))
+    Ok(cache_rule_json((cx.id(), cx.region), &rule, &endpoint))
 }
 
 /// `DescribePullThroughCacheRules`: every rule (Harbor's proxy-cache projects included).
@@ -1486,9 +1627,14 @@ async fn describe_pull_through_cache_rules(cx: &Cx<'_>, input: &Value) -> EcrRes
     let mut list = Vec::new();
     for r in rules.iter().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.prefix.as_str()))) {
         let endpoint = cx.s.upstreams.get(r.upstream_id).await.map_err(crate::ApiError::from)?;
-        list.push(cache_rule_json(cx.id(), r, &endpoint));
+        list.push(cache_rule_json((cx.id(), cx.region), r, &endpoint));
     }
     Ok(paged(list, start, max, "pullThroughCacheRules", |v| v))
+}
+
+/// The description of an endpoint made for the cache rule of `prefix`.
+fn made_for(prefix: &str) -> String {
+    format!("Upstream of the pull-through cache rule {prefix}")
 }
 
 fn no_cache_rule(prefix: &str) -> EcrError {
@@ -1507,5 +1653,9 @@ async fn delete_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
     let rule = rules.iter().find(|r| r.prefix == prefix).cloned().ok_or_else(|| no_cache_rule(prefix))?;
     let endpoint = cx.s.upstreams.get(rule.upstream_id).await.map_err(crate::ApiError::from)?;
     cx.s.upstreams.delete_cache_rule(prefix, &cx.origin()).await.map_err(crate::ApiError::from)?;
-    Ok(cache_rule_json(cx.id(), &rule, &endpoint))
+    // The endpoint made for this rule goes with it, unless something else uses it now.
+    if endpoint.description == made_for(prefix) {
+        let _ = cx.s.upstreams.delete(endpoint.id, &cx.origin()).await;
+    }
+    Ok(cache_rule_json((cx.id(), cx.region), &rule, &endpoint))
 }

@@ -336,6 +336,8 @@ impl From<AuthError> for ApiError {
             AuthError::Locked { retry_after } | AuthError::Busy { retry_after } => {
                 ApiError::TooManyRequests { message: e.to_string(), retry_after: retry_after.as_secs() }
             }
+            AuthError::Conflict(m) => ApiError::Conflict(m),
+            AuthError::NotFound(m) => not_found(m),
             other => unauthorized(other.to_string()),
         }
     }

@@ -313,6 +313,12 @@ pub enum AuthError {
     /// A request about an account that cannot be honoured (no such user, a weak password).
     #[error("{0}")]
     Refused(String),
+    /// A request about an account's things that cannot be done as things are (a limit reached).
+    #[error("{0}")]
+    Conflict(String),
+    /// What a request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Why a request was not authorized.
@@ -713,7 +719,7 @@ impl Auth {
     pub async fn create_access_key(&self, account: &str, origin: &Origin) -> Result<(String, String), AuthError> {
         const MAX_KEYS: usize = 2; // as AWS: two, so that one can be rotated at a time
         if self.store.access_keys(account).await?.len() >= MAX_KEYS {
-            return Err(AuthError::Refused(format!(
+            return Err(AuthError::Conflict(format!(
                 "{account} has {MAX_KEYS} access keys already: delete one first (keep two at most, to rotate them)"
             )));
         }
@@ -757,7 +763,7 @@ impl Auth {
     async fn own_key(&self, account: &str, id: &str) -> Result<(), AuthError> {
         match self.store.access_key(id).await? {
             Some(k) if k.account == account => Ok(()),
-            _ => Err(AuthError::Refused(format!("{account} has no access key {id}"))),
+            _ => Err(AuthError::NotFound(format!("{account} has no access key {id}"))),
         }
     }
 

@@ -290,6 +290,12 @@ pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
+/// `app` with what every listener has: request ids, logs and metrics, and panics caught.
+pub fn observed(state: AppState, app: Router) -> Router {
+    app.layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(state, observe))
+}
+
 /// The HTTP application plus `extra` routes (e.g. the management API), all behind the same
 /// request span, metrics and panic handling.
 pub fn router_with(state: AppState, extra: Router) -> Router {

@@ -249,10 +249,20 @@ impl Immutability {
         self.rules.is_empty() && !matches!(self.ecr, Some((m, _)) if m != MutabilityMode::Mutable)
     }
 
-    /// Why `tag` of `repo` (the repository's name without its project) is immutable, if it is.
+    /// Why `tag` of `repo` (the repository's name without its project) may not be deleted, if
+    /// so: Harbor's immutable tag rules forbid deleting a tag they select; ECR's tag
+    /// mutability only forbids overwriting one (ECR deletes and expires images of an
+    /// `IMMUTABLE` repository).
+    pub fn undeletable(&self, repo: &str, tag: &str) -> Option<String> {
+        let (id, _, _) = self.rules.iter().find(|(_, t, r)| r.selects(repo) && t.selects(tag))?;
+        Some(format!("immutable tag rule {id} of the project"))
+    }
+
+    /// Why `tag` of `repo` (the repository's name without its project) may not be overwritten
+    /// or moved, if so.
     pub fn immutable(&self, repo: &str, tag: &str) -> Option<String> {
-        if let Some((id, _, _)) = self.rules.iter().find(|(_, t, r)| r.selects(repo) && t.selects(tag)) {
-            return Some(format!("immutable tag rule {id} of the project"));
+        if let Some(why) = self.undeletable(repo, tag) {
+            return Some(why);
         }
         let (mode, filters) = self.ecr.as_ref()?;
         let excluded = || filters.iter().any(|f| f.matches(tag));
@@ -312,6 +322,7 @@ mod tests {
         assert!(im.immutable("web", "1.0").unwrap().contains("rule 2"));
         assert!(im.immutable("web", "latest").is_none() && im.immutable("web", "dev-7").is_none());
         assert!(im.immutable("sandbox-a", "1.0").is_none());
+        assert_eq!(im.undeletable("web", "1.0"), im.immutable("web", "1.0"), "Harbor's rules also forbid deletes");
         let mut off = rules[1].clone();
         off.disabled = true;
         assert!(Immutability::compile(&[off], None).unwrap().is_empty());

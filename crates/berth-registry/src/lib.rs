@@ -424,19 +424,26 @@ impl Registry {
         Immutability::compile(&rules, ecr.as_ref()).map_err(|e| corrupt("immutability", e))
     }
 
-    /// Those of `tags` that are immutable in `repo`, with the reason.
-    async fn immutable_tags(&self, repo: &RepoName, tags: &[Tag]) -> Result<Vec<(Tag, String)>, RegistryError> {
+    /// Those of `tags` that are immutable in `repo` (may not be overwritten, or with
+    /// `delete` may not be deleted: see `Immutability::undeletable`), with the reason.
+    async fn immutable_tags(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        delete: bool,
+    ) -> Result<Vec<(Tag, String)>, RegistryError> {
         let im = self.immutability(repo).await?;
         if im.is_empty() {
             return Ok(Vec::new());
         }
         let short = repo.as_str().split_once('/').map_or(repo.as_str(), |(_, r)| r);
-        Ok(tags.iter().filter_map(|t| im.immutable(short, t.as_str()).map(|why| (t.clone(), why))).collect())
+        let why = |t: &Tag| if delete { im.undeletable(short, t.as_str()) } else { im.immutable(short, t.as_str()) };
+        Ok(tags.iter().filter_map(|t| why(t).map(|why| (t.clone(), why))).collect())
     }
 
-    /// Refuse if any of `tags` of `repo` is immutable.
-    async fn check_mutable(&self, repo: &RepoName, tags: &[Tag]) -> Result<(), RegistryError> {
-        match self.immutable_tags(repo, tags).await?.into_iter().next() {
+    /// Refuse if any of `tags` of `repo` may not be deleted.
+    async fn check_deletable(&self, repo: &RepoName, tags: &[Tag]) -> Result<(), RegistryError> {
+        match self.immutable_tags(repo, tags, true).await?.into_iter().next() {
             Some((tag, why)) => Err(RegistryError::TagImmutable { repo: repo.clone(), tag: tag.to_string(), why }),
             None => Ok(()),
         }
@@ -467,9 +474,9 @@ impl Registry {
                 for parent in self.meta.parents_of(repo, d).await? {
                     tags.extend(self.all_tags(repo, Some(&parent)).await?);
                 }
-                self.check_mutable(repo, &tags).await?
+                self.check_deletable(repo, &tags).await?
             }
-            Reference::Tag(t) => self.check_mutable(repo, std::slice::from_ref(t)).await?,
+            Reference::Tag(t) => self.check_deletable(repo, std::slice::from_ref(t)).await?,
         }
         let found = match reference {
             Reference::Digest(d) => {
@@ -494,7 +501,7 @@ impl Registry {
         digest: &Digest,
         origin: &Origin,
     ) -> Result<(), RegistryError> {
-        let immutable = self.immutable_tags(repo, std::slice::from_ref(tag)).await?.into_iter().next();
+        let immutable = self.immutable_tags(repo, std::slice::from_ref(tag), false).await?.into_iter().next();
         let written = self.meta.put_tag_guarded(repo, tag, digest, immutable.is_some(), now_ms(), origin).await;
         self.invalidate(repo, std::slice::from_ref(tag), None, false);
         let found = match (written, immutable) {
@@ -554,7 +561,7 @@ impl Registry {
 
     /// Delete a whole repository (manifests, tags, blob links). Blob bytes stay until GC.
     pub async fn repository_delete(&self, repo: &RepoName, origin: &Origin) -> Result<(), RegistryError> {
-        self.check_mutable(repo, &self.all_tags(repo, None).await?).await?;
+        self.check_deletable(repo, &self.all_tags(repo, None).await?).await?;
         let found = self.meta.delete_repo(repo, origin).await?;
         if let Some(cache) = &self.records {
             cache.bump();

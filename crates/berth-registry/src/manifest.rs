@@ -174,7 +174,7 @@ impl Registry {
         // Bytes, row, references, tags and their events: one transaction.
         // Tags that may not move (the check is in the write's transaction, so racing pushes
         // cannot both win); pushing the same manifest again is fine.
-        let immutable = if tags.is_empty() { Vec::new() } else { self.immutable_tags(repo, &tags).await? };
+        let immutable = if tags.is_empty() { Vec::new() } else { self.immutable_tags(repo, &tags, false).await? };
         let guard: Vec<Tag> = immutable.iter().map(|(t, _)| t.clone()).collect();
         let written = self.meta.put_manifest_guarded(repo, &record, &body, &refs, &tags, &guard, origin).await;
         if let Err(berth_meta::MetaError::TagImmutable(t)) = &written

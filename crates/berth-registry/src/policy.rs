@@ -89,7 +89,7 @@ impl Registry {
         image
             .tags
             .iter()
-            .find_map(|(t, _)| im.immutable(short_name(repo), t).map(|why| format!("tag {t} is immutable ({why})")))
+            .find_map(|(t, _)| im.undeletable(short_name(repo), t).map(|why| format!("tag {t} is immutable ({why})")))
     }
 
     /// Delete one image — only if it is still as evaluated (same tags, no index listing it) —
@@ -104,7 +104,7 @@ impl Registry {
         let tags: Vec<String> = image.tags.iter().map(|(t, _)| t.clone()).collect();
         // The rules in force now (they may have changed since the run began).
         let parsed: Vec<berth_types::Tag> = tags.iter().filter_map(|t| t.parse().ok()).collect();
-        if let Some((tag, why)) = self.immutable_tags(repo, &parsed).await?.into_iter().next() {
+        if let Some((tag, why)) = self.immutable_tags(repo, &parsed, true).await?.into_iter().next() {
             return Ok(Removal::Kept(format!("tag {tag} is immutable ({why})")));
         }
         match self.meta.delete_manifest_guarded(repo, digest, &tags, origin).await? {

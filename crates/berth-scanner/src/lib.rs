@@ -947,7 +947,7 @@ impl RegistryScanning {
                 ));
             }
             if r.repository_filters.is_empty() || r.repository_filters.len() > 100 {
-                return Err("each rule has 1 to 100 repositoryFilters".into());
+                return Err("each rule must have 1 to 100 repositoryFilters".into());
             }
             for f in &r.repository_filters {
                 if f.filter_type != "WILDCARD" {
@@ -957,7 +957,10 @@ impl RegistryScanning {
                     && f.filter.len() <= 256
                     && f.filter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"*/._-".contains(&b));
                 if !ok {
-                    return Err(format!("filter {:?} is 1 to 256 of a-z, 0-9, '*', '/', '.', '_' and '-'", f.filter));
+                    return Err(format!(
+                        "filter {:?} must be 1 to 256 of a-z, 0-9, '*', '/', '.', '_' and '-'",
+                        f.filter
+                    ));
                 }
             }
             check_scan_filters(r.repository_filters.iter().map(|f| f.filter.as_str()))?;

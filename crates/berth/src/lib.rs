@@ -282,11 +282,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     admin_state.ecr_region = cfg.ecr_region.clone();
     let ecr_state = admin_state.clone();
     let admin = berth_admin::router(admin_state);
+    let oci_state = state.clone();
     let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let ecr_app = berth_admin::ecr_router(ecr_state, addr.port());
+    let ecr_app = berth_oci::observed(oci_state, berth_admin::ecr_router(ecr_state, addr.port()));
     let handle = axum_server::Handle::new();
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
     conn::raise_nofile_limit();

@@ -87,6 +87,43 @@ ecr.put_image_tag_mutability(repositoryName="team/app", imageTagMutability="MUTA
 moved = ecr.put_image(repositoryName="team/app", imageManifest=v2["imageManifest"], imageTag="stable")["image"]
 out["moved"] = moved["imageId"]["imageDigest"] == v2["imageId"]["imageDigest"]
 
+# Deleting as ECR does, in team/multi (images a, b, c): an index lists a and b.
+def manifest_of(tag):
+    return ecr.batch_get_image(repositoryName="team/multi", imageIds=[{"imageTag": tag}])["images"][0]
+
+
+a, b, c = manifest_of("a"), manifest_of("b"), manifest_of("c")
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+    {"mediaType": m["imageManifestMediaType"], "digest": m["imageId"]["imageDigest"],
+     "size": len(m["imageManifest"].encode()), "platform": {"architecture": arch, "os": "linux"}}
+    for m, arch in [(a, "amd64"), (b, "arm64")]]}
+ecr.put_image(repositoryName="team/multi", imageManifest=json.dumps(index), imageTag="multi")
+gone = ecr.batch_delete_image(repositoryName="team/multi", imageIds=[{"imageDigest": a["imageId"]["imageDigest"]}])
+out["listed_child"] = [f["failureCode"] for f in gone["failures"]] + [len(gone["imageIds"])]
+gone = ecr.batch_delete_image(repositoryName="team/multi", imageIds=[{"imageTag": "a"}])
+out["listed_child_tag"] = [i.get("imageTag") for i in gone["imageIds"]]
+untagged = ecr.describe_images(repositoryName="team/multi", filter={"tagStatus": "UNTAGGED"})["imageDetails"]
+out["untagged"] = [d["imageDigest"] == a["imageId"]["imageDigest"] for d in untagged]
+tagged = ecr.describe_images(repositoryName="team/multi", filter={"tagStatus": "TAGGED"})["imageDetails"]
+out["tagged"] = sorted(t for d in tagged for t in d.get("imageTags", []))
+# ECR's IMMUTABLE forbids overwriting tags, not deleting images; removing the last tag deletes the image.
+ecr.put_image_tag_mutability(repositoryName="team/multi", imageTagMutability="IMMUTABLE")
+gone = ecr.batch_delete_image(repositoryName="team/multi", imageIds=[{"imageTag": "c"}])
+out["last_tag"] = [i.get("imageTag") for i in gone["imageIds"]] + [f["failureCode"] for f in gone["failures"]]
+out["last_tag_image"] = error(lambda: ecr.describe_images(
+    repositoryName="team/multi", imageIds=[{"imageDigest": c["imageId"]["imageDigest"]}]))
+out["media_type_mismatch"] = error(lambda: ecr.put_image(
+    repositoryName="team/multi", imageManifest=b["imageManifest"], imageTag="d",
+    imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json"))
+out["sometimes"] = error(lambda: ecr.put_image_tag_mutability(repositoryName="team/multi",
+                                                             imageTagMutability="SOMETIMES"))
+out["not_json"] = error(lambda: ecr.put_image(repositoryName="team/multi", imageManifest="not json", imageTag="e"))
+out["bare_name"] = error(lambda: ecr.create_repository(repositoryName="app"))
+out["hidden_project"] = error(lambda: member.create_repository(repositoryName="secret/mine"))
+out["other_registry"] = error(lambda: ecr.describe_repositories(registryId="123456789012"))
+out["other_registries"] = error(lambda: ecr.get_authorization_token(registryIds=["123456789012"]))
+out["request_id"] = ecr.describe_registry()["ResponseMetadata"].get("RequestId", "")
+
 # Scan on push for one repository, and the registry's scanning rules.
 s = ecr.put_image_scanning_configuration(repositoryName="team/app", imageScanningConfiguration={"scanOnPush": True})
 out["scan_on_push"] = s["imageScanningConfiguration"]["scanOnPush"]
@@ -131,6 +168,8 @@ out["rule"] = {"prefix": rule["ecrRepositoryPrefix"], "url": rule["upstreamRegis
 out["rule_again"] = error(lambda: ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="hub",
                                                                      upstreamRegistryUrl=upstream))
 out["rules"] = [r["ecrRepositoryPrefix"] for r in ecr.describe_pull_through_cache_rules()["pullThroughCacheRules"]]
+out["rule_over_project"] = error(lambda: ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="team",
+                                                                           upstreamRegistryUrl=upstream))
 out["rule_missing"] = error(lambda: ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["nope"]))
 out["member_rule"] = error(lambda: member.create_pull_through_cache_rule(ecrRepositoryPrefix="hub2",
                                                                          upstreamRegistryUrl=upstream))

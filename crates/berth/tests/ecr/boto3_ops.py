@@ -95,11 +95,13 @@ out["layers"] = [l["layerAvailability"] for l in avail["layers"]] + [f["failureC
 out["no_scan"] = error_code(lambda: ecr.describe_image_scan_findings(repositoryName="team/vuln", imageId={"imageTag": "v1"}))
 started = ecr.start_image_scan(repositoryName="team/vuln", imageId={"imageTag": "v1"})
 out["scan_started"] = started["imageScanStatus"]["status"]
+out["scan_started_tag"] = started["imageId"].get("imageTag")
 ecr.get_waiter("image_scan_complete").wait(repositoryName="team/vuln", imageId={"imageTag": "v1"},
                                            WaiterConfig={"Delay": 1, "MaxAttempts": 120})
 f = ecr.describe_image_scan_findings(repositoryName="team/vuln", imageId={"imageTag": "v1"})
 out["scan_status"] = f["imageScanStatus"]["status"]
 out["severity_counts"] = f["imageScanFindings"]["findingSeverityCounts"]
+out["source_updated"] = "vulnerabilitySourceUpdatedAt" in f["imageScanFindings"]
 first = f["imageScanFindings"]["findings"][0]
 out["finding"] = {"name": first["name"], "severity": first["severity"],
                   "attributes": {a["key"]: a["value"] for a in first["attributes"]}}

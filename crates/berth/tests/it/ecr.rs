@@ -82,6 +82,7 @@ async fn boto3_and_the_aws_cli_work_with_a_users_access_key() {
     assert_eq!(v["no_scan"], json!(["ScanNotFoundException", 400]));
     assert_eq!((v["scan_started"].as_str(), v["scan_status"].as_str()), (Some("IN_PROGRESS"), Some("COMPLETE")));
     assert_eq!(v["severity_counts"], json!({"CRITICAL": 1}));
+    assert_eq!((v["scan_started_tag"].as_str(), v["source_updated"].as_bool()), (Some("v1"), Some(true)));
     assert_eq!(v["described_scan"], json!({"status": "COMPLETE", "counts": {"CRITICAL": 1}}));
     assert_eq!(
         (v["finding"]["name"].as_str(), v["finding"]["severity"].as_str()),
@@ -196,7 +197,7 @@ async fn the_cli_manages_a_users_access_keys() {
     let text = run_ok(&mut berth(&["create"])).await;
     assert!(text.contains("secret access key: ") && text.contains("shown this once"), "{text}");
     let err = run_fails(&mut berth(&["create"])).await;
-    assert!(err.contains("has 2 access keys already"), "{err}");
+    assert!(err.contains("409") && err.contains("has 2 access keys already"), "{err}");
     run_ok(&mut berth(&["deactivate", &id])).await;
     let list = run_ok(&mut berth(&["list"])).await;
     let row = list.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{list}"));
@@ -239,6 +240,10 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     s.project("team", false).await;
     s.push_image("team/app", "v1").await;
     s.push_image("team/app", "v2").await;
+    for tag in ["a", "b", "c"] {
+        s.push_image("team/multi", tag).await;
+    }
+    s.project("secret", false).await;
     s.user("dev", "Dev-Passw0rd-1").await;
     s.member("team", "dev", 1).await;
     let (key, secret) = access_key(&s, ADMIN, ADMIN_PASSWORD).await;
@@ -304,6 +309,25 @@ async fn boto3_drives_settings_tags_put_image_previews_scanning_replication_and_
     assert_eq!(v["moved"], true, "a mutable tag moves: {v}");
     let r = s.get("/v2/team/app/manifests/stable").await;
     assert_eq!(header(&r, "docker-content-digest"), v["v2_digest"].as_str(), "PutImage moved the tag");
+
+    // Deletes as ECR makes them; messages in the user's words; the registry id checked everywhere.
+    assert_eq!(v["listed_child"], json!(["ImageReferencedByManifestList", 0]));
+    assert_eq!(v["listed_child_tag"], json!(["a"]), "the tag goes, the listed image stays");
+    assert_eq!(v["untagged"], json!([true]));
+    assert_eq!(v["tagged"], json!(["b", "c", "multi"]));
+    assert_eq!(v["last_tag"], json!(["c"]), "deletes are allowed in an IMMUTABLE repository");
+    assert_eq!(code("last_tag_image"), "ImageNotFoundException", "the last tag took its image along");
+    assert!(message("media_type_mismatch").contains("imageManifestMediaType"), "{v}");
+    assert!(message("sometimes").contains("SOMETIMES") && !message("sometimes").contains("line 1"), "{v}");
+    assert_eq!(message("not_json"), "imageManifest is not a JSON document");
+    assert!(message("bare_name").contains("name it <project>/app"), "{v}");
+    assert_eq!(code("hidden_project"), "InvalidParameterException");
+    assert!(message("hidden_project").contains("project 'secret', which does not exist"), "{v}");
+    assert_eq!(code("other_registry"), "InvalidParameterException");
+    assert_eq!(code("other_registries"), "InvalidParameterException");
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(36), "{v}");
+    assert_eq!(code("rule_over_project"), "InvalidParameterException");
+    assert!(message("rule_over_project").contains("already holds repositories"), "{v}");
 
     // Scanning settings.
     assert_eq!(v["scan_on_push"], true);
