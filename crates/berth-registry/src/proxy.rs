@@ -632,6 +632,11 @@ impl Proxy {
         // storage refuses — a quota, a full disk), the other still gets every byte.
         let (to_client, from_fetch) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let (to_store, from_pump) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        // Set once the upstream stream ended cleanly: the client checked every byte against
+        // the digest (sha256). Storage trusts that check instead of hashing again, so a pump
+        // that stops any other way must not look like a complete body: see `tee` below.
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished_pump = finished.clone();
         // The client's last chunk is held back until the whole blob checked out against its
         // digest: a damaged transfer ends short, so no client ever holds a complete wrong blob.
         tokio::spawn(async move {
@@ -670,16 +675,37 @@ impl Proxy {
                     return;
                 }
             }
+            finished_pump.store(true, Ordering::Release);
             if client && let Some(last) = held {
                 let _ = to_client.send(Ok(last)).await;
             }
         });
-        let tee = futures::stream::unfold(from_pump, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let tee = futures::stream::unfold((from_pump, finished), |(mut rx, finished)| async move {
+            match rx.recv().await {
+                Some(c) => Some((c, (rx, finished))),
+                None if finished.load(Ordering::Acquire) => None,
+                // The pump went away before the end: not a whole, verified body.
+                None => {
+                    finished.store(true, Ordering::Release);
+                    Some((Err(std::io::Error::other("the transfer from upstream did not finish")), (rx, finished)))
+                }
+            }
+        });
         let this = self.clone();
         let (repo, digest) = (repo.clone(), digest.clone());
         self.fetched_bytes.fetch_add(size, Ordering::Relaxed);
         tokio::spawn(async move {
-            let upload = this.registry.upload_monolithic(&repo, "proxy-cache", &digest, Box::pin(tee));
+            // One hash: the client's stream checks sha256 digests (others are hashed here).
+            let upload = if digest.algorithm() == berth_types::Algorithm::Sha256 {
+                futures::FutureExt::boxed(this.registry.upload_monolithic_verified(
+                    &repo,
+                    "proxy-cache",
+                    &digest,
+                    Box::pin(tee),
+                ))
+            } else {
+                futures::FutureExt::boxed(this.registry.upload_monolithic(&repo, "proxy-cache", &digest, Box::pin(tee)))
+            };
             tokio::pin!(upload);
             let mut renew = tokio::time::interval(Duration::from_millis(CLAIM_MS as u64 / 3));
             renew.tick().await;

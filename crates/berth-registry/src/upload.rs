@@ -93,7 +93,7 @@ impl Registry {
         let slot = self.slot(id);
         let mut state = slot.lock().await;
         let lease = self.lease_upload(id).await?;
-        let size = self.append(repo, None, id, &mut state, start, body).await;
+        let size = self.append(repo, None, id, &mut state, start, body, false).await;
         self.release_upload(id, lease).await;
         let size = size?;
         self.meta.touch_upload(id, now_ms()).await?;
@@ -130,6 +130,9 @@ impl Registry {
     }
 
     /// Write `body` at the end of the upload, hashing it on the way, with `state` locked.
+    /// Append `body` to session `id`, hashing it on the way unless `verified` (its producer
+    /// checks the digest and fails the stream on a mismatch: see `upload_monolithic_verified`).
+    #[allow(clippy::too_many_arguments)]
     async fn append(
         &self,
         repo: &RepoName,
@@ -138,6 +141,7 @@ impl Registry {
         state: &mut Option<(u64, Hasher)>,
         start: Option<u64>,
         body: ByteStream,
+        verified: bool,
     ) -> Result<u64, RegistryError> {
         let size = self.blobs.upload_size(id).await.map_err(upload_err)?;
         if let Some(s) = start
@@ -147,6 +151,7 @@ impl Registry {
         }
         // Keep the running hash only if it covers exactly the stored bytes.
         let mut hasher = match state.take() {
+            _ if verified => None,
             Some((n, h)) if n == size => Some(h),
             _ if size == 0 => Some(Hasher::new(Algorithm::Sha256)),
             _ => None,
@@ -225,11 +230,12 @@ impl Registry {
         let slot = self.slot(id);
         let mut state = slot.lock().await;
         let lease = self.lease_upload(id).await?;
-        let done = self.complete_locked(repo, id, start, body, digest, &mut state).await;
+        let done = self.complete_locked(repo, id, start, body, digest, &mut state, false).await;
         self.release_upload(id, lease).await;
         done
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn complete_locked(
         &self,
         repo: &RepoName,
@@ -238,12 +244,15 @@ impl Registry {
         body: Option<ByteStream>,
         digest: &Digest,
         state: &mut Option<(u64, Hasher)>,
+        verified: bool,
     ) -> Result<Committed, RegistryError> {
         let size = match body {
-            Some(b) => self.append(repo, Some(digest), id, state, start, b).await?,
+            Some(b) => self.append(repo, Some(digest), id, state, start, b, verified).await?,
             None => self.blobs.upload_size(id).await.map_err(upload_err)?,
         };
         let actual = match state.take() {
+            // The whole body came from a producer that checked it (it ended without error).
+            _ if verified && start.is_none() => digest.clone(),
             Some((n, h)) if n == size && h.algorithm() == digest.algorithm() => h.finish(),
             _ => self.rehash(id, digest.algorithm()).await?,
         };
@@ -295,6 +304,33 @@ impl Registry {
     ) -> Result<Committed, RegistryError> {
         let id = self.upload_start(repo, owner).await?;
         let r = self.upload_complete(repo, &id, None, Some(body), digest).await;
+        if r.is_err() {
+            let _ = self.upload_cancel(repo, &id).await;
+        }
+        r
+    }
+
+    /// As [`Registry::upload_monolithic`], for a body whose producer verifies it against
+    /// `digest` itself and fails the stream (before its end) on a mismatch or a short read —
+    /// such as `berth_client`'s blob streams: the bytes are not hashed a second time.
+    pub async fn upload_monolithic_verified(
+        &self,
+        repo: &RepoName,
+        owner: &str,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<Committed, RegistryError> {
+        let id = self.upload_start(repo, owner).await?;
+        let r = async {
+            self.session(repo, &id).await?;
+            let slot = self.slot(&id);
+            let mut state = slot.lock().await;
+            let lease = self.lease_upload(&id).await?;
+            let done = self.complete_locked(repo, &id, None, Some(body), digest, &mut state, true).await;
+            self.release_upload(&id, lease).await;
+            done
+        }
+        .await;
         if r.is_err() {
             let _ = self.upload_cancel(repo, &id).await;
         }
