@@ -34,6 +34,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/", post(dispatch))
         .route("/api/v2.0/users/current/access-keys", get(list_keys).post(create_key))
         .route("/api/v2.0/users/current/access-keys/{id}", put(update_key).delete(delete_key))
+        .route("/api/v2.0/users/current/login-password", post(login_password))
 }
 
 /// On the ECR API's own listener: the registry's port (the main listener's).
@@ -63,6 +64,19 @@ pub(crate) async fn keys_of(s: &AdminState, account: &str) -> crate::ApiResult {
                    "creation_time": crate::time(k.created_at)})
         })
         .collect();
+    Ok(axum::Json(body).into_response())
+}
+
+/// A short-lived registry password for the caller (`berth login-password`, as ECR's
+/// `get-login-password`): 12 h, good with the caller's own name, void once the account's
+/// credentials change.
+async fn login_password(State(s): State<AdminState>, c: Caller) -> crate::ApiResult {
+    c.authenticated()?;
+    if matches!(c.p, Principal::Operator | Principal::Token(_)) {
+        return Err(crate::bad_request("login passwords belong to a user or robot account"));
+    }
+    let (password, expires) = s.auth.ecr_login_token(&c.p)?;
+    let body = json!({"username": c.p.name(), "password": password, "expires_at": crate::time(expires)});
     Ok(axum::Json(body).into_response())
 }
 

@@ -1074,6 +1074,16 @@ impl Auth {
             let c = self.verify(password, typ::ECR_LOGIN).await.map_err(|_| AuthError::BadCredentials)?;
             return self.holder(&c, false).await;
         }
+        // A login password (`berth login-password`, `POST …/login-password`): a short-lived
+        // token bound to its account, good as that account's password.
+        if password.bytes().filter(|b| *b == b'.').count() == 2
+            && let Ok(c) = self.verify(password, typ::ECR_LOGIN).await
+        {
+            // Void once the account's password or secret changed (unlike ECR's, whose access keys
+            // are not the account's credentials).
+            let p = self.holder(&c, true).await?;
+            return if p.name() == username { Ok(p) } else { Err(AuthError::BadCredentials) };
+        }
         if username.starts_with("robot$") {
             let Some(r) = self.store.robot_by_name(username).await? else {
                 return Err(AuthError::BadCredentials);

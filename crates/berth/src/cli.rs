@@ -1021,6 +1021,16 @@ pub enum AccessKeyCommand {
     },
 }
 
+/// `berth login-password`: the password alone, for `--password-stdin`.
+pub async fn login_password(args: &ApiArgs) -> anyhow::Result<()> {
+    let api = Api::new(args)?;
+    let (_, v) = api.call(reqwest::Method::POST, "/users/current/login-password", None).await?;
+    if !api.structured(&v)? {
+        println!("{}", cell(&v["password"]));
+    }
+    Ok(())
+}
+
 /// `berth access-key …`.
 pub async fn access_key(args: &ApiArgs, robot: Option<&str>, cmd: AccessKeyCommand) -> anyhow::Result<()> {
     use reqwest::Method;

@@ -231,6 +231,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::ScanCommand,
     },
+    /// A registry password good for 12 hours, for the account you sign in as (as
+    /// `aws ecr get-login-password`): pipe it into `podman login -u NAME --password-stdin`.
+    /// Prints only the password (`--output json` adds the username and expiry).
+    LoginPassword {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
     /// Usage for charge-back, per project and UTC day, through the management API
     /// (`--output text|json|csv`).
     Usage {
@@ -737,6 +744,7 @@ fn run() -> anyhow::Result<()> {
         Command::Artifact { api, command } => rt.block_on(cli::artifact(&api, command)),
         Command::Scan { api, command } => rt.block_on(cli::scan(&api, command)),
         Command::Usage { api, project, from, to } => rt.block_on(cli::usage(&api, project, from, to)),
+        Command::LoginPassword { api } => rt.block_on(cli::login_password(&api)),
         Command::Vulndb { command: VulndbCommand::Import { path, args, output } } => {
             let cfg = load(&args)?;
             rt.block_on(async {

@@ -530,3 +530,64 @@ async fn access_keys_of_users_and_robots_in_the_portal_the_api_and_the_cli() {
     assert!(!run_ok(&mut berth(&["list"])).await.contains(&second));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_login_password_gives_a_short_lived_registry_password() {
+    let s = TestServer::start().await;
+    s.project("team", false).await;
+    s.user("dev", "Dev-Passw0rd-1").await;
+    s.member("team", "dev", 2).await;
+    let berth = |user: &str, pw: &str, args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_URL", &s.base).env("BERTH_USERNAME", user).env("BERTH_PASSWORD", pw).arg("login-password");
+        c.args(args);
+        c
+    };
+    let password = run_ok(&mut berth("dev", "Dev-Passw0rd-1", &[])).await.trim().to_owned();
+    assert_eq!(password.matches('.').count(), 2, "one line, the password alone: {password}");
+    let v: Value =
+        serde_json::from_str(&run_ok(&mut berth("dev", "Dev-Passw0rd-1", &["--output", "json"])).await).unwrap();
+    assert_eq!(v["username"], "dev");
+    assert!(v["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+
+    // Piped into skopeo login, then a push and a pull with that login.
+    let tmp = tempfile::tempdir().unwrap();
+    let auth = tmp.path().join("auth.json");
+    let mut login = Command::new("skopeo")
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["login", "--tls-verify=false", "--username", "dev", "--password-stdin", &s.host()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login.stdin.take().unwrap().write_all(password.as_bytes()).await.unwrap();
+    let out = login.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let layout = make_oci_layout(tmp.path());
+    let dest = format!("docker://{}/team/app:v1", s.host());
+    run_ok(
+        Command::new("skopeo")
+            .env("REGISTRY_AUTH_FILE", &auth)
+            .args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:single", layout.display()))
+            .arg(&dest),
+    )
+    .await;
+    // It is dev's password only: not another account's, and not once dev's password changed.
+    assert_eq!(client_as(ADMIN, &password).get(s.url("/api/v2.0/users/current")).send().await.unwrap().status(), 401);
+    let me = client_as("dev", &password).get(s.url("/api/v2.0/users/current")).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    let id = me.json::<Value>().await.unwrap()["user_id"].as_i64().unwrap();
+    let body = json!({"old_password": "Dev-Passw0rd-1", "new_password": "Dev-Passw0rd-2"});
+    let r = client_as("dev", "Dev-Passw0rd-1").put(s.url(&format!("/api/v2.0/users/{id}/password"))).json(&body);
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::OK);
+    let r = client_as("dev", &password).get(s.url("/api/v2.0/users/current")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a password change voids it");
+    // Robots get theirs too.
+    let (_, robot, robot_secret) = s.robot("team", "ci", &[("repository", "pull")], -1).await;
+    let password = run_ok(&mut berth(&robot, &robot_secret, &[])).await.trim().to_owned();
+    let r = client_as(&robot, &password).get(s.url("/v2/team/app/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
