@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v2.0/robots/{id}", get(show).put(update).patch(refresh).delete(remove))
         .route("/api/v2.0/robots/{id}/login_locks", axum::routing::delete(unlock))
         .route("/api/v2.0/robots/{id}/access-keys", get(list_keys).post(create_key))
+        .route("/api/v2.0/robots/{id}/federation", get(get_federation).put(put_federation).delete(delete_federation))
         .route("/api/v2.0/robots/{id}/access-keys/{key}", axum::routing::put(update_key).delete(delete_key))
 }
 
@@ -354,5 +355,35 @@ async fn delete_key(State(s): State<AdminState>, c: Caller, Path((id, key)): Pat
     let r = load(&s, id).await?;
     allowed(&s, &c, &r, true).await?;
     s.auth.delete_access_key(&r.name, &key, &c.origin()).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// The identity tokens a robot accepts instead of its secret (workload identity federation).
+async fn get_federation(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, false).await?;
+    let fed = s.auth.robot_federation(r.id).await?.unwrap_or_default();
+    Ok(Json(fed).into_response())
+}
+
+/// Replace a robot's trust rules, for who may manage it.
+async fn put_federation(
+    State(s): State<AdminState>,
+    c: Caller,
+    Path(id): Path<i64>,
+    body: Result<Json<berth_auth::federation::Federation>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    let fed = crate::json_body(body)?;
+    fed.validate().map_err(bad_request)?;
+    s.auth.set_robot_federation(r.id, Some(&fed), &c.origin()).await?;
+    Ok(Json(fed).into_response())
+}
+
+async fn delete_federation(State(s): State<AdminState>, c: Caller, Path(id): Path<i64>) -> ApiResult {
+    let r = load(&s, id).await?;
+    allowed(&s, &c, &r, true).await?;
+    s.auth.set_robot_federation(r.id, None, &c.origin()).await?;
     Ok(StatusCode::OK.into_response())
 }

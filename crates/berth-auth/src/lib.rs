@@ -25,6 +25,7 @@
 //! ```
 
 pub mod audit;
+pub mod federation;
 pub mod oidc;
 pub mod origin;
 pub mod policy;
@@ -645,6 +646,8 @@ pub struct Auth {
     runtime: std::sync::RwLock<RuntimeSettings>,
     /// Seals access keys' secrets (SigV4 needs them back); without it there are none.
     sealer: Option<Arc<seal::Sealer>>,
+    /// Checks robots' federated identity tokens (and caches issuers' keys).
+    federation: federation::Verifier,
 }
 
 impl Auth {
@@ -686,6 +689,7 @@ impl Auth {
         Ok(Auth {
             runtime,
             sealer: None,
+            federation: federation::Verifier::default(),
             events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
@@ -738,6 +742,35 @@ impl Auth {
     /// The access keys of `account`, oldest first.
     pub async fn access_keys(&self, account: &str) -> Result<Vec<berth_meta::AccessKeyRecord>, AuthError> {
         Ok(self.store.access_keys(account).await?)
+    }
+
+    /// A robot's workload identity federation, if it has one.
+    pub async fn robot_federation(&self, robot_id: i64) -> Result<Option<federation::Federation>, AuthError> {
+        match self.store.robot_federation(robot_id).await? {
+            Some(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| {
+                AuthError::Store(berth_meta::MetaError::Corrupt(format!("federation of robot {robot_id}: {e}")))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Set (checked first) or with `None` remove a robot's trust rules.
+    pub async fn set_robot_federation(
+        &self,
+        robot_id: i64,
+        fed: Option<&federation::Federation>,
+        origin: &Origin,
+    ) -> Result<(), AuthError> {
+        let text = match fed.filter(|f| !f.rules.is_empty()) {
+            Some(f) => {
+                f.validate().map_err(AuthError::Refused)?;
+                Some(serde_json::to_string(f).map_err(|e| AuthError::Refused(e.to_string()))?)
+            }
+            None => None,
+        };
+        self.store.put_robot_federation(robot_id, text.as_deref(), now_ms(), origin).await?;
+        self.invalidate();
+        Ok(())
     }
 
     /// (De)activate one of `account`'s access keys.
@@ -1088,6 +1121,20 @@ impl Auth {
             let Some(r) = self.store.robot_by_name(username).await? else {
                 return Err(AuthError::BadCredentials);
             };
+            // An identity token of an issuer the robot trusts (workload identity federation).
+            if password.bytes().filter(|b| *b == b'.').count() == 2
+                && let Some(fed) = self.robot_federation(r.id).await?
+            {
+                return match self.federation.verify(&fed, password, now_ms() / 1000).await {
+                    Ok(claims) => {
+                        info!(robot = %username, iss = %claims["iss"], sub = %claims["sub"], "federated identity accepted");
+                        self.robot_principal(r)
+                    }
+                    Err(why) => {
+                        Err(AuthError::Refused(format!("{username} does not accept this identity token: {why}")))
+                    }
+                };
+            }
             let (pw, hash) = (password.to_owned(), r.secret_hash.clone());
             if !off_thread(move || secret::verify_stored(&pw, &hash)).await? {
                 return Err(AuthError::BadCredentials);

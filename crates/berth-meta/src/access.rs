@@ -369,6 +369,16 @@ pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
     async fn update_robot(&self, r: &RobotRecord, origin: &Origin) -> Result<bool, MetaError>;
     /// Replace the secret hash.
     async fn set_robot_secret(&self, id: i64, hash: &str, now: i64, origin: &Origin) -> Result<bool, MetaError>;
+    /// The trust rules of a robot's workload identity federation (JSON), if any.
+    async fn robot_federation(&self, id: i64) -> Result<Option<String>, MetaError>;
+    /// Set (or with `None` remove) them, logging the change; deleted with the robot.
+    async fn put_robot_federation(
+        &self,
+        id: i64,
+        config: Option<&str>,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<(), MetaError>;
     /// Delete a robot.
     async fn delete_robot(&self, id: i64, origin: &Origin) -> Result<bool, MetaError>;
 
@@ -1302,6 +1312,37 @@ impl AccessStore for SqlMetaStore {
         Ok(n > 0)
     }
 
+    async fn robot_federation(&self, id: i64) -> Result<Option<String>, MetaError> {
+        Ok(sqlx::query_scalar("SELECT config FROM robot_federation WHERE robot_id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn put_robot_federation(
+        &self,
+        id: i64,
+        config: Option<&str>,
+        now: i64,
+        origin: &Origin,
+    ) -> Result<(), MetaError> {
+        let change =
+            Change { kind: EventKind::RobotChanged, op: "federation", subject: Subject::Robot(id), at: now, origin };
+        match config {
+            Some(c) => {
+                self.logged(
+                    "INSERT INTO robot_federation (robot_id, config, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (robot_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                    vec![Bind::I(id), Bind::S(c), Bind::I(now)],
+                    change,
+                )
+                .await?
+            }
+            None => self.logged("DELETE FROM robot_federation WHERE robot_id = $1", vec![Bind::I(id)], change).await?,
+        };
+        Ok(())
+    }
+
     async fn delete_robot(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
         let change = Change {
             kind: EventKind::RobotChanged,
@@ -1317,6 +1358,7 @@ impl AccessStore for SqlMetaStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM robot_federation WHERE robot_id = $1").bind(id).execute(&mut *tx).await?;
         let n = sqlx::query("DELETE FROM robots WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
         if n > 0 {
             insert_events(&mut tx, self.backend(), &[e]).await?;

@@ -320,4 +320,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             updated_at BIGINT NOT NULL, PRIMARY KEY (repo, kind))",
         ],
     ),
+    (
+        28,
+        &[
+            // The identity tokens a robot accepts instead of its secret (workload identity
+            // federation): trust rules as JSON.
+            "CREATE TABLE robot_federation (robot_id BIGINT PRIMARY KEY, config TEXT NOT NULL,
+            updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

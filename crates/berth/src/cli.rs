@@ -226,6 +226,31 @@ pub enum RobotCommand {
         /// Full name.
         name: String,
     },
+    /// The identity tokens a robot accepts instead of its secret (workload identity
+    /// federation: GitHub Actions, GitLab CI, Kubernetes service accounts). With --issuer,
+    /// adds a trust rule; with --clear, removes them all; else shows them.
+    Trust {
+        /// Full name.
+        name: String,
+        /// The issuer (`iss`), e.g. https://token.actions.githubusercontent.com.
+        #[arg(long, requires_all = ["audience", "subject"])]
+        issuer: Option<String>,
+        /// A value the token's `aud` must hold.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The `sub` the token must have, `*` patterns allowed (e.g. 'repo:org/app:ref:refs/heads/main').
+        #[arg(long)]
+        subject: Option<String>,
+        /// Another claim the token must match, `NAME=PATTERN` (repeatable).
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// Where the issuer's keys are, when it publishes no OIDC discovery.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// Remove every rule.
+        #[arg(long, conflicts_with = "issuer")]
+        clear: bool,
+    },
 }
 
 /// `berth repo …`
@@ -1636,6 +1661,39 @@ pub async fn robot(args: &ApiArgs, cmd: RobotCommand) -> anyhow::Result<()> {
             let (_, v) = api.call(reqwest::Method::DELETE, &format!("/robots/{id}/login_locks"), None).await?;
             if !api.structured(&v)? {
                 println!("lifted the login locks of {name}");
+            }
+        }
+        RobotCommand::Trust { name, issuer, audience, subject, claims, jwks_url, clear } => {
+            let path = format!("/robots/{}/federation", robot_id(&api, &name).await?);
+            if clear {
+                api.call(reqwest::Method::DELETE, &path, None).await?;
+                println!("{name} accepts no identity tokens now");
+                return Ok(());
+            }
+            let (_, mut fed) = api.call(reqwest::Method::GET, &path, None).await?;
+            if let Some(issuer) = issuer {
+                let mut wanted = serde_json::Map::new();
+                for c in &claims {
+                    let (k, v) = c.split_once('=').with_context(|| format!("--claim {c:?}: write NAME=PATTERN"))?;
+                    wanted.insert(k.to_owned(), json!(v));
+                }
+                let mut rule = json!({"issuer": issuer, "audience": audience, "subject": subject, "claims": wanted});
+                if let Some(u) = jwks_url {
+                    rule["jwks_url"] = json!(u);
+                }
+                let mut rules = fed["rules"].as_array().cloned().unwrap_or_default();
+                rules.push(rule);
+                fed = api.call(reqwest::Method::PUT, &path, Some(json!({"rules": rules}))).await?.1;
+            }
+            if !api.structured(&fed)? {
+                let rows = fed["rules"].as_array().into_iter().flatten().map(|r| {
+                    let claims = r["claims"]
+                        .as_object()
+                        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default();
+                    vec![cell(&r["issuer"]), cell(&r["audience"]), cell(&r["subject"]), claims]
+                });
+                println!("{}", table(&["ISSUER", "AUDIENCE", "SUBJECT", "CLAIMS"], rows));
             }
         }
         RobotCommand::List => {

@@ -15,6 +15,7 @@ mod crash;
 mod disk;
 mod ecr;
 mod events;
+mod federation;
 mod gc;
 mod immutable;
 mod lifecycle;
