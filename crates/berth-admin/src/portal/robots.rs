@@ -367,6 +367,7 @@ async fn one_robot(
         .map(|t| t.trim().to_owned())
         .collect();
     actions.dedup();
+    let trust = s.auth.robot_federation(r.id).await.ok().flatten().unwrap_or_default();
     let endpoint = super::keys::endpoint(s, headers);
     let keys =
         super::keys::panel(s, &r.name, &format!("{here}/access-keys"), &c.csrf, may_manage, &notice, &endpoint).await;
@@ -383,6 +384,29 @@ async fn one_robot(
         }
         h2 { "Access keys" }
         (keys)
+        h2 { "Identity tokens it accepts" }
+        div.panel.stack #federation {
+            @if trust.rules.is_empty() {
+                p.muted { "None: it signs in with its secret only. " code { "berth robot trust" } " adds an issuer whose ID tokens (GitHub Actions, GitLab CI, Kubernetes) it accepts instead." }
+            } @else {
+                p { "CI jobs sign in as this robot with an ID token that one of these rules accepts (issued within the hour, not expired, signed by the issuer's published keys)." }
+                table {
+                    thead { tr { th { "Issuer" } th { "Audience" } th { "Subject" } th.hide-narrow { "Other claims" } } }
+                    tbody {
+                        @for rule in &trust.rules {
+                            tr {
+                                td { code { (rule.issuer) } }
+                                td { code { (rule.audience) } }
+                                td { code { (rule.subject) } }
+                                td.hide-narrow {
+                                    @for (k, v) in &rule.claims { code { (k) "=" (v) } " " }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     };
     project_page(s, &c, &p, "robot-account", content, status).await
 }

@@ -67,6 +67,12 @@ async fn a_robot_accepts_id_tokens_of_the_issuer_it_trusts() {
     assert!(table.contains(&base) && table.contains("repository_owner=org"), "{table}");
     let got: Value = s.api(Method::GET, &path, None).await.json().await.unwrap();
     assert_eq!(got, json!({"rules": [rule]}));
+    // The robot's page shows them.
+    let pid = s.api(Method::GET, "/projects/team", None).await.json::<Value>().await.unwrap()["project_id"].clone();
+    let web = crate::portal::Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let (st, page) = web.get(&format!("/harbor/projects/{pid}/robot-account/{rid}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("Identity tokens it accepts") && page.contains("repository_owner=org"), "{page}");
 
     // A CI job's token: skopeo logs in with it and pushes.
     let good = json!({"aud": "berth", "sub": "repo:org/app:ref:refs/heads/main", "repository_owner": "org"});

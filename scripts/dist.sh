@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The release binary as shipped: built with line tables, then split into a stripped binary
+# (dist/berth, what images and packages carry) and its debug file (dist/berth.debug, kept for
+# symbolising crash reports: gdb, addr2line and `eu-stack` find it through the binary's
+# .gnu_debuglink). Prints both sizes.
+#
+#   scripts/dist.sh            # cargo build --release, then dist/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p berth
+mkdir -p dist
+cp target/release/berth dist/berth
+objcopy --only-keep-debug dist/berth dist/berth.debug
+objcopy --strip-debug --add-gnu-debuglink=dist/berth.debug dist/berth
+chmod -x dist/berth.debug
+for f in dist/berth dist/berth.debug; do
+    printf '%-18s %6d MiB (%d MiB gzipped)\n' "$f" $(($(stat -c %s "$f") >> 20)) $(($(gzip -c "$f" | wc -c) >> 20))
+done
