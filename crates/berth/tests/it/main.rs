@@ -8,6 +8,7 @@ mod admin_api;
 mod api;
 mod attacks;
 mod authz;
+mod chart;
 mod cli;
 mod clients;
 mod conformance;
