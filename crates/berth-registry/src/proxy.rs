@@ -637,7 +637,7 @@ impl Proxy {
         // that stops any other way must not look like a complete body: see `tee` below.
         let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let finished_pump = finished.clone();
-        // The client's last chunk is held back until the whole blob checked out against its
+        // The client's last byte is held back until the whole blob checked out against its
         // digest: a damaged transfer ends short, so no client ever holds a complete wrong blob.
         tokio::spawn(async move {
             // What arrived together travels together (HTTP bodies come in ~16 KiB reads; a
@@ -661,11 +661,19 @@ impl Proxy {
                     store = !to_store.is_closed() && to_store.send(copy).await.is_ok();
                 }
                 match chunk {
-                    Ok(b) => {
-                        if client && let Some(prev) = held.replace(b) {
-                            client = !to_client.is_closed() && to_client.send(Ok(prev)).await.is_ok();
+                    // Only the last byte so far is held back: the rest goes out at once (a
+                    // whole small blob in one chunk still starts the answer).
+                    Ok(b) if client && !b.is_empty() => {
+                        let keep = b.slice(b.len() - 1..);
+                        let now = b.slice(..b.len() - 1);
+                        for part in held.replace(keep).into_iter().chain((!now.is_empty()).then_some(now)) {
+                            client = !to_client.is_closed() && to_client.send(Ok(part)).await.is_ok();
+                            if !client {
+                                break;
+                            }
                         }
                     }
+                    Ok(_) => {}
                     Err(e) => {
                         let _ = to_client.send(Err(std::io::Error::other(e))).await;
                         return;

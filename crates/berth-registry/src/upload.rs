@@ -226,11 +226,24 @@ impl Registry {
         body: Option<ByteStream>,
         digest: &Digest,
     ) -> Result<Committed, RegistryError> {
+        self.complete(repo, id, start, body, digest, false).await
+    }
+
+    /// `upload_complete`, with `verified` as in [`Registry::upload_monolithic_verified`].
+    async fn complete(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: Option<ByteStream>,
+        digest: &Digest,
+        verified: bool,
+    ) -> Result<Committed, RegistryError> {
         self.session(repo, id).await?;
         let slot = self.slot(id);
         let mut state = slot.lock().await;
         let lease = self.lease_upload(id).await?;
-        let done = self.complete_locked(repo, id, start, body, digest, &mut state, false).await;
+        let done = self.complete_locked(repo, id, start, body, digest, &mut state, verified).await;
         self.release_upload(id, lease).await;
         done
     }
@@ -302,8 +315,19 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<Committed, RegistryError> {
+        self.monolithic(repo, owner, digest, body, false).await
+    }
+
+    async fn monolithic(
+        &self,
+        repo: &RepoName,
+        owner: &str,
+        digest: &Digest,
+        body: ByteStream,
+        verified: bool,
+    ) -> Result<Committed, RegistryError> {
         let id = self.upload_start(repo, owner).await?;
-        let r = self.upload_complete(repo, &id, None, Some(body), digest).await;
+        let r = self.complete(repo, &id, None, Some(body), digest, verified).await;
         if r.is_err() {
             let _ = self.upload_cancel(repo, &id).await;
         }
@@ -320,21 +344,7 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<Committed, RegistryError> {
-        let id = self.upload_start(repo, owner).await?;
-        let r = async {
-            self.session(repo, &id).await?;
-            let slot = self.slot(&id);
-            let mut state = slot.lock().await;
-            let lease = self.lease_upload(&id).await?;
-            let done = self.complete_locked(repo, &id, None, Some(body), digest, &mut state, true).await;
-            self.release_upload(&id, lease).await;
-            done
-        }
-        .await;
-        if r.is_err() {
-            let _ = self.upload_cancel(repo, &id).await;
-        }
-        r
+        self.monolithic(repo, owner, digest, body, true).await
     }
 
     async fn rehash(&self, id: &str, alg: Algorithm) -> Result<Digest, RegistryError> {

@@ -65,6 +65,40 @@ impl Running {
     }
 }
 
+/// Serve `app` on `listener` (TLS when `tls`), with the connection limit and the timeouts
+/// for slow or idle clients: headers (and the next request on a kept-alive connection) must
+/// arrive within `limits.header_read_timeout`; bodies at `limits.min_upload_rate` (berth-oci).
+fn serve_on(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    cfg: &Config,
+    handle: &axum_server::Handle,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    let timeout = cfg.header_read_timeout;
+    let http = |b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
+        b.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+        b.http2().timer(hyper_util::rt::TokioTimer::new()).keep_alive_interval(timeout).keep_alive_timeout(timeout);
+    };
+    match tls {
+        Some(rc) => {
+            let mut server = axum_server::from_tcp_rustls(listener, rc)
+                .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
+                .handle(handle.clone());
+            http(server.http_builder());
+            tokio::spawn(async move { server.serve(svc).await })
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(conn::LimitAcceptor::new(cfg.max_connections, true))
+                .handle(handle.clone());
+            http(server.http_builder());
+            tokio::spawn(async move { server.serve(svc).await })
+        }
+    }
+}
+
 /// Open the configured metadata store (running migrations).
 pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<SqlMetaStore>> {
     Ok(match &cfg.metadata {
@@ -289,17 +323,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let ecr_app = berth_oci::observed(oci_state, berth_admin::ecr_router(ecr_state, addr.port()));
     let handle = axum_server::Handle::new();
-    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
     conn::raise_nofile_limit();
-    // Slow or idle clients: headers (and the next request on a kept-alive connection) must
-    // arrive within limits.header_read_timeout; bodies at limits.min_upload_rate (berth-oci).
-    let http = |b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
-        b.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(cfg.header_read_timeout);
-        b.http2()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(cfg.header_read_timeout)
-            .keep_alive_timeout(cfg.header_read_timeout);
-    };
     // TLS loads before the admin is created: a start that fails on its certificate must not
     // print (and lose) a generated password.
     let tls = match &cfg.tls {
@@ -330,43 +354,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             l.set_nonblocking(true)?;
             let ecr_addr = l.local_addr()?;
             let handle = axum_server::Handle::new();
-            let svc = ecr_app.into_make_service_with_connect_info::<SocketAddr>();
-            let task = match &tls {
-                Some(rc) => {
-                    let mut server = axum_server::from_tcp_rustls(l, rc.clone())
-                        .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
-                        .handle(handle.clone());
-                    http(server.http_builder());
-                    tokio::spawn(async move { server.serve(svc).await })
-                }
-                None => {
-                    let mut server = axum_server::from_tcp(l)
-                        .acceptor(conn::LimitAcceptor::new(cfg.max_connections, true))
-                        .handle(handle.clone());
-                    http(server.http_builder());
-                    tokio::spawn(async move { server.serve(svc).await })
-                }
-            };
+            let task = serve_on(l, ecr_app, tls.clone(), cfg, &handle);
             Some((ecr_addr, handle, task))
         }
         None => None,
     };
-    let task = match tls {
-        Some(rc) => {
-            let mut server = axum_server::from_tcp_rustls(listener, rc)
-                .map(|a| a.acceptor(conn::LimitAcceptor::new(cfg.max_connections, false)))
-                .handle(handle.clone());
-            http(server.http_builder());
-            tokio::spawn(async move { server.serve(svc).await })
-        }
-        None => {
-            let mut server = axum_server::from_tcp(listener)
-                .acceptor(conn::LimitAcceptor::new(cfg.max_connections, true))
-                .handle(handle.clone());
-            http(server.http_builder());
-            tokio::spawn(async move { server.serve(svc).await })
-        }
-    };
+    let task = serve_on(listener, app, tls, cfg, &handle);
     let mut background = Vec::new();
     // Changes made through any replica reach this one's caches through the event log.
     background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
