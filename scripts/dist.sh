@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p berth
 mkdir -p dist
-cp target/release/berth dist/berth
+cp "${CARGO_TARGET_DIR:-target}/release/berth" dist/berth
 objcopy --only-keep-debug dist/berth dist/berth.debug
 objcopy --strip-debug --add-gnu-debuglink=dist/berth.debug dist/berth
 chmod -x dist/berth.debug
