@@ -1046,6 +1046,27 @@ pub enum AccessKeyCommand {
     },
 }
 
+/// `berth healthcheck`: `GET /healthz` on this machine's server (the port of BERTH_LISTEN,
+/// default 5000; https when BERTH_TLS_CERT is set, its certificate not checked: it is
+/// loopback), failing unless it answers 200 within 5 s.
+pub async fn healthcheck(url: Option<String>) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let listen = std::env::var("BERTH_LISTEN").unwrap_or_else(|_| "0.0.0.0:5000".into());
+        let port = listen.rsplit(':').next().unwrap_or("5000").to_owned();
+        let scheme = if std::env::var_os("BERTH_TLS_CERT").is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{port}")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let target = format!("{}/healthz", url.trim_end_matches('/'));
+    let r = client.get(&target).send().await.with_context(|| format!("{target} did not answer"))?;
+    anyhow::ensure!(r.status().is_success(), "{target} answered {}", r.status());
+    println!("healthy");
+    Ok(())
+}
+
 /// `berth login-password`: the password alone, for `--password-stdin`.
 pub async fn login_password(args: &ApiArgs) -> anyhow::Result<()> {
     let api = Api::new(args)?;

@@ -8,11 +8,11 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Held while this process serves from a data directory; dropping it releases the lock.
 #[derive(Debug)]
@@ -40,8 +40,16 @@ pub fn secure(dir: &Path) -> anyhow::Result<Vec<String>> {
         }
         let old = meta.permissions().mode() & 0o777;
         if old & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("restricting the permissions of {}", path.display()))?;
+            match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+                // Run under an arbitrary UID (OpenShift) in a directory made for group 0: it
+                // is writable but not ours to change; the platform's volume is what keeps it private.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    warn!(path = %path.display(), mode = format!("{old:o}"), owner = meta.uid(),
+                          "cannot make the data directory private: another user owns it (keep it on a volume only Berth's group reads)");
+                    return Ok(());
+                }
+                r => r.with_context(|| format!("restricting the permissions of {}", path.display()))?,
+            }
             info!(path = %path.display(), from = format!("{old:o}"), to = format!("{mode:o}"), "made private: it holds keys and credential hashes");
             changed.push(format!("{} {old:o} -> {mode:o}", path.display()));
         }

@@ -270,6 +270,13 @@ enum Command {
     },
     /// Print the manual page (roff): `berth man | man -l -`.
     Man,
+    /// Ask the server on this machine whether it is healthy (`/healthz`); exit 0 if so, 1 if
+    /// not. The image's HEALTHCHECK. Default: the address BERTH_LISTEN names, on loopback.
+    Healthcheck {
+        /// The server's URL instead.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Administration on the metadata database itself (no server needed).
     Admin {
         #[command(subcommand)]
@@ -593,6 +600,7 @@ fn run() -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut cmd, "berth", &mut out);
             write_stdout(&out)
         }
+        Command::Healthcheck { url } => rt.block_on(cli::healthcheck(url)),
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;

@@ -18,6 +18,7 @@ mod ecr;
 mod events;
 mod federation;
 mod gc;
+mod image;
 mod immutable;
 mod lifecycle;
 mod oidc;
