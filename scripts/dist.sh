@@ -7,7 +7,14 @@
 #   scripts/dist.sh            # cargo build --release, then dist/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p berth
+# With cargo-auditable (installed by .ci/install.sh), the binary carries its crate list, so
+# scanners and SBOMs of the image see every Rust dependency.
+if cargo auditable --version >/dev/null 2>&1; then
+    cargo auditable build --release --locked -p berth
+else
+    echo "dist.sh: cargo-auditable not installed; the binary carries no dependency list" >&2
+    cargo build --release --locked -p berth
+fi
 mkdir -p dist
 cp "${CARGO_TARGET_DIR:-target}/release/berth" dist/berth
 objcopy --only-keep-debug dist/berth dist/berth.debug
