@@ -100,6 +100,18 @@ async fn a_robot_accepts_id_tokens_of_the_issuer_it_trusts() {
     )
     .await;
 
+    // `berth login-password` for the federated identity: a 12-hour password from the job's token.
+    let password = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .env("BERTH_URL", &s.base)
+            .env("BERTH_USERNAME", &robot)
+            .env("BERTH_PASSWORD", &token)
+            .arg("login-password"),
+    )
+    .await;
+    let r = client_as(&robot, password.trim()).get(s.url("/v2/team/app/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+
     // Each wrong token is refused at the token endpoint, saying why.
     let exchange = |password: String| {
         let (s, robot) = (&s, robot.clone());
