@@ -166,23 +166,25 @@ impl From<crate::ApiError> for EcrError {
     }
 }
 
-impl From<berth_scanner::MetaError> for EcrError {
-    fn from(e: berth_scanner::MetaError) -> EcrError {
-        crate::ApiError::from(e).into()
-    }
+/// The services' errors, through the management API's mapping to a status, then ECR's type.
+macro_rules! through_api_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EcrError {
+            fn from(e: $t) -> EcrError {
+                crate::ApiError::from(e).into()
+            }
+        }
+    )*};
 }
 
-impl From<AuthError> for EcrError {
-    fn from(e: AuthError) -> EcrError {
-        crate::ApiError::from(e).into()
-    }
-}
-
-impl From<berth_registry::RegistryError> for EcrError {
-    fn from(e: berth_registry::RegistryError) -> EcrError {
-        crate::ApiError::from(e).into()
-    }
-}
+through_api_error!(
+    berth_scanner::MetaError,
+    AuthError,
+    berth_registry::RegistryError,
+    berth_registry::UpstreamError,
+    berth_registry::ReplicationError,
+    Denied
+);
 
 type EcrResult = Result<Value, EcrError>;
 
@@ -380,8 +382,7 @@ impl Cx<'_> {
 
     /// Does the repository exist (with or without images)?
     async fn exists(&self, repo: &RepoName) -> Result<bool, EcrError> {
-        let project = repo.as_str().split('/').next().unwrap_or_default();
-        Ok(self.s.registry.project_repos(project).await?.iter().any(|r| r.name == repo.as_str()))
+        Ok(self.s.registry.repository_exists(repo).await?)
     }
 
     /// The repository `name` if the caller may do `perm` there (`ecr` for policies) and, when
@@ -397,15 +398,9 @@ impl Cx<'_> {
         ecr: EcrAction,
         must_exist: bool,
     ) -> Result<RepoName, EcrError> {
-        let registry_id = self.id();
+        // (`registryId` was checked for every operation: `other_registry`.)
         let repo = repo_name(input)?;
         let name = repo.as_str();
-        if let Some(id) = input["registryId"].as_str().filter(|id| *id != registry_id) {
-            return Err(EcrError::bad(
-                "InvalidParameterException",
-                format!("registryId {id} is not this registry's ({registry_id})"),
-            ));
-        }
         match self.s.auth.decide(self.p, Target::Repository(repo.as_str(), ecr), perm).await {
             Ok(()) if !must_exist || self.exists(&repo).await? => Ok(repo),
             Ok(()) => Err(not_found(self.id(), name)),
@@ -646,6 +641,7 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let origin = cx.origin();
     let (mut deleted, mut failures) = (Vec::new(), Vec::new());
     let fail = |id: &Value, code: &str, why: String| json!({"imageId": id, "failureCode": code, "failureReason": why});
+    let mut rows: Option<Vec<berth_registry::ArtifactRow>> = None;
     for id in ids {
         let reference = match (id["imageDigest"].as_str(), id["imageTag"].as_str()) {
             (_, Some(t)) => t.parse::<Reference>().map_err(|e| ("InvalidImageTag", e.to_string())),
@@ -659,8 +655,12 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
                 continue;
             }
         };
-        let rows = cx.s.registry.artifacts(&repo).await?;
-        let found = rows.iter().find(|a| match &reference {
+        // Read once, and again only after a delete changed them.
+        if rows.is_none() {
+            rows = Some(cx.s.registry.artifacts(&repo).await?);
+        }
+        let listing = rows.as_deref().unwrap_or_default();
+        let found = listing.iter().find(|a| match &reference {
             Reference::Digest(d) => &a.record.digest == d,
             Reference::Tag(t) => a.tags.iter().any(|(x, _)| x == t.as_str()),
         });
@@ -682,14 +682,18 @@ async fn batch_delete_image(cx: &Cx<'_>, input: &Value) -> EcrResult {
             Reference::Tag(t) => tags.iter().all(|x| x == t.as_str()),
         };
         // An image an index lists stays (its last tag may go).
-        let index = rows.iter().find(|r| r.children.contains(&digest));
+        let index = listing.iter().find(|r| r.children.contains(&digest));
         if let (Reference::Digest(_), Some(index)) = (&reference, index) {
             let why = format!("the index {} lists this image; delete that first", index.record.digest);
             failures.push(fail(id, "ImageReferencedByManifestList", why));
             continue;
         }
         let target = if whole && index.is_none() { Reference::Digest(digest.clone()) } else { reference.clone() };
-        match cx.s.registry.manifest_delete(&repo, &target, &origin).await {
+        let outcome = cx.s.registry.manifest_delete(&repo, &target, &origin).await;
+        if outcome.is_ok() {
+            rows = None;
+        }
+        match outcome {
             Ok(_) => match &reference {
                 Reference::Tag(t) => deleted.push(json!({"imageDigest": digest.to_string(), "imageTag": t.as_str()})),
                 Reference::Digest(_) if tags.is_empty() => deleted.push(json!({"imageDigest": digest.to_string()})),
@@ -854,13 +858,7 @@ async fn lifecycle(cx: &Cx<'_>, input: &Value, what: Lifecycle) -> EcrResult {
     };
     let policy = match what {
         Lifecycle::Get => cx.s.policies.lifecycle(repo.as_str()).await?.ok_or_else(missing)?,
-        Lifecycle::Delete => {
-            cx.s.policies
-                .delete_lifecycle(repo.as_str(), &cx.origin())
-                .await
-                .map_err(crate::ApiError::from)?
-                .ok_or_else(missing)?
-        }
+        Lifecycle::Delete => cx.s.policies.delete_lifecycle(repo.as_str(), &cx.origin()).await?.ok_or_else(missing)?,
         Lifecycle::Put => {
             let text = input["lifecyclePolicyText"]
                 .as_str()
@@ -1116,7 +1114,7 @@ async fn put_image_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResu
 /// `GetRegistryScanningConfiguration`.
 async fn get_registry_scanning_configuration(cx: &Cx<'_>) -> EcrResult {
     let registry_id = cx.id();
-    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await?;
     let stored = cx.s.auth.stored_setting(berth_scanner::REGISTRY_SCANNING).await?;
     let config: berth_scanner::RegistryScanning =
         stored.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
@@ -1125,7 +1123,7 @@ async fn get_registry_scanning_configuration(cx: &Cx<'_>) -> EcrResult {
 
 /// `PutRegistryScanningConfiguration` (system administrators).
 async fn put_registry_scanning_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
-    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await?;
     let mut doc = json!({"scanType": input.get("scanType").cloned().unwrap_or(json!("BASIC"))});
     doc["rules"] = input.get("rules").cloned().unwrap_or(json!([]));
     let config: berth_scanner::RegistryScanning = serde_json::from_value(doc)
@@ -1382,7 +1380,7 @@ async fn replication_configuration(cx: &Cx<'_>) -> Result<Value, EcrError> {
 /// `DescribeRegistry`.
 async fn describe_registry(cx: &Cx<'_>) -> EcrResult {
     let registry_id = cx.id();
-    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await?;
     Ok(json!({"registryId": registry_id, "replicationConfiguration": replication_configuration(cx).await?}))
 }
 
@@ -1393,7 +1391,7 @@ async fn describe_registry(cx: &Cx<'_>) -> EcrResult {
 /// `PREFIX_MATCH` filters select repositories by name prefix.
 async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult {
     let registry_id = cx.id();
-    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await?;
     let replication = crate::replication::replication(cx.s)?;
     let bad = |m: String| EcrError::bad("InvalidParameterException", m);
     let config = input
@@ -1465,11 +1463,11 @@ async fn put_replication_configuration(cx: &Cx<'_>, input: &Value) -> EcrResult 
     let origin = cx.origin();
     for old in replication.store().replication_policies().await? {
         if old.name.starts_with(ECR_REPLICATION) {
-            replication.delete(old.id, &origin).await.map_err(crate::ApiError::from)?;
+            replication.delete(old.id, &origin).await?;
         }
     }
     for spec in &specs {
-        replication.create(spec, &origin).await.map_err(crate::ApiError::from)?;
+        replication.create(spec, &origin).await?;
     }
     let stored = json!({"rules": rules});
     cx.s.auth.put_stored_setting(REGISTRY_REPLICATION, &stored, &origin).await?;
@@ -1524,7 +1522,7 @@ const SECRET_PREFIX: &str = "ecr-pullthroughcache/";
 /// registry endpoint the `credentialArn` names (`…:secret:ecr-pullthroughcache/<endpoint>`),
 /// else an anonymous endpoint of that URL, made when missing.
 async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult {
-    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await?;
     let bad = |m: String| EcrError::bad("InvalidParameterException", m);
     let prefix = input["ecrRepositoryPrefix"].as_str().unwrap_or_default();
     if !(2..=30).contains(&prefix.len()) || prefix.parse::<RepoName>().is_err() {
@@ -1537,7 +1535,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
         Some(p) => format!("{}/", p.trim_end_matches('/')),
         None => String::new(),
     };
-    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rules = cx.s.upstreams.cache_rules().await?;
     if rules.iter().any(|r| r.prefix == prefix) {
         return Err(EcrError::bad(
             "PullThroughCacheRuleAlreadyExistsException",
@@ -1554,7 +1552,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
             r.name
         )));
     }
-    let endpoints = cx.s.upstreams.list().await.map_err(crate::ApiError::from)?;
+    let endpoints = cx.s.upstreams.list().await?;
     let origin = cx.origin();
     let endpoint = match input["credentialArn"].as_str() {
         Some(arn) => {
@@ -1601,7 +1599,7 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
                     description: made_for(prefix),
                     ..Default::default()
                 };
-                cx.s.upstreams.create(&spec, &origin).await.map_err(crate::ApiError::from)?
+                cx.s.upstreams.create(&spec, &origin).await?
             }
         },
     };
@@ -1610,29 +1608,25 @@ async fn create_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult
         let settings = berth_auth::ProjectSettings::default();
         cx.s.auth.create_project(project, cx.p, &settings, &origin).await?;
     }
-    let made =
-        cx.s.upstreams
-            .create_cache_rule(prefix, endpoint, &upstream_prefix, 0, &origin)
-            .await
-            .map_err(crate::ApiError::from)?;
+    let made = cx.s.upstreams.create_cache_rule(prefix, endpoint, &upstream_prefix, 0, &origin).await?;
     if !made {
         return Err(EcrError::bad(
             "PullThroughCacheRuleAlreadyExistsException",
             format!("A pull through cache rule with the prefix '{prefix}' already exists"),
         ));
     }
-    let rule = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rule = cx.s.upstreams.cache_rules().await?;
     let rule = rule.iter().find(|r| r.prefix == prefix).cloned();
     let rule = rule.ok_or_else(|| EcrError::bad("ServerException", "the rule vanished"))?;
-    let endpoint = cx.s.upstreams.get(endpoint).await.map_err(crate::ApiError::from)?;
+    let endpoint = cx.s.upstreams.get(endpoint).await?;
     Ok(cache_rule_json((cx.id(), cx.region), &rule, &endpoint))
 }
 
 /// `DescribePullThroughCacheRules`: every rule (Harbor's proxy-cache projects included).
 async fn describe_pull_through_cache_rules(cx: &Cx<'_>, input: &Value) -> EcrResult {
-    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::Read).await?;
     let (start, max) = page(input, 100)?;
-    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rules = cx.s.upstreams.cache_rules().await?;
     let wanted: Option<Vec<&str>> =
         input["ecrRepositoryPrefixes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect());
     if let Some(missing) = wanted.iter().flatten().find(|w| !rules.iter().any(|r| r.prefix == **w)) {
@@ -1640,7 +1634,7 @@ async fn describe_pull_through_cache_rules(cx: &Cx<'_>, input: &Value) -> EcrRes
     }
     let mut list = Vec::new();
     for r in rules.iter().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.prefix.as_str()))) {
-        let endpoint = cx.s.upstreams.get(r.upstream_id).await.map_err(crate::ApiError::from)?;
+        let endpoint = cx.s.upstreams.get(r.upstream_id).await?;
         list.push(cache_rule_json((cx.id(), cx.region), r, &endpoint));
     }
     Ok(paged(list, start, max, "pullThroughCacheRules", |v| v))
@@ -1661,12 +1655,12 @@ fn no_cache_rule(prefix: &str) -> EcrError {
 /// `DeletePullThroughCacheRule`: nothing is pulled through under the prefix any more; what
 /// was cached stays (as in ECR), and so does the registry endpoint.
 async fn delete_pull_through_cache_rule(cx: &Cx<'_>, input: &Value) -> EcrResult {
-    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await.map_err(crate::ApiError::from)?;
+    cx.s.auth.decide(cx.p, Target::System, Perm::ManagePolicy).await?;
     let prefix = input["ecrRepositoryPrefix"].as_str().unwrap_or_default();
-    let rules = cx.s.upstreams.cache_rules().await.map_err(crate::ApiError::from)?;
+    let rules = cx.s.upstreams.cache_rules().await?;
     let rule = rules.iter().find(|r| r.prefix == prefix).cloned().ok_or_else(|| no_cache_rule(prefix))?;
-    let endpoint = cx.s.upstreams.get(rule.upstream_id).await.map_err(crate::ApiError::from)?;
-    cx.s.upstreams.delete_cache_rule(prefix, &cx.origin()).await.map_err(crate::ApiError::from)?;
+    let endpoint = cx.s.upstreams.get(rule.upstream_id).await?;
+    cx.s.upstreams.delete_cache_rule(prefix, &cx.origin()).await?;
     // The endpoint made for this rule goes with it, unless something else uses it now.
     if endpoint.description == made_for(prefix) {
         let _ = cx.s.upstreams.delete(endpoint.id, &cx.origin()).await;

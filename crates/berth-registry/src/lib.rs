@@ -554,6 +554,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Does the repository exist (with or without content)?
+    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool, RegistryError> {
+        Ok(self.meta.repo_exists(repo).await?)
+    }
+
     /// Create an empty repository; false when it exists already.
     pub async fn repository_create(&self, repo: &RepoName, origin: &Origin) -> Result<bool, RegistryError> {
         Ok(self.meta.create_repo(repo, origin).await?)

@@ -992,6 +992,7 @@ impl berth_meta::Consumer for ScanOnPush {
         events: &[berth_meta::EventRecord],
     ) -> Result<Vec<berth_meta::Effect>, berth_meta::ConsumerError> {
         let mut out = Vec::new();
+        let mut registry: Option<Option<RegistryScanning>> = None;
         for e in events.iter().map(|e| &e.event) {
             let (Some(repo), Some(digest)) = (e.repo.as_deref(), e.digest.as_deref()) else { continue };
             if e.kind == berth_meta::EventKind::ScanRequested {
@@ -1018,15 +1019,13 @@ impl berth_meta::Consumer for ScanOnPush {
                     .is_some_and(|v| v["scanOnPush"] == true),
                 Err(_) => false,
             };
-            let registry_wants = || async {
+            // The registry's rules are read once per batch, and only if some push needs them.
+            if !repo_wants && registry.is_none() {
                 let stored = self.auth.stored_setting(REGISTRY_SCANNING).await?;
-                Ok::<_, berth_auth::AuthError>(
-                    stored
-                        .and_then(|v| serde_json::from_value::<RegistryScanning>(v).ok())
-                        .is_some_and(|r| r.on_push(repo)),
-                )
-            };
-            if repo_wants || registry_wants().await? {
+                registry = Some(stored.and_then(|v| serde_json::from_value::<RegistryScanning>(v).ok()));
+            }
+            let registry_wants = || registry.as_ref().and_then(Option::as_ref).is_some_and(|r| r.on_push(repo));
+            if repo_wants || registry_wants() {
                 out.push(berth_meta::Effect::Job(scan_job(repo, digest, project.settings.auto_sbom)));
             }
         }

@@ -36,16 +36,27 @@ enum Outcome {
     Error(String),
 }
 
+/// The project of a robot-account page, for who may see its robots; else the page saying why.
+async fn open_robots(
+    s: &AdminState,
+    headers: &HeaderMap,
+    id: i64,
+    here: &str,
+) -> Result<(super::Ctx, berth_auth::ProjectRecord), Response> {
+    let (c, p) = open(s, headers, id, here).await?;
+    if !c.may(s, Target::Project(&p), Perm::ReadRobots).await {
+        let content = html! { p { "You may not see this project's robot accounts." } };
+        return Err(project_page(s, &c, &p, "robot-account", content, StatusCode::FORBIDDEN).await);
+    }
+    Ok((c, p))
+}
+
 async fn page(s: &AdminState, headers: &HeaderMap, id: i64, outcome: Outcome, status: StatusCode) -> Response {
     let here = format!("/harbor/projects/{id}/robot-account");
-    let (c, p) = match open(s, headers, id, &here).await {
+    let (c, p) = match open_robots(s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !c.may(s, Target::Project(&p), Perm::ReadRobots).await {
-        let content = html! { p { "You may not see this project's robot accounts." } };
-        return project_page(s, &c, &p, "robot-account", content, StatusCode::FORBIDDEN).await;
-    }
     let token = &c.csrf;
     let may_manage = c.may(s, Target::Project(&p), Perm::ManageRobots).await;
     let robots: Vec<_> =
@@ -341,14 +352,10 @@ async fn one_robot(
     status: StatusCode,
 ) -> Response {
     let here = format!("/harbor/projects/{id}/robot-account/{rid}");
-    let (c, p) = match open(s, headers, id, &here).await {
+    let (c, p) = match open_robots(s, headers, id, &here).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !c.may(s, Target::Project(&p), Perm::ReadRobots).await {
-        let content = html! { p { "You may not see this project's robot accounts." } };
-        return project_page(s, &c, &p, "robot-account", content, StatusCode::FORBIDDEN).await;
-    }
     let r = match s.auth.robot(rid).await {
         Ok(Some(r)) if r.project_id == Some(p.id) => r,
         _ => {
