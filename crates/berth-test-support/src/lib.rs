@@ -14,8 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-/// The one PostgreSQL server of this test process: its admin URL (database `postgres`).
-static PG_ADMIN_URL: OnceLock<String> = OnceLock::new();
+/// The one PostgreSQL server of this test process: its admin URL (database `postgres`), or
+/// why it did not start. A failed start is remembered, so every later test fails at once with
+/// the same reason instead of trying again (and timing out again).
+static PG_ADMIN_URL: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// Run `start` (which panics when it fails) and keep its panic message as the error.
+fn caught<T>(start: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(start)).map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "(no message)".to_owned())
+    })
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
@@ -124,7 +136,10 @@ impl PgServer {
 
 /// A URL to a new, empty database on this process's PostgreSQL server.
 pub async fn postgres_database() -> String {
-    let admin = PG_ADMIN_URL.get_or_init(start_server).clone();
+    let admin = match PG_ADMIN_URL.get_or_init(|| caught(start_server)) {
+        Ok(url) => url.clone(),
+        Err(why) => panic!("PostgreSQL for the tests did not start: {why}"),
+    };
     sqlx::any::install_default_drivers();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.expect("connect to PostgreSQL");
@@ -148,7 +163,8 @@ pub struct S3Location {
     pub secret_access_key: String,
 }
 
-static S3_ENDPOINT: OnceLock<(String, String)> = OnceLock::new();
+/// SeaweedFS's endpoint and bucket, or why it did not start (remembered, as for PostgreSQL).
+static S3_ENDPOINT: OnceLock<Result<(String, String), String>> = OnceLock::new();
 
 const S3_KEY: &str = "berthtest";
 const S3_SECRET: &str = "berthtestsecret";
@@ -230,12 +246,16 @@ fn try_start_seaweedfs() -> Result<(String, String), String> {
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
     let tail: Vec<&str> = log.lines().rev().take(20).collect();
-    Err(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    let df = Command::new("df").args(["-h", "/tmp"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    Err(format!("{}\n(df -h /tmp: {})", tail.into_iter().rev().collect::<Vec<_>>().join("\n"), df.unwrap_or_default()))
 }
 
 /// A fresh place in the test process's S3 server.
 pub fn s3_location() -> S3Location {
-    let (endpoint, bucket) = S3_ENDPOINT.get_or_init(start_seaweedfs).clone();
+    let (endpoint, bucket) = match S3_ENDPOINT.get_or_init(|| caught(start_seaweedfs)) {
+        Ok(started) => started.clone(),
+        Err(why) => panic!("SeaweedFS for the tests did not start: {why}"),
+    };
     S3Location {
         endpoint,
         bucket,
