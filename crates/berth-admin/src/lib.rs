@@ -45,6 +45,7 @@ mod shapes;
 mod system;
 mod users;
 mod web;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct AdminState {
     pub upstreams: Arc<berth_registry::Upstreams>,
     /// Replication policies and runs (absent: no replication API).
     pub replication: Option<Arc<berth_registry::Replication>>,
+    /// Webhook policies and deliveries (absent: no webhook API).
+    pub webhooks: Option<Arc<berth_webhook::Webhooks>>,
     /// The pull-through caches (for their counts; absent: none shown).
     pub proxy: Option<Arc<berth_registry::Proxy>>,
     /// The URL clients reach Berth at, if configured.
@@ -113,6 +116,7 @@ impl AdminState {
         AdminState {
             upstreams,
             replication: None,
+            webhooks: None,
             proxy: None,
             jobs,
             gc,
@@ -564,6 +568,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(labels::routes())
         .merge(registries::routes())
         .merge(replication::routes())
+        .merge(webhooks::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

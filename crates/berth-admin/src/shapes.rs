@@ -1,28 +1,12 @@
 //! Harbor's shapes of scan reports and CVE allowlists, shared by the project, repository
 //! and scan endpoints (a leaf module: it calls no other endpoint module).
 
-use berth_scan::report::{Report, allowlisted};
-use berth_scanner::ScanRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{AdminState, ApiError, bad_request, time};
 
-/// The report MIME type Harbor keys reports by.
-pub(crate) const REPORT_MIME: &str = "application/vnd.security.vulnerability.report; version=1.1";
-
-pub(crate) fn scanner_json() -> Value {
-    json!({"name": "Berth", "vendor": "Berth", "version": env!("CARGO_PKG_VERSION")})
-}
-
-pub(crate) fn status_word(rec: &ScanRecord) -> &'static str {
-    match rec.status.as_str() {
-        "done" => "Success",
-        "running" => "Running",
-        "failed" => "Error",
-        _ => "Pending",
-    }
-}
+pub(crate) use berth_scanner::{REPORT_MIME, scanner_json, status_word};
 
 /// The `scan_overview` of an artifact, Harbor's shape (`None` when it was never scanned).
 pub(crate) async fn overview(
@@ -30,30 +14,7 @@ pub(crate) async fn overview(
     project: &berth_auth::ProjectRecord,
     digest: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let Some(rec) = s.scans.record(digest).await? else { return Ok(None) };
-    let mut o = json!({
-        "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
-        "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
-        "complete_percent": if rec.status == "done" { 100 } else { 0 },
-    });
-    if let (Some(start), Some(end)) = (rec.started_at, rec.finished_at) {
-        o["duration"] = json!((end - start).max(0) / 1000);
-    }
-    if let Some(e) = &rec.error {
-        o["error"] = json!(e);
-    }
-    if let Some(text) = &rec.report {
-        let report: Report = serde_json::from_str(text).map_err(|e| bad_request(e.to_string()))?;
-        let ids =
-            s.scans.allowed_ids(project).await.map_err(|e| ApiError::internal("the scanner", format!("{e:#}")))?;
-        let sum = report.summary(&allowlisted(&ids));
-        o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
-        o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
-        if let Some(why) = &report.not_applicable {
-            o["not_applicable"] = json!(why);
-        }
-    }
-    Ok(Some(json!({ REPORT_MIME: o })))
+    s.scans.harbor_overview(project, digest).await.map_err(|e| ApiError::internal("the scanner", format!("{e:#}")))
 }
 
 #[derive(Deserialize)]

@@ -95,7 +95,14 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
             let what = detail("name").unwrap_or_default();
             (if op == "delete" || op == "create" { op.as_str() } else { "update" }, "registry", what, "success", None)
         }
-        EventKind::ScanCompleted | EventKind::BlobPushed | EventKind::BlobPulled => return None,
+        // Outcomes, not acts (webhooks carry them).
+        EventKind::ScanCompleted
+        | EventKind::BlobPushed
+        | EventKind::BlobPulled
+        | EventKind::QuotaExceeded
+        | EventKind::QuotaWarning
+        | EventKind::ReplicationFinished
+        | EventKind::RetentionFinished => return None,
         EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
         EventKind::AllowlistChanged => {
             ("update", "allowlist", detail("scope").unwrap_or_else(|| "system".into()), "success", None)

@@ -1680,6 +1680,8 @@ fn perm_words(p: Perm) -> &'static str {
         Perm::ManageRobots => "manage robot accounts",
         Perm::ManagePolicy => "manage policies",
         Perm::ReadLogs => "read the audit log",
+        Perm::ReadWebhooks => "see webhooks",
+        Perm::ManageWebhooks => "manage webhooks",
         Perm::CreateProject => "create projects",
         Perm::Administer => "administer the registry",
     }

@@ -42,6 +42,10 @@ pub enum Perm {
     ManagePolicy,
     /// Read the project's audit log.
     ReadLogs,
+    /// See the project's webhook policies and their deliveries.
+    ReadWebhooks,
+    /// Create, change, test and delete webhook policies; redeliver.
+    ManageWebhooks,
     /// Create projects (a system permission).
     CreateProject,
     /// Manage users, system robots, jobs and system settings (a system permission).
@@ -50,7 +54,7 @@ pub enum Perm {
 
 impl Perm {
     /// Every permission.
-    pub const ALL: [Perm; 17] = [
+    pub const ALL: [Perm; 19] = [
         Perm::Pull,
         Perm::Push,
         Perm::DeleteArtifact,
@@ -66,6 +70,8 @@ impl Perm {
         Perm::ManageRobots,
         Perm::ManagePolicy,
         Perm::ReadLogs,
+        Perm::ReadWebhooks,
+        Perm::ManageWebhooks,
         Perm::CreateProject,
         Perm::Administer,
     ];
@@ -201,6 +207,7 @@ impl Role {
                 ReadMembers,
                 ReadRobots,
                 ReadLogs,
+                ReadWebhooks,
             ]),
             Role::Developer => PermSet::of(&[Pull, Push, CreateTag, Read, ReadMembers, ReadLogs]),
             Role::Guest => PermSet::of(&[Pull, Read, ReadMembers, ReadLogs]),
@@ -258,6 +265,8 @@ pub fn access_perm(resource: &str, action: &str) -> Option<Perm> {
         ("tag", "create") => Perm::CreateTag,
         ("tag", "delete") => Perm::DeleteTag,
         ("scan", "create" | "stop" | "read") => Perm::Scan,
+        ("notification-policy", "read" | "list") => Perm::ReadWebhooks,
+        ("notification-policy", "create" | "update" | "delete") => Perm::ManageWebhooks,
         _ => return None,
     })
 }
@@ -306,7 +315,8 @@ pub fn parse_permissions(
                     format!("permissions[{i}].access[{j}]"),
                     format!(
                         "unknown resource/action {}/{}: use repository pull|push|delete|list, artifact delete|read|list, \
-                         tag create|delete|list, scan create|stop|read or project read",
+                         tag create|delete|list, scan create|stop|read, notification-policy \
+                         read|list|create|update|delete or project read",
                         a.resource, a.action
                     ),
                 ));

@@ -150,6 +150,10 @@ impl Config {
             (Some("ecr"), "registry_id") => s(&self.ecr_registry_id),
             (Some("ecr"), "region") => self.ecr_region.as_deref().and_then(s),
             (Some("ecr"), "listen") => self.ecr_listen.map(|a| a.to_string()).as_deref().and_then(s),
+            (Some("webhooks"), "allowed_hosts") => s(&self.webhooks.allowed_hosts.join(",")),
+            (Some("webhooks"), "max_attempts") => n(u64::from(self.webhooks.max_attempts)),
+            (Some("webhooks"), "retry_base") => d(self.webhooks.retry_base),
+            (Some("webhooks"), "timeout") => d(self.webhooks.timeout),
             (Some("storage"), "backend") => s(if s3.is_some() { "s3" } else { "filesystem" }),
             (Some("storage"), "path") => match &self.storage {
                 StorageConfig::Filesystem { path } => p(path),

@@ -106,6 +106,8 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     /// The ECR-compatible API.
     pub ecr: Option<RawEcr>,
+    /// Webhook delivery.
+    pub webhooks: Option<RawWebhooks>,
     /// The vulnerability scanner.
     pub scanner: Option<RawScanner>,
     /// Blob storage.
@@ -241,6 +243,65 @@ pub struct RawEcr {
     pub region: Option<String>,
     /// An extra address serving only the ECR API (it is always on the main listener too).
     pub listen: Option<String>,
+}
+
+/// One string (comma-separated, as environment variables give it) or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StrOrList {
+    /// `"127.0.0.1, hooks.internal"`
+    Str(String),
+    /// `["127.0.0.1", "hooks.internal"]`
+    List(Vec<String>),
+}
+
+impl StrOrList {
+    fn items(&self) -> Vec<String> {
+        let all: Vec<String> = match self {
+            StrOrList::Str(s) => s.split(',').map(str::to_owned).collect(),
+            StrOrList::List(l) => l.clone(),
+        };
+        all.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    }
+}
+
+/// `[webhooks]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    /// Receivers allowed despite the SSRF guard (loopback, link-local and cloud metadata
+    /// addresses are refused otherwise): IP addresses, networks or host names.
+    pub allowed_hosts: Option<StrOrList>,
+    /// Tries before a delivery gives up (then it waits as a dead letter).
+    pub max_attempts: Option<NumOrString>,
+    /// Delay before the first retry; each later one doubles it (at most an hour).
+    pub retry_base: Option<NumOrString>,
+    /// Longest a receiver may take to answer.
+    pub timeout: Option<NumOrString>,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Receivers allowed despite the SSRF guard.
+    pub allowed_hosts: Vec<String>,
+    /// Tries before a delivery gives up.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub retry_base: Duration,
+    /// Longest a receiver may take.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allowed_hosts: Vec::new(),
+            max_attempts: 10,
+            retry_base: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[audit]`
@@ -545,6 +606,8 @@ pub struct Config {
     pub ecr_region: Option<String>,
     /// An extra listener for the ECR API alone.
     pub ecr_listen: Option<SocketAddr>,
+    /// Webhook delivery.
+    pub webhooks: WebhookConfig,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
     /// Most audit entries kept.
@@ -604,6 +667,10 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_ECR_REGISTRY_ID", Some("ecr"), "registry_id"),
     ("BERTH_ECR_REGION", Some("ecr"), "region"),
     ("BERTH_ECR_LISTEN", Some("ecr"), "listen"),
+    ("BERTH_WEBHOOKS_ALLOWED_HOSTS", Some("webhooks"), "allowed_hosts"),
+    ("BERTH_WEBHOOKS_MAX_ATTEMPTS", Some("webhooks"), "max_attempts"),
+    ("BERTH_WEBHOOKS_RETRY_BASE", Some("webhooks"), "retry_base"),
+    ("BERTH_WEBHOOKS_TIMEOUT", Some("webhooks"), "timeout"),
     ("BERTH_STORAGE_BACKEND", Some("storage"), "backend"),
     ("BERTH_STORAGE_PATH", Some("storage"), "path"),
     ("BERTH_STORAGE_ENDPOINT", Some("storage"), "endpoint"),
@@ -1038,6 +1105,36 @@ impl Config {
             })?),
             None => None,
         };
+        let hooks = raw.webhooks.unwrap_or_default();
+        let mut webhooks = WebhookConfig::default();
+        if let Some(h) = &hooks.allowed_hosts {
+            webhooks.allowed_hosts = h.items();
+            if let Some(bad) = webhooks.allowed_hosts.iter().find(|h| h.contains(char::is_whitespace)) {
+                return Err(ConfigError::Invalid {
+                    key: "webhooks.allowed_hosts",
+                    message: format!("{bad:?}: give IP addresses, networks (10.0.0.0/8) or host names"),
+                });
+            }
+        }
+        if let Some(v) = &hooks.max_attempts {
+            let n = parse_size("webhooks.max_attempts", v)?;
+            if !(1..=100).contains(&n) {
+                return Err(ConfigError::Invalid { key: "webhooks.max_attempts", message: "must be 1 to 100".into() });
+            }
+            webhooks.max_attempts = n as u32;
+        }
+        if let Some(v) = &hooks.retry_base {
+            webhooks.retry_base = parse_duration("webhooks.retry_base", v)?;
+            if webhooks.retry_base < Duration::from_millis(10) || webhooks.retry_base > Duration::from_secs(3600) {
+                return Err(ConfigError::Invalid { key: "webhooks.retry_base", message: "must be 10ms to 1h".into() });
+            }
+        }
+        if let Some(v) = &hooks.timeout {
+            webhooks.timeout = parse_duration("webhooks.timeout", v)?;
+            if webhooks.timeout < Duration::from_millis(100) || webhooks.timeout > Duration::from_secs(300) {
+                return Err(ConfigError::Invalid { key: "webhooks.timeout", message: "must be 100ms to 5min".into() });
+            }
+        }
         let audit = raw.audit.unwrap_or_default();
         let audit_retention = match &audit.retention {
             Some(v) => parse_duration("audit.retention", v)?,
@@ -1159,6 +1256,7 @@ impl Config {
             ecr_registry_id,
             ecr_region,
             ecr_listen,
+            webhooks,
             cache_upstream_timeout,
             storage,
             metadata,

@@ -1076,6 +1076,7 @@ impl AccessStore for SqlMetaStore {
             // Nor its immutable tag rules, nor its storage limit (unless repositories of that
             // name still hold content: their accounting stays right).
             sqlx::query("DELETE FROM immutable_rules WHERE project = $1").bind(&name).execute(&mut *tx).await?;
+            crate::webhook::delete_project_webhooks(&mut tx, &name).await?;
             // Nor its labels.
             sqlx::query("DELETE FROM artifact_labels WHERE label_id IN (SELECT id FROM labels WHERE scope = 'p' AND project = $1)")
                 .bind(&name)

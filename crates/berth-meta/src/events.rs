@@ -150,6 +150,16 @@ event_kinds! {
     LoginSucceeded => "login.succeeded",
     /// A login failed (`actor` is the name tried; `data.detail`).
     LoginFailed => "login.failed",
+    /// A push was refused for the project's storage quota (`repo`, `digest` when known;
+    /// `data.details`).
+    QuotaExceeded => "quota.exceeded",
+    /// A project's storage usage crossed 85 % of its limit (`repo`, `digest`; `data.details`).
+    QuotaWarning => "quota.warning",
+    /// A replication run ended (`project`: a local project it copied from or into; `data`:
+    /// Harbor's `replication` webhook object).
+    ReplicationFinished => "replication.finished",
+    /// A tag retention run ended (`project`; `data`: Harbor's `retention` webhook object).
+    RetentionFinished => "retention.finished",
 }
 
 /// An event to append.
@@ -268,6 +278,8 @@ pub enum Effect {
     },
     /// Enqueue a job (de-duplicated by its key as usual).
     Job(NewJob),
+    /// Create a webhook delivery (skipped if this policy, event and target already have one).
+    Webhook(crate::webhook::NewWebhookDelivery),
     /// Add to a project's usage of one day (UTC days since the epoch), and record the
     /// project's storage usage then.
     Usage {
@@ -425,6 +437,7 @@ async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect
             Ok(())
         }
         Effect::Job(job) => insert_job(tx, job, now).await.map(drop),
+        Effect::Webhook(d) => crate::webhook::insert_delivery(tx, d).await,
         Effect::Usage { project, day, pushed_bytes, pulled_bytes, pushes, pulls, today } => {
             sqlx::query(
                 "INSERT INTO usage_daily (project, day, stored_bytes, pushed_bytes, pulled_bytes, pushes, pulls)

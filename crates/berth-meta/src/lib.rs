@@ -36,6 +36,7 @@ mod scan;
 mod schema;
 mod sql;
 mod upstream;
+mod webhook;
 
 use berth_types::{Digest, RepoName, Tag};
 
@@ -56,6 +57,7 @@ pub use replication::{ReplicationExecutionRecord, ReplicationPolicyRecord, Repli
 pub use scan::{ExportRecord, ScanRecord, ScanRequest, ScanStore, VulnSource};
 pub use sql::SqlMetaStore;
 pub use upstream::{CacheRule, UpstreamRecord, UpstreamStore};
+pub use webhook::{DeliveryOutcome, NewWebhookDelivery, WebhookDeliveryRecord, WebhookPolicyRecord, WebhookStore};
 
 /// Milliseconds since the Unix epoch.
 /// How long [`MetaStore::pin_blob`] protects a blob whose bytes an upload is committing. A
@@ -253,7 +255,16 @@ pub struct UploadRecord {
 /// writes are durable when they return; `put_manifest` is atomic.
 #[async_trait::async_trait]
 pub trait MetaStore:
-    QuotaStore + PolicyStore + LabelStore + UpstreamStore + ReplicationStore + Send + Sync + 'static
+    QuotaStore
+    + PolicyStore
+    + LabelStore
+    + UpstreamStore
+    + ReplicationStore
+    + WebhookStore
+    + EventLog
+    + Send
+    + Sync
+    + 'static
 {
     /// Reserve a blob before its bytes are committed to the blob store: create its row (or
     /// keep the existing one) and protect it from garbage collection until `until`. Waits for

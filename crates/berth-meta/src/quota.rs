@@ -47,6 +47,9 @@ pub fn project_of(repo: &str) -> &str {
     repo.split('/').next().unwrap_or(repo)
 }
 
+/// The share of a project's limit at which usage is worth a warning (Harbor's 85 %).
+pub const WARN_PERCENT: i64 = 85;
+
 /// Add (`delta` 1) or remove (`delta` -1) one link of `digest` (`size` bytes) in `repo`'s
 /// project, inside the caller's transaction. When the first link adds the object's bytes,
 /// the project's limit is checked.
@@ -108,6 +111,26 @@ pub(crate) async fn adjust(
     .fetch_one(&mut **tx)
     .await?;
     let (hard, used): (i64, i64) = (row.try_get("hard")?, row.try_get("used")?);
+    // Crossing 85 % of the limit is an event (webhooks' QUOTA_WARNING), once per crossing.
+    if change > 0
+        && hard > 0
+        && used <= hard
+        && used * 100 >= hard * WARN_PERCENT
+        && (used - change) * 100 < hard * WARN_PERCENT
+    {
+        let details = format!(
+            "quota usage reached {WARN_PERCENT}%: project {project} uses {} of {}",
+            berth_types::human_bytes(used as u64),
+            berth_types::human_bytes(hard as u64)
+        );
+        let e = crate::NewEvent::new(crate::EventKind::QuotaWarning, now, &crate::Origin::system())
+            .repo(repo)
+            .digest(digest)
+            .data(serde_json::json!({ "details": details }));
+        let backend =
+            if tx.backend_name() == "PostgreSQL" { crate::sql::Backend::Postgres } else { crate::sql::Backend::Sqlite };
+        crate::events::insert_events(tx, backend, &[e]).await?;
+    }
     if change > 0 && hard >= 0 && used > hard {
         return Err(MetaError::QuotaExceeded {
             project: project.to_owned(),

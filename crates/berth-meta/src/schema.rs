@@ -329,4 +329,22 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        29,
+        &[
+            // Webhooks (Harbor's webhook policies): a project's receivers, and one delivery per
+            // (policy, event, target), created by the `webhooks` consumer (`webhook.rs`).
+            "CREATE TABLE webhook_policies (id {SERIAL}, project {NAME} NOT NULL, name TEXT NOT NULL,
+            description TEXT NOT NULL, enabled BIGINT NOT NULL, event_types TEXT NOT NULL, targets TEXT NOT NULL,
+            secret TEXT NOT NULL, creator TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+            UNIQUE (project, name))",
+            "CREATE TABLE webhook_deliveries (id {SERIAL}, policy_id BIGINT NOT NULL, seq BIGINT NOT NULL,
+            target BIGINT NOT NULL, event_type TEXT NOT NULL, notify_type TEXT NOT NULL, address TEXT NOT NULL,
+            payload TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL,
+            holder TEXT, lease_until BIGINT, last_code BIGINT, log TEXT NOT NULL, created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL, ended_at BIGINT, UNIQUE (policy_id, seq, target))",
+            "CREATE INDEX webhook_deliveries_open ON webhook_deliveries (status, next_at)",
+            "CREATE INDEX webhook_deliveries_head ON webhook_deliveries (policy_id, target, status, id)",
+        ],
+    ),
 ];

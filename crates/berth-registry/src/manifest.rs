@@ -70,6 +70,26 @@ impl Registry {
         origin: &Origin,
         later_children: bool,
     ) -> Result<PutManifestOutcome, RegistryError> {
+        let kept = body.clone();
+        let r =
+            self.put_manifest_unlogged(repo, reference, content_type, body, extra_tags, origin, later_children).await;
+        if matches!(r, Err(RegistryError::QuotaExceeded(_))) {
+            return self.quota_event(repo, Some(&Digest::sha256_of(&kept)), r).await;
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_manifest_unlogged(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+        origin: &Origin,
+        later_children: bool,
+    ) -> Result<PutManifestOutcome, RegistryError> {
         if body.len() > self.opts.max_manifest_bytes {
             return Err(RegistryError::TooLarge { what: "manifest", limit: self.opts.max_manifest_bytes });
         }

@@ -180,6 +180,28 @@ impl Registry {
         if run.kind != LIFECYCLE_PREVIEW && !run.dry_run && status == "Success" {
             self.meta.mark_policy_evaluated(run.policy_id, now_ms()).await?;
         }
+        if run.kind == RETENTION {
+            // Harbor's `retention` webhook object (TAG_RETENTION).
+            let tasks = result["tasks"].as_array().cloned().unwrap_or_default();
+            let sum = |k: &str| tasks.iter().filter_map(|t| t[k].as_i64()).sum::<i64>();
+            let deleted: Vec<Value> =
+                tasks.iter().flat_map(|t| t["deleted"].as_array().cloned().unwrap_or_default()).collect();
+            let data = json!({
+                "total": sum("total"), "retained": sum("retained"), "project_name": run.scope,
+                "retention_policy_id": run.policy_id, "result": status.to_uppercase(), "dry_run": run.dry_run,
+                "deleted_artifact": deleted,
+            });
+            let e = berth_meta::NewEvent::new(
+                berth_meta::EventKind::RetentionFinished,
+                now_ms(),
+                &berth_meta::Origin::new(run.trigger.clone(), None),
+            )
+            .project(&run.scope)
+            .data(data);
+            if let Err(err) = self.meta.append_events(&[e]).await {
+                tracing::warn!(run = id, error = %err, "the end of a retention run could not be logged as an event");
+            }
+        }
         Ok(())
     }
 
@@ -277,6 +299,7 @@ impl Registry {
             let im = self.immutability(&repo).await.map_err(err)?;
             let listed: HashSet<&Digest> = images.iter().flat_map(|a| a.children.iter()).collect();
             let mut log = Vec::new();
+            let mut deleted = Vec::new();
             let mut retained = 0;
             let mut status = "Success";
             for (a, k) in images.iter().zip(&kept) {
@@ -299,6 +322,13 @@ impl Registry {
                     retained += 1;
                 }
                 let tags: Vec<&str> = a.tags.iter().map(|(t, _)| t.as_str()).collect();
+                if verdict.starts_with("DEL") {
+                    let name = match tags.first() {
+                        Some(t) => format!("{}:{t}", summary.name),
+                        None => format!("{}@{}", summary.name, a.record.digest),
+                    };
+                    deleted.push(json!({"type": "image", "status": "SUCCESS", "name_tag": name}));
+                }
                 log.push([
                     a.record.digest.to_string(),
                     if tags.is_empty() { "<none>".to_string() } else { tags.join(",") },
@@ -310,7 +340,7 @@ impl Registry {
             let mut task = json!({
                 "id": tasks.len() + 1, "repository": summary.name, "status": status,
                 "total": images.len(), "retained": retained,
-                "start_time": start, "end_time": now_ms(), "log": table(&log),
+                "start_time": start, "end_time": now_ms(), "log": table(&log), "deleted": deleted,
             });
             if run.id == 0 {
                 task["images"] = json!(log); // a preview (`policy_dry_run`) shows them as a table

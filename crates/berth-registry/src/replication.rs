@@ -604,7 +604,7 @@ impl Replication {
         if e.status != "InProgress" {
             return Err(ReplicationError::Conflict(format!("execution {execution} has ended ({})", e.status)));
         }
-        self.meta.finish_replication_execution(execution, "Stopped", "stopped by a user", now_ms()).await?;
+        self.finish(execution, "Stopped", "stopped by a user").await?;
         Ok(())
     }
 
@@ -683,7 +683,7 @@ impl Replication {
         let failed = self.meta.replication_tasks(execution).await?.iter().any(|t| t.status == "Failed");
         let (status, text) =
             if failed { ("Failed", "the deletion failed") } else { ("Succeed", "1 deletion replicated") };
-        self.meta.finish_replication_execution(execution, status, text, now_ms()).await?;
+        self.finish(execution, status, text).await?;
         Ok(())
     }
 
@@ -707,7 +707,7 @@ impl Replication {
         let (src, dst) = match ends {
             Ok(e) => e,
             Err(e) => {
-                self.meta.finish_replication_execution(execution, "Failed", &e, now_ms()).await?;
+                self.finish(execution, "Failed", &e).await?;
                 return Ok(());
             }
         };
@@ -744,7 +744,7 @@ impl Replication {
             Ok(w) => w,
             Err(e) => {
                 let text = format!("listing the source failed: {e}");
-                self.meta.finish_replication_execution(execution, "Failed", &text, now_ms()).await?;
+                self.finish(execution, "Failed", &text).await?;
                 return Ok(());
             }
         };
@@ -810,13 +810,78 @@ impl Replication {
         } else {
             ("Succeed", format!("{} replicated", artifacts(ok)))
         };
-        self.meta.finish_replication_execution(execution, status, &text, now_ms()).await?;
+        self.finish(execution, status, &text).await?;
+        Ok(())
+    }
+
+    /// End run `execution` with `status`, and announce it (webhooks' REPLICATION) to each
+    /// local project it copied from or into.
+    async fn finish(&self, execution: i64, status: &str, text: &str) -> Result<(), ReplicationError> {
+        self.meta.finish_replication_execution(execution, status, text, now_ms()).await?;
+        if let Err(e) = self.announce(execution, status, text).await {
+            tracing::warn!(execution, error = %e, "the end of a replication run could not be logged as an event");
+        }
+        Ok(())
+    }
+
+    /// A finished run as Harbor's `replication` webhook object, one event per local project.
+    async fn announce(&self, execution: i64, status: &str, text: &str) -> Result<(), ReplicationError> {
+        let Some(run) = self.meta.replication_execution(execution).await? else { return Ok(()) };
+        let (rec, spec) = self.policy(run.policy_id).await?;
+        let tasks = self.meta.replication_tasks(execution).await?;
+        let push = spec.src_registry.is_none();
+        let projects: std::collections::BTreeSet<String> = tasks
+            .iter()
+            .map(|t| if push { &t.src_resource } else { &t.dst_resource })
+            .map(|r| berth_meta::project_of(r.split(':').next().unwrap_or(r)).to_owned())
+            .collect();
+        if projects.is_empty() {
+            return Ok(());
+        }
+        let end = async |r: &Option<RegistryRef>, namespace: &str| match r {
+            Some(r) => match self.upstreams.get(r.id).await {
+                Ok(u) => {
+                    serde_json::json!({"registry_name": u.name, "registry_type": u.kind, "endpoint": u.url, "namespace": namespace})
+                }
+                Err(_) => serde_json::json!({"registry_type": "unknown", "namespace": namespace}),
+            },
+            None => serde_json::json!({"registry_type": "harbor", "endpoint": "local", "namespace": namespace}),
+        };
+        let artifacts = |st: &str| -> Vec<serde_json::Value> {
+            tasks
+                .iter()
+                .filter(|t| t.status == st)
+                .map(|t| serde_json::json!({"type": t.resource_type, "status": if st == "Succeed" { "Success" } else { st }, "name_tag": t.src_resource}))
+                .collect()
+        };
+        let job_status = match status {
+            "Succeed" => "Success",
+            other => other,
+        };
+        let mut events = Vec::new();
+        for project in projects {
+            let data = serde_json::json!({
+                "job_status": job_status, "description": text, "artifact_type": "image",
+                "override_mode": spec.overwrite, "trigger_type": run.trigger.to_uppercase(),
+                "policy_creator": "", "policy_name": rec.name, "execution_id": execution,
+                "execution_timestamp": run.started_at / 1000,
+                "src_resource": end(&spec.src_registry, if push { &project } else { "" }).await,
+                "dest_resource": end(&spec.dest_registry, if push { &spec.dest_namespace } else { &project }).await,
+                "successful_artifact": artifacts("Succeed"), "failed_artifact": artifacts("Failed"),
+            });
+            events.push(
+                NewEvent::new(EventKind::ReplicationFinished, now_ms(), &Origin::new("replication", None))
+                    .project(&project)
+                    .data(data),
+            );
+        }
+        self.meta.append_events(&events).await?;
         Ok(())
     }
 
     /// Mark a run failed (its job was given up).
     pub async fn fail(&self, execution: i64, why: &str) -> Result<(), ReplicationError> {
-        self.meta.finish_replication_execution(execution, "Failed", why, now_ms()).await?;
+        self.finish(execution, "Failed", why).await?;
         Ok(())
     }
 }

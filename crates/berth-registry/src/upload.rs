@@ -95,7 +95,7 @@ impl Registry {
         let lease = self.lease_upload(id).await?;
         let size = self.append(repo, None, id, &mut state, start, body, false).await;
         self.release_upload(id, lease).await;
-        let size = size?;
+        let size = self.quota_event(repo, None, size).await?;
         self.meta.touch_upload(id, now_ms()).await?;
         Ok(size)
     }
@@ -245,7 +245,33 @@ impl Registry {
         let lease = self.lease_upload(id).await?;
         let done = self.complete_locked(repo, id, start, body, digest, &mut state, verified).await;
         self.release_upload(id, lease).await;
-        done
+        self.quota_event(repo, Some(digest), done).await
+    }
+
+    /// A push refused for the project's storage quota is an event (webhooks' QUOTA_EXCEED);
+    /// `r` is passed through.
+    pub(crate) async fn quota_event<T>(
+        &self,
+        repo: &RepoName,
+        digest: Option<&Digest>,
+        r: Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        if let Err(RegistryError::QuotaExceeded(details)) = &r {
+            let mut e = berth_meta::NewEvent::new(
+                berth_meta::EventKind::QuotaExceeded,
+                now_ms(),
+                &berth_meta::Origin::system(),
+            )
+            .repo(repo.as_str())
+            .data(serde_json::json!({ "details": details }));
+            if let Some(d) = digest {
+                e = e.digest(d);
+            }
+            if let Err(err) = self.meta.append_events(&[e]).await {
+                warn!(%repo, error = %err, "the quota refusal could not be logged as an event");
+            }
+        }
+        r
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -26,6 +26,24 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
+/// The report MIME type Harbor keys scan reports by.
+pub const REPORT_MIME: &str = "application/vnd.security.vulnerability.report; version=1.1";
+
+/// This scanner as Harbor's `Scanner`.
+pub fn scanner_json() -> Value {
+    json!({"name": "Berth", "vendor": "Berth", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// A scan record's status in Harbor's words.
+pub fn status_word(rec: &ScanRecord) -> &'static str {
+    match rec.status.as_str() {
+        "done" => "Success",
+        "running" => "Running",
+        "failed" => "Error",
+        _ => "Pending",
+    }
+}
+
 /// Kind of the scan job.
 pub const SCAN: &str = "scan";
 /// Kind of the re-evaluation job.
@@ -834,6 +852,36 @@ impl Scanning {
     /// Replace the allowlist of `scope` (logged as `allowlist.changed`).
     pub async fn put_allowlist(&self, scope: &str, items: &[(String, i64)], origin: &Origin) -> Result<(), MetaError> {
         self.store.put_allowlist(scope, items, berth_auth::now_ms(), origin).await
+    }
+
+    /// The `scan_overview` of a manifest in Harbor's shape (keyed by [`REPORT_MIME`]), with
+    /// the project's allowlist applied; `None` when it was never scanned. The management API's
+    /// artifacts and the webhooks' scan events both show it.
+    pub async fn harbor_overview(&self, project: &ProjectRecord, digest: &str) -> anyhow::Result<Option<Value>> {
+        let Some(rec) = self.record(digest).await? else { return Ok(None) };
+        let time = berth_auth::rfc3339;
+        let mut o = json!({
+            "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
+            "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
+            "complete_percent": if rec.status == "done" { 100 } else { 0 },
+        });
+        if let (Some(start), Some(end)) = (rec.started_at, rec.finished_at) {
+            o["duration"] = json!((end - start).max(0) / 1000);
+        }
+        if let Some(e) = &rec.error {
+            o["error"] = json!(e);
+        }
+        if let Some(text) = &rec.report {
+            let report: Report = serde_json::from_str(text).context("a stored scan report")?;
+            let ids = self.allowed_ids(project).await?;
+            let sum = report.summary(&berth_scan::report::allowlisted(&ids));
+            o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
+            o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
+            if let Some(why) = &report.not_applicable {
+                o["not_applicable"] = json!(why);
+            }
+        }
+        Ok(Some(json!({ REPORT_MIME: o })))
     }
 
     /// The CVE ids exempt in `project` now.

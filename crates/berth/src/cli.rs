@@ -2768,3 +2768,243 @@ pub async fn replication(args: &ApiArgs, cmd: ReplicationCommand) -> anyhow::Res
     }
     Ok(())
 }
+
+/// `berth webhook …`
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// A project's webhook policies: their events, targets and when each last fired.
+    List {
+        /// Project name.
+        project: String,
+    },
+    /// Create a policy: a receiver for some events of a project. Prints its signing secret,
+    /// which is not shown again.
+    Create {
+        /// Project name.
+        project: String,
+        /// The policy's name.
+        name: String,
+        /// The receiver's URL (or a Slack incoming-webhook URL with --notify-type slack).
+        #[arg(long)]
+        address: String,
+        /// Event types, comma-separated: PUSH_ARTIFACT, PULL_ARTIFACT, DELETE_ARTIFACT,
+        /// SCANNING_COMPLETED, SCANNING_FAILED, SCANNING_STOPPED, QUOTA_EXCEED, QUOTA_WARNING,
+        /// REPLICATION, TAG_RETENTION.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        /// `http` (JSON) or `slack`.
+        #[arg(long, default_value = "http")]
+        notify_type: String,
+        /// `Default` (Harbor's JSON) or `CloudEvents` (http only).
+        #[arg(long)]
+        payload_format: Option<String>,
+        /// Sent as the `Authorization` header (http only).
+        #[arg(long)]
+        auth_header: Option<String>,
+        /// Accept the receiver's TLS certificate whatever it is.
+        #[arg(long)]
+        skip_cert_verify: bool,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Turn a policy on (events create deliveries again).
+    Enable {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+    },
+    /// Turn a policy off (deliveries already made are still sent).
+    Disable {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+    },
+    /// Delete a policy and its delivery history.
+    Delete {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+    },
+    /// Send a test event to a policy's targets now, and say what each answered.
+    Test {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+    },
+    /// A policy's deliveries, newest first; `--status Error` lists the dead letters.
+    Deliveries {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+        /// Only `Pending`, `Running`, `Success` or `Error`.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send a finished delivery (a dead letter, say) again.
+    Redeliver {
+        /// Project name.
+        project: String,
+        /// Policy name or id.
+        policy: String,
+        /// The delivery's id (from `berth webhook deliveries`).
+        delivery: i64,
+    },
+}
+
+/// `berth webhook …`: a project's webhook policies and their deliveries.
+pub async fn webhook(args: &ApiArgs, cmd: WebhookCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let base = |project: &str| format!("/projects/{}/webhook/policies", enc(project));
+    let id_of = |project: String, policy: String| {
+        let api = &api;
+        async move {
+            let list = format!("/projects/{}/webhook/policies", enc(&project));
+            api.id_named(&list, &policy, "webhook policy", &format!("berth webhook list {project}")).await
+        }
+    };
+    match cmd {
+        WebhookCommand::List { project } => {
+            let list = api.list_all(&base(&project)).await?;
+            if api.json() {
+                return api.print(&list);
+            }
+            let (_, last) =
+                api.call(Method::GET, &format!("/projects/{}/webhook/lasttrigger", enc(&project)), None).await?;
+            let rows: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+            let cells = rows.iter().map(|p| {
+                let targets: Vec<String> = p["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| match t["payload_format"].as_str() {
+                        Some("CloudEvents") => format!("{} (CloudEvents)", cell(&t["address"])),
+                        _ if t["type"] == "slack" => format!("{} (Slack)", cell(&t["address"])),
+                        _ => cell(&t["address"]),
+                    })
+                    .collect();
+                let events: Vec<String> = p["event_types"].as_array().into_iter().flatten().map(cell).collect();
+                let fired = last
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t["policy_name"] == p["name"])
+                    .filter_map(|t| t["last_trigger_time"].as_str())
+                    .max()
+                    .unwrap_or("never")
+                    .to_owned();
+                vec![
+                    cell(&p["id"]),
+                    cell(&p["name"]),
+                    if p["enabled"] == true { "yes".into() } else { "no".into() },
+                    events.join(", "),
+                    targets.join(", "),
+                    fired,
+                ]
+            });
+            println!("{}", table(&["ID", "NAME", "ENABLED", "EVENTS", "TARGETS", "LAST FIRED"], cells));
+            if rows.is_empty() {
+                println!("no webhook policies in {project} (create one with berth webhook create)");
+            }
+        }
+        WebhookCommand::Create {
+            project,
+            name,
+            address,
+            events,
+            notify_type,
+            payload_format,
+            auth_header,
+            skip_cert_verify,
+            description,
+        } => {
+            let mut target = json!({"type": notify_type, "address": address, "skip_cert_verify": skip_cert_verify});
+            if let Some(f) = payload_format {
+                target["payload_format"] = json!(f);
+            }
+            if let Some(h) = auth_header {
+                target["auth_header"] = json!(h);
+            }
+            let body = json!({"name": name, "description": description, "enabled": true,
+                              "event_types": events, "targets": [target]});
+            let (_, location, v) = api.call_full(Method::POST, &base(&project), Some(body)).await?;
+            if api.json() {
+                return api.print(&v);
+            }
+            let id = location.as_deref().and_then(|l| l.rsplit('/').next()).unwrap_or("?");
+            println!("created webhook policy {name} (id {id}) in {project}");
+            println!("signing secret (shown once; receivers check X-Berth-Signature-256 with it):");
+            println!("{}", cell(&v["secret"]));
+        }
+        WebhookCommand::Enable { project, policy } => switch_webhook(&api, &project, &policy, true).await?,
+        WebhookCommand::Disable { project, policy } => switch_webhook(&api, &project, &policy, false).await?,
+        WebhookCommand::Delete { project, policy } => {
+            let id = id_of(project.clone(), policy.clone()).await?;
+            api.call(Method::DELETE, &format!("{}/{id}", base(&project)), None).await?;
+            println!("deleted webhook policy {policy} of {project}");
+        }
+        WebhookCommand::Test { project, policy } => {
+            let id = id_of(project.clone(), policy.clone()).await?;
+            let (_, v) = api.call(Method::POST, &format!("{}/{id}/test", base(&project)), None).await?;
+            if api.json() {
+                return api.print(&v);
+            }
+            for r in v["results"].as_array().into_iter().flatten() {
+                match r["status_code"].as_u64() {
+                    Some(code) => println!("{}: delivered (HTTP {code})", cell(&r["address"])),
+                    None => println!("{}: {}", cell(&r["address"]), cell(&r["error"])),
+                }
+            }
+        }
+        WebhookCommand::Deliveries { project, policy, status } => {
+            let id = id_of(project.clone(), policy.clone()).await?;
+            let q = status.map(|s| format!("?q=status%3D{}", enc(&s))).unwrap_or_default();
+            let list = api.list_all(&format!("{}/{id}/executions{q}", base(&project))).await?;
+            if api.json() {
+                return api.print(&list);
+            }
+            let rows: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+            let cells = rows.iter().map(|e| {
+                let a = &e["extra_attrs"];
+                vec![
+                    cell(&e["id"]),
+                    cell(&a["event_type"]),
+                    cell(&e["status"]),
+                    cell(&a["attempts"]),
+                    a["last_status_code"].as_i64().map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    cell(&e["start_time"]),
+                    cell(&e["status_message"]),
+                ]
+            });
+            println!("{}", table(&["ID", "EVENT", "STATUS", "TRIES", "HTTP", "CREATED", "LAST TRY"], cells));
+            if rows.is_empty() {
+                println!("no deliveries");
+            }
+        }
+        WebhookCommand::Redeliver { project, policy, delivery } => {
+            let id = id_of(project.clone(), policy.clone()).await?;
+            api.call(Method::POST, &format!("{}/{id}/executions/{delivery}/redeliver", base(&project)), None).await?;
+            println!(
+                "delivery {delivery} will be sent again (berth webhook deliveries {project} {policy} shows how it went)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Turn a webhook policy on or off (its other settings, masked auth header included, kept).
+async fn switch_webhook(api: &Api, project: &str, policy: &str, on: bool) -> anyhow::Result<()> {
+    let list = format!("/projects/{}/webhook/policies", enc(project));
+    let id = api.id_named(&list, policy, "webhook policy", &format!("berth webhook list {project}")).await?;
+    let (_, mut p) = api.call(reqwest::Method::GET, &format!("{list}/{id}"), None).await?;
+    p["enabled"] = json!(on);
+    api.call(reqwest::Method::PUT, &format!("{list}/{id}"), Some(p)).await?;
+    println!("webhook policy {policy} of {project} is {}", if on { "on" } else { "off" });
+    Ok(())
+}

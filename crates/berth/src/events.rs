@@ -55,15 +55,21 @@ pub async fn follow_changes(
 }
 
 /// Run the durable consumers: the audit log, pull counts and times, usage, scans on push,
-/// replication on push.
-pub fn start_consumers(sql: Arc<SqlMetaStore>, auth: Arc<berth_auth::Auth>) -> Vec<tokio::task::JoinHandle<()>> {
+/// replication on push, webhook deliveries.
+pub fn start_consumers(
+    sql: Arc<SqlMetaStore>,
+    auth: Arc<berth_auth::Auth>,
+    webhooks: Arc<berth_webhook::Webhooks>,
+    scanning: Arc<berth_scanner::Scanning>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let log: Arc<dyn EventLog> = sql.clone();
     let consumers: Vec<Arc<dyn Consumer>> = vec![
         Arc::new(berth_auth::AuditConsumer),
         Arc::new(berth_auth::PullConsumer),
         Arc::new(berth_registry::UsageConsumer),
-        Arc::new(berth_scanner::ScanOnPush::new(auth, sql.clone())),
+        Arc::new(berth_scanner::ScanOnPush::new(auth.clone(), sql.clone())),
         Arc::new(berth_registry::ReplicationOnPush::new(sql.clone())),
+        Arc::new(berth_webhook::WebhookConsumer::new(webhooks, auth, scanning)),
     ];
     consumers.into_iter().map(|c| run_consumer(log.clone(), c, ConsumerOptions::default())).collect()
 }

@@ -29,12 +29,13 @@ impl JobHandler for UploadExpiry {
     }
 }
 
-/// Kind of the job that deletes events older than `events.retention`.
+/// Kind of the job that deletes events older than `events.retention` (and finished webhook
+/// deliveries as old).
 pub const EVENT_PRUNE: &str = "event-prune";
 
-/// Deletes events older than the retention.
+/// Deletes events, and finished webhook deliveries, older than the retention.
 struct EventPrune {
-    log: Arc<dyn berth_meta::EventLog>,
+    log: Arc<SqlMetaStore>,
     retention: std::time::Duration,
 }
 
@@ -46,8 +47,9 @@ impl JobHandler for EventPrune {
 
     async fn run(&self, _payload: &str) -> anyhow::Result<()> {
         let before = berth_jobs::now_ms() - self.retention.as_millis() as i64;
-        let n = self.log.prune_events(before).await?;
-        tracing::info!(deleted = n, "pruned the event log");
+        let n = berth_meta::EventLog::prune_events(&*self.log, before).await?;
+        let d = berth_meta::WebhookStore::prune_webhook_deliveries(&*self.log, before).await?;
+        tracing::info!(deleted = n, webhook_deliveries = d, "pruned the event log");
         Ok(())
     }
 }
@@ -456,7 +458,7 @@ pub fn start_worker(
     replication: Arc<berth_registry::Replication>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let scanner = Arc::new(berth_scanner::Scanner::new(registry.clone(), sql.clone()).with_budget(cfg.scan_timeout));
-    let log: Arc<dyn berth_meta::EventLog> = sql.clone();
+    let log = sql.clone();
     let gc_store: Arc<dyn berth_meta::GcStore> = sql.clone();
     let gc_store_for_schedules = gc_store.clone();
     let gc_service = berth_jobs::GcService::new(gc_store.clone(), sql.clone());

@@ -175,6 +175,21 @@ pub fn auth_config(cfg: &Config) -> berth_auth::AuthConfig {
     }
 }
 
+/// `host[:port]` clients pull this registry from, as webhooks name it: `external_url`'s,
+/// else the listener's (`localhost` for an unspecified address).
+fn registry_host(cfg: &Config, addr: std::net::SocketAddr) -> String {
+    let from_url = cfg.external_url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()).and_then(|u| {
+        let host = u.host_str()?.to_owned();
+        Some(match u.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        })
+    });
+    from_url.unwrap_or_else(|| {
+        if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
+    })
+}
+
 /// The sealer of stored upstream credentials and access keys' secrets, from
 /// `secret_key_file` (created if absent).
 pub fn sealer(cfg: &Config) -> anyhow::Result<Arc<berth_auth::seal::Sealer>> {
@@ -287,6 +302,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     state.min_upload_rate = (cfg.min_upload_rate, cfg.header_read_timeout);
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
+    // Bound before the services are made: webhooks name this registry's address.
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let webhooks = Arc::new(
+        berth_webhook::Webhooks::new(
+            sql.clone(),
+            sealer(cfg)?,
+            berth_webhook::Settings {
+                allowed_hosts: cfg.webhooks.allowed_hosts.clone(),
+                max_attempts: cfg.webhooks.max_attempts,
+                retry_base: cfg.webhooks.retry_base,
+                timeout: cfg.webhooks.timeout,
+                registry_host: registry_host(cfg, addr),
+                poll: std::time::Duration::from_millis(250),
+            },
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
     let upstreams = Arc::new(berth_registry::Upstreams::new(sql.clone(), sealer(cfg)?));
     let replication =
         Arc::new(berth_registry::Replication::new(registry.clone(), upstreams.clone(), sql.clone(), sql.clone()));
@@ -300,13 +334,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         berth_jobs::Jobs::new(sql.clone()),
         berth_jobs::GcService::new(sql.clone(), sql.clone()),
         berth_jobs::PolicyService::new(sql.clone(), sql.clone(), sql.clone()),
-        scanning,
+        scanning.clone(),
         registry.clone(),
         auth.clone(),
         upstreams,
     )
     .with_operator_token(operator);
     admin_state.replication = Some(replication.clone());
+    admin_state.webhooks = Some(webhooks.clone());
     admin_state.proxy = state.proxy.clone();
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();
@@ -318,9 +353,6 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let admin = berth_admin::router(admin_state);
     let oci_state = state.clone();
     let app = if cfg.role.serves_api() { berth_oci::router_with(state, admin) } else { berth_oci::ops_router(state) };
-    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let ecr_app = berth_oci::observed(oci_state, berth_admin::ecr_router(ecr_state, addr.port()));
     let handle = axum_server::Handle::new();
     conn::raise_nofile_limit();
@@ -365,7 +397,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
     if cfg.role.runs_jobs() {
         background.extend(jobs::start_worker(cfg, registry.clone(), sql.clone(), auth.clone(), replication));
-        background.extend(events::start_consumers(sql, auth.clone()));
+        background.extend(events::start_consumers(sql, auth.clone(), webhooks.clone(), scanning));
+        background.push(webhooks.run());
     }
     let ecr_addr = ecr.as_ref().map(|(a, _, _)| *a);
     info!(%addr, ecr_addr = ?ecr_addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");

@@ -175,6 +175,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::RegistryCommand,
     },
+    /// Webhooks of a project: list, create, enable, disable, delete, test, deliveries (the
+    /// dead letters with --status Error), redeliver.
+    Webhook {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::WebhookCommand,
+    },
     /// Replication policies (push to or pull from a registry endpoint): list, create, delete, run, history, log, stop.
     Replication {
         #[command(flatten)]
@@ -745,6 +753,7 @@ fn run() -> anyhow::Result<()> {
         Command::AccessKey { api, robot, command } => rt.block_on(cli::access_key(&api, robot.as_deref(), command)),
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
+        Command::Webhook { api, command } => rt.block_on(cli::webhook(&api, command)),
         Command::Export { api, command } => rt.block_on(cli::export(&api, command)),
         Command::Allowlist { api, command } => rt.block_on(cli::allowlist(&api, command)),
         Command::Job { api, command } => rt.block_on(cli::job(&api, command)),

@@ -148,7 +148,7 @@ struct ConfigForm {
 }
 
 /// The project, if the form is genuine and the caller may do `perm` to it.
-async fn checked(
+pub(super) async fn checked(
     s: &AdminState,
     headers: &HeaderMap,
     id: i64,

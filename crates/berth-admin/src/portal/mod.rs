@@ -45,6 +45,7 @@ mod project;
 mod registries;
 mod replication;
 mod robots;
+mod webhooks;
 
 const CSRF_COOKIE: &str = "berth_csrf";
 
@@ -92,6 +93,7 @@ pub(crate) fn routes() -> Router<AdminState> {
         .merge(admin::routes())
         .merge(registries::routes())
         .merge(replication::routes())
+        .merge(webhooks::routes())
         .merge(onboard::routes())
         .route("/static/{file}", get(asset))
         .layer(axum::middleware::map_response(secure_headers))

@@ -78,6 +78,7 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
     let may_members = c.may(s, Target::Project(p), Perm::ReadMembers).await;
     let may_robots = c.may(s, Target::Project(p), Perm::ReadRobots).await;
     let may_logs = c.may(s, Target::Project(p), Perm::ReadLogs).await;
+    let may_webhooks = c.may(s, Target::Project(p), Perm::ReadWebhooks).await;
     let signed_in = !c.anonymous();
     // A proxy-cache project names what it caches (the endpoint's name only to administrators).
     let cache = match s.upstreams.cache_rules().await {
@@ -103,6 +104,7 @@ async fn frame(s: &AdminState, c: &Ctx, p: &ProjectRecord, tab: &str, content: M
         ("Robot accounts", "robot-account", may_robots),
         ("Policy", "policy", signed_in),
         ("Configuration", "configuration", signed_in),
+        ("Webhooks", "webhooks", may_webhooks),
         ("Logs", "logs", may_logs),
     ]
     .into_iter()

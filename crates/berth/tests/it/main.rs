@@ -33,3 +33,4 @@ mod scan;
 mod scrub;
 mod support;
 mod upstream;
+mod webhooks;
