@@ -1250,3 +1250,94 @@ pub async fn run_replication(store: &dyn MetaStore) {
     assert!(store.replication_tasks(run).await.unwrap().is_empty(), "its runs and tasks go with it");
     assert_eq!(store.replication_executions(None, 0, 10).await.unwrap().1, 1);
 }
+
+/// Webhook policies and deliveries: names unique per project; deliveries created once per
+/// (policy, event, target) even when a consumer replays its batch; only the oldest open
+/// delivery of a (policy, target) is claimed, and a claim is exclusive until its lease ends;
+/// retries, dead letters, redelivery; a lost claim cannot record; pruning keeps open ones.
+pub async fn run_webhooks(store: &dyn MetaStore) {
+    use crate::{DeliveryOutcome, NewWebhookDelivery, WebhookPolicyRecord};
+    let o = Origin::new("tester", None);
+    let e = || crate::NewEvent::new(crate::EventKind::PolicyChanged, 1, &o).project("hooks");
+    let policy = |name: &str| WebhookPolicyRecord {
+        id: 0,
+        project: "hooks".into(),
+        name: name.into(),
+        description: String::new(),
+        enabled: true,
+        event_types: "[\"PUSH_ARTIFACT\"]".into(),
+        targets: "[]".into(),
+        secret: "sealed".into(),
+        creator: "tester".into(),
+        created_at: 10,
+        updated_at: 10,
+    };
+    let a = store.create_webhook_policy(&policy("a"), &e()).await.unwrap();
+    assert!(matches!(store.create_webhook_policy(&policy("a"), &e()).await, Err(crate::MetaError::Conflict(_))));
+    let b = store.create_webhook_policy(&policy("b"), &e()).await.unwrap();
+    let mut off = store.webhook_policy(b).await.unwrap().unwrap();
+    off.enabled = false;
+    assert!(store.update_webhook_policy(&off, &e()).await.unwrap());
+    let enabled = store.enabled_webhook_policies(&["hooks".into(), "other".into()]).await.unwrap();
+    assert_eq!(enabled.iter().map(|p| p.id).collect::<Vec<_>>(), [a]);
+
+    // Three events for policy a, one for b; a replayed batch adds nothing.
+    let d = |policy_id: i64, seq: i64| NewWebhookDelivery {
+        policy_id,
+        seq,
+        target: 0,
+        event_type: "PUSH_ARTIFACT".into(),
+        notify_type: "http".into(),
+        address: "http://r/".into(),
+        payload: format!("{{\"seq\":{seq}}}"),
+        at: 100 + seq,
+    };
+    let batch: Vec<crate::Effect> =
+        [d(a, 1), d(a, 2), d(b, 3), d(a, 4)].into_iter().map(crate::Effect::Webhook).collect();
+    assert!(store.advance_consumer("webhooks", 0, 4, &batch, 100).await.unwrap());
+    store.advance_consumer("webhooks", 4, 4, &batch, 100).await.unwrap();
+    assert_eq!(store.webhook_deliveries(a, None, 0, 10).await.unwrap().1, 3);
+
+    // One head per (policy, target): a's seq 1 and b's seq 3; a second claimer gets nothing.
+    let claimed = store.claim_webhook_deliveries("p1", 200, 1_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 3]);
+    assert!(store.claim_webhook_deliveries("p2", 200, 1_000, 10).await.unwrap().is_empty());
+    let head = &claimed[0];
+    // A failure with a retry keeps it the head (seq 2 waits), due at its retry time.
+    let retry = DeliveryOutcome::Failed { code: Some(503), retry_at: Some(300) };
+    assert!(store.finish_webhook_delivery(head.id, "p1", &retry, "try 1: 503", 210).await.unwrap());
+    assert!(!store.finish_webhook_delivery(head.id, "p1", &retry, "twice", 211).await.unwrap(), "not claimed now");
+    assert!(store.claim_webhook_deliveries("p2", 250, 1_000, 10).await.unwrap().is_empty(), "not due yet");
+    let again = store.claim_webhook_deliveries("p2", 300, 1_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|d| (d.seq, d.attempts)).collect::<Vec<_>>(), [(1, 1)]);
+    // p2's claim lapses (a killed process): another claims it after the lease.
+    assert!(store.claim_webhook_deliveries("p3", 999, 2_000, 10).await.unwrap().is_empty());
+    let taken = store.claim_webhook_deliveries("p3", 1_001, 2_000, 10).await.unwrap();
+    assert_eq!(taken.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 3], "p1's claim of b's lapsed too");
+    assert!(!store.finish_webhook_delivery(head.id, "p2", &retry, "late", 1_002).await.unwrap(), "the lapsed claim");
+    // It gives up: the dead letter; then seq 2 is the head.
+    let dead = DeliveryOutcome::Failed { code: None, retry_at: None };
+    assert!(store.finish_webhook_delivery(head.id, "p3", &dead, "try 2: gave up", 1_010).await.unwrap());
+    let next = store.claim_webhook_deliveries("p3", 1_020, 3_000, 10).await.unwrap();
+    assert_eq!(next.iter().map(|d| d.seq).collect::<Vec<_>>(), [2]);
+    assert!(
+        store
+            .finish_webhook_delivery(next[0].id, "p3", &DeliveryOutcome::Delivered { code: 200 }, "ok", 1_030)
+            .await
+            .unwrap()
+    );
+    let (errors, n) = store.webhook_deliveries(a, Some("Error"), 0, 10).await.unwrap();
+    assert_eq!((n, errors[0].attempts, errors[0].log.as_str()), (1, 2, "try 1: 503\ntry 2: gave up\n"));
+    // Redelivered by hand: open again, and the head of a once more (before seq 4).
+    assert!(!store.redeliver_webhook(claimed[1].id, "asked", 1_040).await.unwrap(), "b's is still running");
+    assert!(store.redeliver_webhook(head.id, "asked", 1_040).await.unwrap());
+    let heads = store.claim_webhook_deliveries("p4", 5_000, 6_000, 10).await.unwrap();
+    assert_eq!(heads.iter().map(|d| (d.policy_id, d.seq, d.attempts)).collect::<Vec<_>>(), [(a, 1, 0), (b, 3, 0)]);
+    let last = store.webhook_last_triggers("hooks").await.unwrap();
+    assert_eq!(last, vec![(a, "PUSH_ARTIFACT".to_owned(), 104), (b, "PUSH_ARTIFACT".to_owned(), 103)]);
+    // Pruning removes finished ones only; deleting a policy removes its deliveries.
+    assert_eq!(store.prune_webhook_deliveries(10_000).await.unwrap(), 1, "seq 2, delivered");
+    assert!(store.delete_webhook_policy(a, &e()).await.unwrap());
+    assert!(store.webhook_deliveries(a, None, 0, 10).await.unwrap().0.is_empty());
+    assert_eq!(store.webhook_policies("hooks").await.unwrap().len(), 1);
+}

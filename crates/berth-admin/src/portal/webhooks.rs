@@ -134,6 +134,12 @@ async fn page(
     };
     let policies = w.policies(&p.name).await.unwrap_or_default();
     let fired = w.last_triggers(&p.name).await.unwrap_or_default();
+    let mut dead = Vec::new();
+    for pol in &policies {
+        if let Ok((_, n)) = w.deliveries(&p.name, pol.record.id, Some("Error"), 0, 1).await {
+            dead.push((pol.record.id, n));
+        }
+    }
     let f = form.map(|f| {
         (f.name.as_str(), f.address.as_str(), f.description.as_str(), f.notify_type.as_str(), f.payload_format.as_str())
     });
@@ -146,22 +152,27 @@ async fn page(
             @if policies.is_empty() { p { "No webhooks yet." @if may_edit { " Add one below." } } }
             @else {
                 table {
-                    thead { tr { th { "Name" } th { "Events" } th.hide-narrow { "Receiver" } th { "Last fired" } @if may_edit { th { span.label-narrow { "Actions" } } } } }
+                    thead { tr { th { "Name" } th.hide-narrow { "Events" } th.hide-narrow { "Receiver" } th.hide-narrow { "Last fired" } @if may_edit { th { span.label-narrow { "Actions" } } } } }
                     tbody { @for pol in &policies {
                         @let r = &pol.record;
                         @let last = fired.iter().filter(|(pid, _, _)| *pid == r.id).map(|(_, _, at)| *at).max();
                         tr {
                             td {
-                                a href=(format!("{here}/{}", r.id)) { strong { (r.name) } }
+                                a.nowrap href=(format!("{here}/{}", r.id)) { strong { (r.name) } }
                                 @if !r.enabled { " " span.badge { "Off" } }
+                                @if let Some(n) = dead.iter().find(|(id, _)| *id == r.id).map(|(_, n)| *n).filter(|n| *n > 0) {
+                                    " " a.badge.failed href=(format!("{here}/{}?status=Error", r.id)) title="Deliveries that gave up: open them to send them again" {
+                                        (n) @if n == 1 { " dead letter" } @else { " dead letters" }
+                                    }
+                                }
                                 @if !r.description.is_empty() { br; span.muted { (r.description) } }
                             }
-                            td { @for (i, t) in pol.event_types.iter().enumerate() { @if i > 0 { ", " } (event_label(t)) } }
+                            td.hide-narrow { @for (i, t) in pol.event_types.iter().enumerate() { @if i > 0 { ", " } (event_label(t)) } }
                             td.hide-narrow.wrap { @for t in &pol.targets {
                                 code { (t.address) }
                                 " " span.badge { @if t.kind == "slack" { "Slack" } @else { (t.payload_format.as_deref().unwrap_or("Default")) } }
                             } }
-                            td { @if let Some(at) = last { (when(at)) } @else { span.muted { "never" } } }
+                            td.hide-narrow { @if let Some(at) = last { (when(at)) } @else { span.muted { "never" } } }
                             @if may_edit {
                                 td.actions {
                                     @for (op, label) in [("test", "Test"), (if r.enabled { "disable" } else { "enable" }, if r.enabled { "Turn off" } else { "Turn on" }), ("delete", "Delete")] {
@@ -399,6 +410,11 @@ async fn history_page(
     let body = html! {
         p.crumbs { a href=(back) { "Webhooks" } " / " }
         h2 { (pol.record.name) " " @if !pol.record.enabled { span.badge { "Off" } } }
+        p.muted {
+            @for (i, t) in pol.event_types.iter().enumerate() { @if i > 0 { ", " } (event_label(t)) }
+            " → "
+            @for t in &pol.targets { code.wrap { (t.address) } " " }
+        }
         (notice(&note))
         p {
             @if filter == Some("Error") { a href=(here) { "All deliveries" } " · " strong { "Dead letters only" } }
@@ -417,7 +433,7 @@ async fn history_page(
                             td { (status_badge(&d.status, d.attempts)) }
                             td { (d.attempts) @if let Some(code) = d.last_code { br; span.muted { "HTTP " (code) } } }
                             td.hide-narrow { (when(d.created_at)) }
-                            td.wrap { span.muted { (d.log.lines().last().unwrap_or("not tried yet")) } }
+                            td { span.muted { (last_try(&d.log)) } }
                             @if may_edit {
                                 td.actions { @if d.status == "Success" || d.status == "Error" {
                                     form.inline method="post" action=(format!("{here}/deliveries/{}", d.id)) {
@@ -433,6 +449,14 @@ async fn history_page(
         }
     };
     project_page(s, &c, &p, "webhooks", body, status).await
+}
+
+/// A delivery's last try as the history shows it (its time is in its own column).
+fn last_try(log: &str) -> &str {
+    match log.lines().last() {
+        Some(line) => line.split_once(' ').filter(|(t, _)| t.ends_with('Z')).map_or(line, |(_, rest)| rest),
+        None => "not tried yet",
+    }
 }
 
 async fn redeliver(

@@ -1157,6 +1157,10 @@ async fn the_portal_journeys_in_chromium() {
     assert_eq!(p["metadata"]["public"], "true");
     assert!(p["metadata"]["retention_id"].as_str().is_some(), "{p}");
     assert!(anonymous_pull().await.unwrap().status.success(), "public now: anyone pulls");
+    let hooks = get("/projects/research-genomics/webhook/policies").await;
+    assert_eq!(hooks[0]["name"], "ci-builds", "{hooks}");
+    assert_eq!(hooks[0]["event_types"], serde_json::json!(["PUSH_ARTIFACT", "DELETE_ARTIFACT"]));
+    assert_eq!(hooks[0]["targets"][0]["payload_format"], "CloudEvents");
     let users = get("/users?q=username%3Dvera").await;
     assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
     assert_eq!(get("/system/CVEAllowlist").await["items"][0]["cve_id"], "CVE-2024-3094");

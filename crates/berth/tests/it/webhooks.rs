@@ -389,8 +389,110 @@ async fn a_receiver_killed_and_restarted_loses_nothing_and_dead_letters_are_rede
     let got = rx.wait_for("relay", 12).await;
     let last = body(got.last().unwrap());
     assert_eq!(last["event_data"]["resources"][0]["tag"], "t6");
+
+    // The portal's history shows it; Redeliver there sends it once more.
+    let web = crate::portal::Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let project: Value = s.api(Method::GET, "/projects/relay", None).await.json().await.unwrap();
+    let page = format!("/harbor/projects/{}/webhooks/{id}", project["project_id"]);
+    let (st, html) = web.get(&format!("/harbor/projects/{}/webhooks", project["project_id"])).await;
+    assert!(st == StatusCode::OK && html.contains("relay") && html.contains("Artifact pushed"), "{html}");
+    let (st, html) = web.get(&page).await;
+    assert!(st == StatusCode::OK && html.contains("Delivered") && html.contains("Redeliver delivery 6"), "{html}");
+    let (st, html, _) = web.post(&format!("{page}/deliveries/{eid}"), &[]).await;
+    assert!(st == StatusCode::OK && html.contains(&format!("Delivery {eid} will be sent again.")), "{html}");
+    rx.wait_for("relay", 13).await;
     // A delivery in progress or pending cannot be "redelivered"; a finished one can again.
     let again = run_fails(berth().args(["webhook", "redeliver", "relay", &id.to_string(), "999999"])).await;
     assert!(again.contains("no delivery 999999"), "{again}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_retention_and_replication_outcomes_reach_webhooks() {
+    let upstream = berth_test_support::Distribution::start(None);
+    let s = TestServer::start_with(quick).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(tmp.path()).await;
+    const KIB: i64 = 1024;
+    let new = json!({"project_name": "ops", "metadata": {"public": "true"}, "storage_limit": 100 * KIB});
+    assert_eq!(s.api(Method::POST, "/projects", Some(new)).await.status(), StatusCode::CREATED);
+    let project: Value = s.api(Method::GET, "/projects/ops", None).await.json().await.unwrap();
+    let events = ["QUOTA_WARNING", "QUOTA_EXCEED", "TAG_RETENTION", "REPLICATION"];
+    create_policy(
+        &s,
+        "ops",
+        json!({"name": "ops", "event_types": events, "targets": [{"type": "http", "address": rx.url("ops")}]}),
+    )
+    .await;
+
+    // 90 KiB of 100: past 85 %, a warning; 20 KiB more: refused, an exceeded notice.
+    let big = random_bytes(90 * KIB as usize);
+    let big_digest = s.push_blob("ops/app", &big).await;
+    let warned = body(&rx.wait_for("ops", 1).await[0]);
+    assert_eq!(warned["type"], "QUOTA_WARNING");
+    assert_eq!(warned["event_data"]["resources"][0]["digest"], big_digest);
+    assert_eq!(warned["event_data"]["repository"]["repo_type"], "public");
+    assert!(warned["event_data"]["custom_attributes"]["Details"].as_str().unwrap().contains("85%"), "{warned}");
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/ops/app/blobs/uploads/?digest={}", sha256(&random_bytes(1)))))
+        .body(random_bytes(20 * KIB as usize))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let exceeded = body(&rx.wait_for("ops", 2).await[1]);
+    assert_eq!(exceeded["type"], "QUOTA_EXCEED");
+    assert!(exceeded["event_data"]["custom_attributes"]["Details"].as_str().unwrap().contains("quota"), "{exceeded}");
+
+    // A retention run that deletes one tag of two.
+    let r =
+        s.api(Method::PUT, &format!("/quotas/{}", project["project_id"]), Some(json!({"hard": {"storage": -1}}))).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    s.push_image("ops/app", "keep-1").await;
+    s.push_image("ops/app", "old-1").await;
+    let rule = json!({
+        "disabled": false, "action": "retain", "template": "always", "params": {},
+        "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "keep-*", "extras": "{\"untagged\":false}"}],
+        "scope_selectors": {"repository": [{"kind": "doublestar", "decoration": "repoMatches", "pattern": "**"}]},
+    });
+    let policy = json!({"algorithm": "or", "rules": [rule], "trigger": {"kind": "Schedule", "settings": {"cron": ""}},
+                        "scope": {"level": "project", "ref": project["project_id"]}});
+    let r = s.api(Method::POST, "/retentions", Some(policy)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let id = location(&r).rsplit('/').next().unwrap().to_owned();
+    let r = s.api(Method::POST, &format!("/retentions/{id}/executions"), Some(json!({"dry_run": false}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = rx.wait_for("ops", 3).await;
+    let retention = body(&got[2]);
+    assert_eq!(retention["type"], "TAG_RETENTION", "{retention}");
+    let data = &retention["event_data"]["retention"];
+    assert_eq!((data["total"].as_i64(), data["retained"].as_i64()), (Some(2), Some(1)), "{data}");
+    assert_eq!(data["deleted_artifact"][0]["name_tag"], "ops/app:old-1");
+    assert_eq!(data["project_name"], "ops");
+
+    // A push replication of the project to Distribution.
+    let r = s
+        .api(Method::POST, "/registries", Some(json!({"name": "dist", "type": "docker-registry", "url": upstream.url})))
+        .await;
+    let registry: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s
+        .api(
+            Method::POST,
+            "/replication/policies",
+            Some(json!({"name": "out", "dest_registry": {"id": registry}, "trigger": {"type": "manual"},
+                        "filters": [{"type": "name", "value": "ops/**"}]})),
+        )
+        .await;
+    let policy: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let r = s.api(Method::POST, "/replication/executions", Some(json!({ "policy_id": policy }))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = rx.wait_for("ops", 4).await;
+    let replication = body(&got[3]);
+    assert_eq!(replication["type"], "REPLICATION", "{replication}");
+    let data = &replication["event_data"]["replication"];
+    assert_eq!(data["job_status"], "Success", "{data}");
+    assert_eq!(data["dest_resource"]["registry_name"], "dist");
+    assert_eq!(data["successful_artifact"][0]["name_tag"], "ops/app:keep-1");
     s.stop().await;
 }

@@ -209,7 +209,8 @@ def type_into(d: webdriver.Chrome, field: str, text: str) -> None:
 def journeys(a: argparse.Namespace) -> None:
     """The portal's journeys, as a user goes through them, on project --project (which holds
     an image): a new project; a member added and their role changed; an immutability rule;
-    a retention rule previewed, then added; the project made public; its logs; a repository's
+    a retention rule previewed, then added; the project made public; its logs; a webhook
+    created, tested and its history opened; a repository's
     lifecycle policy previewed and a bad access policy explained; then, as administrator, a
     user created, a garbage collection dry run and the system allowlist saved."""
     d = browser()
@@ -262,6 +263,22 @@ def journeys(a: argparse.Namespace) -> None:
         Select(d.find_element(By.ID, "f-op")).select_by_value("push")
         click(d, "Filter")
         says(d, "push", "the project's logs")
+        # Webhooks: a receiver for pushes and deletions, its signing secret shown once; a test
+        # event that cannot reach it says why; its (empty) delivery history.
+        click(d, "Webhooks")
+        type_into(d, "wh-name", "ci-builds")
+        type_into(d, "wh-address", "https://hooks.invalid/berth")
+        Select(d.find_element(By.ID, "wh-format")).select_by_value("CloudEvents")
+        d.find_element(By.XPATH, "//input[@name='event' and @value='DELETE_ARTIFACT']").click()
+        click(d, "Create")
+        says(d, "Created ci-builds. Its signing secret, shown this once", "creating a webhook")
+        accessible(d, "webhooks")
+        d.save_screenshot(os.path.join(a.shots, "webhooks.png"))
+        navigate(d, d.find_element(By.XPATH, "//button[@aria-label='Test ci-builds']"))
+        says(d, "Test event of ci-builds: https://hooks.invalid/berth:", "testing a webhook")
+        navigate(d, d.find_element(By.LINK_TEXT, "ci-builds"))
+        says(d, "No deliveries.", "a new webhook's history")
+        accessible(d, "webhook history")
         # A repository's policies: a lifecycle preview; a bad access policy explained.
         d.get(project + "/repositories")
         navigate(d, d.find_element(By.CSS_SELECTOR, "tbody td a"))
