@@ -1255,6 +1255,7 @@ pub async fn run_replication(store: &dyn MetaStore) {
 /// (policy, event, target) even when a consumer replays its batch; only the oldest open
 /// delivery of a (policy, target) is claimed, and a claim is exclusive until its lease ends;
 /// retries, dead letters, redelivery; a lost claim cannot record; pruning keeps open ones.
+#[expect(clippy::unwrap_used, reason = "test suite")]
 pub async fn run_webhooks(store: &dyn MetaStore) {
     use crate::{DeliveryOutcome, NewWebhookDelivery, WebhookPolicyRecord};
     let o = Origin::new("tester", None);
