@@ -111,7 +111,7 @@ async fn consumers_resume_after_kill_9_with_nothing_lost_or_doubled() {
     let consumers: Value = serde_json::from_str(&consumers).unwrap();
     let names: Vec<&str> =
         consumers["consumers"].as_array().unwrap().iter().map(|c| c["consumer"].as_str().unwrap()).collect();
-    assert_eq!(names, ["audit", "pulls", "replication", "scan-on-push", "usage"]);
+    assert_eq!(names, ["audit", "pulls", "replication", "scan-on-push", "usage", "webhooks"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(audit(&s, "operation=push").await.len(), 1);
     let usage: Vec<Value> = s.api(Method::GET, "/usage?project=ev", None).await.json().await.unwrap();
