@@ -42,6 +42,7 @@ mod robots;
 mod scans;
 mod security;
 mod shapes;
+mod signatures;
 mod system;
 mod users;
 mod web;
@@ -84,6 +85,8 @@ pub struct AdminState {
     pub replication: Option<Arc<berth_registry::Replication>>,
     /// Webhook policies and deliveries (absent: no webhook API).
     pub webhooks: Option<Arc<berth_webhook::Webhooks>>,
+    /// Signature policies and verdicts (absent: no signature API).
+    pub signatures: Option<Arc<berth_registry::Signatures>>,
     /// The pull-through caches (for their counts; absent: none shown).
     pub proxy: Option<Arc<berth_registry::Proxy>>,
     /// The URL clients reach Berth at, if configured.
@@ -117,6 +120,7 @@ impl AdminState {
             upstreams,
             replication: None,
             webhooks: None,
+            signatures: None,
             proxy: None,
             jobs,
             gc,
@@ -569,6 +573,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(registries::routes())
         .merge(replication::routes())
         .merge(webhooks::routes())
+        .merge(signatures::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

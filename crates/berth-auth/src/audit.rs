@@ -104,6 +104,7 @@ pub fn audit_entry(e: &EventRecord) -> Option<AuditRecord> {
         | EventKind::ReplicationFinished
         | EventKind::RetentionFinished => return None,
         EventKind::ScanRequested => ("scan", "artifact", at_digest(), "success", None),
+        EventKind::SignatureUnverified => ("pull", "artifact", at_digest(), "unverified signature", detail("reason")),
         EventKind::AllowlistChanged => {
             ("update", "allowlist", detail("scope").unwrap_or_else(|| "system".into()), "success", None)
         }

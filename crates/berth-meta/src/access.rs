@@ -1077,6 +1077,7 @@ impl AccessStore for SqlMetaStore {
             // name still hold content: their accounting stays right).
             sqlx::query("DELETE FROM immutable_rules WHERE project = $1").bind(&name).execute(&mut *tx).await?;
             crate::webhook::delete_project_webhooks(&mut tx, &name).await?;
+            sqlx::query("DELETE FROM signature_policies WHERE project = $1").bind(&name).execute(&mut *tx).await?;
             // Nor its labels.
             sqlx::query("DELETE FROM artifact_labels WHERE label_id IN (SELECT id FROM labels WHERE scope = 'p' AND project = $1)")
                 .bind(&name)

@@ -1342,3 +1342,18 @@ pub async fn run_webhooks(store: &dyn MetaStore) {
     assert!(store.webhook_deliveries(a, None, 0, 10).await.unwrap().0.is_empty());
     assert_eq!(store.webhook_policies("hooks").await.unwrap().len(), 1);
 }
+
+/// Signature policies: set, read, versions that only grow (also across a removal).
+#[expect(clippy::unwrap_used, reason = "test suite")]
+pub async fn run_signature_policies(store: &dyn MetaStore) {
+    let o = Origin::new("tester", None);
+    let e = || crate::NewEvent::new(crate::EventKind::PolicyChanged, 1, &o).project("sig");
+    assert!(store.signature_policy("sig").await.unwrap().is_none());
+    assert_eq!(store.put_signature_policy("sig", Some("{\"mode\":\"warn\"}"), 10, &e()).await.unwrap(), 1);
+    assert_eq!(store.put_signature_policy("sig", Some("{\"mode\":\"enforce\"}"), 20, &e()).await.unwrap(), 2);
+    let r = store.signature_policy("sig").await.unwrap().unwrap();
+    assert_eq!((r.document.as_str(), r.version, r.updated_at), ("{\"mode\":\"enforce\"}", 2, 20));
+    assert_eq!(store.put_signature_policy("sig", None, 30, &e()).await.unwrap(), 3);
+    assert_eq!(store.signature_policy("sig").await.unwrap().unwrap().document, "", "removed: empty");
+    assert_eq!(store.put_signature_policy("sig", Some("{}"), 40, &e()).await.unwrap(), 4, "never reused");
+}

@@ -160,6 +160,9 @@ event_kinds! {
     ReplicationFinished => "replication.finished",
     /// A tag retention run ended (`project`; `data`: Harbor's `retention` webhook object).
     RetentionFinished => "retention.finished",
+    /// An image without a valid signature was pulled under a `warn` signature policy
+    /// (`repo`, `digest`; `data.status` unsigned or invalid, `data.reason`).
+    SignatureUnverified => "signature.unverified",
 }
 
 /// An event to append.

@@ -34,6 +34,7 @@ mod quota;
 mod replication;
 mod scan;
 mod schema;
+mod signature;
 mod sql;
 mod upstream;
 mod webhook;
@@ -55,6 +56,7 @@ pub use policy::{GuardedDelete, PolicyRecord, PolicyRunRecord, PolicyStore};
 pub use quota::{QuotaCheck, QuotaRecord, QuotaStore, UsageRecord, project_of};
 pub use replication::{ReplicationExecutionRecord, ReplicationPolicyRecord, ReplicationStore, ReplicationTaskRecord};
 pub use scan::{ExportRecord, ScanRecord, ScanRequest, ScanStore, VulnSource};
+pub use signature::{SignaturePolicyRecord, SignatureStore};
 pub use sql::SqlMetaStore;
 pub use upstream::{CacheRule, UpstreamRecord, UpstreamStore};
 pub use webhook::{DeliveryOutcome, NewWebhookDelivery, WebhookDeliveryRecord, WebhookPolicyRecord, WebhookStore};
@@ -261,6 +263,7 @@ pub trait MetaStore:
     + UpstreamStore
     + ReplicationStore
     + WebhookStore
+    + SignatureStore
     + EventLog
     + Send
     + Sync

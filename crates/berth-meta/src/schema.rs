@@ -347,4 +347,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX webhook_deliveries_head ON webhook_deliveries (policy_id, target, status, id)",
         ],
     ),
+    (
+        30,
+        &[
+            // A project's signature policy (`signature.rs`): an empty document is none.
+            "CREATE TABLE signature_policies (project {NAME} PRIMARY KEY, document TEXT NOT NULL,
+            version BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

@@ -1488,6 +1488,7 @@ mod tests {
         crate::conformance::run_upstreams(&store).await;
         crate::conformance::run_replication(&store).await;
         crate::conformance::run_webhooks(&store).await;
+        crate::conformance::run_signature_policies(&store).await;
         // Migrations are idempotent on reopen.
         drop(store);
         super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
@@ -1575,6 +1576,7 @@ mod tests {
         crate::conformance::run_upstreams(&store).await;
         crate::conformance::run_replication(&store).await;
         crate::conformance::run_webhooks(&store).await;
+        crate::conformance::run_signature_policies(&store).await;
         // Migrations are idempotent, and safe when several replicas start at once.
         let (a, b) =
             tokio::join!(super::SqlMetaStore::open_postgres(&url, 2), super::SqlMetaStore::open_postgres(&url, 2));

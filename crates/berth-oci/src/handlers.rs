@@ -437,6 +437,12 @@ async fn manifest_get(state: &AppState, repo: &RepoName, r: &Reference, origin: 
             }
         }
     }
+    if let (Some(origin), Some(signatures)) = (origin, &state.signatures) {
+        // The project's signature policy may refuse the pull (HEAD stays allowed).
+        if let Some(why) = signatures.check_pull(repo, r, &m.record, origin).await? {
+            return Err(OciError::Denied(why));
+        }
+    }
     if let Some(origin) = origin {
         state.registry.record_pull(repo, r, &m.record.digest, origin);
     }

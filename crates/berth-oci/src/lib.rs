@@ -57,6 +57,8 @@ pub struct AppState {
     operator_token: Option<[u8; 32]>,
     /// Scanner data, for pull blocking (absent: no pull blocking).
     pub scanning: Option<Arc<berth_scanner::Scanning>>,
+    /// Signature policies (absent: none enforced).
+    pub signatures: Option<Arc<berth_registry::Signatures>>,
     /// Pull-through caches (absent: none).
     pub proxy: Option<Arc<berth_registry::Proxy>>,
 }
@@ -73,6 +75,7 @@ impl AppState {
             min_upload_rate: (1024, std::time::Duration::from_secs(30)),
             operator_token: None,
             scanning: None,
+            signatures: None,
             proxy: None,
         }
     }

@@ -15,6 +15,7 @@ mod policy;
 mod proxy;
 mod replication;
 mod scrub;
+mod signatures;
 mod upload;
 mod upstream;
 mod usage;
@@ -27,6 +28,7 @@ pub use replication::{
     Selection, Trigger,
 };
 pub use scrub::{ScrubOptions, ScrubReport};
+pub use signatures::{KeySpec, SignatureError, SignatureMode, SignaturePolicy, Signatures, StoreSpec, Verdict};
 pub use upload::{Committed, UploadSweep};
 pub use upstream::{EndpointSpec, KINDS, UpstreamError, Upstreams};
 pub use usage::{UsageConsumer, date_of, day_of};

@@ -3008,3 +3008,113 @@ async fn switch_webhook(api: &Api, project: &str, policy: &str, on: bool) -> any
     println!("webhook policy {policy} of {project} is {}", if on { "on" } else { "off" });
     Ok(())
 }
+
+/// `berth signature …`
+#[derive(Subcommand, Debug)]
+pub enum SignatureCommand {
+    /// A project's signature policy: its mode, trusted cosign keys, Notation trust stores and
+    /// trust policy.
+    Show {
+        /// Project name.
+        project: String,
+    },
+    /// Set a project's signature policy from a JSON file (`-` reads standard input):
+    /// {"mode": "off|warn|enforce", "cosign_keys": [{"name", "public_key"}],
+    /// "trust_stores": [{"name", "certificates"}], "trust_policy": {Notation's trustpolicy.json}}.
+    Set {
+        /// Project name.
+        project: String,
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Remove a project's signature policy.
+    Delete {
+        /// Project name.
+        project: String,
+    },
+    /// Check an artifact's signatures under its project's policy (exits 1 unless verified).
+    Verify {
+        /// Project name.
+        project: String,
+        /// Repository, without the project (`app`, `tools/cli`).
+        repository: String,
+        /// Tag or digest.
+        reference: String,
+    },
+}
+
+/// `berth signature …`: a project's signature policy, and an artifact's verdict.
+pub async fn signature(args: &ApiArgs, cmd: SignatureCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::new(args)?;
+    let path = |project: &str| format!("/projects/{}/signature-policy", enc(project));
+    match cmd {
+        SignatureCommand::Show { project } => {
+            let (_, p) = api.call(Method::GET, &path(&project), None).await?;
+            if api.json() {
+                return api.print(&p);
+            }
+            println!("mode: {} (version {})", cell(&p["mode"]), cell(&p["version"]));
+            let keys: Vec<String> =
+                p["cosign_keys"].as_array().into_iter().flatten().map(|k| cell(&k["name"])).collect();
+            println!("cosign keys: {}", if keys.is_empty() { "none".to_owned() } else { keys.join(", ") });
+            let stores: Vec<String> =
+                p["trust_stores"].as_array().into_iter().flatten().map(|k| cell(&k["name"])).collect();
+            println!(
+                "Notation trust stores: {}",
+                if stores.is_empty() { "none".to_owned() } else { stores.join(", ") }
+            );
+            let policies = p["trust_policy"]["trustPolicies"].as_array().cloned().unwrap_or_default();
+            let rows = policies.iter().map(|t| {
+                let list = |v: &Value| v.as_array().into_iter().flatten().map(cell).collect::<Vec<_>>().join(", ");
+                vec![
+                    cell(&t["name"]),
+                    list(&t["registryScopes"]),
+                    cell(&t["signatureVerification"]["level"]),
+                    list(&t["trustStores"]),
+                    list(&t["trustedIdentities"]),
+                ]
+            });
+            if !policies.is_empty() {
+                println!("{}", table(&["TRUST POLICY", "SCOPES", "LEVEL", "STORES", "IDENTITIES"], rows));
+            }
+        }
+        SignatureCommand::Set { project, file } => {
+            let body: Value =
+                serde_json::from_str(&read_file_or_stdin(&file)?).context("the policy file is not JSON")?;
+            let (_, v) = api.call(Method::PUT, &path(&project), Some(body)).await?;
+            println!("signature policy of {project} set (version {})", cell(&v["version"]));
+        }
+        SignatureCommand::Delete { project } => {
+            api.call(Method::DELETE, &path(&project), None).await?;
+            println!("signature policy of {project} removed");
+        }
+        SignatureCommand::Verify { project, repository, reference } => {
+            let p = format!(
+                "/projects/{}/repositories/{}/artifacts/{}/signature",
+                enc(&project),
+                enc(&enc(&repository)),
+                enc(&reference)
+            );
+            let (_, v) = api.call(Method::GET, &p, None).await?;
+            if api.json() {
+                api.print(&v)?;
+            } else {
+                match v["status"].as_str() {
+                    Some("verified") => {
+                        println!("{}: verified, signed by {}", cell(&v["digest"]), cell(&v["signed_by"]))
+                    }
+                    Some("not_checked") => {
+                        println!("{}: not checked (project {project} has no signature policy)", cell(&v["digest"]))
+                    }
+                    _ => {}
+                }
+            }
+            if v["status"] != "verified" {
+                let why = v["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+                bail!("{project}/{repository}:{reference} ({}) is {}{why}", cell(&v["digest"]), cell(&v["status"]));
+            }
+        }
+    }
+    Ok(())
+}

@@ -302,6 +302,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     state.min_upload_rate = (cfg.min_upload_rate, cfg.header_read_timeout);
     let scanning = Arc::new(berth_scanner::Scanning::new(sql.clone()));
     state.scanning = Some(scanning.clone());
+    state.signatures = Some(Arc::new(berth_registry::Signatures::new(registry.clone(), sql.clone())));
     // Bound before the services are made: webhooks name this registry's address.
     let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
@@ -342,6 +343,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     .with_operator_token(operator);
     admin_state.replication = Some(replication.clone());
     admin_state.webhooks = Some(webhooks.clone());
+    admin_state.signatures = state.signatures.clone();
     admin_state.proxy = state.proxy.clone();
     admin_state.external_url = cfg.external_url.clone();
     admin_state.tls = cfg.tls.is_some();

@@ -175,6 +175,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::RegistryCommand,
     },
+    /// Signature policies: a project's trusted cosign keys and Notation trust policy (show, set,
+    /// delete), and an artifact's verdict (verify).
+    Signature {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[command(subcommand)]
+        command: cli::SignatureCommand,
+    },
     /// Webhooks of a project: list, create, enable, disable, delete, test, deliveries (the
     /// dead letters with --status Error), redeliver.
     Webhook {
@@ -754,6 +762,7 @@ fn run() -> anyhow::Result<()> {
         Command::Registry { api, command } => rt.block_on(cli::registry(&api, command)),
         Command::Replication { api, command } => rt.block_on(cli::replication(&api, command)),
         Command::Webhook { api, command } => rt.block_on(cli::webhook(&api, command)),
+        Command::Signature { api, command } => rt.block_on(cli::signature(&api, command)),
         Command::Export { api, command } => rt.block_on(cli::export(&api, command)),
         Command::Allowlist { api, command } => rt.block_on(cli::allowlist(&api, command)),
         Command::Job { api, command } => rt.block_on(cli::job(&api, command)),

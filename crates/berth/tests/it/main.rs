@@ -31,6 +31,7 @@ mod replicas;
 mod replication;
 mod scan;
 mod scrub;
+mod signatures;
 mod support;
 mod upstream;
 mod webhooks;
