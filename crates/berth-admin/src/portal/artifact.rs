@@ -380,6 +380,11 @@ async fn page(
         .unwrap_or_default();
     let content = content(&s, &name, &a.record.digest).await;
     let record = s.scans.record(&digest).await.ok().flatten();
+    // The project's signature policy's verdict, when it has one (accessories are not signed).
+    let signature = match (&s.signatures, a.record.subject.is_none()) {
+        (Some(sig), true) => sig.verdict(&p.name, &name, &a.record).await.ok().flatten(),
+        _ => None,
+    };
     let report: Option<Report> =
         record.as_ref().and_then(|r| r.report.as_deref()).and_then(|t| serde_json::from_str(t).ok());
     let sbom = s.scans.sbom_document(&full, &digest, "cyclonedx").await.ok().flatten();
@@ -535,6 +540,18 @@ async fn page(
                     } @else { span.muted { "never" } }
                 }
                 @if examined { dt { "Vulnerabilities" } dd { (scan_badge(record.as_ref())) } }
+                @if let Some((v, mode)) = &signature {
+                    dt { "Signature" } dd {
+                        @match v {
+                            berth_registry::Verdict::Verified(by) => { span.badge.public { "Signed" } " " span.muted { "by " (by) } }
+                            berth_registry::Verdict::Unsigned => { span.badge.failed { "Unsigned" } }
+                            berth_registry::Verdict::Invalid(why) => { span.badge.failed { "Signature not valid" } " " span.muted { (why) } }
+                        }
+                        @if !matches!(v, berth_registry::Verdict::Verified(_)) {
+                            " " span.muted { @if *mode == berth_registry::SignatureMode::Enforce { "(pulls are refused)" } @else { "(pulls are allowed and logged)" } }
+                        }
+                    }
+                }
                 @if let Some(sub) = &a.record.subject {
                     dt { "Refers to" } dd { a href=(page_of(&sub.to_string())) { code { (short(&sub.to_string())) } } }
                 }

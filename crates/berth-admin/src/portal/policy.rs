@@ -41,6 +41,7 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/harbor/projects/{id}/policy/immutable/{rid}/{op}", post(change_immutable))
         .route("/harbor/projects/{id}/policy/retention", post(retention))
         .route("/harbor/projects/{id}/policy/retention/runs/{run}", get(run_log))
+        .route("/harbor/projects/{id}/policy/signature", post(signature))
         .route("/harbor/projects/{id}/repositories/{repo}/policies", get(repo_show).post(repo_change))
 }
 
@@ -86,6 +87,62 @@ struct Outcome {
     preview: Option<Vec<(String, Vec<[String; 5]>)>>,
     /// The retention form as the user left it (for the preview, so "Add" sends the same).
     rule: Option<RuleForm>,
+    /// The signature policy text as the user left it (after an error).
+    signature_doc: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SignatureForm {
+    csrf: String,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    document: String,
+}
+
+async fn signature(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<SignatureForm>,
+) -> Response {
+    let r: Result<Outcome, Failure> = async {
+        let (p, origin) = managing(&s, &headers, id, &f.csrf).await?;
+        let sig = s
+            .signatures
+            .as_deref()
+            .ok_or(("Signature policies are not available.".to_string(), StatusCode::SERVICE_UNAVAILABLE))?;
+        let keep = |msg: String| (msg, StatusCode::BAD_REQUEST);
+        let mut v: Value = if f.document.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&f.document)
+                .map_err(|e| keep(format!("The keys and trust policy are not JSON: {e}.")))?
+        };
+        if !v.is_object() {
+            return Err(keep("The keys and trust policy must be a JSON object.".into()));
+        }
+        v["mode"] = json!(f.mode);
+        let policy: berth_registry::SignaturePolicy =
+            serde_json::from_value(v).map_err(|e| keep(format!("Not a signature policy: {e}.")))?;
+        let version = sig.set_policy(&p.name, Some(&policy), &origin).await.map_err(|e| match e {
+            berth_registry::SignatureError::Invalid(m) => keep(format!("{m}.")),
+            other => api_err(crate::ApiError::from(other)),
+        })?;
+        Ok(Outcome {
+            notice: Some((format!("Signature policy saved (version {version})."), true)),
+            ..Default::default()
+        })
+    }
+    .await;
+    match r {
+        Err((msg, status)) => {
+            let out =
+                Outcome { notice: Some((msg, false)), signature_doc: Some(f.document.clone()), ..Default::default() };
+            page(&s, &headers, id, out, status).await
+        }
+        ok => after(&s, &headers, id, ok).await,
+    }
 }
 
 async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status: StatusCode) -> Response {
@@ -105,6 +162,19 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status
         Some(r) => s.policies.executions(r.id, 0, 10).await.map(|x| x.0).unwrap_or_default(),
         None => Vec::new(),
     };
+    let signature = match &s.signatures {
+        Some(sig) => sig.policy(&p.name).await.ok().flatten(),
+        None => None,
+    };
+    let sig_doc = out.signature_doc.clone().unwrap_or_else(|| {
+        let mut v =
+            serde_json::to_value(signature.as_ref().map(|(p, _)| p.clone()).unwrap_or_default()).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("mode");
+        }
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    });
+    let sig_mode = signature.as_ref().map(|(p, _)| p.mode).unwrap_or_default();
     let mut form = out.rule.clone().unwrap_or_default();
     for pattern in [&mut form.repo_pattern, &mut form.tag_pattern] {
         if pattern.is_empty() {
@@ -234,6 +304,44 @@ async fn page(s: &AdminState, headers: &HeaderMap, id: i64, out: Outcome, status
                                 td.hide-narrow { (super::when(r.created_at)) }
                             }
                         } }
+                    }
+                }
+            }
+        }
+        h2 #signatures { "Signature policy" }
+        div.panel.stack {
+            p.muted {
+                "Which signatures this project trusts: cosign public keys, and Notation trust stores under a Notation trust policy. "
+                em { "Enforce" } " refuses pulls of images without a valid signature; " em { "warn" }
+                " lets them through and logs them in the audit log. Each artifact's page shows its verdict."
+            }
+            @match &signature {
+                Some((pol, version)) => {
+                    p {
+                        "Mode: " strong { (format!("{:?}", pol.mode).to_lowercase()) } " · "
+                        (pol.cosign_keys.len()) " cosign key(s)"
+                        @for k in &pol.cosign_keys { " " span.badge { (k.name) } }
+                        " · " (pol.trust_stores.len()) " trust store(s)"
+                        @for t in &pol.trust_stores { " " span.badge { (t.name) } }
+                        " · version " (version)
+                    }
+                }
+                None => { p.muted { "No signature policy: signatures are stored and shown, not checked." } }
+            }
+            @if may {
+                details open[out.signature_doc.is_some()] {
+                    summary { "Change the signature policy" }
+                    form method="post" action=(format!("{here}/signature")) {
+                        input type="hidden" name="csrf" value=(token);
+                        label for="sig-mode" { "Mode" }
+                        select #sig-mode name="mode" {
+                            @for (m, text) in [("off", "Off: not checked"), ("warn", "Warn: checked, shown and logged"), ("enforce", "Enforce: unsigned images are not pulled")] {
+                                option value=(m) selected[format!("{sig_mode:?}").to_lowercase() == m] { (text) }
+                            }
+                        }
+                        label for="sig-doc" { "Trusted keys and trust policy (JSON: cosign_keys [{name, public_key}], trust_stores [{name, certificates}], trust_policy: Notation's trustpolicy.json)" }
+                        textarea #sig-doc name="document" rows="12" spellcheck="false" { (sig_doc) }
+                        p { button type="submit" { "Save signature policy" } }
                     }
                 }
             }

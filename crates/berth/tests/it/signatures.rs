@@ -218,9 +218,28 @@ async fn signature_policies_verify_cosign_and_notation_and_refuse_what_is_not_si
     let r = s.get(&format!("/v2/signed/multi/manifests/{}", lone.0)).await;
     expect_error(r, StatusCode::FORBIDDEN, "DENIED").await;
 
+    // The portal: each artifact's verdict; the policy changed to warn on the Policy tab.
+    let web = crate::portal::Web::new(&s, ADMIN, ADMIN_PASSWORD).await;
+    let project: Value = s.api(Method::GET, "/projects/signed", None).await.json().await.unwrap();
+    let id = project["project_id"].as_i64().unwrap();
+    let page = |d: &str| format!("/harbor/projects/{id}/repositories/app/artifacts-tab/artifacts/{d}");
+    let (_, html) = web.get(&page(&legacy.0)).await;
+    assert!(html.contains(">Signed<") && html.contains("by cosign key ci"), "{html}");
+    let unsigned: Value =
+        s.api(Method::GET, "/projects/signed/repositories/app/artifacts/unsigned", None).await.json().await.unwrap();
+    let (_, html) = web.get(&page(unsigned["digest"].as_str().unwrap())).await;
+    assert!(html.contains(">Unsigned<") && html.contains("(pulls are refused)"), "{html}");
+    let (_, html) = web.get(&format!("/harbor/projects/{id}/policy")).await;
+    assert!(html.contains("Signature policy") && html.contains("<strong>enforce</strong>"), "{html}");
+    let mut doc = policy(dir, "warn");
+    doc.as_object_mut().unwrap().remove("mode");
+    let form = format!("/harbor/projects/{id}/policy/signature");
+    let (st, html, _) = web.post(&form, &[("mode", "warn"), ("document", "{not json")]).await;
+    assert!(st == StatusCode::BAD_REQUEST && html.contains("not JSON"), "{html}");
+    let (st, html, _) = web.post(&form, &[("mode", "warn"), ("document", &doc.to_string())]).await;
+    assert!(st == StatusCode::OK && html.contains("Signature policy saved"), "{html}");
+
     // warn: pulled, and logged.
-    let r = s.api(Method::PUT, "/projects/signed/signature-policy", Some(policy(dir, "warn"))).await;
-    assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(s.get("/v2/signed/app/manifests/unsigned").await.status(), StatusCode::OK);
     let logged = eventually("the unverified pull in the audit log", async || {
         let v: Value = s.api(Method::GET, "/projects/signed/logs?q=operation%3Dpull", None).await.json().await.unwrap();
