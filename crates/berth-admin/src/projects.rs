@@ -293,6 +293,8 @@ struct UserRef {
 #[derive(Deserialize)]
 struct GroupRef {
     group_name: Option<String>,
+    /// An LDAP group (`group_type` 1) is named by its DN.
+    ldap_group_dn: Option<String>,
     #[allow(dead_code)]
     group_type: Option<i64>,
     #[allow(dead_code)]
@@ -335,8 +337,13 @@ async fn add_member(
             MemberEntity::User { id: user.id, name: String::new() }
         }
         (None, Some(g)) => {
-            let name =
-                g.group_name.filter(|n| !n.is_empty()).ok_or_else(|| bad_request("member_group needs group_name"))?;
+            // An LDAP group is its DN (what sign-in finds); others are named.
+            let name = g
+                .ldap_group_dn
+                .map(|dn| dn.trim().to_lowercase())
+                .filter(|n| !n.is_empty())
+                .or(g.group_name.filter(|n| !n.is_empty()))
+                .ok_or_else(|| bad_request("member_group needs group_name (or ldap_group_dn for an LDAP group)"))?;
             MemberEntity::Group(name)
         }
         _ => return Err(bad_request("give exactly one of member_user and member_group")),

@@ -26,6 +26,7 @@
 
 pub mod audit;
 pub mod federation;
+pub mod ldap;
 pub mod oidc;
 pub mod origin;
 pub mod policy;
@@ -320,6 +321,9 @@ pub enum AuthError {
     /// What a request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// An identity provider (LDAP) cannot be reached or failed (which, and why).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why a request was not authorized.
@@ -642,6 +646,7 @@ pub struct Auth {
     last_key_reload: Mutex<Option<Instant>>,
     events: EventBuffer,
     oidc: Option<oidc::OidcClient>,
+    ldap: Option<ldap::LdapClient>,
     /// The file's settings with those changed at run time applied.
     runtime: std::sync::RwLock<RuntimeSettings>,
     /// Seals access keys' secrets (SigV4 needs them back); without it there are none.
@@ -704,6 +709,7 @@ impl Auth {
             lockouts: Default::default(),
             last_key_reload: Mutex::new(None),
             oidc: None,
+            ldap: None,
             cfg,
         })
     }
@@ -846,6 +852,76 @@ impl Auth {
     /// The OIDC client, when OIDC login is configured.
     pub fn oidc(&self) -> Option<&oidc::OidcClient> {
         self.oidc.as_ref()
+    }
+
+    /// Enable LDAP sign-in.
+    pub fn with_ldap(mut self, client: ldap::LdapClient) -> Self {
+        self.ldap = Some(client);
+        self
+    }
+
+    /// The LDAP client, when LDAP sign-in is configured.
+    pub fn ldap(&self) -> Option<&ldap::LdapClient> {
+        self.ldap.as_ref()
+    }
+
+    /// Create or refresh the Berth user of a directory entry (its groups, and its
+    /// administrator right when an admin group is configured).
+    async fn ldap_user(&self, lu: &ldap::LdapUser) -> Result<UserRecord, AuthError> {
+        let l = self.ldap.as_ref().ok_or_else(|| AuthError::Refused("LDAP is not configured".into()))?;
+        let subject = format!("ldap:{}", lu.dn);
+        let admin = l.is_admin(lu);
+        let now = now_ms();
+        let origin = Origin::new(&lu.username, None);
+        if let Some(u) = self.store.user_by_oidc_subject(&subject).await? {
+            let mut changed = false;
+            if u.groups != lu.groups {
+                changed |= self.store.set_user_groups(u.id, &lu.groups, now, &origin).await?;
+            }
+            if l.config().group_admin_dn.is_some() && admin != u.sysadmin {
+                changed |= self.store.set_sysadmin(u.id, admin, now, &origin).await?;
+            }
+            if changed {
+                self.invalidate();
+            }
+            return self
+                .store
+                .user_by_name(&u.username)
+                .await?
+                .ok_or_else(|| AuthError::Refused("the user vanished".into()));
+        }
+        if let Some(other) = self.store.user_by_name(&lu.username).await? {
+            return Err(AuthError::Refused(format!(
+                "the username {:?} belongs to a {} account in Berth, not to LDAP's {}",
+                other.username,
+                if other.oidc_subject.is_some() { "single sign-on" } else { "local" },
+                lu.dn
+            )));
+        }
+        let nu = berth_meta::NewUser {
+            username: lu.username.clone(),
+            email: lu.email.clone(),
+            realname: lu.realname.clone(),
+            comment: "signed in through LDAP".into(),
+            password_hash: None,
+            sysadmin: admin,
+            oidc_subject: Some(subject),
+            groups: lu.groups.clone(),
+        };
+        self.store.create_user(&nu, now, &origin).await?;
+        self.invalidate();
+        self.store.user_by_name(&lu.username).await?.ok_or_else(|| AuthError::Refused("the new user vanished".into()))
+    }
+
+    /// Create the Berth user of LDAP uid `uid` before it first signs in (Harbor's
+    /// `/ldap/users/import`); `false` if LDAP has no such user.
+    pub async fn ldap_import(&self, uid: &str) -> Result<bool, AuthError> {
+        let l = self.ldap.as_ref().ok_or_else(|| AuthError::Refused("LDAP is not configured".into()))?;
+        let found = l.user(uid).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        match found {
+            Some(lu) => self.ldap_user(&lu).await.map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// The settings of the file (see [`Auth::settings`] for those that change at run time).
@@ -1142,7 +1218,32 @@ impl Auth {
             return self.robot_principal(r);
         }
         let pw = password.to_owned();
-        let Some(u) = self.store.user_by_name(username).await? else {
+        let found = self.store.user_by_name(username).await?;
+        // With LDAP, users Berth does not hold locally are LDAP's (a CLI secret of an LDAP user
+        // is checked first, without asking the directory).
+        if let Some(l) = &self.ldap
+            && found.as_ref().is_none_or(|u| u.oidc_subject.as_deref().is_some_and(|s| s.starts_with("ldap:")))
+        {
+            if let Some(u) = &found
+                && let Some(h) = u.cli_secret_hash.clone()
+            {
+                let (p2, h2) = (pw.clone(), h);
+                if off_thread(move || secret::verify_stored(&p2, &h2)).await? {
+                    return self.user_principal(u.clone()).await;
+                }
+            }
+            let lu = match l.authenticate(username, password).await {
+                Ok(Some(lu)) => lu,
+                Ok(None) => return Err(AuthError::BadCredentials),
+                Err(e) => return Err(AuthError::Unavailable(e.to_string())),
+            };
+            let u = self.ldap_user(&lu).await?;
+            if u.first_login_at.is_none() {
+                self.store.mark_first_login(u.id, now_ms()).await?;
+            }
+            return self.user_principal(u).await;
+        }
+        let Some(u) = found else {
             // Same work as for a real user, so timing does not tell which names exist.
             off_thread(move || secret::verify_password(&pw, secret::dummy_password_hash())).await?;
             return Err(AuthError::BadCredentials);

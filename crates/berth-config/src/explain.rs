@@ -150,6 +150,26 @@ impl Config {
             (Some("ecr"), "registry_id") => s(&self.ecr_registry_id),
             (Some("ecr"), "region") => self.ecr_region.as_deref().and_then(s),
             (Some("ecr"), "listen") => self.ecr_listen.map(|a| a.to_string()).as_deref().and_then(s),
+            (Some("ldap"), key) => {
+                let l = self.ldap.as_ref()?;
+                match key {
+                    "url" => s(&l.url),
+                    "starttls" => b(l.starttls),
+                    "ca_file" => l.ca_file.as_deref().and_then(p),
+                    "bind_dn" => s(&l.bind_dn),
+                    "bind_password" => secret(!l.bind_password.expose().is_empty()),
+                    "base_dn" => s(&l.base_dn),
+                    "user_filter" => s(&l.user_filter),
+                    "uid_attribute" => s(&l.uid_attribute),
+                    "group_base_dn" => l.group_base_dn.as_deref().and_then(s),
+                    "group_filter" => s(&l.group_filter),
+                    "group_membership_attribute" => s(&l.group_membership_attribute),
+                    "group_name_attribute" => s(&l.group_name_attribute),
+                    "group_admin_dn" => l.group_admin_dn.as_deref().and_then(s),
+                    "timeout" => d(l.timeout),
+                    _ => None,
+                }
+            }
             (Some("webhooks"), "allowed_hosts") => s(&self.webhooks.allowed_hosts.join(",")),
             (Some("webhooks"), "max_attempts") => n(u64::from(self.webhooks.max_attempts)),
             (Some("webhooks"), "retry_base") => d(self.webhooks.retry_base),

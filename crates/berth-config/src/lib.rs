@@ -108,6 +108,8 @@ pub struct RawConfig {
     pub ecr: Option<RawEcr>,
     /// Webhook delivery.
     pub webhooks: Option<RawWebhooks>,
+    /// LDAP sign-in.
+    pub ldap: Option<RawLdap>,
     /// The vulnerability scanner.
     pub scanner: Option<RawScanner>,
     /// Blob storage.
@@ -263,6 +265,73 @@ impl StrOrList {
         };
         all.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
     }
+}
+
+/// `[ldap]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLdap {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: Option<String>,
+    /// Upgrade `ldap://` with StartTLS.
+    pub starttls: Option<BoolOrString>,
+    /// PEM CA certificates to trust for the server.
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches.
+    pub bind_dn: Option<String>,
+    /// Its password.
+    pub bind_password: Option<String>,
+    /// Where users are.
+    pub base_dn: Option<String>,
+    /// Which entries are users.
+    pub user_filter: Option<String>,
+    /// The username attribute.
+    pub uid_attribute: Option<String>,
+    /// Where groups are.
+    pub group_base_dn: Option<String>,
+    /// Which entries are groups.
+    pub group_filter: Option<String>,
+    /// The group attribute naming members.
+    pub group_membership_attribute: Option<String>,
+    /// The group attribute with its name.
+    pub group_name_attribute: Option<String>,
+    /// Members of this group are system administrators.
+    pub group_admin_dn: Option<String>,
+    /// Longest a connection or an operation may take.
+    pub timeout: Option<NumOrString>,
+}
+
+/// LDAP sign-in (`[ldap]`; absent: none).
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// `ldap://` or `ldaps://` URL.
+    pub url: String,
+    /// StartTLS on `ldap://`.
+    pub starttls: bool,
+    /// CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// The service account.
+    pub bind_dn: String,
+    /// Its password.
+    pub bind_password: Secret,
+    /// Where users are.
+    pub base_dn: String,
+    /// Which entries are users.
+    pub user_filter: String,
+    /// The username attribute.
+    pub uid_attribute: String,
+    /// Where groups are.
+    pub group_base_dn: Option<String>,
+    /// Which entries are groups.
+    pub group_filter: String,
+    /// The group attribute naming members by DN.
+    pub group_membership_attribute: String,
+    /// The group attribute with its name.
+    pub group_name_attribute: String,
+    /// Members of this group DN are system administrators.
+    pub group_admin_dn: Option<String>,
+    /// Longest a connection or an operation may take.
+    pub timeout: Duration,
 }
 
 /// `[webhooks]`
@@ -608,6 +677,8 @@ pub struct Config {
     pub ecr_listen: Option<SocketAddr>,
     /// Webhook delivery.
     pub webhooks: WebhookConfig,
+    /// LDAP sign-in.
+    pub ldap: Option<LdapSettings>,
     /// How long audit entries are kept.
     pub audit_retention: Duration,
     /// Most audit entries kept.
@@ -667,6 +738,20 @@ const KEYS: &[(&str, Option<&str>, &str)] = &[
     ("BERTH_ECR_REGISTRY_ID", Some("ecr"), "registry_id"),
     ("BERTH_ECR_REGION", Some("ecr"), "region"),
     ("BERTH_ECR_LISTEN", Some("ecr"), "listen"),
+    ("BERTH_LDAP_URL", Some("ldap"), "url"),
+    ("BERTH_LDAP_STARTTLS", Some("ldap"), "starttls"),
+    ("BERTH_LDAP_CA_FILE", Some("ldap"), "ca_file"),
+    ("BERTH_LDAP_BIND_DN", Some("ldap"), "bind_dn"),
+    ("BERTH_LDAP_BIND_PASSWORD", Some("ldap"), "bind_password"),
+    ("BERTH_LDAP_BASE_DN", Some("ldap"), "base_dn"),
+    ("BERTH_LDAP_USER_FILTER", Some("ldap"), "user_filter"),
+    ("BERTH_LDAP_UID_ATTRIBUTE", Some("ldap"), "uid_attribute"),
+    ("BERTH_LDAP_GROUP_BASE_DN", Some("ldap"), "group_base_dn"),
+    ("BERTH_LDAP_GROUP_FILTER", Some("ldap"), "group_filter"),
+    ("BERTH_LDAP_GROUP_MEMBERSHIP_ATTRIBUTE", Some("ldap"), "group_membership_attribute"),
+    ("BERTH_LDAP_GROUP_NAME_ATTRIBUTE", Some("ldap"), "group_name_attribute"),
+    ("BERTH_LDAP_GROUP_ADMIN_DN", Some("ldap"), "group_admin_dn"),
+    ("BERTH_LDAP_TIMEOUT", Some("ldap"), "timeout"),
     ("BERTH_WEBHOOKS_ALLOWED_HOSTS", Some("webhooks"), "allowed_hosts"),
     ("BERTH_WEBHOOKS_MAX_ATTEMPTS", Some("webhooks"), "max_attempts"),
     ("BERTH_WEBHOOKS_RETRY_BASE", Some("webhooks"), "retry_base"),
@@ -1135,6 +1220,65 @@ impl Config {
                 return Err(ConfigError::Invalid { key: "webhooks.timeout", message: "must be 100ms to 5min".into() });
             }
         }
+        let ldap = match raw.ldap {
+            Some(l) if l.url.as_deref().is_some_and(|u| !u.is_empty()) => {
+                let url = l.url.clone().unwrap_or_default();
+                if !url.starts_with("ldap://") && !url.starts_with("ldaps://") {
+                    return Err(ConfigError::Invalid {
+                        key: "ldap.url",
+                        message: format!("{url:?}: use ldap://host:389 or ldaps://host:636"),
+                    });
+                }
+                let base_dn = l.base_dn.clone().filter(|b| !b.is_empty()).ok_or(ConfigError::Invalid {
+                    key: "ldap.base_dn",
+                    message: "where users are searched, e.g. \"ou=people,dc=example,dc=org\"".into(),
+                })?;
+                let starttls = match &l.starttls {
+                    Some(v) => parse_bool("ldap.starttls", v)?,
+                    None => false,
+                };
+                if starttls && url.starts_with("ldaps://") {
+                    return Err(ConfigError::Invalid {
+                        key: "ldap.starttls",
+                        message: "ldaps:// is TLS already; StartTLS is for ldap:// URLs".into(),
+                    });
+                }
+                let timeout = match &l.timeout {
+                    Some(v) => parse_duration("ldap.timeout", v)?,
+                    None => Duration::from_secs(5),
+                };
+                let filter = |v: &Option<String>, default: &str| {
+                    v.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| default.to_owned())
+                };
+                let user_filter = filter(&l.user_filter, "(objectClass=person)");
+                let group_filter = filter(&l.group_filter, "(objectClass=groupOfNames)");
+                for (key, f) in [("ldap.user_filter", &user_filter), ("ldap.group_filter", &group_filter)] {
+                    if !f.starts_with('(') || !f.ends_with(')') {
+                        return Err(ConfigError::Invalid {
+                            key,
+                            message: format!("{f:?} is not an LDAP filter such as (objectClass=person)"),
+                        });
+                    }
+                }
+                Some(LdapSettings {
+                    url,
+                    starttls,
+                    ca_file: l.ca_file.clone(),
+                    bind_dn: l.bind_dn.clone().unwrap_or_default(),
+                    bind_password: Secret::new(l.bind_password.clone().unwrap_or_default()),
+                    base_dn,
+                    user_filter,
+                    uid_attribute: filter(&l.uid_attribute, "uid"),
+                    group_base_dn: l.group_base_dn.clone().filter(|g| !g.is_empty()),
+                    group_filter,
+                    group_membership_attribute: filter(&l.group_membership_attribute, "member"),
+                    group_name_attribute: filter(&l.group_name_attribute, "cn"),
+                    group_admin_dn: l.group_admin_dn.clone().filter(|g| !g.is_empty()),
+                    timeout,
+                })
+            }
+            _ => None,
+        };
         let audit = raw.audit.unwrap_or_default();
         let audit_retention = match &audit.retention {
             Some(v) => parse_duration("audit.retention", v)?,
@@ -1257,6 +1401,7 @@ impl Config {
             ecr_region,
             ecr_listen,
             webhooks,
+            ldap,
             cache_upstream_timeout,
             storage,
             metadata,

@@ -157,6 +157,7 @@ fn auth_failure(
             OciError::TooManyRequests { message: e.to_string(), retry_after }
         }
         AuthError::Store(m) => m.into(),
+        AuthError::Unavailable(m) => OciError::ProviderUnavailable(m),
         _ => OciError::Unauthorized {
             message: e.to_string(),
             challenge: challenge(state, headers, uri, scope, was_token.then_some("invalid_token")),
@@ -332,6 +333,12 @@ fn login_error(e: AuthError) -> Response {
                 Some(("retry-after", crate::error::RETRY_AFTER_SECS.to_string())),
             )
         }
+        AuthError::Unavailable(ref m) => token_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            m.clone(),
+            Some(("retry-after", crate::error::RETRY_AFTER_SECS.to_string())),
+        ),
         AuthError::Store(ref m) => {
             tracing::error!(error = %m, "token service: metadata store failed");
             token_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; see the server log".into(), None)

@@ -74,6 +74,9 @@ pub enum OciError {
     /// The metadata database cannot be reached: `503` with `Retry-After`, whatever the route.
     #[error("the registry's metadata database is unavailable; try again in a few seconds")]
     Unavailable(String),
+    /// An identity provider (LDAP) cannot be reached: `503` with `Retry-After`, saying which.
+    #[error("{0}")]
+    ProviderUnavailable(String),
 }
 
 /// `Retry-After` of a `503` (seconds).
@@ -127,9 +130,9 @@ impl OciError {
     pub fn code(&self) -> &'static str {
         use RegistryError as R;
         match self {
-            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
-                "UNAVAILABLE"
-            }
+            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_)))
+            | OciError::Unavailable(_)
+            | OciError::ProviderUnavailable(_) => "UNAVAILABLE",
             OciError::Registry(r) => match r {
                 R::BlobUnknown(_) => "BLOB_UNKNOWN",
                 R::BlobQuarantined { .. } => "UNKNOWN",
@@ -171,9 +174,9 @@ impl OciError {
     pub fn status(&self) -> StatusCode {
         use RegistryError as R;
         match self {
-            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_))) | OciError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            OciError::Registry(R::Meta(berth_registry::MetaError::Unavailable(_)))
+            | OciError::Unavailable(_)
+            | OciError::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OciError::Registry(r) => match r {
                 R::BlobUnknown(_) | R::UploadUnknown | R::ManifestUnknown(_) | R::NameUnknown(_) => {
                     StatusCode::NOT_FOUND
@@ -239,7 +242,8 @@ impl IntoResponse for OciError {
         // A quarantined blob's or a failed upstream's message is for the user; other 5xx
         // causes are logged, not shown.
         let speaks =
-            matches!(self, OciError::Registry(RegistryError::BlobQuarantined { .. } | RegistryError::Upstream(_)));
+            matches!(self, OciError::Registry(RegistryError::BlobQuarantined { .. } | RegistryError::Upstream(_)))
+                || matches!(self, OciError::ProviderUnavailable(_));
         let message = if status.is_server_error() && !speaks {
             match status {
                 StatusCode::INSUFFICIENT_STORAGE => "storage is full; nothing was stored".to_owned(),
@@ -396,7 +400,8 @@ mod tests {
             | OciError::ProjectUnknown(_)
             | OciError::TooManyRequests { .. }
             | OciError::Auth(_)
-            | OciError::Unavailable(_) => {}
+            | OciError::Unavailable(_)
+            | OciError::ProviderUnavailable(_) => {}
         }
     }
 

@@ -222,6 +222,32 @@ pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<A
             auto_onboard: o.auto_onboard,
         });
     }
+    if let Some(l) = &cfg.ldap {
+        let ca_pem = match &l.ca_file {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading ldap.ca_file {}", path.display()))?)
+            }
+            None => None,
+        };
+        let client = berth_auth::ldap::LdapClient::new(berth_auth::ldap::LdapConfig {
+            url: l.url.clone(),
+            starttls: l.starttls,
+            ca_pem,
+            bind_dn: l.bind_dn.clone(),
+            bind_password: l.bind_password.expose().to_owned(),
+            base_dn: l.base_dn.clone(),
+            user_filter: l.user_filter.clone(),
+            uid_attribute: l.uid_attribute.clone(),
+            group_base_dn: l.group_base_dn.clone(),
+            group_filter: l.group_filter.clone(),
+            group_membership_attribute: l.group_membership_attribute.clone(),
+            group_name_attribute: l.group_name_attribute.clone(),
+            group_admin_dn: l.group_admin_dn.clone(),
+            timeout: l.timeout,
+        })
+        .map_err(anyhow::Error::msg)?;
+        auth = auth.with_ldap(client);
+    }
     Ok(Arc::new(auth))
 }
 

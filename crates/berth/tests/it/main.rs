@@ -20,6 +20,7 @@ mod federation;
 mod gc;
 mod image;
 mod immutable;
+mod ldap;
 mod lifecycle;
 mod oidc;
 mod operate;
