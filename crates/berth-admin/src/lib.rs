@@ -45,6 +45,7 @@ mod security;
 mod shapes;
 mod signatures;
 mod system;
+mod usergroups;
 mod users;
 mod web;
 mod webhooks;
@@ -580,6 +581,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(webhooks::routes())
         .merge(signatures::routes())
         .merge(ldap::routes())
+        .merge(usergroups::routes())
         .merge(portal::routes())
         .merge(retention::routes())
         .merge(projects::routes())

@@ -297,7 +297,7 @@ struct GroupRef {
     ldap_group_dn: Option<String>,
     #[allow(dead_code)]
     group_type: Option<i64>,
-    #[allow(dead_code)]
+    /// A user group (`/usergroups`) by its id.
     id: Option<i64>,
 }
 
@@ -335,6 +335,10 @@ async fn add_member(
             }
             .ok_or_else(|| not_found("no such user"))?;
             MemberEntity::User { id: user.id, name: String::new() }
+        }
+        (None, Some(GroupRef { id: Some(id), .. })) => {
+            let g = s.auth.user_group(id).await?.ok_or_else(|| not_found(format!("user group {id} not found")))?;
+            MemberEntity::Group(g.member_key)
         }
         (None, Some(g)) => {
             // An LDAP group is its DN (what sign-in finds); others are named.

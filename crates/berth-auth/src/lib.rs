@@ -48,7 +48,7 @@ use tracing::{info, warn};
 pub use audit::{AuditConsumer, PullConsumer};
 pub use berth_meta::{
     AuditPurge, AuditQuery, AuditRecord, MemberEntity, MemberRecord, MetaError, NewUser, Origin, ProjectRecord,
-    RobotRecord, UserRecord,
+    RobotRecord, UserGroupRecord, UserRecord,
 };
 pub use berth_types::{ProjectSettings, SettingError, SeverityThreshold, Visibility};
 use policy::{EcrAction, RepoPolicy, Verdict};

@@ -98,6 +98,86 @@ impl Auth {
         self.store.members(project_id).await
     }
 
+    /// Harbor's user groups.
+    pub async fn user_groups(&self) -> Result<Vec<berth_meta::UserGroupRecord>, MetaError> {
+        self.store.user_groups().await
+    }
+
+    /// One user group.
+    pub async fn user_group(&self, id: i64) -> Result<Option<berth_meta::UserGroupRecord>, MetaError> {
+        self.store.user_group(id).await
+    }
+
+    /// Create a user group: an LDAP group (type 1) by its DN — which must exist when LDAP is
+    /// configured —, an HTTP (2) or OIDC (3) group by name.
+    pub async fn create_user_group(
+        &self,
+        name: &str,
+        group_type: i64,
+        ldap_dn: &str,
+        origin: &Origin,
+    ) -> Result<i64, crate::AuthError> {
+        use crate::AuthError;
+        let (name, key) = match group_type {
+            1 => {
+                let dn = ldap_dn.trim();
+                if dn.is_empty() {
+                    return Err(AuthError::Refused("an LDAP group (group_type 1) needs ldap_group_dn".into()));
+                }
+                if let Some(l) = self.ldap() {
+                    let found =
+                        l.search_groups(None, Some(dn)).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+                    if found.is_empty() {
+                        return Err(AuthError::Refused(format!("LDAP has no group {dn:?}")));
+                    }
+                }
+                let n = if name.trim().is_empty() {
+                    dn.split(',').next().unwrap_or(dn).trim_start_matches("cn=").to_owned()
+                } else {
+                    name.trim().to_owned()
+                };
+                (n, dn.to_lowercase())
+            }
+            2 | 3 => {
+                if name.trim().is_empty() {
+                    return Err(AuthError::Refused("a group needs group_name".into()));
+                }
+                (name.trim().to_owned(), name.trim().to_owned())
+            }
+            other => {
+                return Err(AuthError::Refused(format!("group_type {other}: use 1 (LDAP), 2 (HTTP) or 3 (OIDC)")));
+            }
+        };
+        let g = berth_meta::UserGroupRecord {
+            id: 0,
+            name: name.clone(),
+            group_type,
+            ldap_group_dn: if group_type == 1 { ldap_dn.trim().to_owned() } else { String::new() },
+            member_key: key,
+            created_at: now_ms(),
+        };
+        let e = berth_meta::NewEvent::new(berth_meta::EventKind::UserChanged, now_ms(), origin)
+            .data(serde_json::json!({"op": "usergroup", "name": name}));
+        self.store.create_user_group(&g, &e).await.map_err(|e| match e {
+            MetaError::Conflict(m) => AuthError::Conflict(m),
+            other => AuthError::Store(other),
+        })
+    }
+
+    /// Rename a user group; `false` if it is gone.
+    pub async fn rename_user_group(&self, id: i64, name: &str, origin: &Origin) -> Result<bool, MetaError> {
+        let e = berth_meta::NewEvent::new(berth_meta::EventKind::UserChanged, now_ms(), origin)
+            .data(serde_json::json!({"op": "usergroup", "name": name}));
+        self.store.rename_user_group(id, name, &e).await
+    }
+
+    /// Delete a user group and its project memberships; `false` if it was gone.
+    pub async fn delete_user_group(&self, id: i64, origin: &Origin) -> Result<bool, MetaError> {
+        let e = berth_meta::NewEvent::new(berth_meta::EventKind::UserChanged, now_ms(), origin)
+            .data(serde_json::json!({"op": "usergroup", "id": id}));
+        self.changed(self.store.delete_user_group(id, &e).await)
+    }
+
     /// Add a member with a role; returns the membership id.
     pub async fn add_member(
         &self,

@@ -103,6 +103,23 @@ pub struct ProjectRecord {
     pub updated_at: i64,
 }
 
+/// A user group (Harbor's `UserGroup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserGroupRecord {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// 1 LDAP, 2 HTTP, 3 OIDC.
+    pub group_type: i64,
+    /// An LDAP group's DN (empty for others).
+    pub ldap_group_dn: String,
+    /// What memberships name: the DN lowercased for LDAP groups, else the name.
+    pub member_key: String,
+    /// Created (Unix ms).
+    pub created_at: i64,
+}
+
 /// Who a project membership is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberEntity {
@@ -252,6 +269,16 @@ pub struct SigningKeyRecord {
 /// with `data.op`) by `origin` in the same transaction.
 #[async_trait::async_trait]
 pub trait AccessStore: crate::EventLog + Send + Sync + 'static {
+    /// Harbor's user groups, by name.
+    async fn user_groups(&self) -> Result<Vec<UserGroupRecord>, MetaError>;
+    /// One user group.
+    async fn user_group(&self, id: i64) -> Result<Option<UserGroupRecord>, MetaError>;
+    /// Create a user group (`Conflict` if its member key exists), logging `event`.
+    async fn create_user_group(&self, g: &UserGroupRecord, event: &NewEvent) -> Result<i64, MetaError>;
+    /// Rename a user group; `false` if it is gone.
+    async fn rename_user_group(&self, id: i64, name: &str, event: &NewEvent) -> Result<bool, MetaError>;
+    /// Delete a user group and its project memberships; `false` if it was gone.
+    async fn delete_user_group(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError>;
     /// Create a user; returns its id.
     async fn create_user(&self, u: &NewUser, now: i64, origin: &Origin) -> Result<i64, MetaError>;
     /// The user with this id.
@@ -714,6 +741,73 @@ pub(crate) async fn insert_audit(
 
 #[async_trait::async_trait]
 impl AccessStore for SqlMetaStore {
+    async fn user_groups(&self) -> Result<Vec<UserGroupRecord>, MetaError> {
+        let rows = sqlx::query(&format!("SELECT {GROUP_COLS} FROM user_groups ORDER BY name, id"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(group_from_row).collect()
+    }
+
+    async fn user_group(&self, id: i64) -> Result<Option<UserGroupRecord>, MetaError> {
+        let row = sqlx::query(&format!("SELECT {GROUP_COLS} FROM user_groups WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    async fn create_user_group(&self, g: &UserGroupRecord, event: &NewEvent) -> Result<i64, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO user_groups (name, group_type, ldap_group_dn, member_key, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (member_key) DO NOTHING RETURNING id",
+        )
+        .bind(&g.name)
+        .bind(g.group_type)
+        .bind(&g.ldap_group_dn)
+        .bind(&g.member_key)
+        .bind(g.created_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Err(MetaError::Conflict(format!("a user group for {:?} already exists", g.member_key)));
+        };
+        let mut event = event.clone();
+        event.data["id"] = id.into();
+        insert_events(&mut tx, self.backend(), std::slice::from_ref(&event)).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn rename_user_group(&self, id: i64, name: &str, event: &NewEvent) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE user_groups SET name = $2 WHERE id = $1")
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_user_group(&self, id: i64, event: &NewEvent) -> Result<bool, MetaError> {
+        let mut tx = self.begin_write().await?;
+        let key: Option<String> = sqlx::query_scalar("SELECT member_key FROM user_groups WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(key) = key else { return Ok(false) };
+        sqlx::query("DELETE FROM project_members WHERE group_name = $1").bind(&key).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM user_groups WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        insert_events(&mut tx, self.backend(), std::slice::from_ref(event)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn create_user(&self, u: &NewUser, now: i64, origin: &Origin) -> Result<i64, MetaError> {
         let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
@@ -1617,6 +1711,20 @@ fn access_key_from_row(r: &AnyRow) -> Result<AccessKeyRecord, MetaError> {
         account: r.try_get("account")?,
         sealed_secret: r.try_get("secret")?,
         active: r.try_get::<i64, _>("active")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const GROUP_COLS: &str = "id, name, group_type, ldap_group_dn, member_key, created_at";
+
+fn group_from_row(r: &sqlx::any::AnyRow) -> Result<UserGroupRecord, MetaError> {
+    use sqlx::Row;
+    Ok(UserGroupRecord {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        group_type: r.try_get("group_type")?,
+        ldap_group_dn: r.try_get("ldap_group_dn")?,
+        member_key: r.try_get("member_key")?,
         created_at: r.try_get("created_at")?,
     })
 }

@@ -43,7 +43,7 @@ use berth_types::{Digest, RepoName, Tag};
 
 pub use access::{
     AUDIT_MERGE_WINDOW_MS, AccessKeyRecord, AccessStore, AuditPurge, AuditQuery, AuditRecord, MemberEntity,
-    MemberRecord, NewUser, ProjectRecord, RobotRecord, SigningKeyRecord, UserRecord,
+    MemberRecord, NewUser, ProjectRecord, RobotRecord, SigningKeyRecord, UserGroupRecord, UserRecord,
 };
 pub use events::{
     Consumer, ConsumerCursor, ConsumerError, EVENT_BUFFER_MAX, Effect, EventBuffer, EventKind, EventLog, EventQuery,

@@ -355,4 +355,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             version BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        31,
+        &[
+            // Harbor's user groups (`/usergroups`): `member_key` is what project members and a
+            // user's groups name — an LDAP group's DN (lowercased), else the group's name.
+            "CREATE TABLE user_groups (id {SERIAL}, name TEXT NOT NULL, group_type BIGINT NOT NULL,
+            ldap_group_dn TEXT NOT NULL, member_key TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+        ],
+    ),
 ];

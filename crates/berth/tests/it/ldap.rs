@@ -169,8 +169,20 @@ async fn ldap_users_sign_in_with_groups_as_project_members() {
     let s = TestServer::start_with(|c| ldap_config(c, &url, true, &ca)).await;
     s.project("genomics", false).await;
     s.push_image("genomics/bwa", "v1").await;
-    // The developers group (by DN) is a developer of the project.
-    let body = json!({"role_id": 2, "member_group": {"group_type": 1, "ldap_group_dn": format!("cn=developers,ou=groups,{SUFFIX}")}});
+    // The developers group, a user group of Harbor's (by its DN, checked in LDAP), is a
+    // developer of the project.
+    let dn = format!("cn=Developers,ou=groups,{SUFFIX}");
+    let r = s.api(Method::POST, "/usergroups", Some(json!({"group_type": 1, "ldap_group_dn": dn}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    let gid: i64 = location(&r).rsplit('/').next().unwrap().parse().unwrap();
+    let g: Value = s.api(Method::GET, &format!("/usergroups/{gid}"), None).await.json().await.unwrap();
+    assert_eq!((g["group_name"].as_str(), g["group_type"].as_i64()), (Some("Developers"), Some(1)), "{g}");
+    let r = s
+        .api(Method::POST, "/usergroups", Some(json!({"group_type": 1, "ldap_group_dn": format!("cn=nope,{SUFFIX}")})))
+        .await;
+    let e = expect_error(r, StatusCode::BAD_REQUEST, "BAD_REQUEST").await;
+    assert!(e.to_string().contains("LDAP has no group"), "{e}");
+    let body = json!({"role_id": 2, "member_group": {"id": gid}});
     let r = s.api(Method::POST, "/projects/genomics/members", Some(body)).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
 
