@@ -1,6 +1,7 @@
 //! Berth as an image (`deploy/Containerfile`, built by `scripts/image.sh` with buildah from
 //! the binary under test): run by podman under an arbitrary UID of group 0 with a read-only
-//! root filesystem, healthy by its HEALTHCHECK, pushed to and pulled from with skopeo; then
+//! root filesystem, healthy by its HEALTHCHECK, pushed to and pulled from with skopeo; run
+//! again by rootless podman (an unprivileged account with subordinate ids); then
 //! the image itself pushed into a Berth that scans it and attaches its SBOM.
 
 use std::path::Path;
@@ -20,6 +21,71 @@ fn tool(dir: &Path, name: &str) -> Command {
         c.args(["--storage-driver", "vfs"]);
     }
     c
+}
+
+/// The unprivileged account the rootless run uses (created when missing, with subordinate
+/// ids of its own, as a distribution's `useradd` would give it).
+const ROOTLESS_USER: &str = "berth-rootless";
+
+async fn rootless(d: &Path, tag: &str) {
+    if run_fails_quietly(Command::new("id").arg(ROOTLESS_USER)).await {
+        run_ok(Command::new("useradd").args(["-m", "-s", "/bin/sh", ROOTLESS_USER])).await;
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let now = std::fs::read_to_string(file).unwrap_or_default();
+        if !now.lines().any(|l| l.starts_with(&format!("{ROOTLESS_USER}:"))) {
+            std::fs::write(file, format!("{now}{ROOTLESS_USER}:400000:65536\n")).unwrap();
+        }
+    }
+    // The image as an archive the user can read.
+    let share = tempfile::Builder::new().prefix("berth-rootless").tempdir_in("/tmp").unwrap();
+    let archive = share.path().join("berth.tar");
+    let store = format!("containers-storage:[vfs@{0}/graph+{0}/run]{tag}", d.display());
+    run_ok(
+        tool(d, "skopeo")
+            .args(["--insecure-policy", "copy", "-q"])
+            .arg(&store)
+            .arg(format!("oci-archive:{}", archive.display())),
+    )
+    .await;
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(share.path())).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let name = format!("berth-rootless-{port}");
+    // Rootless podman: its runtime directory, vfs storage; crun cannot drive this machine's
+    // hybrid cgroups, runc can.
+    let script = format!(
+        "set -e; export XDG_RUNTIME_DIR=/tmp/berth-rootless-run-$(id -u); mkdir -p \"$XDG_RUNTIME_DIR\"; cd ~; \
+         p='podman --storage-driver vfs'; $p info --format '{{{{.Host.Security.Rootless}}}}'; \
+         id=$($p load -q -i {archive} | sed 's/.*sha256://'); \
+         $p run -d --name {name} --runtime runc --network host --read-only --user 12345:0 --cgroup-manager cgroupfs \
+           --ulimit nofile=1024:1024 -e BERTH_LISTEN=127.0.0.1:{port} -e BERTH_ADMIN_PASSWORD={ADMIN_PASSWORD} $id >/dev/null",
+        archive = archive.display()
+    );
+    let out = run_ok(Command::new("runuser").args(["-u", ROOTLESS_USER, "--", "sh", "-c", &script])).await;
+    assert_eq!(out.lines().next(), Some("true"), "podman ran rootless: {out}");
+    let base = format!("http://127.0.0.1:{port}");
+    let served = eventually("the rootless Berth to serve", async || match reqwest::get(format!("{base}/v2/")).await {
+        Ok(r) if r.status() == StatusCode::UNAUTHORIZED => Ok(()),
+        Ok(r) => Err(r.status().to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    tokio::time::timeout(Duration::from_secs(130), served).await.expect("served rootless");
+    let r = client_as(ADMIN, ADMIN_PASSWORD)
+        .post(format!("{base}/api/v2.0/projects"))
+        .json(&json!({"project_name": "rootless"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "it writes its data directory");
+    let stop = format!(
+        "export XDG_RUNTIME_DIR=/tmp/berth-rootless-run-$(id -u); cd ~; podman --storage-driver vfs rm -f {name} >/dev/null"
+    );
+    run_ok(Command::new("runuser").args(["-u", ROOTLESS_USER, "--", "sh", "-c", &stop])).await;
+}
+
+/// Whether `cmd` fails (its output not shown).
+async fn run_fails_quietly(cmd: &mut Command) -> bool {
+    !cmd.output().await.map(|o| o.status.success()).unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,6 +189,10 @@ async fn berth_runs_as_an_image_under_any_uid_and_scans_itself() {
     .await;
     assert!(pulled.join("index.json").exists());
     let _ = tool(d, "podman").args(["rm", "-f", &name]).output().await;
+
+    // Rootless too: the same image run by an unprivileged user's podman (its own user
+    // namespace, subordinate ids), under an arbitrary UID, read-only.
+    rootless(d, tag).await;
 
     // The image, scanned by Berth itself, with its SBOM attached.
     let s = TestServer::start().await;
