@@ -22,12 +22,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::direct::{self, Block, DiskWriter};
+use crate::mapped::MappedFile;
 use crate::{BlobBody, BlobError, BlobStore, ByteStream, valid_upload_id};
 
 /// Blobs at or above this size are memory-mapped when served; smaller ones are read.
 const MMAP_THRESHOLD: u64 = 256 * 1024;
-/// Writes are batched into buffers of about this size before they reach the disk thread.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// Buffer size for reading an upload's bytes back.
+const READ_BUF: usize = 1024 * 1024;
 
 /// Blob store on a local filesystem directory.
 #[derive(Debug, Clone)]
@@ -48,6 +50,16 @@ impl FsBlobStore {
         for d in ["blobs/sha256", "blobs/sha512", "uploads", "tmp"] {
             tokio::fs::create_dir_all(root.join(d)).await?;
         }
+        // Upload buffers kept between writes are freed once unused for a while.
+        static TRIMMER: std::sync::Once = std::sync::Once::new();
+        TRIMMER.call_once(|| {
+            tokio::spawn(async {
+                loop {
+                    tokio::time::sleep(direct::SPARE_TTL).await;
+                    direct::trim_spare();
+                }
+            });
+        });
         // Staging files left by a crash are garbage by definition.
         let tmp = root.join("tmp");
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -117,12 +129,10 @@ impl BlobStore for FsBlobStore {
                 Some(_) => return Err(BlobError::RangeNotSatisfiable),
             };
             if end - start >= MMAP_THRESHOLD {
-                // SAFETY: blob files are immutable once renamed into place: nothing ever writes
-                // to or truncates them (deletion only unlinks, which leaves the mapping valid).
-                #[expect(unsafe_code, reason = "read-only map of an immutable, content-addressed file")]
-                let map = unsafe { memmap2::Mmap::map(&file)? };
-                let _ = map.advise(memmap2::Advice::Sequential);
-                let bytes = Bytes::from_owner(map);
+                // Read ahead in large steps: it is read from start to end.
+                let len = std::num::NonZeroU64::new(end - start);
+                let _ = rustix::fs::fadvise(&file, start, len, rustix::fs::Advice::Sequential);
+                let bytes = Bytes::from_owner(MappedFile::new(file)?);
                 return Ok(BlobBody::Bytes(bytes.slice(start as usize..end as usize)));
             }
             use std::io::{Read, Seek};
@@ -167,56 +177,64 @@ impl BlobStore for FsBlobStore {
 
     async fn upload_write(&self, id: &str, offset: u64, mut data: ByteStream) -> Result<u64, BlobError> {
         let path = self.upload_path(id)?;
-        let file = blocking(move || {
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
-            let actual = f.metadata()?.len();
+        let disk = blocking(move || {
+            let actual = std::fs::metadata(&path).map_err(|e| not_found_as(e, BlobError::UploadNotFound))?.len();
             if actual != offset {
                 return Err(BlobError::OffsetMismatch { expected: offset, actual });
             }
-            Ok(f)
+            Ok(DiskWriter::open(&path, offset)?)
         })
         .await?;
-        // A disk thread writes while this task receives (and the caller hashes) the next batch.
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            let mut f = file;
-            let mut n = 0u64;
-            while let Some(buf) = rx.blocking_recv() {
-                f.write_all(&buf)?;
-                n += buf.len() as u64;
-            }
-            Ok(n)
-        });
-        let mut batch = bytes::BytesMut::new();
+        // This task copies the body into aligned buffers; a disk thread writes each full one
+        // (directly where the filesystem allows) while the next fills. See `direct`.
+        let (tx, rx) = mpsc::channel::<Block>(direct::BUFFERS);
+        let (spare_tx, mut spare_rx) = mpsc::channel::<Block>(direct::BUFFERS);
+        let writer = tokio::task::spawn_blocking(move || disk.run(rx, spare_tx));
+        let mut block = Block::take(offset as usize % direct::ALIGN);
+        let mut made = 1;
         let mut body_err = None;
-        while let Some(item) = data.next().await {
-            match item {
-                Ok(chunk) => {
-                    if batch.is_empty() && chunk.len() >= WRITE_BATCH {
-                        if tx.send(chunk).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    batch.extend_from_slice(&chunk);
-                    if batch.len() >= WRITE_BATCH && tx.send(batch.split().freeze()).await.is_err() {
-                        break;
-                    }
-                }
+        'body: while let Some(item) = data.next().await {
+            let chunk = match item {
+                Ok(c) => c,
                 Err(e) => {
                     body_err = Some(e);
                     break;
                 }
+            };
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                // A full buffer goes once more bytes come: the last one is written differently.
+                if block.is_full() {
+                    let next = if made < direct::BUFFERS {
+                        made += 1;
+                        Some(Block::take(0))
+                    } else {
+                        spare_rx.recv().await
+                    };
+                    // No spare coming back, or no writer to take this one: the writer
+                    // failed, and says why below.
+                    let Some(next) = next else { break 'body };
+                    if tx.send(std::mem::replace(&mut block, next)).await.is_err() {
+                        break 'body;
+                    }
+                }
+                rest = &rest[block.fill(rest)..];
             }
         }
-        if !batch.is_empty() {
-            let _ = tx.send(batch.freeze()).await;
+        if !block.is_empty() {
+            block.last = true;
+            if let Err(unsent) = tx.send(block).await {
+                unsent.0.give_back();
+            }
+        } else {
+            block.give_back();
         }
         drop(tx);
-        let written = writer.await.map_err(io::Error::other)??;
+        let written = writer.await.map_err(io::Error::other);
+        while let Ok(b) = spare_rx.try_recv() {
+            b.give_back();
+        }
+        let written = written??;
         match body_err {
             Some(source) => Err(BlobError::Body { written, source }),
             None => Ok(offset + written),
@@ -232,7 +250,7 @@ impl BlobStore for FsBlobStore {
     async fn upload_read(&self, id: &str) -> Result<ByteStream, BlobError> {
         let path = self.upload_path(id)?;
         let f = tokio::fs::File::open(path).await.map_err(|e| not_found_as(e, BlobError::UploadNotFound))?;
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(f, WRITE_BATCH)))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(f, READ_BUF)))
     }
 
     async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<(), BlobError> {

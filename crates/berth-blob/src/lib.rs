@@ -18,7 +18,9 @@
 //! ```
 
 pub mod conformance;
+mod direct;
 mod fs;
+mod mapped;
 mod s3;
 
 use std::io;
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use fs::{FsBlobStore, blob_file};
+pub use mapped::file_range;
 pub use s3::{MIN_PART_SIZE, S3BlobStore, S3Options};
 
 /// A stream of blob bytes.
@@ -70,7 +73,7 @@ pub enum BlobError {
 /// The bytes of a stored blob (or a range of it).
 pub enum BlobBody {
     /// An immutable in-memory view (for the filesystem backend, a read-only memory map of
-    /// the blob file, so serving it copies nothing through user space).
+    /// the blob file, which a plain-HTTP connection sends with `sendfile`: see [`file_range`]).
     Bytes(Bytes),
     /// A stream, for backends that cannot hand out the bytes directly.
     Stream(ByteStream),

@@ -1,15 +1,16 @@
 //! Connection limits: at most `limits.max_connections` open at once (a new one beyond gets
 //! `503` with `Retry-After` and is closed, rather than accepted and left hanging), and the
-//! process's soft open-files limit raised to its hard limit at start.
+//! process's soft open-files limit raised to its hard limit at start. On plain HTTP, blob
+//! bytes go out with `sendfile(2)` (see [`Counted`]).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum_server::accept::Accept;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
@@ -45,7 +46,8 @@ impl<S: Send + 'static> Accept<TcpStream, S> for LimitAcceptor {
         let (max, plain) = (self.max, self.plain);
         Box::pin(async move {
             match permit {
-                Ok(permit) => Ok((Counted { inner: stream, _permit: permit }, service)),
+                // Under TLS the socket only ever sees ciphertext: nothing to send from files.
+                Ok(permit) => Ok((Counted { inner: stream, _permit: permit, sendfile: plain }, service)),
                 Err(_) => {
                     warn!(max, "connection refused: limits.max_connections reached");
                     if plain {
@@ -64,10 +66,36 @@ impl<S: Send + 'static> Accept<TcpStream, S> for LimitAcceptor {
     }
 }
 
-/// A connection holding its slot until dropped.
+/// A connection holding its slot until dropped. On plain TCP, bytes that lie in a blob's
+/// memory map (`berth_blob::file_range`) go out with `sendfile(2)`: from the page cache to the
+/// socket without passing through this process (see `berth_blob::mapped`).
 pub struct Counted {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
+    sendfile: bool,
+}
+
+impl Counted {
+    /// Send `len` bytes of `file` from `offset`, when the socket can take some.
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            let mut off = offset;
+            let sent = self.inner.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(&self.inner, file, Some(&mut off), len).map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -78,6 +106,11 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.sendfile
+            && let Some((file, offset, len)) = berth_blob::file_range(buf)
+        {
+            return self.poll_sendfile(cx, &file, offset, len);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -86,6 +119,18 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.sendfile {
+            // The first non-empty buffer decides: mapped bytes go out alone by sendfile;
+            // otherwise the buffers up to the next mapped one go out in one writev.
+            let mapped = |b: &io::IoSlice<'_>| berth_blob::file_range(b);
+            if let Some(first) = bufs.iter().position(|b| !b.is_empty()) {
+                if let Some((file, offset, len)) = mapped(&bufs[first]) {
+                    return self.poll_sendfile(cx, &file, offset, len);
+                }
+                let end = bufs[first..].iter().position(|b| mapped(b).is_some()).map_or(bufs.len(), |i| first + i);
+                return Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..end]);
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
