@@ -130,6 +130,13 @@ pub async fn run(store: &dyn MetaStore) {
     assert!(store.stale_uploads(101).await.unwrap().is_empty());
     assert!(store.delete_upload("u1").await.unwrap());
     assert_eq!(store.get_upload("u1").await.unwrap(), None);
+    // A commit links the blob and ends its session in one transaction.
+    store.create_upload(&other("u5", &a, "alice"), 10, 10).await.unwrap();
+    let committed = Digest::sha256_of(b"committed by u5");
+    store.pin_blob(&committed, 15, 300, 300 + crate::PIN_LEASE_MS).await.unwrap();
+    store.link_blob(&a, &committed, 300, 301, Some("u5")).await.unwrap();
+    assert_eq!(store.get_upload("u5").await.unwrap(), None, "the session ended with the link");
+    assert!(store.repo_blob(&a, &committed).await.unwrap().is_some(), "and the blob is linked");
 }
 
 /// The job-queue checks, against an empty queue.
@@ -799,7 +806,7 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
 /// Store a blob's record and link it into `repo`, as an upload does (pin, then link).
 async fn link<S: MetaStore + ?Sized>(store: &S, repo: &RepoName, digest: &Digest, size: i64, now: i64) {
     store.pin_blob(digest, size, now, now + crate::PIN_LEASE_MS).await.expect("pin a blob");
-    store.link_blob(repo, digest, now, now).await.expect("link a blob");
+    store.link_blob(repo, digest, now, now, None).await.expect("link a blob");
 }
 
 /// Garbage collection's guarded deletes, runs and schedules. Call on an empty store.
@@ -884,8 +891,8 @@ pub async fn run_gc<S: MetaStore + crate::GcStore>(store: &S) {
     assert_eq!(store.resolve_tag(&a, &tag("late")).await.unwrap(), None);
     // A link whose blob was collected after its pin ran out is refused.
     store.pin_blob(&y, 10, 3_000, 4_000).await.unwrap();
-    assert!(matches!(store.link_blob(&a, &y, 2_500, 3_100).await, Err(crate::MetaError::Gone(_))));
-    store.link_blob(&a, &y, 3_000, 3_100).await.unwrap();
+    assert!(matches!(store.link_blob(&a, &y, 2_500, 3_100, None).await, Err(crate::MetaError::Gone(_))));
+    store.link_blob(&a, &y, 3_000, 3_100, None).await.unwrap();
     // Mounts need a link to mount from.
     let b = repo("gc/b");
     assert_eq!(store.mount_blob(&b, &z, None, 3_000).await.unwrap(), None);
@@ -946,7 +953,7 @@ pub async fn run_quota(store: &dyn MetaStore) {
 
     store.set_quota_limit("quota", 30, 104).await.unwrap();
     store.pin_blob(&y, 25, 105, 100_000).await.unwrap();
-    match store.link_blob(&qa, &y, 105, 105).await {
+    match store.link_blob(&qa, &y, 105, 105, None).await {
         Err(crate::MetaError::QuotaExceeded { project, limit, used, adding }) => {
             assert_eq!((project.as_str(), limit, used, adding), ("quota", 30, 10 + m.size, 25));
         }

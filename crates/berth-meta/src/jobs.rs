@@ -214,6 +214,21 @@ impl JobQueue for SqlMetaStore {
         lease_until: i64,
         max_running: i64,
     ) -> Result<Option<JobRecord>, MetaError> {
+        // Workers poll every kind several times a second; most polls find nothing, and need
+        // not take the database's write lock to learn it.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE kind = $1
+               AND ((state = 'queued' AND run_after <= $2)
+                    OR (state = 'running' AND lease_until < $2 AND attempts < max_attempts))
+             LIMIT 1",
+        )
+        .bind(kind)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
         let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3

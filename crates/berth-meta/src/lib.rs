@@ -278,7 +278,16 @@ pub trait MetaStore:
     /// Link a blob reserved by [`MetaStore::pin_blob`] at `pinned_at` (and since committed to
     /// the blob store) into `repo`, creating the repository, and lift its pin. Fails with
     /// [`MetaError::Gone`] when the blob was collected after all (its pin ran out first).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, pinned_at: i64, now: i64) -> Result<(), MetaError>;
+    /// With `ending`, the upload session of that id ends in the same transaction (one durable
+    /// write for the two).
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        pinned_at: i64,
+        now: i64,
+        ending: Option<&str>,
+    ) -> Result<(), MetaError>;
     /// Cross-repository mount: link the blob into `repo` if `from` links it (or, without
     /// `from`, any repository does), atomically with respect to garbage collection. Returns
     /// its size, or `None` when there is nothing to mount.

@@ -89,14 +89,20 @@ impl Registry {
         start: Option<u64>,
         body: ByteStream,
     ) -> Result<u64, RegistryError> {
-        self.session(repo, id).await?;
+        let session = self.session(repo, id).await?;
         let slot = self.slot(id);
         let mut state = slot.lock().await;
         let lease = self.lease_upload(id).await?;
         let size = self.append(repo, None, id, &mut state, start, body, false).await;
         self.release_upload(id, lease).await;
         let size = self.quota_event(repo, None, size).await?;
-        self.meta.touch_upload(id, now_ms()).await?;
+        // The session's last activity keeps it from expiring; recorded now and then rather
+        // than on every chunk (each is a durable write to the database).
+        let now = now_ms();
+        let every = (self.opts.upload_ttl.as_millis() as i64 / 4).min(30_000);
+        if now - session.updated_at >= every {
+            self.meta.touch_upload(id, now).await?;
+        }
         Ok(size)
     }
 
@@ -156,15 +162,48 @@ impl Registry {
             _ if size == 0 => Some(Hasher::new(Algorithm::Sha256)),
             _ => None,
         };
-        let hashing: Arc<std::sync::Mutex<Option<Hasher>>> = Arc::new(std::sync::Mutex::new(hasher.take()));
-        let h2 = hashing.clone();
-        let stream: ByteStream = Box::pin(body.inspect(move |chunk| {
-            if let Ok(c) = chunk
-                && let Some(h) = h2.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            {
-                h.update(c);
+        // The hash runs on its own thread, beside the task that receives and the thread that
+        // writes: the received buffers are shared with it (reference-counted, not copied), a
+        // batch of about a MiB at a time so that it wakes rarely.
+        let pending: Arc<std::sync::Mutex<(Vec<bytes::Bytes>, usize)>> = Arc::default();
+        let (stream, hashing): (ByteStream, _) = match hasher.take() {
+            Some(mut h) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
+                let job = tokio::task::spawn_blocking(move || {
+                    while let Some(batch) = rx.blocking_recv() {
+                        for c in batch {
+                            h.update(&c);
+                        }
+                    }
+                    h
+                });
+                let (batch, feed) = (pending.clone(), tx.clone());
+                let stream = body.then(move |chunk| {
+                    let full = match &chunk {
+                        Ok(c) => {
+                            let mut b = batch.lock().unwrap_or_else(|p| p.into_inner());
+                            b.0.push(c.clone());
+                            b.1 += c.len();
+                            (b.1 >= HASH_BATCH).then(|| {
+                                b.1 = 0;
+                                std::mem::take(&mut b.0)
+                            })
+                        }
+                        Err(_) => None,
+                    };
+                    let feed = feed.clone();
+                    async move {
+                        if let Some(full) = full {
+                            // Fails only if the thread is gone, which it is not before `tx` drops.
+                            let _ = feed.send(full).await;
+                        }
+                        chunk
+                    }
+                });
+                (Box::pin(stream) as ByteStream, Some((job, tx)))
             }
-        }));
+            None => (body, None),
+        };
         // The project's quota is checked while bytes arrive (and again, exactly, when the
         // blob is linked): past the room left, the body is cut off.
         // Content the project already holds costs nothing (its digest is known when the
@@ -193,7 +232,17 @@ impl Registry {
             stream
         };
         let result = self.blobs.upload_write(id, size, stream).await;
-        let hasher = hashing.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let hasher = match hashing {
+            Some((job, tx)) => {
+                let rest = std::mem::take(&mut pending.lock().unwrap_or_else(|p| p.into_inner()).0);
+                if !rest.is_empty() {
+                    let _ = tx.send(rest).await;
+                }
+                drop(tx);
+                Some(job.await.map_err(|e| RegistryError::Blob(BlobError::Io(io::Error::other(e))))?)
+            }
+            None => None,
+        };
         if over.load(std::sync::atomic::Ordering::Relaxed) {
             *state = None;
             return Err(RegistryError::QuotaExceeded(format!(
@@ -312,7 +361,8 @@ impl Registry {
             self.meta.scrub_verdict(digest, None, now_ms(), None).await?;
             info!(%digest, "a quarantined blob was repaired by a fresh upload");
         }
-        match self.meta.link_blob(repo, digest, pinned_at, now_ms()).await {
+        // Linked, and the session ended, in one transaction.
+        match self.meta.link_blob(repo, digest, pinned_at, now_ms(), Some(id)).await {
             Err(berth_meta::MetaError::Gone(_)) => {
                 return Err(RegistryError::UploadInvalid(
                     "the blob was garbage-collected while this upload committed it; upload it again".into(),
@@ -326,7 +376,6 @@ impl Registry {
             }
             r => r?,
         }
-        self.meta.delete_upload(id).await?;
         self.forget_slot(id);
         self.record_transfer(repo, false, size);
         debug!(upload.id = %id, %digest, size_bytes = size, "upload committed");
@@ -438,6 +487,11 @@ impl Registry {
         Ok(UploadSweep { expired: stale.len(), orphan_parts })
     }
 }
+
+/// Bytes handed to an upload's hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
+/// Batches queued for the hashing thread (beyond, receiving waits for it).
+const HASH_QUEUE: usize = 4;
 
 /// A multipart upload this old that no session holds is an orphan (younger, it may be a
 /// session between starting it and saving its state).
