@@ -26,21 +26,61 @@ impl Default for ConsumerOptions {
     }
 }
 
-/// One step: read a batch after the stored cursor, compute its effects, apply them with the
-/// cursor move. Returns how many events were consumed (0: nothing new, or another process
-/// took the batch).
-pub async fn consume_once(
+/// How long a consumer may hold progress over events that had no effects before storing it.
+const SKIPPED_FLUSH: Duration = Duration::from_secs(1);
+
+/// Events a consumer read that had no effects, past its stored cursor: their cursor move is
+/// a durable write (an fsync, on SQLite), and a dozen consumers writing one per pushed
+/// manifest held the database's write lock more than the pushes did. Such progress is kept
+/// in memory and stored with the next batch that has effects, when the log goes quiet, or
+/// after [`SKIPPED_FLUSH`]. After a crash those events are read again, and again have no
+/// effects (or have the effects they would have had then: at least once, as always).
+struct Skipped {
+    /// The stored cursor this progress is on top of.
+    stored: i64,
+    /// The last event read.
+    at: i64,
+    since: std::time::Instant,
+}
+
+/// One step of [`run_consumer`]: read a batch after the stored cursor (or after progress held
+/// in memory on top of it), compute its effects, and apply them with the cursor move —
+/// holding back the moves of batches without effects (see [`Skipped`]). Returns how many
+/// events were read (0: nothing new, or another process took the batch).
+async fn step(
     log: &dyn EventLog,
     consumer: &dyn Consumer,
     batch: i64,
+    skipped: &mut Option<Skipped>,
 ) -> Result<usize, berth_meta::ConsumerError> {
-    let from = log.consumer_cursor(consumer.name()).await?;
+    let stored = log.consumer_cursor(consumer.name()).await?;
+    // Another process may have moved the stored cursor since: then start from there.
+    let from = match skipped {
+        Some(s) if s.stored == stored => s.at,
+        _ => {
+            *skipped = None;
+            stored
+        }
+    };
     let events = log.events_after(from, batch).await?;
-    let Some(last) = events.last() else { return Ok(0) };
+    let Some(last) = events.last() else {
+        if let Some(s) = skipped.take() {
+            log.advance_consumer(consumer.name(), s.stored, s.at, &[], now_ms()).await?;
+        }
+        return Ok(0);
+    };
     let to = last.seq;
     let effects = consumer.effects(&events).await?;
-    if log.advance_consumer(consumer.name(), from, to, &effects, now_ms()).await? {
-        debug!(consumer = consumer.name(), from, to, effects = effects.len(), "consumed events");
+    if effects.is_empty() {
+        let since = skipped.as_ref().map_or_else(std::time::Instant::now, |s| s.since);
+        if since.elapsed() < SKIPPED_FLUSH {
+            *skipped = Some(Skipped { stored, at: to, since });
+            return Ok(events.len());
+        }
+    }
+    *skipped = None;
+    if log.advance_consumer(consumer.name(), stored, to, &effects, now_ms()).await? {
+        debug!(consumer = consumer.name(), from = stored, to, effects = effects.len(), "consumed events");
         Ok(events.len())
     } else {
         Ok(0)
@@ -58,8 +98,9 @@ pub fn run_consumer(
     tokio::spawn(
         async move {
             let mut backoff = opts.backoff;
+            let mut skipped = None;
             loop {
-                match consume_once(&*log, &*consumer, opts.batch).await {
+                match step(&*log, &*consumer, opts.batch, &mut skipped).await {
                     Ok(n) => {
                         backoff = opts.backoff;
                         if n == 0 {
@@ -68,6 +109,7 @@ pub fn run_consumer(
                     }
                     Err(e) => {
                         warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event consumer failed");
+                        skipped = None;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(60));
                     }

@@ -22,7 +22,7 @@ mod policy;
 pub use berth_meta::{
     GcRunRecord, JobRecord, JobState, MetaError, Origin, PolicyRecord, PolicyRunRecord, ScheduleRecord,
 };
-pub use events::{ConsumerOptions, consume_once, run_consumer, tail};
+pub use events::{ConsumerOptions, run_consumer, tail};
 pub use gc::{GC, GcJobPayload, GcParameters, GcRequestError, GcService, Schedule, next_fire};
 pub use policy::{LIFECYCLE_SWEEP, POLICY_RUN, PolicyError, PolicyService};
 
