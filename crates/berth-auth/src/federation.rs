@@ -98,18 +98,21 @@ fn matches(pattern: &str, value: &str) -> bool {
 
 /// Verifies identity tokens, caching issuers' keys.
 pub struct Verifier {
-    http: reqwest::Client,
+    /// Made on first use (building it loads the system's CA certificates).
+    http: std::sync::LazyLock<reqwest::Client, fn() -> reqwest::Client>,
     keys: RwLock<HashMap<String, (JwkSet, Instant)>>,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Verifier { http, keys: RwLock::new(HashMap::new()) }
+        fn http() -> reqwest::Client {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        }
+        Verifier { http: std::sync::LazyLock::new(http), keys: RwLock::new(HashMap::new()) }
     }
 }
 

@@ -624,6 +624,18 @@ impl Drop for Flight<'_> {
 /// How often the signing keys are re-read from the store.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What [`Auth::bootstrap_admin`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminBootstrap {
+    /// `admin` was created; with the generated password when none was configured.
+    Created {
+        /// The password to print once, if Berth made it up.
+        generated: Option<String>,
+    },
+    /// `admin` already existed (or another replica created it just now).
+    Exists,
+}
+
 /// The access service. Cheap to share behind an `Arc`.
 pub struct Auth {
     store: Arc<dyn AccessStore>,
@@ -653,6 +665,9 @@ pub struct Auth {
     sealer: Option<Arc<seal::Sealer>>,
     /// Checks robots' federated identity tokens (and caches issuers' keys).
     federation: federation::Verifier,
+    /// Held (written) while `BERTH_ADMIN_PASSWORD` is being applied at start: sign-ins as
+    /// `admin` wait for it (see [`Auth::reapply_admin_password`]).
+    admin_pending: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Auth {
@@ -695,6 +710,7 @@ impl Auth {
             runtime,
             sealer: None,
             federation: federation::Verifier::default(),
+            admin_pending: Arc::default(),
             events: EventBuffer::start(log, Duration::from_secs(1)),
             store,
             keys,
@@ -1007,24 +1023,11 @@ impl Auth {
     }
 
     /// On first start: create the system administrator `admin` with `password`, or with a
-    /// generated password that is returned (to print once). `None` when `admin` exists — then
-    /// `password`, if given, replaces the password of an `admin` who has never signed in.
-    pub async fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>, AuthError> {
-        if let Some(admin) = self.store.user_by_name("admin").await? {
-            // An admin who never signed in takes the configured password (the generated one
-            // may have been lost with the terminal that showed it).
-            if let Some(pw) = password.filter(|p| !p.is_empty())
-                && admin.first_login_at.is_none()
-            {
-                let (given, hash) = (pw.to_owned(), admin.password_hash.clone());
-                let same =
-                    off_thread(move || hash.as_deref().is_some_and(|h| secret::verify_password(&given, h))).await?;
-                if !same {
-                    self.store.set_password(admin.id, &secret::hash_password(pw), now_ms(), &Origin::system()).await?;
-                    info!("set the password of `admin` (who has never signed in) from BERTH_ADMIN_PASSWORD");
-                }
-            }
-            return Ok(None);
+    /// generated password that is returned (to print once). See also
+    /// [`Auth::reapply_admin_password`].
+    pub async fn bootstrap_admin(&self, password: Option<&str>) -> Result<AdminBootstrap, AuthError> {
+        if self.store.user_by_name("admin").await?.is_some() {
+            return Ok(AdminBootstrap::Exists);
         }
         let (pw, generated) = match password {
             Some(p) if !p.is_empty() => (p.to_owned(), false),
@@ -1040,11 +1043,42 @@ impl Auth {
         match self.store.create_user(&u, now_ms(), &Origin::system()).await {
             Ok(_) => {}
             // Another replica created it at the same moment.
-            Err(MetaError::Conflict(_)) => return Ok(None),
+            Err(MetaError::Conflict(_)) => return Ok(AdminBootstrap::Exists),
             Err(e) => return Err(e.into()),
         }
         info!("created the system administrator account `admin`");
-        Ok(generated.then_some(pw))
+        Ok(AdminBootstrap::Created { generated: generated.then_some(pw) })
+    }
+
+    /// An `admin` who never signed in takes the configured password (the generated one may
+    /// have been lost with the terminal that showed it). Checking costs a password hash, so
+    /// it runs beside serving rather than before it; sign-ins as `admin` wait until it is done.
+    pub async fn reapply_admin_password(self: &Arc<Self>, password: &str) {
+        let pending = self.admin_pending.clone().write_owned().await;
+        let (auth, password) = (self.clone(), password.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = auth.apply_admin_password(&password).await {
+                warn!(error = %e, "could not apply BERTH_ADMIN_PASSWORD to `admin`");
+            }
+            drop(pending);
+        });
+    }
+
+    async fn apply_admin_password(&self, password: &str) -> Result<(), AuthError> {
+        let Some(admin) = self.store.user_by_name("admin").await? else { return Ok(()) };
+        if password.is_empty() || admin.first_login_at.is_some() {
+            return Ok(());
+        }
+        let (given, hash) = (password.to_owned(), admin.password_hash.clone());
+        let same = off_thread(move || hash.as_deref().is_some_and(|h| secret::verify_password(&given, h))).await?;
+        if !same {
+            let pw = password.to_owned();
+            let hash = hashing(move || secret::hash_password(&pw)).await?;
+            self.store.set_password(admin.id, &hash, now_ms(), &Origin::system()).await?;
+            self.invalidate();
+            info!("set the password of `admin` (who has never signed in) from BERTH_ADMIN_PASSWORD");
+        }
+        Ok(())
     }
 
     fn cred_key(kind: &str, name: &str, secret: &str) -> [u8; 32] {
@@ -1078,6 +1112,10 @@ impl Auth {
             && let Some(p) = self.principal_by_name(username).await?
         {
             return Ok(p);
+        }
+        if username == "admin" {
+            // Not before BERTH_ADMIN_PASSWORD is applied (a moment after start).
+            drop(self.admin_pending.read().await);
         }
         // When a cached check expires under load, every concurrent request with those
         // credentials misses at once; let one of them check and the others wait for it.

@@ -5,8 +5,6 @@
 //! nothing against guessing; they are stored as SHA-256 and compared in constant time,
 //! which keeps the `docker login`-per-CI-job path cheap.
 
-use std::cell::RefCell;
-
 use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
@@ -16,26 +14,17 @@ use subtle::ConstantTimeEq;
 /// Most memory a stored hash may ask for (64 MiB); Berth's own use 19 MiB.
 const MAX_BLOCKS: usize = 64 * 1024;
 
-thread_local! {
-    /// argon2's working memory, kept per thread and reused: allocating ~19 MiB per hash
-    /// leaves it behind in the allocator's per-thread arenas, so RSS would grow with every
-    /// thread that ever hashed (hashing runs on a few dedicated threads, `crate::hashing`).
-    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
-}
-
-/// argon2 of `password` with `salt` into `out`, on this thread's reusable memory.
+/// argon2 of `password` with `salt` into `out`. Its working memory (19 MiB for Berth's own
+/// hashes) is allocated for the call and freed after it: `berth serve` pins glibc's mmap
+/// threshold (see its `main`), so buffers this large are their own maps and freeing one gives
+/// the memory back, instead of sitting in a per-thread arena while Berth idles.
 fn argon2_into(a: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
     let n = a.params().block_count();
     if n > MAX_BLOCKS {
         return Err(argon2::Error::MemoryTooMuch);
     }
-    BLOCKS.with(|b| {
-        let mut blocks = b.borrow_mut();
-        if blocks.len() < n {
-            blocks.resize(n, Block::default());
-        }
-        a.hash_password_into_with_memory(password, salt, out, &mut blocks[..n])
-    })
+    let mut blocks = vec![Block::default(); n];
+    a.hash_password_into_with_memory(password, salt, out, &mut blocks[..])
 }
 
 /// Hash a password with argon2id, default parameters (PHC string).

@@ -165,8 +165,10 @@ pub struct Webhooks {
     sealer: Arc<Sealer>,
     guard: Arc<Guard>,
     settings: Settings,
-    verifying: reqwest::Client,
-    insecure: reqwest::Client,
+    /// HTTP clients (certificates verified, and not), made on first use: building one loads
+    /// the system's CA certificates, which a start need not wait for.
+    verifying: std::sync::OnceLock<reqwest::Client>,
+    insecure: std::sync::OnceLock<reqwest::Client>,
     holder: String,
 }
 
@@ -199,8 +201,8 @@ impl Webhooks {
     pub fn new(store: Arc<dyn WebhookStore>, sealer: Arc<Sealer>, settings: Settings) -> Result<Webhooks, String> {
         let guard = Arc::new(Guard::new(&settings.allowed_hosts)?);
         Ok(Webhooks {
-            verifying: client(&guard, &settings, false)?,
-            insecure: client(&guard, &settings, true)?,
+            verifying: std::sync::OnceLock::new(),
+            insecure: std::sync::OnceLock::new(),
             store,
             sealer,
             guard,
@@ -507,7 +509,14 @@ impl Webhooks {
     ) -> std::result::Result<u16, (Option<u16>, String)> {
         self.guard.check_url(&t.address).map_err(|e| (None, e))?;
         let cloudevents = body.starts_with("{\"") && body.contains("\"specversion\":\"1.0\"");
-        let client = if t.skip_cert_verify { &self.insecure } else { &self.verifying };
+        let cell = if t.skip_cert_verify { &self.insecure } else { &self.verifying };
+        let client = match cell.get() {
+            Some(c) => c,
+            None => {
+                let c = client(&self.guard, &self.settings, t.skip_cert_verify).map_err(|e| (None, e))?;
+                cell.get_or_init(|| c)
+            }
+        };
         let mut req = client
             .post(&t.address)
             .header(

@@ -36,6 +36,7 @@ pub struct Running {
     ecr: Option<(axum_server::Handle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    sql: Arc<SqlMetaStore>,
 }
 
 impl Running {
@@ -56,6 +57,9 @@ impl Running {
     /// Wait until the server stops by itself (it does not, unless it fails).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("server task")?.context("server")?;
+        if let Err(e) = self.sql.checkpoint().await {
+            warn!(error = %e, "could not checkpoint the database's write-ahead log at shutdown");
+        }
         Ok(())
     }
 
@@ -252,7 +256,24 @@ pub async fn open_auth(cfg: &Config, sql: Arc<SqlMetaStore>) -> anyhow::Result<A
 }
 
 async fn open_all(cfg: &Config) -> anyhow::Result<(Registry, Arc<SqlMetaStore>)> {
-    let blobs: Arc<dyn BlobStore> = match &cfg.storage {
+    // The blob store and the database open side by side.
+    let (blobs, sql) = tokio::try_join!(open_blobs(cfg), open_meta(cfg))?;
+    let meta: Arc<dyn MetaStore> = sql.clone();
+    let opts = RegistryOptions {
+        max_manifest_bytes: cfg.max_manifest_bytes,
+        upload_ttl: cfg.upload_ttl,
+        // The embedded database has exactly one writer, this process: its records can be cached.
+        cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
+        blob_redirect_ttl: cfg.blob_redirect_ttl,
+        max_uploads_per_repository: cfg.max_uploads_per_repository,
+        max_uploads_per_account: cfg.max_uploads_per_account,
+    };
+    Ok((Registry::new(blobs, meta, opts), sql))
+}
+
+/// Open the configured blob store.
+async fn open_blobs(cfg: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match &cfg.storage {
         StorageConfig::Filesystem { path } => Arc::new(
             FsBlobStore::open(path).await.with_context(|| format!("opening blob storage at {}", path.display()))?,
         ),
@@ -269,19 +290,7 @@ async fn open_all(cfg: &Config) -> anyhow::Result<(Registry, Arc<SqlMetaStore>)>
             })
             .context("configuring S3 blob storage")?,
         ),
-    };
-    let sql = open_meta(cfg).await?;
-    let meta: Arc<dyn MetaStore> = sql.clone();
-    let opts = RegistryOptions {
-        max_manifest_bytes: cfg.max_manifest_bytes,
-        upload_ttl: cfg.upload_ttl,
-        // The embedded database has exactly one writer, this process: its records can be cached.
-        cache_records: matches!(cfg.metadata, MetadataConfig::Sqlite { .. }),
-        blob_redirect_ttl: cfg.blob_redirect_ttl,
-        max_uploads_per_repository: cfg.max_uploads_per_repository,
-        max_uploads_per_account: cfg.max_uploads_per_account,
-    };
-    Ok((Registry::new(blobs, meta, opts), sql))
+    })
 }
 
 /// The TLS server configuration from the certificate and key files: both readable, PEM,
@@ -390,10 +399,16 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         Some(t) => Some(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(t)?))),
         None => None,
     };
-    if cfg.role.serves_api()
-        && let Some(generated) =
-            auth.bootstrap_admin(cfg.admin_password.as_ref().map(berth_config::Secret::expose)).await?
+    let admin_password = cfg.admin_password.as_ref().map(berth_config::Secret::expose);
+    let bootstrap = if cfg.role.serves_api() { Some(auth.bootstrap_admin(admin_password).await?) } else { None };
+    if let Some(berth_auth::AdminBootstrap::Exists) = bootstrap
+        && let Some(pw) = admin_password
     {
+        // An admin who never signed in takes BERTH_ADMIN_PASSWORD (beside serving: checking
+        // costs a password hash, which need not delay the first answer).
+        auth.reapply_admin_password(pw).await;
+    }
+    if let Some(berth_auth::AdminBootstrap::Created { generated: Some(generated) }) = bootstrap {
         // Printed once, to the terminal only (never to the log): only its hash is stored.
         eprintln!(
             "\nberth: created the system administrator `admin` with the password\n\n    {generated}\n\n\
@@ -421,6 +436,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     };
     let task = serve_on(listener, app, tls, cfg, &handle);
     let mut background = Vec::new();
+    let sql_handle = sql.clone();
     // Changes made through any replica reach this one's caches through the event log.
     background.push(events::follow_changes(sql.clone(), auth.clone()).await?);
     if cfg.role.runs_jobs() {
@@ -431,5 +447,5 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let ecr_addr = ecr.as_ref().map(|(a, _, _)| *a);
     info!(%addr, ecr_addr = ?ecr_addr, tls = cfg.tls.is_some(), role = ?cfg.role, data_dir = %cfg.data_dir.display(), "berth is serving");
     let ecr = ecr.map(|(_, h, t)| (h, t));
-    Ok(Running { _lock: lock, addr, tls: cfg.tls.is_some(), ecr_addr, handle, ecr, task, background })
+    Ok(Running { _lock: lock, addr, tls: cfg.tls.is_some(), ecr_addr, handle, ecr, task, background, sql: sql_handle })
 }

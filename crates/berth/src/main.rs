@@ -467,15 +467,23 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// Log to stderr through a writer thread: a request's log line costs a queue push rather than
+/// a write(2) (each request logs one), and nothing is dropped (a full queue makes loggers
+/// wait). Lines still queued are written when the returned guard drops.
+fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("berth-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn shutdown_signal() {
@@ -498,6 +506,24 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// glibc's malloc serves buffers of 128 KiB and more from their own maps, which `free`
+/// returns to the system; but after the first such free it raises that threshold (up to
+/// 32 MiB), and later large buffers (a password hash's 19 MiB, a decompression window, a big
+/// manifest) come from arenas that keep the memory resident for good. Fixing the threshold at
+/// 1 MiB keeps idle memory idle. Fixing it also fixes the trim threshold (free memory at the
+/// top of the heap given back), which would otherwise stay at 128 KiB: every request's
+/// buffers would be returned and faulted in again (zeroed pages) over and over; 32 MiB, as
+/// the adaptive setting would reach.
+fn pin_malloc_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called first thing, before any thread.
+    #[expect(unsafe_code, reason = "glibc's mallopt has no safe wrapper")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     // The error and its causes in one line, never a stack trace (whatever RUST_BACKTRACE says):
     // these are messages for people running a command.
@@ -511,6 +537,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    pin_malloc_thresholds();
     // Files Berth creates (database, blobs, uploads, keys) are private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
@@ -518,7 +545,7 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let cfg = load(&args)?;
-            init_logging(&cfg);
+            let _log = init_logging(&cfg);
             rt.block_on(async {
                 let running = berth::start(&cfg).await?;
                 let handle = running.handle();
@@ -594,7 +621,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             let cfg = load(&args)?;
-            init_logging(&cfg);
+            let _log = init_logging(&cfg);
             let created = match &cfg.metadata {
                 berth_config::MetadataConfig::Sqlite { path } => !path.exists(),
                 berth_config::MetadataConfig::Postgres { .. } => false,
