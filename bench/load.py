@@ -217,17 +217,21 @@ class Server:
             return [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", data_dir]
         return [self.binary, "serve", config]
 
-    def start(self) -> float:
-        """Spawn the server and return seconds from spawn to the first successful GET /v2/."""
-        self.dir = make_temp_dir(f"bench-{self.key}-", self.tmp_root)
-        data_dir = os.path.join(self.dir, "data")
-        os.mkdir(data_dir)
+    def start(self, again: bool = False) -> float:
+        """Spawn the server and return seconds from spawn to the first successful GET /v2/.
+        With `again`, start it once more on the data dir of its last run (after `stop`)."""
+        if again:
+            data_dir = os.path.join(self.dir, "data")
+        else:
+            self.dir = make_temp_dir(f"bench-{self.key}-", self.tmp_root)
+            data_dir = os.path.join(self.dir, "data")
+            os.mkdir(data_dir)
         self.port = free_port()
         config = os.path.join(self.dir, "config.yml")
         with open(config, "w") as f:  # Distribution's config; templates may use it as {config}
             f.write(DISTRIBUTION_CONFIG.format(data_dir=data_dir, port=self.port))
         self.argv = self._argv(data_dir, config)
-        self._log = open(os.path.join(self.dir, "server.log"), "wb")
+        self._log = open(os.path.join(self.dir, "server.log"), "ab")
         _SERVERS.append(self)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -252,7 +256,7 @@ class Server:
             if time.perf_counter() > deadline:
                 raise BenchError(f"{self.label} did not answer GET /v2/ within {self.start_timeout}s\n"
                                  f"  argv: {shlex.join(self.argv)}\n{self.log_tail()}")
-            time.sleep(0.002)
+            time.sleep(0.0005)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -270,6 +274,17 @@ class Server:
 
     def hwm_mib(self) -> float:
         return status_kib(self.proc.pid, "VmHWM") / 1024
+
+    def reset_hwm(self) -> bool:
+        """Reset the peak RSS (VmHWM) to the current RSS (needs root or the same user)."""
+        ok = True
+        for pid in process_tree(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                ok = False
+        return ok
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -367,6 +382,26 @@ class Conn:
             raise BenchError(f"{method} {path[:120]} -> {r.status} (expected {expect}): {data[:300]!r}")
         return r.status, r.headers, data
 
+    def send_file(self, method: str, path: str, f, offset: int, count: int, headers: dict,
+                  expect: tuple[int, ...]):
+        """A request whose body is `count` bytes of file `f` from `offset`, sent with sendfile(2)
+        as a client streaming a layer from disk would (http.client would copy it twice)."""
+        c = self.conn()
+        c.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in dict(headers, **{"Authorization": AUTH_HEADER, "Content-Length": str(count)}).items():
+            c.putheader(k, v)
+        c.endheaders()
+        sent = c.sock.sendfile(f, offset, count)  # os.sendfile, waiting while the socket is full
+        if sent != count:
+            raise BenchError(f"{method} {path[:120]}: the file ended after {sent} of {count} bytes")
+        r = c.getresponse()
+        data = r.read()
+        if r.will_close:
+            self.close()
+        if r.status not in expect:
+            raise BenchError(f"{method} {path[:120]} -> {r.status} (expected {expect}): {data[:300]!r}")
+        return r.status, r.headers, data
+
 
 # --------------------------------------------------------------------------------------------
 # Registry operations
@@ -376,7 +411,7 @@ def push_blob_monolithic(c: Conn, repo: str, path: str, size: int, digest: str) 
     _, h, _ = c.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"}, expect=(202,))
     url = add_query(loc_path(h["Location"]), "digest", digest)
     with open(path, "rb") as f:
-        c.request("PUT", url, f, {"Content-Type": OCTET, "Content-Length": str(size)}, expect=(201,))
+        c.send_file("PUT", url, f, 0, size, {"Content-Type": OCTET}, expect=(201,))
 
 
 def push_blob_chunked(c: Conn, repo: str, path: str, size: int, digest: str, chunk: int) -> None:
@@ -385,10 +420,10 @@ def push_blob_chunked(c: Conn, repo: str, path: str, size: int, digest: str, chu
     off = 0
     with open(path, "rb") as f:
         while off < size:
-            data = f.read(chunk)
-            end = off + len(data) - 1
-            _, h, _ = c.request("PATCH", loc, data, {"Content-Type": OCTET, "Content-Range": f"{off}-{end}",
-                                                     "Content-Length": str(len(data))}, expect=(202,))
+            n = min(chunk, size - off)
+            end = off + n - 1
+            _, h, _ = c.send_file("PATCH", loc, f, off, n, {"Content-Type": OCTET, "Content-Range": f"{off}-{end}"},
+                                  expect=(202,))
             loc = loc_path(h["Location"])
             off = end + 1
     c.request("PUT", add_query(loc, "digest", digest), b"", {"Content-Length": "0"}, expect=(201,))
@@ -636,8 +671,61 @@ def a_below(x):
     return lambda a, b, r: a < x
 
 
+def a_at_least(x):
+    return lambda a, b, r: a >= x
+
+
+def ratio_at_most(x):
+    return lambda a, b, r: r is not None and r <= x
+
+
+def start_cpu_hog() -> subprocess.Popen:
+    """A process that keeps one core busy until stopped (a stand-in for a loaded machine)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL,
+                            preexec_fn=_child_setup)
+
+
+def stop_process(p: subprocess.Popen) -> None:
+    p.kill()
+    p.wait()
+
+
 # --------------------------------------------------------------------------------------------
 # Benchmark
+
+
+def run_together(n: int, work) -> float:
+    """Run work(k, start) on n threads, k = 0..n-1. Each sets itself up (a connection, say), calls
+    start() once, then does the measured work. Returns the seconds from when all have started
+    to when the last one ends; raises the first error (which also stops the others waiting)."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n + 1)
+
+    def run(k: int) -> None:
+        try:
+            work(k, barrier.wait)
+        except BaseException as exc:
+            errors.append(exc)
+            try:
+                barrier.abort()
+            except Exception:
+                pass
+
+    threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if real or errors:
+        raise (real or errors)[0]
+    return dt
 
 
 def make_random_file(path: str, size: int) -> str:
@@ -696,7 +784,10 @@ class Bench:
 
     def m_startup(self) -> None:
         R = self.res
-        R.define("Startup and memory", "startup_ms", "startup to first GET /v2/", "ms", "{:.0f}")
+        R.define("Startup and memory", "startup_ms", "start on an empty data dir to first GET /v2/", "ms",
+                 "{:.1f}", "A < 100 ms", a_below(100))
+        R.define("Startup and memory", "restart_ms", "start on an existing data dir", "ms", "{:.1f}",
+                 "A < 10 ms", a_below(10))
         R.define("Startup and memory", "idle_rss_mib", "idle RSS", "MiB", "{:.1f}",
                  "A < 30 MiB", a_below(30))
         for r in range(self.args.rounds):
@@ -707,25 +798,40 @@ class Bench:
                     time.sleep(self.args.idle_settle)
                     srv.check_alive()
                     rss = srv.rss_mib()
+                    srv.stop()
+                    t2 = srv.start(again=True)
                 finally:
                     srv.discard()
                 R.add("startup_ms", side, t * 1000)
+                R.add("restart_ms", side, t2 * 1000)
                 R.add("idle_rss_mib", side, rss)
-                log(f"{side} round {r}: startup {t * 1000:.0f} ms, idle RSS {rss:.1f} MiB")
+                log(f"{side} round {r}: start {t * 1000:.1f} ms (empty), {t2 * 1000:.1f} ms (existing), "
+                    f"idle RSS {rss:.1f} MiB")
 
     def m_push(self) -> None:
         a, R = self.args, self.res
         sec = f"Blob push ({a.blob_mib} MiB random blob)"
-        R.define(sec, "push_mono_mbps", "push monolithic", "MB/s", "{:.1f}", "A/B >= 2", ratio_at_least(2))
+        R.define(sec, "push_mono_mbps", "push monolithic", "MB/s", "{:.1f}", "A/B >= 3", ratio_at_least(3))
         R.define(sec, "push_chunked_mbps", f"push chunked {a.chunk_mib} MiB PATCH", "MB/s", "{:.1f}",
-                 "A/B >= 2", ratio_at_least(2))
+                 "A/B >= 3", ratio_at_least(3))
         R.define(sec, "push_cpu_s_per_gib", "server CPU per GiB pushed (mono)", "s/GiB", "{:.2f}")
+        R.define(sec, "push_rss_above_mib", "peak RSS during a push, above before", "MiB", "{:.1f}",
+                 "A <= 64 MiB", a_below(64.01))
+        if a.busy:
+            secb = f"Blob push ({a.blob_mib} MiB) beside a CPU hog (one process spinning on one core)"
+            R.define(secb, "push_busy_mono_mbps", "push monolithic, busy", "MB/s", "{:.1f}", "A/B >= 3",
+                     ratio_at_least(3))
+            R.define(secb, "push_busy_chunked_mbps", f"push chunked {a.chunk_mib} MiB PATCH, busy", "MB/s",
+                     "{:.1f}", "A/B >= 3", ratio_at_least(3))
 
-        def one(srv: Server, r: int):
+        def one(srv: Server, r: int, busy: bool = False):
             c = Conn(srv.port)
+            hog = start_cpu_hog() if busy else None
             try:
                 for mode in ("mono", "chunked"):
-                    repo = self.repo(f"push-{mode}", r)
+                    repo = self.repo(f"push-{mode}{'-busy' if busy else ''}", r)
+                    srv.reset_hwm()
+                    rss0 = srv.rss_mib()
                     cpu0, t0 = srv.cpu(), time.perf_counter()
                     if mode == "mono":
                         push_blob_monolithic(c, repo, self.blob_path, self.blob_size, self.blob_digest)
@@ -733,22 +839,32 @@ class Bench:
                         push_blob_chunked(c, repo, self.blob_path, self.blob_size, self.blob_digest,
                                           a.chunk_mib * MiB)
                     dt, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
+                    above = srv.hwm_mib() - rss0
                     check_blob(c, repo, self.blob_digest, self.blob_size)
                     mbps = self.blob_size / dt / MB
-                    R.add(f"push_{mode}_mbps", srv.key, mbps)
-                    if mode == "mono":
-                        R.add("push_cpu_s_per_gib", srv.key, cpu / (self.blob_size / GiB))
-                    log(f"{srv.key} round {r}: push {mode} {mbps:.1f} MB/s, server CPU {cpu:.2f} s")
-                    self.pull_repo[srv.key] = repo
+                    R.add(f"push_{'busy_' if busy else ''}{mode}_mbps", srv.key, mbps)
+                    if not busy:
+                        R.add("push_rss_above_mib", srv.key, above)
+                        if mode == "mono":
+                            R.add("push_cpu_s_per_gib", srv.key, cpu / (self.blob_size / GiB))
+                        self.pull_repo[srv.key] = repo
+                    log(f"{srv.key} round {r}: push {mode}{' (busy)' if busy else ''} {mbps:.1f} MB/s, "
+                        f"server CPU {cpu:.2f} s, peak RSS +{above:.1f} MiB")
             finally:
                 c.close()
+                if hog:
+                    stop_process(hog)
 
         self.alternate(one)
+        if a.busy:
+            self.alternate(lambda srv, r: one(srv, r, busy=True))
 
         if self.sha_mbps:
             sec2 = f"Push as a fraction of openssl sha256 ({self.sha_mbps:.0f} MB/s, 16 KiB blocks, 1 core)"
-            R.define(sec2, "push_mono_sha_frac", "push monolithic / sha256 speed", "fraction", "{:.2f}")
-            R.define(sec2, "push_chunked_sha_frac", "push chunked / sha256 speed", "fraction", "{:.2f}")
+            R.define(sec2, "push_mono_sha_frac", "push monolithic / sha256 speed", "fraction", "{:.2f}",
+                     "A >= 0.6", a_at_least(0.6))
+            R.define(sec2, "push_chunked_sha_frac", "push chunked / sha256 speed", "fraction", "{:.2f}",
+                     "A >= 0.6", a_at_least(0.6))
             for mode in ("mono", "chunked"):
                 for side in ("A", "B"):
                     for v in R.metrics[f"push_{mode}_mbps"][side]:
@@ -757,9 +873,11 @@ class Bench:
     def m_pull(self) -> None:
         a, R = self.args, self.res
         sec = f"Blob pull ({a.blob_mib} MiB, every byte sha256-verified by the client)"
-        R.define(sec, "pull_mbps", "pull", "MB/s", "{:.1f}", "A/B >= 1", ratio_at_least(1))
+        R.define(sec, "pull_mbps", "pull", "MB/s", "{:.1f}", "A/B >= 1.2", ratio_at_least(1.2))
         R.define(sec, "pull_cpu_s_per_gib", "server CPU per GiB pulled", "s/GiB", "{:.3f}",
-                 "A < B", a_less_than_b)
+                 "A <= 0.2", a_below(0.2001))
+        R.define(sec, "pull_peak_rss_mib", "peak RSS during the pull", "MiB", "{:.1f}",
+                 "A/B <= 1.5", ratio_at_most(1.5))
 
         for side in ("A", "B"):  # m_push leaves the blob in pull_repo; push it if that section failed
             if side not in self.pull_repo:
@@ -770,23 +888,29 @@ class Bench:
                 self.pull_repo[side] = repo
 
         def one(srv: Server, r: int):
+            srv.reset_hwm()
             cpu0, t0 = srv.cpu(), time.perf_counter()
             n = pull_blob_verified(srv.port, self.pull_repo[srv.key], self.blob_digest, self.blob_size)
             dt, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
+            peak = srv.hwm_mib()
             R.add("pull_mbps", srv.key, n / dt / MB)
             R.add("pull_cpu_s_per_gib", srv.key, cpu / (n / GiB))
-            log(f"{srv.key} round {r}: pull {n / dt / MB:.1f} MB/s, server CPU {cpu:.2f} s")
+            R.add("pull_peak_rss_mib", srv.key, peak)
+            log(f"{srv.key} round {r}: pull {n / dt / MB:.1f} MB/s, server CPU {cpu:.2f} s, "
+                f"peak RSS {peak:.1f} MiB")
 
         self.alternate(one)
 
     def m_concurrent_pull(self) -> None:
         a, R = self.args, self.res
-        n = a.concurrency
-        sec = f"Concurrent pull ({n} x {a.concurrent_mib} MiB blob, verified)"
-        R.define(sec, "cpull_mbps", f"{n} concurrent pulls, aggregate", "MB/s", "{:.1f}", "A/B >= 1",
-                 ratio_at_least(1))
-        R.define(sec, "cpull_cpu_s_per_gib", "server CPU per GiB pulled", "s/GiB", "{:.3f}", "A < B",
-                 a_less_than_b)
+        sec = f"Concurrent pulls ({a.concurrent_mib} MiB blob, every one verified)"
+        for n in a.concurrency:
+            R.define(sec, f"cpull_mbps_c{n}", f"{n} concurrent pulls, aggregate", "MB/s", "{:.1f}",
+                     "A/B >= 1.5", ratio_at_least(1.5))
+            R.define(sec, f"cpull_cpu_s_per_gib_c{n}", f"server CPU per GiB, {n} pulls", "s/GiB", "{:.3f}",
+                     "A <= 0.2", a_below(0.2001))
+            R.define(sec, f"cpull_peak_rss_mib_c{n}", f"peak RSS during {n} pulls", "MiB", "{:.1f}",
+                     "A/B <= 1.5", ratio_at_most(1.5))
         path = os.path.join(self.tmp, "concurrent.blob")
         size = a.concurrent_mib * MiB
         digest = make_random_file(path, size)
@@ -800,37 +924,32 @@ class Bench:
                 c.close()
         os.unlink(path)
 
-        def one(srv: Server, r: int):
-            errors: list[BaseException] = []
+        def one(srv: Server, r: int, n: int):
             total = [0]
             lock = threading.Lock()
-            barrier = threading.Barrier(n + 1)
 
-            def worker():
-                try:
-                    barrier.wait()
-                    got = pull_blob_verified(srv.port, repo, digest, size)
-                    with lock:
-                        total[0] += got
-                except BaseException as exc:
-                    errors.append(exc)
+            def worker(_k: int, start) -> None:
+                start()
+                got = pull_blob_verified(srv.port, repo, digest, size)
+                with lock:
+                    total[0] += got
 
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(n)]
-            for t in threads:
-                t.start()
+            srv.reset_hwm()
             cpu0 = srv.cpu()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in threads:
-                t.join()
-            dt, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
-            if errors:
-                raise BenchError(f"concurrent pull on {srv.key}: {errors[0]}")
-            R.add("cpull_mbps", srv.key, total[0] / dt / MB)
-            R.add("cpull_cpu_s_per_gib", srv.key, cpu / (total[0] / GiB))
-            log(f"{srv.key} round {r}: {n} concurrent pulls {total[0] / dt / MB:.1f} MB/s")
+            try:
+                dt = run_together(n, worker)
+            except Exception as exc:
+                raise BenchError(f"concurrent pull on {srv.key}: {exc}") from exc
+            cpu = srv.cpu() - cpu0
+            peak = srv.hwm_mib()
+            R.add(f"cpull_mbps_c{n}", srv.key, total[0] / dt / MB)
+            R.add(f"cpull_cpu_s_per_gib_c{n}", srv.key, cpu / (total[0] / GiB))
+            R.add(f"cpull_peak_rss_mib_c{n}", srv.key, peak)
+            log(f"{srv.key} round {r}: {n} concurrent pulls {total[0] / dt / MB:.1f} MB/s, "
+                f"server CPU {cpu:.2f} s, peak RSS {peak:.1f} MiB")
 
-        self.alternate(one)
+        for n in a.concurrency:
+            self.alternate(lambda srv, r: one(srv, r, n))
 
     def m_manifest(self) -> None:
         a, R = self.args, self.res
@@ -886,7 +1005,7 @@ class Bench:
         ntags, nthreads, page = a.tags, a.tag_threads, a.page_size
         sec = (f"Tags: {ntags} manifest PUTs under distinct tags ({nthreads} keep-alive connections, "
                f"{'same' if a.same_manifest else 'distinct'} manifests), then tags/list")
-        R.define(sec, "tag_push_per_s", "tag pushes", "manifests/s", "{:.0f}", "A/B >= 2", ratio_at_least(2))
+        R.define(sec, "tag_push_per_s", "tag pushes", "manifests/s", "{:.0f}", "A/B >= 4", ratio_at_least(4))
         R.define(sec, "tags_list_ms", "GET tags/list (all at once)", "ms", "{:.1f}")
         R.define(sec, "tags_list_paged_ms", f"GET tags/list?n={page}, following Link", "ms", "{:.1f}")
         R.define(sec, "tags_list_pages", "pages returned for n=" + str(page), "pages", "{:.0f}")
@@ -906,15 +1025,13 @@ class Bench:
                 bodies = [oci_manifest(cd, len(CONFIG_BLOB), ld, len(layer), {"org.example.bench.tag": t})
                           for t in tags]
             next_i = [0]
-            errors: list[BaseException] = []
-            barrier = threading.Barrier(nthreads + 1)
 
-            def worker():
+            def worker(_k: int, start) -> None:
                 wc = Conn(srv.port)
                 try:
                     wc.request("GET", "/v2/", expect=(200, 401))  # open the connection before timing
-                    barrier.wait()
-                    while not errors:
+                    start()
+                    while True:
                         with lock:
                             i = next_i[0]
                             next_i[0] += 1
@@ -922,28 +1039,13 @@ class Bench:
                             break
                         wc.request("PUT", f"/v2/{repo}/manifests/{tags[i]}", bodies[i],
                                    {"Content-Type": OCI_MANIFEST}, expect=(201,))
-                except BaseException as exc:
-                    errors.append(exc)
-                    try:
-                        barrier.abort()
-                    except Exception:
-                        pass
                 finally:
                     wc.close()
 
-            threads = [threading.Thread(target=worker, daemon=True) for _ in range(nthreads)]
-            for t in threads:
-                t.start()
             try:
-                barrier.wait()
-            except threading.BrokenBarrierError:
-                pass
-            t0 = time.perf_counter()
-            for t in threads:
-                t.join()
-            dt = time.perf_counter() - t0
-            if errors:
-                raise BenchError(f"tag push on {srv.key}: {errors[0]}")
+                dt = run_together(nthreads, worker)
+            except Exception as exc:
+                raise BenchError(f"tag push on {srv.key}: {exc}") from exc
             R.add("tag_push_per_s", srv.key, ntags / dt)
 
             # tags/list: median of 3 timings each way, checking the content every time
@@ -992,6 +1094,50 @@ class Bench:
 
         self.alternate(one)
 
+    def m_images(self) -> None:
+        a, R = self.args, self.res
+        n, per = a.pushers, max(1, a.images // a.pushers)
+        sec = (f"Small images: {n} concurrent pushers, {per} images each (a 1 KiB layer, the config, "
+               f"the manifest: 5 requests), each pusher its own repository")
+        R.define(sec, "images_per_s", "image pushes", "images/s", "{:.0f}", "A/B >= 4", ratio_at_least(4))
+        R.define(sec, "images_p99_ms", "one image push, p99", "ms", "{:.1f}")
+
+        def one(srv: Server, r: int):
+            times: list[float] = []
+            lock = threading.Lock()
+
+            def worker(k: int, start) -> None:
+                wc = Conn(srv.port)
+                repo = self.repo(f"images-{k}", r)
+                layers = [os.urandom(1024) for _ in range(per)]
+                mine = []
+                try:
+                    wc.request("GET", "/v2/", expect=(200, 401))
+                    start()
+                    for i, layer in enumerate(layers):
+                        t0 = time.perf_counter()
+                        cd, ld = push_image_blobs(wc, repo, layer)
+                        body = oci_manifest(cd, len(CONFIG_BLOB), ld, len(layer))
+                        wc.request("PUT", f"/v2/{repo}/manifests/v{i}", body, {"Content-Type": OCI_MANIFEST},
+                                   expect=(201,))
+                        mine.append(time.perf_counter() - t0)
+                finally:
+                    wc.close()
+                    with lock:
+                        times.extend(mine)
+
+            try:
+                dt = run_together(n, worker)
+            except Exception as exc:
+                raise BenchError(f"image pushes on {srv.key}: {exc}") from exc
+            times.sort()
+            p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
+            R.add("images_per_s", srv.key, len(times) / dt)
+            R.add("images_p99_ms", srv.key, p99)
+            log(f"{srv.key} round {r}: {len(times) / dt:.0f} images/s from {n} pushers, p99 {p99:.1f} ms")
+
+        self.alternate(one)
+
     def m_peak_rss(self) -> None:
         R = self.res
         R.define("Startup and memory", "peak_rss_mib", "peak RSS at the end (VmHWM)", "MiB", "{:.1f}")
@@ -1034,6 +1180,8 @@ class Bench:
             self.section("manifest GET/HEAD", self.m_manifest)
         if "tags" in a.only:
             self.section("tag pushes and tags/list", self.m_tags)
+        if "images" in a.only:
+            self.section("small image pushes", self.m_images)
         if "startup" in a.only:
             self.section("peak RSS", self.m_peak_rss)
 
@@ -1067,7 +1215,7 @@ class Bench:
         return 1 if self.res.errors else 0
 
 
-ALL_PARTS = ["sha", "startup", "push", "pull", "cpull", "manifest", "tags"]
+ALL_PARTS = ["sha", "startup", "push", "pull", "cpull", "manifest", "tags", "images"]
 
 
 def parse_args(argv=None):
@@ -1083,15 +1231,19 @@ def parse_args(argv=None):
     p.add_argument("--self-test", action="store_true", help="run docker-registry as both A and B")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 64 MiB blob, 32 MiB concurrent blob, 500 tags (n=100 pages), 2 s load runs")
-    p.add_argument("--rounds", type=int, default=2, help="A B rounds per measurement (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="A B rounds per measurement (default 3)")
     p.add_argument("--blob-mib", type=int, default=None, help="push/pull blob size (default 1024)")
     p.add_argument("--chunk-mib", type=int, default=16, help="PATCH chunk size (default 16)")
     p.add_argument("--concurrent-mib", type=int, default=None, help="concurrent-pull blob size (default 100)")
-    p.add_argument("--concurrency", type=int, default=8, help="concurrent pulls (default 8)")
+    p.add_argument("--concurrency", default="8,32", help="concurrent pull counts (default 8,32)")
+    p.add_argument("--no-busy", dest="busy", action="store_false",
+                   help="skip the push beside a CPU hog (run by default)")
     p.add_argument("--duration", type=float, default=None, help="seconds per wrk/ab run (default 5)")
     p.add_argument("--connections", default="16,64", help="connection counts for GET/HEAD (default 16,64)")
     p.add_argument("--tags", type=int, default=None, help="tag pushes (default 10000)")
     p.add_argument("--tag-threads", type=int, default=8, help="concurrent tag-push connections (default 8)")
+    p.add_argument("--pushers", type=int, default=64, help="concurrent small-image pushers (default 64)")
+    p.add_argument("--images", type=int, default=None, help="small images pushed in all (default 3200)")
     p.add_argument("--same-manifest", action="store_true", help="push one manifest under every tag")
     p.add_argument("--page-size", type=int, default=None,
                    help="n= for paginated tags/list (default 1000; 100 with --quick)")
@@ -1112,8 +1264,10 @@ def parse_args(argv=None):
     a.concurrent_mib = a.concurrent_mib or (32 if quick else 100)
     a.duration = a.duration or (2.0 if quick else 5.0)
     a.tags = a.tags or (500 if quick else 10000)
+    a.images = a.images or (640 if quick else 3200)
     a.page_size = a.page_size or (100 if quick else 1000)
     a.connections = [int(x) for x in a.connections.split(",") if x]
+    a.concurrency = [int(x) for x in a.concurrency.split(",") if x]
     a.only = [x.strip() for x in a.only.split(",") if x.strip()]
     bad = set(a.only) - set(ALL_PARTS)
     if bad:
