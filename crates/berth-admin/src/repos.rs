@@ -247,12 +247,29 @@ async fn artifacts(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Pull, EcrAction::DescribeImages).await?;
+    let path = format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts");
+    let (page, size) = crate::page_of(&q)?;
+    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
+    // A repository of plain artifacts (no accessories, no indexes) is paged by the database.
+    if !crate::q_terms(&q).iter().any(|(k, _, _)| k == "labels")
+        && let Some((rows, total)) = s.registry.artifacts_page(&name, (page - 1) * size, size).await?
+    {
+        let mut list = Vec::with_capacity(rows.len());
+        for a in &rows {
+            let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
+            j["accessories"] = json!([]);
+            if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
+                j["scan_overview"] = o;
+            }
+            list.push(j);
+        }
+        return Ok(crate::with_page_headers(Json(list).into_response(), total, page, size, &q, &path));
+    }
     let rows = s.registry.artifacts(&name).await?;
     // As Harbor: children of an index are listed inside it, not on their own, unless tagged;
     // accessories (signatures, SBOMs) inside their subject.
     let children: std::collections::HashSet<Digest> = rows.iter().flat_map(|a| a.children.iter().cloned()).collect();
     let mut list = Vec::new();
-    let labels = s.registry.labels().repo_labels(name.as_str()).await?;
     // Harbor's `q=labels=(1 2)`: artifacts with every label named (by id).
     let mut wanted: Vec<i64> = Vec::new();
     for (k, v, _) in crate::q_terms(&q) {
@@ -267,10 +284,14 @@ async fn artifacts(
         wanted.iter().all(|w| on.is_some_and(|ls| ls.iter().any(|l| l.id == *w)))
     };
     let acc = Accessories::new(&rows);
-    let top = rows.iter().filter(|a| {
-        (!children.contains(&a.record.digest) || !a.tags.is_empty()) && !acc.is_accessory(a) && has_labels(a)
-    });
-    for a in top {
+    let top: Vec<&ArtifactRow> = rows
+        .iter()
+        .filter(|a| {
+            (!children.contains(&a.record.digest) || !a.tags.is_empty()) && !acc.is_accessory(a) && has_labels(a)
+        })
+        .collect();
+    // Only the page asked for is rendered (each artifact's scan overview is a lookup).
+    for a in top.iter().skip((page - 1) * size).take(size) {
         let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
         j["accessories"] = json!(accessories_json(&name, a, &acc));
         if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
@@ -278,7 +299,7 @@ async fn artifacts(
         }
         list.push(j);
     }
-    paginate(list, &q, &format!("/api/v2.0/projects/{p}/repositories/{r}/artifacts"))
+    Ok(crate::with_page_headers(Json(list).into_response(), top.len(), page, size, &q, &path))
 }
 
 async fn artifact(

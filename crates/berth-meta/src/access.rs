@@ -685,8 +685,22 @@ pub(crate) async fn insert_audit(
     entries: &[AuditRecord],
 ) -> Result<(), MetaError> {
     // Aggregated entries first try to add to the latest identical one of the last hour.
-    let mut fresh: Vec<&AuditRecord> = Vec::with_capacity(entries.len());
+    let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
     for e in entries {
+        // The latest identical entry may be one of this batch, not yet written.
+        let same = |f: &AuditRecord| {
+            f.aggregate
+                && f.op_time >= e.op_time - AUDIT_MERGE_WINDOW_MS
+                && (&f.username, &f.operation, &f.resource_type, &f.resource, &f.result, &f.client_ip, &f.detail)
+                    == (&e.username, &e.operation, &e.resource_type, &e.resource, &e.result, &e.client_ip, &e.detail)
+        };
+        if e.aggregate
+            && let Some(f) = fresh.iter_mut().rev().find(|f| same(f))
+        {
+            f.repeats += e.repeats.max(1);
+            f.op_time = f.op_time.max(e.op_time);
+            continue;
+        }
         if e.aggregate {
             let merged = sqlx::query(
                 "UPDATE audit_log SET repeats = repeats + $1, op_time = CASE WHEN op_time < $2 THEN $2 ELSE op_time END
@@ -711,7 +725,7 @@ pub(crate) async fn insert_audit(
                 continue;
             }
         }
-        fresh.push(e);
+        fresh.push(e.clone());
     }
     for chunk in fresh.chunks(100) {
         let rows = crate::sql::value_rows(chunk.len(), 10);

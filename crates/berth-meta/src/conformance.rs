@@ -723,8 +723,22 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     let art = store.repo_artifacts(&p).await.unwrap().remove(0);
     assert_eq!((art.pull_time, art.pull_count), (Some(40), 3), "the artifact's pull time and count");
     assert_eq!(art.tag_pull_times.get("v1"), Some(&40), "the tag it was pulled by, too");
+    // A batch of many pulls is written together: the same manifest twice (counts add, the
+    // latest time wins), by digest only, and of a repository that is gone (nothing to count).
+    let by_digest =
+        Effect::Pulls { repo: p.to_string(), digest: Some(m1.digest.to_string()), tag: None, count: 4, at: 45 };
+    let gone = Effect::Pulls { repo: "ev/gone".into(), digest: None, tag: Some("x".into()), count: 9, at: 99 };
+    let batch = [pulls(1, 44), by_digest, gone, Effect::Audit(audit("pull")), pulls(2, 41)];
+    assert!(store.advance_consumer("audit", last + 1, last + 2, &batch, 53).await.unwrap());
+    let art = store.repo_artifacts(&p).await.unwrap().remove(0);
+    assert_eq!((art.pull_time, art.pull_count), (Some(45), 10));
+    assert_eq!(art.tag_pull_times.get("v1"), Some(&44));
+    let repos = store.project_repos("ev").await.unwrap();
+    let pulled = repos.iter().find(|r| r.name == "ev/pulled").unwrap();
+    assert_eq!((pulled.pull_count, pulled.pull_time), (10, Some(45)));
+    assert!(!repos.iter().any(|r| r.name == "ev/gone"));
     let cursors = store.consumer_cursors().await.unwrap();
-    assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 1));
+    assert_eq!((cursors.len(), cursors[0].consumer.as_str(), cursors[0].seq), (1, "audit", last + 2));
     // Aggregated entries add to the latest identical one within the window; another
     // address, or an entry older than the window, is an entry of its own.
     let agg = |at: i64, ip: &str, n: i64| {
@@ -743,9 +757,9 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     };
     let late = 10 * crate::AUDIT_MERGE_WINDOW_MS;
     let batch = [agg(late, "10.0.0.1", 2), agg(late + 5, "10.0.0.1", 3), agg(late + 6, "10.0.0.2", 1)];
-    assert!(store.advance_consumer("audit", last + 1, last + 2, &batch, 53).await.unwrap());
+    assert!(store.advance_consumer("audit", last + 2, last + 3, &batch, 53).await.unwrap());
     let after = late + crate::AUDIT_MERGE_WINDOW_MS + 10;
-    assert!(store.advance_consumer("audit", last + 2, last + 3, &[agg(after, "10.0.0.1", 1)], 54).await.unwrap());
+    assert!(store.advance_consumer("audit", last + 3, last + 4, &[agg(after, "10.0.0.1", 1)], 54).await.unwrap());
     let q = AuditQuery { username: Some("ci".into()), ..Default::default() };
     let (ci, _) = store.audit_log(&q, 0, 10).await.unwrap();
     let mut seen: Vec<(i64, Option<String>, i64)> =

@@ -402,43 +402,116 @@ fn event_from_row(r: &AnyRow) -> Result<EventRecord, MetaError> {
     })
 }
 
-/// Most recent pull first wins: `pull_time` only moves forward.
-const LATER: &str = "CASE WHEN pull_time IS NULL OR pull_time < $3 THEN $3 ELSE pull_time END";
+/// Apply a batch's effects in order; runs of audit entries and of pull counts are written
+/// together (a few statements for a batch of thousands of pulls, not three per pull).
+async fn apply_effects(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    effects: &[Effect],
+    now: i64,
+) -> Result<(), MetaError> {
+    let mut i = 0;
+    while i < effects.len() {
+        let run = effects[i..].iter().take_while(|e| std::mem::discriminant(*e) == std::mem::discriminant(&effects[i]));
+        let n = run.count();
+        match &effects[i] {
+            Effect::Audit(_) => {
+                let entries: Vec<AuditRecord> = effects[i..i + n]
+                    .iter()
+                    .filter_map(|e| match e {
+                        Effect::Audit(a) => Some(a.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                insert_audit(tx, &entries).await?;
+            }
+            Effect::Pulls { .. } => apply_pulls(tx, &effects[i..i + n]).await?,
+            _ => {
+                for e in &effects[i..i + n] {
+                    apply_effect(tx, e, now).await?;
+                }
+            }
+        }
+        i += n;
+    }
+    Ok(())
+}
+
+/// Add pull counts and times: per repository, manifest and tag, summed over the batch, in
+/// multi-row `UPDATE … FROM (VALUES …)` statements.
+async fn apply_pulls(tx: &mut sqlx::Transaction<'_, sqlx::Any>, pulls: &[Effect]) -> Result<(), MetaError> {
+    use std::collections::BTreeMap;
+    let mut repos: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut manifests: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    let mut tags: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    let add = |e: &mut (i64, i64), count: i64, at: i64| {
+        e.0 += count;
+        e.1 = e.1.max(at);
+    };
+    for p in pulls {
+        if let Effect::Pulls { repo, digest, tag, count, at } = p {
+            add(repos.entry(repo).or_default(), *count, *at);
+            if let Some(d) = digest {
+                add(manifests.entry((repo, d)).or_default(), *count, *at);
+            }
+            if let Some(t) = tag {
+                add(tags.entry((repo, t)).or_default(), *count, *at);
+            }
+        }
+    }
+    // The most recent pull wins: `pull_time` only moves forward. Sorted keys: concurrent writers (PostgreSQL) take row locks in one order.
+    let later = |t: &str| {
+        format!("CASE WHEN {t}.pull_time IS NULL OR {t}.pull_time < v.column4 THEN v.column4 ELSE {t}.pull_time END")
+    };
+    let repo_rows: Vec<(&str, &str, i64, i64)> = repos.iter().map(|(r, (n, at))| (*r, "", *n, *at)).collect();
+    let sql = format!(
+        "UPDATE repositories SET pull_count = repositories.pull_count + v.column3, pull_time = {} FROM (VALUES {{}}) \
+         AS v WHERE repositories.name = v.column1",
+        later("repositories")
+    );
+    update_from_values(tx, &sql, &repo_rows).await?;
+    let rows: Vec<(&str, &str, i64, i64)> = manifests.iter().map(|((r, d), (n, at))| (*r, *d, *n, *at)).collect();
+    let sql = format!(
+        "UPDATE manifests SET pull_count = manifests.pull_count + v.column3, pull_time = {} FROM (VALUES {{}}) \
+         AS v WHERE manifests.repo = v.column1 AND manifests.digest = v.column2",
+        later("manifests")
+    );
+    update_from_values(tx, &sql, &rows).await?;
+    let rows: Vec<(&str, &str, i64, i64)> = tags.iter().map(|((r, t), (n, at))| (*r, *t, *n, *at)).collect();
+    let sql = format!(
+        "UPDATE tags SET pull_time = {} FROM (VALUES {{}}) AS v WHERE tags.repo = v.column1 AND tags.name = v.column2",
+        later("tags")
+    );
+    update_from_values(tx, &sql, &rows).await
+}
+
+/// Run `sql` (with `{}` where the `VALUES` rows go) over `rows` of (text, text, bigint,
+/// bigint), as many rows a statement as [`crate::sql::MAX_BINDS`] allows.
+async fn update_from_values(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    rows: &[(&str, &str, i64, i64)],
+) -> Result<(), MetaError> {
+    for chunk in rows.chunks(crate::sql::MAX_BINDS / 4) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 4;
+                format!("(${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", b + 1, b + 2, b + 3, b + 4)
+            })
+            .collect();
+        let sql = sql.replace("{}", &values.join(", "));
+        let mut q = sqlx::query(&sql);
+        for (k1, k2, n, at) in chunk {
+            q = q.bind(*k1).bind(*k2).bind(*n).bind(*at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 async fn apply_effect(tx: &mut sqlx::Transaction<'_, sqlx::Any>, effect: &Effect, now: i64) -> Result<(), MetaError> {
     match effect {
         Effect::Audit(a) => insert_audit(tx, std::slice::from_ref(a)).await,
-        Effect::Pulls { repo, digest, tag, count, at } => {
-            sqlx::query(&format!(
-                "UPDATE repositories SET pull_count = pull_count + $2, pull_time = {LATER} WHERE name = $1"
-            ))
-            .bind(repo)
-            .bind(count)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-            // The manifest pulled (its count too), and the tag it was pulled by.
-            if let Some(d) = digest {
-                sqlx::query(&format!(
-                    "UPDATE manifests SET pull_time = {LATER}, pull_count = pull_count + $4 WHERE repo = $1 AND digest = $2"
-                ))
-                .bind(repo)
-                .bind(d)
-                .bind(at)
-                .bind(count)
-                .execute(&mut **tx)
-                .await?;
-            }
-            if let Some(t) = tag {
-                sqlx::query(&format!("UPDATE tags SET pull_time = {LATER} WHERE repo = $1 AND name = $2"))
-                    .bind(repo)
-                    .bind(t)
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
-        }
+        Effect::Pulls { .. } => apply_pulls(tx, std::slice::from_ref(effect)).await,
         Effect::Job(job) => insert_job(tx, job, now).await.map(drop),
         Effect::Webhook(d) => crate::webhook::insert_delivery(tx, d).await,
         Effect::Usage { project, day, pushed_bytes, pulled_bytes, pushes, pulls, today } => {
@@ -582,9 +655,7 @@ impl EventLog for SqlMetaStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        for e in effects {
-            apply_effect(&mut tx, e, now).await?;
-        }
+        apply_effects(&mut tx, effects, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -36,6 +36,7 @@ mod scan;
 mod schema;
 mod signature;
 mod sql;
+pub mod synthetic;
 mod upstream;
 mod webhook;
 
@@ -444,6 +445,17 @@ pub trait MetaStore:
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>, MetaError>;
+    /// Up to `limit` of [`MetaStore::referrers`] (oldest first) after the one pushed at
+    /// `after.0` with digest `after.1`, read by an index: the pages of a subject with
+    /// thousands of referrers.
+    async fn referrers_page(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<(i64, &Digest)>,
+        limit: i64,
+    ) -> Result<Vec<ManifestRecord>, MetaError>;
     /// Does `repo` exist (has it ever received content that is still there)?
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError>;
     /// Up to `n` repository names after `last`, in lexical order.
@@ -463,6 +475,16 @@ pub trait MetaStore:
     async fn repo_counts(&self, projects: &[String]) -> Result<Vec<i64>, MetaError>;
     /// Every manifest of `repo`, newest first, with tags, children and sizes.
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError>;
+    /// One page of [`MetaStore::repo_artifacts`] and how many there are, read by an index, when
+    /// every artifact of `repo` is listed on its own: no accessories (a subject here, or a
+    /// cosign-style `sha256-….sig|att|sbom` tag) and no index children. `None` otherwise: the
+    /// caller groups them from the whole list.
+    async fn repo_artifacts_page(
+        &self,
+        repo: &RepoName,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<ArtifactRow>, i64)>, MetaError>;
     /// Create an empty repository (ECR's CreateRepository; pushes create theirs) and log
     /// `repository.created`; false when it exists.
     async fn create_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError>;

@@ -364,4 +364,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             ldap_group_dn TEXT NOT NULL, member_key TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        32,
+        &[
+            // Repeated entries (pulls) merge into the latest identical one of the last hour:
+            // found by resource, newest first, not by a walk of the hour's entries.
+            "CREATE INDEX audit_log_resource ON audit_log (resource, id)",
+            // Pages of a repository's artifacts, newest first (in the listing's order, so no
+            // sort), and whether it holds indexes; a repository's last tag change.
+            "CREATE INDEX manifests_created ON manifests (repo, created_at DESC, digest)",
+            "CREATE INDEX tags_updated ON tags (repo, updated_at)",
+            "CREATE INDEX manifest_refs_kind ON manifest_refs (repo, kind)",
+            // Pages of a subject's referrers, oldest first.
+            "CREATE INDEX manifests_referrers ON manifests (repo, subject, created_at, digest)",
+        ],
+    ),
 ];

@@ -135,6 +135,11 @@ fn manifest_from_row(r: &AnyRow) -> Result<ManifestRecord, MetaError> {
 const MANIFEST_COLS: &str = "m.digest, m.media_type, m.artifact_type, m.size, m.subject, m.annotations, m.created_at";
 
 /// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row INSERT of `rows` rows.
+/// Most values bound in one multi-row statement. SQLite finds a parameter's name by a
+/// linear walk, and sqlx asks for every parameter's name, so binding costs grow with the
+/// square of the count: a thousand is cheap, thirty thousand took most of a bulk insert.
+pub(crate) const MAX_BINDS: usize = 1000;
+
 pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
     (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
 }
@@ -235,6 +240,79 @@ impl SqlMetaStore {
             Backend::Postgres => " FOR SHARE",
             Backend::Sqlite => "",
         }
+    }
+
+    /// Manifests of `repo` (all, or those of `only`), newest first, with tags, children and
+    /// sizes.
+    async fn artifact_rows(&self, repo: &RepoName, only: Option<&[String]>) -> Result<Vec<ArtifactRow>, MetaError> {
+        let within = |first: usize| match only {
+            Some(d) => format!(" AND {{}}digest IN ({})", placeholders(first, d.len())),
+            None => String::new(),
+        };
+        fn bind_all<'q>(
+            mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+            repo: &RepoName,
+            only: Option<&[String]>,
+        ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+            q = q.bind(repo.as_str().to_owned());
+            for d in only.unwrap_or_default() {
+                q = q.bind(d.clone());
+            }
+            q
+        }
+        let sql = format!(
+            "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1{}
+             ORDER BY m.created_at DESC, m.digest",
+            within(2).replace("{}", "m.")
+        );
+        let rows = bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await?;
+        let mut out: Vec<ArtifactRow> = Vec::with_capacity(rows.len());
+        let mut index = std::collections::HashMap::new();
+        for r in &rows {
+            let record = manifest_from_row(r)?;
+            index.insert(record.digest.to_string(), out.len());
+            let total_size = record.size;
+            let pull_time = r.try_get("pull_time")?;
+            out.push(ArtifactRow {
+                record,
+                tags: Vec::new(),
+                children: Vec::new(),
+                total_size,
+                pull_time,
+                pull_count: r.try_get("pull_count")?,
+                tag_pull_times: Default::default(),
+            });
+        }
+        let sql = format!(
+            "SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1{} ORDER BY name",
+            within(2).replace("{}", "")
+        );
+        for t in &bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await? {
+            let d: String = t.try_get("digest")?;
+            if let Some(&i) = index.get(&d) {
+                let name: String = t.try_get("name")?;
+                if let Some(at) = t.try_get::<Option<i64>, _>("pull_time")? {
+                    out[i].tag_pull_times.insert(name.clone(), at);
+                }
+                out[i].tags.push((name, t.try_get("updated_at")?));
+            }
+        }
+        let sql = format!(
+            "SELECT r.digest, r.child, r.kind, b.size FROM manifest_refs r LEFT JOIN blobs b ON b.digest = r.child
+             WHERE r.repo = $1{}",
+            within(2).replace("{}", "r.")
+        );
+        for r in &bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await? {
+            let d: String = r.try_get("digest")?;
+            let Some(&i) = index.get(&d) else { continue };
+            let kind: String = r.try_get("kind")?;
+            if kind == "manifest" {
+                out[i].children.push(parse(r.try_get("child")?)?);
+            } else {
+                out[i].total_size += r.try_get::<Option<i64>, _>("size")?.unwrap_or(0);
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -1004,6 +1082,31 @@ impl MetaStore for SqlMetaStore {
         rows.iter().map(manifest_from_row).collect()
     }
 
+    async fn referrers_page(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<(i64, &Digest)>,
+        limit: i64,
+    ) -> Result<Vec<ManifestRecord>, MetaError> {
+        let (at, digest) = after.map_or((i64::MIN, String::new()), |(at, d)| (at, d.to_string()));
+        let rows = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 AND m.subject = $2
+             AND ($3 = '' OR m.artifact_type = $3) AND (m.created_at > $4 OR (m.created_at = $4 AND m.digest > $5))
+             ORDER BY m.created_at, m.digest LIMIT $6"
+        ))
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type.unwrap_or(""))
+        .bind(at)
+        .bind(digest)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(manifest_from_row).collect()
+    }
+
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, MetaError> {
         let r: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE name = $1")
             .bind(repo.as_str())
@@ -1047,12 +1150,10 @@ impl MetaStore for SqlMetaStore {
                 .fetch_one(&self.pool)
                 .await?
         };
-        let rows = sqlx::query(&format!(
-            "SELECT r.name, r.created_at, r.pull_count, r.pull_time,
-                (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
-                (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
-                (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
-             FROM repositories r WHERE {IN_PROJECT} ORDER BY r.name LIMIT $6 OFFSET $7"
+        // The page's names first (by index), then the counts and times of those alone: one
+        // statement with both computed them for every repository of the project.
+        let names: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT r.name FROM repositories r WHERE {IN_PROJECT} ORDER BY r.name LIMIT $6 OFFSET $7"
         ))
         .bind(project)
         .bind(format!("{project}/"))
@@ -1063,6 +1164,22 @@ impl MetaStore for SqlMetaStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
+        let mut rows = Vec::with_capacity(names.len());
+        for chunk in names.chunks(MAX_BINDS) {
+            let sql = format!(
+                "SELECT r.name, r.created_at, r.pull_count, r.pull_time,
+                    (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
+                    (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
+                    (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
+                 FROM repositories r WHERE r.name IN ({}) ORDER BY r.name",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for n in chunk {
+                q = q.bind(n);
+            }
+            rows.extend(q.fetch_all(&self.pool).await?);
+        }
         let list = rows
             .iter()
             .map(|r| {
@@ -1115,62 +1232,45 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn repo_artifacts(&self, repo: &RepoName) -> Result<Vec<ArtifactRow>, MetaError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1
-             ORDER BY m.created_at DESC, m.digest"
-        ))
-        .bind(repo.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out: Vec<ArtifactRow> = Vec::with_capacity(rows.len());
-        let mut index = std::collections::HashMap::new();
-        for r in &rows {
-            let record = manifest_from_row(r)?;
-            index.insert(record.digest.to_string(), out.len());
-            let total_size = record.size;
-            let pull_time = r.try_get("pull_time")?;
-            out.push(ArtifactRow {
-                record,
-                tags: Vec::new(),
-                children: Vec::new(),
-                total_size,
-                pull_time,
-                pull_count: r.try_get("pull_count")?,
-                tag_pull_times: Default::default(),
-            });
-        }
-        let tags = sqlx::query("SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1 ORDER BY name")
-            .bind(repo.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        for t in &tags {
-            let d: String = t.try_get("digest")?;
-            if let Some(&i) = index.get(&d) {
-                let name: String = t.try_get("name")?;
-                if let Some(at) = t.try_get::<Option<i64>, _>("pull_time")? {
-                    out[i].tag_pull_times.insert(name.clone(), at);
-                }
-                out[i].tags.push((name, t.try_get("updated_at")?));
-            }
-        }
-        let refs = sqlx::query(
-            "SELECT r.digest, r.child, r.kind, b.size FROM manifest_refs r LEFT JOIN blobs b ON b.digest = r.child
-             WHERE r.repo = $1",
+        self.artifact_rows(repo, None).await
+    }
+
+    async fn repo_artifacts_page(
+        &self,
+        repo: &RepoName,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Option<(Vec<ArtifactRow>, i64)>, MetaError> {
+        // Anything grouped under another artifact? (Each an index range, empty for plain images.)
+        let grouped: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM manifests WHERE repo = $1 AND subject IS NOT NULL
+             UNION ALL SELECT 1 FROM manifest_refs WHERE repo = $1 AND kind = 'manifest'
+             UNION ALL SELECT 1 FROM tags WHERE repo = $1 AND name >= 'sha256-' AND name < 'sha256.'
+             LIMIT 1",
         )
         .bind(repo.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if grouped.is_some() {
+            return Ok(None);
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifests WHERE repo = $1")
+            .bind(repo.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let digests: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM manifests WHERE repo = $1 ORDER BY created_at DESC, digest LIMIT $2 OFFSET $3",
+        )
+        .bind(repo.as_str())
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        for r in &refs {
-            let d: String = r.try_get("digest")?;
-            let Some(&i) = index.get(&d) else { continue };
-            let kind: String = r.try_get("kind")?;
-            if kind == "manifest" {
-                out[i].children.push(parse(r.try_get("child")?)?);
-            } else {
-                out[i].total_size += r.try_get::<Option<i64>, _>("size")?.unwrap_or(0);
-            }
+        let mut rows = Vec::new();
+        for chunk in digests.chunks(MAX_BINDS / 2) {
+            rows.extend(self.artifact_rows(repo, Some(chunk)).await?);
         }
-        Ok(out)
+        Ok(Some((rows, total)))
     }
 
     async fn create_repo(&self, repo: &RepoName, origin: &Origin) -> Result<bool, MetaError> {

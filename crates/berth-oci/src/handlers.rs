@@ -584,7 +584,24 @@ async fn catalog(state: &AppState, who: &berth_auth::Principal, q: &[(String, St
 
 async fn referrers(state: &AppState, repo: &RepoName, subject: &Digest, q: &[(String, String)]) -> Result<Response> {
     let artifact_type = q.iter().find(|(k, _)| k == "artifactType").map(|(_, v)| v.as_str());
-    let list = state.registry.referrers(repo, subject, artifact_type).await?;
+    // Pages of REFERRERS_PAGE (or `n`, at most that), linked by a `next` Link header whose
+    // `last` is the push time and digest of the page's last referrer.
+    let (last, n) = pagination(q)?;
+    let after = match last.as_deref() {
+        None => None,
+        Some(l) => Some(
+            l.split_once('.')
+                .and_then(|(at, d)| Some((at.parse::<i64>().ok()?, d.parse::<Digest>().ok()?)))
+                .ok_or_else(|| {
+                    OciError::BadRequest(format!(
+                        "query parameter last must be the value a Link header of this endpoint gave, not {l:?}"
+                    ))
+                })?,
+        ),
+    };
+    let n = n.unwrap_or(REFERRERS_PAGE).clamp(1, REFERRERS_PAGE);
+    let (list, more) =
+        state.registry.referrers_page(repo, subject, artifact_type, after.as_ref().map(|(at, d)| (*at, d)), n).await?;
     let manifests: Vec<_> = list
         .iter()
         .map(|m| {
@@ -611,5 +628,15 @@ async fn referrers(state: &AppState, repo: &RepoName, subject: &Digest, q: &[(St
     if artifact_type.is_some() {
         resp.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
     }
+    if more && let Some(m) = list.last() {
+        let mut next = format!("/v2/{repo}/referrers/{subject}?n={n}&last={}.{}", m.created_at, m.digest);
+        if let Some(a) = artifact_type {
+            next.push_str(&format!("&artifactType={}", crate::pct_encode(a)));
+        }
+        resp.headers_mut().insert(header::LINK, hv(&format!("<{next}>; rel=\"next\"")));
+    }
     Ok(resp)
 }
+
+/// Most referrers in one answer (a `next` Link header leads on).
+pub const REFERRERS_PAGE: usize = 1000;

@@ -520,6 +520,18 @@ impl Registry {
         Ok(self.meta.repo_artifacts(repo).await?)
     }
 
+    /// One page of [`Registry::artifacts`] and the total, when no artifact of `repo` is grouped
+    /// under another (see [`MetaStore::repo_artifacts_page`]); `None` otherwise.
+    pub async fn artifacts_page(
+        &self,
+        repo: &RepoName,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Option<(Vec<berth_meta::ArtifactRow>, usize)>, RegistryError> {
+        let page = self.meta.repo_artifacts_page(repo, offset as i64, limit as i64).await?;
+        Ok(page.map(|(rows, total)| (rows, total.max(0) as usize)))
+    }
+
     /// The repositories of a project, with their counts and times, by name.
     pub async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, RegistryError> {
         Ok(self.meta.project_repos(project).await?)
@@ -713,6 +725,22 @@ impl Registry {
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>, RegistryError> {
         Ok(self.meta.referrers(repo, subject, artifact_type).await?)
+    }
+
+    /// A page of [`Registry::referrers`]: up to `n` after `after` (push time and digest of
+    /// the last one of the previous page); the bool says whether more follow.
+    pub async fn referrers_page(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<(i64, &Digest)>,
+        n: usize,
+    ) -> Result<(Vec<ManifestRecord>, bool), RegistryError> {
+        let mut list = self.meta.referrers_page(repo, subject, artifact_type, after, n as i64 + 1).await?;
+        let more = list.len() > n;
+        list.truncate(n);
+        Ok((list, more))
     }
 
     /// Tags are validated by the caller; this helper parses `?tag=` values.

@@ -18,6 +18,7 @@ pub mod cli;
 mod conn;
 pub mod datadir;
 mod events;
+pub mod fill;
 
 pub use events::{event_json, events_table};
 pub mod jobs;

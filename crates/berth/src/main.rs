@@ -314,6 +314,35 @@ enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Fill an empty registry with synthetic images, for scale benchmarks (bench/scale.py):
+    /// public projects proj-000 …, repositories of small tagged images linking blobs from a
+    /// shared pool, a repository with many tags (proj-000/big) and an image with many
+    /// referrers (proj-000/signed:latest). Written in bulk, offline.
+    Fill {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Projects, proj-000 …
+        #[arg(long, default_value_t = 100)]
+        projects: usize,
+        /// Repositories of small images, spread over the projects.
+        #[arg(long, default_value_t = 100_000)]
+        repos: usize,
+        /// Tagged manifests in each repository (tags v0 …).
+        #[arg(long, default_value_t = 10)]
+        manifests_per_repo: usize,
+        /// Blobs linked into each repository.
+        #[arg(long, default_value_t = 20)]
+        links_per_repo: usize,
+        /// Tags (and manifests) of proj-000/big.
+        #[arg(long, default_value_t = 100_000)]
+        big_repo_tags: usize,
+        /// Referrers of proj-000/signed:latest.
+        #[arg(long, default_value_t = 10_000)]
+        referrers: usize,
+        /// Distinct blobs of 1 KiB stored for the repositories to link.
+        #[arg(long, default_value_t = 1000)]
+        pool: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -671,6 +700,34 @@ fn run() -> anyhow::Result<()> {
                     "(running servers take it within seconds; web sessions and refresh tokens issued before it end)"
                 );
                 Ok(())
+            })
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Fill {
+                    args,
+                    projects,
+                    repos,
+                    manifests_per_repo,
+                    links_per_repo,
+                    big_repo_tags,
+                    referrers,
+                    pool,
+                },
+        } => {
+            let cfg = load(&args)?;
+            let o = berth::fill::FillOptions {
+                projects,
+                repos,
+                manifests_per_repo,
+                links_per_repo,
+                big_repo_tags,
+                referrers,
+                pool,
+            };
+            rt.block_on(async {
+                berth::require_meta(&cfg)?;
+                berth::fill::fill(&cfg, &o).await
             })
         }
         Command::Events {

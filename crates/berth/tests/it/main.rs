@@ -30,6 +30,7 @@ mod proxy;
 mod quota;
 mod replicas;
 mod replication;
+mod scale;
 mod scan;
 mod scrub;
 mod signatures;
