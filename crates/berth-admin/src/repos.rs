@@ -254,12 +254,13 @@ async fn artifacts(
     if !crate::q_terms(&q).iter().any(|(k, _, _)| k == "labels")
         && let Some((rows, total)) = s.registry.artifacts_page(&name, (page - 1) * size, size).await?
     {
+        let overviews = crate::shapes::overviews(&s, &project, rows.iter()).await?;
         let mut list = Vec::with_capacity(rows.len());
         for a in &rows {
             let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
             j["accessories"] = json!([]);
-            if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
-                j["scan_overview"] = o;
+            if let Some(o) = overviews.get(&a.record.digest.to_string()) {
+                j["scan_overview"] = o.clone();
             }
             list.push(j);
         }
@@ -291,11 +292,13 @@ async fn artifacts(
         })
         .collect();
     // Only the page asked for is rendered (each artifact's scan overview is a lookup).
-    for a in top.iter().skip((page - 1) * size).take(size) {
+    let shown: Vec<&ArtifactRow> = top.iter().skip((page - 1) * size).take(size).copied().collect();
+    let overviews = crate::shapes::overviews(&s, &project, shown.iter().copied()).await?;
+    for a in shown {
         let mut j = artifact_json(&project, &name, a, labels_of(&s, &labels, a).await?);
         j["accessories"] = json!(accessories_json(&name, a, &acc));
-        if let Some(o) = crate::shapes::overview(&s, &project, &a.record.digest.to_string()).await? {
-            j["scan_overview"] = o;
+        if let Some(o) = overviews.get(&a.record.digest.to_string()) {
+            j["scan_overview"] = o.clone();
         }
         list.push(j);
     }

@@ -17,6 +17,16 @@ pub(crate) async fn overview(
     s.scans.harbor_overview(project, digest).await.map_err(|e| ApiError::internal("the scanner", format!("{e:#}")))
 }
 
+/// [`overview`] of each artifact listed, by digest, read together.
+pub(crate) async fn overviews<'a>(
+    s: &AdminState,
+    project: &berth_auth::ProjectRecord,
+    artifacts: impl Iterator<Item = &'a berth_registry::ArtifactRow>,
+) -> Result<std::collections::HashMap<String, Value>, ApiError> {
+    let digests: Vec<String> = artifacts.map(|a| a.record.digest.to_string()).collect();
+    s.scans.harbor_overviews(project, &digests).await.map_err(|e| ApiError::internal("the scanner", format!("{e:#}")))
+}
+
 #[derive(Deserialize)]
 pub(crate) struct AllowlistReq {
     #[serde(default)]

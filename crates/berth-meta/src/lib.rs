@@ -26,6 +26,7 @@
 mod access;
 pub mod conformance;
 mod events;
+mod fastread;
 mod gc;
 mod jobs;
 mod label;

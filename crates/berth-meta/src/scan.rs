@@ -116,6 +116,8 @@ pub trait ScanStore: Send + Sync + 'static {
     async fn scan(&self, digest: &str) -> Result<Option<ScanRecord>, MetaError>;
     /// Every scan record.
     async fn scans(&self) -> Result<Vec<ScanRecord>, MetaError>;
+    /// The scan records of these manifests (those that have one), in one query per thousand.
+    async fn scans_of(&self, digests: &[String]) -> Result<Vec<ScanRecord>, MetaError>;
 
     /// Replace the allowlist of `scope` (`""`: system-wide; else a project name).
     async fn put_allowlist(
@@ -423,6 +425,24 @@ impl ScanStore for SqlMetaStore {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(scan_from_row).transpose()
+    }
+
+    async fn scans_of(&self, digests: &[String]) -> Result<Vec<ScanRecord>, MetaError> {
+        let mut out = Vec::new();
+        for chunk in digests.chunks(crate::sql::MAX_BINDS) {
+            let sql = format!(
+                "SELECT {SCAN_COLS} FROM scan_reports WHERE digest IN ({})",
+                crate::sql::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for d in chunk {
+                q = q.bind(d);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.push(scan_from_row(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn create_export(&self, user_id: i64, user_name: &str, request: &str, now: i64) -> Result<i64, MetaError> {

@@ -110,6 +110,8 @@ pub struct SqlMetaStore {
     pool: AnyPool,
     backend: Backend,
     writer: Option<mpsc::Sender<ManifestWrite>>,
+    /// Point reads on the caller's thread (SQLite only).
+    fast: Option<std::sync::Arc<crate::fastread::FastReads>>,
 }
 
 fn parse<T: FromStr>(s: String) -> Result<T, MetaError> {
@@ -134,12 +136,12 @@ fn manifest_from_row(r: &AnyRow) -> Result<ManifestRecord, MetaError> {
 
 const MANIFEST_COLS: &str = "m.digest, m.media_type, m.artifact_type, m.size, m.subject, m.annotations, m.created_at";
 
-/// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row INSERT of `rows` rows.
 /// Most values bound in one multi-row statement. SQLite finds a parameter's name by a
 /// linear walk, and sqlx asks for every parameter's name, so binding costs grow with the
 /// square of the count: a thousand is cheap, thirty thousand took most of a bulk insert.
 pub(crate) const MAX_BINDS: usize = 1000;
 
+/// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row INSERT of `rows` rows.
 pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
     (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
 }
@@ -172,11 +174,12 @@ impl SqlMetaStore {
             })
             .connect(&url)
             .await?;
-        let mut store = SqlMetaStore { pool, backend: Backend::Sqlite, writer: None };
+        let mut store = SqlMetaStore { pool, backend: Backend::Sqlite, writer: None, fast: None };
         store.migrate().await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(group_commit_writer(store.pool.clone(), rx));
         store.writer = Some(tx);
+        store.fast = Some(std::sync::Arc::new(crate::fastread::FastReads::new(path)));
         Ok(store)
     }
 
@@ -188,7 +191,7 @@ impl SqlMetaStore {
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
-        let store = SqlMetaStore { pool, backend: Backend::Postgres, writer: None };
+        let store = SqlMetaStore { pool, backend: Backend::Postgres, writer: None, fast: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -260,10 +263,13 @@ impl SqlMetaStore {
             }
             q
         }
+        // A page's rows are found by (repo, digest) and put in order here: asked to order them,
+        // SQLite walks the repository's whole index in that order instead.
+        let order = |by: &str| if only.is_some() { String::new() } else { format!(" ORDER BY {by}") };
         let sql = format!(
-            "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1{}
-             ORDER BY m.created_at DESC, m.digest",
-            within(2).replace("{}", "m.")
+            "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1{}{}",
+            within(2).replace("{}", "m."),
+            order("m.created_at DESC, m.digest")
         );
         let rows = bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await?;
         let mut out: Vec<ArtifactRow> = Vec::with_capacity(rows.len());
@@ -284,8 +290,9 @@ impl SqlMetaStore {
             });
         }
         let sql = format!(
-            "SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1{} ORDER BY name",
-            within(2).replace("{}", "")
+            "SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1{}{}",
+            within(2).replace("{}", ""),
+            order("name")
         );
         for t in &bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await? {
             let d: String = t.try_get("digest")?;
@@ -311,6 +318,14 @@ impl SqlMetaStore {
             } else {
                 out[i].total_size += r.try_get::<Option<i64>, _>("size")?.unwrap_or(0);
             }
+        }
+        if only.is_some() {
+            for a in &mut out {
+                a.tags.sort();
+            }
+            out.sort_by(|a, b| {
+                b.record.created_at.cmp(&a.record.created_at).then_with(|| a.record.digest.cmp(&b.record.digest))
+            });
         }
         Ok(out)
     }
@@ -920,6 +935,9 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn get_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestRecord>, MetaError> {
+        if let Some(found) = self.fast.as_ref().and_then(|f| f.manifest(repo, digest)) {
+            return Ok(found);
+        }
         let row = sqlx::query(&format!("SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"))
             .bind(repo.as_str())
             .bind(digest.to_string())
@@ -929,6 +947,9 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn get_tagged_manifest(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRecord>, MetaError> {
+        if let Some(found) = self.fast.as_ref().and_then(|f| f.tagged(repo, tag)) {
+            return Ok(found);
+        }
         let row = sqlx::query(&format!(
             "SELECT {MANIFEST_COLS} FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
              WHERE t.repo = $1 AND t.name = $2"
@@ -959,6 +980,9 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn manifest_content(&self, digest: &Digest) -> Result<Option<Vec<u8>>, MetaError> {
+        if let Some(found) = self.fast.as_ref().and_then(|f| f.content(digest)) {
+            return Ok(found);
+        }
         Ok(sqlx::query_scalar("SELECT content FROM manifest_content WHERE digest = $1")
             .bind(digest.to_string())
             .fetch_optional(&self.pool)
@@ -1595,6 +1619,38 @@ mod tests {
             let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>(3).unwrap()).collect();
             assert!(plan[0].contains(index) && plan[0].contains("=? AND "), "{q}: {plan:?}");
         }
+    }
+
+    /// The point reads on the caller's thread answer themselves (not by falling back to sqlx)
+    /// and see each committed write at once.
+    #[tokio::test]
+    async fn fast_reads_answer_and_see_every_committed_write() {
+        use crate::MetaStore;
+        use berth_types::{Digest, RepoName, Tag};
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::SqlMetaStore::open_sqlite(dir.path().join("meta.db")).await.unwrap();
+        let fast = store.fast.clone().unwrap();
+        let repo: RepoName = "p/r".parse().unwrap();
+        let v1: Tag = "v1".parse().unwrap();
+        assert_eq!(fast.tagged(&repo, &v1), Some(None));
+        let o = crate::Origin::system();
+        for (i, body) in [&b"first"[..], &b"second"[..]].into_iter().enumerate() {
+            let m = crate::ManifestRecord {
+                digest: Digest::sha256_of(body),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                artifact_type: None,
+                size: body.len() as i64,
+                subject: Some(Digest::sha256_of(b"subject")),
+                annotations: Some(format!("{{\"n\":\"{i}\"}}")),
+                created_at: 100 + i as i64,
+            };
+            store.put_manifest(&repo, &m, body, &[], std::slice::from_ref(&v1), &o).await.unwrap();
+            assert_eq!(fast.tagged(&repo, &v1), Some(Some(m.clone())), "the tag moved to write {i}");
+            assert_eq!(fast.manifest(&repo, &m.digest), Some(Some(m.clone())));
+            assert_eq!(fast.content(&m.digest), Some(Some(body.to_vec())));
+        }
+        assert_eq!(fast.manifest(&repo, &Digest::sha256_of(b"absent")), Some(None));
+        assert_eq!(fast.content(&Digest::sha256_of(b"absent")), Some(None));
     }
 
     #[tokio::test]

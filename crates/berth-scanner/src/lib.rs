@@ -859,29 +859,25 @@ impl Scanning {
     /// artifacts and the webhooks' scan events both show it.
     pub async fn harbor_overview(&self, project: &ProjectRecord, digest: &str) -> anyhow::Result<Option<Value>> {
         let Some(rec) = self.record(digest).await? else { return Ok(None) };
-        let time = berth_auth::rfc3339;
-        let mut o = json!({
-            "report_id": digest, "scan_status": status_word(&rec), "scanner": scanner_json(),
-            "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
-            "complete_percent": if rec.status == "done" { 100 } else { 0 },
-        });
-        if let (Some(start), Some(end)) = (rec.started_at, rec.finished_at) {
-            o["duration"] = json!((end - start).max(0) / 1000);
+        let ids = if rec.report.is_some() { self.allowed_ids(project).await? } else { Vec::new() };
+        overview_of(&rec, &ids).map(Some)
+    }
+
+    /// [`Scans::harbor_overview`] of each of `digests` that has a scan record, by digest: two
+    /// queries for a page of artifacts, not two per artifact.
+    pub async fn harbor_overviews(
+        &self,
+        project: &ProjectRecord,
+        digests: &[String],
+    ) -> anyhow::Result<std::collections::HashMap<String, Value>> {
+        let records = self.store.scans_of(digests).await?;
+        let ids =
+            if records.iter().any(|r| r.report.is_some()) { self.allowed_ids(project).await? } else { Vec::new() };
+        let mut out = std::collections::HashMap::new();
+        for rec in &records {
+            out.insert(rec.digest.clone(), overview_of(rec, &ids)?);
         }
-        if let Some(e) = &rec.error {
-            o["error"] = json!(e);
-        }
-        if let Some(text) = &rec.report {
-            let report: Report = serde_json::from_str(text).context("a stored scan report")?;
-            let ids = self.allowed_ids(project).await?;
-            let sum = report.summary(&berth_scan::report::allowlisted(&ids));
-            o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
-            o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
-            if let Some(why) = &report.not_applicable {
-                o["not_applicable"] = json!(why);
-            }
-        }
-        Ok(Some(json!({ REPORT_MIME: o })))
+        Ok(out)
     }
 
     /// The CVE ids exempt in `project` now.
@@ -1174,6 +1170,32 @@ pub async fn pull_blocked(
             project.name
         )
     }))
+}
+
+/// Harbor's `scan_overview` of one scan record, with `ids` allowlisted.
+fn overview_of(rec: &ScanRecord, ids: &[String]) -> anyhow::Result<Value> {
+    let time = berth_auth::rfc3339;
+    let mut o = json!({
+        "report_id": rec.digest, "scan_status": status_word(rec), "scanner": scanner_json(),
+        "start_time": rec.started_at.map(time), "end_time": rec.finished_at.map(time),
+        "complete_percent": if rec.status == "done" { 100 } else { 0 },
+    });
+    if let (Some(start), Some(end)) = (rec.started_at, rec.finished_at) {
+        o["duration"] = json!((end - start).max(0) / 1000);
+    }
+    if let Some(e) = &rec.error {
+        o["error"] = json!(e);
+    }
+    if let Some(text) = &rec.report {
+        let report: Report = serde_json::from_str(text).context("a stored scan report")?;
+        let sum = report.summary(&berth_scan::report::allowlisted(ids));
+        o["severity"] = json!(sum.highest.map(|h| h.as_str()).unwrap_or("None"));
+        o["summary"] = json!({"total": sum.total, "fixable": sum.fixable, "summary": sum.by_severity});
+        if let Some(why) = &report.not_applicable {
+            o["not_applicable"] = json!(why);
+        }
+    }
+    Ok(json!({ REPORT_MIME: o }))
 }
 
 #[cfg(test)]
