@@ -211,7 +211,8 @@ def report(e: dict, f: dict) -> str:
         rows.append((name, fmt.format(key_e), fmt.format(key_f), ratio(key_f, key_e), target))
     rows.append(("manifests", str(e["manifests"]), str(f["manifests"]), "", ""))
     add("fill (s)", e["fill_s"], f["fill_s"], "{:.1f}")
-    add("database (MiB)", e["db_mib"], f["db_mib"], "{:.0f}")
+    if f["db_mib"]:  # SQLite's files (PostgreSQL's are elsewhere)
+        add("database (MiB)", e["db_mib"], f["db_mib"], "{:.0f}")
     add("start, exec to /v2/ (ms)", e["start_ms"], f["start_ms"], "{:.1f}", "full < 1000")
     for m in ("GET", "HEAD"):
         add(f"manifest {m} req/s (64 conns)", e[m]["rps"], f[m]["rps"], "{:,.0f}", "full/empty ≥ 0.90")

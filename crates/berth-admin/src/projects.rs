@@ -43,7 +43,7 @@ pub(crate) async fn project_json(s: &AdminState, c: &Caller, p: &ProjectRecord) 
         metadata.insert("retention_id".into(), r.id.to_string());
     }
     let owner = s.auth.user(p.owner_id).await?.map(|u| u.username).unwrap_or_default();
-    let repo_count = s.registry.project_repos(&p.name).await?.len();
+    let repo_count = s.registry.repo_counts(std::slice::from_ref(&p.name)).await?.first().copied().unwrap_or(0);
     let roles = role_ids(c, p);
     let registry_id = s.upstreams.cache_rules().await?.iter().find(|r| r.prefix == p.name).map(|r| r.upstream_id);
     Ok(json!({
@@ -239,12 +239,11 @@ async fn update(
 
 async fn remove(State(s): State<AdminState>, c: Caller, headers: HeaderMap, Path(p): Path<String>) -> ApiResult {
     let project = resolve_with(&s, &c, &headers, &p, Perm::DeleteProject).await?;
-    let repos = s.registry.project_repos(&project.name).await?;
-    if !repos.is_empty() {
+    let held = s.registry.repo_counts(std::slice::from_ref(&project.name)).await?.first().copied().unwrap_or(0);
+    if held > 0 {
         return Err(ApiError::PreconditionFailed(format!(
-            "project {:?} still holds {} repositories; delete them first",
-            project.name,
-            repos.len()
+            "project {:?} still holds {held} repositories; delete them first",
+            project.name
         )));
     }
     s.upstreams.delete_cache_rule(&project.name, &c.origin()).await?;

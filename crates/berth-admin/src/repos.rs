@@ -62,15 +62,20 @@ async fn list(
         .get("name")
         .cloned()
         .or_else(|| crate::q_terms(&q).into_iter().find(|(k, _, _)| k == "name").map(|(_, v, _)| v));
-    let repos: Vec<_> = s
+    // One page, read by the database (a project may hold thousands of repositories).
+    let (page, size) = crate::page_of(&q)?;
+    let (rows, total) = s
         .registry
-        .project_repos(&project.name)
-        .await?
-        .iter()
-        .filter(|r| name_filter.as_deref().is_none_or(|f| r.name.contains(f)))
-        .map(|r| repo_json(&project, r))
-        .collect();
-    paginate(repos, &q, &format!("/api/v2.0/projects/{p}/repositories"))
+        .project_repos_page(
+            &project.name,
+            name_filter.as_deref().unwrap_or(""),
+            ((page - 1) * size) as i64,
+            size as i64,
+        )
+        .await?;
+    let repos: Vec<Value> = rows.iter().map(|r| repo_json(&project, r)).collect();
+    let path = format!("/api/v2.0/projects/{p}/repositories");
+    Ok(crate::with_page_headers(Json(repos).into_response(), total.max(0) as usize, page, size, &q, &path))
 }
 
 async fn show(
@@ -80,7 +85,9 @@ async fn show(
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult {
     let (project, name) = repo_of(&s, &c, &headers, &p, &r, Perm::Read, EcrAction::DescribeRepositories).await?;
-    let summary = s.registry.project_repos(&project.name).await?.into_iter().find(|x| x.name == name.as_str());
+    // The repositories whose names contain this one: itself and a few longer names at most.
+    let (rows, _) = s.registry.project_repos_page(&project.name, name.as_str(), 0, 1000).await?;
+    let summary = rows.into_iter().find(|x| x.name == name.as_str());
     match summary {
         Some(x) => Ok(Json(repo_json(&project, &x)).into_response()),
         None => Err(not_found(format!("repository {name} not found"))),

@@ -1188,38 +1188,55 @@ impl MetaStore for SqlMetaStore {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut rows = Vec::with_capacity(names.len());
+        // Names bound as parameters, not joined from `repositories.name`: on PostgreSQL that
+        // column is `COLLATE "C"`, and a comparison in that collation cannot use the indexes
+        // on `manifests.repo` and `tags.repo` (a whole-table scan per repository).
+        let mut list = Vec::with_capacity(names.len());
         for chunk in names.chunks(MAX_BINDS) {
-            let sql = format!(
-                "SELECT r.name, r.created_at, r.pull_count, r.pull_time,
-                    (SELECT COUNT(*) FROM manifests m WHERE m.repo = r.name) AS artifacts,
-                    (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo = r.name) AS pushed,
-                    (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo = r.name) AS tagged
-                 FROM repositories r WHERE r.name IN ({}) ORDER BY r.name",
-                placeholders(1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for n in chunk {
-                q = q.bind(n);
+            let ps = placeholders(1, chunk.len());
+            let fetch = |sql: String| async move {
+                let mut q = sqlx::query(&sql);
+                for n in chunk {
+                    q = q.bind(n.clone());
+                }
+                q.fetch_all(&self.pool).await
+            };
+            let repos = fetch(format!(
+                "SELECT name, created_at, pull_count, pull_time FROM repositories WHERE name IN ({ps}) ORDER BY name"
+            ))
+            .await?;
+            let mut pushed = std::collections::HashMap::new();
+            for r in fetch(format!(
+                "SELECT repo, COUNT(*) AS n, MAX(created_at) AS at FROM manifests WHERE repo IN ({ps}) GROUP BY repo"
+            ))
+            .await?
+            {
+                pushed.insert(
+                    r.try_get::<String, _>("repo")?,
+                    (r.try_get::<i64, _>("n")?, r.try_get::<Option<i64>, _>("at")?),
+                );
             }
-            rows.extend(q.fetch_all(&self.pool).await?);
-        }
-        let list = rows
-            .iter()
-            .map(|r| {
+            let mut tagged = std::collections::HashMap::new();
+            for r in fetch(format!("SELECT repo, MAX(updated_at) AS at FROM tags WHERE repo IN ({ps}) GROUP BY repo"))
+                .await?
+            {
+                tagged.insert(r.try_get::<String, _>("repo")?, r.try_get::<Option<i64>, _>("at")?);
+            }
+            for r in &repos {
+                let name: String = r.try_get("name")?;
                 let created: i64 = r.try_get("created_at")?;
-                let pushed: Option<i64> = r.try_get("pushed")?;
-                let tagged: Option<i64> = r.try_get("tagged")?;
-                Ok(RepoSummary {
-                    name: r.try_get("name")?,
+                let (artifacts, pushed) = pushed.get(&name).copied().unwrap_or((0, None));
+                let tagged = tagged.get(&name).copied().flatten();
+                list.push(RepoSummary {
                     created_at: created,
                     updated_at: created.max(pushed.unwrap_or(0)).max(tagged.unwrap_or(0)),
-                    artifact_count: r.try_get("artifacts")?,
+                    artifact_count: artifacts,
                     pull_count: r.try_get("pull_count")?,
                     pull_time: r.try_get("pull_time")?,
-                })
-            })
-            .collect::<Result<Vec<_>, MetaError>>()?;
+                    name,
+                });
+            }
+        }
         let total = if total < 0 { list.len() as i64 } else { total };
         Ok((list, total))
     }
