@@ -253,7 +253,15 @@ impl IntoResponse for OciError {
                 _ => "internal error; see the server log".to_owned(),
             }
         } else {
-            self.to_string()
+            match &self {
+                // Clients print the code's description before the message ("manifest unknown:
+                // …"), so the message names what is missing without repeating it.
+                OciError::Registry(RegistryError::ManifestUnknown(r)) if !r.contains(' ') => {
+                    format!("{r} was not found in this repository")
+                }
+                OciError::Registry(RegistryError::ManifestUnknown(r)) => r.clone(),
+                _ => self.to_string(),
+            }
         };
         let mut err = json!({ "code": self.code(), "message": message });
         let detail = self.detail();
