@@ -1489,6 +1489,9 @@ impl AccessStore for SqlMetaStore {
     }
 
     async fn repo_policy(&self, repo: &str) -> Result<Option<String>, MetaError> {
+        if let Some(found) = self.fast_reads().and_then(|f| f.repo_policy(repo)) {
+            return Ok(found);
+        }
         Ok(sqlx::query_scalar("SELECT document FROM repo_policies WHERE repo = $1")
             .bind(repo)
             .fetch_optional(self.pool())

@@ -1,5 +1,6 @@
 //! Point reads of the embedded database on the caller's thread, for the requests a registry
-//! answers most: a manifest by tag or digest, and its bytes.
+//! answers most: a manifest by tag or digest, its bytes, and the repository's policy that the
+//! authorization decision reads.
 //!
 //! sqlx runs each SQLite connection on a thread of its own and hands every statement over a
 //! channel, so one read costs two thread wake-ups. On a registry too large for the record
@@ -111,6 +112,15 @@ impl FastReads {
             st.query_row((repo.as_str(), digest.to_string()), Self::record).optional()
         })
         .and_then(parsed)
+    }
+
+    /// The policy document of `repo` (`Some(None)`: none), asked by the authorization decision
+    /// of every request to a repository.
+    pub(crate) fn repo_policy(&self, repo: &str) -> Option<Option<String>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT document FROM repo_policies WHERE repo = ?1")?;
+            st.query_row([repo], |r| r.get::<_, String>(0)).optional()
+        })
     }
 
     /// The bytes of manifest `digest` (`Some(None)`: none).

@@ -330,6 +330,11 @@ impl SqlMetaStore {
         Ok(out)
     }
 
+    /// The point reads on the caller's thread (SQLite only).
+    pub(crate) fn fast_reads(&self) -> Option<&crate::fastread::FastReads> {
+        self.fast.as_deref()
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -1667,6 +1672,10 @@ mod tests {
             assert_eq!(fast.content(&m.digest), Some(Some(body.to_vec())));
         }
         assert_eq!(fast.manifest(&repo, &Digest::sha256_of(b"absent")), Some(None));
+        use crate::AccessStore;
+        assert_eq!(fast.repo_policy("p/r"), Some(None));
+        store.put_repo_policy("p/r", "{\"Version\":\"2012-10-17\"}", 1, &o).await.unwrap();
+        assert_eq!(fast.repo_policy("p/r"), Some(Some("{\"Version\":\"2012-10-17\"}".to_owned())));
         assert_eq!(fast.content(&Digest::sha256_of(b"absent")), Some(None));
     }
 
