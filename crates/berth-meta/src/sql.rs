@@ -248,10 +248,9 @@ impl SqlMetaStore {
     /// Manifests of `repo` (all, or those of `only`), newest first, with tags, children and
     /// sizes.
     async fn artifact_rows(&self, repo: &RepoName, only: Option<&[String]>) -> Result<Vec<ArtifactRow>, MetaError> {
-        let within = |first: usize| match only {
-            Some(d) => format!(" AND {{}}digest IN ({})", placeholders(first, d.len())),
-            None => String::new(),
-        };
+        // `AND <column> IN (…)` for a page's digests ($2 on; $1 is the repository).
+        let within =
+            |column: &str| only.map_or(String::new(), |d| format!(" AND {column} IN ({})", placeholders(2, d.len())));
         fn bind_all<'q>(
             mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
             repo: &RepoName,
@@ -268,7 +267,7 @@ impl SqlMetaStore {
         let order = |by: &str| if only.is_some() { String::new() } else { format!(" ORDER BY {by}") };
         let sql = format!(
             "SELECT {MANIFEST_COLS}, m.pull_time, m.pull_count FROM manifests m WHERE m.repo = $1{}{}",
-            within(2).replace("{}", "m."),
+            within("m.digest"),
             order("m.created_at DESC, m.digest")
         );
         let rows = bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await?;
@@ -291,7 +290,7 @@ impl SqlMetaStore {
         }
         let sql = format!(
             "SELECT name, digest, updated_at, pull_time FROM tags WHERE repo = $1{}{}",
-            within(2).replace("{}", ""),
+            within("digest"),
             order("name")
         );
         for t in &bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await? {
@@ -307,7 +306,7 @@ impl SqlMetaStore {
         let sql = format!(
             "SELECT r.digest, r.child, r.kind, b.size FROM manifest_refs r LEFT JOIN blobs b ON b.digest = r.child
              WHERE r.repo = $1{}",
-            within(2).replace("{}", "r.")
+            within("r.digest")
         );
         for r in &bind_all(sqlx::query(&sql), repo, only).fetch_all(&self.pool).await? {
             let d: String = r.try_get("digest")?;

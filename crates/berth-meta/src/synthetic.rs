@@ -76,24 +76,11 @@ impl Rows {
     async fn write(&mut self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), MetaError> {
         let per = (crate::sql::MAX_BINDS / self.cols.len()).max(1);
         for chunk in self.rows.chunks(per) {
-            let mut n = 0;
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|_| {
-                    let v: Vec<String> = (0..self.cols.len())
-                        .map(|_| {
-                            n += 1;
-                            format!("${n}")
-                        })
-                        .collect();
-                    format!("({})", v.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES {} {}",
                 self.table,
                 self.cols.join(", "),
-                values.join(", "),
+                crate::sql::value_rows(chunk.len(), self.cols.len()),
                 self.tail
             );
             let mut q = sqlx::query(&sql);

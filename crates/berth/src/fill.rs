@@ -11,22 +11,29 @@ use berth_meta::{AccessStore, MetaStore, Origin, synthetic::FillSpec};
 use berth_types::{Digest, ProjectSettings, RepoName, Visibility};
 use bytes::Bytes;
 
-/// What `berth admin fill` makes.
-#[derive(Debug, Clone)]
+/// What `berth admin fill` makes (its command-line options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct FillOptions {
-    /// Projects `proj-000` …, public, owned by `admin`.
+    /// Projects, proj-000 …
+    #[arg(long, default_value_t = 100)]
     pub projects: usize,
-    /// Repositories of small images ([`FillSpec::repos`]).
+    /// Repositories of small images, spread over the projects.
+    #[arg(long, default_value_t = 100_000)]
     pub repos: usize,
-    /// [`FillSpec::manifests_per_repo`].
+    /// Tagged manifests in each repository (tags v0 …).
+    #[arg(long, default_value_t = 10)]
     pub manifests_per_repo: usize,
-    /// [`FillSpec::links_per_repo`].
+    /// Blobs linked into each repository.
+    #[arg(long, default_value_t = 20)]
     pub links_per_repo: usize,
-    /// [`FillSpec::big_repo_tags`].
+    /// Tags (and manifests) of proj-000/big.
+    #[arg(long, default_value_t = 100_000)]
     pub big_repo_tags: usize,
-    /// [`FillSpec::referrers`].
+    /// Referrers of proj-000/signed:latest.
+    #[arg(long, default_value_t = 10_000)]
     pub referrers: usize,
-    /// Distinct blobs (1 KiB each) the repositories link.
+    /// Distinct blobs of 1 KiB stored for the repositories to link.
+    #[arg(long, default_value_t = 1000)]
     pub pool: usize,
 }
 

@@ -321,27 +321,8 @@ enum AdminCommand {
     Fill {
         #[command(flatten)]
         args: ServeArgs,
-        /// Projects, proj-000 …
-        #[arg(long, default_value_t = 100)]
-        projects: usize,
-        /// Repositories of small images, spread over the projects.
-        #[arg(long, default_value_t = 100_000)]
-        repos: usize,
-        /// Tagged manifests in each repository (tags v0 …).
-        #[arg(long, default_value_t = 10)]
-        manifests_per_repo: usize,
-        /// Blobs linked into each repository.
-        #[arg(long, default_value_t = 20)]
-        links_per_repo: usize,
-        /// Tags (and manifests) of proj-000/big.
-        #[arg(long, default_value_t = 100_000)]
-        big_repo_tags: usize,
-        /// Referrers of proj-000/signed:latest.
-        #[arg(long, default_value_t = 10_000)]
-        referrers: usize,
-        /// Distinct blobs of 1 KiB stored for the repositories to link.
-        #[arg(long, default_value_t = 1000)]
-        pool: usize,
+        #[command(flatten)]
+        options: berth::fill::FillOptions,
     },
 }
 
@@ -702,32 +683,11 @@ fn run() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Admin {
-            command:
-                AdminCommand::Fill {
-                    args,
-                    projects,
-                    repos,
-                    manifests_per_repo,
-                    links_per_repo,
-                    big_repo_tags,
-                    referrers,
-                    pool,
-                },
-        } => {
+        Command::Admin { command: AdminCommand::Fill { args, options } } => {
             let cfg = load(&args)?;
-            let o = berth::fill::FillOptions {
-                projects,
-                repos,
-                manifests_per_repo,
-                links_per_repo,
-                big_repo_tags,
-                referrers,
-                pool,
-            };
             rt.block_on(async {
                 berth::require_meta(&cfg)?;
-                berth::fill::fill(&cfg, &o).await
+                berth::fill::fill(&cfg, &options).await
             })
         }
         Command::Events {
