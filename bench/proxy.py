@@ -10,15 +10,18 @@ Starts an upstream (Debian's `docker-registry`, CNCF Distribution 2.8) and pushe
 distinct blobs of --mib MiB into it; then, for each side in turn,
 
 - A: Berth (target/release/berth) with a registry endpoint for the upstream and a public
-  proxy-cache project `cache`;
+  proxy-cache project `cache<Mbit/s>`;
 - B: a second `docker-registry` configured as a pull-through cache (`proxy.remoteurl`),
 
 and pulls each blob three ways with curl (bytes discarded): straight from the upstream
 (direct), through the cache when it does not hold the blob (cold), and again (warm). Prints
 the median MiB/s per way and side, and the issue's targets: cold >= 80 % of direct, warm >=
-direct.
+direct. It does so once per upstream link (--links, Mbit/s): 0 is loopback, where the
+upstream serves from its page cache faster than a cache can write to this disk; any other
+figure puts a relay with one shared token bucket of that rate between both caches (and the
+direct pull) and the upstream, as a network between a site and Docker Hub would be.
 
-    python3 bench/proxy.py                 # 512 MiB blobs, 3 rounds
+    python3 bench/proxy.py                 # 512 MiB blobs, 3 rounds, loopback and 1 Gbit/s
     python3 bench/proxy.py --mib 64        # a quick run
 
 Python 3.11 standard library, curl and docker-registry.
@@ -33,9 +36,11 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -100,11 +105,103 @@ def pull(url: str, user: str | None = None) -> float:
     return float(out[1])
 
 
+class Link:
+    """A TCP relay to `port` whose downloads share one token bucket of `mbit` Mbit/s: the
+    upstream as a cache sees it over a real network (0: no relay, loopback speed)."""
+
+    def __init__(self, port: int, mbit: int):
+        self.mbit, self.port = mbit, port
+        if mbit == 0:
+            return
+        self.rate = mbit * 1e6 / 8  # bytes per second
+        self.tokens, self.stamp, self.lock = 0.0, time.monotonic(), threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(port,), daemon=True).start()
+
+    def _take(self, n: int) -> None:
+        """Wait until the link can carry `n` more bytes (bursts of at most 1 ms)."""
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.tokens + (now - self.stamp) * self.rate, self.rate / 1000 + n)
+                self.stamp = now
+                if self.tokens >= n:
+                    self.tokens -= n
+                    return
+                wait = (n - self.tokens) / self.rate
+            time.sleep(wait)
+
+    def _accept(self, upstream: int) -> None:
+        while True:
+            down, _ = self.listener.accept()
+            up = socket.create_connection(("127.0.0.1", upstream))
+            threading.Thread(target=self._pipe, args=(down, up, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, shaped: bool) -> None:
+        try:
+            while data := src.recv(256 << 10):
+                if shaped:
+                    self._take(len(data))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def cache_round(args, tmp: str, procs: list, c: Client, berth_port: int, up_port: int, mbit: int) -> dict:
+    """Pull fresh blobs direct, cold and warm through both caches over one link; median MiB/s."""
+    link = Link(up_port, mbit)
+    name = "loopback" if mbit == 0 else f"{mbit} Mbit/s"
+    upstream = f"http://127.0.0.1:{link.port}"
+    sides = ["berth", "distribution"]
+    blobs: dict[str, list[str]] = {}
+    log(f"{name}: pushing {2 * args.rounds} blobs of {args.mib} MiB upstream")
+    for side in sides:
+        blobs[side] = []
+        for i in range(args.rounds):
+            data = os.urandom(args.mib << 20)
+            blobs[side].append(push_blob(up_port, "library/app", data))
+    st, h, _ = c.request("POST", "/api/v2.0/registries", json.dumps(
+        {"name": f"up{mbit}", "type": "docker-registry", "url": upstream}).encode(),
+        {"Content-Type": "application/json"})
+    if st != 201:
+        raise SystemExit(f"creating the endpoint: {st}")
+    rid = int(h.get("Location", h.get("location")).rsplit("/", 1)[1])
+    st, _, body = c.request("POST", "/api/v2.0/projects", json.dumps(
+        {"project_name": f"cache{mbit}", "registry_id": rid, "metadata": {"public": "true"}}).encode(),
+        {"Content-Type": "application/json"})
+    if st != 201:
+        raise SystemExit(f"creating the proxy project: {st} {body[:200]!r}")
+    dist, dist_port = start_distribution(tmp, f"dist-proxy-{mbit}", upstream)
+    procs.append(dist)
+    via = {"berth": f"http://127.0.0.1:{berth_port}/v2/cache{mbit}/library/app/blobs/",
+           "distribution": f"http://127.0.0.1:{dist_port}/v2/library/app/blobs/"}
+    results: dict[tuple[str, str], list[float]] = {}
+    for i in range(args.rounds):
+        for side in sides:
+            d = blobs[side][i]
+            for way, url in [("direct", f"{upstream}/v2/library/app/blobs/{d}"),
+                             ("cold", via[side] + d), ("warm", via[side] + d)]:
+                secs = pull(url)
+                results.setdefault((side, way), []).append(args.mib / secs)
+                log(f"{name}, round {i + 1}: {side} {way}: {args.mib / secs:.0f} MiB/s")
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=512, help="size of each blob")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--berth-bin", default="target/release/berth")
+    ap.add_argument("--links", default="0,1000",
+                    help="upstream links in Mbit/s, comma-separated (0: loopback, no relay)")
     ap.add_argument("--images", type=int, default=50, help="images to replicate (0: skip part 2)")
     ap.add_argument("--layer-mib", type=int, default=4)
     args = ap.parse_args()
@@ -113,54 +210,30 @@ def main() -> None:
     try:
         up, up_port = start_distribution(tmp, "upstream")
         procs.append(up)
-        sides = ["berth", "distribution"]
-        blobs: dict[str, list[str]] = {}
-        log(f"pushing {2 * args.rounds} blobs of {args.mib} MiB upstream")
-        for side in sides:
-            blobs[side] = []
-            for i in range(args.rounds):
-                data = os.urandom(args.mib << 20)
-                blobs[side].append(push_blob(up_port, "library/app", data))
         berth, berth_port = start_berth(args.berth_bin, os.path.join(tmp, "berth"), None)
         procs.append(berth)
         c = Client(berth_port)
-        st, h, _ = c.request("POST", "/api/v2.0/registries", json.dumps(
-            {"name": "up", "type": "docker-registry", "url": f"http://127.0.0.1:{up_port}"}).encode(),
-            {"Content-Type": "application/json"})
-        if st != 201:
-            raise SystemExit(f"creating the endpoint: {st}")
-        rid = int(h.get("Location", h.get("location")).rsplit("/", 1)[1])
-        st, _, body = c.request("POST", "/api/v2.0/projects", json.dumps(
-            {"project_name": "cache", "registry_id": rid, "metadata": {"public": "true"}}).encode(),
-            {"Content-Type": "application/json"})
-        if st != 201:
-            raise SystemExit(f"creating the proxy project: {st} {body[:200]!r}")
-        dist, dist_port = start_distribution(tmp, "dist-proxy", f"http://127.0.0.1:{up_port}")
-        procs.append(dist)
-        via = {"berth": f"http://127.0.0.1:{berth_port}/v2/cache/library/app/blobs/",
-               "distribution": f"http://127.0.0.1:{dist_port}/v2/library/app/blobs/"}
-        results: dict[tuple[str, str], list[float]] = {}
-        for i in range(args.rounds):
-            for side in sides:
-                d = blobs[side][i]
-                for way, url in [("direct", f"http://127.0.0.1:{up_port}/v2/library/app/blobs/{d}"),
-                                 ("cold", via[side] + d), ("warm", via[side] + d)]:
-                    secs = pull(url)
-                    results.setdefault((side, way), []).append(args.mib / secs)
-                    log(f"round {i + 1}: {side} {way}: {args.mib / secs:.0f} MiB/s")
-        med = {k: statistics.median(v) for k, v in results.items()}
+        links = [int(x) for x in args.links.split(",")]
+        meds = {mbit: cache_round(args, tmp, procs, c, berth_port, up_port, mbit) for mbit in links}
         print(f"\nPull-through cache, {args.mib} MiB blobs, median of {args.rounds} rounds (MiB/s)\n")
-        print(f"{'':14}{'direct':>10}{'cold':>10}{'warm':>10}{'cold/direct':>13}{'warm/direct':>13}")
-        for side in sides:
-            direct, cold, warm = med[(side, "direct")], med[(side, "cold")], med[(side, "warm")]
-            print(f"{side:14}{direct:10.0f}{cold:10.0f}{warm:10.0f}{cold / direct:13.2f}{warm / direct:13.2f}")
-        b_direct = med[("berth", "direct")]
-        cold_ok = med[("berth", "cold")] >= 0.8 * b_direct
-        warm_ok = med[("berth", "warm")] >= b_direct
-        print(f"\nBerth cold >= 80 % of direct: {'[ok]' if cold_ok else '[MISS]'}   "
-              f"warm >= direct: {'[ok]' if warm_ok else '[MISS]'}")
-        print(f"Berth / Distribution's proxy: cold {med[('berth', 'cold')] / med[('distribution', 'cold')]:.2f}x, "
-              f"warm {med[('berth', 'warm')] / med[('distribution', 'warm')]:.2f}x")
+        print(f"{'upstream link':15}{'':14}{'direct':>10}{'cold':>10}{'warm':>10}{'cold/direct':>13}"
+              f"{'warm/direct':>13}")
+        for mbit, med in meds.items():
+            for side in ["berth", "distribution"]:
+                direct, cold, warm = med[(side, "direct")], med[(side, "cold")], med[(side, "warm")]
+                link = "loopback" if mbit == 0 else f"{mbit} Mbit/s"
+                print(f"{link:15}{side:14}{direct:10.0f}{cold:10.0f}{warm:10.0f}{cold / direct:13.2f}"
+                      f"{warm / direct:13.2f}")
+        print()
+        for mbit, med in meds.items():
+            link = "loopback" if mbit == 0 else f"{mbit} Mbit/s"
+            b_direct = med[("berth", "direct")]
+            cold_ok = med[("berth", "cold")] >= 0.8 * b_direct
+            warm_ok = med[("berth", "warm")] >= b_direct
+            print(f"{link:15}Berth cold >= 80 % of direct: {'[ok]' if cold_ok else '[MISS]'}   "
+                  f"warm >= direct: {'[ok]' if warm_ok else '[MISS]'}   Berth / Distribution's proxy: "
+                  f"cold {med[('berth', 'cold')] / med[('distribution', 'cold')]:.2f}x, "
+                  f"warm {med[('berth', 'warm')] / med[('distribution', 'warm')]:.2f}x")
         if args.images > 0:
             replication(args, tmp, procs, c, berth_port)
     finally:
