@@ -359,7 +359,7 @@ pub(crate) async fn insert_events(
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut **tx).await?;
     }
     for chunk in events.chunks(100) {
-        let rows = crate::sql::value_rows(chunk.len(), 9);
+        let rows = crate::sql::value_rows(tx, chunk.len(), 9);
         let sql = format!(
             "INSERT INTO events (at, kind, actor, client_ip, project, repo, digest, tag, data) VALUES {}",
             rows
@@ -491,14 +491,12 @@ async fn update_from_values(
     sql: &str,
     rows: &[(&str, &str, i64, i64)],
 ) -> Result<(), MetaError> {
+    let backend = crate::sql::Backend::of(tx);
     for chunk in rows.chunks(crate::sql::MAX_BINDS / 4) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 4;
-                format!("(${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", b + 1, b + 2, b + 3, b + 4)
-            })
-            .collect();
-        let sql = sql.replace("{}", &values.join(", "));
+        let values = crate::sql::value_rows_of(backend, chunk.len(), 4, |col, p| {
+            if col < 2 { p } else { format!("CAST({p} AS BIGINT)") }
+        });
+        let sql = sql.replace("{}", &values);
         let mut q = sqlx::query(&sql);
         for (k1, k2, n, at) in chunk {
             q = q.bind(*k1).bind(*k2).bind(*n).bind(*at);

@@ -127,8 +127,7 @@ pub(crate) async fn adjust(
             .repo(repo)
             .digest(digest)
             .data(serde_json::json!({ "details": details }));
-        let backend =
-            if tx.backend_name() == "PostgreSQL" { crate::sql::Backend::Postgres } else { crate::sql::Backend::Sqlite };
+        let backend = crate::sql::Backend::of(tx);
         crate::events::insert_events(tx, backend, &[e]).await?;
     }
     if change > 0 && hard >= 0 && used > hard {
