@@ -680,20 +680,71 @@ enum Bind<'a> {
 
 /// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (900
 /// parameters) each, so a burst of pulls costs a few statements, not one per pull.
+/// What makes two audit entries the same for merging: who, what, on what, how, from where.
+type AuditKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+fn audit_key(e: &AuditRecord) -> AuditKey<'_> {
+    (
+        &e.username,
+        &e.operation,
+        &e.resource_type,
+        &e.resource,
+        &e.result,
+        e.client_ip.as_deref().unwrap_or(""),
+        e.detail.as_deref().unwrap_or(""),
+    )
+}
+
 pub(crate) async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[AuditRecord],
 ) -> Result<(), MetaError> {
-    // Aggregated entries first try to add to the latest identical one of the last hour.
+    use std::collections::HashMap;
+    // Aggregated entries first try to add to the latest identical one of the last hour: of
+    // this batch, or else stored. The stored candidates for the whole batch come from one
+    // query per thousand resources (a pull load over many images asked once per entry).
+    let oldest = entries.iter().filter(|e| e.aggregate).map(|e| e.op_time - AUDIT_MERGE_WINDOW_MS).min();
+    let mut resources: Vec<&str> = entries.iter().filter(|e| e.aggregate).map(|e| e.resource.as_str()).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    // Key → (id, op_time) of the latest stored entry.
+    let mut stored: HashMap<(String, String, String, String, String, String, String), (i64, i64)> = HashMap::new();
+    if let Some(oldest) = oldest {
+        for chunk in resources.chunks(crate::sql::MAX_BINDS - 1) {
+            let sql = format!(
+                "SELECT id, op_time, username, operation, resource_type, resource, result, COALESCE(client_ip, '') AS ip,
+                 COALESCE(detail, '') AS detail FROM audit_log WHERE resource IN ({}) AND op_time >= $1 ORDER BY id DESC",
+                crate::sql::placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(oldest);
+            for r in chunk {
+                q = q.bind(*r);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let key = (
+                    row.try_get("username")?,
+                    row.try_get("operation")?,
+                    row.try_get("resource_type")?,
+                    row.try_get("resource")?,
+                    row.try_get("result")?,
+                    row.try_get("ip")?,
+                    row.try_get("detail")?,
+                );
+                // Newest first: the first row of a key is its latest.
+                stored.entry(key).or_insert((row.try_get("id")?, row.try_get("op_time")?));
+            }
+        }
+    }
+    let owned = |k: AuditKey<'_>| {
+        (k.0.to_owned(), k.1.to_owned(), k.2.to_owned(), k.3.to_owned(), k.4.to_owned(), k.5.to_owned(), k.6.to_owned())
+    };
+    // Stored id → (repeats to add, latest time).
+    let mut merges: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
     let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
     for e in entries {
+        let cutoff = e.op_time - AUDIT_MERGE_WINDOW_MS;
         // The latest identical entry may be one of this batch, not yet written.
-        let same = |f: &AuditRecord| {
-            f.aggregate
-                && f.op_time >= e.op_time - AUDIT_MERGE_WINDOW_MS
-                && (&f.username, &f.operation, &f.resource_type, &f.resource, &f.result, &f.client_ip, &f.detail)
-                    == (&e.username, &e.operation, &e.resource_type, &e.resource, &e.result, &e.client_ip, &e.detail)
-        };
+        let same = |f: &AuditRecord| f.aggregate && f.op_time >= cutoff && audit_key(f) == audit_key(e);
         if e.aggregate
             && let Some(f) = fresh.iter_mut().rev().find(|f| same(f))
         {
@@ -701,34 +752,31 @@ pub(crate) async fn insert_audit(
             f.op_time = f.op_time.max(e.op_time);
             continue;
         }
-        if e.aggregate {
-            let merged = sqlx::query(
-                "UPDATE audit_log SET repeats = repeats + $1, op_time = CASE WHEN op_time < $2 THEN $2 ELSE op_time END
-                 WHERE id = (SELECT id FROM audit_log WHERE op_time >= $3 AND username = $4 AND operation = $5
-                   AND resource_type = $6 AND resource = $7 AND result = $8 AND COALESCE(client_ip, '') = $9
-                   AND COALESCE(detail, '') = $10 ORDER BY id DESC LIMIT 1)",
-            )
-            .bind(e.repeats.max(1))
-            .bind(e.op_time)
-            .bind(e.op_time - AUDIT_MERGE_WINDOW_MS)
-            .bind(&e.username)
-            .bind(&e.operation)
-            .bind(&e.resource_type)
-            .bind(&e.resource)
-            .bind(&e.result)
-            .bind(e.client_ip.as_deref().unwrap_or(""))
-            .bind(e.detail.as_deref().unwrap_or(""))
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if merged > 0 {
-                continue;
-            }
+        if e.aggregate
+            && let Some((id, at)) = stored.get_mut(&owned(audit_key(e)))
+            && *at >= cutoff
+        {
+            *at = (*at).max(e.op_time);
+            let m = merges.entry(*id).or_default();
+            m.0 += e.repeats.max(1);
+            m.1 = m.1.max(e.op_time);
+            continue;
         }
         fresh.push(e.clone());
     }
+    for (id, (repeats, at)) in merges {
+        sqlx::query(
+            "UPDATE audit_log SET repeats = repeats + $1, op_time = CASE WHEN op_time < $2 THEN $2 ELSE op_time END
+             WHERE id = $3",
+        )
+        .bind(repeats)
+        .bind(at)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
     for chunk in fresh.chunks(100) {
-        let rows = crate::sql::value_rows(chunk.len(), 10);
+        let rows = crate::sql::value_rows(tx, chunk.len(), 10);
         let sql = format!(
             "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
              result, detail, repeats) VALUES {}",

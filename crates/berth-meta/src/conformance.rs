@@ -760,6 +760,10 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
     assert!(store.advance_consumer("audit", last + 2, last + 3, &batch, 53).await.unwrap());
     let after = late + crate::AUDIT_MERGE_WINDOW_MS + 10;
     assert!(store.advance_consumer("audit", last + 3, last + 4, &[agg(after, "10.0.0.1", 1)], 54).await.unwrap());
+    // A later batch adds to the stored entry still within the window (twice), and not to one
+    // that has left it.
+    let batch = [agg(after + 7, "10.0.0.1", 4), agg(after + 8, "10.0.0.2", 2), agg(after + 9, "10.0.0.1", 1)];
+    assert!(store.advance_consumer("audit", last + 4, last + 5, &batch, 55).await.unwrap());
     let q = AuditQuery { username: Some("ci".into()), ..Default::default() };
     let (ci, _) = store.audit_log(&q, 0, 10).await.unwrap();
     let mut seen: Vec<(i64, Option<String>, i64)> =
@@ -770,7 +774,8 @@ pub async fn run_events<S: crate::EventLog + crate::AccessStore + crate::JobQueu
         vec![
             (late + 5, Some("10.0.0.1".into()), 5),
             (late + 6, Some("10.0.0.2".into()), 1),
-            (after, Some("10.0.0.1".into()), 1)
+            (after + 8, Some("10.0.0.2".into()), 2),
+            (after + 9, Some("10.0.0.1".into()), 6)
         ]
     );
 
