@@ -681,10 +681,10 @@ enum Bind<'a> {
 /// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (900
 /// parameters) each, so a burst of pulls costs a few statements, not one per pull.
 /// What makes two audit entries the same for merging: who, what, on what, how, from where.
-type AuditKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+type AuditKey<'a> = [&'a str; 7];
 
 fn audit_key(e: &AuditRecord) -> AuditKey<'_> {
-    (
+    [
         &e.username,
         &e.operation,
         &e.resource_type,
@@ -692,7 +692,7 @@ fn audit_key(e: &AuditRecord) -> AuditKey<'_> {
         &e.result,
         e.client_ip.as_deref().unwrap_or(""),
         e.detail.as_deref().unwrap_or(""),
-    )
+    ]
 }
 
 pub(crate) async fn insert_audit(
@@ -708,7 +708,7 @@ pub(crate) async fn insert_audit(
     resources.sort_unstable();
     resources.dedup();
     // Key → (id, op_time) of the latest stored entry.
-    let mut stored: HashMap<(String, String, String, String, String, String, String), (i64, i64)> = HashMap::new();
+    let mut stored: HashMap<[String; 7], (i64, i64)> = HashMap::new();
     if let Some(oldest) = oldest {
         for chunk in resources.chunks(crate::sql::MAX_BINDS - 1) {
             let sql = format!(
@@ -721,7 +721,7 @@ pub(crate) async fn insert_audit(
                 q = q.bind(*r);
             }
             for row in q.fetch_all(&mut **tx).await? {
-                let key = (
+                let key = [
                     row.try_get("username")?,
                     row.try_get("operation")?,
                     row.try_get("resource_type")?,
@@ -729,15 +729,13 @@ pub(crate) async fn insert_audit(
                     row.try_get("result")?,
                     row.try_get("ip")?,
                     row.try_get("detail")?,
-                );
+                ];
                 // Newest first: the first row of a key is its latest.
                 stored.entry(key).or_insert((row.try_get("id")?, row.try_get("op_time")?));
             }
         }
     }
-    let owned = |k: AuditKey<'_>| {
-        (k.0.to_owned(), k.1.to_owned(), k.2.to_owned(), k.3.to_owned(), k.4.to_owned(), k.5.to_owned(), k.6.to_owned())
-    };
+    let owned = |k: AuditKey<'_>| k.map(str::to_owned);
     // Stored id → (repeats to add, latest time).
     let mut merges: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
     let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
