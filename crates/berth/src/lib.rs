@@ -22,6 +22,7 @@ pub mod fill;
 
 pub use events::{event_json, events_table};
 pub mod jobs;
+pub mod logsink;
 
 /// A running server.
 pub struct Running {

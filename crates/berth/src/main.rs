@@ -477,18 +477,15 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// Log to stderr through a writer thread: a request's log line costs a queue push rather than
-/// a write(2) (each request logs one), and nothing is dropped (a full queue makes loggers
-/// wait). Lines still queued are written when the returned guard drops.
-fn init_logging(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+/// Log to stderr through [`berth::logsink`]: a request's log line costs an append to a
+/// buffer that a thread writes out every 20 ms; lines still buffered are written when the
+/// returned guard drops.
+fn init_logging(cfg: &Config) -> berth::logsink::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("berth-log")
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let (sink, guard) = berth::logsink::LogSink::start(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(move || sink.clone()).with_ansi(ansi);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
         LogFormat::Text => builder.init(),
