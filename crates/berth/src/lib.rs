@@ -412,6 +412,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     }
     if let Some(berth_auth::AdminBootstrap::Created { generated: Some(generated) }) = bootstrap {
         // Printed once, to the terminal only (never to the log): only its hash is stored.
+        // After the log lines so far, which may still be buffered.
+        crate::logsink::flush();
         eprintln!(
             "\nberth: created the system administrator `admin` with the password\n\n    {generated}\n\n\
              (set BERTH_ADMIN_PASSWORD to choose it: it applies until `admin` first signs in; a lost\n\

@@ -7,10 +7,12 @@
 //! under a lock, and the thread wakes every [`TICK`] to write out what gathered in one call.
 //! A line waits at most that long; a buffer past [`LIMIT`] is written out at once by the
 //! logger that filled it, so a stalled stderr makes loggers wait instead of growing memory.
-//! Nothing is dropped: lines still buffered are written when the [`LogGuard`] drops.
+//! Nothing is dropped: lines still buffered are written when the [`LogGuard`] drops. What
+//! the process writes to stderr itself (the generated admin password) calls [`flush`] first,
+//! so it comes after the log lines before it.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 /// How often the thread writes out what gathered.
@@ -44,6 +46,16 @@ impl Shared {
     }
 }
 
+/// The process's log sink (the first started), for [`flush`].
+static PROCESS: OnceLock<Weak<Shared>> = OnceLock::new();
+
+/// Write out the process's buffered log lines now (before writing to stderr directly).
+pub fn flush() {
+    if let Some(shared) = PROCESS.get().and_then(Weak::upgrade) {
+        shared.drain();
+    }
+}
+
 /// A handle that tracing formats lines into (one `write` per line).
 #[derive(Clone)]
 pub struct LogSink(Arc<Shared>);
@@ -62,6 +74,7 @@ impl LogSink {
             closing: Condvar::new(),
             out: Mutex::new(Box::new(out)),
         });
+        let _ = PROCESS.set(Arc::downgrade(&shared));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("berth-log".into())

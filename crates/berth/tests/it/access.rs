@@ -244,6 +244,15 @@ async fn first_start_prints_a_generated_admin_password_once() {
         before.iter().position(|l| l.contains("created the system administrator `admin` with the password")).unwrap();
     let password = before[i + 2].trim().to_owned();
     assert_eq!(password.len(), 32, "{before:?}");
+    // The log lines written before it come before it (they are buffered for a few ms).
+    let logged = before
+        .iter()
+        .position(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["message"] == "created the system administrator account `admin`")
+        })
+        .expect("the account's creation is logged");
+    assert!(logged < i, "the log line about the account came after the password: {before:?}");
     let r = client_as(ADMIN, &password).get(format!("http://{addr}/api/v2.0/users/current")).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["sysadmin_flag"], true);
     child.kill().unwrap();
