@@ -419,6 +419,16 @@ pub async fn run_access<S: crate::AccessStore + MetaStore>(store: &S) {
     assert_eq!(arts.len(), 1);
     assert_eq!(arts[0].tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["stable", "v1"]);
     assert_eq!(arts[0].total_size, m.size + 100);
+    // The stored manifest count follows a push, a push of the same manifest again, and a delete.
+    let m2 = manifest("team-manifest-2", None, None, 63);
+    for _ in 0..2 {
+        store.put_manifest(&r1n, &m2, b"team-manifest-2", &[(blob.clone(), RefKind::Blob)], &[], &o).await.unwrap();
+    }
+    let count = || async { store.project_repos_page("team", "app", 0, 10).await.unwrap().0[0].artifact_count };
+    assert_eq!(count().await, 2);
+    assert!(store.delete_manifest(&r1n, &m2.digest, &o).await.unwrap());
+    assert!(!store.delete_manifest(&r1n, &m2.digest, &o).await.unwrap());
+    assert_eq!(count().await, 1);
     // Per-repository settings (the ECR API's): by kind, cleared, and gone with the repository.
     store.put_repo_setting(&r1n, "tags", Some(r#"[{"Key":"a","Value":"b"}]"#), &o).await.unwrap();
     store.put_repo_setting(&r1n, "scanning", Some(r#"{"scanOnPush":true}"#), &o).await.unwrap();
@@ -865,6 +875,12 @@ pub async fn run_gc<S: MetaStore + crate::GcStore>(store: &S) {
     assert!(!store.gc_delete_manifest(&a, &referrer.digest, 1_000, &o).await.unwrap());
     assert!(store.gc_delete_manifest(&a, &untagged.digest, 1_000, &o).await.unwrap());
     assert_eq!(store.get_manifest(&a, &untagged.digest).await.unwrap(), None);
+    let page = store.project_repos_page("gc", "", 0, 10).await.unwrap().0;
+    assert_eq!(
+        (page[0].name.as_str(), page[0].artifact_count),
+        ("gc/a", 2),
+        "only the collected manifest left the count"
+    );
     assert_eq!(store.gc_unlink(&all, 1_000).await.unwrap(), vec![(a.clone(), y.clone())]);
 
     // Blobs: only unlinked, old and unreserved ones; bytes are deleted under the row lock.

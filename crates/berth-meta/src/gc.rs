@@ -317,6 +317,7 @@ impl GcStore for SqlMetaStore {
         }
         let size: i64 = row.try_get("size")?;
         crate::quota::adjust(&mut tx, repo.as_str(), &d, size, -1, crate::now_ms()).await?;
+        crate::sql::count_manifests(&mut tx, repo.as_str(), -1).await?;
         let e = NewEvent::new(EventKind::ArtifactDeleted, crate::now_ms(), origin)
             .repo(repo.as_str())
             .digest(&d)

@@ -379,4 +379,14 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX manifests_referrers ON manifests (repo, subject, created_at, digest)",
         ],
     ),
+    (
+        33,
+        &[
+            // A repository's manifests, counted as they are stored and deleted: a page of a
+            // project's repositories counted them, 100,000 index entries for a large one.
+            "ALTER TABLE repositories ADD COLUMN manifest_count BIGINT NOT NULL DEFAULT 0",
+            "UPDATE repositories SET manifest_count = c.n FROM (SELECT repo, COUNT(*) AS n FROM manifests GROUP BY repo)
+            AS c WHERE repositories.name = c.repo",
+        ],
+    ),
 ];

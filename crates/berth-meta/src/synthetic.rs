@@ -254,6 +254,15 @@ impl Batch {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Each repository's manifest count, as pushes keep it.
+        sqlx::query(
+            "UPDATE repositories SET manifest_count = c.n FROM (SELECT repo, COUNT(*) AS n FROM manifests
+             WHERE repo >= $1 AND repo < $2 GROUP BY repo) AS c WHERE repositories.name = c.repo",
+        )
+        .bind(format!("{project}/"))
+        .bind(format!("{project}0"))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -428,6 +437,22 @@ mod tests {
         assert_eq!(linked, want);
         let arts = store.repo_artifacts(&r).await.unwrap();
         assert_eq!(arts.len(), 3);
+        // Repository pages carry each repository's manifest count, as pushes keep it.
+        let counts: Vec<(String, i64)> =
+            store.project_repos("proj-000").await.unwrap().into_iter().map(|r| (r.name, r.artifact_count)).collect();
+        assert_eq!(
+            counts,
+            [
+                ("proj-000/big", 250),
+                ("proj-000/repo-000000", 3),
+                ("proj-000/repo-000001", 3),
+                ("proj-000/repo-000002", 3)
+            ]
+            .into_iter()
+            .chain([("proj-000/seed", 0), ("proj-000/signed", 31)])
+            .map(|(n, c)| (n.to_owned(), c))
+            .collect::<Vec<_>>()
+        );
         let a = arts.iter().find(|a| a.record.digest == m.digest).unwrap();
         assert_eq!(a.tags.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["v2"]);
         assert_eq!(a.total_size, m.size + refs.iter().map(|r| r.1).sum::<i64>());
