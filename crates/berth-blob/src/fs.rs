@@ -222,7 +222,6 @@ impl BlobStore for FsBlobStore {
             }
         }
         if !block.is_empty() {
-            block.last = true;
             if let Err(unsent) = tx.send(block).await {
                 unsent.0.give_back();
             }
