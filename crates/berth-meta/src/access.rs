@@ -678,8 +678,9 @@ enum Bind<'a> {
     S(&'a str),
 }
 
-/// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (900
-/// parameters) each, so a burst of pulls costs a few statements, not one per pull.
+/// A repository's policy document (`$1`: the repository); sqlx and the fast reads.
+pub(crate) const REPO_POLICY: &str = "SELECT document FROM repo_policies WHERE repo = $1";
+
 /// What makes two audit entries the same for merging: who, what, on what, how, from where.
 type AuditKey<'a> = [&'a str; 7];
 
@@ -695,6 +696,8 @@ fn audit_key(e: &AuditRecord) -> AuditKey<'_> {
     ]
 }
 
+/// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (1,000
+/// parameters) each, so a burst of pulls costs a few statements, not one per pull.
 pub(crate) async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[AuditRecord],
@@ -1538,10 +1541,7 @@ impl AccessStore for SqlMetaStore {
         if let Some(found) = self.fast_reads().and_then(|f| f.repo_policy(repo)) {
             return Ok(found);
         }
-        Ok(sqlx::query_scalar("SELECT document FROM repo_policies WHERE repo = $1")
-            .bind(repo)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(sqlx::query_scalar(REPO_POLICY).bind(repo).fetch_optional(self.pool()).await?)
     }
 
     async fn repo_policies(&self) -> Result<Vec<(String, String)>, MetaError> {

@@ -31,8 +31,6 @@ pub(crate) struct FastReads {
     opened: AtomicUsize,
 }
 
-const COLS: &str = "m.digest, m.media_type, m.artifact_type, m.size, m.subject, m.annotations, m.created_at";
-
 impl FastReads {
     pub(crate) fn new(path: &Path) -> FastReads {
         FastReads { path: path.to_owned(), idle: Mutex::new(Vec::new()), opened: AtomicUsize::new(0) }
@@ -95,10 +93,7 @@ impl FastReads {
     /// The manifest `tag` points at (`Some(None)`: none).
     pub(crate) fn tagged(&self, repo: &RepoName, tag: &Tag) -> Option<Option<ManifestRecord>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {COLS} FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
-                 WHERE t.repo = ?1 AND t.name = ?2"
-            ))?;
+            let mut st = c.prepare_cached(&crate::sql::manifest_by_tag())?;
             st.query_row((repo.as_str(), tag.as_str()), Self::record).optional()
         })
         .and_then(parsed)
@@ -107,8 +102,7 @@ impl FastReads {
     /// The manifest `digest` of `repo` (`Some(None)`: none).
     pub(crate) fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<Option<ManifestRecord>> {
         self.with(|c| {
-            let mut st =
-                c.prepare_cached(&format!("SELECT {COLS} FROM manifests m WHERE m.repo = ?1 AND m.digest = ?2"))?;
+            let mut st = c.prepare_cached(&crate::sql::manifest_by_digest())?;
             st.query_row((repo.as_str(), digest.to_string()), Self::record).optional()
         })
         .and_then(parsed)
@@ -118,7 +112,7 @@ impl FastReads {
     /// of every request to a repository.
     pub(crate) fn repo_policy(&self, repo: &str) -> Option<Option<String>> {
         self.with(|c| {
-            let mut st = c.prepare_cached("SELECT document FROM repo_policies WHERE repo = ?1")?;
+            let mut st = c.prepare_cached(crate::access::REPO_POLICY)?;
             st.query_row([repo], |r| r.get::<_, String>(0)).optional()
         })
     }
@@ -126,7 +120,7 @@ impl FastReads {
     /// The bytes of manifest `digest` (`Some(None)`: none).
     pub(crate) fn content(&self, digest: &Digest) -> Option<Option<Vec<u8>>> {
         self.with(|c| {
-            let mut st = c.prepare_cached("SELECT content FROM manifest_content WHERE digest = ?1")?;
+            let mut st = c.prepare_cached(crate::sql::MANIFEST_CONTENT)?;
             st.query_row([digest.to_string()], |r| r.get::<_, Vec<u8>>(0)).optional()
         })
     }
@@ -135,8 +129,7 @@ impl FastReads {
 /// A row whose stored values do not parse is left to the sqlx path, which reports it.
 fn parsed(row: Option<Option<ManifestRecord>>) -> Option<Option<ManifestRecord>> {
     match row {
-        Some(None) => None,
-        Some(Some(m)) => Some(Some(m)),
         None => Some(None),
+        Some(parsed) => parsed.map(Some),
     }
 }

@@ -159,6 +159,23 @@ fn manifest_from_row(r: &AnyRow) -> Result<ManifestRecord, MetaError> {
 
 const MANIFEST_COLS: &str = "m.digest, m.media_type, m.artifact_type, m.size, m.subject, m.annotations, m.created_at";
 
+/// A repository's manifest by digest (`$1` the repository, `$2` the digest), its columns in
+/// [`manifest_from_row`]'s order; sqlx and the fast reads (`fastread.rs`) ask the same.
+pub(crate) fn manifest_by_digest() -> String {
+    format!("SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2")
+}
+
+/// The manifest a tag points at (`$1` the repository, `$2` the tag), as [`manifest_by_digest`].
+pub(crate) fn manifest_by_tag() -> String {
+    format!(
+        "SELECT {MANIFEST_COLS} FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+         WHERE t.repo = $1 AND t.name = $2"
+    )
+}
+
+/// A manifest's bytes (`$1` the digest).
+pub(crate) const MANIFEST_CONTENT: &str = "SELECT content FROM manifest_content WHERE digest = $1";
+
 /// Most values bound in one multi-row statement. SQLite finds a numbered parameter's name by
 /// a linear walk, and sqlx asks for every parameter's name, so binding `$n` placeholders
 /// costs time growing with the square of their count (thirty thousand took most of a bulk
@@ -998,7 +1015,7 @@ impl MetaStore for SqlMetaStore {
         if let Some(found) = self.fast.as_ref().and_then(|f| f.manifest(repo, digest)) {
             return Ok(found);
         }
-        let row = sqlx::query(&format!("SELECT {MANIFEST_COLS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"))
+        let row = sqlx::query(&manifest_by_digest())
             .bind(repo.as_str())
             .bind(digest.to_string())
             .fetch_optional(&self.pool)
@@ -1010,14 +1027,8 @@ impl MetaStore for SqlMetaStore {
         if let Some(found) = self.fast.as_ref().and_then(|f| f.tagged(repo, tag)) {
             return Ok(found);
         }
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLS} FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
-             WHERE t.repo = $1 AND t.name = $2"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query(&manifest_by_tag()).bind(repo.as_str()).bind(tag.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(manifest_from_row).transpose()
     }
 
@@ -1043,10 +1054,7 @@ impl MetaStore for SqlMetaStore {
         if let Some(found) = self.fast.as_ref().and_then(|f| f.content(digest)) {
             return Ok(found);
         }
-        Ok(sqlx::query_scalar("SELECT content FROM manifest_content WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar(MANIFEST_CONTENT).bind(digest.to_string()).fetch_optional(&self.pool).await?)
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, MetaError> {

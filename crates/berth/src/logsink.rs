@@ -30,19 +30,14 @@ struct Shared {
 }
 
 impl Shared {
-    /// Write out `lines` (taken from the buffer while `out` was held: order is kept).
-    fn write_out(&self, out: &mut dyn Write, lines: &[u8]) {
-        if !lines.is_empty() {
-            // Nowhere to report a failing stderr; the lines are lost, as with eprintln.
-            let _ = out.write_all(lines).and_then(|_| out.flush());
-        }
-    }
-
-    /// Take what is buffered and write it out.
+    /// Take what is buffered and write it out (taken while `out` is held: order is kept).
     fn drain(&self) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         let lines = std::mem::take(&mut self.buf.lock().unwrap_or_else(PoisonError::into_inner).0);
-        self.write_out(&mut **out, &lines);
+        if !lines.is_empty() {
+            // Nowhere to report a failing stderr; the lines are lost, as with eprintln.
+            let _ = out.write_all(&lines).and_then(|_| out.flush());
+        }
     }
 }
 
