@@ -347,7 +347,7 @@ pub trait EventLog: Send + Sync + 'static {
 
 /// Insert `events` inside the caller's transaction (the only way events are written).
 pub(crate) async fn insert_events(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &mut impl crate::exec::Exec,
     backend: Backend,
     events: &[NewEvent],
 ) -> Result<(), MetaError> {
@@ -356,28 +356,30 @@ pub(crate) async fn insert_events(
     }
     if backend == Backend::Postgres {
         // Held until commit: sequence numbers are handed out in commit order (module doc).
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_ORDER_LOCK).execute(&mut **tx).await?;
+        db.exec("SELECT pg_advisory_xact_lock($1)", crate::exec::args![EVENT_ORDER_LOCK]).await?;
     }
     for chunk in events.chunks(100) {
-        let rows = crate::sql::value_rows(tx, chunk.len(), 9);
+        let rows = crate::sql::value_rows_of(backend, chunk.len(), 9, |_, p| p);
         let sql = format!(
             "INSERT INTO events (at, kind, actor, client_ip, project, repo, digest, tag, data) VALUES {}",
             rows
         );
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q
-                .bind(e.at)
-                .bind(e.kind.as_str())
-                .bind(&e.origin.actor)
-                .bind(&e.origin.client_ip)
-                .bind(&e.project)
-                .bind(&e.repo)
-                .bind(&e.digest)
-                .bind(&e.tag)
-                .bind(e.data.to_string());
+        let data: Vec<String> = chunk.iter().map(|e| e.data.to_string()).collect();
+        let mut binds = Vec::with_capacity(chunk.len() * 9);
+        for (e, data) in chunk.iter().zip(&data) {
+            binds.extend(crate::exec::args![
+                e.at,
+                e.kind.as_str(),
+                &e.origin.actor,
+                &e.origin.client_ip,
+                &e.project,
+                &e.repo,
+                &e.digest,
+                &e.tag,
+                data,
+            ]);
         }
-        q.execute(&mut **tx).await?;
+        db.exec(&sql, &binds).await?;
     }
     Ok(())
 }

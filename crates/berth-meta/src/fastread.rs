@@ -43,7 +43,7 @@ impl FastReads {
         )?;
         // Never writes; waits briefly behind a checkpoint rather than failing.
         c.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 1000;")?;
-        c.set_prepared_statement_cache_capacity(16);
+        c.set_prepared_statement_cache_capacity(64);
         Ok(c)
     }
 
@@ -69,7 +69,16 @@ impl FastReads {
         };
         let r = f(&conn);
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-        r.map_err(|e| tracing::debug!(error = %e, "fast read failed; asking sqlx")).ok()
+        r.map_err(|e| {
+            // A statement SQLite rejects is a bug here, not a busy database: tests catch it.
+            debug_assert!(
+                !matches!(&e, rusqlite::Error::InvalidParameterCount(..))
+                    && !matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::Unknown),
+                "fast read failed: {e}"
+            );
+            tracing::debug!(error = %e, "fast read failed; asking sqlx")
+        })
+        .ok()
     }
 
     fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ManifestRecord>> {
@@ -122,6 +131,17 @@ impl FastReads {
         self.with(|c| {
             let mut st = c.prepare_cached(crate::sql::MANIFEST_CONTENT)?;
             st.query_row([digest.to_string()], |r| r.get::<_, Vec<u8>>(0)).optional()
+        })
+    }
+}
+
+impl FastReads {
+    /// Every row of a read-only query (`None`: ask sqlx).
+    pub(crate) fn query_all<T: crate::exec::Cols>(&self, sql: &str, args: &[crate::exec::Arg<'_>]) -> Option<Vec<T>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(sql)?;
+            crate::exec::bind_lite(&mut st, args)?;
+            crate::exec::rows_lite(&mut st)
         })
     }
 }

@@ -26,6 +26,7 @@
 mod access;
 pub mod conformance;
 mod events;
+mod exec;
 mod fastread;
 mod gc;
 mod jobs;
@@ -40,6 +41,7 @@ mod sql;
 pub mod synthetic;
 mod upstream;
 mod webhook;
+mod writer;
 
 use berth_types::{Digest, RepoName, Tag};
 

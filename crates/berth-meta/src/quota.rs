@@ -54,39 +54,32 @@ pub const WARN_PERCENT: i64 = 85;
 /// project, inside the caller's transaction. When the first link adds the object's bytes,
 /// the project's limit is checked.
 pub(crate) async fn adjust(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &mut impl crate::exec::Exec,
     repo: &str,
     digest: &str,
     size: i64,
     delta: i64,
     now: i64,
 ) -> Result<(), MetaError> {
+    use crate::exec::args;
     let project = project_of(repo);
     let refs: i64 = if delta > 0 {
-        sqlx::query_scalar(
+        db.query_one(
             "INSERT INTO quota_objects (project, digest, size, refs) VALUES ($1, $2, $3, 1)
              ON CONFLICT (project, digest) DO UPDATE SET refs = quota_objects.refs + 1 RETURNING refs",
+            args![project, digest, size],
         )
-        .bind(project)
-        .bind(digest)
-        .bind(size)
-        .fetch_one(&mut **tx)
         .await?
     } else {
-        let left: Option<i64> = sqlx::query_scalar(
-            "UPDATE quota_objects SET refs = refs - 1 WHERE project = $1 AND digest = $2 RETURNING refs",
-        )
-        .bind(project)
-        .bind(digest)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let left: Option<i64> = db
+            .query_opt(
+                "UPDATE quota_objects SET refs = refs - 1 WHERE project = $1 AND digest = $2 RETURNING refs",
+                args![project, digest],
+            )
+            .await?;
         match left {
             Some(0) => {
-                sqlx::query("DELETE FROM quota_objects WHERE project = $1 AND digest = $2")
-                    .bind(project)
-                    .bind(digest)
-                    .execute(&mut **tx)
-                    .await?;
+                db.exec("DELETE FROM quota_objects WHERE project = $1 AND digest = $2", args![project, digest]).await?;
                 0
             }
             Some(n) => n,
@@ -100,17 +93,14 @@ pub(crate) async fn adjust(
         (false, 0) => -size,
         _ => return Ok(()),
     };
-    let row = sqlx::query(
-        "INSERT INTO quotas (project, hard, used, updated_at) VALUES ($1, -1, $2, $3)
-         ON CONFLICT (project) DO UPDATE SET used = quotas.used + excluded.used, updated_at = excluded.updated_at
-         RETURNING hard, used",
-    )
-    .bind(project)
-    .bind(change)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    let (hard, used): (i64, i64) = (row.try_get("hard")?, row.try_get("used")?);
+    let (hard, used): (i64, i64) = db
+        .query_one(
+            "INSERT INTO quotas (project, hard, used, updated_at) VALUES ($1, -1, $2, $3)
+             ON CONFLICT (project) DO UPDATE SET used = quotas.used + excluded.used, updated_at = excluded.updated_at
+             RETURNING hard, used",
+            args![project, change, now],
+        )
+        .await?;
     // Crossing 85 % of the limit is an event (webhooks' QUOTA_WARNING), once per crossing.
     if change > 0
         && hard > 0
@@ -127,8 +117,8 @@ pub(crate) async fn adjust(
             .repo(repo)
             .digest(digest)
             .data(serde_json::json!({ "details": details }));
-        let backend = crate::sql::Backend::of(tx);
-        crate::events::insert_events(tx, backend, &[e]).await?;
+        let backend = db.backend();
+        crate::events::insert_events(db, backend, &[e]).await?;
     }
     if change > 0 && hard >= 0 && used > hard {
         return Err(MetaError::QuotaExceeded {
@@ -192,14 +182,16 @@ fn record(r: &sqlx::any::AnyRow) -> Result<QuotaRecord, MetaError> {
 #[async_trait::async_trait]
 impl QuotaStore for SqlMetaStore {
     async fn quota(&self, project: &str) -> Result<QuotaRecord, MetaError> {
-        let row = sqlx::query("SELECT project, hard, used, updated_at FROM quotas WHERE project = $1")
-            .bind(project)
-            .fetch_optional(self.pool())
+        let row: Option<(String, i64, i64, i64)> = self
+            .read_opt(
+                "SELECT project, hard, used, updated_at FROM quotas WHERE project = $1",
+                crate::exec::args![project],
+            )
             .await?;
-        match row {
-            Some(r) => record(&r),
-            None => Ok(QuotaRecord { project: project.to_owned(), hard: -1, used: 0, updated_at: 0 }),
-        }
+        Ok(match row {
+            Some((project, hard, used, updated_at)) => QuotaRecord { project, hard, used, updated_at },
+            None => QuotaRecord { project: project.to_owned(), hard: -1, used: 0, updated_at: 0 },
+        })
     }
 
     async fn quotas(&self) -> Result<Vec<QuotaRecord>, MetaError> {
@@ -235,10 +227,11 @@ impl QuotaStore for SqlMetaStore {
     }
 
     async fn project_holds(&self, project: &str, digest: &str) -> Result<bool, MetaError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM quota_objects WHERE project = $1 AND digest = $2")
-            .bind(project)
-            .bind(digest)
-            .fetch_optional(self.pool())
+        let found: Option<i64> = self
+            .read_opt(
+                "SELECT 1 FROM quota_objects WHERE project = $1 AND digest = $2",
+                crate::exec::args![project, digest],
+            )
             .await?;
         Ok(found.is_some())
     }

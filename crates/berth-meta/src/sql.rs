@@ -7,7 +7,8 @@ use std::str::FromStr;
 use berth_types::{Digest, RepoName, Tag};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use tokio::sync::{mpsc, oneshot};
+
+use crate::exec::{Exec, args};
 
 use crate::events::{EventKind, NewEvent, Origin, insert_events};
 use crate::{
@@ -28,36 +29,6 @@ impl Backend {
     }
 }
 
-/// One manifest write waiting for the group-commit writer.
-struct ManifestWrite {
-    repo: RepoName,
-    record: ManifestRecord,
-    content: Vec<u8>,
-    refs: Vec<(Digest, RefKind)>,
-    tags: Vec<Tag>,
-    immutable: Vec<Tag>,
-    origin: Origin,
-    done: oneshot::Sender<Result<(), MetaError>>,
-}
-
-impl ManifestWrite {
-    /// Its statements, inside `tx`.
-    async fn write(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), MetaError> {
-        write_manifest(
-            tx,
-            Backend::Sqlite,
-            &self.repo,
-            &self.record,
-            &self.content,
-            &self.refs,
-            &self.tags,
-            &self.immutable,
-            &self.origin,
-        )
-        .await
-    }
-}
-
 /// The manifests of a repository that list a child manifest (unsorted: see `parents_of`).
 pub(crate) const PARENTS_OF: &str =
     "SELECT r.digest FROM manifest_refs r WHERE r.repo = $1 AND r.child = $2 AND r.kind = 'manifest'";
@@ -66,16 +37,8 @@ pub(crate) const TAGS_OF: &str = "SELECT name FROM tags WHERE repo = $1 AND dige
 
 /// Add `delta` to `repo`'s stored manifest count (`repositories.manifest_count`), inside the
 /// transaction that stores or deletes the manifests.
-pub(crate) async fn count_manifests(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    repo: &str,
-    delta: i64,
-) -> Result<(), MetaError> {
-    sqlx::query("UPDATE repositories SET manifest_count = manifest_count + $1 WHERE name = $2")
-        .bind(delta)
-        .bind(repo)
-        .execute(&mut **tx)
-        .await?;
+pub(crate) async fn count_manifests(db: &mut impl Exec, repo: &str, delta: i64) -> Result<(), MetaError> {
+    db.exec("UPDATE repositories SET manifest_count = manifest_count + $1 WHERE name = $2", args![delta, repo]).await?;
     Ok(())
 }
 
@@ -119,20 +82,17 @@ pub(crate) async fn delete_manifest_in(
     Ok(size.is_some())
 }
 
-/// Most manifest writes committed in one SQLite transaction.
-const GROUP_COMMIT_MAX: usize = 64;
-
 /// Metadata in SQLite (embedded, the default) or PostgreSQL.
 ///
-/// On SQLite, concurrent manifest writes are *group-committed*: one writer task takes every
-/// write that is waiting, commits them in one transaction (one WAL fsync), and only then
-/// acknowledges each. Durability per acknowledged write is unchanged; throughput under
+/// On SQLite, the writes of a push are *group-committed* on a writer thread (`writer.rs`):
+/// every write waiting commits in one transaction (one WAL fsync), and only then is each
+/// acknowledged. Durability per acknowledged write is unchanged; throughput under
 /// concurrency is several times higher. PostgreSQL batches WAL flushes itself.
 #[derive(Debug, Clone)]
 pub struct SqlMetaStore {
     pool: AnyPool,
     backend: Backend,
-    writer: Option<mpsc::Sender<ManifestWrite>>,
+    writer: Option<crate::writer::Writer>,
     /// Point reads on the caller's thread (SQLite only).
     fast: Option<std::sync::Arc<crate::fastread::FastReads>>,
 }
@@ -248,9 +208,7 @@ impl SqlMetaStore {
             .await?;
         let mut store = SqlMetaStore { pool, backend: Backend::Sqlite, writer: None, fast: None };
         store.migrate().await?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(group_commit_writer(store.pool.clone(), rx));
-        store.writer = Some(tx);
+        store.writer = Some(crate::writer::Writer::start(path)?);
         store.fast = Some(std::sync::Arc::new(crate::fastread::FastReads::new(path)));
         Ok(store)
     }
@@ -410,6 +368,28 @@ impl SqlMetaStore {
         &self.pool
     }
 
+    /// Every row of a read-only query: inline on SQLite (`fastread.rs`), else through sqlx.
+    pub(crate) async fn read_all<T: crate::exec::Cols>(
+        &self,
+        sql: &str,
+        args: &[crate::exec::Arg<'_>],
+    ) -> Result<Vec<T>, MetaError> {
+        if let Some(rows) = self.fast.as_ref().and_then(|f| f.query_all(sql, args)) {
+            return Ok(rows);
+        }
+        let mut conn = self.pool.acquire().await?;
+        conn.query_all(sql, args).await
+    }
+
+    /// The first row of a read-only query, as [`Self::read_all`].
+    pub(crate) async fn read_opt<T: crate::exec::Cols>(
+        &self,
+        sql: &str,
+        args: &[crate::exec::Arg<'_>],
+    ) -> Result<Option<T>, MetaError> {
+        Ok(self.read_all(sql, args).await?.into_iter().next())
+    }
+
     pub(crate) fn backend(&self) -> Backend {
         self.backend
     }
@@ -478,28 +458,20 @@ impl SqlMetaStore {
 
 /// Link blob `digest` (of `size` bytes) into `repo`, creating the repository; a new link is
 /// counted in the project's quota (and refused past its limit).
-async fn link_into(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    repo: &RepoName,
-    digest: &str,
-    size: i64,
-    now: i64,
-) -> Result<(), MetaError> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(repo.as_str())
-        .bind(now)
-        .execute(&mut **tx)
+async fn link_into(db: &mut impl Exec, repo: &RepoName, digest: &str, size: i64, now: i64) -> Result<(), MetaError> {
+    db.exec(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        args![repo.as_str(), now],
+    )
+    .await?;
+    let linked = db
+        .exec(
+            "INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            args![repo.as_str(), digest, now],
+        )
         .await?;
-    let linked =
-        sqlx::query("INSERT INTO repo_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(digest)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
     if linked > 0 {
-        crate::quota::adjust(tx, repo.as_str(), digest, size, 1, now).await?;
+        crate::quota::adjust(db, repo.as_str(), digest, size, 1, now).await?;
     }
     Ok(())
 }
@@ -527,8 +499,7 @@ async fn begin_write_on(pool: &AnyPool, backend: Backend) -> Result<sqlx::Transa
 /// The statements of one manifest write and its events, inside the caller's transaction.
 #[allow(clippy::too_many_arguments)]
 async fn write_manifest(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: Backend,
+    db: &mut impl Exec,
     repo: &RepoName,
     m: &ManifestRecord,
     content: &[u8],
@@ -537,6 +508,7 @@ async fn write_manifest(
     immutable: &[Tag],
     origin: &Origin,
 ) -> Result<(), MetaError> {
+    let backend = db.backend();
     let d = m.digest.to_string();
     // What it references must still be there, and stay while we commit (see `gc.rs`).
     let share = match backend {
@@ -551,11 +523,9 @@ async fn write_manifest(
         let wanted: Vec<String> = refs.iter().filter(|(_, k)| *k == kind).map(|(c, _)| c.to_string()).collect();
         for chunk in wanted.chunks(500) {
             let sql = format!("{sql} ({}) ORDER BY digest{share}", placeholders(2, chunk.len()));
-            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(repo.as_str());
-            for c in chunk {
-                q = q.bind(c);
-            }
-            let found: std::collections::HashSet<String> = q.fetch_all(&mut **tx).await?.into_iter().collect();
+            let binds: Vec<crate::exec::Arg<'_>> =
+                std::iter::once(repo.as_str().into()).chain(chunk.iter().map(Into::into)).collect();
+            let found: std::collections::HashSet<String> = db.query_all(&sql, &binds).await?.into_iter().collect();
             missing.extend(chunk.iter().filter(|c| !found.contains(*c)).filter_map(|c| c.parse::<Digest>().ok()));
         }
     }
@@ -564,63 +534,50 @@ async fn write_manifest(
         missing.dedup();
         return Err(MetaError::Gone(missing));
     }
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(repo.as_str())
-        .bind(m.created_at)
-        .execute(&mut **tx)
-        .await?;
+    db.exec(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        args![repo.as_str(), m.created_at],
+    )
+    .await?;
     // On PostgreSQL the no-op update locks an existing row, so a collection cannot delete the
     // content under this manifest.
-    sqlx::query(match backend {
-        Backend::Postgres => {
-            "INSERT INTO manifest_content (digest, content) VALUES ($1, $2)
-             ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest"
-        }
-        Backend::Sqlite => "INSERT INTO manifest_content (digest, content) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    })
-    .bind(&d)
-    .bind(content.to_vec())
-    .execute(&mut **tx)
-    .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+    db.exec(
+        match backend {
+            Backend::Postgres => {
+                "INSERT INTO manifest_content (digest, content) VALUES ($1, $2)
+                 ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest"
+            }
+            Backend::Sqlite => "INSERT INTO manifest_content (digest, content) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        },
+        args![&d, content],
     )
-    .bind(repo.as_str())
-    .bind(&d)
-    .bind(&m.media_type)
-    .bind(&m.artifact_type)
-    .bind(m.size)
-    .bind(m.subject.as_ref().map(|s| s.to_string()))
-    .bind(&m.annotations)
-    .bind(m.created_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    .await?;
+    let subject = m.subject.as_ref().map(|s| s.to_string());
+    let inserted = db
+        .exec(
+            "INSERT INTO manifests (repo, digest, media_type, artifact_type, size, subject, annotations, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            args![repo.as_str(), &d, &m.media_type, &m.artifact_type, m.size, &subject, &m.annotations, m.created_at],
+        )
+        .await?;
     if inserted == 0 && backend == Backend::Postgres {
         // Already there: hold it, so that a collection deleting untagged manifests cannot
         // delete it under the tags this push sets (it re-checks for tags after its lock).
-        let held: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE")
-            .bind(repo.as_str())
-            .bind(&d)
-            .fetch_optional(&mut **tx)
+        let held: Option<i64> = db
+            .query_opt("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2 FOR SHARE", args![repo.as_str(), &d])
             .await?;
         if held.is_none() {
             return Err(MetaError::Gone(vec![m.digest.clone()]));
         }
     }
     if inserted > 0 {
-        crate::quota::adjust(tx, repo.as_str(), &d, m.size, 1, m.created_at).await?;
-        count_manifests(tx, repo.as_str(), 1).await?;
+        crate::quota::adjust(db, repo.as_str(), &d, m.size, 1, m.created_at).await?;
+        count_manifests(db, repo.as_str(), 1).await?;
         for (child, kind) in refs {
-            sqlx::query(
+            db.exec(
                 "INSERT INTO manifest_refs (repo, digest, child, kind) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                args![repo.as_str(), &d, &child.to_string(), kind.as_str()],
             )
-            .bind(repo.as_str())
-            .bind(&d)
-            .bind(child.to_string())
-            .bind(kind.as_str())
-            .execute(&mut **tx)
             .await?;
         }
     }
@@ -637,7 +594,7 @@ async fn write_manifest(
         events[0].tag = Some(first.to_string());
     }
     for tag in tags {
-        if let Some(mut e) = upsert_tag(tx, repo, tag, &d, immutable.contains(tag), m.created_at, origin).await? {
+        if let Some(mut e) = upsert_tag(db, repo, tag, &d, immutable.contains(tag), m.created_at, origin).await? {
             // Part of the push (the audit log shows the push, not each tag).
             match e.data.as_object_mut() {
                 Some(o) => {
@@ -648,12 +605,12 @@ async fn write_manifest(
             events.push(e);
         }
     }
-    insert_events(tx, backend, &events).await
+    insert_events(db, backend, &events).await
 }
 
 /// Point `tag` at `digest` inside a transaction; the event to record, if the tag changed.
 async fn upsert_tag(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    db: &mut impl Exec,
     repo: &RepoName,
     tag: &Tag,
     digest: &str,
@@ -661,10 +618,8 @@ async fn upsert_tag(
     now: i64,
     origin: &Origin,
 ) -> Result<Option<NewEvent>, MetaError> {
-    let before: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&mut **tx)
+    let before: Option<String> = db
+        .query_opt("SELECT digest FROM tags WHERE repo = $1 AND name = $2", args![repo.as_str(), tag.as_str()])
         .await?;
     if immutable && before.as_deref().is_some_and(|b| b != digest) {
         return Err(MetaError::TagImmutable(tag.to_string()));
@@ -672,17 +627,15 @@ async fn upsert_tag(
     // An immutable tag only ever "moves" to the digest it has: a racing push that created it
     // meanwhile (PostgreSQL; `before` was read without a lock) makes this write a no-op.
     let guard = if immutable { " WHERE tags.digest = excluded.digest" } else { "" };
-    let n = sqlx::query(&format!(
-        "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at{guard}"
-    ))
-    .bind(repo.as_str())
-    .bind(tag.as_str())
-    .bind(digest)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let n = db
+        .exec(
+            &format!(
+                "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at{guard}"
+            ),
+            args![repo.as_str(), tag.as_str(), digest, now],
+        )
+        .await?;
     if immutable && n == 0 {
         return Err(MetaError::TagImmutable(tag.to_string()));
     }
@@ -694,69 +647,97 @@ async fn upsert_tag(
     })
 }
 
-/// The group-commit loop: take every waiting write (up to [`GROUP_COMMIT_MAX`]), commit them
-/// together, acknowledge each. If the batch fails, retry each write alone so that one bad
-/// write cannot fail the others.
-async fn group_commit_writer(pool: AnyPool, mut rx: mpsc::Receiver<ManifestWrite>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_MAX {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let together: Result<(), MetaError> = async {
-            let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
-            for w in &batch {
-                w.write(&mut tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if together.is_ok() {
-            for w in batch {
-                let _ = w.done.send(Ok(()));
-            }
-            continue;
-        }
-        for w in batch {
-            let alone: Result<(), MetaError> = async {
-                let mut tx = begin_write_on(&pool, Backend::Sqlite).await?;
-                w.write(&mut tx).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-            .await;
-            let _ = w.done.send(alone);
-        }
+/// Pin blob `digest` against collection until `until`; is it quarantined?
+async fn pin_in(db: &mut impl Exec, digest: &str, size: i64, now: i64, until: i64) -> Result<bool, MetaError> {
+    // An upsert takes the row lock, so it waits for a collection deleting this blob's bytes.
+    db.exec(
+        "INSERT INTO blobs (digest, size, created_at, pending_until) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (digest) DO UPDATE SET pending_until = CASE
+           WHEN blobs.pending_until IS NULL OR blobs.pending_until < excluded.pending_until
+           THEN excluded.pending_until ELSE blobs.pending_until END",
+        args![digest, size, now, until],
+    )
+    .await?;
+    let quarantined: Option<String> =
+        db.query_one("SELECT quarantined FROM blobs WHERE digest = $1", args![digest]).await?;
+    Ok(quarantined.is_some())
+}
+
+/// Link a pinned blob into `repo`, lift the pin, and end the upload `ending`.
+async fn link_in(
+    db: &mut impl Exec,
+    repo: &RepoName,
+    digest: &Digest,
+    pinned_at: i64,
+    now: i64,
+    ending: Option<&str>,
+) -> Result<(), MetaError> {
+    let d = digest.to_string();
+    // `FOR UPDATE`, not `FOR SHARE`: two links of one digest would each wait on the
+    // other's share lock at the `UPDATE` below.
+    let lock = match db.backend() {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let row: Option<(i64, i64)> =
+        db.query_opt(&format!("SELECT created_at, size FROM blobs WHERE digest = $1{lock}"), args![&d]).await?;
+    // A row made after our pin is another upload's: ours was collected in between.
+    let size = match row {
+        Some((created_at, size)) if created_at <= pinned_at => size,
+        _ => return Err(MetaError::Gone(vec![digest.clone()])),
+    };
+    link_into(db, repo, &d, size, now).await?;
+    // The link protects it now (and the row lock taken above keeps collections out). A new
+    // blob's bytes were hashed on the way in: the scrubber need not read them for a while.
+    // Lift our pin only: another upload of the same digest may still be committing.
+    db.exec(
+        "UPDATE blobs SET checked_at = COALESCE(checked_at, $2),
+         pending_until = CASE WHEN pending_until <= $3 THEN NULL ELSE pending_until END
+         WHERE digest = $1",
+        args![&d, now, pinned_at + crate::PIN_LEASE_MS],
+    )
+    .await?;
+    if let Some(id) = ending {
+        db.exec("DELETE FROM uploads WHERE id = $1", args![id]).await?;
     }
+    Ok(())
+}
+
+/// Record a new upload session, unless its repository or owner has too many open: then
+/// which of the two (and nothing is written).
+async fn create_upload_in(
+    db: &mut impl Exec,
+    up: &UploadRecord,
+    max_per_repo: u64,
+    max_per_owner: u64,
+) -> Result<Option<&'static str>, MetaError> {
+    let in_repo: i64 = db.query_one("SELECT COUNT(*) FROM uploads WHERE repo = $1", args![up.repo.as_str()]).await?;
+    if in_repo as u64 >= max_per_repo {
+        return Ok(Some("repository"));
+    }
+    let of_owner: i64 = db.query_one("SELECT COUNT(*) FROM uploads WHERE owner = $1", args![&up.owner]).await?;
+    if of_owner as u64 >= max_per_owner {
+        return Ok(Some("account"));
+    }
+    db.exec(
+        "INSERT INTO uploads (id, repo, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
+        args![&up.id, up.repo.as_str(), &up.owner, up.created_at, up.updated_at],
+    )
+    .await?;
+    Ok(None)
 }
 
 #[async_trait::async_trait]
 impl MetaStore for SqlMetaStore {
     async fn pin_blob(&self, digest: &Digest, size: i64, now: i64, until: i64) -> Result<bool, MetaError> {
-        // An upsert takes the row lock, so it waits for a collection deleting this blob's bytes.
+        if let Some(w) = &self.writer {
+            let d = digest.to_string();
+            return w.run(move |db| crate::exec::ready(pin_in(db, &d, size, now, until))).await;
+        }
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at, pending_until) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (digest) DO UPDATE SET pending_until = CASE
-               WHEN blobs.pending_until IS NULL OR blobs.pending_until < excluded.pending_until
-               THEN excluded.pending_until ELSE blobs.pending_until END",
-        )
-        .bind(digest.to_string())
-        .bind(size)
-        .bind(now)
-        .bind(until)
-        .execute(&mut *tx)
-        .await?;
-        let quarantined: Option<String> = sqlx::query_scalar("SELECT quarantined FROM blobs WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+        let quarantined = pin_in(&mut tx, &digest.to_string(), size, now, until).await?;
         tx.commit().await?;
-        Ok(quarantined.is_some())
+        Ok(quarantined)
     }
 
     async fn link_blob(
@@ -767,40 +748,14 @@ impl MetaStore for SqlMetaStore {
         now: i64,
         ending: Option<&str>,
     ) -> Result<(), MetaError> {
-        let mut tx = self.begin_write().await?;
-        let d = digest.to_string();
-        // `FOR UPDATE`, not `FOR SHARE`: two links of one digest would each wait on the
-        // other's share lock at the `UPDATE` below.
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!("SELECT created_at, size FROM blobs WHERE digest = $1{lock}"))
-            .bind(&d)
-            .fetch_optional(&mut *tx)
-            .await?;
-        // A row made after our pin is another upload's: ours was collected in between.
-        let size: i64 = match row {
-            Some(r) if r.try_get::<i64, _>("created_at")? <= pinned_at => r.try_get("size")?,
-            _ => return Err(MetaError::Gone(vec![digest.clone()])),
-        };
-        link_into(&mut tx, repo, &d, size, now).await?;
-        // The link protects it now (and the row lock taken above keeps collections out). A new
-        // blob's bytes were hashed on the way in: the scrubber need not read them for a while.
-        // Lift our pin only: another upload of the same digest may still be committing.
-        sqlx::query(
-            "UPDATE blobs SET checked_at = COALESCE(checked_at, $2),
-             pending_until = CASE WHEN pending_until <= $3 THEN NULL ELSE pending_until END
-             WHERE digest = $1",
-        )
-        .bind(&d)
-        .bind(now)
-        .bind(pinned_at + crate::PIN_LEASE_MS)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(id) = ending {
-            sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if let Some(w) = &self.writer {
+            let (repo, digest, ending) = (repo.clone(), digest.clone(), ending.map(str::to_owned));
+            return w
+                .run(move |db| crate::exec::ready(link_in(db, &repo, &digest, pinned_at, now, ending.as_deref())))
+                .await;
         }
+        let mut tx = self.begin_write().await?;
+        link_in(&mut tx, repo, digest, pinned_at, now, ending).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -851,15 +806,12 @@ impl MetaStore for SqlMetaStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<(i64, Option<String>)>, MetaError> {
-        let row = sqlx::query(
+        self.read_opt(
             "SELECT b.size, b.quarantined FROM repo_blobs r JOIN blobs b ON b.digest = r.digest
              WHERE r.repo = $1 AND r.digest = $2",
+            args![repo.as_str(), &digest.to_string()],
         )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| Ok((r.try_get("size")?, r.try_get("quarantined")?))).transpose()
+        .await
     }
 
     async fn scrub_candidates(&self, before: i64, limit: i64) -> Result<Vec<(Digest, i64, i64)>, MetaError> {
@@ -969,12 +921,11 @@ impl MetaStore for SqlMetaStore {
                  WHERE r.repo = $1 AND r.digest IN ({})",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(repo.as_str());
-            for d in chunk {
-                q = q.bind(d.to_string());
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push((parse(r.try_get("digest")?)?, r.try_get("size")?));
+            let digests: Vec<String> = chunk.iter().map(Digest::to_string).collect();
+            let binds: Vec<crate::exec::Arg<'_>> =
+                std::iter::once(repo.as_str().into()).chain(digests.iter().map(Into::into)).collect();
+            for (d, size) in self.read_all::<(String, i64)>(&sql, &binds).await? {
+                out.push((parse(d)?, size));
             }
         }
         Ok(out)
@@ -990,23 +941,17 @@ impl MetaStore for SqlMetaStore {
         immutable: &[Tag],
         origin: &Origin,
     ) -> Result<(), MetaError> {
-        if let Some(writer) = &self.writer {
-            let (done, wait) = oneshot::channel();
-            let w = ManifestWrite {
-                repo: repo.clone(),
-                record: m.clone(),
-                content: content.to_vec(),
-                refs: refs.to_vec(),
-                tags: tags.to_vec(),
-                immutable: immutable.to_vec(),
-                origin: origin.clone(),
-                done,
-            };
-            writer.send(w).await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
-            return wait.await.map_err(|_| MetaError::Corrupt("metadata writer stopped".into()))?;
+        if let Some(w) = &self.writer {
+            let (repo, m, content) = (repo.clone(), m.clone(), content.to_vec());
+            let (refs, tags, immutable, origin) = (refs.to_vec(), tags.to_vec(), immutable.to_vec(), origin.clone());
+            return w
+                .run(move |db| {
+                    crate::exec::ready(write_manifest(db, &repo, &m, &content, &refs, &tags, &immutable, &origin))
+                })
+                .await;
         }
         let mut tx = self.begin_write().await?;
-        write_manifest(&mut tx, self.backend, repo, m, content, refs, tags, immutable, origin).await?;
+        write_manifest(&mut tx, repo, m, content, refs, tags, immutable, origin).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1446,11 +1391,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn immutable_rules(&self, project: &str) -> Result<Vec<(i64, String)>, MetaError> {
-        let rows = sqlx::query("SELECT id, rule FROM immutable_rules WHERE project = $1 ORDER BY id")
-            .bind(project)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("rule")?))).collect()
+        self.read_all("SELECT id, rule FROM immutable_rules WHERE project = $1 ORDER BY id", args![project]).await
     }
 
     async fn put_immutable_rule(
@@ -1527,10 +1468,7 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn tag_mutability(&self, repo: &RepoName) -> Result<Option<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT config FROM tag_mutability WHERE repo = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&self.pool)
-            .await?)
+        self.read_opt("SELECT config FROM tag_mutability WHERE repo = $1", args![repo.as_str()]).await
     }
 
     async fn put_tag_mutability(
@@ -1566,11 +1504,8 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn repo_setting(&self, repo: &RepoName, kind: &str) -> Result<Option<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT config FROM repo_settings WHERE repo = $1 AND kind = $2")
-            .bind(repo.as_str())
-            .bind(kind)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.read_opt("SELECT config FROM repo_settings WHERE repo = $1 AND kind = $2", args![repo.as_str(), kind])
+            .await
     }
 
     async fn put_repo_setting(
@@ -1617,45 +1552,24 @@ impl MetaStore for SqlMetaStore {
         max_per_repo: u64,
         max_per_owner: u64,
     ) -> Result<Option<&'static str>, MetaError> {
+        if let Some(w) = &self.writer {
+            let up = up.clone();
+            return w.run(move |db| crate::exec::ready(create_upload_in(db, &up, max_per_repo, max_per_owner))).await;
+        }
         let mut tx = self.begin_write().await?;
-        let count = |col: &'static str, v: String| {
-            sqlx::query_scalar::<_, i64>(match col {
-                "repo" => "SELECT COUNT(*) FROM uploads WHERE repo = $1",
-                _ => "SELECT COUNT(*) FROM uploads WHERE owner = $1",
-            })
-            .bind(v)
-        };
-        if count("repo", up.repo.to_string()).fetch_one(&mut *tx).await? as u64 >= max_per_repo {
-            return Ok(Some("repository"));
+        let refused = create_upload_in(&mut tx, up, max_per_repo, max_per_owner).await?;
+        if refused.is_none() {
+            tx.commit().await?;
         }
-        if count("owner", up.owner.clone()).fetch_one(&mut *tx).await? as u64 >= max_per_owner {
-            return Ok(Some("account"));
-        }
-        sqlx::query("INSERT INTO uploads (id, repo, owner, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&up.id)
-            .bind(up.repo.as_str())
-            .bind(&up.owner)
-            .bind(up.created_at)
-            .bind(up.updated_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(None)
+        Ok(refused)
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
-        let row = sqlx::query("SELECT id, repo, owner, created_at, updated_at FROM uploads WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let row: Option<(String, String, String, i64, i64)> = self
+            .read_opt("SELECT id, repo, owner, created_at, updated_at FROM uploads WHERE id = $1", args![id])
             .await?;
-        row.map(|r| {
-            Ok(UploadRecord {
-                id: r.try_get("id")?,
-                repo: parse(r.try_get("repo")?)?,
-                owner: r.try_get("owner")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
+        row.map(|(id, repo, owner, created_at, updated_at)| {
+            Ok(UploadRecord { id, repo: parse(repo)?, owner, created_at, updated_at })
         })
         .transpose()
     }
