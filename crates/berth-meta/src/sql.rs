@@ -1084,12 +1084,11 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3")
-            .bind(repo.as_str())
-            .bind(last.unwrap_or(""))
-            .bind(n)
-            .fetch_all(&self.pool)
-            .await?)
+        self.read_all(
+            "SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3",
+            args![repo.as_str(), last.unwrap_or(""), n],
+        )
+        .await
     }
 
     async fn referrers(
@@ -1153,11 +1152,11 @@ impl MetaStore for SqlMetaStore {
     }
 
     async fn list_repos(&self, last: Option<&str>, n: i64) -> Result<Vec<String>, MetaError> {
-        Ok(sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(n)
-            .fetch_all(&self.pool)
-            .await?)
+        self.read_all(
+            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+            args![last.unwrap_or(""), n],
+        )
+        .await
     }
 
     async fn project_repos(&self, project: &str) -> Result<Vec<RepoSummary>, MetaError> {
