@@ -698,10 +698,7 @@ fn audit_key(e: &AuditRecord) -> AuditKey<'_> {
 
 /// Append audit entries inside the caller's transaction: multi-row INSERTs, 100 rows (1,000
 /// parameters) each, so a burst of pulls costs a few statements, not one per pull.
-pub(crate) async fn insert_audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    entries: &[AuditRecord],
-) -> Result<(), MetaError> {
+pub(crate) async fn insert_audit(db: &mut impl crate::exec::Exec, entries: &[AuditRecord]) -> Result<(), MetaError> {
     use std::collections::HashMap;
     // Aggregated entries first try to add to the latest identical one of the last hour: of
     // this batch, or else stored. The stored candidates for the whole batch come from one
@@ -719,22 +716,12 @@ pub(crate) async fn insert_audit(
                  COALESCE(detail, '') AS detail FROM audit_log WHERE resource IN ({}) AND op_time >= $1 ORDER BY id DESC",
                 crate::sql::placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(oldest);
-            for r in chunk {
-                q = q.bind(*r);
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                let key = [
-                    row.try_get("username")?,
-                    row.try_get("operation")?,
-                    row.try_get("resource_type")?,
-                    row.try_get("resource")?,
-                    row.try_get("result")?,
-                    row.try_get("ip")?,
-                    row.try_get("detail")?,
-                ];
+            let binds: Vec<crate::exec::Arg<'_>> =
+                std::iter::once(oldest.into()).chain(chunk.iter().map(|r| (*r).into())).collect();
+            type Row = (i64, i64, String, String, String, String, String, String, String);
+            for (id, at, user, op, rtype, resource, result, ip, detail) in db.query_all::<Row>(&sql, &binds).await? {
                 // Newest first: the first row of a key is its latest.
-                stored.entry(key).or_insert((row.try_get("id")?, row.try_get("op_time")?));
+                stored.entry([user, op, rtype, resource, result, ip, detail]).or_insert((id, at));
             }
         }
     }
@@ -766,38 +753,37 @@ pub(crate) async fn insert_audit(
         fresh.push(e.clone());
     }
     for (id, (repeats, at)) in merges {
-        sqlx::query(
+        db.exec(
             "UPDATE audit_log SET repeats = repeats + $1, op_time = CASE WHEN op_time < $2 THEN $2 ELSE op_time END
              WHERE id = $3",
+            crate::exec::args![repeats, at, id],
         )
-        .bind(repeats)
-        .bind(at)
-        .bind(id)
-        .execute(&mut **tx)
         .await?;
     }
+    let backend = db.backend();
     for chunk in fresh.chunks(100) {
-        let rows = crate::sql::value_rows(tx, chunk.len(), 10);
+        let rows = crate::sql::value_rows_of(backend, chunk.len(), 10, |_, p| p);
         let sql = format!(
             "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
              result, detail, repeats) VALUES {}",
             rows
         );
-        let mut q = sqlx::query(&sql);
+        let mut binds = Vec::with_capacity(chunk.len() * 10);
         for e in chunk {
-            q = q
-                .bind(e.op_time)
-                .bind(&e.username)
-                .bind(&e.operation)
-                .bind(&e.resource_type)
-                .bind(&e.resource)
-                .bind(&e.project)
-                .bind(&e.client_ip)
-                .bind(&e.result)
-                .bind(&e.detail)
-                .bind(e.repeats.max(1));
+            binds.extend(crate::exec::args![
+                e.op_time,
+                &e.username,
+                &e.operation,
+                &e.resource_type,
+                &e.resource,
+                &e.project,
+                &e.client_ip,
+                &e.result,
+                &e.detail,
+                e.repeats.max(1),
+            ]);
         }
-        q.execute(&mut **tx).await?;
+        db.exec(&sql, &binds).await?;
     }
     Ok(())
 }

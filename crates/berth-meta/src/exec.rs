@@ -138,6 +138,7 @@ cols!(A 0, B 1);
 cols!(A 0, B 1, C 2);
 cols!(A 0, B 1, C 2, D 3);
 cols!(A 0, B 1, C 2, D 3, E 4);
+cols!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 
 /// A connection, or a transaction, that write statements run on.
 pub(crate) trait Exec: Send {

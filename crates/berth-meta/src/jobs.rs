@@ -177,25 +177,18 @@ pub trait JobQueue: Send + Sync + 'static {
 /// Enqueue `job` on `conn` (inside a transaction when the caller holds one); `None` when a
 /// job with the same de-duplication key is queued or running.
 pub(crate) async fn insert_job(
-    conn: &mut sqlx::AnyConnection,
+    db: &mut impl crate::exec::Exec,
     job: &NewJob,
     now: i64,
 ) -> Result<Option<String>, MetaError> {
     let id = uuid::Uuid::new_v4().to_string();
-    let n = sqlx::query(
-        "INSERT INTO jobs (id, kind, payload, dedup_key, state, attempts, max_attempts, run_after, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(&id)
-    .bind(&job.kind)
-    .bind(&job.payload)
-    .bind(&job.dedup_key)
-    .bind(job.max_attempts.max(1))
-    .bind(job.run_after)
-    .bind(now)
-    .execute(conn)
-    .await?
-    .rows_affected();
+    let n = db
+        .exec(
+            "INSERT INTO jobs (id, kind, payload, dedup_key, state, attempts, max_attempts, run_after, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $7, $7) ON CONFLICT DO NOTHING",
+            crate::exec::args![&id, &job.kind, &job.payload, &job.dedup_key, job.max_attempts.max(1), job.run_after, now],
+        )
+        .await?;
     Ok((n > 0).then_some(id))
 }
 
@@ -203,7 +196,7 @@ pub(crate) async fn insert_job(
 impl JobQueue for SqlMetaStore {
     async fn enqueue(&self, job: &NewJob, now: i64) -> Result<Option<String>, MetaError> {
         let mut conn = self.pool().acquire().await?;
-        insert_job(&mut conn, job, now).await
+        insert_job(&mut *conn, job, now).await
     }
 
     async fn claim(

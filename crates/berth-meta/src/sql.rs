@@ -193,6 +193,10 @@ impl SqlMetaStore {
         {
             std::fs::create_dir_all(dir).map_err(|e| MetaError::Db(sqlx::Error::Io(e)))?;
         }
+        let owned = path.to_owned();
+        let first = tokio::task::spawn_blocking(move || crate::writer::Writer::open_first(&owned))
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("opening the database: {e}")))??;
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -208,7 +212,7 @@ impl SqlMetaStore {
             .await?;
         let mut store = SqlMetaStore { pool, backend: Backend::Sqlite, writer: None, fast: None };
         store.migrate().await?;
-        store.writer = Some(crate::writer::Writer::start(path)?);
+        store.writer = Some(crate::writer::Writer::start(first, path)?);
         store.fast = Some(std::sync::Arc::new(crate::fastread::FastReads::new(path)));
         Ok(store)
     }

@@ -223,25 +223,14 @@ fn delivery(r: &AnyRow) -> Result<WebhookDeliveryRecord, MetaError> {
 }
 
 /// Insert a delivery inside the consumer's transaction (a replayed one is skipped).
-pub(crate) async fn insert_delivery(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    d: &NewWebhookDelivery,
-) -> Result<(), MetaError> {
-    sqlx::query(
+pub(crate) async fn insert_delivery(db: &mut impl crate::exec::Exec, d: &NewWebhookDelivery) -> Result<(), MetaError> {
+    db.exec(
         "INSERT INTO webhook_deliveries (policy_id, seq, target, event_type, notify_type, address, payload, status,
          attempts, next_at, log, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'Pending', 0, $8, '', $8, $8)
          ON CONFLICT (policy_id, seq, target) DO NOTHING",
+        crate::exec::args![d.policy_id, d.seq, d.target, &d.event_type, &d.notify_type, &d.address, &d.payload, d.at],
     )
-    .bind(d.policy_id)
-    .bind(d.seq)
-    .bind(d.target)
-    .bind(&d.event_type)
-    .bind(&d.notify_type)
-    .bind(&d.address)
-    .bind(&d.payload)
-    .bind(d.at)
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -22,6 +22,12 @@ const GROUP_MAX: usize = 256;
 /// How long the checkpointer lets commits gather before it copies them into the database.
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How often the checkpointer looks at the log's size when the writer is idle.
+const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A write-ahead log larger than this is emptied (`TRUNCATE`) rather than only copied.
+const WAL_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// A write waiting for the writer thread.
 trait Job: Send {
     /// Its statements, inside the writer's transaction.
@@ -60,8 +66,18 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Open the writing connection to the database at `path` and start the thread.
-    pub(crate) fn start(path: &Path) -> Result<Writer, MetaError> {
-        let conn = open(path)?;
+    /// Open (creating it if needed) the database at `path` for the writer, before any other
+    /// connection: this is where SQLite replays a write-ahead log left by a crash, which
+    /// takes as long as it takes (a 4.8 GB log after a killed pull load: 2.4 s here, longer
+    /// than a pool connection may wait, `ACQUIRE_TIMEOUT`). Blocking: call it off the runtime.
+    pub(crate) fn open_first(path: &Path) -> Result<rusqlite::Connection, MetaError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )?;
         // As sqlx's connections are (`SqlMetaStore::open_sqlite`), with more page cache, and
         // checkpoints left to the checkpointer thread: run in a commit, they were 12 % of the
         // writer's time in a tag-push load.
@@ -69,6 +85,13 @@ impl Writer {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;
              PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
         )?;
+        // The first read replays the log.
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
+        Ok(conn)
+    }
+
+    /// Start the thread on `conn` (from [`Writer::open_first`]), and the checkpointer beside it.
+    pub(crate) fn start(conn: rusqlite::Connection, path: &Path) -> Result<Writer, MetaError> {
         conn.set_prepared_statement_cache_capacity(64);
         let mut db = SyncDb { conn };
         let checkpoint = checkpointer(path)?;
@@ -120,17 +143,41 @@ fn open(path: &Path) -> Result<rusqlite::Connection, MetaError> {
 /// The thread that copies what the writer committed from the write-ahead log into the
 /// database file, [`CHECKPOINT_AFTER`] after a commit (SQLite's `PASSIVE` checkpoint: it
 /// waits for no reader or writer). It ends with the writer.
+///
+/// SQLite starts the log over from its beginning only when a writer finds every reader on the
+/// latest snapshot; under a steady read load (a million-manifest GET benchmark) that rarely
+/// happens, and the log grew by 53 KB per counted pull, to gigabytes, which a crash then
+/// leaves to replay at the next start. Past [`WAL_LIMIT`], the checkpoint is a `TRUNCATE`:
+/// it waits (up to a second) for readers to move to the latest snapshot and empties the log.
+/// The size is also looked at every [`CHECKPOINT_IDLE`] while the writer is idle, since the
+/// event consumers write through sqlx.
 fn checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, MetaError> {
     let conn = open(path)?;
     conn.execute_batch("PRAGMA busy_timeout = 1000;")?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
     let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("berth-sql-ckpt".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
-                std::thread::sleep(CHECKPOINT_AFTER);
-                let _ = rx.try_recv();
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            loop {
+                // Also every few seconds without commits here: other connections write too.
+                match rx.recv_timeout(CHECKPOINT_IDLE) {
+                    Ok(()) => {
+                        std::thread::sleep(CHECKPOINT_AFTER);
+                        let _ = rx.try_recv();
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if !std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
+                            continue;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
+                let sql = if large { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+                if let Err(e) = conn.query_row(sql, [], |_| Ok(())) {
                     tracing::warn!(error = %e, "checkpoint of the metadata database failed");
                 }
             }
@@ -204,7 +251,7 @@ mod tests {
     async fn one_failing_write_fails_alone_and_the_others_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
-        let w = Writer::start(&path).unwrap();
+        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
         let mut all = Vec::new();
         for i in 0..200i64 {
             let w = w.clone();
@@ -231,10 +278,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_past_its_limit_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = table(dir.path());
+        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
+        let wal = dir.path().join("w.db-wal");
+        // A reader stays on an old snapshot meanwhile, so a passive checkpoint cannot finish.
+        let reader = rusqlite::Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN; SELECT COUNT(*) FROM t;").unwrap();
+        w.run(|db| {
+            ready(db.exec("CREATE TABLE big (b BLOB)", args![]))?;
+            let mib = vec![7u8; 1024 * 1024];
+            for _ in 0..(WAL_LIMIT / (1024 * 1024) + 8) {
+                ready(db.exec("INSERT INTO big (b) VALUES ($1)", args![&mib[..]]))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() > WAL_LIMIT);
+        reader.execute_batch("COMMIT").unwrap();
+        // The next commit's checkpoint empties it.
+        w.run(|db| ready(db.exec("INSERT INTO t (a) VALUES (1)", args![]))).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&wal).unwrap().len() > WAL_LIMIT {
+            assert!(std::time::Instant::now() < deadline, "the log was not emptied");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_statement_error_rolls_back_only_its_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
-        let w = Writer::start(&path).unwrap();
+        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
         w.run(|db| ready(db.exec("INSERT INTO t (a) VALUES (1)", args![]))).await.unwrap();
         // A duplicate key after a good insert in the same write: neither row stays.
         let err = w
