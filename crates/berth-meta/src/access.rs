@@ -762,7 +762,7 @@ pub(crate) async fn insert_audit(db: &mut impl crate::exec::Exec, entries: &[Aud
     }
     let backend = db.backend();
     for chunk in fresh.chunks(100) {
-        let rows = crate::sql::value_rows_of(backend, chunk.len(), 10, |_, p| p);
+        let rows = crate::sql::value_rows(backend, chunk.len(), 10);
         let sql = format!(
             "INSERT INTO audit_log (op_time, username, operation, resource_type, resource, project, client_ip,
              result, detail, repeats) VALUES {}",

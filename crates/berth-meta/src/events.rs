@@ -359,7 +359,7 @@ pub(crate) async fn insert_events(
         db.exec("SELECT pg_advisory_xact_lock($1)", crate::exec::args![EVENT_ORDER_LOCK]).await?;
     }
     for chunk in events.chunks(100) {
-        let rows = crate::sql::value_rows_of(backend, chunk.len(), 9, |_, p| p);
+        let rows = crate::sql::value_rows(backend, chunk.len(), 9);
         let sql = format!(
             "INSERT INTO events (at, kind, actor, client_ip, project, repo, digest, tag, data) VALUES {}",
             rows

@@ -133,9 +133,7 @@ impl FastReads {
             st.query_row([digest.to_string()], |r| r.get::<_, Vec<u8>>(0)).optional()
         })
     }
-}
 
-impl FastReads {
     /// Every row of a read-only query (`None`: ask sqlx).
     pub(crate) fn query_all<T: crate::exec::Cols>(&self, sql: &str, args: &[crate::exec::Arg<'_>]) -> Option<Vec<T>> {
         self.with(|c| {

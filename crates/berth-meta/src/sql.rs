@@ -142,15 +142,15 @@ pub(crate) const MANIFEST_CONTENT: &str = "SELECT content FROM manifest_content 
 /// insert); [`value_rows`] avoids the walk on SQLite, `IN` lists keep `$n` under this bound.
 pub(crate) const MAX_BINDS: usize = 1000;
 
-/// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row statement of `rows` rows, for
-/// the database behind `conn`, whose statement binds nothing else.
+/// `($1, …, $cols), ($cols+1, …)`: the VALUES of a multi-row statement of `rows` rows, on
+/// `backend`, for a statement that binds nothing else.
 ///
 /// On SQLite the placeholders are anonymous (`?`): SQLite finds a numbered or named
 /// parameter's name by walking a list of all of them, and sqlx asks for the name of each one
 /// it binds, so `$n` placeholders cost time quadratic in their number (7 % of the server's
 /// samples under a pull load at a million manifests, from the event and audit inserts).
-pub(crate) fn value_rows(conn: &sqlx::AnyConnection, rows: usize, cols: usize) -> String {
-    value_rows_of(Backend::of(conn), rows, cols, |_, p| p)
+pub(crate) fn value_rows(backend: Backend, rows: usize, cols: usize) -> String {
+    value_rows_of(backend, rows, cols, |_, p| p)
 }
 
 /// As [`value_rows`], each placeholder passed through `cell(column, placeholder)` (for a cast).

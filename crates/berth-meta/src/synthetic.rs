@@ -80,7 +80,7 @@ impl Rows {
                 "INSERT INTO {} ({}) VALUES {} {}",
                 self.table,
                 self.cols.join(", "),
-                crate::sql::value_rows(tx, chunk.len(), self.cols.len()),
+                crate::sql::value_rows(crate::sql::Backend::of(tx), chunk.len(), self.cols.len()),
                 self.tail
             );
             let mut q = sqlx::query(&sql);

@@ -71,13 +71,7 @@ impl Writer {
     /// takes as long as it takes (a 4.8 GB log after a killed pull load: 2.4 s here, longer
     /// than a pool connection may wait, `ACQUIRE_TIMEOUT`). Blocking: call it off the runtime.
     pub(crate) fn open_first(path: &Path) -> Result<rusqlite::Connection, MetaError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-        )?;
+        let conn = open(path, rusqlite::OpenFlags::SQLITE_OPEN_CREATE)?;
         // As sqlx's connections are (`SqlMetaStore::open_sqlite`), with more page cache, and
         // checkpoints left to the checkpointer thread: run in a commit, they were 12 % of the
         // writer's time in a tag-push load.
@@ -131,13 +125,12 @@ impl Writer {
     }
 }
 
-fn open(path: &Path) -> Result<rusqlite::Connection, MetaError> {
-    Ok(rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-    )?)
+/// A read-write connection to `path` (with `more` flags), used by this thread only.
+fn open(path: &Path, more: rusqlite::OpenFlags) -> Result<rusqlite::Connection, MetaError> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    Ok(rusqlite::Connection::open_with_flags(path, flags | more)?)
 }
 
 /// The thread that copies what the writer committed from the write-ahead log into the
@@ -152,7 +145,7 @@ fn open(path: &Path) -> Result<rusqlite::Connection, MetaError> {
 /// The size is also looked at every [`CHECKPOINT_IDLE`] while the writer is idle, since the
 /// event consumers write through sqlx.
 fn checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, MetaError> {
-    let conn = open(path)?;
+    let conn = open(path, rusqlite::OpenFlags::empty())?;
     conn.execute_batch("PRAGMA busy_timeout = 1000;")?;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
@@ -243,6 +236,10 @@ mod tests {
         path
     }
 
+    fn writer(path: &Path) -> Writer {
+        Writer::start(Writer::open_first(path).unwrap(), path).unwrap()
+    }
+
     fn count(path: &Path) -> i64 {
         rusqlite::Connection::open(path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
     }
@@ -251,7 +248,7 @@ mod tests {
     async fn one_failing_write_fails_alone_and_the_others_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
-        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
+        let w = writer(&path);
         let mut all = Vec::new();
         for i in 0..200i64 {
             let w = w.clone();
@@ -281,7 +278,7 @@ mod tests {
     async fn a_log_past_its_limit_is_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
-        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
+        let w = writer(&path);
         let wal = dir.path().join("w.db-wal");
         // A reader stays on an old snapshot meanwhile, so a passive checkpoint cannot finish.
         let reader = rusqlite::Connection::open(&path).unwrap();
@@ -312,7 +309,7 @@ mod tests {
     async fn a_statement_error_rolls_back_only_its_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
-        let w = Writer::start(Writer::open_first(&path).unwrap(), &path).unwrap();
+        let w = writer(&path);
         w.run(|db| ready(db.exec("INSERT INTO t (a) VALUES (1)", args![]))).await.unwrap();
         // A duplicate key after a good insert in the same write: neither row stays.
         let err = w
