@@ -22,7 +22,7 @@ pub struct ConsumerOptions {
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
-        ConsumerOptions { poll: Duration::from_millis(250), batch: 500, backoff: Duration::from_millis(500) }
+        ConsumerOptions { poll: Duration::from_millis(250), batch: 2000, backoff: Duration::from_millis(500) }
     }
 }
 

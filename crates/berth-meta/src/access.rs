@@ -729,12 +729,15 @@ pub(crate) async fn insert_audit(db: &mut impl crate::exec::Exec, entries: &[Aud
     // Stored id → (repeats to add, latest time).
     let mut merges: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
     let mut fresh: Vec<AuditRecord> = Vec::with_capacity(entries.len());
+    // Key → the latest aggregated entry of `fresh` with it (a scan of `fresh` per entry was
+    // quadratic in the batch).
+    let mut latest: HashMap<AuditKey<'_>, usize> = HashMap::new();
     for e in entries {
         let cutoff = e.op_time - AUDIT_MERGE_WINDOW_MS;
         // The latest identical entry may be one of this batch, not yet written.
-        let same = |f: &AuditRecord| f.aggregate && f.op_time >= cutoff && audit_key(f) == audit_key(e);
         if e.aggregate
-            && let Some(f) = fresh.iter_mut().rev().find(|f| same(f))
+            && let Some(f) = latest.get(&audit_key(e)).map(|&i| &mut fresh[i])
+            && f.op_time >= cutoff
         {
             f.repeats += e.repeats.max(1);
             f.op_time = f.op_time.max(e.op_time);
@@ -749,6 +752,9 @@ pub(crate) async fn insert_audit(db: &mut impl crate::exec::Exec, entries: &[Aud
             m.0 += e.repeats.max(1);
             m.1 = m.1.max(e.op_time);
             continue;
+        }
+        if e.aggregate {
+            latest.insert(audit_key(e), fresh.len());
         }
         fresh.push(e.clone());
     }

@@ -404,6 +404,53 @@ fn event_from_row(r: &AnyRow) -> Result<EventRecord, MetaError> {
     })
 }
 
+/// Most events [`EventCache`] keeps.
+const EVENT_CACHE_MAX: usize = 10_000;
+
+/// The log's recent reads, shared by this process's readers: half a dozen consumers and the
+/// change follower read every event, and under a pull load over many images each of them
+/// decoded every row through sqlx (`perf`: row decoding and its allocations were the largest
+/// part of that work after the writes). A read is kept as a *run*: what a read after `from`
+/// returned, every event after `from` up to its last as the database had them then. The log
+/// only grows at its end, in commit order (SQLite's one writer; PostgreSQL's event lock), so
+/// nothing can appear later inside a run: a read after any `seq` inside one takes the run's
+/// events, and only what follows its end from the database. Pruning empties it.
+#[derive(Debug, Default)]
+pub(crate) struct EventCache {
+    runs: std::sync::Mutex<std::collections::VecDeque<(i64, std::sync::Arc<[EventRecord]>)>>,
+}
+
+impl EventCache {
+    /// Up to `limit` events after `after`, if a run holds the next one (never empty).
+    pub(crate) fn get(&self, after: i64, limit: i64) -> Option<Vec<EventRecord>> {
+        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, run) =
+            runs.iter().rev().find(|(from, run)| *from <= after && run.last().is_some_and(|l| l.seq > after))?;
+        let start = run.partition_point(|e| e.seq <= after);
+        Some(run[start..].iter().take(usize::try_from(limit).unwrap_or(0)).cloned().collect())
+    }
+
+    /// Keep what a read after `from` returned (nothing when it is empty), dropping the oldest
+    /// runs past [`EVENT_CACHE_MAX`] events.
+    pub(crate) fn put(&self, from: i64, events: &[EventRecord]) {
+        if events.is_empty() || events.len() > EVENT_CACHE_MAX {
+            return;
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        runs.push_back((from, events.into()));
+        let mut held: usize = runs.iter().map(|(_, r)| r.len()).sum();
+        while held > EVENT_CACHE_MAX {
+            let Some((_, old)) = runs.pop_front() else { break };
+            held -= old.len();
+        }
+    }
+
+    /// Forget every run (the log was pruned).
+    pub(crate) fn clear(&self) {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// Move `consumer`'s cursor from `from` to `to` (compare-and-set) and apply its effects; nothing
 /// is applied (and the caller rolls back) if the cursor was not at `from`.
 async fn advance_in(
@@ -563,6 +610,10 @@ impl EventLog for SqlMetaStore {
         if events.is_empty() {
             return Ok(());
         }
+        if let Some(w) = self.writer() {
+            let events = events.to_vec();
+            return w.run(move |db| crate::exec::ready(insert_events(db, Backend::Sqlite, &events))).await;
+        }
         let mut tx = self.begin_write().await?;
         insert_events(&mut tx, self.backend(), events).await?;
         tx.commit().await?;
@@ -570,12 +621,25 @@ impl EventLog for SqlMetaStore {
     }
 
     async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRecord>, MetaError> {
+        // What the cache holds, then the rest from the database (kept for the other readers).
+        let (mut out, mut after) = (Vec::new(), after);
+        while (out.len() as i64) < limit {
+            let Some(part) = self.event_cache().get(after, limit - out.len() as i64) else { break };
+            after = part.last().map_or(after, |e| e.seq);
+            out.extend(part);
+        }
+        if out.len() as i64 >= limit {
+            return Ok(out);
+        }
         let rows = sqlx::query(&format!("SELECT {EVENT_COLS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .bind(after)
-            .bind(limit)
+            .bind(limit - out.len() as i64)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(event_from_row).collect()
+        let rest = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+        self.event_cache().put(after, &rest);
+        out.extend(rest);
+        Ok(out)
     }
 
     async fn last_event_seq(&self) -> Result<i64, MetaError> {
@@ -655,9 +719,11 @@ impl EventLog for SqlMetaStore {
         effects: &[Effect],
         now: i64,
     ) -> Result<bool, MetaError> {
-        // Not on the writer thread (`writer.rs`): there the consumers kept up with a pull load
-        // over a million manifests sooner, but took that time from the GETs (10,300-12,600
-        // req/s against 12,300-17,400 through sqlx, in alternating runs).
+        if let Some(w) = self.writer() {
+            // A cursor that was not at `from` moved nothing and applied nothing.
+            let (consumer, effects) = (consumer.to_owned(), effects.to_vec());
+            return w.run(move |db| crate::exec::ready(advance_in(db, &consumer, from, to, &effects, now))).await;
+        }
         let mut tx = self.begin_write().await?;
         let moved = advance_in(&mut tx, consumer, from, to, effects, now).await?;
         if moved {
@@ -669,7 +735,10 @@ impl EventLog for SqlMetaStore {
     }
 
     async fn prune_events(&self, before: i64) -> Result<u64, MetaError> {
-        Ok(sqlx::query("DELETE FROM events WHERE at < $1").bind(before).execute(self.pool()).await?.rows_affected())
+        let pruned =
+            sqlx::query("DELETE FROM events WHERE at < $1").bind(before).execute(self.pool()).await?.rows_affected();
+        self.event_cache().clear();
+        Ok(pruned)
     }
 }
 
@@ -875,5 +944,54 @@ impl EventBuffer {
             self.wake.notify_one();
             done.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seqs: std::ops::RangeInclusive<i64>) -> Vec<EventRecord> {
+        seqs.map(|seq| EventRecord { seq, event: NewEvent::new(EventKind::LoginFailed, seq, &Origin::system()) })
+            .collect()
+    }
+
+    fn seqs(events: Option<Vec<EventRecord>>) -> Option<Vec<i64>> {
+        events.map(|e| e.iter().map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn the_event_cache_answers_only_inside_what_was_read() {
+        let cache = EventCache::default();
+        cache.put(10, &run(11..=15));
+        // Inside the run: its events after the cursor, up to the limit.
+        assert_eq!(seqs(cache.get(10, 100)), Some(vec![11, 12, 13, 14, 15]));
+        assert_eq!(seqs(cache.get(12, 2)), Some(vec![13, 14]));
+        // Before the run (it says nothing of 10 and earlier) and at its end: the database's.
+        assert_eq!(seqs(cache.get(9, 100)), None);
+        assert_eq!(seqs(cache.get(15, 100)), None);
+        // Gaps in the numbering inside a run are the database's gaps.
+        cache.put(15, &[run(16..=16), run(20..=21)].concat());
+        assert_eq!(seqs(cache.get(16, 100)), Some(vec![20, 21]));
+        // Pruning forgets everything.
+        cache.clear();
+        assert_eq!(seqs(cache.get(12, 100)), None);
+    }
+
+    #[test]
+    fn the_event_cache_holds_a_bounded_number_of_events() {
+        let cache = EventCache::default();
+        let size = EVENT_CACHE_MAX as i64 / 4;
+        for k in 0..10 {
+            cache.put(k * size, &run(k * size + 1..=(k + 1) * size));
+        }
+        let held: usize = cache.runs.lock().unwrap().iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(held, EVENT_CACHE_MAX);
+        // The oldest runs went, the newest stayed.
+        assert_eq!(seqs(cache.get(0, 1)), None);
+        assert_eq!(seqs(cache.get(9 * size, 1)), Some(vec![9 * size + 1]));
+        // A read larger than the whole cache is not kept.
+        cache.put(0, &run(1..=EVENT_CACHE_MAX as i64 + 1));
+        assert_eq!(seqs(cache.get(0, 1)), None);
     }
 }

@@ -95,6 +95,8 @@ pub struct SqlMetaStore {
     writer: Option<crate::writer::Writer>,
     /// Point reads on the caller's thread (SQLite only).
     fast: Option<std::sync::Arc<crate::fastread::FastReads>>,
+    /// The event log's recent reads (`events.rs`).
+    events: std::sync::Arc<crate::events::EventCache>,
 }
 
 fn parse<T: FromStr>(s: String) -> Result<T, MetaError> {
@@ -203,14 +205,16 @@ impl SqlMetaStore {
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;")
+                    // Checkpoints are the checkpointer thread's (`writer.rs`).
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
                         .await?;
                     Ok(())
                 })
             })
             .connect(&url)
             .await?;
-        let mut store = SqlMetaStore { pool, backend: Backend::Sqlite, writer: None, fast: None };
+        let mut store =
+            SqlMetaStore { pool, backend: Backend::Sqlite, writer: None, fast: None, events: Default::default() };
         store.migrate().await?;
         store.writer = Some(crate::writer::Writer::start(first, path)?);
         store.fast = Some(std::sync::Arc::new(crate::fastread::FastReads::new(path)));
@@ -225,9 +229,20 @@ impl SqlMetaStore {
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
-        let store = SqlMetaStore { pool, backend: Backend::Postgres, writer: None, fast: None };
+        let store =
+            SqlMetaStore { pool, backend: Backend::Postgres, writer: None, fast: None, events: Default::default() };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The writer thread (SQLite).
+    pub(crate) fn writer(&self) -> Option<&crate::writer::Writer> {
+        self.writer.as_ref()
+    }
+
+    /// The event log's recent reads.
+    pub(crate) fn event_cache(&self) -> &crate::events::EventCache {
+        &self.events
     }
 
     /// A transaction that holds SQLite's write lock from its start: one that reads first
