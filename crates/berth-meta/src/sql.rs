@@ -205,9 +205,13 @@ impl SqlMetaStore {
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    // Checkpoints are the checkpointer thread's (`writer.rs`).
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
-                        .await?;
+                    // Checkpoints are the checkpointer thread's (`writer.rs`), up to a limit.
+                    let pragmas = format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000;
+                         PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {};",
+                        crate::writer::WAL_LIMIT_PAGES
+                    );
+                    conn.execute(pragmas.as_str()).await?;
                     Ok(())
                 })
             })

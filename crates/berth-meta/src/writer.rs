@@ -26,6 +26,11 @@ const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(2
 /// A write-ahead log larger than this is emptied (`TRUNCATE`) rather than only copied.
 const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// [`WAL_LIMIT`] in pages (of 4 KiB): past it, a connection that commits checkpoints itself
+/// (`wal_autocheckpoint`), the back-pressure that keeps a writer faster than the checkpointer
+/// (`berth admin fill`: a 75 MB log after 16 s, and a first start that replayed it) within it.
+pub(crate) const WAL_LIMIT_PAGES: u64 = WAL_LIMIT / 4096;
+
 /// A write waiting for the writer thread.
 trait Job: Send {
     /// Its statements, inside the writer's transaction.
@@ -70,13 +75,13 @@ impl Writer {
     /// than a pool connection may wait, `ACQUIRE_TIMEOUT`). Blocking: call it off the runtime.
     pub(crate) fn open_first(path: &Path) -> Result<rusqlite::Connection, MetaError> {
         let conn = open(path, rusqlite::OpenFlags::SQLITE_OPEN_CREATE)?;
-        // As sqlx's connections are (`SqlMetaStore::open_sqlite`), with more page cache, and
-        // checkpoints left to the checkpointer thread: run in a commit, they were 12 % of the
-        // writer's time in a tag-push load.
-        conn.execute_batch(
+        // As sqlx's connections are (`SqlMetaStore::open_sqlite`, checkpoints left to the
+        // checkpointer thread), with more page cache.
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 0;",
-        )?;
+             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {};",
+            WAL_LIMIT_PAGES
+        ))?;
         // The first read replays the log (this one without parsing the schema).
         conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
         Ok(conn)
@@ -133,10 +138,11 @@ fn open(path: &Path, more: rusqlite::OpenFlags) -> Result<rusqlite::Connection, 
 
 /// The thread that copies what was committed from the write-ahead log into the database
 /// file: every [`CHECKPOINT_AFTER`], if any connection committed since it last looked
-/// (`PRAGMA data_version`), a `PASSIVE` checkpoint, which waits for no reader or writer. No
-/// connection of this process checkpoints otherwise (`wal_autocheckpoint = 0`): run inside
-/// commits, checkpoints were 12 % of the writer's time in a tag-push load, and 8 % of the
-/// event consumers' in a pull load. It ends when the returned sender is dropped.
+/// (`PRAGMA data_version`), a `PASSIVE` checkpoint, which waits for no reader or writer. The
+/// connections of this process checkpoint themselves only past [`WAL_LIMIT_PAGES`] (SQLite's
+/// default is 1,000 pages): run inside commits, checkpoints were 12 % of the writer's time in
+/// a tag-push load, and 8 % of the event consumers' in a pull load. It ends when the returned
+/// sender is dropped.
 ///
 /// SQLite starts the log over from its beginning only when a writer finds every reader on the
 /// latest snapshot; under a steady read load (a million-manifest GET benchmark) that rarely
