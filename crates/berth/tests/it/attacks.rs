@@ -884,9 +884,13 @@ async fn scan_ended(s: &TestServer, repo: &str, reference: &str) -> Value {
     .await
 }
 
-/// Push an image of `copies` times one real (tar.gz) layer; returns nothing.
-async fn push_tar_image(s: &TestServer, repo: &str, copies: usize) {
-    let layer = targz(&[("etc/os-release".to_owned(), b"ID=debian\nVERSION_ID=12\n".to_vec())]);
+/// Push an image of `copies` times one real (tar.gz) layer, which holds `padding` random
+/// bytes beside its `/etc/os-release`; returns nothing.
+async fn push_tar_image(s: &TestServer, repo: &str, copies: usize, padding: usize) {
+    let layer = targz(&[
+        ("etc/os-release".to_owned(), b"ID=debian\nVERSION_ID=12\n".to_vec()),
+        ("opt/padding".to_owned(), random_bytes(padding)),
+    ]);
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let (cd, ld) = (s.push_blob(repo, config).await, s.push_blob(repo, &layer).await);
     let layers: Vec<(String, usize)> = (0..copies).map(|_| (ld.clone(), layer.len())).collect();
@@ -896,11 +900,12 @@ async fn push_tar_image(s: &TestServer, repo: &str, copies: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_past_its_budget_fails_with_a_reason_and_repeated_layers_are_read_once() {
-    // A budget nothing can meet: the scan fails, saying why, and is not left running.
+    // A budget nothing can meet: the scan fails, saying why, and is not left running. (The
+    // layer is 8 MiB: a one-file layer, read from the page cache, could be scanned in 1 ms.)
     let s = TestServer::start_with(|c| c.scan_timeout = Duration::from_millis(1)).await;
     let body = json!({"project_name": "slow", "metadata": {"auto_scan": "true"}});
     assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), 201);
-    push_tar_image(&s, "slow/app", 1).await;
+    push_tar_image(&s, "slow/app", 1, 8 << 20).await;
     let o = scan_ended(&s, "slow/app", "v1").await;
     assert_eq!(o["scan_status"], "Error", "{o}");
     assert!(o["error"].as_str().unwrap().contains("took longer than its budget of 1ms (scanner.timeout)"), "{o}");
@@ -910,7 +915,7 @@ async fn a_scan_past_its_budget_fails_with_a_reason_and_repeated_layers_are_read
     let s = TestServer::start().await;
     let body = json!({"project_name": "dups", "metadata": {"auto_scan": "true"}});
     assert_eq!(s.api(Method::POST, "/projects", Some(body)).await.status(), 201);
-    push_tar_image(&s, "dups/app", 500).await;
+    push_tar_image(&s, "dups/app", 500, 0).await;
     let o = scan_ended(&s, "dups/app", "v1").await;
     assert_eq!(o["scan_status"], "Success", "{o}");
 }
