@@ -205,13 +205,7 @@ impl SqlMetaStore {
             .acquire_timeout(crate::ACQUIRE_TIMEOUT)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    // Checkpoints are the checkpointer thread's (`writer.rs`), up to a limit.
-                    let pragmas = format!(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000;
-                         PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {};",
-                        crate::writer::WAL_LIMIT_PAGES
-                    );
-                    conn.execute(pragmas.as_str()).await?;
+                    conn.execute(crate::writer::connection_pragmas().as_str()).await?;
                     Ok(())
                 })
             })

@@ -26,10 +26,18 @@ const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(2
 /// A write-ahead log larger than this is emptied (`TRUNCATE`) rather than only copied.
 const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// [`WAL_LIMIT`] in pages (of 4 KiB): past it, a connection that commits checkpoints itself
-/// (`wal_autocheckpoint`), the back-pressure that keeps a writer faster than the checkpointer
-/// (`berth admin fill`: a 75 MB log after 16 s, and a first start that replayed it) within it.
-pub(crate) const WAL_LIMIT_PAGES: u64 = WAL_LIMIT / 4096;
+/// What every connection of this process that writes runs first (the writer's and sqlx's):
+/// durable commits, and checkpoints left to the checkpointer thread up to [`WAL_LIMIT`] of
+/// log (in 4 KiB pages). Past it, a connection that commits checkpoints itself: the
+/// back-pressure that keeps a writer faster than the checkpointer (`berth admin fill`: a 75 MB
+/// log after 16 s, and a first start that replayed it) within it.
+pub(crate) fn connection_pragmas() -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = {};",
+        WAL_LIMIT / 4096
+    )
+}
 
 /// A write waiting for the writer thread.
 trait Job: Send {
@@ -68,20 +76,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Open the writing connection to the database at `path` and start the thread.
     /// Open (creating it if needed) the database at `path` for the writer, before any other
     /// connection: this is where SQLite replays a write-ahead log left by a crash, which
     /// takes as long as it takes (a 4.8 GB log after a killed pull load: 2.4 s here, longer
     /// than a pool connection may wait, `ACQUIRE_TIMEOUT`). Blocking: call it off the runtime.
     pub(crate) fn open_first(path: &Path) -> Result<rusqlite::Connection, MetaError> {
         let conn = open(path, rusqlite::OpenFlags::SQLITE_OPEN_CREATE)?;
-        // As sqlx's connections are (`SqlMetaStore::open_sqlite`, checkpoints left to the
-        // checkpointer thread), with more page cache.
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {};",
-            WAL_LIMIT_PAGES
-        ))?;
+        // As sqlx's connections are, with more page cache.
+        conn.execute_batch(&format!("{} PRAGMA cache_size = -16384;", connection_pragmas()))?;
         // The first read replays the log (this one without parsing the schema).
         conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
         Ok(conn)
@@ -139,7 +141,7 @@ fn open(path: &Path, more: rusqlite::OpenFlags) -> Result<rusqlite::Connection, 
 /// The thread that copies what was committed from the write-ahead log into the database
 /// file: every [`CHECKPOINT_AFTER`], if any connection committed since it last looked
 /// (`PRAGMA data_version`), a `PASSIVE` checkpoint, which waits for no reader or writer. The
-/// connections of this process checkpoint themselves only past [`WAL_LIMIT_PAGES`] (SQLite's
+/// connections of this process checkpoint themselves only past [`WAL_LIMIT`] (SQLite's
 /// default is 1,000 pages): run inside commits, checkpoints were 12 % of the writer's time in
 /// a tag-push load, and 8 % of the event consumers' in a pull load. It ends when the returned
 /// sender is dropped.
@@ -241,6 +243,15 @@ mod tests {
         Writer::start(Writer::open_first(path).unwrap(), path).unwrap()
     }
 
+    /// Wait (up to 10 s) until `done`.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn count(path: &Path) -> i64 {
         rusqlite::Connection::open(path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
     }
@@ -280,17 +291,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = table(dir.path());
         let _w = writer(&path);
-        // As the pool's connections are: they never checkpoint themselves.
+        // A connection that leaves checkpoints to others, as the pool's do (below their limit).
         let other = rusqlite::Connection::open(&path).unwrap();
         other.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE big (b BLOB);").unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         other.execute("INSERT INTO big (b) VALUES (?1)", [vec![7u8; 1024 * 1024]]).unwrap();
         // Only a checkpoint can grow the database file by the row.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::metadata(&path).unwrap().len() < before + 1024 * 1024 {
-            assert!(std::time::Instant::now() < deadline, "the commit was not checkpointed");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually("the commit was not checkpointed", || {
+            std::fs::metadata(&path).unwrap().len() >= before + 1024 * 1024
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +324,9 @@ mod tests {
         .unwrap();
         assert!(std::fs::metadata(&wal).unwrap().len() > WAL_LIMIT);
         reader.execute_batch("COMMIT").unwrap();
-        // The next commit's checkpoint empties it.
+        // The checkpointer's next look empties it.
         w.run(|db| ready(db.exec("INSERT INTO t (a) VALUES (1)", args![]))).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::metadata(&wal).unwrap().len() > WAL_LIMIT {
-            assert!(std::time::Instant::now() < deadline, "the log was not emptied");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        eventually("the log was not emptied", || std::fs::metadata(&wal).unwrap().len() <= WAL_LIMIT).await;
         assert_eq!(count(&path), 1);
     }
 
